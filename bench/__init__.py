@@ -1,0 +1,1 @@
+"""Benchmarks (pytest-benchmark) and the summary report: ``python -m bench``."""

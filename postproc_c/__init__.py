@@ -1,0 +1,23 @@
+"""The C99 post-processing core (sifting, hashing, privacy amplification,
+reconciliation) and its numpy-facing Python API.
+
+Bits are packed 64 to a ``uint64``, least significant bit first: bit ``i`` of a
+key is bit ``i % 64`` of word ``i // 64``. Functions take and return numpy
+arrays and raise ``ValueError``/``TypeError`` naming the bad argument, or
+``postproc_c.Error`` for a failing C call. Calls release the GIL (cffi API mode),
+so threads can run the core in parallel. This package knows nothing of sockets
+or instruments.
+"""
+
+from ._binding import Error, ffi, lib
+from ._version import __version__
+
+
+def cpu_features() -> list[str]:
+    """Names of the CPU fast paths the core selected on this machine."""
+    mask = lib.qpp_cpu_features()
+    names = {lib.QPP_CPU_PCLMUL: "pclmul", lib.QPP_CPU_AVX2: "avx2", lib.QPP_CPU_POPCNT: "popcnt"}
+    return [n for bit, n in names.items() if mask & bit]
+
+
+__all__ = ["Error", "__version__", "cpu_features", "ffi", "lib"]

@@ -1,0 +1,49 @@
+/* Status text, version stamp and run-time CPU-feature selection. */
+#include "qpp_common.h"
+
+#ifndef QPP_VERSION
+#error "QPP_VERSION must be defined by the build (postproc_c/build_ffi.py)"
+#endif
+
+const char *qpp_strerror(int status)
+{
+    switch (status) {
+    case QPP_OK: return "ok";
+    case QPP_ERR_NULL: return "null pointer argument";
+    case QPP_ERR_LENGTH: return "invalid or inconsistent length";
+    case QPP_ERR_VALUE: return "element value out of domain";
+    case QPP_ERR_UNSORTED: return "slot indices not strictly increasing";
+    case QPP_ERR_RANGE: return "index outside the frame";
+    case QPP_ERR_NOMEM: return "out of memory";
+    case QPP_ERR_STATE: return "call not valid in the current state";
+    case QPP_ERR_MESSAGE: return "malformed, truncated or out-of-order message";
+    case QPP_ERR_DECODE: return "decoding did not converge";
+    case QPP_ERR_INTERNAL: return "internal error";
+    default: return "unknown status";
+    }
+}
+
+const char *qpp_version(void) { return QPP_VERSION; }
+
+/* The feature mask is detected once; the only shared state is this read-mostly
+ * word, set before any worker runs, so the core stays reentrant. */
+static unsigned detected_features(void)
+{
+    unsigned f = 0;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1"))
+        f |= QPP_CPU_PCLMUL;
+    if (__builtin_cpu_supports("avx2"))
+        f |= QPP_CPU_AVX2;
+    if (__builtin_cpu_supports("popcnt"))
+        f |= QPP_CPU_POPCNT;
+#endif
+    return f;
+}
+
+static volatile unsigned disabled_mask = 0;
+
+unsigned qpp_cpu_features(void) { return detected_features() & ~disabled_mask; }
+
+void qpp_cpu_disable(unsigned disable_mask) { disabled_mask = disable_mask; }
