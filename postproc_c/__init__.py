@@ -11,6 +11,8 @@ or instruments.
 
 from ._binding import Error, ffi, lib
 from ._version import __version__
+from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
+from .selftest import SelfTestError, selftest
 
 
 def cpu_features() -> list[str]:
@@ -20,4 +22,7 @@ def cpu_features() -> list[str]:
     return [n for bit, n in names.items() if mask & bit]
 
 
-__all__ = ["Error", "__version__", "cpu_features", "ffi", "lib"]
+__all__ = [
+    "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
+    "make_side", "methods", "reconcile_in_memory", "selftest",
+]
