@@ -53,6 +53,7 @@ __all__ = [
     "TcpStreamServer",
     "GARBAGE",
     "tag_batches",
+    "free_tcp_port",
 ]
 
 GARBAGE = b"\x00\xff#garbage\xfe?\x01"
@@ -573,6 +574,13 @@ class TcpStreamServer(EmulatedServer):
             data = GARBAGE * max(1, len(data) // len(GARBAGE))
         if self._send(data):
             self.chunks_sent += 1
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for protocols where the client names it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tag_batches(source) -> Callable[[], tuple | None]:
