@@ -99,21 +99,40 @@ def decode_timestamps(data: bytes, *, with_ref_index: bool) -> tuple[np.ndarray,
                                  reply=bytes(data[:32]))
         if (ts >= (1 << 62)).any() or (ref >= (1 << 40)).any():
             raise MalformedReply("timestamp or reference index out of range", reply=bytes(data[:32]))
-        return ts.astype(np.int64), ref.astype(np.int64)
+        # after the range check the values fit int64: reinterpret the strided views, no copy
+        return ts.view(np.int64), ref.view(np.int64)
     if a.size > 1 and bool((a[1:] < a[:-1]).any()):
         raise MalformedReply("timestamps go backwards: corrupted timestamp stream", reply=bytes(data[:32]))
     if a.size and int(a[-1]) >= (1 << 62):
         raise MalformedReply("timestamp out of range", reply=bytes(data[:32]))
-    return a.astype(np.int64), None
+    return a.view(np.int64), None
 
 
 def merge_channels(times: Sequence[np.ndarray], channels: Sequence[int]) -> TagBatch:
-    """Merge per-channel sorted int64 times into one time-sorted TagBatch (stable: ties keep order)."""
+    """Merge per-channel sorted int64 times into one time-sorted TagBatch (equal times: lower channel first).
+
+    Fast path: pack ``t << 3 | channel`` into one int64 key and sort it in place
+    with the stable sort (timsort finds the per-channel runs), which is about
+    twice as fast as an indirect ``argsort`` plus two gathers; used when times
+    are in ``0 .. 2**60`` ps (13 days) and channels below 8.
+    """
     if not times:
         return TagBatch.empty()
-    t = np.concatenate(times)
-    ch = np.concatenate([np.full(x.size, c, np.uint8) for x, c in zip(times, channels, strict=True)])
-    order = np.argsort(t, kind="stable")
+    sizes = [x.size for x in times]
+    t = np.concatenate(times).astype(np.int64, copy=False)
+    if t.size == 0:
+        return TagBatch.empty()
+    if max(channels) < 8 and min(channels) >= 0 and int(t.min()) >= 0 and int(t.max()) < (1 << 60):
+        key = t << 3  # a new array: the inputs are untouched
+        off = 0
+        for n, c in zip(sizes, channels, strict=True):
+            if c:
+                key[off:off + n] |= c
+            off += n
+        key.sort(kind="stable")
+        return TagBatch(key >> 3, (key & 7).astype(np.uint8))
+    ch = np.concatenate([np.full(n, c, np.uint8) for n, c in zip(sizes, channels, strict=True)])
+    order = np.lexsort((ch, t))
     return TagBatch(t[order], ch[order])
 
 
