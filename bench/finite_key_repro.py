@@ -63,11 +63,19 @@ def rate(x: np.ndarray, length_km: float, n_x: float, system: FiberSystem,
 
 
 def optimize(length_km: float, n_x: float, system: FiberSystem, protocol: str = "2-decoy",
-             seed: int = 1, maxiter: int = 60) -> tuple[float, list[float]]:
-    bounds = [(0.5, 0.995), (0.05, 0.95), (0.05, 0.95), (0.05, 1.0), (0.005, 0.6)]
+             seed: int = 1, maxiter: int = 60, n_random: int = 4000) -> tuple[float, list[float]]:
+    bounds = np.array([(0.5, 0.995), (0.02, 0.98), (0.02, 0.98), (0.05, 1.5), (0.005, 0.8)])
+    # The rate is exactly 0 over most of the box at small blocks and long fibers,
+    # which leaves differential evolution nothing to climb; seed its population
+    # with the best points of a uniform random search so it starts inside the
+    # region where key exists whenever the search found it.
+    rng = np.random.default_rng(seed)
+    cand = bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * rng.random((n_random, 5))
+    vals = np.array([rate(x, length_km, n_x, system, protocol) for x in cand])
+    init = cand[np.argsort(-vals)[: 12 * 5]]
     res = differential_evolution(lambda x: -rate(x, length_km, n_x, system, protocol), bounds,
-                                 seed=seed, maxiter=maxiter, popsize=12, tol=1e-7, polish=False)
-    return max(0.0, -res.fun), list(map(float, res.x))
+                                 seed=seed, maxiter=maxiter, init=init, tol=1e-7, polish=False)
+    return max(0.0, -res.fun, float(vals.max())), list(map(float, res.x))
 
 
 def max_distance(n_x: float, system: FiberSystem, protocol: str, lo: float, hi: float) -> float:
