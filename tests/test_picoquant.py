@@ -419,3 +419,37 @@ def test_hardware_picoquant_stream(instrument_address):
         b = tg.read_tags(timeout_s=2.0)
         tg.stop_stream()
         assert b.t_ps.dtype == np.int64 and bool(np.all(np.diff(b.t_ps) >= 0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(0, 4 * 600), max_size=12), garbage_tail=st.binary(max_size=3))
+def test_fuzz_stream_chunking_is_invisible(cuts, garbage_tail):
+    """Records split at arbitrary byte positions across reads decode exactly as one block;
+    a trailing partial record (< 4 bytes) stays in the carry."""
+    from drivers.picoquant import TY_ANSISTRING, TY_FLOAT8, TY_INT8, encode_ptu_header
+    from drivers.testing import FakeStreamTransport
+
+    rng = np.random.default_rng(len(cuts))
+    t = np.cumsum(rng.integers(1, 30_000_000, 500)).astype(np.int64)
+    ch = rng.integers(0, 5, t.size).astype(np.uint8)
+    recs, _ = encode_t2(t, ch)
+    header = encode_ptu_header([("HW_Type", -1, TY_ANSISTRING, "MultiHarp 160"),
+                                ("MeasDesc_GlobalResolution", -1, TY_FLOAT8, 1e-12),
+                                ("TTResultFormat_TTTRRecType", -1, TY_INT8, RT_GENERIC_T2),
+                                ("TTResult_NumberOfRecords", -1, TY_INT8, -1)])
+    body = recs.astype("<u4").tobytes() + garbage_tail
+    bounds = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
+    chunks = [body[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    transport = FakeStreamTransport([(None, header)] + [(None, c) for c in chunks])
+    tg = PicoQuantStreamTagger(transport)
+    assert tg.open().model == "MultiHarp 160"
+    got_t, got_c = [], []
+    for _ in range(200):
+        b = tg.read_tags(max_tags=97)
+        got_t.append(b.t_ps)
+        got_c.append(b.channel)
+        if len(b) == 0 and not transport._pending and not transport._buf:
+            break
+    np.testing.assert_array_equal(np.concatenate(got_t), t)
+    np.testing.assert_array_equal(np.concatenate(got_c), ch)
+    assert len(tg._carry) == len(garbage_tail)
