@@ -119,18 +119,23 @@ def merge_channels(times: Sequence[np.ndarray], channels: Sequence[int]) -> TagB
     if not times:
         return TagBatch.empty()
     sizes = [x.size for x in times]
-    t = np.concatenate(times).astype(np.int64, copy=False)
-    if t.size == 0:
+    total = sum(sizes)
+    if total == 0:
         return TagBatch.empty()
-    if max(channels) < 8 and min(channels) >= 0 and int(t.min()) >= 0 and int(t.max()) < (1 << 60):
-        key = t << 3  # a new array: the inputs are untouched
+    fast = 0 <= min(channels) and max(channels) < 8 and all(
+        x.size == 0 or (int(x.min()) >= 0 and int(x.max()) < (1 << 60)) for x in times)
+    if fast:
+        key = np.empty(total, np.int64)  # written slice by slice: no concatenated copy of the times
         off = 0
-        for n, c in zip(sizes, channels, strict=True):
+        for x, c in zip(times, channels, strict=True):
+            k = key[off:off + x.size]
+            np.left_shift(x, 3, out=k)
             if c:
-                key[off:off + n] |= c
-            off += n
+                k |= c
+            off += x.size
         key.sort(kind="stable")
         return TagBatch(key >> 3, (key & 7).astype(np.uint8))
+    t = np.concatenate(times).astype(np.int64, copy=False)
     ch = np.concatenate([np.full(n, c, np.uint8) for n, c in zip(sizes, channels, strict=True)])
     order = np.lexsort((ch, t))
     return TagBatch(t[order], ch[order])

@@ -279,3 +279,21 @@ def test_hardware_id900_identify_and_count(instrument_address):
     with IdqTimeController(addr, timeout_s=5.0) as tc:
         assert tc.identity.model.upper().startswith(("ID900", "ID1000"))
         assert tc.counts().shape == (5,)
+
+
+def test_merge_channels_fast_and_fallback_paths_agree_with_reference():
+    from drivers.idq_id900 import merge_channels
+
+    rng = np.random.default_rng(11)
+    times = [np.sort(rng.integers(0, 500, n)).astype(np.int64) for n in (40, 0, 77, 13)]
+    chans = [1, 2, 3, 4]
+    ref_t = np.concatenate(times)
+    ref_c = np.concatenate([np.full(x.size, c, np.uint8) for x, c in zip(times, chans)])
+    o = np.lexsort((ref_c, ref_t))  # time, then channel for ties
+    b = merge_channels(times, chans)
+    np.testing.assert_array_equal(b.t_ps, ref_t[o])
+    np.testing.assert_array_equal(b.channel, ref_c[o])
+    slow = merge_channels([x - 1000 for x in times], chans)  # negative times: general path
+    np.testing.assert_array_equal(slow.t_ps, ref_t[o] - 1000)
+    np.testing.assert_array_equal(slow.channel, ref_c[o])
+    assert len(merge_channels([], [])) == 0
