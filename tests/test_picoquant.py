@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.errors import ConnectionLost, DriverTimeout, MalformedReply, WrongModel
+from drivers.interfaces import TimeTagger
 from drivers.picoquant import (
     RT_GENERIC_T2,
     RT_HYDRAHARP2_T2,
@@ -297,6 +298,7 @@ def test_stream_driver_against_emulator():
         with PicoQuantStreamTagger(emu.address) as tg:
             assert tg.identity.manufacturer == "PicoQuant" and tg.identity.model == "HydraHarp"
             assert tg.resolution_ps == 1.0
+            assert isinstance(tg, TimeTagger)
             tg.start_stream()
             t, c = drain(tg, t_all.size)
             tg.stop_stream()
