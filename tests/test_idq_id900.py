@@ -297,3 +297,17 @@ def test_merge_channels_fast_and_fallback_paths_agree_with_reference():
     np.testing.assert_array_equal(slow.t_ps, ref_t[o] - 1000)
     np.testing.assert_array_equal(slow.channel, ref_c[o])
     assert len(merge_channels([], [])) == 0
+
+
+def test_input_delays_shift_tags_in_emulator():
+    period = 2_000_000
+    batches = frame_source(50_000, period, seed=6)
+    want_t, want_c = expected_tags(batches, SUB_PS, SUB_PS + DEAD_PS, keep_channels=(1, 2, 3, 4))
+    with IdqTimeControllerEmulator(batches) as emu, make_driver(emu) as tc:
+        tc.set_delay_ps(2, 1500)
+        tc.start_stream()
+        t, c = collect(tc, want_t.size)
+    shifted = want_t + np.where(want_c == 2, 1500, 0)
+    o = np.lexsort((want_c, shifted))
+    np.testing.assert_array_equal(t, shifted[o])
+    np.testing.assert_array_equal(c, want_c[o])

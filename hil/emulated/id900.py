@@ -17,8 +17,9 @@ Faults: ``scpi.faults`` (slow/no/garbage reply, dropped socket),
 ``scpi.push_error(code, msg)`` (the next answer is ``SCPI_ERR_<code>: msg``),
 ``garbage_stream()`` (the next stream message is garbage) and
 ``drop_streams()`` (the DLT closes its stream sockets, as when the link to the
-controller is lost).  Input delays and thresholds are stored and reported, not
-applied to the tags.
+controller is lost).  Input delays (``INPUn:DELAY``, ``STAR:DELAY``) shift the
+tags of that input as they are taken from the source (a tag already sent is not
+re-ordered); thresholds and edges are stored and reported only.
 """
 
 from __future__ import annotations
@@ -300,26 +301,39 @@ class IdqDltServer(ZmqRepServer):
                 self._origin_k = self._k
             end = (self._k + 1) * pper
             while not self._exhausted and (self._pend_t.size == 0 or self._pend_t[-1] < end):
-                batch = s.next_batch()
-                if batch is None:
-                    self._exhausted = True
-                    break
-                t, c = np.asarray(batch[0], np.int64), np.asarray(batch[1], np.uint8)
-                self._pend_t = np.concatenate([self._pend_t, t])
-                self._pend_c = np.concatenate([self._pend_c, c])
+                self._pull()
             if self._exhausted and (self._pend_t.size == 0 or self._pend_t[-1] < self._k * pper):
                 return  # nothing left to send
             if not self._send_subacq(active, raws, pwid, pper):
                 return
             self._k += 1
 
+    def _delays_ps(self) -> np.ndarray:
+        out = np.zeros(256, np.int64)
+        with self.state.lock:
+            for name, src in _SOURCES.items():
+                try:
+                    out[src] = int(self.state.inputs[name]["DELAY"])
+                except ValueError:
+                    pass
+        return out
+
     def _pull(self) -> None:
+        """Append the source's next batch, shifted by the input delays (``INPUn:DELAY``)."""
         batch = self.state.next_batch()
         if batch is None:
             self._exhausted = True
             return
-        self._pend_t = np.concatenate([self._pend_t, np.asarray(batch[0], np.int64)])
-        self._pend_c = np.concatenate([self._pend_c, np.asarray(batch[1], np.uint8)])
+        t, c = np.asarray(batch[0], np.int64), np.asarray(batch[1], np.uint8)
+        delays = self._delays_ps()
+        if delays.any():
+            t = t + delays[c]
+        t = np.concatenate([self._pend_t, t])
+        c = np.concatenate([self._pend_c, c])
+        if t.size > 1 and bool((t[1:] < t[:-1]).any()):
+            o = np.argsort(t, kind="stable")
+            t, c = t[o], c[o]
+        self._pend_t, self._pend_c = t, c
 
     def _send_subacq(self, active: dict, raws: dict, pwid: int, pper: int) -> bool:
         import zmq
