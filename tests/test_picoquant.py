@@ -455,3 +455,29 @@ def test_fuzz_stream_chunking_is_invisible(cuts, garbage_tail):
     np.testing.assert_array_equal(np.concatenate(got_t), t)
     np.testing.assert_array_equal(np.concatenate(got_c), ch)
     assert len(tg._carry) == len(garbage_tail)
+
+
+def test_stream_capture_is_a_ptu_file_and_replays(tmp_path):
+    """Header (NumberOfRecords = -1) + raw records, as the stream sends them, read back as a file,
+    then replayed through the emulator as a tag source."""
+    from drivers.picoquant import TY_ANSISTRING, TY_FLOAT8, TY_INT8, encode_ptu_header
+    from hil.emulated.picoquant import ptu_tag_source
+
+    batches = synthetic_batches(n_batches=3, per_batch=1000, seed=12)
+    t_all = np.concatenate([b[0] for b in batches])
+    c_all = np.concatenate([b[1] for b in batches])
+    recs, _ = encode_t2(t_all, c_all)
+    header = encode_ptu_header([("HW_Type", -1, TY_ANSISTRING, "HydraHarp"),
+                                ("MeasDesc_GlobalResolution", -1, TY_FLOAT8, 1e-12),
+                                ("TTResultFormat_TTTRRecType", -1, TY_INT8, RT_HYDRAHARP2_T2),
+                                ("TTResult_NumberOfRecords", -1, TY_INT8, -1)])
+    p = tmp_path / "capture.ptu"
+    p.write_bytes(header + recs.astype("<u4").tobytes())
+    h, tags = read_ptu(p)
+    assert h.n_records == -1 and h.identity().model == "HydraHarp"
+    np.testing.assert_array_equal(tags.t_ps, t_all)
+    with PicoQuantT2Server(ptu_tag_source(p, records_per_batch=700), autostart=True) as emu, \
+            PicoQuantStreamTagger(emu.address) as tg:
+        t, c = drain(tg, t_all.size)
+    np.testing.assert_array_equal(t, t_all)
+    np.testing.assert_array_equal(c, c_all)
