@@ -17,6 +17,10 @@ IDQ's Python examples shipped with the Time Controller (``utils/common.py``,
 * control: a ZeroMQ REQ socket to ``tcp://<tc>:5555``; each command is one
   message, each answer one message (empty for settings).  Answers containing
   ``SCPI_ERR_`` are errors (IDQ's ``scpi_exec`` raises on that marker);
+* inputs and delays (IDQ's ``Histogram_acquisition_filtred`` example):
+  ``INPU1:ENAB ON;THRE -0.4V;COUP DC;EDGE FALLING;SELE UNSHAPED`` and delay
+  blocks ``DELA1:VALUe 0;LINK INPU1`` that combiners and RAW blocks link to;
+  counters ``INPUn:COUNter?``; values may carry the ``TB`` unit (IDQ's ``trim_unit``);
 * timestamps: the DataLinkTarget service (``DataLinkTargetService.exe``, on
   the acquisition PC, REQ socket ``tcp://localhost:6060``) receives them from
   the controller; ``start-stream --address <tc> --channel <n> --stream-port
@@ -148,7 +152,8 @@ class IdqTimeController(Instrument):
     or a ready request/reply Transport (protocol tests).
     ``dlt``: the DataLinkTarget endpoint (default ``tcp://127.0.0.1:6060``).
     ``channel_map``: RAW block (1..4) -> tag channel (0..4); its source input is
-    STAR for tag channel 0 and INPUn for tag channel n.
+    STAR for tag channel 0 and INPUn for tag channel n, through the channel's DELAy block
+    (``delay_blocks``: tag channel -> DELA block, default INPUn -> DELAn) when it has one.
     ``frame_period_ps``: sync period for frame-referenced mode, or None for absolute mode.
     """
 
@@ -158,7 +163,8 @@ class IdqTimeController(Instrument):
     def __init__(self, resource: str | Transport, *, dlt: str | Transport = "tcp://127.0.0.1:6060",
                  channel_map: Mapping[int, int] | None = None, frame_period_ps: int | None = None,
                  subacq_width_ps: int = MIN_SUBACQ_PS, subacq_dead_ps: int = MIN_DEAD_TIME_PS,
-                 stream_ports: Mapping[int, int] | None = None, timeout_s: float = 2.0, **kw):
+                 stream_ports: Mapping[int, int] | None = None,
+                 delay_blocks: Mapping[int, int] | None = None, timeout_s: float = 2.0, **kw):
         super().__init__(resource, timeout_s=timeout_s, **kw)
         cmap = dict(channel_map) if channel_map is not None else {1: 1, 2: 2, 3: 3, 4: 4}
         for b, c in cmap.items():
@@ -182,6 +188,11 @@ class IdqTimeController(Instrument):
                 raise self._value_error(f"stream_ports has no port for RAW block {b}")
             self._check_int(f"stream port of RAW{b}", ports[b], 1, 65535)
         self.stream_ports = ports
+        dblocks = dict(delay_blocks) if delay_blocks is not None else {1: 1, 2: 2, 3: 3, 4: 4}
+        for c, k in dblocks.items():
+            self._check_int("delay_blocks channel", c, 0, 4)
+            self._check_int("DELAy block", k, 1, 16)
+        self.delay_blocks = dblocks
         self.dlt = dlt
         self._dlt: Transport | None = None
         self._streams: dict[int, tuple] = {}  # block -> (pair socket, monitor socket)
@@ -254,10 +265,18 @@ class IdqTimeController(Instrument):
         return _INPUT_BLOCKS[self._check_int("channel", channel, 0, 4)]
 
     def set_delay_ps(self, channel: int, delay_ps: int) -> None:
-        """Set the input delay of ``channel`` (0 = START, n = INPUTn): 0..1 s, 1 ps steps (manual 6.2.1.4)."""
+        """Delay ``channel``'s signal by ``delay_ps`` (0..1 s, 1 ps steps; manual 6.2.1.4).
+
+        Delays are DELAy blocks linked to an input (IDQ's example: ``DELA1:VALUe 0;LINK INPU1``);
+        ``delay_blocks`` says which block serves which tag channel, and the RAW blocks time the
+        delayed signal.
+        """
         block = self._block(channel)
+        if channel not in self.delay_blocks:
+            raise self._value_error(f"channel {channel} has no delay block "
+                                    f"(delay_blocks={self.delay_blocks})")
         d = self._check_int("delay_ps", delay_ps, 0, 10**12)
-        self._write(f"{block}:DELAY {d}")
+        self._write(f"DELA{self.delay_blocks[channel]}:VALU {d};LINK {block}")
 
     def set_threshold_v(self, channel: int, threshold_v: float) -> None:
         """Set the discriminator threshold of ``channel`` in volts (-2..2 V)."""
@@ -319,7 +338,12 @@ class IdqTimeController(Instrument):
             return
         ref = "STAR" if self.frame_period_ps is not None else "NONE"
         for b, c in self.channel_map.items():
-            self._write(f"RAW{b}:STOP:LINK {_INPUT_BLOCKS[c]}")
+            if c in self.delay_blocks:  # time the delayed signal
+                k = self.delay_blocks[c]
+                self._write(f"DELA{k}:LINK {_INPUT_BLOCKS[c]}")
+                self._write(f"RAW{b}:STOP:LINK DELA{k}")
+            else:
+                self._write(f"RAW{b}:STOP:LINK {_INPUT_BLOCKS[c]}")
             self._write(f"RAW{b}:REF:LINK {ref}")
             self._write(f"RAW{b}:ERRORS:CLEAR")
         self._write("REC:TRIG:ARM:MODE MANU")

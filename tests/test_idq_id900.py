@@ -35,7 +35,7 @@ DEAD_PS = 40_000
 def test_protocol_settings_and_counters():
     with expected_protocol(IdqTimeController, [
         ("*IDN?", IDN),
-        ("INPU2:DELAY 1250", ""),
+        ("DELA2:VALU 1250;LINK INPU2", ""),
         ("STAR:THRE -0.2500V", ""),
         ("INPU4:EDGE FALLING", ""),
         ("STAR:COUN?", "17"), ("INPU1:COUN?", "5"), ("INPU2:COUN?", "0"),
@@ -55,6 +55,8 @@ def test_protocol_validation_sends_nothing():
             tc.set_delay_ps(1, -1)
         with pytest.raises(DriverValueError, match="channel=7"):
             tc.set_delay_ps(7, 10)
+        with pytest.raises(DriverValueError, match="channel 0 has no delay block"):
+            tc.set_delay_ps(0, 10)
         with pytest.raises(DriverValueError, match=r"threshold_v=3.5 V is outside"):
             tc.set_threshold_v(1, 3.5)
         with pytest.raises(DriverValueError, match="edge='UP'"):
@@ -66,13 +68,14 @@ def test_protocol_validation_sends_nothing():
 def test_protocol_instrument_error_and_malformed_reply():
     with expected_protocol(IdqTimeController, [
         ("*IDN?", IDN),
-        ("INPU1:DELAY 5", "SCPI_ERR_PARAMETER_OUT_OF_RANGE"),
+        ("DELA1:VALU 5;LINK INPU1", "SCPI_ERR_PARAMETER_OUT_OF_RANGE"),
         ("INPU1:COUN?", "twelve"),
-        ("INPU1:DELAY 6", "unexpected"),
+        ("DELA1:VALU 6;LINK INPU1", "unexpected"),
     ]) as tc:
         with pytest.raises(InstrumentError) as ei:
             tc.set_delay_ps(1, 5)
-        assert "'INPU1:DELAY 5'" in str(ei.value) and "SCPI_ERR_PARAMETER_OUT_OF_RANGE" in str(ei.value)
+        assert "'DELA1:VALU 5;LINK INPU1'" in str(ei.value)
+        assert "SCPI_ERR_PARAMETER_OUT_OF_RANGE" in str(ei.value)
         assert ei.value.instrument.startswith("ID900@")
         with pytest.raises(MalformedReply, match="expected an integer"):
             tc._query_int("INPU1:COUN?")
@@ -179,7 +182,8 @@ def test_frame_referenced_stream_against_emulator():
             t, c = collect(tc, want_t.size)
             tc.stop_stream()
         raw = emu.state.raw
-        assert [raw[b]["STOP"] for b in (1, 2, 3, 4)] == ["INPU1", "INPU2", "INPU3", "INPU4"]
+        assert [raw[b]["STOP"] for b in (1, 2, 3, 4)] == ["DELA1", "DELA2", "DELA3", "DELA4"]
+        assert [emu.state.delays[k]["LINK"] for k in (1, 2, 3, 4)] == ["INPU1", "INPU2", "INPU3", "INPU4"]
         assert all(raw[b]["REF"] == "STAR" for b in raw) and not emu.state.rec["playing"]
     np.testing.assert_array_equal(t, want_t)
     np.testing.assert_array_equal(c, want_c)
@@ -208,9 +212,9 @@ def test_scpi_timeout_then_recovers_and_errors_name_command():
         with pytest.raises(DriverTimeout) as ei:
             tc.set_delay_ps(1, 100)
         assert time.monotonic() - t0 < 3.0
-        assert "'INPU1:DELAY 100'" in str(ei.value) and "ID900@tcp://127.0.0.1" in str(ei.value)
+        assert "'DELA1:VALU 100;LINK INPU1'" in str(ei.value) and "ID900@tcp://127.0.0.1" in str(ei.value)
         tc.set_delay_ps(1, 200)  # the REQ socket was reset: the next command works
-        assert emu.state.inputs["INPU1"]["DELAY"] == "200"
+        assert emu.state.delays[1] == {"VALU": 200, "LINK": "INPU1"}
         emu.scpi.push_error(-222, "Data out of range")
         with pytest.raises(InstrumentError, match="SCPI_ERR_222"):
             tc.set_delay_ps(2, 5)

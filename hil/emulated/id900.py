@@ -17,9 +17,9 @@ Faults: ``scpi.faults`` (slow/no/garbage reply, dropped socket),
 ``scpi.push_error(code, msg)`` (the next answer is ``SCPI_ERR_<code>: msg``),
 ``garbage_stream()`` (the next stream message is garbage) and
 ``drop_streams()`` (the DLT closes its stream sockets, as when the link to the
-controller is lost).  Input delays (``INPUn:DELAY``, ``STAR:DELAY``) shift the
-tags of that input as they are taken from the source (a tag already sent is not
-re-ordered); thresholds and edges are stored and reported only.
+controller is lost).  A DELAy block (``DELAn:VALUe``/``:LINK``) that a RAW block
+times shifts the tags of its input as they are taken from the source (a tag
+already sent is not re-ordered); thresholds and edges are stored and reported only.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ class TimeControllerState:
         self.lock = threading.Lock()
         self.next_batch = tag_batches(source)
         self.idn = f"ID Quantique,{model},{serial},{firmware}"
-        self.inputs = {c: {"ENAB": "ON", "THRE": "-0.5000V", "EDGE": "RISING", "DELAY": "0"}
-                       for c in ("STAR", "INPU1", "INPU2", "INPU3", "INPU4")}
+        self.inputs = {c: {"ENAB": "ON", "THRE": "-0.5000V", "EDGE": "RISING", "COUP": "DC",
+                           "SELE": "UNSHAPED"} for c in ("STAR", "INPU1", "INPU2", "INPU3", "INPU4")}
+        self.delays = {k: {"VALU": 0, "LINK": "NONE"} for k in range(1, 9)}
         self.raw = {b: {"STOP": f"INPU{b}", "REF": "NONE", "SEND": False} for b in (1, 2, 3, 4)}
         self.rec = {"ENAB": "ON", "NUM": "1", "PWID": 200_000_000_000, "PPER": 200_000_040_000,
                     "ARM": "MANU", "playing": False}
@@ -108,7 +109,7 @@ class IdqScpiServer(ZmqRepServer):
                 key = nodes[1]
                 if key == "COUN?":
                     return str(s.counts[head])
-                for k in ("ENAB", "THRE", "EDGE", "DELAY"):
+                for k in ("ENAB", "THRE", "EDGE", "COUP", "SELE"):
                     if key.startswith(k):
                         if key.endswith("?"):
                             return s.inputs[head][k]
@@ -117,12 +118,35 @@ class IdqScpiServer(ZmqRepServer):
                         s.inputs[head][k] = arg.upper()
                         return ""
                 return None
+            if head.startswith("DELA") and head[4:].isdigit() and int(head[4:]) in s.delays:
+                blk = s.delays[int(head[4:])]
+                key = nodes[1] if len(nodes) == 2 else ""
+                if key.startswith("VALU"):
+                    if key.endswith("?"):
+                        return str(blk["VALU"])
+                    try:
+                        blk["VALU"] = int(arg)
+                    except ValueError:
+                        return None
+                    return "" if blk["VALU"] >= 0 else None
+                if key == "LINK":
+                    target = _canon_block(arg)
+                    if target not in _SOURCES and target != "NONE":
+                        return None
+                    blk["LINK"] = target
+                    return ""
+                if key == "LINK?":
+                    return blk["LINK"]
+                return None
             if head.startswith("RAW") and head[3:].isdigit() and int(head[3:]) in s.raw:
                 raw = s.raw[int(head[3:])]
                 rest = ":".join(nodes[1:])
                 if rest in ("STOP:LINK", "REF:LINK"):
                     target = _canon_block(arg) if arg else ""
-                    if target not in _SOURCES and not (rest == "REF:LINK" and target == "NONE"):
+                    is_delay = target.startswith("DELA") and target[4:].isdigit() and \
+                        int(target[4:]) in s.delays
+                    if target not in _SOURCES and not is_delay and \
+                            not (rest == "REF:LINK" and target == "NONE"):
                         return None
                     raw[rest.split(":")[0]] = target
                     return ""
@@ -308,18 +332,28 @@ class IdqDltServer(ZmqRepServer):
                 return
             self._k += 1
 
+    def _source_of(self, link: str) -> int | None:
+        """Tag channel behind a RAW STOP link (an input, or a DELAy block linked to one)."""
+        if link in _SOURCES:
+            return _SOURCES[link]
+        if link.startswith("DELA") and link[4:].isdigit():
+            with self.state.lock:
+                target = self.state.delays.get(int(link[4:]), {}).get("LINK", "NONE")
+            return _SOURCES.get(target)
+        return None
+
     def _delays_ps(self) -> np.ndarray:
+        """Per input: the value of a DELAy block linked to it and timed by some RAW block."""
         out = np.zeros(256, np.int64)
         with self.state.lock:
-            for name, src in _SOURCES.items():
-                try:
-                    out[src] = int(self.state.inputs[name]["DELAY"])
-                except ValueError:
-                    pass
+            used = {r["STOP"] for r in self.state.raw.values()}
+            for k, d in self.state.delays.items():
+                if f"DELA{k}" in used and d["LINK"] in _SOURCES:
+                    out[_SOURCES[d["LINK"]]] = d["VALU"]
         return out
 
     def _pull(self) -> None:
-        """Append the source's next batch, shifted by the input delays (``INPUn:DELAY``)."""
+        """Append the source's next batch, shifted by the delays of the DELAy blocks in use."""
         batch = self.state.next_batch()
         if batch is None:
             self._exhausted = True
@@ -350,7 +384,10 @@ class IdqDltServer(ZmqRepServer):
         in_rec = (t >= a) & (t < a + pwid)
         msgs = {}
         for blk, (_sock, _, with_ref) in active.items():
-            src = _SOURCES[raws[blk]["STOP"]]
+            src = self._source_of(raws[blk]["STOP"])
+            if src is None:
+                msgs[blk] = b""
+                continue
             sel = t[in_rec & (c == src)]
             if with_ref and raws[blk]["REF"] == "STAR":
                 pos = np.searchsorted(sync_t, sel, "right") - 1
