@@ -256,3 +256,28 @@ def test_driver_error_is_base_of_all():
     for cls in (DriverTimeout, MalformedReply, InstrumentError, WrongModel, NotConnected, ConnectionLost,
                 DriverValueError):
         assert issubclass(cls, DriverError)
+
+
+class LengthPrefixedPty(PtyLineServer):
+    """A binary framing on a pty: 1 length byte + payload; replies with the payload reversed."""
+
+    def next_request(self, buf):
+        if not buf or len(buf) < 1 + buf[0]:
+            return None
+        n = buf[0]
+        req = bytes(buf[1:1 + n])
+        del buf[:1 + n]
+        return req
+
+    def handle_line(self, req):
+        return bytes([len(req)]) + req[::-1]
+
+
+def test_binary_framing_on_pty_server():
+    with LengthPrefixedPty() as server:
+        t = SerialTransport(server.port, baudrate=115200, timeout_s=1.0)
+        t.open()
+        t.write(b"\x03abc" + b"\x02xy")
+        assert t.read_exact(4) == b"\x03cba" and t.read_exact(3) == b"\x02yx"
+        assert server.requests == [b"abc", b"xy"]
+        t.close()
