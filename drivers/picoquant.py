@@ -288,6 +288,8 @@ class T2Decoder:
     misaligned stream breaks that almost surely).
     """
 
+    CHUNK_RECORDS = 1 << 17
+
     def __init__(self, record_type: int, resolution_ps: float = 1.0, *, check_order: bool = True):
         if record_type in _T3_TYPES:
             raise PtuFormatError(f"record type 0x{record_type:08X} is T3 (histogramming) mode; "
@@ -322,6 +324,24 @@ class T2Decoder:
                 raise TypeError(f"T2 records must be uint32, got {w.dtype}")
         if w.ndim != 1:
             raise ValueError(f"T2 records must be a 1-D array, got shape {w.shape}")
+        if w.size <= self.CHUNK_RECORDS:
+            t_ps, chan = self._decode_chunk(w)
+        else:
+            # Cache-sized pieces: the intermediates of each stay in cache, which on a busy
+            # machine is worth ~1.4x at 8 M records (bench/test_bench_tagger.py).
+            t_ps = np.empty(w.size, np.int64)
+            chan = np.empty(w.size, np.uint8)
+            m = 0
+            for i in range(0, w.size, self.CHUNK_RECORDS):
+                t_c, c_c = self._decode_chunk(w[i:i + self.CHUNK_RECORDS])
+                t_ps[m:m + t_c.size] = t_c
+                chan[m:m + t_c.size] = c_c
+                m += t_c.size
+            t_ps, chan = t_ps[:m], chan[:m]
+        return TagBatch(t_ps, chan, stats={"overflows": self.overflows, "markers": self.markers,
+                                           "invalid": self.invalid, "records": self.records})
+
+    def _decode_chunk(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.records += w.size
         if self.record_type == RT_PICOHARP300_T2:
             ticks, chan = self._decode_ph(w)
@@ -337,8 +357,7 @@ class T2Decoder:
             if t_ps[0] < self.last_t_ps or (t_ps.size > 1 and bool((t_ps[1:] < t_ps[:-1]).any())):
                 raise MalformedReply("T2 time tags go backwards: corrupted or misaligned record stream")
             self.last_t_ps = int(t_ps[-1])
-        return TagBatch(t_ps, chan, stats={"overflows": self.overflows, "markers": self.markers,
-                                           "invalid": self.invalid, "records": self.records})
+        return t_ps, chan
 
     def _kept_offsets(self, keep: np.ndarray, ofl_idx: np.ndarray, counts: np.ndarray,
                       wrap: int) -> np.ndarray:

@@ -481,3 +481,15 @@ def test_stream_capture_is_a_ptu_file_and_replays(tmp_path):
         t, c = drain(tg, t_all.size)
     np.testing.assert_array_equal(t, t_all)
     np.testing.assert_array_equal(c, c_all)
+
+
+def test_decoder_internal_chunking_equals_small_chunks(monkeypatch):
+    rng = np.random.default_rng(21)
+    t = np.cumsum(rng.integers(1, 20_000_000, 5000)).astype(np.int64)
+    ch = rng.integers(0, 5, t.size).astype(np.uint8)
+    recs, _ = encode_t2(t, ch)
+    monkeypatch.setattr(T2Decoder, "CHUNK_RECORDS", 64)  # many internal chunks, overflows across them
+    b = T2Decoder(RT_HYDRAHARP2_T2).decode(recs)
+    np.testing.assert_array_equal(b.t_ps, t)
+    np.testing.assert_array_equal(b.channel, ch)
+    assert b.stats["records"] == recs.size
