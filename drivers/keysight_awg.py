@@ -66,8 +66,14 @@ from .errors import DriverValueError, MalformedReply
 from .resources import make_transport
 from .transport import Transport
 
-__all__ = ["FrameEncoding", "Keysight33500", "definite_length_block", "parse_definite_length_block",
-           "DAC_MAX", "mzm_level_v"]
+__all__ = [
+    "FrameEncoding",
+    "Keysight33500",
+    "definite_length_block",
+    "parse_definite_length_block",
+    "DAC_MAX",
+    "mzm_level_v",
+]
 
 DAC_MAX = 32767  # Trueform DAC codes are -32767..+32767
 
@@ -108,14 +114,14 @@ def parse_definite_length_block(data: bytes) -> tuple[bytes, int] | None:
     nd = int(d)
     if len(data) < 2 + nd:
         return None
-    ln = data[2:2 + nd]
+    ln = data[2 : 2 + nd]
     if not ln.isdigit():
         raise MalformedReply("binary block length is not decimal", reply=bytes(data[:20]))
     n = int(ln)
     end = 2 + nd + n
     if len(data) < end:
         return None
-    return bytes(data[2 + nd:end]), end
+    return bytes(data[2 + nd : end]), end
 
 
 def _levels_tuple(name: str, values, n: int) -> tuple[float, ...]:
@@ -143,13 +149,21 @@ class FrameEncoding:
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
-        if isinstance(self.samples_per_slot, bool) or not isinstance(self.samples_per_slot, int) \
-                or not 1 <= self.samples_per_slot <= 1024:
+        if (
+            isinstance(self.samples_per_slot, bool)
+            or not isinstance(self.samples_per_slot, int)
+            or not 1 <= self.samples_per_slot <= 1024
+        ):
             raise DriverValueError(f"samples_per_slot={self.samples_per_slot!r} must be an integer 1..1024")
-        if isinstance(self.pulse_samples, bool) or not isinstance(self.pulse_samples, int) \
-                or not 1 <= self.pulse_samples <= self.samples_per_slot:
-            raise DriverValueError(f"pulse_samples={self.pulse_samples!r} must be an integer "
-                                   f"1..samples_per_slot ({self.samples_per_slot})")
+        if (
+            isinstance(self.pulse_samples, bool)
+            or not isinstance(self.pulse_samples, int)
+            or not 1 <= self.pulse_samples <= self.samples_per_slot
+        ):
+            raise DriverValueError(
+                f"pulse_samples={self.pulse_samples!r} must be an integer "
+                f"1..samples_per_slot ({self.samples_per_slot})"
+            )
         il = _levels_tuple("intensity_levels_v", self.intensity_levels_v, 3)
         pl = _levels_tuple("polarization_levels_v", self.polarization_levels_v, 4)
         object.__setattr__(self, "intensity_levels_v", il)
@@ -161,8 +175,9 @@ class FrameEncoding:
             s = sorted(lv)
             span = s[-1] - s[0]
             if span < 1e-3 or min(b - a for a, b in zip(s, s[1:], strict=False)) < span * 1e-3:
-                raise DriverValueError(f"{name}={lv}: levels must be distinct (>= 0.1% of their span apart) "
-                                       "and span >= 1 mV")
+                raise DriverValueError(
+                    f"{name}={lv}: levels must be distinct (>= 0.1% of their span apart) and span >= 1 mV"
+                )
 
     # -- voltage <-> DAC per channel ---------------------------------------------------------
     @staticmethod
@@ -187,8 +202,9 @@ class FrameEncoding:
     def level_codes(self) -> tuple[np.ndarray, np.ndarray]:
         """DAC codes of the 3 intensity levels (channel 1) and the 4 polarization levels (channel 2)."""
         (a1, o1), (a2, o2) = self.scales()
-        return self.volts_to_dac(self.intensity_levels_v, a1, o1), \
-            self.volts_to_dac(self.polarization_levels_v, a2, o2)
+        return self.volts_to_dac(self.intensity_levels_v, a1, o1), self.volts_to_dac(
+            self.polarization_levels_v, a2, o2
+        )
 
     # -- encode / decode -------------------------------------------------------------------
     @staticmethod
@@ -199,7 +215,9 @@ class FrameEncoding:
             if not isinstance(a, np.ndarray):
                 raise DriverValueError(f"{name} must be a numpy uint8 array, got {type(a).__name__}")
             if a.dtype != np.uint8 or a.ndim != 1:
-                raise DriverValueError(f"{name} must be a 1-D uint8 array, got {a.dtype} with shape {a.shape}")
+                raise DriverValueError(
+                    f"{name} must be a 1-D uint8 array, got {a.dtype} with shape {a.shape}"
+                )
             if n is None:
                 n = a.shape[0]
             elif a.shape[0] != n:
@@ -212,20 +230,23 @@ class FrameEncoding:
             raise DriverValueError("frame pattern is empty")
         return arrs[0], arrs[1], arrs[2]
 
-    def encode(self, basis: np.ndarray, bit: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode(
+        self, basis: np.ndarray, bit: np.ndarray, intensity: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return the int16 DAC waveforms (channel 1 intensity, channel 2 polarization)."""
         basis, bit, intensity = self._check_pattern(basis, bit, intensity)
         c1, c2 = self.level_codes()
         n, s = basis.shape[0], self.samples_per_slot
         w1 = np.empty((n, s), dtype=np.int16)
         w1[:, : self.pulse_samples] = c1[intensity][:, None]
-        w1[:, self.pulse_samples:] = c1[2]  # return to extinction between pulses
+        w1[:, self.pulse_samples :] = c1[2]  # return to extinction between pulses
         state = (basis << 1) | bit
         w2 = np.repeat(c2[state], s)
         return w1.reshape(-1), w2
 
-    def decode(self, wave1: np.ndarray, wave2: np.ndarray, *, tolerance_codes: int = 2
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def decode(
+        self, wave1: np.ndarray, wave2: np.ndarray, *, tolerance_codes: int = 2
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Inverse of :meth:`encode` on DAC codes: return (basis, bit, intensity) uint8 arrays.
 
         Every sample must be within ``tolerance_codes`` of the encoding of the
@@ -250,15 +271,22 @@ class FrameEncoding:
         for ch, w, e in ((1, w1, e1), (2, w2, e2)):
             bad = np.flatnonzero(np.abs(w.astype(np.int32) - e.astype(np.int32)) > tolerance_codes)
             if bad.size:
-                raise ValueError(f"channel {ch} sample {bad[0]} (slot {bad[0] // s}) = {w[bad[0]]} does not "
-                                 f"match the encoding (expected {e[bad[0]]})")
+                raise ValueError(
+                    f"channel {ch} sample {bad[0]} (slot {bad[0] // s}) = {w[bad[0]]} does not "
+                    f"match the encoding (expected {e[bad[0]]})"
+                )
         return basis, bit, intensity
 
-    def decode_volts(self, volts1: np.ndarray, volts2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def decode_volts(
+        self, volts1: np.ndarray, volts2: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decode waveforms given in volts (as the modulators see them)."""
         (a1, o1), (a2, o2) = self.scales()
-        return self.decode(self.volts_to_dac(volts1, a1, o1), self.volts_to_dac(volts2, a2, o2),
-                           tolerance_codes=max(2, int(DAC_MAX * 2e-3)))
+        return self.decode(
+            self.volts_to_dac(volts1, a1, o1),
+            self.volts_to_dac(volts2, a2, o2),
+            tolerance_codes=max(2, int(DAC_MAX * 2e-3)),
+        )
 
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")
@@ -274,16 +302,25 @@ class Keysight33500(ScpiInstrument):
     MODELS = (r"335\d\dB", r"336\d\dA")
     UPLOAD_TIMEOUT_S: ClassVar[float] = 60.0
 
-    def __init__(self, resource: str | Transport, *, timeout_s: float = 5.0, name: str | None = None,
-                 encoding: FrameEncoding | None = None, max_points: int | None = None,
-                 load_ohm: float = 50.0):
+    def __init__(
+        self,
+        resource: str | Transport,
+        *,
+        timeout_s: float = 5.0,
+        name: str | None = None,
+        encoding: FrameEncoding | None = None,
+        max_points: int | None = None,
+        load_ohm: float = 50.0,
+    ):
         super().__init__(resource, timeout_s=timeout_s, name=name)
         if encoding is not None and not isinstance(encoding, FrameEncoding):
-            raise DriverValueError(f"encoding must be a FrameEncoding, got {type(encoding).__name__}",
-                                   instrument=self.name)
+            raise DriverValueError(
+                f"encoding must be a FrameEncoding, got {type(encoding).__name__}", instrument=self.name
+            )
         self.encoding = encoding or FrameEncoding()
-        self._max_points_override = None if max_points is None else self._check_int(
-            "max_points", max_points, 8, 64 * 1024 * 1024)
+        self._max_points_override = (
+            None if max_points is None else self._check_int("max_points", max_points, 8, 64 * 1024 * 1024)
+        )
         self.load_ohm = self._check_range("load_ohm", load_ohm, 1.0, 1e4, "ohm")
         self.n_channels = 2
         self.max_points = 1_048_576
@@ -343,8 +380,11 @@ class Keysight33500(ScpiInstrument):
         self._check_range("amplitude_vpp", amplitude_vpp, 1e-3, 2 * self._max_v(), "Vpp")
         self._check_range("offset_v", offset_v, -self._max_v(), self._max_v(), "V")
         if abs(offset_v) + amplitude_vpp / 2 > self._max_v() + 1e-9:
-            raise DriverValueError(f"offset {offset_v} V with {amplitude_vpp} Vpp exceeds +/-{self._max_v()} V "
-                                   f"into {self.load_ohm:g} ohm", instrument=self.name)
+            raise DriverValueError(
+                f"offset {offset_v} V with {amplitude_vpp} Vpp exceeds +/-{self._max_v()} V "
+                f"into {self.load_ohm:g} ohm",
+                instrument=self.name,
+            )
         # shrink first, then move, so the output never passes outside the limit on the way
         self.set_amplitude_vpp(channel, 1e-3)
         self.set_offset_v(channel, offset_v)
@@ -373,22 +413,29 @@ class Keysight33500(ScpiInstrument):
         try:
             return float(r)
         except ValueError:
-            raise MalformedReply("sample rate is not a number", reply=r, instrument=self.name,
-                                 command=cmd) from None
+            raise MalformedReply(
+                "sample rate is not a number", reply=r, instrument=self.name, command=cmd
+            ) from None
 
     # -- waveform upload ---------------------------------------------------------------------
     def upload_dac(self, channel: int, codes: np.ndarray, *, name: str) -> None:
-        """Upload int16 DAC codes (-32767..32767) to ``channel`` as arbitrary waveform ``name`` and select it."""
+        """Upload int16 DAC codes (-32767..32767) to ``channel`` as arb waveform ``name``; select it."""
         ch = self._channel(channel)
         if not isinstance(name, str) or not _NAME.match(name):
-            raise DriverValueError(f"waveform name {name!r} must be a letter then up to 11 letters, digits "
-                                   "or '_'", instrument=self.name)
+            raise DriverValueError(
+                f"waveform name {name!r} must be a letter then up to 11 letters, digits or '_'",
+                instrument=self.name,
+            )
         a = np.asarray(codes)
         if a.dtype != np.int16 or a.ndim != 1:
-            raise DriverValueError(f"codes must be a 1-D int16 array, got {a.dtype} {a.shape}", instrument=self.name)
+            raise DriverValueError(
+                f"codes must be a 1-D int16 array, got {a.dtype} {a.shape}", instrument=self.name
+            )
         if not 8 <= a.size <= self.max_points:
-            raise DriverValueError(f"waveform has {a.size} points; this instrument takes 8..{self.max_points}",
-                                   instrument=self.name)
+            raise DriverValueError(
+                f"waveform has {a.size} points; this instrument takes 8..{self.max_points}",
+                instrument=self.name,
+            )
         if a.size and int(a.min()) < -DAC_MAX:
             raise DriverValueError(f"DAC code {int(a.min())} is below -{DAC_MAX}", instrument=self.name)
         payload = a.astype("<i2", copy=False).tobytes()
@@ -410,37 +457,57 @@ class Keysight33500(ScpiInstrument):
         """Upload normalized samples (float, -1..1) to ``channel`` as arbitrary waveform ``name``."""
         a = np.asarray(samples)
         if a.ndim != 1 or a.dtype.kind != "f":
-            raise DriverValueError(f"samples must be a 1-D float array, got {a.dtype} {a.shape}", instrument=self.name)
+            raise DriverValueError(
+                f"samples must be a 1-D float array, got {a.dtype} {a.shape}", instrument=self.name
+            )
         if not np.all(np.isfinite(a)) or (a.size and (a.min() < -1.0 or a.max() > 1.0)):
             bad = int(np.flatnonzero(~np.isfinite(a) | (a < -1.0) | (a > 1.0))[0])
             raise DriverValueError(f"samples[{bad}]={a[bad]!r} is outside -1..1", instrument=self.name)
         self.upload_dac(channel, np.rint(a * DAC_MAX).astype(np.int16), name=name)
 
-    def load_frame_pattern(self, basis: np.ndarray, bit: np.ndarray, intensity: np.ndarray, *,
-                           slot_rate_hz: float, enable_outputs: bool = True) -> None:
+    def load_frame_pattern(
+        self,
+        basis: np.ndarray,
+        bit: np.ndarray,
+        intensity: np.ndarray,
+        *,
+        slot_rate_hz: float,
+        enable_outputs: bool = True,
+    ) -> None:
         """Encode Alice's frame into the two drive waveforms, upload them and start them in step.
 
         Outputs are switched off during the upload (the modulators see no
         half-written pattern) and on again at the end if ``enable_outputs``.
         """
         if self.n_channels < 2:
-            raise DriverValueError("the frame pattern needs a 2-channel AWG (intensity and polarization)",
-                                   instrument=self.name)
+            raise DriverValueError(
+                "the frame pattern needs a 2-channel AWG (intensity and polarization)", instrument=self.name
+            )
         enc = self.encoding
-        rate = self._check_range("slot_rate_hz", slot_rate_hz, 1e-6, self.max_sample_rate_hz / enc.samples_per_slot,
-                                 "Hz") * enc.samples_per_slot
+        rate = (
+            self._check_range(
+                "slot_rate_hz", slot_rate_hz, 1e-6, self.max_sample_rate_hz / enc.samples_per_slot, "Hz"
+            )
+            * enc.samples_per_slot
+        )
         w1, w2 = enc.encode(basis, bit, intensity)
         if w1.size > self.max_points:
-            raise DriverValueError(f"{basis.size} slots x {enc.samples_per_slot} samples = {w1.size} points exceed "
-                                   f"the AWG memory ({self.max_points} points)", instrument=self.name)
+            raise DriverValueError(
+                f"{basis.size} slots x {enc.samples_per_slot} samples = {w1.size} points exceed "
+                f"the AWG memory ({self.max_points} points)",
+                instrument=self.name,
+            )
         if w1.size < 8:
-            raise DriverValueError(f"{basis.size} slots give {w1.size} points; the AWG needs at least 8",
-                                   instrument=self.name)
+            raise DriverValueError(
+                f"{basis.size} slots give {w1.size} points; the AWG needs at least 8", instrument=self.name
+            )
         (a1, o1), (a2, o2) = enc.scales()
         for a, o in ((a1, o1), (a2, o2)):
             if abs(o) + a / 2 > self._max_v() + 1e-9:
-                raise DriverValueError(f"levels span {o - a / 2:g}..{o + a / 2:g} V, beyond the AWG's "
-                                       f"+/-{self._max_v()} V", instrument=self.name)
+                raise DriverValueError(
+                    f"levels span {o - a / 2:g}..{o + a / 2:g} V, beyond the AWG's +/-{self._max_v()} V",
+                    instrument=self.name,
+                )
         for ch in (1, 2):
             self.set_output(ch, False)
         self.upload_dac(1, w1, name="QKD_IM")

@@ -41,12 +41,19 @@ def resource_kind(resource: str) -> str:
         return "tcp"
     raise DriverValueError(
         f"resource {resource!r} is neither a VISA resource (TCPIP0::host::port::SOCKET, ASRL...::INSTR), "
-        "a host:port, nor a serial device (/dev/..., COMn, serial://...)")
+        "a host:port, nor a serial device (/dev/..., COMn, serial://...)"
+    )
 
 
-def make_transport(resource: str, *, timeout_s: float, write_termination: bytes = b"\n",
-                   read_termination: bytes = b"\n", serial: dict | None = None,
-                   allow: tuple[str, ...] = ("visa", "tcp", "serial")) -> StreamTransport:
+def make_transport(
+    resource: str,
+    *,
+    timeout_s: float,
+    write_termination: bytes = b"\n",
+    read_termination: bytes = b"\n",
+    serial: dict | None = None,
+    allow: tuple[str, ...] = ("visa", "tcp", "serial"),
+) -> StreamTransport:
     """Build (closed) the stream transport for ``resource``.
 
     ``serial`` holds pyserial settings (baudrate, rtscts...) used for serial
@@ -55,8 +62,9 @@ def make_transport(resource: str, *, timeout_s: float, write_termination: bytes 
     """
     kind = resource_kind(resource)
     if kind not in allow:
-        raise DriverValueError(f"resource {resource!r} is a {kind} resource; this instrument needs "
-                               f"one of: {', '.join(allow)}")
+        raise DriverValueError(
+            f"resource {resource!r} is a {kind} resource; this instrument needs one of: {', '.join(allow)}"
+        )
     term = dict(write_termination=write_termination, read_termination=read_termination)
     if kind == "visa":
         return VisaTransport(resource.strip(), timeout_s=timeout_s, **term)
@@ -64,5 +72,5 @@ def make_transport(resource: str, *, timeout_s: float, write_termination: bytes 
         return TcpTransport.from_address(resource.strip(), timeout_s=timeout_s, **term)
     path = resource.strip()
     if path.startswith("serial://"):
-        path = path[len("serial://"):]
+        path = path[len("serial://") :]
     return SerialTransport(path, timeout_s=timeout_s, **(serial or {}), **term)

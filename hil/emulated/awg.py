@@ -35,9 +35,23 @@ log = logging.getLogger(__name__)
 
 __all__ = ["EmulatedAwg"]
 
-_LONG = {"SOURCE": "SOUR", "FUNCTION": "FUNC", "ARBITRARY": "ARB", "SRATE": "SRAT", "VOLTAGE": "VOLT",
-         "OFFSET": "OFFS", "OUTPUT": "OUTP", "SYSTEM": "SYST", "ERROR": "ERR", "FORMAT": "FORM",
-         "BORDER": "BORD", "VOLATILE": "VOL", "CLEAR": "CLE", "SYNCHRONIZE": "SYNC", "DATA": "DATA"}
+_LONG = {
+    "SOURCE": "SOUR",
+    "FUNCTION": "FUNC",
+    "ARBITRARY": "ARB",
+    "SRATE": "SRAT",
+    "VOLTAGE": "VOLT",
+    "OFFSET": "OFFS",
+    "OUTPUT": "OUTP",
+    "SYSTEM": "SYST",
+    "ERROR": "ERR",
+    "FORMAT": "FORM",
+    "BORDER": "BORD",
+    "VOLATILE": "VOL",
+    "CLEAR": "CLE",
+    "SYNCHRONIZE": "SYNC",
+    "DATA": "DATA",
+}
 _TOKEN = re.compile(r"^([A-Z*]+?)(\d*)$")
 
 
@@ -82,8 +96,15 @@ class EmulatedAwg(FramedTcpServer):
     KIND = "awg"
     MAX_V = 5.0  # into 50 ohm
 
-    def __init__(self, *, model: str = "33522B", serial: str = "MY00000001",
-                 encoding: FrameEncoding | None = None, max_points: int = 1_048_576, **kw):
+    def __init__(
+        self,
+        *,
+        model: str = "33522B",
+        serial: str = "MY00000001",
+        encoding: FrameEncoding | None = None,
+        max_points: int = 1_048_576,
+        **kw,
+    ):
         super().__init__(**kw)
         self.model = model
         self.serial = serial
@@ -118,8 +139,14 @@ class EmulatedAwg(FramedTcpServer):
         c1, c2 = self.channels[1], self.channels[2]
         new = None
         err = None
-        if c1.output and c2.output and c1.function == "ARB" and c2.function == "ARB" \
-                and c1.arb_name and c2.arb_name:
+        if (
+            c1.output
+            and c2.output
+            and c1.function == "ARB"
+            and c2.function == "ARB"
+            and c1.arb_name
+            and c2.arb_name
+        ):
             v1, v2 = self.channel_volts(1), self.channel_volts(2)
             if v1.shape != v2.shape:
                 err = f"channel waveforms differ in length ({v1.size} vs {v2.size})"
@@ -133,8 +160,12 @@ class EmulatedAwg(FramedTcpServer):
                     err = str(e)
         with self._lock:
             changed = (new is None) != (self.pattern is None) or (
-                new is not None and (new[3] != self.pattern[3] or not all(
-                    np.array_equal(a, b) for a, b in zip(new[:3], self.pattern[:3], strict=True))))
+                new is not None
+                and (
+                    new[3] != self.pattern[3]
+                    or not all(np.array_equal(a, b) for a, b in zip(new[:3], self.pattern[:3], strict=True))
+                )
+            )
             self.pattern = new
             self.decode_error = err
         if err:
@@ -225,7 +256,9 @@ class EmulatedAwg(FramedTcpServer):
                     return None
                 c.function = "ARB"
             elif v[:3] in ("SIN", "SQU", "RAMP", "PULS", "NOIS", "DC"):
-                c.function = v[:4] if v.startswith("RAMP") or v.startswith("PULS") or v.startswith("NOIS") else v[:3]
+                c.function = (
+                    v[:4] if v.startswith("RAMP") or v.startswith("PULS") or v.startswith("NOIS") else v[:3]
+                )
             else:
                 self._err(-224, "Illegal parameter value")
                 return None
@@ -307,8 +340,8 @@ class EmulatedAwg(FramedTcpServer):
         data = data.strip()
         if data.startswith(b"#"):
             nd = data[1] - 0x30
-            n = int(data[2:2 + nd])
-            payload = data[2 + nd:2 + nd + n]
+            n = int(data[2 : 2 + nd])
+            payload = data[2 + nd : 2 + nd + n]
             if len(payload) != n or n % 2:
                 self._err(-161, "Invalid block data")
                 return

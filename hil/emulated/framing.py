@@ -32,11 +32,11 @@ def split_scpi(buf: bytearray) -> list[bytes]:
     while True:
         nl = buf.find(b"\n")
         hs = buf.find(b"#")
-        if hs >= 0 and (nl < 0 or hs < nl) and len(buf) > hs + 1 and buf[hs + 1:hs + 2] in b"123456789":
+        if hs >= 0 and (nl < 0 or hs < nl) and len(buf) > hs + 1 and buf[hs + 1 : hs + 2] in b"123456789":
             nd = buf[hs + 1] - 0x30
             if len(buf) < hs + 2 + nd:
                 return out
-            digits = bytes(buf[hs + 2:hs + 2 + nd])
+            digits = bytes(buf[hs + 2 : hs + 2 + nd])
             if not digits.isdigit():  # not a block after all: treat as text
                 if nl < 0:
                     return out
