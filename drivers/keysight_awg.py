@@ -41,7 +41,7 @@ The encoding (documented here because calibration and the emulator rely on it):
   transmission at 0 V, transmission ``cos^2(pi V / (2 V_pi))``): each slot is
   a return-to-zero pulse, ``pulse_samples`` samples at the slot's intensity
   level, the rest at the vacuum (extinction) level.  Default levels with
-  ``V_pi = 4 V``: signal 0 V, decoy 2.818 V (transmission 0.2 = mu2/mu1 for
+  ``V_pi = 4 V``: signal 0 V, decoy 2.819 V (transmission 0.2 = mu2/mu1 for
   mu1 = 0.5, mu2 = 0.1), vacuum 4.0 V (extinction).
 * Channel 2 (polarization modulator; the drive voltage sets a rotation about
   S3 on the Poincare sphere, so H -> D -> V -> A every quarter turn): the
@@ -141,7 +141,7 @@ class FrameEncoding:
     samples_per_slot: int = 4
     pulse_samples: int = 2
     # signal mu1, decoy mu2, vacuum (or second decoy mu3); MZM with V_pi = 4 V
-    intensity_levels_v: tuple[float, float, float] = (0.0, 2.818, 4.0)
+    intensity_levels_v: tuple[float, float, float] = (0.0, 2.819, 4.0)
     # H, V, D, A (index 2*basis + bit); rotation about S3 with V_pi = 3 V
     polarization_levels_v: tuple[float, float, float, float] = (0.0, 3.0, 1.5, 4.5)
     # largest |voltage| a modulator input accepts; levels outside raise

@@ -10,7 +10,10 @@ its emulated twin (DESIGN "HIL": only the resource string differs).
 What it must not do: open anything (the transport is returned closed; the
 driver's ``open()`` connects), or guess a port for a serial device.
 
-Why: VISA strings go to pyvisa (pyvisa-py backend, no vendor library needed);
+Why: ``TCPIP::<host>::<port>::SOCKET`` is a raw TCP socket, so it goes to the
+project's TCP transport (pyvisa-py's socket session waits for a full chunk
+when no termination character is set, which stalls binary-safe reads); other
+VISA strings go to pyvisa (pyvisa-py backend, no vendor library needed);
 plain ``host:port`` uses the project's own TCP transport, which has per-call
 deadlines and hands back binary bytes untouched.
 """
@@ -25,6 +28,7 @@ from .transport import SerialTransport, StreamTransport, TcpTransport, VisaTrans
 __all__ = ["make_transport", "resource_kind"]
 
 _VISA = re.compile(r"^(TCPIP\d*|ASRL|USB\d*|GPIB\d*)", re.IGNORECASE)
+_VISA_SOCKET = re.compile(r"^TCPIP\d*::([^:]+)::(\d{1,5})::SOCKET$", re.IGNORECASE)
 _HOSTPORT = re.compile(r"^(tcp://)?[A-Za-z0-9_.\-]+:\d{1,5}$")
 
 
@@ -67,6 +71,9 @@ def make_transport(
         )
     term = dict(write_termination=write_termination, read_termination=read_termination)
     if kind == "visa":
+        m = _VISA_SOCKET.match(resource.strip())
+        if m:  # a raw SCPI socket: our TCP transport, with per-call deadlines and binary-safe reads
+            return TcpTransport(m.group(1), int(m.group(2)), timeout_s=timeout_s, **term)
         return VisaTransport(resource.strip(), timeout_s=timeout_s, **term)
     if kind == "tcp":
         return TcpTransport.from_address(resource.strip(), timeout_s=timeout_s, **term)
