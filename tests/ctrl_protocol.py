@@ -44,11 +44,14 @@ class ScriptedStream(StreamTransport):
         self.sent += data
         self._pending += data
         while self._pending:
-            assert self.i < len(self.pairs), f"unexpected bytes sent after the script ended: {bytes(self._pending)!r}"
+            assert self.i < len(self.pairs), (
+                f"unexpected bytes sent after the script ended: {bytes(self._pending)!r}"
+            )
             want, reply = self.pairs[self.i]
             n = min(len(want), len(self._pending))
             assert bytes(self._pending[:n]) == want[:n], (
-                f"step {self.i}: sent {bytes(self._pending[: len(want)])!r}, expected {want!r}")
+                f"step {self.i}: sent {bytes(self._pending[: len(want)])!r}, expected {want!r}"
+            )
             if len(self._pending) < len(want):
                 return
             del self._pending[: len(want)]
@@ -64,6 +67,7 @@ class ScriptedStream(StreamTransport):
         return out
 
     def assert_done(self) -> None:
-        assert self.i == len(self.pairs), f"script stopped at step {self.i} of {len(self.pairs)}: " \
-                                          f"next expected {self.pairs[self.i][0]!r}"
+        assert self.i == len(self.pairs), (
+            f"script stopped at step {self.i} of {len(self.pairs)}: next expected {self.pairs[self.i][0]!r}"
+        )
         assert not self._pending, f"partial command left: {bytes(self._pending)!r}"

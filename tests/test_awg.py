@@ -1,4 +1,4 @@
-"""Keysight 33500B/33600A AWG driver: frame encoding, exact SCPI bytes, emulated twin over TCP/VISA, faults."""
+"""Keysight 33500B/33600A AWG driver: frame encoding, exact SCPI bytes, emulated twin, faults."""
 
 from __future__ import annotations
 
@@ -36,8 +36,11 @@ OK = b'+0,"No error"\n'
 
 def _pattern(n, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 2, n, dtype=np.uint8), rng.integers(0, 2, n, dtype=np.uint8),
-            rng.integers(0, 3, n, dtype=np.uint8))
+    return (
+        rng.integers(0, 2, n, dtype=np.uint8),
+        rng.integers(0, 2, n, dtype=np.uint8),
+        rng.integers(0, 3, n, dtype=np.uint8),
+    )
 
 
 # -- IEEE 488.2 blocks and the encoding ------------------------------------------------------------
@@ -57,8 +60,10 @@ def test_definite_length_block_format_and_parse():
 def test_encoding_round_trip_every_symbol_and_random():
     enc = FrameEncoding()
     # all 12 (basis, bit, intensity) combinations, then a long random frame
-    b, k, i = (np.array(x, dtype=np.uint8) for x in zip(*[(b, k, i) for b in (0, 1) for k in (0, 1)
-                                                          for i in (0, 1, 2)], strict=True))
+    b, k, i = (
+        np.array(x, dtype=np.uint8)
+        for x in zip(*[(b, k, i) for b in (0, 1) for k in (0, 1) for i in (0, 1, 2)], strict=True)
+    )
     w1, w2 = enc.encode(b, k, i)
     assert w1.dtype == np.int16 and w1.size == b.size * enc.samples_per_slot
     for got, want in zip(enc.decode(w1, w2), (b, k, i), strict=True):
@@ -71,8 +76,9 @@ def test_encoding_round_trip_every_symbol_and_random():
 def test_encoding_levels_are_the_documented_voltages():
     enc = FrameEncoding()
     (a1, o1), (a2, o2) = enc.scales()
-    w1, w2 = enc.encode(np.array([0, 0, 1, 1], np.uint8), np.array([0, 1, 0, 1], np.uint8),
-                        np.array([0, 1, 2, 0], np.uint8))
+    w1, w2 = enc.encode(
+        np.array([0, 0, 1, 1], np.uint8), np.array([0, 1, 0, 1], np.uint8), np.array([0, 1, 2, 0], np.uint8)
+    )
     v1 = enc.dac_to_volts(w1, a1, o1).reshape(4, 4)
     v2 = enc.dac_to_volts(w2, a2, o2).reshape(4, 4)
     # channel 1: pulse (2 samples) at signal/decoy/vacuum level, then back to extinction (4.0 V)
@@ -94,12 +100,15 @@ def test_decode_rejects_a_corrupted_sample_naming_the_slot():
         enc.decode(w1, w2)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(basis=np.array([0, 2], np.uint8)), r"basis\[1\]=2"),
-    (dict(intensity=np.array([3, 0], np.uint8)), r"intensity\[0\]=3"),
-    (dict(bit=np.array([0, 1], np.int64)), "uint8"),
-    (dict(bit=np.array([0], np.uint8)), "1 slots"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(basis=np.array([0, 2], np.uint8)), r"basis\[1\]=2"),
+        (dict(intensity=np.array([3, 0], np.uint8)), r"intensity\[0\]=3"),
+        (dict(bit=np.array([0, 1], np.int64)), "uint8"),
+        (dict(bit=np.array([0], np.uint8)), "1 slots"),
+    ],
+)
 def test_encode_validates_pattern(bad, match):
     args = dict(basis=np.zeros(2, np.uint8), bit=np.zeros(2, np.uint8), intensity=np.zeros(2, np.uint8))
     args.update(bad)
@@ -116,12 +125,18 @@ def test_encoding_refuses_levels_beyond_the_modulator_limit():
 
 # -- exact bytes on the wire --------------------------------------------------------------------------------
 def test_protocol_open_and_settings():
-    s = ScriptedStream(OPEN + [
-        (b"OUTP2 ON\n", None), (b"SYST:ERR?\n", OK),
-        (b"SOUR1:VOLT 2.5\n", None), (b"SYST:ERR?\n", OK),
-        (b"SOUR1:FUNC:ARB:SRAT 10000000\n", None), (b"SYST:ERR?\n", OK),
-        (b"OUTP1?\n", b"0\n"),
-    ])
+    s = ScriptedStream(
+        OPEN
+        + [
+            (b"OUTP2 ON\n", None),
+            (b"SYST:ERR?\n", OK),
+            (b"SOUR1:VOLT 2.5\n", None),
+            (b"SYST:ERR?\n", OK),
+            (b"SOUR1:FUNC:ARB:SRAT 10000000\n", None),
+            (b"SYST:ERR?\n", OK),
+            (b"OUTP1?\n", b"0\n"),
+        ]
+    )
     awg = Keysight33500(s)
     ident = awg.open()
     assert (ident.model, awg.n_channels, awg.max_points) == ("33522B", 2, 1_048_576)
@@ -135,32 +150,43 @@ def test_protocol_open_and_settings():
 def test_protocol_upload_is_a_little_endian_definite_length_block():
     codes = np.array([0, 1, -1, DAC_MAX, -DAC_MAX, 10, 0x0A0A, 35], dtype=np.int16)  # 0x0A0A has '\n' bytes
     payload = struct.pack("<8h", *codes.tolist())
-    s = ScriptedStream(OPEN + [
-        (b"SOUR2:DATA:VOL:CLE\n", None), (b"SYST:ERR?\n", OK),
-        (b"FORM:BORD SWAP\n", None), (b"SYST:ERR?\n", OK),
-        (b"SOUR2:DATA:ARB:DAC QKD_PM,#216" + payload + b"\n", None),
-        (b"*OPC?\n", b"1\n"), (b"SYST:ERR?\n", OK),
-        (b"SOUR2:FUNC:ARB QKD_PM\n", None), (b"SYST:ERR?\n", OK),
-        (b"SOUR2:FUNC ARB\n", None), (b"SYST:ERR?\n", OK),
-    ])
+    s = ScriptedStream(
+        OPEN
+        + [
+            (b"SOUR2:DATA:VOL:CLE\n", None),
+            (b"SYST:ERR?\n", OK),
+            (b"FORM:BORD SWAP\n", None),
+            (b"SYST:ERR?\n", OK),
+            (b"SOUR2:DATA:ARB:DAC QKD_PM,#216" + payload + b"\n", None),
+            (b"*OPC?\n", b"1\n"),
+            (b"SYST:ERR?\n", OK),
+            (b"SOUR2:FUNC:ARB QKD_PM\n", None),
+            (b"SYST:ERR?\n", OK),
+            (b"SOUR2:FUNC ARB\n", None),
+            (b"SYST:ERR?\n", OK),
+        ]
+    )
     with Keysight33500(s) as awg:
         awg.upload_dac(2, codes, name="QKD_PM")
     s.assert_done()
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda a: a.set_amplitude_vpp(1, 10.5), "amplitude_vpp=10.5"),
-    (lambda a: a.set_offset_v(2, -5.5), "offset_v"),
-    (lambda a: a.set_levels(1, 8.0, 2.0), "exceeds"),
-    (lambda a: a.set_output(3, True), "channel=3"),
-    (lambda a: a.set_sample_rate_hz(300e6), "sample_rate_hz"),
-    (lambda a: a.upload_dac(1, np.zeros(7, np.int16), name="W"), "8..1048576"),
-    (lambda a: a.upload_dac(1, np.full(8, -32768, np.int16), name="W"), "-32767"),
-    (lambda a: a.upload_dac(1, np.zeros(8, np.int16), name="1bad"), "name"),
-    (lambda a: a.upload_waveform(1, np.array([0.0] * 7 + [1.5]), name="W"), r"samples\[7\]"),
-    (lambda a: a.load_frame_pattern(*_pattern(300_000), slot_rate_hz=1e6), "exceed the AWG memory"),
-    (lambda a: a.load_frame_pattern(*_pattern(100), slot_rate_hz=1e9), "slot_rate_hz"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda a: a.set_amplitude_vpp(1, 10.5), "amplitude_vpp=10.5"),
+        (lambda a: a.set_offset_v(2, -5.5), "offset_v"),
+        (lambda a: a.set_levels(1, 8.0, 2.0), "exceeds"),
+        (lambda a: a.set_output(3, True), "channel=3"),
+        (lambda a: a.set_sample_rate_hz(300e6), "sample_rate_hz"),
+        (lambda a: a.upload_dac(1, np.zeros(7, np.int16), name="W"), "8..1048576"),
+        (lambda a: a.upload_dac(1, np.full(8, -32768, np.int16), name="W"), "-32767"),
+        (lambda a: a.upload_dac(1, np.zeros(8, np.int16), name="1bad"), "name"),
+        (lambda a: a.upload_waveform(1, np.array([0.0] * 7 + [1.5]), name="W"), r"samples\[7\]"),
+        (lambda a: a.load_frame_pattern(*_pattern(300_000), slot_rate_hz=1e6), "exceed the AWG memory"),
+        (lambda a: a.load_frame_pattern(*_pattern(100), slot_rate_hz=1e9), "slot_rate_hz"),
+    ],
+)
 def test_validation_raises_before_anything_is_sent(call, match):
     s = ScriptedStream(OPEN)  # nothing after identification may be sent
     with Keysight33500(s) as awg:
@@ -199,7 +225,9 @@ def test_load_frame_pattern_reaches_the_emulator_decoded():
         np.testing.assert_array_equal(gi, i)
         assert rate == pytest.approx(25e6)
         # the modulator voltages the model sees are the documented levels
-        assert emu.channel_volts(2)[:4] == pytest.approx([(0.0, 3.0, 1.5, 4.5)[2 * b[0] + k[0]]] * 4, abs=1e-3)
+        assert emu.channel_volts(2)[:4] == pytest.approx(
+            [(0.0, 3.0, 1.5, 4.5)[2 * b[0] + k[0]]] * 4, abs=1e-3
+        )
 
 
 def test_emulator_over_a_visa_socket_resource():
