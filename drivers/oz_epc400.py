@@ -83,6 +83,10 @@ class OzEpc400(Instrument):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _make_transport(self) -> Transport:
+        if isinstance(self.resource, StreamTransport):
+            # the controller's line ends are part of the protocol, whoever built the transport
+            self.resource.write_termination, self.resource.read_termination = b"\r\n", b"\n"
+            return self.resource
         if isinstance(self.resource, Transport):
             return self.resource
         return make_transport(
