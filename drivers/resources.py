@@ -39,13 +39,13 @@ def resource_kind(resource: str) -> str:
     r = resource.strip()
     if _VISA.match(r) and "::" in r:
         return "visa"
-    if r.startswith("serial://") or r.startswith("/dev/") or re.fullmatch(r"COM\d+", r, re.IGNORECASE):
+    if r.startswith(("serial://", "/")) or re.fullmatch(r"COM\d+", r, re.IGNORECASE):
         return "serial"
     if _HOSTPORT.match(r):
         return "tcp"
     raise DriverValueError(
         f"resource {resource!r} is neither a VISA resource (TCPIP0::host::port::SOCKET, ASRL...::INSTR), "
-        "a host:port, nor a serial device (/dev/..., COMn, serial://...)"
+        "a host:port, nor a serial device path (/dev/ttyUSB0, COM3, serial://...)"
     )
 
 

@@ -71,6 +71,7 @@ class EmulatedSnspd(FramedTcpServer):
         max_efficiency: float = 0.85,
         dark_floor_hz: float = 10.0,
         bias_bounds_ua=(0.0, 50.0),
+        counts_port: int = 0,
         **kw,
     ):
         super().__init__(**kw)
@@ -88,7 +89,7 @@ class EmulatedSnspd(FramedTcpServer):
         self.bias_history: list[list[float]] = []
         self._listeners: list[Callable[[str, object], None]] = []
         self._lock = threading.Lock()
-        self.counts = _CountsServer(self, name=f"{self.name}-counts")
+        self.counts = _CountsServer(self, port=counts_port, name=f"{self.name}-counts")
 
     # -- lifecycle: both servers ----------------------------------------------------------
     def start(self):
