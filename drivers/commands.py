@@ -42,7 +42,8 @@ def _fmt_status(st: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in st.items())
 
 
-def check(config: str, node: str | None = None, out=sys.stdout) -> int:
+def check(config: str, node: str | None = None, out=None) -> int:
+    out = out or sys.stdout
     try:
         lab = load_lab(config)
     except ConfigError as e:
@@ -85,7 +86,8 @@ def check(config: str, node: str | None = None, out=sys.stdout) -> int:
     return 1 if failed else 0
 
 
-def emulate(config: str | None, duration_s: float | None, out=sys.stdout) -> int:
+def emulate(config: str | None, duration_s: float | None, out=None) -> int:
+    out = out or sys.stdout
     from hil.emulated.lab import start_emulated_lab
 
     try:
