@@ -83,6 +83,7 @@ class DriverSpec:
     # settings whose TOML table is turned into an object before the driver gets it
     converters: dict[str, str] = field(default_factory=dict)  # key -> "module:Class"
     emulator: str | None = None  # "module:Class" of the emulated twin, for `qkd devices emulate`
+    named: bool = True  # the constructor takes ``name=`` (drivers.base.Instrument subclasses do)
 
     def load_class(self) -> type:
         return _import(self.target)
@@ -113,6 +114,11 @@ DRIVERS: dict[str, DriverSpec] = {
     "oz_epc400": DriverSpec(
         "drivers.oz_epc400:OzEpc400", "polarization_controller", emulator="hil.emulated.epc400:EmulatedEpc400"
     ),
+    # time taggers and random sources (drivers by the tagger helper; no `devices emulate` twin here)
+    "idq_id900": DriverSpec("drivers.idq_id900:IdqTimeController", "time_tagger", ("tcp",)),
+    "picoquant_stream": DriverSpec("drivers.picoquant:PicoQuantStreamTagger", "time_tagger", ("tcp",)),
+    "qrng_device": DriverSpec("drivers.qrng:QrngDevice", "random_source", ("serial",), named=False),
+    "os_entropy": DriverSpec("drivers.qrng:OsEntropySource", "random_source", ("serial",), named=False),
     "thorlabs_mpc320": DriverSpec(
         "drivers.thorlabs_mpc320:ThorlabsMpc320",
         "polarization_controller",
@@ -173,13 +179,25 @@ class InstrumentSpec:
                         "valid values",
                         detail=getattr(e, "message", str(e)),
                     ) from None
+        # TOML table keys are strings; integer-keyed maps (channel_map, stream_ports) want ints
+        for k, v in list(kwargs.items()):
+            if isinstance(v, dict) and v and all(isinstance(x, str) and x.isdigit() for x in v):
+                kwargs[k] = {int(x): y for x, y in v.items()}
         if self.timeout_s is not None:
+            if "timeout_s" not in inspect.signature(cls.__init__).parameters:
+                raise ConfigError(
+                    self.source, f"{self.key}.timeout_s", f"no timeout_s ({self.driver} has none)"
+                )
             kwargs["timeout_s"] = self.timeout_s
+        if self.spec.named:
+            kwargs["name"] = f"{self.key}:{getattr(cls, 'KIND', cls.__name__)}@{self.resource}"
         try:
-            return cls(self.resource, name=f"{self.key}:{cls.KIND}@{self.resource}", **kwargs)
+            return cls(self.resource, **kwargs)
         except (DriverError, ValueError, TypeError) as e:
             msg = getattr(e, "message", str(e))
             bad = next((k for k in self.settings if re.search(rf"\b{re.escape(k)}\b", msg)), None)
+            if bad is None and len(self.settings) == 1:
+                bad = next(iter(self.settings))
             key = f"{self.key}.settings.{bad}" if bad else f"{self.key}.settings"
             raise ConfigError(self.source, key, "a value the driver accepts", detail=msg) from None
 
@@ -254,8 +272,9 @@ def _check_settings(source: str, key: str, cls: type, settings: dict, converters
             _check_type(source, f"{key}.{k}", v, (int,), "an integer")
         elif isinstance(default, float):
             _check_type(source, f"{key}.{k}", v, (int, float), "a number")
-        elif default is None:
-            _check_type(source, f"{key}.{k}", v, (int, float, str, bool), "a number, string or boolean")
+        elif isinstance(default, str):
+            _check_type(source, f"{key}.{k}", v, (str,), "a string")
+        # default None: any TOML value; the driver's own validation decides
 
 
 def parse_lab(data: dict, source: str = "<lab>") -> LabConfig:

@@ -164,3 +164,40 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert "bob.polarization.driver: expected one of" in capsys.readouterr().err
     assert main(["devices", "emulate", "--duration-s", "0"]) == 0
     assert "[alice.pattern_generator]" in capsys.readouterr().out
+
+
+def test_time_tagger_and_random_source_entries(tmp_path):
+    p = _write(
+        tmp_path,
+        """
+[alice.qrng]
+driver = "os_entropy"
+resource = "/dev/urandom"
+[bob.time_tagger]
+driver = "idq_id900"
+resource = "tcp://127.0.0.1:5555"
+[bob.time_tagger.settings]
+channel_map = { 1 = 1, 2 = 2 }
+""",
+    )
+    cfg = load_lab(p)
+    assert cfg.build("bob", "time_tagger").channel_map == {1: 1, 2: 2}
+    out = io.StringIO()
+    check(str(p), node="alice", out=out)
+    assert (
+        "is_quantum=False read 4096 bytes" in out.getvalue() and "1/1 instruments answered" in out.getvalue()
+    )
+    bad = _write(
+        tmp_path,
+        GOOD.replace(
+            "[bob.polarization]",
+            '[bob.tt]\ndriver = "idq_id900"\n'
+            'resource = "tcp://127.0.0.1:5555"\n[bob.tt.settings]\n'
+            "channel_map = { 1 = 7 }\n[bob.polarization]",
+        ),
+        "bad.toml",
+    )
+    with pytest.raises(
+        ConfigError, match=r"bad.toml: bob.tt.settings.channel_map: expected a value the driver"
+    ):
+        load_lab(bad)
