@@ -289,3 +289,17 @@ def test_real_awg_identifies(instrument_address):
     with Keysight33500(instrument_address("awg")) as awg:
         assert awg.n_channels in (1, 2)
         assert awg.error_queue() == []
+
+
+def test_slow_replies_within_and_beyond_the_timeout():
+    with EmulatedAwg() as emu:
+        with Keysight33500(emu.address, timeout_s=0.4) as awg:
+            emu.faults.set(delay_s=0.1)
+            assert awg.output_enabled(1) is False  # slow but inside the deadline
+            emu.faults.set(delay_s=0.8)
+            with pytest.raises(DriverTimeout) as ei:
+                awg.output_enabled(2)
+            assert ei.value.command == "OUTP2?"
+            emu.faults.clear()
+            awg.reconnect()  # the late reply must not be read as the answer to a later query
+            assert awg.sample_rate_hz(1) == pytest.approx(40e3)

@@ -262,3 +262,17 @@ def test_snspd_timeout_garbage_disconnect_recover():
         d.reconnect()
         assert d.measurement_period_ms() == 100.0
         d.close()
+
+
+def test_snspd_counts_stream_dropped_mid_stream_reconnects():
+    with EmulatedSnspd(n_detectors=2) as emu:
+        with SingleQuantumSnspd(emu.address, counts_port=emu.counts_port, timeout_s=0.5) as d:
+            d.set_measurement_period_ms(10)
+            assert d.count_rates_hz().shape == (2,)
+            emu.counts.faults.set(drop=1)
+            with pytest.raises((ConnectionLost, DriverTimeout)) as ei:
+                for _ in range(5):  # the drop lands on one of the next chunks
+                    d.read_counts()
+            assert ei.value.command == "<counts>"
+            assert d.count_rates_hz().shape == (2,)  # the counts connection is reopened
+            assert emu.counts.connections == 2
