@@ -206,6 +206,17 @@ class FrameEncoding:
             self.polarization_levels_v, a2, o2
         )
 
+    def _nearest_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 tables: (code + 32768) -> index of the nearest intensity / polarization level."""
+        if "lut" not in self._cache:
+            codes = np.arange(-32768, 32768, dtype=np.int32)
+            c1, c2 = self.level_codes()
+            self._cache["lut"] = tuple(
+                np.argmin(np.abs(codes[:, None] - c.astype(np.int32)[None, :]), axis=1).astype(np.uint8)
+                for c in (c1, c2)
+            )
+        return self._cache["lut"]
+
     # -- encode / decode -------------------------------------------------------------------
     @staticmethod
     def _check_pattern(basis, bit, intensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -261,10 +272,12 @@ class FrameEncoding:
             raise ValueError(f"waveform length {w1.size} is not a positive multiple of samples_per_slot={s}")
         c1, c2 = self.level_codes()
         n = w1.size // s
-        probe1 = w1.reshape(n, s)[:, self.pulse_samples // 2].astype(np.int32)
-        probe2 = w2.reshape(n, s)[:, s // 2].astype(np.int32)
-        intensity = np.argmin(np.abs(probe1[:, None] - c1.astype(np.int32)[None, :]), axis=1).astype(np.uint8)
-        state = np.argmin(np.abs(probe2[:, None] - c2.astype(np.int32)[None, :]), axis=1).astype(np.uint8)
+        lut1, lut2 = self._nearest_tables()
+        # nearest level of every possible int16 code, looked up instead of searched per slot
+        probe1 = w1.reshape(n, s)[:, self.pulse_samples // 2].astype(np.int16).view(np.uint16) ^ 0x8000
+        probe2 = w2.reshape(n, s)[:, s // 2].astype(np.int16).view(np.uint16) ^ 0x8000
+        intensity = lut1[probe1]
+        state = lut2[probe2]
         basis = (state >> 1).astype(np.uint8)
         bit = (state & 1).astype(np.uint8)
         e1, e2 = self.encode(basis, bit, intensity)
