@@ -50,6 +50,13 @@ The encoding (documented here because calibration and the emulator rely on it):
   with ``V_pi = 3 V``: H 0 V, V 3.0 V, D 1.5 V, A 4.5 V.
 * Vacuum slots still carry their basis/bit level on channel 2, so decoding
   returns every slot's basis, bit and intensity.
+
+Modulator safety: ``load_frame_pattern`` switches both outputs off (output
+relays open, the modulators see no drive) before it uploads and re-levels, and
+on again only once waveform, amplitude, offset and sample rate are all set, so
+the modulators never see a half-configured drive; amplitude is shrunk before
+the offset moves so ``|offset| + Vpp/2`` never exceeds the output limit on the
+way.  A DC ramp would not help here: the drive is an RF pattern, not a bias.
 """
 
 from __future__ import annotations
@@ -352,8 +359,9 @@ class Keysight33500(ScpiInstrument):
         self.n_channels = 1 if int(model[4]) % 2 else 2
         if model.startswith("336"):
             self.max_points = 4_194_304
-            self.max_sample_rate_hz = 1e9 if model[3] == "2" else 660e6
+            self.max_sample_rate_hz = 1e9  # 33600A: 1 GSa/s arbitrary waveforms
         else:
+            # 33500B: 250 MSa/s on the 30 MHz models (3352x), 160 MSa/s on the 20 MHz ones
             self.max_points = 1_048_576
             self.max_sample_rate_hz = 250e6 if model[3] == "2" else 160e6
         if self._max_points_override is not None:

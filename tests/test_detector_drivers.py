@@ -276,3 +276,17 @@ def test_snspd_counts_stream_dropped_mid_stream_reconnects():
             assert ei.value.command == "<counts>"
             assert d.count_rates_hz().shape == (2,)  # the counts connection is reopened
             assert emu.counts.connections == 2
+
+
+@pytest.mark.hardware
+def test_real_id120_reads_status(instrument_address):
+    with IdqId120(instrument_address("id120")) as d:
+        st = d.status()
+        assert 0 <= st["bias_v"] <= 450 and st["rate_hz"] >= 0
+
+
+@pytest.mark.hardware
+def test_real_snspd_reads_status(instrument_address):
+    with SingleQuantumSnspd(instrument_address("snspd")) as d:
+        assert d.channels >= 1
+        assert len(d.bias_currents_ua()) == d.channels

@@ -239,3 +239,16 @@ def test_serial_port_that_vanishes_raises_connection_lost():
     with pytest.raises((ConnectionLost, DriverTimeout)):
         d.get_actuators()
     d.close()
+
+
+@pytest.mark.hardware
+def test_real_epc400_reads_voltages(instrument_address):
+    with OzEpc400(instrument_address("epc400")) as d:
+        assert d.get_actuators().shape == (4,)
+
+
+@pytest.mark.hardware
+def test_real_mpc320_reads_angles(instrument_address):
+    with ThorlabsMpc320(instrument_address("mpc320")) as d:
+        a = d.get_actuators()
+        assert a.shape == (3,) and (a >= -1).all() and (a <= 171).all()
