@@ -37,12 +37,26 @@ def bernoulli_positions(rng: np.random.Generator, n: int, p: float) -> np.ndarra
         return np.flatnonzero(rng.random(n) < p).astype(np.int64, copy=False)
     mean = n * p
     m = int(mean + 6.0 * math.sqrt(mean) + 16)
-    pos = np.cumsum(rng.geometric(p, size=m), dtype=np.int64)
+    inv_rate = -1.0 / math.log1p(-p)
+    pos = _geometric_cumsum(rng, m, inv_rate, -1)
     while pos[-1] < n:                          # rare: the margin was not enough
-        more = np.cumsum(rng.geometric(p, size=m), dtype=np.int64) + pos[-1]
-        pos = np.concatenate([pos, more])
-    pos -= 1                                    # first success after k trials is index k-1
+        pos = np.concatenate([pos, _geometric_cumsum(rng, m, inv_rate, int(pos[-1]))])
     return pos[: np.searchsorted(pos, n)]
+
+
+def _geometric_cumsum(rng: np.random.Generator, m: int, inv_rate: float, start: int) -> np.ndarray:
+    """start + cumulative sums of m Geometric(p) gaps (support 1, 2, ...).
+
+    floor(E / lambda) + 1 with E ~ Exp(1) and lambda = -log(1 - p) is exactly
+    Geometric(p): P(floor(E / lambda) >= k) = exp(-lambda k) = (1 - p)^k (Devroye 1986,
+    sec. X.2), and the ziggurat exponential is cheaper than numpy's geometric.
+    """
+    gaps = rng.standard_exponential(m)
+    gaps *= inv_rate
+    g = gaps.astype(np.int64)
+    g += 1
+    g[0] += start
+    return np.cumsum(g, out=g)
 
 
 def dead_time_keep(slots: np.ndarray, dead_slots: int, prev_last: int | None = None) -> np.ndarray:
@@ -69,21 +83,42 @@ def dead_time_keep(slots: np.ndarray, dead_slots: int, prev_last: int | None = N
     if start.all():
         keep = start
     else:
-        cluster = np.cumsum(start)
-        longest = int(np.bincount(cluster).max())
-        jump = np.empty(m + 1, dtype=np.int64)
-        jump[:m] = np.searchsorted(s, s + dead_slots, side="left")
-        jump[m] = m                             # sentinel: past the end stays there
-        keep = np.zeros(m + 1, dtype=bool)
-        keep[:m] = start
-        covered = 1                             # orbit steps 0 .. covered-1 are marked
-        while covered < longest:
-            keep[jump[np.flatnonzero(keep[:m])]] = True
-            covered *= 2
-            if covered < longest:
-                jump = jump[jump]
-        keep = keep[:m]
+        # Only clicks in clusters of two or more need work: compress to them. A jump that leaves its
+        # cluster lands on a later cluster's start, which is kept anyway, so the compressed problem
+        # gives the same marks.
+        mem = ~start
+        mem[:-1] |= ~start[1:]
+        idx = np.flatnonzero(mem)
+        keep = start.copy()
+        keep[idx] = _orbit_marks(s[idx], start[idx], dead_slots)
     return keep[1:] if virtual else keep
+
+
+def _orbit_marks(s: np.ndarray, start: np.ndarray, dead_slots: int) -> np.ndarray:
+    """Kept flags for clicks that all belong to multi-click clusters (``start`` marks cluster heads)."""
+    m = len(s)
+    cluster = np.cumsum(start)
+    longest = int(np.bincount(cluster).max())
+    # jump[i] = first j with s[j] >= s[i] + dead_slots: step forward only where still inside
+    # (rounds = most clicks within one dead time; cheaper than a binary search per click)
+    jump = np.arange(1, m + 2, dtype=np.int64)
+    jump[m] = m                             # sentinel: past the end stays there
+    act = np.flatnonzero(~start[1:])        # i whose next click is within the dead time
+    while len(act):
+        jump[act] += 1
+        j = jump[act]
+        ok = j < m
+        act, j = act[ok], j[ok]
+        act = act[s[j] - s[act] < dead_slots]
+    keep = np.zeros(m + 1, dtype=bool)
+    keep[:m] = start
+    covered = 1                             # orbit steps 0 .. covered-1 are marked
+    while covered < longest:
+        keep[jump[np.flatnonzero(keep[:m])]] = True
+        covered *= 2
+        if covered < longest:
+            jump = jump[jump]
+    return keep[:m]
 
 
 def afterpulse_slots(rng: np.random.Generator, kept_slots: np.ndarray, prob: float,

@@ -351,6 +351,10 @@ class LinkModel:
         o = tables.draw_candidates(cls, rng.random(len(cand)))
         ok = np.flatnonzero(o < tables.K)
         o = o[ok]
+        if tables.n_e == 1:
+            mask = o.astype(np.uint8)
+            mask += 1
+            return cand[ok], mask, np.zeros(len(o), np.uint8), len(cand)
         return cand[ok], (o % 15 + 1).astype(np.uint8), (o // 15).astype(np.uint8), len(cand)
 
     def _signal_per_slot(self, rng, pattern: Pattern, frame_index: int, tables, nseg: int):
@@ -473,7 +477,9 @@ class LinkModel:
             slots, mask, code = ev_slot, bit, ev_code
         else:
             st = np.flatnonzero(first)
-            slots, mask, code = ev_slot[st], np.bitwise_or.reduceat(bit, st), ev_code[st]
+            slots, mask, code = ev_slot[st], bit[st], ev_code[st]
+            more = np.flatnonzero(~first)           # second and later clicks of a slot: rare
+            np.bitwise_or.at(mask, np.searchsorted(st, more, side="right") - 1, bit[more])
 
         # timestamps and tags
         times = self._timestamps(rng, frame_index, ev_slot, ev_det, ev_noise)
@@ -504,8 +510,8 @@ class LinkModel:
         return FrameResult(
             frame_index=int(frame_index), start_time_s=self.frame_start_s(frame_index),
             duration_s=self.frame_duration_s,
-            slot=ev_slot.astype(np.uint64), detector=ev_det, time_ps=times, tag_lost=ev_lost,
-            noise=ev_noise, slots=slots.astype(np.uint64), mask=mask, tag_t_ps=tag_t, tag_channel=tag_ch,
+            slot=ev_slot.view(np.uint64), detector=ev_det, time_ps=times, tag_lost=ev_lost,
+            noise=ev_noise, slots=slots.view(np.uint64), mask=mask, tag_t_ps=tag_t, tag_channel=tag_ch,
             lost_tags=lost, sync_ps=sync_ps, eve=eve_rec, counts=counts)
 
     def _insert_noise(self, rng, pattern, tables, nseg, kind, ev_slot, ev_det, ev_code, ev_noise,
