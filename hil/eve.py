@@ -167,8 +167,9 @@ def build_tables(*, attack: str, rotations: np.ndarray, states: np.ndarray, idea
             nbar = mu[None, :, None, None] * transmittance * proj_alice[:, None]
             joint[:, :, :, CODE_NONE, :] = (1.0 - f) * coherent_masks(nbar)
             joint[:, :, :, CODE_NO_PHOTON, 0] = f * np.exp(-mu * eve.eve_efficiency)[None, :, None]
+            # (nseg, 4 Eve states, 16): Eve re-sends ideal states through the fiber
             resent = coherent_masks(eve.resend_mu * transmittance
-                                    * projections(rotations, ideal_states) * per_photon)   # (nseg, 4 eve states, 16)
+                                    * projections(rotations, ideal_states) * per_photon)
         else:
             joint[:, :, :, CODE_NO_PHOTON, 0] = np.exp(-mu * eve.eve_efficiency)[None, :, None]
             resent = np.zeros((nseg, 4, 16))

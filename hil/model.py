@@ -82,7 +82,7 @@ class Pattern:
     def check(self, n: int) -> Pattern:
         """Validated uint8 views; raise naming the bad field."""
         out = {}
-        for name, lim in (("basis", 2), ("bit", 2), ("intensity", 3)):
+        for name in ("basis", "bit", "intensity"):
             a = np.asarray(getattr(self, name))
             if a.shape != (n,):
                 raise ValueError(f"pattern.{name}: expected shape ({n},), got {a.shape}")
@@ -202,7 +202,8 @@ class LinkModel:
         """Total rotation seen by Bob's analyser at time t: controller @ fiber(t)."""
         return self.controller @ self.fiber.rotation_at(t_s)
 
-    def expected_click_probability(self, intensity: int, state: int, detector: int, t_s: float = 0.0) -> float:
+    def expected_click_probability(self, intensity: int, state: int, detector: int,
+                                   t_s: float = 0.0) -> float:
         """Closed-form per-slot click probability of one detector (no dead time, no attack)."""
         proj = _eve.projections(self.rotation_at(t_s)[None], self._states)[0, state, detector]
         n = self.mu[intensity] * self.transmittance * self._per_photon()[detector] * proj
@@ -258,7 +259,8 @@ class LinkModel:
         """Switch the eavesdropper: kind in ATTACKS, params as in the scenario's [attack] table."""
         if kind not in ATTACKS:
             raise ValueError(f"kind: expected one of {', '.join(ATTACKS)}, got {kind!r}")
-        sc = self.scenario.with_overrides({"attack.kind": kind, **{f"attack.{k}": v for k, v in params.items()}})
+        changes = {"attack.kind": kind, **{f"attack.{k}": v for k, v in params.items()}}
+        sc = self.scenario.with_overrides(changes)
         self.attack = sc.attack
         self._version += 1
 
@@ -391,7 +393,8 @@ class LinkModel:
         return keep
 
     # -- one frame --------------------------------------------------------------
-    def run_frame(self, frame_index: int, pattern: Pattern | None = None, *, method: str = "skip") -> FrameResult:
+    def run_frame(self, frame_index: int, pattern: Pattern | None = None, *,
+                  method: str = "skip") -> FrameResult:
         """Emulate one frame: Alice sends ``pattern`` (default: her own QRNG's), Bob's tagger reports.
 
         ``method="per-slot"`` samples every pulse instead (a slow reference for
@@ -483,8 +486,8 @@ class LinkModel:
 
         # timestamps and tags
         times = self._timestamps(rng, frame_index, ev_slot, ev_det, ev_noise)
-        sync_true = self._frame_start_ps(frame_index) + int(round(self.tagger.sync_delay_ps
-                                                                  + rng.standard_normal() * self.tagger.jitter_ps))
+        sync_j = rng.standard_normal() * self.tagger.jitter_ps
+        sync_true = self._frame_start_ps(frame_index) + int(round(self.tagger.sync_delay_ps + sync_j))
         sync_ps = int(tagger_clock(np.array([sync_true], np.int64), self.tagger.clock_drift_ppm,
                                    self.tagger.offset_ps, self.tagger.resolution_ps)[0])
         tag_t = np.empty(m + 1, np.int64)
@@ -567,7 +570,8 @@ class LinkModel:
             offset[k] += (rng.random(len(k)) - 0.5) * self.period_ps
         true_ps = np.rint(offset).astype(np.int64)
         true_ps += self._frame_start_ps(frame_index)
-        return tagger_clock(true_ps, self.tagger.clock_drift_ppm, self.tagger.offset_ps, self.tagger.resolution_ps)
+        tg = self.tagger
+        return tagger_clock(true_ps, tg.clock_drift_ppm, tg.offset_ps, tg.resolution_ps)
 
 
 def _gauss_table(bits: int = 16) -> np.ndarray:
@@ -602,4 +606,5 @@ def _expand(slots: np.ndarray, mask: np.ndarray, code: np.ndarray):
     k = np.arange(len(rows)) - np.repeat(np.cumsum(pop) - pop, pop)
     extra_det = _NTH[rest[rows], k]
     pos = rows + 1
-    return np.insert(slots, pos, slots[rows]), np.insert(det, pos, extra_det), np.insert(code, pos, code[rows])
+    return (np.insert(slots, pos, slots[rows]), np.insert(det, pos, extra_det),
+            np.insert(code, pos, code[rows]))

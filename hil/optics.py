@@ -40,7 +40,8 @@ IDENTITY = np.eye(2, dtype=complex)
 #: Alice's four nominal states in slot order ``basis*2 + bit``: H, V, D, A (physical angles, degrees).
 STATE_ANGLES_DEG = (0.0, 90.0, 45.0, -45.0)
 #: Bob's four analyser projections, detector order H, V, D, A.
-DETECTOR_VECTORS = np.array([[1, 0], [0, 1], [2 ** -0.5, 2 ** -0.5], [2 ** -0.5, -(2 ** -0.5)]], dtype=complex)
+_R = 2 ** -0.5
+DETECTOR_VECTORS = np.array([[1, 0], [0, 1], [_R, _R], [_R, -_R]], dtype=complex)
 
 
 def linear_state(angle_rad: float) -> np.ndarray:
@@ -85,7 +86,8 @@ def retarder(retardance_rad: float, fast_axis_rad: float) -> np.ndarray:
 
 
 def mpc320_rotation(paddle_angles_deg: tuple[float, float, float],
-                    retardances_rad: tuple[float, float, float] = (math.pi / 2, math.pi, math.pi / 2)) -> np.ndarray:
+                    retardances_rad: tuple[float, float, float] = (math.pi / 2, math.pi, math.pi / 2),
+                    ) -> np.ndarray:
     """Unitary of a three-paddle controller (Thorlabs MPC320 style: lambda/4, lambda/2, lambda/4).
 
     Each paddle is a retarder whose fast axis turns with the paddle angle; light

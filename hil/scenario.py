@@ -79,7 +79,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
                                           doc="slow temperature term: Poincare angle amplitude"),
         "temperature_period_s": _Key("float", 3600.0, 1e-3, 1e7),
         "initial_rotation_rad": _Key("float", 0.0, -2 * math.pi, 2 * math.pi,
-                                     doc="static Poincare rotation about S3 (linear-polarization rotation x2)"),
+                                     doc="static Poincare rotation about S3 (= linear rotation x 2)"),
     },
     "bob": {
         "p_z": _Key("float", 0.5, 0.0, 1.0, doc="passive beam splitter: fraction to the Z (H/V) arm"),
@@ -249,7 +249,8 @@ class Scenario:
             raise ScenarioError(f"{origin}: [source] intensity_probs: with decoys = 1 the third "
                                 f"probability must be 0, got {probs[2]!r}")
         if src["intensities"][0] <= 0.0:
-            raise ScenarioError(f"{origin}: [source] intensities: expected mu1 > 0, got {src['intensities'][0]!r}")
+            raise ScenarioError(f"{origin}: [source] intensities: expected mu1 > 0, "
+                                f"got {src['intensities'][0]!r}")
         return cls(
             name=parsed["scenario"]["name"] or Path(origin).stem,
             description=parsed["scenario"]["description"],

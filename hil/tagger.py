@@ -65,7 +65,8 @@ class TagStream:
         self._t = np.empty(0, dtype=np.int64)
         self._ch = np.empty(0, dtype=np.uint8)
 
-    def push(self, t_ps: np.ndarray, channel: np.ndarray, next_earliest_ps: int) -> tuple[np.ndarray, np.ndarray]:
+    def push(self, t_ps: np.ndarray, channel: np.ndarray,
+             next_earliest_ps: int) -> tuple[np.ndarray, np.ndarray]:
         t = np.concatenate([self._t, np.asarray(t_ps, dtype=np.int64)])
         ch = np.concatenate([self._ch, np.asarray(channel, dtype=np.uint8)])
         order = np.argsort(t, kind="stable")

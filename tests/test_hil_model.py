@@ -443,3 +443,43 @@ def test_bad_inputs_are_named():
         m.set_attack("intercept-resend", fraction=2.0)
     with pytest.raises(ValueError, match="frame_index"):
         m.run_frame(-1)
+
+
+# -- building blocks against plain-Python references -----------------------------------------------
+
+def _dead_time_reference(slots, dead, prev=None):
+    """The non-paralyzable rule, one click at a time (the definition)."""
+    out, last = [], prev
+    for s in slots:
+        ok = last is None or s - last >= dead
+        out.append(ok)
+        if ok:
+            last = s
+    return np.array(out, dtype=bool)
+
+
+def test_dead_time_keep_matches_the_sequential_rule():
+    from hil.detectors import dead_time_keep
+
+    rng = np.random.default_rng(0)
+    for t in range(300):
+        n = int(rng.integers(1, 400))
+        s = np.unique(rng.integers(0, int(rng.integers(n, n * 30)), n))
+        dead = int(rng.integers(1, 60))
+        prev = None if t % 2 else -int(rng.integers(0, 60))
+        assert np.array_equal(dead_time_keep(s, dead, prev), _dead_time_reference(s, dead, prev)), t
+
+
+def test_bernoulli_positions_counts_and_gaps():
+    from hil.detectors import bernoulli_positions
+
+    rng = np.random.default_rng(1)
+    n, p = 1 << 20, 0.01
+    pos = bernoulli_positions(rng, n, p)
+    assert np.all(np.diff(pos) > 0) and pos[0] >= 0 and pos[-1] < n
+    assert within_binomial(len(pos), n, p), rate_close(len(pos), n, p)
+    # P(gap == 1) = p for a Bernoulli process
+    g = np.diff(pos)
+    assert within_binomial(int((g == 1).sum()), len(g), p)
+    assert len(bernoulli_positions(rng, n, 0.0)) == 0
+    assert len(bernoulli_positions(rng, 100, 1.0)) == 100
