@@ -94,8 +94,55 @@ def dead_time_keep(slots: np.ndarray, dead_slots: int, prev_last: int | None = N
     return keep[1:] if virtual else keep
 
 
-def _orbit_marks(s: np.ndarray, start: np.ndarray, dead_slots: int) -> np.ndarray:
-    """Kept flags for clicks that all belong to multi-click clusters (``start`` marks cluster heads)."""
+_STRIDE = 1 << 40       # separates detectors in one sorted key; far larger than any frame
+
+
+def dead_time_keep_multi(slots: np.ndarray, det: np.ndarray, dead_slots, prev_last) -> np.ndarray:
+    """``dead_time_keep`` for the clicks of all detectors at once (one pass instead of four).
+
+    ``slots``/``det``: clicks sorted by slot (any order of detectors within a slot);
+    ``dead_slots[d]``, ``prev_last[d]`` (None or slot of detector d's last click) per
+    detector. Clicks are ordered by (detector, slot) through the key
+    det * 2^40 + slot, so clusters never straddle two detectors.
+    """
+    n = len(slots)
+    dead = np.asarray(dead_slots, dtype=np.int64)
+    if n == 0 or dead.max() <= 1:
+        return np.ones(n, dtype=bool)
+    order = np.argsort(det, kind="stable")
+    dsort = det[order]
+    key = slots[order] + dsort.astype(np.int64) * _STRIDE
+    counts = np.bincount(det, minlength=len(dead))
+    first = np.cumsum(counts) - counts
+    vdet = [d for d in range(len(dead))
+            if prev_last[d] is not None and prev_last[d] > -dead[d] and dead[d] > 1]
+    vpos = [int(first[d]) for d in vdet]
+    if vpos:
+        key = np.insert(key, vpos, [prev_last[d] + d * _STRIDE for d in vdet])
+        dsort = np.insert(dsort, vpos, np.array(vdet, dtype=dsort.dtype))
+    dv = dead[dsort]
+    m = len(key)
+    start = np.empty(m, dtype=bool)
+    start[0] = True
+    np.greater_equal(key[1:] - key[:-1], dv[1:], out=start[1:])
+    if start.all():
+        return np.ones(n, dtype=bool)
+    mem = ~start
+    mem[:-1] |= ~start[1:]
+    idx = np.flatnonzero(mem)
+    kept = start.copy()
+    kept[idx] = _orbit_marks(key[idx], start[idx], dv[idx])
+    if vpos:
+        kept = np.delete(kept, np.array(vpos) + np.arange(len(vpos)))
+    keep = np.empty(n, dtype=bool)
+    keep[order] = kept
+    return keep
+
+
+def _orbit_marks(s: np.ndarray, start: np.ndarray, dead_slots) -> np.ndarray:
+    """Kept flags for clicks that all belong to multi-click clusters (``start`` marks cluster heads).
+
+    ``dead_slots`` is a number or an array with one value per click."""
     m = len(s)
     cluster = np.cumsum(start)
     longest = int(np.bincount(cluster).max())
@@ -109,7 +156,7 @@ def _orbit_marks(s: np.ndarray, start: np.ndarray, dead_slots: int) -> np.ndarra
         j = jump[act]
         ok = j < m
         act, j = act[ok], j[ok]
-        act = act[s[j] - s[act] < dead_slots]
+        act = act[s[j] - s[act] < (dead_slots if np.ndim(dead_slots) == 0 else dead_slots[act])]
     keep = np.zeros(m + 1, dtype=bool)
     keep[:m] = start
     covered = 1                             # orbit steps 0 .. covered-1 are marked

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from . import eve as _eve
-from .detectors import afterpulse_slots, bernoulli_positions, dead_time_keep
+from .detectors import afterpulse_slots, bernoulli_positions, dead_time_keep_multi
 from .optics import (
     FiberDrift,
     alice_states,
@@ -382,15 +382,8 @@ class LinkModel:
 
     def _dead_time(self, ev_slot: np.ndarray, ev_det: np.ndarray, frame0: int) -> np.ndarray:
         """Keep-mask of events after each detector's dead time (carrying the last click across frames)."""
-        keep = np.ones(len(ev_slot), dtype=bool)
-        for d in range(4):
-            dead = self._dead_slots(d)
-            if dead <= 1:
-                continue
-            sel = np.flatnonzero(ev_det == d)
-            prev = None if self._last_click[d] is None else self._last_click[d] - frame0
-            keep[sel] = dead_time_keep(ev_slot[sel], dead, prev)
-        return keep
+        prev = [None if c is None else c - frame0 for c in self._last_click]
+        return dead_time_keep_multi(ev_slot, ev_det, [self._dead_slots(d) for d in range(4)], prev)
 
     # -- one frame --------------------------------------------------------------
     def run_frame(self, frame_index: int, pattern: Pattern | None = None, *,

@@ -483,3 +483,22 @@ def test_bernoulli_positions_counts_and_gaps():
     assert within_binomial(int((g == 1).sum()), len(g), p)
     assert len(bernoulli_positions(rng, n, 0.0)) == 0
     assert len(bernoulli_positions(rng, 100, 1.0)) == 100
+
+
+def test_dead_time_all_detectors_at_once_matches_one_by_one():
+    from hil.detectors import dead_time_keep_multi
+
+    rng = np.random.default_rng(3)
+    for t in range(200):
+        n = int(rng.integers(1, 500))
+        slots = np.sort(rng.integers(0, int(rng.integers(n // 4 + 1, n * 20)), n))
+        det = rng.integers(0, 4, n).astype(np.uint8)
+        key = np.unique(slots * 4 + det)                   # one click per (slot, detector)
+        slots, det = key // 4, (key % 4).astype(np.uint8)
+        dead = [int(x) for x in rng.integers(0, 50, 4)]
+        prev = [None if rng.random() < 0.3 else -int(rng.integers(0, 80)) for _ in range(4)]
+        got = dead_time_keep_multi(slots, det, dead, prev)
+        for d in range(4):
+            sel = det == d
+            want = _dead_time_reference(slots[sel], dead[d], prev[d]) if dead[d] > 1 else np.ones(sel.sum(), bool)
+            assert np.array_equal(got[sel], want), (t, d)
