@@ -159,13 +159,29 @@ def _orbit_marks(s: np.ndarray, start: np.ndarray, dead_slots) -> np.ndarray:
         act = act[s[j] - s[act] < (dead_slots if np.ndim(dead_slots) == 0 else dead_slots[act])]
     keep = np.zeros(m + 1, dtype=bool)
     keep[:m] = start
-    covered = 1                             # orbit steps 0 .. covered-1 are marked
-    while covered < longest:
-        keep[jump[np.flatnonzero(keep[:m])]] = True
-        covered *= 2
-        if covered < longest:
-            jump = jump[jump]
+    # Orbit steps 0 .. covered-1 are marked. First follow each chain one step at a time on a
+    # shrinking frontier (cheap while chains are short); chains still alive after 32 steps
+    # (saturated detectors) are finished by pointer doubling with jump^32, jump^64, ...
+    frontier = np.flatnonzero(start)
+    covered = 1
+    while covered < longest and covered < _FRONTIER_STEPS and len(frontier):
+        frontier = jump[frontier]
+        frontier = frontier[frontier < m]
+        frontier = frontier[~start[frontier]]   # a chain leaving its cluster lands on a head
+        keep[frontier] = True
+        covered += 1
+    if covered < longest and len(frontier):
+        for _ in range(_FRONTIER_STEPS.bit_length() - 1):
+            jump = jump[jump]                   # jump^(2^5) = jump^covered
+        while covered < longest:
+            keep[jump[np.flatnonzero(keep[:m])]] = True
+            covered *= 2
+            if covered < longest:
+                jump = jump[jump]
     return keep[:m]
+
+
+_FRONTIER_STEPS = 32            # a power of two
 
 
 def afterpulse_slots(rng: np.random.Generator, kept_slots: np.ndarray, prob: float,

@@ -500,5 +500,6 @@ def test_dead_time_all_detectors_at_once_matches_one_by_one():
         got = dead_time_keep_multi(slots, det, dead, prev)
         for d in range(4):
             sel = det == d
-            want = _dead_time_reference(slots[sel], dead[d], prev[d]) if dead[d] > 1 else np.ones(sel.sum(), bool)
+            want = (_dead_time_reference(slots[sel], dead[d], prev[d]) if dead[d] > 1
+                    else np.ones(sel.sum(), bool))
             assert np.array_equal(got[sel], want), (t, d)
