@@ -16,7 +16,8 @@ know the link engine. Public API (names other parts depend on):
     ``LinkModel(scenario_or_name, seed)`` with ``.clock_hz``, ``.frame_slots``,
     ``.period_ps``, ``.tof_ps``, ``.transmittance``, ``.frame_duration_s``,
     ``.frame_start_s(f)``, ``.fiber`` (``FiberDrift``: ``.rotation_at(t_s)``),
-    ``.rotation_at(t_s)`` (controller @ fiber), ``.earliest_tag_ps(f)``.
+    ``.rotation_at(t_s)`` (controller @ fiber), ``.earliest_tag_ps(f)``,
+    ``.expected_slot_click_probability()`` (x clock_hz = raw clicks per emulated second).
 
     * ``alice_pattern(f) -> Pattern(basis, bit, intensity)``: uint8 arrays of
       ``frame_slots`` (basis 0=Z 1=X; bit; intensity 0=mu1 1=mu2 2=mu3), from the

@@ -210,6 +210,19 @@ class LinkModel:
         pd = self._dark_prob()[detector]
         return 1.0 - math.exp(-n) * (1.0 - pd)
 
+    def expected_slot_click_probability(self, frame_index: int = 0) -> float:
+        """Probability that a slot of Alice's own QRNG pattern gives any click (before dead time).
+
+        Times ``clock_hz`` this is the raw detection rate per emulated second; reports should
+        give it next to the measured wall-clock rate (DESIGN.md: never pass one off as the other).
+        """
+        tables, _ = self._tables(frame_index)
+        quiet = tables.joint[0, :, :, :, 0].sum(axis=-1)                  # (3 intensities, 4 states)
+        basis = np.array([self.p_z, self.p_z, 1 - self.p_z, 1 - self.p_z]) * 0.5
+        p_cls = self.intensity_probs[:, None] * basis[None, :]
+        no_dark = float(np.prod(1.0 - self._dark_prob(frame_index)))
+        return float(1.0 - (p_cls * quiet).sum() * no_dark)
+
     def earliest_tag_ps(self, frame_index: int) -> int:
         """Lower bound of the tagger timestamps frame ``frame_index`` can produce (for TagStream)."""
         t0 = self._frame_start_ps(frame_index)

@@ -125,6 +125,10 @@ def test_detection_probability_per_intensity_matches_closed_form():
         clicks = sum(int((pat.intensity[r.slots.astype(np.int64)] == k).sum())
                      for r, pat in zip(results, patterns, strict=True))
         assert within_binomial(clicks, n, p), rate_close(clicks, n, p)
+    slots = sum(len(pat) for pat in patterns)
+    clicked = sum(len(r.slots) for r in results)
+    q = m.expected_slot_click_probability()
+    assert within_binomial(clicked, slots, q), rate_close(clicked, slots, q)
 
 
 def _z_qber_expected(n: float, sin2: float, pd: float) -> float:
@@ -503,3 +507,14 @@ def test_dead_time_all_detectors_at_once_matches_one_by_one():
             want = (_dead_time_reference(slots[sel], dead[d], prev[d]) if dead[d] > 1
                     else np.ones(sel.sum(), bool))
             assert np.array_equal(got[sel], want), (t, d)
+
+
+def test_one_decoy_setting_uses_two_intensities():
+    sc = quiet(source__decoys=1, source__intensity_probs=[0.8, 0.2, 0.0], source__frame_slots=1 << 16)
+    m = LinkModel(sc, seed=1)
+    pat = m.alice_pattern(0)
+    assert set(np.unique(pat.intensity)) == {0, 1}
+    assert within_binomial(int((pat.intensity == 1).sum()), len(pat), 0.2)
+    assert within_binomial(int((pat.basis == 0).sum()), len(pat), sc.source.p_z)
+    with pytest.raises(ScenarioError, match="decoys = 1"):
+        quiet(source__decoys=1)
