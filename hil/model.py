@@ -366,10 +366,10 @@ class LinkModel:
         o = tables.draw_candidates(cls, rng.random(len(cand)))
         ok = np.flatnonzero(o < tables.K)
         o = o[ok]
-        if tables.n_e == 1:
+        if tables.n_e == 1:                     # no eavesdropper: no Eve codes to carry
             mask = o.astype(np.uint8)
             mask += 1
-            return cand[ok], mask, np.zeros(len(o), np.uint8), len(cand)
+            return cand[ok], mask, None, len(cand)
         return cand[ok], (o % 15 + 1).astype(np.uint8), (o // 15).astype(np.uint8), len(cand)
 
     def _signal_per_slot(self, rng, pattern: Pattern, frame_index: int, tables, nseg: int):
@@ -382,7 +382,7 @@ class LinkModel:
         photons = rng.poisson(mean)
         mask = ((photons > 0) * (1 << np.arange(4))).sum(axis=1).astype(np.uint8)
         slots = np.flatnonzero(mask).astype(np.int64)
-        return slots, mask[slots], np.zeros(len(slots), np.uint8), self.frame_slots
+        return slots, mask[slots], None, self.frame_slots
 
     def _classes(self, pattern: Pattern, idx: np.ndarray, nseg: int) -> np.ndarray:
         cls = (pattern.intensity[idx] << 2) | (pattern.basis[idx] << 1) | pattern.bit[idx]
@@ -429,10 +429,10 @@ class LinkModel:
             cut = math.ceil(self.attack.start_time_s * self.clock_hz) - frame0
             if cut < n:
                 k = int(np.searchsorted(s_slot, max(cut, 0)))
-                s_slot, s_mask, s_code = s_slot[:k], s_mask[:k], s_code[:k]
+                s_slot, s_mask, s_code = s_slot[:k], s_mask[:k], _take(s_code, slice(0, k))
         counts["signal_slots"] = len(s_slot)
         ev_slot, ev_det, ev_code = _expand(s_slot, s_mask, s_code)
-        ev_noise = np.zeros(len(ev_slot), dtype=bool)
+        ev_noise = None                             # None: no dark count or afterpulse in the frame
 
         # dark counts (independent Bernoulli per detector) and afterpulses pending from the last frame
         pdark = self._dark_prob(frame_index)
@@ -466,7 +466,8 @@ class LinkModel:
         counts["dead_time_lost"] = int(len(keep) - np.count_nonzero(keep))
         if counts["dead_time_lost"]:
             live = np.flatnonzero(keep)
-            ev_slot, ev_det, ev_code, ev_noise = ev_slot[live], ev_det[live], ev_code[live], ev_noise[live]
+            ev_slot, ev_det = ev_slot[live], ev_det[live]
+            ev_code, ev_noise = _take(ev_code, live), _take(ev_noise, live)
         tail = max(0, len(ev_det) - 4096)           # the last click of each detector is near the end
         for d in range(4):
             hit = np.flatnonzero(ev_det[tail:] == d)
@@ -486,7 +487,7 @@ class LinkModel:
             slots, mask, code = ev_slot, bit, ev_code
         else:
             st = np.flatnonzero(first)
-            slots, mask, code = ev_slot[st], bit[st], ev_code[st]
+            slots, mask, code = ev_slot[st], bit[st], _take(ev_code, st)
             more = np.flatnonzero(~first)           # second and later clicks of a slot: rare
             np.bitwise_or.at(mask, np.searchsorted(st, more, side="right") - 1, bit[more])
 
@@ -504,9 +505,11 @@ class LinkModel:
         np.add(ev_det, 1, out=tag_ch[1:])
         order = np.argsort(tag_t, kind="stable")
         tag_t, tag_ch = tag_t[order], tag_ch[order]
-        ok = rate_limit(tag_t, self.tagger.max_tag_rate_hz, self.tagger.rate_window_ns)
-        lost = int(len(ok) - np.count_nonzero(ok))
         ev_lost = np.zeros(m, bool)
+        lost = 0
+        if self.tagger.max_tag_rate_hz > 0:
+            ok = rate_limit(tag_t, self.tagger.max_tag_rate_hz, self.tagger.rate_window_ns)
+            lost = int(len(ok) - np.count_nonzero(ok))
         if lost:
             lost_pos = order[~ok]
             ev_lost[lost_pos[lost_pos > 0] - 1] = True     # position 0 is the sync tag
@@ -520,7 +523,8 @@ class LinkModel:
             frame_index=int(frame_index), start_time_s=self.frame_start_s(frame_index),
             duration_s=self.frame_duration_s,
             slot=ev_slot.view(np.uint64), detector=ev_det, time_ps=times, tag_lost=ev_lost,
-            noise=ev_noise, slots=slots.view(np.uint64), mask=mask, tag_t_ps=tag_t, tag_channel=tag_ch,
+            noise=np.zeros(m, bool) if ev_noise is None else ev_noise, slots=slots.view(np.uint64),
+            mask=mask, tag_t_ps=tag_t, tag_channel=tag_ch,
             lost_tags=lost, sync_ps=sync_ps, eve=eve_rec, counts=counts)
 
     def _insert_noise(self, rng, pattern, tables, nseg, kind, ev_slot, ev_det, ev_code, ev_noise,
@@ -539,7 +543,7 @@ class LinkModel:
         n_slot, n_det, pos = n_slot[keep], n_det[keep], pos[keep]
         # Eve's code: the signal draw of that slot if the slot had one, else P(e | no signal click)
         n_code = np.zeros(len(n_slot), np.uint8)
-        if kind not in ("none", "fiber-cut") and len(n_slot):
+        if ev_code is not None and len(n_slot):
             sp = np.searchsorted(s_slot, n_slot)
             has = (sp < len(s_slot)) & (s_slot[np.minimum(sp, max(len(s_slot) - 1, 0))] == n_slot) \
                 if len(s_slot) else np.zeros(len(n_slot), bool)
@@ -547,8 +551,11 @@ class LinkModel:
             q = np.flatnonzero(~has)
             if len(q):
                 n_code[q] = tables.draw_quiet(self._classes(pattern, n_slot[q], nseg), rng.random(len(q)))
+        if ev_noise is None:
+            ev_noise = np.zeros(len(ev_slot), bool)
         return (np.insert(ev_slot, pos, n_slot), np.insert(ev_det, pos, n_det),
-                np.insert(ev_code, pos, n_code), np.insert(ev_noise, pos, True))
+                None if ev_code is None else np.insert(ev_code, pos, n_code),
+                np.insert(ev_noise, pos, True))
 
     def run_frames(self, first: int, count: int, patterns: list[Pattern] | None = None) -> list[FrameResult]:
         """Run ``count`` consecutive frames (same results as calling ``run_frame`` on each in order)."""
@@ -567,7 +574,7 @@ class LinkModel:
         jit_det = np.array([d.jitter_ps for d in self.detectors])
         delay = np.array([d.delay_ps for d in self.detectors]) + self.tof_ps
         sig = np.concatenate([np.sqrt(jit_det ** 2 + tg.jitter_ps ** 2), np.full(4, float(tg.jitter_ps))])
-        any_noise = bool(noise.any())
+        any_noise = noise is not None and bool(noise.any())
         dn = det.astype(np.intp)
         if any_noise:
             dn += 4 * noise
@@ -628,4 +635,8 @@ def _expand(slots: np.ndarray, mask: np.ndarray, code: np.ndarray):
     extra_det = _NTH[rest[rows], k]
     pos = rows + 1
     return (np.insert(slots, pos, slots[rows]), np.insert(det, pos, extra_det),
-            np.insert(code, pos, code[rows]))
+            None if code is None else np.insert(code, pos, code[rows]))
+
+
+def _take(a: np.ndarray | None, idx) -> np.ndarray | None:
+    return None if a is None else a[idx]
