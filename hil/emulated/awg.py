@@ -270,7 +270,9 @@ class EmulatedAwg(FramedTcpServer):
             v = self._num(a)
             if v is None:
                 return None
-            if not 1e-6 <= v <= 250e6:
+            # 33600A models sample arbitrary waveforms at up to 1 GSa/s, 33500B at 250 MSa/s
+            max_srat = 1e9 if self.model.startswith("336") else 250e6
+            if not 1e-6 <= v <= max_srat:
                 self._err(-222, "Data out of range")
                 return None
             c.srat_hz = v
