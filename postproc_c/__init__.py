@@ -11,6 +11,8 @@ or instruments.
 
 from ._binding import Error, ffi, lib
 from ._version import __version__
+from .bits import pack_bits, unpack_bits
+from .hashing import poly_hash, poly_hash_bytes
 from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
 from .selftest import SelfTestError, selftest
 
@@ -24,5 +26,6 @@ def cpu_features() -> list[str]:
 
 __all__ = [
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
-    "make_side", "methods", "reconcile_in_memory", "selftest",
+    "make_side", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory", "selftest",
+    "unpack_bits",
 ]
