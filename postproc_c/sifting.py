@@ -267,23 +267,34 @@ def bob_sift(announcement: BobAnnouncement, match: np.ndarray,
     """
     if not isinstance(announcement, BobAnnouncement):
         raise TypeError(f"announcement: expected a BobAnnouncement, got {type(announcement).__name__}")
-    if isinstance(match, np.ndarray) and match.dtype == np.uint8:
-        match = as_array(match, "match", np.uint8)
-        if match.size and int(match.max()) > 1:
-            raise ValueError(f"match: values must be 0 or 1, got {int(match.max())}")
-        match = match.view(np.bool_)
+    if isinstance(match, np.ndarray) and match.dtype == np.bool_:
+        match = as_array(match, "match", np.bool_).view(np.uint8)
     else:
-        match = as_array(match, "match", np.bool_)
+        match = as_array(match, "match", np.uint8)
     _same_length(announcement.slots, match, "announcement.slots", "match")
-    k = int(np.count_nonzero(match))
+    n = match.size
+    out_slots = np.empty(n, np.uint64)
+    out_basis = np.empty(n, np.uint8)
+    out_bits = np.empty(n, np.uint8)
+    n_kept = ffi.new("size_t *")
+    bad = ffi.new("size_t *")
+    st = lib.qpp_sift_bob_keep(ptr("uint8_t *", match), n, ptr("uint64_t *", announcement.slots),
+                               ptr("uint8_t *", announcement.bases), ptr("uint8_t *", announcement.bits),
+                               ptr("uint64_t *", out_slots), ptr("uint8_t *", out_basis),
+                               ptr("uint8_t *", out_bits), n_kept, bad)
+    if st == lib.QPP_ERR_VALUE:
+        i = int(bad[0])
+        raise ValueError(f"match: values must be 0 or 1, got {int(match[i])} at index {i}")
+    check("qpp_sift_bob_keep", st)
+    k = int(n_kept[0])
     if intensities is not None:
         intensities = as_array(intensities, "intensities", np.uint8)
         if intensities.size != k:
             raise ValueError(f"intensities: length {intensities.size} differs from the {k} matched events")
         if k and int(intensities.max()) > 2:
             raise ValueError(f"intensities: values must be 0..2, got {int(intensities.max())}")
-    return BobSifted(slots=announcement.slots[match], bases=announcement.bases[match],
-                     bits=announcement.bits[match], intensities=intensities)
+    return BobSifted(slots=out_slots[:k], bases=out_basis[:k], bits=out_bits[:k], intensities=intensities)
+
 
 
 def error_counts(alice_bits: np.ndarray, bob_bits: np.ndarray, bases: np.ndarray,

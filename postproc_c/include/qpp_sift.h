@@ -57,6 +57,13 @@ QPP_WUR int qpp_sift_alice(const uint64_t *slots, const uint8_t *bob_basis, size
                            uint8_t *out_intensity, size_t *n_sifted,
                            uint64_t *detections, uint64_t *sifted, size_t *bad_index);
 
+/* Bob's second step: compact his announced events (slots, basis, bits) to
+ * those with match[i] == 1 (Alice's mask); *n_kept is their number.
+ * QPP_ERR_VALUE (*bad_index = i) for a match value other than 0/1. */
+QPP_WUR int qpp_sift_bob_keep(const uint8_t *match, size_t n, const uint64_t *slots, const uint8_t *basis,
+                              const uint8_t *bits, uint64_t *out_slots, uint8_t *out_basis,
+                              uint8_t *out_bits, size_t *n_kept, size_t *bad_index);
+
 /* Error counts on a disclosed subset: for each i, class basis[i] * 3 +
  * intensity[i]; compared[c] += 1, errors[c] += (a_bits[i] != b_bits[i]).
  * QPP_ERR_VALUE (*bad_index = i) for a bit, basis or intensity out of domain. */

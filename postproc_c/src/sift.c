@@ -192,6 +192,36 @@ int qpp_sift_alice(const uint64_t *slots, const uint8_t *bob_basis, size_t n,
     return QPP_OK;
 }
 
+int qpp_sift_bob_keep(const uint8_t *match, size_t n, const uint64_t *slots, const uint8_t *basis,
+                      const uint8_t *bits, uint64_t *out_slots, uint8_t *out_basis,
+                      uint8_t *out_bits, size_t *n_kept, size_t *bad_index)
+{
+    if (!n_kept)
+        return QPP_ERR_NULL;
+    if (n && (!match || !slots || !basis || !bits || !out_slots || !out_basis || !out_bits))
+        return QPP_ERR_NULL;
+    size_t k = 0;
+    unsigned bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned m = match[i];
+        bad |= m & ~1u;
+        out_slots[k] = slots[i];
+        out_basis[k] = basis[i];
+        out_bits[k] = bits[i];
+        k += m & 1;
+    }
+    if (bad) {
+        size_t i = 0;
+        while (i < n && match[i] <= 1)
+            i++;
+        if (bad_index)
+            *bad_index = i;
+        return QPP_ERR_VALUE;
+    }
+    *n_kept = k;
+    return QPP_OK;
+}
+
 int qpp_sift_error_counts(const uint8_t *a_bits, const uint8_t *b_bits, const uint8_t *basis,
                           const uint8_t *intensity, size_t n,
                           uint64_t *errors, uint64_t *compared, size_t *bad_index)
