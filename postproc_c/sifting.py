@@ -267,6 +267,8 @@ def bob_sift(announcement: BobAnnouncement, match: np.ndarray,
     """
     if not isinstance(announcement, BobAnnouncement):
         raise TypeError(f"announcement: expected a BobAnnouncement, got {type(announcement).__name__}")
+    if isinstance(match, np.ndarray) and match.dtype not in (np.bool_, np.uint8):
+        raise ValueError(f"match: expected dtype bool or uint8, got {match.dtype}")
     if isinstance(match, np.ndarray) and match.dtype == np.bool_:
         match = as_array(match, "match", np.bool_).view(np.uint8)
     else:

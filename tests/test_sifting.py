@@ -270,9 +270,11 @@ def test_bob_sift_bad_inputs():
     ann = _bob()
     with pytest.raises(ValueError, match="^match: length 2 differs"):
         postproc_c.bob_sift(ann, np.array([True, False]))
-    with pytest.raises(ValueError, match="^match: values must be 0 or 1"):
+    with pytest.raises(ValueError, match="^match: array must be C-contiguous"):
+        postproc_c.bob_sift(ann, np.ones(6, bool)[::2])
+    with pytest.raises(ValueError, match="^match: values must be 0 or 1, got 2 at index 1"):
         postproc_c.bob_sift(ann, np.array([1, 2, 0], np.uint8))
-    with pytest.raises(ValueError, match="^match: expected dtype bool"):
+    with pytest.raises(ValueError, match="^match: expected dtype bool or uint8, got int64"):
         postproc_c.bob_sift(ann, np.array([1, 0, 0], np.int64))
     with pytest.raises(ValueError, match="^intensities: length 2 differs from the 1 matched"):
         postproc_c.bob_sift(ann, np.array([1, 0, 0], np.uint8), np.zeros(2, np.uint8))
