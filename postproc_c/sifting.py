@@ -45,6 +45,7 @@ reproducible.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -82,22 +83,33 @@ class AliceSifted:
     """Alice's step. ``match`` and ``intensities`` go to Bob; ``bits`` stay with Alice."""
 
     match: np.ndarray          # bool per announced event: Alice's basis == Bob's
-    slots: np.ndarray          # uint64, sifted slots
+    announced_slots: np.ndarray   # uint64, Bob's announced slots as Alice received them
     bases: np.ndarray          # uint8, basis of each sifted bit
     bits: np.ndarray           # uint8 0/1, Alice's sifted bits (secret)
     intensities: np.ndarray    # uint8, intensity class of each sifted bit
     detections: np.ndarray     # uint64 (2, 3): announced events by Alice's (basis, intensity)
     sifted: np.ndarray         # uint64 (2, 3): basis-matched events by (basis, intensity)
 
+    @cached_property
+    def slots(self) -> np.ndarray:
+        """uint64 slot of each sifted bit (computed on first use: the hot path does not need it)."""
+        return self.announced_slots[self.match]
+
 
 @dataclass(frozen=True)
 class BobSifted:
     """Bob's sifted bits, aligned index by index with ``AliceSifted``."""
 
-    slots: np.ndarray          # uint64
     bases: np.ndarray          # uint8
     bits: np.ndarray           # uint8 0/1 (secret)
     intensities: np.ndarray | None   # uint8, as Alice announced them (None if not given)
+    announced_slots: np.ndarray   # uint64, Bob's announced slots
+    match: np.ndarray          # bool, Alice's match mask over them
+
+    @cached_property
+    def slots(self) -> np.ndarray:
+        """uint64 slot of each sifted bit (computed on first use)."""
+        return self.announced_slots[self.match]
 
 
 @dataclass(frozen=True)
@@ -223,7 +235,6 @@ def alice_sift(bob_slots: np.ndarray, bob_bases: np.ndarray, basis: np.ndarray, 
     basis, bit, intensity = _pattern(basis, bit, intensity)
     n = bob_slots.size
     match = np.empty(n, np.bool_)
-    out_slots = np.empty(n, np.uint64)
     out_basis = np.empty(n, np.uint8)
     out_bits = np.empty(n, np.uint8)
     out_int = np.empty(n, np.uint8)
@@ -233,7 +244,7 @@ def alice_sift(bob_slots: np.ndarray, bob_bases: np.ndarray, basis: np.ndarray, 
     bad = ffi.new("size_t *")
     st = lib.qpp_sift_alice(ptr("uint64_t *", bob_slots), ptr("uint8_t *", bob_bases), n,
                             ptr("uint8_t *", basis), ptr("uint8_t *", bit), ptr("uint8_t *", intensity),
-                            basis.size, ptr("uint8_t *", match), ptr("uint64_t *", out_slots),
+                            basis.size, ptr("uint8_t *", match), ffi.NULL,
                             ptr("uint8_t *", out_basis), ptr("uint8_t *", out_bits),
                             ptr("uint8_t *", out_int), n_sifted, ptr("uint64_t *", det),
                             ptr("uint64_t *", sif), bad)
@@ -254,7 +265,7 @@ def alice_sift(bob_slots: np.ndarray, bob_bases: np.ndarray, basis: np.ndarray, 
                     raise ValueError(f"{name}: value {int(arr[s])} at slot {s} (must be 0..{top})")
         check("qpp_sift_alice", st)
     k = int(n_sifted[0])
-    return AliceSifted(match=match, slots=out_slots[:k], bases=out_basis[:k], bits=out_bits[:k],
+    return AliceSifted(match=match, announced_slots=bob_slots, bases=out_basis[:k], bits=out_bits[:k],
                        intensities=out_int[:k], detections=det, sifted=sif)
 
 
@@ -275,14 +286,13 @@ def bob_sift(announcement: BobAnnouncement, match: np.ndarray,
         match = as_array(match, "match", np.uint8)
     _same_length(announcement.slots, match, "announcement.slots", "match")
     n = match.size
-    out_slots = np.empty(n, np.uint64)
     out_basis = np.empty(n, np.uint8)
     out_bits = np.empty(n, np.uint8)
     n_kept = ffi.new("size_t *")
     bad = ffi.new("size_t *")
     st = lib.qpp_sift_bob_keep(ptr("uint8_t *", match), n, ptr("uint64_t *", announcement.slots),
                                ptr("uint8_t *", announcement.bases), ptr("uint8_t *", announcement.bits),
-                               ptr("uint64_t *", out_slots), ptr("uint8_t *", out_basis),
+                               ffi.NULL, ptr("uint8_t *", out_basis),
                                ptr("uint8_t *", out_bits), n_kept, bad)
     if st == lib.QPP_ERR_VALUE:
         i = int(bad[0])
@@ -295,7 +305,8 @@ def bob_sift(announcement: BobAnnouncement, match: np.ndarray,
             raise ValueError(f"intensities: length {intensities.size} differs from the {k} matched events")
         if k and int(intensities.max()) > 2:
             raise ValueError(f"intensities: values must be 0..2, got {int(intensities.max())}")
-    return BobSifted(slots=out_slots[:k], bases=out_basis[:k], bits=out_bits[:k], intensities=intensities)
+    return BobSifted(bases=out_basis[:k], bits=out_bits[:k], intensities=intensities,
+                     announced_slots=announcement.slots, match=match.view(np.bool_))
 
 
 

@@ -45,7 +45,8 @@ QPP_WUR int qpp_sift_bob(const uint64_t *slots, const uint8_t *clicks, size_t n,
  * bases 0/1) and her frame pattern (per slot basis 0/1, bit 0/1, intensity
  * 0..2; only the announced slots are read and checked) -> match[i] = 1 when
  * Alice's basis at slots[i] equals bob_basis[i], else 0; the n_sifted matched
- * events compacted into out_slots, out_basis, out_bits (Alice's), out_intensity.
+ * events compacted into out_slots (may be NULL: not written), out_basis,
+ * out_bits (Alice's), out_intensity.
  * detections[c] counts announced events by Alice's (basis, intensity) class c,
  * sifted[c] the matched ones. Errors: QPP_ERR_UNSORTED, QPP_ERR_RANGE,
  * QPP_ERR_VALUE (a bob_basis, or a pattern value at an announced slot, out of
@@ -59,6 +60,7 @@ QPP_WUR int qpp_sift_alice(const uint64_t *slots, const uint8_t *bob_basis, size
 
 /* Bob's second step: compact his announced events (slots, basis, bits) to
  * those with match[i] == 1 (Alice's mask); *n_kept is their number.
+ * out_slots may be NULL (slots then not written).
  * QPP_ERR_VALUE (*bad_index = i) for a match value other than 0/1. */
 QPP_WUR int qpp_sift_bob_keep(const uint8_t *match, size_t n, const uint64_t *slots, const uint8_t *basis,
                               const uint8_t *bits, uint64_t *out_slots, uint8_t *out_basis,

@@ -42,6 +42,7 @@ static unsigned click_class(uint8_t m)
     return CLICK_CLASS[m & 15] | (m > 15 ? C_BAD : 0);
 }
 
+
 /* First invalid event among the first n (events in order); QPP_OK if none. */
 static int bob_first_error(const uint64_t *slots, const uint8_t *clicks, size_t n, uint64_t frame_len,
                            size_t *bad_index)
@@ -70,24 +71,39 @@ int qpp_sift_bob(const uint64_t *slots, const uint8_t *clicks, size_t n, uint64_
 {
     if (!n_out || !rng_used || !counts)
         return QPP_ERR_NULL;
-    if (n && (!slots || !clicks || !out_slots || !out_basis || !out_bits))
+    if (n == 0) {
+        *n_out = 0;
+        *rng_used = 0;
+        for (int j = 0; j < QPP_SIFT_BOB_NCOUNTS; j++)
+            counts[j] = 0;
+        return QPP_OK;
+    }
+    if (!slots || !clicks || !out_slots || !out_basis || !out_bits)
         return QPP_ERR_NULL;
     if (rng_bits && !rng)
         return QPP_ERR_NULL;
+    /* Few live values in the loop so everything stays in registers: the
+     * per-basis totals are recounted from the (short) outputs afterwards. */
+    const uint64_t *restrict sl = slots;
+    const uint8_t *restrict ck = clicks;
+    uint64_t *restrict os = out_slots;
+    uint8_t *restrict ob = out_basis, *restrict obit = out_bits;
     size_t k = 0;
-    uint64_t r = 0, nx = 0, sq[2] = {0, 0}, cross = 0, unsorted = 0;
-    unsigned flags = 0;
-    uint64_t prev = n ? slots[0] : 0;
+    uint64_t r = 0, sq[2] = {0, 0}, unsorted = 0;
+    unsigned bad = 0;
+    uint64_t prev = sl[0];
     for (size_t i = 0; i < n; i++) {
-        uint64_t s = slots[i];
-        unsorted |= (uint64_t)(i > 0) & (uint64_t)(s <= prev);
+        uint64_t s = sl[i];
+        unsorted |= (uint64_t)(s <= prev) & (uint64_t)(i != 0);
         prev = s;
-        unsigned c = click_class(clicks[i]);
-        flags |= c;
-        unsigned basis = (c >> 1) & 1, bit = c & 1, keep = (c >> 2) & 1;
+        unsigned m = ck[i];
+        unsigned c = CLICK_CLASS[m & 15];
+        bad |= m;                          /* bits above 3 flag a mask > 15 */
+        bad |= (c & C_BAD) << 3;           /* ... and C_BAD << 3 = 256 a mask of 0 */
+        unsigned basis = (c >> 1) & 1, bit = c & 1;
         if (c & C_RAND) {
             if (r >= rng_bits) {
-                int st = bob_first_error(slots, clicks, i, frame_len, bad_index);
+                int st = bob_first_error(slots, clicks, i + 1, frame_len, bad_index);
                 if (st == QPP_OK && bad_index)
                     *bad_index = i;
                 return st != QPP_OK ? st : QPP_ERR_LENGTH;
@@ -96,24 +112,25 @@ int qpp_sift_bob(const uint64_t *slots, const uint8_t *clicks, size_t n, uint64_
             r++;
             sq[basis]++;
         }
-        cross += (c >> 4) & 1;
-        out_slots[k] = s;
-        out_basis[k] = (uint8_t)basis;
-        out_bits[k] = (uint8_t)bit;
-        nx += basis & keep;
-        k += keep;
+        os[k] = s;
+        ob[k] = (uint8_t)basis;
+        obit[k] = (uint8_t)bit;
+        k += (c >> 2) & 1;
     }
-    if (unsorted || (flags & C_BAD) || (n && prev >= frame_len)) {
+    if (unsorted || (bad & ~15u) || prev >= frame_len) {
         int st = bob_first_error(slots, clicks, n, frame_len, bad_index);
         return st != QPP_OK ? st : QPP_ERR_INTERNAL;
     }
+    uint64_t nx = 0;
+    for (size_t j = 0; j < k; j++)
+        nx += ob[j];
     *n_out = k;
     *rng_used = r;
     counts[QPP_SIFT_BOB_Z] = k - nx;
     counts[QPP_SIFT_BOB_X] = nx;
     counts[QPP_SIFT_BOB_SQUASHED_Z] = sq[0];
     counts[QPP_SIFT_BOB_SQUASHED_X] = sq[1];
-    counts[QPP_SIFT_BOB_CROSS] = cross;
+    counts[QPP_SIFT_BOB_CROSS] = n - k;    /* every valid mask is either kept or a cross click */
     return QPP_OK;
 }
 
@@ -148,7 +165,7 @@ int qpp_sift_alice(const uint64_t *slots, const uint8_t *bob_basis, size_t n,
 {
     if (!n_sifted || !detections || !sifted)
         return QPP_ERR_NULL;
-    if (n && (!slots || !bob_basis || !match || !out_slots || !out_basis || !out_bits || !out_intensity))
+    if (n && (!slots || !bob_basis || !match || !out_basis || !out_bits || !out_intensity))
         return QPP_ERR_NULL;
     if (frame_len && (!basis || !bit || !intensity))
         return QPP_ERR_NULL;
@@ -171,7 +188,8 @@ int qpp_sift_alice(const uint64_t *slots, const uint8_t *bob_basis, size_t n,
         unsigned m = (ab == bb);
         unsigned c = ((ab & 1) << 2) | (it & 3);
         match[i] = (uint8_t)m;
-        out_slots[k] = s;
+        if (out_slots)   /* optional; loop-invariant, so the compiler unswitches it */
+            out_slots[k] = s;
         out_basis[k] = (uint8_t)ab;
         out_bits[k] = (uint8_t)bt;
         out_intensity[k] = (uint8_t)it;
@@ -198,14 +216,15 @@ int qpp_sift_bob_keep(const uint8_t *match, size_t n, const uint64_t *slots, con
 {
     if (!n_kept)
         return QPP_ERR_NULL;
-    if (n && (!match || !slots || !basis || !bits || !out_slots || !out_basis || !out_bits))
+    if (n && (!match || !slots || !basis || !bits || !out_basis || !out_bits))
         return QPP_ERR_NULL;
     size_t k = 0;
     unsigned bad = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned m = match[i];
         bad |= m & ~1u;
-        out_slots[k] = slots[i];
+        if (out_slots)
+            out_slots[k] = slots[i];
         out_basis[k] = basis[i];
         out_bits[k] = bits[i];
         k += m & 1;
