@@ -176,3 +176,27 @@ def test_poly_hash_bytes_bad_inputs():
         postproc_c.poly_hash_bytes(memoryview(b"abcdef")[::2], 1)
     with pytest.raises(ValueError, match="^key:"):
         postproc_c.poly_hash_bytes(b"abc", 1 << 64)
+
+
+def test_threads_hash_concurrently():
+    # The core is reentrant and cffi releases the GIL: concurrent calls give the sequential answers.
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(12)
+    n = 1 << 20
+    words = rng.integers(0, 2**64, size=n // 64, dtype=np.uint64)
+    keys = [int(k) for k in rng.integers(0, 2**64, size=8, dtype=np.uint64)]
+    expect = [postproc_c.poly_hash(words, n, k) for k in keys]
+    with ThreadPoolExecutor(4) as ex:
+        assert list(ex.map(lambda k: postproc_c.poly_hash(words, n, k), keys)) == expect
+
+
+def test_c_guards():
+    from postproc_c import ffi
+
+    tag = ffi.new("uint64_t *")
+    assert lib.qpp_poly_hash(ffi.NULL, 0, 0, 1, ffi.NULL) == lib.QPP_ERR_NULL
+    assert lib.qpp_poly_hash(ffi.NULL, 1, 64, 1, tag) == lib.QPP_ERR_NULL
+    assert lib.qpp_poly_hash(ffi.NULL, 1, 0, 1, tag) == lib.QPP_ERR_LENGTH
+    assert lib.qpp_poly_hash(ffi.NULL, 0, 0, 5, tag) == lib.QPP_OK and tag[0] == 0   # empty message
+    assert lib.qpp_poly_hash_bytes(ffi.NULL, 3, 1, tag) == lib.QPP_ERR_NULL

@@ -323,3 +323,25 @@ def test_kat_is_registered_and_passes():
 
     assert sifting._kat_sifting() and "sifting" in _KATS
     assert postproc_c.selftest()["sifting"] is True
+
+
+def test_c_guards():
+    from postproc_c import ffi, lib
+
+    n_out = ffi.new("size_t *")
+    used = ffi.new("uint64_t *")
+    counts = ffi.new("uint64_t[5]")
+    s = np.array([1, 2], np.uint64)
+    c = np.array([1, 2], np.uint8)
+    ps, pc = ffi.from_buffer("uint64_t[]", s), ffi.from_buffer("uint8_t[]", c)
+    assert lib.qpp_sift_bob(ps, pc, 2, 10, ffi.NULL, 0, ffi.NULL, ffi.NULL, ffi.NULL, n_out, used,
+                            counts, ffi.NULL) == lib.QPP_ERR_NULL
+    assert lib.qpp_sift_bob(ps, pc, 2, 10, ffi.NULL, 64, ffi.new("uint64_t[2]"), ffi.new("uint8_t[2]"),
+                            ffi.new("uint8_t[2]"), n_out, used, counts, ffi.NULL) == lib.QPP_ERR_NULL
+    det, sif = ffi.new("uint64_t[6]"), ffi.new("uint64_t[6]")
+    assert lib.qpp_sift_alice(ps, pc, 2, ffi.NULL, ffi.NULL, ffi.NULL, 10, ffi.new("uint8_t[2]"), ffi.NULL,
+                              ffi.new("uint8_t[2]"), ffi.new("uint8_t[2]"), ffi.new("uint8_t[2]"),
+                              n_out, det, sif, ffi.NULL) == lib.QPP_ERR_NULL
+    assert lib.qpp_sift_error_counts(ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, 1, det, sif,
+                                     ffi.NULL) == lib.QPP_ERR_NULL
+    assert lib.qpp_sift_frame_counts(ffi.NULL, ffi.NULL, 0, ffi.NULL, ffi.NULL) == lib.QPP_ERR_NULL
