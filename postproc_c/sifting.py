@@ -26,7 +26,17 @@ process for tests and benchmarks. The protocol, with who sends what:
    intensity). ``frame_counts`` gives Alice the slots sent per (basis,
    intensity) for the decoy gains.
 
-Count arrays have shape (2, 3): ``[basis, intensity]``.
+Count arrays have shape (2, 3): ``[basis, intensity]``. In code:
+
+    # Bob's node, per frame (slots/clicks from link.slotting):
+    ann = bob_announce(slots, clicks, frame_len, rng=qrng_words_or_seed)
+    send(ann.slots, ann.bases)
+    # Alice's node:
+    res = alice_sift(bob_slots, bob_bases, basis, bit, intensity)
+    send(res.match, res.intensities)       # match: bool (or uint8 0/1) per announced event
+    # Bob's node:
+    mine = bob_sift(ann, match, intensities)   # mine.bits aligned with res.bits
+    # Both, after disclosing a subset (e.g. X basis): error_counts(a_bits, b_bits, bases, intensities)
 
 What this module must not do: touch sockets, log bits, or silently drop bad
 input. Unsorted or repeated slots, events outside the frame, click masks
