@@ -114,17 +114,31 @@ int qpp_pack_bits(const uint8_t *bits, size_t n, uint64_t *words, size_t n_words
     return st;
 }
 
+static int host_is_le(void)
+{
+    const uint16_t one = 1;
+    unsigned char c;
+    memcpy(&c, &one, 1);
+    return c == 1;   /* a compile-time constant after optimisation */
+}
+
 static void unpack_word_portable(uint64_t w, uint8_t *out, size_t nbits)
 {
     uint8_t tmp[64];
+    uint8_t *dst = nbits == 64 ? out : tmp;
     for (int j = 0; j < 8; j++) {
         uint64_t b = (w >> (8 * j)) & 0xFF;
         uint64_t y = (b * ONES8) & 0x8040201008040201ULL;
         y = ((y + 0x7F7F7F7F7F7F7F7FULL) >> 7) & ONES8;
-        for (int i = 0; i < 8; i++)   /* store in memory order, endian-independent */
-            tmp[8 * j + i] = (uint8_t)(y >> (8 * i));
+        if (host_is_le()) {
+            memcpy(dst + 8 * j, &y, 8);
+        } else {
+            for (int i = 0; i < 8; i++)   /* store in memory order */
+                dst[8 * j + i] = (uint8_t)(y >> (8 * i));
+        }
     }
-    memcpy(out, tmp, nbits);
+    if (dst == tmp)
+        memcpy(out, tmp, nbits);
 }
 
 static void unpack_portable(const uint64_t *words, size_t n, uint8_t *bits)
