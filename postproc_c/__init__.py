@@ -11,8 +11,23 @@ or instruments.
 
 from ._binding import Error, ffi, lib
 from ._version import __version__
+from .bits import pack_bits, unpack_bits
+from .hashing import poly_hash, poly_hash_bytes
 from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
 from .selftest import SelfTestError, selftest
+from .sifting import (
+    AliceSifted,
+    BobAnnouncement,
+    BobSifted,
+    ErrorCounts,
+    SiftResult,
+    alice_sift,
+    bob_announce,
+    bob_sift,
+    error_counts,
+    frame_counts,
+    sift,
+)
 
 
 def cpu_features() -> list[str]:
@@ -23,6 +38,9 @@ def cpu_features() -> list[str]:
 
 
 __all__ = [
+    "AliceSifted", "BobAnnouncement", "BobSifted", "ErrorCounts", "SiftResult", "alice_sift",
+    "bob_announce", "bob_sift", "error_counts", "frame_counts", "sift",
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
-    "make_side", "methods", "reconcile_in_memory", "selftest",
+    "make_side", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory", "selftest",
+    "unpack_bits",
 ]
