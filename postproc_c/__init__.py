@@ -13,6 +13,7 @@ from ._binding import Error, ffi, lib
 from ._version import __version__
 from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
 from .selftest import SelfTestError, selftest
+from .toeplitz import toeplitz_hash
 
 
 def cpu_features() -> list[str]:
@@ -24,5 +25,5 @@ def cpu_features() -> list[str]:
 
 __all__ = [
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
-    "make_side", "methods", "reconcile_in_memory", "selftest",
+    "make_side", "methods", "reconcile_in_memory", "selftest", "toeplitz_hash",
 ]

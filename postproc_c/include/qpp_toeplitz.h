@@ -1,0 +1,39 @@
+/* Toeplitz hashing for privacy amplification.
+ *
+ * out = T k over GF(2), where T is the n_out x n_in Toeplitz matrix built from a
+ * seed s of n_in + n_out - 1 bits: bit i of out is the parity over j of
+ * s[i - j + n_in - 1] & k[j], i.e. bits n_in - 1 .. n_in + n_out - 2 of the GF(2)
+ * polynomial product s * k. Bits are packed 64 per word, LSB first; the caller
+ * gives key[words(n_in)], seed[words(n_in + n_out - 1)], out[words(n_out)].
+ * Bits above n_in (n_in + n_out - 1) in the last key (seed) word are ignored;
+ * unused high bits of the last out word are written as 0.
+ */
+#ifndef QPP_TOEPLITZ_H
+#define QPP_TOEPLITZ_H
+
+#include "qpp_common.h"
+
+/* Algorithm choice: AUTO picks by size (the measured crossover); the others
+ * force one method, for tests that check both against each other. */
+enum qpp_toeplitz_method {
+    QPP_TOEPLITZ_AUTO = 0,
+    QPP_TOEPLITZ_KARATSUBA = 1,
+    QPP_TOEPLITZ_AFFT = 2
+};
+
+/* Largest n_in accepted (bits). */
+enum { QPP_TOEPLITZ_MAX_BITS = 1073741824 };
+
+/* 1 <= n_out <= n_in <= QPP_TOEPLITZ_MAX_BITS, else QPP_ERR_LENGTH; NULL pointers
+ * give QPP_ERR_NULL; QPP_ERR_NOMEM if working memory cannot be allocated
+ * (about 16 * (n_in + n_out) / 32 * 2 bytes for the FFT method). */
+int qpp_toeplitz_hash(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
+                      uint64_t *out) QPP_WUR;
+
+int qpp_toeplitz_hash_method(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
+                             uint64_t *out, int method) QPP_WUR;
+
+/* Input size (bits of n_in) from which AUTO uses the additive FFT. */
+size_t qpp_toeplitz_afft_threshold(void);
+
+#endif

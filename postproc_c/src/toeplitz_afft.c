@@ -1,0 +1,458 @@
+/* GF(2)[x] multiplication by an additive FFT over GF(2^64), for the large
+ * Toeplitz-hash sizes.
+ *
+ * Method (Chen, Cheng, Kuo, Li, Yang, "Multiplying boolean polynomials with
+ * Frobenius partitions in additive fast Fourier transform", 2017, sec. 2-3,
+ * built on Lin, Chung, Han, FOCS 2014 and Gao & Mateer, IEEE TIT 2010):
+ *   1. cut each GF(2) polynomial into 32-bit pieces and read every piece as an
+ *      element of GF(2^64) = GF(2)[z]/(z^64 + z^4 + z^3 + z + 1) in polynomial
+ *      basis; a product of two pieces has degree <= 62, so sums of such
+ *      products are never reduced and the field result IS the GF(2)[z] result;
+ *   2. the pieces are the coefficients of a polynomial in y = x^32 over
+ *      GF(2^64); convert it from the monomial basis to the LCH "novel" basis
+ *      X_j = prod_{bit i of j} s_i(y), where s_i is the subspace polynomial of
+ *      span(beta_0..beta_{i-1}) for the Cantor basis beta (beta_0 = 1,
+ *      beta_i^2 + beta_i = beta_{i-1}); then s_i(y) = sum_{t subset of i} y^(2^t)
+ *      (Gao & Mateer sec. IV; Lucas' theorem on binom(i, t) mod 2) has 0/1
+ *      coefficients, so the conversion is XORs only;
+ *   3. LCH FFT (Lin-Chung-Han 2014, Algorithm 2): evaluate at the 2^k points
+ *      omega_u = sum_{bit j of u} beta_j; the butterfly at level r for the block
+ *      starting at point p uses the twiddle s_r(omega_p) = omega_(p >> r)
+ *      (s_r(beta_j) = beta_(j - r) for the Cantor basis);
+ *   4. multiply pointwise, inverse FFT, convert back to the monomial basis, and
+ *      fold the 63-bit piece products into bits (piece m sits at bit 32 m).
+ * The product is exact when its length in pieces is <= 2^k.
+ *
+ * GF(2^64) products use PCLMULQDQ (2 per 128-bit register) with a shift-based
+ * reduction, or the portable multiply; results are bit-identical. No global
+ * state: the Cantor basis and twiddle tables are computed per call (~us).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "qpp_common.h"
+#include "gf2x_internal.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define QPP_HAVE_X86 1
+#include <immintrin.h>
+#else
+#define QPP_HAVE_X86 0
+#endif
+
+/* z^64 = z^4 + z^3 + z + 1 */
+static inline uint64_t gf64_reduce(uint64_t lo, uint64_t hi)
+{
+    uint64_t o = (hi >> 63) ^ (hi >> 61) ^ (hi >> 60);
+    hi ^= o;
+    return lo ^ hi ^ (hi << 1) ^ (hi << 3) ^ (hi << 4);
+}
+
+static inline uint64_t gf64_mul_portable(uint64_t a, uint64_t b)
+{
+    uint64_t lo, hi;
+    qpp_clmul64_portable(a, b, &lo, &hi);
+    return gf64_reduce(lo, hi);
+}
+
+/* Square a field element (portable; setup only). */
+static uint64_t gf64_sqr(uint64_t a) { return gf64_mul_portable(a, a); }
+
+/* Solve y^2 + y = c over GF(2^64) (a GF(2)-linear system, kernel {0, 1}).
+ * Returns 0 and the root with bit 0 clear, or -1 when Tr(c) = 1. */
+static int solve_as(uint64_t c, uint64_t *y)
+{
+    /* row[i]: coefficients (over unknown bits j) of bit i of y^2 + y; rhs bit i of c. */
+    uint64_t col[64], row[64], rhs = c;
+    for (int j = 0; j < 64; j++)
+        col[j] = gf64_sqr(UINT64_C(1) << j) ^ (UINT64_C(1) << j);
+    for (int i = 0; i < 64; i++) {
+        uint64_t r = 0;
+        for (int j = 0; j < 64; j++)
+            r |= ((col[j] >> i) & 1) << j;
+        row[i] = r;
+    }
+    int piv_row[64], rank = 0;
+    for (int j = 0; j < 64; j++) {
+        piv_row[j] = -1;
+        int p = -1;
+        for (int i = rank; i < 64; i++)
+            if ((row[i] >> j) & 1) { p = i; break; }
+        if (p < 0)
+            continue;
+        uint64_t t = row[p]; row[p] = row[rank]; row[rank] = t;
+        uint64_t bp = (rhs >> p) & 1, br = (rhs >> rank) & 1;
+        rhs = (rhs & ~((UINT64_C(1) << p) | (UINT64_C(1) << rank))) | (bp << rank) | (br << p);
+        for (int i = 0; i < 64; i++)
+            if (i != rank && ((row[i] >> j) & 1)) {
+                row[i] ^= row[rank];
+                rhs ^= ((rhs >> rank) & 1) << i;
+            }
+        piv_row[j] = rank++;
+    }
+    for (int i = rank; i < 64; i++)
+        if ((rhs >> i) & 1)
+            return -1;
+    uint64_t sol = 0;
+    for (int j = 0; j < 64; j++)
+        if (piv_row[j] >= 0)
+            sol |= ((rhs >> piv_row[j]) & 1) << j;
+    *y = sol;
+    return 0;
+}
+
+typedef struct {
+    unsigned k;          /* transform length 2^k */
+    uint64_t beta[40];   /* Cantor basis, beta[0] = 1 */
+    uint64_t tlo[1024];  /* twiddle of block index g = tlo[g & 1023] ^ thi[g >> 10] */
+    uint64_t *thi;
+} plan_t;
+
+static inline uint64_t twiddle(const plan_t *pl, size_t g) { return pl->tlo[g & 1023] ^ pl->thi[g >> 10]; }
+
+static int plan_init(plan_t *pl, unsigned k)
+{
+    pl->k = k;
+    pl->beta[0] = 1;
+    for (unsigned i = 1; i < 40; i++)
+        if (solve_as(pl->beta[i - 1], &pl->beta[i]) != 0)
+            return QPP_ERR_INTERNAL;
+    /* twiddle(g) = omega_(2g) = sum over bits b of g of beta[b + 1] */
+    for (size_t g = 0; g < 1024; g++) {
+        uint64_t w = 0;
+        for (unsigned b = 0; b < 10; b++)
+            if ((g >> b) & 1)
+                w ^= pl->beta[b + 1];
+        pl->tlo[g] = w;
+    }
+    size_t nhi = ((size_t)1 << k) / 2 / 1024 + 1;
+    pl->thi = malloc(nhi * sizeof *pl->thi);
+    if (!pl->thi)
+        return QPP_ERR_NOMEM;
+    for (size_t g = 0; g < nhi; g++) {
+        uint64_t w = 0;
+        for (unsigned b = 0; b < 29; b++)
+            if ((g >> b) & 1)
+                w ^= pl->beta[b + 11];
+        pl->thi[g] = w;
+    }
+    return QPP_OK;
+}
+
+/* ---- butterflies ------------------------------------------------------- */
+
+/* Forward butterfly on one block: d0[j] += c d1[j]; d1[j] += d0[j]. */
+static void bfly_fwd_portable(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c)
+{
+    if (c == 0) {
+        for (size_t j = 0; j < h; j++)
+            d1[j] ^= d0[j];
+        return;
+    }
+    for (size_t j = 0; j < h; j++) {
+        d0[j] ^= gf64_mul_portable(c, d1[j]);
+        d1[j] ^= d0[j];
+    }
+}
+
+static void bfly_inv_portable(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c)
+{
+    if (c == 0) {
+        for (size_t j = 0; j < h; j++)
+            d1[j] ^= d0[j];
+        return;
+    }
+    for (size_t j = 0; j < h; j++) {
+        d1[j] ^= d0[j];
+        d0[j] ^= gf64_mul_portable(c, d1[j]);
+    }
+}
+
+#if QPP_HAVE_X86
+/* Two GF(2^64) products: lanes of b times lanes of c. */
+__attribute__((target("pclmul,sse4.1")))
+static inline __m128i gf64_mul2(__m128i b, __m128i c)
+{
+    __m128i p0 = _mm_clmulepi64_si128(b, c, 0x00);
+    __m128i p1 = _mm_clmulepi64_si128(b, c, 0x11);
+    __m128i lo = _mm_unpacklo_epi64(p0, p1), hi = _mm_unpackhi_epi64(p0, p1);
+    __m128i o = _mm_xor_si128(_mm_xor_si128(_mm_srli_epi64(hi, 63), _mm_srli_epi64(hi, 61)),
+                              _mm_srli_epi64(hi, 60));
+    hi = _mm_xor_si128(hi, o);
+    __m128i r = _mm_xor_si128(lo, hi);
+    r = _mm_xor_si128(r, _mm_slli_epi64(hi, 1));
+    r = _mm_xor_si128(r, _mm_slli_epi64(hi, 3));
+    return _mm_xor_si128(r, _mm_slli_epi64(hi, 4));
+}
+
+__attribute__((target("pclmul,sse4.1")))
+static void bfly_fwd_pclmul(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c)
+{
+    if (h < 2 || c == 0) {
+        bfly_fwd_portable(d0, d1, h, c);
+        return;
+    }
+    __m128i cc = _mm_set1_epi64x((long long)c);
+    for (size_t j = 0; j < h; j += 2) {
+        __m128i b = _mm_loadu_si128((const __m128i *)(d1 + j));
+        __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(d0 + j)), gf64_mul2(b, cc));
+        _mm_storeu_si128((__m128i *)(d0 + j), a);
+        _mm_storeu_si128((__m128i *)(d1 + j), _mm_xor_si128(b, a));
+    }
+}
+
+__attribute__((target("pclmul,sse4.1")))
+static void bfly_inv_pclmul(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c)
+{
+    if (h < 2 || c == 0) {
+        bfly_inv_portable(d0, d1, h, c);
+        return;
+    }
+    __m128i cc = _mm_set1_epi64x((long long)c);
+    for (size_t j = 0; j < h; j += 2) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(d0 + j));
+        __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(d1 + j)), a);
+        _mm_storeu_si128((__m128i *)(d1 + j), b);
+        _mm_storeu_si128((__m128i *)(d0 + j), _mm_xor_si128(a, gf64_mul2(b, cc)));
+    }
+}
+
+/* Level 0 (blocks of 2, a twiddle per block), two blocks per step. */
+__attribute__((target("pclmul,sse4.1")))
+static void level0_fwd_pclmul(uint64_t *d, size_t n, size_t g0, const plan_t *pl)
+{
+    for (size_t i = 0; i < n; i += 4) {
+        size_t g = g0 + i / 2;
+        __m128i x = _mm_loadu_si128((const __m128i *)(d + i));     /* d0[g], d1[g] */
+        __m128i y = _mm_loadu_si128((const __m128i *)(d + i + 2)); /* d0[g+1], d1[g+1] */
+        __m128i a = _mm_unpacklo_epi64(x, y), b = _mm_unpackhi_epi64(x, y);
+        __m128i cc = _mm_set_epi64x((long long)twiddle(pl, g + 1), (long long)twiddle(pl, g));
+        a = _mm_xor_si128(a, gf64_mul2(b, cc));
+        b = _mm_xor_si128(b, a);
+        _mm_storeu_si128((__m128i *)(d + i), _mm_unpacklo_epi64(a, b));
+        _mm_storeu_si128((__m128i *)(d + i + 2), _mm_unpackhi_epi64(a, b));
+    }
+}
+
+__attribute__((target("pclmul,sse4.1")))
+static void level0_inv_pclmul(uint64_t *d, size_t n, size_t g0, const plan_t *pl)
+{
+    for (size_t i = 0; i < n; i += 4) {
+        size_t g = g0 + i / 2;
+        __m128i x = _mm_loadu_si128((const __m128i *)(d + i));
+        __m128i y = _mm_loadu_si128((const __m128i *)(d + i + 2));
+        __m128i a = _mm_unpacklo_epi64(x, y), b = _mm_unpackhi_epi64(x, y);
+        __m128i cc = _mm_set_epi64x((long long)twiddle(pl, g + 1), (long long)twiddle(pl, g));
+        b = _mm_xor_si128(b, a);
+        a = _mm_xor_si128(a, gf64_mul2(b, cc));
+        _mm_storeu_si128((__m128i *)(d + i), _mm_unpacklo_epi64(a, b));
+        _mm_storeu_si128((__m128i *)(d + i + 2), _mm_unpackhi_epi64(a, b));
+    }
+}
+
+__attribute__((target("pclmul,sse4.1")))
+static void pointwise_pclmul(uint64_t *a, const uint64_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i += 2) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(a + i));
+        __m128i y = _mm_loadu_si128((const __m128i *)(b + i));
+        _mm_storeu_si128((__m128i *)(a + i), gf64_mul2(x, y));
+    }
+}
+#endif
+
+static void bfly_fwd(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c, int fast)
+{
+#if QPP_HAVE_X86
+    if (fast) { bfly_fwd_pclmul(d0, d1, h, c); return; }
+#endif
+    (void)fast;
+    bfly_fwd_portable(d0, d1, h, c);
+}
+
+static void bfly_inv(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c, int fast)
+{
+#if QPP_HAVE_X86
+    if (fast) { bfly_inv_pclmul(d0, d1, h, c); return; }
+#endif
+    (void)fast;
+    bfly_inv_portable(d0, d1, h, c);
+}
+
+/* ---- FFT over a block -------------------------------------------------- */
+
+/* A block of 2^(r+1) values starting at global point index p; levels r .. 0. */
+enum { ITER_LOG = 12 }; /* blocks of <= 2^12 words (32 KiB) run level by level in cache */
+
+static void fft_block(uint64_t *d, size_t p, unsigned r, const plan_t *pl, int fast)
+{
+    size_t n = (size_t)2 << r;
+    if (r + 1 > ITER_LOG) {
+        size_t h = n / 2;
+        bfly_fwd(d, d + h, h, twiddle(pl, p >> (r + 1)), fast);
+        fft_block(d, p, r - 1, pl, fast);
+        fft_block(d + h, p + h, r - 1, pl, fast);
+        return;
+    }
+    for (int lv = (int)r; lv >= 0; lv--) {
+        size_t h = (size_t)1 << lv;
+#if QPP_HAVE_X86
+        if (fast && lv == 0 && n >= 4) {
+            level0_fwd_pclmul(d, n, p >> 1, pl);
+            continue;
+        }
+#endif
+        for (size_t q = 0; q < n; q += 2 * h)
+            bfly_fwd(d + q, d + q + h, h, twiddle(pl, (p + q) >> (lv + 1)), fast);
+    }
+}
+
+static void ifft_block(uint64_t *d, size_t p, unsigned r, const plan_t *pl, int fast)
+{
+    size_t n = (size_t)2 << r;
+    if (r + 1 > ITER_LOG) {
+        size_t h = n / 2;
+        ifft_block(d, p, r - 1, pl, fast);
+        ifft_block(d + h, p + h, r - 1, pl, fast);
+        bfly_inv(d, d + h, h, twiddle(pl, p >> (r + 1)), fast);
+        return;
+    }
+    for (unsigned lv = 0; lv <= r; lv++) {
+        size_t h = (size_t)1 << lv;
+#if QPP_HAVE_X86
+        if (fast && lv == 0 && n >= 4) {
+            level0_inv_pclmul(d, n, p >> 1, pl);
+            continue;
+        }
+#endif
+        for (size_t q = 0; q < n; q += 2 * h)
+            bfly_inv(d + q, d + q + h, h, twiddle(pl, (p + q) >> (lv + 1)), fast);
+    }
+}
+
+/* ---- basis conversion (monomial <-> novel), XORs only ------------------- */
+
+/* d holds 2^(r+1) coefficients; only the first `support` may be nonzero.
+ * Divide by s_r(y) = y^h + sum_{t proper subset of r} y^(2^t) (h = 2^r), giving
+ * d = d0 + s_r d1, then recurse into both halves. */
+static void to_novel(uint64_t *d, unsigned r, size_t support)
+{
+    size_t h = (size_t)1 << r;
+    if (support <= h) {
+        if (r > 0)
+            to_novel(d, r - 1, support);
+        return;
+    }
+    size_t offs[32];
+    unsigned nt = 0;
+    for (unsigned t = 0; t < r; t++)
+        if ((t & ~r) == 0)
+            offs[nt++] = (size_t)1 << t;
+    for (size_t i = 2 * h; i-- > h;) {
+        uint64_t q = d[i];
+        uint64_t *base = d + (i - h);
+        for (unsigned u = 0; u < nt; u++)
+            base[offs[u]] ^= q;
+    }
+    if (r > 0) {
+        to_novel(d, r - 1, h);
+        to_novel(d + h, r - 1, h);
+    }
+}
+
+static void from_novel(uint64_t *d, unsigned r)
+{
+    size_t h = (size_t)1 << r;
+    if (r > 0) {
+        from_novel(d, r - 1);
+        from_novel(d + h, r - 1);
+    }
+    size_t offs[32];
+    unsigned nt = 0;
+    for (unsigned t = 0; t < r; t++)
+        if ((t & ~r) == 0)
+            offs[nt++] = (size_t)1 << t;
+    for (size_t i = h; i < 2 * h; i++) {
+        uint64_t q = d[i];
+        uint64_t *base = d + (i - h);
+        for (unsigned u = 0; u < nt; u++)
+            base[offs[u]] ^= q;
+    }
+}
+
+/* ---- driver ------------------------------------------------------------ */
+
+/* dst[m] = 32-bit piece m of the nbits-bit polynomial src, zero up to n pieces. */
+static void load_pieces(uint64_t *dst, size_t n, const uint64_t *src, size_t nbits)
+{
+    size_t nw = nbits / 64;
+    for (size_t w = 0; w < nw; w++) {
+        dst[2 * w] = src[w] & 0xffffffffu;
+        dst[2 * w + 1] = src[w] >> 32;
+    }
+    size_t m = 2 * nw;
+    if (nbits % 64) {
+        uint64_t last = src[nw] & ((UINT64_C(1) << (nbits % 64)) - 1);
+        dst[m++] = last & 0xffffffffu;
+        dst[m++] = last >> 32;
+    }
+    memset(dst + m, 0, (n - m) * sizeof *dst);
+}
+
+int qpp_gf2x_afft_mul_range(const uint64_t *a, size_t na_bits, const uint64_t *b, size_t nb_bits,
+                            size_t start, size_t nbits, uint64_t *out, int fast)
+{
+    size_t pa = (na_bits + 31) / 32 + 1, pb = (nb_bits + 31) / 32 + 1; /* even piece counts */
+    pa &= ~(size_t)1; pb &= ~(size_t)1;
+    size_t need = pa + pb - 1;
+    unsigned k = 2;
+    while (((size_t)1 << k) < need)
+        k++;
+    if (k > 36)
+        return QPP_ERR_LENGTH;
+    size_t n = (size_t)1 << k;
+    plan_t pl;
+    pl.thi = NULL;
+    uint64_t *A = malloc(n * sizeof *A), *B = malloc(n * sizeof *B);
+    int st = QPP_ERR_NOMEM;
+    if (!A || !B)
+        goto done;
+    st = plan_init(&pl, k);
+    if (st != QPP_OK)
+        goto done;
+    load_pieces(A, n, a, na_bits);
+    load_pieces(B, n, b, nb_bits);
+    to_novel(A, k - 1, pa);
+    to_novel(B, k - 1, pb);
+    fft_block(A, 0, k - 1, &pl, fast);
+    fft_block(B, 0, k - 1, &pl, fast);
+#if QPP_HAVE_X86
+    if (fast)
+        pointwise_pclmul(A, B, n);
+    else
+#endif
+        for (size_t i = 0; i < n; i++)
+            A[i] = gf64_mul_portable(A[i], B[i]);
+    ifft_block(A, 0, k - 1, &pl, fast);
+    from_novel(A, k - 1);
+    /* Fold pieces into words: word w = C[2w] ^ C[2w+1] << 32 ^ C[2w-1] >> 32.
+     * Reuse B for the product words covering [start, start + nbits). */
+    {
+        size_t w0 = start / 64, w1 = (start + nbits) / 64 + 1;
+        if (w1 > n / 2)
+            w1 = n / 2;
+        for (size_t w = w0; w < w1; w++) {
+            uint64_t v = A[2 * w] ^ (A[2 * w + 1] << 32);
+            if (w > 0)
+                v ^= A[2 * w - 1] >> 32;
+            B[w - w0] = v;
+        }
+        qpp_gf2x_extract(out, B, w1 - w0, start % 64, nbits);
+    }
+    st = QPP_OK;
+done:
+    free(A);
+    free(B);
+    free(pl.thi);
+    return st;
+}
