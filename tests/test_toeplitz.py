@@ -260,3 +260,23 @@ def test_c_status_for_bad_lengths():
     assert lib.qpp_toeplitz_hash(p, 10, p, 11, p) == lib.QPP_ERR_LENGTH
     assert lib.qpp_toeplitz_hash(ffi.NULL, 10, p, 1, p) == lib.QPP_ERR_NULL
     assert lib.qpp_toeplitz_hash_method(p, 10, p, 1, p, 7) == lib.QPP_ERR_VALUE
+
+
+@pytest.mark.parametrize("n_in,n_out", [(1, 1), (2, 2), (7, 3), (100, 100), (1000, 250), (40_000, 9_000)])
+def test_every_key_block_count_gives_the_same_hash(n_in, n_out):
+    # The FFT method may cut the key into blocks summed in the transform domain
+    # (the last block is shorter and reads seed bits below 0 as zero).
+    from postproc_c import ffi
+
+    k, s, kw, sw = random_case(np.random.default_rng(n_in + 3), n_in, n_out)
+    ref = ref_fft(k, s, n_out)
+    for blocks in range(1, min(9, n_in) + 1):
+        out = np.zeros((n_out + 63) // 64, np.uint64)
+        st = lib.qpp_toeplitz_hash_afft(ffi.cast("uint64_t *", ffi.from_buffer(kw)), n_in,
+                                        ffi.cast("uint64_t *", ffi.from_buffer(sw)), n_out,
+                                        ffi.cast("uint64_t *", ffi.from_buffer(out)), blocks)
+        assert st == 0
+        assert np.array_equal(unpack(out, n_out), ref), blocks
+    assert lib.qpp_toeplitz_hash_afft(ffi.cast("uint64_t *", ffi.from_buffer(kw)), n_in,
+                                      ffi.cast("uint64_t *", ffi.from_buffer(sw)), n_out,
+                                      ffi.cast("uint64_t *", ffi.from_buffer(out)), 65) == lib.QPP_ERR_VALUE

@@ -33,6 +33,12 @@ int qpp_toeplitz_hash(const uint64_t *key, size_t n_in, const uint64_t *seed, si
 int qpp_toeplitz_hash_method(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
                              uint64_t *out, int method) QPP_WUR;
 
+/* The additive-FFT method with the key cut into `blocks` pieces (0 = chosen by
+ * cost, else 1 .. min(64, n_in); QPP_ERR_VALUE otherwise). Same result for every
+ * block count; exposed so tests can check that. */
+int qpp_toeplitz_hash_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
+                           uint64_t *out, unsigned blocks) QPP_WUR;
+
 /* Input size (bits of n_in) from which AUTO uses the additive FFT. */
 size_t qpp_toeplitz_afft_threshold(void);
 

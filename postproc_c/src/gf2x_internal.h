@@ -22,13 +22,15 @@ void qpp_gf2x_mul(uint64_t *c, const uint64_t *a, size_t na, const uint64_t *b, 
 /* Portable 64x64 -> 128 carry-less multiply. */
 void qpp_clmul64_portable(uint64_t a, uint64_t b, uint64_t *lo, uint64_t *hi);
 
-/* out[0 .. words_for(nbits)) = bits [start, start + nbits) of a * b, computed with
- * the additive FFT over GF(2^64); a has na_bits bits, b nb_bits (bits above those
- * in the last word are ignored). Returns QPP_OK or QPP_ERR_NOMEM. */
-int qpp_gf2x_afft_mul_range(const uint64_t *a, size_t na_bits, const uint64_t *b, size_t nb_bits,
-                            size_t start, size_t nbits, uint64_t *out, int fast);
+/* Toeplitz hash (contract of qpp_toeplitz_hash, arguments already checked) by the
+ * additive FFT over GF(2^64); blocks = number of key blocks (0 = chosen by cost).
+ * Returns QPP_OK, QPP_ERR_NOMEM or QPP_ERR_LENGTH. */
+int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
+                      uint64_t *out, unsigned blocks, int fast);
 
-/* Same contract, by Karatsuba on word arrays. */
+/* out[0 .. words_for(nbits)) = bits [start, start + nbits) of a * b (a has na_bits
+ * bits, b nb_bits; bits above those in the last word are ignored), by Karatsuba.
+ * Returns QPP_OK or QPP_ERR_NOMEM. */
 int qpp_gf2x_kara_mul_range(const uint64_t *a, size_t na_bits, const uint64_t *b, size_t nb_bits,
                             size_t start, size_t nbits, uint64_t *out, int fast);
 

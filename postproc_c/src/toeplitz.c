@@ -13,13 +13,34 @@ enum { AFFT_THRESHOLD_BITS = 32768 };
 
 size_t qpp_toeplitz_afft_threshold(void) { return AFFT_THRESHOLD_BITS; }
 
-int qpp_toeplitz_hash_method(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
-                             uint64_t *out, int method)
+static int check_args(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
+                      const uint64_t *out)
 {
     if (!key || !seed || !out)
         return QPP_ERR_NULL;
     if (n_in < 1 || n_out < 1 || n_out > n_in || n_in > (size_t)QPP_TOEPLITZ_MAX_BITS)
         return QPP_ERR_LENGTH;
+    return QPP_OK;
+}
+
+int qpp_toeplitz_hash_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
+                           uint64_t *out, unsigned blocks)
+{
+    int st = check_args(key, n_in, seed, n_out, out);
+    if (st != QPP_OK)
+        return st;
+    if (blocks > 64 || blocks > n_in)
+        return QPP_ERR_VALUE;
+    return qpp_toeplitz_afft(key, n_in, seed, n_out, out, blocks,
+                             (qpp_cpu_features() & QPP_CPU_PCLMUL) != 0);
+}
+
+int qpp_toeplitz_hash_method(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
+                             uint64_t *out, int method)
+{
+    int st = check_args(key, n_in, seed, n_out, out);
+    if (st != QPP_OK)
+        return st;
     if (method < QPP_TOEPLITZ_AUTO || method > QPP_TOEPLITZ_AFFT)
         return QPP_ERR_VALUE;
     int fast = (qpp_cpu_features() & QPP_CPU_PCLMUL) != 0;
@@ -27,7 +48,7 @@ int qpp_toeplitz_hash_method(const uint64_t *key, size_t n_in, const uint64_t *s
     if (method == QPP_TOEPLITZ_AUTO)
         method = n_in >= AFFT_THRESHOLD_BITS ? QPP_TOEPLITZ_AFFT : QPP_TOEPLITZ_KARATSUBA;
     if (method == QPP_TOEPLITZ_AFFT)
-        return qpp_gf2x_afft_mul_range(seed, n_seed, key, n_in, n_in - 1, n_out, out, fast);
+        return qpp_toeplitz_afft(key, n_in, seed, n_out, out, 0, fast);
     return qpp_gf2x_kara_mul_range(seed, n_seed, key, n_in, n_in - 1, n_out, out, fast);
 }
 

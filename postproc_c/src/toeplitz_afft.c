@@ -27,11 +27,24 @@
  * reduction, or the portable multiply; results are bit-identical. No global
  * state: the Cantor basis and twiddle tables are computed per call (~us).
  */
+/* madvise(MADV_HUGEPAGE) is a Linux extension outside _POSIX_C_SOURCE. */
+#define _DEFAULT_SOURCE 1
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "qpp_common.h"
 #include "gf2x_internal.h"
+#ifdef QPP_PROFILE
+#include <stdio.h>
+#include <time.h>
+static double pnow(void){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec+t.tv_nsec*1e-9;}
+#define PT(name) do { double _t = pnow(); fprintf(stderr, "%-10s %8.2f ms\n", name, (_t - _t0) * 1e3); _t0 = _t; } while (0)
+#else
+#define PT(name) do {} while (0)
+#endif
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define QPP_HAVE_X86 1
@@ -251,12 +264,15 @@ static void level0_inv_pclmul(uint64_t *d, size_t n, size_t g0, const plan_t *pl
 }
 
 __attribute__((target("pclmul,sse4.1")))
-static void pointwise_pclmul(uint64_t *a, const uint64_t *b, size_t n)
+static void pointwise_pclmul(uint64_t *acc, const uint64_t *a, const uint64_t *b, size_t n, int add)
 {
     for (size_t i = 0; i < n; i += 2) {
         __m128i x = _mm_loadu_si128((const __m128i *)(a + i));
         __m128i y = _mm_loadu_si128((const __m128i *)(b + i));
-        _mm_storeu_si128((__m128i *)(a + i), gf64_mul2(x, y));
+        __m128i p = gf64_mul2(x, y);
+        if (add)
+            p = _mm_xor_si128(p, _mm_loadu_si128((const __m128i *)(acc + i)));
+        _mm_storeu_si128((__m128i *)(acc + i), p);
     }
 }
 #endif
@@ -332,9 +348,62 @@ static void ifft_block(uint64_t *d, size_t p, unsigned r, const plan_t *pl, int 
 
 /* ---- basis conversion (monomial <-> novel), XORs only ------------------- */
 
-/* d holds 2^(r+1) coefficients; only the first `support` may be nonzero.
- * Divide by s_r(y) = y^h + sum_{t proper subset of r} y^(2^t) (h = 2^r), giving
- * d = d0 + s_r d1, then recurse into both halves. */
+/* Offsets 2^t of the lower terms of s_r(y) = y^h + sum_{t proper subset of r} y^(2^t). */
+static unsigned sr_terms(unsigned r, size_t *offs)
+{
+    unsigned nt = 0;
+    for (unsigned t = 0; t < r; t++)
+        if ((t & ~r) == 0)
+            offs[nt++] = (size_t)1 << t;
+    return nt;
+}
+
+/* One division step on a block of 2h = 2^(r+1) values: d = d0 + s_r(y) d1 (in place,
+ * quotient into the top half). Sequentially it is: for i = 2h-1 down to h,
+ * d[i - h + 2^t] ^= d[i] for every lower term. Every write lands at least
+ * c = h - max(2^t) >= h/2 below its source, so chunks of c sources (taken from
+ * the top) are free of hazards and each term is one vectorisable XOR stream. */
+static void div_step(uint64_t *d, unsigned r)
+{
+    size_t h = (size_t)1 << r, offs[32];
+    unsigned nt = sr_terms(r, offs);
+    if (nt == 0)
+        return;
+    size_t c = h - offs[nt - 1];
+    for (size_t hi = 2 * h; hi > h;) {
+        size_t lo = hi - c < h ? h : hi - c;
+        for (unsigned u = 0; u < nt; u++) {
+            uint64_t *dst = d + offs[u] - h;
+            for (size_t i = lo; i < hi; i++)
+                dst[i] ^= d[i];
+        }
+        hi = lo;
+    }
+}
+
+/* Inverse of div_step: d = d0 + s_r(y) d1 multiplied out; chunks from the bottom. */
+static void mul_step(uint64_t *d, unsigned r)
+{
+    size_t h = (size_t)1 << r, offs[32];
+    unsigned nt = sr_terms(r, offs);
+    if (nt == 0)
+        return;
+    size_t c = h - offs[nt - 1];
+    for (size_t lo = h; lo < 2 * h;) {
+        size_t hi = lo + c > 2 * h ? 2 * h : lo + c;
+        for (unsigned u = 0; u < nt; u++) {
+            uint64_t *dst = d + offs[u] - h;
+            for (size_t i = lo; i < hi; i++)
+                dst[i] ^= d[i];
+        }
+        lo = hi;
+    }
+}
+
+enum { CONV_ITER_LOG = 13 }; /* blocks of <= 2^13 words convert level by level in cache */
+
+/* Monomial -> novel basis for 2^(r+1) coefficients of which only the first
+ * `support` may be nonzero: divide by s_r, then convert both halves. */
 static void to_novel(uint64_t *d, unsigned r, size_t support)
 {
     size_t h = (size_t)1 << r;
@@ -343,116 +412,201 @@ static void to_novel(uint64_t *d, unsigned r, size_t support)
             to_novel(d, r - 1, support);
         return;
     }
-    size_t offs[32];
-    unsigned nt = 0;
-    for (unsigned t = 0; t < r; t++)
-        if ((t & ~r) == 0)
-            offs[nt++] = (size_t)1 << t;
-    for (size_t i = 2 * h; i-- > h;) {
-        uint64_t q = d[i];
-        uint64_t *base = d + (i - h);
-        for (unsigned u = 0; u < nt; u++)
-            base[offs[u]] ^= q;
-    }
-    if (r > 0) {
+    if (r + 1 > CONV_ITER_LOG) {
+        div_step(d, r);
         to_novel(d, r - 1, h);
         to_novel(d + h, r - 1, h);
+        return;
     }
+    for (int lv = (int)r; lv >= 1; lv--)
+        for (size_t q = 0; q < 2 * h; q += (size_t)2 << lv)
+            div_step(d + q, (unsigned)lv);
 }
 
 static void from_novel(uint64_t *d, unsigned r)
 {
     size_t h = (size_t)1 << r;
-    if (r > 0) {
+    if (r + 1 > CONV_ITER_LOG) {
         from_novel(d, r - 1);
         from_novel(d + h, r - 1);
+        mul_step(d, r);
+        return;
     }
-    size_t offs[32];
-    unsigned nt = 0;
-    for (unsigned t = 0; t < r; t++)
-        if ((t & ~r) == 0)
-            offs[nt++] = (size_t)1 << t;
-    for (size_t i = h; i < 2 * h; i++) {
-        uint64_t q = d[i];
-        uint64_t *base = d + (i - h);
-        for (unsigned u = 0; u < nt; u++)
-            base[offs[u]] ^= q;
-    }
+    for (unsigned lv = 1; lv <= r; lv++)
+        for (size_t q = 0; q < 2 * h; q += (size_t)2 << lv)
+            mul_step(d + q, lv);
 }
 
 /* ---- driver ------------------------------------------------------------ */
 
-/* dst[m] = 32-bit piece m of the nbits-bit polynomial src, zero up to n pieces. */
-static void load_pieces(uint64_t *dst, size_t n, const uint64_t *src, size_t nbits)
+/* Working arrays: 2 MiB aligned and marked for transparent huge pages, since
+ * first-touch page faults cost as much as a transform pass at 10^8 bits. */
+static uint64_t *work_alloc(size_t words)
 {
-    size_t nw = nbits / 64;
-    for (size_t w = 0; w < nw; w++) {
-        dst[2 * w] = src[w] & 0xffffffffu;
-        dst[2 * w + 1] = src[w] >> 32;
+    size_t bytes = words * sizeof(uint64_t);
+    void *p = NULL;
+    if (bytes >= ((size_t)1 << 21)) {
+        bytes = (bytes + ((size_t)1 << 21) - 1) & ~(((size_t)1 << 21) - 1);
+        if (posix_memalign(&p, (size_t)1 << 21, bytes) != 0)
+            return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+        return p;
     }
-    size_t m = 2 * nw;
-    if (nbits % 64) {
-        uint64_t last = src[nw] & ((UINT64_C(1) << (nbits % 64)) - 1);
-        dst[m++] = last & 0xffffffffu;
-        dst[m++] = last >> 32;
-    }
-    memset(dst + m, 0, (n - m) * sizeof *dst);
+    return malloc(bytes ? bytes : 8);
 }
 
-int qpp_gf2x_afft_mul_range(const uint64_t *a, size_t na_bits, const uint64_t *b, size_t nb_bits,
-                            size_t start, size_t nbits, uint64_t *out, int fast)
+/* Bits [pos, pos + 64) of the nbits-bit polynomial src; bits outside [0, nbits) read as 0. */
+static uint64_t get64(const uint64_t *src, size_t nbits, int64_t pos)
 {
-    size_t pa = (na_bits + 31) / 32 + 1, pb = (nb_bits + 31) / 32 + 1; /* even piece counts */
-    pa &= ~(size_t)1; pb &= ~(size_t)1;
-    size_t need = pa + pb - 1;
-    unsigned k = 2;
-    while (((size_t)1 << k) < need)
+    if (pos >= (int64_t)nbits || pos <= -64)
+        return 0;
+    uint64_t v;
+    if (pos < 0) {
+        v = get64(src, nbits, 0) << (unsigned)(-pos);
+    } else {
+        size_t w = (size_t)pos / 64;
+        unsigned sh = (unsigned)((size_t)pos % 64);
+        v = src[w] >> sh;
+        if (sh && (w + 1) * 64 < nbits)
+            v |= src[w + 1] << (64 - sh);
+    }
+    if (pos + 64 > (int64_t)nbits)
+        v &= (UINT64_C(1) << (unsigned)((int64_t)nbits - pos)) - 1;
+    return v;
+}
+
+/* dst[0 .. n) = 32-bit pieces of bits [start, start + len) of src (nbits bits), zero-padded. */
+static void load_pieces(uint64_t *dst, size_t n, const uint64_t *src, size_t nbits, int64_t start,
+                        size_t len)
+{
+    size_t nw = (len + 63) / 64;
+    for (size_t w = 0; w < nw; w++) {
+        uint64_t v = get64(src, nbits, start + (int64_t)(64 * w));
+        if (w == nw - 1 && len % 64)
+            v &= (UINT64_C(1) << (len % 64)) - 1;
+        dst[2 * w] = v & 0xffffffffu;
+        dst[2 * w + 1] = v >> 32;
+    }
+    memset(dst + 2 * nw, 0, (n - 2 * nw) * sizeof *dst);
+}
+
+static unsigned log2_ceil(size_t x)
+{
+    unsigned k = 0;
+    while (((size_t)1 << k) < x)
         k++;
+    return k;
+}
+
+/* Transform size for key blocks of L bits: pieces of the seed segment (L + n_out - 1
+ * bits) plus pieces of the key block, rounded to even piece counts. */
+static unsigned afft_log_size(size_t L, size_t n_out)
+{
+    size_t ps = 2 * ((L + n_out - 1 + 63) / 64), pk = 2 * ((L + 63) / 64);
+    unsigned k = log2_ceil(ps + pk - 1);
+    return k < 2 ? 2 : k;
+}
+
+enum { MAX_BLOCKS = 8 };
+
+/* Key blocks that minimise the work: with b blocks there are 2b + 1 transforms of
+ * size 2^k(b), each ~ (k + 3) 2^k steps (butterflies plus basis conversion). */
+static unsigned afft_blocks(size_t n_in, size_t n_out)
+{
+    unsigned best = 1;
+    double best_cost = 0;
+    for (unsigned b = 1; b <= MAX_BLOCKS && b <= n_in; b++) {
+        size_t L = (n_in + b - 1) / b;
+        unsigned k = afft_log_size(L, n_out);
+        double cost = (2.0 * b + 1) * (double)((size_t)1 << k) * (k + 3);
+        if (b == 1 || cost < best_cost) {
+            best = b;
+            best_cost = cost;
+        }
+    }
+    return best;
+}
+
+/* out = bits [n_in - 1, n_in - 1 + n_out) of seed * key, as a sum over key blocks
+ * [o, o + L): block products s[sigma .. sigma + L + n_out - 1) * k[o .. o + L) with
+ * sigma = n_in - o - L all have the wanted output at bits [L - 1, L - 1 + n_out), so
+ * they are summed in the transform domain and inverted once. */
+int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
+                      uint64_t *out, unsigned blocks, int fast)
+{
+    if (blocks == 0)
+        blocks = afft_blocks(n_in, n_out);
+    if (blocks > n_in)
+        return QPP_ERR_LENGTH;
+    size_t L = (n_in + blocks - 1) / blocks, n_seed = n_in + n_out - 1;
+    unsigned k = afft_log_size(L, n_out);
     if (k > 36)
         return QPP_ERR_LENGTH;
-    size_t n = (size_t)1 << k;
+    size_t n = (size_t)1 << k, narr = blocks > 1 ? 3 : 2;
+    size_t ps = 2 * ((L + n_out - 1 + 63) / 64), pk = 2 * ((L + 63) / 64);
     plan_t pl;
     pl.thi = NULL;
-    uint64_t *A = malloc(n * sizeof *A), *B = malloc(n * sizeof *B);
+    uint64_t *work = work_alloc(narr * n);
     int st = QPP_ERR_NOMEM;
-    if (!A || !B)
+    if (!work)
         goto done;
     st = plan_init(&pl, k);
     if (st != QPP_OK)
         goto done;
-    load_pieces(A, n, a, na_bits);
-    load_pieces(B, n, b, nb_bits);
-    to_novel(A, k - 1, pa);
-    to_novel(B, k - 1, pb);
-    fft_block(A, 0, k - 1, &pl, fast);
-    fft_block(B, 0, k - 1, &pl, fast);
-#if QPP_HAVE_X86
-    if (fast)
-        pointwise_pclmul(A, B, n);
-    else
+    uint64_t *A = work, *B = work + n, *acc = blocks > 1 ? work + 2 * n : A;
+#ifdef QPP_PROFILE
+    double _t0 = pnow();
 #endif
-        for (size_t i = 0; i < n; i++)
-            A[i] = gf64_mul_portable(A[i], B[i]);
-    ifft_block(A, 0, k - 1, &pl, fast);
-    from_novel(A, k - 1);
-    /* Fold pieces into words: word w = C[2w] ^ C[2w+1] << 32 ^ C[2w-1] >> 32.
-     * Reuse B for the product words covering [start, start + nbits). */
+    for (unsigned bi = 0; bi < blocks; bi++) {
+        size_t o = (size_t)bi * L;
+        size_t len = o + L <= n_in ? L : n_in - o;
+        int64_t sigma = (int64_t)n_in - (int64_t)o - (int64_t)L;
+        load_pieces(A, n, seed, n_seed, sigma, L + n_out - 1);
+        load_pieces(B, n, key, n_in, (int64_t)o, len);
+        PT("load");
+        to_novel(A, k - 1, ps);
+        to_novel(B, k - 1, pk);
+        PT("to_novel");
+        fft_block(A, 0, k - 1, &pl, fast);
+        fft_block(B, 0, k - 1, &pl, fast);
+        PT("fft");
+#if QPP_HAVE_X86
+        if (fast)
+            pointwise_pclmul(acc, A, B, n, bi > 0);
+        else
+#endif
+        if (bi == 0)
+            for (size_t i = 0; i < n; i++)
+                acc[i] = gf64_mul_portable(A[i], B[i]);
+        else
+            for (size_t i = 0; i < n; i++)
+                acc[i] ^= gf64_mul_portable(A[i], B[i]);
+        PT("pointwise");
+    }
+    ifft_block(acc, 0, k - 1, &pl, fast);
+    PT("ifft");
+    from_novel(acc, k - 1);
+    PT("from_novel");
+    /* Fold pieces into words: word w = C[2w] ^ C[2w+1] << 32 ^ C[2w-1] >> 32,
+     * for the words covering [L - 1, L - 1 + n_out); B is free again. */
     {
-        size_t w0 = start / 64, w1 = (start + nbits) / 64 + 1;
+        size_t start = L - 1, w0 = start / 64, w1 = (start + n_out) / 64 + 1;
         if (w1 > n / 2)
             w1 = n / 2;
         for (size_t w = w0; w < w1; w++) {
-            uint64_t v = A[2 * w] ^ (A[2 * w + 1] << 32);
+            uint64_t v = acc[2 * w] ^ (acc[2 * w + 1] << 32);
             if (w > 0)
-                v ^= A[2 * w - 1] >> 32;
+                v ^= acc[2 * w - 1] >> 32;
             B[w - w0] = v;
         }
-        qpp_gf2x_extract(out, B, w1 - w0, start % 64, nbits);
+        qpp_gf2x_extract(out, B, w1 - w0, start % 64, n_out);
     }
+    PT("fold");
     st = QPP_OK;
 done:
-    free(A);
-    free(B);
+    free(work);
     free(pl.thi);
     return st;
 }
