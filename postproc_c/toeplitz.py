@@ -51,6 +51,12 @@ def threshold() -> int:
     return int(lib.qpp_toeplitz_afft_threshold())
 
 
+def kernel() -> str:
+    """The GF(2^64) multiply kernel the FFT method uses now: "vpclmul512", "pclmul" or "portable"."""
+    return {lib.QPP_TOEPLITZ_PORTABLE: "portable", lib.QPP_TOEPLITZ_PCLMUL: "pclmul",
+            lib.QPP_TOEPLITZ_VPCLMUL512: "vpclmul512"}[lib.qpp_toeplitz_kernel()]
+
+
 def _count(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
@@ -113,4 +119,4 @@ def _kat() -> bool:
                for m in ("karatsuba", "afft"))
 
 
-__all__ = ["MAX_BITS", "threshold", "toeplitz_hash"]
+__all__ = ["MAX_BITS", "kernel", "threshold", "toeplitz_hash"]

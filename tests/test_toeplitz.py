@@ -8,6 +8,7 @@ and a direct per-bit evaluation on packed words for spot checks at 10^7 and 10^8
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 import postproc_c
 from postproc_c import lib, toeplitz_hash
-from postproc_c.toeplitz import KAT_EXPECTED, KAT_N_IN, KAT_N_OUT, kat_inputs, threshold
+from postproc_c.toeplitz import KAT_EXPECTED, KAT_N_IN, KAT_N_OUT, kat_inputs, kernel, threshold
 
 
 def pack(bits: np.ndarray) -> np.ndarray:
@@ -127,17 +128,27 @@ def test_matches_fft_reference_medium(n_in, n_out):
 
 @pytest.mark.parametrize("n_in,n_out", [(1, 1), (100, 37), (3000, 700), (40_000, 10_000), (300_001, 75_000)])
 def test_portable_path_bit_identical(n_in, n_out):
+    # Three code paths: AVX-512 VPCLMULQDQ (where the CPU has it), SSE PCLMULQDQ
+    # (AVX2 disabled), portable C (PCLMUL disabled). All must agree bit for bit.
     _, _, kw, sw = random_case(np.random.default_rng(7 + n_in), n_in, n_out)
-    fast = {m: toeplitz_hash(kw, n_in, sw, n_out, method=m) for m in ("karatsuba", "afft")}
-    lib.qpp_cpu_disable(lib.QPP_CPU_PCLMUL)
-    try:
-        assert "pclmul" not in postproc_c.cpu_features()
-        slow = {m: toeplitz_hash(kw, n_in, sw, n_out, method=m) for m in ("karatsuba", "afft")}
-    finally:
-        lib.qpp_cpu_disable(0)
-    for m in fast:
-        assert np.array_equal(fast[m], slow[m]), m
-    assert np.array_equal(fast["karatsuba"], fast["afft"])
+    results = {}
+    flags = open("/proc/cpuinfo").read() if sys.platform == "linux" else ""
+    if "vpclmulqdq" in flags and "avx512vl" in flags and "avx512bw" in flags:
+        assert kernel() == "vpclmul512"  # so this test really covers the AVX-512 kernel
+    for disable in (0, lib.QPP_CPU_AVX2, lib.QPP_CPU_PCLMUL | lib.QPP_CPU_AVX2):
+        lib.qpp_cpu_disable(disable)
+        try:
+            if disable & lib.QPP_CPU_PCLMUL:
+                assert kernel() == "portable"
+            elif disable & lib.QPP_CPU_AVX2 and "pclmulqdq" in flags:
+                assert kernel() == "pclmul"
+            for m in ("karatsuba", "afft"):
+                results[disable, m] = toeplitz_hash(kw, n_in, sw, n_out, method=m)
+        finally:
+            lib.qpp_cpu_disable(0)
+    first = results[0, "afft"]
+    for key, val in results.items():
+        assert np.array_equal(val, first), key
 
 
 def test_portable_matches_reference(portable):

@@ -39,6 +39,16 @@ int qpp_toeplitz_hash_method(const uint64_t *key, size_t n_in, const uint64_t *s
 int qpp_toeplitz_hash_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
                            uint64_t *out, unsigned blocks) QPP_WUR;
 
+/* Field-multiply kernel the FFT method uses now: QPP_TOEPLITZ_PORTABLE,
+ * QPP_TOEPLITZ_PCLMUL (SSE, 2 products per step) or QPP_TOEPLITZ_VPCLMUL512
+ * (AVX-512 VPCLMULQDQ, 8 per step; needs the AVX2 feature bit enabled too). */
+enum qpp_toeplitz_kernel {
+    QPP_TOEPLITZ_PORTABLE = 0,
+    QPP_TOEPLITZ_PCLMUL = 1,
+    QPP_TOEPLITZ_VPCLMUL512 = 2
+};
+int qpp_toeplitz_kernel(void);
+
 /* Input size (bits of n_in) from which AUTO uses the additive FFT. */
 size_t qpp_toeplitz_afft_threshold(void);
 

@@ -28,6 +28,10 @@ void qpp_clmul64_portable(uint64_t a, uint64_t b, uint64_t *lo, uint64_t *hi);
 int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
                       uint64_t *out, unsigned blocks, int fast);
 
+/* Kernel the additive FFT runs for a given `fast` flag: 0 portable, 1 PCLMULQDQ,
+ * 2 AVX-512 VPCLMULQDQ. */
+int qpp_toeplitz_afft_kernel(int fast);
+
 /* out[0 .. words_for(nbits)) = bits [start, start + nbits) of a * b (a has na_bits
  * bits, b nb_bits; bits above those in the last word are ignored), by Karatsuba.
  * Returns QPP_OK or QPP_ERR_NOMEM. */

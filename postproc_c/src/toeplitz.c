@@ -13,6 +13,11 @@ enum { AFFT_THRESHOLD_BITS = 32768 };
 
 size_t qpp_toeplitz_afft_threshold(void) { return AFFT_THRESHOLD_BITS; }
 
+int qpp_toeplitz_kernel(void)
+{
+    return qpp_toeplitz_afft_kernel((qpp_cpu_features() & QPP_CPU_PCLMUL) != 0);
+}
+
 static int check_args(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
                       const uint64_t *out)
 {

@@ -275,11 +275,93 @@ static void pointwise_pclmul(uint64_t *acc, const uint64_t *a, const uint64_t *b
         _mm_storeu_si128((__m128i *)(acc + i), p);
     }
 }
+
+/* AVX-512 + VPCLMULQDQ: eight GF(2^64) products per step (4 per clmul instruction). */
+#define QPP_AVX512_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,vpclmulqdq,pclmul")))
+
+QPP_AVX512_TARGET
+static inline __m512i gf64_mul8(__m512i b, __m512i c)
+{
+    __m512i p0 = _mm512_clmulepi64_epi128(b, c, 0x00);
+    __m512i p1 = _mm512_clmulepi64_epi128(b, c, 0x11);
+    __m512i lo = _mm512_unpacklo_epi64(p0, p1), hi = _mm512_unpackhi_epi64(p0, p1);
+    __m512i o = _mm512_ternarylogic_epi64(_mm512_srli_epi64(hi, 63), _mm512_srli_epi64(hi, 61),
+                                          _mm512_srli_epi64(hi, 60), 0x96);
+    hi = _mm512_xor_si512(hi, o);
+    __m512i r = _mm512_ternarylogic_epi64(lo, hi, _mm512_slli_epi64(hi, 1), 0x96);
+    return _mm512_ternarylogic_epi64(r, _mm512_slli_epi64(hi, 3), _mm512_slli_epi64(hi, 4), 0x96);
+}
+
+QPP_AVX512_TARGET
+static void bfly_fwd_avx512(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c)
+{
+    if (h < 8 || c == 0) {
+        bfly_fwd_pclmul(d0, d1, h, c);
+        return;
+    }
+    __m512i cc = _mm512_set1_epi64((long long)c);
+    for (size_t j = 0; j < h; j += 8) {
+        __m512i b = _mm512_loadu_si512(d1 + j);
+        __m512i a = _mm512_xor_si512(_mm512_loadu_si512(d0 + j), gf64_mul8(b, cc));
+        _mm512_storeu_si512(d0 + j, a);
+        _mm512_storeu_si512(d1 + j, _mm512_xor_si512(b, a));
+    }
+}
+
+QPP_AVX512_TARGET
+static void bfly_inv_avx512(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c)
+{
+    if (h < 8 || c == 0) {
+        bfly_inv_pclmul(d0, d1, h, c);
+        return;
+    }
+    __m512i cc = _mm512_set1_epi64((long long)c);
+    for (size_t j = 0; j < h; j += 8) {
+        __m512i a = _mm512_loadu_si512(d0 + j);
+        __m512i b = _mm512_xor_si512(_mm512_loadu_si512(d1 + j), a);
+        _mm512_storeu_si512(d1 + j, b);
+        _mm512_storeu_si512(d0 + j, _mm512_xor_si512(a, gf64_mul8(b, cc)));
+    }
+}
+
+QPP_AVX512_TARGET
+static void pointwise_avx512(uint64_t *acc, const uint64_t *a, const uint64_t *b, size_t n, int add)
+{
+    if (n < 8) {
+        pointwise_pclmul(acc, a, b, n, add);
+        return;
+    }
+    for (size_t i = 0; i < n; i += 8) {
+        __m512i p = gf64_mul8(_mm512_loadu_si512(a + i), _mm512_loadu_si512(b + i));
+        if (add)
+            p = _mm512_xor_si512(p, _mm512_loadu_si512(acc + i));
+        _mm512_storeu_si512(acc + i, p);
+    }
+}
+
+static int have_avx512_clmul(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("vpclmulqdq");
+}
 #endif
+
+/* fast: 0 portable, 1 PCLMULQDQ (SSE), 2 AVX-512 VPCLMULQDQ. */
+int qpp_toeplitz_afft_kernel(int fast)
+{
+#if QPP_HAVE_X86
+    /* AVX-512 kernels only when the AVX2 paths are enabled too (qpp_cpu_disable). */
+    if (fast && (qpp_cpu_features() & QPP_CPU_AVX2) && have_avx512_clmul())
+        return 2;
+#endif
+    return fast ? 1 : 0;
+}
 
 static void bfly_fwd(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c, int fast)
 {
 #if QPP_HAVE_X86
+    if (fast == 2) { bfly_fwd_avx512(d0, d1, h, c); return; }
     if (fast) { bfly_fwd_pclmul(d0, d1, h, c); return; }
 #endif
     (void)fast;
@@ -289,6 +371,7 @@ static void bfly_fwd(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c, int fast)
 static void bfly_inv(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c, int fast)
 {
 #if QPP_HAVE_X86
+    if (fast == 2) { bfly_inv_avx512(d0, d1, h, c); return; }
     if (fast) { bfly_inv_pclmul(d0, d1, h, c); return; }
 #endif
     (void)fast;
@@ -538,6 +621,7 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
 {
     if (blocks == 0)
         blocks = afft_blocks(n_in, n_out);
+    fast = qpp_toeplitz_afft_kernel(fast);
     if (blocks > n_in)
         return QPP_ERR_LENGTH;
     size_t L = (n_in + blocks - 1) / blocks, n_seed = n_in + n_out - 1;
@@ -573,7 +657,9 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
         fft_block(B, 0, k - 1, &pl, fast);
         PT("fft");
 #if QPP_HAVE_X86
-        if (fast)
+        if (fast == 2)
+            pointwise_avx512(acc, A, B, n, bi > 0);
+        else if (fast)
             pointwise_pclmul(acc, A, B, n, bi > 0);
         else
 #endif
