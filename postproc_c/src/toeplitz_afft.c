@@ -431,8 +431,10 @@ static void ifft_block(uint64_t *d, size_t p, unsigned r, const plan_t *pl, int 
 
 /* ---- basis conversion (monomial <-> novel), XORs only ------------------- */
 
+#define QPP_INLINE static inline __attribute__((always_inline))
+
 /* Offsets 2^t of the lower terms of s_r(y) = y^h + sum_{t proper subset of r} y^(2^t). */
-static unsigned sr_terms(unsigned r, size_t *offs)
+QPP_INLINE unsigned sr_terms(unsigned r, size_t *offs)
 {
     unsigned nt = 0;
     for (unsigned t = 0; t < r; t++)
@@ -446,7 +448,7 @@ static unsigned sr_terms(unsigned r, size_t *offs)
  * d[i - h + 2^t] ^= d[i] for every lower term. Every write lands at least
  * c = h - max(2^t) >= h/2 below its source, so chunks of c sources (taken from
  * the top) are free of hazards and each term is one vectorisable XOR stream. */
-static void div_step(uint64_t *d, unsigned r)
+QPP_INLINE void div_step(uint64_t *d, unsigned r)
 {
     size_t h = (size_t)1 << r, offs[32];
     unsigned nt = sr_terms(r, offs);
@@ -465,7 +467,7 @@ static void div_step(uint64_t *d, unsigned r)
 }
 
 /* Inverse of div_step: d = d0 + s_r(y) d1 multiplied out; chunks from the bottom. */
-static void mul_step(uint64_t *d, unsigned r)
+QPP_INLINE void mul_step(uint64_t *d, unsigned r)
 {
     size_t h = (size_t)1 << r, offs[32];
     unsigned nt = sr_terms(r, offs);
@@ -483,41 +485,82 @@ static void mul_step(uint64_t *d, unsigned r)
     }
 }
 
+/* All division steps of levels r .. 1 over a block of 2^(r+1) values (parents
+ * first); levels 1-4 are unrolled with constant offsets. */
+QPP_INLINE void to_novel_levels(uint64_t *d, unsigned r)
+{
+    size_t n = (size_t)2 << r;
+    for (unsigned lv = r; lv >= 1; lv--) {
+        switch (lv) {
+        case 1: for (size_t q = 0; q < n; q += 4) div_step(d + q, 1); break;
+        case 2: for (size_t q = 0; q < n; q += 8) div_step(d + q, 2); break;
+        case 3: for (size_t q = 0; q < n; q += 16) div_step(d + q, 3); break;
+        case 4: for (size_t q = 0; q < n; q += 32) div_step(d + q, 4); break;
+        default: for (size_t q = 0; q < n; q += (size_t)2 << lv) div_step(d + q, lv); break;
+        }
+    }
+}
+
+QPP_INLINE void from_novel_levels(uint64_t *d, unsigned r)
+{
+    size_t n = (size_t)2 << r;
+    for (unsigned lv = 1; lv <= r; lv++) {
+        switch (lv) {
+        case 1: for (size_t q = 0; q < n; q += 4) mul_step(d + q, 1); break;
+        case 2: for (size_t q = 0; q < n; q += 8) mul_step(d + q, 2); break;
+        case 3: for (size_t q = 0; q < n; q += 16) mul_step(d + q, 3); break;
+        case 4: for (size_t q = 0; q < n; q += 32) mul_step(d + q, 4); break;
+        default: for (size_t q = 0; q < n; q += (size_t)2 << lv) mul_step(d + q, lv); break;
+        }
+    }
+}
+
+/* The same code compiled twice: generic x86-64/arm64, and for AVX-512 (wider XORs). */
+static void div_step_gen(uint64_t *d, unsigned r) { div_step(d, r); }
+static void mul_step_gen(uint64_t *d, unsigned r) { mul_step(d, r); }
+static void to_novel_levels_gen(uint64_t *d, unsigned r) { to_novel_levels(d, r); }
+static void from_novel_levels_gen(uint64_t *d, unsigned r) { from_novel_levels(d, r); }
+#if QPP_HAVE_X86
+QPP_AVX512_TARGET static void div_step_512(uint64_t *d, unsigned r) { div_step(d, r); }
+QPP_AVX512_TARGET static void mul_step_512(uint64_t *d, unsigned r) { mul_step(d, r); }
+QPP_AVX512_TARGET static void to_novel_levels_512(uint64_t *d, unsigned r) { to_novel_levels(d, r); }
+QPP_AVX512_TARGET static void from_novel_levels_512(uint64_t *d, unsigned r) { from_novel_levels(d, r); }
+#define CONV_PICK(name, fast) ((fast) == 2 ? name##_512 : name##_gen)
+#else
+#define CONV_PICK(name, fast) name##_gen
+#endif
+
 enum { CONV_ITER_LOG = 13 }; /* blocks of <= 2^13 words convert level by level in cache */
 
 /* Monomial -> novel basis for 2^(r+1) coefficients of which only the first
  * `support` may be nonzero: divide by s_r, then convert both halves. */
-static void to_novel(uint64_t *d, unsigned r, size_t support)
+static void to_novel(uint64_t *d, unsigned r, size_t support, int fast)
 {
     size_t h = (size_t)1 << r;
     if (support <= h) {
         if (r > 0)
-            to_novel(d, r - 1, support);
+            to_novel(d, r - 1, support, fast);
         return;
     }
     if (r + 1 > CONV_ITER_LOG) {
-        div_step(d, r);
-        to_novel(d, r - 1, h);
-        to_novel(d + h, r - 1, h);
+        CONV_PICK(div_step, fast)(d, r);
+        to_novel(d, r - 1, h, fast);
+        to_novel(d + h, r - 1, h, fast);
         return;
     }
-    for (int lv = (int)r; lv >= 1; lv--)
-        for (size_t q = 0; q < 2 * h; q += (size_t)2 << lv)
-            div_step(d + q, (unsigned)lv);
+    CONV_PICK(to_novel_levels, fast)(d, r);
 }
 
-static void from_novel(uint64_t *d, unsigned r)
+static void from_novel(uint64_t *d, unsigned r, int fast)
 {
     size_t h = (size_t)1 << r;
     if (r + 1 > CONV_ITER_LOG) {
-        from_novel(d, r - 1);
-        from_novel(d + h, r - 1);
-        mul_step(d, r);
+        from_novel(d, r - 1, fast);
+        from_novel(d + h, r - 1, fast);
+        CONV_PICK(mul_step, fast)(d, r);
         return;
     }
-    for (unsigned lv = 1; lv <= r; lv++)
-        for (size_t q = 0; q < 2 * h; q += (size_t)2 << lv)
-            mul_step(d + q, lv);
+    CONV_PICK(from_novel_levels, fast)(d, r);
 }
 
 /* ---- driver ------------------------------------------------------------ */
@@ -650,8 +693,8 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
         load_pieces(A, n, seed, n_seed, sigma, L + n_out - 1);
         load_pieces(B, n, key, n_in, (int64_t)o, len);
         PT("load");
-        to_novel(A, k - 1, ps);
-        to_novel(B, k - 1, pk);
+        to_novel(A, k - 1, ps, fast);
+        to_novel(B, k - 1, pk, fast);
         PT("to_novel");
         fft_block(A, 0, k - 1, &pl, fast);
         fft_block(B, 0, k - 1, &pl, fast);
@@ -673,7 +716,7 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
     }
     ifft_block(acc, 0, k - 1, &pl, fast);
     PT("ifft");
-    from_novel(acc, k - 1);
+    from_novel(acc, k - 1, fast);
     PT("from_novel");
     /* Fold pieces into words: word w = C[2w] ^ C[2w+1] << 32 ^ C[2w-1] >> 32,
      * for the words covering [L - 1, L - 1 + n_out); B is free again. */
