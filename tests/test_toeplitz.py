@@ -188,6 +188,14 @@ def test_auto_uses_both_methods_consistently():
         assert np.array_equal(a, toeplitz_hash(kw, n_in, sw, n_in // 4, method="afft"))
 
 
+def test_field_modulus_is_irreducible():
+    # GF(2^64) = GF(2)[z]/(z^64 + z^4 + z^3 + z + 1) must be a field for the FFT's
+    # evaluation/interpolation to be exact.
+    import galois
+
+    assert galois.Poly.Degrees([64, 4, 3, 1, 0]).is_irreducible()
+
+
 def test_known_answer_and_selftest():
     key, seed = kat_inputs()
     k, s = unpack(key, KAT_N_IN), unpack(seed, KAT_N_IN + KAT_N_OUT - 1)

@@ -9,7 +9,7 @@
 
 /* Measured crossover (bench/test_bench_toeplitz.py and the docstring of
  * postproc_c/toeplitz.py): below this n_in Karatsuba is faster. */
-enum { AFFT_THRESHOLD_BITS = 32768 };
+enum { AFFT_THRESHOLD_BITS = 20000 };
 
 size_t qpp_toeplitz_afft_threshold(void) { return AFFT_THRESHOLD_BITS; }
 

@@ -71,52 +71,32 @@ static inline uint64_t gf64_mul_portable(uint64_t a, uint64_t b)
 /* Square a field element (portable; setup only). */
 static uint64_t gf64_sqr(uint64_t a) { return gf64_mul_portable(a, a); }
 
-/* Solve y^2 + y = c over GF(2^64) (a GF(2)-linear system, kernel {0, 1}).
- * Returns 0 and the root with bit 0 clear, or -1 when Tr(c) = 1. */
-static int solve_as(uint64_t c, uint64_t *y)
-{
-    /* row[i]: coefficients (over unknown bits j) of bit i of y^2 + y; rhs bit i of c. */
-    uint64_t col[64], row[64], rhs = c;
-    for (int j = 0; j < 64; j++)
-        col[j] = gf64_sqr(UINT64_C(1) << j) ^ (UINT64_C(1) << j);
-    for (int i = 0; i < 64; i++) {
-        uint64_t r = 0;
-        for (int j = 0; j < 64; j++)
-            r |= ((col[j] >> i) & 1) << j;
-        row[i] = r;
-    }
-    int piv_row[64], rank = 0;
-    for (int j = 0; j < 64; j++) {
-        piv_row[j] = -1;
-        int p = -1;
-        for (int i = rank; i < 64; i++)
-            if ((row[i] >> j) & 1) { p = i; break; }
-        if (p < 0)
-            continue;
-        uint64_t t = row[p]; row[p] = row[rank]; row[rank] = t;
-        uint64_t bp = (rhs >> p) & 1, br = (rhs >> rank) & 1;
-        rhs = (rhs & ~((UINT64_C(1) << p) | (UINT64_C(1) << rank))) | (bp << rank) | (br << p);
-        for (int i = 0; i < 64; i++)
-            if (i != rank && ((row[i] >> j) & 1)) {
-                row[i] ^= row[rank];
-                rhs ^= ((rhs >> rank) & 1) << i;
-            }
-        piv_row[j] = rank++;
-    }
-    for (int i = rank; i < 64; i++)
-        if ((rhs >> i) & 1)
-            return -1;
-    uint64_t sol = 0;
-    for (int j = 0; j < 64; j++)
-        if (piv_row[j] >= 0)
-            sol |= ((rhs >> piv_row[j]) & 1) << j;
-    *y = sol;
-    return 0;
-}
+/* Cantor basis of GF(2^64) (modulus z^64 + z^4 + z^3 + z + 1): beta_0 = 1,
+ * beta_i^2 + beta_i = beta_(i-1) (Cantor 1989; Gao & Mateer 2010 sec. IV), each
+ * the root with bit 0 clear, found once by solving that GF(2)-linear system.
+ * plan_init re-checks the relation on every call, so a corrupted table fails
+ * loudly (QPP_ERR_INTERNAL) instead of giving a wrong hash. */
+enum { NBETA = 40 };
+static const uint64_t CANTOR_BETA[NBETA] = {
+    UINT64_C(0x0000000000000001), UINT64_C(0x19c9369f278adc02), UINT64_C(0xa181e7d66f5ff794),
+    UINT64_C(0x5db84357ce785d08), UINT64_C(0xb973d466f5c9d0ca), UINT64_C(0x521ac889831a075e),
+    UINT64_C(0x033ce8beddc8a656), UINT64_C(0xb5846c4e07b91010), UINT64_C(0x4087b8cbb37a32ec),
+    UINT64_C(0x00d0d3888c0ae17c), UINT64_C(0xafd5ac70237f2222), UINT64_C(0xe3f5af99cc3aaaf8),
+    UINT64_C(0x5a1db3b16a0b58b8), UINT64_C(0x09947c54fe7ee248), UINT64_C(0x0e8eaf0e0068f544),
+    UINT64_C(0xa2a113500b4b4f5a), UINT64_C(0xe96f9805d6ce0bb0), UINT64_C(0x53496f8b5c9edd4c),
+    UINT64_C(0xad325cb6f4ac2a9e), UINT64_C(0x4a8dcf8bd7ede826), UINT64_C(0xa3e9c552b6434210),
+    UINT64_C(0x5fa92ad9c9bc7ed0), UINT64_C(0xa389f910cd7734de), UINT64_C(0xe916f3dfca4609d8),
+    UINT64_C(0xf89578714bd28f96), UINT64_C(0x564dda59237a3352), UINT64_C(0xad33bc6cc75aed38),
+    UINT64_C(0x57a3104fcd0e5f34), UINT64_C(0xb0f502e4cd60039a), UINT64_C(0xeb42e79f91f49f8c),
+    UINT64_C(0x54e5bf3774b3f850), UINT64_C(0xb66864e6ec14b4d2), UINT64_C(0xed57ce778f0d6244),
+    UINT64_C(0x523aaf9d6148ba24), UINT64_C(0xa8fcbfaac14940c6), UINT64_C(0xe503eacfcef77780),
+    UINT64_C(0xf3746c7b5183a372), UINT64_C(0xec50d77d2f416218), UINT64_C(0xf9cdf54569fe87e6),
+    UINT64_C(0xe576269915705e2c),
+};
 
 typedef struct {
     unsigned k;          /* transform length 2^k */
-    uint64_t beta[40];   /* Cantor basis, beta[0] = 1 */
+    uint64_t beta[NBETA]; /* Cantor basis, beta[0] = 1 */
     uint64_t tlo[1024];  /* twiddle of block index g = tlo[g & 1023] ^ thi[g >> 10] */
     uint64_t *thi;
 } plan_t;
@@ -126,10 +106,13 @@ static inline uint64_t twiddle(const plan_t *pl, size_t g) { return pl->tlo[g & 
 static int plan_init(plan_t *pl, unsigned k)
 {
     pl->k = k;
-    pl->beta[0] = 1;
-    for (unsigned i = 1; i < 40; i++)
-        if (solve_as(pl->beta[i - 1], &pl->beta[i]) != 0)
+    if (CANTOR_BETA[0] != 1)
+        return QPP_ERR_INTERNAL;
+    for (unsigned i = 0; i < NBETA; i++) {
+        pl->beta[i] = CANTOR_BETA[i];
+        if (i > 0 && (gf64_sqr(CANTOR_BETA[i]) ^ CANTOR_BETA[i]) != CANTOR_BETA[i - 1])
             return QPP_ERR_INTERNAL;
+    }
     /* twiddle(g) = omega_(2g) = sum over bits b of g of beta[b + 1] */
     for (size_t g = 0; g < 1024; g++) {
         uint64_t w = 0;
