@@ -322,6 +322,104 @@ static void pointwise_avx512(uint64_t *acc, const uint64_t *a, const uint64_t *b
     }
 }
 
+
+/* Levels 2, 1, 0 (h = 4, 2, 1) fused, on groups of 16 values held in two
+ * registers: per level, the 8 "upper" operands of the butterflies are gathered
+ * into A and their partners (index + h) into B with one permute each. */
+typedef struct {
+    __m512i ia[3], ib[3], wx[3], wy[3];
+} low3_perm_t;
+
+QPP_AVX512_TARGET
+static void low3_perm_init(low3_perm_t *pm)
+{
+    for (unsigned lv = 0; lv < 3; lv++) {
+        unsigned h = 1u << lv, alist[8], pos[16];
+        long long ia[8], ib[8], wx[8], wy[8];
+        unsigned m = 0;
+        for (unsigned e = 0; e < 16; e++)
+            if ((e & h) == 0) {
+                pos[e] = m;
+                alist[m++] = e;
+            }
+        for (unsigned i = 0; i < 8; i++) {
+            ia[i] = alist[i];
+            ib[i] = alist[i] + h;
+        }
+        for (unsigned e = 0; e < 16; e++) {
+            long long v = (e & h) == 0 ? (long long)pos[e] : 8 + (long long)pos[e - h];
+            if (e < 8)
+                wx[e] = v;
+            else
+                wy[e - 8] = v;
+        }
+        pm->ia[lv] = _mm512_loadu_si512(ia);
+        pm->ib[lv] = _mm512_loadu_si512(ib);
+        pm->wx[lv] = _mm512_loadu_si512(wx);
+        pm->wy[lv] = _mm512_loadu_si512(wy);
+    }
+}
+
+/* Twiddles of the 8 butterflies at level lv in the group at global point P. */
+QPP_AVX512_TARGET
+static inline __m512i low3_twiddles(const plan_t *pl, size_t P, unsigned lv)
+{
+    if (lv == 0) {
+        size_t g0 = P >> 1; /* multiple of 8, so the 8 table entries are contiguous */
+        return _mm512_xor_si512(_mm512_loadu_si512(pl->tlo + (g0 & 1023)),
+                                _mm512_set1_epi64((long long)pl->thi[g0 >> 10]));
+    }
+    if (lv == 1) {
+        size_t g0 = P >> 2;
+        long long t0 = (long long)twiddle(pl, g0), t1 = (long long)twiddle(pl, g0 + 1);
+        long long t2 = (long long)twiddle(pl, g0 + 2), t3 = (long long)twiddle(pl, g0 + 3);
+        return _mm512_set_epi64(t3, t3, t2, t2, t1, t1, t0, t0);
+    }
+    size_t g0 = P >> 3;
+    long long t0 = (long long)twiddle(pl, g0), t1 = (long long)twiddle(pl, g0 + 1);
+    return _mm512_set_epi64(t1, t1, t1, t1, t0, t0, t0, t0);
+}
+
+QPP_AVX512_TARGET
+static void low3_fwd_avx512(uint64_t *d, size_t n, size_t p, const plan_t *pl)
+{
+    low3_perm_t pm;
+    low3_perm_init(&pm);
+    for (size_t q = 0; q < n; q += 16) {
+        __m512i x = _mm512_loadu_si512(d + q), y = _mm512_loadu_si512(d + q + 8);
+        for (int lv = 2; lv >= 0; lv--) {
+            __m512i a = _mm512_permutex2var_epi64(x, pm.ia[lv], y);
+            __m512i b = _mm512_permutex2var_epi64(x, pm.ib[lv], y);
+            a = _mm512_xor_si512(a, gf64_mul8(b, low3_twiddles(pl, p + q, (unsigned)lv)));
+            b = _mm512_xor_si512(b, a);
+            x = _mm512_permutex2var_epi64(a, pm.wx[lv], b);
+            y = _mm512_permutex2var_epi64(a, pm.wy[lv], b);
+        }
+        _mm512_storeu_si512(d + q, x);
+        _mm512_storeu_si512(d + q + 8, y);
+    }
+}
+
+QPP_AVX512_TARGET
+static void low3_inv_avx512(uint64_t *d, size_t n, size_t p, const plan_t *pl)
+{
+    low3_perm_t pm;
+    low3_perm_init(&pm);
+    for (size_t q = 0; q < n; q += 16) {
+        __m512i x = _mm512_loadu_si512(d + q), y = _mm512_loadu_si512(d + q + 8);
+        for (unsigned lv = 0; lv < 3; lv++) {
+            __m512i a = _mm512_permutex2var_epi64(x, pm.ia[lv], y);
+            __m512i b = _mm512_permutex2var_epi64(x, pm.ib[lv], y);
+            b = _mm512_xor_si512(b, a);
+            a = _mm512_xor_si512(a, gf64_mul8(b, low3_twiddles(pl, p + q, lv)));
+            x = _mm512_permutex2var_epi64(a, pm.wx[lv], b);
+            y = _mm512_permutex2var_epi64(a, pm.wy[lv], b);
+        }
+        _mm512_storeu_si512(d + q, x);
+        _mm512_storeu_si512(d + q + 8, y);
+    }
+}
+
 static int have_avx512_clmul(void)
 {
     __builtin_cpu_init();
@@ -379,6 +477,10 @@ static void fft_block(uint64_t *d, size_t p, unsigned r, const plan_t *pl, int f
     for (int lv = (int)r; lv >= 0; lv--) {
         size_t h = (size_t)1 << lv;
 #if QPP_HAVE_X86
+        if (fast == 2 && lv == 2 && n >= 16) {
+            low3_fwd_avx512(d, n, p, pl);
+            break;
+        }
         if (fast && lv == 0 && n >= 4) {
             level0_fwd_pclmul(d, n, p >> 1, pl);
             continue;
@@ -399,7 +501,14 @@ static void ifft_block(uint64_t *d, size_t p, unsigned r, const plan_t *pl, int 
         bfly_inv(d, d + h, h, twiddle(pl, p >> (r + 1)), fast);
         return;
     }
-    for (unsigned lv = 0; lv <= r; lv++) {
+    unsigned lv0 = 0;
+#if QPP_HAVE_X86
+    if (fast == 2 && r >= 2 && n >= 16) {
+        low3_inv_avx512(d, n, p, pl);
+        lv0 = 3;
+    }
+#endif
+    for (unsigned lv = lv0; lv <= r; lv++) {
         size_t h = (size_t)1 << lv;
 #if QPP_HAVE_X86
         if (fast && lv == 0 && n >= 4) {
