@@ -40,7 +40,7 @@
 #ifdef QPP_PROFILE
 #include <stdio.h>
 #include <time.h>
-static double pnow(void){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec+t.tv_nsec*1e-9;}
+static double pnow(void){struct timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID,&t); return t.tv_sec+t.tv_nsec*1e-9;}
 #define PT(name) do { double _t = pnow(); fprintf(stderr, "%-10s %8.2f ms\n", name, (_t - _t0) * 1e3); _t0 = _t; } while (0)
 #else
 #define PT(name) do {} while (0)
@@ -613,10 +613,82 @@ static void mul_step_gen(uint64_t *d, unsigned r) { mul_step(d, r); }
 static void to_novel_levels_gen(uint64_t *d, unsigned r) { to_novel_levels(d, r); }
 static void from_novel_levels_gen(uint64_t *d, unsigned r) { from_novel_levels(d, r); }
 #if QPP_HAVE_X86
-QPP_AVX512_TARGET static void div_step_512(uint64_t *d, unsigned r) { div_step(d, r); }
-QPP_AVX512_TARGET static void mul_step_512(uint64_t *d, unsigned r) { mul_step(d, r); }
-QPP_AVX512_TARGET static void to_novel_levels_512(uint64_t *d, unsigned r) { to_novel_levels(d, r); }
-QPP_AVX512_TARGET static void from_novel_levels_512(uint64_t *d, unsigned r) { from_novel_levels(d, r); }
+/* AVX-512 division / multiplication steps for h >= 16: chunks are cut to
+ * multiples of 8 words, one XOR stream per term (fusing the terms per source
+ * vector was slower: overlapping misaligned stores defeat store forwarding). */
+QPP_AVX512_TARGET static void div_step_512(uint64_t *d, unsigned r)
+{
+    size_t h = (size_t)1 << r, offs[32];
+    if (h < 16) {
+        div_step(d, r);
+        return;
+    }
+    unsigned nt = sr_terms(r, offs);
+    if (nt == 0)
+        return;
+    size_t c = (h - offs[nt - 1]) & ~(size_t)7;
+    for (size_t hi = 2 * h; hi > h;) {
+        size_t lo = hi - c < h ? h : hi - c;
+        for (unsigned u = 0; u < nt; u++) {
+            uint64_t *dst = d + offs[u] - h;
+            for (size_t i = lo; i < hi; i += 8)
+                _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(dst + i),
+                                                              _mm512_loadu_si512(d + i)));
+        }
+        hi = lo;
+    }
+}
+
+QPP_AVX512_TARGET static void mul_step_512(uint64_t *d, unsigned r)
+{
+    size_t h = (size_t)1 << r, offs[32];
+    if (h < 16) {
+        mul_step(d, r);
+        return;
+    }
+    unsigned nt = sr_terms(r, offs);
+    if (nt == 0)
+        return;
+    size_t c = (h - offs[nt - 1]) & ~(size_t)7;
+    for (size_t lo = h; lo < 2 * h;) {
+        size_t hi = lo + c > 2 * h ? 2 * h : lo + c;
+        for (unsigned u = 0; u < nt; u++) {
+            uint64_t *dst = d + offs[u] - h;
+            for (size_t i = lo; i < hi; i += 8)
+                _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(dst + i),
+                                                              _mm512_loadu_si512(d + i)));
+        }
+        lo = hi;
+    }
+}
+
+QPP_AVX512_TARGET static void to_novel_levels_512(uint64_t *d, unsigned r)
+{
+    if (r < 4) {
+        to_novel_levels(d, r);
+        return;
+    }
+    size_t n = (size_t)2 << r;
+    for (unsigned lv = r; lv >= 4; lv--)
+        for (size_t q = 0; q < n; q += (size_t)2 << lv)
+            div_step_512(d + q, lv);
+    for (size_t q = 0; q < n; q += 16)
+        to_novel_levels(d + q, 3);
+}
+
+QPP_AVX512_TARGET static void from_novel_levels_512(uint64_t *d, unsigned r)
+{
+    if (r < 4) {
+        from_novel_levels(d, r);
+        return;
+    }
+    size_t n = (size_t)2 << r;
+    for (size_t q = 0; q < n; q += 16)
+        from_novel_levels(d + q, 3);
+    for (unsigned lv = 4; lv <= r; lv++)
+        for (size_t q = 0; q < n; q += (size_t)2 << lv)
+            mul_step_512(d + q, lv);
+}
 #define CONV_PICK(name, fast) ((fast) == 2 ? name##_512 : name##_gen)
 #else
 #define CONV_PICK(name, fast) name##_gen
