@@ -13,25 +13,37 @@ bit). Requires ``1 <= n_out <= n_in``: privacy amplification only compresses.
 This module must not log, keep or copy key material beyond the C call's own
 working buffers, and knows nothing of where seeds come from.
 
-Why these methods (measured on this project's 2-core AMD EPYC, one core; see
-``python -m bench -k toeplitz``):
+Why these methods (measured on this project's 2-core AMD EPYC (Zen 4), one core,
+single-threaded, CPU time of the C call; ``python -m bench -k toeplitz`` gives
+the wall-clock figures):
 
-* below ``threshold()`` input bits: carry-less Karatsuba over 64-bit words
-  (PCLMULQDQ 64x64 base case, schoolbook up to 12 words). It has no set-up cost
-  and is quickest for short keys.
-* above: an additive FFT over GF(2^64) (Lin-Chung-Han novel polynomial basis with
-  a Cantor basis, as in Chen et al. 2017, "Multiplying boolean polynomials with
+* below ``threshold()`` = 20000 input bits: carry-less Karatsuba over 64-bit
+  words (PCLMULQDQ 64x64 base case, schoolbook up to 12 words). No set-up cost;
+  measured faster than the FFT up to 16384 bits (32 us vs 35 us), slower from
+  20000 (45 us vs 43 us).
+* above: an additive FFT over GF(2^64) (Lin-Chung-Han novel polynomial basis
+  with a Cantor basis, as in Chen et al., "Multiplying boolean polynomials with
   Frobenius partitions in additive FFT"), on 32-bit pieces of the polynomials,
-  which GF(2^64) multiplies without reduction. Cost O(N log N) field products
-  with N = 2^ceil(log2((|s| + |k|) / 32)) points, versus N^1.58 for Karatsuba:
-  Karatsuba measured 47 Mb/s at n_in = 10^6 and ~3 Mb/s at 10^8, the FFT about
-  100-120 Mb/s at both. A complex floating-point FFT needs one point per bit
-  (32x more points), is not provably exact at 10^8 and needs > 4 GiB there;
-  the additive FFT is exact by construction and needs 16 bytes per point
-  (about 135 MB at n_in = 10^8, n_out = n_in / 4).
+  whose products GF(2^64) holds without reduction. O(N log N) field products
+  for N ~ (|s| + |k|) / 32 points against N^1.58 for Karatsuba: Karatsuba
+  measured 47 Mb/s at n_in = 10^6 (and the issue's < 3 Mb/s at 10^8); the FFT
+  about 480 Mb/s at 10^6, 350 Mb/s at 10^7 and 300 Mb/s at 10^8 (n_out = n_in/4).
+  Only the middle n_out bits are needed: the key is cut into b blocks whose
+  products are summed in the transform domain (b = 3 at 10^6 gives 2^15-point
+  transforms instead of 2^17). The time is split roughly evenly between the
+  butterflies (AVX-512 VPCLMULQDQ, 8 products per instruction pair) and the
+  XOR-only basis conversions; at 10^8 memory traffic and page faults add to it.
+* not a complex floating-point FFT: it needs one point per bit (32x more points
+  than the additive FFT), is not provably exact at 10^8, and would need > 4 GiB
+  there; the numpy version of it is the benchmark baseline (2-3 Mb/s). The
+  additive FFT is exact by construction and needs 8 bytes per point, 3 arrays:
+  about 100 MB at n_in = 10^8, n_out = n_in / 4.
 
-CPU dispatch: PCLMULQDQ when ``qpp_cpu_features()`` reports it, else portable C
-with the same results (tests compare both). The C call releases the GIL.
+CPU dispatch at run time: AVX-512 VPCLMULQDQ kernels when the CPU has them and
+the AVX2 feature bit is enabled, else PCLMULQDQ (SSE) when ``qpp_cpu_features()``
+reports it, else portable C; all three give the same bits (the tests compare
+them, forcing paths with ``qpp_cpu_disable``). ``kernel()`` says which runs.
+The C code has no global state and the call releases the GIL.
 """
 
 from __future__ import annotations

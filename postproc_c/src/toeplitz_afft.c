@@ -1,9 +1,10 @@
-/* GF(2)[x] multiplication by an additive FFT over GF(2^64), for the large
- * Toeplitz-hash sizes.
+/* Toeplitz hash by an additive FFT over GF(2^64), for the large sizes.
  *
  * Method (Chen, Cheng, Kuo, Li, Yang, "Multiplying boolean polynomials with
- * Frobenius partitions in additive fast Fourier transform", 2017, sec. 2-3,
- * built on Lin, Chung, Han, FOCS 2014 and Gao & Mateer, IEEE TIT 2010):
+ * Frobenius partitions in additive fast Fourier transform", arXiv 1803.11301,
+ * built on Lin, Chung, Han, "Novel polynomial basis and its application to
+ * Reed-Solomon erasure codes", FOCS 2014 (LCH), and Gao & Mateer, "Additive fast
+ * Fourier transforms over finite fields", IEEE TIT 56(12), 2010):
  *   1. cut each GF(2) polynomial into 32-bit pieces and read every piece as an
  *      element of GF(2^64) = GF(2)[z]/(z^64 + z^4 + z^3 + z + 1) in polynomial
  *      basis; a product of two pieces has degree <= 62, so sums of such
@@ -12,20 +13,28 @@
  *      GF(2^64); convert it from the monomial basis to the LCH "novel" basis
  *      X_j = prod_{bit i of j} s_i(y), where s_i is the subspace polynomial of
  *      span(beta_0..beta_{i-1}) for the Cantor basis beta (beta_0 = 1,
- *      beta_i^2 + beta_i = beta_{i-1}); then s_i(y) = sum_{t subset of i} y^(2^t)
- *      (Gao & Mateer sec. IV; Lucas' theorem on binom(i, t) mod 2) has 0/1
- *      coefficients, so the conversion is XORs only;
- *   3. LCH FFT (Lin-Chung-Han 2014, Algorithm 2): evaluate at the 2^k points
- *      omega_u = sum_{bit j of u} beta_j; the butterfly at level r for the block
- *      starting at point p uses the twiddle s_r(omega_p) = omega_(p >> r)
- *      (s_r(beta_j) = beta_(j - r) for the Cantor basis);
+ *      beta_i^2 + beta_i = beta_{i-1}). Then s_i = (y^2 + y) composed i times
+ *      = sum_{t subset of i} y^(2^t) (binom(i, t) mod 2 by Lucas' theorem) has
+ *      0/1 coefficients and s_i(beta_i) = 1, so no normalisation is needed and
+ *      the conversion (repeated division by s_i) is XORs only;
+ *   3. LCH FFT: evaluate at the 2^k points omega_u = sum_{bit j of u} beta_j.
+ *      Writing D = D0 + s_r D1 for a block of 2^(r+1) coefficients whose points
+ *      start at omega_p, s_r(omega_p + omega_u) is c = s_r(omega_p) for u < 2^r
+ *      and c + 1 above, so the butterfly is D0 += c D1; D1 += D0, and with
+ *      s_r(beta_j) = beta_(j-r) the twiddle is c = omega_(p >> r);
  *   4. multiply pointwise, inverse FFT, convert back to the monomial basis, and
  *      fold the 63-bit piece products into bits (piece m sits at bit 32 m).
- * The product is exact when its length in pieces is <= 2^k.
+ * The product is exact when its length in pieces is <= 2^k. Only the middle
+ * n_out bits are needed, which is used by cutting the key into `blocks` pieces:
+ * each block's product with its seed segment carries the output at the same
+ * offset, so the blocks are summed in the transform domain and inverted once
+ * (2b + 1 transforms of a smaller size; b chosen by a cost model: at n_in = 10^6,
+ * n_out = n_in / 4 it takes b = 3 and 2^15 points instead of b = 1 and 2^17).
  *
- * GF(2^64) products use PCLMULQDQ (2 per 128-bit register) with a shift-based
- * reduction, or the portable multiply; results are bit-identical. No global
- * state: the Cantor basis and twiddle tables are computed per call (~us).
+ * Kernels: AVX-512 VPCLMULQDQ (8 GF(2^64) products per step, levels 0-2 fused
+ * in registers), PCLMULQDQ on SSE (2 per step), portable C; all bit-identical.
+ * No global mutable state: the Cantor basis is a constant table (checked on
+ * every call), twiddle tables live in the per-call plan.
  */
 /* madvise(MADV_HUGEPAGE) is a Linux extension outside _POSIX_C_SOURCE. */
 #define _DEFAULT_SOURCE 1
@@ -37,14 +46,6 @@
 
 #include "qpp_common.h"
 #include "gf2x_internal.h"
-#ifdef QPP_PROFILE
-#include <stdio.h>
-#include <time.h>
-static double pnow(void){struct timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID,&t); return t.tv_sec+t.tv_nsec*1e-9;}
-#define PT(name) do { double _t = pnow(); fprintf(stderr, "%-10s %8.2f ms\n", name, (_t - _t0) * 1e3); _t0 = _t; } while (0)
-#else
-#define PT(name) do {} while (0)
-#endif
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define QPP_HAVE_X86 1
@@ -847,22 +848,16 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
     if (st != QPP_OK)
         goto done;
     uint64_t *A = work, *B = work + n, *acc = blocks > 1 ? work + 2 * n : A;
-#ifdef QPP_PROFILE
-    double _t0 = pnow();
-#endif
     for (unsigned bi = 0; bi < blocks; bi++) {
         size_t o = (size_t)bi * L;
         size_t len = o + L <= n_in ? L : n_in - o;
         int64_t sigma = (int64_t)n_in - (int64_t)o - (int64_t)L;
         load_pieces(A, n, seed, n_seed, sigma, L + n_out - 1);
         load_pieces(B, n, key, n_in, (int64_t)o, len);
-        PT("load");
         to_novel(A, k - 1, ps, fast);
         to_novel(B, k - 1, pk, fast);
-        PT("to_novel");
         fft_block(A, 0, k - 1, &pl, fast);
         fft_block(B, 0, k - 1, &pl, fast);
-        PT("fft");
 #if QPP_HAVE_X86
         if (fast == 2)
             pointwise_avx512(acc, A, B, n, bi > 0);
@@ -876,12 +871,9 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
         else
             for (size_t i = 0; i < n; i++)
                 acc[i] ^= gf64_mul_portable(A[i], B[i]);
-        PT("pointwise");
     }
     ifft_block(acc, 0, k - 1, &pl, fast);
-    PT("ifft");
     from_novel(acc, k - 1, fast);
-    PT("from_novel");
     /* Fold pieces into words: word w = C[2w] ^ C[2w+1] << 32 ^ C[2w-1] >> 32,
      * for the words covering [L - 1, L - 1 + n_out); B is free again. */
     {
@@ -896,7 +888,6 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
         }
         qpp_gf2x_extract(out, B, w1 - w0, start % 64, n_out);
     }
-    PT("fold");
     st = QPP_OK;
 done:
     free(work);
