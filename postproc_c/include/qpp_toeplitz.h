@@ -26,7 +26,7 @@ enum { QPP_TOEPLITZ_MAX_BITS = 1073741824 };
 
 /* 1 <= n_out <= n_in <= QPP_TOEPLITZ_MAX_BITS, else QPP_ERR_LENGTH; NULL pointers
  * give QPP_ERR_NULL; QPP_ERR_NOMEM if working memory cannot be allocated (the FFT
- * method uses at most three arrays of 2^k words with 2^k < (n_in + 2 n_out) / 8,
+ * method uses at most three arrays of 2^k words, 2^k < (2 n_in + n_out) / 16 + 8,
  * about 100 MB at n_in = 10^8, n_out = n_in / 4; Karatsuba about 14 n_in / 8 bytes). */
 int qpp_toeplitz_hash(const uint64_t *key, size_t n_in, const uint64_t *seed, size_t n_out,
                       uint64_t *out) QPP_WUR;
