@@ -663,6 +663,49 @@ QPP_AVX512_TARGET static void mul_step_512(uint64_t *d, unsigned r)
     }
 }
 
+/* Levels 3..1 of a conversion act on each group of 16 values as one fixed 0/1
+ * matrix. Its columns come from running the scalar steps on the 16 unit
+ * "vectors" 1 << j (bit j of output i says whether input j is XORed into it);
+ * then every group is 16 broadcasts and 32 masked XORs, instead of the scalar
+ * chains of dependent XORs (several times slower). */
+typedef struct {
+    __mmask8 mx[16], my[16];
+} lin16_t;
+
+static void lin16_init(lin16_t *m, int inverse)
+{
+    uint64_t v[16];
+    for (unsigned j = 0; j < 16; j++)
+        v[j] = UINT64_C(1) << j;
+    if (inverse)
+        from_novel_levels(v, 3);
+    else
+        to_novel_levels(v, 3);
+    for (unsigned j = 0; j < 16; j++) {
+        unsigned x = 0, y = 0;
+        for (unsigned i = 0; i < 8; i++) {
+            x |= (unsigned)((v[i] >> j) & 1) << i;
+            y |= (unsigned)((v[8 + i] >> j) & 1) << i;
+        }
+        m->mx[j] = (__mmask8)x;
+        m->my[j] = (__mmask8)y;
+    }
+}
+
+QPP_AVX512_TARGET static void lin16_apply(uint64_t *d, size_t n, const lin16_t *m)
+{
+    for (size_t q = 0; q < n; q += 16) {
+        __m512i x = _mm512_setzero_si512(), y = _mm512_setzero_si512();
+        for (unsigned j = 0; j < 16; j++) {
+            __m512i b = _mm512_set1_epi64((long long)d[q + j]);
+            x = _mm512_mask_xor_epi64(x, m->mx[j], x, b);
+            y = _mm512_mask_xor_epi64(y, m->my[j], y, b);
+        }
+        _mm512_storeu_si512(d + q, x);
+        _mm512_storeu_si512(d + q + 8, y);
+    }
+}
+
 QPP_AVX512_TARGET static void to_novel_levels_512(uint64_t *d, unsigned r)
 {
     if (r < 4) {
@@ -673,8 +716,9 @@ QPP_AVX512_TARGET static void to_novel_levels_512(uint64_t *d, unsigned r)
     for (unsigned lv = r; lv >= 4; lv--)
         for (size_t q = 0; q < n; q += (size_t)2 << lv)
             div_step_512(d + q, lv);
-    for (size_t q = 0; q < n; q += 16)
-        to_novel_levels(d + q, 3);
+    lin16_t m;
+    lin16_init(&m, 0);
+    lin16_apply(d, n, &m);
 }
 
 QPP_AVX512_TARGET static void from_novel_levels_512(uint64_t *d, unsigned r)
@@ -684,8 +728,9 @@ QPP_AVX512_TARGET static void from_novel_levels_512(uint64_t *d, unsigned r)
         return;
     }
     size_t n = (size_t)2 << r;
-    for (size_t q = 0; q < n; q += 16)
-        from_novel_levels(d + q, 3);
+    lin16_t m;
+    lin16_init(&m, 1);
+    lin16_apply(d, n, &m);
     for (unsigned lv = 4; lv <= r; lv++)
         for (size_t q = 0; q < n; q += (size_t)2 << lv)
             mul_step_512(d + q, lv);
