@@ -541,14 +541,14 @@ QPP_INLINE unsigned sr_terms(unsigned r, size_t *offs)
  * d[i - h + 2^t] ^= d[i] for every lower term. Every write lands at least
  * c = h - max(2^t) >= h/2 below its source, so chunks of c sources (taken from
  * the top) are free of hazards and each term is one vectorisable XOR stream. */
-QPP_INLINE void div_step(uint64_t *d, unsigned r)
+QPP_INLINE void div_step_top(uint64_t *d, unsigned r, size_t top)
 {
     size_t h = (size_t)1 << r, offs[32];
     unsigned nt = sr_terms(r, offs);
     if (nt == 0)
         return;
     size_t c = h - offs[nt - 1];
-    for (size_t hi = 2 * h; hi > h;) {
+    for (size_t hi = top; hi > h;) {
         size_t lo = hi - c < h ? h : hi - c;
         for (unsigned u = 0; u < nt; u++) {
             uint64_t *dst = d + offs[u] - h;
@@ -558,6 +558,8 @@ QPP_INLINE void div_step(uint64_t *d, unsigned r)
         hi = lo;
     }
 }
+
+QPP_INLINE void div_step(uint64_t *d, unsigned r) { div_step_top(d, r, (size_t)2 << r); }
 
 /* Inverse of div_step: d = d0 + s_r(y) d1 multiplied out; chunks from the bottom. */
 QPP_INLINE void mul_step(uint64_t *d, unsigned r)
@@ -609,7 +611,7 @@ QPP_INLINE void from_novel_levels(uint64_t *d, unsigned r)
 }
 
 /* The same code compiled twice: generic x86-64/arm64, and for AVX-512 (wider XORs). */
-static void div_step_gen(uint64_t *d, unsigned r) { div_step(d, r); }
+static void div_step_gen(uint64_t *d, unsigned r, size_t top) { div_step_top(d, r, top); }
 static void mul_step_gen(uint64_t *d, unsigned r) { mul_step(d, r); }
 static void to_novel_levels_gen(uint64_t *d, unsigned r) { to_novel_levels(d, r); }
 static void from_novel_levels_gen(uint64_t *d, unsigned r) { from_novel_levels(d, r); }
@@ -617,50 +619,67 @@ static void from_novel_levels_gen(uint64_t *d, unsigned r) { from_novel_levels(d
 /* AVX-512 division / multiplication steps for h >= 16: chunks are cut to
  * multiples of 8 words, one XOR stream per term (fusing the terms per source
  * vector was slower: overlapping misaligned stores defeat store forwarding). */
-QPP_AVX512_TARGET static void div_step_512(uint64_t *d, unsigned r)
+/* All blocks of 2^(r+1) words in d[0 .. n), r >= 4 (h >= 16); in each block only
+ * the first `top` words may be nonzero (rounded up to 8: XORing zeros is harmless). */
+QPP_AVX512_TARGET static void div_blocks_512(uint64_t *d, size_t n, unsigned r, size_t top)
 {
     size_t h = (size_t)1 << r, offs[32];
-    if (h < 16) {
-        div_step(d, r);
-        return;
-    }
     unsigned nt = sr_terms(r, offs);
     if (nt == 0)
         return;
     size_t c = (h - offs[nt - 1]) & ~(size_t)7;
-    for (size_t hi = 2 * h; hi > h;) {
-        size_t lo = hi - c < h ? h : hi - c;
-        for (unsigned u = 0; u < nt; u++) {
-            uint64_t *dst = d + offs[u] - h;
-            for (size_t i = lo; i < hi; i += 8)
-                _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(dst + i),
-                                                              _mm512_loadu_si512(d + i)));
+    top = (top + 7) & ~(size_t)7;
+    for (size_t q = 0; q < n; q += 2 * h) {
+        uint64_t *b = d + q;
+        for (size_t hi = top; hi > h;) {
+            size_t lo = hi - c < h ? h : hi - c;
+            for (unsigned u = 0; u < nt; u++) {
+                uint64_t *dst = b + offs[u] - h;
+                for (size_t i = lo; i < hi; i += 8)
+                    _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(dst + i),
+                                                                  _mm512_loadu_si512(b + i)));
+            }
+            hi = lo;
         }
-        hi = lo;
     }
+}
+
+QPP_AVX512_TARGET static void mul_blocks_512(uint64_t *d, size_t n, unsigned r)
+{
+    size_t h = (size_t)1 << r, offs[32];
+    unsigned nt = sr_terms(r, offs);
+    if (nt == 0)
+        return;
+    size_t c = (h - offs[nt - 1]) & ~(size_t)7;
+    for (size_t q = 0; q < n; q += 2 * h) {
+        uint64_t *b = d + q;
+        for (size_t lo = h; lo < 2 * h;) {
+            size_t hi = lo + c > 2 * h ? 2 * h : lo + c;
+            for (unsigned u = 0; u < nt; u++) {
+                uint64_t *dst = b + offs[u] - h;
+                for (size_t i = lo; i < hi; i += 8)
+                    _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(dst + i),
+                                                                  _mm512_loadu_si512(b + i)));
+            }
+            lo = hi;
+        }
+    }
+}
+
+QPP_AVX512_TARGET static void div_step_512(uint64_t *d, unsigned r, size_t top)
+{
+    if (r < 4)
+        div_step_top(d, r, top);
+    else
+        div_blocks_512(d, (size_t)2 << r, r, top);
 }
 
 QPP_AVX512_TARGET static void mul_step_512(uint64_t *d, unsigned r)
 {
-    size_t h = (size_t)1 << r, offs[32];
-    if (h < 16) {
+    if (r < 4)
         mul_step(d, r);
-        return;
-    }
-    unsigned nt = sr_terms(r, offs);
-    if (nt == 0)
-        return;
-    size_t c = (h - offs[nt - 1]) & ~(size_t)7;
-    for (size_t lo = h; lo < 2 * h;) {
-        size_t hi = lo + c > 2 * h ? 2 * h : lo + c;
-        for (unsigned u = 0; u < nt; u++) {
-            uint64_t *dst = d + offs[u] - h;
-            for (size_t i = lo; i < hi; i += 8)
-                _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(dst + i),
-                                                              _mm512_loadu_si512(d + i)));
-        }
-        lo = hi;
-    }
+    else
+        mul_blocks_512(d, (size_t)2 << r, r);
 }
 
 /* Levels 3..1 of a conversion act on each group of 16 values as one fixed 0/1
@@ -714,8 +733,7 @@ QPP_AVX512_TARGET static void to_novel_levels_512(uint64_t *d, unsigned r)
     }
     size_t n = (size_t)2 << r;
     for (unsigned lv = r; lv >= 4; lv--)
-        for (size_t q = 0; q < n; q += (size_t)2 << lv)
-            div_step_512(d + q, lv);
+        div_blocks_512(d, n, lv, (size_t)2 << lv);
     lin16_t m;
     lin16_init(&m, 0);
     lin16_apply(d, n, &m);
@@ -732,8 +750,7 @@ QPP_AVX512_TARGET static void from_novel_levels_512(uint64_t *d, unsigned r)
     lin16_init(&m, 1);
     lin16_apply(d, n, &m);
     for (unsigned lv = 4; lv <= r; lv++)
-        for (size_t q = 0; q < n; q += (size_t)2 << lv)
-            mul_step_512(d + q, lv);
+        mul_blocks_512(d, n, lv);
 }
 #define CONV_PICK(name, fast) ((fast) == 2 ? name##_512 : name##_gen)
 #else
@@ -743,19 +760,25 @@ QPP_AVX512_TARGET static void from_novel_levels_512(uint64_t *d, unsigned r)
 enum { CONV_ITER_LOG = 13 }; /* blocks of <= 2^13 words convert level by level in cache */
 
 /* Monomial -> novel basis for 2^(r+1) coefficients of which only the first
- * `support` may be nonzero: divide by s_r, then convert both halves. */
+ * `support` may be nonzero: divide by s_r, then convert both halves. The
+ * quotient has support - h nonzero words, so zero tails are never touched;
+ * full blocks of <= 2^CONV_ITER_LOG words go level by level in cache. */
 static void to_novel(uint64_t *d, unsigned r, size_t support, int fast)
 {
     size_t h = (size_t)1 << r;
+    if (support == 0)
+        return;
     if (support <= h) {
         if (r > 0)
             to_novel(d, r - 1, support, fast);
         return;
     }
-    if (r + 1 > CONV_ITER_LOG) {
-        CONV_PICK(div_step, fast)(d, r);
-        to_novel(d, r - 1, h, fast);
-        to_novel(d + h, r - 1, h, fast);
+    if (r + 1 > CONV_ITER_LOG || support < 2 * h) {
+        CONV_PICK(div_step, fast)(d, r, support);
+        if (r > 0) {
+            to_novel(d, r - 1, h, fast);
+            to_novel(d + h, r - 1, support - h, fast);
+        }
         return;
     }
     CONV_PICK(to_novel_levels, fast)(d, r);
