@@ -27,12 +27,17 @@ the wall-clock figures):
   whose products GF(2^64) holds without reduction. O(N log N) field products
   for N ~ (|s| + |k|) / 32 points against N^1.58 for Karatsuba: Karatsuba
   measured 47 Mb/s at n_in = 10^6 (and the issue's < 3 Mb/s at 10^8); the FFT
-  about 480 Mb/s at 10^6, 350 Mb/s at 10^7 and 300 Mb/s at 10^8 (n_out = n_in/4).
+  about 700 Mb/s at 10^6, 450-530 Mb/s at 10^7 and 420 Mb/s at 10^8
+  (n_out = n_in / 4; CPU time, best of several runs).
   Only the middle n_out bits are needed: the key is cut into b blocks whose
   products are summed in the transform domain (b = 3 at 10^6 gives 2^15-point
-  transforms instead of 2^17). The time is split roughly evenly between the
-  butterflies (AVX-512 VPCLMULQDQ, 8 products per instruction pair) and the
-  XOR-only basis conversions; at 10^8 memory traffic and page faults add to it.
+  transforms instead of 2^17: 1.4 ms against 2.8 ms). The rest of the speed came
+  from measured steps: AVX-512 VPCLMULQDQ butterflies (8 products per
+  instruction pair, lowest three levels fused in registers), XOR-only basis
+  conversions that skip zero tails and do their lowest three levels as one
+  16x16 0/1 matrix, a constant Cantor-basis table (solving for it per call cost
+  270 us), and huge pages for the work arrays (page faults were a quarter of
+  the time at 10^8).
 * not a complex floating-point FFT: it needs one point per bit (32x more points
   than the additive FFT), is not provably exact at 10^8, and would need > 4 GiB
   there; the numpy version of it is the benchmark baseline (2-3 Mb/s). The
