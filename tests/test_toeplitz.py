@@ -169,6 +169,10 @@ def test_large_spot_check(n_in):
     key, seed = _random_words(rng, n_in), _random_words(rng, n_in + n_out - 1)
     out = toeplitz_hash(key, n_in, seed, n_out)
     assert out.size == (n_out + 63) // 64
+    if sys.platform == "linux":  # the whole process, inputs included, stayed far below 4 GiB
+        import resource
+
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 < 2**32
     idx = np.unique(np.concatenate([[0, 1, 63, 64, n_out // 2, n_out - 2, n_out - 1],
                                     rng.integers(0, n_out, 9)]))
     spot_check(key, n_in, seed, out, idx)
