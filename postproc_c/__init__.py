@@ -28,6 +28,7 @@ from .sifting import (
     frame_counts,
     sift,
 )
+from .toeplitz import toeplitz_hash
 
 
 def cpu_features() -> list[str]:
@@ -42,5 +43,5 @@ __all__ = [
     "bob_announce", "bob_sift", "error_counts", "frame_counts", "sift",
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
     "make_side", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory", "selftest",
-    "unpack_bits",
+    "toeplitz_hash", "unpack_bits",
 ]
