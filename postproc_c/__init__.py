@@ -12,6 +12,8 @@ or instruments.
 from ._binding import Error, ffi, lib
 from ._version import __version__
 from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
+from . import cascade  # noqa: E402,F401  (registers "cascade" and "cascade-original")
+from .cascade import CascadeSide
 from .selftest import SelfTestError, selftest
 
 
@@ -23,6 +25,6 @@ def cpu_features() -> list[str]:
 
 
 __all__ = [
-    "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
+    "CascadeSide", "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
     "make_side", "methods", "reconcile_in_memory", "selftest",
 ]

@@ -1,0 +1,730 @@
+/* Cascade reconciliation: Alice is a parity oracle, Bob runs the passes.
+ *
+ * References:
+ *  [BS93] G. Brassard, L. Salvail, "Secret-key reconciliation by public
+ *         discussion", EUROCRYPT '93 (the original protocol: k1 = 0.73/p,
+ *         k_i = 2 k_{i-1}, four passes, BINARY bisection, cascade effect).
+ *  [MM15] J. Martinez-Mateo, C. Pacher, M. Peev, A. Ciurana, V. Martin,
+ *         "Demystifying the information reconciliation protocol Cascade",
+ *         QIC 15 (2015), arXiv:1407.3257. Sec. 2 (protocol and efficiency
+ *         f = leaked/(n h(p))), Sec. 4-5 (optimizations: block reuse i.e. the
+ *         smallest already disclosed sub-block containing a corrected bit is
+ *         bisected instead of its top-level block; parity inference; block-size
+ *         schedule). We use their best configuration "Cascade opt. (8)":
+ *         alpha = log2(1/p) - 1/2, k1 = 2^ceil(alpha), k2 = 2^ceil((alpha+12)/2),
+ *         k3 = 4096, k_i = n/2 for i >= 4, 14 passes, defined there for
+ *         n = 2^14; we generalize 12 -> log2(n) - 2 and 4096 -> n/4 so the
+ *         schedule equals theirs at n = 2^14.
+ *
+ * Data structures (per pass j):
+ *  - pos_j[i]: position of key bit i in pass order (inv_j the inverse); pass 0
+ *    is the identity (errors are i.i.d., a first shuffle buys nothing);
+ *  - copy_j: the key packed in pass order, so a range of a pass is a range of
+ *    words: parities are XORs of words and one popcount parity, never per bit;
+ *    Alice also keeps prefix parities of copy_j, so any range costs O(1);
+ *  - each top-level block is the root of an implicit binary tree (heap index h,
+ *    node [s, s+len) splits into ceil(len/2) | floor(len/2)); Bob keeps bitmaps
+ *    known/err/pend over node ids (block * cap2 + h): known = Alice's parity
+ *    was disclosed or inferred, err = current parity difference Alice^Bob.
+ *    Flipping bit i toggles err along the known nodes of the path to pos_j[i]
+ *    in each pass (O(passes * log k)), which is the cascade effect without any
+ *    rescan: the deepest odd known node is queued for bisection.
+ * Leakage convention ([MM15] Sec. 2): the parity bits Alice discloses.
+ * Bob's messages carry only positions (which ranges he wants), no key bits.
+ * Inferred parities (right child = parent ^ left; last top-level block of a
+ * pass >= 2 from the total parity) are not requested and cost nothing.
+ *
+ * Shuffles: xoshiro256** seeded with splitmix64(seed ^ golden*(pass+1)),
+ * Fisher-Yates with the multiply-shift bounded draw (bias < n/2^64,
+ * irrelevant for a public shuffle). Both sides derive the same shuffles from
+ * the shared seed.
+ *
+ * The verification hash is a polynomial over GF(2^61 - 1) of the key's 32-bit
+ * chunks at a point r that Alice draws afresh (verify_key) after the errors
+ * are fixed: distinct keys collide with probability <= (n/32 + 1)/2^61.
+ */
+#include "qpp_cascade.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    uint32_t pass, block, h, start, len;
+} node_t;
+
+typedef struct {
+    uint32_t k, nblocks, cap2;
+    uint32_t *pos, *inv;      /* NULL for the identity pass */
+    uint64_t *copy;           /* key in pass order; == key for the identity pass */
+    uint64_t *prefix;         /* Alice: prefix parities of copy */
+    uint64_t *known, *err, *pend;  /* Bob: node bitmaps */
+    int ready;                /* buffers built */
+    int started;              /* Bob: top-level parities received */
+} pass_t;
+
+enum { B_WAIT_TOP = 1, B_WAIT_RANGE, B_WAIT_VERIFY, B_DONE, A_SERVE, A_DONE };
+
+struct qpp_cascade {
+    int role, variant, state;
+    size_t n, nw;
+    uint64_t seed, verify_key;
+    uint32_t npasses, cur;
+    pass_t p[QPP_CASCADE_MAX_PASSES];
+    uint64_t *key;
+    int total_parity;
+    node_t *act; size_t nact, cact;
+    node_t *req; size_t nreq, creq;
+    uint8_t *out; size_t out_len, out_cap; int has_out;
+    uint32_t seq;             /* Bob: seq of the outstanding request; Alice: next expected */
+    uint32_t expect_bits;     /* Bob: parity bits the outstanding reply must carry */
+    uint64_t parity_bits, verify_bits, sent, received, flips;
+    int success;
+};
+
+/* ---------- small helpers ---------- */
+
+static inline int getb(const uint64_t *w, size_t i) { return (int)((w[i >> 6] >> (i & 63)) & 1u); }
+static inline void flipb(uint64_t *w, size_t i) { w[i >> 6] ^= (uint64_t)1 << (i & 63); }
+static inline void setb(uint64_t *w, size_t i, int v)
+{
+    uint64_t m = (uint64_t)1 << (i & 63);
+    if (v) w[i >> 6] |= m; else w[i >> 6] &= ~m;
+}
+static inline int par64(uint64_t x) { return __builtin_parityll(x); }
+
+static inline void put32(uint8_t *b, uint32_t v)
+{
+    b[0] = (uint8_t)v; b[1] = (uint8_t)(v >> 8); b[2] = (uint8_t)(v >> 16); b[3] = (uint8_t)(v >> 24);
+}
+static inline uint32_t get32(const uint8_t *b)
+{
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+static inline void put64(uint8_t *b, uint64_t v) { put32(b, (uint32_t)v); put32(b + 4, (uint32_t)(v >> 32)); }
+static inline uint64_t get64(const uint8_t *b) { return (uint64_t)get32(b) | (uint64_t)get32(b + 4) << 32; }
+
+/* Parity of bits [s, s+len) of a packed array, len >= 1: XOR of words, one parity. */
+static int range_parity(const uint64_t *w, size_t s, size_t len)
+{
+    size_t e = s + len - 1, ws = s >> 6, we = e >> 6;
+    uint64_t lo = ~(uint64_t)0 << (s & 63), hi = ~(uint64_t)0 >> (63 - (e & 63));
+    if (ws == we) return par64(w[ws] & lo & hi);
+    uint64_t x = w[ws] & lo;
+    for (size_t k = ws + 1; k < we; k++) x ^= w[k];
+    return par64(x ^ (w[we] & hi));
+}
+
+/* prefix bit i = parity of bits [0, i]. */
+static void prefix_parities(const uint64_t *w, size_t nw, uint64_t *out)
+{
+    uint64_t carry = 0;
+    for (size_t k = 0; k < nw; k++) {
+        uint64_t x = w[k];
+        x ^= x << 1; x ^= x << 2; x ^= x << 4; x ^= x << 8; x ^= x << 16; x ^= x << 32;
+        if (carry) x = ~x;
+        out[k] = x;
+        carry = x >> 63;
+    }
+}
+
+static inline int prefix_range(const uint64_t *pp, size_t s, size_t len)
+{
+    int a = getb(pp, s + len - 1);
+    return s ? a ^ getb(pp, s - 1) : a;
+}
+
+/* ---------- PRNG and shuffles ---------- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static inline uint64_t xoshiro(uint64_t s[4])
+{
+    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t; s[3] = rotl(s[3], 45);
+    return r;
+}
+
+static void shuffle_positions(uint64_t seed, unsigned pass, uint32_t *pos, size_t n)
+{
+    uint64_t x = seed ^ (0x9E3779B97F4A7C15ULL * ((uint64_t)pass + 1)), s[4];
+    for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
+    for (size_t i = 0; i < n; i++) pos[i] = (uint32_t)i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(((unsigned __int128)xoshiro(s) * i) >> 64);
+        uint32_t t = pos[i - 1]; pos[i - 1] = pos[j]; pos[j] = t;
+    }
+}
+
+int qpp_cascade_permutation(uint64_t seed, unsigned pass, uint32_t *pos, size_t n)
+{
+    if (!pos) return QPP_ERR_NULL;
+    if (n == 0 || n > 0xFFFFFFFFu) return QPP_ERR_LENGTH;
+    shuffle_positions(seed, pass, pos, n);
+    return QPP_OK;
+}
+
+/* ---------- verification hash ---------- */
+
+static const uint64_t P61 = ((uint64_t)1 << 61) - 1;
+
+static inline uint64_t mulmod61(uint64_t a, uint64_t b)
+{
+    unsigned __int128 z = (unsigned __int128)a * b;
+    uint64_t r = (uint64_t)(z & P61) + (uint64_t)(z >> 61);
+    r = (r & P61) + (r >> 61);
+    return r >= P61 ? r - P61 : r;
+}
+
+uint64_t qpp_cascade_hash(const uint64_t *w, size_t n, uint64_t r)
+{
+    uint64_t h = 0;
+    size_t chunks = (n + 31) / 32;
+    r %= P61;
+    for (size_t t = 0; t < chunks; t++) {
+        uint64_t c = (w[t >> 1] >> ((t & 1) * 32)) & 0xFFFFFFFFu;
+        size_t lo = t * 32;
+        if (lo + 32 > n) c &= ((uint64_t)1 << (n - lo)) - 1;
+        h = mulmod61(h + c, r);
+    }
+    return mulmod61(h + (uint64_t)(n & 0xFFFFFFFFu), r);
+}
+
+/* ---------- schedule ---------- */
+
+int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes, size_t cap,
+                            size_t *npasses)
+{
+    if (!sizes || !npasses) return QPP_ERR_NULL;
+    if (n == 0 || n > 0x7FFFFFFFu) return QPP_ERR_LENGTH;
+    if (!(qber >= 0.0 && qber < 0.5)) return QPP_ERR_VALUE;
+    double p = qber < 1e-5 ? 1e-5 : qber;
+    double k[QPP_CASCADE_MAX_PASSES];
+    size_t np;
+    if (variant == QPP_CASCADE_OPT) {
+        /* [MM15] opt. (8), generalized in n as described at the top of the file. */
+        double alpha = log2(1.0 / p) - 0.5, ln = log2((double)n);
+        np = 14;
+        k[0] = ldexp(1.0, (int)ceil(alpha));
+        k[1] = ldexp(1.0, (int)ceil((alpha + ln - 2.0) / 2.0));
+        k[2] = ceil((double)n / 4.0);
+        for (size_t j = 3; j < np; j++) k[j] = ceil((double)n / 2.0);
+    } else if (variant == QPP_CASCADE_ORIGINAL) {
+        /* [BS93]: k1 = 0.73/p, doubling, four passes. */
+        np = 4;
+        k[0] = ceil(0.73 / p);
+        for (size_t j = 1; j < np; j++) k[j] = 2.0 * k[j - 1];
+    } else {
+        return QPP_ERR_VALUE;
+    }
+    if (cap < np) return QPP_ERR_LENGTH;
+    for (size_t j = 0; j < np; j++) {
+        double v = k[j] < 1.0 ? 1.0 : k[j];
+        sizes[j] = v >= (double)n ? (uint32_t)n : (uint32_t)v;
+    }
+    *npasses = np;
+    return QPP_OK;
+}
+
+/* ---------- object ---------- */
+
+static void pass_free(pass_t *P, const uint64_t *key)
+{
+    free(P->pos); free(P->inv);
+    if (P->copy != key) free(P->copy);
+    free(P->prefix); free(P->known); free(P->err); free(P->pend);
+    memset(P, 0, sizeof *P);
+}
+
+void qpp_cascade_free(qpp_cascade *c)
+{
+    if (!c) return;
+    for (uint32_t j = 0; j < c->npasses; j++) pass_free(&c->p[j], c->key);
+    if (c->key) memset(c->key, 0, c->nw * sizeof *c->key);
+    free(c->key); free(c->act); free(c->req);
+    if (c->out) memset(c->out, 0, c->out_cap);
+    free(c->out);
+    free(c);
+}
+
+/* Build pass j's shuffle and copy of the current key (and Alice's prefixes, Bob's bitmaps). */
+static int pass_ready(qpp_cascade *c, uint32_t j)
+{
+    pass_t *P = &c->p[j];
+    if (P->ready) return QPP_OK;
+    size_t n = c->n, nw = c->nw;
+    if (j == 0) {
+        P->copy = c->key;
+    } else {
+        P->pos = malloc(n * sizeof *P->pos);
+        P->copy = calloc(nw, sizeof *P->copy);
+        if (!P->pos || !P->copy) goto nomem;
+        shuffle_positions(c->seed, j, P->pos, n);
+        if (c->role == QPP_CASCADE_BOB) {
+            P->inv = malloc(n * sizeof *P->inv);
+            if (!P->inv) goto nomem;
+            for (size_t i = 0; i < n; i++) P->inv[P->pos[i]] = (uint32_t)i;
+        }
+        /* Scatter word by word: only set bits move. */
+        for (size_t w = 0; w < nw; w++) {
+            uint64_t x = c->key[w];
+            while (x) {
+                size_t i = (w << 6) | (size_t)__builtin_ctzll(x);
+                x &= x - 1;
+                flipb(P->copy, P->pos[i]);
+            }
+        }
+    }
+    if (c->role == QPP_CASCADE_ALICE) {
+        P->prefix = malloc(nw * sizeof *P->prefix);
+        if (!P->prefix) goto nomem;
+        prefix_parities(P->copy, nw, P->prefix);
+    } else {
+        size_t bits = (size_t)P->nblocks * P->cap2, words = (bits + 63) / 64;
+        P->known = calloc(words, sizeof(uint64_t));
+        P->err = calloc(words, sizeof(uint64_t));
+        P->pend = calloc(words, sizeof(uint64_t));
+        if (!P->known || !P->err || !P->pend) goto nomem;
+    }
+    P->ready = 1;
+    return QPP_OK;
+nomem:
+    {
+        uint32_t k = P->k, nb = P->nblocks, cap2 = P->cap2;
+        pass_free(P, c->key);
+        P->k = k; P->nblocks = nb; P->cap2 = cap2;
+    }
+    return QPP_ERR_NOMEM;
+}
+
+static int ensure_out(qpp_cascade *c, size_t len)
+{
+    if (len <= c->out_cap) return QPP_OK;
+    size_t cap = c->out_cap ? c->out_cap : 256;
+    while (cap < len) cap *= 2;
+    uint8_t *b = malloc(cap);
+    if (!b) return QPP_ERR_NOMEM;
+    if (c->out) { memset(c->out, 0, c->out_cap); free(c->out); }
+    c->out = b; c->out_cap = cap;
+    return QPP_OK;
+}
+
+static void header(qpp_cascade *c, int type, uint32_t seq, uint32_t count)
+{
+    uint8_t *b = c->out;
+    put32(b, QPP_CASCADE_MAGIC);
+    b[4] = QPP_CASCADE_VERSION; b[5] = (uint8_t)type; b[6] = (uint8_t)c->variant; b[7] = 0;
+    put32(b + 8, seq); put32(b + 12, count);
+}
+
+static int push_node(node_t **arr, size_t *n, size_t *cap, node_t x)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        node_t *a = realloc(*arr, nc * sizeof *a);
+        if (!a) return QPP_ERR_NOMEM;
+        *arr = a; *cap = nc;
+    }
+    (*arr)[(*n)++] = x;
+    return QPP_OK;
+}
+
+int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t *key_words,
+                       size_t n_bits, double qber, uint64_t seed, uint64_t verify_key)
+{
+    if (!out) return QPP_ERR_NULL;
+    *out = NULL;
+    if (!key_words) return QPP_ERR_NULL;
+    if (role != QPP_CASCADE_ALICE && role != QPP_CASCADE_BOB) return QPP_ERR_VALUE;
+    uint32_t sizes[QPP_CASCADE_MAX_PASSES];
+    size_t np;
+    int st = qpp_cascade_block_sizes(variant, n_bits, qber, sizes, QPP_CASCADE_MAX_PASSES, &np);
+    if (st) return st;
+    qpp_cascade *c = calloc(1, sizeof *c);
+    if (!c) return QPP_ERR_NOMEM;
+    c->role = role; c->variant = variant; c->n = n_bits; c->nw = (n_bits + 63) / 64;
+    c->seed = seed; c->verify_key = verify_key; c->npasses = (uint32_t)np;
+    for (size_t j = 0; j < np; j++) {
+        pass_t *P = &c->p[j];
+        P->k = sizes[j];
+        P->nblocks = (uint32_t)((n_bits + sizes[j] - 1) / sizes[j]);
+        uint32_t K = 1;
+        while (K < P->k) K <<= 1;
+        P->cap2 = 2 * K;
+    }
+    c->key = malloc(c->nw * sizeof *c->key);
+    if (!c->key) { free(c); return QPP_ERR_NOMEM; }
+    memcpy(c->key, key_words, c->nw * sizeof *c->key);
+    if (n_bits & 63) c->key[c->nw - 1] &= ((uint64_t)1 << (n_bits & 63)) - 1;
+    if (role == QPP_CASCADE_ALICE) {
+        c->state = A_SERVE;
+    } else {
+        /* Bob opens with the top-level parities of pass 0. */
+        st = pass_ready(c, 0);
+        if (!st) st = ensure_out(c, QPP_CASCADE_HEADER_BYTES + QPP_CASCADE_ITEM_BYTES);
+        if (st) { qpp_cascade_free(c); return st; }
+        header(c, QPP_CASCADE_MSG_REQUEST, 0, 1);
+        memset(c->out + 16, 0, 12);
+        c->out[17] = 1;
+        c->out_len = 28; c->has_out = 1;
+        c->cur = 0; c->seq = 0; c->expect_bits = c->p[0].nblocks;
+        c->state = B_WAIT_TOP;
+    }
+    *out = c;
+    return QPP_OK;
+}
+
+size_t qpp_cascade_pending(const qpp_cascade *c) { return (c && c->has_out) ? c->out_len : 0; }
+
+int qpp_cascade_next(qpp_cascade *c, uint8_t *buf, size_t cap, size_t *len)
+{
+    if (!c || !len) return QPP_ERR_NULL;
+    *len = 0;
+    if (!c->has_out) return QPP_OK;
+    if (!buf) return QPP_ERR_NULL;
+    if (cap < c->out_len) return QPP_ERR_LENGTH;
+    memcpy(buf, c->out, c->out_len);
+    *len = c->out_len;
+    c->has_out = 0;
+    c->sent++;
+    if (c->state == A_DONE || c->state == B_DONE) memset(c->out, 0, c->out_cap);
+    return QPP_OK;
+}
+
+/* Alice infers nothing; Bob infers the last top-level block of passes >= 2 (opt). */
+static uint32_t top_bits(const qpp_cascade *c, uint32_t j)
+{
+    uint32_t nb = c->p[j].nblocks;
+    return (c->variant == QPP_CASCADE_OPT && j > 0) ? nb - 1 : nb;
+}
+
+/* ---------- Alice ---------- */
+
+static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
+                      const uint8_t *pl, size_t plen)
+{
+    if (c->state != A_SERVE || c->has_out) return QPP_ERR_STATE;
+    if (seq != c->seq) return QPP_ERR_MESSAGE;
+    if (type == QPP_CASCADE_MSG_FINISH) {
+        if (count != 0 || plen != 0) return QPP_ERR_MESSAGE;
+        int st = ensure_out(c, QPP_CASCADE_HEADER_BYTES + 16);
+        if (st) return st;
+        uint64_t r = c->verify_key % (P61 - 1) + 1;
+        header(c, QPP_CASCADE_MSG_VERIFY, seq, 2);
+        put64(c->out + 16, r);
+        put64(c->out + 24, qpp_cascade_hash(c->key, c->n, r));
+        c->out_len = 32; c->has_out = 1;
+        c->verify_bits = QPP_CASCADE_VERIFY_BITS;
+        c->received++; c->seq++;
+        c->success = 1;
+        c->state = A_DONE;
+        return QPP_OK;
+    }
+    if (type != QPP_CASCADE_MSG_REQUEST) return QPP_ERR_MESSAGE;
+    if (plen != (size_t)count * QPP_CASCADE_ITEM_BYTES) return QPP_ERR_MESSAGE;
+    /* Validate every item before touching anything. */
+    uint64_t bits = 0;
+    for (uint32_t t = 0; t < count; t++) {
+        const uint8_t *it = pl + (size_t)t * QPP_CASCADE_ITEM_BYTES;
+        uint32_t j = it[0], kind = it[1], start = get32(it + 4), len = get32(it + 8);
+        if (j >= c->npasses || it[2] || it[3]) return QPP_ERR_MESSAGE;
+        if (kind == 1) {
+            if (start || len) return QPP_ERR_MESSAGE;
+            bits += top_bits(c, j);
+        } else if (kind == 0) {
+            if (len == 0 || (uint64_t)start + len > c->n) return QPP_ERR_MESSAGE;
+            bits += 1;
+        } else {
+            return QPP_ERR_MESSAGE;
+        }
+    }
+    if (bits > 2 * (uint64_t)c->n + 64) return QPP_ERR_MESSAGE;
+    for (uint32_t t = 0; t < count; t++) {
+        int st = pass_ready(c, pl[(size_t)t * QPP_CASCADE_ITEM_BYTES]);
+        if (st) return st;
+    }
+    size_t nbytes = (size_t)((bits + 7) / 8);
+    int st = ensure_out(c, QPP_CASCADE_HEADER_BYTES + nbytes);
+    if (st) return st;
+    uint8_t *o = c->out + QPP_CASCADE_HEADER_BYTES;
+    memset(o, 0, nbytes);
+    size_t b = 0;
+    for (uint32_t t = 0; t < count; t++) {
+        const uint8_t *it = pl + (size_t)t * QPP_CASCADE_ITEM_BYTES;
+        pass_t *P = &c->p[it[0]];
+        if (it[1] == 1) {
+            uint32_t nb = top_bits(c, it[0]);
+            for (uint32_t blk = 0; blk < nb; blk++, b++) {
+                size_t s = (size_t)blk * P->k, len = c->n - s < P->k ? c->n - s : P->k;
+                if (prefix_range(P->prefix, s, len)) o[b >> 3] |= (uint8_t)(1u << (b & 7));
+            }
+        } else {
+            if (prefix_range(P->prefix, get32(it + 4), get32(it + 8)))
+                o[b >> 3] |= (uint8_t)(1u << (b & 7));
+            b++;
+        }
+    }
+    header(c, QPP_CASCADE_MSG_REPLY, seq, (uint32_t)bits);
+    c->out_len = QPP_CASCADE_HEADER_BYTES + nbytes; c->has_out = 1;
+    c->parity_bits += bits;
+    c->received++; c->seq++;
+    return QPP_OK;
+}
+
+/* ---------- Bob ---------- */
+
+static inline size_t nid(const pass_t *P, uint32_t block, uint32_t h)
+{
+    return (size_t)block * P->cap2 + h;
+}
+
+static inline node_t child(node_t x, int right)
+{
+    uint32_t half = (x.len + 1) / 2;
+    node_t y = x;
+    if (!right) { y.h = 2 * x.h; y.len = half; }
+    else { y.h = 2 * x.h + 1; y.start = x.start + half; y.len = x.len - half; }
+    return y;
+}
+
+static inline node_t root(const qpp_cascade *c, uint32_t j, uint32_t b)
+{
+    const pass_t *P = &c->p[j];
+    node_t x;
+    x.pass = j; x.block = b; x.h = 1; x.start = b * P->k;
+    x.len = (uint32_t)(c->n - x.start < P->k ? c->n - x.start : P->k);
+    return x;
+}
+
+static inline int bob_parity(const qpp_cascade *c, node_t x)
+{
+    return range_parity(c->p[x.pass].copy, x.start, x.len);
+}
+
+/* Correct key bit i and propagate: toggle err along known nodes of every started pass. */
+static int bob_flip(qpp_cascade *c, size_t i)
+{
+    flipb(c->key, i);
+    c->flips++;
+    for (uint32_t j = 0; j < c->npasses; j++) {
+        pass_t *P = &c->p[j];
+        if (!P->started) continue;
+        uint32_t q = P->pos ? P->pos[i] : (uint32_t)i;
+        if (P->copy != c->key) flipb(P->copy, q);
+        node_t x = root(c, j, q / P->k), best = x;
+        int have = 0;
+        for (;;) {
+            size_t id = nid(P, x.block, x.h);
+            if (!getb(P->known, id)) break;
+            flipb(P->err, id);
+            if (getb(P->err, id)) { best = x; have = 1; }
+            if (x.len == 1) break;
+            node_t l = child(x, 0);
+            x = q < l.start + l.len ? l : child(x, 1);
+        }
+        if (c->variant == QPP_CASCADE_ORIGINAL) {
+            /* [BS93]: only top-level blocks of earlier passes are revisited. */
+            best = root(c, j, q / P->k);
+            have = getb(P->err, nid(P, best.block, 1));
+        }
+        if (have) {
+            int st = push_node(&c->act, &c->nact, &c->cact, best);
+            if (st) return st;
+        }
+    }
+    return QPP_OK;
+}
+
+/* The original protocol keeps no sub-block parities once a bisection ends:
+ * clear the whole tree below the root of the leaf's block. */
+static void clear_bits(uint64_t *w, size_t s, size_t e)
+{
+    while (s < e && (s & 63)) { setb(w, s, 0); s++; }
+    while (s + 64 <= e) { w[s >> 6] = 0; s += 64; }
+    while (s < e) { setb(w, s, 0); s++; }
+}
+
+static void forget_block(qpp_cascade *c, node_t leaf)
+{
+    pass_t *P = &c->p[leaf.pass];
+    size_t base = nid(P, leaf.block, 0);
+    clear_bits(P->known, base + 2, base + P->cap2);
+    clear_bits(P->err, base + 2, base + P->cap2);
+}
+
+static int build_request(qpp_cascade *c)
+{
+    int st;
+    if (c->nreq) {
+        size_t len = QPP_CASCADE_HEADER_BYTES + c->nreq * QPP_CASCADE_ITEM_BYTES;
+        if ((st = ensure_out(c, len))) return st;
+        header(c, QPP_CASCADE_MSG_REQUEST, c->seq, (uint32_t)c->nreq);
+        uint8_t *o = c->out + QPP_CASCADE_HEADER_BYTES;
+        for (size_t t = 0; t < c->nreq; t++, o += QPP_CASCADE_ITEM_BYTES) {
+            node_t l = child(c->req[t], 0);
+            o[0] = (uint8_t)l.pass; o[1] = 0; o[2] = 0; o[3] = 0;
+            put32(o + 4, l.start); put32(o + 8, l.len);
+        }
+        c->out_len = len; c->has_out = 1;
+        c->expect_bits = (uint32_t)c->nreq;
+        c->state = B_WAIT_RANGE;
+    } else if (c->cur + 1 < c->npasses) {
+        uint32_t j = c->cur + 1;
+        if ((st = pass_ready(c, j))) return st;
+        if ((st = ensure_out(c, QPP_CASCADE_HEADER_BYTES + QPP_CASCADE_ITEM_BYTES))) return st;
+        header(c, QPP_CASCADE_MSG_REQUEST, c->seq, 1);
+        memset(c->out + 16, 0, 12);
+        c->out[16] = (uint8_t)j; c->out[17] = 1;
+        c->out_len = 28; c->has_out = 1;
+        c->cur = j;
+        c->expect_bits = top_bits(c, j);
+        c->state = B_WAIT_TOP;
+    } else {
+        if ((st = ensure_out(c, QPP_CASCADE_HEADER_BYTES))) return st;
+        header(c, QPP_CASCADE_MSG_FINISH, c->seq, 0);
+        c->out_len = QPP_CASCADE_HEADER_BYTES; c->has_out = 1;
+        c->state = B_WAIT_VERIFY;
+    }
+    return QPP_OK;
+}
+
+/* Run every active bisection as far as known parities allow; queue requests. */
+static int bob_advance(qpp_cascade *c)
+{
+    size_t w = 0;
+    int st;
+    for (size_t a = 0; a < c->nact; a++) {
+        node_t x = c->act[a];
+        pass_t *P = &c->p[x.pass];
+        size_t id = nid(P, x.block, x.h);
+        if (!getb(P->known, id) || !getb(P->err, id)) continue;
+        int keep = 0;
+        for (;;) {
+            if (x.len == 1) {
+                size_t i = P->inv ? P->inv[x.start] : x.start;
+                if ((st = bob_flip(c, i))) return st;
+                if (c->variant == QPP_CASCADE_ORIGINAL) forget_block(c, x);
+                break;
+            }
+            node_t l = child(x, 0);
+            size_t lid = nid(P, l.block, l.h);
+            if (getb(P->known, lid)) {
+                x = getb(P->err, lid) ? l : child(x, 1);
+                continue;
+            }
+            if (!getb(P->pend, lid)) {
+                setb(P->pend, lid, 1);
+                if ((st = push_node(&c->req, &c->nreq, &c->creq, x))) return st;
+            }
+            keep = 1;
+            break;
+        }
+        if (keep) c->act[w++] = x;
+    }
+    c->nact = w;
+    if (c->nact && !c->nreq) return QPP_ERR_INTERNAL;
+    c->seq++;
+    return build_request(c);
+}
+
+static int bob_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
+                    const uint8_t *pl, size_t plen)
+{
+    if (c->has_out) return QPP_ERR_STATE;
+    if (c->state == B_DONE) return QPP_ERR_STATE;
+    if (seq != c->seq) return QPP_ERR_MESSAGE;
+    if (c->state == B_WAIT_VERIFY) {
+        if (type != QPP_CASCADE_MSG_VERIFY || count != 2 || plen != 16) return QPP_ERR_MESSAGE;
+        uint64_t r = get64(pl), h = get64(pl + 8);
+        if (r == 0 || r >= P61 || h >= P61) return QPP_ERR_MESSAGE;
+        c->success = qpp_cascade_hash(c->key, c->n, r) == h;
+        c->verify_bits = QPP_CASCADE_VERIFY_BITS;
+        c->received++;
+        c->state = B_DONE;
+        return QPP_OK;
+    }
+    if (type != QPP_CASCADE_MSG_REPLY || count != c->expect_bits) return QPP_ERR_MESSAGE;
+    if (plen != ((size_t)count + 7) / 8) return QPP_ERR_MESSAGE;
+    if ((count & 7) && (pl[plen - 1] >> (count & 7))) return QPP_ERR_MESSAGE;
+    if (c->state == B_WAIT_TOP) {
+        uint32_t j = c->cur;
+        pass_t *P = &c->p[j];
+        int par = 0;
+        P->started = 1;
+        for (uint32_t b = 0; b < P->nblocks; b++) {
+            int a = b < count ? (pl[b >> 3] >> (b & 7)) & 1 : c->total_parity ^ par;
+            par ^= a;
+            node_t x = root(c, j, b);
+            size_t id = nid(P, b, 1);
+            int e = a ^ bob_parity(c, x);
+            setb(P->known, id, 1);
+            setb(P->err, id, e);
+            if (e) {
+                int st = push_node(&c->act, &c->nact, &c->cact, x);
+                if (st) return st;
+            }
+        }
+        if (j == 0) c->total_parity = par;
+    } else if (c->state == B_WAIT_RANGE) {
+        for (size_t t = 0; t < c->nreq; t++) {
+            node_t x = c->req[t], l = child(x, 0), r = child(x, 1);
+            pass_t *P = &c->p[x.pass];
+            size_t id = nid(P, x.block, x.h), lid = nid(P, l.block, l.h), rid = nid(P, r.block, r.h);
+            setb(P->pend, lid, 0);
+            if (!getb(P->known, id)) continue;   /* forgotten meanwhile (original variant) */
+            int e = ((pl[t >> 3] >> (t & 7)) & 1) ^ bob_parity(c, l);
+            setb(P->known, lid, 1); setb(P->err, lid, e);
+            setb(P->known, rid, 1); setb(P->err, rid, e ^ getb(P->err, id));
+        }
+        c->nreq = 0;
+    } else {
+        return QPP_ERR_STATE;
+    }
+    c->parity_bits += count;
+    c->received++;
+    return bob_advance(c);
+}
+
+int qpp_cascade_feed(qpp_cascade *c, const uint8_t *msg, size_t len)
+{
+    if (!c || !msg) return QPP_ERR_NULL;
+    if (len < QPP_CASCADE_HEADER_BYTES) return QPP_ERR_MESSAGE;
+    if (get32(msg) != QPP_CASCADE_MAGIC || msg[4] != QPP_CASCADE_VERSION || msg[7] != 0
+        || msg[6] != (uint8_t)c->variant)
+        return QPP_ERR_MESSAGE;
+    int type = msg[5];
+    uint32_t seq = get32(msg + 8), count = get32(msg + 12);
+    const uint8_t *pl = msg + QPP_CASCADE_HEADER_BYTES;
+    size_t plen = len - QPP_CASCADE_HEADER_BYTES;
+    if (c->role == QPP_CASCADE_ALICE) return alice_feed(c, type, seq, count, pl, plen);
+    return bob_feed(c, type, seq, count, pl, plen);
+}
+
+int qpp_cascade_result(const qpp_cascade *c, uint64_t *key_out, size_t n_words, qpp_cascade_stats *st)
+{
+    if (!c || !st) return QPP_ERR_NULL;
+    if (key_out) {
+        if (n_words < c->nw) return QPP_ERR_LENGTH;
+        memcpy(key_out, c->key, c->nw * sizeof *key_out);
+        memset(key_out + c->nw, 0, (n_words - c->nw) * sizeof *key_out);
+    }
+    st->parity_bits = c->parity_bits;
+    st->verify_bits = c->verify_bits;
+    st->leaked_bits = c->parity_bits + c->verify_bits;
+    st->messages_sent = c->sent;
+    st->messages_received = c->received;
+    st->flips = c->flips;
+    st->passes = c->npasses;
+    st->success = c->success;
+    st->done = (c->state == A_DONE && !c->has_out) || c->state == B_DONE;
+    return QPP_OK;
+}
