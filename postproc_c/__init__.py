@@ -9,11 +9,11 @@ so threads can run the core in parallel. This package knows nothing of sockets
 or instruments.
 """
 
+from . import cascade  # noqa: F401  (registers "cascade" and "cascade-original")
 from ._binding import Error, ffi, lib
 from ._version import __version__
-from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
-from . import cascade  # noqa: E402,F401  (registers "cascade" and "cascade-original")
 from .cascade import CascadeSide
+from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
 from .selftest import SelfTestError, selftest
 
 

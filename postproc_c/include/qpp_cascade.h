@@ -68,6 +68,7 @@ typedef struct {
     uint32_t passes;          /* passes of the schedule */
     int success;              /* 1: verification hash matched (Bob), or Bob's FINISH received (Alice) */
     int done;
+    int inconsistent;         /* Bob: replies contradicted each other; the run stopped early */
 } qpp_cascade_stats;
 
 /* Block sizes of the schedule for n bits at this QBER: writes *npasses sizes. */

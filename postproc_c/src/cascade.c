@@ -80,6 +80,7 @@ struct qpp_cascade {
     uint32_t expect_bits;     /* Bob: parity bits the outstanding reply must carry */
     uint64_t parity_bits, verify_bits, sent, received, flips;
     int success;
+    int inconsistent;         /* Bob: the parities he got contradict each other */
 };
 
 /* ---------- small helpers ---------- */
@@ -513,6 +514,9 @@ static inline int bob_parity(const qpp_cascade *c, node_t x)
 /* Correct key bit i and propagate: toggle err along known nodes of every started pass. */
 static int bob_flip(qpp_cascade *c, size_t i)
 {
+    /* With honest parities every flip fixes a real error, so flips <= n; more
+     * means a corrupted (well-formed) reply: stop and let the hash say no. */
+    if (c->flips >= c->n) { c->inconsistent = 1; return QPP_OK; }
     flipb(c->key, i);
     c->flips++;
     for (uint32_t j = 0; j < c->npasses; j++) {
@@ -577,7 +581,7 @@ static int build_request(qpp_cascade *c)
         c->out_len = len; c->has_out = 1;
         c->expect_bits = (uint32_t)c->nreq;
         c->state = B_WAIT_RANGE;
-    } else if (c->cur + 1 < c->npasses) {
+    } else if (c->cur + 1 < c->npasses && !c->inconsistent) {
         uint32_t j = c->cur + 1;
         if ((st = pass_ready(c, j))) return st;
         if ((st = ensure_out(c, QPP_CASCADE_HEADER_BYTES + QPP_CASCADE_ITEM_BYTES))) return st;
@@ -602,7 +606,7 @@ static int bob_advance(qpp_cascade *c)
 {
     size_t w = 0;
     int st;
-    for (size_t a = 0; a < c->nact; a++) {
+    for (size_t a = 0; a < c->nact && !c->inconsistent; a++) {
         node_t x = c->act[a];
         pass_t *P = &c->p[x.pass];
         size_t id = nid(P, x.block, x.h);
@@ -631,6 +635,10 @@ static int bob_advance(qpp_cascade *c)
         if (keep) c->act[w++] = x;
     }
     c->nact = w;
+    if (c->inconsistent) {
+        c->nact = c->nreq = 0;
+        c->cur = c->npasses;   /* skip the remaining passes: FINISH, the hash decides */
+    }
     if (c->nact && !c->nreq) return QPP_ERR_INTERNAL;
     c->seq++;
     return build_request(c);
@@ -725,6 +733,7 @@ int qpp_cascade_result(const qpp_cascade *c, uint64_t *key_out, size_t n_words, 
     st->flips = c->flips;
     st->passes = c->npasses;
     st->success = c->success;
+    st->inconsistent = c->inconsistent;
     st->done = (c->state == A_DONE && !c->has_out) || c->state == B_DONE;
     return QPP_OK;
 }
