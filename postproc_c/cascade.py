@@ -37,6 +37,7 @@ VARIANTS = {"cascade": lib.QPP_CASCADE_OPT, "cascade-original": lib.QPP_CASCADE_
 HEADER_BYTES = lib.QPP_CASCADE_HEADER_BYTES
 ITEM_BYTES = lib.QPP_CASCADE_ITEM_BYTES
 VERIFY_BITS = lib.QPP_CASCADE_VERIFY_BITS
+DEFAULT_FRAME_BITS = 1 << 16   # frames of 2^14-2^16 bits are where opt. (8) was tuned
 
 
 def _variant(method: str) -> int:
@@ -92,7 +93,8 @@ class CascadeSide:
     """
 
     def __init__(self, role: str, bits: np.ndarray, qber: float, *, seed: int = 0,
-                 method: str = "cascade", verify_key: int | None = None) -> None:
+                 method: str = "cascade", verify_key: int | None = None,
+                 frame_bits: int = DEFAULT_FRAME_BITS) -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         bits = _bits_u8(bits, "bits")
@@ -104,6 +106,10 @@ class CascadeSide:
             verify_key = secrets.randbits(64)
         if not 0 <= int(verify_key) < 2**64:
             raise ValueError(f"verify_key: expected an integer in [0, 2^64), got {verify_key!r}")
+        if not isinstance(frame_bits, (int, np.integer)) or not 0 <= int(frame_bits) < 2**31:
+            raise ValueError(f"frame_bits: expected an integer in [0, 2^31), got {frame_bits!r}")
+        if bits.size > int(frame_bits) * 0xFFFF and frame_bits:
+            raise ValueError(f"frame_bits: {frame_bits} gives more than 65535 frames for {bits.size} bits")
         self.role = role
         self.method = method
         self.n = int(bits.size)
@@ -113,7 +119,7 @@ class CascadeSide:
             check("qpp_cascade_create", lib.qpp_cascade_create(
                 pp, lib.QPP_CASCADE_ALICE if role == "alice" else lib.QPP_CASCADE_BOB,
                 _variant(method), ffi.cast("uint64_t *", ffi.from_buffer(words)), self.n,
-                float(qber), int(seed), int(verify_key)))
+                float(qber), int(seed), int(verify_key), int(frame_bits)))
         finally:
             words[:] = 0  # the packed copy is key material
         self._c = ffi.gc(pp[0], lib.qpp_cascade_free)
@@ -178,7 +184,7 @@ class CascadeSide:
             messages=int(st.messages_sent + st.messages_received), success=bool(st.success),
             method=self.method,
             details={"parity_bits": int(st.parity_bits), "verify_bits": int(st.verify_bits),
-                     "passes": int(st.passes), "flips": int(st.flips), "done": bool(st.done),
+                     "passes": int(st.passes), "frames": int(st.frames), "flips": int(st.flips), "done": bool(st.done),
                      "inconsistent": bool(st.inconsistent)})
 
 

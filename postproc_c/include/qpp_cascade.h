@@ -1,5 +1,9 @@
 /* Cascade information reconciliation as a transport-free state machine per side.
  *
+ * One object holds a whole block split into frames (word-aligned, nearly equal
+ * lengths, at most 65535); each frame is an independent Cascade run, and every
+ * round carries the requests of all frames still running in one message.
+ *
  * Alice (the side whose key is kept) is a parity oracle: she answers Bob's
  * parity requests and counts every parity bit she discloses. Bob drives the
  * protocol: top-level block parities of each pass, then BINARY bisection of odd
@@ -16,8 +20,9 @@
  *  12  u32 count   number of items (REQUEST), parity bits (REPLY), 0 (FINISH), 2 (VERIFY)
  * Payload:
  *   REQUEST: count items of 12 bytes: u8 pass, u8 kind (0 = range, 1 = every
- *            top-level block of the pass), u16 0, u32 start, u32 len (pass
- *            positions; start = len = 0 for kind 1).
+ *            top-level block of the pass but, in opt passes >= 2, the last one),
+ *            u16 frame, u32 start, u32 len (positions in the frame's pass order;
+ *            start = len = 0 for kind 1). Items are in frame order.
  *   REPLY:   ceil(count/8) bytes, the parity bits in request order, bit t in
  *            byte t/8 at bit t%8; unused high bits of the last byte are 0.
  *   FINISH:  empty (Bob has run every pass; asks for the verification hash).
@@ -66,6 +71,7 @@ typedef struct {
     uint64_t messages_received;
     uint64_t flips;           /* bits Bob corrected */
     uint32_t passes;          /* passes of the schedule */
+    uint32_t frames;          /* frames the block was split into */
     int success;              /* 1: verification hash matched (Bob), or Bob's FINISH received (Alice) */
     int done;
     int inconsistent;         /* Bob: replies contradicted each other; the run stopped early */
@@ -77,10 +83,11 @@ QPP_WUR int qpp_cascade_block_sizes(int variant, size_t n_bits, double qber,
 
 /* Create one side. key_words: n_bits packed LSB first (unused high bits ignored).
  * seed: shared by both sides (shuffles). verify_key: Alice's fresh random hash key
- * (ignored for Bob). */
+ * (ignored for Bob). frame_bits: target frame length (0 = one frame); both sides
+ * must pass the same n_bits, qber, variant, seed and frame_bits. */
 QPP_WUR int qpp_cascade_create(qpp_cascade **out, int role, int variant,
                                const uint64_t *key_words, size_t n_bits, double qber,
-                               uint64_t seed, uint64_t verify_key);
+                               uint64_t seed, uint64_t verify_key, size_t frame_bits);
 void qpp_cascade_free(qpp_cascade *c);
 
 /* Size in bytes of the next outgoing message, 0 when there is none. */

@@ -53,34 +53,54 @@ typedef struct {
     uint32_t pass, block, h, start, len;
 } node_t;
 
+/* Shuffles of one frame length, shared by every frame of that length. */
+typedef struct {
+    size_t n;
+    uint32_t *pos[QPP_CASCADE_MAX_PASSES], *inv[QPP_CASCADE_MAX_PASSES];
+    uint64_t *mask[QPP_CASCADE_MAX_PASSES];   /* lazy passes: membership of blocks 0..nb-2 */
+    int ready[QPP_CASCADE_MAX_PASSES];
+} shuf_t;
+
 typedef struct {
     uint32_t k, nblocks, cap2;
-    uint32_t *pos, *inv;      /* NULL for the identity pass */
-    uint64_t *copy;           /* key in pass order; == key for the identity pass */
+    int kshift;               /* log2(k) when k is a power of two, else -1 */
+    int lazy;                 /* few blocks: top-level parities from shared masks, copy built
+                                 only when a bisection first needs it */
+    uint64_t *copy;           /* key in pass order (materialized passes); == key for pass 0 */
     uint64_t *prefix;         /* Alice: prefix parities of copy */
     uint64_t *known, *err, *pend;  /* Bob: node bitmaps */
-    int ready;                /* buffers built */
-    int started;              /* Bob: top-level parities received */
+    int ready, started;
 } pass_t;
 
-enum { B_WAIT_TOP = 1, B_WAIT_RANGE, B_WAIT_VERIFY, B_DONE, A_SERVE, A_DONE };
+typedef struct {
+    size_t n, nw, off;        /* bits, words, first word in the object's key */
+    uint32_t npasses, cur;
+    pass_t p[QPP_CASCADE_MAX_PASSES];
+    uint64_t *key;            /* slice of the object's key (Bob: corrected in place) */
+    shuf_t *sh;
+    int total_parity, wait, finished, inconsistent;   /* wait: W_TOP or W_RANGE */
+    node_t *act; size_t nact, cact;
+    node_t *req; size_t nreq, creq;
+    uint32_t expect_bits;
+    uint64_t flips;
+} frame_t;
+
+enum { W_NONE = 0, W_TOP, W_RANGE };
+enum { B_WAIT_REPLY = 1, B_WAIT_VERIFY, B_DONE, A_SERVE, A_DONE };
 
 struct qpp_cascade {
     int role, variant, state;
     size_t n, nw;
     uint64_t seed, verify_key;
-    uint32_t npasses, cur;
-    pass_t p[QPP_CASCADE_MAX_PASSES];
     uint64_t *key;
-    int total_parity;
-    node_t *act; size_t nact, cact;
-    node_t *req; size_t nreq, creq;
+    uint32_t nframes, nsh;
+    frame_t *f;
+    shuf_t sh[2];
     uint8_t *out; size_t out_len, out_cap; int has_out;
     uint32_t seq;             /* Bob: seq of the outstanding request; Alice: next expected */
-    uint32_t expect_bits;     /* Bob: parity bits the outstanding reply must carry */
-    uint64_t parity_bits, verify_bits, sent, received, flips;
+    uint64_t expect_bits;     /* Bob: parity bits the outstanding reply must carry */
+    uint64_t parity_bits, verify_bits, sent, received;
     int success;
-    int inconsistent;         /* Bob: the parities he got contradict each other */
 };
 
 /* ---------- small helpers ---------- */
@@ -240,71 +260,125 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
 
 static void pass_free(pass_t *P, const uint64_t *key)
 {
-    free(P->pos); free(P->inv);
     if (P->copy != key) free(P->copy);
     free(P->prefix); free(P->known); free(P->err); free(P->pend);
-    memset(P, 0, sizeof *P);
+    P->copy = P->prefix = P->known = P->err = P->pend = NULL;
+    P->ready = 0;
 }
 
 void qpp_cascade_free(qpp_cascade *c)
 {
     if (!c) return;
-    for (uint32_t j = 0; j < c->npasses; j++) pass_free(&c->p[j], c->key);
+    if (c->f) {
+        for (uint32_t t = 0; t < c->nframes; t++) {
+            frame_t *F = &c->f[t];
+            for (uint32_t j = 0; j < F->npasses; j++) {
+                pass_t *P = &F->p[j];
+                if (P->copy && P->copy != F->key) memset(P->copy, 0, F->nw * sizeof(uint64_t));
+                if (P->prefix) memset(P->prefix, 0, F->nw * sizeof(uint64_t));
+                pass_free(P, F->key);
+            }
+            free(F->act); free(F->req);
+        }
+        free(c->f);
+    }
+    for (uint32_t s = 0; s < 2; s++)
+        for (int j = 0; j < QPP_CASCADE_MAX_PASSES; j++) {
+            free(c->sh[s].pos[j]); free(c->sh[s].inv[j]); free(c->sh[s].mask[j]);
+        }
     if (c->key) memset(c->key, 0, c->nw * sizeof *c->key);
-    free(c->key); free(c->act); free(c->req);
+    free(c->key);
     if (c->out) memset(c->out, 0, c->out_cap);
     free(c->out);
     free(c);
 }
 
-/* Build pass j's shuffle and copy of the current key (and Alice's prefixes, Bob's bitmaps). */
-static int pass_ready(qpp_cascade *c, uint32_t j)
+/* Shuffle tables of pass j for one frame length (built once, shared). */
+static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
 {
-    pass_t *P = &c->p[j];
-    if (P->ready) return QPP_OK;
-    size_t n = c->n, nw = c->nw;
-    if (j == 0) {
-        P->copy = c->key;
-    } else {
-        P->pos = malloc(n * sizeof *P->pos);
-        P->copy = calloc(nw, sizeof *P->copy);
-        if (!P->pos || !P->copy) goto nomem;
-        shuffle_positions(c->seed, j, P->pos, n);
-        if (c->role == QPP_CASCADE_BOB) {
-            P->inv = malloc(n * sizeof *P->inv);
-            if (!P->inv) goto nomem;
-            for (size_t i = 0; i < n; i++) P->inv[P->pos[i]] = (uint32_t)i;
+    shuf_t *S = F->sh;
+    if (S->ready[j] || j == 0) return QPP_OK;
+    size_t n = S->n, nw = (n + 63) / 64;
+    pass_t *P = &F->p[j];
+    S->pos[j] = malloc(n * sizeof(uint32_t));
+    S->inv[j] = malloc(n * sizeof(uint32_t));
+    if (!S->pos[j] || !S->inv[j]) goto nomem;
+    shuffle_positions(c->seed, j, S->pos[j], n);
+    for (size_t i = 0; i < n; i++) S->inv[j][S->pos[j][i]] = (uint32_t)i;
+    if (P->lazy && P->nblocks > 1) {
+        size_t nm = P->nblocks - 1;
+        S->mask[j] = calloc(nm * nw, sizeof(uint64_t));
+        if (!S->mask[j]) goto nomem;
+        for (size_t b = 0; b < nm; b++) {   /* block b = pass positions [b k, (b+1) k) */
+            uint64_t *m = S->mask[j] + b * nw;
+            const uint32_t *inv = S->inv[j];
+            size_t hi = (b + 1) * (size_t)P->k;
+            for (size_t q = b * (size_t)P->k; q < hi && q < n; q++) m[inv[q] >> 6] |= (uint64_t)1 << (inv[q] & 63);
         }
-        /* Scatter word by word: only set bits move. */
-        for (size_t w = 0; w < nw; w++) {
-            uint64_t x = c->key[w];
+    }
+    S->ready[j] = 1;
+    return QPP_OK;
+nomem:
+    free(S->pos[j]); free(S->inv[j]); free(S->mask[j]);
+    S->pos[j] = S->inv[j] = NULL; S->mask[j] = NULL;
+    return QPP_ERR_NOMEM;
+}
+
+/* Frame F's pass j in pass order: Bob's copy of his current key, Alice's copy and
+ * prefix parities. Lazy passes build it on first use by a bisection. */
+static int pass_copy(qpp_cascade *c, frame_t *F, uint32_t j)
+{
+    pass_t *P = &F->p[j];
+    if (P->copy) return QPP_OK;
+    size_t nw = F->nw;
+    if (j == 0) {
+        P->copy = F->key;
+    } else {
+        const uint32_t *pos = F->sh->pos[j];
+        P->copy = calloc(nw, sizeof *P->copy);
+        if (!P->copy) return QPP_ERR_NOMEM;
+        for (size_t w = 0; w < nw; w++) {   /* scatter: only set bits move */
+            uint64_t x = F->key[w];
             while (x) {
                 size_t i = (w << 6) | (size_t)__builtin_ctzll(x);
                 x &= x - 1;
-                flipb(P->copy, P->pos[i]);
+                flipb(P->copy, pos[i]);
             }
         }
     }
     if (c->role == QPP_CASCADE_ALICE) {
         P->prefix = malloc(nw * sizeof *P->prefix);
-        if (!P->prefix) goto nomem;
+        if (!P->prefix) {
+            if (P->copy != F->key) free(P->copy);
+            P->copy = NULL;
+            return QPP_ERR_NOMEM;
+        }
         prefix_parities(P->copy, nw, P->prefix);
-    } else {
+    }
+    return QPP_OK;
+}
+
+/* Shuffle tables, Bob's node bitmaps and (unless lazy) the copy of pass j. */
+static int pass_ready(qpp_cascade *c, frame_t *F, uint32_t j)
+{
+    pass_t *P = &F->p[j];
+    if (P->ready) return QPP_OK;
+    int st = shuf_ready(c, F, j);
+    if (st) return st;
+    if (!P->lazy && (st = pass_copy(c, F, j))) return st;
+    if (c->role == QPP_CASCADE_BOB) {
         size_t bits = (size_t)P->nblocks * P->cap2, words = (bits + 63) / 64;
         P->known = calloc(words, sizeof(uint64_t));
         P->err = calloc(words, sizeof(uint64_t));
         P->pend = calloc(words, sizeof(uint64_t));
-        if (!P->known || !P->err || !P->pend) goto nomem;
+        if (!P->known || !P->err || !P->pend) {
+            free(P->known); free(P->err); free(P->pend);
+            P->known = P->err = P->pend = NULL;
+            return QPP_ERR_NOMEM;
+        }
     }
     P->ready = 1;
     return QPP_OK;
-nomem:
-    {
-        uint32_t k = P->k, nb = P->nblocks, cap2 = P->cap2;
-        pass_free(P, c->key);
-        P->k = k; P->nblocks = nb; P->cap2 = cap2;
-    }
-    return QPP_ERR_NOMEM;
 }
 
 static int ensure_out(qpp_cascade *c, size_t len)
@@ -339,46 +413,82 @@ static int push_node(node_t **arr, size_t *n, size_t *cap, node_t x)
     return QPP_OK;
 }
 
+/* Alice sends every top-level parity except, in opt passes >= 2, the last block's
+ * (inferred by Bob from the total parity learnt in pass 1: [MM15] parity inference). */
+static uint32_t top_bits(const qpp_cascade *c, const frame_t *F, uint32_t j)
+{
+    uint32_t nb = F->p[j].nblocks;
+    return (c->variant == QPP_CASCADE_OPT && j > 0) ? nb - 1 : nb;
+}
+
+static int build_request(qpp_cascade *c);
+
 int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t *key_words,
-                       size_t n_bits, double qber, uint64_t seed, uint64_t verify_key)
+                       size_t n_bits, double qber, uint64_t seed, uint64_t verify_key,
+                       size_t frame_bits)
 {
     if (!out) return QPP_ERR_NULL;
     *out = NULL;
     if (!key_words) return QPP_ERR_NULL;
     if (role != QPP_CASCADE_ALICE && role != QPP_CASCADE_BOB) return QPP_ERR_VALUE;
-    uint32_t sizes[QPP_CASCADE_MAX_PASSES];
-    size_t np;
-    int st = qpp_cascade_block_sizes(variant, n_bits, qber, sizes, QPP_CASCADE_MAX_PASSES, &np);
-    if (st) return st;
+    if (variant != QPP_CASCADE_OPT && variant != QPP_CASCADE_ORIGINAL) return QPP_ERR_VALUE;
+    if (!(qber >= 0.0 && qber < 0.5)) return QPP_ERR_VALUE;
+    if (n_bits == 0 || n_bits > 0x7FFFFFFFu) return QPP_ERR_LENGTH;
+    if (frame_bits == 0 || frame_bits > n_bits) frame_bits = n_bits;
+    /* Frames of (nearly) equal length, word aligned, at most 65535 of them. */
+    size_t nf = (n_bits + frame_bits - 1) / frame_bits;
+    if (nf > 0xFFFF) return QPP_ERR_LENGTH;
+    size_t flen = (n_bits + nf - 1) / nf;
+    if (nf > 1) flen = (flen + 63) & ~(size_t)63;
+    nf = (n_bits + flen - 1) / flen;
+
     qpp_cascade *c = calloc(1, sizeof *c);
     if (!c) return QPP_ERR_NOMEM;
     c->role = role; c->variant = variant; c->n = n_bits; c->nw = (n_bits + 63) / 64;
-    c->seed = seed; c->verify_key = verify_key; c->npasses = (uint32_t)np;
-    for (size_t j = 0; j < np; j++) {
-        pass_t *P = &c->p[j];
-        P->k = sizes[j];
-        P->nblocks = (uint32_t)((n_bits + sizes[j] - 1) / sizes[j]);
-        uint32_t K = 1;
-        while (K < P->k) K <<= 1;
-        P->cap2 = 2 * K;
-    }
+    c->seed = seed; c->verify_key = verify_key;
     c->key = malloc(c->nw * sizeof *c->key);
-    if (!c->key) { free(c); return QPP_ERR_NOMEM; }
+    c->f = calloc(nf, sizeof *c->f);
+    if (!c->key || !c->f) { qpp_cascade_free(c); return QPP_ERR_NOMEM; }
+    c->nframes = (uint32_t)nf;
     memcpy(c->key, key_words, c->nw * sizeof *c->key);
     if (n_bits & 63) c->key[c->nw - 1] &= ((uint64_t)1 << (n_bits & 63)) - 1;
+    for (size_t t = 0; t < nf; t++) {
+        frame_t *F = &c->f[t];
+        size_t lo = t * flen, n = n_bits - lo < flen ? n_bits - lo : flen;
+        F->n = n; F->nw = (n + 63) / 64; F->off = lo / 64; F->key = c->key + F->off;
+        uint32_t s = 0;
+        while (s < c->nsh && c->sh[s].n != n) s++;
+        if (s == c->nsh) c->sh[c->nsh++].n = n;
+        F->sh = &c->sh[s];
+        uint32_t sizes[QPP_CASCADE_MAX_PASSES];
+        size_t np;
+        int st = qpp_cascade_block_sizes(variant, n, qber, sizes, QPP_CASCADE_MAX_PASSES, &np);
+        if (st) { qpp_cascade_free(c); return st; }
+        F->npasses = (uint32_t)np;
+        for (size_t j = 0; j < np; j++) {
+            pass_t *P = &F->p[j];
+            P->k = sizes[j];
+            P->nblocks = (uint32_t)((n + sizes[j] - 1) / sizes[j]);
+            uint32_t K = 1;
+            while (K < P->k) K <<= 1;
+            P->cap2 = 2 * K;
+            P->lazy = j > 0 && P->nblocks <= 4;
+            P->kshift = (P->k & (P->k - 1)) ? -1 : __builtin_ctz(P->k);
+        }
+    }
     if (role == QPP_CASCADE_ALICE) {
         c->state = A_SERVE;
     } else {
-        /* Bob opens with the top-level parities of pass 0. */
-        st = pass_ready(c, 0);
-        if (!st) st = ensure_out(c, QPP_CASCADE_HEADER_BYTES + QPP_CASCADE_ITEM_BYTES);
+        /* Bob opens with the top-level parities of pass 1 of every frame. */
+        for (uint32_t t = 0; t < c->nframes; t++) {
+            frame_t *F = &c->f[t];
+            int st = pass_ready(c, F, 0);
+            if (st) { qpp_cascade_free(c); return st; }
+            F->cur = 0; F->wait = W_TOP; F->expect_bits = F->p[0].nblocks;
+        }
+        c->seq = 0;
+        int st = build_request(c);
         if (st) { qpp_cascade_free(c); return st; }
-        header(c, QPP_CASCADE_MSG_REQUEST, 0, 1);
-        memset(c->out + 16, 0, 12);
-        c->out[17] = 1;
-        c->out_len = 28; c->has_out = 1;
-        c->cur = 0; c->seq = 0; c->expect_bits = c->p[0].nblocks;
-        c->state = B_WAIT_TOP;
     }
     *out = c;
     return QPP_OK;
@@ -401,11 +511,25 @@ int qpp_cascade_next(qpp_cascade *c, uint8_t *buf, size_t cap, size_t *len)
     return QPP_OK;
 }
 
-/* Alice infers nothing; Bob infers the last top-level block of passes >= 2 (opt). */
-static uint32_t top_bits(const qpp_cascade *c, uint32_t j)
+/* Parity of top-level block b of frame F, pass j, from F's key: blocks
+ * 0..nb-2 of a lazy pass by popcount of key & mask, the last one from the
+ * total parity. Word operations only. */
+static int top_parity(const frame_t *F, uint32_t j, uint32_t b)
 {
-    uint32_t nb = c->p[j].nblocks;
-    return (c->variant == QPP_CASCADE_OPT && j > 0) ? nb - 1 : nb;
+    const pass_t *P = &F->p[j];
+    uint64_t x = 0;
+    if (b + 1 < P->nblocks) {
+        const uint64_t *m = F->sh->mask[j] + (size_t)b * F->nw;
+        for (size_t w = 0; w < F->nw; w++) x ^= F->key[w] & m[w];
+        return par64(x);
+    }
+    const uint64_t *m = F->sh->mask[j];
+    for (size_t w = 0; w < F->nw; w++) {
+        uint64_t y = F->key[w];
+        for (uint32_t o = 0; o + 1 < P->nblocks; o++) y &= ~m[(size_t)o * F->nw + w];
+        x ^= y;
+    }
+    return par64(x);
 }
 
 /* ---------- Alice ---------- */
@@ -436,13 +560,14 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
     uint64_t bits = 0;
     for (uint32_t t = 0; t < count; t++) {
         const uint8_t *it = pl + (size_t)t * QPP_CASCADE_ITEM_BYTES;
-        uint32_t j = it[0], kind = it[1], start = get32(it + 4), len = get32(it + 8);
-        if (j >= c->npasses || it[2] || it[3]) return QPP_ERR_MESSAGE;
+        uint32_t j = it[0], kind = it[1], fr = (uint32_t)it[2] | (uint32_t)it[3] << 8;
+        uint32_t start = get32(it + 4), len = get32(it + 8);
+        if (fr >= c->nframes || j >= c->f[fr].npasses) return QPP_ERR_MESSAGE;
         if (kind == 1) {
             if (start || len) return QPP_ERR_MESSAGE;
-            bits += top_bits(c, j);
+            bits += top_bits(c, &c->f[fr], j);
         } else if (kind == 0) {
-            if (len == 0 || (uint64_t)start + len > c->n) return QPP_ERR_MESSAGE;
+            if (len == 0 || (uint64_t)start + len > c->f[fr].n) return QPP_ERR_MESSAGE;
             bits += 1;
         } else {
             return QPP_ERR_MESSAGE;
@@ -450,7 +575,10 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
     }
     if (bits > 2 * (uint64_t)c->n + 64) return QPP_ERR_MESSAGE;
     for (uint32_t t = 0; t < count; t++) {
-        int st = pass_ready(c, pl[(size_t)t * QPP_CASCADE_ITEM_BYTES]);
+        const uint8_t *it = pl + (size_t)t * QPP_CASCADE_ITEM_BYTES;
+        frame_t *F = &c->f[(uint32_t)it[2] | (uint32_t)it[3] << 8];
+        int st = pass_ready(c, F, it[0]);
+        if (!st && it[1] == 0) st = pass_copy(c, F, it[0]);
         if (st) return st;
     }
     size_t nbytes = (size_t)((bits + 7) / 8);
@@ -461,16 +589,19 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
     size_t b = 0;
     for (uint32_t t = 0; t < count; t++) {
         const uint8_t *it = pl + (size_t)t * QPP_CASCADE_ITEM_BYTES;
-        pass_t *P = &c->p[it[0]];
+        const frame_t *F = &c->f[(uint32_t)it[2] | (uint32_t)it[3] << 8];
+        uint32_t j = it[0];
+        const pass_t *P = &F->p[j];
         if (it[1] == 1) {
-            uint32_t nb = top_bits(c, it[0]);
+            uint32_t nb = top_bits(c, F, j);
             for (uint32_t blk = 0; blk < nb; blk++, b++) {
-                size_t s = (size_t)blk * P->k, len = c->n - s < P->k ? c->n - s : P->k;
-                if (prefix_range(P->prefix, s, len)) o[b >> 3] |= (uint8_t)(1u << (b & 7));
+                size_t s = (size_t)blk * P->k, len = F->n - s < P->k ? F->n - s : P->k;
+                int x = P->prefix ? prefix_range(P->prefix, s, len) : top_parity(F, j, blk);
+                if (x) o[b >> 3] |= (uint8_t)(1u << (b & 7));
             }
         } else {
-            if (prefix_range(P->prefix, get32(it + 4), get32(it + 8)))
-                o[b >> 3] |= (uint8_t)(1u << (b & 7));
+            size_t s = get32(it + 4), len = get32(it + 8);
+            if (prefix_range(P->prefix, s, len)) o[b >> 3] |= (uint8_t)(1u << (b & 7));
             b++;
         }
     }
@@ -482,6 +613,11 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
 }
 
 /* ---------- Bob ---------- */
+
+static inline uint32_t blk_of(const pass_t *P, uint32_t q)
+{
+    return P->kshift >= 0 ? q >> P->kshift : q / P->k;
+}
 
 static inline size_t nid(const pass_t *P, uint32_t block, uint32_t h)
 {
@@ -497,34 +633,37 @@ static inline node_t child(node_t x, int right)
     return y;
 }
 
-static inline node_t root(const qpp_cascade *c, uint32_t j, uint32_t b)
+static inline node_t root(const frame_t *F, uint32_t j, uint32_t b)
 {
-    const pass_t *P = &c->p[j];
+    const pass_t *P = &F->p[j];
     node_t x;
     x.pass = j; x.block = b; x.h = 1; x.start = b * P->k;
-    x.len = (uint32_t)(c->n - x.start < P->k ? c->n - x.start : P->k);
+    x.len = (uint32_t)(F->n - x.start < P->k ? F->n - x.start : P->k);
     return x;
 }
 
-static inline int bob_parity(const qpp_cascade *c, node_t x)
+/* Bob's parity of a node; the pass copy must exist. */
+static inline int bob_parity(const frame_t *F, node_t x)
 {
-    return range_parity(c->p[x.pass].copy, x.start, x.len);
+    return range_parity(F->p[x.pass].copy, x.start, x.len);
 }
 
-/* Correct key bit i and propagate: toggle err along known nodes of every started pass. */
-static int bob_flip(qpp_cascade *c, size_t i)
+/* Correct bit i of frame F and propagate: toggle err along the known nodes of
+ * every started pass; queue the deepest odd one ([MM15] block reuse) or, in the
+ * original protocol, the odd top-level block ([BS93]). */
+static int bob_flip(frame_t *F, size_t i, int variant)
 {
     /* With honest parities every flip fixes a real error, so flips <= n; more
      * means a corrupted (well-formed) reply: stop and let the hash say no. */
-    if (c->flips >= c->n) { c->inconsistent = 1; return QPP_OK; }
-    flipb(c->key, i);
-    c->flips++;
-    for (uint32_t j = 0; j < c->npasses; j++) {
-        pass_t *P = &c->p[j];
+    if (F->flips >= F->n) { F->inconsistent = 1; return QPP_OK; }
+    flipb(F->key, i);
+    F->flips++;
+    for (uint32_t j = 0; j < F->npasses; j++) {
+        pass_t *P = &F->p[j];
         if (!P->started) continue;
-        uint32_t q = P->pos ? P->pos[i] : (uint32_t)i;
-        if (P->copy != c->key) flipb(P->copy, q);
-        node_t x = root(c, j, q / P->k), best = x;
+        uint32_t q = j ? F->sh->pos[j][i] : (uint32_t)i;
+        if (P->copy && P->copy != F->key) flipb(P->copy, q);
+        node_t x = root(F, j, blk_of(P, q)), best = x;
         int have = 0;
         for (;;) {
             size_t id = nid(P, x.block, x.h);
@@ -535,13 +674,12 @@ static int bob_flip(qpp_cascade *c, size_t i)
             node_t l = child(x, 0);
             x = q < l.start + l.len ? l : child(x, 1);
         }
-        if (c->variant == QPP_CASCADE_ORIGINAL) {
-            /* [BS93]: only top-level blocks of earlier passes are revisited. */
-            best = root(c, j, q / P->k);
+        if (variant == QPP_CASCADE_ORIGINAL) {
+            best = root(F, j, blk_of(P, q));
             have = getb(P->err, nid(P, best.block, 1));
         }
         if (have) {
-            int st = push_node(&c->act, &c->nact, &c->cact, best);
+            int st = push_node(&F->act, &F->nact, &F->cact, best);
             if (st) return st;
         }
     }
@@ -557,66 +695,31 @@ static void clear_bits(uint64_t *w, size_t s, size_t e)
     while (s < e) { setb(w, s, 0); s++; }
 }
 
-static void forget_block(qpp_cascade *c, node_t leaf)
+static void forget_block(frame_t *F, node_t leaf)
 {
-    pass_t *P = &c->p[leaf.pass];
+    pass_t *P = &F->p[leaf.pass];
     size_t base = nid(P, leaf.block, 0);
     clear_bits(P->known, base + 2, base + P->cap2);
     clear_bits(P->err, base + 2, base + P->cap2);
 }
 
-static int build_request(qpp_cascade *c)
-{
-    int st;
-    if (c->nreq) {
-        size_t len = QPP_CASCADE_HEADER_BYTES + c->nreq * QPP_CASCADE_ITEM_BYTES;
-        if ((st = ensure_out(c, len))) return st;
-        header(c, QPP_CASCADE_MSG_REQUEST, c->seq, (uint32_t)c->nreq);
-        uint8_t *o = c->out + QPP_CASCADE_HEADER_BYTES;
-        for (size_t t = 0; t < c->nreq; t++, o += QPP_CASCADE_ITEM_BYTES) {
-            node_t l = child(c->req[t], 0);
-            o[0] = (uint8_t)l.pass; o[1] = 0; o[2] = 0; o[3] = 0;
-            put32(o + 4, l.start); put32(o + 8, l.len);
-        }
-        c->out_len = len; c->has_out = 1;
-        c->expect_bits = (uint32_t)c->nreq;
-        c->state = B_WAIT_RANGE;
-    } else if (c->cur + 1 < c->npasses && !c->inconsistent) {
-        uint32_t j = c->cur + 1;
-        if ((st = pass_ready(c, j))) return st;
-        if ((st = ensure_out(c, QPP_CASCADE_HEADER_BYTES + QPP_CASCADE_ITEM_BYTES))) return st;
-        header(c, QPP_CASCADE_MSG_REQUEST, c->seq, 1);
-        memset(c->out + 16, 0, 12);
-        c->out[16] = (uint8_t)j; c->out[17] = 1;
-        c->out_len = 28; c->has_out = 1;
-        c->cur = j;
-        c->expect_bits = top_bits(c, j);
-        c->state = B_WAIT_TOP;
-    } else {
-        if ((st = ensure_out(c, QPP_CASCADE_HEADER_BYTES))) return st;
-        header(c, QPP_CASCADE_MSG_FINISH, c->seq, 0);
-        c->out_len = QPP_CASCADE_HEADER_BYTES; c->has_out = 1;
-        c->state = B_WAIT_VERIFY;
-    }
-    return QPP_OK;
-}
-
-/* Run every active bisection as far as known parities allow; queue requests. */
-static int bob_advance(qpp_cascade *c)
+/* Run every active bisection of F as far as known parities allow; then decide
+ * what F asks next: left-child parities, the next pass, or nothing (finished). */
+static int frame_advance(qpp_cascade *c, frame_t *F)
 {
     size_t w = 0;
     int st;
-    for (size_t a = 0; a < c->nact && !c->inconsistent; a++) {
-        node_t x = c->act[a];
-        pass_t *P = &c->p[x.pass];
+    for (size_t a = 0; a < F->nact && !F->inconsistent; a++) {
+        node_t x = F->act[a];
+        pass_t *P = &F->p[x.pass];
         size_t id = nid(P, x.block, x.h);
         if (!getb(P->known, id) || !getb(P->err, id)) continue;
         int keep = 0;
         for (;;) {
             if (x.len == 1) {
-                size_t i = P->inv ? P->inv[x.start] : x.start;
-                if ((st = bob_flip(c, i))) return st;
-                if (c->variant == QPP_CASCADE_ORIGINAL) forget_block(c, x);
+                size_t i = x.pass ? F->sh->inv[x.pass][x.start] : x.start;
+                if ((st = bob_flip(F, i, c->variant))) return st;
+                if (c->variant == QPP_CASCADE_ORIGINAL) forget_block(F, x);
                 break;
             }
             node_t l = child(x, 0);
@@ -627,34 +730,129 @@ static int bob_advance(qpp_cascade *c)
             }
             if (!getb(P->pend, lid)) {
                 setb(P->pend, lid, 1);
-                if ((st = push_node(&c->req, &c->nreq, &c->creq, x))) return st;
+                if ((st = push_node(&F->req, &F->nreq, &F->creq, x))) return st;
             }
             keep = 1;
             break;
         }
-        if (keep) c->act[w++] = x;
+        if (keep) F->act[w++] = x;
     }
-    c->nact = w;
-    if (c->inconsistent) {
-        c->nact = c->nreq = 0;
-        c->cur = c->npasses;   /* skip the remaining passes: FINISH, the hash decides */
+    F->nact = w;
+    if (F->inconsistent) {
+        F->nact = F->nreq = 0;
+        F->wait = W_NONE; F->finished = 1; F->expect_bits = 0;
+        return QPP_OK;
     }
-    if (c->nact && !c->nreq) return QPP_ERR_INTERNAL;
-    c->seq++;
-    return build_request(c);
+    if (F->nact && !F->nreq) return QPP_ERR_INTERNAL;
+    if (F->nreq) {
+        F->wait = W_RANGE; F->expect_bits = (uint32_t)F->nreq;
+    } else if (F->cur + 1 < F->npasses) {
+        if ((st = pass_ready(c, F, F->cur + 1))) return st;
+        F->cur++;
+        F->wait = W_TOP; F->expect_bits = top_bits(c, F, F->cur);
+    } else {
+        F->wait = W_NONE; F->finished = 1; F->expect_bits = 0;
+    }
+    return QPP_OK;
+}
+
+/* One REQUEST with the items of every frame still running, or FINISH. */
+static int build_request(qpp_cascade *c)
+{
+    size_t items = 0;
+    uint64_t bits = 0;
+    for (uint32_t t = 0; t < c->nframes; t++) {
+        const frame_t *F = &c->f[t];
+        items += F->wait == W_TOP ? 1 : F->wait == W_RANGE ? F->nreq : 0;
+        bits += F->expect_bits;
+    }
+    int st;
+    if (!items) {
+        if ((st = ensure_out(c, QPP_CASCADE_HEADER_BYTES))) return st;
+        header(c, QPP_CASCADE_MSG_FINISH, c->seq, 0);
+        c->out_len = QPP_CASCADE_HEADER_BYTES; c->has_out = 1;
+        c->expect_bits = 0;
+        c->state = B_WAIT_VERIFY;
+        return QPP_OK;
+    }
+    size_t len = QPP_CASCADE_HEADER_BYTES + items * QPP_CASCADE_ITEM_BYTES;
+    if ((st = ensure_out(c, len))) return st;
+    header(c, QPP_CASCADE_MSG_REQUEST, c->seq, (uint32_t)items);
+    uint8_t *o = c->out + QPP_CASCADE_HEADER_BYTES;
+    for (uint32_t t = 0; t < c->nframes; t++) {
+        const frame_t *F = &c->f[t];
+        if (F->wait == W_TOP) {
+            memset(o, 0, QPP_CASCADE_ITEM_BYTES);
+            o[0] = (uint8_t)F->cur; o[1] = 1; o[2] = (uint8_t)t; o[3] = (uint8_t)(t >> 8);
+            o += QPP_CASCADE_ITEM_BYTES;
+        } else if (F->wait == W_RANGE) {
+            for (size_t r = 0; r < F->nreq; r++, o += QPP_CASCADE_ITEM_BYTES) {
+                node_t l = child(F->req[r], 0);
+                o[0] = (uint8_t)l.pass; o[1] = 0; o[2] = (uint8_t)t; o[3] = (uint8_t)(t >> 8);
+                put32(o + 4, l.start); put32(o + 8, l.len);
+            }
+        }
+    }
+    c->out_len = len; c->has_out = 1;
+    c->expect_bits = bits;
+    c->state = B_WAIT_REPLY;
+    return QPP_OK;
+}
+
+static inline int reply_bit(const uint8_t *pl, uint64_t b) { return (pl[b >> 3] >> (b & 7)) & 1; }
+
+/* Consume F's share of a reply starting at bit b0. */
+static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t b0)
+{
+    if (F->wait == W_TOP) {
+        uint32_t j = F->cur, sent = F->expect_bits;
+        pass_t *P = &F->p[j];
+        int par = 0;
+        P->started = 1;
+        for (uint32_t b = 0; b < P->nblocks; b++) {
+            int a = b < sent ? reply_bit(pl, b0 + b) : F->total_parity ^ par;
+            par ^= a;
+            node_t x = root(F, j, b);
+            size_t id = nid(P, b, 1);
+            int e = a ^ (P->copy ? bob_parity(F, x) : top_parity(F, j, b));
+            setb(P->known, id, 1);
+            setb(P->err, id, e);
+            if (e) {
+                int st = push_node(&F->act, &F->nact, &F->cact, x);
+                if (st) return st;
+            }
+        }
+        if (j == 0) F->total_parity = par;
+    } else if (F->wait == W_RANGE) {
+        for (size_t t = 0; t < F->nreq; t++) {
+            node_t x = F->req[t], l = child(x, 0), r = child(x, 1);
+            pass_t *P = &F->p[x.pass];
+            size_t id = nid(P, x.block, x.h), lid = nid(P, l.block, l.h), rid = nid(P, r.block, r.h);
+            setb(P->pend, lid, 0);
+            if (!getb(P->known, id)) continue;   /* forgotten meanwhile (original variant) */
+            int st = pass_copy(c, F, x.pass);
+            if (st) return st;
+            int e = reply_bit(pl, b0 + t) ^ bob_parity(F, l);
+            setb(P->known, lid, 1); setb(P->err, lid, e);
+            setb(P->known, rid, 1); setb(P->err, rid, e ^ getb(P->err, id));
+        }
+        F->nreq = 0;
+    }
+    return frame_advance(c, F);
 }
 
 static int bob_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
                     const uint8_t *pl, size_t plen)
 {
-    if (c->has_out) return QPP_ERR_STATE;
-    if (c->state == B_DONE) return QPP_ERR_STATE;
+    if (c->has_out || c->state == B_DONE) return QPP_ERR_STATE;
     if (seq != c->seq) return QPP_ERR_MESSAGE;
     if (c->state == B_WAIT_VERIFY) {
         if (type != QPP_CASCADE_MSG_VERIFY || count != 2 || plen != 16) return QPP_ERR_MESSAGE;
         uint64_t r = get64(pl), h = get64(pl + 8);
         if (r == 0 || r >= P61 || h >= P61) return QPP_ERR_MESSAGE;
-        c->success = qpp_cascade_hash(c->key, c->n, r) == h;
+        int any_bad = 0;
+        for (uint32_t t = 0; t < c->nframes; t++) any_bad |= c->f[t].inconsistent;
+        c->success = !any_bad && qpp_cascade_hash(c->key, c->n, r) == h;
         c->verify_bits = QPP_CASCADE_VERIFY_BITS;
         c->received++;
         c->state = B_DONE;
@@ -663,43 +861,19 @@ static int bob_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
     if (type != QPP_CASCADE_MSG_REPLY || count != c->expect_bits) return QPP_ERR_MESSAGE;
     if (plen != ((size_t)count + 7) / 8) return QPP_ERR_MESSAGE;
     if ((count & 7) && (pl[plen - 1] >> (count & 7))) return QPP_ERR_MESSAGE;
-    if (c->state == B_WAIT_TOP) {
-        uint32_t j = c->cur;
-        pass_t *P = &c->p[j];
-        int par = 0;
-        P->started = 1;
-        for (uint32_t b = 0; b < P->nblocks; b++) {
-            int a = b < count ? (pl[b >> 3] >> (b & 7)) & 1 : c->total_parity ^ par;
-            par ^= a;
-            node_t x = root(c, j, b);
-            size_t id = nid(P, b, 1);
-            int e = a ^ bob_parity(c, x);
-            setb(P->known, id, 1);
-            setb(P->err, id, e);
-            if (e) {
-                int st = push_node(&c->act, &c->nact, &c->cact, x);
-                if (st) return st;
-            }
-        }
-        if (j == 0) c->total_parity = par;
-    } else if (c->state == B_WAIT_RANGE) {
-        for (size_t t = 0; t < c->nreq; t++) {
-            node_t x = c->req[t], l = child(x, 0), r = child(x, 1);
-            pass_t *P = &c->p[x.pass];
-            size_t id = nid(P, x.block, x.h), lid = nid(P, l.block, l.h), rid = nid(P, r.block, r.h);
-            setb(P->pend, lid, 0);
-            if (!getb(P->known, id)) continue;   /* forgotten meanwhile (original variant) */
-            int e = ((pl[t >> 3] >> (t & 7)) & 1) ^ bob_parity(c, l);
-            setb(P->known, lid, 1); setb(P->err, lid, e);
-            setb(P->known, rid, 1); setb(P->err, rid, e ^ getb(P->err, id));
-        }
-        c->nreq = 0;
-    } else {
-        return QPP_ERR_STATE;
+    uint64_t b = 0;
+    for (uint32_t t = 0; t < c->nframes; t++) {
+        frame_t *F = &c->f[t];
+        if (F->wait == W_NONE) continue;
+        uint32_t nb = F->expect_bits;
+        int st = frame_consume(c, F, pl, b);
+        if (st) return st;
+        b += nb;
     }
     c->parity_bits += count;
     c->received++;
-    return bob_advance(c);
+    c->seq++;
+    return build_request(c);
 }
 
 int qpp_cascade_feed(qpp_cascade *c, const uint8_t *msg, size_t len)
@@ -725,15 +899,19 @@ int qpp_cascade_result(const qpp_cascade *c, uint64_t *key_out, size_t n_words, 
         memcpy(key_out, c->key, c->nw * sizeof *key_out);
         memset(key_out + c->nw, 0, (n_words - c->nw) * sizeof *key_out);
     }
+    memset(st, 0, sizeof *st);
     st->parity_bits = c->parity_bits;
     st->verify_bits = c->verify_bits;
     st->leaked_bits = c->parity_bits + c->verify_bits;
     st->messages_sent = c->sent;
     st->messages_received = c->received;
-    st->flips = c->flips;
-    st->passes = c->npasses;
+    st->frames = c->nframes;
+    for (uint32_t t = 0; t < c->nframes; t++) {
+        st->flips += c->f[t].flips;
+        st->inconsistent |= c->f[t].inconsistent;
+        if (c->f[t].npasses > st->passes) st->passes = c->f[t].npasses;
+    }
     st->success = c->success;
-    st->inconsistent = c->inconsistent;
     st->done = (c->state == A_DONE && !c->has_out) || c->state == B_DONE;
     return QPP_OK;
 }
