@@ -5,7 +5,7 @@ Registers two methods with ``postproc_c.reconcile``:
 * ``"cascade"``: the optimized Cascade of Martinez-Mateo et al., "Demystifying
   the information reconciliation protocol Cascade", QIC 15 (2015),
   arXiv:1407.3257, configuration opt. (8) (block-size schedule
-  k1 = 2^ceil(alpha), k2 = 2^ceil((alpha + log2 n - 2)/2), k3 = n/4, k4.. = n/2,
+  k1 = 2^ceil(alpha), k2 = 2^ceil((alpha + 12)/2), k3 = 4096, k4.. = n/2,
   alpha = log2(1/p) - 1/2, 14 passes; block reuse; parity inference);
 * ``"cascade-original"``: Brassard-Salvail 1993 (k1 = 0.73/p, doubling, 4 passes)
   for comparison.
@@ -94,7 +94,7 @@ class CascadeSide:
 
     def __init__(self, role: str, bits: np.ndarray, qber: float, *, seed: int = 0,
                  method: str = "cascade", verify_key: int | None = None,
-                 frame_bits: int = DEFAULT_FRAME_BITS) -> None:
+                 frame_bits: int = DEFAULT_FRAME_BITS, schedule: list[int] | None = None) -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         bits = _bits_u8(bits, "bits")
@@ -110,6 +110,10 @@ class CascadeSide:
             raise ValueError(f"frame_bits: expected an integer in [0, 2^31), got {frame_bits!r}")
         if bits.size > int(frame_bits) * 0xFFFF and frame_bits:
             raise ValueError(f"frame_bits: {frame_bits} gives more than 65535 frames for {bits.size} bits")
+        sched = [] if schedule is None else [int(k) for k in schedule]
+        if len(sched) > lib.QPP_CASCADE_MAX_PASSES or any(not 0 < k < 2**31 for k in sched):
+            raise ValueError(f"schedule: expected at most {lib.QPP_CASCADE_MAX_PASSES} block sizes "
+                             f"in [1, 2^31), got {schedule!r}")
         self.role = role
         self.method = method
         self.n = int(bits.size)
@@ -119,7 +123,8 @@ class CascadeSide:
             check("qpp_cascade_create", lib.qpp_cascade_create(
                 pp, lib.QPP_CASCADE_ALICE if role == "alice" else lib.QPP_CASCADE_BOB,
                 _variant(method), ffi.cast("uint64_t *", ffi.from_buffer(words)), self.n,
-                float(qber), int(seed), int(verify_key), int(frame_bits)))
+                float(qber), int(seed), int(verify_key), int(frame_bits),
+                ffi.new("uint32_t[]", sched) if sched else ffi.NULL, len(sched)))
         finally:
             words[:] = 0  # the packed copy is key material
         self._c = ffi.gc(pp[0], lib.qpp_cascade_free)

@@ -72,10 +72,9 @@ def ref_hash(bits: np.ndarray, r: int) -> int:
 def ref_block_sizes(method: str, n: int, p: float) -> list[int]:
     p = max(p, 1e-5)
     if method == "cascade":
-        # Demystifying (Martinez-Mateo et al. 2015), opt. (8); 12 = log2(n) - 2 and 4096 = n/4 at n = 2^14.
+        # Demystifying (Martinez-Mateo et al. 2015), opt. (8).
         alpha = math.log2(1 / p) - 0.5
-        ks = [2.0 ** math.ceil(alpha), 2.0 ** math.ceil((alpha + math.log2(n) - 2) / 2),
-              math.ceil(n / 4)] + [math.ceil(n / 2)] * 11
+        ks = [2.0 ** math.ceil(alpha), 2.0 ** math.ceil((alpha + 12) / 2), 4096] + [math.ceil(n / 2)] * 11
     else:
         # Brassard-Salvail 1993: k1 = 0.73/p, doubling, 4 passes.
         k1 = math.ceil(0.73 / p)

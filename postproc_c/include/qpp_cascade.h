@@ -84,10 +84,13 @@ QPP_WUR int qpp_cascade_block_sizes(int variant, size_t n_bits, double qber,
 /* Create one side. key_words: n_bits packed LSB first (unused high bits ignored).
  * seed: shared by both sides (shuffles). verify_key: Alice's fresh random hash key
  * (ignored for Bob). frame_bits: target frame length (0 = one frame); both sides
- * must pass the same n_bits, qber, variant, seed and frame_bits. */
+ * must pass the same n_bits, qber, variant, seed and frame_bits. sizes/npasses:
+ * an explicit block-size schedule (NULL/0 = the variant's own, see
+ * qpp_cascade_block_sizes), for experiments; sizes are clamped to each frame. */
 QPP_WUR int qpp_cascade_create(qpp_cascade **out, int role, int variant,
                                const uint64_t *key_words, size_t n_bits, double qber,
-                               uint64_t seed, uint64_t verify_key, size_t frame_bits);
+                               uint64_t seed, uint64_t verify_key, size_t frame_bits,
+                               const uint32_t *sizes, size_t npasses);
 void qpp_cascade_free(qpp_cascade *c);
 
 /* Size in bytes of the next outgoing message, 0 when there is none. */
