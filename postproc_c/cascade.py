@@ -189,8 +189,8 @@ class CascadeSide:
             messages=int(st.messages_sent + st.messages_received), success=bool(st.success),
             method=self.method,
             details={"parity_bits": int(st.parity_bits), "verify_bits": int(st.verify_bits),
-                     "passes": int(st.passes), "frames": int(st.frames), "flips": int(st.flips), "done": bool(st.done),
-                     "inconsistent": bool(st.inconsistent)})
+                     "passes": int(st.passes), "frames": int(st.frames), "flips": int(st.flips),
+                     "done": bool(st.done), "inconsistent": bool(st.inconsistent)})
 
 
 def _factory(method: str):
