@@ -32,7 +32,7 @@ import pytest
 from bench.common import record
 from postproc_c import reconcile_in_memory
 
-BLOCK_BITS = 1 << 20
+BLOCK_BITS = 1 << 22
 FER_FRAMES = int(os.environ.get("QPP_BENCH_FER_FRAMES", "2000"))
 TARGET_BPS = 50e6  # at QBER 2 % (issue 3)
 

@@ -128,6 +128,7 @@ class CascadeSide:
         finally:
             words[:] = 0  # the packed copy is key material
         self._c = ffi.gc(pp[0], lib.qpp_cascade_free)
+        self._len = ffi.new("size_t *")
 
     # -- lifetime ---------------------------------------------------------
     def close(self) -> None:
@@ -159,24 +160,23 @@ class CascadeSide:
 
     @property
     def done(self) -> bool:
-        return bool(self._stats().done)
+        return check("qpp_cascade_done", lib.qpp_cascade_done(self._obj())) == 1
 
     def next_message(self) -> bytes | None:
         c = self._obj()
         size = lib.qpp_cascade_pending(c)
         if size == 0:
             return None
-        buf = bytearray(size)
-        n = ffi.new("size_t *")
-        check("qpp_cascade_next", lib.qpp_cascade_next(c, ffi.from_buffer(buf), size, n))
-        return bytes(buf[: n[0]])
+        buf = ffi.new("uint8_t[]", size)
+        check("qpp_cascade_next", lib.qpp_cascade_next(c, buf, size, self._len))
+        return ffi.buffer(buf, self._len[0])[:]
 
     def feed(self, message: bytes) -> None:
         if not isinstance(message, (bytes, bytearray, memoryview)):
             raise TypeError(f"message: expected bytes, got {type(message).__name__}")
-        data = bytes(message)
-        if not data:
+        if not len(message):
             raise ValueError("message: empty")
+        data = ffi.from_buffer(message)
         check("qpp_cascade_feed", lib.qpp_cascade_feed(self._obj(), data, len(data)))
 
     def result(self) -> ReconcileResult:

@@ -45,16 +45,21 @@ def ref_positions(seed: int, j: int, n: int) -> list[int]:
         x, z = _splitmix(x)
         s.append(z)
     pos = list(range(n))
+    r, half = 0, False
     for i in range(n, 1, -1):
-        r = (_rotl((s[1] * 5) & M64, 7) * 9) & M64
-        t = (s[1] << 17) & M64
-        s[2] ^= s[0]
-        s[3] ^= s[1]
-        s[1] ^= s[2]
-        s[0] ^= s[3]
-        s[2] ^= t
-        s[3] = _rotl(s[3], 45)
-        jj = (r * i) >> 64
+        if not half:
+            r = (_rotl((s[1] * 5) & M64, 7) * 9) & M64
+            t = (s[1] << 17) & M64
+            s[2] ^= s[0]
+            s[3] ^= s[1]
+            s[1] ^= s[2]
+            s[0] ^= s[3]
+            s[2] ^= t
+            s[3] = _rotl(s[3], 45)
+            d, half = r >> 32, True
+        else:
+            d, half = r & 0xFFFFFFFF, False
+        jj = (d * i) >> 32
         pos[i - 1], pos[jj] = pos[jj], pos[i - 1]
     return pos
 

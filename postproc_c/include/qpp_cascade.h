@@ -93,6 +93,8 @@ QPP_WUR int qpp_cascade_create(qpp_cascade **out, int role, int variant,
                                const uint32_t *sizes, size_t npasses);
 void qpp_cascade_free(qpp_cascade *c);
 
+/* 1 when this side has finished (Alice: her VERIFY was taken), 0 otherwise. */
+int qpp_cascade_done(const qpp_cascade *c);
 /* Size in bytes of the next outgoing message, 0 when there is none. */
 size_t qpp_cascade_pending(const qpp_cascade *c);
 /* Copy the next outgoing message into buf (cap bytes) and consume it; *len = 0 if none. */

@@ -36,8 +36,8 @@
  * pass >= 2 from the total parity) are not requested and cost nothing.
  *
  * Shuffles: xoshiro256** seeded with splitmix64(seed ^ golden*(pass+1)),
- * Fisher-Yates with the multiply-shift bounded draw (bias < n/2^64,
- * irrelevant for a public shuffle). Both sides derive the same shuffles from
+ * Fisher-Yates with 32-bit multiply-shift bounded draws, two per output
+ * (bias < n/2^32, irrelevant for a public shuffle; n < 2^31). Both sides derive the same shuffles from
  * the shared seed.
  *
  * The verification hash is a polynomial over GF(2^61 - 1) of the key's 32-bit
@@ -181,8 +181,14 @@ static void shuffle_positions(uint64_t seed, unsigned pass, uint32_t *pos, size_
     uint64_t x = seed ^ (0x9E3779B97F4A7C15ULL * ((uint64_t)pass + 1)), s[4];
     for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
     for (size_t i = 0; i < n; i++) pos[i] = (uint32_t)i;
+    /* Two 32-bit draws per xoshiro output (high half first), j = (d * i) >> 32. */
+    uint64_t r = 0;
+    int half = 0;
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(((unsigned __int128)xoshiro(s) * i) >> 64);
+        uint32_t d;
+        if (!half) { r = xoshiro(s); d = (uint32_t)(r >> 32); half = 1; }
+        else { d = (uint32_t)r; half = 0; }
+        size_t j = (size_t)(((uint64_t)d * i) >> 32);
         uint32_t t = pos[i - 1]; pos[i - 1] = pos[j]; pos[j] = t;
     }
 }
@@ -302,19 +308,22 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
     size_t n = S->n, nw = (n + 63) / 64;
     pass_t *P = &F->p[j];
     S->pos[j] = malloc(n * sizeof(uint32_t));
-    S->inv[j] = malloc(n * sizeof(uint32_t));
-    if (!S->pos[j] || !S->inv[j]) goto nomem;
+    if (!S->pos[j]) goto nomem;
     shuffle_positions(c->seed, j, S->pos[j], n);
-    for (size_t i = 0; i < n; i++) S->inv[j][S->pos[j][i]] = (uint32_t)i;
+    if (c->role == QPP_CASCADE_BOB) {   /* only Bob maps pass positions back to bits */
+        S->inv[j] = malloc(n * sizeof(uint32_t));
+        if (!S->inv[j]) goto nomem;
+        for (size_t i = 0; i < n; i++) S->inv[j][S->pos[j][i]] = (uint32_t)i;
+    }
     if (P->lazy && P->nblocks > 1) {
-        size_t nm = P->nblocks - 1;
+        /* block b = pass positions [b k, (b+1) k); nblocks <= 4, so compare, not divide */
+        size_t nm = P->nblocks - 1, k = P->k;
+        const uint32_t *pos = S->pos[j];
         S->mask[j] = calloc(nm * nw, sizeof(uint64_t));
         if (!S->mask[j]) goto nomem;
-        for (size_t b = 0; b < nm; b++) {   /* block b = pass positions [b k, (b+1) k) */
-            uint64_t *m = S->mask[j] + b * nw;
-            const uint32_t *inv = S->inv[j];
-            size_t hi = (b + 1) * (size_t)P->k;
-            for (size_t q = b * (size_t)P->k; q < hi && q < n; q++) m[inv[q] >> 6] |= (uint64_t)1 << (inv[q] & 63);
+        for (size_t i = 0; i < n; i++) {
+            size_t b = (pos[i] >= k) + (pos[i] >= 2 * k) + (pos[i] >= 3 * k);
+            if (b < nm) S->mask[j][b * nw + (i >> 6)] |= (uint64_t)1 << (i & 63);
         }
     }
     S->ready[j] = 1;
@@ -503,6 +512,12 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
 }
 
 size_t qpp_cascade_pending(const qpp_cascade *c) { return (c && c->has_out) ? c->out_len : 0; }
+
+int qpp_cascade_done(const qpp_cascade *c)
+{
+    if (!c) return QPP_ERR_NULL;
+    return (c->state == A_DONE && !c->has_out) || c->state == B_DONE;
+}
 
 int qpp_cascade_next(qpp_cascade *c, uint8_t *buf, size_t cap, size_t *len)
 {
