@@ -32,6 +32,7 @@ import numpy as np
 
 from ._binding import Error, check, ffi, lib, words_for
 from .reconcile import ReconcileResult, register
+from .selftest import kat
 
 VARIANTS = {"cascade": lib.QPP_CASCADE_OPT, "cascade-original": lib.QPP_CASCADE_ORIGINAL}
 HEADER_BYTES = lib.QPP_CASCADE_HEADER_BYTES
@@ -220,3 +221,29 @@ def cascade_permutation(seed: int, pass_index: int, n: int) -> np.ndarray:
 
 __all__ = ["CascadeSide", "Error", "block_sizes", "cascade_hash", "cascade_permutation",
            "pack_bits", "unpack_bits"]
+
+
+def kat_keys() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed inputs of the Cascade known-answer test (integer hashing, no RNG):
+    2000 bits, errors where a second hash falls in 1/32 of its range (~3 %)."""
+    i = np.arange(2000, dtype=np.uint64)
+    alice = ((i * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(63)).astype(np.uint8)
+    err = (((i * np.uint64(0xD1B54A32D192ED03)) >> np.uint64(59)) == 0).astype(np.uint8)
+    return alice, alice ^ err
+
+
+# Parity bits and messages of each method on kat_keys() (seed 7, one frame), as the
+# pure-Python reference in tests/test_cascade.py computes them.
+KAT_EXPECTED = {"cascade": (447, 300), "cascade-original": (500, 76)}
+
+
+@kat("cascade")
+def _kat() -> bool:
+    from .reconcile import reconcile_in_memory
+    alice, bob = kat_keys()
+    for method, (parity_bits, messages) in KAT_EXPECTED.items():
+        res = reconcile_in_memory(alice, bob, 0.03, method=method, seed=7, frame_bits=0, verify_key=1)
+        if not (res.success and np.array_equal(res.corrected, alice)
+                and res.details["parity_bits"] == parity_bits and res.messages == messages):
+            return False
+    return True

@@ -571,3 +571,14 @@ def test_tiny_and_error_free_keys():
     a, _ = keys(4096, 0.0, 1)
     res = pc.reconcile_in_memory(a, a.copy(), 0.01, method="cascade", seed=2)
     assert res.success and res.details["flips"] == 0
+
+
+def test_kat_matches_reference_and_selftest_passes():
+    a, b = cc.kat_keys()
+    assert int((a ^ b).sum()) == 66
+    for method, (parity_bits, messages) in cc.KAT_EXPECTED.items():
+        ref = RefCascade(a, b, 0.03, method, seed=7)
+        np.testing.assert_array_equal(ref.run(), a)
+        assert sum(ref.reply_bits) == parity_bits
+        assert 2 * len(ref.requests) + 2 == messages  # request/reply rounds + FINISH/VERIFY
+    assert pc.selftest()["cascade"] is True
