@@ -222,9 +222,10 @@ class RefCascade:
                     if (lft[1], lft[2]) in self.known[j]:
                         x = lft if self.err[j][(lft[1], lft[2])] else self.child(x, 1)
                         continue
-                    if (lft[1], lft[2]) not in self.pend[j]:
-                        self.pend[j].add((lft[1], lft[2]))
-                        req.append(x)
+                    if (lft[1], lft[2]) in self.pend[j]:
+                        break  # another entry waits at this node
+                    self.pend[j].add((lft[1], lft[2]))
+                    req.append(x)
                     keep = True
                     break
                 if keep:

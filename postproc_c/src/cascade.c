@@ -751,10 +751,10 @@ static int frame_advance(qpp_cascade *c, frame_t *F)
                 x = getb(P->err, lid) ? l : child(x, 1);
                 continue;
             }
-            if (!getb(P->pend, lid)) {
-                setb(P->pend, lid, 1);
-                if ((st = push_node(&F->req, &F->nreq, &F->creq, x))) return st;
-            }
+            /* Another entry already waits at this node: it will resolve it, drop this one. */
+            if (getb(P->pend, lid)) break;
+            setb(P->pend, lid, 1);
+            if ((st = push_node(&F->req, &F->nreq, &F->creq, x))) return st;
             keep = 1;
             break;
         }
