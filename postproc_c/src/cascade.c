@@ -69,7 +69,8 @@ typedef struct {
                                  only when a bisection first needs it */
     uint64_t *copy;           /* key in pass order (materialized passes); == key for pass 0 */
     uint64_t *prefix;         /* Alice: prefix parities of copy */
-    uint64_t *known, *err, *pend;  /* Bob: node bitmaps */
+    uint64_t *nodes;          /* Bob: node bitmaps known/err/pend interleaved per word,
+                                 so one node's three bits share a cache line */
     int ready, started;
 } pass_t;
 
@@ -268,8 +269,8 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
 static void pass_free(pass_t *P, const uint64_t *key)
 {
     if (P->copy != key) free(P->copy);
-    free(P->prefix); free(P->known); free(P->err); free(P->pend);
-    P->copy = P->prefix = P->known = P->err = P->pend = NULL;
+    free(P->prefix); free(P->nodes);
+    P->copy = P->prefix = P->nodes = NULL;
     P->ready = 0;
 }
 
@@ -378,14 +379,8 @@ static int pass_ready(qpp_cascade *c, frame_t *F, uint32_t j)
     if (!P->lazy && (st = pass_copy(c, F, j))) return st;
     if (c->role == QPP_CASCADE_BOB) {
         size_t bits = (size_t)P->nblocks * P->cap2, words = (bits + 63) / 64;
-        P->known = calloc(words, sizeof(uint64_t));
-        P->err = calloc(words, sizeof(uint64_t));
-        P->pend = calloc(words, sizeof(uint64_t));
-        if (!P->known || !P->err || !P->pend) {
-            free(P->known); free(P->err); free(P->pend);
-            P->known = P->err = P->pend = NULL;
-            return QPP_ERR_NOMEM;
-        }
+        P->nodes = calloc(3 * words, sizeof(uint64_t));
+        if (!P->nodes) return QPP_ERR_NOMEM;
     }
     P->ready = 1;
     return QPP_OK;
@@ -637,6 +632,15 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
 
 /* ---------- Bob ---------- */
 
+/* Node bit f (0 = known, 1 = err, 2 = pend) of node id. */
+static inline int nget(const pass_t *P, int f, size_t id) { return (int)((P->nodes[3 * (id >> 6) + f] >> (id & 63)) & 1u); }
+static inline void nflip(pass_t *P, int f, size_t id) { P->nodes[3 * (id >> 6) + f] ^= (uint64_t)1 << (id & 63); }
+static inline void nset(pass_t *P, int f, size_t id, int v)
+{
+    uint64_t m = (uint64_t)1 << (id & 63), *w = &P->nodes[3 * (id >> 6) + f];
+    if (v) *w |= m; else *w &= ~m;
+}
+
 static inline uint32_t blk_of(const pass_t *P, uint32_t q)
 {
     return P->kshift >= 0 ? q >> P->kshift : q / P->k;
@@ -690,16 +694,16 @@ static int bob_flip(frame_t *F, size_t i, int variant)
         int have = 0;
         for (;;) {
             size_t id = nid(P, x.block, x.h);
-            if (!getb(P->known, id)) break;
-            flipb(P->err, id);
-            if (getb(P->err, id)) { best = x; have = 1; }
+            if (!nget(P, 0, id)) break;
+            nflip(P, 1, id);
+            if (nget(P, 1, id)) { best = x; have = 1; }
             if (x.len == 1) break;
             node_t l = child(x, 0);
             x = q < l.start + l.len ? l : child(x, 1);
         }
         if (variant == QPP_CASCADE_ORIGINAL) {
             best = root(F, j, blk_of(P, q));
-            have = getb(P->err, nid(P, best.block, 1));
+            have = nget(P, 1, nid(P, best.block, 1));
         }
         if (have) {
             int st = push_node(&F->act, &F->nact, &F->cact, best);
@@ -711,19 +715,19 @@ static int bob_flip(frame_t *F, size_t i, int variant)
 
 /* The original protocol keeps no sub-block parities once a bisection ends:
  * clear the whole tree below the root of the leaf's block. */
-static void clear_bits(uint64_t *w, size_t s, size_t e)
+static void clear_bits(pass_t *P, int f, size_t s, size_t e)
 {
-    while (s < e && (s & 63)) { setb(w, s, 0); s++; }
-    while (s + 64 <= e) { w[s >> 6] = 0; s += 64; }
-    while (s < e) { setb(w, s, 0); s++; }
+    while (s < e && (s & 63)) { nset(P, f, s, 0); s++; }
+    while (s + 64 <= e) { P->nodes[3 * (s >> 6) + f] = 0; s += 64; }
+    while (s < e) { nset(P, f, s, 0); s++; }
 }
 
 static void forget_block(frame_t *F, node_t leaf)
 {
     pass_t *P = &F->p[leaf.pass];
     size_t base = nid(P, leaf.block, 0);
-    clear_bits(P->known, base + 2, base + P->cap2);
-    clear_bits(P->err, base + 2, base + P->cap2);
+    clear_bits(P, 0, base + 2, base + P->cap2);
+    clear_bits(P, 1, base + 2, base + P->cap2);
 }
 
 /* Run every active bisection of F as far as known parities allow; then decide
@@ -736,7 +740,7 @@ static int frame_advance(qpp_cascade *c, frame_t *F)
         node_t x = F->act[a];
         pass_t *P = &F->p[x.pass];
         size_t id = nid(P, x.block, x.h);
-        if (!getb(P->known, id) || !getb(P->err, id)) continue;
+        if (!nget(P, 0, id) || !nget(P, 1, id)) continue;
         int keep = 0;
         for (;;) {
             if (x.len == 1) {
@@ -747,13 +751,13 @@ static int frame_advance(qpp_cascade *c, frame_t *F)
             }
             node_t l = child(x, 0);
             size_t lid = nid(P, l.block, l.h);
-            if (getb(P->known, lid)) {
-                x = getb(P->err, lid) ? l : child(x, 1);
+            if (nget(P, 0, lid)) {
+                x = nget(P, 1, lid) ? l : child(x, 1);
                 continue;
             }
             /* Another entry already waits at this node: it will resolve it, drop this one. */
-            if (getb(P->pend, lid)) break;
-            setb(P->pend, lid, 1);
+            if (nget(P, 2, lid)) break;
+            nset(P, 2, lid, 1);
             if ((st = push_node(&F->req, &F->nreq, &F->creq, x))) return st;
             keep = 1;
             break;
@@ -838,8 +842,8 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
             node_t x = root(F, j, b);
             size_t id = nid(P, b, 1);
             int e = a ^ (P->copy ? bob_parity(F, x) : top_parity(F, j, b));
-            setb(P->known, id, 1);
-            setb(P->err, id, e);
+            nset(P, 0, id, 1);
+            nset(P, 1, id, e);
             if (e) {
                 int st = push_node(&F->act, &F->nact, &F->cact, x);
                 if (st) return st;
@@ -851,13 +855,13 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
             node_t x = F->req[t], l = child(x, 0), r = child(x, 1);
             pass_t *P = &F->p[x.pass];
             size_t id = nid(P, x.block, x.h), lid = nid(P, l.block, l.h), rid = nid(P, r.block, r.h);
-            setb(P->pend, lid, 0);
-            if (!getb(P->known, id)) continue;   /* forgotten meanwhile (original variant) */
+            nset(P, 2, lid, 0);
+            if (!nget(P, 0, id)) continue;   /* forgotten meanwhile (original variant) */
             int st = pass_copy(c, F, x.pass);
             if (st) return st;
             int e = reply_bit(pl, b0 + t) ^ bob_parity(F, l);
-            setb(P->known, lid, 1); setb(P->err, lid, e);
-            setb(P->known, rid, 1); setb(P->err, rid, e ^ getb(P->err, id));
+            nset(P, 0, lid, 1); nset(P, 1, lid, e);
+            nset(P, 0, rid, 1); nset(P, 1, rid, e ^ nget(P, 1, id));
         }
         F->nreq = 0;
     }
