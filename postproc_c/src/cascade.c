@@ -71,6 +71,10 @@ typedef struct {
     uint64_t *prefix;         /* Alice: prefix parities of copy */
     uint64_t *nodes;          /* Bob: node bitmaps known/err/pend interleaved per word,
                                  so one node's three bits share a cache line */
+    uint64_t *hkeys;          /* Bob, lazy passes: the same three bits in a hash table of */
+    uint8_t *hval;            /* node ids (few nodes of these big trees are ever known) */
+    size_t hcap, hcount;
+    int oom;                  /* a hash insert failed: reported by the next feed */
     int ready, started;
 } pass_t;
 
@@ -269,8 +273,9 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
 static void pass_free(pass_t *P, const uint64_t *key)
 {
     if (P->copy != key) free(P->copy);
-    free(P->prefix); free(P->nodes);
-    P->copy = P->prefix = P->nodes = NULL;
+    free(P->prefix); free(P->nodes); free(P->hkeys); free(P->hval);
+    P->copy = P->prefix = P->nodes = P->hkeys = NULL;
+    P->hval = NULL;
     P->ready = 0;
 }
 
@@ -379,8 +384,19 @@ static int pass_ready(qpp_cascade *c, frame_t *F, uint32_t j)
     if (!P->lazy && (st = pass_copy(c, F, j))) return st;
     if (c->role == QPP_CASCADE_BOB) {
         size_t bits = (size_t)P->nblocks * P->cap2, words = (bits + 63) / 64;
-        P->nodes = calloc(3 * words, sizeof(uint64_t));
-        if (!P->nodes) return QPP_ERR_NOMEM;
+        if (P->lazy) {
+            P->hcap = 256;
+            P->hkeys = malloc(P->hcap * sizeof *P->hkeys);
+            P->hval = calloc(P->hcap, 1);
+            if (!P->hkeys || !P->hval) {
+                free(P->hkeys); free(P->hval); P->hkeys = NULL; P->hval = NULL;
+                return QPP_ERR_NOMEM;
+            }
+            memset(P->hkeys, 0xFF, P->hcap * sizeof *P->hkeys);
+        } else {
+            P->nodes = calloc(3 * words, sizeof(uint64_t));
+            if (!P->nodes) return QPP_ERR_NOMEM;
+        }
     }
     P->ready = 1;
     return QPP_OK;
@@ -632,13 +648,71 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
 
 /* ---------- Bob ---------- */
 
-/* Node bit f (0 = known, 1 = err, 2 = pend) of node id. */
-static inline int nget(const pass_t *P, int f, size_t id) { return (int)((P->nodes[3 * (id >> 6) + f] >> (id & 63)) & 1u); }
-static inline void nflip(pass_t *P, int f, size_t id) { P->nodes[3 * (id >> 6) + f] ^= (uint64_t)1 << (id & 63); }
+/* Node bit f (0 = known, 1 = err, 2 = pend) of node id: a bitmap, or for lazy
+ * passes an open-addressing table (linear probing, load <= 1/2, no deletes). */
+#define HEMPTY (~(uint64_t)0)
+
+static inline size_t hslot(const pass_t *P, uint64_t id)
+{
+    size_t mask = P->hcap - 1, i = (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 40) & mask;
+    while (P->hkeys[i] != HEMPTY && P->hkeys[i] != id) i = (i + 1) & mask;
+    return i;
+}
+
+static int hgrow(pass_t *P)
+{
+    size_t cap = P->hcap * 2;
+    uint64_t *k = malloc(cap * sizeof *k);
+    uint8_t *v = calloc(cap, 1);
+    if (!k || !v) { free(k); free(v); return QPP_ERR_NOMEM; }
+    memset(k, 0xFF, cap * sizeof *k);
+    uint64_t *ok = P->hkeys;
+    uint8_t *ov = P->hval;
+    size_t ocap = P->hcap;
+    P->hkeys = k; P->hval = v; P->hcap = cap;
+    for (size_t i = 0; i < ocap; i++)
+        if (ok[i] != HEMPTY) { size_t j = hslot(P, ok[i]); k[j] = ok[i]; v[j] = ov[i]; }
+    free(ok); free(ov);
+    return QPP_OK;
+}
+
+/* Slot of id, inserted if absent (NULL when out of memory: P->oom is set). */
+static uint8_t *hget_slot(pass_t *P, uint64_t id)
+{
+    size_t i = hslot(P, id);
+    if (P->hkeys[i] == id) return &P->hval[i];
+    if (2 * (P->hcount + 1) > P->hcap) {
+        if (hgrow(P)) { P->oom = 1; return NULL; }
+        i = hslot(P, id);
+    }
+    P->hkeys[i] = id; P->hval[i] = 0; P->hcount++;
+    return &P->hval[i];
+}
+
+static inline int nget(const pass_t *P, int f, size_t id)
+{
+    if (P->nodes) return (int)((P->nodes[3 * (id >> 6) + f] >> (id & 63)) & 1u);
+    size_t i = hslot(P, id);
+    return P->hkeys[i] == id ? (P->hval[i] >> f) & 1 : 0;
+}
+
+static inline void nflip(pass_t *P, int f, size_t id)
+{
+    if (P->nodes) { P->nodes[3 * (id >> 6) + f] ^= (uint64_t)1 << (id & 63); return; }
+    uint8_t *v = hget_slot(P, id);
+    if (v) *v ^= (uint8_t)(1u << f);
+}
+
 static inline void nset(pass_t *P, int f, size_t id, int v)
 {
-    uint64_t m = (uint64_t)1 << (id & 63), *w = &P->nodes[3 * (id >> 6) + f];
-    if (v) *w |= m; else *w &= ~m;
+    if (P->nodes) {
+        uint64_t m = (uint64_t)1 << (id & 63), *w = &P->nodes[3 * (id >> 6) + f];
+        if (v) *w |= m; else *w &= ~m;
+        return;
+    }
+    if (!v && !nget(P, f, id)) return;
+    uint8_t *s = hget_slot(P, id);
+    if (s) { if (v) *s |= (uint8_t)(1u << f); else *s &= (uint8_t)~(1u << f); }
 }
 
 static inline uint32_t blk_of(const pass_t *P, uint32_t q)
@@ -717,6 +791,12 @@ static int bob_flip(frame_t *F, size_t i, int variant)
  * clear the whole tree below the root of the leaf's block. */
 static void clear_bits(pass_t *P, int f, size_t s, size_t e)
 {
+    if (!P->nodes) {
+        for (size_t i = 0; i < P->hcap; i++)
+            if (P->hkeys[i] != HEMPTY && P->hkeys[i] >= s && P->hkeys[i] < e)
+                P->hval[i] &= (uint8_t)~(1u << f);
+        return;
+    }
     while (s < e && (s & 63)) { nset(P, f, s, 0); s++; }
     while (s + 64 <= e) { P->nodes[3 * (s >> 6) + f] = 0; s += 64; }
     while (s < e) { nset(P, f, s, 0); s++; }
@@ -865,7 +945,10 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
         }
         F->nreq = 0;
     }
-    return frame_advance(c, F);
+    int st = frame_advance(c, F);
+    for (uint32_t j = 0; j < F->npasses; j++)
+        if (F->p[j].oom) return QPP_ERR_NOMEM;
+    return st;
 }
 
 static int bob_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
