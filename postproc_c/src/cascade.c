@@ -465,6 +465,7 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
     size_t flen = (n_bits + nf - 1) / nf;
     if (nf > 1) flen = (flen + 63) & ~(size_t)63;
     nf = (n_bits + flen - 1) / flen;
+    if (flen > ((size_t)1 << 30)) return QPP_ERR_LENGTH;   /* node ids and heap indices stay in range */
 
     qpp_cascade *c = calloc(1, sizeof *c);
     if (!c) return QPP_ERR_NOMEM;
