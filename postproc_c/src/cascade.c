@@ -30,6 +30,17 @@
  *    Flipping bit i toggles err along the known nodes of the path to pos_j[i]
  *    in each pass (O(passes * log k)), which is the cascade effect without any
  *    rescan: the deepest odd known node is queued for bisection.
+ *  - passes with at most 4 top-level blocks (k >= n/4: passes 3-14 of opt.
+ *    (8)) are "lazy": their top-level parities come from per-block membership
+ *    masks (popcount of key & mask), the copy in pass order is built only when
+ *    a bisection first enters the pass, and Bob keeps their node bits in a
+ *    small hash table instead of a 6n-bit bitmap;
+ *  - one object holds a block cut into frames; shuffles depend only on (seed,
+ *    pass, frame length) and are shared by all frames of that length; each
+ *    round, every frame's requests go into one message.
+ * Passes run in order within a frame (the next pass starts when no request of
+ * the current one is outstanding): overlapping them was measured to save
+ * rounds but to cost leakage.
  * Leakage convention ([MM15] Sec. 2): the parity bits Alice discloses.
  * Bob's messages carry only positions (which ranges he wants), no key bits.
  * Inferred parities (right child = parent ^ left; last top-level block of a
