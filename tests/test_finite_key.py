@@ -1,0 +1,156 @@
+"""Finite-key bounds checked against quantities computed independently here.
+
+* The decoy bounds must be valid lower/upper bounds of the true photon-number
+  counts of a channel whose yields we know exactly, and no better than the
+  optimum of the linear program they relax (solved with scipy's LP solver).
+* The key length must reproduce a value worked through by hand below, react
+  correctly to the block size and the error rate, and abort at high QBER.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from link.channel_model import FiberSystem
+from link.finite_key import (
+    BasisCounts,
+    DecoySettings,
+    binary_entropy,
+    secret_key_length,
+    single_photon_bounds,
+)
+
+TWO = DecoySettings(mus=(0.5, 0.1, 2e-4), probs=(0.7, 0.2, 0.1))
+ONE = DecoySettings(mus=(0.5, 0.1), probs=(0.7, 0.3))
+
+
+def _true_counts(decoy: DecoySettings, n_pulses: float, eta: float, y0: float, e_det: float,
+                 n_max: int = 40):
+    """Exact expected counts from photon-number yields Y_n = 1 - (1 - y0)(1 - eta)^n."""
+    n = np.arange(n_max)
+    fact = np.array([math.factorial(int(i)) for i in n], dtype=float)
+    y = 1.0 - (1.0 - y0) * (1.0 - eta) ** n
+    err = e_det * y + (0.5 - e_det) * y0 * (1.0 - eta) ** n  # dark clicks err half the time
+    p_n_given_k = np.array([np.exp(-m) * m**n / fact for m in decoy.mus])  # Poisson
+    counts = n_pulses * np.array(decoy.probs) * (p_n_given_k * y).sum(axis=1)
+    errors = n_pulses * np.array(decoy.probs) * (p_n_given_k * err).sum(axis=1)
+    tau_n = np.array(decoy.probs) @ p_n_given_k
+    s_true = n_pulses * tau_n * y           # detections that came from n-photon pulses
+    v_true = n_pulses * tau_n * err
+    return counts, errors, s_true, v_true
+
+
+@pytest.mark.parametrize("decoy,protocol", [(TWO, "2-decoy"), (ONE, "1-decoy")])
+@pytest.mark.parametrize("eta", [1e-1, 1e-2, 1e-3])
+def test_decoy_bounds_are_valid_and_tight(decoy, protocol, eta):
+    n_pulses = 1e16  # statistical terms negligible: the bounds must hold for expectations
+    counts, errors, s_true, v_true = _true_counts(decoy, n_pulses, eta, y0=1e-6, e_det=0.01)
+    c = BasisCounts(tuple(counts), tuple(errors))
+    b = single_photon_bounds(c, c, decoy, eps_sec=1e-10, protocol=protocol)
+    assert b["s1"] <= s_true[1] * (1 + 1e-9)
+    assert b["v1_test"] >= v_true[1] * (1 - 1e-9)
+    assert b["s0"] <= s_true[0] * (1 + 1e-9)
+    # 2-decoy with a near-vacuum decoy is tight; 1-decoy gives up some single photons
+    assert b["s1"] >= s_true[1] * (0.9 if protocol == "2-decoy" else 0.6)
+
+
+def test_single_photon_bound_no_better_than_linear_program():
+    # The analytic bound (Lim Eq. 3) relaxes the LP: minimize s1 subject to the
+    # observed counts of each intensity being sum_n P(n|k) Y_n N, 0 <= Y_n <= 1.
+    decoy = TWO
+    n_pulses = 1e14
+    counts, errors, s_true, _ = _true_counts(decoy, n_pulses, 1e-2, 1e-6, 0.01)
+    n_max = 25
+    n = np.arange(n_max)
+    fact = np.array([math.factorial(int(i)) for i in n], dtype=float)
+    a_eq = np.array([p * n_pulses * np.exp(-m) * m**n / fact for m, p in zip(decoy.mus, decoy.probs)])
+    tau1 = sum(p * math.exp(-m) * m for m, p in zip(decoy.mus, decoy.probs))
+    cost = np.zeros(n_max)
+    cost[1] = n_pulses * tau1
+    # the tail beyond n_max is bounded by its weight, so allow that much slack
+    tail = np.array([p * n_pulses * (1 - sum(math.exp(-m) * m**i / math.factorial(i) for i in range(n_max)))
+                     for m, p in zip(decoy.mus, decoy.probs)])
+    res = linprog(cost, A_ub=np.vstack([a_eq, -a_eq]),
+                  b_ub=np.concatenate([counts + tail + 1e-6 * counts, -(counts - 1e-6 * counts)]),
+                  bounds=[(0, 1)] * n_max, method="highs")
+    assert res.status == 0
+    c = BasisCounts(tuple(counts), tuple(errors))
+    b = single_photon_bounds(c, c, decoy, eps_sec=1e-10, protocol="2-decoy")
+    assert b["s1"] <= res.fun * (1 + 1e-6) + 1e-6 * counts.sum()
+    assert res.fun <= s_true[1] * (1 + 1e-6)
+
+
+def test_key_length_worked_example():
+    # A block worked through by hand from Lim 2014 Eqs. (1)-(5), written out
+    # longhand here rather than through the module's helpers.
+    key = BasisCounts(n=(700_000, 150_000, 1_000), m=None)
+    test = BasisCounts(n=(70_000, 15_000, 100), m=(700, 300, 50))
+    eps_sec, eps_cor, leak = 1e-10, 1e-15, 80_000
+    mu1, mu2, mu3 = TWO.mus
+    p1, p2, p3 = TWO.probs
+    eps = eps_sec / 21
+    t0 = p1 * math.exp(-mu1) + p2 * math.exp(-mu2) + p3 * math.exp(-mu3)
+    t1 = p1 * math.exp(-mu1) * mu1 + p2 * math.exp(-mu2) * mu2 + p3 * math.exp(-mu3) * mu3
+
+    def bounds(n1, n2, n3):
+        d = math.sqrt((n1 + n2 + n3) / 2 * math.log(1 / eps))
+        n1p = math.exp(mu1) / p1 * (n1 + d)
+        n2m, n2p = math.exp(mu2) / p2 * (n2 - d), math.exp(mu2) / p2 * (n2 + d)
+        n3m, n3p = math.exp(mu3) / p3 * (n3 - d), math.exp(mu3) / p3 * (n3 + d)
+        s0 = max(0.0, t0 * (mu2 * n3m - mu3 * n2p) / (mu2 - mu3))
+        s1 = t1 * mu1 * (n2m - n3p - (mu2**2 - mu3**2) / mu1**2 * (n1p - s0 / t0)) / (
+            mu1 * (mu2 - mu3) - mu2**2 + mu3**2)
+        return s0, s1
+
+    s0z, s1z = bounds(*key.n)
+    _, s1x = bounds(*test.n)
+    dm = math.sqrt(sum(test.m) / 2 * math.log(1 / eps))
+    v1x = t1 * (math.exp(mu2) / p2 * (test.m[1] + dm) - math.exp(mu3) / p3 * (test.m[2] - dm)) / (mu2 - mu3)
+    b = v1x / s1x
+    g = math.sqrt((s1x + s1z) * (1 - b) * b / (s1x * s1z * math.log(2))
+                  * math.log2((s1x + s1z) / (s1x * s1z * (1 - b) * b) * 21**2 / eps_sec**2))
+    phi = b + g
+    ell = math.floor(s0z + s1z - s1z * binary_entropy(phi) - leak
+                     - 6 * math.log2(21 / eps_sec) - math.log2(2 / eps_cor))
+    res = secret_key_length(key, test, TWO, leak_ec_bits=leak, eps_sec=eps_sec, eps_cor=eps_cor)
+    assert res.ell == ell
+    assert ell > 100_000
+    assert res.phase_error == pytest.approx(phi, rel=1e-12)
+    assert res.eps.parameter_estimation + res.eps.privacy_amplification == pytest.approx(eps_sec)
+
+
+@pytest.mark.parametrize("protocol,decoy", [("2-decoy", TWO), ("1-decoy", ONE)])
+def test_key_length_grows_with_block_and_aborts_on_high_qber(protocol, decoy):
+    sys = FiberSystem()
+    decoy = (DecoySettings((0.5, 0.15, 2e-4), (0.6, 0.3, 0.1)) if protocol == "2-decoy"
+             else DecoySettings((0.5, 0.15), (0.7, 0.3)))
+    ells = []
+    for n_key in (1e7, 1e8, 1e9):
+        key, test, n_pulses, leak = sys.expected_counts(25.0, n_key, 0.8, decoy)
+        r = secret_key_length(key, test, decoy, leak_ec_bits=int(leak), protocol=protocol)
+        ells.append(r.ell / n_pulses)
+    assert all(b > a for a, b in zip(ells, ells[1:])), ells
+    # An intercept-resend-like block: 25 % errors in the test basis
+    key, test, _, leak = sys.expected_counts(25.0, 1e8, 0.8, decoy)
+    bad = BasisCounts(test.n, tuple(0.25 * x for x in test.n))
+    r = secret_key_length(key, bad, decoy, leak_ec_bits=int(leak), protocol=protocol)
+    assert r.ell == 0 and r.reason
+
+
+def test_bad_arguments_name_the_problem():
+    c = BasisCounts((1, 2, 3), (0, 0, 0))
+    with pytest.raises(ValueError, match="mus"):
+        secret_key_length(c, c, DecoySettings((0.1, 0.5, 0.0), (0.5, 0.3, 0.2)), leak_ec_bits=0)
+    with pytest.raises(ValueError, match="probs"):
+        DecoySettings((0.5, 0.1, 0.0), (0.5, 0.3, 0.3))
+    with pytest.raises(ValueError, match="key.m"):
+        secret_key_length(BasisCounts((10, 5)), BasisCounts((10, 5), (1, 1)), ONE,
+                          leak_ec_bits=0, protocol="1-decoy")
+    with pytest.raises(ValueError, match="test.m"):
+        secret_key_length(c, BasisCounts((1, 2, 3)), TWO, leak_ec_bits=0)
+    with pytest.raises(ValueError, match="protocol"):
+        secret_key_length(c, c, TWO, leak_ec_bits=0, protocol="3-decoy")
