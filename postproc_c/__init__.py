@@ -13,6 +13,8 @@ from ._binding import Error, ffi, lib
 from ._version import __version__
 from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
 from .selftest import SelfTestError, selftest
+from . import ldpc  # noqa: E402,I001  (registers "ldpc" and "ldpc-blind")
+from .ldpc import LdpcCode, LdpcSide
 
 
 def cpu_features() -> list[str]:
@@ -23,6 +25,6 @@ def cpu_features() -> list[str]:
 
 
 __all__ = [
-    "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
+    "Error", "LdpcCode", "LdpcSide", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
     "make_side", "methods", "reconcile_in_memory", "selftest",
 ]
