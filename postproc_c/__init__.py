@@ -9,12 +9,12 @@ so threads can run the core in parallel. This package knows nothing of sockets
 or instruments.
 """
 
+from . import ldpc  # registers the "ldpc" and "ldpc-blind" reconciliation methods
 from ._binding import Error, ffi, lib
 from ._version import __version__
+from .ldpc import LdpcCode, LdpcSide
 from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
 from .selftest import SelfTestError, selftest
-from . import ldpc  # noqa: E402,I001  (registers "ldpc" and "ldpc-blind")
-from .ldpc import LdpcCode, LdpcSide
 
 
 def cpu_features() -> list[str]:
@@ -25,6 +25,6 @@ def cpu_features() -> list[str]:
 
 
 __all__ = [
-    "Error", "LdpcCode", "LdpcSide", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
-    "make_side", "methods", "reconcile_in_memory", "selftest",
+    "Error", "LdpcCode", "LdpcSide", "ReconcileResult", "SelfTestError", "__version__", "cpu_features",
+    "ffi", "ldpc", "lib", "make_side", "methods", "reconcile_in_memory", "selftest",
 ]

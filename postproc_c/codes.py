@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -115,6 +115,42 @@ def _node_counts(dist: dict[int, float], total: int) -> dict[int, int]:
     return {int(d): int(c) for d, c in zip(degs, cnt, strict=True) if c > 0}
 
 
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(seed: int, stream: int, count: int) -> np.ndarray:
+    """``count`` pseudo-random uint64 from splitmix64 (Steele et al. 2014) of a counter.
+
+    Counter-based and written out here so every numpy version on either node
+    builds the same code (numpy's Generator streams carry no such promise)."""
+    with np.errstate(over="ignore"):
+        z = (np.arange(count, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z += np.uint64((seed * 0x632BE59BD9B4E019 + stream * 0xD6E8FEB86659FD93) & 0xFFFFFFFFFFFFFFFF)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+class _Stream:
+    """Deterministic permutations and integers from ``_mix``; a new stream per call."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.k = int(seed), 0
+
+    def permutation(self, n: int) -> np.ndarray:
+        self.k += 1
+        return np.argsort(_mix(self.seed, self.k, n), kind="stable")
+
+    def integers(self, high: int, count: int) -> np.ndarray:
+        self.k += 1
+        return (_mix(self.seed, self.k, count) % np.uint64(high)).astype(np.int64)
+
+
+def permutation(seed: int, n: int) -> np.ndarray:
+    """A deterministic permutation of range(n) for a 64-bit seed (portable)."""
+    return _Stream(seed).permutation(n)
+
+
 def construct(var_degrees: np.ndarray, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Matrix with the given variable degrees and m concentrated checks; returns
     CSR (row_ptr, col_idx) without repeated edges.
@@ -126,8 +162,7 @@ def construct(var_degrees: np.ndarray, m: int, seed: int) -> tuple[np.ndarray, n
     m (a second chain over a fresh order takes the rest, so cycles among them
     are long). Every other socket is matched by a seeded random permutation
     (configuration model) and repeated edges are removed by swapping."""
-    rng = np.random.default_rng(seed)
-    n = var_degrees.size
+    rng = _Stream(seed)
     edges = int(var_degrees.sum())
     base, extra = divmod(edges, m)
     chk_deg = np.full(m, base, np.int64)
@@ -136,9 +171,19 @@ def construct(var_degrees: np.ndarray, m: int, seed: int) -> tuple[np.ndarray, n
     chain_v: list[np.ndarray] = []
     chain_c: list[np.ndarray] = []
     done = 0
+    seen = np.zeros(0, np.int64)            # check pairs already joined by a degree-2 variable
     while done < deg2.size:
         take = min(m - 1, deg2.size - done)
-        perm = rng.permutation(m)
+        for _ in range(100):
+            perm = rng.permutation(m)
+            lo = np.minimum(perm[:take], perm[1: take + 1])
+            hi = np.maximum(perm[:take], perm[1: take + 1])
+            pairs = lo * m + hi
+            if not np.isin(pairs, seen).any():   # two chains sharing a pair = weight-2 codeword
+                break
+        else:  # pragma: no cover
+            raise RuntimeError("construct: degree-2 chains keep colliding")
+        seen = np.concatenate([seen, pairs])
         vs = deg2[done: done + take]
         chain_v += [vs, vs]
         chain_c += [perm[:take], perm[1: take + 1]]
@@ -162,8 +207,9 @@ def construct(var_degrees: np.ndarray, m: int, seed: int) -> tuple[np.ndarray, n
         bad = np.flatnonzero(dup)
         if bad.size == 0:
             break
-        other = rng.integers(0, e2, bad.size)
-        chk_of[bad], chk_of[other] = chk_of[other].copy(), chk_of[bad].copy()
+        other = rng.integers(e2, bad.size)
+        for i, j in zip(bad.tolist(), other.tolist(), strict=True):   # few; one at a time keeps degrees
+            chk_of[i], chk_of[j] = chk_of[j], chk_of[i]
     else:  # pragma: no cover - never seen for these degree profiles
         raise RuntimeError("construct: could not remove repeated edges")
     var_all = np.concatenate([cv, var_of])
@@ -185,7 +231,7 @@ def _tag(n: int, m: int, row_ptr: np.ndarray, col_idx: np.ndarray) -> int:
     return zlib.crc32(col_idx.tobytes(), crc)
 
 
-@lru_cache(maxsize=None)
+@cache
 def mother_code(rate: float, n: int = FRAME_BITS) -> CodeSpec:
     """The mother code of design rate ``rate`` (one of ``RATES``), built once per process."""
     key = round(float(rate), 2)
@@ -198,7 +244,7 @@ def mother_code(rate: float, n: int = FRAME_BITS) -> CodeSpec:
     counts = _node_counts(lam, n)
     var_deg = np.repeat(np.array(list(counts), np.int64), list(counts.values()))
     # interleave degrees so low- and high-degree nodes spread over the frame
-    var_deg = var_deg[np.random.default_rng(int(key * 100)).permutation(n)]
+    var_deg = var_deg[permutation(int(key * 100), n)]
     seed = 0x51D0 + int(key * 100) * 7919 + n
     row_ptr, col_idx = construct(var_deg, m, seed)
     return CodeSpec(key, n, m, threshold, row_ptr, col_idx, _tag(n, m, row_ptr, col_idx))

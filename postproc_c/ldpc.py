@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class LdpcCode:
             self._ptr, ptr("uint64_t *", x), x.size, ptr("uint64_t *", syn), syn.size))
         return syn
 
-    def decode(self, llr: np.ndarray, syndrome: np.ndarray, *, max_iter: int = 60, algorithm: str = "minsum",
+    def decode(self, llr: np.ndarray, syndrome: np.ndarray, *, max_iter: int = 60, algorithm: str = "bp",
                scale: float = 0.8) -> tuple[np.ndarray, bool, int, np.ndarray]:
         """Decode channel LLRs (float32, n) against a packed syndrome.
 
@@ -108,11 +108,12 @@ class LdpcCode:
         ok = ffi.new("int *")
         check("qpp_ldpc_decode", lib.qpp_ldpc_decode(
             self._ptr, ptr("float *", llr), ptr("uint64_t *", syndrome), syndrome.size, int(max_iter),
-            ALGORITHMS[algorithm], float(scale), ptr("uint64_t *", out), out.size, ptr("float *", post), it, ok))
+            ALGORITHMS[algorithm], float(scale), ptr("uint64_t *", out), out.size, ptr("float *", post),
+            it, ok))
         return out, bool(ok[0]), int(it[0]), post
 
 
-@lru_cache(maxsize=None)
+@cache
 def code(rate: float, n: int = codes.FRAME_BITS) -> LdpcCode:
     """The C object of mother code ``rate`` (built once per process)."""
     return LdpcCode(codes.mother_code(rate, n))
@@ -122,8 +123,9 @@ def code(rate: float, n: int = codes.FRAME_BITS) -> LdpcCode:
 class Plan:
     """Rate-adaptation choice for one block: mother code and its d positions' split."""
 
-    rate: float            # mother code R0
+    rate: float            # mother code design rate (Table I)
     n: int
+    m: int                 # syndrome bits per frame; the exact mother rate is R0 = 1 - m/n
     d: int                 # adaptation positions per frame
     n_short: int           # shortened from the start
     reveal_step: int       # punctured bits revealed per failed round (0: one-way)
@@ -136,20 +138,22 @@ class Plan:
         """R = (R0 - sigma) / (1 - pi - sigma), Elkouss 2011 Eq. (3)."""
         s = self.n_short if n_short is None else n_short
         p = self.d - s
-        return (self.rate - s / self.n) / (1 - p / self.n - s / self.n)
+        r0 = 1 - self.m / self.n
+        return (r0 - s / self.n) / (1 - p / self.n - s / self.n)
 
 
 def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int = codes.FRAME_BITS,
-         delta: float = DELTA) -> Plan:
+         delta: float = DELTA, mother_rate: float | None = None) -> Plan:
     """Pick a mother code and the shortened count so the first attempt runs at
     efficiency ``f`` (R = 1 - f h(q)); ``reveal_f`` > 0 sizes blind reveal steps
     as that efficiency increment (step = reveal_f * k * h(q) bits).
 
     With d = delta n positions, s shortened and p = d - s punctured:
     R = (R0 n - s) / (n - d), so s = R0 n - R (n - d) (Elkouss 2011 Eq. (3)).
-    Among the codes that reach R (0 <= s <= d) the one with the most punctured
-    bits left (smallest R0) is kept when blind (room to reveal), otherwise the
-    one closest to its own rate (least modification)."""
+    Among the codes that reach R (0 <= s <= d): blind keeps the highest-rate
+    code that leaves punctured bits worth 0.15 in f to reveal (puncturing hurts
+    the decoder more than shortening, measured in bench/); one-way keeps the
+    code closest to its own rate (least modification)."""
     if not 0.0 < qber < 0.5:
         raise ValueError(f"qber: expected 0 < qber < 0.5, got {qber}")
     if not 0.5 <= f <= 3.0:
@@ -158,30 +162,37 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int = codes.FRAME_B
     d = int(round(delta * n))
     k = n - d
     target = 1.0 - f * h
-    best = None
-    for r0 in codes.RATES:
-        s = int(math.ceil(r0 * n - target * k))     # ceil: never above the target rate
-        s = max(s, 0)
-        if s > d:
-            continue
-        score = (d - s) if reveal_f > 0 else -abs(s - d * r0)
-        cand = (score if reveal_f > 0 else score, r0, s)
-        if best is None or cand[0] > best[0]:
-            best = cand
-    if best is None:
-        # QBER too high for the lowest-rate code even fully shortened: use it at its lowest rate
-        r0, s = codes.RATES[0], d
+    feasible = []                                   # (R0, m, s) that reach the target rate
+    for r0 in codes.RATES if mother_rate is None else (round(float(mother_rate), 2),):
+        m = codes.mother_code(r0, n).m
+        s = int(math.ceil((n - m) - target * k))    # R0 n = n - m exactly; ceil: never above target
+        if 0 <= s <= d:                             # else the code cannot reach R with d positions
+            feasible.append((r0, m, s))
+    if not feasible:
+        if mother_rate is not None:
+            raise ValueError(f"mother_rate: code {mother_rate} cannot reach rate {target:.3f} "
+                             f"(qber {qber}, f {f})")
+        # target outside every code's range: the lowest rate fully shortened (QBER too high),
+        # or the highest rate fully punctured (QBER very low)
+        r0, s = (codes.RATES[0], d) if target < 0.5 else (codes.RATES[-1], 0)
+    elif reveal_f > 0:
+        # Blind: puncturing costs decoding performance, so take the highest-rate code (least
+        # punctured) that still leaves room to reveal up to f + 0.15 before running out.
+        room = [c for c in feasible if d - c[2] >= 0.15 * k * h]
+        r0, _, s = max(room) if room else min(feasible, key=lambda c: c[2])
     else:
-        _, r0, s = best
+        # One-way: the code modified least (s closest to R0 d, i.e. R closest to R0).
+        r0, _, s = min(feasible, key=lambda c: abs(c[2] - c[0] * d))
     step = int(math.ceil(reveal_f * k * h)) if reveal_f > 0 else 0
-    return Plan(r0, n, d, s, step)
+    return Plan(r0, n, codes.mother_code(r0, n).m, d, s, step)
 
 
 def positions(c: LdpcCode, p: Plan, seed: int) -> np.ndarray:
     """The d adaptation positions of every frame, public, from the shared seed:
     the first n_short are shortened, the rest punctured in reveal order."""
-    rng = np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, c.tag, p.d])
-    return rng.permutation(c.n)[: p.d].astype(np.uint32)
+    mixed = (seed & 0xFFFFFFFFFFFFFFFF) * 0x9E3779B97F4A7C15 + c.tag * 0x100000001B3 + p.d
+    mixed &= 0xFFFFFFFFFFFFFFFF
+    return codes.permutation(mixed, c.n)[: p.d].astype(np.uint32)
 
 
 class LdpcSide:
@@ -190,7 +201,7 @@ class LdpcSide:
     def __init__(self, role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: float = 1.1,
                  reveal_f: float = 0.0, max_iter: int = 60, algorithm: str = "bp", scale: float = 0.8,
                  qber_decoder: float | None = None, private_seed: int | None = None,
-                 method: str = "ldpc") -> None:
+                 mother_rate: float | None = None, method: str = "ldpc") -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.ndim != 1:
@@ -207,7 +218,7 @@ class LdpcSide:
         if reveal_f < 0:
             raise ValueError(f"reveal_f: must be >= 0, got {reveal_f}")
         self.role, self.method, self.qber = role, method, float(qber)
-        self.plan = plan(qber, f, reveal_f=reveal_f)
+        self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate)
         self.code = code(self.plan.rate)
         self.key_bits = int(bits.size)
         pos = positions(self.code, self.plan, seed)

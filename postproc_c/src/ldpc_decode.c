@@ -7,7 +7,9 @@
  * iterations of flooding and needs only one message array (check-to-variable,
  * one float per edge) plus the posterior LLRs. Check update either
  * normalized min-sum (Chen & Fossorier 2002: r = scale * prod(sign) * min|q|)
- * or sum-product with the tanh rule (r = 2 atanh(prod tanh(q/2))). Early stop
+ * or sum-product with the tanh rule (r = 2 atanh(prod tanh(q/2)), Eq. (2.10)
+ * of Richardson & Urbanke, Modern Coding Theory, computed with one expf and
+ * one logf per edge). Early stop
  * as soon as the hard decision satisfies the syndrome.
  *
  * Float arithmetic is plain IEEE single precision in a fixed order (no
@@ -212,7 +214,9 @@ static void layer_bp(const qpp_ldpc_code *c, const uint64_t *syn, ldpc_ws *ws)
         for (uint32_t i = 0; i < deg; i++) {
             float qe = post[col[beg + i]] - r[beg + i];
             q[i] = qe;
-            th[i] = tanhf(0.5f * qe);
+            /* tanh(q/2) = 1 - 2 / (e^q + 1); |q| clamped at 30 where tanh is 1 in float */
+            float qc = qe > 30.0f ? 30.0f : (qe < -30.0f ? -30.0f : qe);
+            th[i] = 1.0f - 2.0f / (expf(qc) + 1.0f);
             pre[i] = acc;           /* syndrome sign times prod_{j<i} */
             acc *= th[i];
         }
@@ -223,7 +227,7 @@ static void layer_bp(const qpp_ldpc_code *c, const uint64_t *syn, ldpc_ws *ws)
                 p = lim;
             else if (p < -lim)
                 p = -lim;
-            float re = 2.0f * atanhf(p);
+            float re = logf((1.0f + p) / (1.0f - p));   /* 2 atanh(p) */
             uint32_t e = beg + k;
             r[e] = re;
             post[col[e]] = q[k] + re;
