@@ -74,6 +74,8 @@ struct qpp_ldpc_config {
     uint32_t n_short;               /* positions[0 .. n_short) shortened from the start (value 0) */
     uint32_t reveal_step;           /* punctured bits revealed per failed round; 0 = one-way */
     uint32_t max_iter;              /* decoder iterations per attempt */
+    uint32_t stall;                 /* stop an attempt after this many iterations without a new
+                                       minimum of unsatisfied checks; 0 = run to max_iter */
     int algorithm;                  /* enum qpp_ldpc_algorithm */
     float scale;                    /* min-sum normalization (ignored by BP) */
     float channel_llr;              /* log((1-q)/q) for the key bits */

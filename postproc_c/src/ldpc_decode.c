@@ -153,15 +153,24 @@ static void hard_decision(const float *post, uint32_t n, uint64_t *hard)
         hard[v >> 6] |= (uint64_t)(post[v] < 0.0f) << (v & 63);
 }
 
-static int syndrome_equal(const qpp_ldpc_code *c, const uint64_t *hard, const uint64_t *syn, uint64_t *chk)
+static unsigned popcount64(uint64_t x)
+{
+    x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+    x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
+    x = (x + (x >> 4)) & UINT64_C(0x0F0F0F0F0F0F0F0F);
+    return (unsigned)((x * UINT64_C(0x0101010101010101)) >> 56);
+}
+
+/* Number of checks the hard decision leaves unsatisfied (0 = syndrome matched). */
+static uint32_t unsatisfied(const qpp_ldpc_code *c, const uint64_t *hard, const uint64_t *syn, uint64_t *chk)
 {
     ldpc_syndrome_raw(c, hard, chk);
     size_t mw = wfor(c->m);
     uint64_t last = (c->m & 63) ? ((UINT64_C(1) << (c->m & 63)) - 1) : ~UINT64_C(0);
+    uint32_t bad = 0;
     for (size_t i = 0; i + 1 < mw; i++)
-        if (chk[i] != syn[i])
-            return 0;
-    return ((chk[mw - 1] ^ syn[mw - 1]) & last) == 0;
+        bad += popcount64(chk[i] ^ syn[i]);
+    return bad + popcount64((chk[mw - 1] ^ syn[mw - 1]) & last);
 }
 
 /* One layered min-sum pass over all rows. */
@@ -237,24 +246,33 @@ static void layer_bp(const qpp_ldpc_code *c, const uint64_t *syn, ldpc_ws *ws)
 }
 
 int ldpc_decode_ws(const qpp_ldpc_code *c, const float *llr, const uint64_t *syn,
-                   uint32_t max_iter, int algorithm, float scale,
+                   uint32_t max_iter, uint32_t stall, int algorithm, float scale,
                    uint64_t *out, float *llr_out, uint32_t *iterations, int *matched, ldpc_ws *ws)
 {
     memcpy(ws->post, llr, (size_t)c->n * sizeof *llr);
     memset(ws->r, 0, c->n_edges * sizeof *ws->r);
-    uint32_t it = 0;
-    int ok = 0;
+    uint32_t it = 0, since_best = 0;
     hard_decision(ws->post, c->n, ws->hard);
-    ok = syndrome_equal(c, ws->hard, syn, ws->chk);
-    while (!ok && it < max_iter) {
+    uint32_t bad = unsatisfied(c, ws->hard, syn, ws->chk), best = bad;
+    /* stall > 0: give up once the unsatisfied-check count has not reached a new
+     * minimum for `stall` iterations (a decoder stuck in a trapping set or
+     * oscillating rarely recovers; blind rounds then reveal more instead). */
+    while (bad && it < max_iter && !(stall && since_best >= stall)) {
         if (algorithm == QPP_LDPC_BP)
             layer_bp(c, syn, ws);
         else
             layer_minsum(c, syn, scale, ws);
         it++;
         hard_decision(ws->post, c->n, ws->hard);
-        ok = syndrome_equal(c, ws->hard, syn, ws->chk);
+        bad = unsatisfied(c, ws->hard, syn, ws->chk);
+        if (bad < best) {
+            best = bad;
+            since_best = 0;
+        } else {
+            since_best++;
+        }
     }
+    int ok = bad == 0;
     memcpy(out, ws->hard, wfor(c->n) * sizeof *out);
     if (llr_out)
         memcpy(llr_out, ws->post, (size_t)c->n * sizeof *llr_out);
@@ -284,7 +302,7 @@ int qpp_ldpc_decode(const qpp_ldpc_code *code, const float *llr, const uint64_t 
     int st = ldpc_ws_init(&ws, code);
     if (st)
         return st;
-    st = ldpc_decode_ws(code, llr, syn, max_iter, algorithm, scale, out, llr_out, iterations, matched, &ws);
+    st = ldpc_decode_ws(code, llr, syn, max_iter, 0, algorithm, scale, out, llr_out, iterations, matched, &ws);
     ldpc_ws_free(&ws);
     return st;
 }

@@ -26,7 +26,7 @@ int ldpc_ws_init(ldpc_ws *ws, const qpp_ldpc_code *c);
 void ldpc_ws_free(ldpc_ws *ws);
 void ldpc_syndrome_raw(const qpp_ldpc_code *c, const uint64_t *x, uint64_t *syn);
 int ldpc_decode_ws(const qpp_ldpc_code *c, const float *llr, const uint64_t *syn,
-                   uint32_t max_iter, int algorithm, float scale,
+                   uint32_t max_iter, uint32_t stall, int algorithm, float scale,
                    uint64_t *out, float *llr_out, uint32_t *iterations, int *matched, ldpc_ws *ws);
 
 #endif

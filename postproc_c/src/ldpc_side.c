@@ -155,7 +155,7 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
         if (punct_words < wfor((uint64_t)frames * n_pos))
             return QPP_ERR_LENGTH;
     }
-    if (cfg->n_short > n_pos || cfg->max_iter > 100000)
+    if (cfg->n_short > n_pos || cfg->max_iter > 100000 || cfg->stall > 100000)
         return QPP_ERR_VALUE;
     if (cfg->algorithm != QPP_LDPC_MINSUM && cfg->algorithm != QPP_LDPC_BP)
         return QPP_ERR_VALUE;
@@ -311,7 +311,7 @@ static void decode_pending(qpp_ldpc_side *s)
         }
         uint32_t it = 0;
         int ok = 0;
-        ldpc_decode_ws(s->code, s->llr, s->syn + (size_t)f * s->mw, s->cfg.max_iter, s->cfg.algorithm,
+        ldpc_decode_ws(s->code, s->llr, s->syn + (size_t)f * s->mw, s->cfg.max_iter, s->cfg.stall, s->cfg.algorithm,
                        s->cfg.scale, s->dec + (size_t)f * s->nw, NULL, &it, &ok, &s->ws);
         s->iterations += it;
         if (ok)
