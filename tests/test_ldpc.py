@@ -368,3 +368,20 @@ def test_bad_inputs():
     assert side.next_message() is None       # nothing to send before the syndrome
     with pytest.raises(pc.Error, match="qpp_ldpc_side_result"):
         side.result()
+
+
+def test_avx2_and_portable_bp_bit_identical():
+    c = ldpc.code(0.7)
+    rng = np.random.default_rng(12)
+    x, y = bsc(rng, c.n, 0.06)
+    llr = (np.float32(math.log(0.94 / 0.06)) * (1 - 2 * y.astype(np.float32))).astype(np.float32)
+    llr[rng.permutation(c.n)[:500]] = 0.0                     # punctured positions: tanh(0) = 0 exactly
+    syn = c.syndrome(ldpc.pack_bits(x))
+    try:
+        fast = c.decode(llr, syn, max_iter=8)
+        pc.lib.qpp_cpu_disable(pc.lib.QPP_CPU_AVX2)
+        slow = c.decode(llr, syn, max_iter=8)
+    finally:
+        pc.lib.qpp_cpu_disable(0)
+    assert np.array_equal(fast[3], slow[3]) and fast[1:3] == slow[1:3]
+    assert np.array_equal(fast[0], slow[0])
