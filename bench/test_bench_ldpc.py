@@ -149,3 +149,34 @@ def test_blind(benchmark, q):
     record(benchmark, units=nbits, unit="bit", target=TARGET_BPS if q == 0.02 else None,
            note=f"ldpc-blind f={info['efficiency']} FER={info['fer']:.3f} over {info['frames']} frames",
            **info)
+
+
+def code_table(frames: int = 20, fs: tuple[float, ...] = (1.05, 1.10, 1.15, 1.20)) -> list[str]:
+    """Frame error rate of each unpunctured mother code (layered BP, 100 iterations) at
+    the QBER where its rate gives efficiency f: h(q) = (m/n)/f. The table in
+    ``postproc_c/codes.py`` comes from ``python -m bench.test_bench_ldpc``."""
+    lines = []
+    for r in codes.RATES:
+        c = ldpc.code(r)
+        rng = np.random.default_rng(7)
+        row = []
+        for f in fs:
+            lo, hi = 1e-6, 0.5                      # bisection for h(q) = (m/n)/f
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if ldpc.binary_entropy(mid) < (c.m / c.n) / f else (lo, mid)
+            q = lo
+            fail = 0
+            for _ in range(frames):
+                x, y = frame(rng, c.n, q)
+                llr = (np.float32(math.log((1 - q) / q)) * (1 - 2 * y.astype(np.float32))).astype(np.float32)
+                out, ok, _, _ = c.decode(llr, c.syndrome(ldpc.pack_bits(x)), max_iter=100)
+                fail += not (ok and np.array_equal(ldpc.unpack_bits(out, c.n), x))
+            row.append(f"f={f:.2f} q={q:.4f} FER {fail}/{frames}")
+        lines.append(f"R0={r:.2f} n={c.n} m={c.m} edges={c.spec.edges} DE threshold {c.spec.threshold}: "
+                     + "; ".join(row))
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(code_table()))
