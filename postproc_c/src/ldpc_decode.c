@@ -394,8 +394,10 @@ int ldpc_decode_ws(const qpp_ldpc_code *c, const float *llr, const uint64_t *syn
                    uint32_t max_iter, uint32_t stall, int algorithm, float scale,
                    uint64_t *out, float *llr_out, uint32_t *iterations, int *matched, ldpc_ws *ws)
 {
-    memcpy(ws->post, llr, (size_t)c->n * sizeof *llr);
-    memset(ws->r, 0, c->n_edges * sizeof *ws->r);
+    if (llr) {                  /* fresh start; NULL: continue from ws->post / ws->r (warm) */
+        memcpy(ws->post, llr, (size_t)c->n * sizeof *llr);
+        memset(ws->r, 0, c->n_edges * sizeof *ws->r);
+    }
     uint32_t it = 0, since_best = 0;
     int avx2 = (qpp_cpu_features() & QPP_CPU_AVX2) != 0;
     (void)avx2;

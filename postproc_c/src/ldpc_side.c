@@ -65,6 +65,10 @@ struct qpp_ldpc_side {
     uint32_t *fixed;                    /* per frame: adaptation positions known to Bob */
     float *llr;                         /* Bob: n */
     ldpc_ws ws;
+    /* Bob, blind: decoder state kept per frame between rounds (warm start), when it fits */
+    float *warm_r, *warm_post;          /* frames * n_edges, frames * n */
+    uint32_t *decoded_fixed;            /* 1 + fixed[f] at the frame's last attempt, 0 before any */
+    float *own_r, *own_post;            /* ws buffers owned by the side */
     uint32_t seq_out, seq_in, messages, rounds;
     uint64_t iterations;
 };
@@ -125,6 +129,13 @@ void qpp_ldpc_side_free(qpp_ldpc_side *s)
     free(s->status);
     free(s->fixed);
     free(s->llr);
+    free(s->warm_r);
+    free(s->warm_post);
+    free(s->decoded_fixed);
+    if (s->own_r) {
+        s->ws.r = s->own_r;
+        s->ws.post = s->own_post;
+    }
     ldpc_ws_free(&s->ws);
     free(s);
 }
@@ -194,6 +205,23 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
         s->llr = malloc((size_t)n * sizeof *s->llr);
         if (!s->y || !s->dec || !s->llr || ldpc_ws_init(&s->ws, code) != QPP_OK)
             goto fail;
+        s->own_r = s->ws.r;
+        s->own_post = s->ws.post;
+        /* Warm start between blind rounds when the per-frame state fits in 256 MiB;
+         * otherwise every round decodes from scratch (same protocol, more iterations). */
+        uint64_t warm_bytes = (uint64_t)frames * ((uint64_t)code->n_edges + n) * sizeof(float);
+        if (cfg->reveal_step && warm_bytes <= (UINT64_C(256) << 20)) {
+            s->warm_r = malloc((size_t)frames * code->n_edges * sizeof *s->warm_r);
+            s->warm_post = malloc((size_t)frames * n * sizeof *s->warm_post);
+            s->decoded_fixed = calloc(frames, sizeof *s->decoded_fixed);
+            if (!s->warm_r || !s->warm_post || !s->decoded_fixed) {
+                free(s->warm_r);
+                free(s->warm_post);
+                free(s->decoded_fixed);
+                s->warm_r = s->warm_post = NULL;
+                s->decoded_fixed = NULL;            /* fall back to cold rounds */
+            }
+        }
     }
     for (uint32_t j = 0; j < n_pos; j++) {
         if (positions[j] >= n) {
@@ -311,8 +339,23 @@ static void decode_pending(qpp_ldpc_side *s)
         }
         uint32_t it = 0;
         int ok = 0;
-        ldpc_decode_ws(s->code, s->llr, s->syn + (size_t)f * s->mw, s->cfg.max_iter, s->cfg.stall, s->cfg.algorithm,
-                       s->cfg.scale, s->dec + (size_t)f * s->nw, NULL, &it, &ok, &s->ws);
+        const float *start = s->llr;
+        if (s->warm_r) {
+            s->ws.r = s->warm_r + (size_t)f * s->code->n_edges;
+            s->ws.post = s->warm_post + (size_t)f * s->n;
+            if (s->decoded_fixed[f]) {
+                /* warm: the posteriors already hold llr + incoming messages; only the bits
+                 * revealed since the last attempt change their channel term (0 -> +-BIG) */
+                for (uint32_t j = s->decoded_fixed[f] - 1; j < s->fixed[f]; j++)
+                    s->ws.post[s->pos[j]] += s->llr[s->pos[j]];
+                start = NULL;
+            }
+            s->decoded_fixed[f] = s->fixed[f] + 1;      /* fixed at this attempt, plus 1 (0: never) */
+        }
+        ldpc_decode_ws(s->code, start, s->syn + (size_t)f * s->mw, s->cfg.max_iter, s->cfg.stall,
+                       s->cfg.algorithm, s->cfg.scale, s->dec + (size_t)f * s->nw, NULL, &it, &ok, &s->ws);
+        s->ws.r = s->own_r;
+        s->ws.post = s->own_post;
         s->iterations += it;
         if (ok)
             s->status[f] = QPP_LDPC_FRAME_OK;
