@@ -11,7 +11,9 @@ Per QBER one group ``ldpc-q<percent>`` holds:
 * ``blind``: the whole ``ldpc-blind`` protocol through the in-memory pipe on
   4 frames (units: sifted key bits). Its efficiency f = leaked/(n h(q)),
   frame error rate and messages per block are measured once on
-  ``MEASURE_FRAMES`` frames and stored in ``extra_info``.
+  ``MEASURE_FRAMES`` frames and stored in ``extra_info``;
+* ``oneway``: the one-way ``ldpc`` method at f = 1.3 (two messages), same
+  figures.
 
 Throughputs are sifted (key) bits per second on one core.
 """
@@ -50,12 +52,13 @@ def frame(rng, n, q):
 
 
 @cache
-def measure(q: float) -> dict:
-    """Efficiency, frame error rate and messages of ldpc-blind over MEASURE_FRAMES frames."""
+def measure(q: float, method: str = "ldpc-blind", f: float = 1.3) -> dict:
+    """Efficiency, frame error rate and messages of ``method`` over MEASURE_FRAMES frames."""
     rng = np.random.default_rng(int(q * 1000) + 17)
     k = codes.FRAME_BITS - int(round(ldpc.DELTA * codes.FRAME_BITS))
     a, b = frame(rng, k * MEASURE_FRAMES, q)
-    res = pc.reconcile_in_memory(a, b, q, method="ldpc-blind", seed=3)
+    opts = {} if method == "ldpc-blind" else {"f": f}
+    res = pc.reconcile_in_memory(a, b, q, method=method, seed=3, **opts)
     d = res.details
     wrong = int(np.sum(res.corrected.reshape(-1, k) != a.reshape(-1, k), axis=1).astype(bool).sum())
     return {"efficiency": round(d["efficiency"], 4), "fer": (d["frames"] - d["frames_ok"]) / d["frames"],
@@ -148,6 +151,24 @@ def test_blind(benchmark, q):
     benchmark.pedantic(pc.reconcile_in_memory, setup=setup, rounds=3, iterations=1)
     record(benchmark, units=nbits, unit="bit", target=TARGET_BPS if q == 0.02 else None,
            note=f"ldpc-blind f={info['efficiency']} FER={info['fer']:.3f} over {info['frames']} frames",
+           **info)
+
+
+@pytest.mark.parametrize("q", QBERS)
+def test_oneway(benchmark, q):
+    benchmark.group = f"ldpc-q{q * 100:g}"
+    info = measure(q, "ldpc", 1.3)
+    rng = np.random.default_rng(2)
+    k = codes.FRAME_BITS - int(round(ldpc.DELTA * codes.FRAME_BITS))
+    nbits = 4 * k
+
+    def setup():
+        a, b = frame(rng, nbits, q)
+        return (a, b, q), {"method": "ldpc", "seed": 1, "f": 1.3}
+
+    benchmark.pedantic(pc.reconcile_in_memory, setup=setup, rounds=3, iterations=1)
+    record(benchmark, units=nbits, unit="bit",
+           note=f"ldpc one-way f={info['efficiency']} FER={info['fer']:.3f} over {info['frames']} frames",
            **info)
 
 
