@@ -117,6 +117,33 @@ class LdpcCode:
         return out, bool(ok[0]), int(it[0]), post
 
 
+    def decode_batch(self, llr: np.ndarray, syndromes: np.ndarray, *, max_iter: int = 60,
+                     stall: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sum-product decode of up to 8 frames at once (one per SIMD lane).
+
+        llr: float32 (lanes, n); syndromes: uint64 (lanes, words(m)). Returns packed hard
+        decisions (lanes, words(n)), matched (lanes,) bool and iterations (lanes,); each row
+        equals ``decode(..., algorithm="bp")`` of that frame alone."""
+        mw, nw = words_for(self.m), words_for(self.n)
+        if (not isinstance(llr, np.ndarray) or llr.dtype != np.float32 or llr.ndim != 2
+                or llr.shape[1] != self.n or not 1 <= llr.shape[0] <= 8):
+            raise ValueError(f"llr: expected a float32 array of shape (1..8, {self.n})")
+        lanes = llr.shape[0]
+        if (not isinstance(syndromes, np.ndarray) or syndromes.dtype != np.uint64
+                or syndromes.shape != (lanes, mw)):
+            raise ValueError(f"syndromes: expected a uint64 array of shape ({lanes}, {mw})")
+        llr = np.ascontiguousarray(llr)
+        syndromes = np.ascontiguousarray(syndromes)
+        out = np.zeros((lanes, nw), np.uint64)
+        its = np.zeros(lanes, np.uint32)
+        ok = np.zeros(lanes, np.intc)
+        check("qpp_ldpc_decode_batch", lib.qpp_ldpc_decode_batch(
+            self._ptr, lanes, ptr("float *", llr), ptr("uint64_t *", syndromes), syndromes.size,
+            int(max_iter), int(stall), ptr("uint64_t *", out), out.size, ptr("uint32_t *", its),
+            ptr("int *", ok)))
+        return out, ok.astype(bool), its
+
+
 @cache
 def code(rate: float, n: int = codes.FRAME_BITS) -> LdpcCode:
     """The C object of mother code ``rate`` (built once per process)."""

@@ -389,3 +389,33 @@ def test_avx2_and_portable_bp_bit_identical():
         pc.lib.qpp_cpu_disable(0)
     assert np.array_equal(fast[3], slow[3]) and fast[1:3] == slow[1:3]
     assert np.array_equal(fast[0], slow[0])
+
+
+@pytest.mark.parametrize("avx2", [True, False])
+def test_batch_decode_equals_single_frames(avx2):
+    c = ldpc.code(0.7)
+    rng = np.random.default_rng(13)
+    lanes = 6                                                   # two lanes stay unused
+    llrs = np.zeros((lanes, c.n), np.float32)
+    syns = np.zeros((lanes, (c.m + 63) // 64), np.uint64)
+    truth = []
+    for lane, q in enumerate((0.01, 0.03, 0.045, 0.05, 0.06, 0.2)):  # easy .. hopeless
+        x, y = bsc(rng, c.n, q)
+        llrs[lane] = np.float32(math.log((1 - q) / q)) * (1 - 2 * y.astype(np.float32))
+        llrs[lane, rng.permutation(c.n)[:300]] = 0.0             # punctured
+        syns[lane] = c.syndrome(ldpc.pack_bits(x))
+        truth.append(x)
+    try:
+        if not avx2:
+            pc.lib.qpp_cpu_disable(pc.lib.QPP_CPU_AVX2)
+        out, ok, its = c.decode_batch(llrs, syns, max_iter=25)
+        single = [c.decode(llrs[i], syns[i], max_iter=25) for i in range(lanes)]
+    finally:
+        pc.lib.qpp_cpu_disable(0)
+    for i in range(lanes):
+        assert np.array_equal(out[i], single[i][0])
+        assert (bool(ok[i]), int(its[i])) == single[i][1:3]
+    assert ok[0] and not ok[-1]
+    assert np.array_equal(ldpc.unpack_bits(out[0], c.n), truth[0])
+    with pytest.raises(ValueError, match="llr"):
+        c.decode_batch(np.zeros((9, c.n), np.float32), np.zeros((9, syns.shape[1]), np.uint64))

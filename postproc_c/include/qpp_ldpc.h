@@ -52,6 +52,16 @@ int qpp_ldpc_decode(const qpp_ldpc_code *code, const float *llr, const uint64_t 
                     uint64_t *out, size_t out_words, float *llr_out,
                     uint32_t *iterations, int *matched) QPP_WUR;
 
+/* Sum-product decode of lanes (1..8) frames at once, 8 frames per AVX2
+ * vector. llr: lanes * n floats (frame l at l*n); syn: lanes * words(m);
+ * out: lanes * words(n); iterations, matched: lanes entries. Each frame's
+ * result is bit-identical to qpp_ldpc_decode(..., QPP_LDPC_BP, ...) with the
+ * same max_iter on that frame alone (stall 0); stall > 0 stops a frame after
+ * that many iterations without a new minimum of unsatisfied checks. */
+int qpp_ldpc_decode_batch(const qpp_ldpc_code *code, uint32_t lanes, const float *llr, const uint64_t *syn,
+                          size_t syn_words, uint32_t max_iter, uint32_t stall,
+                          uint64_t *out, size_t out_words, uint32_t *iterations, int *matched) QPP_WUR;
+
 /* ---- protocol side ---------------------------------------------------- */
 
 typedef struct qpp_ldpc_side qpp_ldpc_side;

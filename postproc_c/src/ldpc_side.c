@@ -65,10 +65,9 @@ struct qpp_ldpc_side {
     uint32_t *fixed;                    /* per frame: adaptation positions known to Bob */
     float *llr;                         /* Bob: n */
     ldpc_ws ws;
-    /* Bob, blind: decoder state kept per frame between rounds (warm start), when it fits */
-    float *warm_r, *warm_post;          /* frames * n_edges, frames * n */
-    uint32_t *decoded_fixed;            /* 1 + fixed[f] at the frame's last attempt, 0 before any */
-    float *own_r, *own_post;            /* ws buffers owned by the side */
+    /* Bob: inputs and outputs of one batch of up to 8 frames (sum-product decodes 8 at once) */
+    float *bllr;                        /* 8 * n */
+    uint64_t *bsyn, *bout;              /* 8 * mw, 8 * nw */
     uint32_t seq_out, seq_in, messages, rounds;
     uint64_t iterations;
 };
@@ -129,13 +128,9 @@ void qpp_ldpc_side_free(qpp_ldpc_side *s)
     free(s->status);
     free(s->fixed);
     free(s->llr);
-    free(s->warm_r);
-    free(s->warm_post);
-    free(s->decoded_fixed);
-    if (s->own_r) {
-        s->ws.r = s->own_r;
-        s->ws.post = s->own_post;
-    }
+    free(s->bllr);
+    free(s->bsyn);
+    free(s->bout);
     ldpc_ws_free(&s->ws);
     free(s);
 }
@@ -205,23 +200,11 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
         s->llr = malloc((size_t)n * sizeof *s->llr);
         if (!s->y || !s->dec || !s->llr || ldpc_ws_init(&s->ws, code) != QPP_OK)
             goto fail;
-        s->own_r = s->ws.r;
-        s->own_post = s->ws.post;
-        /* Warm start between blind rounds when the per-frame state fits in 256 MiB;
-         * otherwise every round decodes from scratch (same protocol, more iterations). */
-        uint64_t warm_bytes = (uint64_t)frames * ((uint64_t)code->n_edges + n) * sizeof(float);
-        if (cfg->reveal_step && warm_bytes <= (UINT64_C(256) << 20)) {
-            s->warm_r = malloc((size_t)frames * code->n_edges * sizeof *s->warm_r);
-            s->warm_post = malloc((size_t)frames * n * sizeof *s->warm_post);
-            s->decoded_fixed = calloc(frames, sizeof *s->decoded_fixed);
-            if (!s->warm_r || !s->warm_post || !s->decoded_fixed) {
-                free(s->warm_r);
-                free(s->warm_post);
-                free(s->decoded_fixed);
-                s->warm_r = s->warm_post = NULL;
-                s->decoded_fixed = NULL;            /* fall back to cold rounds */
-            }
-        }
+        s->bllr = malloc((size_t)8 * n * sizeof *s->bllr);
+        s->bsyn = malloc((size_t)8 * s->mw * sizeof *s->bsyn);
+        s->bout = malloc((size_t)8 * s->nw * sizeof *s->bout);
+        if (!s->bllr || !s->bsyn || !s->bout)
+            goto fail;
     }
     for (uint32_t j = 0; j < n_pos; j++) {
         if (positions[j] >= n) {
@@ -315,54 +298,92 @@ static void write_header(uint8_t *b, int type, uint32_t seq, uint32_t tag, uint3
     put32(b + 20, plen);
 }
 
-/* Bob: decode every RETRY frame with what he now knows. */
-static void decode_pending(qpp_ldpc_side *s)
+/* Bob: channel LLRs of frame f with what he now knows. */
+static void frame_llr(const qpp_ldpc_side *s, uint32_t f, float *llr)
 {
+    const uint64_t *yf = s->y + (size_t)f * s->nw, *kf = s->x + (size_t)f * s->nw;
+    uint32_t kl = frame_keylen(s, f);
+    for (uint32_t i = 0; i < s->k; i++) {
+        uint32_t v = s->keypos[i];
+        if (i < kl)
+            llr[v] = getbit(yf, v) ? -s->cfg.channel_llr : s->cfg.channel_llr;
+        else
+            llr[v] = BIG_LLR;                 /* padding of a short frame: known 0 */
+    }
+    for (uint32_t j = 0; j < s->d; j++) {
+        uint32_t v = s->pos[j];
+        if (j < s->fixed[f])
+            llr[v] = getbit(kf, v) ? -BIG_LLR : BIG_LLR;
+        else
+            llr[v] = 0.0f;                    /* punctured: no information */
+    }
+}
+
+static void settle(qpp_ldpc_side *s, uint32_t f, int ok, uint32_t it)
+{
+    s->iterations += it;
+    if (ok)
+        s->status[f] = QPP_LDPC_FRAME_OK;
+    else if (s->cfg.reveal_step == 0 || s->fixed[f] >= s->d)
+        s->status[f] = QPP_LDPC_FRAME_FAILED;
+    /* else stays RETRY */
+}
+
+static int decode_batch(qpp_ldpc_side *s, const uint32_t *idx, uint32_t cnt)
+{
+    uint32_t its[8];
+    int ok[8];
+    for (uint32_t l = 0; l < cnt; l++) {
+        frame_llr(s, idx[l], s->bllr + (size_t)l * s->n);
+        memcpy(s->bsyn + (size_t)l * s->mw, s->syn + (size_t)idx[l] * s->mw, s->mw * sizeof *s->bsyn);
+    }
+    int st = ldpc_decode_batch_raw(s->code, cnt, s->bllr, s->bsyn, s->cfg.max_iter, s->cfg.stall, s->bout,
+                                   its, ok);
+    if (st)
+        return st;
+    for (uint32_t l = 0; l < cnt; l++) {
+        memcpy(s->dec + (size_t)idx[l] * s->nw, s->bout + (size_t)l * s->nw, s->nw * sizeof *s->dec);
+        settle(s, idx[l], ok[l], its[l]);
+    }
+    return QPP_OK;
+}
+
+/* Bob: decode every RETRY frame with what he now knows. Sum-product runs 8
+ * frames per batch; min-sum one frame at a time. Frames decided before an
+ * allocation failure keep their result; a retry decodes only the rest. */
+static int decode_pending(qpp_ldpc_side *s)
+{
+    uint32_t idx[8], cnt = 0;
     for (uint32_t f = 0; f < s->frames; f++) {
         if (s->status[f] != QPP_LDPC_FRAME_RETRY)
             continue;
-        const uint64_t *yf = s->y + (size_t)f * s->nw, *kf = s->x + (size_t)f * s->nw;
-        uint32_t kl = frame_keylen(s, f);
-        for (uint32_t i = 0; i < s->k; i++) {
-            uint32_t v = s->keypos[i];
-            if (i < kl)
-                s->llr[v] = getbit(yf, v) ? -s->cfg.channel_llr : s->cfg.channel_llr;
-            else
-                s->llr[v] = BIG_LLR;          /* padding of a short frame: known 0 */
-        }
-        for (uint32_t j = 0; j < s->d; j++) {
-            uint32_t v = s->pos[j];
-            if (j < s->fixed[f])
-                s->llr[v] = getbit(kf, v) ? -BIG_LLR : BIG_LLR;
-            else
-                s->llr[v] = 0.0f;             /* punctured: no information */
+        if (s->cfg.algorithm == QPP_LDPC_BP) {
+            idx[cnt++] = f;
+            if (cnt == 8) {
+                int st = decode_batch(s, idx, cnt);
+                if (st)
+                    return st;
+                cnt = 0;
+            }
+            continue;
         }
         uint32_t it = 0;
         int ok = 0;
-        const float *start = s->llr;
-        if (s->warm_r) {
-            s->ws.r = s->warm_r + (size_t)f * s->code->n_edges;
-            s->ws.post = s->warm_post + (size_t)f * s->n;
-            if (s->decoded_fixed[f]) {
-                /* warm: the posteriors already hold llr + incoming messages; only the bits
-                 * revealed since the last attempt change their channel term (0 -> +-BIG) */
-                for (uint32_t j = s->decoded_fixed[f] - 1; j < s->fixed[f]; j++)
-                    s->ws.post[s->pos[j]] += s->llr[s->pos[j]];
-                start = NULL;
-            }
-            s->decoded_fixed[f] = s->fixed[f] + 1;      /* fixed at this attempt, plus 1 (0: never) */
-        }
-        ldpc_decode_ws(s->code, start, s->syn + (size_t)f * s->mw, s->cfg.max_iter, s->cfg.stall,
+        frame_llr(s, f, s->llr);
+        ldpc_decode_ws(s->code, s->llr, s->syn + (size_t)f * s->mw, s->cfg.max_iter, s->cfg.stall,
                        s->cfg.algorithm, s->cfg.scale, s->dec + (size_t)f * s->nw, NULL, &it, &ok, &s->ws);
-        s->ws.r = s->own_r;
-        s->ws.post = s->own_post;
-        s->iterations += it;
-        if (ok)
-            s->status[f] = QPP_LDPC_FRAME_OK;
-        else if (s->cfg.reveal_step == 0 || s->fixed[f] >= s->d)
-            s->status[f] = QPP_LDPC_FRAME_FAILED;
-        /* else stays RETRY */
+        settle(s, f, ok, it);
     }
+    if (cnt == 1) {                     /* a lone frame: the row-vectorized single decoder is faster */
+        uint32_t it = 0;
+        int ok = 0;
+        frame_llr(s, idx[0], s->llr);
+        ldpc_decode_ws(s->code, s->llr, s->syn + (size_t)idx[0] * s->mw, s->cfg.max_iter, s->cfg.stall,
+                       s->cfg.algorithm, s->cfg.scale, s->dec + (size_t)idx[0] * s->nw, NULL, &it, &ok, &s->ws);
+        settle(s, idx[0], ok, it);
+        return QPP_OK;
+    }
+    return cnt ? decode_batch(s, idx, cnt) : QPP_OK;
 }
 
 int qpp_ldpc_side_next(qpp_ldpc_side *s, uint8_t *buf, size_t cap, size_t *len)
@@ -372,10 +393,13 @@ int qpp_ldpc_side_next(qpp_ldpc_side *s, uint8_t *buf, size_t cap, size_t *len)
     size_t need = qpp_ldpc_side_pending(s);
     if (need == 0)
         return QPP_ERR_STATE;
-    if (s->state == ST_B_DECODE)
-        decode_pending(s);              /* idempotent: only RETRY frames, and they end decided */
     if (cap < need)
         return QPP_ERR_LENGTH;
+    if (s->state == ST_B_DECODE) {
+        int st = decode_pending(s);     /* only RETRY frames; decided ones are final */
+        if (st)
+            return st;
+    }
     size_t plen = need - QPP_LDPC_MSG_HEADER;
     uint8_t *p = buf + QPP_LDPC_MSG_HEADER;
     if (s->state == ST_A_SEND_SYN) {
