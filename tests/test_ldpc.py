@@ -419,3 +419,7 @@ def test_batch_decode_equals_single_frames(avx2):
     assert np.array_equal(ldpc.unpack_bits(out[0], c.n), truth[0])
     with pytest.raises(ValueError, match="llr"):
         c.decode_batch(np.zeros((9, c.n), np.float32), np.zeros((9, syns.shape[1]), np.uint64))
+
+
+def test_selftest_kat_registered_and_passes():
+    assert pc.selftest()["ldpc"] is True
