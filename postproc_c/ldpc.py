@@ -252,7 +252,7 @@ class LdpcSide:
                  reveal_f: float = 0.0, max_iter: int = 60, stall: int = 0, algorithm: str = "bp",
                  scale: float = 0.8,
                  qber_decoder: float | None = None, private_seed: int | None = None,
-                 mother_rate: float | None = None, method: str = "ldpc") -> None:
+                 mother_rate: float | None = None, delta: float = DELTA, method: str = "ldpc") -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.ndim != 1:
@@ -269,7 +269,9 @@ class LdpcSide:
         if reveal_f < 0:
             raise ValueError(f"reveal_f: must be >= 0, got {reveal_f}")
         self.role, self.method, self.qber = role, method, float(qber)
-        self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate)
+        if not 0.0 <= delta <= 0.5:
+            raise ValueError(f"delta: expected 0 <= delta <= 0.5, got {delta}")
+        self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, delta=delta)
         self.code = code(self.plan.rate)
         self.key_bits = int(bits.size)
         pos = positions(self.code, self.plan, seed)
