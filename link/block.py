@@ -189,15 +189,16 @@ class AliceBlock(_Side):
 
     def _wipe_secrets(self) -> None:
         _wipe(self._key_bits)
-        for b, v, i in self.frames.values():
-            _wipe(v)
+        for _basis, bit, _intensity in self.frames.values():
+            _wipe(bit)
         self.frames = {}
 
     def _on_ann(self, meta: dict, arrays: dict) -> None:
         fids = [int(f) for f in meta.get("frames", [])]
         sizes = [int(n) for n in meta.get("sizes", [])]
         if sorted(fids) != sorted(self.frames) or len(sizes) != len(fids):
-            raise ProtocolError(f"alice: ann names frames {fids[:4]}..., block has {sorted(self.frames)[:4]}...")
+            raise ProtocolError(f"alice: ann names frames {fids[:4]}..., "
+                                f"block has {sorted(self.frames)[:4]}...")
         total = sum(sizes)
         slots = payload.require(arrays, "slots", np.uint64, total)
         bases = payload.require(arrays, "bases", np.uint8, total)
