@@ -9,8 +9,10 @@ so threads can run the core in parallel. This package knows nothing of sockets
 or instruments.
 """
 
-from . import cascade  # noqa: F401  (registers "cascade" and "cascade-original")
-from . import ldpc  # noqa: F401  (registers "ldpc" and "ldpc-blind")
+from . import (
+    cascade,  # noqa: F401  (registers "cascade" and "cascade-original")
+    ldpc,  # noqa: F401  (registers "ldpc" and "ldpc-blind")
+)
 from ._binding import Error, ffi, lib
 from ._version import __version__
 from .bits import pack_bits, unpack_bits
