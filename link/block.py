@@ -162,7 +162,8 @@ class _Side:
             raise ProtocolError(f"{self.role}: block {self.block_id} already ended, got {kind!r}")
         handler = getattr(self, f"_on_{kind}", None)
         if handler is None or kind not in self._expect:
-            raise ProtocolError(f"{self.role}: unexpected message {kind!r} (expecting {sorted(self._expect)})")
+            raise ProtocolError(f"{self.role}: unexpected message {kind!r} "
+                                f"(expecting {sorted(self._expect)})")
         try:
             meta, arrays = payload.decode(data) if kind != "recon" else ({}, {})
         except payload.PayloadError as exc:
