@@ -7,8 +7,14 @@ amplification seeds from a :class:`~drivers.interfaces.RandomSource`:
   (``/dev/urandom``, i.e. ``getrandom``; ``os.urandom`` where there is no such
   device) straight into a numpy buffer;
 * :class:`QrngDevice` reads a quantum RNG's character device, e.g. an ID
-  Quantique Quantis PCIe card's ``/dev/qrandom0``, with a deadline on every read
-  and the NIST SP 800-90B repetition count health test on what it reads.
+  Quantique Quantis PCIe card's ``/dev/qrandom0``, with a deadline on every read.
+
+Both pass every byte they read through the NIST SP 800-90B start-up and
+continuous health tests (:mod:`drivers.rng_health`: repetition count and
+adaptive proportion, samples = bytes): the first draw after construction or
+:meth:`RandomSourceBase.reset_health` reads and discards 1024 start-up samples;
+a failure wipes the buffer, raises :class:`RngHealthError` and latches until
+``reset_health()``.
 
 What it must not do: fall back silently (a failing device raises; the caller
 chooses the OS source explicitly), expand or "stretch" entropy with a
@@ -36,16 +42,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ConnectionLost, DriverError, DriverTimeout, DriverValueError, NotConnected
+from .errors import ConnectionLost, DriverTimeout, DriverValueError, NotConnected
+from .rng_health import STARTUP_SAMPLES, HealthTests, RngHealthError
 
 __all__ = ["OsEntropySource", "QrngDevice", "RandomSourceBase", "repetition_count_cutoff",
-           "repetition_count_test", "HealthTestFailure"]
+           "repetition_count_test", "HealthTestFailure", "RngHealthError", "DEFAULT_HEALTH_ALPHA_LOG2"]
+
+# False-positive probability of the health tests, as -log2(alpha).  SP 800-90B 4.4
+# gives alpha = 2**-20 as its example and allows down to 2**-40.  The sources here
+# use 2**-40: a full-entropy byte source at 2**-20 would false-alarm about once per
+# 2**24 bytes (the RCT cutoff is 4 at H = 8, P(4-run) = 2**-24 per byte), i.e. every
+# few seconds of Alice's draws, and each alarm stops key generation.  At 2**-40
+# (cutoff 6, P = 2**-40 per byte) that is once per ~10**12 bytes.
+DEFAULT_HEALTH_ALPHA_LOG2 = 40.0
 
 _CHUNK = 1 << 22  # 4 MiB per read: large enough to amortize syscalls, small enough for the deadline
 
 
-class HealthTestFailure(DriverError):
-    """A noise-source health test (SP 800-90B section 4.4) failed: the output must not be used."""
+HealthTestFailure = RngHealthError  # the name this module used before drivers.rng_health existed
 
 
 def repetition_count_cutoff(min_entropy_per_byte: float, alpha_log2: float = 40.0) -> int:
@@ -80,9 +94,38 @@ class RandomSourceBase:
 
     name = "random"
     is_quantum = False
+    health: HealthTests | None = None
+
+    def _read(self, view: memoryview) -> None:
+        """Fill ``view`` with raw bytes from the source (no health tests)."""
+        raise NotImplementedError
 
     def _fill(self, view: memoryview) -> None:
-        raise NotImplementedError
+        """Raw bytes into ``view``, passed through the health tests (start-up test first)."""
+        h = self.health
+        if h is not None and h.failed is None and not h.started:
+            probe = np.empty(STARTUP_SAMPLES, np.uint8)
+            try:
+                self._read(memoryview(probe))
+                h.startup(probe)
+            finally:
+                probe.fill(0)  # start-up samples are not output
+        if h is not None and h.failed is not None:
+            h.check(view[:0])  # raises: the failure latches until reset_health()
+        self._read(view)
+        if h is not None:
+            data = np.frombuffer(view, np.uint8)
+            try:
+                h.check(data)
+            except RngHealthError:
+                if data.flags.writeable:
+                    data[...] = 0  # do not hand out the failed output
+                raise
+
+    def reset_health(self) -> None:
+        """Clear a latched health-test failure; the next draw re-runs the start-up test."""
+        if self.health is not None:
+            self.health.reset()
 
     def random_bytes(self, n: int) -> np.ndarray:
         """``n`` random bytes in a fresh, writable uint8 array."""
@@ -146,11 +189,16 @@ class OsEntropySource(RandomSourceBase):
     name = "os-entropy"
     is_quantum = False
 
-    def __init__(self, path: str = "/dev/urandom"):
+    def __init__(self, path: str = "/dev/urandom", *, min_entropy_per_byte: float = 8.0,
+                 health_tests: bool = True, alpha_log2: float = DEFAULT_HEALTH_ALPHA_LOG2):
         self.path = path
         self._f = None
+        # The kernel CSPRNG's output is conditioned (full entropy, H = 8 per byte); the tests
+        # catch a broken or replaced device (zeros, a stuck or biased stream), not weak entropy.
+        self.health = (HealthTests(min_entropy_per_byte, alpha_log2=alpha_log2, name=f"os-entropy@{path}")
+                       if health_tests else None)
 
-    def _fill(self, view: memoryview) -> None:
+    def _read(self, view: memoryview) -> None:
         if self._f is None:
             try:
                 self._f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - kept open for speed
@@ -186,15 +234,16 @@ class QrngDevice(RandomSourceBase):
     ``open()`` opens it non-blocking; every read waits at most ``timeout_s``
     for data (a stalled device raises :class:`DriverTimeout`, never hangs);
     EOF raises :class:`ConnectionLost`.  Each read passes the SP 800-90B
-    repetition count test with cutoff ``repetition_count_cutoff(min_entropy_per_byte)``
-    or raises :class:`HealthTestFailure`.
+    health tests for ``min_entropy_per_byte`` (see :mod:`drivers.rng_health`)
+    or raises :class:`RngHealthError`; the first draw consumes 1024 start-up samples.
     """
 
     name = "qrng"
     is_quantum = True
 
     def __init__(self, path: str = "/dev/qrandom0", *, timeout_s: float = 2.0,
-                 min_entropy_per_byte: float = 7.0, health_tests: bool = True):
+                 min_entropy_per_byte: float = 7.0, health_tests: bool = True,
+                 alpha_log2: float = DEFAULT_HEALTH_ALPHA_LOG2):
         if not (timeout_s > 0):
             raise DriverValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         if not 0 < min_entropy_per_byte <= 8:
@@ -202,10 +251,11 @@ class QrngDevice(RandomSourceBase):
         self.path = path
         self.timeout_s = float(timeout_s)
         self.health_tests = health_tests
-        self.rct_cutoff = repetition_count_cutoff(min_entropy_per_byte)
-        self._rct_state = (-1, 0)
         self._fd: int | None = None
         self.name = f"QRNG@{path}"
+        self.health = (HealthTests(min_entropy_per_byte, alpha_log2=alpha_log2, name=self.name)
+                       if health_tests else None)
+        self.rct_cutoff = repetition_count_cutoff(min_entropy_per_byte, alpha_log2)
 
     @property
     def is_open(self) -> bool:
@@ -219,7 +269,6 @@ class QrngDevice(RandomSourceBase):
         except OSError as e:
             raise ConnectionLost(f"cannot open {self.path}: {e.strerror}", instrument=self.name,
                                  command="<open>") from None
-        self._rct_state = (-1, 0)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -237,7 +286,7 @@ class QrngDevice(RandomSourceBase):
     def __exit__(self, *exc):
         self.close()
 
-    def _fill(self, view: memoryview) -> None:
+    def _read(self, view: memoryview) -> None:
         if self._fd is None:
             raise NotConnected("not open (call open())", instrument=self.name, command="<read>")
         n, pos = len(view), 0
@@ -262,12 +311,3 @@ class QrngDevice(RandomSourceBase):
             if got == 0:
                 raise ConnectionLost("device returned end of file", instrument=self.name, command="<read>")
             pos += got
-        if self.health_tests:
-            data = np.frombuffer(view, np.uint8)
-            ok, self._rct_state = repetition_count_test(data, self.rct_cutoff, self._rct_state)
-            if not ok:
-                if data.flags.writeable:
-                    data[...] = 0  # do not hand out the failed output
-                raise HealthTestFailure(f"repetition count test failed (a byte repeated >= "
-                                        f"{self.rct_cutoff} times); output discarded",
-                                        instrument=self.name, command="<read>")

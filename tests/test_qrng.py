@@ -90,10 +90,13 @@ def pty_device():
     os.close(slave)
 
 
+STARTUP = 1024  # SP 800-90B start-up samples read (and discarded) before the first draw
+
+
 def test_qrng_device_reads_exact_bytes(pty_device):
     master, path = pty_device
-    payload = np.random.default_rng(5).integers(0, 256, 200_000).astype(np.uint8)
-    payload[1000:1003] = 7  # a short run is fine (cutoff 7 at H = 7 bits/byte)
+    payload = np.random.default_rng(5).integers(0, 256, STARTUP + 200_000).astype(np.uint8)
+    payload[3000:3003] = 7  # a short run is fine (cutoff 7 at H = 7 bits/byte, alpha = 2^-40)
     writer = threading.Thread(target=lambda: os.write(master, payload.tobytes()) and None)
     with QrngDevice(path, timeout_s=2.0) as dev:
         assert dev.is_quantum and isinstance(dev, RandomSource)
@@ -101,6 +104,7 @@ def test_qrng_device_reads_exact_bytes(pty_device):
         got = dev.random_bytes(150_000)
         words = dev.random_words(50_000 // 8)
     writer.join()
+    payload = payload[STARTUP:]
     np.testing.assert_array_equal(got, payload[:150_000])
     np.testing.assert_array_equal(words.view(np.uint8), payload[150_000:200_000])
 
@@ -111,6 +115,7 @@ def test_qrng_device_stall_times_out_then_recovers(pty_device):
     with pytest.raises(NotConnected):
         dev.random_bytes(1)
     dev.open()
+    os.write(master, np.random.default_rng(1).integers(0, 256, STARTUP).astype(np.uint8).tobytes())
     os.write(master, b"\x01\x02\x03")
     t0 = time.monotonic()
     with pytest.raises(DriverTimeout) as ei:
@@ -126,6 +131,7 @@ def test_qrng_device_stall_times_out_then_recovers(pty_device):
 def test_qrng_health_test_failure_and_eof(pty_device, tmp_path):
     master, path = pty_device
     with QrngDevice(path, timeout_s=1.0) as dev:
+        os.write(master, np.random.default_rng(2).integers(0, 256, STARTUP).astype(np.uint8).tobytes())
         os.write(master, bytes([9]) * 64)
         with pytest.raises(HealthTestFailure, match="repetition count"):
             dev.random_bytes(64)
