@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -145,15 +146,27 @@ class PtuHeader:
 
     @property
     def record_type(self) -> int:
-        return int(self._get("TTResultFormat_TTTRRecType"))
+        return self._get_int("TTResultFormat_TTTRRecType")
 
     @property
     def n_records(self) -> int:
-        return int(self._get("TTResult_NumberOfRecords"))
+        return self._get_int("TTResult_NumberOfRecords")
 
     @property
     def global_resolution_s(self) -> float:
-        return float(self._get("MeasDesc_GlobalResolution"))
+        v = self._get("MeasDesc_GlobalResolution")
+        # a T2 unit is ps..ns; anything outside (0, 1 ms] is a corrupt header, and a
+        # non-finite value would later overflow round()/int64 (found by bench/fuzz)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < v <= 1e-3):
+            raise PtuFormatError(f"header tag MeasDesc_GlobalResolution: expected seconds in (0, 1e-3], "
+                                 f"got {str(v)[:40]}")
+        return float(v)
+
+    def _get_int(self, key: str) -> int:
+        v = self._get(key)
+        if isinstance(v, bool) or not isinstance(v, int):  # e.g. tyEmpty8 (None) or tyFloat8
+            raise PtuFormatError(f"header tag {key}: expected an integer tag, got {str(v)[:40]}")
+        return v
 
     def _get(self, key: str):
         if key not in self.tags:
@@ -296,8 +309,8 @@ class T2Decoder:
                                  "only T2 time tags are supported")
         if record_type not in T2_RECORD_TYPES:
             raise PtuFormatError(f"unknown record type 0x{record_type:08X}")
-        if not (resolution_ps > 0):
-            raise PtuFormatError(f"resolution must be > 0 ps, got {resolution_ps!r}")
+        if not (0 < resolution_ps <= 1e9) or not math.isfinite(resolution_ps):
+            raise PtuFormatError(f"resolution must be in (0, 1e9] ps, got {resolution_ps!r}")
         self.record_type = record_type
         r = float(resolution_ps)
         self._res_int = int(round(r)) if abs(r - round(r)) < 1e-9 else None
@@ -369,6 +382,12 @@ class T2Decoder:
         records per segment in one byte-wide pass and ``np.repeat`` writes each segment's offset
         once per kept record — no per-record cumulative sum and no offset for dropped records.
         """
+        # the offsets are int64 ticks, later times in ps: refuse a stream whose overflow records
+        # would carry the time past 2**62 ps (a corrupt stream; found by bench/fuzz) instead
+        # of letting the int64 arithmetic wrap around silently
+        end = self.offset_ticks + int(counts.sum()) * wrap
+        if (end + wrap) * self.resolution_ps >= 2.0**62:
+            raise MalformedReply("T2 overflow records carry the time past 2^62 ps: corrupted record stream")
         values = np.empty(ofl_idx.size + 1, np.int64)
         values[0] = self.offset_ticks
         np.cumsum(counts, dtype=np.int64, out=values[1:])

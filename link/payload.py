@@ -59,6 +59,8 @@ def decode(data: bytes | memoryview) -> tuple[dict, dict[str, np.ndarray]]:
         head = json.loads(bytes(mv[4:4 + h]).decode())
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError(f"header is not JSON: {exc}") from None
+    except RecursionError:  # "[[[[..." nested deeper than the interpreter's limit (found by bench/fuzz)
+        raise PayloadError("header JSON is nested too deeply") from None
     if not isinstance(head, dict) or not isinstance(head.get("meta"), dict) \
             or not isinstance(head.get("arrays"), list):
         raise PayloadError("header must be {'meta': {...}, 'arrays': [...]}")
@@ -66,7 +68,7 @@ def decode(data: bytes | memoryview) -> tuple[dict, dict[str, np.ndarray]]:
     arrays: dict[str, np.ndarray] = {}
     for entry in head["arrays"]:
         if (not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], str)
-                or entry[1] not in DTYPES or not isinstance(entry[2], int) or entry[2] < 0):
+                or entry[1] not in DTYPES or type(entry[2]) is not int or entry[2] < 0):  # not bool
             raise PayloadError(f"bad array entry {str(entry)[:80]}")
         name, code, n = entry
         if name in arrays:

@@ -1,0 +1,270 @@
+"""The fuzz targets: one function per parser, ``target(data: bytes) -> None``, plus seed inputs.
+
+Each target feeds the bytes to the production parser and swallows only the exception types that
+parser documents; any other exception propagates and is a finding (atheris reports it with the
+input; ``tests/test_fuzz_regressions.py`` replays stored findings).  The functions are plain Python
+so the regression test runs them without atheris.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+Target = Callable[[bytes], None]
+TARGETS: dict[str, Target] = {}
+SEEDS: dict[str, Callable[[], list[bytes]]] = {}
+
+
+def target(name: str, seeds: Callable[[], list[bytes]]):
+    def deco(fn: Target) -> Target:
+        TARGETS[name] = fn
+        SEEDS[name] = seeds
+        return fn
+    return deco
+
+
+# -- link.payload ---------------------------------------------------------------------------
+
+def _payload_seeds() -> list[bytes]:
+    from link.payload import encode
+    return [encode({"type": "sift", "block": 7}, {"slots": np.arange(5, dtype=np.uint64),
+                                                   "basis": np.array([0, 1, 1], np.uint8)}),
+            encode({}), encode({"x": [1, 2, {"y": None}]}, {"f": np.array([0.5, -1.0])})]
+
+
+@target("payload", _payload_seeds)
+def fuzz_payload(data: bytes) -> None:
+    from link.payload import PayloadError, decode
+    try:
+        meta, arrays = decode(data)
+    except PayloadError:
+        return
+    assert isinstance(meta, dict)
+    for a in arrays.values():
+        assert a.flags.writeable and a.ndim == 1
+
+
+# -- drivers.picoquant: PTU header + T2 records -----------------------------------------------
+
+def _ptu_seeds() -> list[bytes]:
+    from drivers import picoquant as pq
+    out = []
+    for rt in (pq.RT_GENERIC_T2, pq.RT_HYDRAHARP_T2, pq.RT_PICOHARP300_T2):
+        head = pq.encode_ptu_header([("HW_Type", -1, pq.TY_ANSISTRING, "MultiHarp 160"),
+                                     ("MeasDesc_GlobalResolution", -1, pq.TY_FLOAT8, 5e-12),
+                                     ("TTResultFormat_TTTRRecType", -1, pq.TY_INT8, rt),
+                                     ("TTResult_NumberOfRecords", -1, pq.TY_INT8, 6),
+                                     ("Some_Array", 2, pq.TY_FLOAT8ARRAY, np.array([1.0, 2.0])),
+                                     ("Some_Wide", -1, pq.TY_WIDESTRING, "wide"),
+                                     ("Some_Blob", -1, pq.TY_BINARYBLOB, b"\x01\x02\x03")])
+        recs = np.array([0x02000010, 0x04000020, 0xFE000001, 0x02000005, 0x82000007, 0x7E000000],
+                        "<u4")
+        out.append(head + recs.tobytes())
+    return out
+
+
+@target("ptu", _ptu_seeds)
+def fuzz_ptu(data: bytes) -> None:
+    from drivers.errors import DriverError
+    from drivers.picoquant import _decode_record_bytes, parse_ptu_header
+    try:
+        header = parse_ptu_header(data)
+        rest = data[header.header_bytes:]
+        for strict in (True, False):
+            try:
+                batch = _decode_record_bytes(header, rest, strict=strict, check_order=True, name="fuzz")
+            except DriverError:
+                continue
+            assert batch.t_ps.dtype == np.int64 and batch.t_ps.size == batch.channel.size
+        header.identity()
+    except DriverError:  # PtuFormatError and MalformedReply
+        return
+
+
+# -- drivers.idq_id900.decode_timestamps ---------------------------------------------------------
+
+def _id900_seeds() -> list[bytes]:
+    t = np.array([10, 20, 20, 1 << 40], "<u8")
+    pairs = np.array([[10, 0], [15, 0], [30, 1]], "<u8").reshape(-1)
+    return [t.tobytes(), pairs.tobytes(), b""]
+
+
+@target("id900", _id900_seeds)
+def fuzz_id900(data: bytes) -> None:
+    from drivers.errors import MalformedReply
+    from drivers.idq_id900 import decode_timestamps
+    for with_ref in (False, True):
+        try:
+            ts, ref = decode_timestamps(data, with_ref_index=with_ref)
+        except MalformedReply:
+            continue
+        assert ts.dtype == np.int64 and (ts >= 0).all()
+        if ts.size > 1 and not with_ref:
+            assert (np.diff(ts) >= 0).all()
+
+
+# -- reconciliation messages (postproc_c.make_side(...).feed) ------------------------------------
+
+_KEYS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _keys(n: int) -> tuple[np.ndarray, np.ndarray]:
+    if n not in _KEYS:
+        rng = np.random.default_rng(n)
+        a = rng.integers(0, 2, n).astype(np.uint8)
+        _KEYS[n] = (a, a ^ (rng.random(n) < 0.03).astype(np.uint8))
+    return _KEYS[n]
+
+
+def _reconcile_seeds(method: str) -> Callable[[], list[bytes]]:
+    def seeds() -> list[bytes]:
+        from postproc_c.reconcile import make_side
+        a, b = _keys(4096)
+        sides = {"alice": make_side(method, "alice", a, 0.03, seed=1),
+                 "bob": make_side(method, "bob", b, 0.03, seed=1)}
+        out = []
+        for _ in range(40):
+            moved = False
+            for src, dst in (("alice", "bob"), ("bob", "alice")):
+                m = sides[src].next_message()
+                if m is not None:
+                    # control bytes: role that receives, messages exchanged before the injection
+                    out.append(bytes([dst == "bob", len(out) % 8]) + m)
+                    sides[dst].feed(m)
+                    moved = True
+            if not moved:
+                break
+        return out[:12]
+    return seeds
+
+
+def _fuzz_reconcile(method: str, data: bytes) -> None:
+    from postproc_c import Error
+    from postproc_c.reconcile import make_side
+    if len(data) < 3:
+        return
+    victim = "bob" if data[0] & 1 else "alice"
+    before = data[1] % 16
+    a, b = _keys(4096)
+    sides = {"alice": make_side(method, "alice", a, 0.03, seed=1),
+             "bob": make_side(method, "bob", b, 0.03, seed=1)}
+
+    def pump(steps: int) -> None:
+        for _ in range(steps):
+            moved = False
+            for src, dst in (("alice", "bob"), ("bob", "alice")):
+                m = sides[src].next_message()
+                if m is not None:
+                    try:
+                        sides[dst].feed(m)
+                    except Error:
+                        pass  # the peer's state was changed by the injected message: a refusal is fine
+                    moved = True
+            if not moved:
+                return
+
+    pump(before)
+    try:
+        sides[victim].feed(data[2:])
+    except Error:
+        pass
+    pump(200)  # the protocol goes on after the injected message; nothing may crash
+    for s in sides.values():
+        r = s.result()
+        assert r.corrected.size == 4096 and r.leaked_bits >= 0
+
+
+def _cascade(data: bytes) -> None:
+    _fuzz_reconcile("cascade", data)
+
+
+def _ldpc(data: bytes) -> None:
+    _fuzz_reconcile("ldpc", data)
+
+
+target("cascade", _reconcile_seeds("cascade"))(_cascade)
+target("ldpc", _reconcile_seeds("ldpc"))(_ldpc)
+
+
+# -- TOML: lab files and HIL scenarios --------------------------------------------------------
+
+def _toml_seeds(paths: list[Path]) -> Callable[[], list[bytes]]:
+    return lambda: [p.read_bytes() for p in paths if p.exists()]
+
+
+def _toml(data: bytes) -> dict | None:
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # load_lab / Scenario.load turn these into their own errors before parsing
+
+
+@target("lab", _toml_seeds([ROOT / "examples" / "lab.toml", ROOT / "examples" / "emulated.toml"]))
+def fuzz_lab(data: bytes) -> None:
+    from drivers.config import ConfigError, parse_lab
+    d = _toml(data)
+    if d is None:
+        return
+    try:
+        parse_lab(d, "fuzz.toml")
+    except ConfigError:
+        return
+
+
+@target("scenario", _toml_seeds(sorted((ROOT / "hil" / "scenarios").glob("*.toml"))))
+def fuzz_scenario(data: bytes) -> None:
+    from hil.scenario import Scenario, ScenarioError
+    d = _toml(data)
+    if d is None:
+        return
+    try:
+        Scenario.from_dict(d, "fuzz.toml")
+    except ScenarioError:
+        return
+
+
+def all_seeds(name: str) -> list[bytes]:
+    return SEEDS[name]()
+
+
+def _json_seed(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+# -- the KME's JSON request bodies (ETSI GS QKD 014 enc_keys / dec_keys) ------------------------
+
+def _kme_seeds() -> list[bytes]:
+    return [_json_seed({"number": 2, "size": 256}), _json_seed({"number": "3", "size": "+128"}),
+            _json_seed({"key_IDs": [{"key_ID": "bc490419-7d60-487f-adc1-4ddcc177c139"}]}),
+            _json_seed({"number": 1, "additional_slave_SAE_IDs": ["x"]}), b"[]", b"{}"]
+
+
+@target("kme", _kme_seeds)
+def fuzz_kme(data: bytes) -> None:
+    from types import SimpleNamespace
+
+    from link.kme import Kme, KmeConfig, KmeError, dec_key_ids, parse_json_body
+    try:
+        body = parse_json_body(data)
+    except KmeError as e:
+        assert e.status == 400
+        return
+    cfg = SimpleNamespace(config=KmeConfig("KME_A", "KME_B", ("SAE_A",), {"SAE_A": ("SAE_B",)}))
+    try:  # what the enc_keys POST handler does with the body
+        n, s = Kme._parse_request(cfg, body.get("number"), body.get("size"),
+                                  body.get("additional_slave_SAE_IDs"))
+        assert n >= 1 and s >= 1
+    except KmeError as e:
+        assert e.status == 400
+    try:  # and the dec_keys POST handler
+        ids = dec_key_ids(body)
+        assert isinstance(ids, list)
+    except KmeError as e:
+        assert e.status == 400
