@@ -153,6 +153,11 @@ class _Side:
     def _finish(self, ok: bool, reason: str = "", **kw) -> None:
         self.result = BlockResult(self.block_id, ok, reason=reason, **kw)
         self._wipe_secrets()
+        # the reconciliation side holds key copies in C: free it now (its free wipes them)
+        # rather than whenever the garbage collector gets to it
+        close = getattr(self._recon, "close", None)
+        if close is not None:
+            close()
 
     def _wipe_secrets(self) -> None:  # overridden
         pass
@@ -221,6 +226,7 @@ class AliceBlock(_Side):
             int_x.append(res.intensities[~z])
             _wipe(res.bits)
         self._key_bits = np.concatenate(bits_z) if bits_z else np.empty(0, np.uint8)
+        _wipe(*bits_z)  # the per-frame pieces are copies of key bits too
         self._int_z = np.concatenate(int_z) if int_z else np.empty(0, np.uint8)
         self._x_bits = np.concatenate(bits_x) if bits_x else np.empty(0, np.uint8)
         self._int_x = np.concatenate(int_x) if int_x else np.empty(0, np.uint8)
@@ -269,6 +275,7 @@ class AliceBlock(_Side):
         if not self._recon.done:
             return self._abort("Bob finished reconciliation before Alice")
         rr = self._recon.result()
+        _wipe(rr.corrected)  # Alice's copy of her own key: only the counts are used here
         n = int(self._key_bits.size)
         self._stats.update(leaked_ec=int(rr.leaked_bits), recon_messages=int(rr.messages))
         if not meta.get("success", False):
@@ -367,6 +374,7 @@ class BobBlock(_Side):
             int_x.append(s.intensities[~z])
             _wipe(s.bits)
         self._key_bits = np.concatenate(bits_z) if bits_z else np.empty(0, np.uint8)
+        _wipe(*bits_z)  # the per-frame pieces are copies of key bits too
         self._int_z = np.concatenate(int_z) if int_z else np.empty(0, np.uint8)
         int_xa = np.concatenate(int_x) if int_x else np.empty(0, np.uint8)
         n_int = len(self.params.decoy.mus)

@@ -302,6 +302,12 @@ class LdpcSide:
         self._ptr = ffi.gc(out[0], lib.qpp_ldpc_side_free)
         self.frames = int(lib.qpp_ldpc_side_frames(self._ptr))
 
+    def close(self) -> None:
+        """Free the C object now (``qpp_ldpc_side_free`` wipes its key buffers); unusable afterwards."""
+        if self._ptr is not None:
+            ffi.release(self._ptr)
+            self._ptr = None
+
     @property
     def done(self) -> bool:
         return bool(lib.qpp_ldpc_side_done(self._ptr))
