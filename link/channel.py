@@ -256,9 +256,12 @@ class Channel:
                 return
             lane = self._lanes[lane_name]
             lane.unacked[seq] = frame
-            lane.sock.send(frame, zmq.NOBLOCK, copy=True)
-            lane.last_tx = time.monotonic()
             self.counters["sent"] += 1
+            try:
+                lane.sock.send(frame, zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                pass            # no peer connected yet: the retry loop sends it later
+            lane.last_tx = time.monotonic()
 
     def _retransmit(self) -> None:
         now = time.monotonic()

@@ -144,7 +144,7 @@ def link(tmp_path):
     yield make
     for m in made:
         m.close()
-    ctx.term()
+    ctx.destroy(linger=0)
 
 
 def _recv_data(ch, n, timeout=5.0, lane="proto"):
@@ -313,7 +313,7 @@ def test_restart_never_reuses_a_pad_and_refuses_old_frames(tmp_path):
         alice.close()
         bob.close()
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_pool_exhaustion_is_an_error_and_an_alarm(tmp_path):
@@ -330,7 +330,7 @@ def test_pool_exhaustion_is_an_error_and_an_alarm(tmp_path):
         assert "auth_pool_exhausted" in alarms
     finally:
         ch.close()
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_no_option_disables_authentication():
