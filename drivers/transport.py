@@ -370,7 +370,10 @@ class VisaTransport(StreamTransport):
     """A pyvisa resource, read through ``read_bytes`` so binary and line reads share one buffer.
 
     ``backend`` defaults to ``"@py"`` (pyvisa-py), which speaks ``TCPIP::host::port::SOCKET``
-    and ``ASRL<port>::INSTR`` without vendor libraries.
+    and ``ASRL<port>::INSTR`` without vendor libraries.  Line reads let VISA stop at the
+    termination character; binary reads use ``read_bytes``.  pyvisa-py reports a peer that
+    closed a SOCKET resource as a timeout, so a dropped connection may surface as
+    DriverTimeout here (``reconnect()`` recovers either way).
     """
 
     def __init__(self, resource: str, *, backend: str = "@py", **kw):
@@ -431,24 +434,58 @@ class VisaTransport(StreamTransport):
             self.close()
             raise ConnectionLost(f"write to {self.resource} failed: {e}") from None
 
-    def _recv(self, max_bytes: int, timeout_s: float) -> bytes:
+    def _visa_call(self, fn, timeout_s: float):
         import pyvisa
 
         if self._res is None:
             raise NotConnected(f"{self.resource} is not open")
         try:
             self._res.timeout = max(int(timeout_s * 1000), 1)
-            # read_raw returns on END/termchar or when the chunk is full; with termination
-            # disabled pyvisa-py returns what the socket delivered in one recv.
-            return bytes(self._res.read_raw(min(max_bytes, self._res.chunk_size)))
+            return fn()
         except pyvisa.errors.VisaIOError as e:
             if e.error_code == pyvisa.constants.StatusCode.error_timeout:
-                return b""
+                raise DriverTimeout(f"no reply within {timeout_s:g} s on {self.resource}") from None
             self.close()
             raise ConnectionLost(f"read from {self.resource} failed: {e}") from None
         except (OSError, EOFError) as e:
             self.close()
             raise ConnectionLost(f"read from {self.resource} failed: {e}") from None
+
+    def _recv(self, max_bytes: int, timeout_s: float) -> bytes:
+        # Only read_some lands here (read_until/read_exact are overridden): one byte, then
+        # whatever the next short reads give, so no call waits longer than timeout_s.
+        try:
+            return bytes(self._visa_call(lambda: self._res.read_bytes(1), max(timeout_s, 0.001)))
+        except DriverTimeout:
+            return b""
+
+    def read_until(self, terminator: bytes, *, timeout_s: float | None = None,
+                   max_bytes: int = _MAX_LINE) -> bytes:
+        """Let VISA stop at the termination character (pyvisa-py cannot return partial socket reads)."""
+        if terminator not in self._buf:
+            t = self.timeout_s if timeout_s is None else float(timeout_s)
+            term = terminator.decode("latin-1")
+
+            def read():
+                self._res.read_termination = term
+                try:
+                    return self._res.read_raw()
+                finally:
+                    self._res.read_termination = None
+
+            self._buf += bytes(self._visa_call(read, t))
+            if len(self._buf) > max_bytes:
+                head = bytes(self._buf[:80])
+                self._buf.clear()
+                raise MalformedReply(f"no {terminator!r} within {max_bytes} bytes", reply=head)
+        return super().read_until(terminator, timeout_s=timeout_s, max_bytes=max_bytes)
+
+    def read_exact(self, n: int, *, timeout_s: float | None = None) -> bytes:
+        need = n - len(self._buf)
+        if need > 0:
+            t = self.timeout_s if timeout_s is None else float(timeout_s)
+            self._buf += bytes(self._visa_call(lambda: self._res.read_bytes(need), t))
+        return super().read_exact(n, timeout_s=timeout_s)
 
 
 class ZmqReqTransport(Transport):

@@ -50,8 +50,8 @@ def _load_plugins() -> None:
     # there yet (or fails to import) must not take the whole CLI down with it.
     import importlib
 
-    for mod in ("link.commands", "hil.commands", "calibration.commands", "drivers.commands",
-                "bench.commands"):
+    for mod in ("link.commands", "link.kme_commands", "hil.commands", "calibration.commands",
+                "drivers.commands", "bench.commands"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
@@ -91,4 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the registry of the importable module, not of __main__, so that
+    # plugins registering on `link.cli` are seen with `python -m link.cli` too.
+    from link.cli import main as _main
+
+    sys.exit(_main())

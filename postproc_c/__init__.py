@@ -9,10 +9,28 @@ so threads can run the core in parallel. This package knows nothing of sockets
 or instruments.
 """
 
+from . import cascade  # noqa: F401  (registers "cascade" and "cascade-original")
 from ._binding import Error, ffi, lib
 from ._version import __version__
+from .bits import pack_bits, unpack_bits
+from .cascade import CascadeSide
+from .hashing import poly_hash, poly_hash_bytes
 from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
 from .selftest import SelfTestError, selftest
+from .sifting import (
+    AliceSifted,
+    BobAnnouncement,
+    BobSifted,
+    ErrorCounts,
+    SiftResult,
+    alice_sift,
+    bob_announce,
+    bob_sift,
+    error_counts,
+    frame_counts,
+    sift,
+)
+from .toeplitz import toeplitz_hash
 
 
 def cpu_features() -> list[str]:
@@ -23,6 +41,9 @@ def cpu_features() -> list[str]:
 
 
 __all__ = [
+    "AliceSifted", "BobAnnouncement", "BobSifted", "CascadeSide", "ErrorCounts", "SiftResult",
+    "alice_sift", "bob_announce", "bob_sift", "error_counts", "frame_counts", "sift",
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
-    "make_side", "methods", "reconcile_in_memory", "selftest",
+    "make_side", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory", "selftest",
+    "toeplitz_hash", "unpack_bits",
 ]

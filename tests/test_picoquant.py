@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.errors import ConnectionLost, DriverTimeout, MalformedReply, WrongModel
+from drivers.interfaces import TimeTagger
 from drivers.picoquant import (
     RT_GENERIC_T2,
     RT_HYDRAHARP2_T2,
@@ -297,6 +298,7 @@ def test_stream_driver_against_emulator():
         with PicoQuantStreamTagger(emu.address) as tg:
             assert tg.identity.manufacturer == "PicoQuant" and tg.identity.model == "HydraHarp"
             assert tg.resolution_ps == 1.0
+            assert isinstance(tg, TimeTagger)
             tg.start_stream()
             t, c = drain(tg, t_all.size)
             tg.stop_stream()
@@ -419,3 +421,75 @@ def test_hardware_picoquant_stream(instrument_address):
         b = tg.read_tags(timeout_s=2.0)
         tg.stop_stream()
         assert b.t_ps.dtype == np.int64 and bool(np.all(np.diff(b.t_ps) >= 0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(0, 4 * 600), max_size=12), garbage_tail=st.binary(max_size=3))
+def test_fuzz_stream_chunking_is_invisible(cuts, garbage_tail):
+    """Records split at arbitrary byte positions across reads decode exactly as one block;
+    a trailing partial record (< 4 bytes) stays in the carry."""
+    from drivers.picoquant import TY_ANSISTRING, TY_FLOAT8, TY_INT8, encode_ptu_header
+    from drivers.testing import FakeStreamTransport
+
+    rng = np.random.default_rng(len(cuts))
+    t = np.cumsum(rng.integers(1, 30_000_000, 500)).astype(np.int64)
+    ch = rng.integers(0, 5, t.size).astype(np.uint8)
+    recs, _ = encode_t2(t, ch)
+    header = encode_ptu_header([("HW_Type", -1, TY_ANSISTRING, "MultiHarp 160"),
+                                ("MeasDesc_GlobalResolution", -1, TY_FLOAT8, 1e-12),
+                                ("TTResultFormat_TTTRRecType", -1, TY_INT8, RT_GENERIC_T2),
+                                ("TTResult_NumberOfRecords", -1, TY_INT8, -1)])
+    body = recs.astype("<u4").tobytes() + garbage_tail
+    bounds = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
+    chunks = [body[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    transport = FakeStreamTransport([(None, header)] + [(None, c) for c in chunks])
+    tg = PicoQuantStreamTagger(transport)
+    assert tg.open().model == "MultiHarp 160"
+    got_t, got_c = [], []
+    for _ in range(200):
+        b = tg.read_tags(max_tags=97)
+        got_t.append(b.t_ps)
+        got_c.append(b.channel)
+        if len(b) == 0 and not transport._pending and not transport._buf:
+            break
+    np.testing.assert_array_equal(np.concatenate(got_t), t)
+    np.testing.assert_array_equal(np.concatenate(got_c), ch)
+    assert len(tg._carry) == len(garbage_tail)
+
+
+def test_stream_capture_is_a_ptu_file_and_replays(tmp_path):
+    """Header (NumberOfRecords = -1) + raw records, as the stream sends them, read back as a file,
+    then replayed through the emulator as a tag source."""
+    from drivers.picoquant import TY_ANSISTRING, TY_FLOAT8, TY_INT8, encode_ptu_header
+    from hil.emulated.picoquant import ptu_tag_source
+
+    batches = synthetic_batches(n_batches=3, per_batch=1000, seed=12)
+    t_all = np.concatenate([b[0] for b in batches])
+    c_all = np.concatenate([b[1] for b in batches])
+    recs, _ = encode_t2(t_all, c_all)
+    header = encode_ptu_header([("HW_Type", -1, TY_ANSISTRING, "HydraHarp"),
+                                ("MeasDesc_GlobalResolution", -1, TY_FLOAT8, 1e-12),
+                                ("TTResultFormat_TTTRRecType", -1, TY_INT8, RT_HYDRAHARP2_T2),
+                                ("TTResult_NumberOfRecords", -1, TY_INT8, -1)])
+    p = tmp_path / "capture.ptu"
+    p.write_bytes(header + recs.astype("<u4").tobytes())
+    h, tags = read_ptu(p)
+    assert h.n_records == -1 and h.identity().model == "HydraHarp"
+    np.testing.assert_array_equal(tags.t_ps, t_all)
+    with PicoQuantT2Server(ptu_tag_source(p, records_per_batch=700), autostart=True) as emu, \
+            PicoQuantStreamTagger(emu.address) as tg:
+        t, c = drain(tg, t_all.size)
+    np.testing.assert_array_equal(t, t_all)
+    np.testing.assert_array_equal(c, c_all)
+
+
+def test_decoder_internal_chunking_equals_small_chunks(monkeypatch):
+    rng = np.random.default_rng(21)
+    t = np.cumsum(rng.integers(1, 20_000_000, 5000)).astype(np.int64)
+    ch = rng.integers(0, 5, t.size).astype(np.uint8)
+    recs, _ = encode_t2(t, ch)
+    monkeypatch.setattr(T2Decoder, "CHUNK_RECORDS", 64)  # many internal chunks, overflows across them
+    b = T2Decoder(RT_HYDRAHARP2_T2).decode(recs)
+    np.testing.assert_array_equal(b.t_ps, t)
+    np.testing.assert_array_equal(b.channel, ch)
+    assert b.stats["records"] == recs.size

@@ -28,11 +28,12 @@ from drivers.picoquant import (
     TY_FLOAT8,
     TY_INT8,
     encode_ptu_header,
+    iter_ptu,
 )
 
 from .server import TcpStreamServer, tag_batches
 
-__all__ = ["encode_t2", "PicoQuantT2Server"]
+__all__ = ["encode_t2", "PicoQuantT2Server", "ptu_tag_source"]
 
 _MASK25 = (1 << 25) - 1
 _OFL = (1 << 31) | (63 << 25)
@@ -66,6 +67,16 @@ def encode_t2(t_ps: np.ndarray, channel: np.ndarray, *, resolution_ps: int = 1,
     if pos.size:
         recs = np.insert(recs, pos, (np.uint32(_OFL) | d[pos].astype(np.uint32)))
     return recs, int(hi[-1])
+
+
+def ptu_tag_source(path, *, records_per_batch: int = 1 << 20):
+    """A tag source replaying a recorded T2 ``.ptu`` file: yields ``(t_ps, channel)`` batches.
+
+    Any emulated time tagger takes it, so a lab capture can be replayed through the HIL rig.
+    """
+    for batch in iter_ptu(path, records_per_batch=records_per_batch):
+        if len(batch):
+            yield batch.t_ps, batch.channel
 
 
 class PicoQuantT2Server(TcpStreamServer):

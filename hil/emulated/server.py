@@ -7,7 +7,8 @@ unchanged against it (DESIGN "HIL").  This module holds what they share:
 * :class:`EmulatedServer` — a daemon thread, ``start()``/``stop()``, context
   manager, OS-chosen port on 127.0.0.1;
 * :class:`TcpLineServer` — line-oriented TCP (SCPI sockets, JSON lines); one
-  subclass method ``handle_line(line) -> reply | None``;
+  subclass method ``handle_line(line) -> reply | None``; binary framings override
+  ``next_request(buf)`` (both line servers);
 * :class:`ZmqRepServer` — request/reply over ZeroMQ (a ROUTER socket, so the
   emulator may also *not* answer, which a REP socket cannot);
 * :class:`PtyLineServer` — a serial device on a pseudo-terminal (``.port`` is
@@ -53,6 +54,7 @@ __all__ = [
     "TcpStreamServer",
     "GARBAGE",
     "tag_batches",
+    "free_tcp_port",
 ]
 
 GARBAGE = b"\x00\xff#garbage\xfe?\x01"
@@ -290,16 +292,26 @@ class TcpLineServer(EmulatedServer):
             return
         self._buf += chunk
         while self._conn is not None:
-            i = self._buf.find(self.read_termination)
-            if i < 0:
+            req = self.next_request(self._buf)
+            if req is None:
                 break
-            raw = bytes(self._buf[:i])
-            del self._buf[: i + len(self.read_termination)]
-            line = raw.decode(self.encoding, errors="replace").strip("\r")
-            self.requests.append(line)
-            self._respond(line)
+            self.requests.append(req)
+            self._respond(req)
 
-    def _respond(self, line: str) -> None:
+    def next_request(self, buf: bytearray):
+        """Cut the next request out of ``buf`` (consuming it) or return None if incomplete.
+
+        Default: a text line ending in ``read_termination``.  Binary protocols (e.g.
+        Thorlabs APT frames) override this and get their request object in ``handle_line``.
+        """
+        i = buf.find(self.read_termination)
+        if i < 0:
+            return None
+        raw = bytes(buf[:i])
+        del buf[: i + len(self.read_termination)]
+        return raw.decode(self.encoding, errors="replace").strip("\r")
+
+    def _respond(self, line) -> None:
         if self.faults.take("drop"):
             self._drop_client()
             return
@@ -364,14 +376,11 @@ class PtyLineServer(TcpLineServer):
             return
         self._buf += chunk
         while True:
-            i = self._buf.find(self.read_termination)
-            if i < 0:
+            req = self.next_request(self._buf)
+            if req is None:
                 break
-            raw = bytes(self._buf[:i])
-            del self._buf[: i + len(self.read_termination)]
-            line = raw.decode(self.encoding, errors="replace").strip("\r")
-            self.requests.append(line)
-            self._respond(line)
+            self.requests.append(req)
+            self._respond(req)
 
 
 class ZmqRepServer(EmulatedServer):
@@ -573,6 +582,13 @@ class TcpStreamServer(EmulatedServer):
             data = GARBAGE * max(1, len(data) // len(GARBAGE))
         if self._send(data):
             self.chunks_sent += 1
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for protocols where the client names it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tag_batches(source) -> Callable[[], tuple | None]:

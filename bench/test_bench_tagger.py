@@ -1,0 +1,181 @@
+"""Time-tag decoding and random-source throughput.
+
+* T2 decode (PicoQuant HydraHarp V2 records -> int64 ps + uint8 channel), in
+  tags out per second, target 80 M/s per core; baseline: a straightforward
+  numpy decoder (field extraction with ``np.where`` and a full ``cumsum`` of
+  overflow counts); also PicoQuant's per-record loop (their Read_PTU.py logic,
+  struct unpack per record) on a small sample, for scale.
+* ID900 stream decode + 4-channel merge (frame-referenced pairs).
+* OS entropy source in bits per second (target 1 Gb/s), baseline ``os.urandom``.
+
+    python -m bench -k tagger
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from bench.common import record
+from drivers.idq_id900 import decode_timestamps, merge_channels
+from drivers.picoquant import RT_HYDRAHARP2_T2, T2Decoder
+from drivers.qrng import OsEntropySource
+from hil.emulated.picoquant import encode_t2
+
+ROUNDS = 5
+
+
+def make_records(n_tags: int, seed: int = 1, mean_gap_ps: int = 1000) -> tuple[np.ndarray, int]:
+    """Sorted tags on sync + 4 detectors (about 30 tags per 2**25 ps wrap at 1 ns gaps)."""
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.integers(1, 2 * mean_gap_ps, n_tags)).astype(np.int64)
+    ch = rng.integers(0, 5, n_tags).astype(np.uint8)
+    recs, _ = encode_t2(t, ch)
+    return recs, n_tags
+
+
+def naive_numpy_decode(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The obvious numpy version: every field separately, cumsum over all records."""
+    special = (w >> 31).astype(np.uint8)
+    channel = ((w >> 25) & 0x3F).astype(np.uint8)
+    timetag = (w & 0x1FFFFFF).astype(np.int64)
+    ofl = (special == 1) & (channel == 63)
+    count = np.where(ofl, np.where(timetag == 0, 1, timetag), 0)
+    t = np.cumsum(count) * 33554432 + timetag
+    keep = (special == 0) | (channel == 0)
+    out_ch = np.where(special == 1, 0, channel + 1).astype(np.uint8)
+    return t[keep], out_ch[keep]
+
+
+def python_loop_decode(raw: bytes) -> list[tuple[int, int]]:
+    """PicoQuant's Read_PTU.py readHT2(2) logic, one record at a time (struct unpack)."""
+    out, ofl = [], 0
+    for (rec,) in struct.iter_unpack("<I", raw):
+        special, channel, timetag = rec >> 31, (rec >> 25) & 0x3F, rec & 0x1FFFFFF
+        if special:
+            if channel == 0x3F:
+                ofl += 33554432 * (timetag or 1)
+            elif channel == 0:
+                out.append((ofl + timetag, 0))
+        else:
+            out.append((ofl + timetag, channel + 1))
+    return out
+
+
+@pytest.mark.parametrize("n", [1 << 20, 1 << 23])
+def test_t2_decode(benchmark, n):
+    recs, n_tags = make_records(n)
+    benchmark.group = f"tagger-t2-decode-{n >> 20}M"
+
+    def setup():
+        return (T2Decoder(RT_HYDRAHARP2_T2, 1.0), recs), {}
+
+    batch = benchmark.pedantic(lambda d, w: d.decode(w), setup=setup, rounds=ROUNDS, iterations=1)
+    assert len(batch) == n_tags
+    record(benchmark, units=n_tags, unit="tag", target=80e6,
+           note="T2Decoder.decode incl. time-order check")
+
+
+@pytest.mark.parametrize("n", [1 << 20, 1 << 23])
+def test_t2_decode_naive_numpy_baseline(benchmark, n):
+    recs, n_tags = make_records(n)
+    benchmark.group = f"tagger-t2-decode-{n >> 20}M"
+    t, c = benchmark.pedantic(naive_numpy_decode, args=(recs,), rounds=ROUNDS, iterations=1)
+    assert t.size == n_tags
+    ref = T2Decoder(RT_HYDRAHARP2_T2).decode(recs)
+    assert np.array_equal(t, ref.t_ps) and np.array_equal(c, ref.channel)
+    record(benchmark, units=n_tags, unit="tag", baseline=True, note="naive numpy (full cumsum)")
+
+
+def test_t2_decode_python_loop_sample(benchmark):
+    recs, n_tags = make_records(20_000)
+    benchmark.group = "tagger-t2-decode-1M"
+    raw = recs.astype("<u4").tobytes()
+    out = benchmark.pedantic(python_loop_decode, args=(raw,), rounds=3, iterations=1)
+    assert len(out) == n_tags
+    record(benchmark, units=n_tags, unit="tag", note="per-record struct loop on a 20k sample")
+
+
+def _idq_messages(n_per_channel: int, period_ps: int = 1_000_000):
+    """Four channels of sorted clicks as (time since sync, sync index) pairs."""
+    rng = np.random.default_rng(2)
+    msgs = []
+    for _ in range(4):
+        t = np.sort(rng.integers(0, n_per_channel * 4 * period_ps // 100, n_per_channel))
+        pairs = np.stack([t % period_ps, t // period_ps], axis=1).astype("<u8")
+        msgs.append(pairs.tobytes())
+    return msgs
+
+
+def _idq_decode(msgs, period_ps=1_000_000):
+    times = []
+    for m in msgs:
+        ts, ref = decode_timestamps(m, with_ref_index=True)
+        times.append(ref * period_ps + ts)
+    return times
+
+
+def test_idq_decode_merge(benchmark):
+    n = 1 << 18
+    msgs = _idq_messages(n)
+    benchmark.group = "tagger-idq-decode-merge-1M"
+    b = benchmark.pedantic(lambda: merge_channels(_idq_decode(msgs), [1, 2, 3, 4]), rounds=ROUNDS,
+                           iterations=1)
+    assert len(b) == 4 * n and bool(np.all(np.diff(b.t_ps) >= 0))
+    record(benchmark, units=4 * n, unit="tag", target=80e6, note="4 channels: pairs -> ps, packed-key merge")
+
+
+def test_idq_decode_merge_argsort_baseline(benchmark):
+    n = 1 << 18
+    msgs = _idq_messages(n)
+    benchmark.group = "tagger-idq-decode-merge-1M"
+
+    def run():
+        times = _idq_decode(msgs)
+        t = np.concatenate(times)
+        ch = np.concatenate([np.full(x.size, c, np.uint8) for x, c in zip(times, [1, 2, 3, 4], strict=True)])
+        o = np.argsort(t, kind="stable")
+        return t[o], ch[o]
+
+    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+    record(benchmark, units=4 * n, unit="tag", baseline=True, note="same decode, argsort merge")
+
+
+@pytest.mark.parametrize("mib", [1, 16])
+def test_os_entropy_bytes(benchmark, mib):
+    src = OsEntropySource()
+    n = mib << 20
+    benchmark.group = f"tagger-qrng-os-{mib}MiB"
+    out = benchmark.pedantic(src.random_bytes, args=(n,), rounds=ROUNDS, iterations=1)
+    assert out.size == n
+    record(benchmark, units=8 * n, unit="bit", target=1e9, note="/dev/urandom readinto numpy")
+
+
+@pytest.mark.parametrize("mib", [1, 16])
+def test_os_urandom_baseline(benchmark, mib):
+    n = mib << 20
+    benchmark.group = f"tagger-qrng-os-{mib}MiB"
+    benchmark.pedantic(os.urandom, args=(n,), rounds=ROUNDS, iterations=1)
+    record(benchmark, units=8 * n, unit="bit", baseline=True, note="os.urandom (immutable bytes)")
+
+
+def test_choices(benchmark):
+    src = OsEntropySource()
+    n = 1 << 22
+    benchmark.group = "tagger-qrng-choices-4M"
+    c = benchmark.pedantic(src.choices, args=(n, [0.8, 0.15, 0.05]), rounds=ROUNDS, iterations=1)
+    assert c.size == n
+    record(benchmark, units=n, unit="choice", note="3 classes, 32-bit thresholds")
+
+
+def test_choices_numpy_generator_baseline(benchmark):
+    # Reference only: numpy's PCG64 is NOT a quantum or cryptographic source.
+    rng = np.random.default_rng()
+    n = 1 << 22
+    benchmark.group = "tagger-qrng-choices-4M"
+    benchmark.pedantic(lambda: rng.choice(3, size=n, p=[0.8, 0.15, 0.05]).astype(np.uint8),
+                       rounds=ROUNDS, iterations=1)
+    record(benchmark, units=n, unit="choice", baseline=True, note="numpy Generator.choice (not secure)")

@@ -1,0 +1,642 @@
+"""The physical model of one QKD link: Alice's source, the fiber, Bob's optics and detectors,
+the time tagger and an optional eavesdropper, frame by frame, from (scenario, seed).
+
+What it is for: producing, for each frame of Alice's pattern, the detector
+clicks Bob's time tagger would report (and what Eve learned), fast enough to
+feed the link engine at real detector rates. The emulated instruments call it;
+it must not speak any wire protocol, know about sifting or keys, or use the
+wall clock (it has its own emulated clock: frame f starts at f * frame_slots /
+clock_hz seconds).
+
+Method, and why. Per frame, every slot belongs to a class (drift segment,
+intensity, Alice's state); ``hil.eve`` gives, per class, the joint probability
+of Eve's outcome and Bob's photon-induced click mask. Rather than sampling
+every pulse (cost ~ slots), we draw *candidate* slots as a Bernoulli(p_max)
+process by geometric skips, where p_max is the largest click probability of
+any class, and accept a candidate of class c with outcome (e, m) with
+probability P(e, m | c) / p_max (thinning; Lewis and Shedler, Naval Res.
+Logistics Q. 26, 1979, for the continuous-time version). Each slot then clicks
+with exactly P(m | c), independently, and the cost grows with clicks, not
+slots. Alice's full pattern is only read at candidate slots. Dark counts are
+independent Bernoulli processes per detector (skip-sampled too); slots that
+click only by dark count draw Eve's outcome from P(e | m = 0, c), which keeps the
+joint law exact. Dead time and afterpulsing are applied per detector on the
+sorted click streams (``hil.detectors``), timestamps come from
+``hil.tagger``.
+
+Determinism: every random draw of frame f comes from its own stream,
+SeedSequence(seed, spawn_key=(stream, f)), so the same scenario and seed give
+the same events whatever the batch size. The only state carried from one frame
+to the next is physical (each detector's last click for its dead time, pending
+afterpulses); it is carried when frames are run in order and reset when a
+frame index is skipped or repeated out of order.
+
+Approximations (documented, tested where it matters): the polarization rotation
+is constant within a drift segment (a frame is split into segments of at most
+``drift_step_s``); an attack switches on at the first frame starting at or after
+``start_time_s`` (a fiber cut acts at slot precision); afterpulses do not
+themselves afterpulse; dead time is decided at slot resolution (jitter ignored).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from . import eve as _eve
+from .detectors import afterpulse_slots, bernoulli_positions, dead_time_keep_multi
+from .optics import (
+    FiberDrift,
+    alice_states,
+    check_unitary,
+    epc400_rotation,
+    mpc320_rotation,
+)
+from .scenario import ATTACKS, Scenario
+from .tagger import rate_limit, tagger_clock
+
+log = logging.getLogger(__name__)
+
+C_M_PER_S = 299_792_458.0
+STREAM_PATTERN = 1
+STREAM_CHANNEL = 2
+STREAM_DRIFT = 3
+_BITS = ((np.arange(16)[:, None] >> np.arange(4)) & 1).astype(bool)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Alice's frame pattern: uint8 per slot (basis 0=Z 1=X, bit, intensity class 0/1/2)."""
+
+    basis: np.ndarray
+    bit: np.ndarray
+    intensity: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.basis)
+
+    def check(self, n: int) -> Pattern:
+        """Validated uint8 views; raise naming the bad field."""
+        out = {}
+        for name in ("basis", "bit", "intensity"):
+            a = np.asarray(getattr(self, name))
+            if a.shape != (n,):
+                raise ValueError(f"pattern.{name}: expected shape ({n},), got {a.shape}")
+            if a.dtype != np.uint8:
+                raise TypeError(f"pattern.{name}: expected dtype uint8, got {a.dtype}")
+            out[name] = a
+        for name, lim in (("basis", 2), ("bit", 2), ("intensity", 3)):
+            if n and int(out[name].max()) >= lim:
+                raise ValueError(f"pattern.{name}: values must be < {lim}")
+        return Pattern(**out)
+
+
+@dataclass
+class DetectorParams:
+    efficiency: float
+    dark_count_rate_hz: float
+    dead_time_ns: float
+    afterpulse_prob: float
+    afterpulse_time_constant_ns: float
+    jitter_ps: float
+    delay_ps: float
+
+    _RANGES = {"efficiency": (0.0, 1.0), "dark_count_rate_hz": (0.0, 1e8), "dead_time_ns": (0.0, 1e6),
+               "afterpulse_prob": (0.0, 0.5), "afterpulse_time_constant_ns": (0.0, 1e6),
+               "jitter_ps": (0.0, 1e6), "delay_ps": (-1e9, 1e9)}
+
+
+@dataclass
+class FrameResult:
+    """One frame of the emulated link.
+
+    Per-click view (sorted by slot, then detector): ``slot`` uint64, ``detector``
+    uint8, ``time_ps`` int64 tagger timestamps, ``tag_lost`` bool (dropped by the
+    tagger's rate limit), ``noise`` bool (dark count or afterpulse).
+    Per-slot view: ``slots`` uint64 (sorted, unique), ``mask`` uint8 (bit d =
+    detector d clicked). ``tag_t_ps``/``tag_channel``: the tags the tagger
+    delivers for this frame (sync channel 0 first tag of the frame, detectors
+    1..4), sorted by time; ``lost_tags`` counts the dropped ones. ``eve`` is an
+    :class:`hil.eve.EveRecord` aligned with ``slots`` when an attack is on.
+    """
+
+    frame_index: int
+    start_time_s: float
+    duration_s: float
+    slot: np.ndarray
+    detector: np.ndarray
+    time_ps: np.ndarray
+    tag_lost: np.ndarray
+    noise: np.ndarray
+    slots: np.ndarray
+    mask: np.ndarray
+    tag_t_ps: np.ndarray
+    tag_channel: np.ndarray
+    lost_tags: int
+    sync_ps: int
+    eve: _eve.EveRecord | None
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def tags(self) -> tuple[np.ndarray, np.ndarray]:
+        """(t_ps int64 sorted, channel uint8) as delivered by the tagger."""
+        return self.tag_t_ps, self.tag_channel
+
+    @property
+    def n_events(self) -> int:
+        return len(self.slot)
+
+
+class LinkModel:
+    """The emulated optical link. See the module docstring and ``hil/__init__.py``."""
+
+    def __init__(self, scenario: Scenario | str | None = None, seed: int = 0):
+        if not isinstance(scenario, Scenario):
+            scenario = Scenario.load(scenario)
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        self.scenario = scenario
+        self.seed = int(seed)
+        src, fib, bob, det, tag = (scenario.source, scenario.fiber, scenario.bob,
+                                   scenario.detectors, scenario.tagger)
+        self.clock_hz = float(src.clock_hz)
+        self.frame_slots = int(src.frame_slots)
+        self.period_ps = 1e12 / self.clock_hz
+        self.mu = np.array(src.intensities, dtype=float)
+        self.intensity_probs = np.array(src.intensity_probs, dtype=float)
+        self.p_z = float(src.p_z)
+        self._states = alice_states(src.prep_error_deg)
+        self._ideal_states = alice_states()
+        self.length_km = float(fib.length_km)
+        self.transmittance = 10.0 ** (-fib.attenuation_db_per_km * fib.length_km / 10.0)
+        self.tof_ps = fib.length_km * 1e3 * fib.group_index / C_M_PER_S * 1e12
+        self.fiber = FiberDrift(self.seed, fib.drift_rad_per_sqrt_s, fib.drift_step_s,
+                                fib.temperature_amplitude_rad, fib.temperature_period_s,
+                                fib.initial_rotation_rad, stream=STREAM_DRIFT)
+        self._drifting = fib.drift_rad_per_sqrt_s > 0 or fib.temperature_amplitude_rad > 0
+        self.bob_p_z = float(bob.p_z)
+        self.bob_transmittance = 10.0 ** (-bob.insertion_loss_db / 10.0)
+        self.detectors = [DetectorParams(det.efficiency[d], det.dark_count_rate_hz[d], det.dead_time_ns[d],
+                                         det.afterpulse_prob[d], det.afterpulse_time_constant_ns[d],
+                                         det.jitter_ps[d], det.delay_ps[d]) for d in range(4)]
+        self.tagger = tag
+        self.controller = np.eye(2, dtype=complex)
+        self.attack = scenario.attack
+        self._version = 0
+        self._table_cache: tuple[Any, _eve.OutcomeTables] | None = None
+        self._reset_carry()
+
+    # -- public helpers -------------------------------------------------------
+    @property
+    def frame_duration_s(self) -> float:
+        return self.frame_slots / self.clock_hz
+
+    def frame_start_s(self, frame_index: int) -> float:
+        return frame_index * self.frame_slots / self.clock_hz
+
+    def rotation_at(self, t_s: float) -> np.ndarray:
+        """Total rotation seen by Bob's analyser at time t: controller @ fiber(t)."""
+        return self.controller @ self.fiber.rotation_at(t_s)
+
+    def expected_click_probability(self, intensity: int, state: int, detector: int,
+                                   t_s: float = 0.0) -> float:
+        """Closed-form per-slot click probability of one detector (no dead time, no attack)."""
+        proj = _eve.projections(self.rotation_at(t_s)[None], self._states)[0, state, detector]
+        n = self.mu[intensity] * self.transmittance * self._per_photon()[detector] * proj
+        pd = self._dark_prob()[detector]
+        return 1.0 - math.exp(-n) * (1.0 - pd)
+
+    def expected_slot_click_probability(self, frame_index: int = 0) -> float:
+        """Probability that a slot of Alice's own QRNG pattern gives any click (before dead time).
+
+        Times ``clock_hz`` this is the raw detection rate per emulated second; reports should
+        give it next to the measured wall-clock rate (DESIGN.md: never pass one off as the other).
+        """
+        tables, _ = self._tables(frame_index)
+        quiet = tables.joint[0, :, :, :, 0].sum(axis=-1)                  # (3 intensities, 4 states)
+        basis = np.array([self.p_z, self.p_z, 1 - self.p_z, 1 - self.p_z]) * 0.5
+        p_cls = self.intensity_probs[:, None] * basis[None, :]
+        no_dark = float(np.prod(1.0 - self._dark_prob(frame_index)))
+        return float(1.0 - (p_cls * quiet).sum() * no_dark)
+
+    def earliest_tag_ps(self, frame_index: int) -> int:
+        """Lower bound of the tagger timestamps frame ``frame_index`` can produce (for TagStream)."""
+        t0 = self._frame_start_ps(frame_index)
+        sig = max(d.jitter_ps for d in self.detectors) + self.tagger.jitter_ps
+        first = min(self.tagger.sync_delay_ps,
+                    self.tof_ps + min(d.delay_ps for d in self.detectors) - self.period_ps)
+        t = np.array([t0 + int(first - 10 * sig - 10)], dtype=np.int64)
+        return int(tagger_clock(t, self.tagger.clock_drift_ppm, self.tagger.offset_ps,
+                                self.tagger.resolution_ps)[0]) - int(self.tagger.resolution_ps)
+
+    # -- setters the emulated instruments call -------------------------------
+    def set_controller_rotation(self, u: np.ndarray) -> None:
+        """Set Bob's polarization controller to the 2x2 unitary ``u`` (Jones, H/V basis)."""
+        self.controller = check_unitary(u, "u")
+        self._version += 1
+
+    def set_controller_epc400(self, voltages_v, v_pi_v=2.5) -> np.ndarray:
+        """Set the controller from four fiber-squeezer voltages (see ``optics.epc400_rotation``)."""
+        u = epc400_rotation(tuple(voltages_v), v_pi_v)
+        self.set_controller_rotation(u)
+        return u
+
+    def set_controller_mpc320(self, paddle_angles_deg, retardances_rad=None) -> np.ndarray:
+        """Set the controller from three paddle angles (see ``optics.mpc320_rotation``)."""
+        kw = {} if retardances_rad is None else {"retardances_rad": tuple(retardances_rad)}
+        u = mpc320_rotation(tuple(paddle_angles_deg), **kw)
+        self.set_controller_rotation(u)
+        return u
+
+    def set_detector(self, index: int, **params: float) -> None:
+        """Change detector ``index`` (0..3 = H V D A): efficiency, dark_count_rate_hz,
+        dead_time_ns, afterpulse_prob, afterpulse_time_constant_ns, jitter_ps, delay_ps."""
+        if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < 4:
+            raise ValueError(f"index: expected a detector index 0..3, got {index!r}")
+        d = self.detectors[index]
+        for k, v in params.items():
+            if k not in DetectorParams._RANGES:
+                raise ValueError(f"set_detector: unknown parameter {k!r} (known: "
+                                 f"{', '.join(DetectorParams._RANGES)})")
+            lo, hi = DetectorParams._RANGES[k]
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (lo <= v <= hi):
+                raise ValueError(f"set_detector: {k}: expected a number in [{lo:g}, {hi:g}], got {v!r}")
+        self.detectors[index] = replace(d, **{k: float(v) for k, v in params.items()})
+        self._version += 1
+
+    def set_attack(self, kind: str = "none", **params: Any) -> None:
+        """Switch the eavesdropper: kind in ATTACKS, params as in the scenario's [attack] table."""
+        if kind not in ATTACKS:
+            raise ValueError(f"kind: expected one of {', '.join(ATTACKS)}, got {kind!r}")
+        changes = {"attack.kind": kind, **{f"attack.{k}": v for k, v in params.items()}}
+        sc = self.scenario.with_overrides(changes)
+        self.attack = sc.attack
+        self._version += 1
+
+    # -- Alice's QRNG ----------------------------------------------------------
+    def _rng(self, stream: int, frame_index: int) -> np.random.Generator:
+        ss = np.random.SeedSequence(self.seed, spawn_key=(stream, int(frame_index)))
+        return np.random.Generator(np.random.PCG64DXSM(ss))
+
+    def alice_pattern(self, frame_index: int) -> Pattern:
+        """The model's own seeded QRNG pattern for a frame (biased basis, uniform bit, intensity class)."""
+        self._check_frame(frame_index)
+        rng = self._rng(STREAM_PATTERN, frame_index)
+        n = self.frame_slots
+        basis = (rng.random(n, dtype=np.float32) >= np.float32(self.p_z)).view(np.uint8)
+        bit = rng.integers(0, 2, size=n, dtype=np.uint8)
+        u = rng.random(n, dtype=np.float32)
+        c = np.cumsum(self.intensity_probs)
+        intensity = (u >= np.float32(c[0])).view(np.uint8) + (u >= np.float32(c[1])).view(np.uint8)
+        return Pattern(basis, bit, intensity)
+
+    # -- internals ------------------------------------------------------------
+    def _check_frame(self, frame_index: int) -> None:
+        if isinstance(frame_index, bool) or not isinstance(frame_index, int | np.integer) or frame_index < 0:
+            raise ValueError(f"frame_index: expected a non-negative integer, got {frame_index!r}")
+
+    def _reset_carry(self) -> None:
+        self._next_frame: int | None = None
+        self._last_click: list[int | None] = [None] * 4      # global slot of last registered click
+        self._pending_ap: list[np.ndarray] = [np.empty(0, dtype=np.int64) for _ in range(4)]
+
+    def _per_photon(self) -> np.ndarray:
+        arm = np.array([self.bob_p_z] * 2 + [1.0 - self.bob_p_z] * 2)
+        eff = np.array([d.efficiency for d in self.detectors])
+        return self.bob_transmittance * arm * eff
+
+    def _blinded(self, frame_index: int) -> bool:
+        return self._attack_kind(frame_index) == "blinding"
+
+    def _dark_prob(self, frame_index: int = 0) -> np.ndarray:
+        if self._blinded(frame_index):
+            return np.zeros(4)
+        dcr = np.array([d.dark_count_rate_hz for d in self.detectors])
+        return -np.expm1(-dcr / self.clock_hz)
+
+    def _attack_kind(self, frame_index: int) -> str:
+        a = self.attack
+        if a.kind in ("none", "fiber-cut"):
+            return a.kind
+        return a.kind if self.frame_start_s(frame_index) >= a.start_time_s else "none"
+
+    def _segments(self, frame_index: int) -> int:
+        if not self._drifting:
+            return 1
+        return int(min(64, max(1, math.ceil(self.frame_duration_s / self.scenario.fiber.drift_step_s))))
+
+    def _tables(self, frame_index: int) -> tuple[_eve.OutcomeTables, int]:
+        nseg = self._segments(frame_index)
+        kind = self._attack_kind(frame_index)
+        if self._drifting:
+            t0 = self.frame_start_s(frame_index)
+            times = t0 + (np.arange(nseg) + 0.5) * self.frame_duration_s / nseg
+            rot = np.stack([self.rotation_at(float(t)) for t in times])
+            key = (self._version, kind, rot.tobytes())
+        else:
+            key = (self._version, kind)
+            if self._table_cache is not None and self._table_cache[0] == key:
+                return self._table_cache[1], nseg
+            rot = self.rotation_at(0.0)[None]
+        if self._table_cache is not None and self._table_cache[0] == key:
+            return self._table_cache[1], nseg
+        tables = _eve.build_tables(attack=kind, rotations=rot, states=self._states,
+                                   ideal_states=self._ideal_states, mu=self.mu,
+                                   transmittance=self.transmittance, per_photon=self._per_photon(),
+                                   eve=self.attack)
+        self._table_cache = (key, tables)
+        return tables, nseg
+
+    def _frame_start_ps(self, frame_index: int) -> int:
+        num = int(frame_index) * self.frame_slots * 10 ** 12
+        clk = self.clock_hz
+        if clk == int(clk):
+            return num // int(clk)
+        return int(num / clk)
+
+    # -- the signal: which slots click from photons (and Eve's outcome) -------------
+    def _signal_skip(self, rng, pattern: Pattern, frame_index: int, tables, nseg: int):
+        """Candidate slots by geometric skips, then one guide-table draw each (module docstring)."""
+        cand = bernoulli_positions(rng, self.frame_slots, tables.p_max)
+        cls = self._classes(pattern, cand, nseg)
+        o = tables.draw_candidates(cls, rng.random(len(cand)))
+        ok = np.flatnonzero(o < tables.K)
+        o = o[ok]
+        if tables.n_e == 1:                     # no eavesdropper: no Eve codes to carry
+            mask = o.astype(np.uint8)
+            mask += 1
+            return cand[ok], mask, None, len(cand)
+        return cand[ok], (o % 15 + 1).astype(np.uint8), (o // 15).astype(np.uint8), len(cand)
+
+    def _signal_per_slot(self, rng, pattern: Pattern, frame_index: int, tables, nseg: int):
+        """Reference: sample every pulse (Poisson photon numbers per detector), no attack, no drift."""
+        if self._attack_kind(frame_index) not in ("none", "fiber-cut") or nseg != 1:
+            raise ValueError("per-slot reference: only without an eavesdropper and without drift")
+        proj = _eve.projections(self.rotation_at(0.0)[None], self._states)[0] * self._per_photon()   # (4, 4)
+        state = pattern.basis.astype(np.intp) * 2 + pattern.bit
+        mean = (self.mu[pattern.intensity] * self.transmittance)[:, None] * proj[state]   # (n, 4)
+        photons = rng.poisson(mean)
+        mask = ((photons > 0) * (1 << np.arange(4))).sum(axis=1).astype(np.uint8)
+        slots = np.flatnonzero(mask).astype(np.int64)
+        return slots, mask[slots], None, self.frame_slots
+
+    def _classes(self, pattern: Pattern, idx: np.ndarray, nseg: int) -> np.ndarray:
+        cls = (pattern.intensity[idx] << 2) | (pattern.basis[idx] << 1) | pattern.bit[idx]
+        if nseg > 1:
+            return cls + (idx * nseg // self.frame_slots) * 12
+        return cls
+
+    def _dead_slots(self, d: int) -> int:
+        return math.ceil(self.detectors[d].dead_time_ns * 1e3 / self.period_ps - 1e-9)
+
+    def _dead_time(self, ev_slot: np.ndarray, ev_det: np.ndarray, frame0: int) -> np.ndarray:
+        """Keep-mask of events after each detector's dead time (carrying the last click across frames)."""
+        prev = [None if c is None else c - frame0 for c in self._last_click]
+        return dead_time_keep_multi(ev_slot, ev_det, [self._dead_slots(d) for d in range(4)], prev)
+
+    # -- one frame --------------------------------------------------------------
+    def run_frame(self, frame_index: int, pattern: Pattern | None = None, *,
+                  method: str = "skip") -> FrameResult:
+        """Emulate one frame: Alice sends ``pattern`` (default: her own QRNG's), Bob's tagger reports.
+
+        ``method="per-slot"`` samples every pulse instead (a slow reference for
+        tests and the benchmark baseline; no attack, no drift).
+        """
+        self._check_frame(frame_index)
+        n = self.frame_slots
+        pattern = self.alice_pattern(frame_index) if pattern is None else pattern.check(n)
+        if self._next_frame != frame_index:
+            if self._next_frame is not None:
+                log.debug("frame %d after %d: detector state reset", frame_index, self._next_frame - 1)
+            self._reset_carry()
+        rng = self._rng(STREAM_CHANNEL, frame_index)
+        tables, nseg = self._tables(frame_index)
+        kind = self._attack_kind(frame_index)
+        frame0 = frame_index * n
+        counts: dict[str, int] = {}
+        if method == "skip":
+            s_slot, s_mask, s_code, n_cand = self._signal_skip(rng, pattern, frame_index, tables, nseg)
+        elif method == "per-slot":
+            s_slot, s_mask, s_code, n_cand = self._signal_per_slot(rng, pattern, frame_index, tables, nseg)
+        else:
+            raise ValueError(f"method: expected 'skip' or 'per-slot', got {method!r}")
+        counts["candidates"] = n_cand
+        if self.attack.kind == "fiber-cut":
+            cut = math.ceil(self.attack.start_time_s * self.clock_hz) - frame0
+            if cut < n:
+                k = int(np.searchsorted(s_slot, max(cut, 0)))
+                s_slot, s_mask, s_code = s_slot[:k], s_mask[:k], _take(s_code, slice(0, k))
+        counts["signal_slots"] = len(s_slot)
+        ev_slot, ev_det, ev_code = _expand(s_slot, s_mask, s_code)
+        ev_noise = None                             # None: no dark count or afterpulse in the frame
+
+        # dark counts (independent Bernoulli per detector) and afterpulses pending from the last frame
+        pdark = self._dark_prob(frame_index)
+        noise = [bernoulli_positions(rng, n, float(pdark[d])) for d in range(4)]
+        pend = [p - frame0 for p in self._pending_ap]
+        noise = [np.union1d(e, p[p < n]) if len(p) else e for e, p in zip(noise, pend, strict=True)]
+        self._pending_ap = [p[p >= n] + frame0 for p in pend]
+        n_noise = sum(len(x) for x in noise)
+        counts["noise_raw"] = n_noise
+        if n_noise:
+            ev_slot, ev_det, ev_code, ev_noise = self._insert_noise(
+                rng, pattern, tables, nseg, kind, ev_slot, ev_det, ev_code, ev_noise, s_slot, s_code, noise)
+
+        keep = self._dead_time(ev_slot, ev_det, frame0)
+        ap_on = [d for d in range(4) if self.detectors[d].afterpulse_prob > 0] if kind != "blinding" else []
+        if ap_on:
+            ap_noise = [np.empty(0, np.int64)] * 4
+            for d in ap_on:
+                det = self.detectors[d]
+                kept = ev_slot[keep & (ev_det == d)]
+                ap = afterpulse_slots(rng, kept, det.afterpulse_prob, det.dead_time_ns * 1e3,
+                                      det.afterpulse_time_constant_ns * 1e3, self.period_ps)
+                self._pending_ap[d] = np.union1d(self._pending_ap[d], ap[ap >= n] + frame0)
+                ap_noise[d] = ap[ap < n]
+            counts["afterpulses"] = sum(len(x) for x in ap_noise)
+            if counts["afterpulses"]:
+                ev_slot, ev_det, ev_code, ev_noise = self._insert_noise(
+                    rng, pattern, tables, nseg, kind, ev_slot, ev_det, ev_code, ev_noise, s_slot, s_code,
+                    ap_noise)
+                keep = self._dead_time(ev_slot, ev_det, frame0)
+        counts["dead_time_lost"] = int(len(keep) - np.count_nonzero(keep))
+        if counts["dead_time_lost"]:
+            live = np.flatnonzero(keep)
+            ev_slot, ev_det = ev_slot[live], ev_det[live]
+            ev_code, ev_noise = _take(ev_code, live), _take(ev_noise, live)
+        tail = max(0, len(ev_det) - 4096)           # the last click of each detector is near the end
+        for d in range(4):
+            hit = np.flatnonzero(ev_det[tail:] == d)
+            if len(hit) == 0 and tail:
+                hit = np.flatnonzero(ev_det == d) - tail
+            if len(hit):
+                self._last_click[d] = int(ev_slot[tail + hit[-1]]) + frame0
+        self._next_frame = frame_index + 1
+
+        # per-slot view
+        m = len(ev_slot)
+        first = np.empty(m, dtype=bool)
+        first[:1] = True
+        np.not_equal(ev_slot[1:], ev_slot[:-1], out=first[1:])
+        bit = np.left_shift(np.uint8(1), ev_det)
+        if first.all():
+            slots, mask, code = ev_slot, bit, ev_code
+        else:
+            st = np.flatnonzero(first)
+            slots, mask, code = ev_slot[st], bit[st], _take(ev_code, st)
+            more = np.flatnonzero(~first)           # second and later clicks of a slot: rare
+            np.bitwise_or.at(mask, np.searchsorted(st, more, side="right") - 1, bit[more])
+
+        # timestamps and tags
+        times = self._timestamps(rng, frame_index, ev_slot, ev_det, ev_noise)
+        sync_j = rng.standard_normal() * self.tagger.jitter_ps
+        sync_true = self._frame_start_ps(frame_index) + int(round(self.tagger.sync_delay_ps + sync_j))
+        sync_ps = int(tagger_clock(np.array([sync_true], np.int64), self.tagger.clock_drift_ppm,
+                                   self.tagger.offset_ps, self.tagger.resolution_ps)[0])
+        tag_t = np.empty(m + 1, np.int64)
+        tag_t[0] = sync_ps
+        tag_t[1:] = times
+        tag_ch = np.empty(m + 1, np.uint8)
+        tag_ch[0] = 0
+        np.add(ev_det, 1, out=tag_ch[1:])
+        order = np.argsort(tag_t, kind="stable")
+        tag_t, tag_ch = tag_t[order], tag_ch[order]
+        ev_lost = np.zeros(m, bool)
+        lost = 0
+        if self.tagger.max_tag_rate_hz > 0:
+            ok = rate_limit(tag_t, self.tagger.max_tag_rate_hz, self.tagger.rate_window_ns)
+            lost = int(len(ok) - np.count_nonzero(ok))
+        if lost:
+            lost_pos = order[~ok]
+            ev_lost[lost_pos[lost_pos > 0] - 1] = True     # position 0 is the sync tag
+            tag_t, tag_ch = tag_t[ok], tag_ch[ok]
+        counts["events"] = m
+
+        eve_rec = None
+        if kind not in ("none", "fiber-cut"):
+            eve_rec = _eve.EveRecord.from_codes(code, pattern.basis[slots], pattern.bit[slots])
+        return FrameResult(
+            frame_index=int(frame_index), start_time_s=self.frame_start_s(frame_index),
+            duration_s=self.frame_duration_s,
+            slot=ev_slot.view(np.uint64), detector=ev_det, time_ps=times, tag_lost=ev_lost,
+            noise=np.zeros(m, bool) if ev_noise is None else ev_noise, slots=slots.view(np.uint64),
+            mask=mask, tag_t_ps=tag_t, tag_channel=tag_ch,
+            lost_tags=lost, sync_ps=sync_ps, eve=eve_rec, counts=counts)
+
+    def _insert_noise(self, rng, pattern, tables, nseg, kind, ev_slot, ev_det, ev_code, ev_noise,
+                      s_slot, s_code, noise):
+        """Insert noise clicks (per-detector slot lists) into the (slot, detector)-sorted events."""
+        n_slot = np.concatenate(noise).astype(np.int64)
+        n_det = np.concatenate([np.full(len(x), d, np.uint8) for d, x in enumerate(noise)])
+        key = ev_slot * 4 + ev_det
+        n_key = n_slot * 4 + n_det
+        o = np.argsort(n_key, kind="stable")
+        n_slot, n_det, n_key = n_slot[o], n_det[o], n_key[o]
+        pos = np.searchsorted(key, n_key)
+        dup = (pos < len(key)) & (key[np.minimum(pos, max(len(key) - 1, 0))] == n_key) if len(key) else \
+            np.zeros(len(n_key), bool)
+        keep = ~dup
+        n_slot, n_det, pos = n_slot[keep], n_det[keep], pos[keep]
+        # Eve's code: the signal draw of that slot if the slot had one, else P(e | no signal click)
+        n_code = np.zeros(len(n_slot), np.uint8)
+        if ev_code is not None and len(n_slot):
+            sp = np.searchsorted(s_slot, n_slot)
+            has = (sp < len(s_slot)) & (s_slot[np.minimum(sp, max(len(s_slot) - 1, 0))] == n_slot) \
+                if len(s_slot) else np.zeros(len(n_slot), bool)
+            n_code[has] = s_code[sp[has]]
+            q = np.flatnonzero(~has)
+            if len(q):
+                n_code[q] = tables.draw_quiet(self._classes(pattern, n_slot[q], nseg), rng.random(len(q)))
+        if ev_noise is None:
+            ev_noise = np.zeros(len(ev_slot), bool)
+        return (np.insert(ev_slot, pos, n_slot), np.insert(ev_det, pos, n_det),
+                None if ev_code is None else np.insert(ev_code, pos, n_code),
+                np.insert(ev_noise, pos, True))
+
+    def run_frames(self, first: int, count: int, patterns: list[Pattern] | None = None) -> list[FrameResult]:
+        """Run ``count`` consecutive frames (same results as calling ``run_frame`` on each in order)."""
+        if patterns is not None and len(patterns) != count:
+            raise ValueError(f"patterns: expected {count} patterns, got {len(patterns)}")
+        return [self.run_frame(first + i, None if patterns is None else patterns[i]) for i in range(count)]
+
+    def _timestamps(self, rng, frame_index: int, ev_slot: np.ndarray, det: np.ndarray,
+                    noise: np.ndarray) -> np.ndarray:
+        """Tagger timestamps of the clicks: true arrival (slot time + time of flight + detector delay +
+        jitter) through the tagger clock (``hil.tagger.tagger_clock``). Jitter is drawn from a
+        2^16-point table of Gaussian quantiles (exact up to +-4.3 sigma, cheaper than standard_normal).
+        The int64 frame start is kept out of the float arithmetic so picoseconds stay exact."""
+        n = len(ev_slot)
+        tg = self.tagger
+        jit_det = np.array([d.jitter_ps for d in self.detectors])
+        delay = np.array([d.delay_ps for d in self.detectors]) + self.tof_ps
+        sig = np.concatenate([np.sqrt(jit_det ** 2 + tg.jitter_ps ** 2), np.full(4, float(tg.jitter_ps))])
+        any_noise = noise is not None and bool(noise.any())
+        dn = det.astype(np.intp)
+        if any_noise:
+            dn += 4 * noise
+        offset = _GAUSS[rng.integers(0, len(_GAUSS), size=n, dtype=np.uint16)]
+        offset *= sig[dn]
+        offset += delay[dn & 3]
+        offset += ev_slot * self.period_ps
+        if any_noise:
+            k = np.flatnonzero(noise)
+            offset[k] += (rng.random(len(k)) - 0.5) * self.period_ps
+        start = self._frame_start_ps(frame_index)
+        rate = 1.0 + tg.clock_drift_ppm * 1e-6
+        if rate != 1.0:
+            # t_tag = t (1 + ppm) + offset, with t = start + offset: the start's share is a scalar
+            offset *= rate
+        shift = start * (tg.clock_drift_ppm * 1e-6) + tg.offset_ps
+        base = start + int(math.floor(shift))
+        offset += shift - math.floor(shift)
+        out = np.rint(offset).astype(np.int64)
+        out += base
+        if tg.resolution_ps > 1:
+            res = int(round(tg.resolution_ps))
+            out //= res
+            out *= res
+        return out
+
+
+def _gauss_table(bits: int = 16) -> np.ndarray:
+    """Quantiles of N(0, 1) at the midpoints of 2^bits equal-probability bins (Acklam-free: via erfinv
+    by bisection-free Newton on math.erf, done once at import)."""
+    from statistics import NormalDist
+
+    k = 1 << bits
+    nd = NormalDist()
+    return np.array([nd.inv_cdf((i + 0.5) / k) for i in range(k)], dtype=np.float64)
+
+
+_GAUSS = _gauss_table()
+_POP = np.array([bin(m).count("1") for m in range(16)], dtype=np.intp)
+_LOW = np.array([(m & -m).bit_length() - 1 if m else 0 for m in range(16)], dtype=np.uint8)
+_NTH = np.array([[[d for d in range(4) if m >> d & 1][k] if k < _POP[m] else 0 for k in range(4)]
+                 for m in range(16)], dtype=np.uint8)
+
+
+def _expand(slots: np.ndarray, mask: np.ndarray, code: np.ndarray):
+    """Per-slot masks to per-click events sorted by (slot, detector).
+
+    Most slots have one click; only the rare multi-click slots pay for insertion.
+    """
+    det = _LOW[mask]
+    rest = mask & (mask - 1)                    # clicks other than the lowest detector
+    multi = np.flatnonzero(rest)
+    if len(multi) == 0:
+        return slots, det, code
+    pop = _POP[rest[multi]]
+    rows = np.repeat(multi, pop)
+    k = np.arange(len(rows)) - np.repeat(np.cumsum(pop) - pop, pop)
+    extra_det = _NTH[rest[rows], k]
+    pos = rows + 1
+    return (np.insert(slots, pos, slots[rows]), np.insert(det, pos, extra_det),
+            None if code is None else np.insert(code, pos, code[rows]))
+
+
+def _take(a: np.ndarray | None, idx) -> np.ndarray | None:
+    return None if a is None else a[idx]

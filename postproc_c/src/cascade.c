@@ -1,0 +1,944 @@
+/* Cascade reconciliation: Alice is a parity oracle, Bob runs the passes.
+ *
+ * References:
+ *  [BS93] G. Brassard, L. Salvail, "Secret-key reconciliation by public
+ *         discussion", EUROCRYPT '93 (the original protocol: k1 = 0.73/p,
+ *         k_i = 2 k_{i-1}, four passes, BINARY bisection, cascade effect).
+ *  [MM15] J. Martinez-Mateo, C. Pacher, M. Peev, A. Ciurana, V. Martin,
+ *         "Demystifying the information reconciliation protocol Cascade",
+ *         QIC 15 (2015), arXiv:1407.3257. Sec. 2 (protocol and efficiency
+ *         f = leaked/(n h(p))), Sec. 4-5 (optimizations: block reuse i.e. the
+ *         smallest already disclosed sub-block containing a corrected bit is
+ *         bisected instead of its top-level block; parity inference; block-size
+ *         schedule). We use their best configuration "Cascade opt. (8)":
+ *         alpha = log2(1/p) - 1/2, k1 = 2^ceil(alpha), k2 = 2^ceil((alpha+12)/2),
+ *         k3 = 4096, k_i = n/2 for i >= 4, 14 passes, defined there for
+ *         n = 2^14. We keep these constants for frames of 2^14-2^16 bits: at
+ *         2^16 they measured better (f and round trips) than scaling 12 and
+ *         4096 with log2(n) and n/4 (bench/, QBER 1-8 %).
+ *
+ * Data structures (per pass j):
+ *  - pos_j[i]: position of key bit i in pass order (inv_j the inverse); pass 0
+ *    is the identity (errors are i.i.d., a first shuffle buys nothing);
+ *  - copy_j: the key packed in pass order, so a range of a pass is a range of
+ *    words: parities are XORs of words and one popcount parity, never per bit;
+ *    Alice also keeps prefix parities of copy_j, so any range costs O(1);
+ *  - each top-level block is the root of an implicit binary tree (heap index h,
+ *    node [s, s+len) splits into ceil(len/2) | floor(len/2)); Bob keeps bitmaps
+ *    known/err/pend over node ids (block * cap2 + h): known = Alice's parity
+ *    was disclosed or inferred, err = current parity difference Alice^Bob.
+ *    Flipping bit i toggles err along the known nodes of the path to pos_j[i]
+ *    in each pass (O(passes * log k)), which is the cascade effect without any
+ *    rescan: the deepest odd known node is queued for bisection.
+ * Leakage convention ([MM15] Sec. 2): the parity bits Alice discloses.
+ * Bob's messages carry only positions (which ranges he wants), no key bits.
+ * Inferred parities (right child = parent ^ left; last top-level block of a
+ * pass >= 2 from the total parity) are not requested and cost nothing.
+ *
+ * Shuffles: xoshiro256** seeded with splitmix64(seed ^ golden*(pass+1)),
+ * Fisher-Yates with 32-bit multiply-shift bounded draws, two per output
+ * (bias < n/2^32, irrelevant for a public shuffle; n < 2^31). Both sides derive the same shuffles from
+ * the shared seed.
+ *
+ * The verification hash is a polynomial over GF(2^61 - 1) of the key's 32-bit
+ * chunks at a point r that Alice draws afresh (verify_key) after the errors
+ * are fixed: distinct keys collide with probability <= (n/32 + 1)/2^61.
+ */
+#include "qpp_cascade.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    uint32_t pass, block, h, start, len;
+} node_t;
+
+/* Shuffles of one frame length, shared by every frame of that length. */
+typedef struct {
+    size_t n;
+    uint32_t *pos[QPP_CASCADE_MAX_PASSES], *inv[QPP_CASCADE_MAX_PASSES];
+    uint64_t *mask[QPP_CASCADE_MAX_PASSES];   /* lazy passes: membership of blocks 0..nb-2 */
+    int ready[QPP_CASCADE_MAX_PASSES];
+} shuf_t;
+
+typedef struct {
+    uint32_t k, nblocks, cap2;
+    int kshift;               /* log2(k) when k is a power of two, else -1 */
+    int lazy;                 /* few blocks: top-level parities from shared masks, copy built
+                                 only when a bisection first needs it */
+    uint64_t *copy;           /* key in pass order (materialized passes); == key for pass 0 */
+    uint64_t *prefix;         /* Alice: prefix parities of copy */
+    uint64_t *nodes;          /* Bob: node bitmaps known/err/pend interleaved per word,
+                                 so one node's three bits share a cache line */
+    int ready, started;
+} pass_t;
+
+typedef struct {
+    size_t n, nw, off;        /* bits, words, first word in the object's key */
+    uint32_t npasses, cur;
+    pass_t p[QPP_CASCADE_MAX_PASSES];
+    uint64_t *key;            /* slice of the object's key (Bob: corrected in place) */
+    shuf_t *sh;
+    int total_parity, wait, finished, inconsistent;   /* wait: W_TOP or W_RANGE */
+    node_t *act; size_t nact, cact;
+    node_t *req; size_t nreq, creq;
+    uint32_t expect_bits;
+    uint64_t flips;
+} frame_t;
+
+enum { W_NONE = 0, W_TOP, W_RANGE };
+enum { B_WAIT_REPLY = 1, B_WAIT_VERIFY, B_DONE, A_SERVE, A_DONE };
+
+struct qpp_cascade {
+    int role, variant, state;
+    size_t n, nw;
+    uint64_t seed, verify_key;
+    uint64_t *key;
+    uint32_t nframes, nsh;
+    frame_t *f;
+    shuf_t sh[2];
+    uint8_t *out; size_t out_len, out_cap; int has_out;
+    uint32_t seq;             /* Bob: seq of the outstanding request; Alice: next expected */
+    uint64_t expect_bits;     /* Bob: parity bits the outstanding reply must carry */
+    uint64_t parity_bits, verify_bits, sent, received;
+    int success;
+};
+
+/* ---------- small helpers ---------- */
+
+static inline int getb(const uint64_t *w, size_t i) { return (int)((w[i >> 6] >> (i & 63)) & 1u); }
+static inline void flipb(uint64_t *w, size_t i) { w[i >> 6] ^= (uint64_t)1 << (i & 63); }
+static inline void setb(uint64_t *w, size_t i, int v)
+{
+    uint64_t m = (uint64_t)1 << (i & 63);
+    if (v) w[i >> 6] |= m; else w[i >> 6] &= ~m;
+}
+static inline int par64(uint64_t x) { return __builtin_parityll(x); }
+
+static inline void put32(uint8_t *b, uint32_t v)
+{
+    b[0] = (uint8_t)v; b[1] = (uint8_t)(v >> 8); b[2] = (uint8_t)(v >> 16); b[3] = (uint8_t)(v >> 24);
+}
+static inline uint32_t get32(const uint8_t *b)
+{
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+static inline void put64(uint8_t *b, uint64_t v) { put32(b, (uint32_t)v); put32(b + 4, (uint32_t)(v >> 32)); }
+static inline uint64_t get64(const uint8_t *b) { return (uint64_t)get32(b) | (uint64_t)get32(b + 4) << 32; }
+
+/* Parity of bits [s, s+len) of a packed array, len >= 1: XOR of words, one parity. */
+static int range_parity(const uint64_t *w, size_t s, size_t len)
+{
+    size_t e = s + len - 1, ws = s >> 6, we = e >> 6;
+    uint64_t lo = ~(uint64_t)0 << (s & 63), hi = ~(uint64_t)0 >> (63 - (e & 63));
+    if (ws == we) return par64(w[ws] & lo & hi);
+    uint64_t x = w[ws] & lo;
+    for (size_t k = ws + 1; k < we; k++) x ^= w[k];
+    return par64(x ^ (w[we] & hi));
+}
+
+/* prefix bit i = parity of bits [0, i]. */
+static void prefix_parities(const uint64_t *w, size_t nw, uint64_t *out)
+{
+    uint64_t carry = 0;
+    for (size_t k = 0; k < nw; k++) {
+        uint64_t x = w[k];
+        x ^= x << 1; x ^= x << 2; x ^= x << 4; x ^= x << 8; x ^= x << 16; x ^= x << 32;
+        if (carry) x = ~x;
+        out[k] = x;
+        carry = x >> 63;
+    }
+}
+
+static inline int prefix_range(const uint64_t *pp, size_t s, size_t len)
+{
+    int a = getb(pp, s + len - 1);
+    return s ? a ^ getb(pp, s - 1) : a;
+}
+
+/* ---------- PRNG and shuffles ---------- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static inline uint64_t xoshiro(uint64_t s[4])
+{
+    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t; s[3] = rotl(s[3], 45);
+    return r;
+}
+
+static void shuffle_positions(uint64_t seed, unsigned pass, uint32_t *pos, size_t n)
+{
+    uint64_t x = seed ^ (0x9E3779B97F4A7C15ULL * ((uint64_t)pass + 1)), s[4];
+    for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
+    for (size_t i = 0; i < n; i++) pos[i] = (uint32_t)i;
+    /* Two 32-bit draws per xoshiro output (high half first), j = (d * i) >> 32. */
+    uint64_t r = 0;
+    int half = 0;
+    for (size_t i = n; i > 1; i--) {
+        uint32_t d;
+        if (!half) { r = xoshiro(s); d = (uint32_t)(r >> 32); half = 1; }
+        else { d = (uint32_t)r; half = 0; }
+        size_t j = (size_t)(((uint64_t)d * i) >> 32);
+        uint32_t t = pos[i - 1]; pos[i - 1] = pos[j]; pos[j] = t;
+    }
+}
+
+int qpp_cascade_permutation(uint64_t seed, unsigned pass, uint32_t *pos, size_t n)
+{
+    if (!pos) return QPP_ERR_NULL;
+    if (n == 0 || n > 0xFFFFFFFFu) return QPP_ERR_LENGTH;
+    shuffle_positions(seed, pass, pos, n);
+    return QPP_OK;
+}
+
+/* ---------- verification hash ---------- */
+
+static const uint64_t P61 = ((uint64_t)1 << 61) - 1;
+
+static inline uint64_t mulmod61(uint64_t a, uint64_t b)
+{
+    unsigned __int128 z = (unsigned __int128)a * b;
+    uint64_t r = (uint64_t)(z & P61) + (uint64_t)(z >> 61);
+    r = (r & P61) + (r >> 61);
+    return r >= P61 ? r - P61 : r;
+}
+
+uint64_t qpp_cascade_hash(const uint64_t *w, size_t n, uint64_t r)
+{
+    uint64_t h = 0;
+    size_t chunks = (n + 31) / 32;
+    r %= P61;
+    for (size_t t = 0; t < chunks; t++) {
+        uint64_t c = (w[t >> 1] >> ((t & 1) * 32)) & 0xFFFFFFFFu;
+        size_t lo = t * 32;
+        if (lo + 32 > n) c &= ((uint64_t)1 << (n - lo)) - 1;
+        h = mulmod61(h + c, r);
+    }
+    return mulmod61(h + (uint64_t)(n & 0xFFFFFFFFu), r);
+}
+
+/* ---------- schedule ---------- */
+
+int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes, size_t cap,
+                            size_t *npasses)
+{
+    if (!sizes || !npasses) return QPP_ERR_NULL;
+    if (n == 0 || n > 0x7FFFFFFFu) return QPP_ERR_LENGTH;
+    if (!(qber >= 0.0 && qber < 0.5)) return QPP_ERR_VALUE;
+    double p = qber < 1e-5 ? 1e-5 : qber;
+    double k[QPP_CASCADE_MAX_PASSES];
+    size_t np;
+    if (variant == QPP_CASCADE_OPT) {
+        /* [MM15] opt. (8), literally (sizes clamped to the frame). */
+        double alpha = log2(1.0 / p) - 0.5;
+        np = 14;
+        k[0] = ldexp(1.0, (int)ceil(alpha));
+        k[1] = ldexp(1.0, (int)ceil((alpha + 12.0) / 2.0));
+        k[2] = 4096.0;
+        for (size_t j = 3; j < np; j++) k[j] = ceil((double)n / 2.0);
+    } else if (variant == QPP_CASCADE_ORIGINAL) {
+        /* [BS93]: k1 = 0.73/p, doubling, four passes. */
+        np = 4;
+        k[0] = ceil(0.73 / p);
+        for (size_t j = 1; j < np; j++) k[j] = 2.0 * k[j - 1];
+    } else {
+        return QPP_ERR_VALUE;
+    }
+    if (cap < np) return QPP_ERR_LENGTH;
+    for (size_t j = 0; j < np; j++) {
+        double v = k[j] < 1.0 ? 1.0 : k[j];
+        sizes[j] = v >= (double)n ? (uint32_t)n : (uint32_t)v;
+    }
+    *npasses = np;
+    return QPP_OK;
+}
+
+/* ---------- object ---------- */
+
+static void pass_free(pass_t *P, const uint64_t *key)
+{
+    if (P->copy != key) free(P->copy);
+    free(P->prefix); free(P->nodes);
+    P->copy = P->prefix = P->nodes = NULL;
+    P->ready = 0;
+}
+
+void qpp_cascade_free(qpp_cascade *c)
+{
+    if (!c) return;
+    if (c->f) {
+        for (uint32_t t = 0; t < c->nframes; t++) {
+            frame_t *F = &c->f[t];
+            for (uint32_t j = 0; j < F->npasses; j++) {
+                pass_t *P = &F->p[j];
+                if (P->copy && P->copy != F->key) memset(P->copy, 0, F->nw * sizeof(uint64_t));
+                if (P->prefix) memset(P->prefix, 0, F->nw * sizeof(uint64_t));
+                pass_free(P, F->key);
+            }
+            free(F->act); free(F->req);
+        }
+        free(c->f);
+    }
+    for (uint32_t s = 0; s < 2; s++)
+        for (int j = 0; j < QPP_CASCADE_MAX_PASSES; j++) {
+            free(c->sh[s].pos[j]); free(c->sh[s].inv[j]); free(c->sh[s].mask[j]);
+        }
+    if (c->key) memset(c->key, 0, c->nw * sizeof *c->key);
+    free(c->key);
+    if (c->out) memset(c->out, 0, c->out_cap);
+    free(c->out);
+    free(c);
+}
+
+/* Shuffle tables of pass j for one frame length (built once, shared). */
+static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
+{
+    shuf_t *S = F->sh;
+    if (S->ready[j] || j == 0) return QPP_OK;
+    size_t n = S->n, nw = (n + 63) / 64;
+    pass_t *P = &F->p[j];
+    S->pos[j] = malloc(n * sizeof(uint32_t));
+    if (!S->pos[j]) goto nomem;
+    shuffle_positions(c->seed, j, S->pos[j], n);
+    if (c->role == QPP_CASCADE_BOB) {   /* only Bob maps pass positions back to bits */
+        S->inv[j] = malloc(n * sizeof(uint32_t));
+        if (!S->inv[j]) goto nomem;
+        for (size_t i = 0; i < n; i++) S->inv[j][S->pos[j][i]] = (uint32_t)i;
+    }
+    if (P->lazy && P->nblocks > 1) {
+        /* block b = pass positions [b k, (b+1) k); nblocks <= 4, so compare, not divide */
+        size_t nm = P->nblocks - 1, k = P->k;
+        const uint32_t *pos = S->pos[j];
+        S->mask[j] = calloc(nm * nw, sizeof(uint64_t));
+        if (!S->mask[j]) goto nomem;
+        for (size_t i = 0; i < n; i++) {
+            size_t b = (pos[i] >= k) + (pos[i] >= 2 * k) + (pos[i] >= 3 * k);
+            if (b < nm) S->mask[j][b * nw + (i >> 6)] |= (uint64_t)1 << (i & 63);
+        }
+    }
+    S->ready[j] = 1;
+    return QPP_OK;
+nomem:
+    free(S->pos[j]); free(S->inv[j]); free(S->mask[j]);
+    S->pos[j] = S->inv[j] = NULL; S->mask[j] = NULL;
+    return QPP_ERR_NOMEM;
+}
+
+/* Frame F's pass j in pass order: Bob's copy of his current key, Alice's copy and
+ * prefix parities. Lazy passes build it on first use by a bisection. */
+static int pass_copy(qpp_cascade *c, frame_t *F, uint32_t j)
+{
+    pass_t *P = &F->p[j];
+    if (P->copy) return QPP_OK;
+    size_t nw = F->nw;
+    if (j == 0) {
+        P->copy = F->key;
+    } else {
+        const uint32_t *pos = F->sh->pos[j];
+        P->copy = calloc(nw, sizeof *P->copy);
+        if (!P->copy) return QPP_ERR_NOMEM;
+        for (size_t w = 0; w < nw; w++) {   /* scatter: only set bits move */
+            uint64_t x = F->key[w];
+            while (x) {
+                size_t i = (w << 6) | (size_t)__builtin_ctzll(x);
+                x &= x - 1;
+                flipb(P->copy, pos[i]);
+            }
+        }
+    }
+    if (c->role == QPP_CASCADE_ALICE) {
+        P->prefix = malloc(nw * sizeof *P->prefix);
+        if (!P->prefix) {
+            if (P->copy != F->key) free(P->copy);
+            P->copy = NULL;
+            return QPP_ERR_NOMEM;
+        }
+        prefix_parities(P->copy, nw, P->prefix);
+    }
+    return QPP_OK;
+}
+
+/* Shuffle tables, Bob's node bitmaps and (unless lazy) the copy of pass j. */
+static int pass_ready(qpp_cascade *c, frame_t *F, uint32_t j)
+{
+    pass_t *P = &F->p[j];
+    if (P->ready) return QPP_OK;
+    int st = shuf_ready(c, F, j);
+    if (st) return st;
+    if (!P->lazy && (st = pass_copy(c, F, j))) return st;
+    if (c->role == QPP_CASCADE_BOB) {
+        size_t bits = (size_t)P->nblocks * P->cap2, words = (bits + 63) / 64;
+        P->nodes = calloc(3 * words, sizeof(uint64_t));
+        if (!P->nodes) return QPP_ERR_NOMEM;
+    }
+    P->ready = 1;
+    return QPP_OK;
+}
+
+static int ensure_out(qpp_cascade *c, size_t len)
+{
+    if (len <= c->out_cap) return QPP_OK;
+    size_t cap = c->out_cap ? c->out_cap : 256;
+    while (cap < len) cap *= 2;
+    uint8_t *b = malloc(cap);
+    if (!b) return QPP_ERR_NOMEM;
+    if (c->out) { memset(c->out, 0, c->out_cap); free(c->out); }
+    c->out = b; c->out_cap = cap;
+    return QPP_OK;
+}
+
+static void header(qpp_cascade *c, int type, uint32_t seq, uint32_t count)
+{
+    uint8_t *b = c->out;
+    put32(b, QPP_CASCADE_MAGIC);
+    b[4] = QPP_CASCADE_VERSION; b[5] = (uint8_t)type; b[6] = (uint8_t)c->variant; b[7] = 0;
+    put32(b + 8, seq); put32(b + 12, count);
+}
+
+static int push_node(node_t **arr, size_t *n, size_t *cap, node_t x)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        node_t *a = realloc(*arr, nc * sizeof *a);
+        if (!a) return QPP_ERR_NOMEM;
+        *arr = a; *cap = nc;
+    }
+    (*arr)[(*n)++] = x;
+    return QPP_OK;
+}
+
+/* Alice sends every top-level parity except, in opt passes >= 2, the last block's
+ * (inferred by Bob from the total parity learnt in pass 1: [MM15] parity inference). */
+static uint32_t top_bits(const qpp_cascade *c, const frame_t *F, uint32_t j)
+{
+    uint32_t nb = F->p[j].nblocks;
+    return (c->variant == QPP_CASCADE_OPT && j > 0) ? nb - 1 : nb;
+}
+
+static int build_request(qpp_cascade *c);
+
+int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t *key_words,
+                       size_t n_bits, double qber, uint64_t seed, uint64_t verify_key,
+                       size_t frame_bits, const uint32_t *sizes_in, size_t npasses_in)
+{
+    if (!out) return QPP_ERR_NULL;
+    *out = NULL;
+    if (!key_words) return QPP_ERR_NULL;
+    if (role != QPP_CASCADE_ALICE && role != QPP_CASCADE_BOB) return QPP_ERR_VALUE;
+    if (variant != QPP_CASCADE_OPT && variant != QPP_CASCADE_ORIGINAL) return QPP_ERR_VALUE;
+    if (npasses_in > QPP_CASCADE_MAX_PASSES || (npasses_in && !sizes_in)) return QPP_ERR_LENGTH;
+    for (size_t j = 0; j < npasses_in; j++)
+        if (sizes_in[j] == 0) return QPP_ERR_VALUE;
+    if (!(qber >= 0.0 && qber < 0.5)) return QPP_ERR_VALUE;
+    if (n_bits == 0 || n_bits > 0x7FFFFFFFu) return QPP_ERR_LENGTH;
+    if (frame_bits == 0 || frame_bits > n_bits) frame_bits = n_bits;
+    /* Frames of (nearly) equal length, word aligned, at most 65535 of them. */
+    size_t nf = (n_bits + frame_bits - 1) / frame_bits;
+    if (nf > 0xFFFF) return QPP_ERR_LENGTH;
+    size_t flen = (n_bits + nf - 1) / nf;
+    if (nf > 1) flen = (flen + 63) & ~(size_t)63;
+    nf = (n_bits + flen - 1) / flen;
+
+    qpp_cascade *c = calloc(1, sizeof *c);
+    if (!c) return QPP_ERR_NOMEM;
+    c->role = role; c->variant = variant; c->n = n_bits; c->nw = (n_bits + 63) / 64;
+    c->seed = seed; c->verify_key = verify_key;
+    c->key = malloc(c->nw * sizeof *c->key);
+    c->f = calloc(nf, sizeof *c->f);
+    if (!c->key || !c->f) { qpp_cascade_free(c); return QPP_ERR_NOMEM; }
+    c->nframes = (uint32_t)nf;
+    memcpy(c->key, key_words, c->nw * sizeof *c->key);
+    if (n_bits & 63) c->key[c->nw - 1] &= ((uint64_t)1 << (n_bits & 63)) - 1;
+    for (size_t t = 0; t < nf; t++) {
+        frame_t *F = &c->f[t];
+        size_t lo = t * flen, n = n_bits - lo < flen ? n_bits - lo : flen;
+        F->n = n; F->nw = (n + 63) / 64; F->off = lo / 64; F->key = c->key + F->off;
+        uint32_t s = 0;
+        while (s < c->nsh && c->sh[s].n != n) s++;
+        if (s == c->nsh) c->sh[c->nsh++].n = n;
+        F->sh = &c->sh[s];
+        uint32_t sizes[QPP_CASCADE_MAX_PASSES];
+        size_t np;
+        int st = qpp_cascade_block_sizes(variant, n, qber, sizes, QPP_CASCADE_MAX_PASSES, &np);
+        if (st) { qpp_cascade_free(c); return st; }
+        if (npasses_in) {   /* caller's schedule, clamped to the frame */
+            np = npasses_in;
+            for (size_t j = 0; j < np; j++) sizes[j] = sizes_in[j] < n ? sizes_in[j] : (uint32_t)n;
+        }
+        F->npasses = (uint32_t)np;
+        for (size_t j = 0; j < np; j++) {
+            pass_t *P = &F->p[j];
+            P->k = sizes[j];
+            P->nblocks = (uint32_t)((n + sizes[j] - 1) / sizes[j]);
+            uint32_t K = 1;
+            while (K < P->k) K <<= 1;
+            P->cap2 = 2 * K;
+            P->lazy = j > 0 && P->nblocks <= 4;
+            P->kshift = (P->k & (P->k - 1)) ? -1 : __builtin_ctz(P->k);
+        }
+    }
+    if (role == QPP_CASCADE_ALICE) {
+        c->state = A_SERVE;
+    } else {
+        /* Bob opens with the top-level parities of pass 1 of every frame. */
+        for (uint32_t t = 0; t < c->nframes; t++) {
+            frame_t *F = &c->f[t];
+            int st = pass_ready(c, F, 0);
+            if (st) { qpp_cascade_free(c); return st; }
+            F->cur = 0; F->wait = W_TOP; F->expect_bits = F->p[0].nblocks;
+        }
+        c->seq = 0;
+        int st = build_request(c);
+        if (st) { qpp_cascade_free(c); return st; }
+    }
+    *out = c;
+    return QPP_OK;
+}
+
+size_t qpp_cascade_pending(const qpp_cascade *c) { return (c && c->has_out) ? c->out_len : 0; }
+
+int qpp_cascade_done(const qpp_cascade *c)
+{
+    if (!c) return QPP_ERR_NULL;
+    return (c->state == A_DONE && !c->has_out) || c->state == B_DONE;
+}
+
+int qpp_cascade_next(qpp_cascade *c, uint8_t *buf, size_t cap, size_t *len)
+{
+    if (!c || !len) return QPP_ERR_NULL;
+    *len = 0;
+    if (!c->has_out) return QPP_OK;
+    if (!buf) return QPP_ERR_NULL;
+    if (cap < c->out_len) return QPP_ERR_LENGTH;
+    memcpy(buf, c->out, c->out_len);
+    *len = c->out_len;
+    c->has_out = 0;
+    c->sent++;
+    if (c->state == A_DONE || c->state == B_DONE) memset(c->out, 0, c->out_cap);
+    return QPP_OK;
+}
+
+/* Parity of top-level block b of frame F, pass j, from F's key: blocks
+ * 0..nb-2 of a lazy pass by popcount of key & mask, the last one from the
+ * total parity. Word operations only. */
+static int top_parity(const frame_t *F, uint32_t j, uint32_t b)
+{
+    const pass_t *P = &F->p[j];
+    uint64_t x = 0;
+    if (b + 1 < P->nblocks) {
+        const uint64_t *m = F->sh->mask[j] + (size_t)b * F->nw;
+        for (size_t w = 0; w < F->nw; w++) x ^= F->key[w] & m[w];
+        return par64(x);
+    }
+    const uint64_t *m = F->sh->mask[j];
+    for (size_t w = 0; w < F->nw; w++) {
+        uint64_t y = F->key[w];
+        for (uint32_t o = 0; o + 1 < P->nblocks; o++) y &= ~m[(size_t)o * F->nw + w];
+        x ^= y;
+    }
+    return par64(x);
+}
+
+/* ---------- Alice ---------- */
+
+static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
+                      const uint8_t *pl, size_t plen)
+{
+    if (c->state != A_SERVE || c->has_out) return QPP_ERR_STATE;
+    if (seq != c->seq) return QPP_ERR_MESSAGE;
+    if (type == QPP_CASCADE_MSG_FINISH) {
+        if (count != 0 || plen != 0) return QPP_ERR_MESSAGE;
+        int st = ensure_out(c, QPP_CASCADE_HEADER_BYTES + 16);
+        if (st) return st;
+        uint64_t r = c->verify_key % (P61 - 1) + 1;
+        header(c, QPP_CASCADE_MSG_VERIFY, seq, 2);
+        put64(c->out + 16, r);
+        put64(c->out + 24, qpp_cascade_hash(c->key, c->n, r));
+        c->out_len = 32; c->has_out = 1;
+        c->verify_bits = QPP_CASCADE_VERIFY_BITS;
+        c->received++; c->seq++;
+        c->success = 1;
+        c->state = A_DONE;
+        return QPP_OK;
+    }
+    if (type != QPP_CASCADE_MSG_REQUEST) return QPP_ERR_MESSAGE;
+    if (plen != (size_t)count * QPP_CASCADE_ITEM_BYTES) return QPP_ERR_MESSAGE;
+    /* Validate every item before touching anything. */
+    uint64_t bits = 0;
+    for (uint32_t t = 0; t < count; t++) {
+        const uint8_t *it = pl + (size_t)t * QPP_CASCADE_ITEM_BYTES;
+        uint32_t j = it[0], kind = it[1], fr = (uint32_t)it[2] | (uint32_t)it[3] << 8;
+        uint32_t start = get32(it + 4), len = get32(it + 8);
+        if (fr >= c->nframes || j >= c->f[fr].npasses) return QPP_ERR_MESSAGE;
+        if (kind == 1) {
+            if (start || len) return QPP_ERR_MESSAGE;
+            bits += top_bits(c, &c->f[fr], j);
+        } else if (kind == 0) {
+            if (len == 0 || (uint64_t)start + len > c->f[fr].n) return QPP_ERR_MESSAGE;
+            bits += 1;
+        } else {
+            return QPP_ERR_MESSAGE;
+        }
+    }
+    if (bits > 2 * (uint64_t)c->n + 64) return QPP_ERR_MESSAGE;
+    for (uint32_t t = 0; t < count; t++) {
+        const uint8_t *it = pl + (size_t)t * QPP_CASCADE_ITEM_BYTES;
+        frame_t *F = &c->f[(uint32_t)it[2] | (uint32_t)it[3] << 8];
+        int st = pass_ready(c, F, it[0]);
+        if (!st && it[1] == 0) st = pass_copy(c, F, it[0]);
+        if (st) return st;
+    }
+    size_t nbytes = (size_t)((bits + 7) / 8);
+    int st = ensure_out(c, QPP_CASCADE_HEADER_BYTES + nbytes);
+    if (st) return st;
+    uint8_t *o = c->out + QPP_CASCADE_HEADER_BYTES;
+    memset(o, 0, nbytes);
+    size_t b = 0;
+    for (uint32_t t = 0; t < count; t++) {
+        const uint8_t *it = pl + (size_t)t * QPP_CASCADE_ITEM_BYTES;
+        const frame_t *F = &c->f[(uint32_t)it[2] | (uint32_t)it[3] << 8];
+        uint32_t j = it[0];
+        const pass_t *P = &F->p[j];
+        if (it[1] == 1) {
+            uint32_t nb = top_bits(c, F, j);
+            for (uint32_t blk = 0; blk < nb; blk++, b++) {
+                size_t s = (size_t)blk * P->k, len = F->n - s < P->k ? F->n - s : P->k;
+                int x = P->prefix ? prefix_range(P->prefix, s, len) : top_parity(F, j, blk);
+                if (x) o[b >> 3] |= (uint8_t)(1u << (b & 7));
+            }
+        } else {
+            size_t s = get32(it + 4), len = get32(it + 8);
+            if (prefix_range(P->prefix, s, len)) o[b >> 3] |= (uint8_t)(1u << (b & 7));
+            b++;
+        }
+    }
+    header(c, QPP_CASCADE_MSG_REPLY, seq, (uint32_t)bits);
+    c->out_len = QPP_CASCADE_HEADER_BYTES + nbytes; c->has_out = 1;
+    c->parity_bits += bits;
+    c->received++; c->seq++;
+    return QPP_OK;
+}
+
+/* ---------- Bob ---------- */
+
+/* Node bit f (0 = known, 1 = err, 2 = pend) of node id. */
+static inline int nget(const pass_t *P, int f, size_t id) { return (int)((P->nodes[3 * (id >> 6) + f] >> (id & 63)) & 1u); }
+static inline void nflip(pass_t *P, int f, size_t id) { P->nodes[3 * (id >> 6) + f] ^= (uint64_t)1 << (id & 63); }
+static inline void nset(pass_t *P, int f, size_t id, int v)
+{
+    uint64_t m = (uint64_t)1 << (id & 63), *w = &P->nodes[3 * (id >> 6) + f];
+    if (v) *w |= m; else *w &= ~m;
+}
+
+static inline uint32_t blk_of(const pass_t *P, uint32_t q)
+{
+    return P->kshift >= 0 ? q >> P->kshift : q / P->k;
+}
+
+static inline size_t nid(const pass_t *P, uint32_t block, uint32_t h)
+{
+    return (size_t)block * P->cap2 + h;
+}
+
+static inline node_t child(node_t x, int right)
+{
+    uint32_t half = (x.len + 1) / 2;
+    node_t y = x;
+    if (!right) { y.h = 2 * x.h; y.len = half; }
+    else { y.h = 2 * x.h + 1; y.start = x.start + half; y.len = x.len - half; }
+    return y;
+}
+
+static inline node_t root(const frame_t *F, uint32_t j, uint32_t b)
+{
+    const pass_t *P = &F->p[j];
+    node_t x;
+    x.pass = j; x.block = b; x.h = 1; x.start = b * P->k;
+    x.len = (uint32_t)(F->n - x.start < P->k ? F->n - x.start : P->k);
+    return x;
+}
+
+/* Bob's parity of a node; the pass copy must exist. */
+static inline int bob_parity(const frame_t *F, node_t x)
+{
+    return range_parity(F->p[x.pass].copy, x.start, x.len);
+}
+
+/* Correct bit i of frame F and propagate: toggle err along the known nodes of
+ * every started pass; queue the deepest odd one ([MM15] block reuse) or, in the
+ * original protocol, the odd top-level block ([BS93]). */
+static int bob_flip(frame_t *F, size_t i, int variant)
+{
+    /* With honest parities every flip fixes a real error, so flips <= n; more
+     * means a corrupted (well-formed) reply: stop and let the hash say no. */
+    if (F->flips >= F->n) { F->inconsistent = 1; return QPP_OK; }
+    flipb(F->key, i);
+    F->flips++;
+    for (uint32_t j = 0; j < F->npasses; j++) {
+        pass_t *P = &F->p[j];
+        if (!P->started) continue;
+        uint32_t q = j ? F->sh->pos[j][i] : (uint32_t)i;
+        if (P->copy && P->copy != F->key) flipb(P->copy, q);
+        node_t x = root(F, j, blk_of(P, q)), best = x;
+        int have = 0;
+        for (;;) {
+            size_t id = nid(P, x.block, x.h);
+            if (!nget(P, 0, id)) break;
+            nflip(P, 1, id);
+            if (nget(P, 1, id)) { best = x; have = 1; }
+            if (x.len == 1) break;
+            node_t l = child(x, 0);
+            x = q < l.start + l.len ? l : child(x, 1);
+        }
+        if (variant == QPP_CASCADE_ORIGINAL) {
+            best = root(F, j, blk_of(P, q));
+            have = nget(P, 1, nid(P, best.block, 1));
+        }
+        if (have) {
+            int st = push_node(&F->act, &F->nact, &F->cact, best);
+            if (st) return st;
+        }
+    }
+    return QPP_OK;
+}
+
+/* The original protocol keeps no sub-block parities once a bisection ends:
+ * clear the whole tree below the root of the leaf's block. */
+static void clear_bits(pass_t *P, int f, size_t s, size_t e)
+{
+    while (s < e && (s & 63)) { nset(P, f, s, 0); s++; }
+    while (s + 64 <= e) { P->nodes[3 * (s >> 6) + f] = 0; s += 64; }
+    while (s < e) { nset(P, f, s, 0); s++; }
+}
+
+static void forget_block(frame_t *F, node_t leaf)
+{
+    pass_t *P = &F->p[leaf.pass];
+    size_t base = nid(P, leaf.block, 0);
+    clear_bits(P, 0, base + 2, base + P->cap2);
+    clear_bits(P, 1, base + 2, base + P->cap2);
+}
+
+/* Run every active bisection of F as far as known parities allow; then decide
+ * what F asks next: left-child parities, the next pass, or nothing (finished). */
+static int frame_advance(qpp_cascade *c, frame_t *F)
+{
+    size_t w = 0;
+    int st;
+    for (size_t a = 0; a < F->nact && !F->inconsistent; a++) {
+        node_t x = F->act[a];
+        pass_t *P = &F->p[x.pass];
+        size_t id = nid(P, x.block, x.h);
+        if (!nget(P, 0, id) || !nget(P, 1, id)) continue;
+        int keep = 0;
+        for (;;) {
+            if (x.len == 1) {
+                size_t i = x.pass ? F->sh->inv[x.pass][x.start] : x.start;
+                if ((st = bob_flip(F, i, c->variant))) return st;
+                if (c->variant == QPP_CASCADE_ORIGINAL) forget_block(F, x);
+                break;
+            }
+            node_t l = child(x, 0);
+            size_t lid = nid(P, l.block, l.h);
+            if (nget(P, 0, lid)) {
+                x = nget(P, 1, lid) ? l : child(x, 1);
+                continue;
+            }
+            /* Another entry already waits at this node: it will resolve it, drop this one. */
+            if (nget(P, 2, lid)) break;
+            nset(P, 2, lid, 1);
+            if ((st = push_node(&F->req, &F->nreq, &F->creq, x))) return st;
+            keep = 1;
+            break;
+        }
+        if (keep) F->act[w++] = x;
+    }
+    F->nact = w;
+    if (F->inconsistent) {
+        F->nact = F->nreq = 0;
+        F->wait = W_NONE; F->finished = 1; F->expect_bits = 0;
+        return QPP_OK;
+    }
+    if (F->nact && !F->nreq) return QPP_ERR_INTERNAL;
+    if (F->nreq) {
+        F->wait = W_RANGE; F->expect_bits = (uint32_t)F->nreq;
+    } else if (F->cur + 1 < F->npasses) {
+        if ((st = pass_ready(c, F, F->cur + 1))) return st;
+        F->cur++;
+        F->wait = W_TOP; F->expect_bits = top_bits(c, F, F->cur);
+    } else {
+        F->wait = W_NONE; F->finished = 1; F->expect_bits = 0;
+    }
+    return QPP_OK;
+}
+
+/* One REQUEST with the items of every frame still running, or FINISH. */
+static int build_request(qpp_cascade *c)
+{
+    size_t items = 0;
+    uint64_t bits = 0;
+    for (uint32_t t = 0; t < c->nframes; t++) {
+        const frame_t *F = &c->f[t];
+        items += F->wait == W_TOP ? 1 : F->wait == W_RANGE ? F->nreq : 0;
+        bits += F->expect_bits;
+    }
+    int st;
+    if (!items) {
+        if ((st = ensure_out(c, QPP_CASCADE_HEADER_BYTES))) return st;
+        header(c, QPP_CASCADE_MSG_FINISH, c->seq, 0);
+        c->out_len = QPP_CASCADE_HEADER_BYTES; c->has_out = 1;
+        c->expect_bits = 0;
+        c->state = B_WAIT_VERIFY;
+        return QPP_OK;
+    }
+    size_t len = QPP_CASCADE_HEADER_BYTES + items * QPP_CASCADE_ITEM_BYTES;
+    if ((st = ensure_out(c, len))) return st;
+    header(c, QPP_CASCADE_MSG_REQUEST, c->seq, (uint32_t)items);
+    uint8_t *o = c->out + QPP_CASCADE_HEADER_BYTES;
+    for (uint32_t t = 0; t < c->nframes; t++) {
+        const frame_t *F = &c->f[t];
+        if (F->wait == W_TOP) {
+            memset(o, 0, QPP_CASCADE_ITEM_BYTES);
+            o[0] = (uint8_t)F->cur; o[1] = 1; o[2] = (uint8_t)t; o[3] = (uint8_t)(t >> 8);
+            o += QPP_CASCADE_ITEM_BYTES;
+        } else if (F->wait == W_RANGE) {
+            for (size_t r = 0; r < F->nreq; r++, o += QPP_CASCADE_ITEM_BYTES) {
+                node_t l = child(F->req[r], 0);
+                o[0] = (uint8_t)l.pass; o[1] = 0; o[2] = (uint8_t)t; o[3] = (uint8_t)(t >> 8);
+                put32(o + 4, l.start); put32(o + 8, l.len);
+            }
+        }
+    }
+    c->out_len = len; c->has_out = 1;
+    c->expect_bits = bits;
+    c->state = B_WAIT_REPLY;
+    return QPP_OK;
+}
+
+static inline int reply_bit(const uint8_t *pl, uint64_t b) { return (pl[b >> 3] >> (b & 7)) & 1; }
+
+/* Consume F's share of a reply starting at bit b0. */
+static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t b0)
+{
+    if (F->wait == W_TOP) {
+        uint32_t j = F->cur, sent = F->expect_bits;
+        pass_t *P = &F->p[j];
+        int par = 0;
+        P->started = 1;
+        for (uint32_t b = 0; b < P->nblocks; b++) {
+            int a = b < sent ? reply_bit(pl, b0 + b) : F->total_parity ^ par;
+            par ^= a;
+            node_t x = root(F, j, b);
+            size_t id = nid(P, b, 1);
+            int e = a ^ (P->copy ? bob_parity(F, x) : top_parity(F, j, b));
+            nset(P, 0, id, 1);
+            nset(P, 1, id, e);
+            if (e) {
+                int st = push_node(&F->act, &F->nact, &F->cact, x);
+                if (st) return st;
+            }
+        }
+        if (j == 0) F->total_parity = par;
+    } else if (F->wait == W_RANGE) {
+        for (size_t t = 0; t < F->nreq; t++) {
+            node_t x = F->req[t], l = child(x, 0), r = child(x, 1);
+            pass_t *P = &F->p[x.pass];
+            size_t id = nid(P, x.block, x.h), lid = nid(P, l.block, l.h), rid = nid(P, r.block, r.h);
+            nset(P, 2, lid, 0);
+            if (!nget(P, 0, id)) continue;   /* forgotten meanwhile (original variant) */
+            int st = pass_copy(c, F, x.pass);
+            if (st) return st;
+            int e = reply_bit(pl, b0 + t) ^ bob_parity(F, l);
+            nset(P, 0, lid, 1); nset(P, 1, lid, e);
+            nset(P, 0, rid, 1); nset(P, 1, rid, e ^ nget(P, 1, id));
+        }
+        F->nreq = 0;
+    }
+    return frame_advance(c, F);
+}
+
+static int bob_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
+                    const uint8_t *pl, size_t plen)
+{
+    if (c->has_out || c->state == B_DONE) return QPP_ERR_STATE;
+    if (seq != c->seq) return QPP_ERR_MESSAGE;
+    if (c->state == B_WAIT_VERIFY) {
+        if (type != QPP_CASCADE_MSG_VERIFY || count != 2 || plen != 16) return QPP_ERR_MESSAGE;
+        uint64_t r = get64(pl), h = get64(pl + 8);
+        if (r == 0 || r >= P61 || h >= P61) return QPP_ERR_MESSAGE;
+        int any_bad = 0;
+        for (uint32_t t = 0; t < c->nframes; t++) any_bad |= c->f[t].inconsistent;
+        c->success = !any_bad && qpp_cascade_hash(c->key, c->n, r) == h;
+        c->verify_bits = QPP_CASCADE_VERIFY_BITS;
+        c->received++;
+        c->state = B_DONE;
+        return QPP_OK;
+    }
+    if (type != QPP_CASCADE_MSG_REPLY || count != c->expect_bits) return QPP_ERR_MESSAGE;
+    if (plen != ((size_t)count + 7) / 8) return QPP_ERR_MESSAGE;
+    if ((count & 7) && (pl[plen - 1] >> (count & 7))) return QPP_ERR_MESSAGE;
+    uint64_t b = 0;
+    for (uint32_t t = 0; t < c->nframes; t++) {
+        frame_t *F = &c->f[t];
+        if (F->wait == W_NONE) continue;
+        uint32_t nb = F->expect_bits;
+        int st = frame_consume(c, F, pl, b);
+        if (st) return st;
+        b += nb;
+    }
+    c->parity_bits += count;
+    c->received++;
+    c->seq++;
+    return build_request(c);
+}
+
+int qpp_cascade_feed(qpp_cascade *c, const uint8_t *msg, size_t len)
+{
+    if (!c || !msg) return QPP_ERR_NULL;
+    if (len < QPP_CASCADE_HEADER_BYTES) return QPP_ERR_MESSAGE;
+    if (get32(msg) != QPP_CASCADE_MAGIC || msg[4] != QPP_CASCADE_VERSION || msg[7] != 0
+        || msg[6] != (uint8_t)c->variant)
+        return QPP_ERR_MESSAGE;
+    int type = msg[5];
+    uint32_t seq = get32(msg + 8), count = get32(msg + 12);
+    const uint8_t *pl = msg + QPP_CASCADE_HEADER_BYTES;
+    size_t plen = len - QPP_CASCADE_HEADER_BYTES;
+    if (c->role == QPP_CASCADE_ALICE) return alice_feed(c, type, seq, count, pl, plen);
+    return bob_feed(c, type, seq, count, pl, plen);
+}
+
+int qpp_cascade_result(const qpp_cascade *c, uint64_t *key_out, size_t n_words, qpp_cascade_stats *st)
+{
+    if (!c || !st) return QPP_ERR_NULL;
+    if (key_out) {
+        if (n_words < c->nw) return QPP_ERR_LENGTH;
+        memcpy(key_out, c->key, c->nw * sizeof *key_out);
+        memset(key_out + c->nw, 0, (n_words - c->nw) * sizeof *key_out);
+    }
+    memset(st, 0, sizeof *st);
+    st->parity_bits = c->parity_bits;
+    st->verify_bits = c->verify_bits;
+    st->leaked_bits = c->parity_bits + c->verify_bits;
+    st->messages_sent = c->sent;
+    st->messages_received = c->received;
+    st->frames = c->nframes;
+    for (uint32_t t = 0; t < c->nframes; t++) {
+        st->flips += c->f[t].flips;
+        st->inconsistent |= c->f[t].inconsistent;
+        if (c->f[t].npasses > st->passes) st->passes = c->f[t].npasses;
+    }
+    st->success = c->success;
+    st->done = (c->state == A_DONE && !c->has_out) || c->state == B_DONE;
+    return QPP_OK;
+}
