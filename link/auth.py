@@ -38,11 +38,11 @@ What it must not do: expose a switch that disables authentication (none
 exists), log pad or hash-key bytes, or re-derive pads from anything but the
 pool. Pads live in the pool's bytearrays, which ``wipe()`` zeroes.
 
-The hash: ``poly_hash_bytes`` below is the pure-numpy reference of the
-contract the C core provides (``postproc_c.poly_hash_bytes``); when the C one
-is importable it is used, otherwise this one. Message encoding for the hash:
+The hash is the C core's ``postproc_c.poly_hash_bytes``; ``poly_hash_bytes_ref``
+below is an independent numpy reference of the same definition (tests check
+all three against galois), used only if the core lacks the function. Message encoding for the hash:
 the bytes zero-padded to whole little-endian 64-bit words ``m_1..m_L``, then
-one word holding the byte length, evaluated by Horner's rule
+one word holding the length in bits, evaluated by Horner's rule
 ``h = (((m_1) k + m_2) k + ...) k`` so the polynomial has no constant term.
 """
 
@@ -129,7 +129,7 @@ def _words(data: bytes | bytearray | memoryview) -> np.ndarray:
     buf = np.zeros(nw + 1, dtype="<u8")
     if n:
         buf.view(np.uint8)[:n] = np.frombuffer(data, dtype=np.uint8)
-    buf[nw] = n
+    buf[nw] = 8 * n         # the length block counts bits, as the C core's does
     return buf.astype(np.uint64)
 
 

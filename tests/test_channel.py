@@ -29,7 +29,7 @@ GF = galois.GF(2**64, irreducible_poly=(1 << 64) | 0x1B)
 def _galois_poly_hash(data: bytes, key: int) -> int:
     n = len(data)
     padded = data + bytes(-n % 8)
-    words = [int.from_bytes(padded[i:i + 8], "little") for i in range(0, len(padded), 8)] + [n]
+    words = [int.from_bytes(padded[i:i + 8], "little") for i in range(0, len(padded), 8)] + [8 * n]
     h, k = GF(0), GF(key)
     for w in words:
         h = (h + GF(w)) * k
@@ -42,6 +42,12 @@ def test_poly_hash_matches_galois(n):
     data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
     key = int(rng.integers(0, 2**63)) * 2 + 1
     assert poly_hash_bytes_ref(data, key) == _galois_poly_hash(data, key)
+    assert auth.poly_hash_bytes(data, key) == poly_hash_bytes_ref(data, key)   # the C core's
+
+
+def test_channel_uses_the_c_core_hash():
+    import postproc_c
+    assert auth._C_HASH is postproc_c.poly_hash_bytes
 
 
 def test_poly_hash_length_is_bound_in():
