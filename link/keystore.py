@@ -226,6 +226,11 @@ class KeyStore:
                 "SELECT block_id, state FROM block WHERE state IN ('prepared','committed')").fetchall()
         return dict(rows)
 
+    def prepared_blocks(self) -> list[int]:
+        """Blocks prepared here and not yet committed or aborted."""
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT block_id FROM block WHERE state='prepared'")]
+
     def blocks(self) -> list[BlockRecord]:
         with self._lock:
             rows = self._db.execute("SELECT block_id, state, key_bits, n_keys FROM block "
