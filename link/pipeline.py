@@ -170,6 +170,7 @@ def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float,
         "wall_s": wall,
         "latency_s": max((r.latency_s for r in ok), default=None),
         "keys": {role: stores[role].count() for role in stores},
+        "telemetry": {role: n.telemetry_endpoint for role, n in nodes.items()},
         "channel": {role: dict(n.ch.counters) for role, n in nodes.items()},
         "auth_pool_min_left_pads": {role: n.ch.pool.min_left_pads() for role, n in nodes.items()},
     }
