@@ -177,3 +177,102 @@ def _monitor(args: argparse.Namespace) -> int:
         sub.close(0)
         ctx.term()
     return 0
+
+
+def _node_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the node file (TOML, see link/config.py)")
+    p.add_argument("--blocks", type=int, default=0, help="Alice: stop after this many blocks (default: run)")
+    p.add_argument("--json", action="store_true", help="print the final status as one JSON object")
+
+
+def _run_node(args: argparse.Namespace, role: str) -> int:
+    from drivers.config import ConfigError as LabError
+    from drivers.config import load_lab
+    from drivers.qrng import OsEntropySource
+
+    from .auth import AuthError, AuthPool
+    from .channel import Channel
+    from .config import ConfigError, load_node_file
+    from .frontend import DriverAlice, DriverBob, Timing
+    from .keystore import KeyStore
+    from .messages import MsgType
+    from .node import Node
+
+    try:
+        nf = load_node_file(args.config)
+        if nf.role != role:
+            raise ConfigError(args.config, "node.role",
+                              f'expected "{role}" for `qkd {role}`, got "{nf.role}"')
+        lab = load_lab(nf.frontend.lab)
+        instr = lab.build(role, nf.frontend.instrument)
+    except (ConfigError, LabError, KeyError) as exc:
+        print(f"qkd {role}: {exc}", file=sys.stderr)
+        return 2
+    cfg = nf.protocol
+    try:
+        pool = AuthPool(nf.psk, nf.store, role)
+    except AuthError as exc:
+        print(f"qkd {role}: {exc}", file=sys.stderr)
+        return 2
+    if pool.link_id != nf.link_id:
+        print(f"qkd {role}: {nf.psk} is for link {pool.link_id!r}, not {nf.link_id!r}", file=sys.stderr)
+        return 2
+    store = KeyStore(nf.store, nf.link_id, key_size_bits=cfg.key_size_bits,
+                     auth_refill_bytes=cfg.auth_refill_bytes)
+    ch = Channel(role, pool, retry_s=nf.channel.retry_s)
+    if role == "alice":
+        ch.bind(nf.channel.proto, nf.channel.ctrl)
+    else:
+        ch.connect(nf.channel.proto, nf.channel.ctrl)
+    instr.open()
+    fs = nf.frontend
+    if role == "alice":
+        fe = DriverAlice(instr, fs.frame_slots, fs.clock_hz)
+    else:
+        fe = DriverBob(instr, Timing(1e12 / fs.clock_hz, fs.frame_slots, fs.offsets_ps,
+                                     fs.window_ps or 0.8e12 / fs.clock_hz))
+    node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
+                block_limit=args.blocks or None, frame_slots=fs.frame_slots)
+    stop = threading.Event()
+    old = signal.signal(signal.SIGINT, lambda *a: stop.set())
+    node.start()
+    print(f"qkd {role}: link {nf.link_id}, telemetry on {node.telemetry_endpoint}", flush=True)
+    last = 0.0
+    try:
+        while not stop.is_set() and not node.stopped:
+            if role == "alice" and args.blocks and len(node.results) >= args.blocks and node.idle():
+                ch.send(MsgType.STOP, 0, lane="ctrl")
+                ch.wait_acked(5)
+                break
+            if not args.json and time.monotonic() - last > 2:
+                last = time.monotonic()
+                st = node.status()
+                print(f"[{st['wall_s']:6.1f} s] frames {st['frames']} blocks {st['blocks']} "
+                      f"(aborted {st['blocks_aborted']}) secret {st['secret_bits']} bits "
+                      f"keys {st['store_keys']}", flush=True)
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        st = node.status()
+        st["alarms"] = sorted({a["alarm"] for a in node.alarms})
+        node.close()
+        ch.close()
+        try:
+            fe.close()
+        except Exception:  # noqa: BLE001 - closing an instrument at exit is best effort
+            pass
+        pool.close()
+        store.close()
+    if args.json:
+        print(json.dumps(st, default=float))
+    return 0
+
+
+@command("alice", "run Alice's node from a node file (real or emulated instruments)", _node_args)
+def _alice(args: argparse.Namespace) -> int:
+    return _run_node(args, "alice")
+
+
+@command("bob", "run Bob's node from a node file (real or emulated instruments)", _node_args)
+def _bob(args: argparse.Namespace) -> int:
+    return _run_node(args, "bob")
