@@ -18,7 +18,7 @@ exactly round(q n) errors per frame:
 
 No public Cascade implementation is installable from PyPI here (``cascade-python``
 is a GitHub project, not on PyPI), so the original protocol in the same C core is
-the baseline. Environment: QPP_BENCH_FER_FRAMES (default 2000) sets the frame count.
+the baseline. Environment: QPP_BENCH_FER_FRAMES (default 4096) sets the frame count.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from bench.common import record
 from postproc_c import reconcile_in_memory
 
 BLOCK_BITS = 1 << 22
-FER_FRAMES = int(os.environ.get("QPP_BENCH_FER_FRAMES", "2000"))
+FER_FRAMES = int(os.environ.get("QPP_BENCH_FER_FRAMES", "4096"))
 TARGET_BPS = 50e6  # at QBER 2 % (issue 3)
 
 

@@ -37,6 +37,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     e.add_argument(
         "--duration-s", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
     )
+    e.add_argument("--scenario", help="run the whole HIL rig for this scenario (name or TOML path): "
+                   "the twins of both nodes joined by the physical model")
+    e.add_argument("--seed", type=int, default=1, help="the physical model's seed (with --scenario)")
 
 
 def _fmt_status(st: dict) -> str:
@@ -98,6 +101,39 @@ def check(config: str, node: str | None = None, out=None) -> int:
     return 1 if failed else 0
 
 
+def _wait(duration_s: float | None) -> None:
+    try:
+        if duration_s is None:
+            while True:
+                time.sleep(3600)
+        else:
+            time.sleep(max(duration_s, 0.0))
+    except KeyboardInterrupt:
+        pass
+
+
+def emulate_rig(scenario: str, seed: int, duration_s: float | None, out=None) -> int:
+    """Start ``hil.Rig`` for a scenario and print the lab file of its instruments."""
+    out = out or sys.stdout
+    from hil.rig import Rig
+    from hil.scenario import ScenarioError
+
+    try:
+        rig = Rig(scenario, seed)
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with rig:
+        t = rig.timing()
+        print(f"# HIL rig: scenario {rig.scenario.name!r}, seed {seed}, {t['frame_slots']} slots per "
+              f"frame at {t['clock_hz']:.3g} Hz; Ctrl-C stops it", file=out)
+        print("# Alice's AWG takes one sample a slot (drivers.keysight_awg.FrameEncoding"
+              "(samples_per_slot=1, pulse_samples=1)); each uploaded pattern is one frame", file=out)
+        print(rig.lab_toml(), file=out, flush=True)
+        _wait(duration_s)
+    return 0
+
+
 def emulate(config: str | None, duration_s: float | None, out=None) -> int:
     out = out or sys.stdout
     from hil.emulated.lab import start_emulated_lab
@@ -110,14 +146,7 @@ def emulate(config: str | None, duration_s: float | None, out=None) -> int:
     with start_emulated_lab(lab_cfg) as lab:
         print(f"# {len(lab.servers)} emulated instruments running; Ctrl-C stops them", file=out)
         print(lab.lab_toml(), file=out, flush=True)
-        try:
-            if duration_s is None:
-                while True:
-                    time.sleep(3600)
-            else:
-                time.sleep(max(duration_s, 0.0))
-        except KeyboardInterrupt:
-            pass
+        _wait(duration_s)
     return 0
 
 
@@ -126,6 +155,8 @@ def _devices(args: argparse.Namespace) -> int:
     if args.devices_cmd == "check":
         return check(args.config, args.node)
     if args.devices_cmd == "emulate":
+        if args.scenario:
+            return emulate_rig(args.scenario, args.seed, args.duration_s)
         return emulate(args.config, args.duration_s)
     print("usage: qkd devices {check,emulate} ... (see qkd devices -h)", file=sys.stderr)
     return 2

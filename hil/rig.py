@@ -52,6 +52,9 @@ from .tagger import TagStream
 log = logging.getLogger(__name__)
 
 DEFAULT_RIG_FRAME_SLOTS = 1 << 18
+# The emulated tagger's acquisition starts this long before Alice's first frame,
+# so sync jitter at frame 0 never gives a negative timestamp.
+TAGGER_START_PS = 1_000_000
 # One sample per slot: Alice's AWG driver must use the same encoding.
 RIG_ENCODING = FrameEncoding(samples_per_slot=1, pulse_samples=1)
 
@@ -196,6 +199,7 @@ class Rig:
             t0 = time.monotonic()
             res = self.model.run_frame(f, pat)
             t, ch = self._stream.push(res.tag_t_ps, res.tag_channel, self.model.earliest_tag_ps(f + 1))
+            t = t + TAGGER_START_PS  # the tagger's clock starts before the first sync (no negative times)
             self.stats.model_wall_s += time.monotonic() - t0
             self._next_frame += 1
             self.stats.frames += 1

@@ -9,12 +9,16 @@ so threads can run the core in parallel. This package knows nothing of sockets
 or instruments.
 """
 
-from . import cascade  # noqa: F401  (registers "cascade" and "cascade-original")
+from . import (
+    cascade,  # noqa: F401  (registers "cascade" and "cascade-original")
+    ldpc,  # noqa: F401  (registers "ldpc" and "ldpc-blind")
+)
 from ._binding import Error, ffi, lib
 from ._version import __version__
 from .bits import pack_bits, unpack_bits
 from .cascade import CascadeSide
 from .hashing import poly_hash, poly_hash_bytes
+from .ldpc import LdpcCode, LdpcSide
 from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
 from .selftest import SelfTestError, selftest
 from .sifting import (
@@ -41,8 +45,8 @@ def cpu_features() -> list[str]:
 
 
 __all__ = [
-    "AliceSifted", "BobAnnouncement", "BobSifted", "CascadeSide", "ErrorCounts", "SiftResult",
-    "alice_sift", "bob_announce", "bob_sift", "error_counts", "frame_counts", "sift",
+    "AliceSifted", "BobAnnouncement", "BobSifted", "CascadeSide", "ErrorCounts", "LdpcCode", "LdpcSide",
+    "SiftResult", "alice_sift", "bob_announce", "bob_sift", "error_counts", "frame_counts", "sift",
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
     "make_side", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory", "selftest",
     "toeplitz_hash", "unpack_bits",

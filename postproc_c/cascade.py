@@ -18,6 +18,12 @@ at a point Alice draws afresh, so a residual error is reported as
 ``success=False`` rather than passed on silently. The message layout is
 documented in ``include/qpp_cascade.h``.
 
+One object per side holds a whole block cut into frames of about
+``frame_bits`` (default 2^16) bits; every round carries the requests of all
+frames, so messages per block ~ rounds of the slowest frame, and round trips
+cost latency, not throughput. Both sides must use the same ``seed`` (shuffles),
+``qber``, method and ``frame_bits``.
+
 This module must not touch sockets or log key material; it only moves bytes
 between the caller and C. Why C: the bisection and cascade bookkeeping is
 per-bit-index work that numpy cannot vectorize, and the C object keeps packed

@@ -69,3 +69,17 @@ def test_model_link_in_process_matches_physics():
     for _ in range(10):
         frames += link.bob.poll(0.05)
     _check_frames(frames, link.results)
+
+
+def test_rig_lab_file_checks_out(tmp_path):
+    # what `qkd devices emulate --scenario` prints is a lab file `qkd devices check` accepts
+    import io
+
+    from drivers.commands import check
+
+    with Rig("back-to-back", seed=2, frame_slots=1 << 12) as rig:
+        lab = tmp_path / "rig.toml"
+        lab.write_text(rig.lab_toml())
+        out = io.StringIO()
+        assert check(str(lab), out=out) == 0, out.getvalue()
+        assert "6/6 instruments answered" in out.getvalue()

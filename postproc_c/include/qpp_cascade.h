@@ -83,7 +83,8 @@ QPP_WUR int qpp_cascade_block_sizes(int variant, size_t n_bits, double qber,
 
 /* Create one side. key_words: n_bits packed LSB first (unused high bits ignored).
  * seed: shared by both sides (shuffles). verify_key: Alice's fresh random hash key
- * (ignored for Bob). frame_bits: target frame length (0 = one frame); both sides
+ * (ignored for Bob). frame_bits: target frame length (0 = one frame; frames are at
+ * most 2^30 bits and at most 65535 per object); both sides
  * must pass the same n_bits, qber, variant, seed and frame_bits. sizes/npasses:
  * an explicit block-size schedule (NULL/0 = the variant's own, see
  * qpp_cascade_block_sizes), for experiments; sizes are clamped to each frame. */

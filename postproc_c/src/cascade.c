@@ -30,6 +30,17 @@
  *    Flipping bit i toggles err along the known nodes of the path to pos_j[i]
  *    in each pass (O(passes * log k)), which is the cascade effect without any
  *    rescan: the deepest odd known node is queued for bisection.
+ *  - passes with at most 4 top-level blocks (k >= n/4: passes 3-14 of opt.
+ *    (8)) are "lazy": their top-level parities come from per-block membership
+ *    masks (popcount of key & mask), the copy in pass order is built only when
+ *    a bisection first enters the pass, and Bob keeps their node bits in a
+ *    small hash table instead of a 6n-bit bitmap;
+ *  - one object holds a block cut into frames; shuffles depend only on (seed,
+ *    pass, frame length) and are shared by all frames of that length; each
+ *    round, every frame's requests go into one message.
+ * Passes run in order within a frame (the next pass starts when no request of
+ * the current one is outstanding): overlapping them was measured to save
+ * rounds but to cost leakage.
  * Leakage convention ([MM15] Sec. 2): the parity bits Alice discloses.
  * Bob's messages carry only positions (which ranges he wants), no key bits.
  * Inferred parities (right child = parent ^ left; last top-level block of a
@@ -71,6 +82,10 @@ typedef struct {
     uint64_t *prefix;         /* Alice: prefix parities of copy */
     uint64_t *nodes;          /* Bob: node bitmaps known/err/pend interleaved per word,
                                  so one node's three bits share a cache line */
+    uint64_t *hkeys;          /* Bob, lazy passes: the same three bits in a hash table of */
+    uint8_t *hval;            /* node ids (few nodes of these big trees are ever known) */
+    size_t hcap, hcount;
+    int oom;                  /* a hash insert failed: reported by the next feed */
     int ready, started;
 } pass_t;
 
@@ -80,14 +95,13 @@ typedef struct {
     pass_t p[QPP_CASCADE_MAX_PASSES];
     uint64_t *key;            /* slice of the object's key (Bob: corrected in place) */
     shuf_t *sh;
-    int total_parity, wait, finished, inconsistent;   /* wait: W_TOP or W_RANGE */
+    int total_parity, top, finished, inconsistent;   /* top: pass cur's top level requested */
     node_t *act; size_t nact, cact;
     node_t *req; size_t nreq, creq;
     uint32_t expect_bits;
     uint64_t flips;
 } frame_t;
 
-enum { W_NONE = 0, W_TOP, W_RANGE };
 enum { B_WAIT_REPLY = 1, B_WAIT_VERIFY, B_DONE, A_SERVE, A_DONE };
 
 struct qpp_cascade {
@@ -269,8 +283,9 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
 static void pass_free(pass_t *P, const uint64_t *key)
 {
     if (P->copy != key) free(P->copy);
-    free(P->prefix); free(P->nodes);
-    P->copy = P->prefix = P->nodes = NULL;
+    free(P->prefix); free(P->nodes); free(P->hkeys); free(P->hval);
+    P->copy = P->prefix = P->nodes = P->hkeys = NULL;
+    P->hval = NULL;
     P->ready = 0;
 }
 
@@ -379,8 +394,19 @@ static int pass_ready(qpp_cascade *c, frame_t *F, uint32_t j)
     if (!P->lazy && (st = pass_copy(c, F, j))) return st;
     if (c->role == QPP_CASCADE_BOB) {
         size_t bits = (size_t)P->nblocks * P->cap2, words = (bits + 63) / 64;
-        P->nodes = calloc(3 * words, sizeof(uint64_t));
-        if (!P->nodes) return QPP_ERR_NOMEM;
+        if (P->lazy) {
+            P->hcap = 256;
+            P->hkeys = malloc(P->hcap * sizeof *P->hkeys);
+            P->hval = calloc(P->hcap, 1);
+            if (!P->hkeys || !P->hval) {
+                free(P->hkeys); free(P->hval); P->hkeys = NULL; P->hval = NULL;
+                return QPP_ERR_NOMEM;
+            }
+            memset(P->hkeys, 0xFF, P->hcap * sizeof *P->hkeys);
+        } else {
+            P->nodes = calloc(3 * words, sizeof(uint64_t));
+            if (!P->nodes) return QPP_ERR_NOMEM;
+        }
     }
     P->ready = 1;
     return QPP_OK;
@@ -449,6 +475,7 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
     size_t flen = (n_bits + nf - 1) / nf;
     if (nf > 1) flen = (flen + 63) & ~(size_t)63;
     nf = (n_bits + flen - 1) / flen;
+    if (flen > ((size_t)1 << 30)) return QPP_ERR_LENGTH;   /* node ids and heap indices stay in range */
 
     qpp_cascade *c = calloc(1, sizeof *c);
     if (!c) return QPP_ERR_NOMEM;
@@ -496,7 +523,7 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
             frame_t *F = &c->f[t];
             int st = pass_ready(c, F, 0);
             if (st) { qpp_cascade_free(c); return st; }
-            F->cur = 0; F->wait = W_TOP; F->expect_bits = F->p[0].nblocks;
+            F->cur = 0; F->top = 1; F->expect_bits = F->p[0].nblocks;
         }
         c->seq = 0;
         int st = build_request(c);
@@ -632,13 +659,71 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
 
 /* ---------- Bob ---------- */
 
-/* Node bit f (0 = known, 1 = err, 2 = pend) of node id. */
-static inline int nget(const pass_t *P, int f, size_t id) { return (int)((P->nodes[3 * (id >> 6) + f] >> (id & 63)) & 1u); }
-static inline void nflip(pass_t *P, int f, size_t id) { P->nodes[3 * (id >> 6) + f] ^= (uint64_t)1 << (id & 63); }
+/* Node bit f (0 = known, 1 = err, 2 = pend) of node id: a bitmap, or for lazy
+ * passes an open-addressing table (linear probing, load <= 1/2, no deletes). */
+#define HEMPTY (~(uint64_t)0)
+
+static inline size_t hslot(const pass_t *P, uint64_t id)
+{
+    size_t mask = P->hcap - 1, i = (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 40) & mask;
+    while (P->hkeys[i] != HEMPTY && P->hkeys[i] != id) i = (i + 1) & mask;
+    return i;
+}
+
+static int hgrow(pass_t *P)
+{
+    size_t cap = P->hcap * 2;
+    uint64_t *k = malloc(cap * sizeof *k);
+    uint8_t *v = calloc(cap, 1);
+    if (!k || !v) { free(k); free(v); return QPP_ERR_NOMEM; }
+    memset(k, 0xFF, cap * sizeof *k);
+    uint64_t *ok = P->hkeys;
+    uint8_t *ov = P->hval;
+    size_t ocap = P->hcap;
+    P->hkeys = k; P->hval = v; P->hcap = cap;
+    for (size_t i = 0; i < ocap; i++)
+        if (ok[i] != HEMPTY) { size_t j = hslot(P, ok[i]); k[j] = ok[i]; v[j] = ov[i]; }
+    free(ok); free(ov);
+    return QPP_OK;
+}
+
+/* Slot of id, inserted if absent (NULL when out of memory: P->oom is set). */
+static uint8_t *hget_slot(pass_t *P, uint64_t id)
+{
+    size_t i = hslot(P, id);
+    if (P->hkeys[i] == id) return &P->hval[i];
+    if (2 * (P->hcount + 1) > P->hcap) {
+        if (hgrow(P)) { P->oom = 1; return NULL; }
+        i = hslot(P, id);
+    }
+    P->hkeys[i] = id; P->hval[i] = 0; P->hcount++;
+    return &P->hval[i];
+}
+
+static inline int nget(const pass_t *P, int f, size_t id)
+{
+    if (P->nodes) return (int)((P->nodes[3 * (id >> 6) + f] >> (id & 63)) & 1u);
+    size_t i = hslot(P, id);
+    return P->hkeys[i] == id ? (P->hval[i] >> f) & 1 : 0;
+}
+
+static inline void nflip(pass_t *P, int f, size_t id)
+{
+    if (P->nodes) { P->nodes[3 * (id >> 6) + f] ^= (uint64_t)1 << (id & 63); return; }
+    uint8_t *v = hget_slot(P, id);
+    if (v) *v ^= (uint8_t)(1u << f);
+}
+
 static inline void nset(pass_t *P, int f, size_t id, int v)
 {
-    uint64_t m = (uint64_t)1 << (id & 63), *w = &P->nodes[3 * (id >> 6) + f];
-    if (v) *w |= m; else *w &= ~m;
+    if (P->nodes) {
+        uint64_t m = (uint64_t)1 << (id & 63), *w = &P->nodes[3 * (id >> 6) + f];
+        if (v) *w |= m; else *w &= ~m;
+        return;
+    }
+    if (!v && !nget(P, f, id)) return;
+    uint8_t *s = hget_slot(P, id);
+    if (s) { if (v) *s |= (uint8_t)(1u << f); else *s &= (uint8_t)~(1u << f); }
 }
 
 static inline uint32_t blk_of(const pass_t *P, uint32_t q)
@@ -717,6 +802,12 @@ static int bob_flip(frame_t *F, size_t i, int variant)
  * clear the whole tree below the root of the leaf's block. */
 static void clear_bits(pass_t *P, int f, size_t s, size_t e)
 {
+    if (!P->nodes) {
+        for (size_t i = 0; i < P->hcap; i++)
+            if (P->hkeys[i] != HEMPTY && P->hkeys[i] >= s && P->hkeys[i] < e)
+                P->hval[i] &= (uint8_t)~(1u << f);
+        return;
+    }
     while (s < e && (s & 63)) { nset(P, f, s, 0); s++; }
     while (s + 64 <= e) { P->nodes[3 * (s >> 6) + f] = 0; s += 64; }
     while (s < e) { nset(P, f, s, 0); s++; }
@@ -767,19 +858,21 @@ static int frame_advance(qpp_cascade *c, frame_t *F)
     F->nact = w;
     if (F->inconsistent) {
         F->nact = F->nreq = 0;
-        F->wait = W_NONE; F->finished = 1; F->expect_bits = 0;
+        F->top = 0; F->finished = 1; F->expect_bits = 0;
         return QPP_OK;
     }
     if (F->nact && !F->nreq) return QPP_ERR_INTERNAL;
-    if (F->nreq) {
-        F->wait = W_RANGE; F->expect_bits = (uint32_t)F->nreq;
-    } else if (F->cur + 1 < F->npasses) {
+    /* The next pass starts once every bisection and cascade of this one has
+     * ended: starting it earlier saves round trips but costs leakage (measured:
+     * overlapping when <= 3 requests remain cut rounds by a third and raised f
+     * by 0.01-0.015; full overlap doubled f). */
+    if (F->cur + 1 < F->npasses && !F->nreq) {
         if ((st = pass_ready(c, F, F->cur + 1))) return st;
         F->cur++;
-        F->wait = W_TOP; F->expect_bits = top_bits(c, F, F->cur);
-    } else {
-        F->wait = W_NONE; F->finished = 1; F->expect_bits = 0;
+        F->top = 1;
     }
+    F->expect_bits = (F->top ? top_bits(c, F, F->cur) : 0) + (uint32_t)F->nreq;
+    if (!F->top && !F->nreq) F->finished = 1;
     return QPP_OK;
 }
 
@@ -790,7 +883,7 @@ static int build_request(qpp_cascade *c)
     uint64_t bits = 0;
     for (uint32_t t = 0; t < c->nframes; t++) {
         const frame_t *F = &c->f[t];
-        items += F->wait == W_TOP ? 1 : F->wait == W_RANGE ? F->nreq : 0;
+        items += (size_t)F->top + F->nreq;
         bits += F->expect_bits;
     }
     int st;
@@ -808,16 +901,15 @@ static int build_request(qpp_cascade *c)
     uint8_t *o = c->out + QPP_CASCADE_HEADER_BYTES;
     for (uint32_t t = 0; t < c->nframes; t++) {
         const frame_t *F = &c->f[t];
-        if (F->wait == W_TOP) {
+        if (F->top) {
             memset(o, 0, QPP_CASCADE_ITEM_BYTES);
             o[0] = (uint8_t)F->cur; o[1] = 1; o[2] = (uint8_t)t; o[3] = (uint8_t)(t >> 8);
             o += QPP_CASCADE_ITEM_BYTES;
-        } else if (F->wait == W_RANGE) {
-            for (size_t r = 0; r < F->nreq; r++, o += QPP_CASCADE_ITEM_BYTES) {
-                node_t l = child(F->req[r], 0);
-                o[0] = (uint8_t)l.pass; o[1] = 0; o[2] = (uint8_t)t; o[3] = (uint8_t)(t >> 8);
-                put32(o + 4, l.start); put32(o + 8, l.len);
-            }
+        }
+        for (size_t r = 0; r < F->nreq; r++, o += QPP_CASCADE_ITEM_BYTES) {
+            node_t l = child(F->req[r], 0);
+            o[0] = (uint8_t)l.pass; o[1] = 0; o[2] = (uint8_t)t; o[3] = (uint8_t)(t >> 8);
+            put32(o + 4, l.start); put32(o + 8, l.len);
         }
     }
     c->out_len = len; c->has_out = 1;
@@ -831,8 +923,8 @@ static inline int reply_bit(const uint8_t *pl, uint64_t b) { return (pl[b >> 3] 
 /* Consume F's share of a reply starting at bit b0. */
 static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t b0)
 {
-    if (F->wait == W_TOP) {
-        uint32_t j = F->cur, sent = F->expect_bits;
+    if (F->top) {
+        uint32_t j = F->cur, sent = top_bits(c, F, j);
         pass_t *P = &F->p[j];
         int par = 0;
         P->started = 1;
@@ -850,7 +942,10 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
             }
         }
         if (j == 0) F->total_parity = par;
-    } else if (F->wait == W_RANGE) {
+        b0 += sent;
+        F->top = 0;
+    }
+    {
         for (size_t t = 0; t < F->nreq; t++) {
             node_t x = F->req[t], l = child(x, 0), r = child(x, 1);
             pass_t *P = &F->p[x.pass];
@@ -865,7 +960,10 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
         }
         F->nreq = 0;
     }
-    return frame_advance(c, F);
+    int st = frame_advance(c, F);
+    for (uint32_t j = 0; j < F->npasses; j++)
+        if (F->p[j].oom) return QPP_ERR_NOMEM;
+    return st;
 }
 
 static int bob_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
@@ -891,7 +989,7 @@ static int bob_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
     uint64_t b = 0;
     for (uint32_t t = 0; t < c->nframes; t++) {
         frame_t *F = &c->f[t];
-        if (F->wait == W_NONE) continue;
+        if (F->finished) continue;
         uint32_t nb = F->expect_bits;
         int st = frame_consume(c, F, pl, b);
         if (st) return st;

@@ -1,0 +1,224 @@
+"""LDPC reconciliation benchmarks at QBER 1, 2, 5, 8 %.
+
+Per QBER one group ``ldpc-q<percent>`` holds:
+
+* ``baseline``: the PyPI ``ldpc`` package's ``BpDecoder`` (sum-product,
+  flooding schedule, syndrome input) decoding one frame of the mother code
+  with R0 <= 1 - 1.2 h(q) on a BSC(q) (bench-only dependency: ``pip install
+  ldpc``; without it a numpy min-sum stands in);
+* ``c_decode``: our C decoder (layered sum-product) on the same code, frame
+  and channel;
+* ``c_decode_batch8``: the same, 8 frames per call (one per AVX2 lane);
+* ``blind``: the whole ``ldpc-blind`` protocol through the in-memory pipe on
+  8 frames (units: sifted key bits). Its efficiency f = leaked/(n h(q)),
+  frame error rate and messages per block are measured once on
+  ``MEASURE_FRAMES`` frames and stored in ``extra_info``;
+* ``oneway``: the one-way ``ldpc`` method at f = 1.3 (two messages), same
+  figures.
+
+Throughputs are sifted (key) bits per second on one core.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+import pytest
+
+import postproc_c as pc
+from bench.common import record
+from postproc_c import codes, ldpc
+
+QBERS = (0.01, 0.02, 0.05, 0.08)
+MEASURE_FRAMES = 24
+TARGET_BPS = 100e6
+
+try:
+    import scipy.sparse as sp
+    from ldpc import BpDecoder
+except ImportError:  # pragma: no cover - bench-only dependency
+    BpDecoder = None
+
+
+def mother_for(q: float) -> float:
+    h = ldpc.binary_entropy(q)
+    return max(r for r in codes.RATES if r <= 1 - 1.2 * h)
+
+
+def frame(rng, n, q):
+    x = rng.integers(0, 2, n, dtype=np.uint8)
+    return x, x ^ (rng.random(n) < q).astype(np.uint8)
+
+
+@cache
+def measure(q: float, method: str = "ldpc-blind", f: float = 1.3) -> dict:
+    """Efficiency, frame error rate and messages of ``method`` over MEASURE_FRAMES frames."""
+    rng = np.random.default_rng(int(q * 1000) + 17)
+    k = codes.FRAME_BITS - int(round(ldpc.DELTA * codes.FRAME_BITS))
+    a, b = frame(rng, k * MEASURE_FRAMES, q)
+    opts = {} if method == "ldpc-blind" else {"f": f}
+    res = pc.reconcile_in_memory(a, b, q, method=method, seed=3, **opts)
+    d = res.details
+    wrong = int(np.sum(res.corrected.reshape(-1, k) != a.reshape(-1, k), axis=1).astype(bool).sum())
+    return {"efficiency": round(d["efficiency"], 4), "fer": (d["frames"] - d["frames_ok"]) / d["frames"],
+            "frames": d["frames"], "undetected_wrong_frames": wrong - (d["frames"] - d["frames_ok"]),
+            "messages_per_block": res.messages, "rounds": d["rounds"], "mother_rate": d["mother_rate"]}
+
+
+def numpy_minsum(spec, llr, syn_bits, iters=30, scale=0.75):
+    """Flooding normalized min-sum in numpy (fallback baseline)."""
+    rows = np.repeat(np.arange(spec.m), np.diff(spec.row_ptr.astype(np.int64)))
+    cols = spec.col_idx.astype(np.int64)
+    r = np.zeros(cols.size)
+    sgn_syn = 1 - 2 * syn_bits[rows].astype(np.float64)
+    post = llr.astype(np.float64)
+    for _ in range(iters):
+        q = post[cols] - r
+        a = np.abs(q)
+        neg = np.bincount(rows, q < 0, spec.m)[rows] - (q < 0)
+        order = np.lexsort((a, rows))
+        first = np.r_[0, np.flatnonzero(np.diff(rows[order])) + 1]
+        m1 = np.empty(spec.m)
+        m2 = np.empty(spec.m)
+        m1[rows[order[first]]] = a[order[first]]
+        m2[rows[order[first]]] = a[order[first + 1]]
+        arg = np.zeros(cols.size, bool)
+        arg[order[first]] = True
+        mag = np.where(arg, m2[rows], m1[rows]) * scale
+        r = np.where(neg % 2 == 1, -mag, mag) * sgn_syn
+        post = llr + np.bincount(cols, r, spec.n)
+        hard = (post < 0).astype(np.int64)
+        if np.array_equal(np.add.reduceat(hard[cols], spec.row_ptr[:-1].astype(np.int64)) % 2, syn_bits):
+            break
+    return (post < 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("q", QBERS)
+def test_baseline(benchmark, q):
+    benchmark.group = f"ldpc-q{q * 100:g}"
+    c = ldpc.code(mother_for(q))
+    rng = np.random.default_rng(1)
+    if BpDecoder is not None:
+        H = sp.csr_matrix((np.ones(c.spec.edges, np.uint8), c.spec.col_idx, c.spec.row_ptr),
+                          shape=(c.m, c.n))
+        dec = BpDecoder(H, error_rate=q, max_iter=60, bp_method="product_sum", schedule="parallel")
+
+        def setup():
+            x, y = frame(rng, c.n, q)
+            return ((H @ (x ^ y)).astype(np.uint8) % 2,), {}
+
+        benchmark.pedantic(dec.decode, setup=setup, rounds=5, iterations=1)
+        name = "ldpc (PyPI) BpDecoder product_sum, flooding"
+    else:  # pragma: no cover
+        def setup():
+            x, y = frame(rng, c.n, q)
+            llr = math.log((1 - q) / q) * (1 - 2 * y.astype(np.float64))
+            return (c.spec, llr, ldpc.unpack_bits(c.syndrome(ldpc.pack_bits(x)), c.m)), {}
+
+        benchmark.pedantic(numpy_minsum, setup=setup, rounds=3, iterations=1)
+        name = "numpy flooding min-sum"
+    record(benchmark, units=c.n, unit="bit", baseline=True, note=f"{name}, code R0={c.rate}")
+
+
+@pytest.mark.parametrize("q", QBERS)
+def test_c_decode(benchmark, q):
+    benchmark.group = f"ldpc-q{q * 100:g}"
+    c = ldpc.code(mother_for(q))
+    rng = np.random.default_rng(1)
+    L = np.float32(math.log((1 - q) / q))
+
+    def setup():
+        x, y = frame(rng, c.n, q)
+        return (L * (1 - 2 * y.astype(np.float32)), c.syndrome(ldpc.pack_bits(x))), {"max_iter": 60}
+
+    benchmark.pedantic(c.decode, setup=setup, rounds=5, iterations=1)
+    record(benchmark, units=c.n, unit="bit", note=f"qpp layered BP, code R0={c.rate}")
+
+
+@pytest.mark.parametrize("q", QBERS)
+def test_c_decode_batch8(benchmark, q):
+    benchmark.group = f"ldpc-q{q * 100:g}"
+    c = ldpc.code(mother_for(q))
+    rng = np.random.default_rng(1)
+    L = np.float32(math.log((1 - q) / q))
+
+    def setup():
+        llr = np.zeros((8, c.n), np.float32)
+        syn = np.zeros((8, (c.m + 63) // 64), np.uint64)
+        for i in range(8):
+            x, y = frame(rng, c.n, q)
+            llr[i] = L * (1 - 2 * y.astype(np.float32))
+            syn[i] = c.syndrome(ldpc.pack_bits(x))
+        return (llr, syn), {"max_iter": 60}
+
+    benchmark.pedantic(c.decode_batch, setup=setup, rounds=5, iterations=1)
+    record(benchmark, units=8 * c.n, unit="bit", note=f"qpp batched BP (8 frames), code R0={c.rate}")
+
+
+@pytest.mark.parametrize("q", QBERS)
+def test_blind(benchmark, q):
+    benchmark.group = f"ldpc-q{q * 100:g}"
+    info = measure(q)
+    rng = np.random.default_rng(2)
+    k = codes.FRAME_BITS - int(round(ldpc.DELTA * codes.FRAME_BITS))
+    nbits = 8 * k
+
+    def setup():
+        a, b = frame(rng, nbits, q)
+        return (a, b, q), {"method": "ldpc-blind", "seed": 1}
+
+    benchmark.pedantic(pc.reconcile_in_memory, setup=setup, rounds=3, iterations=1)
+    record(benchmark, units=nbits, unit="bit", target=TARGET_BPS if q == 0.02 else None,
+           note=f"ldpc-blind f={info['efficiency']} FER={info['fer']:.3f} over {info['frames']} frames",
+           **info)
+
+
+@pytest.mark.parametrize("q", QBERS)
+def test_oneway(benchmark, q):
+    benchmark.group = f"ldpc-q{q * 100:g}"
+    info = measure(q, "ldpc", 1.3)
+    rng = np.random.default_rng(2)
+    k = codes.FRAME_BITS - int(round(ldpc.DELTA * codes.FRAME_BITS))
+    nbits = 8 * k
+
+    def setup():
+        a, b = frame(rng, nbits, q)
+        return (a, b, q), {"method": "ldpc", "seed": 1, "f": 1.3}
+
+    benchmark.pedantic(pc.reconcile_in_memory, setup=setup, rounds=3, iterations=1)
+    record(benchmark, units=nbits, unit="bit",
+           note=f"ldpc one-way f={info['efficiency']} FER={info['fer']:.3f} over {info['frames']} frames",
+           **info)
+
+
+def code_table(frames: int = 20, fs: tuple[float, ...] = (1.05, 1.10, 1.15, 1.20)) -> list[str]:
+    """Frame error rate of each unpunctured mother code (layered BP, 100 iterations) at
+    the QBER where its rate gives efficiency f: h(q) = (m/n)/f. The table in
+    ``postproc_c/codes.py`` comes from ``python -m bench.test_bench_ldpc``."""
+    lines = []
+    for r in codes.RATES:
+        c = ldpc.code(r)
+        rng = np.random.default_rng(7)
+        row = []
+        for f in fs:
+            lo, hi = 1e-6, 0.5                      # bisection for h(q) = (m/n)/f
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if ldpc.binary_entropy(mid) < (c.m / c.n) / f else (lo, mid)
+            q = lo
+            fail = 0
+            for _ in range(frames):
+                x, y = frame(rng, c.n, q)
+                llr = (np.float32(math.log((1 - q) / q)) * (1 - 2 * y.astype(np.float32))).astype(np.float32)
+                out, ok, _, _ = c.decode(llr, c.syndrome(ldpc.pack_bits(x)), max_iter=100)
+                fail += not (ok and np.array_equal(ldpc.unpack_bits(out, c.n), x))
+            row.append(f"f={f:.2f} q={q:.4f} FER {fail}/{frames}")
+        lines.append(f"R0={r:.2f} n={c.n} m={c.m} edges={c.spec.edges} DE threshold {c.spec.threshold}: "
+                     + "; ".join(row))
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(code_table()))

@@ -1,0 +1,132 @@
+/* LDPC syndrome reconciliation: code object, syndrome, decoder, and the
+ * per-side protocol state machine (rate adaptation by puncturing/shortening,
+ * blind reveal rounds). See postproc_c/src/ldpc_decode.c and ldpc_side.c.
+ *
+ * Also cdef text for cffi: enums only, no macros except QPP_WUR.
+ */
+#ifndef QPP_LDPC_H
+#define QPP_LDPC_H
+
+#include "qpp_common.h"
+
+/* ---- code ------------------------------------------------------------- */
+
+/* Opaque parity-check matrix H (m x n), stored by rows and by columns. */
+typedef struct qpp_ldpc_code qpp_ldpc_code;
+
+enum qpp_ldpc_limits {
+    QPP_LDPC_MAX_N = 1048576,       /* frame length limit (bits) */
+    QPP_LDPC_MAX_DEGREE = 4096,     /* check or variable degree limit */
+    QPP_LDPC_MSG_HEADER = 24,       /* bytes of every message header */
+    QPP_LDPC_SYN_PREFIX = 32        /* bytes of the SYNDROME payload before the syndromes */
+};
+
+enum qpp_ldpc_algorithm {
+    QPP_LDPC_MINSUM = 0,            /* layered normalized min-sum (scale = normalization) */
+    QPP_LDPC_BP = 1                 /* layered sum-product (tanh rule) */
+};
+
+/* Build H from CSR rows: row r holds col_idx[row_ptr[r] .. row_ptr[r+1]).
+ * Columns in a row must be < n and distinct; every row and column needs
+ * degree >= 1. The arrays are copied. */
+int qpp_ldpc_code_create(qpp_ldpc_code **out, uint32_t n, uint32_t m,
+                         const uint32_t *row_ptr, const uint32_t *col_idx, size_t n_edges) QPP_WUR;
+void qpp_ldpc_code_free(qpp_ldpc_code *code);
+uint32_t qpp_ldpc_code_n(const qpp_ldpc_code *code);
+uint32_t qpp_ldpc_code_m(const qpp_ldpc_code *code);
+size_t qpp_ldpc_code_edges(const qpp_ldpc_code *code);
+
+/* syn = H x (mod 2). x: n bits packed (x_words >= words(n)); syn: m bits
+ * (syn_words >= words(m)); unused high bits of syn's last word are zeroed. */
+int qpp_ldpc_syndrome(const qpp_ldpc_code *code, const uint64_t *x, size_t x_words,
+                      uint64_t *syn, size_t syn_words) QPP_WUR;
+
+/* Decode: find x with H x = syn closest to the channel LLRs llr[0..n)
+ * (llr > 0 means bit 0 more likely). Layered schedule over the rows in
+ * order, early stop when the hard decision satisfies the syndrome.
+ * out: n bits of the hard decision; *iterations: iterations run;
+ * *matched: 1 if H out == syn, else 0 (status is still QPP_OK).
+ * llr_out (may be NULL): posterior LLRs, n floats. */
+int qpp_ldpc_decode(const qpp_ldpc_code *code, const float *llr, const uint64_t *syn, size_t syn_words,
+                    uint32_t max_iter, int algorithm, float scale,
+                    uint64_t *out, size_t out_words, float *llr_out,
+                    uint32_t *iterations, int *matched) QPP_WUR;
+
+/* Sum-product decode of lanes (1..8) frames at once, 8 frames per AVX2
+ * vector. llr: lanes * n floats (frame l at l*n); syn: lanes * words(m);
+ * out: lanes * words(n); iterations, matched: lanes entries. Each frame's
+ * result is bit-identical to qpp_ldpc_decode(..., QPP_LDPC_BP, ...) with the
+ * same max_iter on that frame alone (stall 0); stall > 0 stops a frame after
+ * that many iterations without a new minimum of unsatisfied checks. */
+int qpp_ldpc_decode_batch(const qpp_ldpc_code *code, uint32_t lanes, const float *llr, const uint64_t *syn,
+                          size_t syn_words, uint32_t max_iter, uint32_t stall,
+                          uint64_t *out, size_t out_words, uint32_t *iterations, int *matched) QPP_WUR;
+
+/* ---- protocol side ---------------------------------------------------- */
+
+typedef struct qpp_ldpc_side qpp_ldpc_side;
+
+enum qpp_ldpc_role { QPP_LDPC_ALICE = 0, QPP_LDPC_BOB = 1 };
+
+enum qpp_ldpc_msg_type {
+    QPP_LDPC_MSG_SYNDROME = 1,      /* Alice -> Bob: parameters + syndromes of every frame */
+    QPP_LDPC_MSG_STATUS = 2,        /* Bob -> Alice: one byte per frame */
+    QPP_LDPC_MSG_REVEAL = 3         /* Alice -> Bob: values of the next punctured bits */
+};
+
+enum qpp_ldpc_frame_status {
+    QPP_LDPC_FRAME_RETRY = 0,       /* not decoded, wants a reveal */
+    QPP_LDPC_FRAME_OK = 1,          /* syndrome matched */
+    QPP_LDPC_FRAME_FAILED = 2       /* not decoded, nothing left to reveal */
+};
+
+struct qpp_ldpc_config {
+    uint32_t n_short;               /* positions[0 .. n_short) shortened from the start (value 0) */
+    uint32_t reveal_step;           /* punctured bits revealed per failed round; 0 = one-way */
+    uint32_t max_iter;              /* decoder iterations per attempt */
+    uint32_t stall;                 /* stop an attempt after this many iterations without a new
+                                       minimum of unsatisfied checks; 0 = run to max_iter */
+    int algorithm;                  /* enum qpp_ldpc_algorithm */
+    float scale;                    /* min-sum normalization (ignored by BP) */
+    float channel_llr;              /* log((1-q)/q) for the key bits */
+    uint32_t code_tag;              /* identifies the code; both sides must agree */
+};
+
+/* positions[0..n_pos): the d = n_pos rate-adaptation positions of each frame
+ * (distinct, < n); the rest of the frame, in increasing order, carries key
+ * bits. Frames hold k = n - d key bits; the last frame may hold fewer, its
+ * spare key positions are shortened to 0. key: key_bits packed bits.
+ * Alice passes punct: n_frames * d bits (frame f at bits f*d ..), her private
+ * random values for the punctured positions (positions < n_short are forced
+ * to 0); Bob passes NULL/0. The key and punct arrays are copied. */
+int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int role,
+                         const uint64_t *key, size_t key_words, uint64_t key_bits,
+                         const uint32_t *positions, uint32_t n_pos,
+                         const uint64_t *punct, size_t punct_words,
+                         const struct qpp_ldpc_config *config) QPP_WUR;
+void qpp_ldpc_side_free(qpp_ldpc_side *side);
+
+/* Number of frames the key is split into. */
+uint32_t qpp_ldpc_side_frames(const qpp_ldpc_side *side);
+
+/* Size in bytes of the next outgoing message, 0 if none is ready. */
+size_t qpp_ldpc_side_pending(const qpp_ldpc_side *side);
+/* Write the next outgoing message into buf (cap >= pending); *len = bytes
+ * written. May run the decoder (Bob). Returns QPP_ERR_STATE if none ready. */
+int qpp_ldpc_side_next(qpp_ldpc_side *side, uint8_t *buf, size_t cap, size_t *len) QPP_WUR;
+/* Consume one incoming message. A malformed, truncated, out-of-order or
+ * mismatched message returns QPP_ERR_MESSAGE and leaves the side unchanged. */
+int qpp_ldpc_side_feed(qpp_ldpc_side *side, const uint8_t *msg, size_t len) QPP_WUR;
+int qpp_ldpc_side_done(const qpp_ldpc_side *side);
+
+/* Result once done: key (key_bits packed; Bob's corrected key, Alice's own),
+ * leaked bits, frames decoded, frames total, messages sent+received,
+ * reveal rounds, decoder iterations summed. */
+int qpp_ldpc_side_result(const qpp_ldpc_side *side, uint64_t *key, size_t key_words,
+                         uint64_t *leaked_bits, uint32_t *frames_ok, uint32_t *messages,
+                         uint32_t *rounds, uint64_t *iterations) QPP_WUR;
+/* Per-frame status (enum qpp_ldpc_frame_status) and punctured count left. */
+int qpp_ldpc_side_frame_info(const qpp_ldpc_side *side, uint32_t frame, int *status,
+                             uint32_t *n_punct_left) QPP_WUR;
+
+#endif

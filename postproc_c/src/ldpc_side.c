@@ -1,0 +1,584 @@
+/* One side (Alice or Bob) of rate-adaptive / blind LDPC syndrome
+ * reconciliation as a state machine over byte messages.
+ *
+ * Rate adaptation (Elkouss, Martinez-Mateo, Martin, QIC 11 (2011) 226,
+ * Eq. (3)-(4)): each n-bit frame of a mother code of rate R0 carries
+ * k = n - d key bits; of the d = p + s adaptation positions, s are shortened
+ * (value known to Bob) and p punctured (Alice's private random bits), giving
+ * the effective rate R = (R0 - sigma) / (1 - pi - sigma), pi = p/n,
+ * sigma = s/n. Blind reconciliation (Martinez-Mateo, Elkouss, Martin, QIC 12
+ * (2012) 791, Sec. 3): when Bob's decoder fails, Alice reveals the values of
+ * the next reveal_step punctured bits, turning them into shortened ones, and
+ * Bob decodes again, until it succeeds or nothing is left to reveal.
+ *
+ * Leakage of a frame that ends with p punctured positions: the syndrome
+ * (m bits) minus the p bits of Alice's private randomness it also has to
+ * carry, leak = m - p (the numerator of f = (1 - R)/h(q) times the k key
+ * bits: (1 - R) k = m - p, Elkouss 2011 Eq. (4)); every revealed bit lowers p
+ * by one and so costs one bit. Padding of a short last frame is shortened to
+ * 0 and costs nothing.
+ *
+ * Message layout (all integers little-endian), header of 24 bytes:
+ *   0  'Q' 'L' 'D' 'P'   magic
+ *   4  u8  version = 1
+ *   5  u8  type (enum qpp_ldpc_msg_type)
+ *   6  u16 reserved = 0
+ *   8  u32 sequence number of the sender (0, 1, 2, ... per direction)
+ *  12  u32 code tag (both sides' config.code_tag must match)
+ *  16  u32 count (frames described by the payload)
+ *  20  u32 payload length in bytes (= message length - 24)
+ * Payloads:
+ *   SYNDROME: u32 n, u32 m, u32 d, u32 n_short, u32 reveal_step, u32 0,
+ *             u64 key_bits, then count = n_frames syndromes of words(m) u64
+ *             each (LSB-first bits, unused high bits zero).
+ *   STATUS:   count = n_frames bytes, enum qpp_ldpc_frame_status per frame.
+ *   REVEAL:   count = frames still RETRY, each words(delta) u64 holding the
+ *             values of the next delta = min(step, punctured left) positions.
+ * Every field is checked against the receiver's own state before anything is
+ * changed; a refused message leaves the side as it was.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "qpp_ldpc.h"
+#include "ldpc_internal.h"
+
+enum { ST_A_SEND_SYN, ST_A_WAIT_STATUS, ST_A_SEND_REVEAL, ST_B_WAIT_SYN, ST_B_DECODE, ST_B_WAIT_REVEAL,
+       ST_DONE };
+
+static const float BIG_LLR = 1000.0f;   /* a known (shortened/revealed) bit */
+
+struct qpp_ldpc_side {
+    const qpp_ldpc_code *code;          /* borrowed: the caller keeps it alive */
+    int role, state;
+    struct qpp_ldpc_config cfg;
+    uint32_t n, m, d, k, frames;
+    size_t nw, mw;
+    uint64_t key_bits;
+    uint32_t *pos;                      /* d adaptation positions */
+    uint32_t *keypos;                   /* k key positions, increasing */
+    uint64_t *x;                        /* frames * nw: Alice's word / Bob's known values */
+    uint64_t *y;                        /* Bob: frames * nw, his noisy word */
+    uint64_t *dec;                      /* Bob: frames * nw, decoder output */
+    uint64_t *syn;                      /* frames * mw */
+    uint8_t *status;                    /* per frame */
+    uint32_t *fixed;                    /* per frame: adaptation positions known to Bob */
+    float *llr;                         /* Bob: n */
+    ldpc_ws ws;
+    /* Bob: inputs and outputs of one batch of up to 8 frames (sum-product decodes 8 at once) */
+    float *bllr;                        /* 8 * n */
+    uint64_t *bsyn, *bout;              /* 8 * mw, 8 * nw */
+    uint32_t seq_out, seq_in, messages, rounds;
+    uint64_t iterations;
+};
+
+static size_t wfor(size_t bits) { return (bits + 63) / 64; }
+static unsigned getbit(const uint64_t *w, uint64_t i) { return (unsigned)(w[i >> 6] >> (i & 63)) & 1u; }
+static void setbit(uint64_t *w, uint64_t i, unsigned b)
+{
+    w[i >> 6] = (w[i >> 6] & ~(UINT64_C(1) << (i & 63))) | ((uint64_t)(b & 1u) << (i & 63));
+}
+static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void put64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+/* Key bits carried by frame f (the last one may be short). */
+static uint32_t frame_keylen(const qpp_ldpc_side *s, uint32_t f)
+{
+    uint64_t start = (uint64_t)f * s->k;
+    uint64_t left = s->key_bits - start;
+    return left < s->k ? (uint32_t)left : s->k;
+}
+
+static uint32_t delta_now(const qpp_ldpc_side *s, uint32_t f)
+{
+    uint32_t left = s->d - s->fixed[f];
+    return left < s->cfg.reveal_step ? left : s->cfg.reveal_step;
+}
+
+static uint32_t count_retry(const qpp_ldpc_side *s)
+{
+    uint32_t c = 0;
+    for (uint32_t f = 0; f < s->frames; f++)
+        c += s->status[f] == QPP_LDPC_FRAME_RETRY;
+    return c;
+}
+
+void qpp_ldpc_side_free(qpp_ldpc_side *s)
+{
+    if (!s)
+        return;
+    /* Wipe key-bearing buffers before release. */
+    if (s->x)
+        memset(s->x, 0, (size_t)s->frames * s->nw * sizeof *s->x);
+    if (s->y)
+        memset(s->y, 0, (size_t)s->frames * s->nw * sizeof *s->y);
+    if (s->dec)
+        memset(s->dec, 0, (size_t)s->frames * s->nw * sizeof *s->dec);
+    free(s->pos);
+    free(s->keypos);
+    free(s->x);
+    free(s->y);
+    free(s->dec);
+    free(s->syn);
+    free(s->status);
+    free(s->fixed);
+    free(s->llr);
+    free(s->bllr);
+    free(s->bsyn);
+    free(s->bout);
+    ldpc_ws_free(&s->ws);
+    free(s);
+}
+
+int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int role,
+                         const uint64_t *key, size_t key_words, uint64_t key_bits,
+                         const uint32_t *positions, uint32_t n_pos,
+                         const uint64_t *punct, size_t punct_words,
+                         const struct qpp_ldpc_config *cfg)
+{
+    if (!out || !code || !key || !cfg || (n_pos && !positions))
+        return QPP_ERR_NULL;
+    *out = NULL;
+    if (role != QPP_LDPC_ALICE && role != QPP_LDPC_BOB)
+        return QPP_ERR_VALUE;
+    uint32_t n = code->n;
+    if (n_pos >= n || key_bits == 0 || key_words < wfor(key_bits))
+        return QPP_ERR_LENGTH;
+    uint32_t k = n - n_pos;
+    uint64_t frames64 = (key_bits + k - 1) / k;
+    /* every message must fit its u32 payload length */
+    if (frames64 > 1000000 || frames64 * wfor(code->m) * 8 + QPP_LDPC_SYN_PREFIX > 0x7fffffffu)
+        return QPP_ERR_LENGTH;
+    uint32_t frames = (uint32_t)frames64;
+    if (role == QPP_LDPC_ALICE) {
+        if (n_pos && !punct)
+            return QPP_ERR_NULL;
+        if (punct_words < wfor((uint64_t)frames * n_pos))
+            return QPP_ERR_LENGTH;
+    }
+    if (cfg->n_short > n_pos || cfg->max_iter > 100000 || cfg->stall > 100000)
+        return QPP_ERR_VALUE;
+    if (cfg->algorithm != QPP_LDPC_MINSUM && cfg->algorithm != QPP_LDPC_BP)
+        return QPP_ERR_VALUE;
+    if (!(cfg->scale > 0.0f && cfg->scale <= 1.0f) || !(cfg->channel_llr > 0.0f && cfg->channel_llr < 100.0f))
+        return QPP_ERR_VALUE;
+
+    qpp_ldpc_side *s = calloc(1, sizeof *s);
+    if (!s)
+        return QPP_ERR_NOMEM;
+    s->code = code;
+    s->role = role;
+    s->cfg = *cfg;
+    s->n = n;
+    s->m = code->m;
+    s->d = n_pos;
+    s->k = k;
+    s->frames = frames;
+    s->nw = wfor(n);
+    s->mw = wfor(code->m);
+    s->key_bits = key_bits;
+    s->state = role == QPP_LDPC_ALICE ? ST_A_SEND_SYN : ST_B_WAIT_SYN;
+    size_t fw = (size_t)frames * s->nw;
+    s->pos = malloc((n_pos ? n_pos : 1) * sizeof *s->pos);
+    s->keypos = malloc((size_t)k * sizeof *s->keypos);
+    s->x = calloc(fw, sizeof *s->x);
+    s->syn = calloc((size_t)frames * s->mw, sizeof *s->syn);
+    s->status = calloc(frames, 1);
+    s->fixed = calloc(frames, sizeof *s->fixed);
+    uint8_t *used = calloc(n, 1);
+    int st = QPP_ERR_NOMEM;
+    if (!s->pos || !s->keypos || !s->x || !s->syn || !s->status || !s->fixed || !used)
+        goto fail;
+    if (role == QPP_LDPC_BOB) {
+        s->y = calloc(fw, sizeof *s->y);
+        s->dec = calloc(fw, sizeof *s->dec);
+        s->llr = malloc((size_t)n * sizeof *s->llr);
+        if (!s->y || !s->dec || !s->llr || ldpc_ws_init(&s->ws, code) != QPP_OK)
+            goto fail;
+        s->bllr = malloc((size_t)8 * n * sizeof *s->bllr);
+        s->bsyn = malloc((size_t)8 * s->mw * sizeof *s->bsyn);
+        s->bout = malloc((size_t)8 * s->nw * sizeof *s->bout);
+        if (!s->bllr || !s->bsyn || !s->bout)
+            goto fail;
+    }
+    for (uint32_t j = 0; j < n_pos; j++) {
+        if (positions[j] >= n) {
+            st = QPP_ERR_RANGE;
+            goto fail;
+        }
+        if (used[positions[j]]) {
+            st = QPP_ERR_VALUE;
+            goto fail;
+        }
+        used[positions[j]] = 1;
+        s->pos[j] = positions[j];
+    }
+    for (uint32_t v = 0, i = 0; v < n; v++)
+        if (!used[v])
+            s->keypos[i++] = v;
+    free(used);
+    used = NULL;
+
+    /* Lay the key (and Alice's punctured values) into the frames. */
+    uint64_t *w = role == QPP_LDPC_ALICE ? s->x : s->y;
+    for (uint32_t f = 0; f < frames; f++) {
+        uint64_t *fr = w + (size_t)f * s->nw;
+        uint32_t kl = frame_keylen(s, f);
+        uint64_t base = (uint64_t)f * k;
+        for (uint32_t i = 0; i < kl; i++)
+            setbit(fr, s->keypos[i], getbit(key, base + i));
+        if (role == QPP_LDPC_ALICE)
+            for (uint32_t j = cfg->n_short; j < n_pos; j++)
+                setbit(fr, s->pos[j], getbit(punct, (uint64_t)f * n_pos + j));
+        s->fixed[f] = cfg->n_short;
+    }
+    if (role == QPP_LDPC_ALICE)
+        for (uint32_t f = 0; f < frames; f++)
+            ldpc_syndrome_raw(code, s->x + (size_t)f * s->nw, s->syn + (size_t)f * s->mw);
+    *out = s;
+    return QPP_OK;
+fail:
+    free(used);
+    qpp_ldpc_side_free(s);
+    return st;
+}
+
+uint32_t qpp_ldpc_side_frames(const qpp_ldpc_side *s) { return s ? s->frames : 0; }
+int qpp_ldpc_side_done(const qpp_ldpc_side *s) { return s && s->state == ST_DONE; }
+
+static size_t payload_len(const qpp_ldpc_side *s, int type)
+{
+    switch (type) {
+    case QPP_LDPC_MSG_SYNDROME:
+        return QPP_LDPC_SYN_PREFIX + (size_t)s->frames * s->mw * 8;
+    case QPP_LDPC_MSG_STATUS:
+        return s->frames;
+    case QPP_LDPC_MSG_REVEAL: {
+        size_t tot = 0;
+        for (uint32_t f = 0; f < s->frames; f++)
+            if (s->status[f] == QPP_LDPC_FRAME_RETRY)
+                tot += wfor(delta_now(s, f)) * 8;
+        return tot;
+    }
+    default:
+        return 0;
+    }
+}
+
+size_t qpp_ldpc_side_pending(const qpp_ldpc_side *s)
+{
+    if (!s)
+        return 0;
+    switch (s->state) {
+    case ST_A_SEND_SYN:
+        return QPP_LDPC_MSG_HEADER + payload_len(s, QPP_LDPC_MSG_SYNDROME);
+    case ST_A_SEND_REVEAL:
+        return QPP_LDPC_MSG_HEADER + payload_len(s, QPP_LDPC_MSG_REVEAL);
+    case ST_B_DECODE:
+        return QPP_LDPC_MSG_HEADER + payload_len(s, QPP_LDPC_MSG_STATUS);
+    default:
+        return 0;
+    }
+}
+
+static void write_header(uint8_t *b, int type, uint32_t seq, uint32_t tag, uint32_t count, uint32_t plen)
+{
+    memcpy(b, "QLDP", 4);
+    b[4] = 1;
+    b[5] = (uint8_t)type;
+    b[6] = b[7] = 0;
+    put32(b + 8, seq);
+    put32(b + 12, tag);
+    put32(b + 16, count);
+    put32(b + 20, plen);
+}
+
+/* Bob: channel LLRs of frame f with what he now knows. */
+static void frame_llr(const qpp_ldpc_side *s, uint32_t f, float *llr)
+{
+    const uint64_t *yf = s->y + (size_t)f * s->nw, *kf = s->x + (size_t)f * s->nw;
+    uint32_t kl = frame_keylen(s, f);
+    for (uint32_t i = 0; i < s->k; i++) {
+        uint32_t v = s->keypos[i];
+        if (i < kl)
+            llr[v] = getbit(yf, v) ? -s->cfg.channel_llr : s->cfg.channel_llr;
+        else
+            llr[v] = BIG_LLR;                 /* padding of a short frame: known 0 */
+    }
+    for (uint32_t j = 0; j < s->d; j++) {
+        uint32_t v = s->pos[j];
+        if (j < s->fixed[f])
+            llr[v] = getbit(kf, v) ? -BIG_LLR : BIG_LLR;
+        else
+            llr[v] = 0.0f;                    /* punctured: no information */
+    }
+}
+
+static void settle(qpp_ldpc_side *s, uint32_t f, int ok, uint32_t it)
+{
+    s->iterations += it;
+    if (ok)
+        s->status[f] = QPP_LDPC_FRAME_OK;
+    else if (s->cfg.reveal_step == 0 || s->fixed[f] >= s->d)
+        s->status[f] = QPP_LDPC_FRAME_FAILED;
+    /* else stays RETRY */
+}
+
+static int decode_batch(qpp_ldpc_side *s, const uint32_t *idx, uint32_t cnt)
+{
+    uint32_t its[8];
+    int ok[8];
+    for (uint32_t l = 0; l < cnt; l++) {
+        frame_llr(s, idx[l], s->bllr + (size_t)l * s->n);
+        memcpy(s->bsyn + (size_t)l * s->mw, s->syn + (size_t)idx[l] * s->mw, s->mw * sizeof *s->bsyn);
+    }
+    int st = ldpc_decode_batch_raw(s->code, cnt, s->bllr, s->bsyn, s->cfg.max_iter, s->cfg.stall, s->bout,
+                                   its, ok);
+    if (st)
+        return st;
+    for (uint32_t l = 0; l < cnt; l++) {
+        memcpy(s->dec + (size_t)idx[l] * s->nw, s->bout + (size_t)l * s->nw, s->nw * sizeof *s->dec);
+        settle(s, idx[l], ok[l], its[l]);
+    }
+    return QPP_OK;
+}
+
+/* Bob: decode every RETRY frame with what he now knows. Sum-product runs 8
+ * frames per batch; min-sum one frame at a time. Frames decided before an
+ * allocation failure keep their result; a retry decodes only the rest. */
+static int decode_pending(qpp_ldpc_side *s)
+{
+    uint32_t idx[8], cnt = 0;
+    for (uint32_t f = 0; f < s->frames; f++) {
+        if (s->status[f] != QPP_LDPC_FRAME_RETRY)
+            continue;
+        if (s->cfg.algorithm == QPP_LDPC_BP) {
+            idx[cnt++] = f;
+            if (cnt == 8) {
+                int st = decode_batch(s, idx, cnt);
+                if (st)
+                    return st;
+                cnt = 0;
+            }
+            continue;
+        }
+        uint32_t it = 0;
+        int ok = 0;
+        frame_llr(s, f, s->llr);
+        ldpc_decode_ws(s->code, s->llr, s->syn + (size_t)f * s->mw, s->cfg.max_iter, s->cfg.stall,
+                       s->cfg.algorithm, s->cfg.scale, s->dec + (size_t)f * s->nw, NULL, &it, &ok, &s->ws);
+        settle(s, f, ok, it);
+    }
+    if (cnt == 1) {                     /* a lone frame: the row-vectorized single decoder is faster */
+        uint32_t it = 0;
+        int ok = 0;
+        frame_llr(s, idx[0], s->llr);
+        ldpc_decode_ws(s->code, s->llr, s->syn + (size_t)idx[0] * s->mw, s->cfg.max_iter, s->cfg.stall,
+                       s->cfg.algorithm, s->cfg.scale, s->dec + (size_t)idx[0] * s->nw, NULL, &it, &ok, &s->ws);
+        settle(s, idx[0], ok, it);
+        return QPP_OK;
+    }
+    return cnt ? decode_batch(s, idx, cnt) : QPP_OK;
+}
+
+int qpp_ldpc_side_next(qpp_ldpc_side *s, uint8_t *buf, size_t cap, size_t *len)
+{
+    if (!s || !buf || !len)
+        return QPP_ERR_NULL;
+    size_t need = qpp_ldpc_side_pending(s);
+    if (need == 0)
+        return QPP_ERR_STATE;
+    if (cap < need)
+        return QPP_ERR_LENGTH;
+    if (s->state == ST_B_DECODE) {
+        int st = decode_pending(s);     /* only RETRY frames; decided ones are final */
+        if (st)
+            return st;
+    }
+    size_t plen = need - QPP_LDPC_MSG_HEADER;
+    uint8_t *p = buf + QPP_LDPC_MSG_HEADER;
+    if (s->state == ST_A_SEND_SYN) {
+        write_header(buf, QPP_LDPC_MSG_SYNDROME, s->seq_out, s->cfg.code_tag, s->frames, (uint32_t)plen);
+        put32(p, s->n);
+        put32(p + 4, s->m);
+        put32(p + 8, s->d);
+        put32(p + 12, s->cfg.n_short);
+        put32(p + 16, s->cfg.reveal_step);
+        put32(p + 20, 0);
+        put64(p + 24, s->key_bits);
+        p += QPP_LDPC_SYN_PREFIX;
+        for (size_t i = 0; i < (size_t)s->frames * s->mw; i++, p += 8)
+            put64(p, s->syn[i]);
+        s->state = ST_A_WAIT_STATUS;
+    } else if (s->state == ST_A_SEND_REVEAL) {
+        uint32_t cnt = count_retry(s);
+        write_header(buf, QPP_LDPC_MSG_REVEAL, s->seq_out, s->cfg.code_tag, cnt, (uint32_t)plen);
+        for (uint32_t f = 0; f < s->frames; f++) {
+            if (s->status[f] != QPP_LDPC_FRAME_RETRY)
+                continue;
+            uint32_t dl = delta_now(s, f);
+            size_t ww = wfor(dl);
+            const uint64_t *fr = s->x + (size_t)f * s->nw;
+            for (size_t wi = 0; wi < ww; wi++) {
+                uint64_t word = 0;
+                for (uint32_t b = 0; b < 64 && wi * 64 + b < dl; b++)
+                    word |= (uint64_t)getbit(fr, s->pos[s->fixed[f] + wi * 64 + b]) << b;
+                put64(p, word);
+                p += 8;
+            }
+            s->fixed[f] += dl;
+        }
+        s->rounds++;
+        s->state = ST_A_WAIT_STATUS;
+    } else {                            /* ST_B_DECODE */
+        write_header(buf, QPP_LDPC_MSG_STATUS, s->seq_out, s->cfg.code_tag, s->frames, (uint32_t)plen);
+        memcpy(p, s->status, s->frames);
+        s->state = count_retry(s) ? ST_B_WAIT_REVEAL : ST_DONE;
+    }
+    s->seq_out++;
+    s->messages++;
+    *len = need;
+    return QPP_OK;
+}
+
+static int check_pad(uint64_t word, uint32_t used_bits)
+{
+    return used_bits >= 64 || (word >> used_bits) == 0;
+}
+
+int qpp_ldpc_side_feed(qpp_ldpc_side *s, const uint8_t *msg, size_t len)
+{
+    if (!s || !msg)
+        return QPP_ERR_NULL;
+    if (len < QPP_LDPC_MSG_HEADER || memcmp(msg, "QLDP", 4) != 0 || msg[4] != 1 || msg[6] || msg[7])
+        return QPP_ERR_MESSAGE;
+    int type = msg[5];
+    uint32_t seq = get32(msg + 8), tag = get32(msg + 12), count = get32(msg + 16), plen = get32(msg + 20);
+    if ((size_t)plen != len - QPP_LDPC_MSG_HEADER || seq != s->seq_in || tag != s->cfg.code_tag)
+        return QPP_ERR_MESSAGE;
+    const uint8_t *p = msg + QPP_LDPC_MSG_HEADER;
+    uint32_t mpad = s->m & 63 ? s->m & 63 : 64;
+
+    if (type == QPP_LDPC_MSG_SYNDROME && s->state == ST_B_WAIT_SYN) {
+        if (count != s->frames || (size_t)plen != payload_len(s, QPP_LDPC_MSG_SYNDROME))
+            return QPP_ERR_MESSAGE;
+        if (get32(p) != s->n || get32(p + 4) != s->m || get32(p + 8) != s->d ||
+            get32(p + 12) != s->cfg.n_short || get32(p + 16) != s->cfg.reveal_step || get32(p + 20) != 0 ||
+            get64(p + 24) != s->key_bits)
+            return QPP_ERR_MESSAGE;
+        const uint8_t *q = p + QPP_LDPC_SYN_PREFIX;
+        for (uint32_t f = 0; f < s->frames; f++)
+            if (!check_pad(get64(q + ((size_t)f * s->mw + s->mw - 1) * 8), mpad))
+                return QPP_ERR_MESSAGE;
+        /* valid: commit */
+        for (size_t i = 0; i < (size_t)s->frames * s->mw; i++)
+            s->syn[i] = get64(q + 8 * i);
+        s->state = ST_B_DECODE;
+    } else if (type == QPP_LDPC_MSG_STATUS && s->state == ST_A_WAIT_STATUS) {
+        if (count != s->frames || plen != s->frames)
+            return QPP_ERR_MESSAGE;
+        uint32_t retry = 0;
+        for (uint32_t f = 0; f < s->frames; f++) {
+            uint8_t v = p[f];
+            if (v > QPP_LDPC_FRAME_FAILED)
+                return QPP_ERR_MESSAGE;
+            /* a decided frame stays decided; RETRY only while something is left to reveal */
+            if (s->seq_in > 0 && s->status[f] != QPP_LDPC_FRAME_RETRY && v != s->status[f])
+                return QPP_ERR_MESSAGE;
+            if (v == QPP_LDPC_FRAME_RETRY && (s->cfg.reveal_step == 0 || s->fixed[f] >= s->d))
+                return QPP_ERR_MESSAGE;
+            if (v == QPP_LDPC_FRAME_FAILED && s->status[f] == QPP_LDPC_FRAME_RETRY &&
+                s->cfg.reveal_step && s->fixed[f] < s->d)
+                return QPP_ERR_MESSAGE;     /* Bob may only give up with nothing left */
+            retry += v == QPP_LDPC_FRAME_RETRY;
+        }
+        memcpy(s->status, p, s->frames);
+        s->state = retry ? ST_A_SEND_REVEAL : ST_DONE;
+    } else if (type == QPP_LDPC_MSG_REVEAL && s->state == ST_B_WAIT_REVEAL) {
+        if (count != count_retry(s) || (size_t)plen != payload_len(s, QPP_LDPC_MSG_REVEAL))
+            return QPP_ERR_MESSAGE;
+        const uint8_t *q = p;
+        for (uint32_t f = 0; f < s->frames; f++) {
+            if (s->status[f] != QPP_LDPC_FRAME_RETRY)
+                continue;
+            uint32_t dl = delta_now(s, f);
+            size_t ww = wfor(dl);
+            uint32_t pad = dl & 63 ? dl & 63 : 64;
+            if (!check_pad(get64(q + (ww - 1) * 8), pad))
+                return QPP_ERR_MESSAGE;
+            q += ww * 8;
+        }
+        q = p;
+        for (uint32_t f = 0; f < s->frames; f++) {
+            if (s->status[f] != QPP_LDPC_FRAME_RETRY)
+                continue;
+            uint32_t dl = delta_now(s, f);
+            size_t ww = wfor(dl);
+            uint64_t *kf = s->x + (size_t)f * s->nw;
+            for (uint32_t b = 0; b < dl; b++)
+                setbit(kf, s->pos[s->fixed[f] + b], (unsigned)(get64(q + (b >> 6) * 8) >> (b & 63)));
+            s->fixed[f] += dl;
+            q += ww * 8;
+        }
+        s->rounds++;
+        s->state = ST_B_DECODE;
+    } else {
+        return QPP_ERR_MESSAGE;             /* wrong type for this state, or unknown type */
+    }
+    s->seq_in++;
+    s->messages++;
+    return QPP_OK;
+}
+
+int qpp_ldpc_side_result(const qpp_ldpc_side *s, uint64_t *key, size_t key_words,
+                         uint64_t *leaked_bits, uint32_t *frames_ok, uint32_t *messages,
+                         uint32_t *rounds, uint64_t *iterations)
+{
+    if (!s || !key || !leaked_bits || !frames_ok || !messages || !rounds || !iterations)
+        return QPP_ERR_NULL;
+    if (s->state != ST_DONE)
+        return QPP_ERR_STATE;
+    if (key_words < wfor(s->key_bits))
+        return QPP_ERR_LENGTH;
+    memset(key, 0, wfor(s->key_bits) * sizeof *key);
+    uint64_t leak = 0;
+    uint32_t ok = 0;
+    for (uint32_t f = 0; f < s->frames; f++) {
+        uint32_t p = s->d - s->fixed[f];
+        leak += s->m > p ? s->m - p : 0;
+        ok += s->status[f] == QPP_LDPC_FRAME_OK;
+        const uint64_t *src;
+        if (s->role == QPP_LDPC_ALICE)
+            src = s->x + (size_t)f * s->nw;
+        else if (s->status[f] == QPP_LDPC_FRAME_OK)
+            src = s->dec + (size_t)f * s->nw;
+        else
+            src = s->y + (size_t)f * s->nw;   /* failed: hand back Bob's own bits */
+        uint32_t kl = frame_keylen(s, f);
+        uint64_t base = (uint64_t)f * s->k;
+        for (uint32_t i = 0; i < kl; i++)
+            setbit(key, base + i, getbit(src, s->keypos[i]));
+    }
+    *leaked_bits = leak;
+    *frames_ok = ok;
+    *messages = s->messages;
+    *rounds = s->rounds;
+    *iterations = s->iterations;
+    return QPP_OK;
+}
+
+int qpp_ldpc_side_frame_info(const qpp_ldpc_side *s, uint32_t frame, int *status, uint32_t *n_punct_left)
+{
+    if (!s || !status || !n_punct_left)
+        return QPP_ERR_NULL;
+    if (frame >= s->frames)
+        return QPP_ERR_RANGE;
+    *status = s->status[frame];
+    *n_punct_left = s->d - s->fixed[frame];
+    return QPP_OK;
+}
