@@ -62,8 +62,12 @@ def config_for_scenario(scenario, **overrides) -> NodeConfig:
 def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float = 90.0,
               seed: int = 1, workdir: str | os.PathLike | None = None, config: NodeConfig | None = None,
               progress: Callable[[dict], None] | None = None, transport: str = "ipc",
-              stop_event=None) -> dict:
-    """Run both nodes on the HIL model until ``blocks`` blocks finished (or ``duration_s``)."""
+              stop_event=None, bob_endpoints: Callable[[dict], dict] | None = None) -> dict:
+    """Run both nodes on the HIL model until ``blocks`` blocks finished (or ``duration_s``).
+
+    ``bob_endpoints(alice_endpoints) -> endpoints`` lets a test put something
+    (a fault-injecting proxy) between the nodes.
+    """
     from drivers.qrng import OsEntropySource
     from hil.model import LinkModel
 
@@ -98,7 +102,7 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
             eps = cha.bind(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock")
         else:
             eps = cha.bind()
-        chb.connect(**eps)
+        chb.connect(**(bob_endpoints(eps) if bob_endpoints is not None else eps))
         nodes["alice"] = Node("alice", cha, stores["alice"], ml.alice, rng, cfg, ctx=ctx, block_limit=blocks)
         nodes["bob"] = Node("bob", chb, stores["bob"], ml.bob, rng, cfg, ctx=ctx,
                             frame_slots=model.frame_slots)

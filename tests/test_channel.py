@@ -8,13 +8,13 @@ refused and counted; the transient ones must be recovered by retransmission.
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import galois
 import numpy as np
 import pytest
 import zmq
+from zmq_proxy import Proxy
 
 from link import auth
 from link.auth import AuthPool, poly_hash_bytes_ref, read_psk, write_psk
@@ -82,49 +82,6 @@ def _psk_pair(tmp_path, per_stream=8192, same=True):
     write_psk(pa, "L", per_stream, secret)
     write_psk(pb, "L", per_stream, secret if same else os.urandom(len(secret)))
     return pa, pb
-
-
-class Proxy:
-    """Forward frames between two endpoints pairs, letting a test tamper with them."""
-
-    def __init__(self, ctx, alice_eps):
-        self.a = {k: ctx.socket(zmq.DEALER) for k in ("proto", "ctrl")}
-        self.b = {k: ctx.socket(zmq.DEALER) for k in ("proto", "ctrl")}
-        self.bob_eps = {}
-        for k in ("proto", "ctrl"):
-            for s in (self.a[k], self.b[k]):
-                s.setsockopt(zmq.LINGER, 0)
-            self.a[k].connect(alice_eps[k])
-            self.b[k].bind("tcp://127.0.0.1:*")
-            self.bob_eps[k] = self.b[k].getsockopt_string(zmq.LAST_ENDPOINT)
-        self.tamper = None  # f(direction "a2b"/"b2a", lane, frame) -> list of frames to forward
-        self.log: list[tuple[str, str, bytes]] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self):
-        poller = zmq.Poller()
-        socks = {}
-        for k in ("proto", "ctrl"):
-            socks[self.a[k]] = ("a2b", k, self.b[k])
-            socks[self.b[k]] = ("b2a", k, self.a[k])
-            poller.register(self.a[k], zmq.POLLIN)
-            poller.register(self.b[k], zmq.POLLIN)
-        while not self._stop.is_set():
-            for s, _ in poller.poll(20):
-                d, lane, out = socks[s]
-                frame = s.recv()
-                self.log.append((d, lane, frame))
-                frames = [frame] if self.tamper is None else self.tamper(d, lane, frame)
-                for f in frames:
-                    out.send(f)
-
-    def close(self):
-        self._stop.set()
-        self._t.join()
-        for s in (*self.a.values(), *self.b.values()):
-            s.close(0)
 
 
 def _mtype(frame):

@@ -85,3 +85,61 @@ def test_telemetry_reaches_a_monitor(tmp_path):
     assert blk["node"] == "alice" and blk["secret_bits"] == s["secret_bits"] > 0
     # telemetry is counts and rates: no message is big enough to carry a key or sifted bits
     assert max(len(json.dumps(m)) for m in got) < 4096
+
+
+
+def test_channel_faults_during_a_run_are_refused_counted_and_recovered(tmp_path):
+    """A proxy between the nodes drops, duplicates, corrupts and reorders protocol frames."""
+    import random
+
+    from zmq_proxy import Proxy
+
+    rnd = random.Random(7)
+    held = []
+    faults = {"drop": 0, "dup": 0, "flip": 0, "reorder": 0}
+
+    def tamper(direction, lane, frame):
+        r = rnd.random()
+        if r < 0.03:
+            faults["drop"] += 1
+            return []
+        if r < 0.06:
+            faults["dup"] += 1
+            return [frame, frame]
+        if r < 0.09:
+            faults["flip"] += 1
+            f = bytearray(frame)
+            f[rnd.randrange(len(f))] ^= 1 << rnd.randrange(8)
+            return [bytes(f)]
+        if r < 0.11 and not held:
+            faults["reorder"] += 1
+            held.append(frame)
+            return []
+        if held:
+            return [frame, held.pop()]
+        return [frame]
+
+    ctx = zmq.Context()
+    proxies = []
+
+    def via_proxy(eps):
+        p = Proxy(ctx, eps)
+        p.tamper = tamper
+        proxies.append(p)
+        return p.bob_eps
+
+    try:
+        s = run_local(None, blocks=1, duration_s=90, workdir=tmp_path, transport="tcp",
+                      bob_endpoints=via_proxy)
+    finally:
+        for p in proxies:
+            p.close()
+        ctx.destroy(linger=0)
+    assert all(v > 0 for v in faults.values()), faults
+    ch = s["channel"]
+    refused = {k: ch["alice"][k] + ch["bob"][k] for k in ("bad_tag", "replayed", "out_of_sequence")}
+    assert all(v > 0 for v in refused.values()), refused
+    assert ch["alice"]["retransmitted"] + ch["bob"]["retransmitted"] > 0
+    assert s["blocks"] == 1 and s["blocks_aborted"] == 0 and s["secret_bits"] > 0
+    assert s["keys_identical"] and s["keys"]["alice"] == s["keys"]["bob"] > 0
+    assert {"bad_tag", "replayed", "out_of_sequence"} <= set(s["alarms"])
