@@ -314,7 +314,9 @@ class Node:
             qs = list(self._block_q.items())
         for bid, q in qs:
             q.put(Message(MsgType.ABORT, self.ch.peer, "ctrl", -1, bid, b"peer restarted"))
-        self._frames.clear()
+        # The peer's half of the block being filled is gone: start a fresh one. Frame
+        # patterns stay (Bob's front end may still deliver those frames); older ones
+        # that are never announced are dropped in _on_announce.
         self._anns.clear()
         self._cur = _Block()
 
@@ -359,6 +361,12 @@ class Node:
     # sifting (dispatcher thread) ----------------------------------------------------------------------
     def _on_announce(self, m: Message) -> None:          # Alice
         f = m.block_id
+        # Bob announces frames in order: a pending frame older than this one was lost
+        # (or consumed by a Bob that restarted) and will never be announced.
+        for old in [k for k in list(self._frames) if k < f]:
+            for a in self._frames.pop(old):
+                a[:] = 0
+            self._frame_sem.release()
         pat = self._frames.pop(f, None)
         if pat is None:
             self.alarm("protocol", f"announcement for unknown frame {f}")

@@ -143,3 +143,68 @@ def test_channel_faults_during_a_run_are_refused_counted_and_recovered(tmp_path)
     assert s["blocks"] == 1 and s["blocks_aborted"] == 0 and s["secret_bits"] > 0
     assert s["keys_identical"] and s["keys"]["alice"] == s["keys"]["bob"] > 0
     assert {"bad_tag", "replayed", "out_of_sequence"} <= set(s["alarms"])
+
+
+def test_bob_restarted_mid_run_leaves_identical_stores(tmp_path):
+    """Bob's node is torn down mid-block (in-memory state lost) and started again on the same files."""
+    import time
+
+    from drivers.qrng import OsEntropySource
+    from hil.model import LinkModel
+    from link.auth import AuthPool, write_psk
+    from link.channel import Channel
+    from link.frontend import ModelLink
+    from link.keystore import KeyStore, stores_identical
+    from link.node import Node
+    from link.pipeline import config_for_scenario
+
+    model = LinkModel(None, seed=4)
+    cfg = config_for_scenario(model.scenario, block_bits=1 << 19)
+    write_psk(tmp_path / "l.psk", "L", 1 << 16)
+    ml = ModelLink(model)
+    ctx = zmq.Context()
+    rng = OsEntropySource()
+
+    def make(role):
+        st = KeyStore(tmp_path / f"{role}.db", "L", auth_refill_bytes=cfg.auth_refill_bytes)
+        pool = AuthPool(tmp_path / "l.psk", tmp_path / f"{role}.db", role)
+        ch = Channel(role, pool, ctx=ctx, retry_s=0.05)
+        fe = ml.alice if role == "alice" else ml.bob
+        node = Node(role, ch, st, fe, rng, cfg, ctx=ctx, telemetry=None,
+                    frame_slots=model.frame_slots, block_limit=6 if role == "alice" else None)
+        return st, pool, ch, node
+
+    a_st, a_pool, a_ch, alice = make("alice")
+    eps = a_ch.bind(f"ipc://{tmp_path}/p.sock", f"ipc://{tmp_path}/c.sock")
+    b_st, b_pool, b_ch, bob = make("bob")
+    b_ch.connect(**eps)
+    alice.start()
+    bob.start()
+    try:
+        end = time.monotonic() + 60
+        while len(bob.results) < 2 and time.monotonic() < end:     # two blocks done, more in flight
+            time.sleep(0.01)
+        assert len(bob.results) >= 2
+        bob.close()                                                 # Bob "crashes"
+        b_ch.close()
+        b_pool.close()
+        b_st.close()
+        b_st, b_pool, b_ch, bob = make("bob")                       # ... and restarts
+        b_ch.connect(**eps)
+        bob.start()
+        while time.monotonic() < end and not (len(alice.results) >= 6 and alice.idle()
+                                              and not b_st.prepared_blocks()):
+            time.sleep(0.02)
+        assert len(alice.results) >= 6, alice.results
+        assert alice.committer.resyncs >= 2 and bob.committer.resyncs >= 1
+        ok = [r for r in alice.results if not r.aborted]
+        assert len(ok) >= 3                                         # key before and after the restart
+        assert stores_identical(a_st, b_st) and a_st.count() > 0
+        finals = {b.block_id for b in a_st.blocks() if b.state == "final"}
+        assert finals == {b.block_id for b in b_st.blocks() if b.state == "committed"}
+    finally:
+        for n in (alice, bob):
+            n.close()
+        for x in (a_ch, b_ch, a_pool, b_pool, a_st, b_st):
+            x.close()
+        ctx.destroy(linger=0)
