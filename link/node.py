@@ -99,6 +99,7 @@ class BlockResult:
     reason: str = ""
     latency_s: float = 0.0
     emulated_s: float = 0.0
+    yields: dict = field(default_factory=dict)
 
 
 def _h(p: float) -> float:
@@ -117,7 +118,10 @@ class _Block:
         self.first_frame = -1
         self.last_frame = -1
         self.sent = np.zeros((2, 3), np.int64)     # Alice: slots sent per (basis, intensity)
+        self.det = np.zeros((2, 3), np.int64)      # Alice: announced detections per (basis, intensity)
         self.emulated_s = 0.0
+        self.events = 0                            # Bob: detection events
+        self.multi = 0                             # Bob: events with clicks on two or more detectors
 
     def add(self, frame: int, bases: np.ndarray, bits: np.ndarray, ints: np.ndarray) -> None:
         if self.first_frame < 0:
@@ -382,6 +386,8 @@ class Node:
         blk = self._cur
         blk.add(f, res.bases, res.bits, res.intensities)
         blk.sent += sent
+        blk.det += res.detections.astype(np.int64)
+        self._watch_signal(f, int(slots.size))
         blk.emulated_s += int(self.fe.frame_slots) / float(self.fe.clock_hz)
         self.emulated_s += int(self.fe.frame_slots) / float(self.fe.clock_hz)
         with self._lock:
@@ -410,6 +416,8 @@ class Node:
         mine = bob_sift(ann, match, require(arrays, "intensities", np.uint8))
         ann.bits[:] = 0
         self._cur.add(f, mine.bases, mine.bits, mine.intensities)
+        self._cur.events += ann.n_events
+        self._cur.multi += ann.n_cross_dropped + int(ann.n_squashed.sum())
         with self._lock:
             self.counters["sifted"] += int(mine.bits.size)
             self.counters["sifted_z"] += int((mine.bases == 0).sum())
@@ -483,12 +491,75 @@ class Node:
     def _abort_peer(self, bid: int, reason: str) -> None:
         self.ch.send(MsgType.ABORT, bid, reason.encode(), lane="ctrl")
 
+    # attack and fault monitors (Alice) ----------------------------------------------------------------
+    def _watch_signal(self, frame: int, n_det: int) -> None:
+        """Loss of signal: a frame with (almost) no detections after frames that had them."""
+        avg = getattr(self, "_det_avg", None)
+        if avg is not None and avg > 200 and n_det < 0.05 * avg:
+            if not getattr(self, "_los", False):
+                self._los = True
+                self.alarm("loss_of_signal", f"frame {frame}: {n_det} detections, running mean {avg:.0f}")
+            return
+        self._los = False
+        self._det_avg = n_det if avg is None else 0.9 * avg + 0.1 * n_det
+
+    def _watch_yields(self, bid: int, blk: _Block) -> dict:
+        """Decoy-state consistency of the block's gains (per intensity, both bases).
+
+        With transmittance eta estimated from the signal gain, Q_k = 1 - exp(-eta mu_k)
+        (+ dark counts) for an honest channel (Lo, Ma, Chen, PRL 94, 230504 (2005),
+        Eq. 2 with Y_n = 1 - (1-eta)^n). A photon-number-splitting attack that blocks
+        single photons makes the decoy gain fall short of that; detector blinding
+        removes the dark and vacuum clicks, so the weakest intensity's gain falls
+        far below even its signal-proportional part. (Blinding is watched on Bob's
+        side: ``_watch_multi_clicks``.)
+        """
+        sent = blk.sent.sum(axis=0)
+        det = blk.det.sum(axis=0)
+        mus = self.cfg.intensities
+        out = {}
+        if len(mus) < 2 or sent[0] == 0 or det[0] == 0:
+            return out
+        q = det[:len(mus)] / np.maximum(sent[:len(mus)], 1)
+        eta = -np.log1p(-min(q[0], 0.999)) / mus[0]
+        exp_q = [1.0 - np.exp(-eta * m) for m in mus]
+        out["gains"] = [float(v) for v in q]
+        out["eta"] = float(eta)
+        if det[1] >= 1000:
+            ratio = q[1] / exp_q[1]
+            out["decoy_ratio"] = float(ratio)
+            if abs(ratio - 1.0) > 0.25:
+                self.alarm("decoy_yield_inconsistency",
+                           f"block {bid}: decoy gain {q[1]:.3e} vs {exp_q[1]:.3e} expected from the "
+                           f"signal gain (ratio {ratio:.2f})", bid)
+        k = len(mus) - 1
+        expect_weak = exp_q[k] * sent[k]
+        if expect_weak >= 20 and det[k] < 0.25 * expect_weak:
+            self.alarm("decoy_yield_inconsistency",
+                       f"block {bid}: {int(det[k])} clicks in {int(sent[k])} weakest-intensity slots, "
+                       f"at least {expect_weak:.0f} expected from the signal gain", bid)
+        return out
+
+    def _watch_multi_clicks(self, bid: int, blk: _Block) -> None:
+        """Bob: detector blinding removes multi-detector clicks (and dark counts).
+
+        Under the faked-state attack only the detector Eve chooses clicks
+        (Lydersen et al., Nat. Photonics 4, 686 (2010)), so events with two or
+        more detectors clicking (multi-photon pulses split by Bob's beam
+        splitters, dark counts) vanish; an honest receiver sees a fraction of
+        order eta*mu/2 of them (about 1e-3 at 25 km).
+        """
+        if blk.events >= 200_000 and blk.multi < 1e-5 * blk.events:
+            self.alarm("detector_blinding", f"block {bid}: {blk.multi} multi-detector clicks in "
+                       f"{blk.events} detections (blinded detectors click alone)", bid)
+
     # the block protocol: Alice ------------------------------------------------------------------------
     def _alice_block(self, bid: int, blk: _Block) -> BlockResult:
         cfg = self.cfg
         z, z_int, x, x_int = blk.arrays()
         res = BlockResult(bid, (blk.first_frame, blk.last_frame), n_z=int(z.size), n_x=int(x.size),
                           emulated_s=blk.emulated_s)
+        res.yields = self._watch_yields(bid, blk)
         try:
             m = self._recv_block(bid, MsgType.PE_DISCLOSE, res)
             _, arr = decode(m.payload)
@@ -561,6 +632,7 @@ class Node:
     def _bob_block(self, bid: int, blk: _Block) -> BlockResult:
         z, z_int, x, x_int = blk.arrays()
         res = BlockResult(bid, (blk.first_frame, blk.last_frame), n_z=int(z.size), n_x=int(x.size))
+        self._watch_multi_clicks(bid, blk)
         try:
             self.ch.send(MsgType.PE_DISCLOSE, bid, encode({}, {"x_bits": x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)

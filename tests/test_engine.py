@@ -208,3 +208,19 @@ def test_bob_restarted_mid_run_leaves_identical_stores(tmp_path):
         for x in (a_ch, b_ch, a_pool, b_pool, a_st, b_st):
             x.close()
         ctx.destroy(linger=0)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("scenario,alarm,duration", [
+    ("pns", "decoy_yield_inconsistency", 60),
+    ("blinding", "detector_blinding", 60),
+    ("fiber-cut", "loss_of_signal", 6),
+])
+def test_staged_attacks_raise_their_own_alarm(tmp_path, scenario, alarm, duration):
+    s = run_local(scenario, blocks=1, duration_s=duration, workdir=tmp_path)
+    assert alarm in s["alarms"], s["alarms"]
+    others = {"decoy_yield_inconsistency", "detector_blinding", "loss_of_signal", "qber_high"} - {alarm}
+    assert not others & set(s["alarms"]), s["alarms"]
+    assert s["keys_identical"]
