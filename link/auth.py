@@ -276,14 +276,11 @@ class AuthPool:
                 self._db.execute("INSERT OR IGNORE INTO auth_state(stream) VALUES (?)", (s,))
             self._db.execute("COMMIT")
         for s in STREAMS:
-            buf = psk[s]
-            n = 0
-            for (seg,) in self._db.execute(
-                    "SELECT data FROM auth_segment WHERE stream=? ORDER BY idx", (s,)):
-                buf += seg
-                n += 1
-            self._seg_count[s] = n
-            self._streams[s] = buf
+            self._streams[s] = psk[s]
+            self._seg_count[s] = 0
+        self._load_segments()
+        for s in STREAMS:
+            buf = self._streams[s]
             self._hash_key[s] = int.from_bytes(buf[:HASH_KEY_BYTES], "little")
         self._send_next: dict[str, int] = {}
         self._send_reserved: dict[str, int] = {}
@@ -353,16 +350,22 @@ class AuthPool:
             self._recv_last[stream] = seq
 
     # replenishment and accounting ----------------------------------------------------------
+    def _load_segments(self) -> None:
+        # Segments are used in index order and only up to the first missing index: Alice
+        # assigns the indices (link.commit), and Bob may commit a later block first.
+        for s in STREAMS:
+            rows = self._db.execute("SELECT idx, data FROM auth_segment WHERE stream=? AND idx>=? "
+                                    "ORDER BY idx", (s, self._seg_count[s])).fetchall()
+            for idx, data in rows:
+                if idx != self._seg_count[s]:
+                    break
+                self._streams[s] += data
+                self._seg_count[s] += 1
+
     def refresh(self) -> None:
-        """Pick up segments the key store appended since (same file, other connection)."""
+        """Pick up segments the key store added since (same file, other connection)."""
         with self._lock:
-            for s in STREAMS:
-                rows = self._db.execute(
-                    "SELECT data FROM auth_segment WHERE stream=? AND idx>=? ORDER BY idx",
-                    (s, self._seg_count[s])).fetchall()
-                for (data,) in rows:
-                    self._streams[s] += data
-                self._seg_count[s] += len(rows)
+            self._load_segments()
 
     def usage(self) -> dict[str, dict[str, int]]:
         """Pads available and consumed per stream (for telemetry; no key bytes)."""
@@ -389,23 +392,28 @@ class AuthPool:
         self._hash_key = dict.fromkeys(self._hash_key, 0)
 
 
-def append_segments_sql(conn: sqlite3.Connection, source: str, material: bytearray) -> int:
-    """Append ``material`` split evenly over every stream (inside the caller's transaction).
+def next_segment_index(conn: sqlite3.Connection) -> int:
+    """The index the next replenishment segment gets (Alice assigns it; Bob is told)."""
+    (nxt,) = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM auth_segment").fetchone()
+    return int(nxt)
 
-    Both nodes call this with the same bytes in the same order (the key store
-    does it in the commit of a block), so their pools stay identical. Returns
-    the number of bytes used (a multiple of ``8 * len(STREAMS)``).
+
+def append_segments_sql(conn: sqlite3.Connection, source: str, material: bytearray, idx: int) -> int:
+    """Add ``material`` split evenly over every stream as segment ``idx`` (caller's transaction).
+
+    Both nodes add the same bytes under the same index (Alice chooses it when
+    she commits the block and sends it with COMMIT), so their pools stay
+    identical whatever order the commits happen in. Returns the number of
+    bytes used (a multiple of ``8 * len(STREAMS)``).
     """
     per = (len(material) // len(STREAMS)) // PAD_BYTES * PAD_BYTES
     if per == 0:
         return 0
     for i, s in enumerate(STREAMS):
-        (nxt,) = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM auth_segment WHERE stream=?",
-                              (s,)).fetchone()
         conn.execute("INSERT INTO auth_segment(stream, idx, data, source) VALUES (?,?,?,?)",
-                     (s, nxt, bytes(material[i * per:(i + 1) * per]), source))
+                     (s, idx, bytes(material[i * per:(i + 1) * per]), source))
     return per * len(STREAMS)
 
 
 __all__ = ["AuthError", "AuthPool", "PoolExhausted", "STREAMS", "TAG_BYTES", "append_segments_sql",
-           "poly_hash_bytes", "poly_hash_bytes_ref", "read_psk", "write_psk"]
+           "next_segment_index", "poly_hash_bytes", "poly_hash_bytes_ref", "read_psk", "write_psk"]

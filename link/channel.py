@@ -64,7 +64,9 @@ class _Lane:
         self.name = name
         self.sock = sock
         self.unacked: collections.OrderedDict[int, bytes] = collections.OrderedDict()
-        self.last_tx = 0.0
+        # when the oldest unacknowledged frame was last (re)sent: the retry timer runs
+        # from it, so a steady stream of new frames cannot postpone a retransmission
+        self.oldest_tx = 0.0
         self.inbox: queue.Queue[Message] = queue.Queue()
         self.need_hello = True
 
@@ -255,25 +257,26 @@ class Channel:
             except queue.Empty:
                 return
             lane = self._lanes[lane_name]
+            if not lane.unacked:
+                lane.oldest_tx = time.monotonic()
             lane.unacked[seq] = frame
             self.counters["sent"] += 1
             try:
                 lane.sock.send(frame, zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 pass            # no peer connected yet: the retry loop sends it later
-            lane.last_tx = time.monotonic()
 
     def _retransmit(self) -> None:
         now = time.monotonic()
         for lane in self._lanes.values():
-            if lane.unacked and now - lane.last_tx >= self.retry_s:
+            if lane.unacked and now - lane.oldest_tx >= self.retry_s:
                 for frame in lane.unacked.values():     # go-back-N: same bytes, same pads
                     try:
                         lane.sock.send(frame, zmq.NOBLOCK, copy=True)
                     except zmq.Again:
                         break
                     self.counters["retransmitted"] += 1
-                lane.last_tx = now
+                lane.oldest_tx = now
 
     def _send_ack(self, lane: _Lane) -> None:
         stream = f"{self.role}.{lane.name}.ack"
@@ -318,8 +321,12 @@ class Channel:
             self.pool.accept_recv(stream, seq, durable=False)
             self.counters["acks_received"] += 1
             acked = int.from_bytes(bytes(signed[-8:]), "big", signed=True)
+            progressed = False
             while lane.unacked and next(iter(lane.unacked)) <= acked:
                 lane.unacked.popitem(last=False)
+                progressed = True
+            if progressed:
+                lane.oldest_tx = time.monotonic()
             return
         if seq <= last:
             # a retransmission whose ACK was lost, or a replay: never act on it twice

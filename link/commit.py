@@ -81,11 +81,16 @@ class Committer:
             self.ch.send(MsgType.PREPARE, block_id)
 
     def resync(self) -> None:
-        """Alice: send her open blocks so both sides settle them."""
+        """Alice: send her open blocks (with the pool segment of committed ones) to settle them."""
         with self._lock:
             self.resyncs += 1
             opened = self.store.open_blocks()
-            self.ch.send(MsgType.RESYNC, 0, json.dumps({str(k): v for k, v in opened.items()}).encode())
+            self.ch.send(MsgType.RESYNC, 0, json.dumps(
+                {str(k): [v, self.store.auth_index(k)] for k, v in opened.items()}).encode())
+
+    def _send_commit(self, block_id: int) -> None:
+        idx = self.store.auth_index(block_id)
+        self.ch.send(MsgType.COMMIT, block_id, json.dumps({"auth_idx": idx}).encode())
 
     # Bob ---------------------------------------------------------------------------------------
     def offer(self, block_id: int, key: bytearray, key_bits: int) -> None:
@@ -151,14 +156,14 @@ class Committer:
                 n = self.store.commit(b)
                 self._event("committed", b, keys=n)
             if st in ("prepared", "committed"):
-                self.ch.send(MsgType.COMMIT, b)
+                self._send_commit(b)
         elif st == "prepared":
             self.store.abort(b, "peer refused")
             self._event("aborted", b, reason="peer refused to prepare")
 
     def _on_commit(self, msg: Message) -> None:           # Bob
         b = msg.block_id
-        n = self.store.commit(b)
+        n = self.store.commit(b, json.loads(msg.payload.decode())["auth_idx"])
         self._event("committed", b, keys=n)
         self.ch.send(MsgType.COMMITTED, b)
 
@@ -167,7 +172,8 @@ class Committer:
         self._event("final", msg.block_id)
 
     def _on_resync(self, msg: Message) -> None:           # Bob
-        alice = {int(k): v for k, v in json.loads(msg.payload.decode()).items()}
+        listed = {int(k): v for k, v in json.loads(msg.payload.decode()).items()}
+        alice = {b: v[0] for b, v in listed.items()}
         self.resyncs += 1
         for b, st in self.store.open_blocks().items():
             if st == "prepared" and b not in alice:
@@ -177,7 +183,7 @@ class Committer:
         for b, ast in alice.items():
             mine = self.store.state(b)
             if ast == "committed" and mine == "prepared":
-                n = self.store.commit(b)
+                n = self.store.commit(b, listed[b][1])
                 self._event("committed", b, keys=n)
                 mine = "committed"
             elif ast == "prepared" and mine is None and b in self._offers:
@@ -208,7 +214,7 @@ class Committer:
                 if mine == "prepared":
                     n = self.store.commit(b)
                     self._event("committed", b, keys=n)
-                self.ch.send(MsgType.COMMIT, b)
+                self._send_commit(b)
             else:
                 if mine == "prepared":
                     self.store.abort(b, "Bob does not hold it")

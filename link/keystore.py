@@ -37,7 +37,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from .auth import append_segments_sql
+from .auth import append_segments_sql, next_segment_index
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS block (
     block_id INTEGER PRIMARY KEY, state TEXT NOT NULL, key_bits INTEGER NOT NULL,
-    n_keys INTEGER NOT NULL DEFAULT 0, auth_bytes INTEGER NOT NULL DEFAULT 0,
+    n_keys INTEGER NOT NULL DEFAULT 0, auth_bytes INTEGER NOT NULL DEFAULT 0, auth_idx INTEGER,
     prepared BLOB, reason TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS key (
     key_id TEXT PRIMARY KEY, block_id INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL);
@@ -149,13 +149,14 @@ class KeyStore:
             db.execute("INSERT INTO block(block_id, state, key_bits, prepared) VALUES (?,?,?,?)",
                        (block_id, "prepared", key_bits, memoryview(key)[: (key_bits + 7) // 8]))
 
-    def commit(self, block_id: int) -> int:
+    def commit(self, block_id: int, auth_idx: int | None = None) -> int:
         """Make a prepared block's keys usable (idempotent); returns the number of keys.
 
         In the same transaction: the first ``auth_refill_bytes`` of the block key
-        go to the authentication pool, the rest is cut into keys of
-        ``key_size_bits`` (a partial last key is discarded), and the prepared
-        copy is overwritten.
+        go to the authentication pool as segment ``auth_idx`` (Alice passes None
+        and a fresh index is chosen: read it with ``auth_index``; Bob passes the
+        index Alice sent), the rest is cut into keys of ``key_size_bits`` (a
+        partial last key is discarded), and the prepared copy is overwritten.
         """
         with self._tx() as db:
             row = db.execute("SELECT state, key_bits, prepared, n_keys FROM block WHERE block_id=?",
@@ -172,7 +173,10 @@ class KeyStore:
             try:
                 nbytes = key_bits // 8
                 refill = min(self.auth_refill_bytes, nbytes)
-                used = append_segments_sql(db, f"block {block_id}", material[:refill]) if refill else 0
+                if auth_idx is None:
+                    auth_idx = next_segment_index(db)
+                used = (append_segments_sql(db, f"block {block_id}", material[:refill], auth_idx)
+                        if refill else 0)
                 kb = self.key_size_bits // 8
                 n = (nbytes - used) // kb
                 for i in range(n):
@@ -182,13 +186,19 @@ class KeyStore:
                                 memoryview(material)[off:off + kb]))
                 db.execute("UPDATE block SET prepared=zeroblob(length(prepared)) WHERE block_id=?",
                            (block_id,))
-                db.execute("UPDATE block SET state='committed', n_keys=?, auth_bytes=?, prepared=NULL "
-                           "WHERE block_id=?", (n, used, block_id))
+                db.execute("UPDATE block SET state='committed', n_keys=?, auth_bytes=?, auth_idx=?, "
+                           "prepared=NULL WHERE block_id=?", (n, used, auth_idx if used else None, block_id))
             finally:
                 material[:] = bytes(len(material))
             log.info("block %d committed: %d keys of %d bits, %d bytes to the auth pool",
                      block_id, n, self.key_size_bits, used)
             return n
+
+    def auth_index(self, block_id: int) -> int | None:
+        """The authentication-pool segment index a committed block filled (None: none)."""
+        with self._lock:
+            row = self._db.execute("SELECT auth_idx FROM block WHERE block_id=?", (block_id,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def finalize(self, block_id: int) -> None:
         """Alice: Bob confirmed the commit; the block needs no recovery any more."""

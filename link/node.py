@@ -100,6 +100,7 @@ class BlockResult:
     latency_s: float = 0.0
     emulated_s: float = 0.0
     yields: dict = field(default_factory=dict)
+    eps: dict = field(default_factory=dict)      # the block's epsilon budget (finite_key.EpsilonBudget)
 
 
 def _h(p: float) -> float:
@@ -218,6 +219,7 @@ class Node:
         if what == "committed":
             with self._lock:
                 self.counters["keys_committed"] += int(info.get("keys", 0))
+            self.ch.pool.refresh()       # the block's share of key replenished the auth pool
         self.publish("commit", event=what, block_id=block_id, **info)
 
     def status(self) -> dict:
@@ -608,6 +610,12 @@ class Node:
                 leak_ec_bits=res.leaked_bits, eps_sec=cfg.eps_sec, eps_cor=cfg.eps_cor,
                 protocol=cfg.finite_key)
             ell = int(fkr.ell)
+            if fkr.eps is not None:
+                res.eps = {**asdict(fkr.eps), "total": fkr.eps.total}
+                # the budget the length was computed for must be the one configured
+                if fkr.eps.total > (cfg.eps_sec + cfg.eps_cor + fkr.eps.authentication) * (1 + 1e-9):
+                    raise _BlockAbort(res, f"epsilon budget {fkr.eps.total:.3g} exceeds "
+                                      f"eps_sec + eps_cor", "epsilon_budget", notify_peer=True)
             log.info("block %d: n_z=%d qber_x=%.4f leak=%d ell=%d eps=%s", bid, z.size, res.qber_x,
                      res.leaked_bits, ell, fkr.eps)
             if ell <= 0:

@@ -309,13 +309,40 @@ def test_replenishment_extends_every_stream(tmp_path):
     cap0 = pool.capacity("alice.proto.data")
     conn = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
     conn.execute("BEGIN")
-    used = auth.append_segments_sql(conn, "block 1", bytearray(os.urandom(64 * len(auth.STREAMS))))
+    used = auth.append_segments_sql(conn, "block 2", bytearray(os.urandom(64 * len(auth.STREAMS))), 1)
+    conn.execute("COMMIT")
+    pool.refresh()
+    assert all(pool.capacity(s) == cap0 for s in auth.STREAMS)     # segment 0 missing: not used yet
+    conn.execute("BEGIN")
+    auth.append_segments_sql(conn, "block 1", bytearray(os.urandom(64 * len(auth.STREAMS))), 0)
     conn.execute("COMMIT")
     pool.refresh()
     assert used == 64 * len(auth.STREAMS)
-    assert all(pool.capacity(s) == cap0 + 8 for s in auth.STREAMS)
+    assert all(pool.capacity(s) == cap0 + 16 for s in auth.STREAMS)
     pool2 = AuthPool(pa, tmp_path / "a.db", "alice")      # a restart sees the same pool
     assert pool2.tag("bob.ctrl.ack", cap0 + 7, b"m") == pool.tag("bob.ctrl.ack", cap0 + 7, b"m")
     pool.close()
     pool2.close()
     conn.close()
+
+
+def test_retry_is_not_postponed_by_a_stream_of_new_frames(link):
+    """The first frame is lost while new frames keep flowing: it must still be retransmitted."""
+    alice, bob, proxy = link(retry_s=0.05)
+    lost = []
+
+    def tamper(d, lane, frame):
+        if d == "a2b" and _mtype(frame) == MsgType.DATA and b"msg-0" in frame and not lost:
+            lost.append(1)
+            return []
+        return [frame]
+
+    proxy.tamper = tamper
+    alice.start()
+    bob.start()
+    time.sleep(0.1)
+    for i in range(60):                       # a new frame every 10 ms, faster than retry_s
+        alice.send(MsgType.DATA, i, f"msg-{i}".encode())
+        time.sleep(0.01)
+    got = _recv_data(bob, 60, timeout=5)
+    assert lost and [m.block_id for m in got] == list(range(60))
