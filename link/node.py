@@ -76,7 +76,7 @@ class NodeConfig:
     p_z: float = 0.9
     intensities: tuple[float, ...] = (0.5, 0.1, 0.0002)
     intensity_probs: tuple[float, ...] = (0.7, 0.2, 0.1)
-    auth_refill_bytes: int = 4096       # of each block's key, to the authentication pool
+    auth_refill_bytes: int = 16384      # of each block's key to the auth pool (384 pads/proto stream)
     qber_alarm: float = 0.11
     max_blocks_in_flight: int = 3
     max_frames_in_flight: int = 16

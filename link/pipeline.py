@@ -62,7 +62,8 @@ def config_for_scenario(scenario, **overrides) -> NodeConfig:
 def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float = 90.0,
               seed: int = 1, workdir: str | os.PathLike | None = None, config: NodeConfig | None = None,
               progress: Callable[[dict], None] | None = None, transport: str = "ipc",
-              stop_event=None, bob_endpoints: Callable[[dict], dict] | None = None) -> dict:
+              stop_event=None, bob_endpoints: Callable[[dict], dict] | None = None,
+              psk_bytes_per_stream: int = 1 << 16) -> dict:
     """Run both nodes on the HIL model until ``blocks`` blocks finished (or ``duration_s``).
 
     ``bob_endpoints(alice_endpoints) -> endpoints`` lets a test put something
@@ -83,7 +84,7 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
     cfg = config or config_for_scenario(model.scenario)
     link_id = f"hil-{model.scenario.name}"
     psk = d / "link.psk"
-    write_psk(psk, link_id, 1 << 16)
+    write_psk(psk, link_id, psk_bytes_per_stream)
     ctx = zmq.Context()
     ml = ModelLink(model)
     rng = OsEntropySource()

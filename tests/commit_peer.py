@@ -23,7 +23,7 @@ from link.commit import COMMIT_TYPES, Committer  # noqa: E402
 from link.keystore import KeyStore  # noqa: E402
 from link.messages import MsgType  # noqa: E402
 
-KEY_BYTES = 64 + 4 * 32     # 64 bytes to the auth pool, then four 256-bit keys
+KEY_BYTES = 128 + 4 * 32    # 128 bytes to the auth pool, then four 256-bit keys
 
 
 def block_key(bid: int) -> bytearray:
@@ -36,7 +36,7 @@ def block_key(bid: int) -> bytearray:
 
 
 def main(role: str, d: str, n_blocks: int) -> int:
-    store = KeyStore(os.path.join(d, f"{role}.db"), "crash-link", auth_refill_bytes=64)
+    store = KeyStore(os.path.join(d, f"{role}.db"), "crash-link", auth_refill_bytes=128)
     pool = AuthPool(os.path.join(d, "link.psk"), os.path.join(d, f"{role}.db"), role)
     ch = Channel(role, pool, retry_s=0.05)
     eps = {"proto": f"ipc://{d}/proto.sock", "ctrl": f"ipc://{d}/ctrl.sock"}

@@ -317,10 +317,11 @@ def test_replenishment_extends_every_stream(tmp_path):
     auth.append_segments_sql(conn, "block 1", bytearray(os.urandom(64 * len(auth.STREAMS))), 0)
     conn.execute("COMMIT")
     pool.refresh()
-    assert used == 64 * len(auth.STREAMS)
-    assert all(pool.capacity(s) == cap0 + 16 for s in auth.STREAMS)
+    assert used == 64 * len(auth.STREAMS)          # 512 bytes: units of 32 bytes, weights 3/3/1/1
+    assert all(pool.capacity(s) == cap0 + (24 if ".proto." in s else 8) for s in auth.STREAMS)
     pool2 = AuthPool(pa, tmp_path / "a.db", "alice")      # a restart sees the same pool
     assert pool2.tag("bob.ctrl.ack", cap0 + 7, b"m") == pool.tag("bob.ctrl.ack", cap0 + 7, b"m")
+    assert pool2.tag("alice.proto.data", cap0 + 23, b"m") == pool.tag("alice.proto.data", cap0 + 23, b"m")
     pool.close()
     pool2.close()
     conn.close()

@@ -224,3 +224,19 @@ def test_staged_attacks_raise_their_own_alarm(tmp_path, scenario, alarm, duratio
     others = {"decoy_yield_inconsistency", "detector_blinding", "loss_of_signal", "qber_high"} - {alarm}
     assert not others & set(s["alarms"]), s["alarms"]
     assert s["keys_identical"]
+
+
+def test_authentication_pool_is_replenished_from_distilled_key(tmp_path):
+    """A PSK too small for the run: the channel must go on with pads from committed blocks."""
+    psk_pads = 700
+    s = run_local(None, blocks=3, duration_s=90, workdir=tmp_path, psk_bytes_per_stream=8 + 8 * psk_pads)
+    assert s["blocks"] == 3 and s["blocks_aborted"] == 0 and s["keys_identical"]
+    c = sqlite3.connect(tmp_path / "bob.db")
+    try:
+        used = dict(c.execute("SELECT stream, recv_last + 1 FROM auth_state WHERE stream LIKE 'alice.%'"))
+        segs = c.execute("SELECT COUNT(DISTINCT idx) FROM auth_segment").fetchone()[0]
+    finally:
+        c.close()
+    assert used["alice.proto.data"] > psk_pads          # pads beyond the PSK were used ...
+    assert segs >= 2                                   # ... from segments of committed blocks
+    assert min(s["auth_pool_min_left_pads"].values()) > 0

@@ -80,12 +80,13 @@ def test_state_rules_and_bad_input(tmp_path):
 
 
 def test_commit_refills_the_auth_pool_in_the_same_transaction(tmp_path):
-    s = KeyStore(tmp_path / "a.db", "L1", auth_refill_bytes=64)
-    s.prepare(1, _key(64 + 64), 1024)
+    s = KeyStore(tmp_path / "a.db", "L1", auth_refill_bytes=128)
+    s.prepare(1, _key(128 + 64), 1536)
     assert s.commit(1) == 2
     conn = sqlite3.connect(tmp_path / "a.db")
     rows = conn.execute("SELECT stream, length(data) FROM auth_segment").fetchall()
-    assert sorted(r[0] for r in rows) == sorted(auth.STREAMS) and all(r[1] == 8 for r in rows)
+    assert sorted(r[0] for r in rows) == sorted(auth.STREAMS)
+    assert sum(r[1] for r in rows) == 128 and {r[1] for r in rows if ".proto." in r[0]} == {24}
     conn.close()
     s.close()
 
@@ -102,7 +103,7 @@ def test_two_step_commit_over_the_channel(tmp_path):
     ctx = zmq.Context()
     nodes = {}
     for role in ("alice", "bob"):
-        st = KeyStore(tmp_path / f"{role}.db", "L", auth_refill_bytes=64)
+        st = KeyStore(tmp_path / f"{role}.db", "L", auth_refill_bytes=128)
         ch = Channel(role, AuthPool(tmp_path / "l.psk", tmp_path / f"{role}.db", role), ctx=ctx,
                      retry_s=0.05)
         nodes[role] = (st, ch, Committer(role, ch, st))
@@ -113,11 +114,11 @@ def test_two_step_commit_over_the_channel(tmp_path):
             ch.start()
         a_st, a_ch, a_com = nodes["alice"]
         b_st, b_ch, b_com = nodes["bob"]
-        keys = {b: _key(64 + 96) for b in (1, 2, 3)}
-        b_com.offer(1, bytearray(keys[1]), 160 * 8)       # Bob ready before Alice asks
+        keys = {b: _key(128 + 96) for b in (1, 2, 3)}
+        b_com.offer(1, bytearray(keys[1]), 224 * 8)       # Bob ready before Alice asks
         for b in (1, 2, 3):
-            a_com.propose(b, bytearray(keys[b]), 160 * 8)
-        b_com.offer(2, bytearray(keys[2]), 160 * 8)        # ... and after
+            a_com.propose(b, bytearray(keys[b]), 224 * 8)
+        b_com.offer(2, bytearray(keys[2]), 224 * 8)        # ... and after
         b_com.fail(3, "verification failed")               # Bob's pipeline lost block 3
         end = time.monotonic() + 10
         while time.monotonic() < end and (a_st.open_blocks() or b_st.state(2) != "committed"
