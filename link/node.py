@@ -151,6 +151,7 @@ class Node:
                  *, telemetry: str | None = "tcp://127.0.0.1:*", ctx: zmq.Context | None = None,
                  frame_limit: int | None = None, block_limit: int | None = None,
                  frame_slots: int | None = None,
+                 patterns: Callable[[int], tuple] | None = None,
                  on_event: Callable[[dict], None] | None = None) -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
@@ -175,6 +176,7 @@ class Node:
         self._cur = _Block()
         self._hellos = 0
         self._frame_slots_n = frame_slots
+        self._patterns = patterns         # Alice: (basis, bit, intensity) per frame, else drawn from rng
         self._blocks_closed = 0
         self.results: list[BlockResult] = []
         self.alarms: list[dict] = []
@@ -337,9 +339,12 @@ class Node:
                 return
             if not self._frame_sem.acquire(timeout=0.1):
                 continue
-            basis = self.rng.choices(n, [self.cfg.p_z, 1.0 - self.cfg.p_z])
-            bit = self.rng.random_bits(n)
-            inten = self.rng.choices(n, list(self.cfg.intensity_probs))
+            if self._patterns is not None:
+                basis, bit, inten = self._patterns(f)
+            else:
+                basis = self.rng.choices(n, [self.cfg.p_z, 1.0 - self.cfg.p_z])
+                bit = self.rng.random_bits(n)
+                inten = self.rng.choices(n, list(self.cfg.intensity_probs))
             self._frames[f] = (basis, bit, inten)
             self.fe.emit(basis, bit, inten)
             with self._lock:
