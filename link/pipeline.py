@@ -63,7 +63,7 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
               seed: int = 1, workdir: str | os.PathLike | None = None, config: NodeConfig | None = None,
               progress: Callable[[dict], None] | None = None, transport: str = "ipc",
               stop_event=None, bob_endpoints: Callable[[dict], dict] | None = None,
-              psk_bytes_per_stream: int = 1 << 16) -> dict:
+              psk_bytes_per_stream: int = 1 << 16, retry_s: float = 0.2) -> dict:
     """Run both nodes on the HIL model until ``blocks`` blocks finished (or ``duration_s``).
 
     ``bob_endpoints(alice_endpoints) -> endpoints`` lets a test put something
@@ -97,8 +97,8 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
             stores[role] = KeyStore(d / f"{role}.db", link_id, key_size_bits=cfg.key_size_bits,
                                     auth_refill_bytes=cfg.auth_refill_bytes)
             pools[role] = AuthPool(psk, d / f"{role}.db", role)
-        cha = Channel("alice", pools["alice"], ctx=ctx)
-        chb = Channel("bob", pools["bob"], ctx=ctx)
+        cha = Channel("alice", pools["alice"], ctx=ctx, retry_s=retry_s)
+        chb = Channel("bob", pools["bob"], ctx=ctx, retry_s=retry_s)
         if transport == "ipc":
             eps = cha.bind(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock")
         else:
