@@ -282,6 +282,16 @@ class Node:
                 q = self._block_q[block_id] = queue.Queue()
             return q
 
+    def _route(self, m: Message) -> None:
+        # A block's queue exists from before its first message can arrive (it is made
+        # when the block closes); a message for a finished block is late and dropped.
+        with self._q_lock:
+            q = self._block_q.get(m.block_id)
+        if q is not None:
+            q.put(m)
+        else:
+            log.debug("%s: late %s for finished block %d dropped", self.role, m.mtype.name, m.block_id)
+
     def _dispatch(self) -> None:
         while not self._stop.is_set():
             m = self.ch.recv("proto", timeout=0.1)
@@ -299,7 +309,7 @@ class Node:
             elif m.mtype == MsgType.SIFT_MATCH and self.role == "bob":
                 self._on_match(m)
             elif m.mtype in BLOCK_TYPES:
-                self._queue(m.block_id).put(m)
+                self._route(m)
             elif m.mtype == MsgType.STOP:
                 self._stop.set()
             else:
@@ -311,7 +321,7 @@ class Node:
             if m is None or m.mtype == MsgType.HELLO:
                 continue
             if m.mtype == MsgType.ABORT:
-                self._queue(m.block_id).put(m)
+                self._route(m)
             elif m.mtype == MsgType.STOP:
                 self._stop.set()
 
