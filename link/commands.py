@@ -28,6 +28,10 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default=None,
                    help="keep the key stores and PSK here (default: a temporary directory)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--instruments", choices=("rig", "model"), default="rig",
+                   help="rig (default): the nodes drive the HIL rig's emulated instruments through "
+                        "the production drivers; model: the physical model in process (faster, "
+                        "no wire protocols)")
 
 
 def _fmt_rate(bps: float) -> str:
@@ -77,9 +81,12 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if not args.json:
             print(f"qkd run: scenario {scen.name} ({scen.fiber.length_km:g} km), {args.blocks} blocks of "
-                  f"{cfg.block_bits} Z bits, both nodes on this machine (Ctrl-C ends the run)")
+                  f"{cfg.block_bits} Z bits, both nodes on this machine, "
+                  f"{'emulated instruments' if args.instruments == 'rig' else 'in-process model'} "
+                  f"(Ctrl-C ends the run)")
         s = run_local(args.scenario, blocks=args.blocks, duration_s=args.duration, seed=args.seed,
-                      workdir=args.workdir, config=cfg, progress=progress, stop_event=stop)
+                      workdir=args.workdir, config=cfg, progress=progress, stop_event=stop,
+                      instruments=args.instruments)
     finally:
         signal.signal(signal.SIGINT, old)
     if args.json:

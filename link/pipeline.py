@@ -63,12 +63,20 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
               seed: int = 1, workdir: str | os.PathLike | None = None, config: NodeConfig | None = None,
               progress: Callable[[dict], None] | None = None, transport: str = "ipc",
               stop_event=None, bob_endpoints: Callable[[dict], dict] | None = None,
-              psk_bytes_per_stream: int = 1 << 16, retry_s: float = 0.2) -> dict:
+              psk_bytes_per_stream: int = 1 << 16, retry_s: float = 0.2,
+              instruments: str = "model") -> dict:
     """Run both nodes on the HIL model until ``blocks`` blocks finished (or ``duration_s``).
 
+    ``instruments="model"`` hands the nodes the physical model in this process
+    (``link.frontend.ModelLink``: tags and slotting, no wire protocols);
+    ``instruments="rig"`` starts ``hil.rig.Rig`` and the nodes drive its
+    emulated instruments through the production drivers (Alice's AWG over
+    SCPI, Bob's PicoQuant T2 stream), as a lab's nodes drive real ones.
     ``bob_endpoints(alice_endpoints) -> endpoints`` lets a test put something
     (a fault-injecting proxy) between the nodes.
     """
+    if instruments not in ("model", "rig"):
+        raise ValueError(f"instruments: expected 'model' or 'rig', got {instruments!r}")
     from drivers.qrng import OsEntropySource
     from hil.model import LinkModel
 
@@ -86,7 +94,14 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
     psk = d / "link.psk"
     write_psk(psk, link_id, psk_bytes_per_stream)
     ctx = zmq.Context()
-    ml = ModelLink(model)
+    rig = fe_alice = fe_bob = None
+    if instruments == "rig":
+        fe_alice, fe_bob, rig = _rig_front_ends(model.scenario, seed)
+        ml = rig.stats          # has emulated_s, like ModelLink
+        model = rig.model       # the rig's frames (capped by the AWG memory)
+    else:
+        ml = ModelLink(model)
+        fe_alice, fe_bob = ml.alice, ml.bob
     rng = OsEntropySource()
     nodes: dict[str, Node] = {}
     stores: dict[str, KeyStore] = {}
@@ -104,8 +119,8 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
         else:
             eps = cha.bind()
         chb.connect(**(bob_endpoints(eps) if bob_endpoints is not None else eps))
-        nodes["alice"] = Node("alice", cha, stores["alice"], ml.alice, rng, cfg, ctx=ctx, block_limit=blocks)
-        nodes["bob"] = Node("bob", chb, stores["bob"], ml.bob, rng, cfg, ctx=ctx,
+        nodes["alice"] = Node("alice", cha, stores["alice"], fe_alice, rng, cfg, ctx=ctx, block_limit=blocks)
+        nodes["bob"] = Node("bob", chb, stores["bob"], fe_bob, rng, cfg, ctx=ctx,
                             frame_slots=model.frame_slots)
         for n in nodes.values():
             n.start()
@@ -143,8 +158,37 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
             if ch is not None:
                 ch.close()
         ctx.destroy(linger=0)
+        if rig is not None:
+            for fe in (fe_alice, fe_bob):
+                try:
+                    fe.close()
+                except Exception:  # noqa: BLE001 - the rig is going away anyway
+                    pass
+            rig.stop()
         if own_tmp is not None:
             own_tmp.cleanup()
+
+
+def _rig_front_ends(scenario, seed: int):
+    """Start the HIL rig and open the production drivers on its emulated instruments."""
+    from drivers.keysight_awg import Keysight33500
+    from drivers.picoquant import PicoQuantStreamTagger
+    from hil.rig import RIG_ENCODING, Rig
+
+    from .frontend import DriverAlice, DriverBob, Timing
+
+    rig = Rig(scenario, seed).start()
+    try:
+        res = rig.resources()
+        awg = Keysight33500(res["alice.pattern_generator"], encoding=RIG_ENCODING)
+        awg.open()
+        tagger = PicoQuantStreamTagger(res["bob.time_tagger"])
+        tagger.open()
+        return (DriverAlice(awg, rig.frame_slots, rig.model.clock_hz),
+                DriverBob(tagger, Timing.for_model(rig.model)), rig)
+    except BaseException:
+        rig.stop()
+        raise
 
 
 class ReplayLink:
