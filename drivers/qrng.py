@@ -37,6 +37,7 @@ import errno
 import math
 import os
 import select
+import threading
 import time
 from collections.abc import Sequence
 
@@ -56,6 +57,7 @@ __all__ = ["OsEntropySource", "QrngDevice", "RandomSourceBase", "repetition_coun
 # (cutoff 6, P = 2**-40 per byte) that is once per ~10**12 bytes.
 DEFAULT_HEALTH_ALPHA_LOG2 = 40.0
 
+_LOCK_GUARD = threading.Lock()
 _CHUNK = 1 << 22  # 4 MiB per read: large enough to amortize syscalls, small enough for the deadline
 
 
@@ -100,8 +102,23 @@ class RandomSourceBase:
         """Fill ``view`` with raw bytes from the source (no health tests)."""
         raise NotImplementedError
 
+    def _source_lock(self) -> threading.Lock:
+        lock = self.__dict__.get("_fill_lock")
+        if lock is None:
+            with _LOCK_GUARD:
+                lock = self.__dict__.setdefault("_fill_lock", threading.Lock())
+        return lock
+
     def _fill(self, view: memoryview) -> None:
-        """Raw bytes into ``view``, passed through the health tests (start-up test first)."""
+        """Raw bytes into ``view``, passed through the health tests (start-up test first).
+
+        Serialized per source: the engine's threads share one source, and the health tests'
+        state (a run or window carried between reads) must follow one stream of reads.
+        """
+        with self._source_lock():
+            self._fill_tested(view)
+
+    def _fill_tested(self, view: memoryview) -> None:
         h = self.health
         if h is not None and h.failed is None and not h.started:
             probe = np.empty(STARTUP_SAMPLES, np.uint8)

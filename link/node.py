@@ -48,6 +48,7 @@ import numpy as np
 import zmq
 
 import postproc_c
+from drivers.rng_health import RngHealthError
 from postproc_c.sifting import alice_sift, bob_announce, bob_sift, error_counts
 
 from . import finite_key as fk
@@ -248,6 +249,9 @@ class Node:
         def run():
             try:
                 fn()
+            except RngHealthError as exc:  # stuck or biased random source: no more key from it
+                self.alarm("rng_health", str(exc))
+                self._stop.set()
             except Exception as exc:  # a dead thread must be an alarm, not a silent hang
                 log.exception("%s thread %s failed", self.role, fn.__name__)
                 self.alarm("internal_error", f"{fn.__name__}: {exc}")
