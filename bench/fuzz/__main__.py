@@ -30,6 +30,8 @@ MODULES = {
     "lab": ["drivers.config"],
     "scenario": ["hil.scenario"],
     "kme": ["link.kme"],
+    "wire": ["link.messages"],
+    "node_config": ["link.config"],
 }
 
 
@@ -99,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = run(a.target or list(TARGETS), a.seconds, a.artifacts.resolve())
     bad = 0
-    print(f"{'target':<10} {'status':<8} {'execs':>9} {'exec/s':>8} {'cov':>6} {'wall s':>7}  findings")
+    print(f"{'target':<12} {'status':<8} {'execs':>9} {'exec/s':>8} {'cov':>6} {'wall s':>7}  findings")
     for r in results:
         ok = r["returncode"] == 0 and not r["findings"]
         bad += not ok
         rate = r["execs"] / max(a.seconds, 1e-9)
-        print(f"{r['target']:<10} {'ok' if ok else 'FINDING':<8} {r['execs']:>9} {rate:>8.0f} "
+        print(f"{r['target']:<12} {'ok' if ok else 'FINDING':<8} {r['execs']:>9} {rate:>8.0f} "
               f"{r['coverage']:>6} {r['wall_s']:>7.1f}  {' '.join(r['findings'])}")
         if not ok:
             print(r["log_tail"], file=sys.stderr)

@@ -238,6 +238,61 @@ def _json_seed(obj) -> bytes:
     return json.dumps(obj).encode()
 
 
+
+# -- classical-channel frames (link.messages.split_frame) and node files (link.config) ------------
+
+def _wire_seeds() -> list[bytes]:
+    from link.messages import MsgType, encode_header
+    out = []
+    for mt, lane, payload in ((MsgType.ACK, "proto", (5).to_bytes(8, "big")), (MsgType.RECON, "proto", b"xy"),
+                              (MsgType.STOP, "ctrl", b"")):
+        out.append(encode_header(mt, "alice", lane, 7, 3, len(payload)) + payload + bytes(8))
+    return out
+
+
+@target("wire", _wire_seeds)
+def fuzz_wire(data: bytes) -> None:
+    from link.messages import HEADER, TAG_LEN, WireError, split_frame
+    try:
+        fields, signed, tag = split_frame(data)
+    except WireError:
+        return
+    assert len(signed) == HEADER.size + fields[5] and len(tag) == TAG_LEN
+
+
+_NODE_TOML = b"""
+[node]
+role = "alice"
+link_id = "lab-1"
+psk = "alice.psk"
+store = "alice.db"
+[channel]
+proto = "tcp://0.0.0.0:7100"
+ctrl = "tcp://0.0.0.0:7101"
+[protocol]
+block_bits = 524288
+intensities = [0.5, 0.1, 0.0002]
+intensity_probs = [0.5, 0.3, 0.2]
+[frontend]
+lab = "lab.toml"
+instrument = "pattern_generator"
+frame_slots = 262144
+clock_hz = 1e9
+"""
+
+
+@target("node_config", lambda: [_NODE_TOML])
+def fuzz_node_config(data: bytes) -> None:
+    from link.config import ConfigError, parse_node_file
+    d = _toml(data)
+    if d is None:
+        return
+    try:
+        parse_node_file(d, "node.toml")
+    except ConfigError:
+        return
+
+
 # -- the KME's JSON request bodies (ETSI GS QKD 014 enc_keys / dec_keys) ------------------------
 
 def _kme_seeds() -> list[bytes]:
