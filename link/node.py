@@ -108,6 +108,18 @@ def _h(p: float) -> float:
     return fk.binary_entropy(p)
 
 
+def _release_secrets(packed_key, recon_result, recon_side) -> None:
+    """End of a block, key or abort: wipe the packed key and the reconciled key, free the
+    reconciliation side now (its C free wipes the C copies) instead of at garbage collection."""
+    if packed_key is not None:
+        packed_key[:] = 0
+    if recon_result is not None:
+        recon_result.corrected[:] = 0
+    close = getattr(recon_side, "close", None)
+    if close is not None:
+        close()
+
+
 class _Block:
     """Sifted bits of one block on one node (secret arrays wiped when done)."""
 
@@ -265,8 +277,22 @@ class Node:
 
     def close(self) -> None:
         self.stop()
+        self._wipe_pending()
         if self._pub is not None:
             self._pub.close(0)
+
+    def _wipe_pending(self) -> None:
+        """Shutdown: wipe what the stopped threads left, Alice's unsifted frame patterns, Bob's
+        unannounced detections' bits and the sifted bits of the block not yet started."""
+        for pat in list(getattr(self, "_frames", {}).values()):
+            for a in pat:
+                a[:] = 0
+        for ann in list(getattr(self, "_anns", {}).values()):
+            ann.bits[:] = 0
+        cur = getattr(self, "_cur", None)
+        if cur is not None:
+            for a in cur.z + cur.x:
+                a[:] = 0
 
     @property
     def stopped(self) -> bool:
@@ -339,7 +365,11 @@ class Node:
         # The peer's half of the block being filled is gone: start a fresh one. Frame
         # patterns stay (Bob's front end may still deliver those frames); older ones
         # that are never announced are dropped in _on_announce.
+        for ann in self._anns.values():
+            ann.bits[:] = 0
         self._anns.clear()
+        for a in self._cur.z + self._cur.x:
+            a[:] = 0
         self._cur = _Block()
 
     # acquisition ----------------------------------------------------------------------------------
@@ -406,6 +436,7 @@ class Node:
             a[:] = 0
         blk = self._cur
         blk.add(f, res.bases, res.bits, res.intensities)
+        res.bits[:] = 0  # blk.add copied the bits it keeps
         blk.sent += sent
         blk.det += res.detections.astype(np.int64)
         self._watch_signal(f, int(slots.size))
@@ -437,6 +468,7 @@ class Node:
         mine = bob_sift(ann, match, require(arrays, "intensities", np.uint8))
         ann.bits[:] = 0
         self._cur.add(f, mine.bases, mine.bits, mine.intensities)
+        mine.bits[:] = 0  # _Block.add copied the bits it keeps
         self._cur.events += ann.n_events
         self._cur.multi += ann.n_cross_dropped + int(ann.n_squashed.sum())
         with self._lock:
@@ -581,6 +613,7 @@ class Node:
         res = BlockResult(bid, (blk.first_frame, blk.last_frame), n_z=int(z.size), n_x=int(x.size),
                           emulated_s=blk.emulated_s)
         res.yields = self._watch_yields(bid, blk)
+        zw = rr = side = None
         try:
             m = self._recv_block(bid, MsgType.PE_DISCLOSE, res)
             _, arr = decode(m.payload)
@@ -654,12 +687,14 @@ class Node:
             return res
         finally:
             z[:] = 0
+            _release_secrets(zw, rr, side)
 
     # the block protocol: Bob ----------------------------------------------------------------------------
     def _bob_block(self, bid: int, blk: _Block) -> BlockResult:
         z, z_int, x, x_int = blk.arrays()
         res = BlockResult(bid, (blk.first_frame, blk.last_frame), n_z=int(z.size), n_x=int(x.size))
         self._watch_multi_clicks(bid, blk)
+        zw = rr = side = None
         try:
             self.ch.send(MsgType.PE_DISCLOSE, bid, encode({}, {"x_bits": x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
@@ -698,6 +733,7 @@ class Node:
             return res
         finally:
             z[:] = 0
+            _release_secrets(zw, rr, side)
 
     def _reconcile(self, bid: int, side, res: BlockResult) -> None:
         while not side.done:

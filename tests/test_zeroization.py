@@ -140,3 +140,58 @@ def test_key_buffers_are_zero_after_an_abort(probes):
     for what, arrays in bufs.items():
         for a in arrays:
             assert not np.asarray(a).any(), f"{what}: {np.count_nonzero(a)} nonzero of {a.size}"
+
+
+def test_engine_run_leaves_no_key_bits_behind(tmp_path, monkeypatch):
+    """Both nodes of ``qkd run`` (link.node over the in-process model), one block with key: every
+    pattern-bit array Alice drew, every sifting result, every reconciliation result reads back as
+    zeros once the run has shut down, and every reconciliation side was freed."""
+    import drivers.qrng as qrng
+    import link.node as node_mod
+    from link.pipeline import run_local
+
+    drawn: list[np.ndarray] = []
+
+    class RecordingSource(qrng.OsEntropySource):
+        def random_bits(self, n):
+            b = super().random_bits(n)
+            drawn.append(b)
+            return b
+
+    sifted: list[np.ndarray] = []
+
+    def recording(fn):
+        def wrapped(*a, **kw):
+            r = fn(*a, **kw)
+            sifted.append(r.bits)
+            return r
+        return wrapped
+
+    sides, results = [], []
+    real_make_side = node_mod.postproc_c.make_side
+
+    def make_side(*a, **kw):
+        s = real_make_side(*a, **kw)
+        real_result = s.result
+
+        def result():
+            r = real_result()
+            results.append(r.corrected)
+            return r
+        s.result = result
+        sides.append(s)
+        return s
+
+    monkeypatch.setattr(qrng, "OsEntropySource", RecordingSource)
+    monkeypatch.setattr(node_mod, "alice_sift", recording(node_mod.alice_sift))
+    monkeypatch.setattr(node_mod, "bob_sift", recording(node_mod.bob_sift))
+    monkeypatch.setattr(node_mod.postproc_c, "make_side", make_side)
+    s = run_local(None, blocks=1, duration_s=90, workdir=tmp_path)
+    assert s["blocks"] >= 1 and s["secret_bits"] > 0 and s["keys_identical"], s["alarms"]
+    assert len(drawn) >= 2 and len(sifted) >= 4 and len(results) >= 2 and len(sides) >= 2
+    for what, arrays in (("Alice's pattern bits", drawn), ("sifting results", sifted),
+                         ("reconciliation results", results)):
+        nonzero = [int(np.count_nonzero(a)) for a in arrays if a.any()]
+        assert not nonzero, f"{what}: {len(nonzero)} of {len(arrays)} arrays still hold bits"
+    for side in sides:
+        assert getattr(side, "_c", None) is None and getattr(side, "_ptr", None) is None
