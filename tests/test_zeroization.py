@@ -144,8 +144,9 @@ def test_key_buffers_are_zero_after_an_abort(probes):
 
 def test_engine_run_leaves_no_key_bits_behind(tmp_path, monkeypatch):
     """Both nodes of ``qkd run`` (link.node over the in-process model), one block with key: every
-    pattern-bit array Alice drew, every sifting result, every reconciliation result reads back as
-    zeros once the run has shut down, and every reconciliation side was freed."""
+    pattern-bit array Alice drew, every sifting result, every reconciliation result and both
+    authentication pools' pad buffers read back as zeros once the run has shut down, and every
+    reconciliation side was freed."""
     import drivers.qrng as qrng
     import link.node as node_mod
     from link.pipeline import run_local
@@ -182,6 +183,16 @@ def test_engine_run_leaves_no_key_bits_behind(tmp_path, monkeypatch):
         sides.append(s)
         return s
 
+    import link.pipeline as pipeline_mod
+
+    pools = []
+
+    class RecordingPool(pipeline_mod.AuthPool):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            pools.append(self)
+
+    monkeypatch.setattr(pipeline_mod, "AuthPool", RecordingPool)
     monkeypatch.setattr(qrng, "OsEntropySource", RecordingSource)
     monkeypatch.setattr(node_mod, "alice_sift", recording(node_mod.alice_sift))
     monkeypatch.setattr(node_mod, "bob_sift", recording(node_mod.bob_sift))
@@ -195,3 +206,7 @@ def test_engine_run_leaves_no_key_bits_behind(tmp_path, monkeypatch):
         assert not nonzero, f"{what}: {len(nonzero)} of {len(arrays)} arrays still hold bits"
     for side in sides:
         assert getattr(side, "_c", None) is None and getattr(side, "_ptr", None) is None
+    # the authentication pool's pads (PSK + replenished segments) in memory, after shutdown
+    assert len(pools) == 2
+    for pool in pools:
+        assert pool._streams and all(len(b) > 0 and not any(b) for b in pool._streams.values())
