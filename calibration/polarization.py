@@ -352,3 +352,143 @@ def align(controller, measure: Callable[[], Measurement], *, seed: int = 0, star
 def misalignment_qber(r11: float, r22: float) -> tuple[float, float]:
     """QBER from misalignment alone in Z and X given the rotation's diagonal (module docstring)."""
     return (1 - r11) / 2, (1 - r22) / 2
+
+
+@dataclass
+class TrackStep:
+    settings: np.ndarray
+    qber_z: float
+    qber_x: float
+    action: str                     # "hold", "step", "base", "dither", "undo", "recenter", "realign"
+
+
+class Tracker:
+    """Keeps Z and X aligned while key is made, from per-block counts (a :class:`Measurement` of the
+    block's disclosed data: Alice's states against Bob's single clicks).
+
+    Method, and why: the same signed residual as :func:`align`, corrected by small Gauss-Newton steps
+    with a Jacobian that starts from a dither of each actuator and is kept current with Broyden's rank-1
+    update after every step (Nocedal and Wright, 2nd ed., eq. 11.27) plus one re-dither of one actuator
+    (round robin) every ``dither_every`` blocks, because the fiber moves the Jacobian too. A step that
+    makes the next block clearly worse is undone and the whole Jacobian re-dithered. Steps are taken
+    only when a block's QBER is above ``deadband`` and are clipped to ``max_step_fraction`` of the
+    range, so the loop itself adds little QBER. (A two-sided SPGD on QBER_Z + QBER_X was tried and
+    tracked worse on the rig at the same block size.) An actuator within ``edge_fraction`` of a limit
+    is handled smoothly when the controller has more actuators than the three degrees of freedom of a
+    rotation (EPC-400): the setting walks back toward the centre along the Jacobian's null space, which
+    leaves the rotation unchanged to first order. Without redundancy (MPC320) ``realign`` (a fresh
+    alignment from the current setting) is called if given; otherwise :class:`PolarizationError` is
+    raised with the controller held where it is (a safe state).
+    """
+
+    def __init__(self, controller, *, max_step_fraction: float = 0.02, dither_fraction: float = 0.008,
+                 deadband: float = 0.0015, dither_every: int = 8, edge_fraction: float = 0.05,
+                 realign: Callable[[], AlignResult] | None = None) -> None:
+        self.dev = _Driver(controller)
+        self.span = self.dev.hi - self.dev.lo
+        self.max_step = max_step_fraction * self.span
+        self.h = dither_fraction * self.span
+        self.deadband = deadband
+        self.dither_every = int(dither_every)
+        self.edge = edge_fraction * self.span
+        self.realign = realign
+        self.x = np.clip(self.dev.get(), self.dev.lo, self.dev.hi)
+        self.J: np.ndarray | None = None
+        self._r: np.ndarray | None = None
+        self._pending: tuple[str, np.ndarray, int] | None = None   # what the last block measured
+        self._dither_all: list[int] = []
+        self._block = 0
+        self._next_dither = 0
+        self.log: list[TrackStep] = []
+
+    def _set(self, x: np.ndarray) -> None:
+        x = np.clip(x, self.dev.lo, self.dev.hi)
+        self.dev.set(x)
+        self.x = x
+
+    def update(self, m: Measurement) -> TrackStep:
+        """Feed one block's counts (taken at the setting this tracker last applied); apply the next."""
+        r = _residual(m)
+        self._block += 1
+        n = self.dev.n
+        if self.J is None:
+            self.J = np.zeros((4, n))
+            self._dither_all = list(range(n))
+        kind = self._pending[0] if self._pending else "base"
+        if kind == "dither" and self._r is not None:
+            _, x_base, i = self._pending                   # type: ignore[misc]
+            step = self.x[i] - x_base[i]
+            self.J[:, i] = (r - self._r) / step
+            self._set(x_base)                              # back to where we were (the dither is small)
+            self._pending = ("base", x_base, -1)
+            return self._record(m, "dither")
+        if kind == "step" and self._r is not None:
+            _, x_prev, _ = self._pending                   # type: ignore[misc]
+            dx = self.x - x_prev
+            if r @ r > 2 * (self._r @ self._r) + 4 * self.deadband:
+                # the step made things worse: the Jacobian is stale. Undo it and re-dither everything.
+                self._set(x_prev)
+                self._dither_all = list(range(n))
+                self._pending = ("base", x_prev, -1)
+                self._r = None
+                return self._record(m, "undo")
+            if dx @ dx > 0:                                # Broyden rank-1 update (N&W eq. 11.27)
+                self.J += np.outer((r - self._r) - self.J @ dx, dx) / (dx @ dx)
+        self._r = r
+        if self._dither_all:                               # build the Jacobian, one actuator per block
+            return self._dither(m, self._dither_all.pop(0))
+        if self.dither_every and self._block % self.dither_every == 0:
+            i = self._next_dither % n
+            self._next_dither += 1
+            return self._dither(m, i)
+        near = np.minimum(self.x - self.dev.lo, self.dev.hi - self.x) < self.edge
+        if near.any():                                     # a reset before a limit is hit
+            return self._recenter(m, near)
+        if max(m.qber_z, m.qber_x) <= self.deadband:
+            self._pending = ("base", self.x.copy(), -1)
+            return self._record(m, "hold")
+        delta = -np.linalg.lstsq(self.J, r, rcond=1e-3)[0]
+        if np.abs(delta).max() > self.max_step:
+            delta *= self.max_step / np.abs(delta).max()
+        x_prev = self.x.copy()
+        self._set(self.x + delta)
+        self._pending = ("step", x_prev, -1)
+        return self._record(m, "step")
+
+    def _dither(self, m: Measurement, i: int) -> TrackStep:
+        x_base = self.x.copy()
+        xi = x_base.copy()
+        xi[i] += self.h if xi[i] + self.h <= self.dev.hi else -self.h
+        self._set(xi)
+        self._pending = ("dither", x_base, i)
+        return self._record(m, "base")
+
+    def _recenter(self, m: Measurement, near: np.ndarray) -> TrackStep:
+        assert self.J is not None
+        n = self.dev.n
+        sv = np.linalg.svd(self.J, compute_uv=False)
+        if n > 3 and sv[0] > 0:
+            null = np.linalg.svd(self.J)[2][-1]            # direction the rotation does not see
+            centre = (self.dev.lo + self.dev.hi) / 2
+            want = np.where(near, centre - self.x, 0.0)
+            direction = null * (1.0 if null @ want >= 0 else -1.0)
+            x_prev = self.x.copy()
+            self._set(self.x + direction / np.abs(direction).max() * self.max_step)
+            self._pending = ("step", x_prev, -1)
+            return self._record(m, "recenter")
+        if self.realign is None:
+            at = [int(i) + 1 for i in np.flatnonzero(near)]
+            raise PolarizationError(f"{self.dev.name}: actuator(s) {at} at the edge of "
+                                    f"[{self.dev.lo:g}, {self.dev.hi:g}] {self.dev.unit} and no redundancy "
+                                    f"to walk back; controller held at {np.round(self.x, 2).tolist()}")
+        res = self.realign()
+        self.x = np.asarray(res.settings, float)
+        self.J = None
+        self._pending = None
+        self._r = None
+        return self._record(m, "realign")
+
+    def _record(self, m: Measurement, action: str) -> TrackStep:
+        st = TrackStep(self.x.copy(), m.qber_z, m.qber_x, action)
+        self.log.append(st)
+        return st
