@@ -375,8 +375,11 @@ class Tracker:
     range, so the loop itself adds little QBER. (A two-sided SPGD on QBER_Z + QBER_X was tried and
     tracked worse on the rig at the same block size.) An actuator within ``edge_fraction`` of a limit
     is handled smoothly when the controller has more actuators than the three degrees of freedom of a
-    rotation (EPC-400): the setting walks back toward the centre along the Jacobian's null space, which
-    leaves the rotation unchanged to first order. Without redundancy (MPC320) ``realign`` (a fresh
+    rotation (EPC-400): the setting walks back toward the centre along the Jacobian's null space in
+    quarter-size steps, interleaved with ordinary tracking steps. Near alignment the signed
+    components see only one rotation angle to first order (a passive receiver measures no circular
+    component), so the estimated null space is only approximate: the small steps keep the QBER they
+    add low and the tracking steps that follow repair it. Without redundancy (MPC320) ``realign`` (a fresh
     alignment from the current setting) is called if given; otherwise :class:`PolarizationError` is
     raised with the controller held where it is (a safe state).
     """
@@ -442,8 +445,9 @@ class Tracker:
             self._next_dither += 1
             return self._dither(m, i)
         near = np.minimum(self.x - self.dev.lo, self.dev.hi - self.x) < self.edge
-        if near.any():                                     # a reset before a limit is hit
-            return self._recenter(m, near)
+        last = self.log[-1].action if self.log else ""
+        if near.any() and last != "recenter":              # a reset before a limit is hit, every
+            return self._recenter(m, near)                 # other block: tracking steps in between
         if max(m.qber_z, m.qber_x) <= self.deadband:
             self._pending = ("base", self.x.copy(), -1)
             return self._record(m, "hold")
@@ -473,7 +477,7 @@ class Tracker:
             want = np.where(near, centre - self.x, 0.0)
             direction = null * (1.0 if null @ want >= 0 else -1.0)
             x_prev = self.x.copy()
-            self._set(self.x + direction / np.abs(direction).max() * self.max_step)
+            self._set(self.x + direction / np.abs(direction).max() * 0.25 * self.max_step)
             self._pending = ("step", x_prev, -1)
             return self._record(m, "recenter")
         if self.realign is None:

@@ -9,7 +9,7 @@ import pytest
 from calibration.polarization import LinkProbe, PolarizationError, Tracker, align
 from drivers.oz_epc400 import OzEpc400
 from drivers.thorlabs_mpc320 import ThorlabsMpc320
-from hil.optics import _SIGMA
+from hil.optics import _SIGMA, su2_rotation
 from hil.rig import Rig
 from hil.scenario import Scenario
 from link.frontend import ModelLink, Timing
@@ -73,5 +73,36 @@ def test_tracker_at_range_edge_without_redundancy_gives_error():
                     tr.update(probe.measure())
             v = dev.get_actuators()
             assert np.all((v >= 0) & (v <= 170))
+        finally:
+            dev.close()
+
+
+def test_epc_walks_back_from_an_edge_along_the_null_space():
+    # four squeezers for three rotation angles: a setting near a limit is moved back without
+    # losing the alignment. edge_fraction=0.45 makes every setting count as "near" an edge.
+    sc = Scenario.load("metro-25km").with_overrides({"source.prep_error_deg": 0.0})
+    with Rig(sc, seed=6, frame_slots=1 << 18) as rig:
+        fiber = su2_rotation(np.random.default_rng(6).normal(size=3) * 3)
+        rig.model.fiber.rotation_at = lambda t: fiber
+        dev = OzEpc400(rig.resources()["bob.polarization"])
+        dev.open()
+        try:
+            link = ModelLink(rig.model, timing=Timing.for_model(rig.model))
+            probe = LinkProbe(link.alice, link.bob, frames=2, seed=6, poll_s=0.0)
+            res = align(dev, probe.measure, seed=6)
+            tr = Tracker(dev, edge_fraction=0.45)
+            true = []
+            for _ in range(60):
+                tr.update(probe.measure())
+                r = _stokes(rig.model.rotation_at(0.0))
+                true.append(max((1 - r[0, 0]) / 2, (1 - r[1, 1]) / 2))
+            actions = [s.action for s in tr.log]
+            assert actions.count("recenter") >= 5
+            i = int(np.argmax(np.abs(res.settings)))      # the actuator nearest a limit
+            inward = abs(res.settings[i]) - abs(tr.log[-1].settings[i])
+            assert inward > 20                           # mV: it walked back (slowly: small steps)
+            assert np.mean(true) < 0.005                 # without losing the alignment
+            v = dev.get_actuators()
+            assert np.all((v >= -5000) & (v <= 5000))
         finally:
             dev.close()
