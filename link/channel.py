@@ -1,0 +1,353 @@
+"""The authenticated classical channel between the Alice and Bob nodes (ZeroMQ).
+
+What it is for: carry protocol messages reliably and authentically, and
+refuse everything else. Two *lanes*, each its own ZeroMQ socket, so an abort
+never queues behind bulk protocol traffic (after jupyter_client's separate
+control channel): ``proto`` (sifting, reconciliation, commit) and ``ctrl``
+(abort, stop). Telemetry goes on the node's own PUB socket (``link.node``),
+not through here.
+
+Rules (DESIGN.md, "Classical channel"):
+
+* Every frame carries version, type, block ID, per-direction sequence number
+  and a Wegman–Carter tag (``link.auth``). There is no option to skip the tag.
+* A frame with a bad tag (corrupt, forged, wrong pre-shared key) is dropped
+  and counted as ``bad_tag``; a frame whose sequence number is not above the
+  last accepted one (replay, duplicate) as ``replayed``; one that skips ahead
+  (reordered, or a message before it was lost) as ``out_of_sequence``. Each
+  raises an alarm through ``on_alarm``; none is ever handed to the application.
+* Loss is repaired by go-back-N retransmission of the *same bytes* (same
+  sequence number, same pad) until the peer's cumulative ACK covers them;
+  nothing secret is re-derived. ACKs have their own authenticated sequence
+  streams (gaps allowed, replays refused) so a lost ACK costs nothing.
+* After a restart a node opens each lane with ``HELLO`` at a sequence number
+  above its durable reservation; ``HELLO`` is the only message allowed to jump
+  forward, and the application sees it (the node then resynchronises blocks).
+
+Threads: one I/O thread owns the sockets (ZeroMQ sockets are not thread safe);
+``send`` may be called from any thread (a queue plus a wake-up pipe), ``recv``
+blocks on a per-lane queue. The sockets are DEALER–DEALER, which reconnect by
+themselves after a peer restarts.
+
+What it must not do: log payloads or tags, act on an unverified frame, or
+reuse a sequence number for different bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import zmq
+
+from .auth import AuthPool, PoolExhausted
+from .messages import LANE_CODE, Message, MsgType, WireError, encode_header, split_frame
+
+log = logging.getLogger(__name__)
+
+LANES = tuple(LANE_CODE)
+COUNTERS = ("sent", "retransmitted", "received", "acks_sent", "acks_received", "bad_tag",
+            "replayed", "out_of_sequence", "malformed", "wrong_sender")
+
+
+class ChannelError(RuntimeError):
+    """The channel cannot go on (closed, pool exhausted)."""
+
+
+class _Lane:
+    def __init__(self, name: str, sock: zmq.Socket) -> None:
+        self.name = name
+        self.sock = sock
+        self.unacked: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        # when the oldest unacknowledged frame was last (re)sent: the retry timer runs
+        # from it, so a steady stream of new frames cannot postpone a retransmission
+        self.oldest_tx = 0.0
+        self.inbox: queue.Queue[Message] = queue.Queue()
+        self.need_hello = True
+        # set when a send could not be queued (no peer yet, or a full pipe): later
+        # frames then wait for the retransmission of the whole window, in order, so
+        # the peer never sees frame n+1 before frame n
+        self.stalled = False
+
+
+class Channel:
+    """One node's end of the classical channel.
+
+    ``role`` is "alice" or "bob"; ``pool`` the node's ``AuthPool``. Call
+    ``bind`` or ``connect``, then ``start``; ``send``/``recv`` from any thread;
+    ``close`` at the end.
+    """
+
+    def __init__(self, role: str, pool: AuthPool, *, ctx: zmq.Context | None = None,
+                 retry_s: float = 0.2, on_alarm: Callable[[str, str], None] | None = None) -> None:
+        if role not in ("alice", "bob") or pool.role != role:
+            raise ValueError(f"role: {role!r} must be 'alice' or 'bob' and match the pool's role")
+        if retry_s <= 0:
+            raise ValueError(f"retry_s: must be > 0, got {retry_s}")
+        self.role = role
+        self.peer = pool.peer
+        self.pool = pool
+        self.retry_s = float(retry_s)
+        self.on_alarm = on_alarm
+        self._ctx = ctx or zmq.Context.instance()
+        self._lanes: dict[str, _Lane] = {}
+        for name in LANES:
+            s = self._ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, 100_000)
+            s.setsockopt(zmq.RCVHWM, 100_000)
+            self._lanes[name] = _Lane(name, s)
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.alarms: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=1000)
+        self._out: queue.Queue[tuple[str, bytes, int]] = queue.Queue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._send_lock = threading.Lock()
+        self.endpoints: dict[str, str] = {}
+        self.error: BaseException | None = None
+        self.last_peer_activity = 0.0
+
+    # set-up -------------------------------------------------------------------------------
+    def bind(self, proto: str = "tcp://127.0.0.1:*", ctrl: str = "tcp://127.0.0.1:*") -> dict[str, str]:
+        """Bind both lanes; returns the actual endpoints (OS-chosen ports resolved)."""
+        for name, ep in (("proto", proto), ("ctrl", ctrl)):
+            s = self._lanes[name].sock
+            s.bind(ep)
+            self.endpoints[name] = s.getsockopt_string(zmq.LAST_ENDPOINT)
+        return dict(self.endpoints)
+
+    def connect(self, proto: str, ctrl: str) -> None:
+        for name, ep in (("proto", proto), ("ctrl", ctrl)):
+            self._lanes[name].sock.connect(ep)
+            self.endpoints[name] = ep
+
+    def start(self) -> None:
+        """Open both lanes with HELLO and start the I/O thread."""
+        if self._thread is not None:
+            raise ChannelError("channel already started")
+        for lane in LANES:
+            self.send(MsgType.HELLO, 0, b"", lane=lane)
+        self._thread = threading.Thread(target=self._run, name=f"channel-{self.role}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for lane in self._lanes.values():
+            lane.sock.close(linger=0)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # application side --------------------------------------------------------------------------
+    def send(self, mtype: MsgType, block_id: int, payload: bytes | bytearray | memoryview = b"",
+             lane: str = "proto") -> int:
+        """Queue an authenticated message; returns its sequence number.
+
+        Raises ``ChannelError`` if the channel failed (e.g. the pool ran out).
+        """
+        if self.error is not None:
+            raise ChannelError(f"channel failed: {self.error}") from self.error
+        if lane not in self._lanes:
+            raise ValueError(f"lane: expected one of {LANES}, got {lane!r}")
+        if mtype == MsgType.ACK:
+            raise ValueError("mtype: ACKs are sent by the channel itself")
+        stream = f"{self.role}.{lane}.data"
+        with self._send_lock:   # seq allocation and queueing in one order
+            try:
+                seq = self.pool.next_send_seq(stream)
+            except PoolExhausted as exc:
+                self._alarm("auth_pool_exhausted", str(exc))
+                raise ChannelError(str(exc)) from exc
+            frame = self._frame(mtype, lane, stream, seq, block_id, payload)
+            self._out.put((lane, frame, seq))
+        self._wake()
+        return seq
+
+    def recv(self, lane: str = "proto", timeout: float | None = None) -> Message | None:
+        """Next accepted message of ``lane`` (None after ``timeout`` seconds)."""
+        try:
+            return self._lanes[lane].inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def pending(self, lane: str = "proto") -> int:
+        """Messages sent on ``lane`` and not yet acknowledged."""
+        return len(self._lanes[lane].unacked) + self._out.qsize()
+
+    def wait_acked(self, timeout: float = 5.0) -> bool:
+        """Wait until every sent message is acknowledged."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._out.empty() and all(not lane.unacked for lane in self._lanes.values()):
+                return True
+            time.sleep(0.005)
+        return False
+
+    def stats(self) -> dict:
+        return {**self.counters, "pool": self.pool.usage()}
+
+    # internals ------------------------------------------------------------------------------------
+    def _frame(self, mtype: int, lane: str, stream: str, seq: int, block_id: int,
+               payload: bytes | bytearray | memoryview) -> bytes:
+        head = encode_header(mtype, self.role, lane, seq, block_id, len(payload))
+        signed = head + bytes(payload)
+        return signed + self.pool.tag(stream, seq, signed)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _alarm(self, kind: str, detail: str) -> None:
+        self.alarms.append((time.time(), kind, detail))
+        log.warning("channel %s alarm %s: %s", self.role, kind, detail)
+        if self.on_alarm is not None:
+            try:
+                self.on_alarm(kind, detail)
+            except Exception:  # pragma: no cover - a broken callback must not stop the channel
+                log.exception("on_alarm callback failed")
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        for lane in self._lanes.values():
+            poller.register(lane.sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(timeout=max(1, int(self.retry_s * 250))))
+                if self._wake_r in events:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                self._flush_out()
+                for lane in self._lanes.values():
+                    if lane.sock in events:
+                        while True:
+                            try:
+                                frame = lane.sock.recv(zmq.NOBLOCK, copy=True)
+                            except zmq.Again:
+                                break
+                            self._on_frame(lane, frame)
+                self._retransmit()
+        except Exception as exc:  # pragma: no cover - reported to the application
+            self.error = exc
+            log.exception("channel %s I/O thread failed", self.role)
+
+    def _flush_out(self) -> None:
+        while True:
+            try:
+                lane_name, frame, seq = self._out.get_nowait()
+            except queue.Empty:
+                return
+            lane = self._lanes[lane_name]
+            if not lane.unacked:
+                lane.oldest_tx = time.monotonic()
+            lane.unacked[seq] = frame
+            self.counters["sent"] += 1
+            if lane.stalled:
+                continue        # keep order: the retry loop sends the whole window
+            try:
+                lane.sock.send(frame, zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                lane.stalled = True  # no peer connected yet: the retry loop sends it later
+
+    def _retransmit(self) -> None:
+        now = time.monotonic()
+        for lane in self._lanes.values():
+            if lane.unacked and now - lane.oldest_tx >= self.retry_s:
+                lane.stalled = False
+                for frame in lane.unacked.values():     # go-back-N: same bytes, same pads
+                    try:
+                        lane.sock.send(frame, zmq.NOBLOCK, copy=True)
+                    except zmq.Again:
+                        lane.stalled = True
+                        break
+                    self.counters["retransmitted"] += 1
+                lane.oldest_tx = now
+
+    def _send_ack(self, lane: _Lane) -> None:
+        stream = f"{self.role}.{lane.name}.ack"
+        try:
+            seq = self.pool.next_send_seq(stream)
+        except PoolExhausted as exc:
+            self._alarm("auth_pool_exhausted", str(exc))
+            self.error = exc
+            return
+        last = self.pool.recv_last(f"{self.peer}.{lane.name}.data")
+        frame = self._frame(MsgType.ACK, lane.name, stream, seq, 0, last.to_bytes(8, "big", signed=True))
+        try:
+            lane.sock.send(frame, zmq.NOBLOCK, copy=True)
+            self.counters["acks_sent"] += 1
+        except zmq.Again:  # pragma: no cover - the peer will retransmit and we ACK again
+            pass
+
+    def _on_frame(self, lane: _Lane, frame: bytes) -> None:
+        try:
+            (mtype, sender, lane_name, seq, block_id, plen), signed, tag = split_frame(frame)
+        except WireError as exc:
+            self.counters["malformed"] += 1
+            self._alarm("malformed", f"lane {lane.name}: {exc}")
+            return
+        if sender != self.peer or lane_name != lane.name:
+            self.counters["wrong_sender"] += 1
+            self._alarm("wrong_sender", f"lane {lane.name}: frame claims {sender}/{lane_name}")
+            return
+        kind = "ack" if mtype == MsgType.ACK else "data"
+        stream = f"{self.peer}.{lane.name}.{kind}"
+        if not self.pool.verify(stream, seq, signed, tag):
+            self.counters["bad_tag"] += 1
+            self._alarm("bad_tag", f"lane {lane.name}: {mtype.name} seq {seq} failed authentication")
+            return
+        last = self.pool.recv_last(stream)
+        self.last_peer_activity = time.monotonic()
+        if kind == "ack":
+            if seq <= last:
+                self.counters["replayed"] += 1
+                self._alarm("replayed", f"lane {lane.name}: ACK seq {seq} <= last {last}")
+                return
+            self.pool.accept_recv(stream, seq, durable=False)
+            self.counters["acks_received"] += 1
+            acked = int.from_bytes(bytes(signed[-8:]), "big", signed=True)
+            progressed = False
+            while lane.unacked and next(iter(lane.unacked)) <= acked:
+                lane.unacked.popitem(last=False)
+                progressed = True
+            if progressed:
+                lane.oldest_tx = time.monotonic()
+            return
+        if seq <= last:
+            # a retransmission whose ACK was lost, or a replay: never act on it twice
+            self.counters["replayed"] += 1
+            self._alarm("replayed", f"lane {lane.name}: {mtype.name} seq {seq} <= last accepted {last}")
+            self._send_ack(lane)
+            return
+        if seq != last + 1 and mtype != MsgType.HELLO:
+            self.counters["out_of_sequence"] += 1
+            self._alarm("out_of_sequence", f"lane {lane.name}: {mtype.name} seq {seq}, expected {last + 1}")
+            return
+        self.pool.accept_recv(stream, seq)        # durable before the application sees it
+        self.counters["received"] += 1
+        payload = bytes(signed[-plen:]) if plen else b""
+        lane.inbox.put(Message(mtype, sender, lane.name, seq, block_id, payload))
+        self._send_ack(lane)

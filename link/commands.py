@@ -1,0 +1,285 @@
+"""The link engine's subcommands: ``qkd run``, ``qkd psk``, ``qkd alice``/``qkd bob``, ``qkd monitor``.
+
+What it is for: the terminal side of the engine. Library code logs; only this
+module prints (progress lines, the summary, JSON). It must not print key
+material: summaries carry counts, rates and a yes/no from comparing the stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+
+from .cli import command
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", default=None,
+                   help="HIL scenario name or TOML file (default: metro-25km, 25 km)")
+    p.add_argument("--duration", type=float, default=90.0, metavar="S",
+                   help="wall-clock limit in seconds (default 90)")
+    p.add_argument("--blocks", type=int, default=3, help="blocks to distil (default 3)")
+    p.add_argument("--block-bits", type=int, default=None, help="Z bits per block (default 2^20)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the physical model (default 1)")
+    p.add_argument("--workdir", default=None,
+                   help="keep the key stores and PSK here (default: a temporary directory)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--instruments", choices=("rig", "model"), default="rig",
+                   help="rig (default): the nodes drive the HIL rig's emulated instruments through "
+                        "the production drivers; model: the physical model in process (faster, "
+                        "no wire protocols)")
+
+
+def _fmt_rate(bps: float) -> str:
+    for unit, scale in (("Mb/s", 1e6), ("kb/s", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.2f} {unit}"
+    return f"{bps:.0f} b/s"
+
+
+@command("run", "run Alice and Bob on this machine against the HIL rig and report the key", _run_args)
+def _run(args: argparse.Namespace) -> int:
+    from hil.model import LinkModel
+
+    from .pipeline import config_for_scenario, run_local
+
+    if args.blocks <= 0:
+        print("qkd run: --blocks must be >= 1", file=sys.stderr)
+        return 2
+    if args.duration <= 0:
+        print("qkd run: --duration must be > 0", file=sys.stderr)
+        return 2
+    try:
+        scen = LinkModel(args.scenario, seed=args.seed).scenario
+    except (ValueError, OSError) as exc:
+        print(f"qkd run: {exc}", file=sys.stderr)
+        return 2
+    over = {}
+    if args.block_bits:
+        over["block_bits"] = int(args.block_bits)
+    cfg = config_for_scenario(scen, **over)
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):
+        stop.set()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+
+    def progress(s: dict) -> None:
+        if args.json:
+            return
+        q = f"{s['qber_x']:.4f}" if s.get("qber_x") is not None else "  -   "
+        print(f"\r[{s['wall_s']:6.1f} s] blocks {s['blocks']}/{args.blocks} "
+              f"(aborted {s['blocks_aborted']})  QBER_X {q}  secret {s['secret_bits']} bits  "
+              f"keys A/B {s['keys']['alice']}/{s['keys']['bob']}  alarms {s['alarm_count']}   ",
+              end="", flush=True)
+
+    try:
+        if not args.json:
+            print(f"qkd run: scenario {scen.name} ({scen.fiber.length_km:g} km), {args.blocks} blocks of "
+                  f"{cfg.block_bits} Z bits, both nodes on this machine, "
+                  f"{'emulated instruments' if args.instruments == 'rig' else 'in-process model'} "
+                  f"(Ctrl-C ends the run)")
+        s = run_local(args.scenario, blocks=args.blocks, duration_s=args.duration, seed=args.seed,
+                      workdir=args.workdir, config=cfg, progress=progress, stop_event=stop,
+                      instruments=args.instruments)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if args.json:
+        print(json.dumps(s, default=float))
+        return 0 if s["keys_identical"] else 1
+    print()
+    print(f"  blocks              {s['blocks']} ({s['blocks_aborted']} aborted)")
+    print(f"  secret key          {s['secret_bits']} bits in {s['keys']['alice']} keys")
+    print(f"  secret rate         {_fmt_rate(s['secret_rate_bps'])} per emulated second, "
+          f"{_fmt_rate(s['secret_rate_wall_bps'])} per wall-clock second")
+    qb = "-" if s["qber"] is None else f"{s['qber']:.4f}"
+    fv = "-" if s["f"] is None else f"{s['f']:.3f}"
+    print(f"  QBER                {qb}   reconciliation efficiency f {fv}")
+    print(f"  time                {s['emulated_s']:.3f} s emulated, {s['wall_s']:.1f} s wall clock")
+    print(f"  alarms              {', '.join(s['alarms']) or 'none'}")
+    print(f"  keys identical      {'yes' if s['keys_identical'] else 'NO'} (both stores compared)")
+    return 0 if s["keys_identical"] else 1
+
+
+def _psk_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--link-id", required=True, help="name of the link (both nodes use it)")
+    p.add_argument("--out", required=True, nargs="+", metavar="FILE",
+                   help="file(s) to write: the same secret to each (one per node)")
+    p.add_argument("--kib-per-stream", type=int, default=64,
+                   help="KiB of secret per authentication stream (8 streams; default 64)")
+
+
+@command("psk", "generate the pre-shared authentication secret for a pair of nodes", _psk_args)
+def _psk(args: argparse.Namespace) -> int:
+    import os
+
+    from .auth import STREAMS, write_psk
+
+    per = args.kib_per_stream * 1024
+    secret = bytearray(os.urandom(per * len(STREAMS)))
+    try:
+        for out in args.out:
+            write_psk(out, args.link_id, per, secret)
+    except (ValueError, OSError) as exc:
+        print(f"qkd psk: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        secret[:] = bytes(len(secret))
+    print(f"wrote {len(args.out)} copies of a {per * len(STREAMS)}-byte pre-shared secret for link "
+          f"{args.link_id!r} (mode 0600): {', '.join(args.out)}; carry them to the nodes by hand")
+    return 0
+
+
+def _monitor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connect", required=True, nargs="+", metavar="ENDPOINT",
+                   help="telemetry PUB endpoint(s) of the node(s), e.g. tcp://127.0.0.1:7110")
+    p.add_argument("--count", type=int, default=0, help="stop after this many messages (default: run)")
+    p.add_argument("--json", action="store_true", help="print the raw JSON messages")
+
+
+@command("monitor", "live view of a node's telemetry (rates, QBER, blocks, alarms)", _monitor_args)
+def _monitor(args: argparse.Namespace) -> int:
+    import zmq
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt_string(zmq.SUBSCRIBE, "")
+    for ep in args.connect:
+        sub.connect(ep)
+    n = 0
+    try:
+        while args.count <= 0 or n < args.count:
+            if not sub.poll(1000):
+                continue
+            msg = json.loads(sub.recv_string())
+            n += 1
+            if args.json:
+                print(json.dumps(msg), flush=True)
+                continue
+            stamp = time.strftime("%H:%M:%S", time.localtime(msg.get("t", time.time())))
+            kind = msg.get("kind")
+            who = msg.get("node", "?")
+            if kind == "status":
+                print(f"{stamp} {who:5} frames {msg['frames']} detections {msg['detections']} "
+                      f"sifted {msg['sifted']} secret {msg['secret_bits']} bits blocks {msg['blocks']} "
+                      f"(aborted {msg['blocks_aborted']}) keys {msg['store_keys']} "
+                      f"auth pads left {msg['pool_min_left_pads']}", flush=True)
+            elif kind == "block":
+                state = f"ABORTED ({msg['reason']})" if msg["aborted"] else f"{msg['secret_bits']} bits"
+                print(f"{stamp} {who:5} block {msg['block_id']}: n_Z {msg['n_z']} QBER_X "
+                      f"{msg['qber_x']:.4f} leaked {msg['leaked_bits']} -> {state}", flush=True)
+            elif kind == "alarm":
+                print(f"{stamp} {who:5} ALARM {msg['alarm']}: {msg['reason']}", flush=True)
+            else:
+                print(f"{stamp} {who:5} {kind}: {json.dumps(msg)}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close(0)
+        ctx.term()
+    return 0
+
+
+def _node_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the node file (TOML, see link/config.py)")
+    p.add_argument("--blocks", type=int, default=0, help="Alice: stop after this many blocks (default: run)")
+    p.add_argument("--json", action="store_true", help="print the final status as one JSON object")
+
+
+def _run_node(args: argparse.Namespace, role: str) -> int:
+    from drivers.config import ConfigError as LabError
+    from drivers.config import load_lab
+    from drivers.qrng import OsEntropySource
+
+    from .auth import AuthError, AuthPool
+    from .channel import Channel
+    from .config import ConfigError, load_node_file
+    from .frontend import DriverAlice, DriverBob, Timing
+    from .keystore import KeyStore
+    from .messages import MsgType
+    from .node import Node
+
+    try:
+        nf = load_node_file(args.config)
+        if nf.role != role:
+            raise ConfigError(args.config, "node.role",
+                              f'expected "{role}" for `qkd {role}`, got "{nf.role}"')
+        lab = load_lab(nf.frontend.lab)
+        instr = lab.build(role, nf.frontend.instrument)
+    except (ConfigError, LabError, KeyError) as exc:
+        print(f"qkd {role}: {exc}", file=sys.stderr)
+        return 2
+    cfg = nf.protocol
+    try:
+        pool = AuthPool(nf.psk, nf.store, role)
+    except AuthError as exc:
+        print(f"qkd {role}: {exc}", file=sys.stderr)
+        return 2
+    if pool.link_id != nf.link_id:
+        print(f"qkd {role}: {nf.psk} is for link {pool.link_id!r}, not {nf.link_id!r}", file=sys.stderr)
+        return 2
+    store = KeyStore(nf.store, nf.link_id, key_size_bits=cfg.key_size_bits,
+                     auth_refill_bytes=cfg.auth_refill_bytes)
+    ch = Channel(role, pool, retry_s=nf.channel.retry_s)
+    if role == "alice":
+        ch.bind(nf.channel.proto, nf.channel.ctrl)
+    else:
+        ch.connect(nf.channel.proto, nf.channel.ctrl)
+    instr.open()
+    fs = nf.frontend
+    if role == "alice":
+        fe = DriverAlice(instr, fs.frame_slots, fs.clock_hz)
+    else:
+        fe = DriverBob(instr, Timing(1e12 / fs.clock_hz, fs.frame_slots, fs.offsets_ps,
+                                     fs.window_ps or 0.8e12 / fs.clock_hz))
+    node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
+                block_limit=args.blocks or None, frame_slots=fs.frame_slots)
+    stop = threading.Event()
+    old = signal.signal(signal.SIGINT, lambda *a: stop.set())
+    node.start()
+    print(f"qkd {role}: link {nf.link_id}, telemetry on {node.telemetry_endpoint}", flush=True)
+    last = 0.0
+    try:
+        while not stop.is_set() and not node.stopped:
+            if role == "alice" and args.blocks and len(node.results) >= args.blocks and node.idle():
+                ch.send(MsgType.STOP, 0, lane="ctrl")
+                ch.wait_acked(5)
+                break
+            if not args.json and time.monotonic() - last > 2:
+                last = time.monotonic()
+                st = node.status()
+                print(f"[{st['wall_s']:6.1f} s] frames {st['frames']} blocks {st['blocks']} "
+                      f"(aborted {st['blocks_aborted']}) secret {st['secret_bits']} bits "
+                      f"keys {st['store_keys']}", flush=True)
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        st = node.status()
+        st["alarms"] = sorted({a["alarm"] for a in node.alarms})
+        node.close()
+        ch.close()
+        try:
+            fe.close()
+        except Exception:  # noqa: BLE001 - closing an instrument at exit is best effort
+            pass
+        pool.close()
+        store.close()
+    if args.json:
+        print(json.dumps(st, default=float))
+    return 0
+
+
+@command("alice", "run Alice's node from a node file (real or emulated instruments)", _node_args)
+def _alice(args: argparse.Namespace) -> int:
+    return _run_node(args, "alice")
+
+
+@command("bob", "run Bob's node from a node file (real or emulated instruments)", _node_args)
+def _bob(args: argparse.Namespace) -> int:
+    return _run_node(args, "bob")

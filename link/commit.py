@@ -1,0 +1,223 @@
+"""Two-step commit of a block's keys over the channel, and its crash recovery.
+
+What it is for: make a block's keys usable on both nodes or on neither, even
+when either node is killed at any instant. Alice coordinates.
+
+Normal run (each store step is one SQLite transaction, see ``link.keystore``)::
+
+    Alice: prepare(b) ── PREPARE b ──► Bob: prepare(b)   (Bob's key is in memory
+    Alice: commit(b)  ◄── PREPARED b ─                    after his PA: ``offer``)
+    Alice            ── COMMIT b ───► Bob: commit(b)
+    Alice: finalize(b) ◄ COMMITTED b ─
+
+Invariants that recovery relies on:
+
+1. Alice prepares before she sends PREPARE, so Bob prepared ⇒ Alice prepared.
+2. Alice commits only after PREPARED, so Alice committed ⇒ Bob prepared
+   (durably: Bob writes before he answers).
+3. Bob commits only on COMMIT, so Bob committed ⇒ Alice committed.
+4. Every store step is idempotent, so duplicate or late messages are harmless.
+5. Bob prepares only with key material from his running pipeline; after a
+   restart he has none, and refuses (and records an abort for) any PREPARE of a
+   block he has no key for.
+
+Recovery (``RESYNC``): whenever Alice starts, and whenever she sees Bob's
+``HELLO`` (Bob restarted), she sends her open blocks (prepared, or committed
+but not final). Bob settles his side: a block Alice committed he commits (he
+holds it prepared by 2); a prepared block Alice does not list he aborts (Alice
+never committed it, and after this RESYNC never will); a block Alice lists as
+prepared he keeps, preparing it now if his pipeline still holds the key. He
+answers with his state of every listed block. Alice then commits and sends
+COMMIT for blocks Bob holds prepared, finalizes those Bob committed, and aborts
+those Bob does not hold. Either side can crash again anywhere in this; the next
+RESYNC starts from the durable states, and by 1-4 they converge to "both
+committed" or "neither".
+
+What it must not do: decide anything from an unauthenticated message (the
+channel delivers only authenticated ones), or log key bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+
+from .channel import Channel
+from .keystore import KeyStore
+from .messages import Message, MsgType
+
+log = logging.getLogger(__name__)
+
+COMMIT_TYPES = {MsgType.PREPARE, MsgType.PREPARED, MsgType.COMMIT, MsgType.COMMITTED,
+                MsgType.RESYNC, MsgType.RESYNC_REPLY, MsgType.HELLO}
+
+
+class Committer:
+    """The two-step commit endpoint of one node. Feed it messages with ``handle``."""
+
+    def __init__(self, role: str, channel: Channel, store: KeyStore,
+                 on_event: Callable[[str, int, dict], None] | None = None) -> None:
+        self.role = role
+        self.ch = channel
+        self.store = store
+        self.on_event = on_event
+        self._lock = threading.RLock()
+        self._offers: dict[int, tuple[bytearray, int]] = {}   # Bob: verified keys awaiting PREPARE
+        self._waiting: set[int] = set()                        # Bob: PREPAREs that came first
+        self._failed: set[int] = set()
+        self.resyncs = 0
+
+    def _event(self, what: str, block_id: int, **info) -> None:
+        if self.on_event is not None:
+            self.on_event(what, block_id, info)
+
+    # Alice ---------------------------------------------------------------------------------
+    def propose(self, block_id: int, key: bytearray, key_bits: int) -> None:
+        """Alice: the block verified; hold its key as prepared and ask Bob to prepare."""
+        with self._lock:
+            self.store.prepare(block_id, key, key_bits)
+            self.ch.send(MsgType.PREPARE, block_id)
+
+    def resync(self) -> None:
+        """Alice: send her open blocks (with the pool segment of committed ones) to settle them."""
+        with self._lock:
+            self.resyncs += 1
+            opened = self.store.open_blocks()
+            self.ch.send(MsgType.RESYNC, 0, json.dumps(
+                {str(k): [v, self.store.auth_index(k)] for k, v in opened.items()}).encode())
+
+    def _send_commit(self, block_id: int) -> None:
+        idx = self.store.auth_index(block_id)
+        self.ch.send(MsgType.COMMIT, block_id, json.dumps({"auth_idx": idx}).encode())
+
+    # Bob ---------------------------------------------------------------------------------------
+    def offer(self, block_id: int, key: bytearray, key_bits: int) -> None:
+        """Bob: his pipeline finished the block; prepare when Alice asks (or now if she did)."""
+        with self._lock:
+            if block_id in self._waiting:
+                self._waiting.discard(block_id)
+                self._bob_prepare(block_id, key, key_bits)
+            else:
+                self._offers[block_id] = (key, key_bits)
+
+    def fail(self, block_id: int, reason: str) -> None:
+        """Bob: his pipeline gave up on the block; refuse its PREPARE."""
+        with self._lock:
+            self._failed.add(block_id)
+            if block_id in self._waiting:
+                self._waiting.discard(block_id)
+                self._refuse(block_id, reason)
+
+    def _bob_prepare(self, block_id: int, key: bytearray, key_bits: int) -> None:
+        try:
+            self.store.prepare(block_id, key, key_bits)
+        except Exception as exc:  # already aborted here: refuse
+            self._refuse(block_id, str(exc))
+            return
+        finally:
+            key[:] = bytes(len(key))
+        self.ch.send(MsgType.PREPARED, block_id, b"\x01")
+
+    def _refuse(self, block_id: int, reason: str) -> None:
+        st = self.store.state(block_id)
+        if st not in ("committed", "final", "prepared"):
+            self.store.abort(block_id, reason)
+        self.ch.send(MsgType.PREPARED, block_id, b"\x00")
+
+    # dispatch ----------------------------------------------------------------------------------
+    def handle(self, msg: Message) -> None:
+        with self._lock:
+            getattr(self, f"_on_{msg.mtype.name.lower()}")(msg)
+
+    def _on_hello(self, msg: Message) -> None:
+        if self.role == "alice":
+            self.resync()
+
+    def _on_prepare(self, msg: Message) -> None:          # Bob
+        b = msg.block_id
+        st = self.store.state(b)
+        if st in ("prepared", "committed", "final"):
+            self.ch.send(MsgType.PREPARED, b, b"\x01")
+        elif st == "aborted" or b in self._failed:
+            self._refuse(b, "pipeline failed")
+        elif b in self._offers:
+            key, bits = self._offers.pop(b)
+            self._bob_prepare(b, key, bits)
+        else:
+            self._waiting.add(b)
+
+    def _on_prepared(self, msg: Message) -> None:         # Alice
+        b = msg.block_id
+        st = self.store.state(b)
+        if msg.payload == b"\x01":
+            if st == "prepared":
+                n = self.store.commit(b)
+                self._event("committed", b, keys=n)
+            if st in ("prepared", "committed"):
+                self._send_commit(b)
+        elif st == "prepared":
+            self.store.abort(b, "peer refused")
+            self._event("aborted", b, reason="peer refused to prepare")
+
+    def _on_commit(self, msg: Message) -> None:           # Bob
+        b = msg.block_id
+        n = self.store.commit(b, json.loads(msg.payload.decode())["auth_idx"])
+        self._event("committed", b, keys=n)
+        self.ch.send(MsgType.COMMITTED, b)
+
+    def _on_committed(self, msg: Message) -> None:        # Alice
+        self.store.finalize(msg.block_id)
+        self._event("final", msg.block_id)
+
+    def _on_resync(self, msg: Message) -> None:           # Bob
+        listed = {int(k): v for k, v in json.loads(msg.payload.decode()).items()}
+        alice = {b: v[0] for b, v in listed.items()}
+        self.resyncs += 1
+        for b, st in self.store.open_blocks().items():
+            if st == "prepared" and b not in alice:
+                self.store.abort(b, "not held by Alice at resync")
+                self._event("aborted", b, reason="resync")
+        reply = {}
+        for b, ast in alice.items():
+            mine = self.store.state(b)
+            if ast == "committed" and mine == "prepared":
+                n = self.store.commit(b, listed[b][1])
+                self._event("committed", b, keys=n)
+                mine = "committed"
+            elif ast == "prepared" and mine is None and b in self._offers:
+                key, bits = self._offers.pop(b)
+                self.store.prepare(b, key, bits)
+                key[:] = bytes(len(key))
+                mine = "prepared"
+            reply[str(b)] = mine or "none"
+        for key, _ in self._offers.values():         # Alice's pipeline restarted: drop the rest
+            key[:] = bytes(len(key))
+        self._offers.clear()
+        self._waiting.clear()
+        self.ch.send(MsgType.RESYNC_REPLY, 0, json.dumps(reply).encode())
+
+    def _on_resync_reply(self, msg: Message) -> None:     # Alice
+        bob = {int(k): v for k, v in json.loads(msg.payload.decode()).items()}
+        for b, mine in self.store.open_blocks().items():
+            if b not in bob:
+                continue          # opened after this RESYNC was sent; the normal path settles it
+            theirs = bob[b]
+            if theirs == "committed":
+                if mine == "prepared":     # cannot happen by invariant 3; keep both equal anyway
+                    log.error("block %d: Bob committed while Alice only prepared", b)
+                    self.store.commit(b)
+                self.store.finalize(b)
+                self._event("final", b)
+            elif theirs == "prepared":
+                if mine == "prepared":
+                    n = self.store.commit(b)
+                    self._event("committed", b, keys=n)
+                self._send_commit(b)
+            else:
+                if mine == "prepared":
+                    self.store.abort(b, "Bob does not hold it")
+                    self._event("aborted", b, reason="resync: peer lacks the block")
+                else:
+                    log.error("block %d: Alice committed but Bob reports %s", b, theirs)

@@ -1,0 +1,243 @@
+"""The node file (TOML) that ``qkd alice --config`` and ``qkd bob --config`` run from.
+
+Layout (paths are relative to the file)::
+
+    [node]
+    role = "alice"                      # "alice" or "bob"
+    link_id = "lab-link-1"              # both nodes of a pair use the same
+    psk = "alice.psk"                   # from `qkd psk`
+    store = "alice.db"                  # this node's SQLite key store
+
+    [channel]
+    proto = "tcp://0.0.0.0:7100"        # Alice binds these, Bob connects to them
+    ctrl = "tcp://0.0.0.0:7101"
+    telemetry = "tcp://127.0.0.1:7110"  # this node's PUB socket (`qkd monitor --connect`)
+    retry_s = 0.2
+
+    [protocol]                          # must be the same on both nodes
+    block_bits = 1048576
+    key_size_bits = 256
+    reconciliation = "cascade"
+    finite_key = "2-decoy"              # or "1-decoy"
+    eps_sec = 1e-10
+    eps_cor = 1e-15
+    p_z = 0.5
+    intensities = [0.5, 0.1, 0.0002]
+    intensity_probs = [0.5, 0.3, 0.2]
+    auth_refill_bytes = 4096
+    qber_alarm = 0.11
+
+    [frontend]
+    lab = "lab.toml"                    # the lab file (drivers.config) naming the instruments
+    instrument = "pattern_generator"    # Alice: her pattern generator's role in the lab file;
+                                        # Bob: his time tagger's ("time_tagger")
+    frame_slots = 262144
+    clock_hz = 1e9
+    offsets_ps = [0.0, 0.0, 0.0, 0.0]   # Bob: per-detector offsets from timing calibration
+    window_ps = 800.0                   # Bob: detection window
+
+What it must not do: open sockets, files other than the one it reads, or
+instruments. Every error is a ``ConfigError`` naming the file, the dotted key
+and what was expected, raised on load (never later, half-way through a run).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .node import NodeConfig
+
+
+class ConfigError(ValueError):
+    """A node file is missing, unreadable or invalid; the message names file and key."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source, self.key = source, key
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+
+
+@dataclass
+class ChannelSettings:
+    proto: str
+    ctrl: str
+    telemetry: str = "tcp://127.0.0.1:*"
+    retry_s: float = 0.2
+
+
+@dataclass
+class FrontendSettings:
+    lab: Path
+    instrument: str
+    frame_slots: int
+    clock_hz: float
+    offsets_ps: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    window_ps: float = 0.0
+
+
+@dataclass
+class NodeFile:
+    source: Path
+    role: str
+    link_id: str
+    psk: Path
+    store: Path
+    channel: ChannelSettings
+    frontend: FrontendSettings
+    protocol: NodeConfig = field(default_factory=NodeConfig)
+
+
+_NUM = (int, float)
+
+
+def _get(src: str, table: dict, section: str, key: str, types: tuple, expected: str,
+         default: Any = ..., check=None) -> Any:
+    dotted = f"{section}.{key}"
+    if key not in table:
+        if default is ...:
+            raise ConfigError(src, dotted, f"missing (expected {expected})")
+        return default
+    v = table[key]
+    if isinstance(v, bool) and bool not in types or not isinstance(v, types):
+        raise ConfigError(src, dotted, f"expected {expected}, got {v!r}")
+    if check is not None:
+        problem = check(v)
+        if problem:
+            raise ConfigError(src, dotted, f"expected {expected}, got {v!r} ({problem})")
+    return v
+
+
+def _unknown(src: str, table: dict, section: str, known: set[str]) -> None:
+    for k in table:
+        if k not in known:
+            raise ConfigError(src, f"{section}.{k}" if section else k,
+                              f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def _table(src: str, data: dict, name: str, required: bool = True) -> dict:
+    t = data.get(name)
+    if t is None:
+        if required:
+            raise ConfigError(src, f"[{name}]", "missing table")
+        return {}
+    if not isinstance(t, dict):
+        raise ConfigError(src, name, f"expected a table, got {t!r}")
+    return t
+
+
+def _endpoint(v: str) -> str | None:
+    return None if v.startswith(("tcp://", "ipc://", "inproc://")) else "not a ZeroMQ endpoint"
+
+
+def _float_list(n: int | None, lo: float | None = None):
+    def check(v):
+        if n is not None and len(v) != n:
+            return f"need {n} numbers"
+        if not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in v):
+            return "numbers only"
+        if lo is not None and any(x < lo for x in v):
+            return f"each >= {lo}"
+        return None
+    return check
+
+
+def parse_node_file(data: dict, source: str | Path) -> NodeFile:
+    src = str(source)
+    base = Path(source).resolve().parent if source != "<dict>" else Path.cwd()
+    _unknown(src, data, "", {"node", "channel", "protocol", "frontend"})
+    node = _table(src, data, "node")
+    _unknown(src, node, "node", {"role", "link_id", "psk", "store"})
+    role = _get(src, node, "node", "role", (str,), '"alice" or "bob"',
+                check=lambda v: None if v in ("alice", "bob") else "unknown role")
+    link_id = _get(src, node, "node", "link_id", (str,), "a non-empty string",
+                   check=lambda v: None if v.strip() else "empty")
+    psk = base / _get(src, node, "node", "psk", (str,), "a path to the pre-shared secret file")
+    store = base / _get(src, node, "node", "store", (str,), "a path for the key store")
+
+    ch = _table(src, data, "channel")
+    _unknown(src, ch, "channel", {"proto", "ctrl", "telemetry", "retry_s"})
+    chs = ChannelSettings(
+        proto=_get(src, ch, "channel", "proto", (str,), "a ZeroMQ endpoint", check=_endpoint),
+        ctrl=_get(src, ch, "channel", "ctrl", (str,), "a ZeroMQ endpoint", check=_endpoint),
+        telemetry=_get(src, ch, "channel", "telemetry", (str,), "a ZeroMQ endpoint",
+                       "tcp://127.0.0.1:*", check=_endpoint),
+        retry_s=float(_get(src, ch, "channel", "retry_s", _NUM, "seconds > 0", 0.2,
+                           check=lambda v: None if v > 0 else "must be > 0")))
+
+    pr = _table(src, data, "protocol", required=False)
+    known = {f.name for f in fields(NodeConfig)}
+    _unknown(src, pr, "protocol", known)
+    defaults = NodeConfig()
+    kw: dict[str, Any] = {}
+    for f in fields(NodeConfig):
+        if f.name not in pr:
+            continue
+        d = getattr(defaults, f.name)
+        if isinstance(d, tuple):
+            v = _get(src, pr, "protocol", f.name, (list,), "a list of numbers >= 0",
+                     check=_float_list(None, 0.0))
+            kw[f.name] = tuple(float(x) for x in v)
+        elif isinstance(d, bool):
+            kw[f.name] = _get(src, pr, "protocol", f.name, (bool,), "true or false")
+        elif isinstance(d, int):
+            kw[f.name] = _get(src, pr, "protocol", f.name, (int,), "an integer > 0",
+                              check=lambda v: None if v > 0 else "must be > 0")
+        elif isinstance(d, float):
+            kw[f.name] = float(_get(src, pr, "protocol", f.name, _NUM, "a number > 0",
+                                    check=lambda v: None if v > 0 else "must be > 0"))
+        else:
+            kw[f.name] = _get(src, pr, "protocol", f.name, (str,), "a string")
+    cfg = NodeConfig(**{**{f.name: getattr(defaults, f.name) for f in fields(NodeConfig)}, **kw})
+    if cfg.finite_key not in ("2-decoy", "1-decoy"):
+        raise ConfigError(src, "protocol.finite_key",
+                          f'expected "2-decoy" or "1-decoy", got {cfg.finite_key!r}')
+    from postproc_c import methods
+    if cfg.reconciliation not in methods():
+        raise ConfigError(src, "protocol.reconciliation",
+                          f"expected one of {methods()}, got {cfg.reconciliation!r}")
+    if not 0 < cfg.p_z < 1:
+        raise ConfigError(src, "protocol.p_z", f"expected 0 < p_z < 1, got {cfg.p_z}")
+    if len(cfg.intensities) != len(cfg.intensity_probs):
+        raise ConfigError(src, "protocol.intensity_probs",
+                          f"expected one probability per intensity ({len(cfg.intensities)})")
+    if abs(sum(cfg.intensity_probs) - 1) > 1e-9:
+        raise ConfigError(src, "protocol.intensity_probs", "expected probabilities summing to 1")
+    try:
+        from .finite_key import DecoySettings
+        DecoySettings(cfg.intensities, cfg.intensity_probs).check(cfg.finite_key)
+    except ValueError as exc:
+        raise ConfigError(src, "protocol.intensities", str(exc)) from None
+    if cfg.key_size_bits % 8:
+        raise ConfigError(src, "protocol.key_size_bits", "expected a multiple of 8")
+
+    fe = _table(src, data, "frontend")
+    _unknown(src, fe, "frontend", {"lab", "instrument", "frame_slots", "clock_hz", "offsets_ps",
+                                   "window_ps"})
+    fes = FrontendSettings(
+        lab=base / _get(src, fe, "frontend", "lab", (str,), "a path to the lab file"),
+        instrument=_get(src, fe, "frontend", "instrument", (str,), "an instrument role in the lab file"),
+        frame_slots=_get(src, fe, "frontend", "frame_slots", (int,), "an integer > 0",
+                         check=lambda v: None if v > 0 else "must be > 0"),
+        clock_hz=float(_get(src, fe, "frontend", "clock_hz", _NUM, "a frequency in Hz > 0",
+                            check=lambda v: None if v > 0 else "must be > 0")),
+        offsets_ps=tuple(float(x) for x in _get(src, fe, "frontend", "offsets_ps", (list,),
+                                                "4 numbers (ps)", [0.0] * 4, check=_float_list(4))),
+        window_ps=float(_get(src, fe, "frontend", "window_ps", _NUM, "a window in ps >= 0", 0.0,
+                             check=lambda v: None if v >= 0 else "must be >= 0")))
+    return NodeFile(Path(source), role, link_id, psk, store, chs, fes, cfg)
+
+
+def load_node_file(path: str | Path) -> NodeFile:
+    """Read and validate a node file; ``ConfigError`` names the file and key on any problem."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(str(p), "", f"cannot read the file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), "", f"not valid TOML: {exc}") from None
+    return parse_node_file(data, p)
