@@ -69,6 +69,10 @@ class _Lane:
         self.oldest_tx = 0.0
         self.inbox: queue.Queue[Message] = queue.Queue()
         self.need_hello = True
+        # set when a send could not be queued (no peer yet, or a full pipe): later
+        # frames then wait for the retransmission of the whole window, in order, so
+        # the peer never sees frame n+1 before frame n
+        self.stalled = False
 
 
 class Channel:
@@ -261,19 +265,23 @@ class Channel:
                 lane.oldest_tx = time.monotonic()
             lane.unacked[seq] = frame
             self.counters["sent"] += 1
+            if lane.stalled:
+                continue        # keep order: the retry loop sends the whole window
             try:
                 lane.sock.send(frame, zmq.NOBLOCK, copy=True)
             except zmq.Again:
-                pass            # no peer connected yet: the retry loop sends it later
+                lane.stalled = True  # no peer connected yet: the retry loop sends it later
 
     def _retransmit(self) -> None:
         now = time.monotonic()
         for lane in self._lanes.values():
             if lane.unacked and now - lane.oldest_tx >= self.retry_s:
+                lane.stalled = False
                 for frame in lane.unacked.values():     # go-back-N: same bytes, same pads
                     try:
                         lane.sock.send(frame, zmq.NOBLOCK, copy=True)
                     except zmq.Again:
+                        lane.stalled = True
                         break
                     self.counters["retransmitted"] += 1
                 lane.oldest_tx = now

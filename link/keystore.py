@@ -268,6 +268,39 @@ class KeyStore:
             db.execute("DELETE FROM key WHERE key_id=?", (kid,))
             return out
 
+    # the KME's view (link.kme.KeySource): fixed-size units, oldest first, taken atomically
+    @property
+    def unit_bits(self) -> int:
+        return self.key_size_bits
+
+    def available(self) -> int:
+        return self.count()
+
+    def peek(self, count: int) -> list[str]:
+        """IDs of the ``count`` oldest keys, without taking them."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT key_id FROM key ORDER BY block_id, idx LIMIT ?", (int(count),))]
+
+    def take(self, key_ids) -> list[bytearray]:
+        """Remove the named keys (overwritten, then deleted) and return them, all or none.
+
+        Raises ``KeyError`` naming the first ID that is not in the store.
+        """
+        with self._tx() as db:
+            out = []
+            for kid in key_ids:
+                row = db.execute("SELECT data FROM key WHERE key_id=?", (kid,)).fetchone()
+                if row is None:
+                    for b in out:
+                        b[:] = bytes(len(b))
+                    raise KeyError(kid)
+                out.append(bytearray(row[0]))
+                del row
+                db.execute("UPDATE key SET data=zeroblob(length(data)) WHERE key_id=?", (kid,))
+                db.execute("DELETE FROM key WHERE key_id=?", (kid,))
+            return out
+
     def consume_next(self) -> tuple[str, bytearray] | None:
         """The oldest key (ID and bytes), deleted from the store; None when empty."""
         with self._lock:

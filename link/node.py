@@ -19,10 +19,11 @@ telemetry PUB socket. The protocol per frame and per block:
   (the test basis) ``PE_DISCLOSE``; Alice counts X errors per intensity and
   answers ``PE_RESULT`` (QBER estimate, reconciliation seed); both run
   reconciliation (``postproc_c.make_side``) over ``RECON`` messages; Alice
-  draws a fresh 64-bit point and sends ``VERIFY`` with her ``poly_hash`` tag of
-  the Z key, Bob compares and answers ``VERIFY_RESULT``; Alice computes the
-  finite-key length (``link.finite_key``) with every leaked bit counted and,
-  if positive, draws a fresh Toeplitz seed and sends ``PA_SEED``; both hash
+  draws fresh 64-bit points and sends ``VERIFY`` with her ``poly_hash`` tags of
+  the Z key (as many as eps_cor needs: ``verification_tags``), Bob compares
+  and answers ``VERIFY_RESULT``; Alice computes the finite-key length
+  (``link.finite_key``) with every leaked bit counted and, if positive, draws
+  a fresh Toeplitz seed and sends ``PA_SEED``; both hash
   (``postproc_c.toeplitz_hash``) and hand the key to the committer.
 * **Abort rules** (the block yields no key, an alarm gives the reason):
   finite-key length <= 0 (``qber_high`` when the QBER is above the alarm
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -62,6 +64,14 @@ log = logging.getLogger(__name__)
 
 BLOCK_TYPES = {MsgType.PE_DISCLOSE, MsgType.PE_RESULT, MsgType.RECON, MsgType.VERIFY,
                MsgType.VERIFY_RESULT, MsgType.PA_SEED}
+
+
+def verification_tags(n_bits: int, eps_cor: float) -> int:
+    """How many independent 64-bit ``poly_hash`` tags make two different keys collide with
+    probability at most ``eps_cor``: one tag collides with probability at most
+    (ceil(n/64) + 1) / 2^64 (``postproc_c.hashing``), independent keys multiply."""
+    p_one = (math.ceil(n_bits / 64) + 1) / 2.0**64
+    return max(1, math.ceil(math.log(eps_cor) / math.log(p_one)))
 
 
 @dataclass
@@ -637,14 +647,19 @@ class Node:
             self._reconcile(bid, side, res)
             rr = side.result()
             res.leaked_bits = int(rr.leaked_bits)
-            # verification: a fresh point, Alice's tag; 64 bits disclosed
-            vkey = int(self.rng.random_words(1)[0])
+            # verification: fresh points, Alice's tags; 64 bits disclosed per tag, as
+            # many independent tags as eps_cor needs for a key of this length
+            n_tags = verification_tags(int(z.size), cfg.eps_cor)
+            vkeys = [int(k) for k in self.rng.random_words(n_tags)]
             zw = postproc_c.pack_bits(z)
-            tag = postproc_c.poly_hash(zw, z.size, vkey)
-            self.ch.send(MsgType.VERIFY, bid, encode({"key": str(vkey), "tag": str(tag)}))
+            tags = [postproc_c.poly_hash(zw, z.size, k) for k in vkeys]
+            # zw is the input of privacy amplification below: it is wiped when the block ends
+            # (finally), not here -- wiping it here made every delivered key all zeros
+            self.ch.send(MsgType.VERIFY, bid, encode({"keys": [str(k) for k in vkeys],
+                                                      "tags": [str(t) for t in tags]}))
             m = self._recv_block(bid, MsgType.VERIFY_RESULT, res)
             vmeta, _ = decode(m.payload)
-            res.leaked_bits += 64
+            res.leaked_bits += 64 * n_tags
             if not vmeta.get("ok"):
                 self.alarm("verification_failed", f"block {bid}: keys differ after reconciliation", bid)
                 raise _BlockAbort(res, "verification failed", None)
@@ -709,7 +724,14 @@ class Node:
             m = self._recv_block(bid, MsgType.VERIFY, res)
             vm, _ = decode(m.payload)
             zw = postproc_c.pack_bits(corrected)
-            ok = postproc_c.poly_hash(zw, corrected.size, int(vm["key"])) == int(vm["tag"])
+            try:
+                keys = [int(k) for k in vm["keys"]]
+                tags = [int(t) for t in vm["tags"]]
+            except (KeyError, TypeError, ValueError):
+                keys, tags = [], []
+            ok = (len(keys) == len(tags) == verification_tags(int(corrected.size), self.cfg.eps_cor)
+                  and all(postproc_c.poly_hash(zw, corrected.size, k) == t for k, t in zip(keys, tags)))
+            # zw feeds privacy amplification below; wiped when the block ends (finally)
             err = corrected != z
             z_errors = [int((err & (z_int == k)).sum()) for k in range(len(self.cfg.intensities))]
             self.ch.send(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),

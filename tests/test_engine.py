@@ -240,3 +240,14 @@ def test_authentication_pool_is_replenished_from_distilled_key(tmp_path):
     assert used["alice.proto.data"] > psk_pads          # pads beyond the PSK were used ...
     assert segs >= 2                                   # ... from segments of committed blocks
     assert min(s["auth_pool_min_left_pads"].values()) > 0
+
+
+def test_verification_tags_meet_eps_cor():
+    from link.node import verification_tags
+
+    for n in (1, 64, 2**20, 2**24, 10**8):
+        for eps in (1e-10, 1e-15, 1e-30):
+            t = verification_tags(n, eps)
+            p_one = ((n + 63) // 64 + 1) / 2.0**64
+            assert p_one**t <= eps
+            assert t == 1 or p_one ** (t - 1) > eps  # no more tags than needed

@@ -289,3 +289,37 @@ def test_config_validation():
         KmeConfig("A", "B", ("S",), {}, key_size=100)
     with pytest.raises(ValueError, match="cn"):
         issue(Path("/nonexistent"), "", server=False)
+
+
+def test_kme_pair_serves_identical_keys_from_the_engine_key_stores(pki, tmp_path):
+    # Keys distilled by both nodes (a real run of the engine), then delivered by
+    # each node's KME from its own store: master and slave SAEs get the same keys.
+    from link.keystore import KeyStore
+    from link.pipeline import run_local
+
+    s = run_local(None, blocks=1, duration_s=120, workdir=tmp_path, instruments="model")
+    assert s["keys_identical"] and s["secret_bits"] > 0
+    link_id = "hil-metro-25km"
+    st_a = KeyStore(tmp_path / "alice.db", link_id)
+    st_b = KeyStore(tmp_path / "bob.db", link_id)
+    n0 = st_a.available()
+    assert n0 == st_b.available() > 10
+    peer_of_a, peer_of_b = LinkPeer(), LinkPeer()
+    kme_a = Kme(KmeConfig("KME_A", "KME_B", ("SAE_A",), {"SAE_A": ("SAE_B",)}), st_a,
+                ReservationStore(tmp_path / "ra.db"), peer_of_a)
+    kme_b = Kme(KmeConfig("KME_B", "KME_A", ("SAE_B",), {"SAE_B": ("SAE_A",)}), st_b,
+                ReservationStore(tmp_path / "rb.db"), peer_of_b)
+    peer_of_a.kme, peer_of_b.kme = kme_b, kme_a
+    with KmeServer(kme_a, server_ssl_context(pki / "KME_A.pem", pki / "KME_A.key", pki / "ca.pem")) as sa, \
+            KmeServer(kme_b, server_ssl_context(pki / "KME_B.pem", pki / "KME_B.key", pki / "ca.pem")) as sb:
+        st, status = call(pki, sa.port, "GET", "/api/v1/keys/SAE_B/status")
+        assert st == 200 and status["stored_key_count"] == n0
+        st, cont = call(pki, sa.port, "POST", "/api/v1/keys/SAE_B/enc_keys", {"number": 5, "size": 512})
+        assert st == 200
+        st, dec = call(pki, sb.port, "POST", "/api/v1/keys/SAE_A/dec_keys",
+                       {"key_IDs": [{"key_ID": k["key_ID"]} for k in cont["keys"]]}, sae="SAE_B")
+        assert st == 200 and dec["keys"] == cont["keys"]
+    assert st_a.available() == st_b.available() == n0 - 10
+    assert st_a.fingerprint() == st_b.fingerprint()
+    st_a.close()
+    st_b.close()

@@ -1,0 +1,178 @@
+"""``qkd calibrate timing|polarization``: the calibration routines against real or emulated instruments.
+
+What it is for: a lab engineer's entry point. With ``--config lab.toml`` the
+instruments named in the lab file are used (``alice.pattern_generator``,
+``bob.time_tagger``, ``bob.polarization`` or ``bob.paddles``); without it the
+emulated HIL rig (``hil.rig.Rig``) is started and the same production drivers
+talk to its twins. Either way the routines only see drivers. Timing results
+are written into ``[bob.timing]`` of the file given by ``--save`` (default:
+the ``--config`` file). Progress goes to the log, the summary to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import numpy as np
+
+from link.cli import command
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=("timing", "polarization"), help="which calibration to run")
+    p.add_argument("--config", help="lab TOML file naming the instruments (default: start the emulated rig)")
+    p.add_argument("--save", help="lab TOML file to write [bob.timing] into (default: --config)")
+    p.add_argument("--scenario", default="drifting-fiber", help="rig scenario (without --config)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--controller", choices=("epc400", "mpc320"), default="epc400")
+    p.add_argument("--frame-slots", type=int, default=1 << 16, help="slots per frame")
+    p.add_argument("--clock-hz", type=float, default=1e9, help="Alice's slot clock (with --config)")
+    p.add_argument("--frames", type=int, default=40, help="timing: frames of tags to use")
+    p.add_argument("--probe-frames", type=int, default=8, help="polarization: frames per measurement")
+    p.add_argument("--mu", type=float, nargs=3, default=None, help="timing: mean photon numbers per class")
+
+
+@contextlib.contextmanager
+def _instruments(args: argparse.Namespace):
+    """(resources dict or lab config, builder(key) -> driver, clock_hz, frame_slots, mu, timing_truth)."""
+    if args.config:
+        from drivers.config import load_lab
+
+        lab = load_lab(args.config)
+
+        def build(key: str):
+            for inst in lab:
+                if inst.key == key:
+                    return inst.build()
+            raise SystemExit(f"error: {args.config}: no instrument [{key}]")
+
+        yield build, args.clock_hz, args.frame_slots, tuple(args.mu or (0.5, 0.1, 0.0)), None
+        return
+    from drivers.keysight_awg import Keysight33500
+    from drivers.oz_epc400 import OzEpc400
+    from drivers.picoquant import PicoQuantStreamTagger
+    from drivers.thorlabs_mpc320 import ThorlabsMpc320
+    from hil.rig import RIG_ENCODING, Rig
+
+    rig = Rig(args.scenario, seed=args.seed, frame_slots=args.frame_slots, controller=args.controller)
+    rig.start()
+    try:
+        res = rig.resources()
+        kinds = {"alice.pattern_generator": lambda r: Keysight33500(r, encoding=RIG_ENCODING),
+                 "bob.time_tagger": PicoQuantStreamTagger, "bob.polarization": OzEpc400,
+                 "bob.paddles": ThorlabsMpc320}
+
+        def build(key: str):
+            return kinds[key](res[key])
+
+        print(f"emulated rig: scenario {rig.scenario.name}, seed {args.seed}, {rig.frame_slots} slots/frame")
+        yield build, rig.model.clock_hz, rig.frame_slots, tuple(args.mu or rig.model.mu), rig
+    finally:
+        rig.stop()
+
+
+def _timing(args: argparse.Namespace) -> int:
+    from calibration.timing import TimingError, calibrate_timing, save_toml, timing_section
+
+    with _instruments(args) as (build, clock_hz, frame_slots, mu, rig):
+        awg, tagger = build("alice.pattern_generator"), build("bob.time_tagger")
+        awg.open()
+        tagger.open()
+        rng = np.random.default_rng(args.seed)
+        pats = []
+        ts, cs = [], []
+        t0 = time.monotonic()
+        try:
+            tagger.start_stream()
+            from link.frontend import DriverAlice
+
+            alice = DriverAlice(awg, frame_slots, clock_hz)
+            for _ in range(args.frames + 2):     # two more: the last frames' clicks arrive a ToF later
+                inten = rng.choice(3, frame_slots, p=[0.7, 0.2, 0.1]).astype(np.uint8)
+                alice.emit(rng.integers(0, 2, frame_slots, dtype=np.uint8),
+                           rng.integers(0, 2, frame_slots, dtype=np.uint8), inten)
+                pats.append(inten)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                b = tagger.read_tags(timeout_s=0.2)
+                ts.append(b.t_ps)
+                cs.append(b.channel)
+                if sum(int(np.count_nonzero(c == 0)) for c in cs) >= args.frames + 2:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                tagger.stop_stream()
+            tagger.close()
+            awg.close()
+        t, c = np.concatenate(ts), np.concatenate(cs)
+        syncs = np.flatnonzero(c == 0)
+        if len(syncs) < args.frames + 1:
+            print(f"error: only {len(syncs)} sync tags arrived")
+            return 1
+        keep = t < t[syncs[args.frames]]          # whole frames only: up to the sync after the last used
+        try:
+            cal = calibrate_timing(t[keep], c[keep], pats[:args.frames], frame_slots=frame_slots,
+                                   clock_hz=clock_hz, mu=mu, resolution_ps=float(tagger.resolution_ps))
+        except TimingError as exc:
+            print(f"error: {exc}")
+            return 1
+        print(cal.summary())
+        print(f"wall {time.monotonic() - t0:.1f} s")
+        if rig is not None:
+            from link.frontend import Timing
+
+            exact = Timing.for_model(rig.model)
+            print("  rig truth offsets " + ", ".join(f"{o:.1f}" for o in exact.offsets_ps) + " ps")
+        path = args.save or args.config
+        if path:
+            save_toml(path, "bob.timing", timing_section(cal))
+            print(f"saved [bob.timing] to {path}")
+    return 0
+
+
+def _polarization(args: argparse.Namespace) -> int:
+    from calibration.polarization import LinkProbe, PolarizationError, align
+    from link.frontend import DriverAlice, DriverBob, Timing
+
+    with _instruments(args) as (build, clock_hz, frame_slots, _mu, rig):
+        key = "bob.polarization" if args.controller == "epc400" else "bob.paddles"
+        if rig is not None:
+            timing = Timing.for_model(rig.model)
+        else:
+            import tomllib
+
+            path = args.save or args.config
+            with open(path, "rb") as fh:
+                sec = tomllib.load(fh).get("bob", {}).get("timing")
+            if not sec:
+                print(f"error: {path}: no [bob.timing] section: run `qkd calibrate timing` first")
+                return 2
+            timing = Timing(sec["nominal_period_ps"], sec["frame_slots"], tuple(sec["offsets_ps"]),
+                            sec["window_ps"])
+        awg, tagger, dev = build("alice.pattern_generator"), build("bob.time_tagger"), build(key)
+        awg.open()
+        tagger.open()
+        dev.open()
+        alice = DriverAlice(awg, frame_slots, clock_hz)
+        bob = DriverBob(tagger, timing)
+        t0 = time.monotonic()
+        try:
+            probe = LinkProbe(alice, bob, frames=args.probe_frames, seed=args.seed, poll_s=0.2)
+            res = align(dev, probe.measure, seed=args.seed)
+        except PolarizationError as exc:
+            print(f"error: {exc}")
+            return 1
+        finally:
+            bob.close()
+            alice.close()
+            dev.close()
+        print(res.summary(dev.actuator_unit))
+        print(f"wall {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+@command("calibrate", "timing or polarization calibration (emulated rig unless --config)", _add)
+def _calibrate(args: argparse.Namespace) -> int:
+    return _timing(args) if args.what == "timing" else _polarization(args)

@@ -1,0 +1,117 @@
+"""Timing calibration on the physical model's tags: offsets exact to the slot, phases within the
+tagger resolution, window and drift, from a random start (random sync/detector delays, tagger
+offset, clock drift and fiber rotation), with 10.5 ms of emulated data (40 frames of 2^18 slots)."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+
+from calibration.timing import TimingError, calibrate_timing, save_toml, timing_section
+from hil.model import LinkModel
+from hil.scenario import Scenario
+from hil.tagger import TagStream
+from link.frontend import Timing
+
+FRAME_SLOTS = 1 << 18
+
+
+def _model(seed: int, resolution_ps: float = 4.0):
+    rng = np.random.default_rng(seed)
+    sc = Scenario.load("drifting-fiber").with_overrides({
+        "source.frame_slots": FRAME_SLOTS,
+        "tagger.resolution_ps": resolution_ps,
+        "tagger.sync_delay_ps": float(rng.uniform(-50e3, 50e3)),
+        "tagger.offset_ps": float(rng.uniform(0, 1e9)),
+        "tagger.clock_drift_ppm": float(rng.uniform(-2, 2)),
+        "detectors.delay_ps": [float(x) for x in rng.uniform(-20e3, 20e3, 4)],
+        "fiber.initial_rotation_rad": float(rng.uniform(-3, 3)),
+    })
+    return LinkModel(sc, seed)
+
+
+def _tags(model, frames: int):
+    stream = TagStream()
+    ts, cs, pats = [], [], []
+    for f in range(frames):
+        res = model.run_frame(f)
+        pats.append(model.alice_pattern(f).intensity)
+        t, c = stream.push(res.tag_t_ps, res.tag_channel, model.earliest_tag_ps(f + 1))
+        ts.append(t)
+        cs.append(c)
+    t, c = stream.flush()
+    ts.append(t)
+    cs.append(c)
+    return np.concatenate(ts), np.concatenate(cs), pats
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_offsets_exact_from_random_start(seed):
+    model = _model(seed)
+    frames = 40                                  # 40 x 262 us = 10.5 ms of emulated data
+    t, c, pats = _tags(model, frames)
+    cal = calibrate_timing(t, c, pats, frame_slots=model.frame_slots, clock_hz=model.clock_hz,
+                           mu=tuple(model.mu), resolution_ps=model.tagger.resolution_ps)
+    print(cal.summary())
+    truth = Timing.for_model(model)
+    period = truth.period_ps * (1 + model.tagger.clock_drift_ppm * 1e-6)
+    for d in range(4):
+        k_true = int(np.floor(truth.offsets_ps[d] / period + 0.5))   # nearest slot
+        # the slot offset is exact; the residual sub-slot delay is within the tagger resolution
+        assert round((cal.offsets_ps[d] - truth.offsets_ps[d]) / period) == 0, (d, cal.slot_offsets, k_true)
+        assert abs(cal.offsets_ps[d] - truth.offsets_ps[d]) <= model.tagger.resolution_ps, d
+        assert cal.coarse_z[d] > 8
+    assert abs(cal.drift_ppm - model.tagger.clock_drift_ppm) < 0.05
+    assert cal.data_s < 10.0 and cal.data_s == pytest.approx(frames * FRAME_SLOTS / 1e9)
+    # jitter: detector 30 ps (+) tagger 8 ps per tag, plus the sync's 8 ps
+    assert all(25 < s < 45 for s in cal.jitter_ps)
+    assert 4 * 31 < cal.window_ps <= period
+    # the calibrated constants slot the same clicks the physics made
+    exact = Timing(truth.period_ps, truth.frame_slots, truth.offsets_ps, cal.window_ps).slotter()
+    mine = cal.timing().slotter()
+    got, want = mine.push(t, c) + mine.flush(), exact.push(t, c) + exact.flush()
+    assert len(got) == len(want) == frames
+    # identical but for the few clicks within a picosecond or two of the window's edge
+    for a, b in zip(got, want):
+        common = np.intersect1d(a.slots, b.slots)
+        assert len(common) >= 0.999 * max(len(a.slots), len(b.slots))
+        assert abs(a.dropped - b.dropped) <= max(5, 0.001 * len(b.slots))
+
+
+def test_window_widens_with_jitter_and_shrinks_with_dark_counts():
+    from calibration.timing import optimal_window
+
+    quiet, _ = optimal_window(30.0, 1e5, 1e-3, 1000.0)
+    noisy, _ = optimal_window(30.0, 1e5, 10.0, 1000.0)
+    wide, _ = optimal_window(80.0, 1e5, 10.0, 1000.0)
+    assert noisy < quiet and noisy < wide
+    assert 60 < noisy < 400
+
+
+def test_errors_name_the_problem():
+    t = np.array([0, 10, 20], np.int64)
+    with pytest.raises(TimingError, match="sync"):
+        calibrate_timing(t, np.array([1, 2, 3], np.uint8), [np.zeros(4, np.uint8)], frame_slots=4,
+                         clock_hz=1e9)
+    model = _model(5)
+    t, c, pats = _tags(model, 3)
+    with pytest.raises(TimingError, match="one intensity"):
+        calibrate_timing(t, c, [np.zeros_like(p) for p in pats], frame_slots=model.frame_slots,
+                         clock_hz=model.clock_hz)
+
+
+def test_saved_to_lab_file_with_date(tmp_path):
+    model = _model(7)
+    t, c, pats = _tags(model, 4)
+    cal = calibrate_timing(t, c, pats, frame_slots=model.frame_slots, clock_hz=model.clock_hz,
+                           mu=tuple(model.mu))
+    lab = tmp_path / "lab.toml"
+    lab.write_text('# my lab\n[bob.time_tagger]\ndriver = "picoquant_stream"\n\n[bob.timing]\nold = 1\n')
+    save_toml(lab, "bob.timing", timing_section(cal))
+    doc = tomllib.loads(lab.read_text())
+    assert doc["bob"]["time_tagger"]["driver"] == "picoquant_stream"
+    assert "old" not in doc["bob"]["timing"]
+    assert doc["bob"]["timing"]["offsets_ps"] == pytest.approx(list(cal.offsets_ps))
+    assert doc["bob"]["timing"]["date"] == cal.date and "sync_rms_ps" in doc["bob"]["timing"]
