@@ -89,7 +89,17 @@ def test_both_nodes_make_identical_keys_through_the_emulated_instruments(tmp_pat
     # qkd run's default path: the nodes drive the rig through the production drivers
     from link.pipeline import run_local
 
+    import sqlite3
+
     s = run_local(None, blocks=1, duration_s=120, workdir=tmp_path, instruments="rig")
     assert s["blocks"] >= 1 and s["blocks_aborted"] == 0
     assert s["secret_bits"] > 0
     assert s["keys_identical"] is True
+    # identical is not enough: the keys must be the distilled bits, not a constant
+    c = sqlite3.connect(tmp_path / "alice.db")
+    try:
+        blob = b"".join(k for (k,) in c.execute("SELECT data FROM key"))
+    finally:
+        c.close()
+    bits = np.unpackbits(np.frombuffer(blob, np.uint8))
+    assert bits.size > 100_000 and abs(bits.mean() - 0.5) < 0.01
