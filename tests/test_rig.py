@@ -87,9 +87,9 @@ def test_rig_lab_file_checks_out(tmp_path):
 
 def test_both_nodes_make_identical_keys_through_the_emulated_instruments(tmp_path):
     # qkd run's default path: the nodes drive the rig through the production drivers
-    from link.pipeline import run_local
-
     import sqlite3
+
+    from link.pipeline import run_local
 
     s = run_local(None, blocks=1, duration_s=120, workdir=tmp_path, instruments="rig")
     assert s["blocks"] >= 1 and s["blocks_aborted"] == 0
