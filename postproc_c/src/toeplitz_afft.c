@@ -1005,6 +1005,9 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
     }
     st = QPP_OK;
 done:
+    /* The arrays held key pieces, their transforms and the output: wipe them. */
+    if (work)
+        qpp_gf2x_wipe(work, narr * n * sizeof *work);
     free(work);
     free(pl.thi);
     return st;
