@@ -963,7 +963,7 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
     if (st != QPP_OK)
         goto done;
     uint64_t *A = work, *B = work + n, *acc = blocks > 1 ? work + 2 * n : A;
-    for (unsigned bi = 0; bi < blocks; bi++) {
+    for (unsigned bi = 0; bi < blocks && (size_t)bi * L < n_in; bi++) { /* L b may pass n_in */
         size_t o = (size_t)bi * L;
         size_t len = o + L <= n_in ? L : n_in - o;
         int64_t sigma = (int64_t)n_in - (int64_t)o - (int64_t)L;
