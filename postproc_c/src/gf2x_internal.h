@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Zero `bytes` bytes at p in a way the compiler cannot drop (key-derived working
+ * buffers are wiped before they are freed, as sodium_memzero does). */
+void qpp_gf2x_wipe(void *p, size_t bytes);
+
 /* Scratch words qpp_gf2x_mul needs for operands of na and nb words. */
 size_t qpp_gf2x_mul_scratch_words(size_t na, size_t nb);
 

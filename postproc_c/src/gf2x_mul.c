@@ -20,6 +20,16 @@
 
 enum { KARA_BASE = 12 };
 
+/* A read-only function pointer read through volatile: the compiler cannot prove
+ * it is memset, so the stores before free() are kept. */
+static void *(*const volatile wipe_memset)(void *, int, size_t) = memset;
+
+void qpp_gf2x_wipe(void *p, size_t bytes)
+{
+    if (p && bytes)
+        wipe_memset(p, 0, bytes);
+}
+
 void qpp_clmul64_portable(uint64_t a, uint64_t b, uint64_t *lo, uint64_t *hi)
 {
     /* 4-bit windows of b; the table holds a*u for u < 16 as 67-bit values. */
@@ -208,11 +218,17 @@ int qpp_gf2x_kara_mul_range(const uint64_t *a, size_t na_bits, const uint64_t *b
     uint64_t *p = malloc((na + nb) * sizeof *p);
     uint64_t *s = malloc(qpp_gf2x_mul_scratch_words(na, nb) * sizeof *s);
     int st = QPP_ERR_NOMEM;
+    size_t ns = qpp_gf2x_mul_scratch_words(na, nb);
     if (ca && cb && p && s) {
         qpp_gf2x_mul(p, ca, na, cb, nb, s, fast);
         qpp_gf2x_extract(out, p, na + nb, start, nbits);
         st = QPP_OK;
     }
+    /* Key bits, the product (the output) and key-derived scratch: wipe before free. */
+    if (ca) qpp_gf2x_wipe(ca, na * sizeof *ca);
+    if (cb) qpp_gf2x_wipe(cb, nb * sizeof *cb);
+    if (p) qpp_gf2x_wipe(p, (na + nb) * sizeof *p);
+    if (s) qpp_gf2x_wipe(s, ns * sizeof *s);
     free(ca); free(cb); free(p); free(s);
     return st;
 }

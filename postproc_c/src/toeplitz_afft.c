@@ -138,12 +138,50 @@ static int plan_init(plan_t *pl, unsigned k)
 
 /* ---- butterflies ------------------------------------------------------- */
 
+/* Multiplication by a fixed c is GF(2)-linear: tab[k][v] = c * (v << 8k), so a
+ * product is 8 lookups. Worth building (2048 XORs) for blocks of >= 1024. */
+typedef struct {
+    uint64_t t[8][256];
+} mulc_tab_t;
+
+static void mulc_build(mulc_tab_t *m, uint64_t c)
+{
+    uint64_t v = c; /* c * z^(8k + i) */
+    for (unsigned k = 0; k < 8; k++) {
+        m->t[k][0] = 0;
+        for (unsigned i = 0; i < 8; i++) {
+            unsigned b = 1u << i;
+            for (unsigned u = 0; u < b; u++)
+                m->t[k][b + u] = m->t[k][u] ^ v;
+            v = (v << 1) ^ ((v >> 63) ? UINT64_C(0x1b) : 0);
+        }
+    }
+}
+
+static inline uint64_t mulc(const mulc_tab_t *m, uint64_t x)
+{
+    return m->t[0][x & 255] ^ m->t[1][(x >> 8) & 255] ^ m->t[2][(x >> 16) & 255] ^
+           m->t[3][(x >> 24) & 255] ^ m->t[4][(x >> 32) & 255] ^ m->t[5][(x >> 40) & 255] ^
+           m->t[6][(x >> 48) & 255] ^ m->t[7][x >> 56];
+}
+
+enum { MULC_MIN_H = 1024 };
+
 /* Forward butterfly on one block: d0[j] += c d1[j]; d1[j] += d0[j]. */
 static void bfly_fwd_portable(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c)
 {
     if (c == 0) {
         for (size_t j = 0; j < h; j++)
             d1[j] ^= d0[j];
+        return;
+    }
+    if (h >= MULC_MIN_H) {
+        mulc_tab_t m;
+        mulc_build(&m, c);
+        for (size_t j = 0; j < h; j++) {
+            d0[j] ^= mulc(&m, d1[j]);
+            d1[j] ^= d0[j];
+        }
         return;
     }
     for (size_t j = 0; j < h; j++) {
@@ -157,6 +195,15 @@ static void bfly_inv_portable(uint64_t *d0, uint64_t *d1, size_t h, uint64_t c)
     if (c == 0) {
         for (size_t j = 0; j < h; j++)
             d1[j] ^= d0[j];
+        return;
+    }
+    if (h >= MULC_MIN_H) {
+        mulc_tab_t m;
+        mulc_build(&m, c);
+        for (size_t j = 0; j < h; j++) {
+            d1[j] ^= d0[j];
+            d0[j] ^= mulc(&m, d1[j]);
+        }
         return;
     }
     for (size_t j = 0; j < h; j++) {
@@ -916,7 +963,7 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
     if (st != QPP_OK)
         goto done;
     uint64_t *A = work, *B = work + n, *acc = blocks > 1 ? work + 2 * n : A;
-    for (unsigned bi = 0; bi < blocks; bi++) {
+    for (unsigned bi = 0; bi < blocks && (size_t)bi * L < n_in; bi++) { /* L b may pass n_in */
         size_t o = (size_t)bi * L;
         size_t len = o + L <= n_in ? L : n_in - o;
         int64_t sigma = (int64_t)n_in - (int64_t)o - (int64_t)L;
@@ -958,6 +1005,9 @@ int qpp_toeplitz_afft(const uint64_t *key, size_t n_in, const uint64_t *seed, si
     }
     st = QPP_OK;
 done:
+    /* The arrays held key pieces, their transforms and the output: wipe them. */
+    if (work)
+        qpp_gf2x_wipe(work, narr * n * sizeof *work);
     free(work);
     free(pl.thi);
     return st;
