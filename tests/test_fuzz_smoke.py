@@ -16,14 +16,13 @@ import pytest
 
 from bench.fuzz.targets import TARGETS
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
 def test_every_fuzz_target_runs_clean_for_3s(tmp_path):
     pytest.importorskip("atheris", reason="atheris is not installed: no coverage-guided fuzzing")
     p = subprocess.run([sys.executable, "-m", "bench.fuzz", "--seconds", "3", "--artifacts",
-                        str(tmp_path / "findings")], cwd=ROOT, capture_output=True, text=True,
+                        str(tmp_path / "findings")], cwd=tmp_path, capture_output=True, text=True,
                        timeout=600)
     out = p.stdout + p.stderr[-6000:]
     assert p.returncode == 0, out

@@ -195,8 +195,29 @@ target("ldpc", _reconcile_seeds("ldpc"))(_ldpc)
 
 # -- TOML: lab files and HIL scenarios --------------------------------------------------------
 
-def _toml_seeds(paths: list[Path]) -> Callable[[], list[bytes]]:
-    return lambda: [p.read_bytes() for p in paths if p.exists()]
+def _toml_seeds(paths: list[Path], fallback: bytes = b"") -> Callable[[], list[bytes]]:
+    # The example files live in the repository, not in an installed package:
+    # fall back to a small built-in seed so an installed tree still has one.
+    return lambda: [p.read_bytes() for p in paths if p.exists()] or ([fallback] if fallback else [])
+
+
+_LAB_SEED = b"""[lab]
+name = "seed"
+
+[alice.pattern_generator]
+driver = "keysight_33500"
+resource = "TCPIP0::127.0.0.1::5025::SOCKET"
+
+[bob.polarization]
+driver = "oz_epc400"
+resource = "/dev/ttyUSB0"
+"""
+
+
+def _scenario_dir() -> Path:
+    import hil  # the scenarios ship as package data of hil
+
+    return Path(hil.__file__).resolve().parent / "scenarios"
 
 
 def _toml(data: bytes) -> dict | None:
@@ -206,7 +227,8 @@ def _toml(data: bytes) -> dict | None:
         return None  # load_lab / Scenario.load turn these into their own errors before parsing
 
 
-@target("lab", _toml_seeds([ROOT / "examples" / "lab.toml", ROOT / "examples" / "emulated.toml"]))
+@target("lab", _toml_seeds([ROOT / "examples" / "lab.toml", ROOT / "examples" / "emulated.toml"],
+                          _LAB_SEED))
 def fuzz_lab(data: bytes) -> None:
     from drivers.config import ConfigError, parse_lab
     d = _toml(data)
@@ -218,7 +240,7 @@ def fuzz_lab(data: bytes) -> None:
         return
 
 
-@target("scenario", _toml_seeds(sorted((ROOT / "hil" / "scenarios").glob("*.toml"))))
+@target("scenario", lambda: [p.read_bytes() for p in sorted(_scenario_dir().glob("*.toml"))])
 def fuzz_scenario(data: bytes) -> None:
     from hil.scenario import Scenario, ScenarioError
     d = _toml(data)
