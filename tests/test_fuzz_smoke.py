@@ -10,12 +10,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from bench.fuzz.targets import TARGETS
-
 
 
 @pytest.mark.slow
