@@ -69,14 +69,21 @@ def _run(args: argparse.Namespace) -> int:
 
     old = signal.signal(signal.SIGINT, on_sigint)
 
+    tty = sys.stdout.isatty()
+    last_line = [""]
+
     def progress(s: dict) -> None:
         if args.json:
             return
         q = f"{s['qber_x']:.4f}" if s.get("qber_x") is not None else "  -   "
-        print(f"\r[{s['wall_s']:6.1f} s] blocks {s['blocks']}/{args.blocks} "
-              f"(aborted {s['blocks_aborted']})  QBER_X {q}  secret {s['secret_bits']} bits  "
-              f"keys A/B {s['keys']['alice']}/{s['keys']['bob']}  alarms {s['alarm_count']}   ",
-              end="", flush=True)
+        body = (f"blocks {s['blocks']}/{args.blocks} (aborted {s['blocks_aborted']})  QBER_X {q}  "
+                f"secret {s['secret_bits']} bits  keys A/B {s['keys']['alice']}/{s['keys']['bob']}  "
+                f"alarms {s['alarm_count']}")
+        if tty:   # one live line on a terminal
+            print(f"\r[{s['wall_s']:6.1f} s] {body}   ", end="", flush=True)
+        elif body != last_line[0]:  # a log: one line per change
+            last_line[0] = body
+            print(f"[{s['wall_s']:6.1f} s] {body}", flush=True)
 
     try:
         if not args.json:
