@@ -257,6 +257,13 @@ class Node:
 
     # life cycle ----------------------------------------------------------------------------------
     def start(self) -> None:
+        # Power-up known-answer tests of every C primitive before any key is produced
+        # (postproc_c.selftest raises SelfTestError naming the primitive that failed).
+        try:
+            self.selftest = postproc_c.selftest()
+        except postproc_c.SelfTestError as exc:
+            self.alarm("selftest_failed", str(exc))
+            raise
         self.ch.start()
         if self.role == "alice":
             self.committer.resync()

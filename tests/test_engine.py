@@ -251,3 +251,24 @@ def test_verification_tags_meet_eps_cor():
             p_one = ((n + 63) // 64 + 1) / 2.0**64
             assert p_one**t <= eps
             assert t == 1 or p_one ** (t - 1) > eps  # no more tags than needed
+
+
+def test_a_failing_known_answer_test_stops_the_node_before_any_key(tmp_path, monkeypatch):
+    import importlib
+
+    import postproc_c
+
+    st = importlib.import_module("postproc_c.selftest")  # the module (postproc_c.selftest is the function)
+
+    monkeypatch.setitem(st._KATS, "toeplitz_hash", lambda: False)  # a core that gives wrong answers
+    with pytest.raises(postproc_c.SelfTestError, match="toeplitz_hash"):
+        run_local(None, blocks=1, duration_s=30, workdir=tmp_path)
+    import sqlite3
+    for role in ("alice", "bob"):
+        db = tmp_path / f"{role}.db"
+        if db.exists():
+            c = sqlite3.connect(db)
+            try:
+                assert c.execute("SELECT COUNT(*) FROM key").fetchone()[0] == 0
+            finally:
+                c.close()
