@@ -198,16 +198,11 @@ class EmulatedServer:
         self.stop()
 
 
-class TcpLineServer(EmulatedServer):
-    """Line-oriented TCP server; one client at a time (like most instrument sockets).
+class _TcpListener(EmulatedServer):
+    """A listening TCP socket on 127.0.0.1 with at most one client (the shared part of
+    the line and stream servers): ``address``, bind/unbind, dropping the client."""
 
-    Subclasses implement ``handle_line(line: str) -> str | bytes | None`` (None =
-    no reply).  A ``str`` reply gets ``reply_termination`` appended.
-    """
-
-    read_termination = b"\n"
-    reply_termination = b"\n"
-    encoding = "ascii"
+    backlog = 4
 
     def __init__(self, *, port: int = 0, **kw):
         super().__init__(**kw)
@@ -224,7 +219,7 @@ class TcpLineServer(EmulatedServer):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((self.host, self._want_port))
-        s.listen(4)
+        s.listen(self.backlog)
         s.setblocking(False)
         self._lsock = s
         self.port = s.getsockname()[1]
@@ -245,11 +240,23 @@ class TcpLineServer(EmulatedServer):
             self._buf.clear()
             self.on_disconnect()
 
-    def on_connect(self) -> None:
-        """Hook: a client connected."""
-
     def on_disconnect(self) -> None:
         """Hook: the client went away (or was dropped)."""
+
+
+class TcpLineServer(_TcpListener):
+    """Line-oriented TCP server; one client at a time (like most instrument sockets).
+
+    Subclasses implement ``handle_line(line: str) -> str | bytes | None`` (None =
+    no reply).  A ``str`` reply gets ``reply_termination`` appended.
+    """
+
+    read_termination = b"\n"
+    reply_termination = b"\n"
+    encoding = "ascii"
+
+    def on_connect(self) -> None:
+        """Hook: a client connected."""
 
     def handle_line(self, line: str) -> str | bytes | None:
         raise NotImplementedError
@@ -454,7 +461,7 @@ class ZmqRepServer(EmulatedServer):
         self._sock.send_multipart([ident, delim, reply])
 
 
-class TcpStreamServer(EmulatedServer):
+class TcpStreamServer(_TcpListener):
     """Pushes binary chunks to one connected TCP client.
 
     ``produce() -> bytes | None`` is called while a client is connected and
@@ -465,43 +472,13 @@ class TcpStreamServer(EmulatedServer):
     client with ``handle_line``.
     """
 
+    backlog = 2
+
     def __init__(self, *, port: int = 0, **kw):
-        super().__init__(**kw)
-        self._want_port = port
-        self._lsock: socket.socket | None = None
-        self._conn: socket.socket | None = None
-        self._inbuf = bytearray()
+        super().__init__(port=port, **kw)
         self.streaming = threading.Event()
         self.connections = 0
         self.chunks_sent = 0
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def _bind(self) -> None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.host, self._want_port))
-        s.listen(2)
-        s.setblocking(False)
-        self._lsock = s
-        self.port = s.getsockname()[1]
-
-    def _unbind(self) -> None:
-        self._close_conn()
-        if self._lsock is not None:
-            self._lsock.close()
-            self._lsock = None
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except OSError:
-                pass
-            self._conn = None
-            self._inbuf.clear()
 
     def greeting(self) -> bytes:
         return b""
@@ -526,7 +503,7 @@ class TcpStreamServer(EmulatedServer):
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
-                self._close_conn()
+                self._drop_client()
                 return False
             view = view[n:]
         return True
@@ -557,13 +534,13 @@ class TcpStreamServer(EmulatedServer):
             except OSError:
                 chunk = b""
             if chunk == b"":
-                self._close_conn()
+                self._drop_client()
                 return
             if chunk:
-                self._inbuf += chunk
-                while (i := self._inbuf.find(b"\n")) >= 0:
-                    line = bytes(self._inbuf[:i]).decode("ascii", errors="replace").strip()
-                    del self._inbuf[: i + 1]
+                self._buf += chunk
+                while (i := self._buf.find(b"\n")) >= 0:
+                    line = bytes(self._buf[:i]).decode("ascii", errors="replace").strip()
+                    del self._buf[: i + 1]
                     self.requests.append(line)
                     reply = self.handle_line(line)
                     if reply and self._conn is not None:
@@ -571,7 +548,7 @@ class TcpStreamServer(EmulatedServer):
         if self._conn is None or not self.streaming.is_set():
             return
         if self.faults.take("drop"):
-            self._close_conn()
+            self._drop_client()
             return
         self.faults.wait_delay(self._stop)
         data = self.produce()
