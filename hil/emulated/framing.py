@@ -64,14 +64,9 @@ class FramedTcpServer(TcpLineServer):
         raise NotImplementedError
 
     def _serve_once(self) -> None:
-        assert self._lsock is not None
         if self._conn is None:
-            r, _, _ = select.select([self._lsock], [], [], _POLL_S)
-            if r:
-                try:
-                    conn, _ = self._lsock.accept()
-                except BlockingIOError:
-                    return
+            conn = self._accept()
+            if conn is not None:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._conn = conn
                 self._buf.clear()

@@ -243,6 +243,18 @@ class _TcpListener(EmulatedServer):
     def on_disconnect(self) -> None:
         """Hook: the client went away (or was dropped)."""
 
+    def _accept(self) -> socket.socket | None:
+        """Wait up to one poll period for a client; the new connection, or None."""
+        assert self._lsock is not None
+        r, _, _ = select.select([self._lsock], [], [], _POLL_S)
+        if not r:
+            return None
+        try:
+            conn, _ = self._lsock.accept()
+        except BlockingIOError:
+            return None
+        return conn
+
 
 class TcpLineServer(_TcpListener):
     """Line-oriented TCP server; one client at a time (like most instrument sockets).
@@ -272,14 +284,9 @@ class TcpLineServer(_TcpListener):
                 self._drop_client()
 
     def _serve_once(self) -> None:
-        assert self._lsock is not None
         if self._conn is None:
-            r, _, _ = select.select([self._lsock], [], [], _POLL_S)
-            if r:
-                try:
-                    conn, _ = self._lsock.accept()
-                except BlockingIOError:
-                    return
+            conn = self._accept()
+            if conn is not None:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._conn = conn
                 self.on_connect()
@@ -509,14 +516,9 @@ class TcpStreamServer(_TcpListener):
         return True
 
     def _serve_once(self) -> None:
-        assert self._lsock is not None
         if self._conn is None:
-            r, _, _ = select.select([self._lsock], [], [], _POLL_S)
-            if r:
-                try:
-                    conn, _ = self._lsock.accept()
-                except BlockingIOError:
-                    return
+            conn = self._accept()
+            if conn is not None:
                 conn.setblocking(False)
                 self._conn = conn
                 self.connections += 1
