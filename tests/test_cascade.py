@@ -198,7 +198,10 @@ class RefCascade:
                     self.known[j].add((lft[1], lft[2]))
                     self.err[j][(lft[1], lft[2])] = e
                     self.known[j].add((rgt[1], rgt[2]))
-                    self.err[j][(rgt[1], rgt[2])] = e ^ self.err[j][(x[1], x[2])]
+                    ex = self.err[j][(x[1], x[2])]
+                    self.err[j][(rgt[1], rgt[2])] = e ^ ex
+                    if self.opt and not ex and e:  # x went even in flight: both halves odd
+                        act.extend([lft, rgt])
                 req = []
             # advance
             kept = []

@@ -280,6 +280,7 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
 
 /* ---------- object ---------- */
 
+/* Frees a pass; the caller has wiped its key-derived buffers (wipe_pass). */
 static void pass_free(pass_t *P, const uint64_t *key)
 {
     if (P->copy != key) free(P->copy);
@@ -297,8 +298,15 @@ void qpp_cascade_free(qpp_cascade *c)
             frame_t *F = &c->f[t];
             for (uint32_t j = 0; j < F->npasses; j++) {
                 pass_t *P = &F->p[j];
-                if (P->copy && P->copy != F->key) memset(P->copy, 0, F->nw * sizeof(uint64_t));
-                if (P->prefix) memset(P->prefix, 0, F->nw * sizeof(uint64_t));
+                /* key bits (copy), their parities (prefix), parity differences
+                 * Alice^Bob (node bits): wiped so no dead-store elimination drops it */
+                if (P->copy && P->copy != F->key) qpp_memzero(P->copy, F->nw * sizeof(uint64_t));
+                if (P->prefix) qpp_memzero(P->prefix, F->nw * sizeof(uint64_t));
+                if (P->nodes) {
+                    size_t bits = (size_t)P->nblocks * P->cap2;
+                    qpp_memzero(P->nodes, 3 * ((bits + 63) / 64) * sizeof(uint64_t));
+                }
+                if (P->hval) qpp_memzero(P->hval, P->hcap);
                 pass_free(P, F->key);
             }
             free(F->act); free(F->req);
@@ -309,9 +317,9 @@ void qpp_cascade_free(qpp_cascade *c)
         for (int j = 0; j < QPP_CASCADE_MAX_PASSES; j++) {
             free(c->sh[s].pos[j]); free(c->sh[s].inv[j]); free(c->sh[s].mask[j]);
         }
-    if (c->key) memset(c->key, 0, c->nw * sizeof *c->key);
+    if (c->key) qpp_memzero(c->key, c->nw * sizeof *c->key);
     free(c->key);
-    if (c->out) memset(c->out, 0, c->out_cap);
+    if (c->out) qpp_memzero(c->out, c->out_cap);
     free(c->out);
     free(c);
 }
@@ -375,7 +383,7 @@ static int pass_copy(qpp_cascade *c, frame_t *F, uint32_t j)
     if (c->role == QPP_CASCADE_ALICE) {
         P->prefix = malloc(nw * sizeof *P->prefix);
         if (!P->prefix) {
-            if (P->copy != F->key) free(P->copy);
+            if (P->copy != F->key) { qpp_memzero(P->copy, nw * sizeof *P->copy); free(P->copy); }
             P->copy = NULL;
             return QPP_ERR_NOMEM;
         }
@@ -419,7 +427,7 @@ static int ensure_out(qpp_cascade *c, size_t len)
     while (cap < len) cap *= 2;
     uint8_t *b = malloc(cap);
     if (!b) return QPP_ERR_NOMEM;
-    if (c->out) { memset(c->out, 0, c->out_cap); free(c->out); }
+    if (c->out) { qpp_memzero(c->out, c->out_cap); free(c->out); }
     c->out = b; c->out_cap = cap;
     return QPP_OK;
 }
@@ -683,6 +691,7 @@ static int hgrow(pass_t *P)
     P->hkeys = k; P->hval = v; P->hcap = cap;
     for (size_t i = 0; i < ocap; i++)
         if (ok[i] != HEMPTY) { size_t j = hslot(P, ok[i]); k[j] = ok[i]; v[j] = ov[i]; }
+    qpp_memzero(ov, ocap);
     free(ok); free(ov);
     return QPP_OK;
 }
@@ -954,9 +963,15 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
             if (!nget(P, 0, id)) continue;   /* forgotten meanwhile (original variant) */
             int st = pass_copy(c, F, x.pass);
             if (st) return st;
-            int e = reply_bit(pl, b0 + t) ^ bob_parity(F, l);
+            int e = reply_bit(pl, b0 + t) ^ bob_parity(F, l), ex = nget(P, 1, id);
             nset(P, 0, lid, 1); nset(P, 1, lid, e);
-            nset(P, 0, rid, 1); nset(P, 1, rid, e ^ nget(P, 1, id));
+            nset(P, 0, rid, 1); nset(P, 1, rid, e ^ ex);
+            /* x turned even while its request was in flight (a cascade flip inside
+             * it); if its halves are odd, each holds an error: bisect both. */
+            if (!ex && e && c->variant == QPP_CASCADE_OPT) {
+                if ((st = push_node(&F->act, &F->nact, &F->cact, l))) return st;
+                if ((st = push_node(&F->act, &F->nact, &F->cact, r))) return st;
+            }
         }
         F->nreq = 0;
     }
