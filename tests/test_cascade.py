@@ -77,9 +77,11 @@ def ref_hash(bits: np.ndarray, r: int) -> int:
 def ref_block_sizes(method: str, n: int, p: float) -> list[int]:
     p = max(p, 1e-5)
     if method == "cascade":
-        # Demystifying (Martinez-Mateo et al. 2015), opt. (8).
+        # Demystifying (Martinez-Mateo et al. 2015), opt. (8), with k1 = 2^round(alpha)
+        # and k2 halved for frames below 2^16 bits (measured changes, see cascade.c).
         alpha = math.log2(1 / p) - 0.5
-        ks = [2.0 ** math.ceil(alpha), 2.0 ** math.ceil((alpha + 12) / 2), 4096] + [math.ceil(n / 2)] * 11
+        e2 = math.ceil((alpha + 12) / 2) - (1 if n < 2**16 else 0)
+        ks = [2.0 ** math.floor(alpha + 0.5), 2.0 ** e2, 4096] + [math.ceil(n / 2)] * 11
     else:
         # Brassard-Salvail 1993: k1 = 0.73/p, doubling, 4 passes.
         k1 = math.ceil(0.73 / p)
@@ -306,9 +308,12 @@ def test_block_sizes_follow_the_papers(method, n, q):
     assert cc.block_sizes(method, n, q) == ref_block_sizes(method, n, q)
 
 
-def test_opt8_schedule_at_2_14_is_the_published_one():
-    # Demystifying opt. (8) at n = 2^14, p = 2 %: alpha = log2(50) - 0.5 = 5.14.
-    assert cc.block_sizes("cascade", 2**14, 0.02) == [64, 512, 4096] + [8192] * 11
+def test_schedule_at_2_14_and_2_16():
+    # opt. (8) at p = 2 %: alpha = log2(50) - 0.5 = 5.14, k2 = 2^ceil(8.57) = 512 at 2^16
+    # (256 below 2^16 bits); k1 = 2^round(5.14) = 32 (opt. (8) literally: 2^ceil = 64).
+    assert cc.block_sizes("cascade", 2**14, 0.02) == [32, 256, 4096] + [8192] * 11
+    assert cc.block_sizes("cascade", 2**16, 0.02) == [32, 512, 4096] + [32768] * 11
+    assert cc.block_sizes("cascade", 2**16, 0.08)[:2] == [8, 256]
 
 
 @pytest.mark.parametrize("method", ["cascade", "cascade-original"])
