@@ -131,7 +131,8 @@ def derive_key_id(store_ids: Sequence[str], size: int) -> str:
 
 
 def _wipe(buf: bytearray | memoryview) -> None:
-    buf[:] = bytes(len(buf))
+    from postproc_c import memzero  # the C core's qpp_memzero: in place, no temporary
+    memzero(buf)
 
 
 class ReservationStore:

@@ -41,6 +41,7 @@ import numpy as np
 from ._binding import Error, check, ffi, lib, words_for
 from .reconcile import ReconcileResult, register
 from .selftest import kat
+from .wipe import memzero
 
 VARIANTS = {"cascade": lib.QPP_CASCADE_OPT, "cascade-original": lib.QPP_CASCADE_ORIGINAL}
 HEADER_BYTES = lib.QPP_CASCADE_HEADER_BYTES
@@ -135,7 +136,7 @@ class CascadeSide:
                 float(qber), int(seed), int(verify_key), int(frame_bits),
                 ffi.new("uint32_t[]", sched) if sched else ffi.NULL, len(sched)))
         finally:
-            words[:] = 0  # the packed copy is key material
+            memzero(words)  # the packed copy is key material
         self._c = ffi.gc(pp[0], lib.qpp_cascade_free)
         self._len = ffi.new("size_t *")
 
@@ -192,7 +193,7 @@ class CascadeSide:
         key = np.zeros(words_for(self.n), dtype=np.uint64)
         st = self._stats(key)
         bits = unpack_bits(key, self.n)
-        key[:] = 0
+        memzero(key)
         return ReconcileResult(
             corrected=bits, leaked_bits=int(st.leaked_bits),
             messages=int(st.messages_sent + st.messages_received), success=bool(st.success),
