@@ -107,6 +107,7 @@ class RefCascade:
         self.requests: list[list[tuple]] = []
         self.reply_bits: list[int] = []
         self.total = 0
+        self.cur = 0
 
     # pass-order helpers
     def nblocks(self, j):
@@ -153,14 +154,17 @@ class RefCascade:
             if not self.opt:
                 r = self.root(j, q // self.ks[j])
                 best = r if self.err[j][(r[1], 1)] else None
-            if best is not None:
+            if best is not None and j <= self.cur:   # later passes bisect when current
                 act.append(best)
 
     def run(self):
+        """Optimized variant: the opening request asks the top level of every pass; a
+        pass's odd blocks are bisected once the previous pass has ended. Original: one
+        pass's top level at a time."""
         act: list = []
         req: list = []
-        cur = 0
-        request = [(0, 1, 0, 0)]
+        self.cur = 0
+        request = [(j, 1, 0, 0) for j in range(len(self.ks) if self.opt else 1)]
         while True:
             self.requests.append(request)
             # Alice answers.
@@ -175,20 +179,23 @@ class RefCascade:
             self.reply_bits.append(len(bits))
             # Bob consumes.
             if request[0][1] == 1:
-                j = cur
-                self.started[j] = True
-                par = 0
-                for b in range(self.nblocks(j)):
-                    a = bits[b] if b < len(bits) else self.total ^ par
-                    par ^= a
-                    x = self.root(j, b)
-                    e = a ^ self.bob_par(x)
-                    self.known[j].add((b, 1))
-                    self.err[j][(b, 1)] = e
-                    if e:
-                        act.append(x)
-                if j == 0:
-                    self.total = par
+                off = 0
+                for (j, _, _, _) in request:
+                    self.started[j] = True
+                    par = 0
+                    sent = self.top_bits(j)
+                    for b in range(self.nblocks(j)):
+                        a = bits[off + b] if b < sent else self.total ^ par
+                        par ^= a
+                        x = self.root(j, b)
+                        e = a ^ self.bob_par(x)
+                        self.known[j].add((b, 1))
+                        self.err[j][(b, 1)] = e
+                        if e and j == self.cur:
+                            act.append(x)
+                    if j == 0:
+                        self.total = par
+                    off += sent
             else:
                 for t, x in enumerate(req):
                     j = x[0]
@@ -205,44 +212,54 @@ class RefCascade:
                     if self.opt and not ex and e:  # x went even in flight: both halves odd
                         act.extend([lft, rgt])
                 req = []
-            # advance
-            kept = []
-            a = 0
-            while a < len(act):
-                x = act[a]
-                a += 1
-                j = x[0]
-                if (x[1], x[2]) not in self.known[j] or not self.err[j][(x[1], x[2])]:
-                    continue
-                keep = False
-                while True:
-                    if x[4] == 1:
-                        self.flip(int(self.inv[j][x[3]]), act)
-                        if not self.opt:
-                            blk = x[1]
-                            self.known[j] = {k for k in self.known[j] if k[0] != blk or k[1] == 1}
-                            self.err[j] = {k: v for k, v in self.err[j].items() if k[0] != blk or k[1] == 1}
-                        break
-                    lft = self.child(x, 0)
-                    if (lft[1], lft[2]) in self.known[j]:
-                        x = lft if self.err[j][(lft[1], lft[2])] else self.child(x, 1)
-                        continue
-                    if (lft[1], lft[2]) in self.pend[j]:
-                        break  # another entry waits at this node
-                    self.pend[j].add((lft[1], lft[2]))
-                    req.append(x)
-                    keep = True
+            # advance (a pass ended and the next one's top level is known: go on at once)
+            while True:
+                act = self._advance(act, req)
+                if req or self.cur + 1 >= len(self.ks) or not self.opt:
                     break
-                if keep:
-                    kept.append(x)
-            act = kept
+                self.cur += 1
+                j = self.cur
+                act = [self.root(j, b) for b in range(self.nblocks(j)) if self.err[j][(b, 1)]]
             if req:
                 request = [(x[0], 0, self.child(x, 0)[3], self.child(x, 0)[4]) for x in req]
-            elif cur + 1 < len(self.ks):
-                cur += 1
-                request = [(cur, 1, 0, 0)]
+            elif self.cur + 1 < len(self.ks):
+                self.cur += 1
+                request = [(self.cur, 1, 0, 0)]
             else:
                 return self.bob
+
+    def _advance(self, act, req):
+        """Run the active bisections as far as known parities go; fills req, returns act."""
+        kept = []
+        a = 0
+        while a < len(act):
+            x = act[a]
+            a += 1
+            j = x[0]
+            if (x[1], x[2]) not in self.known[j] or not self.err[j][(x[1], x[2])]:
+                continue
+            keep = False
+            while True:
+                if x[4] == 1:
+                    self.flip(int(self.inv[j][x[3]]), act)
+                    if not self.opt:
+                        blk = x[1]
+                        self.known[j] = {k for k in self.known[j] if k[0] != blk or k[1] == 1}
+                        self.err[j] = {k: v for k, v in self.err[j].items() if k[0] != blk or k[1] == 1}
+                    break
+                lft = self.child(x, 0)
+                if (lft[1], lft[2]) in self.known[j]:
+                    x = lft if self.err[j][(lft[1], lft[2])] else self.child(x, 1)
+                    continue
+                if (lft[1], lft[2]) in self.pend[j]:
+                    break  # another entry waits at this node
+                self.pend[j].add((lft[1], lft[2]))
+                req.append(x)
+                keep = True
+                break
+            if keep:
+                kept.append(x)
+        return kept
 
 
 # ---------------------------------------------------------------- helpers
