@@ -5,7 +5,8 @@
   numpy decoder (field extraction with ``np.where`` and a full ``cumsum`` of
   overflow counts); also PicoQuant's per-record loop (their Read_PTU.py logic,
   struct unpack per record) on a small sample, for scale.
-* ID900 stream decode + 4-channel merge (frame-referenced pairs).
+* ID900 stream decode + 4-channel merge (frame-referenced pairs), the driver's
+  path (C k-way merge) against numpy decode + argsort; merge alone against lexsort.
 * OS entropy source in bits per second (target 1 Gb/s), baseline ``os.urandom``.
 
     python -m bench -k tagger
@@ -20,9 +21,10 @@ import numpy as np
 import pytest
 
 from bench.common import record
-from drivers.idq_id900 import decode_timestamps, merge_channels
+from drivers.idq_id900 import decode_timestamps, merge_channels, referenced_times
 from drivers.picoquant import RT_HYDRAHARP2_T2, T2Decoder
 from drivers.qrng import OsEntropySource
+from drivers.tagmerge import merge_sorted_reference
 from hil.emulated.picoquant import encode_t2
 
 ROUNDS = 5
@@ -110,7 +112,20 @@ def _idq_messages(n_per_channel: int, period_ps: int = 1_000_000):
     return msgs
 
 
+_WORK = np.empty(1 << 21, np.int64)
+
+
 def _idq_decode(msgs, period_ps=1_000_000):
+    """The driver's path: validate each message, then ref * period + dt per channel into a reused buffer."""
+    out, off = [], 0
+    for m in msgs:
+        d = decode_timestamps(m, with_ref_index=True)
+        out.append(referenced_times([d], period_ps, out=_WORK[off:off + d[0].size]))
+        off += d[0].size
+    return out
+
+
+def _idq_decode_numpy(msgs, period_ps=1_000_000):
     times = []
     for m in msgs:
         ts, ref = decode_timestamps(m, with_ref_index=True)
@@ -125,7 +140,7 @@ def test_idq_decode_merge(benchmark):
     b = benchmark.pedantic(lambda: merge_channels(_idq_decode(msgs), [1, 2, 3, 4]), rounds=ROUNDS,
                            iterations=1)
     assert len(b) == 4 * n and bool(np.all(np.diff(b.t_ps) >= 0))
-    record(benchmark, units=4 * n, unit="tag", target=80e6, note="4 channels: pairs -> ps, packed-key merge")
+    record(benchmark, units=4 * n, unit="tag", target=80e6, note="4 channels: pairs -> ps, C k-way merge")
 
 
 def test_idq_decode_merge_argsort_baseline(benchmark):
@@ -134,14 +149,48 @@ def test_idq_decode_merge_argsort_baseline(benchmark):
     benchmark.group = "tagger-idq-decode-merge-1M"
 
     def run():
-        times = _idq_decode(msgs)
+        times = _idq_decode_numpy(msgs)
         t = np.concatenate(times)
         ch = np.concatenate([np.full(x.size, c, np.uint8) for x, c in zip(times, [1, 2, 3, 4], strict=True)])
         o = np.argsort(t, kind="stable")
         return t[o], ch[o]
 
+    t, c = benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+    b = merge_channels(_idq_decode(msgs), [1, 2, 3, 4])
+    assert np.array_equal(t, b.t_ps) and np.array_equal(c, b.channel)
+    record(benchmark, units=4 * n, unit="tag", baseline=True, note="numpy decode, argsort merge")
+
+
+def test_idq_decode_merge_packed_sort(benchmark):
+    """The previous session's merge (packed t << 3 | channel keys, stable sort), for scale."""
+    n = 1 << 18
+    msgs = _idq_messages(n)
+    benchmark.group = "tagger-idq-decode-merge-1M"
+
+    def run():
+        times = _idq_decode_numpy(msgs)
+        key = np.concatenate([(x << 3) | c for x, c in zip(times, [1, 2, 3, 4], strict=True)])
+        key.sort(kind="stable")
+        return key >> 3, (key & 7).astype(np.uint8)
+
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
-    record(benchmark, units=4 * n, unit="tag", baseline=True, note="same decode, argsort merge")
+    record(benchmark, units=4 * n, unit="tag", note="numpy decode, packed-key stable sort")
+
+
+def test_merge_only_c(benchmark):
+    n = 1 << 18
+    times = _idq_decode(_idq_messages(n))
+    benchmark.group = "tagger-merge-only-1M"
+    benchmark.pedantic(merge_channels, args=(times, [1, 2, 3, 4]), rounds=ROUNDS, iterations=1)
+    record(benchmark, units=4 * n, unit="tag", note="C k-way merge of 4 sorted channels")
+
+
+def test_merge_only_lexsort_baseline(benchmark):
+    n = 1 << 18
+    times = _idq_decode(_idq_messages(n))
+    benchmark.group = "tagger-merge-only-1M"
+    benchmark.pedantic(merge_sorted_reference, args=(times, [1, 2, 3, 4]), rounds=ROUNDS, iterations=1)
+    record(benchmark, units=4 * n, unit="tag", baseline=True, note="numpy lexsort reference")
 
 
 @pytest.mark.parametrize("mib", [1, 16])

@@ -285,7 +285,7 @@ def test_hardware_id900_identify_and_count(instrument_address):
         assert tc.counts().shape == (5,)
 
 
-def test_merge_channels_fast_and_fallback_paths_agree_with_reference():
+def test_merge_channels_agrees_with_lexsort_reference_also_for_negative_times():
     from drivers.idq_id900 import merge_channels
 
     rng = np.random.default_rng(11)
@@ -297,7 +297,7 @@ def test_merge_channels_fast_and_fallback_paths_agree_with_reference():
     b = merge_channels(times, chans)
     np.testing.assert_array_equal(b.t_ps, ref_t[o])
     np.testing.assert_array_equal(b.channel, ref_c[o])
-    slow = merge_channels([x - 1000 for x in times], chans)  # negative times: general path
+    slow = merge_channels([x - 1000 for x in times], chans)  # negative times
     np.testing.assert_array_equal(slow.t_ps, ref_t[o] - 1000)
     np.testing.assert_array_equal(slow.channel, ref_c[o])
     assert len(merge_channels([], [])) == 0
