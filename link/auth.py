@@ -261,12 +261,19 @@ class AuthPool:
         self.link_id, psk = read_psk(psk_path)
         self._db_path = os.fspath(state_db)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self._db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: every commit survives a crash of the process (what the
-        # restart tests kill); survive power loss too with FULL, at an fsync per commit.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self._db_path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise AuthError(f"{self._db_path}: cannot open the node's store: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: every commit survives a crash of the process (what the
+            # restart tests kill); survive power loss too with FULL, at an fsync per commit.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:  # a corrupt file: name it, do not start
+            self._db.close()
+            raise AuthError(f"{self._db_path}: node store is corrupt or unreadable ({exc})") from exc
         self._streams: dict[str, bytearray] = {}
         self._hash_key: dict[str, int] = {}
         self._seg_count: dict[str, int] = {}
