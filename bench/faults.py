@@ -124,6 +124,8 @@ def instrument_fault_run(fault: str, workdir: Path, *, blocks: int = 6, duration
 
     log = _AlarmLog()
     node_log = logging.getLogger("link.node")
+    old_level = node_log.level
+    node_log.setLevel(logging.WARNING)  # the alarms are warnings, whatever the caller's root level
     node_log.addHandler(log)
     pipeline._rig_front_ends = keep_rig
     try:
@@ -133,6 +135,7 @@ def instrument_fault_run(fault: str, workdir: Path, *, blocks: int = 6, duration
     finally:
         pipeline._rig_front_ends = start_rig
         node_log.removeHandler(log)
+        node_log.setLevel(old_level)
     alarms = [m for m in log.messages if " alarm instrument: " in m]
     return {"fault": fault, "fired": bool(fired), "keys_at_fault": fired, "summary": s,
             "instrument_alarms": alarms,
@@ -182,22 +185,34 @@ def _tail(path: Path, n: int = 1500) -> str:
         return ""
 
 
+def _open_block_appears(workdir: Path, keys_before: int) -> bool:
+    """Alice holds a block prepared, or committed and not yet final: a commit is under way."""
+    states = block_states(workdir / "alice.db")
+    return any(st in ("prepared", "committed") for st in states.values()) or \
+        len(key_ids(workdir / "alice.db")) > keys_before
+
+
 def kill_at_random(workdir: Path, rng: random.Random, *, seed: int, max_delay_s: float = 12.0,
-                   after_first_key: bool = False, blocks: int = 3) -> dict:
+                   after_first_key: bool = False, in_commit: bool = False, blocks: int = 3) -> dict:
     """Start the link process on ``workdir``, SIGKILL it at a random moment, report what the crash left.
 
-    ``after_first_key``: wait until Alice's store holds a key before drawing the delay
-    (so the kill lands among commits); otherwise the delay counts from the start.
+    ``after_first_key``: wait until Alice's store holds a new key before drawing the delay
+    (so the kill lands among commits); ``in_commit``: poll Alice's store and kill the
+    moment a commit is under way (a block prepared, or committed and not yet final);
+    otherwise the delay counts from the start.
     """
+    keys_before = len(key_ids(workdir / "alice.db"))
     p = _spawn(workdir, blocks, seed, 120.0)
     t0 = time.monotonic()
     try:
-        if after_first_key:
-            while not key_ids(workdir / "alice.db"):
-                if p.poll() is not None or time.monotonic() - t0 > 90:
+        if after_first_key or in_commit:
+            while p.poll() is None and time.monotonic() - t0 < 90:
+                if in_commit and _open_block_appears(workdir, keys_before):
                     break
-                time.sleep(0.05)
-        delay = rng.uniform(0.0, max_delay_s)
+                if not in_commit and len(key_ids(workdir / "alice.db")) > keys_before:
+                    break
+                time.sleep(0.002 if in_commit else 0.05)
+        delay = 0.0 if in_commit else rng.uniform(0.0, max_delay_s)
         try:
             p.wait(timeout=delay)
             killed = False  # finished before the kill came
@@ -241,10 +256,13 @@ def kill_campaign(workdir: Path, kills: int, seed: int, *, report=print) -> dict
     committed_ever: set[str] = set()
     rows = []
     for i in range(kills):
-        r = kill_at_random(workdir, rng, seed=seed + i, after_first_key=(i % 2 == 0))
+        r = kill_at_random(workdir, rng, seed=seed + i, after_first_key=(i % 3 == 0),
+                           in_commit=(i % 3 == 1))
         committed_ever |= r["alice_keys"] | r["bob_keys"]
         rows.append(r)
-        report(f"kill {i + 1:3d}: {'SIGKILL' if r['killed'] else 'finished'} at {r['at_s']:6.2f} s, "
+        how = ("after a new key", "in a commit", "from the start")[i % 3]
+        report(f"kill {i + 1:3d} ({how:15}): {'SIGKILL' if r['killed'] else 'finished'} "
+               f"at {r['at_s']:6.2f} s, "
                f"keys alice {len(r['alice_keys'])} bob {len(r['bob_keys'])}, Alice open blocks "
                f"{r['alice_open']}, invariant violations {r['invariant_violations']}")
     fin = finish_run(workdir, seed=seed + kills)
