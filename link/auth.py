@@ -323,6 +323,13 @@ class AuthPool:
             return False
         return hmac.compare_digest(expect, bytes(tag))
 
+    def _write(self, sql: str, args: tuple) -> None:
+        """One durable state update; a failed file (disk full, I/O error) raises AuthError naming it."""
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise AuthError(f"{self._db_path}: cannot record the authentication state: {exc}") from exc
+
     # sequence numbers --------------------------------------------------------------------
     def next_send_seq(self, stream: str) -> int:
         """Allocate the next sequence number of ``stream`` (durably reserved before use)."""
@@ -334,7 +341,7 @@ class AuthPool:
                 raise PoolExhausted(f"auth pool stream {stream} exhausted at sequence number {seq}")
             if seq >= self._send_reserved[stream]:
                 new = min(seq + RESERVE_BATCH, self.capacity(stream))
-                self._db.execute("UPDATE auth_state SET send_reserved=? WHERE stream=?", (new, stream))
+                self._write("UPDATE auth_state SET send_reserved=? WHERE stream=?", (new, stream))
                 self._send_reserved[stream] = new
             self._send_next[stream] = seq + 1
             return seq
@@ -353,7 +360,7 @@ class AuthPool:
             if seq <= self._recv_last[stream]:
                 raise ValueError(f"seq: {seq} not above the last accepted {self._recv_last[stream]}")
             if durable:
-                self._db.execute("UPDATE auth_state SET recv_last=? WHERE stream=?", (seq, stream))
+                self._write("UPDATE auth_state SET recv_last=? WHERE stream=?", (seq, stream))
             self._recv_last[stream] = seq
 
     # replenishment and accounting ----------------------------------------------------------

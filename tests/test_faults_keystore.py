@@ -183,3 +183,41 @@ def test_link_stops_on_full_store_and_next_run_settles_the_block(tmp_path, monke
         con.close()
     for bid, _ in open_blocks:
         assert states[bid] == "aborted", states  # the half-done block was settled, not resurrected
+
+
+_AUTH_FSIZE_CHILD = r"""
+import json, os, resource, signal, sys
+sys.path.insert(0, sys.argv[2])
+from link.auth import AuthError, AuthPool
+d = sys.argv[1]
+pool = AuthPool(os.path.join(d, "link.psk"), os.path.join(d, "alice.db"), "alice")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+db = os.path.join(d, "alice.db")
+biggest = max(os.path.getsize(p) for p in (db, db + "-wal") if os.path.exists(p))
+resource.setrlimit(resource.RLIMIT_FSIZE, (biggest, resource.RLIM_INFINITY))  # not one byte more
+out = {"error": None, "sent": 0}
+try:
+    for _ in range(100000):  # reservations are written in batches: keep going until one must grow the file
+        pool.next_send_seq("alice.proto.data")
+        out["sent"] += 1
+except AuthError as exc:
+    out["error"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_auth_pool_state_on_a_full_disk_names_the_file(tmp_path):
+    """The authentication pool's durable sequence-number reservations hit a full disk: AuthError naming
+    the store file (never a sequence number handed out without its reservation on disk)."""
+    write_psk(tmp_path / "link.psk", "full-link", 1 << 16)
+    r = subprocess.run([sys.executable, "-c", _AUTH_FSIZE_CHILD, str(tmp_path), str(ROOT)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["error"] and str(tmp_path / "alice.db") in out["error"], out
+    # what was handed out was reserved durably: a restarted pool continues above it
+    pool = AuthPool(tmp_path / "link.psk", tmp_path / "alice.db", "alice")
+    try:
+        assert pool.next_send_seq("alice.proto.data") >= out["sent"]
+    finally:
+        pool.close()
