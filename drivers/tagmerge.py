@@ -28,7 +28,7 @@ import numpy as np
 __all__ = ["merge_sorted", "merge_sorted_reference", "MAX_STREAMS", "PairError", "check_pairs",
            "pairs_affine", "pair_views"]
 
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 
 
 def _load():

@@ -160,3 +160,25 @@ def test_decode_timestamps_unaligned_buffer_is_copied_then_checked():
     bad = memoryview(bytearray(b"\0" + np.array([[5, 2], [3, 1]], "<u8").tobytes()))[1:]
     with pytest.raises(MalformedReply, match=r"go backwards.*record 1"):
         decode_timestamps(bad, with_ref_index=True)
+
+
+@pytest.mark.parametrize("sparse_label", [0, 3, 9, 2])
+def test_sparse_stream_is_inserted_exactly_as_merged(sparse_label):
+    """A stream of <= 1/32 of the entries (the sync tags) takes the insertion path in C; its
+    result must equal the lexsort reference, ties included (sparse label below, between,
+    above and equal to the big streams' labels)."""
+    rng = np.random.default_rng(sparse_label + 40)
+    big = [np.sort(rng.integers(0, 20_000, 5000)).astype(np.int64) for _ in range(4)]
+    sync = np.sort(rng.choice(np.concatenate(big), 300))  # every sync time collides with a detector tag
+    sync = np.concatenate([[-5], sync, [10**9]])  # and one before and one after everything
+    times = [*big, sync]
+    labels = [2, 4, 6, 8, sparse_label]
+    t, lab = merge_sorted(times, labels)
+    rt, rl = merge_sorted_reference(times, labels)
+    np.testing.assert_array_equal(t, rt)
+    np.testing.assert_array_equal(lab, rl)
+    # the sync tags in a frame-referenced batch (channel 0 lowest) come first among equal times
+    b = merge_channels([*big, np.arange(0, 20_000, 997, dtype=np.int64)], [1, 2, 3, 4, 0])
+    assert bool(np.all(np.diff(b.t_ps) >= 0))
+    eq = np.flatnonzero(np.diff(b.t_ps) == 0)
+    assert bool(np.all(b.channel[eq] <= b.channel[eq + 1]))

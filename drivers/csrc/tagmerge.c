@@ -100,47 +100,24 @@ static int is_sorted(const int64_t *x, int64_t n)
     return !bad;
 }
 
-int tm_merge_i64(size_t k, const int64_t *const *src, const int64_t *n, const uint8_t *label,
-                 int64_t *out_t, uint8_t *out_label, int64_t *scratch_t, uint8_t *scratch_label,
-                 int64_t *bad_stream)
+/* Balanced tree of two-way merges of streams src[0..k) into land_*, using other_* as the
+ * ping-pong buffer (ceil(log2 k) passes; the first pass writes where the parity of
+ * the pass count makes the last one land in land_*). other_* may be NULL if k <= 2. */
+static void tree_merge(size_t k, const int64_t *const *src, const int64_t *n, const uint8_t *label,
+                       int64_t total, int64_t *land_t, uint8_t *land_l, int64_t *other_t, uint8_t *other_l)
 {
-    if (bad_stream)
-        *bad_stream = -1;
-    if (k == 0)
-        return TM_OK;
-    if (!src || !n || !label || !out_t || !out_label)
-        return TM_ERR_NULL;
-    if (k > TM_MAX_STREAMS)
-        return TM_ERR_TOO_MANY;
-    int64_t total = 0;
-    for (size_t s = 0; s < k; s++) {
-        if (n[s] < 0)
-            return TM_ERR_NULL;
-        if (n[s] > 0 && !src[s])
-            return TM_ERR_NULL;
-        if (!is_sorted(src[s], n[s])) {
-            if (bad_stream)
-                *bad_stream = (int64_t)s;
-            return TM_ERR_UNSORTED;
-        }
-        total += n[s];
-    }
-    if (k > 2 && (!scratch_t || !scratch_label))
-        return TM_ERR_NULL;
-
     size_t passes = 0;
     for (size_t r = k; r > 1; r = (r + 1) / 2)
         passes++;
     if (passes == 0) { /* one stream: copy */
         if (n[0] > 0) {
-            memcpy(out_t, src[0], (size_t)n[0] * sizeof *out_t);
-            memset(out_label, label[0], (size_t)n[0]);
+            memcpy(land_t, src[0], (size_t)n[0] * sizeof *land_t);
+            memset(land_l, label[0], (size_t)n[0]);
         }
-        return TM_OK;
+        return;
     }
-    /* The first pass writes where an odd number of passes remain to land in out. */
-    int64_t *dt = (passes % 2) ? out_t : scratch_t;
-    uint8_t *dl = (passes % 2) ? out_label : scratch_label;
+    int64_t *dt = (passes % 2) ? land_t : other_t;
+    uint8_t *dl = (passes % 2) ? land_l : other_l;
     int64_t off[TM_MAX_STREAMS + 1];
     size_t runs = 0;
     int64_t o = 0;
@@ -161,8 +138,8 @@ int tm_merge_i64(size_t k, const int64_t *const *src, const int64_t *n, const ui
     while (runs > 1) {
         int64_t *st = dt;
         uint8_t *sl = dl;
-        dt = (st == out_t) ? scratch_t : out_t;
-        dl = (sl == out_label) ? scratch_label : out_label;
+        dt = (st == land_t) ? other_t : land_t;
+        dl = (sl == land_l) ? other_l : land_l;
         size_t nr = 0;
         for (size_t r = 0; r < runs; r += 2) {
             int64_t a0 = off[r], a1 = off[r + 1];
@@ -178,6 +155,121 @@ int tm_merge_i64(size_t k, const int64_t *const *src, const int64_t *n, const ui
         off[nr] = total;
         runs = nr;
     }
+}
+
+/* Does element (bt, bl) of the merged run come before a sparse element (t, c)?
+ * The run is ordered by (time, label) because labels are non-decreasing in stream
+ * order and ties keep stream order; equal (time, label) pairs are indistinguishable. */
+static inline int goes_before(int64_t bt, uint8_t bl, int64_t t, uint8_t c)
+{
+    return bt < t || (bt == t && bl < c);
+}
+
+/* Merge a sparse stream s[0..ns) (label c) into the merged run b (nb entries):
+ * for each sparse element, gallop then binary-search its place from the previous
+ * one, copy the run up to it with memcpy, then the element. O(nb + ns log(nb/ns))
+ * instead of a compare per element: a few sync tags spread over millions of
+ * detector tags cost one memcpy of the run. */
+static void insert_sparse(const int64_t *bt, const uint8_t *bl, int64_t nb, const int64_t *s, uint8_t c,
+                          int64_t ns, int64_t *ot, uint8_t *ol)
+{
+    int64_t p = 0, o = 0;
+    for (int64_t i = 0; i < ns; i++) {
+        int64_t t = s[i];
+        int64_t lo = p, hi = p, step = 1;
+        while (hi < nb && goes_before(bt[hi], bl[hi], t, c)) {
+            lo = hi + 1;
+            hi = lo + step;
+            step *= 2;
+        }
+        if (hi > nb)
+            hi = nb;
+        while (lo < hi) { /* first index in [lo, hi) that does not go before (t, c) */
+            int64_t mid = lo + (hi - lo) / 2;
+            if (goes_before(bt[mid], bl[mid], t, c))
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo > p) {
+            memcpy(ot + o, bt + p, (size_t)(lo - p) * sizeof *ot);
+            memcpy(ol + o, bl + p, (size_t)(lo - p));
+            o += lo - p;
+            p = lo;
+        }
+        ot[o] = t;
+        ol[o] = c;
+        o++;
+    }
+    if (p < nb) {
+        memcpy(ot + o, bt + p, (size_t)(nb - p) * sizeof *ot);
+        memcpy(ol + o, bl + p, (size_t)(nb - p));
+    }
+}
+
+int tm_merge_i64(size_t k, const int64_t *const *src, const int64_t *n, const uint8_t *label,
+                 int64_t *out_t, uint8_t *out_label, int64_t *scratch_t, uint8_t *scratch_label,
+                 int64_t *bad_stream)
+{
+    if (bad_stream)
+        *bad_stream = -1;
+    if (k == 0)
+        return TM_OK;
+    if (!src || !n || !label || !out_t || !out_label)
+        return TM_ERR_NULL;
+    if (k > TM_MAX_STREAMS)
+        return TM_ERR_TOO_MANY;
+    int64_t total = 0;
+    int labels_sorted = 1;
+    for (size_t s = 0; s < k; s++) {
+        if (n[s] < 0)
+            return TM_ERR_NULL;
+        if (n[s] > 0 && !src[s])
+            return TM_ERR_NULL;
+        if (!is_sorted(src[s], n[s])) {
+            if (bad_stream)
+                *bad_stream = (int64_t)s;
+            return TM_ERR_UNSORTED;
+        }
+        total += n[s];
+        if (s > 0 && label[s] < label[s - 1])
+            labels_sorted = 0;
+    }
+    if (k > 2 && (!scratch_t || !scratch_label))
+        return TM_ERR_NULL;
+
+    /* A sparse stream (e.g. one sync tag per frame among the detector tags) is left out
+     * of the tree and inserted afterwards (insert_sparse): in the tree it would cost a
+     * whole extra pass of compares. Needs labels in stream order for the (time, label)
+     * order of the merged run. */
+    size_t sparse = k;
+    if (k >= 3 && labels_sorted) {
+        size_t m = 0;
+        for (size_t s = 1; s < k; s++)
+            if (n[s] < n[m])
+                m = s;
+        if (n[m] > 0 && n[m] * TM_SPARSE_RATIO <= total)
+            sparse = m;
+    }
+    if (sparse == k) {
+        tree_merge(k, src, n, label, total, out_t, out_label, scratch_t, scratch_label);
+        return TM_OK;
+    }
+    const int64_t *rest[TM_MAX_STREAMS];
+    int64_t rest_n[TM_MAX_STREAMS];
+    uint8_t rest_l[TM_MAX_STREAMS];
+    size_t kr = 0;
+    for (size_t s = 0; s < k; s++) {
+        if (s == sparse)
+            continue;
+        rest[kr] = src[s];
+        rest_n[kr] = n[s];
+        rest_l[kr] = label[s];
+        kr++;
+    }
+    int64_t nb = total - n[sparse];
+    tree_merge(kr, rest, rest_n, rest_l, nb, scratch_t, scratch_label, out_t, out_label);
+    insert_sparse(scratch_t, scratch_label, nb, src[sparse], label[sparse], n[sparse], out_t, out_label);
     return TM_OK;
 }
 

@@ -17,7 +17,8 @@ enum tm_status {
     TM_ERR_RANGE = -4     /* a value is out of the allowed range, or a result overflows */
 };
 
-enum { TM_ABI_VERSION = 2, TM_MAX_STREAMS = 64 };
+/* TM_SPARSE_RATIO: a stream with at most 1/TM_SPARSE_RATIO of all entries is inserted, not merged */
+enum { TM_ABI_VERSION = 3, TM_MAX_STREAMS = 64, TM_SPARSE_RATIO = 32 };
 
 int tm_abi_version(void);
 
