@@ -305,12 +305,19 @@ class AuthPool:
         self.link_id, psk = read_psk(psk_path)
         self._db_path = os.fspath(state_db)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self._db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: every commit survives a crash of the process (what the
-        # restart tests kill); survive power loss too with FULL, at an fsync per commit.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self._db_path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise AuthError(f"{self._db_path}: cannot open the node's store: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: every commit survives a crash of the process (what the
+            # restart tests kill); survive power loss too with FULL, at an fsync per commit.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:  # a corrupt file: name it, do not start
+            self._db.close()
+            raise AuthError(f"{self._db_path}: node store is corrupt or unreadable ({exc})") from exc
         self._streams: dict[str, bytearray] = {}
         self._hash_key: dict[str, int] = {}
         self._seg_count: dict[str, int] = {}
@@ -361,6 +368,13 @@ class AuthPool:
             return False
         return hmac.compare_digest(expect, bytes(tag))
 
+    def _write(self, sql: str, args: tuple) -> None:
+        """One durable state update; a failed file (disk full, I/O error) raises AuthError naming it."""
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise AuthError(f"{self._db_path}: cannot record the authentication state: {exc}") from exc
+
     # sequence numbers --------------------------------------------------------------------
     def next_send_seq(self, stream: str) -> int:
         """Allocate the next sequence number of ``stream`` (durably reserved before use)."""
@@ -372,7 +386,7 @@ class AuthPool:
                 raise PoolExhausted(f"auth pool stream {stream} exhausted at sequence number {seq}")
             if seq >= self._send_reserved[stream]:
                 new = min(seq + RESERVE_BATCH, self.capacity(stream))
-                self._db.execute("UPDATE auth_state SET send_reserved=? WHERE stream=?", (new, stream))
+                self._write("UPDATE auth_state SET send_reserved=? WHERE stream=?", (new, stream))
                 self._send_reserved[stream] = new
             self._send_next[stream] = seq + 1
             return seq
@@ -391,7 +405,7 @@ class AuthPool:
             if seq <= self._recv_last[stream]:
                 raise ValueError(f"seq: {seq} not above the last accepted {self._recv_last[stream]}")
             if durable:
-                self._db.execute("UPDATE auth_state SET recv_last=? WHERE stream=?", (seq, stream))
+                self._write("UPDATE auth_state SET recv_last=? WHERE stream=?", (seq, stream))
             self._recv_last[stream] = seq
 
     # replenishment and accounting ----------------------------------------------------------

@@ -50,13 +50,14 @@ import numpy as np
 import zmq
 
 import postproc_c
+from drivers.errors import DriverError
 from drivers.rng_health import RngHealthError
 from postproc_c.sifting import alice_sift, bob_announce, bob_sift, error_counts
 
 from . import finite_key as fk
 from .channel import Channel
 from .commit import COMMIT_TYPES, Committer
-from .keystore import KeyStore
+from .keystore import KeyStore, KeyStoreError
 from .messages import Message, MsgType
 from .payload import decode, encode, require
 
@@ -280,6 +281,12 @@ class Node:
                 fn()
             except RngHealthError as exc:  # stuck or biased random source: no more key from it
                 self.alarm("rng_health", str(exc))
+                self._stop.set()
+            except DriverError as exc:  # an instrument failed (the message names it and the command)
+                self.alarm("instrument", f"{fn.__name__}: {exc}")
+                self._stop.set()
+            except KeyStoreError as exc:  # disk full, corrupt file: the message names the file
+                self.alarm("key_store", f"{fn.__name__}: {exc}")
                 self._stop.set()
             except Exception as exc:  # a dead thread must be an alarm, not a silent hang
                 log.exception("%s thread %s failed", self.role, fn.__name__)
