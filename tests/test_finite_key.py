@@ -186,3 +186,41 @@ def test_clipped_bounds_stay_valid_on_small_sampled_blocks():
             hand = t1 * math.exp(mu2) / decoy.probs[1] * (m[1] + dm) / (mu2 - mu3)
             assert b["v1_test"] == pytest.approx(hand, rel=1e-12)
     assert clipped_seen == 200
+
+
+def test_channel_model_conventions():
+    # mu = 0: only dark counts click. Per detector (printed D_k): 2 p_dc, half of them errors.
+    per, tot = FiberSystem(), FiberSystem(dark_counts_total=True)
+    r, e = per.per_pulse(50.0, 0.0)
+    assert r == pytest.approx(2 * 6e-7 * 1.04, rel=1e-9)
+    assert e == pytest.approx(6e-7 + 0.04 * 1.2e-6 / 2, rel=1e-9)
+    r, e = tot.per_pulse(50.0, 0.0)
+    assert r == pytest.approx(6e-7 * 1.04, rel=1e-9)
+    assert e == pytest.approx(3e-7 + 0.04 * 6e-7 / 2, rel=1e-9)
+    decoy = DecoySettings((0.5, 0.1, 2e-4), (0.5, 0.3, 0.2))
+    key, _, _, leak_avg = per.expected_counts(100.0, 1e6, 0.5, decoy)
+    _, _, _, leak_k = FiberSystem(leak_per_intensity=True).expected_counts(100.0, 1e6, 0.5, decoy)
+    hand = 1.16 * sum(n * binary_entropy(m / n) for n, m in zip(key.n, key.m))
+    assert leak_k == pytest.approx(hand, rel=1e-12)
+    assert leak_k < leak_avg  # h is concave: per-intensity rates leak less
+
+
+def test_repro_solves_eps_sec_equal_kappa_ell_for_the_largest_fixed_point():
+    from bench.finite_key_repro import EPS_COR, KAPPA, evaluate
+
+    sysm = FiberSystem()
+    x = (math.log10(0.42), 0.036, 0.56, 0.50, 0.098)  # near the optimum at 100 km, n_X = 1e4
+    ell, n_pulses, _ = evaluate(x, 100.0, 1e4, sysm)
+    decoy = DecoySettings((0.50, 0.098, 2e-4), (0.036, 0.964 * 0.56, 0.964 * 0.44))
+    key, test, n2, leak = sysm.expected_counts(100.0, 1e4, 0.42, decoy)
+    assert n2 == pytest.approx(n_pulses)
+
+    def f(v):
+        return secret_key_length(key, test, decoy, leak_ec_bits=math.ceil(leak), eps_sec=KAPPA * v,
+                                 eps_cor=EPS_COR).ell
+
+    assert ell > 0 and f(ell) == ell
+    assert all(f(v) < v for v in (ell + 1, ell + 10, 2 * ell, 10_000))
+    # the same point with q_x = 0.5 (the old optimizer's floor) gives far less key
+    x5 = (math.log10(0.5),) + x[1:]
+    assert evaluate(x5, 100.0, 1e4, sysm)[0] / evaluate(x5, 100.0, 1e4, sysm)[1] < ell / n_pulses
