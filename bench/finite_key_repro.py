@@ -168,12 +168,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the maximum distance at n_X = 1e4 under each convention")
     ap.add_argument("--printed-misalignment", action="store_true",
                     help="use eta_ch in the misalignment term exactly as printed in Sec. IV")
+    ap.add_argument("--leak-per-intensity", action="store_true",
+                    help="lambda_EC = sum_k f n_X,k h(e_k) instead of f n_X h(e_obs)")
+    ap.add_argument("--dark-counts-total", action="store_true",
+                    help="read p_dc as the total of both detectors, not per detector")
     ap.add_argument("--protocol", default="2-decoy", choices=["2-decoy", "1-decoy"])
     args = ap.parse_args(argv)
-    system = FiberSystem(misalignment_uses_eta_sys=not args.printed_misalignment)
+    system = FiberSystem(misalignment_uses_eta_sys=not args.printed_misalignment,
+                         leak_per_intensity=args.leak_per_intensity,
+                         dark_counts_total=args.dark_counts_total)
     t0 = time.time()
     out: dict = {"protocol": args.protocol, "misalignment_eta": "sys" if not args.printed_misalignment
-                 else "ch", "rates": {}, "params": {}, "max_distance_km": {}}
+                 else "ch", "leak_per_intensity": args.leak_per_intensity,
+                 "dark_counts_total": args.dark_counts_total,
+                 "rates": {}, "params": {}, "max_distance_km": {}}
     if args.conventions:
         out["conventions_max_distance_1e4_km"] = {}
         for name, opts in CONVENTIONS.items():
