@@ -31,6 +31,16 @@ What the optimizer does, and why (each was a cause of the earlier 75 km at 10^4)
 * The maximum distance is found by bisection on "the best parameters give
   ell >= 1", i.e. max_x raw(eps_sec = kappa) >= 1.
 
+What remains is a convention the paper leaves open: Sec. IV sets lambda_EC to
+"f_EC h(e_obs)" with e_obs "the average of the observed error rates in basis
+X". Read as one count-weighted rate over all intensities (the default here,
+what an engine reconciling the whole block at once leaks), n_X = 10^4 reaches
+less far than the text's 135 km; read as each intensity's own rate
+(lambda_EC = sum_k f_EC n_X,k h(e_k), ``--leak-per-intensity``) it reaches
+about 135 km. Reading p_dc as the total of both detectors instead of per
+detector (against the printed D_k) overshoots. ``--conventions`` measures
+each; the figures are in the session report, not typed in here.
+
 Conventions where the paper is silent are those of ``link.finite_key``
 (Hoeffding lower bounds clipped at 0, gamma floor) and ``link.channel_model``
 (misalignment with eta_sys, p_dc per detector as the printed D_k says, leak at
