@@ -73,3 +73,51 @@ def test_full_strength_attacks_abort_with_their_alarm(name, overrides, alarm):
     assert a.aborted and a.ell == 0 and not rec.stored_keys and rec.keys_identical
     # what the abort prevented: Eve knew (almost) every sifted key bit of the block
     assert a.eve_known > 0.99 * a.n_z
+
+
+def _gf2_rank(m: np.ndarray) -> int:
+    """Rank over GF(2) of a 0/1 matrix (Gaussian elimination, reference only)."""
+    m = m.astype(bool).copy()
+    rank = 0
+    for col in range(m.shape[1]):
+        piv = np.flatnonzero(m[rank:, col])
+        if piv.size == 0:
+            continue
+        p = rank + piv[0]
+        m[[rank, p]] = m[[p, rank]]
+        below = np.flatnonzero(m[:, col])
+        below = below[below != rank]
+        m[below] ^= m[rank]
+        rank += 1
+        if rank == m.shape[0]:
+            break
+    return rank
+
+
+@pytest.mark.parametrize("known", [40, 100])
+def test_toeplitz_pa_leaves_eve_no_linear_function_below_her_entropy(known):
+    # Exact check of what the audit's margin (H_min - ell) stands for, on the
+    # engine's own C Toeplitz hash: Eve knows `known` of n uniform bits; the
+    # number of final-key linear functions she can compute is
+    # ell - rank(T restricted to the bits she does not know) (GF(2) rank).
+    import postproc_c
+
+    rng = np.random.default_rng(known)
+    n = 192
+    mask = np.zeros(n, bool)
+    mask[rng.choice(n, known, replace=False)] = True
+    for ell, expect_zero in ((n - known - 16, True), (n - known + 8, False)):
+        seed = rng.integers(0, 2**63, (n + ell - 1 + 63) // 64, dtype=np.uint64)
+        cols = []
+        for j in range(n):
+            e = np.zeros(n, np.uint8)
+            e[j] = 1
+            h = postproc_c.toeplitz_hash(postproc_c.pack_bits(e), n, seed, ell)
+            cols.append(np.unpackbits(h.view(np.uint8), bitorder="little")[:ell])
+        t = np.array(cols).T                                     # ell x n
+        assert _gf2_rank(t) == ell
+        eve_functions = ell - _gf2_rank(t[:, ~mask])
+        if expect_zero:
+            assert eve_functions == 0
+        else:
+            assert eve_functions >= ell - (n - known)          # at least the entropy shortfall
