@@ -617,7 +617,7 @@ class Node:
                        f"at least {expect_weak:.0f} expected from the signal gain", bid)
         return out
 
-    def _watch_multi_clicks(self, bid: int, blk: _Block) -> None:
+    def _watch_multi_clicks(self, bid: int, blk: _Block) -> bool:
         """Bob: detector blinding removes multi-detector clicks (and dark counts).
 
         Under the faked-state attack only the detector Eve chooses clicks
@@ -629,6 +629,8 @@ class Node:
         if blk.events >= 200_000 and blk.multi < 1e-5 * blk.events:
             self.alarm("detector_blinding", f"block {bid}: {blk.multi} multi-detector clicks in "
                        f"{blk.events} detections (blinded detectors click alone)", bid)
+            return True
+        return False
 
     # the block protocol: Alice ------------------------------------------------------------------------
     def _alice_block(self, bid: int, blk: _Block) -> BlockResult:
@@ -722,9 +724,12 @@ class Node:
     def _bob_block(self, bid: int, blk: _Block) -> BlockResult:
         z, z_int, x, x_int = blk.arrays()
         res = BlockResult(bid, (blk.first_frame, blk.last_frame), n_z=int(z.size), n_x=int(x.size))
-        self._watch_multi_clicks(bid, blk)
         zw = rr = side = None
         try:
+            # blinded detectors: Eve chose every click, she knows the key at zero QBER
+            # (measured by link.eve_audit): no key from such a block
+            if self._watch_multi_clicks(bid, blk):
+                raise _BlockAbort(res, "detector blinding suspected", None, notify_peer=True)
             self.ch.send(MsgType.PE_DISCLOSE, bid, encode({}, {"x_bits": x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
