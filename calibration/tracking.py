@@ -263,6 +263,8 @@ class PolarizationTracking:
         w, v = np.linalg.eigh(hs)
         keep = w > max(w[-1], 1e-30) * 1e-4
         keep[:-3] = False                                        # a rotation has 3 degrees of freedom
+        if not keep.any():                                       # no curvature learned yet: a coordinate
+            return np.eye(self.dev.n)[self._block % self.dev.n], self.d0
         z = self._rng.standard_normal(int(keep.sum()))
         u = v[:, keep] @ (z / np.sqrt(w[keep]))                  # whitened: u^T hs u = |z|^2
         u /= np.linalg.norm(u)
