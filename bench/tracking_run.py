@@ -88,6 +88,7 @@ def run(mode: str, seconds: float, *, drift: float = 0.1, seed: int = 1, block_b
             return r
 
     tr = PolarizationTracking(ctrl, drift_rad_per_sqrt_s=max(drift, 1e-3), seed=seed, realign=realign,
+                              guard_frames=0,
                               **(tracker_kw or {})) if mode == "tracked" else None
     t_start = t
     blocks = int(seconds / T)

@@ -201,13 +201,15 @@ class PolarizationTracking:
     ``lost_qber`` a base block above this in either basis means the quadratic model no longer holds
     (lock lost); ``realign`` (a fresh ``align`` from the present setting) is called then and when a
     three-actuator controller reaches a limit; without it :class:`PolarizationError` is raised.
+    ``frame_s``: a frame's duration (gives a block's when the counts do not); ``guard_frames``: frames
+    after the last acquired one that may still have seen the old setting (light in flight).
     """
 
     def __init__(self, controller, *, dither_qber: float = 0.001, init_dither_fraction: float = 0.005,
                  init_rounds: int = 2, drift_rad_per_sqrt_s: float = 0.1, gain: float = 0.8,
                  max_step_fraction: float = 0.02, edge_fraction: float = 0.15,
                  recenter_fraction: float = 0.002, forget: float = 0.997, seed: int = 0,
-                 lost_qber: float = 0.03, p0: float = 0.01,
+                 lost_qber: float = 0.03, p0: float = 0.01, frame_s: float = 0.0, guard_frames: int = 1,
                  realign: Callable[[], AlignResult] | None = None) -> None:
         self.dev = _Driver(controller)
         n = self.dev.n
@@ -222,6 +224,8 @@ class PolarizationTracking:
         self.realign = realign
         self.lost_qber = float(lost_qber)
         self.p0 = float(p0)
+        self.frame_s = float(frame_s)
+        self.guard = int(guard_frames)
         self.realigns = 0
         self._need_realign: list[int] = []
         self._rng = np.random.default_rng(seed)
@@ -253,7 +257,7 @@ class PolarizationTracking:
     def _apply(self, x: np.ndarray, current_frame: int) -> None:
         x = np.clip(x, self.dev.lo, self.dev.hi)
         self.dev.set(x)
-        self._valid_from = int(current_frame) + 1
+        self._valid_from = int(current_frame) + 1 + self.guard
 
     def _next_direction(self) -> tuple[np.ndarray, float]:
         if self._init_dirs:
@@ -311,7 +315,8 @@ class PolarizationTracking:
         if phase == "base" and not self._init_dirs and max(q) > self.lost_qber:
             self._realign(f"lock lost: QBER_Z {q[0]:.4f} QBER_X {q[1]:.4f} > {self.lost_qber}", cur)
             return self._record(q, "realign")
-        self._q[phase] = (q, var, counts.duration_s)
+        dur = counts.duration_s or (counts.last_frame - counts.first_frame + 1) * self.frame_s or 0.01
+        self._q[phase] = (q, var, dur)
         if phase == "base":
             self._u, self._d = self._next_direction()
             self._fit_dither()

@@ -53,7 +53,7 @@ def _tracked(seconds: float, drift: float, seed: int, **kw):
         return Measurement(b.cross, 1e-3)
 
     align_inside(ctrl, measure, seed=seed)
-    tr = PolarizationTracking(ctrl, drift_rad_per_sqrt_s=drift, seed=seed, **kw)
+    tr = PolarizationTracking(ctrl, drift_rad_per_sqrt_s=drift, seed=seed, guard_frames=0, **kw)
     T = link.block_duration_for(1 << 18)
     ideal = np.array(link.expected_qber(0.0, np.eye(2, dtype=complex)))
     extra = []
@@ -85,12 +85,12 @@ def test_stale_blocks_are_not_used():
     ctrl = ModelEpc400(model)
     tr = PolarizationTracking(ctrl)
     c = BlockCounts(100000, 100, 3000, 10, first_frame=0, last_frame=4)
-    assert tr.on_block(c, current_frame=9).action == "base"    # a dither goes out after frame 9
+    assert tr.on_block(c, current_frame=9).action == "base"    # a dither goes out after frame 9 (+1 guard)
     sets = ctrl.sets
     # the next block began before the change: skipped, nothing sent
     assert tr.on_block(BlockCounts(100000, 100, 3000, 10, first_frame=5, last_frame=12), 14).action == "skip"
     assert ctrl.sets == sets
-    assert tr.on_block(BlockCounts(100000, 100, 3000, 10, first_frame=10, last_frame=15), 16).action == "plus"
+    assert tr.on_block(BlockCounts(100000, 100, 3000, 10, first_frame=11, last_frame=15), 16).action == "plus"
 
 
 def test_lost_lock_without_realign_is_an_error_and_holds_the_controller():
@@ -98,11 +98,11 @@ def test_lost_lock_without_realign_is_an_error_and_holds_the_controller():
     ctrl = ModelEpc400(model, (100.0, 200.0, 300.0, 400.0))
     tr = PolarizationTracking(ctrl, init_rounds=0)
     tr.on_block(BlockCounts(100000, 100, 3000, 10))           # base -> plus
-    tr.on_block(BlockCounts(100000, 100, 3000, 10, 1, 1), 1)  # plus -> minus
-    tr.on_block(BlockCounts(100000, 100, 3000, 10, 2, 2), 2)  # minus -> base
+    tr.on_block(BlockCounts(100000, 100, 3000, 10, 2, 2), 2)  # plus -> minus
+    tr.on_block(BlockCounts(100000, 100, 3000, 10, 4, 4), 4)  # minus -> base
     held = ctrl.get_actuators()
     with pytest.raises(PolarizationError, match="lock lost: QBER_Z 0.2000"):
-        tr.on_block(BlockCounts(100000, 20000, 3000, 10, 3, 3), 3)
+        tr.on_block(BlockCounts(100000, 20000, 3000, 10, 6, 6), 6)
     assert np.array_equal(ctrl.get_actuators(), held)
 
 
