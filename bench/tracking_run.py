@@ -135,6 +135,7 @@ def run(mode: str, seconds: float, *, drift: float = 0.1, seed: int = 1, block_b
         out["align_measurements"] = res.measurements
     out["_extra"] = extra
     out["_settings"] = np.array([r.settings for r in tr.log]) if tr is not None else None
+    out["_records"] = tr.log if tr is not None else []
     return out
 
 

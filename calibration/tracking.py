@@ -114,7 +114,7 @@ class TrackRecord:
     action: str          # "base", "plus", "minus", "skip" (stale block), "realign"
 
 
-def align_inside(controller, measure: Callable, *, margin_fraction: float = 0.15, tries: int = 4,
+def align_inside(controller, measure: Callable, *, margin_fraction: float = 0.15, tries: int = 6,
                  seed: int = 0, **kw) -> AlignResult:
     """``polarization.align``, repeated from other random starts (up to ``tries``) while the result
     lies within ``margin_fraction`` of a range limit: a controller with more actuators than the three
@@ -128,7 +128,10 @@ def align_inside(controller, measure: Callable, *, margin_fraction: float = 0.15
     margin = margin_fraction * (dev.hi - dev.lo)
     best: tuple[float, AlignResult] | None = None
     err: Exception | None = None
+    rng = np.random.default_rng(seed)
     for k in range(max(1, int(tries))):
+        if k:                               # align starts from the present setting: move it first
+            dev.set(rng.uniform(dev.lo + margin, dev.hi - margin, dev.n))
         try:
             res = align(controller, measure, seed=seed + 7919 * k, **kw)
         except PolarizationError as exc:
@@ -209,7 +212,8 @@ class PolarizationTracking:
                  init_rounds: int = 2, drift_rad_per_sqrt_s: float = 0.1, gain: float = 0.8,
                  max_step_fraction: float = 0.02, edge_fraction: float = 0.15,
                  recenter_fraction: float = 0.002, forget: float = 0.997, seed: int = 0,
-                 lost_qber: float = 0.03, p0: float = 0.01, frame_s: float = 0.0, guard_frames: int = 1,
+                 lost_qber: float = 0.03, p0: float = 0.002, frame_s: float = 0.0,
+                 guard_frames: int = 1,
                  realign: Callable[[], AlignResult] | None = None) -> None:
         self.dev = _Driver(controller)
         n = self.dev.n
@@ -229,11 +233,8 @@ class PolarizationTracking:
         self.realigns = 0
         self._need_realign: list[int] = []
         self._rng = np.random.default_rng(seed)
-        self.rls = [_Rls(n, forget, self.span), _Rls(n, forget, self.span)]            # Z, X curvature
-        eye = np.eye(n)
-        pairs = [(eye[i] + s * eye[j]) / math.sqrt(2) for i in range(n) for j in range(i + 1, n)
-                 for s in (1.0, -1.0)]
-        self._init_dirs = [u for _ in range(int(init_rounds)) for u in list(eye) + pairs]
+        self._forget, self._init_rounds = float(forget), int(init_rounds)
+        self._learn()
         # settings stay this far inside the range so every dither fits on both sides
         self.lo, self.hi = self.dev.lo + 1.5 * self.d0, self.dev.hi - 1.5 * self.d0
         self.x = self._inside(self.dev.get())
@@ -248,6 +249,15 @@ class PolarizationTracking:
         self.log: list[TrackRecord] = []
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _learn(self) -> None:
+        """(Re)start learning the curvature: fresh estimates, coordinate and pair dithers first."""
+        n = self.dev.n
+        self.rls = [_Rls(n, self._forget, self.span), _Rls(n, self._forget, self.span)]    # Z, X
+        eye = np.eye(n)
+        pairs = [(eye[i] + s * eye[j]) / math.sqrt(2) for i in range(n) for j in range(i + 1, n)
+                 for s in (1.0, -1.0)]
+        self._init_dirs = [u for _ in range(self._init_rounds) for u in list(eye) + pairs]
+
     def _hessians(self) -> tuple[np.ndarray, np.ndarray]:
         return self.rls[0].matrix(), self.rls[1].matrix()
 
@@ -415,6 +425,7 @@ class PolarizationTracking:
         self.dev.set(self.x)
         self.e[:] = 0
         self.P = None
+        self._learn()                       # the curvature belongs to the old setting
         self._phase = "base"
         self._valid_from = int(current_frame) + 1
 
