@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -247,6 +248,7 @@ class PolarizationTracking:
         self._valid_from = -1                                    # first frame taken at the current setting
         self._block = 0
         self.log: list[TrackRecord] = []
+        self._lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _learn(self) -> None:
@@ -310,7 +312,13 @@ class PolarizationTracking:
 
     def on_block(self, counts: BlockCounts, current_frame: int | None = None) -> TrackRecord:
         """Feed one block's counts; ``current_frame`` is the last frame acquired so far (the next
-        setting applies from the frame after it). Returns what was done with the block."""
+        setting applies from the frame after it). Returns what was done with the block. Thread-safe:
+        the node's block workers may finish out of order (a block that began before the last
+        change is skipped, whenever it arrives)."""
+        with self._lock:
+            return self._on_block(counts, current_frame)
+
+    def _on_block(self, counts: BlockCounts, current_frame: int | None) -> TrackRecord:
         self._block += 1
         q, var = counts.rates()
         cur = counts.last_frame if current_frame is None else int(current_frame)
