@@ -35,7 +35,7 @@ import numpy as np
 
 from calibration.polarization import Measurement
 from calibration.tracking import BlockCounts, PolarizationTracking, align_inside
-from hil.blocklink import BlockLink, ModelEpc400
+from hil.blocklink import BlockLink, ModelEpc400, ModelMpc320
 from hil.model import LinkModel
 from hil.scenario import Scenario
 from link import finite_key as fk
@@ -58,7 +58,8 @@ def _key_bits(n: np.ndarray, m: np.ndarray, model: LinkModel) -> int:
 
 
 def run(mode: str, seconds: float, *, drift: float = 0.1, seed: int = 1, block_bits: int = 1 << 18,
-        key_block_bits: int = 1 << 24, scenario: str = "metro-25km", tracker_kw: dict | None = None) -> dict:
+        key_block_bits: int = 1 << 24, scenario: str = "metro-25km", tracker_kw: dict | None = None,
+        controller: str = "epc400") -> dict:
     """One run; ``mode`` in ("tracked", "untracked", "drift-free", "ideal"). Returns the figures."""
     still = mode in ("drift-free", "ideal")
     sc = Scenario.load(scenario).with_overrides({"fiber.drift_rad_per_sqrt_s": 0.0 if still else drift,
@@ -68,7 +69,10 @@ def run(mode: str, seconds: float, *, drift: float = 0.1, seed: int = 1, block_b
     ideal = np.eye(2, dtype=complex)
     T = link.block_duration_for(block_bits)
     t = 0.0
-    ctrl = ModelEpc400(model, np.random.default_rng(seed).uniform(-3000, 3000, 4))
+    if controller == "epc400":
+        ctrl = ModelEpc400(model, np.random.default_rng(seed).uniform(-3000, 3000, 4))
+    else:
+        ctrl = ModelMpc320(model, np.random.default_rng(seed).uniform(20, 150, 3))
     align_s = 0.0
     if mode != "ideal":
         def measure() -> Measurement:
@@ -146,12 +150,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--block-bits", type=int, default=1 << 18)
     ap.add_argument("--key-block-bits", type=int, default=1 << 24)
+    ap.add_argument("--controller", choices=("epc400", "mpc320"), default="epc400")
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args(argv)
     res = {}
     for mode in ("ideal", "drift-free", "untracked", "tracked"):
         r = run(mode, a.seconds, drift=a.drift, seed=a.seed, block_bits=a.block_bits,
-                key_block_bits=a.key_block_bits)
+                key_block_bits=a.key_block_bits, controller=a.controller)
         res[mode] = {k: v for k, v in r.items() if not k.startswith("_")}
         ez, ex = r["extra_qber_mean"]
         pz, px = r["extra_qber_p95"]

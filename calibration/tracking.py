@@ -308,7 +308,7 @@ class PolarizationTracking:
         """Take the controller's present setting as the aligned one (call after ``align``)."""
         self.x = self._inside(self.dev.get())
         self._phase = "base"
-        self._valid_from = int(current_frame) + 1
+        self._valid_from = int(current_frame) + 1 + self.guard
 
     def on_block(self, counts: BlockCounts, current_frame: int | None = None) -> TrackRecord:
         """Feed one block's counts; ``current_frame`` is the last frame acquired so far (the next
@@ -370,7 +370,7 @@ class PolarizationTracking:
         proj = v @ v.T
         hplus = (v / w) @ v.T
         n = self.dev.n
-        if self.P is None:                                       # ~0.1 rad per axis: just aligned
+        if self.P is None:                                       # prior: just aligned, ~0.05 rad per axis
             self.P = self.p0 * hplus + 1e-12 * np.eye(n)
         # predict: the fiber's random walk in actuator coordinates
         self.P = self.P + 0.7 * self.drift**2 * dt * hplus

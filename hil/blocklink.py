@@ -27,7 +27,7 @@ import numpy as np
 from . import eve as _eve
 from .model import LinkModel
 
-__all__ = ["BlockLink", "BlockSample", "ModelEpc400"]
+__all__ = ["BlockLink", "BlockSample", "ModelEpc400", "ModelMpc320"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,31 @@ class ModelEpc400:
             raise ValueError(f"values: {v.tolist()} outside -5000..5000 mV")
         self._v = v.copy()
         self.model.set_controller_epc400(v / 1000.0)
+        self.sets += 1
+
+    def get_actuators(self) -> np.ndarray:
+        return self._v.copy()
+
+
+class ModelMpc320:
+    """An in-process MPC320 (three paddles, 0..170 degrees) acting on a ``LinkModel``."""
+
+    name = "model-mpc320"
+    actuator_unit = "deg"
+    actuator_range = (0.0, 170.0)
+    n_actuators = 3
+
+    def __init__(self, model: LinkModel, angles_deg=(85.0, 85.0, 85.0)) -> None:
+        self.model = model
+        self.sets = 0
+        self.set_actuators(angles_deg)
+
+    def set_actuators(self, values) -> None:
+        v = np.asarray(values, float)
+        if v.shape != (3,) or not np.all(np.isfinite(v)) or np.any((v < 0) | (v > 170)):
+            raise ValueError(f"values: expected 3 paddle angles in 0..170 deg, got {values!r}")
+        self._v = v.copy()
+        self.model.set_controller_mpc320(v)
         self.sets += 1
 
     def get_actuators(self) -> np.ndarray:
