@@ -112,7 +112,7 @@ class TrackRecord:
     settings: np.ndarray
     qber_z: float
     qber_x: float
-    action: str          # "base", "plus", "minus", "skip" (stale block), "realign"
+    action: str          # "base", "plus", "minus", "skip" (stale block), "realign", "relearn"
 
 
 def align_inside(controller, measure: Callable, *, margin_fraction: float = 0.15, tries: int = 6,
@@ -203,8 +203,10 @@ class PolarizationTracking:
     offset corrected per cycle; ``max_step_fraction`` the largest step;
     ``edge_fraction`` how near a limit an EPC actuator starts walking back;
     ``lost_qber`` a base block above this in either basis means the quadratic model no longer holds
-    (lock lost); ``realign`` (a fresh ``align`` from the present setting) is called then and when a
-    three-actuator controller reaches a limit; without it :class:`PolarizationError` is raised.
+    (lock lost); ``realign`` (a fresh ``align``, which needs reference frames) is called then and when
+    a three-actuator controller reaches a limit; without it a lost lock re-learns the curvature where
+    it is and goes on, and a three-actuator controller at a limit raises :class:`PolarizationError`
+    (controller held: a safe state; the node raises a ``polarization`` alarm).
     ``frame_s``: a frame's duration (gives a block's when the counts do not); ``guard_frames``: frames
     after the last acquired one that may still have seen the old setting (light in flight).
     """
@@ -232,6 +234,7 @@ class PolarizationTracking:
         self.frame_s = float(frame_s)
         self.guard = int(guard_frames)
         self.realigns = 0
+        self.relearns = 0
         self._need_realign: list[int] = []
         self._rng = np.random.default_rng(seed)
         self._forget, self._init_rounds = float(forget), int(init_rounds)
@@ -331,7 +334,17 @@ class PolarizationTracking:
                           f"{self.dev.unit} and no redundancy to walk back", cur)
             return self._record(q, "realign")
         if phase == "base" and not self._init_dirs and max(q) > self.lost_qber:
-            self._realign(f"lock lost: QBER_Z {q[0]:.4f} QBER_X {q[1]:.4f} > {self.lost_qber}", cur)
+            why = f"lock lost: QBER_Z {q[0]:.4f} QBER_X {q[1]:.4f} > {self.lost_qber}"
+            if self.realign is None:
+                # no global search available (the engine has no reference frames): learn the
+                # curvature afresh where we are and go on; the dithers still see the slope
+                log.warning("%s: %s: re-learning the curvature", self.dev.name, why)
+                self.relearns += 1
+                self.e[:] = 0
+                self.P = None
+                self._learn()
+                return self._record(q, "relearn")
+            self._realign(why, cur)
             return self._record(q, "realign")
         dur = counts.duration_s or (counts.last_frame - counts.first_frame + 1) * self.frame_s or 0.01
         self._q[phase] = (q, var, dur)

@@ -93,17 +93,29 @@ def test_stale_blocks_are_not_used():
     assert tr.on_block(BlockCounts(100000, 100, 3000, 10, first_frame=11, last_frame=15), 16).action == "plus"
 
 
-def test_lost_lock_without_realign_is_an_error_and_holds_the_controller():
+def test_lost_lock_without_realign_relearns_and_holds_the_controller():
     model = LinkModel(Scenario.load("metro-25km"), 1)
     ctrl = ModelEpc400(model, (100.0, 200.0, 300.0, 400.0))
-    tr = PolarizationTracking(ctrl, init_rounds=0)
+    tr = PolarizationTracking(ctrl, init_rounds=0, guard_frames=0)
     tr.on_block(BlockCounts(100000, 100, 3000, 10))           # base -> plus
-    tr.on_block(BlockCounts(100000, 100, 3000, 10, 2, 2), 2)  # plus -> minus
-    tr.on_block(BlockCounts(100000, 100, 3000, 10, 4, 4), 4)  # minus -> base
+    tr.on_block(BlockCounts(100000, 100, 3000, 10, 1, 1), 1)  # plus -> minus
+    tr.on_block(BlockCounts(100000, 100, 3000, 10, 2, 2), 2)  # minus -> base
     held = ctrl.get_actuators()
-    with pytest.raises(PolarizationError, match="lock lost: QBER_Z 0.2000"):
-        tr.on_block(BlockCounts(100000, 20000, 3000, 10, 6, 6), 6)
-    assert np.array_equal(ctrl.get_actuators(), held)
+    assert tr.on_block(BlockCounts(100000, 20000, 3000, 10, 3, 3), 3).action == "relearn"
+    assert tr.relearns == 1 and np.array_equal(ctrl.get_actuators(), held)
+
+
+def test_mpc320_at_a_limit_without_realign_is_an_error_and_holds_the_controller():
+    from hil.blocklink import ModelMpc320
+
+    model = LinkModel(Scenario.load("metro-25km"), 1)
+    ctrl = ModelMpc320(model, (5.0, 80.0, 80.0))                # paddle 1 near its 0 deg limit
+    tr = PolarizationTracking(ctrl, init_rounds=1, guard_frames=0)
+    with pytest.raises(PolarizationError, match=r"actuator\(s\) \[1\] at the edge"):
+        for i in range(60):
+            tr.on_block(BlockCounts(100000, 300, 3000, 10, i, i), i)
+    v = ctrl.get_actuators()
+    assert np.all((v >= 0) & (v <= 170))
 
 
 def test_block_counts_are_validated():
