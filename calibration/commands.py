@@ -7,6 +7,13 @@ emulated HIL rig (``hil.rig.Rig``) is started and the same production drivers
 talk to its twins. Either way the routines only see drivers. Timing results
 are written into ``[bob.timing]`` of the file given by ``--save`` (default:
 the ``--config`` file). Progress goes to the log, the summary to stdout.
+
+``qkd calibrate tracking`` runs the drift loop (``calibration.tracking``) on the block-level
+emulated link for ``--seconds`` at ``--drift`` rad/sqrt(s) (``bench/tracking_run.py``); on a real
+link the loop runs inside ``qkd bob`` (``[calibration] track_polarization = true``). ``--plot PNG``
+draws the timing histograms with the window, or QBER and settings against step/time
+(``calibration.plots``; matplotlib is the optional ``[plot]`` extra, checked before any light is
+spent).
 """
 
 from __future__ import annotations
