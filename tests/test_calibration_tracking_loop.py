@@ -134,3 +134,41 @@ def test_untracked_drift_is_large_for_contrast():
     ideal = np.array(link.expected_qber(0.0, np.eye(2, dtype=complex)))
     extra = np.array([np.array(link.expected_qber(t)) - ideal for t in np.linspace(0, 20, 200)])
     assert extra.mean() > 0.005
+
+
+def test_tracking_through_the_epc400_driver_on_the_rig():
+    # the same loop with the production driver on the rig's emulated EPC-400 (serial protocol on a
+    # pty, mV limits enforced by the twin): 5 s of link at 0.1 rad/sqrt(s)
+    from drivers.oz_epc400 import OzEpc400
+    from hil.rig import Rig
+
+    sc = Scenario.load("metro-25km").with_overrides({"fiber.drift_rad_per_sqrt_s": 0.1})
+    with Rig(sc, seed=2, frame_slots=1 << 16) as rig:
+        dev = OzEpc400(rig.resources()["bob.polarization"])
+        dev.open()
+        try:
+            link = BlockLink(rig.model, seed=2)
+            t = 0.0
+
+            def measure():
+                nonlocal t
+                b = link.block(t, 1e-3)
+                t += 1e-3
+                return Measurement(b.cross, 1e-3)
+
+            align_inside(dev, measure, seed=2)
+            tr = PolarizationTracking(dev, seed=2, guard_frames=0)
+            T = link.block_duration_for(1 << 18)
+            ideal = np.array(link.expected_qber(0.0, np.eye(2, dtype=complex)))
+            extra = []
+            for i in range(int(5.0 / T)):
+                extra.append(np.array(link.expected_qber(t + T / 2)) - ideal)
+                b = link.block(t, T)
+                tr.on_block(BlockCounts(int(b.n[0].sum()), int(b.m[0].sum()), int(b.n[1].sum()),
+                                        int(b.m[1].sum()), i, i, T), i)
+                t += T
+            assert np.mean(extra, axis=0).max() <= 0.005 and tr.realigns == 0
+            v = dev.get_actuators()                                   # the twin holds a setting near
+            assert np.all(np.abs(v) <= 5000) and np.abs(v - tr.x).max() < 100   # x (+- a dither)
+        finally:
+            dev.close()
