@@ -59,19 +59,45 @@ def _key_bits(n: np.ndarray, m: np.ndarray, model: LinkModel) -> int:
     return int(res.ell)
 
 
-def run(mode: str, seconds: float, *, drift: float = 0.1, seed: int = 1, block_bits: int = 1 << 18,
-        key_block_bits: int = 1 << 24, scenario: str = "metro-25km", tracker_kw: dict | None = None,
-        controller: str = "epc400") -> dict:
-    """One run; ``mode`` in ("tracked", "untracked", "drift-free", "ideal"). Returns the figures."""
+def run(mode: str, seconds: float, **kw) -> dict:
+    """One run; ``mode`` in ("tracked", "untracked", "drift-free", "ideal"). Returns the figures.
+    ``rig=True``: the tracked/untracked runs drive the production EPC-400 driver on the rig's pty."""
+    closers: list = []
+    try:
+        return _run(mode, seconds, closers=closers, **kw)
+    finally:
+        for c in reversed(closers):
+            c()
+
+
+def _run(mode: str, seconds: float, *, closers: list, drift: float = 0.1, seed: int = 1,
+         block_bits: int = 1 << 18, key_block_bits: int = 1 << 24, scenario: str = "metro-25km",
+         tracker_kw: dict | None = None, controller: str = "epc400", rig: bool = False) -> dict:
     still = mode in ("drift-free", "ideal")
     sc = Scenario.load(scenario).with_overrides({"fiber.drift_rad_per_sqrt_s": 0.0 if still else drift,
                                                  "fiber.drift_step_s": 1e-3})
-    model = LinkModel(sc, seed)
+    the_rig = None
+    if rig and mode in ("tracked", "untracked") and controller == "epc400":
+        # the production EPC-400 driver on the rig's emulated instrument (serial protocol on a pty)
+        from drivers.oz_epc400 import OzEpc400
+        from hil.rig import Rig
+
+        the_rig = Rig(sc, seed=seed, frame_slots=1 << 16)
+        the_rig.start()
+        closers.append(the_rig.stop)
+        model = the_rig.model
+    else:
+        model = LinkModel(sc, seed)
     link = BlockLink(model, seed=seed + 1000)
     ideal = np.eye(2, dtype=complex)
     T = link.block_duration_for(block_bits)
     t = 0.0
-    if controller == "epc400":
+    if the_rig is not None:
+        ctrl = OzEpc400(the_rig.resources()["bob.polarization"])
+        ctrl.open()
+        closers.append(ctrl.close)
+        ctrl.set_actuators(np.round(np.random.default_rng(seed).uniform(-3000, 3000, 4)))
+    elif controller == "epc400":
         ctrl = ModelEpc400(model, np.random.default_rng(seed).uniform(-3000, 3000, 4))
     else:
         ctrl = ModelMpc320(model, np.random.default_rng(seed).uniform(20, 150, 3))
@@ -144,7 +170,7 @@ def run(mode: str, seconds: float, *, drift: float = 0.1, seed: int = 1, block_b
            "extra_qber_mean": extra.mean(axis=0).tolist(),
            "extra_qber_p95": np.percentile(extra, 95, axis=0).tolist(),
            "measured_qber_mean": meas.mean(axis=0).tolist(),
-           "controller_sets": ctrl.sets, "wall_s": time.perf_counter() - wall}
+           "controller_sets": getattr(ctrl, "sets", None), "wall_s": time.perf_counter() - wall}
     if mode != "ideal":
         out["align_measurements"] = res.measurements
     out["_extra"] = extra
@@ -161,12 +187,14 @@ def main(argv=None) -> int:
     ap.add_argument("--block-bits", type=int, default=1 << 18)
     ap.add_argument("--key-block-bits", type=int, default=1 << 24)
     ap.add_argument("--controller", choices=("epc400", "mpc320"), default="epc400")
+    ap.add_argument("--rig", action="store_true",
+                    help="drive the production EPC-400 driver on the rig's emulated instrument")
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args(argv)
     res = {}
     for mode in ("ideal", "drift-free", "untracked", "tracked"):
         r = run(mode, a.seconds, drift=a.drift, seed=a.seed, block_bits=a.block_bits,
-                key_block_bits=a.key_block_bits, controller=a.controller)
+                key_block_bits=a.key_block_bits, controller=a.controller, rig=a.rig)
         res[mode] = {k: v for k, v in r.items() if not k.startswith("_")}
         ez, ex = r["extra_qber_mean"]
         pz, px = r["extra_qber_p95"]
