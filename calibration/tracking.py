@@ -22,24 +22,26 @@ q(x) = q0 + 1/2 (x - x*)^T H (x - x*),
     (q(x + d u) - q(x - d u)) / (2 d) = u^T H (x - x*)        (exact for a quadratic)
     (q(x + d u) + q(x - d u) - 2 q(x)) / d^2 = u^T H u
 
-per basis, i.e. a linear measurement of the offset e = x - x* and of the
-curvature along u. This is the two-sided simultaneous-perturbation scheme of
-Spall (IEEE Trans. Autom. Control 37(3), 1992, eq. 2.2 for the gradient; 2SPSA,
-IEEE TAC 45(10), 2000, eq. 2.1-2.3 for the curvature), the gradient dither that
-Xavier et al. use on reference-state error counts (New J. Phys. 11, 045015
-(2009), sec. 3, "gradient algorithm") and the basis tracking of Ding et al.
-(Sci. Rep. 7, 12177 (2017)) from revealed sifted key bits. Two choices make it
-meet a 0.5 % bound at 0.1 rad/sqrt(s):
+per basis (both exact for a quadratic, by Taylor expansion), i.e. a linear
+measurement of the offset e = x - x* and of the curvature along u. This is the
+two-sided simultaneous perturbation of Spall (IEEE Trans. Autom. Control 37(3),
+332-341, 1992) with the curvature estimate of his adaptive 2SPSA (IEEE TAC
+45(10), 1839-1853, 2000); closed-loop control of the controller from error
+counts is what Xavier et al. do with two non-orthogonal reference signals (Opt.
+Express 16(3), 1867-1873, 2008) and Ding et al. with the sifted key bits
+revealed during error correction (Opt. Lett. 42, 2017; arXiv:1608.00366), as
+here: no reference light. Two choices make it meet a 0.5 % bound at 0.1 rad/sqrt(s):
 
 * the per-basis Hessians H_Z, H_X are estimated continuously by recursive least
   squares on the curvature measurements (with forgetting, because they change
   as the controller moves), and the dither direction is drawn so that every
   dithered block costs the same small QBER, 1/2 d^2 u^T (H_Z + H_X) u =
   ``dither_qber`` (whitened in the metric of H);
-* the offset e is estimated by a Kalman filter (Kalman 1960; Bar-Shalom, Li,
-  Kirubarajan, Estimation with Applications to Tracking and Navigation, 2001,
-  eq. 5.2.3-15..18) whose measurement rows are u^T H_Z and u^T H_X with the
-  binomial variance of each basis's error rate (the X basis has far fewer bits,
+  Each is kept at rank <= 2 (a basis sees two of the three angles);
+* the offset e is estimated by a Kalman filter (Kalman, J. Basic Eng. 82(1),
+  35-45, 1960; covariance update in Joseph's form) in the span of the three
+  largest eigenvectors of H_Z + H_X, whose measurement rows are u^T H_Z and
+  u^T H_X with the binomial variance of each basis's error rate (the X basis has far fewer bits,
   the filter weighs it accordingly), and whose process noise is the fiber's
   random walk mapped into actuator space, Q = k r^2 dt H^+ (r = expected drift
   in rad/sqrt(s); for a cost Hessian diag(1/2, 1/2, 1) in rotation angles k
@@ -50,10 +52,14 @@ meet a 0.5 % bound at 0.1 rad/sqrt(s):
 One cycle is three blocks: base (no dither), +d u, -d u. With an EPC-400 (four
 squeezers, three rotation angles) an actuator near a limit is walked back along
 the null direction of H (the smallest eigenvector: a move the error rates do
-not see to first order) a little every cycle, so resets are smooth; a
-three-actuator controller (MPC320) has no such direction and ``realign`` is
-called if given, else :class:`PolarizationError` with the controller held
-(a safe state).
+not see to first order) a little every cycle, and a step that would leave the
+range is completed along it, so resets are smooth; a three-actuator controller
+(MPC320) has no such direction and ``realign`` is called if given, else
+:class:`PolarizationError` with the controller held (a safe state). A base block
+above ``lost_qber`` (the quadratic model no longer holds, e.g. near a point
+where the controller loses a degree of freedom) calls ``realign`` (a fresh
+``align`` with reference frames, which the bench has and the engine has not)
+or else learns the curvature afresh where it is.
 
 Blocks straddling a setting change are not used: the node passes the last
 acquired frame with every call and a block counts only if its first frame was
@@ -366,7 +372,7 @@ class PolarizationTracking:
         """After base, plus, minus: update curvature and offset estimates, step the controller."""
         (q0, v0, t0), (qp, vp, tp), (qm, vm, tm) = self._q["base"], self._q["plus"], self._q["minus"]
         u, d = self._u, self._d
-        for b in range(2):                                       # Spall 2000 eq. 2.3 (curvature)
+        for b in range(2):                                       # curvature along u (2SPSA, Spall 2000)
             z = (qp[b] + qm[b] - 2 * q0[b]) / d**2
             self.rls[b].update(u, z, (vp[b] + vm[b] + 4 * v0[b]) / d**4)
         dt = max(t0 + tp + tm, 1e-6)
@@ -387,7 +393,7 @@ class PolarizationTracking:
             self.P = self.p0 * hplus + 1e-12 * np.eye(n)
         # predict: the fiber's random walk in actuator coordinates
         self.P = self.P + 0.7 * self.drift**2 * dt * hplus
-        # update with y = (q+ - q-) / 2d = [u^T H_Z; u^T H_X] e + noise (Spall 1992 eq. 2.2)
+        # update with y = (q+ - q-) / 2d = [u^T H_Z; u^T H_X] e + noise (two-sided SP, Spall 1992)
         y = (qp - qm) / (2 * d)
         R = np.diag((vp + vm) / (4 * d**2))
         Hm = np.vstack([u @ hz, u @ hx])
