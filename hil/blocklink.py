@@ -9,7 +9,8 @@ controller, transmittance, per-detector efficiency and dark counts, exactly the
 quantities ``LinkModel.expected_click_probability`` uses -- and draws Poisson
 counts of single clicks per (intensity, Alice's state, detector) with those
 means. Dead time is applied as the non-paralyzable loss factor 1/(1 + R tau)
-per detector (Knoll, Radiation Detection and Measurement, 4th ed., eq. 4.7).
+per detector (the non-paralyzable dead-time model, m = n / (1 + n tau); Knoll, Radiation
+Detection and Measurement, 4th ed., ch. 4, sec. VII).
 
 What it must not do: stand in for the slot-level model where timing, afterpulses,
 multi-clicks within a block or attacks matter; it keeps only what the per-block
