@@ -247,6 +247,20 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
                                      fs.window_ps or 0.8e12 / fs.clock_hz))
     node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
                 block_limit=args.blocks or None, frame_slots=fs.frame_slots)
+    pol = None
+    if nf.calibration.track_polarization:          # [calibration]: issue 7's tracking loop on Bob
+        from calibration.tracking import PolarizationTracking
+
+        try:
+            pol = lab.build(role, nf.calibration.controller)
+            pol.open()
+            node.tracking = PolarizationTracking(
+                pol, drift_rad_per_sqrt_s=nf.calibration.drift_rad_per_sqrt_s,
+                frame_s=fs.frame_slots / fs.clock_hz, guard_frames=cfg.max_frames_in_flight)
+        except Exception as exc:  # noqa: BLE001 - any driver/config failure: refuse to start
+            print(f"qkd {role}: polarization tracking: {exc}", file=sys.stderr)
+            node.close()
+            return 2
     stop = threading.Event()
     old = signal.signal(signal.SIGINT, lambda *a: stop.set())
     node.start()
@@ -271,10 +285,12 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
         st["alarms"] = sorted({a["alarm"] for a in node.alarms})
         node.close()
         ch.close()
-        try:
-            fe.close()
-        except Exception:  # noqa: BLE001 - closing an instrument at exit is best effort
-            pass
+        for inst in (fe, pol):
+            try:
+                if inst is not None:
+                    inst.close()
+            except Exception:  # noqa: BLE001 - closing an instrument at exit is best effort
+                pass
         pool.close()
         store.close()
     if args.json:

@@ -78,6 +78,15 @@ class FrontendSettings:
 
 
 @dataclass
+class CalibrationSettings:
+    """``[calibration]`` (Bob, optional): polarization tracking while key is made (issue 7)."""
+
+    track_polarization: bool = False
+    controller: str = "polarization"          # the controller's role in the lab file (bob.<controller>)
+    drift_rad_per_sqrt_s: float = 0.1          # expected fiber drift (the tracker's process noise)
+
+
+@dataclass
 class NodeFile:
     source: Path
     role: str
@@ -87,6 +96,7 @@ class NodeFile:
     channel: ChannelSettings
     frontend: FrontendSettings
     protocol: NodeConfig = field(default_factory=NodeConfig)
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
 
 
 _NUM = (int, float)
@@ -146,7 +156,7 @@ def _float_list(n: int | None, lo: float | None = None):
 def parse_node_file(data: dict, source: str | Path) -> NodeFile:
     src = str(source)
     base = Path(source).resolve().parent if source != "<dict>" else Path.cwd()
-    _unknown(src, data, "", {"node", "channel", "protocol", "frontend"})
+    _unknown(src, data, "", {"node", "channel", "protocol", "frontend", "calibration"})
     node = _table(src, data, "node")
     _unknown(src, node, "node", {"role", "link_id", "psk", "store"})
     role = _get(src, node, "node", "role", (str,), '"alice" or "bob"',
@@ -226,7 +236,19 @@ def parse_node_file(data: dict, source: str | Path) -> NodeFile:
                                                 "4 numbers (ps)", [0.0] * 4, check=_float_list(4))),
         window_ps=float(_get(src, fe, "frontend", "window_ps", _NUM, "a window in ps >= 0", 0.0,
                              check=lambda v: None if v >= 0 else "must be >= 0")))
-    return NodeFile(Path(source), role, link_id, psk, store, chs, fes, cfg)
+    ca = _table(src, data, "calibration", required=False)
+    _unknown(src, ca, "calibration", {"track_polarization", "controller", "drift_rad_per_sqrt_s"})
+    cal = CalibrationSettings(
+        track_polarization=_get(src, ca, "calibration", "track_polarization", (bool,), "true or false",
+                                False),
+        controller=_get(src, ca, "calibration", "controller", (str,),
+                        "the polarization controller's role in the lab file", "polarization"),
+        drift_rad_per_sqrt_s=float(_get(src, ca, "calibration", "drift_rad_per_sqrt_s", _NUM,
+                                        "a rate in rad/sqrt(s) > 0", 0.1,
+                                        check=lambda v: None if v > 0 else "must be > 0")))
+    if cal.track_polarization and role != "bob":
+        raise ConfigError(src, "calibration.track_polarization", "only Bob's node drives a controller")
+    return NodeFile(Path(source), role, link_id, psk, store, chs, fes, cfg, cal)
 
 
 def load_node_file(path: str | Path) -> NodeFile:

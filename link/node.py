@@ -218,6 +218,10 @@ class Node:
             self.telemetry_endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._pub_lock = threading.Lock()
         self.ch.on_alarm = self._channel_alarm
+        # Bob: calibration.tracking.PolarizationTracking, set by `qkd bob` when the node file says
+        # [calibration] track_polarization = true; fed once per block by _track_block (None: off)
+        self.tracking = None
+        self._last_frame = -1
 
     # telemetry and alarms ----------------------------------------------------------------------
     def publish(self, kind: str, **data) -> None:
@@ -425,6 +429,7 @@ class Node:
                 ann = bob_announce(det.slots, det.masks, int(self._frame_slots()),
                                    rng=self.rng.random_words(max(1, (det.slots.size + 63) // 64)))
                 self._anns[det.frame_index] = ann
+                self._last_frame = max(self._last_frame, int(det.frame_index))
                 with self._lock:
                     self.counters["frames"] += 1
                     self.counters["detections"] += int(det.slots.size)
@@ -658,7 +663,8 @@ class Node:
                 self.ch.send(MsgType.PE_RESULT, bid, encode({"abort": "qber_high"}))
                 raise _BlockAbort(res, f"QBER {res.qber_x:.4f} above {cfg.qber_alarm}", None)
             self.ch.send(MsgType.PE_RESULT, bid, encode({"qber": qber_est, "seed": seed,
-                                                          "method": cfg.reconciliation}))
+                                                          "method": cfg.reconciliation,
+                                                          "x_errors": int(x_err.sum())}))
             side = postproc_c.make_side(cfg.reconciliation, "alice", z, qber_est, seed=seed)
             self._reconcile(bid, side, res)
             rr = side.result()
@@ -756,6 +762,8 @@ class Node:
             self.ch.send(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),
                                                              "z_errors": z_errors,
                                                              "z_errors_total": int(err.sum())}))
+            if self.tracking is not None and ok and rr.success:
+                self._track_block(bid, blk, int(corrected.size), int(err.sum()), int(x.size), meta)
             if not (ok and rr.success):
                 raise _BlockAbort(res, "verification failed", "verification_failed")
             m = self._recv_block(bid, MsgType.PA_SEED, res)
@@ -775,6 +783,20 @@ class Node:
         finally:
             z[:] = 0
             _release_secrets(zw, rr, side)
+
+    # polarization tracking (issue 7; calibration.tracking): one call per verified block --------------
+    def _track_block(self, bid: int, blk: _Block, n_z: int, errors_z: int, n_x: int, meta: dict) -> None:
+        from calibration.polarization import PolarizationError
+        from calibration.tracking import BlockCounts
+
+        errors_x = int(meta.get("x_errors", round(float(meta["qber"]) * n_x)))
+        counts = BlockCounts(n_z, errors_z, n_x, min(errors_x, n_x), first_frame=blk.first_frame,
+                             last_frame=blk.last_frame)
+        try:
+            self.tracking.on_block(counts, current_frame=self._last_frame)
+        except PolarizationError as exc:       # controller held where it is (safe state); loop off
+            self.tracking = None
+            self.alarm("polarization", str(exc), bid)
 
     def _reconcile(self, bid: int, side, res: BlockResult) -> None:
         while not side.done:
