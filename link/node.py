@@ -217,6 +217,9 @@ class Node:
             self.telemetry_endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._pub_lock = threading.Lock()
         self.ch.on_alarm = self._channel_alarm
+        # Extra ctrl-lane message handlers, registered by services riding on the link
+        # (link.kme_link: the KMEs' key reservations). Called on the ctrl thread: return fast.
+        self.ctrl_handlers: dict[MsgType, Callable[[Message], None]] = {}
 
     # telemetry and alarms ----------------------------------------------------------------------
     def publish(self, kind: str, **data) -> None:
@@ -371,6 +374,8 @@ class Node:
                 self._route(m)
             elif m.mtype == MsgType.STOP:
                 self._stop.set()
+            elif (handler := self.ctrl_handlers.get(m.mtype)) is not None:
+                handler(m)
 
     def _peer_restarted(self) -> None:
         # A HELLO after the first means the peer lost its in-memory state: abandon
