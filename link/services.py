@@ -150,3 +150,61 @@ def _jsonable(v):
         return float(v)
     except (TypeError, ValueError):
         return str(v)
+
+
+LAB_KMES = {"alice": ("KME_A", "KME_B", "SAE_A", "SAE_B"), "bob": ("KME_B", "KME_A", "SAE_B", "SAE_A")}
+
+
+def run_services(workdir, *, kme: bool = False, metrics_port: int | None = None,
+                 telemetry_log: bool = False, say: Callable[[str], None] | None = None):
+    """``qkd run``'s ``attach`` hook for ``link.pipeline.run_local`` (None if nothing is asked).
+
+    ``kme``: both nodes' KMEs on free ports of 127.0.0.1, with a lab PKI
+    (KME_A/KME_B, SAE_A/SAE_B) made in ``workdir/pki`` unless there; the
+    reservation stores are ``workdir/<role>-kme.db``. ``metrics_port``: one
+    Prometheus endpoint for both nodes. ``telemetry_log``:
+    ``workdir/telemetry.jsonl``. ``say`` is told each service's address.
+    """
+    if not kme and metrics_port is None and not telemetry_log:
+        return None
+    d = Path(workdir) if workdir is not None else None
+    if (kme or telemetry_log) and d is None:
+        raise ValueError("workdir: the KME's certificates and the telemetry log need a folder")
+    tell = say or (lambda line: None)
+
+    def attach(nodes: dict) -> Callable[[], None]:
+        closers: list[Callable[[], None]] = []
+        try:
+            if telemetry_log:
+                closers.append(TelemetryLog(d / "telemetry.jsonl").attach(nodes.values()).close)
+            if metrics_port is not None:
+                ex = start_metrics(nodes.values(), MetricsSettings(metrics_port))
+                closers.append(ex.stop)
+                tell(f"metrics: http://127.0.0.1:{ex.port}/metrics")
+            if kme:
+                from .pki import create_lab_pki
+                pki = d / "pki"
+                if not (pki / "KME_A.pem").exists():
+                    create_lab_pki(pki, ["KME_A", "KME_B"], ["SAE_A", "SAE_B"])
+                for role in ("alice", "bob"):
+                    me, peer, sae, partner = LAB_KMES[role]
+                    s = KmeSettings(me, peer, "127.0.0.1", 0, pki / f"{me}.pem", pki / f"{me}.key",
+                                    pki / "ca.pem", d / f"{role}-kme.db", {sae: (partner,)})
+                    h = start_kme(s, nodes[role].store, role, node=nodes[role])
+                    closers.append(h.close)
+                    tell(f"KME {me} ({role}): {h.url}/api/v1/keys/{partner}/enc_keys for {sae} "
+                         f"(certificates in {pki})")
+        except BaseException:
+            close_all(closers)
+            raise
+        return lambda: close_all(closers)
+
+    return attach
+
+
+def close_all(closers: list[Callable[[], None]]) -> None:
+    for c in reversed(closers):
+        try:
+            c()
+        except Exception:  # noqa: BLE001 - close the others anyway
+            log.exception("closing a node service failed")
