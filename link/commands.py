@@ -174,9 +174,16 @@ def _monitor_args(p: argparse.ArgumentParser) -> None:
                    help="telemetry PUB endpoint(s) of the node(s), e.g. tcp://127.0.0.1:7110")
     p.add_argument("--count", type=int, default=0, help="stop after this many messages (default: run)")
     p.add_argument("--json", action="store_true", help="print the raw JSON messages")
+    p.add_argument("--dashboard", action="store_true",
+                   help="live view with sparklines of key rate, QBER and f (redrawn in place on a "
+                        "terminal, one frame per refresh in a log)")
+    p.add_argument("--refresh", type=float, default=1.0, metavar="S",
+                   help="dashboard: seconds between frames (default 1)")
+    p.add_argument("--width", type=int, default=40, help="dashboard: samples per sparkline (default 40)")
 
 
-@command("monitor", "live view of a node's telemetry (rates, QBER, blocks, alarms)", _monitor_args)
+@command("monitor", "live view of a node's telemetry (rates, QBER, blocks, alarms; --dashboard: "
+                    "sparklines)", _monitor_args)
 def _monitor(args: argparse.Namespace) -> int:
     import zmq
 
@@ -187,12 +194,32 @@ def _monitor(args: argparse.Namespace) -> int:
     for ep in args.connect:
         sub.connect(ep)
     n = 0
+    dash = None
+    if args.dashboard:
+        from .dashboard import Dashboard
+        if args.refresh <= 0 or args.width < 4:
+            print("qkd monitor: --refresh must be > 0 and --width >= 4", file=sys.stderr)
+            return 2
+        dash = Dashboard(args.width)
+    tty = sys.stdout.isatty()
+    next_frame = time.monotonic() + (args.refresh if dash else 0)
+
+    def draw() -> None:
+        frame = dash.render()
+        print(("\x1b[H\x1b[J" + frame) if tty else frame + "\n", flush=True)
+
     try:
         while args.count <= 0 or n < args.count:
-            if not sub.poll(1000):
+            if dash is not None and time.monotonic() >= next_frame:
+                next_frame = time.monotonic() + args.refresh
+                draw()
+            if not sub.poll(min(1000, int(args.refresh * 1000)) if dash else 1000):
                 continue
             msg = json.loads(sub.recv_string())
             n += 1
+            if dash is not None:
+                dash.update(msg)
+                continue
             if args.json:
                 print(json.dumps(msg), flush=True)
                 continue
@@ -217,6 +244,8 @@ def _monitor(args: argparse.Namespace) -> int:
     finally:
         sub.close(0)
         ctx.term()
+    if dash is not None:
+        draw()   # the final state
     return 0
 
 
