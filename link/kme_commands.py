@@ -1,4 +1,4 @@
-"""``qkd pki``: a lab certificate authority with KME and SAE certificates."""
+"""Operations commands: `qkd pki` (lab CA, KME and SAE certificates), `qkd kme`, `qkd report`."""
 
 from __future__ import annotations
 
@@ -89,4 +89,33 @@ def _kme(args: argparse.Namespace) -> int:
         store.close()
         print(f"qkd kme: stopped; keys delivered: enc_keys {st.keys_served_enc}, dec_keys "
               f"{st.keys_served_dec}", flush=True)
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, type=Path, metavar="DIR",
+                   help="the folder `qkd run --out DIR` wrote (summary.json, telemetry.jsonl, stores)")
+    p.add_argument("--html", action="store_true",
+                   help="one self-contained HTML page with inline SVG charts instead of Markdown")
+    p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                   help="write the report here (default: print it)")
+
+
+@command("report", "summarize a run folder: rates, QBER, f, epsilon budget, alarms, key counts", _report_args)
+def _report(args: argparse.Namespace) -> int:
+    import sys
+
+    from .report import ReportError, load_run, render_html, render_markdown
+
+    try:
+        run = load_run(args.run)
+        text = render_html(run) if args.html else render_markdown(run)
+    except ReportError as exc:
+        print(f"qkd report: {exc}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        print(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"qkd report: wrote {args.output}")
     return 0
