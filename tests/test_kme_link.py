@@ -30,11 +30,11 @@ def pki(tmp_path_factory):
     return d
 
 
-def _settings(pki, tmp_path, role: str) -> KmeSettings:
+def _settings(pki, tmp_path, role: str, timeout_s: float = 5.0) -> KmeSettings:
     me, peer, sae, partner = (("KME_A", "KME_B", "SAE_A", "SAE_B") if role == "alice"
                               else ("KME_B", "KME_A", "SAE_B", "SAE_A"))
     return KmeSettings(me, peer, "127.0.0.1", 0, pki / f"{me}.pem", pki / f"{me}.key", pki / "ca.pem",
-                       tmp_path / f"{role}-kme.db", {sae: (partner,)}, timeout_s=5.0)
+                       tmp_path / f"{role}-kme.db", {sae: (partner,)}, timeout_s=timeout_s)
 
 
 def _enc(pki, port, sae, slave, n, size):
@@ -59,7 +59,15 @@ def test_kmes_of_two_nodes_reserve_over_the_link_and_metrics_are_scraped(pki, tm
             while not (stores["alice"].count() >= 40 and stores["bob"].count() >= 40):
                 assert time.monotonic() < end, "no key distilled in 60 s"
                 time.sleep(0.1)
-            pa, pb = handles["alice"].server.port, handles["bob"].server.port
+            pa = handles["alice"].server.port
+            # Bob's KME is not running yet: nobody answers the reservation, the SAE gets 503
+            # after the timeout and nothing is taken from Alice's store
+            n_a = stores["alice"].count()
+            out["no_peer"] = call(pki, pa, "POST", "/api/v1/keys/SAE_B/enc_keys", {"number": 1}, sae="SAE_A")
+            out["no_peer_lost"] = n_a - stores["alice"].count()
+            handles["bob"] = start_kme(_settings(pki, tmp_path, "bob"), nodes["bob"].store, "bob",
+                                       node=nodes["bob"])
+            pb = handles["bob"].server.port
             # both sites act as master at the same time: 4 requests each way, concurrently
             with ThreadPoolExecutor(8) as pool:
                 fa = [pool.submit(_enc, pki, pa, "SAE_A", "SAE_B", 2, 512) for _ in range(4)]
@@ -87,8 +95,8 @@ def test_kmes_of_two_nodes_reserve_over_the_link_and_metrics_are_scraped(pki, tm
             stop.set()
 
     def attach(nodes):
-        handles = {r: start_kme(_settings(pki, tmp_path, r), nodes[r].store, r, node=nodes[r])
-                   for r in ("alice", "bob")}
+        handles = {"alice": start_kme(_settings(pki, tmp_path, "alice", timeout_s=1.5), nodes["alice"].store,
+                                      "alice", node=nodes["alice"])}
         ex = start_metrics(nodes.values(), MetricsSettings(0))
         t = threading.Thread(target=exercise, args=(nodes, handles, ex))
         t.start()
@@ -115,7 +123,9 @@ def test_kmes_of_two_nodes_reserve_over_the_link_and_metrics_are_scraped(pki, tm
     pc = out["peer_counters"]
     # every reservation crossed the channel and was answered by the other node
     assert pc["alice"]["requests_served"] >= 4 and pc["bob"]["requests_served"] >= 4
-    assert pc["alice"]["timeouts"] == pc["bob"]["timeouts"] == 0
+    assert pc["alice"]["timeouts"] == 1 and pc["bob"]["timeouts"] == 0
+    st, err = out["no_peer"]
+    assert st == 503 and "peer KME" in err["message"] and out["no_peer_lost"] == 0
     assert out["fingerprints_equal"] and s["keys_identical"]
     assert "auth" not in " ".join(s["alarms"]) and "bad_tag" not in s["alarms"]
     m = out["metrics"]
