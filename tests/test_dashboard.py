@@ -86,7 +86,7 @@ def test_monitor_dashboard_on_a_live_run(capsys):
         threading.Thread(target=lambda: (done["cli"].wait(90), done["dash"].wait(90), stop.set())).start()
         return lambda: [t.join(30) for t in ts]
 
-    s = run_local(None, blocks=20, duration_s=120, stop_event=stop, attach=attach)
+    s = run_local(None, config=_small(), blocks=20, duration_s=120, stop_event=stop, attach=attach)
     assert rc == [0] and s["blocks"] >= 1
     frames = capsys.readouterr().out.split("qkd monitor ")
     assert len(frames) >= 3                              # redrawn while the run went on
@@ -98,3 +98,11 @@ def test_monitor_dashboard_on_a_live_run(capsys):
     qline = next(line for line in text.splitlines() if "QBER_X" in line)
     assert any(c in BARS for c in qline) and 0 < float(qline.split()[-1]) < 0.05
     assert dash.nodes["alice"].block_bits[-1] > 0        # the block gave key
+
+
+def _small():
+    # blocks of 2^19 Z bits (key from 2^19 on at 25 km): a first block sooner
+    from hil.model import LinkModel
+    from link.pipeline import config_for_scenario
+
+    return config_for_scenario(LinkModel(None).scenario, block_bits=1 << 19)

@@ -1,4 +1,4 @@
-"""``qkd kme --config``: two standalone KME processes over the key stores of a real run.
+"""``qkd kme --config``: two standalone KME processes over the two nodes' key stores.
 
 Each process reads a node file with a ``[kme]`` table, serves its SAE over
 mutual TLS and reserves keys at the other over mutual TLS (``HttpsPeer``).
@@ -74,24 +74,34 @@ def _write(d: Path, role: str, port: int, peer_port: int, **over) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from link.pipeline import run_local
+    # both nodes' stores as a committed block leaves them (the engine's KeyStore; the engine
+    # run itself is tested elsewhere): the same block key, prepared and committed on each side
+    from link.keystore import KeyStore
 
     d = tmp_path_factory.mktemp("run")
-    s = run_local(None, blocks=1, duration_s=120, workdir=d, instruments="model")
-    assert s["keys_identical"] and s["keys"]["alice"] > 20
+    block = bytearray(os.urandom(64 * 32))
+    for role in ("alice", "bob"):
+        st = KeyStore(d / f"{role}.db", "hil-metro-25km")
+        st.prepare(1, block, len(block) * 8)
+        assert st.commit(1) == 64
+        st.close()
+    block[:] = bytes(len(block))
     create_lab_pki(d / "pki", kmes=["KME_A", "KME_B"], saes=["SAE_A", "SAE_B"])
     return d
 
 
-def _start(cfg: Path) -> tuple[subprocess.Popen, str]:
+def _spawn(cfg: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "link.cli", "kme", "--config", str(cfg), "--duration", "60"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    cmd = [sys.executable, "-m", "link.cli", "kme", "--config", str(cfg), "--duration", "60"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _started(p: subprocess.Popen) -> str:
     line = p.stdout.readline()
     if "at https://" not in line:
         p.kill()
         raise AssertionError(f"qkd kme did not start: {line!r} {p.stderr.read()}")
-    return p, line
+    return line
 
 
 def test_two_standalone_kmes_serve_identical_keys(run_dir):
@@ -100,11 +110,10 @@ def test_two_standalone_kmes_serve_identical_keys(run_dir):
     pa, pb = _free_port(), _free_port()
     ca, cb = _write(run_dir, "alice", pa, pb), _write(run_dir, "bob", pb, pa)
     n0 = KeyStore(run_dir / "alice.db", "hil-metro-25km").available()
-    procs = []
+    procs = [_spawn(ca), _spawn(cb)]     # both start at once
     try:
-        for cfg in (ca, cb):
-            p, line = _start(cfg)
-            procs.append(p)
+        for p in procs:
+            line = _started(p)
             assert "hil-metro-25km" in line and f"{n0} keys" in line
         pki = run_dir / "pki"
         st, status = call(pki, pa, "GET", "/api/v1/keys/SAE_B/status")

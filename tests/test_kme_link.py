@@ -108,8 +108,8 @@ def test_kmes_of_two_nodes_reserve_over_the_link_and_metrics_are_scraped(pki, tm
                 h.close()
         return detach
 
-    s = run_local(None, blocks=50, duration_s=90, workdir=tmp_path, transport="tcp", stop_event=stop,
-                  attach=attach)
+    s = run_local(None, config=_small(), blocks=50, duration_s=90, workdir=tmp_path, transport="tcp",
+                  stop_event=stop, attach=attach)
     if "error" in out:
         raise out["error"]
     enc_a, enc_b = out["enc_a"], out["enc_b"]
@@ -136,3 +136,11 @@ def test_kmes_of_two_nodes_reserve_over_the_link_and_metrics_are_scraped(pki, tm
     assert 'qkd_secret_bits_total{node="alice"}' in m
     assert 'qkd_store_keys{node="bob"}' in m
     assert 'qkd_status_blocks{node="alice"}' in m
+
+
+def _small():
+    # blocks of 2^19 Z bits (key from 2^19 on at 25 km): a first block sooner
+    from hil.model import LinkModel
+    from link.pipeline import config_for_scenario
+
+    return config_for_scenario(LinkModel(None).scenario, block_bits=1 << 19)
