@@ -187,6 +187,9 @@ class Node:
         self.frame_limit = frame_limit
         self.block_limit = block_limit
         self.on_event = on_event
+        # Extra ctrl-lane message handlers, registered by services riding on the link
+        # (link.kme_link: the KMEs' key reservations). Called on the ctrl thread: return fast.
+        self.ctrl_handlers: dict[MsgType, Callable[[Message], None]] = {}
         self.committer = Committer(role, channel, store, on_event=self._commit_event)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -217,9 +220,6 @@ class Node:
             self.telemetry_endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._pub_lock = threading.Lock()
         self.ch.on_alarm = self._channel_alarm
-        # Extra ctrl-lane message handlers, registered by services riding on the link
-        # (link.kme_link: the KMEs' key reservations). Called on the ctrl thread: return fast.
-        self.ctrl_handlers: dict[MsgType, Callable[[Message], None]] = {}
 
     # telemetry and alarms ----------------------------------------------------------------------
     def publish(self, kind: str, **data) -> None:
