@@ -39,7 +39,17 @@ def test_report_of_a_run_with_key(metro, capsys):
                   r"composed over the 2 blocks with key: (\S+)\.", md)
     assert m and float(m.group(1)) <= 1.0001e-10 and float(m.group(3)) == pytest.approx(2 * float(m.group(1)),
                                                                                           rel=0.01)
-    assert "## Alarms\n\nNone." in md and "refused: none" in md
+    # alarms as the run raised them (a loaded machine may make the channel retransmit, and
+    # a retransmission whose ACK came late is refused as a replay and raises an alarm)
+    if s["alarm_count"] == 0:
+        assert "## Alarms\n\nNone." in md
+    else:
+        assert md.count("\n- t = ") == s["alarm_count"]
+        assert all(f"**{a}**" in md for a in s["alarms"])
+    for role, c in s["channel"].items():
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"- {role}: "))
+        assert f"{c['sent']} sent, {c['retransmitted']} retransmitted" in line
+        assert ("refused: none" in line) == (c["bad_tag"] + c["replayed"] + c["out_of_sequence"] == 0)
 
 
 def test_html_report_is_self_contained(metro, tmp_path, capsys):
