@@ -39,6 +39,10 @@ def test_report_of_a_run_with_key(metro, capsys):
                   r"composed over the 2 blocks with key: (\S+)\.", md)
     assert m and float(m.group(1)) <= 1.0001e-10 and float(m.group(3)) == pytest.approx(2 * float(m.group(1)),
                                                                                           rel=0.01)
+    from link.report import figures, load_run
+    fig = figures(load_run(metro))
+    assert fig["secret_series"][-1][1] == s["secret_bits"]          # the key over time adds up
+    assert len(fig["rates"]) == 2 and all(r > 0 for _, r in fig["rates"])
     # alarms as the run raised them (a loaded machine may make the channel retransmit, and
     # a retransmission whose ACK came late is refused as a replay and raises an alarm)
     if s["alarm_count"] == 0:
