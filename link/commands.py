@@ -311,15 +311,19 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
     closers: list = []
     last = 0.0
     try:
-        if nf.metrics is not None:
-            ex = start_metrics([node], nf.metrics)
-            closers.append(ex.stop)
-            print(f"qkd {role}: metrics on http://{nf.metrics.addr}:{ex.port}/metrics", flush=True)
-        if nf.kme is not None:
-            kh = start_kme(nf.kme, store, role, node=node)
-            closers.append(kh.close)
-            print(f"qkd {role}: KME {nf.kme.kme_id} at {kh.url} (SAEs {', '.join(sorted(nf.kme.saes))}, "
-                  f"reservations over the link with {nf.kme.peer_kme_id})", flush=True)
+        try:
+            if nf.metrics is not None:
+                ex = start_metrics([node], nf.metrics)
+                closers.append(ex.stop)
+                print(f"qkd {role}: metrics on http://{nf.metrics.addr}:{ex.port}/metrics", flush=True)
+            if nf.kme is not None:
+                kh = start_kme(nf.kme, store, role, node=node)
+                closers.append(kh.close)
+                print(f"qkd {role}: KME {nf.kme.kme_id} at {kh.url} (SAEs {', '.join(sorted(nf.kme.saes))}, "
+                      f"reservations over the link with {nf.kme.peer_kme_id})", flush=True)
+        except (OSError, ValueError) as exc:   # a port in use, unreadable certificates
+            print(f"qkd {role}: cannot start the node's services: {exc}", file=sys.stderr)
+            return 2
         while not stop.is_set() and not node.stopped:
             if role == "alice" and args.blocks and len(node.results) >= args.blocks and node.idle():
                 ch.send(MsgType.STOP, 0, lane="ctrl")

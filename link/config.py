@@ -51,7 +51,7 @@ Layout (paths are relative to the file)::
     [kme.saes]                          # SAE attached to this KME = the remote SAEs it shares keys with
     SAE_A = ["SAE_B"]
 
-    [metrics]                           # optional: Prometheus endpoint (link.metrics)
+    [metrics]                           # optional: Prometheus endpoint of `qkd alice`/`qkd bob`
     port = 9100                         # 0: any free port
     addr = "127.0.0.1"
 
