@@ -14,8 +14,8 @@ from link.cli import main
 def metro(tmp_path_factory):
     d = tmp_path_factory.mktemp("metro")
     # --kme and --metrics-port too: the services start and stop with the run
-    assert main(["run", "--blocks", "2", "--instruments", "model", "--out", str(d), "--kme",
-                 "--metrics-port", "0", "--json"]) == 0
+    assert main(["run", "--blocks", "2", "--block-bits", "524288", "--instruments", "model", "--out", str(d),
+                 "--kme", "--metrics-port", "0", "--json"]) == 0
     return d
 
 
