@@ -312,14 +312,25 @@ class KeyStore:
     def unit_bits(self) -> int:
         return self.key_size_bits
 
-    def available(self) -> int:
-        return self.count()
+    def available(self, share: int | None = None) -> int:
+        """Keys in the store; with ``share`` (0 or 1) only those whose index has that parity."""
+        if share is None:
+            return self.count()
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM key WHERE idx % 2 = ?", (int(share),)).fetchone()[0]
 
-    def peek(self, count: int) -> list[str]:
-        """IDs of the ``count`` oldest keys, without taking them."""
+    def peek(self, count: int, share: int | None = None) -> list[str]:
+        """IDs of the ``count`` oldest keys, without taking them.
+
+        ``share`` (0 or 1) keeps keys whose index within the block has that
+        parity: the two KMEs of a link hand out disjoint halves as masters, so
+        SAEs at both ends can start key requests at the same time without
+        both reaching for the same store key.
+        """
+        where, args = ("WHERE idx % 2 = ? ", (int(share),)) if share is not None else ("", ())
         with self._lock:
             return [r[0] for r in self._db.execute(
-                "SELECT key_id FROM key ORDER BY block_id, idx LIMIT ?", (int(count),))]
+                f"SELECT key_id FROM key {where}ORDER BY block_id, idx LIMIT ?", (*args, int(count)))]
 
     def take(self, key_ids) -> list[bytearray]:
         """Remove the named keys (overwritten, then deleted) and return them, all or none.

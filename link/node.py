@@ -188,6 +188,9 @@ class Node:
         self.frame_limit = frame_limit
         self.block_limit = block_limit
         self.on_event = on_event
+        # Extra ctrl-lane message handlers, registered by services riding on the link
+        # (link.kme_link: the KMEs' key reservations). Called on the ctrl thread: return fast.
+        self.ctrl_handlers: dict[MsgType, Callable[[Message], None]] = {}
         self.committer = Committer(role, channel, store, on_event=self._commit_event)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -382,6 +385,8 @@ class Node:
                 self._route(m)
             elif m.mtype == MsgType.STOP:
                 self._stop.set()
+            elif (handler := self.ctrl_handlers.get(m.mtype)) is not None:
+                handler(m)
 
     def _peer_restarted(self) -> None:
         # A HELLO after the first means the peer lost its in-memory state: abandon
