@@ -110,6 +110,10 @@ class CodeSpec:
     row_ptr: np.ndarray         # uint32, m + 1
     col_idx: np.ndarray         # uint32, edges
     tag: int                    # CRC-32 of (n, m, row_ptr, col_idx)
+    z: int = 0                  # circulant size of a quasi-cyclic code (0: not QC)
+    blk_ptr: np.ndarray | None = None     # QC base matrix, CSR over base rows (uint32, mb + 1)
+    blk_col: np.ndarray | None = None     # base column of each circulant (uint32)
+    blk_shift: np.ndarray | None = None   # its shift: check i*z+l meets variable col*z+(l+shift)%z
 
     @property
     def edges(self) -> int:
@@ -285,3 +289,128 @@ def regular_code(n: int, m: int, var_degree: int, seed: int) -> CodeSpec:
         raise ValueError("regular_code: need 2 <= var_degree <= m < n")
     row_ptr, col_idx = construct(np.full(n, var_degree, np.int64), m, seed)
     return CodeSpec(round(1 - m / n, 4), n, m, float("nan"), row_ptr, col_idx, _tag(n, m, row_ptr, col_idx))
+
+
+# ---------------------------------------------------------------- quasi-cyclic codes
+
+#: Circulant size and base-matrix width of the QC mother codes: n = QC_Z * QC_NB = 2^16.
+QC_Z = 256
+QC_NB = 256
+
+
+def _base_rows(var_deg: np.ndarray, mb: int, rng: _Stream) -> list[list[int]]:
+    """Base-matrix rows for the given base-column degrees: degree-2 columns form a
+    staircase (column t on rows t, t+1: lifted with shift 0 they are z parallel
+    zig-zag chains, the accumulator of IRA codes, with no cycle among them); every
+    other column goes to the rows of least weight so far (concentrated checks),
+    ties broken by the seeded stream."""
+    nb = var_deg.size
+    rows: list[list[int]] = [[] for _ in range(mb)]
+    weight = np.zeros(mb, np.int64)
+    deg2 = np.flatnonzero(var_deg == 2)
+    for t, j in enumerate(deg2.tolist()):
+        rows[t].append(j)
+        rows[t + 1].append(j)
+        weight[t] += 1
+        weight[t + 1] += 1
+    others = np.flatnonzero(var_deg != 2)
+    others = others[np.argsort(-var_deg[others], kind="stable")]
+    for j in others.tolist():
+        tie = rng.integers(1 << 30, mb)
+        chosen = np.lexsort((tie, weight))[: int(var_deg[j])]
+        for i in chosen.tolist():
+            rows[i].append(j)
+        weight[chosen] += 1
+    assert all(len(set(r)) == len(r) for r in rows) and nb > 0
+    return [sorted(r) for r in rows]
+
+
+def _shifts(rows: list[list[int]], nb: int, z: int, staircase: set[int], rng: _Stream) -> np.ndarray:
+    """Circulant shifts chosen one base edge at a time to create the fewest
+    4-cycles in the lifted graph: base rows i, i2 and columns j, j2 close a
+    4-cycle iff s(i,j) - s(i,j2) + s(i2,j2) - s(i2,j) = 0 mod z (Fossorier,
+    "Quasi-cyclic LDPC codes from circulant permutation matrices", IEEE Trans.
+    Inf. Theory 50 (2004) 1788, Theorem 2.1). Staircase edges keep shift 0."""
+    mb = len(rows)
+    S = np.full((mb, nb), -1, np.int64)
+    for i, r in enumerate(rows):
+        for j in r:
+            if j in staircase:
+                S[i, j] = 0
+    order = [(i, j) for i, r in enumerate(rows) for j in r if j not in staircase]
+    ties = rng.integers(1 << 30, len(order) * z).reshape(len(order), z)
+    for t, (i, j) in enumerate(order):
+        rows2 = np.flatnonzero(S[:, j] >= 0)
+        rows2 = rows2[rows2 != i]
+        cols = np.flatnonzero(S[i] >= 0)
+        cols = cols[cols != j]
+        counts = np.zeros(z, np.int64)
+        if rows2.size and cols.size:
+            A = S[np.ix_(rows2, cols)]
+            bad = (S[i, cols][None, :] - A + S[rows2, j][:, None]) % z
+            counts = np.bincount(bad[A >= 0], minlength=z)
+        S[i, j] = int(np.lexsort((ties[t], counts))[0])
+    return S
+
+
+@cache
+def qc_code(rate: float, z: int = QC_Z, nb: int = QC_NB) -> CodeSpec:
+    """Quasi-cyclic mother code of design rate ``rate`` (one of ``RATES``): the
+    Table I degree distribution on an mb x nb base matrix, lifted by z x z
+    circulants (n = z nb = 2^16 by default), built once per process.
+
+    Base columns get node degrees from lambda (as ``mother_code``; at most
+    mb - 1 of degree 2, the excess degree 3; none above mb), shifts from
+    ``_shifts`` (fewest 4-cycles). Deterministic: the portable splitmix stream
+    seeded by (rate, z, nb)."""
+    key = round(float(rate), 2)
+    if key not in TABLE_I:
+        raise ValueError(f"rate: no mother code of rate {rate}; available: {RATES}")
+    if z % 64 or not 64 <= z <= 4096 or not 16 <= nb <= 4096:
+        raise ValueError(f"z, nb: need z a multiple of 64 in [64, 4096] and 16 <= nb <= 4096, got {z}, {nb}")
+    threshold, lam, _rho = TABLE_I[key]
+    mb = int(round(nb * (1.0 - key)))
+    counts = _node_counts(lam, nb)
+    if counts.get(2, 0) > mb - 1:
+        counts[3] = counts.get(3, 0) + counts[2] - (mb - 1)
+        counts[2] = mb - 1
+    capped: dict[int, int] = {}
+    for d, cnt in counts.items():
+        capped[min(d, mb)] = capped.get(min(d, mb), 0) + cnt
+    var_deg = np.repeat(np.array(list(capped), np.int64), list(capped.values()))
+    rng = _Stream(0x0C0DE + int(key * 100) * 7919 + z * 31 + nb)
+    var_deg = var_deg[rng.permutation(nb)]
+    rows = _base_rows(var_deg, mb, rng)
+    staircase = set(np.flatnonzero(var_deg == 2).tolist())
+    S = _shifts(rows, nb, z, staircase, rng)
+    return qc_spec(key, threshold, z, nb, rows, S)
+
+
+def qc_spec(rate: float, threshold: float, z: int, nb: int, rows: list[list[int]], S: np.ndarray) -> CodeSpec:
+    """CodeSpec of a QC code from its base rows and shift matrix S (mb x nb)."""
+    mb = len(rows)
+    blk_ptr = np.zeros(mb + 1, np.uint32)
+    blk_ptr[1:] = np.cumsum([len(r) for r in rows])
+    blk_col = np.array([j for r in rows for j in r], np.uint32)
+    blk_shift = np.array([S[i, j] for i, r in enumerate(rows) for j in r], np.uint32)
+    lanes = np.arange(z, dtype=np.int64)
+    parts = []
+    for i in range(mb):
+        c = blk_col[blk_ptr[i]: blk_ptr[i + 1]].astype(np.int64)
+        s = blk_shift[blk_ptr[i]: blk_ptr[i + 1]].astype(np.int64)
+        parts.append((c[None, :] * z + (lanes[:, None] + s[None, :]) % z).ravel())
+    col_idx = np.concatenate(parts).astype(np.uint32)
+    deg = np.repeat(np.diff(blk_ptr.astype(np.int64)), z)
+    row_ptr = np.zeros(mb * z + 1, np.uint32)
+    row_ptr[1:] = np.cumsum(deg)
+    n, m = z * nb, z * mb
+    return CodeSpec(rate, n, m, threshold, row_ptr, col_idx, _tag(n, m, row_ptr, col_idx), z,
+                    blk_ptr, blk_col, blk_shift)
+
+
+def random_qc_code(z: int, mb: int, nb: int, row_deg: int, seed: int) -> CodeSpec:
+    """A small random QC code (row_deg circulants per base row, random shifts) for tests."""
+    rng = _Stream(seed)
+    rows = [sorted(rng.permutation(nb)[:row_deg].tolist()) for _ in range(mb)]
+    S = rng.integers(z, mb * nb).reshape(mb, nb)
+    return qc_spec(round(1 - mb / nb, 4), float("nan"), z, nb, rows, S)

@@ -56,6 +56,8 @@ MIN_QBER = 1e-3
 #: and at least ROOM_MIN_BITS of them (measured: 372 left at QBER 2 % failed 2 frames in 12).
 ROOM_F = 0.15
 ROOM_MIN_BITS = 400
+#: QC decoder: int16 LLR units per nat.
+QC_LLR_ONE = lib.QPP_LDPC_QC_LLR_ONE
 HEADER_BYTES = lib.QPP_LDPC_MSG_HEADER
 SYNDROME_PREFIX_BYTES = lib.QPP_LDPC_SYN_PREFIX
 
@@ -86,10 +88,17 @@ class LdpcCode:
     def __init__(self, spec: codes.CodeSpec) -> None:
         self.spec = spec
         self.n, self.m, self.rate, self.tag = spec.n, spec.m, spec.rate, spec.tag
+        self.z = spec.z
         out = ffi.new("qpp_ldpc_code **")
-        check("qpp_ldpc_code_create", lib.qpp_ldpc_code_create(
-            out, spec.n, spec.m, ptr("uint32_t *", spec.row_ptr), ptr("uint32_t *", spec.col_idx),
-            spec.col_idx.size))
+        if spec.z:
+            mb = spec.blk_ptr.size - 1
+            check("qpp_ldpc_code_create_qc", lib.qpp_ldpc_code_create_qc(
+                out, spec.z, mb, spec.n // spec.z, ptr("uint32_t *", spec.blk_ptr),
+                ptr("uint32_t *", spec.blk_col), ptr("uint32_t *", spec.blk_shift), spec.blk_col.size))
+        else:
+            check("qpp_ldpc_code_create", lib.qpp_ldpc_code_create(
+                out, spec.n, spec.m, ptr("uint32_t *", spec.row_ptr), ptr("uint32_t *", spec.col_idx),
+                spec.col_idx.size))
         self._ptr = ffi.gc(out[0], lib.qpp_ldpc_code_free)
 
     def syndrome(self, x: np.ndarray) -> np.ndarray:
@@ -125,6 +134,30 @@ class LdpcCode:
             it, ok))
         return out, bool(ok[0]), int(it[0]), post
 
+    def decode_qc(self, llr: np.ndarray, syndrome: np.ndarray, *, max_iter: int = 60,
+                  stall: int = 0) -> tuple[np.ndarray, bool, int, np.ndarray]:
+        """Layered int16 sum-product on a QC code (``qpp_ldpc_decode_qc``).
+
+        llr: int16 (n,), units of 1/QC_LLR_ONE nat, |llr| <= 32767. Returns (packed hard
+        decision, syndrome matched, iterations, int16 posterior LLRs)."""
+        if not self.z:
+            raise ValueError("decode_qc: the code is not quasi-cyclic")
+        if not isinstance(llr, np.ndarray) or llr.dtype != np.int16 or llr.shape != (self.n,):
+            raise ValueError(f"llr: expected an int16 array of shape ({self.n},)")
+        if llr.min(initial=0) < -32767:
+            raise ValueError("llr: values must be >= -32767")
+        if not isinstance(syndrome, np.ndarray) or syndrome.dtype != np.uint64 or syndrome.ndim != 1:
+            raise ValueError("syndrome: expected a 1-d uint64 array")
+        llr = np.ascontiguousarray(llr)
+        syndrome = np.ascontiguousarray(syndrome)
+        out = np.zeros(words_for(self.n), np.uint64)
+        post = np.zeros(self.n, np.int16)
+        it = ffi.new("uint32_t *")
+        ok = ffi.new("int *")
+        check("qpp_ldpc_decode_qc", lib.qpp_ldpc_decode_qc(
+            self._ptr, ptr("int16_t *", llr), ptr("uint64_t *", syndrome), syndrome.size, int(max_iter),
+            int(stall), ptr("uint64_t *", out), out.size, ptr("int16_t *", post), it, ok))
+        return out, bool(ok[0]), int(it[0]), post
 
     def decode_batch(self, llr: np.ndarray, syndromes: np.ndarray, *, max_iter: int = 60,
                      stall: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,6 +190,12 @@ class LdpcCode:
 def code(rate: float, n: int = codes.FRAME_BITS) -> LdpcCode:
     """The C object of mother code ``rate`` (built once per process)."""
     return LdpcCode(codes.mother_code(rate, n))
+
+
+@cache
+def qc_code(rate: float) -> LdpcCode:
+    """The C object of QC mother code ``rate`` (n = 2^16, built once per process)."""
+    return LdpcCode(codes.qc_code(rate))
 
 
 @dataclass(frozen=True)
