@@ -50,7 +50,15 @@ from .selftest import kat
 
 #: Fraction of each frame used for rate adaptation (d = delta * n), Elkouss 2011 Sec. 3.
 DELTA = 0.1
-ALGORITHMS = {"minsum": lib.QPP_LDPC_MINSUM, "bp": lib.QPP_LDPC_BP}
+#: "qc": int16 lane-parallel sum-product on the QC codes (n = 2^16), warm blind rounds (default);
+#: "bp", "minsum": float decoders on the Table I codes of n = 2^14 (the earlier family).
+ALGORITHMS = {"minsum": lib.QPP_LDPC_MINSUM, "bp": lib.QPP_LDPC_BP, "qc": lib.QPP_LDPC_QC_BP}
+#: Decoder -> code family; the QC family is the default of both methods.
+DEFAULT_ALGORITHM = "qc"
+
+
+def _spec(rate: float, n: int | None, qc: bool) -> codes.CodeSpec:
+    return codes.qc_code(rate) if qc else codes.mother_code(rate, codes.FRAME_BITS if n is None else n)
 MIN_QBER = 1e-3
 #: Blind: the chosen code must leave punctured bits worth this much efficiency to reveal,
 #: and at least ROOM_MIN_BITS of them (measured: 372 left at QBER 2 % failed 2 frames in 12).
@@ -221,8 +229,8 @@ class Plan:
         return (r0 - s / self.n) / (1 - p / self.n - s / self.n)
 
 
-def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int = codes.FRAME_BITS,
-         delta: float = DELTA, mother_rate: float | None = None) -> Plan:
+def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
+         delta: float = DELTA, mother_rate: float | None = None, qc: bool = False) -> Plan:
     """Pick a mother code and the shortened count so the first attempt runs at
     efficiency ``f`` (R = 1 - f h(q)); ``reveal_f`` > 0 sizes blind reveal steps
     as that efficiency increment (step = reveal_f * k * h(q) bits).
@@ -238,12 +246,13 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int = codes.FRAME_B
     if not 0.5 <= f <= 3.0:
         raise ValueError(f"f: expected 0.5 <= f <= 3, got {f}")
     h = binary_entropy(qber)
+    n = _spec(codes.RATES[0], n, qc).n
     d = int(round(delta * n))
     k = n - d
     target = 1.0 - f * h
     feasible = []                                   # (R0, m, s) that reach the target rate
     for r0 in codes.RATES if mother_rate is None else (round(float(mother_rate), 2),):
-        m = codes.mother_code(r0, n).m
+        m = _spec(r0, n, qc).m
         s = int(math.ceil((n - m) - target * k))    # R0 n = n - m exactly; ceil: never above target
         if 0 <= s <= d:                             # else the code cannot reach R with d positions
             feasible.append((r0, m, s))
@@ -263,7 +272,7 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int = codes.FRAME_B
         # One-way: the code modified least (s closest to R0 d, i.e. R closest to R0).
         r0, _, s = min(feasible, key=lambda c: abs(c[2] - c[0] * d))
     step = int(math.ceil(reveal_f * k * h)) if reveal_f > 0 else 0
-    return Plan(r0, n, codes.mother_code(r0, n).m, d, s, step)
+    return Plan(r0, n, _spec(r0, n, qc).m, d, s, step)
 
 
 def positions(c: LdpcCode, p: Plan, seed: int) -> np.ndarray:
@@ -288,7 +297,7 @@ class LdpcSide:
     """One side of LDPC reconciliation over bytes (see ``postproc_c.reconcile.Side``)."""
 
     def __init__(self, role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: float = 1.1,
-                 reveal_f: float = 0.0, max_iter: int = 60, stall: int = 0, algorithm: str = "bp",
+                 reveal_f: float = 0.0, max_iter: int = 60, stall: int = 0, algorithm: str = DEFAULT_ALGORITHM,
                  scale: float = 0.8,
                  qber_decoder: float | None = None, private_seed: int | None = None,
                  mother_rate: float | None = None, delta: float = DELTA, method: str = "ldpc") -> None:
@@ -310,8 +319,9 @@ class LdpcSide:
         self.role, self.method, self.qber = role, method, float(qber)
         if not 0.0 <= delta <= 0.5:
             raise ValueError(f"delta: expected 0 <= delta <= 0.5, got {delta}")
-        self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, delta=delta)
-        self.code = code(self.plan.rate)
+        qc = algorithm == "qc"
+        self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, delta=delta, qc=qc)
+        self.code = qc_code(self.plan.rate) if qc else code(self.plan.rate)
         self.key_bits = int(bits.size)
         pos = positions(self.code, self.plan, seed)
         frames = -(-self.key_bits // self.plan.k)
