@@ -64,6 +64,20 @@ int qpp_ldpc_code_create_qc(qpp_ldpc_code **out, uint32_t z, uint32_t mb, uint32
     for (size_t e = 0; e < n_blk; e++)
         if (blk_col[e] >= nb || blk_shift[e] >= z)
             return QPP_ERR_RANGE;
+    /* A circulant column at most once per base row: the decoder reads a layer's
+     * posteriors before writing any, which is only exact when they are disjoint. */
+    uint32_t *mark = calloc(nb, sizeof *mark);
+    if (!mark)
+        return QPP_ERR_NOMEM;
+    for (uint32_t i = 0; i < mb; i++)
+        for (uint32_t e = blk_ptr[i]; e < blk_ptr[i + 1]; e++) {
+            if (mark[blk_col[e]] == i + 1) {
+                free(mark);
+                return QPP_ERR_VALUE;
+            }
+            mark[blk_col[e]] = i + 1;
+        }
+    free(mark);
     uint32_t n = z * nb, m = z * mb;
     size_t edges = n_blk * z;
     uint32_t *row_ptr = malloc(((size_t)m + 1) * sizeof *row_ptr);
