@@ -297,8 +297,8 @@ class LdpcSide:
     """One side of LDPC reconciliation over bytes (see ``postproc_c.reconcile.Side``)."""
 
     def __init__(self, role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: float = 1.1,
-                 reveal_f: float = 0.0, max_iter: int = 60, stall: int = 0, algorithm: str = DEFAULT_ALGORITHM,
-                 scale: float = 0.8,
+                 reveal_f: float = 0.0, max_iter: int = 60, stall: int = 0,
+                 algorithm: str = DEFAULT_ALGORITHM, scale: float = 0.8,
                  qber_decoder: float | None = None, private_seed: int | None = None,
                  mother_rate: float | None = None, delta: float = DELTA, method: str = "ldpc") -> None:
         if role not in ("alice", "bob"):

@@ -180,13 +180,14 @@ K_QC = ldpc.plan(0.02, 1.1, qc=True).k
 K_T1 = ldpc.plan(0.02, 1.1).k
 
 
-@pytest.mark.parametrize("qber,algorithm", [(0.005, "qc"), (0.01, "qc"), (0.02, "qc"), (0.05, "qc"), (0.08, "qc"),
-                                            (0.11, "qc"), (0.02, "bp"), (0.08, "bp")])
+@pytest.mark.parametrize("qber,algorithm", [(0.005, "qc"), (0.01, "qc"), (0.02, "qc"), (0.05, "qc"),
+                                            (0.08, "qc"), (0.11, "qc"), (0.02, "bp"), (0.08, "bp")])
 def test_blind_over_qber_never_silent(qber, algorithm):
     rng = np.random.default_rng(int(qber * 1e4))
     k = K_QC if algorithm == "qc" else K_T1
     a, b = bsc(rng, 2 * k - 100, qber)                           # two frames, the last one 100 bits short
-    res = pc.reconcile_in_memory(a, b, qber, method="ldpc-blind", seed=11, private_seed=3, algorithm=algorithm)
+    res = pc.reconcile_in_memory(a, b, qber, method="ldpc-blind", seed=11, private_seed=3,
+                                 algorithm=algorithm)
     assert res.method == "ldpc-blind" and res.details["frames"] == 2
     if res.success:
         assert np.array_equal(res.corrected, a)

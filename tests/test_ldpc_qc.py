@@ -134,7 +134,8 @@ def count_4cycles(S, z):
 
 def test_qc_syndrome_matches_numpy():
     rng = np.random.default_rng(1)
-    for spec in (codes.qc_code(0.85), codes.random_qc_code(64, 6, 24, 9, 2), codes.random_qc_code(16, 5, 20, 7, 3)):
+    small = (codes.random_qc_code(64, 6, 24, 9, 2), codes.random_qc_code(16, 5, 20, 7, 3))
+    for spec in (codes.qc_code(0.85), *small):
         c = ldpc.LdpcCode(spec)
         assert pc.lib.qpp_ldpc_code_z(c._ptr) == spec.z
         for _ in range(3):
@@ -153,7 +154,8 @@ def test_qc_decoder_matches_numpy_reference_exactly(avx2, z, mb, nb, deg, q):
     rng = np.random.default_rng(z * 7 + deg)
     for trial in range(3):
         x, y = bsc(rng, spec.n, q)
-        llr = np.round(math.log((1 - q) / q) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64))).astype(np.int16)
+        llr = np.round(math.log((1 - q) / q) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64)))
+        llr = llr.astype(np.int16)
         llr[rng.permutation(spec.n)[: spec.n // 10]] = 0                   # punctured
         known = rng.permutation(spec.n)[: spec.n // 20]
         llr[known] = np.where(x[known] == 1, -SAT, SAT)                    # shortened / revealed
