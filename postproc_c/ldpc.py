@@ -443,3 +443,26 @@ def _kat_ldpc() -> bool:
     llr = (np.float32(3.0) * (1 - 2 * y.astype(np.float32))).astype(np.float32)
     out, ok, it, post = small.decode(llr, small.syndrome(x), max_iter=20)
     return ok and it == 1 and np.array_equal(out, x) and zlib.crc32(post.tobytes()) == 0xF4A5447A
+
+
+@kat("ldpc-qc")
+def _kat_ldpc_qc() -> bool:
+    """Known answers (numpy references in tests/test_ldpc_qc.py): the word-rotation syndrome of
+    a fixed word on QC mother code 0.9, and the int16 layered sum-product on a small QC code."""
+    import zlib
+
+    c = qc_code(0.9)
+    word = np.array([(0x9E3779B97F4A7C15 * (i + 1)) & 0xFFFFFFFFFFFFFFFF for i in range(1024)], np.uint64)
+    if zlib.crc32(c.syndrome(word).tobytes()) != 0xC755ADCC:
+        return False
+    spec = codes.random_qc_code(64, 8, 32, 10, 7)
+    if spec.tag != 0x8D3CEAA3:
+        return False
+    small = LdpcCode(spec)
+    bits = (np.arange(spec.n) * 7 + (np.arange(spec.n) >> 3)) % 3 == 0
+    x = pack_bits(bits.astype(np.uint8))
+    y = unpack_bits(x, spec.n)
+    y[[3, 77, 150, 201, 1000, 1700]] ^= 1
+    llr = (768 * (1 - 2 * y.astype(np.int16))).astype(np.int16)
+    out, ok, it, post = small.decode_qc(llr, small.syndrome(x), max_iter=20)
+    return ok and it == 2 and np.array_equal(out, x) and zlib.crc32(post.tobytes()) == 0x9A77BB1E

@@ -227,3 +227,7 @@ def side_on_table1_code_with_qc_decoder():
     check("qpp_ldpc_side_create", pc.lib.qpp_ldpc_side_create(
         out, ldpc.code(0.9)._ptr, pc.lib.QPP_LDPC_BOB, pc.ffi.from_buffer("uint64_t[]", key), 1, 10,
         pc.ffi.NULL, 0, pc.ffi.NULL, 0, cfg))
+
+
+def test_selftest_kat_registered_and_passes():
+    assert pc.selftest()["ldpc-qc"] is True
