@@ -230,7 +230,8 @@ class Plan:
 
 
 def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
-         delta: float = DELTA, mother_rate: float | None = None, qc: bool = False) -> Plan:
+         delta: float = DELTA, mother_rate: float | None = None, qc: bool = False,
+         room_f: float = ROOM_F) -> Plan:
     """Pick a mother code and the shortened count so the first attempt runs at
     efficiency ``f`` (R = 1 - f h(q)); ``reveal_f`` > 0 sizes blind reveal steps
     as that efficiency increment (step = reveal_f * k * h(q) bits).
@@ -266,7 +267,7 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
     elif reveal_f > 0:
         # Blind: puncturing costs decoding performance, so take the highest-rate code (least
         # punctured) that still leaves room to reveal up to f + 0.15 before running out.
-        room = [c for c in feasible if d - c[2] >= max(ROOM_F * k * h, ROOM_MIN_BITS)]
+        room = [c for c in feasible if d - c[2] >= max(room_f * k * h, ROOM_MIN_BITS)]
         r0, _, s = max(room) if room else min(feasible, key=lambda c: c[2])
     else:
         # One-way: the code modified least (s closest to R0 d, i.e. R closest to R0).
@@ -300,7 +301,8 @@ class LdpcSide:
                  reveal_f: float = 0.0, max_iter: int = 60, stall: int = 0,
                  algorithm: str = DEFAULT_ALGORITHM, scale: float = 0.8,
                  qber_decoder: float | None = None, private_seed: int | None = None,
-                 mother_rate: float | None = None, delta: float = DELTA, method: str = "ldpc") -> None:
+                 mother_rate: float | None = None, delta: float = DELTA, room_f: float = ROOM_F,
+                 method: str = "ldpc") -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.ndim != 1:
@@ -320,7 +322,8 @@ class LdpcSide:
         if not 0.0 <= delta <= 0.5:
             raise ValueError(f"delta: expected 0 <= delta <= 0.5, got {delta}")
         qc = algorithm == "qc"
-        self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, delta=delta, qc=qc)
+        self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, delta=delta, qc=qc,
+                         room_f=room_f)
         self.code = qc_code(self.plan.rate) if qc else code(self.plan.rate)
         self.key_bits = int(bits.size)
         pos = positions(self.code, self.plan, seed)

@@ -99,9 +99,9 @@ def ref_decode_qc(spec, llr, syn_bits, max_iter, stall=0):
 @pytest.mark.parametrize("rate", codes.RATES)
 def test_qc_code_structure(rate):
     codes.qc_code.cache_clear()
-    t0 = time.perf_counter()
+    t0 = time.process_time()                                      # CPU time: the machine is shared
     spec = codes.qc_code(rate)
-    assert time.perf_counter() - t0 < 1.0                         # generated at first use
+    assert time.process_time() - t0 < 1.0                         # generated at first use
     assert spec.tag == QC_TAGS[rate] and spec.z == codes.QC_Z and spec.n == 1 << 16
     mb = spec.blk_ptr.size - 1
     assert spec.m == mb * spec.z and mb == round(codes.QC_NB * (1 - rate))
