@@ -271,7 +271,7 @@ def test_leakage_counted_from_messages(method, qber):
 
 def fresh_pair(qber=0.03, **kw):
     rng = np.random.default_rng(10)
-    a, b = bsc(rng, 14_746, qber)
+    a, b = bsc(rng, K_QC, qber)                                  # one full frame
     alice = pc.make_side("ldpc-blind", "alice", a, qber, seed=1, private_seed=1, **kw)
     bob = pc.make_side("ldpc-blind", "bob", b, qber, seed=1, **kw)
     return alice, bob

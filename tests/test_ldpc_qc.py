@@ -20,6 +20,7 @@ QC_TAGS = {0.5: 0x14CDB3D5, 0.55: 0x1D098DC4, 0.6: 0x90B14BF9, 0.65: 0xC0573727,
            0.75: 0x03B906E0, 0.8: 0x482232FB, 0.85: 0x08FAAF41, 0.9: 0xF340B47C}
 
 SAT = 32767
+RMAX = 8191
 CORR = np.array([162, 134, 110, 89, 72, 58, 46, 37, 29, 23, 18, 14, 11, 9, 7, 0], np.int64)
 
 
@@ -82,6 +83,7 @@ def ref_decode_qc(spec, llr, syn_bits, max_iter, stall=0):
                     bw = a[k]
                 elif k > 0:
                     bw = boxplus(bw, a[k])
+                mag = np.minimum(mag, RMAX)
                 rv = np.where(sign ^ (q[k] < 0), -mag, mag)
                 r[es[k]] = rv
                 post[cols[k], idx[k]] = np.clip(q[k] + rv, -SAT, SAT)

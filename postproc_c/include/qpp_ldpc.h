@@ -31,7 +31,8 @@ enum qpp_ldpc_algorithm {
 
 enum qpp_ldpc_qc_limits {
     QPP_LDPC_QC_LLR_ONE = 256,      /* int16 LLR units per nat in the QC decoder */
-    QPP_LDPC_QC_LLR_MAX = 32767,    /* saturation bound of every QC message (symmetric) */
+    QPP_LDPC_QC_LLR_MAX = 32767,    /* saturation bound of QC LLRs and posteriors (symmetric) */
+    QPP_LDPC_QC_MSG_MAX = 8191,     /* bound of the QC check-to-variable messages */
     QPP_LDPC_QC_MAX_Z = 4096
 };
 
