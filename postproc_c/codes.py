@@ -4,50 +4,54 @@ What it holds: the irregular degree distributions optimized for the binary
 symmetric channel by Elkouss, Leverrier, Alleaume and Boutros, "Efficient
 reconciliation protocol for discrete-variable quantum key distribution",
 ISIT 2009 (arXiv:0901.2140), Table I (rates 0.50 .. 0.90, density-evolution
-thresholds 0.1071 .. 0.0109), and a deterministic construction of a
-parity-check matrix of length n = 2^14 from each.
+thresholds 0.1071 .. 0.0109), and two deterministic constructions from each:
+
+* ``qc_code(rate)`` (the default family): quasi-cyclic, an mb x 256 base
+  matrix lifted by 256 x 256 circulant permutations, n = 2^16. Degree-2
+  columns form a staircase (IRA-style accumulator, at most mb - 1 of them),
+  the other columns go to the least-loaded base rows (concentrated checks),
+  and each circulant's shift is chosen to close the fewest 4-cycles in the
+  lifted graph (Fossorier 2004, Thm 2.1). QC because the z checks of a base
+  row share no variable: the decoder updates them as one layer in SIMD lanes.
+* ``mother_code(rate)``: the earlier random construction of n = 2^14 (kept
+  for the ``bp``/``minsum`` decoders and as a reference).
 
 Why generated, not shipped: a code is fully determined by (distribution,
-n, construction seed); building one takes well under a second in numpy, so
-both nodes rebuild the identical matrix at first use (cached in memory per
-process) instead of carrying megabytes of matrices in the repository. A
-CRC-32 of the matrix (``code.tag``) travels in every message, so two nodes
-that somehow built different matrices refuse each other's messages instead of
-producing garbage.
+sizes, construction seed); building one takes well under a second in numpy
+(QC: 0.03-0.1 s), so both nodes rebuild the identical matrix at first use
+(cached in memory per process) instead of carrying megabytes of matrices in
+the repository. A CRC-32 of the matrix (``code.tag``) travels in every
+message, so two nodes that somehow built different matrices refuse each
+other's messages instead of producing garbage.
 
-Construction: variable-node degrees follow lambda(x) (edge perspective,
-converted to node counts with n_i ~ n (lambda_i / i) / sum_j lambda_j / j, the
-inverse of Eq. (4)); check degrees are concentrated (every check has
-floor(E/m) or ceil(E/m) edges, the concentrated form Table I's rho(x) nearly
-is) with m = n (1 - R0), so the rate is exactly R0 (Eq. (5)). Degree-2
-variables form one zig-zag chain (no low-weight codewords made of them
-alone); where Table I asks for more than m - 1 of them (rates 0.75-0.9) the
-excess get degree 3;
-the other sockets are matched by a seeded random permutation (the
-configuration model) and repeated edges are removed by swapping endpoints.
-This is not PEG: other short cycles are not avoided, which costs some
-performance at finite length (see
-``bench/test_bench_ldpc.py`` for the measured thresholds and efficiency).
+QC family, measured (``python -m bench.test_bench_ldpc``: unpunctured mother
+code, int16 layered BP of ``src/ldpc_qc.c``, 100 iterations, 6 frames per
+point, at the QBER where the code's rate gives efficiency f, h(q) = (m/n)/f;
+FER and mean iterations):
 
-Measured frame error rates of the unpunctured codes (n = 16384, layered BP,
-100 iterations, 20 frames per point; ``python -m bench.test_bench_ldpc``),
-at the QBER where the code's rate gives efficiency f (h(q) = (m/n)/f):
+    R0    m      edges   DE thr.  f=1.05        f=1.10        f=1.15
+    0.50  32768  368640  0.1071   1/6  it 64    0/6  it 21    0/6 it 15
+    0.55  29440  313600  0.0904   3/6  it 74    0/6  it 22    0/6 it 14
+    0.60  26112  378368  0.0766   4/6  it 87    0/6  it 23    0/6 it 15
+    0.65  23040  411648  0.0633   5/6  it 92    0/6  it 24    0/6 it 15
+    0.70  19712  397312  0.0504   5/6  it 89    0/6  it 23    0/6 it 16
+    0.75  16384  425216  0.0392   6/6  it 100   0/6  it 28    0/6 it 16
+    0.80  13056  389888  0.0298   6/6  it 100   2/6  it 47    0/6 it 17
+    0.85   9728  406784  0.0199   6/6  it 100   1/6  it 41    2/6 it 45
+    0.90   6656  334848  0.0109   6/6  it 100   6/6  it 100   3/6 it 62
 
-    R0    m     edges   DE threshold  f=1.05  f=1.10  f=1.15  f=1.20
-    0.50  8192   90236  0.1071         7/20    0/20    0/20    0/20
-    0.55  7373   78960  0.0904        13/20    0/20    0/20    0/20
-    0.60  6554   96436  0.0766        10/20    1/20    0/20    0/20
-    0.65  5734  102439  0.0633        13/20    0/20    0/20    0/20
-    0.70  4915   99422  0.0504        13/20    1/20    0/20    0/20
-    0.75  4096  105277  0.0392        17/20    6/20    3/20    0/20
-    0.80  3277   97939  0.0298        14/20    4/20    5/20    0/20
-    0.85  2458  101372  0.0199        17/20   10/20    6/20    3/20
-    0.90  1638   83573  0.0109        20/20   18/20   13/20   10/20
+Rates up to 0.75 decode at f = 1.10 (waterfall between 1.05 and 1.10);
+0.80-0.90 do not reach it: their ensembles' own thresholds are f = 1.03
+(0.8), 1.05 (0.85) and 1.17 (0.9) at the QC rates, Table I asks for more degree-2 columns
+than a staircase holds (capped at mb - 1, the excess made degree 3), and
+their dense base matrices (column degree up to 26 of mb = 38..51 rows)
+leave many 4-cycles the shifts cannot all break. Better high-rate
+ensembles (rate 0.9-0.95 with thresholds near capacity) are what QBER
+<= 2 % still needs.
 
-The finite-length threshold (FER ~ 1/2) sits near f = 1.05 for rates up to
-0.7 and degrades above: the 0.9 ensemble's own density-evolution threshold
-is already f = 0.1 / h(0.0109) = 1.15, so QBER <= 1 % cannot reach
-f <= 1.15 with this family.
+Table I family (n = 2^14), measured the same way with float layered BP, 20
+frames per point (FER): 0.50: 7/20 0/20 0/20 at f = 1.05/1.10/1.15; 0.75:
+17/20 6/20 3/20; 0.85: 17/20 10/20 6/20; 0.90: 20/20 18/20 13/20.
 
 This module must not do any decoding or protocol work; it only builds
 matrices (``postproc_c.ldpc`` owns the C objects).
