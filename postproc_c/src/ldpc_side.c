@@ -18,6 +18,14 @@
  * by one and so costs one bit. Padding of a short last frame is shortened to
  * 0 and costs nothing.
  *
+ * Decoders: QPP_LDPC_BP batches 8 frames per AVX2 float lane set and decodes
+ * every blind round from scratch; QPP_LDPC_QC_BP (QC codes) decodes frame by
+ * frame with the int16 lane decoder of ldpc_qc.c and keeps each undecided
+ * frame's messages and posteriors (2 bytes per edge + 2 per bit, ~0.9 MB per
+ * frame of the n = 2^16 codes) until the frame is decided, so a blind round
+ * continues where the last one stopped (decode_pending_qc). Padding, shortened
+ * and revealed bits enter that decoder as +-QPP_LDPC_QC_LLR_MAX.
+ *
  * Message layout (all integers little-endian), header of 24 bytes:
  *   0  'Q' 'L' 'D' 'P'   magic
  *   4  u8  version = 1
