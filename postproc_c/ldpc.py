@@ -74,6 +74,10 @@ MIN_QBER = 1e-3
 #: and at least ROOM_MIN_BITS of them (measured: 372 left at QBER 2 % failed 2 frames in 12).
 ROOM_F = 0.12
 ROOM_MIN_BITS = 400
+#: Blind: least efficiency a frame can reach with every adaptation bit revealed (before the
+#: 3-sigma allowance for its realized error count, see ``plan``), and the largest d / n.
+F_MAX_BASE = 1.12
+MAX_DELTA = 0.2
 #: QC decoder: int16 LLR units per nat.
 QC_LLR_ONE = lib.QPP_LDPC_QC_LLR_ONE
 HEADER_BYTES = lib.QPP_LDPC_MSG_HEADER
@@ -243,7 +247,7 @@ class Plan:
 
 def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
          delta: float = DELTA, mother_rate: float | None = None, qc: bool = False,
-         room_f: float = ROOM_F) -> Plan:
+         room_f: float = ROOM_F, d: int | None = None) -> Plan:
     """Pick a mother code and the shortened count so the first attempt runs at
     efficiency ``f`` (R = 1 - f h(q)); ``reveal_f`` > 0 sizes blind reveal steps
     as that efficiency increment (step = reveal_f * k * h(q) bits).
@@ -260,32 +264,43 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
         raise ValueError(f"f: expected 0.5 <= f <= 3, got {f}")
     h = binary_entropy(qber)
     n = _spec(codes.RATES[0], n, qc).n
-    d = int(round(delta * n))
-    k = n - d
+    d0 = int(round(delta * n)) if d is None else int(d)
+    if not 0 <= d0 < n:
+        raise ValueError(f"d: expected 0 <= d < n = {n}, got {d0}")
     target = 1.0 - f * h
-    feasible = []                                   # (R0, m, s) that reach the target rate
+    # Blind: all reveals done, a frame has leaked m bits, f_max = m / (k h). A frame whose
+    # realized error count sits 3 sigma above k q needs that much more (relative sigma of h about
+    # 0.8 / sqrt(k q)); below it such frames fail for lack of room, not of decoding (measured:
+    # 1 frame in 24 at QBER 2 % with f_max = 1.17). So blind widens d until f_max reaches
+    # F_MAX_BASE (1 + 2.4 / sqrt(k q)), at most MAX_DELTA n.
+    f_max = F_MAX_BASE * (1 + 2.4 / math.sqrt((n - d0) * qber))
+    feasible = []                                   # (R0, m, s, d) that reach the target rate
     for r0 in codes.RATES if mother_rate is None else (round(float(mother_rate), 2),):
         m = _spec(r0, n, qc).m
-        s = int(math.ceil((n - m) - target * k))    # R0 n = n - m exactly; ceil: never above target
-        if 0 <= s <= d:                             # else the code cannot reach R with d positions
-            feasible.append((r0, m, s))
+        dr = d0
+        if reveal_f > 0 and d is None:
+            dr = min(max(d0, n - int(m / (f_max * h))), int(MAX_DELTA * n))
+        sr = int(math.ceil((n - m) - target * (n - dr)))  # R0 n = n - m exactly; ceil: never above
+        if 0 <= sr <= dr:                           # else the code cannot reach R with dr positions
+            feasible.append((r0, m, sr, dr))
     if not feasible:
         if mother_rate is not None:
             raise ValueError(f"mother_rate: code {mother_rate} cannot reach rate {target:.3f} "
                              f"(qber {qber}, f {f})")
         # target outside every code's range: the lowest rate fully shortened (QBER too high),
         # or the highest rate fully punctured (QBER very low)
-        r0, s = (codes.RATES[0], d) if target < 0.5 else (codes.RATES[-1], 0)
+        r0, sh, dd = (codes.RATES[0], d0, d0) if target < 0.5 else (codes.RATES[-1], 0, d0)
     elif reveal_f > 0:
         # Blind: puncturing costs decoding performance, so take the highest-rate code (least
         # punctured) that still leaves room to reveal up to f + room_f before running out.
-        room = [c for c in feasible if d - c[2] >= max(room_f * k * h, ROOM_MIN_BITS)]
-        r0, _, s = max(room) if room else min(feasible, key=lambda c: c[2])
+        room = [c for c in feasible if c[3] - c[2] >= max(room_f * (n - c[3]) * h, ROOM_MIN_BITS)]
+        r0, _, sh, dd = max(room) if room else min(feasible, key=lambda c: c[2])
     else:
         # One-way: the code modified least (s closest to R0 d, i.e. R closest to R0).
-        r0, _, s = min(feasible, key=lambda c: abs(c[2] - c[0] * d))
+        r0, _, sh, dd = min(feasible, key=lambda c: abs(c[2] - c[0] * c[3]))
+    k = n - dd
     step = int(math.ceil(reveal_f * k * h)) if reveal_f > 0 else 0
-    return Plan(r0, n, _spec(r0, n, qc).m, d, s, step)
+    return Plan(r0, n, _spec(r0, n, qc).m, dd, sh, step)
 
 
 @lru_cache(maxsize=16)
@@ -344,6 +359,14 @@ class LdpcSide:
         qc = algorithm == "qc"
         self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, delta=delta, qc=qc,
                          room_f=room_f)
+        # Spread the block evenly over its frames: a short last frame would still leak a whole
+        # syndrome (its padding is shortened, not removed), so the spare positions become
+        # adaptation positions of every frame instead (more room to reveal, same frames).
+        nframes = -(-int(bits.size) // self.plan.k)
+        d_even = min(self.plan.n + int(bits.size) // -nframes, int(MAX_DELTA * self.plan.n))
+        if d_even > self.plan.d:
+            self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, qc=qc, room_f=room_f,
+                             d=d_even)
         self.code = qc_code(self.plan.rate) if qc else code(self.plan.rate)
         self.key_bits = int(bits.size)
         pos = positions(self.code, self.plan, seed)

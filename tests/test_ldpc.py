@@ -188,7 +188,8 @@ def test_blind_over_qber_never_silent(qber, algorithm):
     a, b = bsc(rng, 2 * k - 100, qber)                           # two frames, the last one 100 bits short
     res = pc.reconcile_in_memory(a, b, qber, method="ldpc-blind", seed=11, private_seed=3,
                                  algorithm=algorithm)
-    assert res.method == "ldpc-blind" and res.details["frames"] == 2
+    k_used = res.details["n"] - res.details["d"]           # blind may widen d (room to reveal)
+    assert res.method == "ldpc-blind" and res.details["frames"] == -(-a.size // k_used) >= 2
     if res.success:
         assert np.array_equal(res.corrected, a)
     if qber <= 0.08:

@@ -162,6 +162,13 @@ void qpp_ldpc_side_free(qpp_ldpc_side *s)
     if (s->qllr)
         memset(s->qllr, 0, (size_t)s->n * sizeof *s->qllr);
     free(s->qllr);
+    if (s->qws.hard) {                  /* decoder scratch holds Bob's tentative key */
+        size_t lane = (size_t)s->code->max_blk_deg * s->code->z;
+        memset(s->qws.hard, 0, s->nw * sizeof *s->qws.hard);
+        memset(s->qws.q, 0, lane * sizeof *s->qws.q);
+        memset(s->qws.fw, 0, lane * sizeof *s->qws.fw);
+        memset(s->qws.m1, 0, 4 * (size_t)s->code->z * sizeof *s->qws.m1);
+    }
     ldpc_qc_ws_free(&s->qws);
     free(s->bllr);
     free(s->bsyn);
@@ -446,7 +453,10 @@ static int decode_pending_qc(qpp_ldpc_side *s)
         s->qfixed[f] = s->fixed[f];
         uint32_t it = 0;
         int ok = 0;
-        ldpc_qc_run(c, s->syn + (size_t)f * s->mw, s->cfg.max_iter, s->cfg.stall, st, &s->qws,
+        /* the last chance (nothing left to reveal) runs to max_iter: a stall there would turn a
+         * slow convergence into a frame error */
+        uint32_t stall = s->fixed[f] >= s->d ? 0 : s->cfg.stall;
+        ldpc_qc_run(c, s->syn + (size_t)f * s->mw, s->cfg.max_iter, stall, st, &s->qws,
                     s->dec + (size_t)f * s->nw, &it, &ok);
         settle(s, f, ok, it);
         if (s->status[f] != QPP_LDPC_FRAME_RETRY)
