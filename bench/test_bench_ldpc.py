@@ -11,7 +11,7 @@ Per QBER one group ``ldpc-q<percent>`` holds:
 * ``c_decode``: the float layered sum-product on the same code;
 * ``c_decode_batch8``: float sum-product, 8 frames per call (one per AVX2 lane);
 * ``blind``: the whole ``ldpc-blind`` protocol through the in-memory pipe on
-  8 frames (units: sifted key bits). Its efficiency f = leaked/(n h(q)),
+  4 frames (units: sifted key bits). Its efficiency f = leaked/(n h(q)),
   frame error rate and messages per block are measured once on
   ``MEASURE_FRAMES`` frames and stored in ``extra_info``;
 * ``oneway``: the one-way ``ldpc`` method at f = ONEWAY_F (two messages), same
