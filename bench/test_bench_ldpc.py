@@ -11,9 +11,10 @@ Per QBER one group ``ldpc-q<percent>`` holds:
 * ``c_decode``: the float layered sum-product on the same code;
 * ``c_decode_batch8``: float sum-product, 8 frames per call (one per AVX2 lane);
 * ``blind``: the whole ``ldpc-blind`` protocol through the in-memory pipe on
-  4 frames (units: sifted key bits). Its efficiency f = leaked/(n h(q)),
+  one block of 2^20 bits, the engine's default (units: sifted key bits).
+  Its efficiency f = leaked/(n h(q)),
   frame error rate and messages per block are measured once on
-  ``MEASURE_FRAMES`` frames and stored in ``extra_info``;
+  ``MEASURE_BLOCKS`` blocks and stored in ``extra_info``;
 * ``oneway``: the one-way ``ldpc`` method at f = ONEWAY_F (two messages), same
   figures.
 
@@ -33,7 +34,9 @@ from bench.common import record
 from postproc_c import codes, ldpc
 
 QBERS = (0.01, 0.02, 0.05, 0.08)
-MEASURE_FRAMES = 24
+#: f and FER: MEASURE_BLOCKS blocks of BLOCK_BITS (the link.config default; 18-19 QC frames each).
+MEASURE_BLOCKS = 2
+BLOCK_BITS = 1 << 20
 TARGET_BPS = 100e6
 ONEWAY_F = 1.2
 
@@ -61,17 +64,30 @@ def frame(rng, n, q):
 
 @cache
 def measure(q: float, method: str = "ldpc-blind", f: float = 1.3) -> dict:
-    """Efficiency, frame error rate and messages of ``method`` over MEASURE_FRAMES frames."""
+    """Efficiency, frame error rate and messages of ``method`` over MEASURE_BLOCKS blocks of
+    BLOCK_BITS (the engine's default block; sides spread a block evenly over its frames)."""
     rng = np.random.default_rng(int(q * 1000) + 17)
-    k = frame_key_bits()
-    a, b = frame(rng, k * MEASURE_FRAMES, q)
     opts = {} if method == "ldpc-blind" else {"f": f}
-    res = pc.reconcile_in_memory(a, b, q, method=method, seed=3, **opts)
-    d = res.details
-    wrong = int(np.sum(res.corrected.reshape(-1, k) != a.reshape(-1, k), axis=1).astype(bool).sum())
-    return {"efficiency": round(d["efficiency"], 4), "fer": (d["frames"] - d["frames_ok"]) / d["frames"],
-            "frames": d["frames"], "undetected_wrong_frames": wrong - (d["frames"] - d["frames_ok"]),
-            "messages_per_block": res.messages, "rounds": d["rounds"], "mother_rate": d["mother_rate"]}
+    leaked = bits = frames = frames_ok = wrong = messages = rounds = 0
+    for _ in range(MEASURE_BLOCKS):
+        a, b = frame(rng, BLOCK_BITS, q)
+        res = pc.reconcile_in_memory(a, b, q, method=method, seed=3, **opts)
+        d = res.details
+        k = d["n"] - d["d"]
+        pad = d["frames"] * k - a.size
+        diff = np.concatenate([res.corrected != a, np.zeros(pad, bool)]).reshape(-1, k)
+        wrong += int(diff.any(axis=1).sum())
+        leaked += res.leaked_bits
+        bits += a.size
+        frames += d["frames"]
+        frames_ok += d["frames_ok"]
+        messages += res.messages
+        rounds += d["rounds"]
+    h = ldpc.binary_entropy(q)
+    return {"efficiency": round(leaked / (bits * h), 4), "fer": (frames - frames_ok) / frames,
+            "frames": frames, "undetected_wrong_frames": wrong - (frames - frames_ok),
+            "messages_per_block": messages / MEASURE_BLOCKS, "rounds": rounds / MEASURE_BLOCKS,
+            "mother_rate": d["mother_rate"]}
 
 
 def numpy_minsum(spec, llr, syn_bits, iters=30, scale=0.75):
@@ -186,7 +202,7 @@ def test_blind(benchmark, q):
     benchmark.group = f"ldpc-q{q * 100:g}"
     info = measure(q)
     rng = np.random.default_rng(2)
-    nbits = 4 * frame_key_bits()
+    nbits = BLOCK_BITS
 
     def setup():
         a, b = frame(rng, nbits, q)
@@ -203,7 +219,7 @@ def test_oneway(benchmark, q):
     benchmark.group = f"ldpc-q{q * 100:g}"
     info = measure(q, "ldpc", ONEWAY_F)
     rng = np.random.default_rng(2)
-    nbits = 4 * frame_key_bits()
+    nbits = BLOCK_BITS
 
     def setup():
         a, b = frame(rng, nbits, q)
