@@ -43,9 +43,15 @@ def boxplus(a, b):
 
 def ref_decode_qc(spec, llr, syn_bits, max_iter, stall=0):
     """Layered int16 sum-product in numpy (one base row = one layer, z lanes at once)."""
-    z, nb, mb = spec.z, spec.n // spec.z, spec.blk_ptr.size - 1
-    post = llr.astype(np.int64).reshape(nb, z).copy()
-    r = np.zeros((spec.blk_col.size, z), np.int64)
+    post = llr.astype(np.int64).reshape(spec.n // spec.z, spec.z).copy()
+    r = np.zeros((spec.blk_col.size, spec.z), np.int64)
+    hard, ok, it = ref_run(spec, post, r, syn_bits, max_iter, stall)
+    return hard, ok, it, post.ravel()
+
+
+def ref_run(spec, post, r, syn_bits, max_iter, stall=0):
+    """Continue decoding from the state (post: (nb, z), r: (edges, z)), updated in place."""
+    z, mb = spec.z, spec.blk_ptr.size - 1
     lanes = np.arange(z)
     synm = syn_bits.reshape(mb, z).astype(np.int64)
 
@@ -93,7 +99,7 @@ def ref_decode_qc(spec, llr, syn_bits, max_iter, stall=0):
             best, since = bad, 0
         else:
             since += 1
-    return hard, bad == 0, it, post.ravel()
+    return hard, bad == 0, it
 
 
 # ---------------------------------------------------------------- codes
@@ -233,3 +239,98 @@ def side_on_table1_code_with_qc_decoder():
 
 def test_selftest_kat_registered_and_passes():
     assert pc.selftest()["ldpc-qc"] is True
+
+
+# ---------------------------------------------------------------- blind rounds, warm start
+
+def test_blind_side_warm_start_matches_numpy_reference():
+    """Bob's side with the QC decoder on a small QC code, driven by hand: every round's
+    status, the iterations and the corrected key equal a numpy replay in which a retried
+    frame continues from its previous messages with each revealed bit added to its posterior
+    (and the last attempt, with nothing left to reveal, runs without the stall rule)."""
+    spec = codes.qc_code(0.7, z=64, nb=48)                          # n = 3072, m = 896
+    code = ldpc.LdpcCode(spec)
+    n, d, n_short, step, max_iter, stall = spec.n, 600, 100, 60, 25, 3
+    rng = np.random.default_rng(22)
+    pos = rng.permutation(n)[:d].astype(np.uint32)
+    keypos = np.setdiff1d(np.arange(n), pos)
+    k = n - d
+    key_bits = 2 * k - 300                                          # two frames, the last one short
+    q = 0.035
+    a, b = bsc(rng, key_bits, q)
+    punct = rng.integers(0, 2, 2 * d, dtype=np.uint8)
+    punct[np.arange(2 * d) % d < n_short] = 0                       # shortened positions carry 0
+    cfg = pc.ffi.new("struct qpp_ldpc_config *")
+    cfg.n_short, cfg.reveal_step, cfg.max_iter, cfg.stall = n_short, step, max_iter, stall
+    cfg.algorithm, cfg.scale, cfg.channel_llr, cfg.code_tag = pc.lib.QPP_LDPC_QC_BP, 0.8, 3.0, spec.tag
+
+    def side(role, bits, punct_bits):
+        out = pc.ffi.new("qpp_ldpc_side **")
+        key = ldpc.pack_bits(bits)
+        pw = ldpc.pack_bits(punct_bits) if punct_bits is not None else np.zeros(1, np.uint64)
+        check("qpp_ldpc_side_create", pc.lib.qpp_ldpc_side_create(
+            out, code._ptr, role, pc.ffi.from_buffer("uint64_t[]", key), key.size, key_bits,
+            pc.ffi.from_buffer("uint32_t[]", pos), d, pc.ffi.from_buffer("uint64_t[]", pw),
+            pw.size if punct_bits is not None else 0, cfg))
+        return pc.ffi.gc(out[0], pc.lib.qpp_ldpc_side_free)
+
+    alice, bob = side(pc.lib.QPP_LDPC_ALICE, a, punct), side(pc.lib.QPP_LDPC_BOB, b, None)
+
+    def send(src, dst):
+        need = pc.lib.qpp_ldpc_side_pending(src)
+        buf = bytearray(need)
+        ln = pc.ffi.new("size_t *")
+        check("next", pc.lib.qpp_ldpc_side_next(src, pc.ffi.from_buffer(buf), need, ln))
+        check("feed", pc.lib.qpp_ldpc_side_feed(dst, bytes(buf), ln[0]))
+        return bytes(buf)
+
+    # numpy replay of Bob
+    x_true, state, status, fixed, iters = [], [], [], [], 0
+    for f in range(2):
+        kl = min(k, key_bits - f * k)
+        x = np.zeros(n, np.uint8)
+        x[keypos[:kl]] = a[f * k: f * k + kl]
+        x[pos] = punct[f * d: (f + 1) * d]
+        llr = np.full(n, SAT, np.int64)
+        llr[keypos[:kl]] = np.where(b[f * k: f * k + kl] == 1, -768, 768)
+        llr[pos[n_short:]] = 0
+        x_true.append(x)
+        post0 = llr.reshape(spec.n // spec.z, spec.z).copy()
+        state.append((post0, np.zeros((spec.blk_col.size, spec.z), np.int64)))
+        status.append(0)
+        fixed.append(n_short)
+    syn = [ldpc.unpack_bits(code.syndrome(ldpc.pack_bits(x)), spec.m) for x in x_true]
+    decoded = [None, None]
+    send(alice, bob)                                                # SYNDROME
+    rounds = 0
+    while True:
+        for f in range(2):
+            if status[f] != 0:
+                continue
+            post, r = state[f]
+            hard, ok, it = ref_run(spec, post, r, syn[f], max_iter, 0 if fixed[f] >= d else stall)
+            iters += it
+            decoded[f] = hard
+            status[f] = 1 if ok else (2 if fixed[f] >= d else 0)
+        msg = send(bob, alice)                                      # STATUS
+        assert list(msg[24:]) == status
+        if 0 not in status:
+            break
+        send(alice, bob)                                            # REVEAL
+        rounds += 1
+        for f in range(2):
+            if status[f] == 0:
+                new = pos[fixed[f]: min(d, fixed[f] + step)]
+                post = state[f][0].reshape(-1)
+                post[new] = np.clip(post[new] + np.where(x_true[f][new] == 1, -SAT, SAT), -SAT, SAT)
+                fixed[f] += new.size
+    assert rounds >= 2 and status == [1, 1]                         # warm path exercised, both decoded
+    keyw = np.zeros((key_bits + 63) // 64, np.uint64)
+    leak, ok, msgs, rnds, its = (pc.ffi.new(t) for t in ("uint64_t *", "uint32_t *", "uint32_t *",
+                                                          "uint32_t *", "uint64_t *"))
+    check("result", pc.lib.qpp_ldpc_side_result(bob, pc.ffi.from_buffer("uint64_t[]", keyw), keyw.size,
+                                                leak, ok, msgs, rnds, its))
+    assert (rnds[0], its[0]) == (rounds, iters)
+    expect = np.concatenate([decoded[f][keypos[:min(k, key_bits - f * k)]] for f in range(2)])
+    assert np.array_equal(expect, a)                                # and the replay is right
+    assert np.array_equal(ldpc.unpack_bits(keyw, key_bits), expect)
