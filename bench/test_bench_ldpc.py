@@ -3,17 +3,19 @@
 Per QBER one group ``ldpc-q<percent>`` holds:
 
 * ``baseline``: the PyPI ``ldpc`` package's ``BpDecoder`` (sum-product,
-  flooding schedule, syndrome input) decoding one frame of the mother code
-  with R0 <= 1 - 1.2 h(q) on a BSC(q) (bench-only dependency: ``pip install
-  ldpc``; without it a numpy min-sum stands in);
-* ``c_decode``: our C decoder (layered sum-product) on the same code, frame
-  and channel;
-* ``c_decode_batch8``: the same, 8 frames per call (one per AVX2 lane);
+  flooding schedule, syndrome input) decoding one frame of the QC mother code
+  (n = 2^16) with R0 <= 1 - 1.2 h(q) on a BSC(q) (bench-only dependency: ``pip
+  install ldpc``; without it a numpy min-sum stands in);
+* ``c_decode_qc``: our int16 layered sum-product over the z = 256 lanes of
+  each circulant (the decoder the protocol uses), same code, frame, channel;
+* ``c_decode``: the float layered sum-product on the same code;
+* ``c_decode_batch8``: float sum-product, 8 frames per call (one per AVX2 lane);
 * ``blind``: the whole ``ldpc-blind`` protocol through the in-memory pipe on
-  8 frames (units: sifted key bits). Its efficiency f = leaked/(n h(q)),
+  one block of 2^20 bits, the engine's default (units: sifted key bits).
+  Its efficiency f = leaked/(n h(q)),
   frame error rate and messages per block are measured once on
-  ``MEASURE_FRAMES`` frames and stored in ``extra_info``;
-* ``oneway``: the one-way ``ldpc`` method at f = 1.3 (two messages), same
+  ``MEASURE_BLOCKS`` blocks and stored in ``extra_info``;
+* ``oneway``: the one-way ``ldpc`` method at f = ONEWAY_F (two messages), same
   figures.
 
 Throughputs are sifted (key) bits per second on one core.
@@ -32,8 +34,11 @@ from bench.common import record
 from postproc_c import codes, ldpc
 
 QBERS = (0.01, 0.02, 0.05, 0.08)
-MEASURE_FRAMES = 24
+#: f and FER: MEASURE_BLOCKS blocks of BLOCK_BITS (the link.config default; 18-19 QC frames each).
+MEASURE_BLOCKS = 2
+BLOCK_BITS = 1 << 20
 TARGET_BPS = 100e6
+ONEWAY_F = 1.2
 
 try:
     import scipy.sparse as sp
@@ -47,6 +52,11 @@ def mother_for(q: float) -> float:
     return max(r for r in codes.RATES if r <= 1 - 1.2 * h)
 
 
+def frame_key_bits() -> int:
+    """Key bits per frame of the default (QC) family: n - d."""
+    return ldpc.plan(0.02, 1.1, qc=True).k
+
+
 def frame(rng, n, q):
     x = rng.integers(0, 2, n, dtype=np.uint8)
     return x, x ^ (rng.random(n) < q).astype(np.uint8)
@@ -54,17 +64,30 @@ def frame(rng, n, q):
 
 @cache
 def measure(q: float, method: str = "ldpc-blind", f: float = 1.3) -> dict:
-    """Efficiency, frame error rate and messages of ``method`` over MEASURE_FRAMES frames."""
+    """Efficiency, frame error rate and messages of ``method`` over MEASURE_BLOCKS blocks of
+    BLOCK_BITS (the engine's default block; sides spread a block evenly over its frames)."""
     rng = np.random.default_rng(int(q * 1000) + 17)
-    k = codes.FRAME_BITS - int(round(ldpc.DELTA * codes.FRAME_BITS))
-    a, b = frame(rng, k * MEASURE_FRAMES, q)
     opts = {} if method == "ldpc-blind" else {"f": f}
-    res = pc.reconcile_in_memory(a, b, q, method=method, seed=3, **opts)
-    d = res.details
-    wrong = int(np.sum(res.corrected.reshape(-1, k) != a.reshape(-1, k), axis=1).astype(bool).sum())
-    return {"efficiency": round(d["efficiency"], 4), "fer": (d["frames"] - d["frames_ok"]) / d["frames"],
-            "frames": d["frames"], "undetected_wrong_frames": wrong - (d["frames"] - d["frames_ok"]),
-            "messages_per_block": res.messages, "rounds": d["rounds"], "mother_rate": d["mother_rate"]}
+    leaked = bits = frames = frames_ok = wrong = messages = rounds = 0
+    for _ in range(MEASURE_BLOCKS):
+        a, b = frame(rng, BLOCK_BITS, q)
+        res = pc.reconcile_in_memory(a, b, q, method=method, seed=3, **opts)
+        d = res.details
+        k = d["n"] - d["d"]
+        pad = d["frames"] * k - a.size
+        diff = np.concatenate([res.corrected != a, np.zeros(pad, bool)]).reshape(-1, k)
+        wrong += int(diff.any(axis=1).sum())
+        leaked += res.leaked_bits
+        bits += a.size
+        frames += d["frames"]
+        frames_ok += d["frames_ok"]
+        messages += res.messages
+        rounds += d["rounds"]
+    h = ldpc.binary_entropy(q)
+    return {"efficiency": round(leaked / (bits * h), 4), "fer": (frames - frames_ok) / frames,
+            "frames": frames, "undetected_wrong_frames": wrong - (frames - frames_ok),
+            "messages_per_block": messages / MEASURE_BLOCKS, "rounds": rounds / MEASURE_BLOCKS,
+            "mother_rate": d["mother_rate"]}
 
 
 def numpy_minsum(spec, llr, syn_bits, iters=30, scale=0.75):
@@ -98,7 +121,7 @@ def numpy_minsum(spec, llr, syn_bits, iters=30, scale=0.75):
 @pytest.mark.parametrize("q", QBERS)
 def test_baseline(benchmark, q):
     benchmark.group = f"ldpc-q{q * 100:g}"
-    c = ldpc.code(mother_for(q))
+    c = ldpc.qc_code(mother_for(q))
     rng = np.random.default_rng(1)
     if BpDecoder is not None:
         H = sp.csr_matrix((np.ones(c.spec.edges, np.uint8), c.spec.col_idx, c.spec.row_ptr),
@@ -123,9 +146,26 @@ def test_baseline(benchmark, q):
 
 
 @pytest.mark.parametrize("q", QBERS)
+def test_c_decode_qc(benchmark, q):
+    benchmark.group = f"ldpc-q{q * 100:g}"
+    c = ldpc.qc_code(mother_for(q))
+    rng = np.random.default_rng(1)
+    L = math.log((1 - q) / q) * ldpc.QC_LLR_ONE
+
+    def setup():
+        x, y = frame(rng, c.n, q)
+        llr = np.round(L * (1 - 2 * y.astype(np.float64))).astype(np.int16)
+        return (llr, c.syndrome(ldpc.pack_bits(x))), {"max_iter": 60}
+
+    benchmark.pedantic(c.decode_qc, setup=setup, rounds=5, iterations=1)
+    record(benchmark, units=c.n, unit="bit",
+           note=f"qpp QC int16 layered BP (z={c.z} lanes), code R0={c.rate}")
+
+
+@pytest.mark.parametrize("q", QBERS)
 def test_c_decode(benchmark, q):
     benchmark.group = f"ldpc-q{q * 100:g}"
-    c = ldpc.code(mother_for(q))
+    c = ldpc.qc_code(mother_for(q))
     rng = np.random.default_rng(1)
     L = np.float32(math.log((1 - q) / q))
 
@@ -140,7 +180,7 @@ def test_c_decode(benchmark, q):
 @pytest.mark.parametrize("q", QBERS)
 def test_c_decode_batch8(benchmark, q):
     benchmark.group = f"ldpc-q{q * 100:g}"
-    c = ldpc.code(mother_for(q))
+    c = ldpc.qc_code(mother_for(q))
     rng = np.random.default_rng(1)
     L = np.float32(math.log((1 - q) / q))
 
@@ -162,8 +202,7 @@ def test_blind(benchmark, q):
     benchmark.group = f"ldpc-q{q * 100:g}"
     info = measure(q)
     rng = np.random.default_rng(2)
-    k = codes.FRAME_BITS - int(round(ldpc.DELTA * codes.FRAME_BITS))
-    nbits = 8 * k
+    nbits = BLOCK_BITS
 
     def setup():
         a, b = frame(rng, nbits, q)
@@ -178,14 +217,13 @@ def test_blind(benchmark, q):
 @pytest.mark.parametrize("q", QBERS)
 def test_oneway(benchmark, q):
     benchmark.group = f"ldpc-q{q * 100:g}"
-    info = measure(q, "ldpc", 1.3)
+    info = measure(q, "ldpc", ONEWAY_F)
     rng = np.random.default_rng(2)
-    k = codes.FRAME_BITS - int(round(ldpc.DELTA * codes.FRAME_BITS))
-    nbits = 8 * k
+    nbits = BLOCK_BITS
 
     def setup():
         a, b = frame(rng, nbits, q)
-        return (a, b, q), {"method": "ldpc", "seed": 1, "f": 1.3}
+        return (a, b, q), {"method": "ldpc", "seed": 1, "f": ONEWAY_F}
 
     benchmark.pedantic(pc.reconcile_in_memory, setup=setup, rounds=3, iterations=1)
     record(benchmark, units=nbits, unit="bit",
@@ -193,13 +231,13 @@ def test_oneway(benchmark, q):
            **info)
 
 
-def code_table(frames: int = 20, fs: tuple[float, ...] = (1.05, 1.10, 1.15, 1.20)) -> list[str]:
-    """Frame error rate of each unpunctured mother code (layered BP, 100 iterations) at
-    the QBER where its rate gives efficiency f: h(q) = (m/n)/f. The table in
+def code_table(frames: int = 6, fs: tuple[float, ...] = (1.05, 1.10, 1.15)) -> list[str]:
+    """Frame error rate of each unpunctured QC mother code (int16 layered BP, 100 iterations)
+    at the QBER where its rate gives efficiency f: h(q) = (m/n)/f. The table in
     ``postproc_c/codes.py`` comes from ``python -m bench.test_bench_ldpc``."""
     lines = []
     for r in codes.RATES:
-        c = ldpc.code(r)
+        c = ldpc.qc_code(r)
         rng = np.random.default_rng(7)
         row = []
         for f in fs:
@@ -208,17 +246,20 @@ def code_table(frames: int = 20, fs: tuple[float, ...] = (1.05, 1.10, 1.15, 1.20
                 mid = (lo + hi) / 2
                 lo, hi = (mid, hi) if ldpc.binary_entropy(mid) < (c.m / c.n) / f else (lo, mid)
             q = lo
-            fail = 0
+            fail = its = 0
             for _ in range(frames):
                 x, y = frame(rng, c.n, q)
-                llr = (np.float32(math.log((1 - q) / q)) * (1 - 2 * y.astype(np.float32))).astype(np.float32)
-                out, ok, _, _ = c.decode(llr, c.syndrome(ldpc.pack_bits(x)), max_iter=100)
+                llr = np.round(math.log((1 - q) / q) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64)))
+                syn = c.syndrome(ldpc.pack_bits(x))
+                out, ok, it, _ = c.decode_qc(llr.astype(np.int16), syn, max_iter=100)
                 fail += not (ok and np.array_equal(ldpc.unpack_bits(out, c.n), x))
-            row.append(f"f={f:.2f} q={q:.4f} FER {fail}/{frames}")
+                its += it
+            row.append(f"f={f:.2f} q={q:.4f} FER {fail}/{frames} it {its / frames:.0f}")
         lines.append(f"R0={r:.2f} n={c.n} m={c.m} edges={c.spec.edges} DE threshold {c.spec.threshold}: "
                      + "; ".join(row))
+        print(lines[-1], flush=True)
     return lines
 
 
 if __name__ == "__main__":
-    print("\n".join(code_table()))
+    code_table()

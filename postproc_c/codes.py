@@ -4,50 +4,54 @@ What it holds: the irregular degree distributions optimized for the binary
 symmetric channel by Elkouss, Leverrier, Alleaume and Boutros, "Efficient
 reconciliation protocol for discrete-variable quantum key distribution",
 ISIT 2009 (arXiv:0901.2140), Table I (rates 0.50 .. 0.90, density-evolution
-thresholds 0.1071 .. 0.0109), and a deterministic construction of a
-parity-check matrix of length n = 2^14 from each.
+thresholds 0.1071 .. 0.0109), and two deterministic constructions from each:
+
+* ``qc_code(rate)`` (the default family): quasi-cyclic, an mb x 256 base
+  matrix lifted by 256 x 256 circulant permutations, n = 2^16. Degree-2
+  columns form a staircase (IRA-style accumulator, at most mb - 1 of them),
+  the other columns go to the least-loaded base rows (concentrated checks),
+  and each circulant's shift is chosen to close the fewest 4-cycles in the
+  lifted graph (Fossorier 2004, Thm 2.1). QC because the z checks of a base
+  row share no variable: the decoder updates them as one layer in SIMD lanes.
+* ``mother_code(rate)``: the earlier random construction of n = 2^14 (kept
+  for the ``bp``/``minsum`` decoders and as a reference).
 
 Why generated, not shipped: a code is fully determined by (distribution,
-n, construction seed); building one takes well under a second in numpy, so
-both nodes rebuild the identical matrix at first use (cached in memory per
-process) instead of carrying megabytes of matrices in the repository. A
-CRC-32 of the matrix (``code.tag``) travels in every message, so two nodes
-that somehow built different matrices refuse each other's messages instead of
-producing garbage.
+sizes, construction seed); building one takes well under a second in numpy
+(QC: 0.03-0.1 s), so both nodes rebuild the identical matrix at first use
+(cached in memory per process) instead of carrying megabytes of matrices in
+the repository. A CRC-32 of the matrix (``code.tag``) travels in every
+message, so two nodes that somehow built different matrices refuse each
+other's messages instead of producing garbage.
 
-Construction: variable-node degrees follow lambda(x) (edge perspective,
-converted to node counts with n_i ~ n (lambda_i / i) / sum_j lambda_j / j, the
-inverse of Eq. (4)); check degrees are concentrated (every check has
-floor(E/m) or ceil(E/m) edges, the concentrated form Table I's rho(x) nearly
-is) with m = n (1 - R0), so the rate is exactly R0 (Eq. (5)). Degree-2
-variables form one zig-zag chain (no low-weight codewords made of them
-alone); where Table I asks for more than m - 1 of them (rates 0.75-0.9) the
-excess get degree 3;
-the other sockets are matched by a seeded random permutation (the
-configuration model) and repeated edges are removed by swapping endpoints.
-This is not PEG: other short cycles are not avoided, which costs some
-performance at finite length (see
-``bench/test_bench_ldpc.py`` for the measured thresholds and efficiency).
+QC family, measured (``python -m bench.test_bench_ldpc``: unpunctured mother
+code, int16 layered BP of ``src/ldpc_qc.c``, 100 iterations, 6 frames per
+point, at the QBER where the code's rate gives efficiency f, h(q) = (m/n)/f;
+FER and mean iterations):
 
-Measured frame error rates of the unpunctured codes (n = 16384, layered BP,
-100 iterations, 20 frames per point; ``python -m bench.test_bench_ldpc``),
-at the QBER where the code's rate gives efficiency f (h(q) = (m/n)/f):
+    R0    m      edges   DE thr.  f=1.05        f=1.10        f=1.15
+    0.50  32768  368640  0.1071   1/6  it 64    0/6  it 21    0/6 it 15
+    0.55  29440  313600  0.0904   3/6  it 74    0/6  it 22    0/6 it 14
+    0.60  26112  378368  0.0766   4/6  it 87    0/6  it 23    0/6 it 15
+    0.65  23040  411648  0.0633   5/6  it 92    0/6  it 24    0/6 it 15
+    0.70  19712  397312  0.0504   5/6  it 89    0/6  it 23    0/6 it 16
+    0.75  16384  425216  0.0392   6/6  it 100   0/6  it 28    0/6 it 16
+    0.80  13056  389888  0.0298   6/6  it 100   2/6  it 47    0/6 it 17
+    0.85   9728  406784  0.0199   6/6  it 100   1/6  it 41    2/6 it 45
+    0.90   6656  334848  0.0109   6/6  it 100   6/6  it 100   3/6 it 62
 
-    R0    m     edges   DE threshold  f=1.05  f=1.10  f=1.15  f=1.20
-    0.50  8192   90236  0.1071         7/20    0/20    0/20    0/20
-    0.55  7373   78960  0.0904        13/20    0/20    0/20    0/20
-    0.60  6554   96436  0.0766        10/20    1/20    0/20    0/20
-    0.65  5734  102439  0.0633        13/20    0/20    0/20    0/20
-    0.70  4915   99422  0.0504        13/20    1/20    0/20    0/20
-    0.75  4096  105277  0.0392        17/20    6/20    3/20    0/20
-    0.80  3277   97939  0.0298        14/20    4/20    5/20    0/20
-    0.85  2458  101372  0.0199        17/20   10/20    6/20    3/20
-    0.90  1638   83573  0.0109        20/20   18/20   13/20   10/20
+Rates up to 0.75 decode at f = 1.10 (waterfall between 1.05 and 1.10);
+0.80-0.90 do not reach it: their ensembles' own thresholds are f = 1.03
+(0.8), 1.05 (0.85) and 1.17 (0.9) at the QC rates, Table I asks for more degree-2 columns
+than a staircase holds (capped at mb - 1, the excess made degree 3), and
+their dense base matrices (column degree up to 26 of mb = 38..51 rows)
+leave many 4-cycles the shifts cannot all break. Better high-rate
+ensembles (rate 0.9-0.95 with thresholds near capacity) are what QBER
+<= 2 % still needs.
 
-The finite-length threshold (FER ~ 1/2) sits near f = 1.05 for rates up to
-0.7 and degrades above: the 0.9 ensemble's own density-evolution threshold
-is already f = 0.1 / h(0.0109) = 1.15, so QBER <= 1 % cannot reach
-f <= 1.15 with this family.
+Table I family (n = 2^14), measured the same way with float layered BP, 20
+frames per point (FER): 0.50: 7/20 0/20 0/20 at f = 1.05/1.10/1.15; 0.75:
+17/20 6/20 3/20; 0.85: 17/20 10/20 6/20; 0.90: 20/20 18/20 13/20.
 
 This module must not do any decoding or protocol work; it only builds
 matrices (``postproc_c.ldpc`` owns the C objects).
@@ -110,6 +114,10 @@ class CodeSpec:
     row_ptr: np.ndarray         # uint32, m + 1
     col_idx: np.ndarray         # uint32, edges
     tag: int                    # CRC-32 of (n, m, row_ptr, col_idx)
+    z: int = 0                  # circulant size of a quasi-cyclic code (0: not QC)
+    blk_ptr: np.ndarray | None = None     # QC base matrix, CSR over base rows (uint32, mb + 1)
+    blk_col: np.ndarray | None = None     # base column of each circulant (uint32)
+    blk_shift: np.ndarray | None = None   # its shift: check i*z+l meets variable col*z+(l+shift)%z
 
     @property
     def edges(self) -> int:
@@ -285,3 +293,128 @@ def regular_code(n: int, m: int, var_degree: int, seed: int) -> CodeSpec:
         raise ValueError("regular_code: need 2 <= var_degree <= m < n")
     row_ptr, col_idx = construct(np.full(n, var_degree, np.int64), m, seed)
     return CodeSpec(round(1 - m / n, 4), n, m, float("nan"), row_ptr, col_idx, _tag(n, m, row_ptr, col_idx))
+
+
+# ---------------------------------------------------------------- quasi-cyclic codes
+
+#: Circulant size and base-matrix width of the QC mother codes: n = QC_Z * QC_NB = 2^16.
+QC_Z = 256
+QC_NB = 256
+
+
+def _base_rows(var_deg: np.ndarray, mb: int, rng: _Stream) -> list[list[int]]:
+    """Base-matrix rows for the given base-column degrees: degree-2 columns form a
+    staircase (column t on rows t, t+1: lifted with shift 0 they are z parallel
+    zig-zag chains, the accumulator of IRA codes, with no cycle among them); every
+    other column goes to the rows of least weight so far (concentrated checks),
+    ties broken by the seeded stream."""
+    nb = var_deg.size
+    rows: list[list[int]] = [[] for _ in range(mb)]
+    weight = np.zeros(mb, np.int64)
+    deg2 = np.flatnonzero(var_deg == 2)
+    for t, j in enumerate(deg2.tolist()):
+        rows[t].append(j)
+        rows[t + 1].append(j)
+        weight[t] += 1
+        weight[t + 1] += 1
+    others = np.flatnonzero(var_deg != 2)
+    others = others[np.argsort(-var_deg[others], kind="stable")]
+    for j in others.tolist():
+        tie = rng.integers(1 << 30, mb)
+        chosen = np.lexsort((tie, weight))[: int(var_deg[j])]
+        for i in chosen.tolist():
+            rows[i].append(j)
+        weight[chosen] += 1
+    assert all(len(set(r)) == len(r) for r in rows) and nb > 0
+    return [sorted(r) for r in rows]
+
+
+def _shifts(rows: list[list[int]], nb: int, z: int, staircase: set[int], rng: _Stream) -> np.ndarray:
+    """Circulant shifts chosen one base edge at a time to create the fewest
+    4-cycles in the lifted graph: base rows i, i2 and columns j, j2 close a
+    4-cycle iff s(i,j) - s(i,j2) + s(i2,j2) - s(i2,j) = 0 mod z (Fossorier,
+    "Quasi-cyclic LDPC codes from circulant permutation matrices", IEEE Trans.
+    Inf. Theory 50 (2004) 1788, Theorem 2.1). Staircase edges keep shift 0."""
+    mb = len(rows)
+    S = np.full((mb, nb), -1, np.int64)
+    for i, r in enumerate(rows):
+        for j in r:
+            if j in staircase:
+                S[i, j] = 0
+    order = [(i, j) for i, r in enumerate(rows) for j in r if j not in staircase]
+    ties = rng.integers(1 << 30, len(order) * z).reshape(len(order), z)
+    for t, (i, j) in enumerate(order):
+        rows2 = np.flatnonzero(S[:, j] >= 0)
+        rows2 = rows2[rows2 != i]
+        cols = np.flatnonzero(S[i] >= 0)
+        cols = cols[cols != j]
+        counts = np.zeros(z, np.int64)
+        if rows2.size and cols.size:
+            A = S[np.ix_(rows2, cols)]
+            bad = (S[i, cols][None, :] - A + S[rows2, j][:, None]) % z
+            counts = np.bincount(bad[A >= 0], minlength=z)
+        S[i, j] = int(np.lexsort((ties[t], counts))[0])
+    return S
+
+
+@cache
+def qc_code(rate: float, z: int = QC_Z, nb: int = QC_NB) -> CodeSpec:
+    """Quasi-cyclic mother code of design rate ``rate`` (one of ``RATES``): the
+    Table I degree distribution on an mb x nb base matrix, lifted by z x z
+    circulants (n = z nb = 2^16 by default), built once per process.
+
+    Base columns get node degrees from lambda (as ``mother_code``; at most
+    mb - 1 of degree 2, the excess degree 3; none above mb), shifts from
+    ``_shifts`` (fewest 4-cycles). Deterministic: the portable splitmix stream
+    seeded by (rate, z, nb)."""
+    key = round(float(rate), 2)
+    if key not in TABLE_I:
+        raise ValueError(f"rate: no mother code of rate {rate}; available: {RATES}")
+    if z % 64 or not 64 <= z <= 4096 or not 16 <= nb <= 4096:
+        raise ValueError(f"z, nb: need z a multiple of 64 in [64, 4096] and 16 <= nb <= 4096, got {z}, {nb}")
+    threshold, lam, _rho = TABLE_I[key]
+    mb = int(round(nb * (1.0 - key)))
+    counts = _node_counts(lam, nb)
+    if counts.get(2, 0) > mb - 1:
+        counts[3] = counts.get(3, 0) + counts[2] - (mb - 1)
+        counts[2] = mb - 1
+    capped: dict[int, int] = {}
+    for d, cnt in counts.items():
+        capped[min(d, mb)] = capped.get(min(d, mb), 0) + cnt
+    var_deg = np.repeat(np.array(list(capped), np.int64), list(capped.values()))
+    rng = _Stream(0x0C0DE + int(key * 100) * 7919 + z * 31 + nb)
+    var_deg = var_deg[rng.permutation(nb)]
+    rows = _base_rows(var_deg, mb, rng)
+    staircase = set(np.flatnonzero(var_deg == 2).tolist())
+    S = _shifts(rows, nb, z, staircase, rng)
+    return qc_spec(key, threshold, z, nb, rows, S)
+
+
+def qc_spec(rate: float, threshold: float, z: int, nb: int, rows: list[list[int]], S: np.ndarray) -> CodeSpec:
+    """CodeSpec of a QC code from its base rows and shift matrix S (mb x nb)."""
+    mb = len(rows)
+    blk_ptr = np.zeros(mb + 1, np.uint32)
+    blk_ptr[1:] = np.cumsum([len(r) for r in rows])
+    blk_col = np.array([j for r in rows for j in r], np.uint32)
+    blk_shift = np.array([S[i, j] for i, r in enumerate(rows) for j in r], np.uint32)
+    lanes = np.arange(z, dtype=np.int64)
+    parts = []
+    for i in range(mb):
+        c = blk_col[blk_ptr[i]: blk_ptr[i + 1]].astype(np.int64)
+        s = blk_shift[blk_ptr[i]: blk_ptr[i + 1]].astype(np.int64)
+        parts.append((c[None, :] * z + (lanes[:, None] + s[None, :]) % z).ravel())
+    col_idx = np.concatenate(parts).astype(np.uint32)
+    deg = np.repeat(np.diff(blk_ptr.astype(np.int64)), z)
+    row_ptr = np.zeros(mb * z + 1, np.uint32)
+    row_ptr[1:] = np.cumsum(deg)
+    n, m = z * nb, z * mb
+    return CodeSpec(rate, n, m, threshold, row_ptr, col_idx, _tag(n, m, row_ptr, col_idx), z,
+                    blk_ptr, blk_col, blk_shift)
+
+
+def random_qc_code(z: int, mb: int, nb: int, row_deg: int, seed: int) -> CodeSpec:
+    """A small random QC code (row_deg circulants per base row, random shifts) for tests."""
+    rng = _Stream(seed)
+    rows = [sorted(rng.permutation(nb)[:row_deg].tolist()) for _ in range(mb)]
+    S = rng.integers(z, mb * nb).reshape(mb, nb)
+    return qc_spec(round(1 - mb / nb, 4), float("nan"), z, nb, rows, S)

@@ -28,6 +28,16 @@ STATUS (Bob: one byte per frame: 0 retry, 1 decoded, 2 failed) and REVEAL
 any length is cut into frames of k = n - d key bits, all in flight together,
 so a block costs 2 messages one-way, 2 + 2 * rounds blind.
 
+Codes and decoders (``algorithm=``): ``"qc"`` (default) uses the
+quasi-cyclic mother codes of ``codes.qc_code`` (n = 2^16, circulants of
+z = 256) and the int16 layered sum-product of ``src/ldpc_qc.c``, which runs
+the 256 checks of a base row as one layer in 16-lane AVX2 vectors and, in
+blind mode, continues each failed frame from its previous round's messages
+(warm start) instead of decoding it again from scratch. ``"bp"`` and
+``"minsum"`` keep the earlier family (Table I codes of n = 2^14, float
+decoders); both sides must use the same (the code tag in every message says
+so). Measured f, FER and throughput: ``bench/test_bench_ldpc.py``.
+
 Why this shape: the decoder and the message state machine are C objects
 (``qpp_ldpc_code``, ``qpp_ldpc_side``) owned here through ``ffi.gc``; Python
 only chooses parameters (code, shortened/punctured split, positions) and
@@ -39,7 +49,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -50,12 +60,26 @@ from .selftest import kat
 
 #: Fraction of each frame used for rate adaptation (d = delta * n), Elkouss 2011 Sec. 3.
 DELTA = 0.1
-ALGORITHMS = {"minsum": lib.QPP_LDPC_MINSUM, "bp": lib.QPP_LDPC_BP}
+#: "qc": int16 lane-parallel sum-product on the QC codes (n = 2^16), warm blind rounds (default);
+#: "bp", "minsum": float decoders on the Table I codes of n = 2^14 (the earlier family).
+ALGORITHMS = {"minsum": lib.QPP_LDPC_MINSUM, "bp": lib.QPP_LDPC_BP, "qc": lib.QPP_LDPC_QC_BP}
+#: Decoder -> code family; the QC family is the default of both methods.
+DEFAULT_ALGORITHM = "qc"
+
+
+def _spec(rate: float, n: int | None, qc: bool) -> codes.CodeSpec:
+    return codes.qc_code(rate) if qc else codes.mother_code(rate, codes.FRAME_BITS if n is None else n)
 MIN_QBER = 1e-3
 #: Blind: the chosen code must leave punctured bits worth this much efficiency to reveal,
 #: and at least ROOM_MIN_BITS of them (measured: 372 left at QBER 2 % failed 2 frames in 12).
-ROOM_F = 0.15
+ROOM_F = 0.12
 ROOM_MIN_BITS = 400
+#: Blind: least efficiency a frame can reach with every adaptation bit revealed (before the
+#: 3-sigma allowance for its realized error count, see ``plan``), and the largest d / n.
+F_MAX_BASE = 1.12
+MAX_DELTA = 0.2
+#: QC decoder: int16 LLR units per nat.
+QC_LLR_ONE = lib.QPP_LDPC_QC_LLR_ONE
 HEADER_BYTES = lib.QPP_LDPC_MSG_HEADER
 SYNDROME_PREFIX_BYTES = lib.QPP_LDPC_SYN_PREFIX
 
@@ -86,10 +110,19 @@ class LdpcCode:
     def __init__(self, spec: codes.CodeSpec) -> None:
         self.spec = spec
         self.n, self.m, self.rate, self.tag = spec.n, spec.m, spec.rate, spec.tag
+        self.z = spec.z
+        self.var_degrees = np.bincount(spec.col_idx, minlength=spec.n)
+        self.var_degrees.flags.writeable = False
         out = ffi.new("qpp_ldpc_code **")
-        check("qpp_ldpc_code_create", lib.qpp_ldpc_code_create(
-            out, spec.n, spec.m, ptr("uint32_t *", spec.row_ptr), ptr("uint32_t *", spec.col_idx),
-            spec.col_idx.size))
+        if spec.z:
+            mb = spec.blk_ptr.size - 1
+            check("qpp_ldpc_code_create_qc", lib.qpp_ldpc_code_create_qc(
+                out, spec.z, mb, spec.n // spec.z, ptr("uint32_t *", spec.blk_ptr),
+                ptr("uint32_t *", spec.blk_col), ptr("uint32_t *", spec.blk_shift), spec.blk_col.size))
+        else:
+            check("qpp_ldpc_code_create", lib.qpp_ldpc_code_create(
+                out, spec.n, spec.m, ptr("uint32_t *", spec.row_ptr), ptr("uint32_t *", spec.col_idx),
+                spec.col_idx.size))
         self._ptr = ffi.gc(out[0], lib.qpp_ldpc_code_free)
 
     def syndrome(self, x: np.ndarray) -> np.ndarray:
@@ -125,6 +158,30 @@ class LdpcCode:
             it, ok))
         return out, bool(ok[0]), int(it[0]), post
 
+    def decode_qc(self, llr: np.ndarray, syndrome: np.ndarray, *, max_iter: int = 60,
+                  stall: int = 0) -> tuple[np.ndarray, bool, int, np.ndarray]:
+        """Layered int16 sum-product on a QC code (``qpp_ldpc_decode_qc``).
+
+        llr: int16 (n,), units of 1/QC_LLR_ONE nat, |llr| <= 32767. Returns (packed hard
+        decision, syndrome matched, iterations, int16 posterior LLRs)."""
+        if not self.z:
+            raise ValueError("decode_qc: the code is not quasi-cyclic")
+        if not isinstance(llr, np.ndarray) or llr.dtype != np.int16 or llr.shape != (self.n,):
+            raise ValueError(f"llr: expected an int16 array of shape ({self.n},)")
+        if llr.min(initial=0) < -32767:
+            raise ValueError("llr: values must be >= -32767")
+        if not isinstance(syndrome, np.ndarray) or syndrome.dtype != np.uint64 or syndrome.ndim != 1:
+            raise ValueError("syndrome: expected a 1-d uint64 array")
+        llr = np.ascontiguousarray(llr)
+        syndrome = np.ascontiguousarray(syndrome)
+        out = np.zeros(words_for(self.n), np.uint64)
+        post = np.zeros(self.n, np.int16)
+        it = ffi.new("uint32_t *")
+        ok = ffi.new("int *")
+        check("qpp_ldpc_decode_qc", lib.qpp_ldpc_decode_qc(
+            self._ptr, ptr("int16_t *", llr), ptr("uint64_t *", syndrome), syndrome.size, int(max_iter),
+            int(stall), ptr("uint64_t *", out), out.size, ptr("int16_t *", post), it, ok))
+        return out, bool(ok[0]), int(it[0]), post
 
     def decode_batch(self, llr: np.ndarray, syndromes: np.ndarray, *, max_iter: int = 60,
                      stall: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,6 +216,12 @@ def code(rate: float, n: int = codes.FRAME_BITS) -> LdpcCode:
     return LdpcCode(codes.mother_code(rate, n))
 
 
+@cache
+def qc_code(rate: float) -> LdpcCode:
+    """The C object of QC mother code ``rate`` (n = 2^16, built once per process)."""
+    return LdpcCode(codes.qc_code(rate))
+
+
 @dataclass(frozen=True)
 class Plan:
     """Rate-adaptation choice for one block: mother code and its d positions' split."""
@@ -182,8 +245,9 @@ class Plan:
         return (r0 - s / self.n) / (1 - p / self.n - s / self.n)
 
 
-def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int = codes.FRAME_BITS,
-         delta: float = DELTA, mother_rate: float | None = None) -> Plan:
+def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
+         delta: float = DELTA, mother_rate: float | None = None, qc: bool = False,
+         room_f: float = ROOM_F, d: int | None = None) -> Plan:
     """Pick a mother code and the shortened count so the first attempt runs at
     efficiency ``f`` (R = 1 - f h(q)); ``reveal_f`` > 0 sizes blind reveal steps
     as that efficiency increment (step = reveal_f * k * h(q) bits).
@@ -191,7 +255,7 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int = codes.FRAME_B
     With d = delta n positions, s shortened and p = d - s punctured:
     R = (R0 n - s) / (n - d), so s = R0 n - R (n - d) (Elkouss 2011 Eq. (3)).
     Among the codes that reach R (0 <= s <= d): blind keeps the highest-rate
-    code that leaves punctured bits worth 0.15 in f to reveal (puncturing hurts
+    code that leaves punctured bits worth room_f (0.12) in f to reveal (puncturing hurts
     the decoder more than shortening, measured in bench/); one-way keeps the
     code closest to its own rate (least modification)."""
     if not 0.0 < qber < 0.5:
@@ -199,32 +263,59 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int = codes.FRAME_B
     if not 0.5 <= f <= 3.0:
         raise ValueError(f"f: expected 0.5 <= f <= 3, got {f}")
     h = binary_entropy(qber)
-    d = int(round(delta * n))
-    k = n - d
+    n = _spec(codes.RATES[0], n, qc).n
+    d0 = int(round(delta * n)) if d is None else int(d)
+    if not 0 <= d0 < n:
+        raise ValueError(f"d: expected 0 <= d < n = {n}, got {d0}")
     target = 1.0 - f * h
-    feasible = []                                   # (R0, m, s) that reach the target rate
+    # Blind: all reveals done, a frame has leaked m bits, f_max = m / (k h). A frame whose
+    # realized error count sits 3 sigma above k q needs that much more (relative sigma of h about
+    # 0.8 / sqrt(k q)); below it such frames fail for lack of room, not of decoding (measured:
+    # 1 frame in 24 at QBER 2 % with f_max = 1.17). So blind widens d until f_max reaches
+    # F_MAX_BASE (1 + 2.4 / sqrt(k q)), at most MAX_DELTA n.
+    f_max = F_MAX_BASE * (1 + 2.4 / math.sqrt((n - d0) * qber))
+    feasible = []                                   # (R0, m, s, d) that reach the target rate
     for r0 in codes.RATES if mother_rate is None else (round(float(mother_rate), 2),):
-        m = codes.mother_code(r0, n).m
-        s = int(math.ceil((n - m) - target * k))    # R0 n = n - m exactly; ceil: never above target
-        if 0 <= s <= d:                             # else the code cannot reach R with d positions
-            feasible.append((r0, m, s))
+        m = _spec(r0, n, qc).m
+        dr = d0
+        if reveal_f > 0 and d is None:
+            dr = min(max(d0, n - int(m / (f_max * h))), int(MAX_DELTA * n))
+        elif d is None and target < 1:
+            # one-way: widen d (up to MAX_DELTA n) until the code reaches R by shortening alone,
+            # R = (n - m - s) / (n - s) with s = d: a higher-rate code shortened decodes better
+            # than a lower-rate one punctured (measured: FER 3/24 at QBER 2 %, f = 1.2, on the
+            # 0.8 code with 3029 punctured bits)
+            dr = min(max(d0, int(math.ceil((n - m - target * n) / (1 - target)))), int(MAX_DELTA * n))
+        sr = int(math.ceil((n - m) - target * (n - dr)))  # R0 n = n - m exactly; ceil: never above
+        if 0 <= sr <= dr:                           # else the code cannot reach R with dr positions
+            feasible.append((r0, m, sr, dr))
     if not feasible:
         if mother_rate is not None:
             raise ValueError(f"mother_rate: code {mother_rate} cannot reach rate {target:.3f} "
                              f"(qber {qber}, f {f})")
         # target outside every code's range: the lowest rate fully shortened (QBER too high),
         # or the highest rate fully punctured (QBER very low)
-        r0, s = (codes.RATES[0], d) if target < 0.5 else (codes.RATES[-1], 0)
+        r0, sh, dd = (codes.RATES[0], d0, d0) if target < 0.5 else (codes.RATES[-1], 0, d0)
     elif reveal_f > 0:
         # Blind: puncturing costs decoding performance, so take the highest-rate code (least
-        # punctured) that still leaves room to reveal up to f + 0.15 before running out.
-        room = [c for c in feasible if d - c[2] >= max(ROOM_F * k * h, ROOM_MIN_BITS)]
-        r0, _, s = max(room) if room else min(feasible, key=lambda c: c[2])
+        # punctured) that still leaves room to reveal up to f + room_f before running out.
+        room = [c for c in feasible if c[3] - c[2] >= max(room_f * (n - c[3]) * h, ROOM_MIN_BITS)]
+        r0, _, sh, dd = max(room) if room else min(feasible, key=lambda c: c[2])
     else:
-        # One-way: the code modified least (s closest to R0 d, i.e. R closest to R0).
-        r0, _, s = min(feasible, key=lambda c: abs(c[2] - c[0] * d))
+        # One-way: the fewest punctured positions (p = d - s; then the highest rate).
+        r0, _, sh, dd = min(feasible, key=lambda c: (c[3] - c[2], -c[0]))
+    k = n - dd
     step = int(math.ceil(reveal_f * k * h)) if reveal_f > 0 else 0
-    return Plan(r0, n, codes.mother_code(r0, n).m, d, s, step)
+    return Plan(r0, n, _spec(r0, n, qc).m, dd, sh, step)
+
+
+@lru_cache(maxsize=16)
+def _order(mixed: int, n: int) -> np.ndarray:
+    """The seeded permutation behind ``positions`` (both sides of an in-process run and
+    repeated blocks with one seed share it; read-only)."""
+    order = codes.permutation(mixed, n)
+    order.flags.writeable = False
+    return order
 
 
 def positions(c: LdpcCode, p: Plan, seed: int) -> np.ndarray:
@@ -237,9 +328,8 @@ def positions(c: LdpcCode, p: Plan, seed: int) -> np.ndarray:
     3-bit mismatches at QBER 2 % before this rule)."""
     mixed = (seed & 0xFFFFFFFFFFFFFFFF) * 0x9E3779B97F4A7C15 + c.tag * 0x100000001B3 + p.d
     mixed &= 0xFFFFFFFFFFFFFFFF
-    deg = np.bincount(c.spec.col_idx, minlength=c.n)
-    order = codes.permutation(mixed, c.n)
-    order = order[deg[order] != 2]
+    order = _order(mixed, c.n)
+    order = order[c.var_degrees[order] != 2]
     if order.size < p.d:
         raise ValueError(f"code {c.rate}: only {order.size} variables of degree != 2 for d = {p.d}")
     return order[: p.d].astype(np.uint32)
@@ -249,10 +339,11 @@ class LdpcSide:
     """One side of LDPC reconciliation over bytes (see ``postproc_c.reconcile.Side``)."""
 
     def __init__(self, role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: float = 1.1,
-                 reveal_f: float = 0.0, max_iter: int = 60, stall: int = 0, algorithm: str = "bp",
-                 scale: float = 0.8,
+                 reveal_f: float = 0.0, max_iter: int = 60, stall: int = 0,
+                 algorithm: str = DEFAULT_ALGORITHM, scale: float = 0.8,
                  qber_decoder: float | None = None, private_seed: int | None = None,
-                 mother_rate: float | None = None, delta: float = DELTA, method: str = "ldpc") -> None:
+                 mother_rate: float | None = None, delta: float = DELTA, room_f: float = ROOM_F,
+                 method: str = "ldpc") -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.ndim != 1:
@@ -271,8 +362,18 @@ class LdpcSide:
         self.role, self.method, self.qber = role, method, float(qber)
         if not 0.0 <= delta <= 0.5:
             raise ValueError(f"delta: expected 0 <= delta <= 0.5, got {delta}")
-        self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, delta=delta)
-        self.code = code(self.plan.rate)
+        qc = algorithm == "qc"
+        self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, delta=delta, qc=qc,
+                         room_f=room_f)
+        # Spread the block evenly over its frames: a short last frame would still leak a whole
+        # syndrome (its padding is shortened, not removed), so the spare positions become
+        # adaptation positions of every frame instead (more room to reveal, same frames).
+        nframes = -(-int(bits.size) // self.plan.k)
+        d_even = min(self.plan.n + int(bits.size) // -nframes, int(MAX_DELTA * self.plan.n))
+        if d_even > self.plan.d:
+            self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, qc=qc, room_f=room_f,
+                             d=d_even)
+        self.code = qc_code(self.plan.rate) if qc else code(self.plan.rate)
         self.key_bits = int(bits.size)
         pos = positions(self.code, self.plan, seed)
         frames = -(-self.key_bits // self.plan.k)
@@ -366,10 +467,14 @@ def _make_ldpc(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: fl
 
 
 @register("ldpc-blind")
-def _make_ldpc_blind(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f_start: float = 1.0,
-                     reveal_f: float = 0.03, stall: int = 6, **options) -> LdpcSide:
+def _make_ldpc_blind(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f_start: float = 1.03,
+                     reveal_f: float = 0.02, stall: int = 4, **options) -> LdpcSide:
     """Blind LDPC: start at efficiency f_start, reveal reveal_f * k h(q) bits per failed round;
-    an attempt stops after ``stall`` iterations without progress (the next round reveals more)."""
+    an attempt stops after ``stall`` iterations without progress (the next round reveals more,
+    and the QC decoder continues from where it stopped). Defaults chosen on the QC family at
+    QBER 1-8 % (4 frames each, ``bench/test_bench_ldpc.py`` for the figures): a first attempt
+    at f = 1.0 practically never decodes at n = 2^16, and steps of 0.02 in f cost less
+    efficiency than 0.03 once rounds continue instead of restarting."""
     return LdpcSide(role, bits, qber, seed=seed, f=f_start, reveal_f=reveal_f, stall=stall,
                     method="ldpc-blind", **options)
 
@@ -394,3 +499,26 @@ def _kat_ldpc() -> bool:
     llr = (np.float32(3.0) * (1 - 2 * y.astype(np.float32))).astype(np.float32)
     out, ok, it, post = small.decode(llr, small.syndrome(x), max_iter=20)
     return ok and it == 1 and np.array_equal(out, x) and zlib.crc32(post.tobytes()) == 0xF4A5447A
+
+
+@kat("ldpc-qc")
+def _kat_ldpc_qc() -> bool:
+    """Known answers (numpy references in tests/test_ldpc_qc.py): the word-rotation syndrome of
+    a fixed word on QC mother code 0.9, and the int16 layered sum-product on a small QC code."""
+    import zlib
+
+    c = qc_code(0.9)
+    word = np.array([(0x9E3779B97F4A7C15 * (i + 1)) & 0xFFFFFFFFFFFFFFFF for i in range(1024)], np.uint64)
+    if zlib.crc32(c.syndrome(word).tobytes()) != 0xC755ADCC:
+        return False
+    spec = codes.random_qc_code(64, 8, 32, 10, 7)
+    if spec.tag != 0x8D3CEAA3:
+        return False
+    small = LdpcCode(spec)
+    bits = (np.arange(spec.n) * 7 + (np.arange(spec.n) >> 3)) % 3 == 0
+    x = pack_bits(bits.astype(np.uint8))
+    y = unpack_bits(x, spec.n)
+    y[[3, 77, 150, 201, 1000, 1700]] ^= 1
+    llr = (768 * (1 - 2 * y.astype(np.int16))).astype(np.int16)
+    out, ok, it, post = small.decode_qc(llr, small.syndrome(x), max_iter=20)
+    return ok and it == 2 and np.array_equal(out, x) and zlib.crc32(post.tobytes()) == 0x9A77BB1E

@@ -175,12 +175,21 @@ def test_mother_code_decodes_below_threshold():
 
 # ---------------------------------------------------------------- protocol
 
-@pytest.mark.parametrize("qber", [0.005, 0.01, 0.02, 0.05, 0.08, 0.11])
-def test_blind_over_qber_never_silent(qber):
+#: key bits per frame: QC family (default, n = 2^16) and Table I family (n = 2^14), d = 0.1 n
+K_QC = ldpc.plan(0.02, 1.1, qc=True).k
+K_T1 = ldpc.plan(0.02, 1.1).k
+
+
+@pytest.mark.parametrize("qber,algorithm", [(0.005, "qc"), (0.01, "qc"), (0.02, "qc"), (0.05, "qc"),
+                                            (0.08, "qc"), (0.11, "qc"), (0.02, "bp"), (0.08, "bp")])
+def test_blind_over_qber_never_silent(qber, algorithm):
     rng = np.random.default_rng(int(qber * 1e4))
-    a, b = bsc(rng, 2 * 14_746 - 100, qber)                      # two frames, the last one 100 bits short
-    res = pc.reconcile_in_memory(a, b, qber, method="ldpc-blind", seed=11, private_seed=3)
-    assert res.method == "ldpc-blind" and res.details["frames"] == 2
+    k = K_QC if algorithm == "qc" else K_T1
+    a, b = bsc(rng, 2 * k - 100, qber)                           # two frames, the last one 100 bits short
+    res = pc.reconcile_in_memory(a, b, qber, method="ldpc-blind", seed=11, private_seed=3,
+                                 algorithm=algorithm)
+    k_used = res.details["n"] - res.details["d"]           # blind may widen d (room to reveal)
+    assert res.method == "ldpc-blind" and res.details["frames"] == -(-a.size // k_used) >= 2
     if res.success:
         assert np.array_equal(res.corrected, a)
     if qber <= 0.08:
@@ -191,7 +200,7 @@ def test_blind_over_qber_never_silent(qber):
 
 def test_one_way_is_two_messages():
     rng = np.random.default_rng(8)
-    a, b = bsc(rng, 14_746, 0.03)
+    a, b = bsc(rng, K_QC, 0.03)
     res = pc.reconcile_in_memory(a, b, 0.03, method="ldpc", seed=1, f=1.25, private_seed=1)
     assert res.messages == 2 and res.details["rounds"] == 0
     assert res.success and np.array_equal(res.corrected, a)
@@ -218,7 +227,7 @@ def run_logged(method, a, b, qber, **kw):
 @pytest.mark.parametrize("method,qber", [("ldpc-blind", 0.05), ("ldpc-blind", 0.02), ("ldpc", 0.08)])
 def test_leakage_counted_from_messages(method, qber):
     rng = np.random.default_rng(9)
-    a, b = bsc(rng, 40_000, qber)
+    a, b = bsc(rng, K_QC + 20_000, qber)
     kw = dict(seed=4, private_seed=2)
     if method == "ldpc-blind":
         kw.update(f_start=0.95, reveal_f=0.02)       # start below capacity: forces reveal rounds
@@ -251,8 +260,8 @@ def test_leakage_counted_from_messages(method, qber):
     h = ldpc.binary_entropy(qber)
     assert rb.details["efficiency"] == pytest.approx(expected / (a.size * h))
     # effective rate check (Elkouss 2011 Eq. (3)): full frames leak (1 - R) k = m - p
-    p = ldpc.plan(qber, 1.0)
-    m0 = codes.mother_code(p.rate).m
+    p = ldpc.plan(qber, 1.0, qc=True)
+    m0 = codes.qc_code(p.rate).m
     assert (1 - p.effective_rate()) * p.k == pytest.approx(m0 - (p.d - p.n_short))
     if rb.success:
         assert np.array_equal(rb.corrected, a)
@@ -263,7 +272,7 @@ def test_leakage_counted_from_messages(method, qber):
 
 def fresh_pair(qber=0.03, **kw):
     rng = np.random.default_rng(10)
-    a, b = bsc(rng, 14_746, qber)
+    a, b = bsc(rng, K_QC, qber)                                  # one full frame
     alice = pc.make_side("ldpc-blind", "alice", a, qber, seed=1, private_seed=1, **kw)
     bob = pc.make_side("ldpc-blind", "bob", b, qber, seed=1, **kw)
     return alice, bob

@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # every test file that exercises the C core (384 tests; ~20 s sanitized on this machine)
 C_CORE_TESTS = ["test_bits.py", "test_toeplitz.py", "test_polyhash.py", "test_sifting.py",
-                "test_cascade.py", "test_ldpc.py", "test_tagmerge.py"]
+                "test_cascade.py", "test_ldpc.py", "test_ldpc_qc.py", "test_tagmerge.py"]
 
 OVERFLOW_CONTROL = """
 import numpy as np

@@ -23,7 +23,17 @@ enum qpp_ldpc_limits {
 
 enum qpp_ldpc_algorithm {
     QPP_LDPC_MINSUM = 0,            /* layered normalized min-sum (scale = normalization) */
-    QPP_LDPC_BP = 1                 /* layered sum-product (tanh rule) */
+    QPP_LDPC_BP = 1,                /* layered sum-product (tanh rule) */
+    QPP_LDPC_QC_BP = 2              /* QC codes only: layered sum-product on int16 LLRs (boxplus
+                                       with a table correction), vectorized over the z lanes of a
+                                       circulant; blind rounds continue from the previous round */
+};
+
+enum qpp_ldpc_qc_limits {
+    QPP_LDPC_QC_LLR_ONE = 256,      /* int16 LLR units per nat in the QC decoder */
+    QPP_LDPC_QC_LLR_MAX = 32767,    /* saturation bound of QC LLRs and posteriors (symmetric) */
+    QPP_LDPC_QC_MSG_MAX = 8191,     /* bound of the QC check-to-variable messages */
+    QPP_LDPC_QC_MAX_Z = 4096
 };
 
 /* Build H from CSR rows: row r holds col_idx[row_ptr[r] .. row_ptr[r+1]).
@@ -32,6 +42,18 @@ enum qpp_ldpc_algorithm {
 int qpp_ldpc_code_create(qpp_ldpc_code **out, uint32_t n, uint32_t m,
                          const uint32_t *row_ptr, const uint32_t *col_idx, size_t n_edges) QPP_WUR;
 void qpp_ldpc_code_free(qpp_ldpc_code *code);
+
+/* Quasi-cyclic H from a base matrix of mb x nb circulants of size z
+ * (z a multiple of 16, <= QPP_LDPC_QC_MAX_Z): base row i holds the
+ * circulants blk_col[blk_ptr[i] .. blk_ptr[i+1]) (distinct, < nb) with shifts
+ * blk_shift[..] (< z); check i*z + l meets variable blk_col*z + (l + shift)
+ * mod z. The CSR form (rows i*z + l, entries in base order) is built too, so
+ * every other function works on it. */
+int qpp_ldpc_code_create_qc(qpp_ldpc_code **out, uint32_t z, uint32_t mb, uint32_t nb,
+                            const uint32_t *blk_ptr, const uint32_t *blk_col, const uint32_t *blk_shift,
+                            size_t n_blk) QPP_WUR;
+/* Circulant size of a QC code, 0 for a code built by qpp_ldpc_code_create. */
+uint32_t qpp_ldpc_code_z(const qpp_ldpc_code *code);
 uint32_t qpp_ldpc_code_n(const qpp_ldpc_code *code);
 uint32_t qpp_ldpc_code_m(const qpp_ldpc_code *code);
 size_t qpp_ldpc_code_edges(const qpp_ldpc_code *code);
@@ -61,6 +83,19 @@ int qpp_ldpc_decode(const qpp_ldpc_code *code, const float *llr, const uint64_t 
 int qpp_ldpc_decode_batch(const qpp_ldpc_code *code, uint32_t lanes, const float *llr, const uint64_t *syn,
                           size_t syn_words, uint32_t max_iter, uint32_t stall,
                           uint64_t *out, size_t out_words, uint32_t *iterations, int *matched) QPP_WUR;
+
+/* Layered sum-product on a QC code in saturated int16 arithmetic
+ * (QPP_LDPC_QC_BP): llr[0..n) channel LLRs in units of 1/QPP_LDPC_QC_LLR_ONE
+ * (> 0: bit 0 more likely), |llr| <= QPP_LDPC_QC_LLR_MAX. Check update by
+ * forward-backward boxplus with a 16-entry correction table (ldpc_qc.c).
+ * Base rows are the layers, in order. Early
+ * stop when the hard decision satisfies syn; stall as in the batch decoder.
+ * post_out (may be NULL): n posterior LLRs. Bit-identical on the AVX2 and the
+ * portable path. */
+int qpp_ldpc_decode_qc(const qpp_ldpc_code *code, const int16_t *llr, const uint64_t *syn, size_t syn_words,
+                       uint32_t max_iter, uint32_t stall,
+                       uint64_t *out, size_t out_words, int16_t *post_out,
+                       uint32_t *iterations, int *matched) QPP_WUR;
 
 /* ---- protocol side ---------------------------------------------------- */
 

@@ -87,6 +87,9 @@ void qpp_ldpc_code_free(qpp_ldpc_code *code)
         return;
     free(code->row_ptr);
     free(code->col_idx);
+    free(code->blk_ptr);
+    free(code->blk_col);
+    free(code->blk_shift);
     free(code);
 }
 
@@ -96,6 +99,10 @@ size_t qpp_ldpc_code_edges(const qpp_ldpc_code *code) { return code ? code->n_ed
 
 void ldpc_syndrome_raw(const qpp_ldpc_code *c, const uint64_t *x, uint64_t *syn)
 {
+    if (c->z && c->z % 64 == 0) {
+        ldpc_qc_syndrome(c, x, syn);
+        return;
+    }
     size_t mw = wfor(c->m);
     memset(syn, 0, mw * sizeof *syn);
     for (uint32_t r = 0; r < c->m; r++) {

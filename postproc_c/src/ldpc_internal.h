@@ -13,7 +13,38 @@ struct qpp_ldpc_code {
     uint32_t max_row_deg;
     uint32_t *row_ptr;      /* m + 1 */
     uint32_t *col_idx;      /* n_edges, row-major */
+    /* Quasi-cyclic structure (z = 0: none). Base matrix mb x nb of z x z
+     * circulants: base row i holds blk_col[blk_ptr[i] .. blk_ptr[i+1]) with
+     * shifts blk_shift[..]; check i*z + l meets variable j*z + (l + s) mod z. */
+    uint32_t z, mb, nb, max_blk_deg;
+    uint32_t *blk_ptr;      /* mb + 1 */
+    uint32_t *blk_col;      /* base edges */
+    uint32_t *blk_shift;    /* base edges */
 };
+
+/* QC min-sum state of one frame (see ldpc_qc.c for the layouts). */
+typedef struct {
+    int16_t *r;             /* base edges * z check-to-variable messages, lane-major per base edge */
+    int16_t *post;          /* nb * (z + 16) posterior LLRs, each block padded by a copy of its first 16 */
+} ldpc_qc_state;
+
+typedef struct {
+    int16_t *q;             /* max_blk_deg * z variable-to-check messages of one layer */
+    int16_t *fw;            /* max_blk_deg * z forward boxplus partials of one layer */
+    int16_t *m1, *m2, *arg, *sg;  /* z each */
+    int16_t *synmask;       /* m: 0 or -1 per check */
+    uint64_t *hard, *chk;   /* words(n), words(m) */
+} ldpc_qc_ws;
+
+int ldpc_qc_state_init(ldpc_qc_state *st, const qpp_ldpc_code *c);
+void ldpc_qc_state_free(ldpc_qc_state *st);
+void ldpc_qc_state_load(const qpp_ldpc_code *c, ldpc_qc_state *st, const int16_t *llr);
+void ldpc_qc_state_refresh(const qpp_ldpc_code *c, ldpc_qc_state *st);
+int ldpc_qc_ws_init(ldpc_qc_ws *ws, const qpp_ldpc_code *c);
+void ldpc_qc_ws_free(ldpc_qc_ws *ws);
+void ldpc_qc_run(const qpp_ldpc_code *c, const uint64_t *syn, uint32_t max_iter, uint32_t stall,
+                 ldpc_qc_state *st, ldpc_qc_ws *ws, uint64_t *out,
+                 uint32_t *iterations, int *matched);
 
 typedef struct {
     float *r;               /* check-to-variable message per edge */
@@ -27,6 +58,7 @@ typedef struct {
 int ldpc_ws_init(ldpc_ws *ws, const qpp_ldpc_code *c);
 void ldpc_ws_free(ldpc_ws *ws);
 void ldpc_syndrome_raw(const qpp_ldpc_code *c, const uint64_t *x, uint64_t *syn);
+void ldpc_qc_syndrome(const qpp_ldpc_code *c, const uint64_t *x, uint64_t *syn);
 int ldpc_decode_ws(const qpp_ldpc_code *c, const float *llr, const uint64_t *syn,
                    uint32_t max_iter, uint32_t stall, int algorithm, float scale,
                    uint64_t *out, float *llr_out, uint32_t *iterations, int *matched, ldpc_ws *ws);

@@ -18,6 +18,14 @@
  * by one and so costs one bit. Padding of a short last frame is shortened to
  * 0 and costs nothing.
  *
+ * Decoders: QPP_LDPC_BP batches 8 frames per AVX2 float lane set and decodes
+ * every blind round from scratch; QPP_LDPC_QC_BP (QC codes) decodes frame by
+ * frame with the int16 lane decoder of ldpc_qc.c and keeps each undecided
+ * frame's messages and posteriors (2 bytes per edge + 2 per bit, ~0.9 MB per
+ * frame of the n = 2^16 codes) until the frame is decided, so a blind round
+ * continues where the last one stopped (decode_pending_qc). Padding, shortened
+ * and revealed bits enter that decoder as +-QPP_LDPC_QC_LLR_MAX.
+ *
  * Message layout (all integers little-endian), header of 24 bytes:
  *   0  'Q' 'L' 'D' 'P'   magic
  *   4  u8  version = 1
@@ -68,6 +76,13 @@ struct qpp_ldpc_side {
     /* Bob: inputs and outputs of one batch of up to 8 frames (sum-product decodes 8 at once) */
     float *bllr;                        /* 8 * n */
     uint64_t *bsyn, *bout;              /* 8 * mw, 8 * nw */
+    /* Bob, QPP_LDPC_QC_BP: int16 channel LLRs of one frame, decoder scratch, and per frame the
+     * decoder state kept between blind rounds (r == NULL until its first attempt; freed, after
+     * wiping, once the frame is decided) with the adaptation count it was last decoded with. */
+    int16_t *qllr;
+    ldpc_qc_ws qws;
+    ldpc_qc_state *qst;
+    uint32_t *qfixed;
     uint32_t seq_out, seq_in, messages, rounds;
     uint64_t iterations;
 };
@@ -108,6 +123,17 @@ static uint32_t count_retry(const qpp_ldpc_side *s)
     return c;
 }
 
+/* Wipe and release frame f's QC decoder state (its posteriors describe the key). */
+static void qc_drop(qpp_ldpc_side *s, uint32_t f)
+{
+    ldpc_qc_state *st = &s->qst[f];
+    if (st->post)
+        memset(st->post, 0, (size_t)s->code->nb * (s->code->z + 16) * sizeof *st->post);
+    if (st->r)
+        memset(st->r, 0, (size_t)s->code->blk_ptr[s->code->mb] * s->code->z * sizeof *st->r);
+    ldpc_qc_state_free(st);
+}
+
 void qpp_ldpc_side_free(qpp_ldpc_side *s)
 {
     if (!s)
@@ -128,6 +154,22 @@ void qpp_ldpc_side_free(qpp_ldpc_side *s)
     free(s->status);
     free(s->fixed);
     free(s->llr);
+    if (s->qst)
+        for (uint32_t f = 0; f < s->frames; f++)
+            qc_drop(s, f);
+    free(s->qst);
+    free(s->qfixed);
+    if (s->qllr)
+        memset(s->qllr, 0, (size_t)s->n * sizeof *s->qllr);
+    free(s->qllr);
+    if (s->qws.hard) {                  /* decoder scratch holds Bob's tentative key */
+        size_t lane = (size_t)s->code->max_blk_deg * s->code->z;
+        memset(s->qws.hard, 0, s->nw * sizeof *s->qws.hard);
+        memset(s->qws.q, 0, lane * sizeof *s->qws.q);
+        memset(s->qws.fw, 0, lane * sizeof *s->qws.fw);
+        memset(s->qws.m1, 0, 4 * (size_t)s->code->z * sizeof *s->qws.m1);
+    }
+    ldpc_qc_ws_free(&s->qws);
     free(s->bllr);
     free(s->bsyn);
     free(s->bout);
@@ -163,8 +205,10 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
     }
     if (cfg->n_short > n_pos || cfg->max_iter > 100000 || cfg->stall > 100000)
         return QPP_ERR_VALUE;
-    if (cfg->algorithm != QPP_LDPC_MINSUM && cfg->algorithm != QPP_LDPC_BP)
+    if (cfg->algorithm != QPP_LDPC_MINSUM && cfg->algorithm != QPP_LDPC_BP && cfg->algorithm != QPP_LDPC_QC_BP)
         return QPP_ERR_VALUE;
+    if (cfg->algorithm == QPP_LDPC_QC_BP && !code->z)
+        return QPP_ERR_VALUE;               /* the int16 lane decoder needs a QC code */
     if (!(cfg->scale > 0.0f && cfg->scale <= 1.0f) || !(cfg->channel_llr > 0.0f && cfg->channel_llr < 100.0f))
         return QPP_ERR_VALUE;
 
@@ -194,7 +238,15 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
     int st = QPP_ERR_NOMEM;
     if (!s->pos || !s->keypos || !s->x || !s->syn || !s->status || !s->fixed || !used)
         goto fail;
-    if (role == QPP_LDPC_BOB) {
+    if (role == QPP_LDPC_BOB && cfg->algorithm == QPP_LDPC_QC_BP) {
+        s->y = calloc(fw, sizeof *s->y);
+        s->dec = calloc(fw, sizeof *s->dec);
+        s->qllr = malloc((size_t)n * sizeof *s->qllr);
+        s->qst = calloc(frames, sizeof *s->qst);
+        s->qfixed = calloc(frames, sizeof *s->qfixed);
+        if (!s->y || !s->dec || !s->qllr || !s->qst || !s->qfixed || ldpc_qc_ws_init(&s->qws, code) != QPP_OK)
+            goto fail;
+    } else if (role == QPP_LDPC_BOB) {
         s->y = calloc(fw, sizeof *s->y);
         s->dec = calloc(fw, sizeof *s->dec);
         s->llr = malloc((size_t)n * sizeof *s->llr);
@@ -319,6 +371,26 @@ static void frame_llr(const qpp_ldpc_side *s, uint32_t f, float *llr)
     }
 }
 
+/* Bob, QC decoder: int16 channel LLRs of frame f (units 1/QPP_LDPC_QC_LLR_ONE). */
+static void frame_llr_qc(const qpp_ldpc_side *s, uint32_t f, int16_t *llr)
+{
+    const uint64_t *yf = s->y + (size_t)f * s->nw, *kf = s->x + (size_t)f * s->nw;
+    uint32_t kl = frame_keylen(s, f);
+    float lf = s->cfg.channel_llr * (float)QPP_LDPC_QC_LLR_ONE + 0.5f;
+    int16_t L = (int16_t)(lf > 32767.0f ? 32767 : (lf < 1.0f ? 1 : (int32_t)lf));
+    for (uint32_t i = 0; i < s->k; i++) {
+        uint32_t v = s->keypos[i];
+        llr[v] = i < kl ? (getbit(yf, v) ? (int16_t)-L : L) : QPP_LDPC_QC_LLR_MAX;
+    }
+    for (uint32_t j = 0; j < s->d; j++) {
+        uint32_t v = s->pos[j];
+        if (j < s->fixed[f])
+            llr[v] = getbit(kf, v) ? -QPP_LDPC_QC_LLR_MAX : QPP_LDPC_QC_LLR_MAX;
+        else
+            llr[v] = 0;
+    }
+}
+
 static void settle(qpp_ldpc_side *s, uint32_t f, int ok, uint32_t it)
 {
     s->iterations += it;
@@ -348,11 +420,58 @@ static int decode_batch(qpp_ldpc_side *s, const uint32_t *idx, uint32_t cnt)
     return QPP_OK;
 }
 
+/* Bob, QC decoder: a frame's first attempt starts from its channel LLRs; a
+ * later one (blind round) continues from the previous attempt's messages and
+ * posteriors, with each newly revealed bit's value added to its posterior
+ * (post = llr + sum of messages, and the revealed bit's llr went from 0 to
+ * +-max), instead of decoding from scratch (the warm start of Kiktenko et
+ * al., "Symmetric blind information reconciliation for QKD", Phys. Rev. A 95
+ * (2017) 052301, Sec. III, which reuses the unsuccessful decoding's state). */
+static int decode_pending_qc(qpp_ldpc_side *s)
+{
+    const qpp_ldpc_code *c = s->code;
+    for (uint32_t f = 0; f < s->frames; f++) {
+        if (s->status[f] != QPP_LDPC_FRAME_RETRY)
+            continue;
+        ldpc_qc_state *st = &s->qst[f];
+        if (!st->r) {
+            if (ldpc_qc_state_init(st, c) != QPP_OK)
+                return QPP_ERR_NOMEM;
+            frame_llr_qc(s, f, s->qllr);
+            ldpc_qc_state_load(c, st, s->qllr);
+        } else {
+            const uint64_t *kf = s->x + (size_t)f * s->nw;
+            for (uint32_t j = s->qfixed[f]; j < s->fixed[f]; j++) {
+                uint32_t v = s->pos[j], blk = v / c->z, lane = v % c->z;
+                int16_t *p = st->post + (size_t)blk * (c->z + 16) + lane;
+                int32_t t = (int32_t)*p + (getbit(kf, v) ? -QPP_LDPC_QC_LLR_MAX : QPP_LDPC_QC_LLR_MAX);
+                *p = (int16_t)(t > QPP_LDPC_QC_LLR_MAX ? QPP_LDPC_QC_LLR_MAX
+                                                       : (t < -QPP_LDPC_QC_LLR_MAX ? -QPP_LDPC_QC_LLR_MAX : t));
+            }
+            ldpc_qc_state_refresh(c, st);
+        }
+        s->qfixed[f] = s->fixed[f];
+        uint32_t it = 0;
+        int ok = 0;
+        /* the last chance (nothing left to reveal) runs to max_iter: a stall there would turn a
+         * slow convergence into a frame error */
+        uint32_t stall = s->fixed[f] >= s->d ? 0 : s->cfg.stall;
+        ldpc_qc_run(c, s->syn + (size_t)f * s->mw, s->cfg.max_iter, stall, st, &s->qws,
+                    s->dec + (size_t)f * s->nw, &it, &ok);
+        settle(s, f, ok, it);
+        if (s->status[f] != QPP_LDPC_FRAME_RETRY)
+            qc_drop(s, f);
+    }
+    return QPP_OK;
+}
+
 /* Bob: decode every RETRY frame with what he now knows. Sum-product runs 8
  * frames per batch; min-sum one frame at a time. Frames decided before an
  * allocation failure keep their result; a retry decodes only the rest. */
 static int decode_pending(qpp_ldpc_side *s)
 {
+    if (s->cfg.algorithm == QPP_LDPC_QC_BP)
+        return decode_pending_qc(s);
     uint32_t idx[8], cnt = 0;
     for (uint32_t f = 0; f < s->frames; f++) {
         if (s->status[f] != QPP_LDPC_FRAME_RETRY)

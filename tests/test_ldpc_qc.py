@@ -1,0 +1,336 @@
+"""Quasi-cyclic LDPC codes and the int16 lane-parallel layered sum-product
+decoder: construction (deterministic, fast, fewest 4-cycles), the C syndrome
+against numpy, and the C decoder against a numpy reference of the same integer
+arithmetic, bit for bit, on the AVX2 and the portable path."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+import postproc_c as pc
+from postproc_c import codes, ldpc
+from postproc_c._binding import check
+
+# Known answers: CRC-32 tags of the QC mother codes (portable generator: must not change).
+QC_TAGS = {0.5: 0x14CDB3D5, 0.55: 0x1D098DC4, 0.6: 0x90B14BF9, 0.65: 0xC0573727, 0.7: 0x191D5836,
+           0.75: 0x03B906E0, 0.8: 0x482232FB, 0.85: 0x08FAAF41, 0.9: 0xF340B47C}
+
+SAT = 32767
+RMAX = 8191
+CORR = np.array([162, 134, 110, 89, 72, 58, 46, 37, 29, 23, 18, 14, 11, 9, 7, 0], np.int64)
+
+
+def bsc(rng, n, q):
+    a = rng.integers(0, 2, n, dtype=np.uint8)
+    return a, a ^ (rng.random(n) < q).astype(np.uint8)
+
+
+def sparse_syndrome(spec, x):
+    vals = x[spec.col_idx.astype(np.int64)].astype(np.int64)
+    return (np.add.reduceat(vals, spec.row_ptr[:-1].astype(np.int64)) % 2).astype(np.uint8)
+
+
+def boxplus(a, b):
+    """|a [+] b| = min(a, b) + ln(1 + e^-(a+b)) - ln(1 + e^-|a-b|), table as in ldpc_qc.c."""
+    s = np.minimum((a + b) >> 6, 15)
+    d = np.minimum(np.abs(a - b) >> 6, 15)
+    return np.maximum(np.minimum(a, b) + CORR[s] - CORR[d], 0)
+
+
+def ref_decode_qc(spec, llr, syn_bits, max_iter, stall=0):
+    """Layered int16 sum-product in numpy (one base row = one layer, z lanes at once)."""
+    post = llr.astype(np.int64).reshape(spec.n // spec.z, spec.z).copy()
+    r = np.zeros((spec.blk_col.size, spec.z), np.int64)
+    hard, ok, it = ref_run(spec, post, r, syn_bits, max_iter, stall)
+    return hard, ok, it, post.ravel()
+
+
+def ref_run(spec, post, r, syn_bits, max_iter, stall=0):
+    """Continue decoding from the state (post: (nb, z), r: (edges, z)), updated in place."""
+    z, mb = spec.z, spec.blk_ptr.size - 1
+    lanes = np.arange(z)
+    synm = syn_bits.reshape(mb, z).astype(np.int64)
+
+    def unsatisfied():
+        hard = (post < 0).ravel().astype(np.uint8)
+        return int(np.sum(sparse_syndrome(spec, hard) != syn_bits)), hard
+
+    bad, hard = unsatisfied()
+    best, it, since = bad, 0, 0
+    while bad and it < max_iter and not (stall and since >= stall):
+        for i in range(mb):
+            es = list(range(int(spec.blk_ptr[i]), int(spec.blk_ptr[i + 1])))
+            idx = [(lanes + int(spec.blk_shift[e])) % z for e in es]
+            cols = [int(spec.blk_col[e]) for e in es]
+            q = [np.clip(post[c, ix] - r[e], -SAT, SAT) for e, c, ix in zip(es, cols, idx, strict=True)]
+            a = [np.abs(v) for v in q]
+            sign = synm[i].copy()
+            for v in q:
+                sign ^= (v < 0).astype(np.int64)
+            deg = len(es)
+            fw = [None] * deg
+            for k in range(1, deg):
+                fw[k] = a[0] if k == 1 else boxplus(fw[k - 1], a[k - 1])
+            bw = None
+            for k in range(deg - 1, -1, -1):
+                if deg == 1:
+                    mag = np.full(z, SAT)
+                elif k == deg - 1:
+                    mag = fw[k]
+                elif k == 0:
+                    mag = bw
+                else:
+                    mag = boxplus(fw[k], bw)
+                if k == deg - 1:
+                    bw = a[k]
+                elif k > 0:
+                    bw = boxplus(bw, a[k])
+                mag = np.minimum(mag, RMAX)
+                rv = np.where(sign ^ (q[k] < 0), -mag, mag)
+                r[es[k]] = rv
+                post[cols[k], idx[k]] = np.clip(q[k] + rv, -SAT, SAT)
+        it += 1
+        bad, hard = unsatisfied()
+        if bad < best:
+            best, since = bad, 0
+        else:
+            since += 1
+    return hard, bad == 0, it
+
+
+# ---------------------------------------------------------------- codes
+
+@pytest.mark.parametrize("rate", codes.RATES)
+def test_qc_code_structure(rate):
+    codes.qc_code.cache_clear()
+    t0 = time.process_time()                                      # CPU time: the machine is shared
+    spec = codes.qc_code(rate)
+    assert time.process_time() - t0 < 1.0                         # generated at first use
+    assert spec.tag == QC_TAGS[rate] and spec.z == codes.QC_Z and spec.n == 1 << 16
+    mb = spec.blk_ptr.size - 1
+    assert spec.m == mb * spec.z and mb == round(codes.QC_NB * (1 - rate))
+    rows = np.repeat(np.arange(spec.m), np.diff(spec.row_ptr.astype(np.int64)))
+    key = rows * spec.n + spec.col_idx
+    assert np.unique(key).size == key.size                        # no repeated edge
+    chk = np.diff(spec.blk_ptr.astype(np.int64))
+    assert chk.max() - chk.min() <= 1                             # concentrated checks
+    var = np.bincount(spec.col_idx, minlength=spec.n)
+    assert np.sum(var == 2) <= (mb - 1) * spec.z                  # one staircase of degree-2 columns
+    # 4-cycles of the lifted graph (Fossorier 2004, Thm 2.1): far fewer than random shifts give
+    S = np.full((mb, codes.QC_NB), -1, np.int64)
+    for i in range(mb):
+        e = slice(int(spec.blk_ptr[i]), int(spec.blk_ptr[i + 1]))
+        S[i, spec.blk_col[e].astype(np.int64)] = spec.blk_shift[e]
+    rnd = np.where(S >= 0, np.random.default_rng(0).integers(0, spec.z, S.shape), -1)
+    assert count_4cycles(S, spec.z) <= count_4cycles(rnd, spec.z) // 4
+
+
+def count_4cycles(S, z):
+    """Base 4-cycles (i1, i2, j1, j2) whose shifts close a cycle in the lifted graph."""
+    total = 0
+    for i1 in range(S.shape[0]):
+        for i2 in range(i1 + 1, S.shape[0]):
+            both = np.flatnonzero((S[i1] >= 0) & (S[i2] >= 0))
+            cnt = np.bincount((S[i1, both] - S[i2, both]) % z, minlength=z)
+            total += int(np.sum(cnt * (cnt - 1) // 2))
+    return total
+
+
+def test_qc_syndrome_matches_numpy():
+    rng = np.random.default_rng(1)
+    small = (codes.random_qc_code(64, 6, 24, 9, 2), codes.random_qc_code(16, 5, 20, 7, 3))
+    for spec in (codes.qc_code(0.85), *small):
+        c = ldpc.LdpcCode(spec)
+        assert pc.lib.qpp_ldpc_code_z(c._ptr) == spec.z
+        for _ in range(3):
+            x = rng.integers(0, 2, spec.n, dtype=np.uint8)
+            syn = ldpc.unpack_bits(c.syndrome(ldpc.pack_bits(x)), spec.m)
+            assert np.array_equal(syn, sparse_syndrome(spec, x))
+
+
+# ---------------------------------------------------------------- decoder
+
+@pytest.mark.parametrize("avx2", [True, False])
+@pytest.mark.parametrize("z,mb,nb,deg,q", [(16, 6, 24, 8, 0.04), (64, 8, 32, 10, 0.03), (64, 4, 32, 1, 0.01)])
+def test_qc_decoder_matches_numpy_reference_exactly(avx2, z, mb, nb, deg, q):
+    spec = codes.random_qc_code(z, mb, nb, deg, seed=z + deg)
+    c = ldpc.LdpcCode(spec)
+    rng = np.random.default_rng(z * 7 + deg)
+    for trial in range(3):
+        x, y = bsc(rng, spec.n, q)
+        llr = np.round(math.log((1 - q) / q) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64)))
+        llr = llr.astype(np.int16)
+        llr[rng.permutation(spec.n)[: spec.n // 10]] = 0                   # punctured
+        known = rng.permutation(spec.n)[: spec.n // 20]
+        llr[known] = np.where(x[known] == 1, -SAT, SAT)                    # shortened / revealed
+        syn = c.syndrome(ldpc.pack_bits(x))
+        syn_bits = ldpc.unpack_bits(syn, spec.m)
+        iters, stall = (3, 0) if trial < 2 else (40, 4)
+        try:
+            if not avx2:
+                pc.lib.qpp_cpu_disable(pc.lib.QPP_CPU_AVX2)
+            out, ok, it, post = c.decode_qc(llr, syn, max_iter=iters, stall=stall)
+        finally:
+            pc.lib.qpp_cpu_disable(0)
+        h, ok_ref, it_ref, post_ref = ref_decode_qc(spec, llr, syn_bits, iters, stall)
+        assert (ok, it) == (ok_ref, it_ref)
+        assert np.array_equal(post.astype(np.int64), post_ref)
+        assert np.array_equal(ldpc.unpack_bits(out, spec.n), h)
+
+
+def test_qc_decoder_decodes_mother_code_near_capacity():
+    c = ldpc.qc_code(0.8)
+    rng = np.random.default_rng(5)
+    q = 0.025                                   # f = 0.2 / h(0.025) = 1.18
+    x, y = bsc(rng, c.n, q)
+    llr = np.round(math.log((1 - q) / q) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64))).astype(np.int16)
+    out, ok, it, _ = c.decode_qc(llr, c.syndrome(ldpc.pack_bits(x)), max_iter=60)
+    assert ok and np.array_equal(ldpc.unpack_bits(out, c.n), x)
+    assert it < 40
+
+
+def test_qc_bad_inputs():
+    spec = codes.random_qc_code(16, 4, 12, 5, 1)
+    c = ldpc.LdpcCode(spec)
+    syn = np.zeros(1, np.uint64)
+    with pytest.raises(ValueError, match="llr"):
+        c.decode_qc(np.zeros(spec.n, np.float32), syn)
+    with pytest.raises(ValueError, match="llr"):
+        c.decode_qc(np.full(spec.n, -32768, np.int16), syn)
+    with pytest.raises(pc.Error, match="qpp_ldpc_decode_qc"):
+        c.decode_qc(np.zeros(spec.n, np.int16), np.zeros(0, np.uint64))
+    with pytest.raises(ValueError, match="quasi-cyclic"):
+        ldpc.code(0.9).decode_qc(np.zeros(ldpc.code(0.9).n, np.int16), syn)
+    out = pc.ffi.new("qpp_ldpc_code **")
+    ptr_, col, sh = (np.array(a, np.uint32) for a in ([0, 2, 4], [0, 1, 1, 2], [0, 3, 1, 2]))
+
+    def create(z, mb, nb, p, c_, s_):
+        return pc.lib.qpp_ldpc_code_create_qc(out, z, mb, nb, pc.ffi.from_buffer("uint32_t[]", p),
+                                              pc.ffi.from_buffer("uint32_t[]", c_),
+                                              pc.ffi.from_buffer("uint32_t[]", s_), c_.size)
+    assert create(16, 2, 3, ptr_, col, sh) == 0
+    pc.lib.qpp_ldpc_code_free(out[0])
+    assert create(24, 2, 3, ptr_, col, sh) == pc.lib.QPP_ERR_LENGTH          # z not a multiple of 16
+    assert create(16, 2, 2, ptr_, col, sh) == pc.lib.QPP_ERR_RANGE           # column 2 >= nb
+    assert create(16, 2, 3, ptr_, col, np.array([0, 16, 1, 2], np.uint32)) == pc.lib.QPP_ERR_RANGE
+    assert create(16, 2, 3, ptr_, np.array([0, 0, 1, 2], np.uint32), sh) == pc.lib.QPP_ERR_VALUE  # repeated
+    assert create(16, 2, 3, np.array([0, 0, 4], np.uint32), col, sh) == pc.lib.QPP_ERR_LENGTH  # empty row
+    # the QC decoder inside a side needs a QC code
+    with pytest.raises(pc.Error, match="qpp_ldpc_side_create"):
+        side_on_table1_code_with_qc_decoder()
+
+
+def side_on_table1_code_with_qc_decoder():
+    cfg = pc.ffi.new("struct qpp_ldpc_config *")
+    cfg.algorithm = pc.lib.QPP_LDPC_QC_BP
+    cfg.scale = 0.8
+    cfg.channel_llr = 3.0
+    cfg.max_iter = 10
+    out = pc.ffi.new("qpp_ldpc_side **")
+    key = np.zeros(1, np.uint64)
+    check("qpp_ldpc_side_create", pc.lib.qpp_ldpc_side_create(
+        out, ldpc.code(0.9)._ptr, pc.lib.QPP_LDPC_BOB, pc.ffi.from_buffer("uint64_t[]", key), 1, 10,
+        pc.ffi.NULL, 0, pc.ffi.NULL, 0, cfg))
+
+
+def test_selftest_kat_registered_and_passes():
+    assert pc.selftest()["ldpc-qc"] is True
+
+
+# ---------------------------------------------------------------- blind rounds, warm start
+
+def test_blind_side_warm_start_matches_numpy_reference():
+    """Bob's side with the QC decoder on a small QC code, driven by hand: every round's
+    status, the iterations and the corrected key equal a numpy replay in which a retried
+    frame continues from its previous messages with each revealed bit added to its posterior
+    (and the last attempt, with nothing left to reveal, runs without the stall rule)."""
+    spec = codes.qc_code(0.7, z=64, nb=48)                          # n = 3072, m = 896
+    code = ldpc.LdpcCode(spec)
+    n, d, n_short, step, max_iter, stall = spec.n, 600, 100, 60, 25, 3
+    rng = np.random.default_rng(22)
+    pos = rng.permutation(n)[:d].astype(np.uint32)
+    keypos = np.setdiff1d(np.arange(n), pos)
+    k = n - d
+    key_bits = 2 * k - 300                                          # two frames, the last one short
+    q = 0.035
+    a, b = bsc(rng, key_bits, q)
+    punct = rng.integers(0, 2, 2 * d, dtype=np.uint8)
+    punct[np.arange(2 * d) % d < n_short] = 0                       # shortened positions carry 0
+    cfg = pc.ffi.new("struct qpp_ldpc_config *")
+    cfg.n_short, cfg.reveal_step, cfg.max_iter, cfg.stall = n_short, step, max_iter, stall
+    cfg.algorithm, cfg.scale, cfg.channel_llr, cfg.code_tag = pc.lib.QPP_LDPC_QC_BP, 0.8, 3.0, spec.tag
+
+    def side(role, bits, punct_bits):
+        out = pc.ffi.new("qpp_ldpc_side **")
+        key = ldpc.pack_bits(bits)
+        pw = ldpc.pack_bits(punct_bits) if punct_bits is not None else np.zeros(1, np.uint64)
+        check("qpp_ldpc_side_create", pc.lib.qpp_ldpc_side_create(
+            out, code._ptr, role, pc.ffi.from_buffer("uint64_t[]", key), key.size, key_bits,
+            pc.ffi.from_buffer("uint32_t[]", pos), d, pc.ffi.from_buffer("uint64_t[]", pw),
+            pw.size if punct_bits is not None else 0, cfg))
+        return pc.ffi.gc(out[0], pc.lib.qpp_ldpc_side_free)
+
+    alice, bob = side(pc.lib.QPP_LDPC_ALICE, a, punct), side(pc.lib.QPP_LDPC_BOB, b, None)
+
+    def send(src, dst):
+        need = pc.lib.qpp_ldpc_side_pending(src)
+        buf = bytearray(need)
+        ln = pc.ffi.new("size_t *")
+        check("next", pc.lib.qpp_ldpc_side_next(src, pc.ffi.from_buffer(buf), need, ln))
+        check("feed", pc.lib.qpp_ldpc_side_feed(dst, bytes(buf), ln[0]))
+        return bytes(buf)
+
+    # numpy replay of Bob
+    x_true, state, status, fixed, iters = [], [], [], [], 0
+    for f in range(2):
+        kl = min(k, key_bits - f * k)
+        x = np.zeros(n, np.uint8)
+        x[keypos[:kl]] = a[f * k: f * k + kl]
+        x[pos] = punct[f * d: (f + 1) * d]
+        llr = np.full(n, SAT, np.int64)
+        llr[keypos[:kl]] = np.where(b[f * k: f * k + kl] == 1, -768, 768)
+        llr[pos[n_short:]] = 0
+        x_true.append(x)
+        post0 = llr.reshape(spec.n // spec.z, spec.z).copy()
+        state.append((post0, np.zeros((spec.blk_col.size, spec.z), np.int64)))
+        status.append(0)
+        fixed.append(n_short)
+    syn = [ldpc.unpack_bits(code.syndrome(ldpc.pack_bits(x)), spec.m) for x in x_true]
+    decoded = [None, None]
+    send(alice, bob)                                                # SYNDROME
+    rounds = 0
+    while True:
+        for f in range(2):
+            if status[f] != 0:
+                continue
+            post, r = state[f]
+            hard, ok, it = ref_run(spec, post, r, syn[f], max_iter, 0 if fixed[f] >= d else stall)
+            iters += it
+            decoded[f] = hard
+            status[f] = 1 if ok else (2 if fixed[f] >= d else 0)
+        msg = send(bob, alice)                                      # STATUS
+        assert list(msg[24:]) == status
+        if 0 not in status:
+            break
+        send(alice, bob)                                            # REVEAL
+        rounds += 1
+        for f in range(2):
+            if status[f] == 0:
+                new = pos[fixed[f]: min(d, fixed[f] + step)]
+                post = state[f][0].reshape(-1)
+                post[new] = np.clip(post[new] + np.where(x_true[f][new] == 1, -SAT, SAT), -SAT, SAT)
+                fixed[f] += new.size
+    assert rounds >= 2 and status == [1, 1]                         # warm path exercised, both decoded
+    keyw = np.zeros((key_bits + 63) // 64, np.uint64)
+    leak, ok, msgs, rnds, its = (pc.ffi.new(t) for t in ("uint64_t *", "uint32_t *", "uint32_t *",
+                                                          "uint32_t *", "uint64_t *"))
+    check("result", pc.lib.qpp_ldpc_side_result(bob, pc.ffi.from_buffer("uint64_t[]", keyw), keyw.size,
+                                                leak, ok, msgs, rnds, its))
+    assert (rnds[0], its[0]) == (rounds, iters)
+    expect = np.concatenate([decoded[f][keypos[:min(k, key_bits - f * k)]] for f in range(2)])
+    assert np.array_equal(expect, a)                                # and the replay is right
+    assert np.array_equal(ldpc.unpack_bits(keyw, key_bits), expect)
