@@ -4,4 +4,4 @@ Everything else about the package lives in pyproject.toml.
 """
 from setuptools import setup
 
-setup(cffi_modules=["postproc_c/build_ffi.py:ffibuilder"])
+setup(cffi_modules=["postproc_c/build_ffi.py:ffibuilder", "hil/build_ffi.py:ffibuilder"])
