@@ -8,7 +8,12 @@ it must not speak any wire protocol, know about sifting or keys, or use the
 wall clock (it has its own emulated clock: frame f starts at f * frame_slots /
 clock_hz seconds).
 
-Method, and why. Per frame, every slot belongs to a class (drift segment,
+Method, and why. The hot path is one C call per frame (``hil.kernel``,
+``hil/csrc/hil_kernel.c``): the numpy path below stays as the reference
+(``run_frame(method="skip")``) and the kernel follows the same sampling in one
+streaming pass (candidate slots in batches with Walker alias tables for the
+geometric gaps and the outcomes, dark counts and afterpulses merged in slot
+order, dead time and afterpulses applied as they come, ziggurat jitter). Per frame, every slot belongs to a class (drift segment,
 intensity, Alice's state); ``hil.eve`` gives, per class, the joint probability
 of Eve's outcome and Bob's photon-induced click mask. Rather than sampling
 every pulse (cost ~ slots), we draw *candidate* slots as a Bernoulli(p_max)
@@ -25,8 +30,9 @@ sorted click streams (``hil.detectors``), timestamps come from
 ``hil.tagger``.
 
 Determinism: every random draw of frame f comes from its own stream,
-SeedSequence(seed, spawn_key=(stream, f)), so the same scenario and seed give
-the same events whatever the batch size. The only state carried from one frame
+SeedSequence(seed, spawn_key=(stream, f)) (the kernel's xoshiro256** is seeded
+with four words of it), so the same scenario and seed give the same events
+whatever the batch size. The only state carried from one frame
 to the next is physical (each detector's last click for its dead time, pending
 afterpulses); it is carried when frames are run in order and reset when a
 frame index is skipped or repeated out of order.
@@ -34,8 +40,9 @@ frame index is skipped or repeated out of order.
 Approximations (documented, tested where it matters): the polarization rotation
 is constant within a drift segment (a frame is split into segments of at most
 ``drift_step_s``); an attack switches on at the first frame starting at or after
-``start_time_s`` (a fiber cut acts at slot precision); afterpulses do not
-themselves afterpulse; dead time is decided at slot resolution (jitter ignored).
+``start_time_s`` (a fiber cut acts at slot precision); in the numpy reference
+afterpulses do not themselves afterpulse (in the kernel they do); dead time is
+decided at slot resolution (jitter ignored).
 """
 
 from __future__ import annotations
