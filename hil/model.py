@@ -13,8 +13,9 @@ Method, and why. The hot path is one C call per frame (``hil.kernel``,
 (``run_frame(method="skip")``) and the kernel follows the same sampling in one
 streaming pass (candidate slots in batches with Walker alias tables for the
 geometric gaps and the outcomes, dark counts and afterpulses merged in slot
-order, dead time and afterpulses applied as they come, ziggurat jitter). Per frame, every slot belongs to a class (drift segment,
-intensity, Alice's state); ``hil.eve`` gives, per class, the joint probability
+order, dead time and afterpulses applied as they come, ziggurat jitter).
+Per frame, every slot belongs to a class (drift segment, intensity, Alice's
+state); ``hil.eve`` gives, per class, the joint probability
 of Eve's outcome and Bob's photon-induced click mask. Rather than sampling
 every pulse (cost ~ slots), we draw *candidate* slots as a Bernoulli(p_max)
 process by geometric skips, where p_max is the largest click probability of
