@@ -147,7 +147,7 @@ class FrameOut:
     """Outputs of one ``run_frame`` call (arrays trimmed to their lengths)."""
 
     __slots__ = ("slot", "det", "noise", "time", "sl_slot", "sl_mask", "sl_code", "ap_out", "last",
-                 "counts")
+                 "counts", "tag_t", "tag_ch", "tag_src")
 
 
 class Workspace:
@@ -161,6 +161,8 @@ class Workspace:
         if cap > self.cap:
             self.cap = cap = max(cap, int(self.cap * 1.25))
             self.ev_slot, self.ev_time, self.sl_slot = (np.empty(cap, np.int64) for _ in range(3))
+            self.tag_t, self.tag_src = np.empty(cap + 1, np.int64), np.empty(cap + 1, np.int64)
+            self.tag_ch = np.empty(cap + 1, np.uint8)
             u8 = (np.empty(cap, np.uint8) for _ in range(4))
             self.ev_det, self.ev_noise, self.sl_mask, self.sl_code = u8
         if hcap > self.hcap:
@@ -207,7 +209,8 @@ def run_frame(params, seed: np.ndarray, basis, bit, intensity, thr, alias, cum_q
             _p("double *", cum_quiet), n_classes, _p("double *", ZIGGURAT), _p("int64_t *", last),
             _p("int64_t *", ap_in), len(ap_in), _p("int64_t *", ws.heap), hcap,
             _p("int64_t *", ws.ev_slot), _p("uint8_t *", ws.ev_det), _p("uint8_t *", ws.ev_noise),
-            _p("int64_t *", ws.ev_time), cap, ps + 0, _p("int64_t *", ws.sl_slot),
+            _p("int64_t *", ws.ev_time), cap, ps + 0, _p("int64_t *", ws.tag_t), _p("uint8_t *", ws.tag_ch),
+            _p("int64_t *", ws.tag_src), _p("int64_t *", ws.sl_slot),
             _p("uint8_t *", ws.sl_mask), _p("uint8_t *", ws.sl_code), ps + 1,
             _p("int64_t *", ws.ap_out), hcap, ps + 2,
             _p("int64_t *", counts))
@@ -223,4 +226,9 @@ def run_frame(params, seed: np.ndarray, basis, bit, intensity, thr, alias, cum_q
     out.sl_slot, out.sl_mask = ws.sl_slot[:ns].copy(), ws.sl_mask[:ns].copy()
     out.sl_code = ws.sl_code[:ns].copy()
     out.ap_out, out.last, out.counts = ws.ap_out[:na].copy(), last, counts
+    t, ch, src = ws.tag_t[:ne + 1].copy(), ws.tag_ch[:ne + 1].copy(), ws.tag_src[:ne + 1].copy()
+    if not counts[lib.HIL_N_TAGS_SORTED]:
+        o = np.argsort(t, kind="stable")
+        t, ch, src = t[o], ch[o], src[o]
+    out.tag_t, out.tag_ch, out.tag_src = t, ch, src
     return out

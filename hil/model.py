@@ -430,26 +430,25 @@ class LinkModel:
         kind = self._attack_kind(frame_index)
         counts: dict[str, int] = {}
         if method == "kernel":
-            ev_slot, ev_det, ev_noise, times, slots, mask, code = self._run_kernel(
-                rng, frame_index, pattern, tables, nseg, kind, counts)
+            sync_ps = self._sync_ps(rng, frame_index)
+            ev_slot, ev_det, ev_noise, times, slots, mask, code, (tag_t, tag_ch, order) = self._run_kernel(
+                rng, frame_index, pattern, tables, nseg, kind, counts, sync_ps)
+            m = len(ev_slot)
         elif method in ("skip", "per-slot"):
             ev_slot, ev_det, ev_noise, times, slots, mask, code = self._run_numpy(
                 rng, frame_index, pattern, tables, nseg, kind, counts, method)
+            sync_ps = self._sync_ps(rng, frame_index)
+            m = len(ev_slot)
+            tag_t = np.empty(m + 1, np.int64)
+            tag_t[0] = sync_ps
+            tag_t[1:] = times
+            tag_ch = np.empty(m + 1, np.uint8)
+            tag_ch[0] = 0
+            np.add(ev_det, 1, out=tag_ch[1:])
+            order = np.argsort(tag_t, kind="stable")
+            tag_t, tag_ch = tag_t[order], tag_ch[order]
         else:
             raise ValueError(f"method: expected 'kernel', 'skip' or 'per-slot', got {method!r}")
-        m = len(ev_slot)
-        sync_j = rng.standard_normal() * self.tagger.jitter_ps
-        sync_true = self._frame_start_ps(frame_index) + int(round(self.tagger.sync_delay_ps + sync_j))
-        sync_ps = int(tagger_clock(np.array([sync_true], np.int64), self.tagger.clock_drift_ppm,
-                                   self.tagger.offset_ps, self.tagger.resolution_ps)[0])
-        tag_t = np.empty(m + 1, np.int64)
-        tag_t[0] = sync_ps
-        tag_t[1:] = times
-        tag_ch = np.empty(m + 1, np.uint8)
-        tag_ch[0] = 0
-        np.add(ev_det, 1, out=tag_ch[1:])
-        order = np.argsort(tag_t, kind="stable")
-        tag_t, tag_ch = tag_t[order], tag_ch[order]
         ev_lost = np.zeros(m, bool)
         lost = 0
         if self.tagger.max_tag_rate_hz > 0:
@@ -588,8 +587,15 @@ class LinkModel:
             raise ValueError(f"patterns: expected {count} patterns, got {len(patterns)}")
         return [self.run_frame(first + i, None if patterns is None else patterns[i]) for i in range(count)]
 
+    def _sync_ps(self, rng, frame_index: int) -> int:
+        """The frame's sync tag: frame start + sync delay + tagger jitter, through the tagger clock."""
+        sync_j = rng.standard_normal() * self.tagger.jitter_ps
+        sync_true = self._frame_start_ps(frame_index) + int(round(self.tagger.sync_delay_ps + sync_j))
+        return int(tagger_clock(np.array([sync_true], np.int64), self.tagger.clock_drift_ppm,
+                                self.tagger.offset_ps, self.tagger.resolution_ps)[0])
+
     def _run_kernel(self, rng, frame_index: int, pattern: Pattern, tables, nseg: int, kind: str,
-                    counts: dict):
+                    counts: dict, sync_ps: int):
         """One frame in the C kernel: the same sampling as ``_run_numpy`` in one streaming pass
         (``hil/csrc/hil_kernel.c``), with afterpulses that afterpulse in turn."""
         n = self.frame_slots
@@ -608,7 +614,7 @@ class LinkModel:
             ap_dead_ps=[d.dead_time_ns * 1e3 for d in self.detectors],
             ap_tau_ps=[d.afterpulse_time_constant_ns * 1e3 for d in self.detectors],
             period_ps=self.period_ps, sig_ps=[float(x) for x in sig], delay_ps=[float(x) for x in delay],
-            rate=rate, frac_shift_ps=frac, base_ps=base, resolution_ps=res)
+            rate=rate, frac_shift_ps=frac, base_ps=base, resolution_ps=res, sync_ps=sync_ps)
         seed = rng.bit_generator.random_raw(4).astype(np.uint64, copy=False)
         if not seed.any():
             seed[0] = 1
@@ -633,7 +639,8 @@ class LinkModel:
         self._pending_ap = [np.sort(key[(key & 3) == d] >> 2) + nxt for d in range(4)]
         self._next_frame = frame_index + 1
         code = out.sl_code if tables.n_e > 1 else None
-        return out.slot, out.det, out.noise, out.time, out.sl_slot, out.sl_mask, code
+        return (out.slot, out.det, out.noise, out.time, out.sl_slot, out.sl_mask, code,
+                (out.tag_t, out.tag_ch, out.tag_src))
 
     def _tag_terms(self, frame_index: int):
         """Per-frame constants of the timestamps: jitter sigma per (noise, detector), delay per

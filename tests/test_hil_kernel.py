@@ -245,3 +245,20 @@ def test_kernel_rejects_bad_arguments():
         K.normals(np.zeros(4, np.uint64), 3)
     with pytest.raises(K.KernelError, match="hil_dead_time"):
         K.dead_time(np.array([5, 3], np.int64), np.zeros(2, np.uint8), [2] * 4, [None] * 4)
+
+
+@pytest.mark.parametrize("delays", [[0.0, 120.0, -80.0, 40.0], [0.0, 5e7, -3e7, 1e3]])
+def test_kernel_tags_are_sorted_and_complete(delays):
+    # small delays: the kernel's insertion sort; 50 us apart: too far for it, numpy sorts
+    sc = quiet("back-to-back", detectors__delay_ps=delays, source__frame_slots=1 << 16,
+               tagger__max_tag_rate_hz=5e7, tagger__rate_window_ns=200.0)
+    m = LinkModel(sc, seed=2)
+    for f in range(2):
+        r = m.run_frame(f)
+        assert np.all(np.diff(r.tag_t_ps) >= 0)
+        assert r.lost_tags == int(r.tag_lost.sum()) > 0
+        kept = ~r.tag_lost
+        assert np.array_equal(np.sort(r.tag_t_ps[r.tag_channel > 0]), np.sort(r.time_ps[kept]))
+        assert np.array_equal(np.bincount(r.tag_channel, minlength=5)[1:],
+                              np.bincount(r.detector[kept], minlength=4))
+        assert (r.tag_channel == 0).sum() == 1 and r.sync_ps in r.tag_t_ps

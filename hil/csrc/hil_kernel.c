@@ -56,15 +56,30 @@ static inline double expo(struct rng *r) { return -log(1.0 - unif(r)); }
 enum { ZIG_LAYERS = 128 };
 static const double ZIG_R = 3.442619855899;
 
-static double normal(struct rng *r, const double *zig)
+static double normal_slow(struct rng *r, const double *zig, int i, double u);
+
+static inline double normal(struct rng *r, const double *zig)
+{
+    uint64_t b = next64(r);
+    int i = (int)(b & (ZIG_LAYERS - 1));
+    double u = 2.0 * ((double)(b >> 11) * 0x1.0p-53) - 1.0;
+    if (fabs(u) < zig[ZIG_LAYERS + 1 + i])
+        return u * zig[i];
+    return normal_slow(r, zig, i, u);
+}
+
+/* the wedges and the tail (about 1.2 % of draws), then fresh draws until one is accepted */
+static double normal_slow(struct rng *r, const double *zig, int i, double u)
 {
     const double *x = zig, *ratio = zig + ZIG_LAYERS + 1;
-    for (;;) {
-        uint64_t b = next64(r);
-        int i = (int)(b & (ZIG_LAYERS - 1));
-        double u = 2.0 * ((double)(b >> 11) * 0x1.0p-53) - 1.0;
-        if (fabs(u) < ratio[i])
-            return u * x[i];
+    for (int first = 1;; first = 0) {
+        if (!first) {
+            uint64_t b = next64(r);
+            i = (int)(b & (ZIG_LAYERS - 1));
+            u = 2.0 * ((double)(b >> 11) * 0x1.0p-53) - 1.0;
+            if (fabs(u) < ratio[i])
+                return u * x[i];
+        }
         if (i == 0) {                       /* the tail beyond R (Marsaglia 1964) */
             double t, y;
             do {
@@ -267,6 +282,34 @@ static void sig_refill(struct sigsrc *q, struct rng *r, const struct hil_frame_p
     }
 }
 
+/* Stable insertion sort of the tags by time: clicks come in slot order and differ from time
+ * order only by detector delays and jitter, so each tag moves a few places. Gives up (returns
+ * 0, the arrays still a permutation) past a budget of moves, for the caller to sort. */
+static int64_t sort_tags(int64_t *t, uint8_t *ch, int64_t *src, int64_t n)
+{
+    int64_t budget = 64 * n + 4096;
+    for (int64_t i = 1; i < n; i++) {
+        int64_t ti = t[i];
+        if (t[i - 1] <= ti)
+            continue;
+        uint8_t ci = ch[i];
+        int64_t si = src[i], j = i;
+        while (j > 0 && t[j - 1] > ti) {
+            t[j] = t[j - 1];
+            ch[j] = ch[j - 1];
+            src[j] = src[j - 1];
+            j--;
+        }
+        t[j] = ti;
+        ch[j] = ci;
+        src[j] = si;
+        budget -= i - j;
+        if (budget < 0)
+            return 0;
+    }
+    return 1;
+}
+
 static int check_params(const struct hil_frame_params *p, int64_t n_classes)
 {
     if (p->n_slots < 0 || p->signal_end > p->n_slots || p->nseg < 1 || p->n_e < 1 || p->k1 < 2 ||
@@ -286,12 +329,12 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
                   const int64_t *ap_in, int64_t n_ap_in,
                   int64_t *heap, int64_t heap_cap,
                   int64_t *ev_slot, uint8_t *ev_det, uint8_t *ev_noise, int64_t *ev_time,
-                  int64_t ev_cap, int64_t *n_ev,
+                  int64_t ev_cap, int64_t *n_ev, int64_t *tag_t, uint8_t *tag_ch, int64_t *tag_src,
                   int64_t *sl_slot, uint8_t *sl_mask, uint8_t *sl_code, int64_t *n_sl,
                   int64_t *ap_out, int64_t ap_cap, int64_t *n_ap_out, int64_t *counts)
 {
     if (!p || !seed || !thr || !alias || !cum_quiet || !zig || !last_click || !heap || !ev_slot ||
-        !ev_det || !ev_noise || !ev_time || !n_ev || !sl_slot || !sl_mask || !sl_code || !n_sl ||
+        !ev_det || !ev_noise || !ev_time || !n_ev || !tag_t || !tag_ch || !tag_src || !sl_slot || !sl_mask || !sl_code || !n_sl ||
         !ap_out || !n_ap_out || !counts || (n_ap_in > 0 && !ap_in) ||
         (p->n_slots > 0 && (!basis || !bit || !intensity)))
         return HIL_ERR_NULL;
@@ -350,18 +393,23 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
         dark_pos[d] = geo_next(&r, -1, ir_dark[d]);
     }
 
-    int64_t ne = 0, ns = 0;
+    int64_t ne = 0, ns = 0, next_noise = FAR;
+    int noise_dirty = 1;
     for (;;) {
-        int64_t s = q.i < q.n ? q.slot[q.i] : FAR;
-        const int64_t sig_s = s;
-        for (int d = 0; d < 4; d++)
-            if (dark_pos[d] < s)
-                s = dark_pos[d];
-        if (nh > 0 && heap[0] / 4 < s)
-            s = heap[0] / 4;
+        const int64_t sig_s = q.i < q.n ? q.slot[q.i] : FAR;
+        if (noise_dirty) {                  /* earliest dark count or pending afterpulse */
+            next_noise = nh > 0 ? heap[0] / 4 : FAR;
+            for (int d = 0; d < 4; d++)
+                if (dark_pos[d] < next_noise)
+                    next_noise = dark_pos[d];
+            noise_dirty = 0;
+        }
+        const int64_t s = sig_s < next_noise ? sig_s : next_noise;
         if (s >= n)
             break;
         int smask = 0, code = 0, nmask = 0;
+        if (next_noise == s)
+            noise_dirty = 1;
         if (sig_s == s) {
             smask = q.mask[q.i];
             code = q.code[q.i];
@@ -399,7 +447,9 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
             ev_slot[ne] = s;
             ev_det[ne] = (uint8_t)d;
             ev_noise[ne] = (uint8_t)noise;
-            ev_time[ne] = stamp(p, s, d, noise, z, un);
+            ev_time[ne] = tag_t[ne + 1] = stamp(p, s, d, noise, z, un);
+            tag_ch[ne + 1] = (uint8_t)(d + 1);
+            tag_src[ne + 1] = ne + 1;
             ne++;
             if (p->ap_prob[d] > 0.0 && unif(&r) < p->ap_prob[d]) {
                 double delay = p->ap_dead_ps[d] + (p->ap_tau_ps[d] > 0.0 ? p->ap_tau_ps[d] * expo(&r) : 0.0);
@@ -408,6 +458,7 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
                 if (nh >= heap_cap)
                     return HIL_ERR_CAPACITY;
                 heap_push(heap, &nh, (s + step) * 4 + d);
+                noise_dirty = 1;
             }
         }
         if (kept) {
@@ -431,6 +482,10 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
         ap_out[i] = heap[i] - 4 * n;            /* relative to the next frame's start */
     *n_ap_out = nh;
     *n_ev = ne;
+    tag_t[0] = p->sync_ps;
+    tag_ch[0] = 0;
+    tag_src[0] = 0;
+    cnt[HIL_N_TAGS_SORTED] = sort_tags(tag_t, tag_ch, tag_src, ne + 1);
     *n_sl = ns;
     memcpy(last_click, last, sizeof last);
     for (int d = 0; d < 4; d++)

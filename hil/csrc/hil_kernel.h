@@ -26,6 +26,7 @@ enum hil_counter {
     HIL_N_NOISE_RAW = 2,      /* dark-count and pending-afterpulse hits (before dead time) */
     HIL_N_AFTERPULSES = 3,    /* afterpulse hits that fell in this frame (before dead time) */
     HIL_N_DEAD_LOST = 4,      /* detector hits lost to dead time */
+    HIL_N_TAGS_SORTED = 5,    /* 1: tag_t came out sorted; 0: nearly (the caller sorts) */
     HIL_N_COUNTERS = 8
 };
 
@@ -50,6 +51,7 @@ struct hil_frame_params {
     double frac_shift_ps;     /* fractional part of the tagger's offset at the frame start */
     int64_t base_ps;          /* frame start + integer part of that offset */
     int64_t resolution_ps;    /* > 1: timestamps floored to multiples */
+    int64_t sync_ps;          /* the frame's sync tag (channel 0), first of the tag list */
 };
 
 /* One frame. Inputs: Alice's pattern (n_slots bytes each), the candidate outcome
@@ -60,7 +62,10 @@ struct hil_frame_params {
  * afterpulses ap_in (keys slot * 4 + detector, any order).
  * Outputs (n_ev clicks sorted by slot then detector): ev_slot, ev_det, ev_noise
  * (0 photon click, 1 dark count or afterpulse), ev_time (tagger ps); per slot
- * (n_sl): sl_slot, sl_mask, sl_code (Eve's code, 0 without an eavesdropper);
+ * (n_sl): sl_slot, sl_mask, sl_code (Eve's code, 0 without an eavesdropper); the tags
+ * (n_ev + 1 of them, room for ev_cap + 1): tag_t, tag_ch (0 sync, d + 1 detector d) and
+ * tag_src (0 the sync tag, k + 1 click k), sorted by time (stable) unless the clicks are
+ * too far out of time order for an insertion sort (counts[HIL_N_TAGS_SORTED] = 0);
  * ap_out (n_ap_out keys of afterpulses at or after n_slots); counts[HIL_N_COUNTERS].
  * heap is scratch of heap_cap int64 (heap_cap >= n_ap_in + ev_cap suffices).
  * HIL_ERR_CAPACITY when ev_cap, or heap_cap/ap_cap, is too small; nothing the
@@ -72,7 +77,7 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
                   const int64_t *ap_in, int64_t n_ap_in,
                   int64_t *heap, int64_t heap_cap,
                   int64_t *ev_slot, uint8_t *ev_det, uint8_t *ev_noise, int64_t *ev_time,
-                  int64_t ev_cap, int64_t *n_ev,
+                  int64_t ev_cap, int64_t *n_ev, int64_t *tag_t, uint8_t *tag_ch, int64_t *tag_src,
                   int64_t *sl_slot, uint8_t *sl_mask, uint8_t *sl_code, int64_t *n_sl,
                   int64_t *ap_out, int64_t ap_cap, int64_t *n_ap_out, int64_t *counts);
 
