@@ -226,7 +226,8 @@ def run_frame(params, seed: np.ndarray, basis, bit, intensity, thr, alias, cum_q
     out.sl_slot, out.sl_mask = ws.sl_slot[:ns].copy(), ws.sl_mask[:ns].copy()
     out.sl_code = ws.sl_code[:ns].copy()
     out.ap_out, out.last, out.counts = ws.ap_out[:na].copy(), last, counts
-    t, ch, src = ws.tag_t[:ne + 1].copy(), ws.tag_ch[:ne + 1].copy(), ws.tag_src[:ne + 1].copy()
+    # tag_src stays a view into the workspace: only valid until the next call (the model uses it at once)
+    t, ch, src = ws.tag_t[:ne + 1].copy(), ws.tag_ch[:ne + 1].copy(), ws.tag_src[:ne + 1]
     if not counts[lib.HIL_N_TAGS_SORTED]:
         o = np.argsort(t, kind="stable")
         t, ch, src = t[o], ch[o], src[o]

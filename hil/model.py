@@ -40,10 +40,12 @@ frame index is skipped or repeated out of order.
 
 Approximations (documented, tested where it matters): the polarization rotation
 is constant within a drift segment (a frame is split into segments of at most
-``drift_step_s``); an attack switches on at the first frame starting at or after
-``start_time_s`` (a fiber cut acts at slot precision); in the numpy reference
-afterpulses do not themselves afterpulse (in the kernel they do); dead time is
-decided at slot resolution (jitter ignored).
+``drift_step_s``); in the numpy reference afterpulses do not themselves
+afterpulse (in the kernel they do); dead time is decided at slot resolution
+(jitter ignored). An attack (like a fiber cut) switches on at the first slot at
+or after ``start_time_s``: in the frame where it starts, the classes are doubled
+(honest slots with Eve's code 0, attacked slots with the attack's table), and
+blinding stops dark counts and afterpulses from that slot on.
 """
 
 from __future__ import annotations
@@ -197,6 +199,7 @@ class LinkModel:
         self.attack = scenario.attack
         self._version = 0
         self._table_cache: tuple[Any, _eve.OutcomeTables] | None = None
+        self._frame_switch: int | None = None
         self._ws = _kernel.Workspace()
         self._reset_carry()
 
@@ -320,7 +323,29 @@ class LinkModel:
         return self.bob_transmittance * arm * eff
 
     def _blinded(self, frame_index: int) -> bool:
-        return self._attack_kind(frame_index) == "blinding"
+        """The whole frame is blinded (a frame where blinding starts is not: see ``_attack_slot``)."""
+        return self._attack_kind(frame_index) == "blinding" and self._attack_slot(frame_index) == 0
+
+    def _attack_slot(self, frame_index: int) -> int:
+        """First slot of the frame (0..frame_slots) the attack acts on, at slot precision like the
+        fiber cut: 0 = the whole frame, frame_slots = none of it."""
+        a, n = self.attack, self.frame_slots
+        if a.kind == "none":
+            return n
+        k = math.ceil(a.start_time_s * self.clock_hz - 1e-6) - int(frame_index) * n
+        return min(n, max(0, k))
+
+    def _blind_from(self, frame_index: int, kind: str) -> int:
+        """First blinded slot of the frame (frame_slots: none): blinded detectors have no dark
+        counts and no afterpulses."""
+        return self._attack_slot(frame_index) if kind == "blinding" else self.frame_slots
+
+    def _switch(self, frame_index: int) -> int | None:
+        """The slot where an eavesdropper switches on inside this frame, or None."""
+        if self.attack.kind in ("none", "fiber-cut"):
+            return None
+        k = self._attack_slot(frame_index)
+        return k if 0 < k < self.frame_slots else None
 
     def _dark_prob(self, frame_index: int = 0) -> np.ndarray:
         if self._blinded(frame_index):
@@ -332,7 +357,7 @@ class LinkModel:
         a = self.attack
         if a.kind in ("none", "fiber-cut"):
             return a.kind
-        return a.kind if self.frame_start_s(frame_index) >= a.start_time_s else "none"
+        return a.kind if self._attack_slot(frame_index) < self.frame_slots else "none"
 
     def _segments(self, frame_index: int) -> int:
         if not self._drifting:
@@ -346,18 +371,24 @@ class LinkModel:
             t0 = self.frame_start_s(frame_index)
             times = t0 + (np.arange(nseg) + 0.5) * self.frame_duration_s / nseg
             rot = np.stack([self.rotation_at(float(t)) for t in times])
-            key = (self._version, kind, rot.tobytes())
+            key = (self._version, kind, self._switch(frame_index), rot.tobytes())
         else:
-            key = (self._version, kind)
+            key = (self._version, kind, self._switch(frame_index))
             if self._table_cache is not None and self._table_cache[0] == key:
                 return self._table_cache[1], nseg
             rot = self.rotation_at(0.0)[None]
         if self._table_cache is not None and self._table_cache[0] == key:
             return self._table_cache[1], nseg
-        tables = _eve.build_tables(attack=kind, rotations=rot, states=self._states,
-                                   ideal_states=self._ideal_states, mu=self.mu,
-                                   transmittance=self.transmittance, per_photon=self._per_photon(),
-                                   eve=self.attack)
+        common = dict(rotations=rot, states=self._states, ideal_states=self._ideal_states, mu=self.mu,
+                      transmittance=self.transmittance, per_photon=self._per_photon(), eve=self.attack)
+        tables = _eve.build_tables(attack=kind, **common)
+        if self._switch(frame_index) is not None:
+            # the attack starts inside the frame: classes 12 nseg .. 24 nseg - 1 are the attacked
+            # slots, the first 12 nseg the honest channel with Eve's code 0 ("not attacked")
+            honest = _eve.build_tables(attack="none", **common).joint
+            pad = np.zeros(honest.shape[:3] + (tables.n_e, 16))
+            pad[:, :, :, :1] = honest
+            tables = _eve.OutcomeTables(np.concatenate([pad, tables.joint], axis=0))
         self._table_cache = (key, tables)
         return tables, nseg
 
@@ -395,9 +426,13 @@ class LinkModel:
         return slots, mask[slots], None, self.frame_slots
 
     def _classes(self, pattern: Pattern, idx: np.ndarray, nseg: int) -> np.ndarray:
+        """Class of each slot: intensity, state, drift segment, and attacked or not in a frame
+        where the attack switches on (``self._frame_switch``, set by ``run_frame``)."""
         cls = (pattern.intensity[idx] << 2) | (pattern.basis[idx] << 1) | pattern.bit[idx]
         if nseg > 1:
-            return cls + (idx * nseg // self.frame_slots) * 12
+            cls = cls + (idx * nseg // self.frame_slots) * 12
+        if self._frame_switch is not None:
+            cls = cls + (idx >= self._frame_switch) * (12 * nseg)
         return cls
 
     def _dead_slots(self, d: int) -> int:
@@ -427,6 +462,7 @@ class LinkModel:
             self._reset_carry()
         rng = self._rng(STREAM_CHANNEL, frame_index)
         tables, nseg = self._tables(frame_index)
+        self._frame_switch = self._switch(frame_index)
         kind = self._attack_kind(frame_index)
         counts: dict[str, int] = {}
         if method == "kernel":
@@ -492,10 +528,12 @@ class LinkModel:
 
         # dark counts (independent Bernoulli per detector) and afterpulses pending from the last frame
         pdark = self._dark_prob(frame_index)
+        blind = self._blind_from(frame_index, kind)
         noise = [bernoulli_positions(rng, n, float(pdark[d])) for d in range(4)]
         pend = [p - frame0 for p in self._pending_ap]
         noise = [np.union1d(e, p[p < n]) if len(p) else e for e, p in zip(noise, pend, strict=True)]
-        self._pending_ap = [p[p >= n] + frame0 for p in pend]
+        noise = [x[x < blind] for x in noise]
+        self._pending_ap = [p[p >= n] + frame0 if blind >= n else p[:0] for p in pend]
         n_noise = sum(len(x) for x in noise)
         counts["noise_raw"] = n_noise
         if n_noise:
@@ -503,14 +541,15 @@ class LinkModel:
                 rng, pattern, tables, nseg, kind, ev_slot, ev_det, ev_code, ev_noise, s_slot, s_code, noise)
 
         keep = self._dead_time(ev_slot, ev_det, frame0)
-        ap_on = [d for d in range(4) if self.detectors[d].afterpulse_prob > 0] if kind != "blinding" else []
+        ap_on = [d for d in range(4) if self.detectors[d].afterpulse_prob > 0] if blind > 0 else []
         if ap_on:
             ap_noise = [np.empty(0, np.int64)] * 4
             for d in ap_on:
                 det = self.detectors[d]
-                kept = ev_slot[keep & (ev_det == d)]
+                kept = ev_slot[keep & (ev_det == d) & (ev_slot < blind)]
                 ap = afterpulse_slots(rng, kept, det.afterpulse_prob, det.dead_time_ns * 1e3,
                                       det.afterpulse_time_constant_ns * 1e3, self.period_ps)
+                ap = ap[ap < blind] if blind < n else ap
                 self._pending_ap[d] = np.union1d(self._pending_ap[d], ap[ap >= n] + frame0)
                 ap_noise[d] = ap[ap < n]
             counts["afterpulses"] = sum(len(x) for x in ap_noise)
@@ -600,7 +639,6 @@ class LinkModel:
         (``hil/csrc/hil_kernel.c``), with afterpulses that afterpulse in turn."""
         n = self.frame_slots
         frame0 = frame_index * n
-        blinded = kind == "blinding"
         pdark = self._dark_prob(frame_index)
         end = n
         if self.attack.kind == "fiber-cut":
@@ -608,9 +646,11 @@ class LinkModel:
         sig, delay, rate, frac, base, res = self._tag_terms(frame_index)
         params = _kernel.frame_params(
             n_slots=n, signal_end=end, nseg=nseg, n_e=tables.n_e, k1=tables.K1,
+            switch_slot=n if self._frame_switch is None else self._frame_switch, switch_offset=12 * nseg,
+            blind_from=self._blind_from(frame_index, kind),
             p_max=tables.p_max, p_dark=[float(x) for x in pdark],
             dead_slots=[self._dead_slots(d) for d in range(4)],
-            ap_prob=[0.0 if blinded else d.afterpulse_prob for d in self.detectors],
+            ap_prob=[0.0 if self._blinded(frame_index) else d.afterpulse_prob for d in self.detectors],
             ap_dead_ps=[d.dead_time_ns * 1e3 for d in self.detectors],
             ap_tau_ps=[d.afterpulse_time_constant_ns * 1e3 for d in self.detectors],
             period_ps=self.period_ps, sig_ps=[float(x) for x in sig], delay_ps=[float(x) for x in delay],

@@ -262,3 +262,52 @@ def test_kernel_tags_are_sorted_and_complete(delays):
         assert np.array_equal(np.bincount(r.tag_channel, minlength=5)[1:],
                               np.bincount(r.detector[kept], minlength=4))
         assert (r.tag_channel == 0).sum() == 1 and r.sync_ps in r.tag_t_ps
+
+
+@pytest.mark.parametrize("method", ["kernel", "skip"])
+def test_attack_switches_on_at_the_slot(method):
+    # intercept-resend on every pulse from 0.4 of the way into frame 1: slots before are honest
+    # (Eve's code 0, low QBER), slots after are attacked (QBER 1/4 in the Z basis)
+    sc = quiet("intercept-resend", source__frame_slots=1 << 18, source__prep_error_deg=0.0)
+    n = sc.source.frame_slots
+    k = int(0.4 * n)
+    sc = sc.with_overrides({"attack.start_time_s": (n + k) / sc.source.clock_hz})
+    m = LinkModel(sc, seed=17)
+    assert m._attack_kind(0) == "none" and m._switch(1) == k and m._attack_slot(2) == 0
+    err = {True: [0, 0], False: [0, 0]}
+    for f in range(3):
+        pat = m.alice_pattern(f)
+        r = m.run_frame(f, pat, method=method)
+        if f == 0:
+            assert r.eve is None
+            continue
+        s = r.slots.astype(np.int64)
+        after = s >= (k if f == 1 else 0)
+        code = r.eve.code
+        assert np.all(code[~after] == 0) and np.all(code[after] > 0)
+        one = (r.mask == 1) | (r.mask == 2)
+        z = one & (pat.basis[s] == 0)
+        wrong = z & (pat.bit[s] != (r.mask == 2))
+        for a in (True, False):
+            sel = z & (after == a)
+            err[a][0] += int(sel.sum())
+            err[a][1] += int((wrong & sel).sum())
+    n_a, e_a = err[True]
+    n_b, e_b = err[False]
+    assert n_b > 500 and e_b <= 5 * math.sqrt(n_b * 0.01) + 0.01 * n_b
+    assert abs(e_a - 0.25 * n_a) <= SIGMAS * math.sqrt(n_a * 0.25 * 0.75) + 1, (e_a, n_a)
+
+
+@pytest.mark.parametrize("method", ["kernel", "skip"])
+def test_blinding_switches_dark_counts_off_at_the_slot(method):
+    sc = quiet("blinding", source__frame_slots=1 << 17, detectors__dark_count_rate_hz=5e6,
+               detectors__afterpulse_prob=0.1, detectors__dead_time_ns=20.0)
+    n = sc.source.frame_slots
+    k = n // 2
+    sc = sc.with_overrides({"attack.start_time_s": (n + k) / sc.source.clock_hz})
+    m = LinkModel(sc, seed=5)
+    rs = [m.run_frame(f, method=method) for f in range(3)]
+    s1 = rs[1].slot.astype(np.int64)
+    assert rs[1].noise[s1 < k].sum() > 100          # 5 MHz dark counts before the switch
+    assert not rs[1].noise[s1 >= k].any()            # none after: the detectors are blinded
+    assert not rs[2].noise.any()

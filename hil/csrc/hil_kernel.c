@@ -186,6 +186,8 @@ static inline int64_t slot_class(const struct hil_frame_params *p, const uint8_t
     int64_t c = ((int64_t)intensity[s] << 2) | ((int64_t)basis[s] << 1) | bit[s];
     if (p->nseg > 1)
         c += (s * p->nseg / p->n_slots) * 12;
+    if (s >= p->switch_slot)
+        c += p->switch_offset;
     return c;
 }
 
@@ -313,7 +315,7 @@ static int64_t sort_tags(int64_t *t, uint8_t *ch, int64_t *src, int64_t n)
 static int check_params(const struct hil_frame_params *p, int64_t n_classes)
 {
     if (p->n_slots < 0 || p->signal_end > p->n_slots || p->nseg < 1 || p->n_e < 1 || p->k1 < 2 ||
-        n_classes < 12L * p->nseg || !(p->period_ps > 0.0) || !(p->p_max >= 0.0))
+        p->switch_offset < 0 || n_classes < 12L * p->nseg + (p->switch_slot < p->n_slots ? p->switch_offset : 0) || !(p->period_ps > 0.0) || !(p->p_max >= 0.0))
         return HIL_ERR_VALUE;
     for (int d = 0; d < 4; d++)
         if (!(p->p_dark[d] >= 0.0) || !(p->ap_prob[d] >= 0.0) || !(p->ap_prob[d] < 1.0) ||
@@ -417,17 +419,22 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
             if (++q.i == q.n)
                 sig_refill(&q, &r, p, basis, bit, intensity, &cnt[HIL_N_CANDIDATES]);
         }
+        const int blind = s >= p->blind_from;
         for (int d = 0; d < 4; d++)
             if (dark_pos[d] == s) {
-                nmask |= 1 << d;
-                cnt[HIL_N_NOISE_RAW]++;
+                if (!blind) {
+                    nmask |= 1 << d;
+                    cnt[HIL_N_NOISE_RAW]++;
+                }
                 dark_pos[d] = geo_next(&r, s, ir_dark[d]);
             }
         while (nh > 0 && heap[0] / 4 == s) {
             int64_t key = heap_pop(heap, &nh);
-            nmask |= 1 << (int)(key & 3);
-            cnt[HIL_N_NOISE_RAW]++;
-            cnt[HIL_N_AFTERPULSES]++;
+            if (!blind) {
+                nmask |= 1 << (int)(key & 3);
+                cnt[HIL_N_NOISE_RAW]++;
+                cnt[HIL_N_AFTERPULSES]++;
+            }
         }
         int hit = smask | nmask, kept = 0;
         while (hit) {
@@ -451,7 +458,7 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
             tag_ch[ne + 1] = (uint8_t)(d + 1);
             tag_src[ne + 1] = ne + 1;
             ne++;
-            if (p->ap_prob[d] > 0.0 && unif(&r) < p->ap_prob[d]) {
+            if (!blind && p->ap_prob[d] > 0.0 && unif(&r) < p->ap_prob[d]) {
                 double delay = p->ap_dead_ps[d] + (p->ap_tau_ps[d] > 0.0 ? p->ap_tau_ps[d] * expo(&r) : 0.0);
                 double ds = ceil(delay / p->period_ps);
                 int64_t step = ds < 1.0 ? 1 : (ds >= (double)(FAR / 8) ? FAR / 8 : (int64_t)ds);

@@ -36,6 +36,9 @@ struct hil_frame_params {
     int64_t n_slots;          /* slots in the frame */
     int64_t signal_end;       /* photon clicks only at slots < signal_end (fiber cut) */
     int32_t nseg;             /* drift segments: class += (slot * nseg / n_slots) * 12 */
+    int64_t switch_slot;      /* an attack switches on here: class += switch_offset from this slot */
+    int64_t switch_offset;
+    int64_t blind_from;       /* blinded from this slot on: no dark counts, no afterpulses */
     int32_t n_e;              /* Eve outcome codes per class (1: no eavesdropper) */
     int32_t k1;               /* outcomes per class in cum (clicking outcomes + "no click") */
     double p_max;             /* candidate probability per slot (thinning) */
