@@ -661,7 +661,8 @@ class LinkModel:
         last = np.array([_kernel.NONE if c is None else c - frame0 for c in self._last_click], np.int64)
         ap_in = np.concatenate([(p - frame0) * 4 + d for d, p in enumerate(self._pending_ap)])
         ap_in = ap_in.astype(np.int64, copy=False)
-        expect = self._expected_events_bound(tables, pdark)
+        ap_max = max(d.afterpulse_prob for d in self.detectors)
+        expect = n * (min(1.0, tables.p_max) + float(pdark.sum())) / (1.0 - ap_max)
         thr, alias = tables.alias()
         out = _kernel.run_frame(params, seed, pattern.basis, pattern.bit, pattern.intensity, thr, alias,
                                 tables.cum_quiet_rows, last, ap_in,
@@ -680,20 +681,6 @@ class LinkModel:
         code = out.sl_code if tables.n_e > 1 else None
         return (out.slot, out.det, out.noise, out.time, out.sl_slot, out.sl_mask, code,
                 (out.tag_t, out.tag_ch, out.tag_src))
-
-    def _expected_events_bound(self, tables, pdark: np.ndarray) -> float:
-        """Upper bound of a frame's expected clicks, for the kernel's buffers: each detector at the
-        largest click probability q of any class (plus dark counts) through its dead time,
-        q / (1 + q (dead - 1)) per slot (non-paralyzable; Mueller 1973 eq. 1 in slots), with every
-        afterpulse generation (1 / (1 - p_ap))."""
-        q = getattr(tables, "_q_max", None)
-        if q is None:
-            p_mask = tables.joint.reshape(tables.n_classes, tables.n_e, 16).sum(axis=1)
-            q = tables._q_max = (p_mask @ _BITS).max(axis=0)
-        q = np.minimum(1.0, q + pdark)
-        dead = np.array([max(1, self._dead_slots(d)) for d in range(4)])
-        ap_max = max(d.afterpulse_prob for d in self.detectors)
-        return self.frame_slots * float((q / (1.0 + q * (dead - 1))).sum()) / (1.0 - ap_max)
 
     def _tag_terms(self, frame_index: int):
         """Per-frame constants of the timestamps: jitter sigma per (noise, detector), delay per
