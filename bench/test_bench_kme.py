@@ -160,3 +160,94 @@ def test_kme_enc_dec_load(benchmark, kme_pair):
     record(benchmark, units=2 * REQUESTS, unit="req", note=f"{CLIENTS} clients, {KEYS_PER_REQ} keys/request",
            latency_ms_p50=1e3 * statistics.median(lat), latency_ms_p99=1e3 * lat[int(0.99 * (len(lat) - 1))],
            keys=len(got))
+
+
+# -- reservations over the link's authenticated channel ------------------------------------------
+# Two real nodes (run_local, ZeroMQ on 127.0.0.1) keep distilling while SAEs take keys. The
+# same enc_keys + dec_keys traffic runs twice on the same stores: once with the KMEs' peer call
+# in process (baseline: what the load test above measures) and once with the reservation
+# crossing the classical channel (link.kme_link.ChannelPeer). The ratio is the channel's cost.
+
+LINK_REQUESTS = 60
+
+
+@pytest.fixture(scope="module")
+def link_pair(tmp_path_factory):
+    import threading
+
+    from hil.model import LinkModel
+    from link.config import KmeSettings
+    from link.pipeline import config_for_scenario, run_local
+    from link.services import start_kme
+
+    d = tmp_path_factory.mktemp("kme-link")
+    create_lab_pki(d, kmes=["KME_A", "KME_B"], saes=["SAE_A", "SAE_B"])
+    ready, stop, box = threading.Event(), threading.Event(), {}
+
+    def attach(nodes):
+        box["nodes"] = nodes
+        for role, me, peer, sae, partner in (("alice", "KME_A", "KME_B", "SAE_A", "SAE_B"),
+                                             ("bob", "KME_B", "KME_A", "SAE_B", "SAE_A")):
+            s = KmeSettings(me, peer, "127.0.0.1", 0, d / f"{me}.pem", d / f"{me}.key", d / "ca.pem",
+                            d / f"{role}-kme.db", {sae: (partner,)})
+            box[role] = start_kme(s, nodes[role].store, role, node=nodes[role])
+        ready.set()
+        return lambda: [box[r].close() for r in ("alice", "bob")]
+
+    cfg = config_for_scenario(LinkModel(None).scenario)
+    t = threading.Thread(target=lambda: box.setdefault("summary", run_local(
+        None, config=cfg, blocks=1000, duration_s=600, workdir=d, transport="tcp", stop_event=stop,
+        attach=attach)))
+    t.start()
+    assert ready.wait(60)
+    nodes = box["nodes"]
+    need = 2 * LINK_REQUESTS * KEYS_PER_REQ + 100    # both runs, from share 0 (half the store)
+    end = time.monotonic() + 300
+    while min(nodes[r].store.available(0) for r in ("alice", "bob")) < need:
+        assert time.monotonic() < end, "not enough key distilled for the KME link bench"
+        time.sleep(0.2)
+    yield d, box
+    stop.set()
+    t.join(60)
+
+
+def _enc_dec(pki, pa, pb, n):
+    ca, cb = _ctx(pki, "SAE_A"), _ctx(pki, "SAE_B")
+    with ThreadPoolExecutor(CLIENTS) as ex:
+        enc = list(ex.map(lambda _: _call(ca, pa, "POST", "/api/v1/keys/SAE_B/enc_keys",
+                                          {"number": KEYS_PER_REQ}), range(n)))
+        dec = list(ex.map(lambda item: _call(cb, pb, "POST", "/api/v1/keys/SAE_A/dec_keys", {
+            "key_IDs": [{"key_ID": k["key_ID"]} for k in item[0][1]["keys"]]}), enc))
+    assert all(st == 200 for (st, _), _ in enc + dec)
+    got = [k for (_, c), _ in enc for k in c["keys"]]
+    assert got == [k for (_, c), _ in dec for k in c["keys"]] and len({k["key_ID"] for k in got}) == len(got)
+    return sorted(t for _, t in enc + dec)
+
+
+def test_kme_link_in_process_peer_baseline(benchmark, link_pair):
+    d, box = link_pair
+    a, b = box["alice"], box["bob"]
+    # the same KMEs and stores with the peer call made in process (what the load test uses)
+    ka = Kme(a.kme.config, a.kme.source, ReservationStore(d / "ra-direct.db"), None)
+    kb = Kme(b.kme.config, b.kme.source, ReservationStore(d / "rb-direct.db"), None)
+    pa_, pb_ = _Peer(), _Peer()
+    pa_.kme, pb_.kme = kb, ka
+    ka.peer, kb.peer = pa_, pb_
+    with KmeServer(ka, a.server.ssl_context) as sa, KmeServer(kb, b.server.ssl_context) as sb:
+        benchmark.group = "kme-link"
+        lat = benchmark.pedantic(lambda: _enc_dec(d, sa.port, sb.port, LINK_REQUESTS), rounds=1, iterations=1)
+    record(benchmark, units=2 * LINK_REQUESTS, unit="req", baseline=True,
+           note="peer KME called in process; nodes distilling meanwhile",
+           latency_ms_p50=1e3 * statistics.median(lat))
+
+
+def test_kme_link_reservation_over_channel(benchmark, link_pair):
+    d, box = link_pair
+    benchmark.group = "kme-link"
+    lat = benchmark.pedantic(lambda: _enc_dec(d, box["alice"].server.port, box["bob"].server.port,
+                                              LINK_REQUESTS), rounds=1, iterations=1)
+    pc = box["alice"].peer.counters
+    assert pc["timeouts"] == 0 and box["bob"].peer.counters["requests_served"] >= LINK_REQUESTS
+    record(benchmark, units=2 * LINK_REQUESTS, unit="req",
+           note="reservation over the authenticated ZeroMQ channel (ctrl lane)",
+           latency_ms_p50=1e3 * statistics.median(lat), latency_ms_p99=1e3 * lat[int(0.99 * (len(lat) - 1))])

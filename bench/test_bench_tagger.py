@@ -5,7 +5,9 @@
   numpy decoder (field extraction with ``np.where`` and a full ``cumsum`` of
   overflow counts); also PicoQuant's per-record loop (their Read_PTU.py logic,
   struct unpack per record) on a small sample, for scale.
-* ID900 stream decode + 4-channel merge (frame-referenced pairs).
+* ID900 stream decode + merge of 4 channels and the sync tags (frame-referenced
+  pairs), the driver's path (C k-way merge) against numpy decode + lexsort;
+  the 4-channel merge alone against lexsort.
 * OS entropy source in bits per second (target 1 Gb/s), baseline ``os.urandom``.
 
     python -m bench -k tagger
@@ -20,12 +22,14 @@ import numpy as np
 import pytest
 
 from bench.common import record
-from drivers.idq_id900 import decode_timestamps, merge_channels
+from drivers.idq_id900 import decode_timestamps, merge_channels, referenced_times
 from drivers.picoquant import RT_HYDRAHARP2_T2, T2Decoder
 from drivers.qrng import OsEntropySource
+from drivers.tagmerge import merge_sorted_reference
 from hil.emulated.picoquant import encode_t2
 
 ROUNDS = 5
+MERGE_ROUNDS = 20  # ~10 ms calls: more rounds for a steadier mean on a shared machine
 
 
 def make_records(n_tags: int, seed: int = 1, mean_gap_ps: int = 1000) -> tuple[np.ndarray, int]:
@@ -110,7 +114,20 @@ def _idq_messages(n_per_channel: int, period_ps: int = 1_000_000):
     return msgs
 
 
+_WORK = np.empty(1 << 21, np.int64)
+
+
 def _idq_decode(msgs, period_ps=1_000_000):
+    """The driver's path: validate each message, then ref * period + dt per channel into a reused buffer."""
+    out, off = [], 0
+    for m in msgs:
+        d = decode_timestamps(m, with_ref_index=True)
+        out.append(referenced_times([d], period_ps, out=_WORK[off:off + d[0].size]))
+        off += d[0].size
+    return out
+
+
+def _idq_decode_numpy(msgs, period_ps=1_000_000):
     times = []
     for m in msgs:
         ts, ref = decode_timestamps(m, with_ref_index=True)
@@ -118,14 +135,25 @@ def _idq_decode(msgs, period_ps=1_000_000):
     return times
 
 
+# The driver's frame-referenced path merges the four detector channels and the sync tags it makes
+# itself (channel 0, one per frame: here one per 1 us frame, about 1 % of the tags).
+CHANNELS = [1, 2, 3, 4, 0]
+
+
+def _sync(msgs, period_ps=1_000_000):
+    last = max(int(np.frombuffer(m, "<u8")[-1]) for m in msgs)  # the last pair's reference index
+    return np.arange(last + 1, dtype=np.int64) * period_ps
+
+
 def test_idq_decode_merge(benchmark):
     n = 1 << 18
     msgs = _idq_messages(n)
     benchmark.group = "tagger-idq-decode-merge-1M"
-    b = benchmark.pedantic(lambda: merge_channels(_idq_decode(msgs), [1, 2, 3, 4]), rounds=ROUNDS,
-                           iterations=1)
-    assert len(b) == 4 * n and bool(np.all(np.diff(b.t_ps) >= 0))
-    record(benchmark, units=4 * n, unit="tag", target=80e6, note="4 channels: pairs -> ps, packed-key merge")
+    b = benchmark.pedantic(lambda: merge_channels([*_idq_decode(msgs), _sync(msgs)], CHANNELS),
+                           rounds=MERGE_ROUNDS, iterations=1)
+    assert len(b) == 4 * n + _sync(msgs).size and bool(np.all(np.diff(b.t_ps) >= 0))
+    record(benchmark, units=len(b), unit="tag", target=80e6,
+           note="4 channels + sync: pairs -> ps, C k-way merge, sync inserted")
 
 
 def test_idq_decode_merge_argsort_baseline(benchmark):
@@ -134,14 +162,48 @@ def test_idq_decode_merge_argsort_baseline(benchmark):
     benchmark.group = "tagger-idq-decode-merge-1M"
 
     def run():
-        times = _idq_decode(msgs)
+        times = [*_idq_decode_numpy(msgs), _sync(msgs)]
         t = np.concatenate(times)
-        ch = np.concatenate([np.full(x.size, c, np.uint8) for x, c in zip(times, [1, 2, 3, 4], strict=True)])
-        o = np.argsort(t, kind="stable")
+        ch = np.concatenate([np.full(x.size, c, np.uint8) for x, c in zip(times, CHANNELS, strict=True)])
+        o = np.lexsort((ch, t))
         return t[o], ch[o]
 
-    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
-    record(benchmark, units=4 * n, unit="tag", baseline=True, note="same decode, argsort merge")
+    t, c = benchmark.pedantic(run, rounds=MERGE_ROUNDS, iterations=1)
+    b = merge_channels([*_idq_decode(msgs), _sync(msgs)], CHANNELS)
+    assert np.array_equal(t, b.t_ps) and np.array_equal(c, b.channel)
+    record(benchmark, units=t.size, unit="tag", baseline=True, note="numpy decode, lexsort merge")
+
+
+def test_idq_decode_merge_packed_sort(benchmark):
+    """The previous session's merge (packed t << 3 | channel keys, stable sort), for scale."""
+    n = 1 << 18
+    msgs = _idq_messages(n)
+    benchmark.group = "tagger-idq-decode-merge-1M"
+
+    def run():
+        times = [*_idq_decode_numpy(msgs), _sync(msgs)]
+        key = np.concatenate([(x << 3) | c for x, c in zip(times, CHANNELS, strict=True)])
+        key.sort(kind="stable")
+        return key >> 3, (key & 7).astype(np.uint8)
+
+    t, _ = benchmark.pedantic(run, rounds=MERGE_ROUNDS, iterations=1)
+    record(benchmark, units=t.size, unit="tag", note="numpy decode, packed-key stable sort")
+
+
+def test_merge_only_c(benchmark):
+    n = 1 << 18
+    times = _idq_decode(_idq_messages(n))
+    benchmark.group = "tagger-merge-only-1M"
+    benchmark.pedantic(merge_channels, args=(times, [1, 2, 3, 4]), rounds=MERGE_ROUNDS, iterations=1)
+    record(benchmark, units=4 * n, unit="tag", note="C k-way merge of 4 sorted channels")
+
+
+def test_merge_only_lexsort_baseline(benchmark):
+    n = 1 << 18
+    times = _idq_decode(_idq_messages(n))
+    benchmark.group = "tagger-merge-only-1M"
+    benchmark.pedantic(merge_sorted_reference, args=(times, [1, 2, 3, 4]), rounds=MERGE_ROUNDS, iterations=1)
+    record(benchmark, units=4 * n, unit="tag", baseline=True, note="numpy lexsort reference")
 
 
 @pytest.mark.parametrize("mib", [1, 16])

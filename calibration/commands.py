@@ -7,6 +7,13 @@ emulated HIL rig (``hil.rig.Rig``) is started and the same production drivers
 talk to its twins. Either way the routines only see drivers. Timing results
 are written into ``[bob.timing]`` of the file given by ``--save`` (default:
 the ``--config`` file). Progress goes to the log, the summary to stdout.
+
+``qkd calibrate tracking`` runs the drift loop (``calibration.tracking``) on the block-level
+emulated link for ``--seconds`` at ``--drift`` rad/sqrt(s) (``bench/tracking_run.py``); on a real
+link the loop runs inside ``qkd bob`` (``[calibration] track_polarization = true``). ``--plot PNG``
+draws the timing histograms with the window, or QBER and settings against step/time
+(``calibration.plots``; matplotlib is the optional ``[plot]`` extra, checked before any light is
+spent).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from link.cli import command
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=("timing", "polarization"), help="which calibration to run")
+    p.add_argument("what", choices=("timing", "polarization", "tracking"),
+                   help="which calibration to run (tracking: an emulated run of the drift loop)")
     p.add_argument("--config", help="lab TOML file naming the instruments (default: start the emulated rig)")
     p.add_argument("--save", help="lab TOML file to write [bob.timing] into (default: --config)")
     p.add_argument("--scenario", default="drifting-fiber", help="rig scenario (without --config)")
@@ -32,6 +40,10 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=40, help="timing: frames of tags to use")
     p.add_argument("--probe-frames", type=int, default=8, help="polarization: frames per measurement")
     p.add_argument("--mu", type=float, nargs=3, default=None, help="timing: mean photon numbers per class")
+    p.add_argument("--plot", metavar="PNG", help="write a PNG: timing histograms with the window, or QBER "
+                   "and controller settings against measurement/time (needs the [plot] extra)")
+    p.add_argument("--seconds", type=float, default=10.0, help="tracking: emulated seconds")
+    p.add_argument("--drift", type=float, default=0.1, help="tracking: fiber drift in rad/sqrt(s)")
 
 
 @contextlib.contextmanager
@@ -120,6 +132,10 @@ def _timing(args: argparse.Namespace) -> int:
             return 1
         print(cal.summary())
         print(f"wall {time.monotonic() - t0:.1f} s")
+        if args.plot:
+            from calibration.plots import plot_timing
+
+            print(f"plot: {plot_timing(t[keep], c[keep], cal, args.plot)}")
         if rig is not None:
             from link.frontend import Timing
 
@@ -170,9 +186,47 @@ def _polarization(args: argparse.Namespace) -> int:
             dev.close()
         print(res.summary(dev.actuator_unit))
         print(f"wall {time.monotonic() - t0:.1f} s")
+        if args.plot:
+            from calibration.plots import plot_alignment
+
+            print(f"plot: {plot_alignment(res.history, args.plot, unit=dev.actuator_unit)}")
     return 0
 
 
-@command("calibrate", "timing or polarization calibration (emulated rig unless --config)", _add)
+def _tracking(args: argparse.Namespace) -> int:
+    """The drift loop on the block-level emulated link (bench/tracking_run.py); on real hardware the
+    loop runs inside `qkd bob` ([calibration] track_polarization = true)."""
+    if args.config:
+        print("error: tracking runs inside `qkd bob` with [calibration] track_polarization = true; "
+              "`qkd calibrate tracking` is the emulated run")
+        return 2
+    from bench.tracking_run import run
+
+    t0 = time.monotonic()
+    sc = "metro-25km" if args.scenario == "drifting-fiber" else args.scenario
+    r = run("tracked", args.seconds, drift=args.drift, seed=args.seed, scenario=sc)
+    ez, ex = r["extra_qber_mean"]
+    pz, px = r["extra_qber_p95"]
+    print(f"tracked {r['emulated_s']:.1f} s of emulated link ({r['blocks']} blocks, drift {args.drift} "
+          f"rad/sqrt(s)): extra QBER mean Z {ez * 100:.3f} % X {ex * 100:.3f} %, 95th percentile "
+          f"Z {pz * 100:.3f} % X {px * 100:.3f} %, {r['realigns']} realignments; wall "
+          f"{time.monotonic() - t0:.1f} s")
+    if args.plot:
+        from calibration.plots import plot_tracking
+
+        png = plot_tracking(r["_records"], args.plot, block_s=r["block_s"], unit="mV", true_extra=r["_extra"])
+        print(f"plot: {png}")
+    return 0
+
+
+@command("calibrate", "timing, polarization or tracking calibration (emulated rig unless --config)", _add)
 def _calibrate(args: argparse.Namespace) -> int:
-    return _timing(args) if args.what == "timing" else _polarization(args)
+    if args.plot:
+        from calibration.plots import PlotError, require_matplotlib
+
+        try:
+            require_matplotlib()                # fail before any light is spent
+        except PlotError as exc:
+            print(f"error: {exc}")
+            return 2
+    return {"timing": _timing, "polarization": _polarization, "tracking": _tracking}[args.what](args)

@@ -4,7 +4,7 @@ What it is for: the fiber turns Alice's H/V/D/A states by an unknown, slowly
 drifting rotation; Bob's controller (EPC-400 fiber squeezers in mV, MPC320
 paddles in degrees) must undo it in BOTH bases (aligning H/V alone leaves D/A
 anywhere on a great circle). ``align`` finds settings from any starting
-rotation; ``Tracker`` keeps them right while key is made. Both talk to the
+rotation; ``calibration.tracking`` keeps them right while key is made. Both talk to the
 controller only through the common ``drivers.interfaces.PolarizationController``
 surface (``set_actuators`` / ``get_actuators`` / ``actuator_range``), and to the
 light only through measured click counts. They must not use any model of the
@@ -365,6 +365,11 @@ class TrackStep:
 class Tracker:
     """Keeps Z and X aligned while key is made, from per-block counts (a :class:`Measurement` of the
     block's disclosed data: Alice's states against Bob's single clicks).
+
+    Superseded for the engine by :class:`calibration.tracking.PolarizationTracking`, which needs only
+    the per-basis error counts every block already has and meets the 0.5 % bound at 0.1 rad/sqrt(s);
+    this Gauss-Newton loop misses it because near alignment two of the three angles are second order
+    in the signed components (kept for the reference-frame probe and its tests).
 
     Method, and why: the same signed residual as :func:`align`, corrected by small Gauss-Newton steps
     with a Jacobian that starts from a dither of each actuator and is kept current with Broyden's rank-1

@@ -78,7 +78,9 @@ class DriverSpec:
     """How a ``driver = "<name>"`` entry becomes a driver object."""
 
     target: str  # "module:Class"
-    device_class: str  # pattern_generator | detector | polarization_controller | time_tagger | random_source
+    # pattern_generator | detector | polarization_controller | polarization_stabilizer | time_tagger
+    # | random_source
+    device_class: str
     resource_kinds: tuple[str, ...] = ("visa", "tcp", "serial")
     # settings whose TOML table is turned into an object before the driver gets it
     converters: dict[str, str] = field(default_factory=dict)  # key -> "module:Class"
@@ -119,6 +121,11 @@ DRIVERS: dict[str, DriverSpec] = {
     "picoquant_stream": DriverSpec("drivers.picoquant:PicoQuantStreamTagger", "time_tagger", ("tcp",)),
     "qrng_device": DriverSpec("drivers.qrng:QrngDevice", "random_source", ("serial",), named=False),
     "os_entropy": DriverSpec("drivers.qrng:OsEntropySource", "random_source", ("serial",), named=False),
+    # stabilizer loop inside the instrument (target SOP), no per-actuator set points: its own class
+    "keysight_n778x": DriverSpec(
+        "drivers.keysight_n778x:KeysightN778x", "polarization_stabilizer", ("visa", "tcp"),
+        emulator="hil.emulated.n778x:EmulatedN778x",
+    ),
     "thorlabs_mpc320": DriverSpec(
         "drivers.thorlabs_mpc320:ThorlabsMpc320",
         "polarization_controller",

@@ -69,10 +69,11 @@ import numpy as np
 from .base import Identity, Instrument
 from .errors import ConnectionLost, DriverError, InstrumentError, MalformedReply, NotConnected
 from .interfaces import TagBatch
+from .tagmerge import PairError, check_pairs, merge_sorted, pair_views, pairs_affine
 from .transport import Transport, ZmqReqTransport, parse_host_port
 
-__all__ = ["IdqTimeController", "decode_timestamps", "merge_channels", "DEFAULT_SCPI_PORT",
-           "DEFAULT_DLT_PORT", "DEFAULT_STREAM_PORT_BASE"]
+__all__ = ["IdqTimeController", "decode_timestamps", "merge_channels", "referenced_times",
+           "DEFAULT_SCPI_PORT", "DEFAULT_DLT_PORT", "DEFAULT_STREAM_PORT_BASE"]
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,15 @@ def decode_timestamps(data: bytes, *, with_ref_index: bool) -> tuple[np.ndarray,
                              reply=bytes(data[:32]))
     a = np.frombuffer(data, "<u8")
     if with_ref_index:
+        if a.ctypes.data % 8:
+            a = a.copy()  # the C check reads aligned words
         ts, ref = a[0::2], a[1::2]
-        if ref.size > 1 and bool((ref[1:] < ref[:-1]).any()):
-            raise MalformedReply("reference indices go backwards: corrupted timestamp stream",
-                                 reply=bytes(data[:32]))
-        if (ts >= (1 << 62)).any() or (ref >= (1 << 40)).any():
-            raise MalformedReply("timestamp or reference index out of range", reply=bytes(data[:32]))
+        try:
+            check_pairs(ts, ref, value_limit=1 << 62, index_limit=1 << 40)
+        except PairError as e:
+            text = ("reference indices go backwards: corrupted timestamp stream" if e.kind == "order"
+                    else "timestamp or reference index out of range")
+            raise MalformedReply(f"{text} (record {e.index})", reply=bytes(data[:32])) from None
         # after the range check the values fit int64: reinterpret the strided views, no copy
         return ts.view(np.int64), ref.view(np.int64)
     if a.size > 1 and bool((a[1:] < a[:-1]).any()):
@@ -112,37 +116,56 @@ def decode_timestamps(data: bytes, *, with_ref_index: bool) -> tuple[np.ndarray,
     return a.view(np.int64), None
 
 
+def referenced_times(parts: Sequence[tuple[np.ndarray, np.ndarray]], frame_period_ps: int,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """Absolute times ``ref * frame_period_ps + dt`` of a channel's decoded (dt, ref) messages, concatenated.
+
+    Written straight into one array by one C pass per message when ``dt``/``ref``
+    are the views ``decode_timestamps`` returns (no temporaries, no concatenate
+    copy), by numpy otherwise: ``out`` if given (int64, exactly the total length; the driver passes
+    a reused buffer, since fresh multi-MB arrays cost a page fault per 4 KiB on
+    first touch), else a new array. Refuses (MalformedReply) values that would overflow int64 instead of
+    wrapping.
+    """
+    total = sum(ts.size for ts, _ in parts)
+    if out is None:
+        out = np.empty(total, np.int64)
+    elif out.dtype != np.int64 or out.shape != (total,):
+        raise ValueError(f"out must be int64 of length {total}, got {out.dtype} {out.shape}")
+    off = 0
+    for ts, ref in parts:
+        if ts.size == 0:
+            continue
+        o = out[off:off + ts.size]
+        try:
+            if pair_views(ts, ref):
+                pairs_affine(ts, ref, frame_period_ps, o)  # one C pass, overflow refused
+            else:
+                if int(ref.max()) * frame_period_ps + int(ts.max()) >= 1 << 63:
+                    raise PairError("overflow", index=-1, kind="overflow")
+                np.multiply(ref, frame_period_ps, out=o)
+                o += ts
+        except PairError:
+            raise MalformedReply("reference index times frame period overflows int64 ps",
+                                 reply=f"ref max={int(ref.max())} period={frame_period_ps}") from None
+        off += ts.size
+    return out
+
+
 def merge_channels(times: Sequence[np.ndarray], channels: Sequence[int]) -> TagBatch:
     """Merge per-channel sorted int64 times into one time-sorted TagBatch (equal times: lower channel first).
 
-    Fast path: pack ``t << 3 | channel`` into one int64 key and sort it in place
-    with the stable sort (timsort finds the per-channel runs), which is about
-    twice as fast as an indirect ``argsort`` plus two gathers; used when times
-    are in ``0 .. 2**60`` ps (13 days) and channels below 8.
+    A k-way merge in C (``drivers.tagmerge``): each channel's stream is already
+    in time order, so merging costs O(n log k) instead of sorting the whole batch.
+    A stream out of order is refused (MalformedReply naming the channel).
     """
     if not times:
         return TagBatch.empty()
-    sizes = [x.size for x in times]
-    total = sum(sizes)
-    if total == 0:
-        return TagBatch.empty()
-    fast = 0 <= min(channels) and max(channels) < 8 and all(
-        x.size == 0 or (int(x.min()) >= 0 and int(x.max()) < (1 << 60)) for x in times)
-    if fast:
-        key = np.empty(total, np.int64)  # written slice by slice: no concatenated copy of the times
-        off = 0
-        for x, c in zip(times, channels, strict=True):
-            k = key[off:off + x.size]
-            np.left_shift(x, 3, out=k)
-            if c:
-                k |= c
-            off += x.size
-        key.sort(kind="stable")
-        return TagBatch(key >> 3, (key & 7).astype(np.uint8))
-    t = np.concatenate(times).astype(np.int64, copy=False)
-    ch = np.concatenate([np.full(n, c, np.uint8) for n, c in zip(sizes, channels, strict=True)])
-    order = np.lexsort((ch, t))
-    return TagBatch(t[order], ch[order])
+    try:
+        t, ch = merge_sorted(times, channels)
+    except ValueError as e:
+        raise MalformedReply(f"cannot merge timestamp streams: {e}") from None
+    return TagBatch(t, ch)
 
 
 class IdqTimeController(Instrument):
@@ -200,6 +223,8 @@ class IdqTimeController(Instrument):
         self._queues: dict[int, deque] = {}
         self._next_subacq = 0
         self._last_frame = -1
+        self._work_buf = np.empty(0, np.int64)
+        self._work_used = 0
         self.resolution_ps_value = 1.0
 
     def _value_error(self, msg: str):
@@ -450,7 +475,19 @@ class IdqTimeController(Instrument):
         self._poll_streams(self.timeout_s if timeout_s is None else float(timeout_s))
         return self._merge_ready()
 
+    def _work(self, n: int) -> np.ndarray:
+        """The next ``n`` int64 of this merge's work buffer (reused across merges; see referenced_times)."""
+        need = self._work_used + n
+        if self._work_buf.size < need:
+            grown = np.empty(max(need, 2 * self._work_buf.size), np.int64)
+            # earlier views of this merge keep the old buffer alive; the new one serves what follows
+            self._work_buf, self._work_used, need = grown, 0, n
+        view = self._work_buf[self._work_used:need]
+        self._work_used = need
+        return view
+
     def _merge_ready(self) -> TagBatch:
+        self._work_used = 0
         blocks = list(self.channel_map)
         n_ready = min(len(self._queues[b]) for b in blocks)
         if n_ready == 0:
@@ -460,15 +497,17 @@ class IdqTimeController(Instrument):
         frames = []
         for b in blocks:
             q = self._queues[b]
-            parts = []
-            for k in range(n_ready):
-                ts, ref = q.popleft()
-                if self.frame_period_ps is not None:
-                    parts.append(ref * self.frame_period_ps + ts)
-                    frames.append(ref)
-                else:
-                    parts.append(ts + (self._next_subacq + k) * pper)
-            times.append(np.concatenate(parts) if parts else np.empty(0, np.int64))
+            msgs = [q.popleft() for _ in range(n_ready)]
+            if self.frame_period_ps is not None:
+                n = sum(ts.size for ts, _ in msgs)
+                try:
+                    times.append(referenced_times(msgs, self.frame_period_ps, out=self._work(n)))
+                except DriverError as e:
+                    raise e.attach(self.name, f"<RAW{b} stream>") from None
+                frames.extend(ref[-1:] for _, ref in msgs)  # indices are sorted: the last is the largest
+            else:
+                times.append(np.concatenate([ts + (self._next_subacq + k) * pper
+                                             for k, (ts, _) in enumerate(msgs)]))
             chans.append(self.channel_map[b])
         self._next_subacq += n_ready
         if self.frame_period_ps is not None:

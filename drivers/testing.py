@@ -11,13 +11,16 @@ instrument answers — and runs the real driver code against it with no socket::
 What it must not do: be used outside tests, or be lenient: any extra,
 missing or different message fails the test with both sides shown.
 
-Why two fakes: stream transports (TCP, serial, VISA) see bytes with
-terminators (:class:`FakeStreamTransport`), request/reply transports (ZeroMQ)
-see whole messages (:class:`FakeReqTransport`).
+Why two fakes: stream transports (TCP, serial, VISA) see a byte stream with
+terminators, matched byte by byte whatever the write boundaries
+(:class:`FakeStreamTransport`, the one scripted stream every driver protocol
+test uses); request/reply transports (ZeroMQ) see whole messages
+(:class:`FakeReqTransport`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 
@@ -36,11 +39,20 @@ def _b(x: bytes | str | None, term: bytes = b"") -> bytes | None:
 
 
 class FakeStreamTransport(StreamTransport):
-    """A stream whose writes must equal the scripted ones; replies are queued for reading.
+    """A stream whose written bytes must equal the scripted ones; replies are queued for reading.
 
-    ``pairs`` items are ``(sent, reply)``; ``str`` items get the terminators
-    appended, ``bytes`` are taken literally; ``sent=None`` means "the instrument
-    sends ``reply`` unprompted" (a stream chunk).
+    ``pairs`` items are ``(sent, reply)``; ``str`` items get the transport's
+    terminators appended, ``bytes`` are taken literally; ``reply=None`` means no
+    answer (a read then times out); ``sent=None`` means "the instrument sends
+    ``reply`` unprompted" (a stream chunk, released as soon as the exchanges
+    before it are complete).
+
+    Writes are matched byte by byte, not call by call: a driver may send one
+    command in several writes, or several commands in one write, as real
+    stream sockets and serial ports allow. Every byte must match the next
+    expected byte (AssertionError showing both sides at the first difference);
+    a reply is released once its command is complete. ``sent`` keeps every
+    byte written, for tests that want to look at the whole conversation.
     """
 
     def __init__(self, pairs: Sequence[Pair], **kw):
@@ -49,7 +61,9 @@ class FakeStreamTransport(StreamTransport):
         self._pairs = [(_b(s, self.write_termination), _b(r, self.read_termination)) for s, r in pairs]
         self._i = 0
         self._open = False
-        self._pending = bytearray()
+        self._partial = bytearray()  # bytes of the current command received so far
+        self._pending = bytearray()  # replies released, not yet read
+        self.sent = bytearray()
         self._advance_unprompted()
 
     @property
@@ -72,27 +86,42 @@ class FakeStreamTransport(StreamTransport):
             self._i += 1
 
     def _send(self, data: bytes) -> None:
-        if self._i >= len(self._pairs):
-            raise AssertionError(f"unexpected write {data!r}: the script has ended")
-        sent, reply = self._pairs[self._i]
-        if data != sent:
-            raise AssertionError(f"exchange {self._i}: driver wrote {data!r}, script expects {sent!r}")
-        self._i += 1
-        if reply:
-            self._pending += reply
-        self._advance_unprompted()
+        self.sent += data
+        self._partial += data
+        while self._partial:
+            if self._i >= len(self._pairs):
+                raise AssertionError(f"unexpected write {bytes(self._partial)!r}: the script has ended")
+            want, reply = self._pairs[self._i]
+            assert want is not None  # unprompted entries are consumed by _advance_unprompted
+            n = min(len(want), len(self._partial))
+            if bytes(self._partial[:n]) != want[:n]:
+                got = bytes(self._partial[:len(want)])
+                raise AssertionError(f"exchange {self._i}: driver wrote {got!r}, script expects {want!r}")
+            if len(self._partial) < len(want):
+                return  # the rest of this command comes in a later write
+            del self._partial[:len(want)]
+            self._i += 1
+            if reply:
+                self._pending += reply
+            self._advance_unprompted()
 
     def _recv(self, max_bytes: int, timeout_s: float) -> bytes:
         if not self._open:
             raise NotConnected("fake-stream is not open")
+        if not self._pending:
+            time.sleep(min(max(timeout_s, 0.0), 0.01))  # nothing to read: let the deadline pass, no spin
+            return b""
         out = bytes(self._pending[:max_bytes])
         del self._pending[:max_bytes]
         return out
 
     def assert_done(self) -> None:
+        """Fail unless every exchange happened, no command is half-sent and every reply was read."""
         left = self._pairs[self._i:]
-        if left or self._pending or self._buf:
-            raise AssertionError(f"script not finished: remaining {left}, unread {bytes(self._pending)!r}")
+        if left or self._partial or self._pending or self._buf:
+            raise AssertionError(f"script not finished at exchange {self._i} of {len(self._pairs)}: "
+                                 f"remaining {left}, half-sent {bytes(self._partial)!r}, "
+                                 f"unread {bytes(self._pending) + bytes(self._buf)!r}")
 
 
 class FakeReqTransport(Transport):

@@ -36,7 +36,13 @@ replay after its restart is refused too.
 
 What it must not do: expose a switch that disables authentication (none
 exists), log pad or hash-key bytes, or re-derive pads from anything but the
-pool. Pads live in the pool's bytearrays, which ``wipe()`` zeroes.
+pool. Pads live in the pool's bytearrays, which ``wipe()`` zeroes (``_wipe``:
+the C core's ``qpp_memzero``). Secret bytes are read into bytearrays (the PSK
+file with ``readinto``), streams grow by copying into a fresh bytearray and
+wiping the old one (a ``+=`` could leave the old buffer unwiped in a realloc),
+and segments are written to SQLite from memoryviews of the key material. The
+one copy we cannot wipe is the ``bytes`` object SQLite returns for a BLOB: it is
+copied into the pool at once and dropped, one row at a time.
 
 The hash is the C core's ``postproc_c.poly_hash_bytes``; ``poly_hash_bytes_ref``
 below is an independent numpy reference of the same definition (tests check
@@ -161,6 +167,44 @@ def poly_hash_bytes_ref(data: bytes | bytearray | memoryview, key: int) -> int:
     return int(np.bitwise_xor.reduce(prod))
 
 
+def _wipe(buf: bytearray | memoryview) -> None:
+    """Zero a key buffer in place (the C core's qpp_memzero, else a slice assignment)."""
+    if _C_MEMZERO is not None:
+        _C_MEMZERO(buf)
+    else:  # pragma: no cover - core without memzero
+        buf[:] = bytes(len(buf))
+
+
+def _c_memzero():
+    try:
+        import postproc_c
+        return getattr(postproc_c, "memzero", None)
+    except ImportError:  # pragma: no cover
+        return None
+
+
+_C_MEMZERO = _c_memzero()
+
+
+def _read_secret_file(path: Path) -> bytearray:
+    """The whole file in a bytearray (readinto: no immutable bytes copy of the secret)."""
+    with open(path, "rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            n = fh.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        view.release()
+    if got != size:  # the file shrank under us
+        _wipe(buf)
+        raise OSError(5, "short read")
+    return buf
+
+
 def _c_poly_hash():
     try:
         import postproc_c
@@ -203,33 +247,33 @@ def write_psk(path: str | os.PathLike, link_id: str, n_bytes_per_stream: int = 6
         os.write(fd, body)
     finally:
         os.close(fd)
-        body[:] = bytes(len(body))
+        _wipe(body)
 
 
 def read_psk(path: str | os.PathLike) -> tuple[str, dict[str, bytearray]]:
     """Read a PSK file: (link_id, stream name -> bytearray of its initial bytes)."""
     p = Path(path)
     try:
-        raw = bytearray(p.read_bytes())
+        raw = _read_secret_file(p)
     except OSError as exc:
         raise AuthError(f"{p}: cannot read the pre-shared secret file: {exc.strerror}") from exc
     try:
         if not raw.startswith(PSK_MAGIC):
             raise ValueError("not a qkd PSK file (bad magic)")
-        rest = raw[len(PSK_MAGIC):]
-        nl1 = rest.index(b"\n")
-        nl2 = rest.index(b"\n", nl1 + 1)
-        link_id = bytes(rest[:nl1]).decode()
-        per = int(bytes(rest[nl1 + 1:nl2]))
-        body = rest[nl2 + 1:]
+        m = len(PSK_MAGIC)
+        nl1 = raw.index(b"\n", m)
+        nl2 = raw.index(b"\n", nl1 + 1)
+        link_id = bytes(raw[m:nl1]).decode()
+        per = int(bytes(raw[nl1 + 1:nl2]))
+        body = memoryview(raw)[nl2 + 1:]      # a view: no unwiped copy of the secret
         if len(body) != per * len(STREAMS):
             raise ValueError(f"expected {per * len(STREAMS)} secret bytes, found {len(body)}")
+        streams = {s: bytearray(body[i * per:(i + 1) * per]) for i, s in enumerate(STREAMS)}
+        body.release()
     except ValueError as exc:
-        raw[:] = bytes(len(raw))
+        _wipe(raw)
         raise AuthError(f"{p}: malformed pre-shared secret file: {exc}") from exc
-    streams = {s: bytearray(body[i * per:(i + 1) * per]) for i, s in enumerate(STREAMS)}
-    body[:] = bytes(len(body))
-    raw[:] = bytes(len(raw))
+    _wipe(raw)
     return link_id, streams
 
 
@@ -261,12 +305,19 @@ class AuthPool:
         self.link_id, psk = read_psk(psk_path)
         self._db_path = os.fspath(state_db)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self._db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: every commit survives a crash of the process (what the
-        # restart tests kill); survive power loss too with FULL, at an fsync per commit.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self._db_path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise AuthError(f"{self._db_path}: cannot open the node's store: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: every commit survives a crash of the process (what the
+            # restart tests kill); survive power loss too with FULL, at an fsync per commit.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:  # a corrupt file: name it, do not start
+            self._db.close()
+            raise AuthError(f"{self._db_path}: node store is corrupt or unreadable ({exc})") from exc
         self._streams: dict[str, bytearray] = {}
         self._hash_key: dict[str, int] = {}
         self._seg_count: dict[str, int] = {}
@@ -305,7 +356,8 @@ class AuthPool:
     def tag(self, stream: str, seq: int, data: bytes | bytearray | memoryview) -> bytes:
         """The Wegman–Carter tag of ``data`` sent as sequence number ``seq`` of ``stream``."""
         h = poly_hash_bytes(data, self._hash_key[stream])
-        pad = int.from_bytes(self._pad(stream, seq), "little")
+        with self._lock:   # refresh() swaps the stream buffer and wipes the old one
+            pad = int.from_bytes(self._pad(stream, seq), "little")
         return (h ^ pad).to_bytes(TAG_BYTES, "little")
 
     def verify(self, stream: str, seq: int, data: bytes | bytearray | memoryview, tag: bytes) -> bool:
@@ -315,6 +367,13 @@ class AuthPool:
         except PoolExhausted:
             return False
         return hmac.compare_digest(expect, bytes(tag))
+
+    def _write(self, sql: str, args: tuple) -> None:
+        """One durable state update; a failed file (disk full, I/O error) raises AuthError naming it."""
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise AuthError(f"{self._db_path}: cannot record the authentication state: {exc}") from exc
 
     # sequence numbers --------------------------------------------------------------------
     def next_send_seq(self, stream: str) -> int:
@@ -327,7 +386,7 @@ class AuthPool:
                 raise PoolExhausted(f"auth pool stream {stream} exhausted at sequence number {seq}")
             if seq >= self._send_reserved[stream]:
                 new = min(seq + RESERVE_BATCH, self.capacity(stream))
-                self._db.execute("UPDATE auth_state SET send_reserved=? WHERE stream=?", (new, stream))
+                self._write("UPDATE auth_state SET send_reserved=? WHERE stream=?", (new, stream))
                 self._send_reserved[stream] = new
             self._send_next[stream] = seq + 1
             return seq
@@ -346,7 +405,7 @@ class AuthPool:
             if seq <= self._recv_last[stream]:
                 raise ValueError(f"seq: {seq} not above the last accepted {self._recv_last[stream]}")
             if durable:
-                self._db.execute("UPDATE auth_state SET recv_last=? WHERE stream=?", (seq, stream))
+                self._write("UPDATE auth_state SET recv_last=? WHERE stream=?", (seq, stream))
             self._recv_last[stream] = seq
 
     # replenishment and accounting ----------------------------------------------------------
@@ -354,13 +413,20 @@ class AuthPool:
         # Segments are used in index order and only up to the first missing index: Alice
         # assigns the indices (link.commit), and Bob may commit a later block first.
         for s in STREAMS:
-            rows = self._db.execute("SELECT idx, data FROM auth_segment WHERE stream=? AND idx>=? "
-                                    "ORDER BY idx", (s, self._seg_count[s])).fetchall()
-            for idx, data in rows:
+            cur = self._db.execute("SELECT idx, data FROM auth_segment WHERE stream=? AND idx>=? "
+                                   "ORDER BY idx", (s, self._seg_count[s]))
+            for idx, data in cur:   # one row (one unwipeable bytes object) alive at a time
                 if idx != self._seg_count[s]:
                     break
-                self._streams[s] += data
+                old = self._streams[s]
+                grown = bytearray(len(old) + len(data))
+                grown[:len(old)] = old
+                grown[len(old):] = data
+                del data
+                self._streams[s] = grown
+                _wipe(old)
                 self._seg_count[s] += 1
+            cur.close()
 
     def refresh(self) -> None:
         """Pick up segments the key store added since (same file, other connection)."""
@@ -388,7 +454,7 @@ class AuthPool:
 
     def wipe(self) -> None:
         for buf in self._streams.values():
-            buf[:] = bytes(len(buf))
+            _wipe(buf)
         self._hash_key = dict.fromkeys(self._hash_key, 0)
 
 
@@ -420,7 +486,7 @@ def append_segments_sql(conn: sqlite3.Connection, source: str, material: bytearr
     for s in STREAMS:
         n = unit * SEGMENT_WEIGHTS[s.split(".", 1)[1]]
         conn.execute("INSERT INTO auth_segment(stream, idx, data, source) VALUES (?,?,?,?)",
-                     (s, idx, bytes(material[off:off + n]), source))
+                     (s, idx, memoryview(material)[off:off + n], source))   # no bytes copy
         off += n
     return off
 

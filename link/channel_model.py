@@ -14,6 +14,15 @@ paper's eta_Bob = 10 % that would make the optical error rate about 5 % at
 every distance instead of the stated e_mis = 0.5 %, so we take eta = eta_sys
 (the light that is detected), which makes e_mis the optical error rate the text
 describes. ``misalignment_uses_eta_sys=False`` gives the printed form.
+
+Two further conventions are selectable because they decide the reach at small
+blocks (see ``bench/finite_key_repro.py``), both defaulting to the printed text:
+``dark_counts_total=False`` reads p_dc per detector, as the printed
+D_k = 1 - (1 - 2 p_dc) e^{-eta_sys k} does (True: p_dc is the sum over both
+detectors); ``leak_per_intensity=False`` sets lambda_EC = f_EC n_X h(e_obs) with
+e_obs the count-weighted error rate of the key basis (True: the sum over
+intensities of f_EC n_X,k h(e_k), i.e. each intensity reconciled at its own
+error rate).
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ class FiberSystem:
     attenuation_db_per_km: float = 0.2
     f_ec: float = 1.16
     misalignment_uses_eta_sys: bool = True
+    dark_counts_total: bool = False
+    leak_per_intensity: bool = False
 
     def eta_channel(self, length_km: float) -> float:
         return 10 ** (-self.attenuation_db_per_km * length_km / 10)
@@ -43,10 +54,11 @@ class FiberSystem:
         """(R_k, e_k): detection and bit-error probability per pulse of intensity mu."""
         eta_ch = self.eta_channel(length_km)
         eta_sys = eta_ch * self.eta_bob
-        d = 1.0 - (1.0 - 2.0 * self.p_dc) * math.exp(-eta_sys * mu)
+        p_dc_sum = self.p_dc if self.dark_counts_total else 2.0 * self.p_dc
+        d = 1.0 - (1.0 - p_dc_sum) * math.exp(-eta_sys * mu)
         r = d * (1.0 + self.p_ap)
         eta_e = eta_sys if self.misalignment_uses_eta_sys else eta_ch
-        e = self.p_dc + self.e_mis * (1.0 - math.exp(-eta_e * mu)) + self.p_ap * d / 2.0
+        e = p_dc_sum / 2.0 + self.e_mis * (1.0 - math.exp(-eta_e * mu)) + self.p_ap * d / 2.0
         return r, e
 
     def expected_counts(self, length_km: float, n_key: float, p_key_basis: float,
@@ -65,6 +77,9 @@ class FiberSystem:
         key_m = tuple(n_pulses * qk * p * e for p, (_, e) in zip(decoy.probs, per, strict=True))
         test_n = tuple(n_pulses * qt * p * r for p, (r, _) in zip(decoy.probs, per, strict=True))
         test_m = tuple(n_pulses * qt * p * e for p, (_, e) in zip(decoy.probs, per, strict=True))
-        e_obs = sum(key_m) / sum(key_n)
-        leak = self.f_ec * n_key * binary_entropy(e_obs)
+        if self.leak_per_intensity:
+            leak = self.f_ec * sum(n * binary_entropy(m / n) for n, m in zip(key_n, key_m, strict=True))
+        else:
+            e_obs = sum(key_m) / sum(key_n)
+            leak = self.f_ec * n_key * binary_entropy(e_obs)
         return BasisCounts(key_n, key_m), BasisCounts(test_n, test_m), n_pulses, leak

@@ -32,6 +32,14 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="rig (default): the nodes drive the HIL rig's emulated instruments through "
                         "the production drivers; model: the physical model in process (faster, "
                         "no wire protocols)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write the run here: summary.json, telemetry.jsonl, the key stores "
+                        "(read back by `qkd report --run DIR`)")
+    p.add_argument("--kme", action="store_true",
+                   help="start both nodes' ETSI GS QKD 014 KMEs during the run (a lab PKI is made "
+                        "in the run's folder: needs --out or --workdir)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics of both nodes on 127.0.0.1:PORT (0: any free port)")
 
 
 def _fmt_rate(bps: float) -> str:
@@ -57,6 +65,14 @@ def _run(args: argparse.Namespace) -> int:
         scen = LinkModel(args.scenario, seed=args.seed).scenario
     except (ValueError, OSError) as exc:
         print(f"qkd run: {exc}", file=sys.stderr)
+        return 2
+    workdir = args.workdir or args.out
+    if args.kme and not workdir:
+        print("qkd run: --kme needs --out or --workdir (the SAE certificates are written there)",
+              file=sys.stderr)
+        return 2
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        print("qkd run: --metrics-port must be 0..65535", file=sys.stderr)
         return 2
     over = {}
     if args.block_bits:
@@ -91,9 +107,20 @@ def _run(args: argparse.Namespace) -> int:
                   f"{cfg.block_bits} Z bits, both nodes on this machine, "
                   f"{'emulated instruments' if args.instruments == 'rig' else 'in-process model'} "
                   f"(Ctrl-C ends the run)")
+        from .services import run_services
+        attach = run_services(workdir, kme=args.kme, metrics_port=args.metrics_port,
+                              telemetry_log=args.out is not None,
+                              say=None if args.json else (lambda line: print(line, flush=True)))
         s = run_local(args.scenario, blocks=args.blocks, duration_s=args.duration, seed=args.seed,
-                      workdir=args.workdir, config=cfg, progress=progress, stop_event=stop,
-                      instruments=args.instruments)
+                      workdir=workdir, config=cfg, progress=progress, stop_event=stop,
+                      instruments=args.instruments, attach=attach)
+        if args.out:
+            from pathlib import Path
+            s["config"] = {"blocks": args.blocks, "seed": args.seed, "instruments": args.instruments,
+                           "scenario": args.scenario or scen.name, "block_bits": cfg.block_bits,
+                           "eps_sec": cfg.eps_sec, "eps_cor": cfg.eps_cor,
+                           "finite_key": cfg.finite_key, "reconciliation": cfg.reconciliation}
+            (Path(args.out) / "summary.json").write_text(json.dumps(s, default=float, indent=1))
     finally:
         signal.signal(signal.SIGINT, old)
     if args.json:
@@ -147,9 +174,16 @@ def _monitor_args(p: argparse.ArgumentParser) -> None:
                    help="telemetry PUB endpoint(s) of the node(s), e.g. tcp://127.0.0.1:7110")
     p.add_argument("--count", type=int, default=0, help="stop after this many messages (default: run)")
     p.add_argument("--json", action="store_true", help="print the raw JSON messages")
+    p.add_argument("--dashboard", action="store_true",
+                   help="live view with sparklines of key rate, QBER and f (redrawn in place on a "
+                        "terminal, one frame per refresh in a log)")
+    p.add_argument("--refresh", type=float, default=1.0, metavar="S",
+                   help="dashboard: seconds between frames (default 1)")
+    p.add_argument("--width", type=int, default=40, help="dashboard: samples per sparkline (default 40)")
 
 
-@command("monitor", "live view of a node's telemetry (rates, QBER, blocks, alarms)", _monitor_args)
+@command("monitor", "live view of a node's telemetry (rates, QBER, blocks, alarms; --dashboard: "
+                    "sparklines)", _monitor_args)
 def _monitor(args: argparse.Namespace) -> int:
     import zmq
 
@@ -160,12 +194,32 @@ def _monitor(args: argparse.Namespace) -> int:
     for ep in args.connect:
         sub.connect(ep)
     n = 0
+    dash = None
+    if args.dashboard:
+        from .dashboard import Dashboard
+        if args.refresh <= 0 or args.width < 4:
+            print("qkd monitor: --refresh must be > 0 and --width >= 4", file=sys.stderr)
+            return 2
+        dash = Dashboard(args.width)
+    tty = sys.stdout.isatty()
+    next_frame = time.monotonic() + (args.refresh if dash else 0)
+
+    def draw() -> None:
+        frame = dash.render()
+        print(("\x1b[H\x1b[J" + frame) if tty else frame + "\n", flush=True)
+
     try:
         while args.count <= 0 or n < args.count:
-            if not sub.poll(1000):
+            if dash is not None and time.monotonic() >= next_frame:
+                next_frame = time.monotonic() + args.refresh
+                draw()
+            if not sub.poll(min(1000, int(args.refresh * 1000)) if dash else 1000):
                 continue
             msg = json.loads(sub.recv_string())
             n += 1
+            if dash is not None:
+                dash.update(msg)
+                continue
             if args.json:
                 print(json.dumps(msg), flush=True)
                 continue
@@ -190,6 +244,8 @@ def _monitor(args: argparse.Namespace) -> int:
     finally:
         sub.close(0)
         ctx.term()
+    if dash is not None:
+        draw()   # the final state
     return 0
 
 
@@ -247,12 +303,41 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
                                      fs.window_ps or 0.8e12 / fs.clock_hz))
     node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
                 block_limit=args.blocks or None, frame_slots=fs.frame_slots)
+    pol = None
+    if nf.calibration.track_polarization:          # [calibration]: issue 7's tracking loop on Bob
+        from calibration.tracking import PolarizationTracking
+
+        try:
+            pol = lab.build(role, nf.calibration.controller)
+            pol.open()
+            node.tracking = PolarizationTracking(
+                pol, drift_rad_per_sqrt_s=nf.calibration.drift_rad_per_sqrt_s,
+                frame_s=fs.frame_slots / fs.clock_hz, guard_frames=cfg.max_frames_in_flight)
+        except Exception as exc:  # noqa: BLE001 - any driver/config failure: refuse to start
+            print(f"qkd {role}: polarization tracking: {exc}", file=sys.stderr)
+            node.close()
+            return 2
     stop = threading.Event()
     old = signal.signal(signal.SIGINT, lambda *a: stop.set())
     node.start()
     print(f"qkd {role}: link {nf.link_id}, telemetry on {node.telemetry_endpoint}", flush=True)
+    from .services import close_all, start_kme, start_metrics
+    closers: list = []
     last = 0.0
     try:
+        try:
+            if nf.metrics is not None:
+                ex = start_metrics([node], nf.metrics)
+                closers.append(ex.stop)
+                print(f"qkd {role}: metrics on http://{nf.metrics.addr}:{ex.port}/metrics", flush=True)
+            if nf.kme is not None:
+                kh = start_kme(nf.kme, store, role, node=node)
+                closers.append(kh.close)
+                print(f"qkd {role}: KME {nf.kme.kme_id} at {kh.url} (SAEs {', '.join(sorted(nf.kme.saes))}, "
+                      f"reservations over the link with {nf.kme.peer_kme_id})", flush=True)
+        except (OSError, ValueError) as exc:   # a port in use, unreadable certificates
+            print(f"qkd {role}: cannot start the node's services: {exc}", file=sys.stderr)
+            return 2
         while not stop.is_set() and not node.stopped:
             if role == "alice" and args.blocks and len(node.results) >= args.blocks and node.idle():
                 ch.send(MsgType.STOP, 0, lane="ctrl")
@@ -269,12 +354,15 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
         signal.signal(signal.SIGINT, old)
         st = node.status()
         st["alarms"] = sorted({a["alarm"] for a in node.alarms})
+        close_all(closers)
         node.close()
         ch.close()
-        try:
-            fe.close()
-        except Exception:  # noqa: BLE001 - closing an instrument at exit is best effort
-            pass
+        for inst in (fe, pol):
+            try:
+                if inst is not None:
+                    inst.close()
+            except Exception:  # noqa: BLE001 - closing an instrument at exit is best effort
+                pass
         pool.close()
         store.close()
     if args.json:

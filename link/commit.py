@@ -45,7 +45,7 @@ import threading
 from collections.abc import Callable
 
 from .channel import Channel
-from .keystore import KeyStore
+from .keystore import KeyStore, KeyStoreIOError
 from .messages import Message, MsgType
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,8 @@ class Committer:
     def _bob_prepare(self, block_id: int, key: bytearray, key_bits: int) -> None:
         try:
             self.store.prepare(block_id, key, key_bits)
+        except KeyStoreIOError:  # the file failed (disk full, corrupt): stop the node, do not refuse quietly
+            raise
         except Exception as exc:  # already aborted here: refuse
             self._refuse(block_id, str(exc))
             return

@@ -36,6 +36,25 @@ Layout (paths are relative to the file)::
     offsets_ps = [0.0, 0.0, 0.0, 0.0]   # Bob: per-detector offsets from timing calibration
     window_ps = 800.0                   # Bob: detection window
 
+    [kme]                               # optional: the ETSI GS QKD 014 key delivery (link.kme)
+    kme_id = "KME_A"
+    peer_kme_id = "KME_B"
+    listen = "127.0.0.1:8443"           # HOST:PORT of the HTTPS server (port 0: any free port)
+    cert = "pki/KME_A.pem"              # from `qkd pki`: server + client certificate
+    key = "pki/KME_A.key"
+    ca = "pki/ca.pem"                   # the CA that signed the SAEs' and the peer KME's certificates
+    reservations = "alice-kme.db"       # keys reserved for this site's slave SAEs (SQLite)
+    peer_url = "https://10.0.0.2:8443"  # standalone `qkd kme` only: the peer KME (mutual TLS);
+                                        # inside `qkd alice`/`qkd bob` the link's channel is used
+    key_size = 256                      # and min_key_size, max_key_size, max_key_per_request,
+                                        # max_key_count, timeout_s (the peer's answer)
+    [kme.saes]                          # SAE attached to this KME = the remote SAEs it shares keys with
+    SAE_A = ["SAE_B"]
+
+    [metrics]                           # optional: Prometheus endpoint of `qkd alice`/`qkd bob`
+    port = 9100                         # 0: any free port
+    addr = "127.0.0.1"
+
 What it must not do: open sockets, files other than the one it reads, or
 instruments. Every error is a ``ConfigError`` naming the file, the dotted key
 and what was expected, raised on load (never later, half-way through a run).
@@ -78,6 +97,37 @@ class FrontendSettings:
 
 
 @dataclass
+class CalibrationSettings:
+    """``[calibration]`` (Bob, optional): polarization tracking while key is made (issue 7)."""
+
+    track_polarization: bool = False
+    controller: str = "polarization"          # the controller's role in the lab file (bob.<controller>)
+    drift_rad_per_sqrt_s: float = 0.1          # expected fiber drift (the tracker's process noise)
+
+
+@dataclass
+class KmeSettings:
+    kme_id: str
+    peer_kme_id: str
+    host: str
+    port: int
+    cert: Path
+    key: Path
+    ca: Path
+    reservations: Path
+    saes: dict[str, tuple[str, ...]]
+    peer_url: str | None = None
+    timeout_s: float = 5.0
+    limits: dict[str, int] = field(default_factory=dict)   # key_size, min_key_size, ... (KmeConfig)
+
+
+@dataclass
+class MetricsSettings:
+    port: int
+    addr: str = "127.0.0.1"
+
+
+@dataclass
 class NodeFile:
     source: Path
     role: str
@@ -87,6 +137,9 @@ class NodeFile:
     channel: ChannelSettings
     frontend: FrontendSettings
     protocol: NodeConfig = field(default_factory=NodeConfig)
+    kme: KmeSettings | None = None
+    metrics: MetricsSettings | None = None
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
 
 
 _NUM = (int, float)
@@ -146,7 +199,7 @@ def _float_list(n: int | None, lo: float | None = None):
 def parse_node_file(data: dict, source: str | Path) -> NodeFile:
     src = str(source)
     base = Path(source).resolve().parent if source != "<dict>" else Path.cwd()
-    _unknown(src, data, "", {"node", "channel", "protocol", "frontend"})
+    _unknown(src, data, "", {"node", "channel", "protocol", "frontend", "calibration", "kme", "metrics"})
     node = _table(src, data, "node")
     _unknown(src, node, "node", {"role", "link_id", "psk", "store"})
     role = _get(src, node, "node", "role", (str,), '"alice" or "bob"',
@@ -226,7 +279,92 @@ def parse_node_file(data: dict, source: str | Path) -> NodeFile:
                                                 "4 numbers (ps)", [0.0] * 4, check=_float_list(4))),
         window_ps=float(_get(src, fe, "frontend", "window_ps", _NUM, "a window in ps >= 0", 0.0,
                              check=lambda v: None if v >= 0 else "must be >= 0")))
-    return NodeFile(Path(source), role, link_id, psk, store, chs, fes, cfg)
+    ca = _table(src, data, "calibration", required=False)
+    _unknown(src, ca, "calibration", {"track_polarization", "controller", "drift_rad_per_sqrt_s"})
+    cal = CalibrationSettings(
+        track_polarization=_get(src, ca, "calibration", "track_polarization", (bool,), "true or false",
+                                False),
+        controller=_get(src, ca, "calibration", "controller", (str,),
+                        "the polarization controller's role in the lab file", "polarization"),
+        drift_rad_per_sqrt_s=float(_get(src, ca, "calibration", "drift_rad_per_sqrt_s", _NUM,
+                                        "a rate in rad/sqrt(s) > 0", 0.1,
+                                        check=lambda v: None if v > 0 else "must be > 0")))
+    if cal.track_polarization and role != "bob":
+        raise ConfigError(src, "calibration.track_polarization", "only Bob's node drives a controller")
+    kme = parse_kme(src, base, data) if "kme" in data else None
+    metrics = None
+    if "metrics" in data:
+        mt = _table(src, data, "metrics")
+        _unknown(src, mt, "metrics", {"port", "addr"})
+        metrics = MetricsSettings(
+            port=_get(src, mt, "metrics", "port", (int,), "a TCP port 0..65535",
+                      check=lambda v: None if 0 <= v <= 65535 else "out of range"),
+            addr=_get(src, mt, "metrics", "addr", (str,), "an address to listen on", "127.0.0.1",
+                      check=lambda v: None if v.strip() else "empty"))
+    return NodeFile(Path(source), role, link_id, psk, store, chs, fes, cfg, kme, metrics, cal)
+
+
+_KME_LIMITS = ("key_size", "min_key_size", "max_key_size", "max_key_per_request", "max_key_count")
+
+
+def _host_port(v: str) -> str | None:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return "expected HOST:PORT"
+    return None
+
+
+def parse_kme(src: str, base: Path, data: dict) -> KmeSettings:
+    """The ``[kme]`` table (see the module docstring); ``ConfigError`` naming ``kme.<key>``."""
+    km = _table(src, data, "kme")
+    _unknown(src, km, "kme", {"kme_id", "peer_kme_id", "listen", "cert", "key", "ca", "reservations",
+                              "peer_url", "timeout_s", "saes", *_KME_LIMITS})
+    nonempty = lambda v: None if v.strip() else "empty"  # noqa: E731
+    kme_id = _get(src, km, "kme", "kme_id", (str,), "a non-empty KME ID", check=nonempty)
+    peer = _get(src, km, "kme", "peer_kme_id", (str,), "the peer KME's ID", check=nonempty)
+    if peer == kme_id:
+        raise ConfigError(src, "kme.peer_kme_id", f"must differ from kme.kme_id ({kme_id!r})")
+    listen = _get(src, km, "kme", "listen", (str,), "HOST:PORT", "127.0.0.1:0", check=_host_port)
+    host, _, port = listen.rpartition(":")
+    paths = {}
+    for k, what in (("cert", "the KME's certificate (PEM)"), ("key", "the KME's private key (PEM)"),
+                    ("ca", "the lab CA certificate (PEM)")):
+        p = base / _get(src, km, "kme", k, (str,), f"a path to {what}")
+        if not p.is_file():
+            raise ConfigError(src, f"kme.{k}", f"{p} does not exist (create it with `qkd pki`)")
+        paths[k] = p
+    reservations = base / _get(src, km, "kme", "reservations", (str,),
+                               "a path for the reservation store (SQLite)")
+    peer_url = _get(src, km, "kme", "peer_url", (str,), "https://HOST:PORT", None,
+                    check=lambda v: None if v.startswith("https://") else "not an https:// URL")
+    timeout_s = float(_get(src, km, "kme", "timeout_s", _NUM, "seconds > 0", 5.0,
+                           check=lambda v: None if v > 0 else "must be > 0"))
+    limits = {k: _get(src, km, "kme", k, (int,), "an integer > 0",
+                      check=lambda v: None if v > 0 else "must be > 0") for k in _KME_LIMITS if k in km}
+    for k in ("key_size", "min_key_size", "max_key_size"):
+        if k in limits and limits[k] % 8:
+            raise ConfigError(src, f"kme.{k}", f"expected a multiple of 8 bits, got {limits[k]}")
+    saes_t = km.get("saes")
+    if not isinstance(saes_t, dict) or not saes_t:
+        raise ConfigError(src, "kme.saes", "expected a table SAE_ID = [remote SAE IDs] with at least "
+                                            "one SAE")
+    saes: dict[str, tuple[str, ...]] = {}
+    for sae, partners in saes_t.items():
+        if not sae.strip():
+            raise ConfigError(src, "kme.saes", "blank SAE ID")
+        if not isinstance(partners, list) or not all(isinstance(x, str) and x.strip() for x in partners):
+            raise ConfigError(src, f"kme.saes.{sae}", f"expected a list of remote SAE IDs, got {partners!r}")
+        if sae in partners:
+            raise ConfigError(src, f"kme.saes.{sae}", "an SAE cannot share keys with itself")
+        saes[sae] = tuple(partners)
+    from .kme import KmeConfig
+    try:
+        KmeConfig(kme_id, peer, tuple(saes), saes, **limits)
+    except ValueError as exc:
+        name, _, problem = str(exc).partition(": ")
+        raise ConfigError(src, f"kme.{name}", problem or str(exc)) from None
+    return KmeSettings(kme_id, peer, host, int(port), paths["cert"], paths["key"], paths["ca"],
+                       reservations, saes, peer_url, timeout_s, limits)
 
 
 def load_node_file(path: str | Path) -> NodeFile:

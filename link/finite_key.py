@@ -17,6 +17,12 @@ the symbols are mapped, the physics is unchanged.
 
 Conventions where the papers are silent (stated so a reader can check them):
 
+* The Hoeffding lower bounds n^-_k, m^-_k on the expected counts of each
+  intensity (Lim 2014 Eqs. A8, A10) are clipped at 0: the expected counts are
+  non-negative, so max(0, n_k - delta) bounds them with the same probability.
+  This matters whenever an intensity has fewer counts than delta (the
+  near-vacuum intensity's errors in a small block): unclipped, -m^-_{mu3} adds
+  delta e^mu3 / p_mu3 to the single-photon error bound of Eq. (4).
 * Lower bounds on vacuum and single-photon counts are clipped at 0; an upper
   bound on single-photon errors is clipped at 0. A single-photon lower bound of
   zero in either basis gives no key (``ell = 0``, reason ``"no single-photon
@@ -170,8 +176,9 @@ class FiniteKeyResult:
 
 
 def _scaled(counts: tuple[int, ...], delta: float, decoy: DecoySettings, sign: int) -> list[float]:
-    # n^{+-}_k = e^k / p_k (n_k +- delta)  (Lim 2014, after Eq. 2)
-    return [math.exp(mu) / p * (c + sign * delta)
+    # n^{+-}_k = e^k / p_k (n_k +- delta)  (Lim 2014, after Eq. 2; Eqs. A7-A10),
+    # the lower one clipped at 0 (expected counts are >= 0; module docstring)
+    return [math.exp(mu) / p * (max(0.0, c - delta) if sign < 0 else c + delta)
             for c, mu, p in zip(counts, decoy.mus, decoy.probs, strict=True)]
 
 

@@ -59,6 +59,13 @@ class KeyStoreError(RuntimeError):
     """A key store operation is invalid (wrong state, wrong link, unknown key)."""
 
 
+class KeyStoreIOError(KeyStoreError):
+    """The store's file failed (corrupt, disk full, I/O error); the message names the file.
+
+    Unlike a refused operation this is not a protocol answer: the node must stop
+    with an alarm (a full disk would otherwise refuse every block, quietly)."""
+
+
 def key_id(link_id: str, block_id: int, index: int) -> str:
     """The ID both nodes give key ``index`` of block ``block_id`` of link ``link_id``."""
     return str(uuid.uuid5(NAMESPACE, f"{link_id}/{block_id}/{index}"))
@@ -86,15 +93,30 @@ class KeyStore:
         self.key_size_bits = key_size_bits
         self.auth_refill_bytes = auth_refill_bytes
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")   # durable against a killed process
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.executescript(_SCHEMA)
-        # the auth tables live here too (append_segments_sql writes them in our commit)
-        from .auth import _SCHEMA as AUTH_SCHEMA
-        self._db.executescript(AUTH_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                       timeout=30)
+        except sqlite3.Error as exc:
+            raise KeyStoreIOError(f"{self.path}: cannot open the key store: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")   # durable against a killed process
+            self._db.execute("PRAGMA secure_delete=ON")
+            # A damaged file must stop the node here, naming the file, not half-way through
+            # a commit (where one side would then hold a block the other cannot record).
+            # quick_check reads every page once (O(file size), ~10 ms per MB).
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)").fetchall()]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems))
+            self._db.executescript(_SCHEMA)
+            # the auth tables live here too (append_segments_sql writes them in our commit)
+            from .auth import _SCHEMA as AUTH_SCHEMA
+            self._db.executescript(AUTH_SCHEMA)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise KeyStoreIOError(f"{self.path}: key store is corrupt or unreadable ({exc}); keep the file "
+                                f"for inspection, restore it from a backup, or start a new store "
+                                f"on both nodes") from exc
         with self._tx():
             row = self._db.execute("SELECT value FROM meta WHERE name='link_id'").fetchone()
             if row is None:
@@ -113,8 +135,25 @@ class KeyStore:
             return self.s._db
 
         def __exit__(self, et, ev, tb):
+            # A failed statement or COMMIT (disk full, I/O error) rolls the whole
+            # transaction back: a block is in exactly its old state, never half-written.
+            db = self.s._db
             try:
-                self.s._db.execute("COMMIT" if et is None else "ROLLBACK")
+                if et is None:
+                    try:
+                        db.execute("COMMIT")
+                        return False
+                    except sqlite3.Error as exc:
+                        ev = exc
+                if db.in_transaction:  # SQLite may already have rolled back (SQLITE_FULL)
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error:  # pragma: no cover - nothing more we can do here
+                        log.warning("%s: rollback failed", self.s.path, exc_info=True)
+                if isinstance(ev, sqlite3.Error):
+                    raise KeyStoreIOError(f"{self.s.path}: {ev} (transaction rolled back, "
+                                        f"store unchanged)") from ev
+                return False
             finally:
                 self.s._lock.release()
 
@@ -273,14 +312,25 @@ class KeyStore:
     def unit_bits(self) -> int:
         return self.key_size_bits
 
-    def available(self) -> int:
-        return self.count()
+    def available(self, share: int | None = None) -> int:
+        """Keys in the store; with ``share`` (0 or 1) only those whose index has that parity."""
+        if share is None:
+            return self.count()
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM key WHERE idx % 2 = ?", (int(share),)).fetchone()[0]
 
-    def peek(self, count: int) -> list[str]:
-        """IDs of the ``count`` oldest keys, without taking them."""
+    def peek(self, count: int, share: int | None = None) -> list[str]:
+        """IDs of the ``count`` oldest keys, without taking them.
+
+        ``share`` (0 or 1) keeps keys whose index within the block has that
+        parity: the two KMEs of a link hand out disjoint halves as masters, so
+        SAEs at both ends can start key requests at the same time without
+        both reaching for the same store key.
+        """
+        where, args = ("WHERE idx % 2 = ? ", (int(share),)) if share is not None else ("", ())
         with self._lock:
             return [r[0] for r in self._db.execute(
-                "SELECT key_id FROM key ORDER BY block_id, idx LIMIT ?", (int(count),))]
+                f"SELECT key_id FROM key {where}ORDER BY block_id, idx LIMIT ?", (*args, int(count)))]
 
     def take(self, key_ids) -> list[bytearray]:
         """Remove the named keys (overwritten, then deleted) and return them, all or none.

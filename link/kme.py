@@ -32,6 +32,9 @@ the peer reserved but before it delivered hands the same keys out again under
 the same key_ID. A key is delivered once on each side and then erased; a
 dec_keys call for an unknown, already used or other-SAE key ID fails with 400.
 Hand-outs are serialized per KME, so concurrent requests never share a key.
+When SAEs at both sites act as masters, each KME hands out its own half of
+the store (``KmeConfig.master_share``, by key index parity), so the two never
+reach for the same store key; store takes are atomic either way.
 
 This module never logs key material.
 """
@@ -47,7 +50,7 @@ import sqlite3
 import ssl
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +59,7 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
+PEER_RESERVE_PATH = "/kme/v1/reserve"   # KME to KME (mutual TLS), outside the ETSI API
 KEY_ID_NAMESPACE = uuid.UUID("6f1c7a52-4e0b-4b7e-9d0c-0c1f5e8a2b61")
 
 
@@ -113,6 +117,9 @@ class KmeConfig:
     max_key_size: int = 4096
     max_key_per_request: int = 128
     max_key_count: int = 100_000
+    # which half of the store this KME hands out as master (KeyStore.peek's parity, 0 or 1);
+    # None: all of it (only one of the two KMEs ever acts as master)
+    master_share: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("key_size", "min_key_size", "max_key_size"):
@@ -123,6 +130,8 @@ class KmeConfig:
             raise ValueError("key_size: must lie between min_key_size and max_key_size")
         if self.max_key_per_request < 1:
             raise ValueError("max_key_per_request: must be >= 1")
+        if self.master_share not in (None, 0, 1):
+            raise ValueError(f"master_share: expected None, 0 or 1, got {self.master_share!r}")
 
 
 def derive_key_id(store_ids: Sequence[str], size: int) -> str:
@@ -131,7 +140,8 @@ def derive_key_id(store_ids: Sequence[str], size: int) -> str:
 
 
 def _wipe(buf: bytearray | memoryview) -> None:
-    buf[:] = bytes(len(buf))
+    from postproc_c import memzero  # the C core's qpp_memzero: in place, no temporary
+    memzero(buf)
 
 
 class ReservationStore:
@@ -254,6 +264,28 @@ class Kme:
         self.peer = peer
         self.stats = KmeStats()
         self._handout = threading.Lock()
+        # Reservations for the peer take their own lock, not _handout: while this KME's
+        # master hand-out waits for the peer, the peer may be waiting for us (SAEs at both
+        # sites requesting at once); sharing one lock would deadlock both until the timeout.
+        # The two never reach for the same store key when master_share splits the store.
+        self._reserve = threading.Lock()
+        # told of every delivery: {"kind": "kme", "enc_keys"|"dec_keys": n} (telemetry, metrics)
+        self.on_event: Callable[[dict], None] | None = None
+
+    def _available(self) -> int:
+        share = self.config.master_share
+        return self.source.available() if share is None else self.source.available(share)  # type: ignore[call-arg]
+
+    def _peek(self, count: int) -> list[str]:
+        share = self.config.master_share
+        return self.source.peek(count) if share is None else self.source.peek(count, share)  # type: ignore[call-arg]
+
+    def _served(self, call: str, n: int) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event({"kind": "kme", call: n})
+            except Exception:  # noqa: BLE001 - telemetry must not fail a delivery
+                log.exception("KME on_event callback failed")
 
     # -- authorization ------------------------------------------------------
     def _check_pair(self, caller: str, other: str, other_name: str) -> None:
@@ -277,7 +309,7 @@ class Kme:
             "master_SAE_ID": caller,
             "slave_SAE_ID": slave,
             "key_size": c.key_size,
-            "stored_key_count": min(self.source.available() // per_key, c.max_key_count),
+            "stored_key_count": min(self._available() // per_key, c.max_key_count),
             "max_key_count": c.max_key_count,
             "max_key_per_request": c.max_key_per_request,
             "max_key_size": c.max_key_size,
@@ -308,7 +340,7 @@ class Kme:
         if self.peer is None:
             raise KmeError(503, "no link to the peer KME: keys cannot be synchronized")
         with self._handout:
-            ids = self.source.peek(n * per_key)
+            ids = self._peek(n * per_key)
             if len(ids) < n * per_key:
                 raise KmeError(503, f"not enough key material: {len(ids) // per_key} keys of {s} bits "
                                     f"available, {n} requested")
@@ -328,6 +360,7 @@ class Kme:
             keys.append({"key_ID": b["key_ID"], "key": base64.b64encode(key).decode()})
             _wipe(key)
         self.stats.keys_served_enc += n
+        self._served("enc_keys", n)
         log.info("enc_keys: %d keys of %d bits for %s -> %s", n, s, caller, slave)
         return {"keys": keys}
 
@@ -336,7 +369,7 @@ class Kme:
         """Called (over the link) by the peer KME when its master SAE takes keys."""
         if slave not in self.config.local_saes or master not in self.config.partners.get(slave, ()):
             raise KmeError(401, f"reservation for unknown SAE pair {master!r} -> {slave!r}")
-        with self._handout:
+        with self._reserve:
             for k in keys:
                 kid, sids, size = str(k["key_ID"]), [str(x) for x in k["store_IDs"]], int(k["size"])
                 if derive_key_id(sids, size) != kid:
@@ -375,6 +408,7 @@ class Kme:
             out.append({"key_ID": kid, "key": base64.b64encode(key).decode()})
             _wipe(key)
         self.stats.keys_served_dec += len(out)
+        self._served("dec_keys", len(out))
         log.info("dec_keys: %d keys for %s from %s", len(out), caller, master)
         return {"keys": out}
 
@@ -478,6 +512,25 @@ def make_app(kme: Kme) -> web.Application:
         except KmeError as exc:
             return refused(exc)
 
+    async def peer_reserve(request: web.Request) -> web.Response:
+        # KME to KME (standalone `qkd kme`, link.kme_link.HttpsPeer): only the peer KME's
+        # certificate may reserve; not part of ETSI GS QKD 014, which leaves this open
+        try:
+            caller = _caller(request)
+            if caller != kme.config.peer_kme_id:
+                raise KmeError(401, f"only the peer KME {kme.config.peer_kme_id!r} may reserve keys")
+            body = await _json_body(request)
+            master, slave, keys = body.get("master_SAE_ID"), body.get("slave_SAE_ID"), body.get("keys")
+            if not isinstance(master, str) or not isinstance(slave, str) or not isinstance(keys, list):
+                raise KmeError(400, "expected master_SAE_ID, slave_SAE_ID and a list of keys")
+            try:
+                await call(kme.reserve_for_peer, master, slave, keys)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise KmeError(400, f"reservation refused: {exc!r}") from None
+            return web.json_response({"reserved": len(keys)})
+        except KmeError as exc:
+            return refused(exc)
+
     @web.middleware
     async def errors(request: web.Request, handler):
         try:
@@ -496,6 +549,7 @@ def make_app(kme: Kme) -> web.Application:
     app.router.add_route("POST", "/api/v1/keys/{sae}/enc_keys", enc_keys)
     app.router.add_route("GET", "/api/v1/keys/{sae}/dec_keys", dec_keys)
     app.router.add_route("POST", "/api/v1/keys/{sae}/dec_keys", dec_keys)
+    app.router.add_route("POST", PEER_RESERVE_PATH, peer_reserve)
     return app
 
 

@@ -56,6 +56,9 @@ class MsgType(IntEnum):
     # generic application data (tests, control)
     DATA = 40
     STOP = 41
+    # KME-to-KME key reservation (link.kme_link; ctrl lane; block_id carries the request ID)
+    KME_RESERVE = 50       # master's KME: JSON {master, slave, keys: [{key_ID, store_IDs, size}]}
+    KME_RESERVED = 51      # peer's KME: JSON {ok, status, message}
 
 
 class WireError(ValueError):

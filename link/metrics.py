@@ -5,7 +5,8 @@ A node publishes telemetry as JSON objects ``{"node", "kind", "t", ...}``
 exporter turns them into metrics without knowing every field in advance:
 
 * ``status``: every numeric field ``x`` becomes the gauge ``qkd_<x>`` (rates,
-  QBER, pool levels, key counts, ...);
+  QBER, pool levels, key counts, ...), or ``qkd_status_<x>`` where ``qkd_<x>``
+  is one of the counters below (``blocks``, ``secret_bits``);
 * ``block``: the counter ``qkd_blocks_total{result="ok"|"aborted"}``, the
   counter ``qkd_secret_bits_total``, and each numeric field ``x`` of the last
   block as the gauge ``qkd_last_block_<x>`` (QBER, f, leaked bits, ...);
@@ -58,6 +59,8 @@ class MetricsExporter:
         self.kme_keys = Counter("qkd_kme_keys_served", "keys delivered to applications (ETSI 014)",
                                 ["node", "call"], registry=r)
         self._server = None
+        self.port: int | None = None
+        self._counter_names = {"qkd_blocks", "qkd_secret_bits", "qkd_alarms", "qkd_kme_keys_served"}
 
     def _gauge(self, name: str, doc: str) -> Gauge:
         g = self._gauges.get(name)
@@ -74,9 +77,13 @@ class MetricsExporter:
         with self._lock:
             if kind == "status":
                 for k, v in _numbers({k: v for k, v in msg.items() if k not in skip}).items():
-                    self._gauge(_metric_name("qkd_", k), f"node status field {k}").labels(node).set(v)
+                    name = _metric_name("qkd_", k)
+                    if name in self._counter_names:  # e.g. status "blocks" vs the counter qkd_blocks
+                        name = _metric_name("qkd_status_", k)
+                    self._gauge(name, f"node status field {k}").labels(node).set(v)
             elif kind == "block":
-                ok = bool(msg.get("ok", False))
+                # the engine's block objects say "aborted" (link.node.BlockResult)
+                ok = not msg["aborted"] if "aborted" in msg else bool(msg.get("ok", False))
                 self.blocks.labels(node, "ok" if ok else "aborted").inc()
                 bits = msg.get("secret_bits", msg.get("ell", 0))
                 if ok and isinstance(bits, int | float) and bits > 0:
@@ -95,7 +102,8 @@ class MetricsExporter:
         """Start the HTTP endpoint; returns the port it listens on."""
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         self._server = server
-        return int(server.server_address[1])
+        self.port = int(server.server_address[1])
+        return self.port
 
     def stop(self) -> None:
         if self._server is not None:

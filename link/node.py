@@ -50,13 +50,14 @@ import numpy as np
 import zmq
 
 import postproc_c
+from drivers.errors import DriverError
 from drivers.rng_health import RngHealthError
 from postproc_c.sifting import alice_sift, bob_announce, bob_sift, error_counts
 
 from . import finite_key as fk
 from .channel import Channel
 from .commit import COMMIT_TYPES, Committer
-from .keystore import KeyStore
+from .keystore import KeyStore, KeyStoreError
 from .messages import Message, MsgType
 from .payload import decode, encode, require
 
@@ -187,6 +188,9 @@ class Node:
         self.frame_limit = frame_limit
         self.block_limit = block_limit
         self.on_event = on_event
+        # Extra ctrl-lane message handlers, registered by services riding on the link
+        # (link.kme_link: the KMEs' key reservations). Called on the ctrl thread: return fast.
+        self.ctrl_handlers: dict[MsgType, Callable[[Message], None]] = {}
         self.committer = Committer(role, channel, store, on_event=self._commit_event)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -217,6 +221,10 @@ class Node:
             self.telemetry_endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._pub_lock = threading.Lock()
         self.ch.on_alarm = self._channel_alarm
+        # Bob: calibration.tracking.PolarizationTracking, set by `qkd bob` when the node file says
+        # [calibration] track_polarization = true; fed once per block by _track_block (None: off)
+        self.tracking = None
+        self._last_frame = -1
 
     # telemetry and alarms ----------------------------------------------------------------------
     def publish(self, kind: str, **data) -> None:
@@ -280,6 +288,12 @@ class Node:
                 fn()
             except RngHealthError as exc:  # stuck or biased random source: no more key from it
                 self.alarm("rng_health", str(exc))
+                self._stop.set()
+            except DriverError as exc:  # an instrument failed (the message names it and the command)
+                self.alarm("instrument", f"{fn.__name__}: {exc}")
+                self._stop.set()
+            except KeyStoreError as exc:  # disk full, corrupt file: the message names the file
+                self.alarm("key_store", f"{fn.__name__}: {exc}")
                 self._stop.set()
             except Exception as exc:  # a dead thread must be an alarm, not a silent hang
                 log.exception("%s thread %s failed", self.role, fn.__name__)
@@ -371,6 +385,8 @@ class Node:
                 self._route(m)
             elif m.mtype == MsgType.STOP:
                 self._stop.set()
+            elif (handler := self.ctrl_handlers.get(m.mtype)) is not None:
+                handler(m)
 
     def _peer_restarted(self) -> None:
         # A HELLO after the first means the peer lost its in-memory state: abandon
@@ -418,6 +434,7 @@ class Node:
                 ann = bob_announce(det.slots, det.masks, int(self._frame_slots()),
                                    rng=self.rng.random_words(max(1, (det.slots.size + 63) // 64)))
                 self._anns[det.frame_index] = ann
+                self._last_frame = max(self._last_frame, int(det.frame_index))
                 with self._lock:
                     self.counters["frames"] += 1
                     self.counters["detections"] += int(det.slots.size)
@@ -610,7 +627,7 @@ class Node:
                        f"at least {expect_weak:.0f} expected from the signal gain", bid)
         return out
 
-    def _watch_multi_clicks(self, bid: int, blk: _Block) -> None:
+    def _watch_multi_clicks(self, bid: int, blk: _Block) -> bool:
         """Bob: detector blinding removes multi-detector clicks (and dark counts).
 
         Under the faked-state attack only the detector Eve chooses clicks
@@ -622,6 +639,8 @@ class Node:
         if blk.events >= 200_000 and blk.multi < 1e-5 * blk.events:
             self.alarm("detector_blinding", f"block {bid}: {blk.multi} multi-detector clicks in "
                        f"{blk.events} detections (blinded detectors click alone)", bid)
+            return True
+        return False
 
     # the block protocol: Alice ------------------------------------------------------------------------
     def _alice_block(self, bid: int, blk: _Block) -> BlockResult:
@@ -649,7 +668,8 @@ class Node:
                 self.ch.send(MsgType.PE_RESULT, bid, encode({"abort": "qber_high"}))
                 raise _BlockAbort(res, f"QBER {res.qber_x:.4f} above {cfg.qber_alarm}", None)
             self.ch.send(MsgType.PE_RESULT, bid, encode({"qber": qber_est, "seed": seed,
-                                                          "method": cfg.reconciliation}))
+                                                          "method": cfg.reconciliation,
+                                                          "x_errors": int(x_err.sum())}))
             side = postproc_c.make_side(cfg.reconciliation, "alice", z, qber_est, seed=seed)
             self._reconcile(bid, side, res)
             rr = side.result()
@@ -715,9 +735,12 @@ class Node:
     def _bob_block(self, bid: int, blk: _Block) -> BlockResult:
         z, z_int, x, x_int = blk.arrays()
         res = BlockResult(bid, (blk.first_frame, blk.last_frame), n_z=int(z.size), n_x=int(x.size))
-        self._watch_multi_clicks(bid, blk)
         zw = rr = side = None
         try:
+            # blinded detectors: Eve chose every click, she knows the key at zero QBER
+            # (measured by link.eve_audit): no key from such a block
+            if self._watch_multi_clicks(bid, blk):
+                raise _BlockAbort(res, "detector blinding suspected", None, notify_peer=True)
             self.ch.send(MsgType.PE_DISCLOSE, bid, encode({}, {"x_bits": x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
@@ -744,6 +767,8 @@ class Node:
             self.ch.send(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),
                                                              "z_errors": z_errors,
                                                              "z_errors_total": int(err.sum())}))
+            if self.tracking is not None and ok and rr.success:
+                self._track_block(bid, blk, int(corrected.size), int(err.sum()), int(x.size), meta)
             if not (ok and rr.success):
                 raise _BlockAbort(res, "verification failed", "verification_failed")
             m = self._recv_block(bid, MsgType.PA_SEED, res)
@@ -763,6 +788,20 @@ class Node:
         finally:
             z[:] = 0
             _release_secrets(zw, rr, side)
+
+    # polarization tracking (issue 7; calibration.tracking): one call per verified block --------------
+    def _track_block(self, bid: int, blk: _Block, n_z: int, errors_z: int, n_x: int, meta: dict) -> None:
+        from calibration.polarization import PolarizationError
+        from calibration.tracking import BlockCounts
+
+        errors_x = int(meta.get("x_errors", round(float(meta["qber"]) * n_x)))
+        counts = BlockCounts(n_z, errors_z, n_x, min(errors_x, n_x), first_frame=blk.first_frame,
+                             last_frame=blk.last_frame)
+        try:
+            self.tracking.on_block(counts, current_frame=self._last_frame)
+        except PolarizationError as exc:       # controller held where it is (safe state); loop off
+            self.tracking = None
+            self.alarm("polarization", str(exc), bid)
 
     def _reconcile(self, bid: int, side, res: BlockResult) -> None:
         while not side.done:

@@ -64,7 +64,8 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
               progress: Callable[[dict], None] | None = None, transport: str = "ipc",
               stop_event=None, bob_endpoints: Callable[[dict], dict] | None = None,
               psk_bytes_per_stream: int = 1 << 16, retry_s: float = 0.2,
-              instruments: str = "model") -> dict:
+              instruments: str = "model",
+              attach: Callable[[dict[str, Node]], Callable[[], None]] | None = None) -> dict:
     """Run both nodes on the HIL model until ``blocks`` blocks finished (or ``duration_s``).
 
     ``instruments="model"`` hands the nodes the physical model in this process
@@ -73,7 +74,9 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
     emulated instruments through the production drivers (Alice's AWG over
     SCPI, Bob's PicoQuant T2 stream), as a lab's nodes drive real ones.
     ``bob_endpoints(alice_endpoints) -> endpoints`` lets a test put something
-    (a fault-injecting proxy) between the nodes.
+    (a fault-injecting proxy) between the nodes. ``attach(nodes) -> detach``
+    starts services on the running nodes (KMEs, metrics, a telemetry log;
+    ``link.services``); ``detach()`` runs before the nodes close.
     """
     if instruments not in ("model", "rig"):
         raise ValueError(f"instruments: expected 'model' or 'rig', got {instruments!r}")
@@ -106,6 +109,7 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
     nodes: dict[str, Node] = {}
     stores: dict[str, KeyStore] = {}
     pools: dict[str, AuthPool] = {}
+    detach: Callable[[], None] | None = None
     t0 = time.monotonic()
     try:
         for role in ("alice", "bob"):
@@ -124,6 +128,8 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
                             frame_slots=model.frame_slots)
         for n in nodes.values():
             n.start()
+        if attach is not None:
+            detach = attach(nodes)
         alice, bob = nodes["alice"], nodes["bob"]
         end = t0 + duration_s
         last = 0.0
@@ -149,6 +155,8 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
         summary["workdir"] = str(d) if own_tmp is None else None
         return summary
     finally:
+        if detach is not None:
+            detach()
         for n in nodes.values():
             n.close()
         for role in stores:

@@ -35,6 +35,7 @@ from .sifting import (
     sift,
 )
 from .toeplitz import toeplitz_hash
+from .wipe import memzero
 
 
 def cpu_features() -> list[str]:
@@ -48,6 +49,6 @@ __all__ = [
     "AliceSifted", "BobAnnouncement", "BobSifted", "CascadeSide", "ErrorCounts", "LdpcCode", "LdpcSide",
     "SiftResult", "alice_sift", "bob_announce", "bob_sift", "error_counts", "frame_counts", "sift",
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
-    "make_side", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory", "selftest",
-    "toeplitz_hash", "unpack_bits",
+    "make_side", "memzero", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory",
+    "selftest", "toeplitz_hash", "unpack_bits",
 ]

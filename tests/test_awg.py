@@ -6,7 +6,6 @@ import struct
 
 import numpy as np
 import pytest
-from ctrl_protocol import ScriptedStream
 
 from drivers.errors import (
     ConnectionLost,
@@ -27,6 +26,7 @@ from drivers.keysight_awg import (
     mzm_level_v,
     parse_definite_length_block,
 )
+from drivers.testing import FakeStreamTransport
 from hil.emulated.awg import EmulatedAwg
 
 IDN = b"Agilent Technologies,33522B,MY123,4.00\n"
@@ -125,7 +125,7 @@ def test_encoding_refuses_levels_beyond_the_modulator_limit():
 
 # -- exact bytes on the wire --------------------------------------------------------------------------------
 def test_protocol_open_and_settings():
-    s = ScriptedStream(
+    s = FakeStreamTransport(
         OPEN
         + [
             (b"OUTP2 ON\n", None),
@@ -150,7 +150,7 @@ def test_protocol_open_and_settings():
 def test_protocol_upload_is_a_little_endian_definite_length_block():
     codes = np.array([0, 1, -1, DAC_MAX, -DAC_MAX, 10, 0x0A0A, 35], dtype=np.int16)  # 0x0A0A has '\n' bytes
     payload = struct.pack("<8h", *codes.tolist())
-    s = ScriptedStream(
+    s = FakeStreamTransport(
         OPEN
         + [
             (b"SOUR2:DATA:VOL:CLE\n", None),
@@ -188,7 +188,7 @@ def test_protocol_upload_is_a_little_endian_definite_length_block():
     ],
 )
 def test_validation_raises_before_anything_is_sent(call, match):
-    s = ScriptedStream(OPEN)  # nothing after identification may be sent
+    s = FakeStreamTransport(OPEN)  # nothing after identification may be sent
     with Keysight33500(s) as awg:
         with pytest.raises(DriverValueError, match=match) as ei:
             call(awg)
@@ -197,7 +197,7 @@ def test_validation_raises_before_anything_is_sent(call, match):
 
 
 def test_wrong_model_refused_and_transport_closed():
-    s = ScriptedStream([(b"*IDN?\n", b"Keysight Technologies,34465A,MY1,A.03\n")])
+    s = FakeStreamTransport([(b"*IDN?\n", b"Keysight Technologies,34465A,MY1,A.03\n")])
     awg = Keysight33500(s)
     with pytest.raises(WrongModel, match="34465A"):
         awg.open()

@@ -77,9 +77,11 @@ def ref_hash(bits: np.ndarray, r: int) -> int:
 def ref_block_sizes(method: str, n: int, p: float) -> list[int]:
     p = max(p, 1e-5)
     if method == "cascade":
-        # Demystifying (Martinez-Mateo et al. 2015), opt. (8).
+        # Demystifying (Martinez-Mateo et al. 2015), opt. (8), with k1 = 2^round(alpha)
+        # and k2 halved for frames below 2^16 bits (measured changes, see cascade.c).
         alpha = math.log2(1 / p) - 0.5
-        ks = [2.0 ** math.ceil(alpha), 2.0 ** math.ceil((alpha + 12) / 2), 4096] + [math.ceil(n / 2)] * 11
+        e2 = math.ceil((alpha + 12) / 2) - (1 if n < 2**16 else 0)
+        ks = [2.0 ** math.floor(alpha + 0.5), 2.0 ** e2, 4096] + [math.ceil(n / 2)] * 11
     else:
         # Brassard-Salvail 1993: k1 = 0.73/p, doubling, 4 passes.
         k1 = math.ceil(0.73 / p)
@@ -105,6 +107,7 @@ class RefCascade:
         self.requests: list[list[tuple]] = []
         self.reply_bits: list[int] = []
         self.total = 0
+        self.cur = 0
 
     # pass-order helpers
     def nblocks(self, j):
@@ -151,14 +154,17 @@ class RefCascade:
             if not self.opt:
                 r = self.root(j, q // self.ks[j])
                 best = r if self.err[j][(r[1], 1)] else None
-            if best is not None:
+            if best is not None and j <= self.cur:   # later passes bisect when current
                 act.append(best)
 
     def run(self):
+        """Optimized variant: the opening request asks the top level of every pass; a
+        pass's odd blocks are bisected once the previous pass has ended. Original: one
+        pass's top level at a time."""
         act: list = []
         req: list = []
-        cur = 0
-        request = [(0, 1, 0, 0)]
+        self.cur = 0
+        request = [(j, 1, 0, 0) for j in range(len(self.ks) if self.opt else 1)]
         while True:
             self.requests.append(request)
             # Alice answers.
@@ -173,20 +179,23 @@ class RefCascade:
             self.reply_bits.append(len(bits))
             # Bob consumes.
             if request[0][1] == 1:
-                j = cur
-                self.started[j] = True
-                par = 0
-                for b in range(self.nblocks(j)):
-                    a = bits[b] if b < len(bits) else self.total ^ par
-                    par ^= a
-                    x = self.root(j, b)
-                    e = a ^ self.bob_par(x)
-                    self.known[j].add((b, 1))
-                    self.err[j][(b, 1)] = e
-                    if e:
-                        act.append(x)
-                if j == 0:
-                    self.total = par
+                off = 0
+                for (j, _, _, _) in request:
+                    self.started[j] = True
+                    par = 0
+                    sent = self.top_bits(j)
+                    for b in range(self.nblocks(j)):
+                        a = bits[off + b] if b < sent else self.total ^ par
+                        par ^= a
+                        x = self.root(j, b)
+                        e = a ^ self.bob_par(x)
+                        self.known[j].add((b, 1))
+                        self.err[j][(b, 1)] = e
+                        if e and j == self.cur:
+                            act.append(x)
+                    if j == 0:
+                        self.total = par
+                    off += sent
             else:
                 for t, x in enumerate(req):
                     j = x[0]
@@ -198,46 +207,59 @@ class RefCascade:
                     self.known[j].add((lft[1], lft[2]))
                     self.err[j][(lft[1], lft[2])] = e
                     self.known[j].add((rgt[1], rgt[2]))
-                    self.err[j][(rgt[1], rgt[2])] = e ^ self.err[j][(x[1], x[2])]
+                    ex = self.err[j][(x[1], x[2])]
+                    self.err[j][(rgt[1], rgt[2])] = e ^ ex
+                    if self.opt and not ex and e:  # x went even in flight: both halves odd
+                        act.extend([lft, rgt])
                 req = []
-            # advance
-            kept = []
-            a = 0
-            while a < len(act):
-                x = act[a]
-                a += 1
-                j = x[0]
-                if (x[1], x[2]) not in self.known[j] or not self.err[j][(x[1], x[2])]:
-                    continue
-                keep = False
-                while True:
-                    if x[4] == 1:
-                        self.flip(int(self.inv[j][x[3]]), act)
-                        if not self.opt:
-                            blk = x[1]
-                            self.known[j] = {k for k in self.known[j] if k[0] != blk or k[1] == 1}
-                            self.err[j] = {k: v for k, v in self.err[j].items() if k[0] != blk or k[1] == 1}
-                        break
-                    lft = self.child(x, 0)
-                    if (lft[1], lft[2]) in self.known[j]:
-                        x = lft if self.err[j][(lft[1], lft[2])] else self.child(x, 1)
-                        continue
-                    if (lft[1], lft[2]) in self.pend[j]:
-                        break  # another entry waits at this node
-                    self.pend[j].add((lft[1], lft[2]))
-                    req.append(x)
-                    keep = True
+            # advance (a pass ended and the next one's top level is known: go on at once)
+            while True:
+                act = self._advance(act, req)
+                if req or self.cur + 1 >= len(self.ks) or not self.opt:
                     break
-                if keep:
-                    kept.append(x)
-            act = kept
+                self.cur += 1
+                j = self.cur
+                act = [self.root(j, b) for b in range(self.nblocks(j)) if self.err[j][(b, 1)]]
             if req:
                 request = [(x[0], 0, self.child(x, 0)[3], self.child(x, 0)[4]) for x in req]
-            elif cur + 1 < len(self.ks):
-                cur += 1
-                request = [(cur, 1, 0, 0)]
+            elif self.cur + 1 < len(self.ks):
+                self.cur += 1
+                request = [(self.cur, 1, 0, 0)]
             else:
                 return self.bob
+
+    def _advance(self, act, req):
+        """Run the active bisections as far as known parities go; fills req, returns act."""
+        kept = []
+        a = 0
+        while a < len(act):
+            x = act[a]
+            a += 1
+            j = x[0]
+            if (x[1], x[2]) not in self.known[j] or not self.err[j][(x[1], x[2])]:
+                continue
+            keep = False
+            while True:
+                if x[4] == 1:
+                    self.flip(int(self.inv[j][x[3]]), act)
+                    if not self.opt:
+                        blk = x[1]
+                        self.known[j] = {k for k in self.known[j] if k[0] != blk or k[1] == 1}
+                        self.err[j] = {k: v for k, v in self.err[j].items() if k[0] != blk or k[1] == 1}
+                    break
+                lft = self.child(x, 0)
+                if (lft[1], lft[2]) in self.known[j]:
+                    x = lft if self.err[j][(lft[1], lft[2])] else self.child(x, 1)
+                    continue
+                if (lft[1], lft[2]) in self.pend[j]:
+                    break  # another entry waits at this node
+                self.pend[j].add((lft[1], lft[2]))
+                req.append(x)
+                keep = True
+                break
+            if keep:
+                kept.append(x)
+        return kept
 
 
 # ---------------------------------------------------------------- helpers
@@ -303,9 +325,12 @@ def test_block_sizes_follow_the_papers(method, n, q):
     assert cc.block_sizes(method, n, q) == ref_block_sizes(method, n, q)
 
 
-def test_opt8_schedule_at_2_14_is_the_published_one():
-    # Demystifying opt. (8) at n = 2^14, p = 2 %: alpha = log2(50) - 0.5 = 5.14.
-    assert cc.block_sizes("cascade", 2**14, 0.02) == [64, 512, 4096] + [8192] * 11
+def test_schedule_at_2_14_and_2_16():
+    # opt. (8) at p = 2 %: alpha = log2(50) - 0.5 = 5.14, k2 = 2^ceil(8.57) = 512 at 2^16
+    # (256 below 2^16 bits); k1 = 2^round(5.14) = 32 (opt. (8) literally: 2^ceil = 64).
+    assert cc.block_sizes("cascade", 2**14, 0.02) == [32, 256, 4096] + [8192] * 11
+    assert cc.block_sizes("cascade", 2**16, 0.02) == [32, 512, 4096] + [32768] * 11
+    assert cc.block_sizes("cascade", 2**16, 0.08)[:2] == [8, 256]
 
 
 @pytest.mark.parametrize("method", ["cascade", "cascade-original"])

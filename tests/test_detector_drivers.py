@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from ctrl_protocol import ScriptedStream
 
 from drivers.errors import (
     ConnectionLost,
@@ -19,6 +18,7 @@ from drivers.errors import (
 from drivers.idq_id120 import IdqId120
 from drivers.interfaces import PhotonDetector
 from drivers.single_quantum import SingleQuantumSnspd
+from drivers.testing import FakeStreamTransport
 from hil.emulated.id120 import EmulatedId120
 from hil.emulated.snspd import EmulatedSnspd
 
@@ -28,7 +28,7 @@ ID120_OPEN = [(b"*IDN?\n", b"ID Quantique,ID120,SN42,2.1\n"), (b"SYST:ERR?\n", O
 
 # -- ID120: exact bytes -------------------------------------------------------------------------------
 def test_id120_protocol_settings_and_readings():
-    s = ScriptedStream(
+    s = FakeStreamTransport(
         ID120_OPEN
         + [
             (b"DET:THR 120.0\n", None),
@@ -52,7 +52,7 @@ def test_id120_protocol_settings_and_readings():
 
 
 def test_id120_bias_ramps_in_steps_never_jumps():
-    s = ScriptedStream(
+    s = FakeStreamTransport(
         ID120_OPEN
         + [(b"DET:BIAS?\n", b"300.0\n")]
         + [
@@ -79,7 +79,7 @@ def test_id120_bias_ramps_in_steps_never_jumps():
     ],
 )
 def test_id120_validation_before_the_wire(call, match):
-    s = ScriptedStream(ID120_OPEN)
+    s = FakeStreamTransport(ID120_OPEN)
     with IdqId120(s) as d:
         with pytest.raises(DriverValueError, match=match):
             call(d)
@@ -87,14 +87,14 @@ def test_id120_validation_before_the_wire(call, match):
 
 
 def test_id120_bias_limit_from_config_is_enforced():
-    s = ScriptedStream(ID120_OPEN)
+    s = FakeStreamTransport(ID120_OPEN)
     with IdqId120(s, max_bias_v=330) as d:
         with pytest.raises(DriverValueError, match="0..330"):
             d.set_bias(0, 340)
 
 
 def test_id120_wrong_model():
-    s = ScriptedStream([(b"*IDN?\n", b"ID Quantique,ID100,1,1\n")])
+    s = FakeStreamTransport([(b"*IDN?\n", b"ID Quantique,ID100,1,1\n")])
     with pytest.raises(WrongModel):
         IdqId120(s).open()
 
@@ -154,7 +154,7 @@ def _sq(obj) -> bytes:
 
 def test_snspd_protocol_exact_json_and_confirmed_set():
     req = lambda label: json.dumps({"request": label}).encode()  # noqa: E731
-    s = ScriptedStream(
+    s = FakeStreamTransport(
         [
             (req("NumberOfDetectors"), _sq({"label": "NumberOfDetectors", "value": 2})),
             (req("BiasCurrent"), _sq({"label": "BiasCurrent", "value": [10.0, 0.0]})),
@@ -187,7 +187,7 @@ def test_snspd_protocol_exact_json_and_confirmed_set():
 
 def test_snspd_readback_mismatch_and_error_label_raise_instrument_error():
     req = lambda label: json.dumps({"request": label}).encode()  # noqa: E731
-    s = ScriptedStream(
+    s = FakeStreamTransport(
         [
             (req("NumberOfDetectors"), _sq({"label": "NumberOfDetectors", "value": 1})),
             (

@@ -148,6 +148,38 @@ def test_protocol_fake_stream_exact_bytes():
         ps.set_voltage_v(11)  # nothing reached the (exhausted) script
 
 
+def test_fake_stream_matches_bytes_across_write_boundaries():
+    t = FakeStreamTransport([("*IDN?", "ACME,PS100,1,2"), (b"\x05\x00", b"\x06"), (None, b"chunk"),
+                             ("A", None), ("B", "b-reply")])
+    t.open()
+    t.write(b"*ID")  # one command in two writes: the reply waits for the rest
+    assert t._pending == b""
+    t.write(b"N?\n")
+    assert t.read_until(b"\n") == b"ACME,PS100,1,2"  # terminator stripped
+    t.write(b"\x05\x00A\nB\n")  # three commands in one write; the unprompted chunk follows the binary one
+    assert t.read_exact(1) == b"\x06" and t.read_exact(5) == b"chunk"
+    assert t.read_until(b"\n") == b"b-reply"
+    assert bytes(t.sent) == b"*IDN?\n\x05\x00A\nB\n"
+    t.assert_done()
+    with pytest.raises(AssertionError, match="the script has ended"):
+        t.write(b"X")
+
+
+def test_fake_stream_reports_first_difference_half_sent_and_unread():
+    t = FakeStreamTransport([("VOLT 1", "ok"), ("OUTP ON", None)])
+    t.open()
+    t.write(b"VOLT 1\nOUT")
+    with pytest.raises(AssertionError, match=r"half-sent b'OUT'.*unread b'ok\\n'"):
+        t.assert_done()
+    with pytest.raises(AssertionError, match=r"exchange 1: driver wrote b'OUTX'"):
+        t.write(b"X")
+    t2 = FakeStreamTransport([("Q?", None)])
+    t2.open()
+    t2.write(b"Q?\n")
+    with pytest.raises(DriverTimeout):  # no scripted reply: the read times out, it does not hang
+        t2.read_until(b"\n", timeout_s=0.03)
+
+
 @pytest.mark.parametrize("kind", ["tcp", "visa", "serial"])
 def test_instrument_lifecycle_and_faults(kind):
     server = AcmePty() if kind == "serial" else AcmeTcp()

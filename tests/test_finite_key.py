@@ -99,8 +99,8 @@ def test_key_length_worked_example():
     def bounds(n1, n2, n3):
         d = math.sqrt((n1 + n2 + n3) / 2 * math.log(1 / eps))
         n1p = math.exp(mu1) / p1 * (n1 + d)
-        n2m, n2p = math.exp(mu2) / p2 * (n2 - d), math.exp(mu2) / p2 * (n2 + d)
-        n3m, n3p = math.exp(mu3) / p3 * (n3 - d), math.exp(mu3) / p3 * (n3 + d)
+        n2m, n2p = math.exp(mu2) / p2 * max(0, n2 - d), math.exp(mu2) / p2 * (n2 + d)
+        n3m, n3p = math.exp(mu3) / p3 * max(0, n3 - d), math.exp(mu3) / p3 * (n3 + d)
         s0 = max(0.0, t0 * (mu2 * n3m - mu3 * n2p) / (mu2 - mu3))
         s1 = t1 * mu1 * (n2m - n3p - (mu2**2 - mu3**2) / mu1**2 * (n1p - s0 / t0)) / (
             mu1 * (mu2 - mu3) - mu2**2 + mu3**2)
@@ -109,7 +109,10 @@ def test_key_length_worked_example():
     s0z, s1z = bounds(*key.n)
     _, s1x = bounds(*test.n)
     dm = math.sqrt(sum(test.m) / 2 * math.log(1 / eps))
-    v1x = t1 * (math.exp(mu2) / p2 * (test.m[1] + dm) - math.exp(mu3) / p3 * (test.m[2] - dm)) / (mu2 - mu3)
+    # test.m[2] = 50 < dm (about 117): its lower bound is clipped at 0, not negative
+    assert test.m[2] < dm
+    v1x = t1 * (math.exp(mu2) / p2 * (test.m[1] + dm) - math.exp(mu3) / p3 * max(0.0, test.m[2] - dm)) / (
+        mu2 - mu3)
     b = v1x / s1x
     g = math.sqrt((s1x + s1z) * (1 - b) * b / (s1x * s1z * math.log(2))
                   * math.log2((s1x + s1z) / (s1x * s1z * (1 - b) * b) * 21**2 / eps_sec**2))
@@ -154,3 +157,70 @@ def test_bad_arguments_name_the_problem():
         secret_key_length(c, BasisCounts((1, 2, 3)), TWO, leak_ec_bits=0)
     with pytest.raises(ValueError, match="protocol"):
         secret_key_length(c, c, TWO, leak_ec_bits=0, protocol="3-decoy")
+
+
+def test_clipped_bounds_stay_valid_on_small_sampled_blocks():
+    # Small blocks where the near-vacuum intensity has fewer errors than the
+    # Hoeffding delta, so its lower bound m^-_{mu3} is clipped at 0 instead of
+    # going negative. Sample the counts (Poisson around the exact expectations)
+    # many times: the single-photon bounds must still hold for the expectations
+    # in every trial (failure probability ~ eps_sec), and the clipped v1 must be
+    # exactly the hand formula tau1 e^mu2/p2 (m2 + delta) / (mu2 - mu3).
+    rng = np.random.default_rng(7)
+    decoy = TWO
+    n_pulses = 2e6
+    counts, errors, s_true, v_true = _true_counts(decoy, n_pulses, 1e-2, 1e-6, 0.01)
+    mu1, mu2, mu3 = decoy.mus
+    t1 = sum(p * math.exp(-m) * m for m, p in zip(decoy.mus, decoy.probs))
+    clipped_seen = 0
+    for _ in range(200):
+        n = tuple(int(x) for x in rng.poisson(counts))
+        m = tuple(int(x) for x in rng.poisson(errors))
+        c = BasisCounts(n, m)
+        b = single_photon_bounds(c, c, decoy, eps_sec=1e-10, protocol="2-decoy")
+        assert b["s1"] <= s_true[1]
+        assert b["v1_test"] >= v_true[1]
+        dm = math.sqrt(sum(m) / 2 * math.log(21 / 1e-10))
+        if m[2] < dm:
+            clipped_seen += 1
+            hand = t1 * math.exp(mu2) / decoy.probs[1] * (m[1] + dm) / (mu2 - mu3)
+            assert b["v1_test"] == pytest.approx(hand, rel=1e-12)
+    assert clipped_seen == 200
+
+
+def test_channel_model_conventions():
+    # mu = 0: only dark counts click. Per detector (printed D_k): 2 p_dc, half of them errors.
+    per, tot = FiberSystem(), FiberSystem(dark_counts_total=True)
+    r, e = per.per_pulse(50.0, 0.0)
+    assert r == pytest.approx(2 * 6e-7 * 1.04, rel=1e-9)
+    assert e == pytest.approx(6e-7 + 0.04 * 1.2e-6 / 2, rel=1e-9)
+    r, e = tot.per_pulse(50.0, 0.0)
+    assert r == pytest.approx(6e-7 * 1.04, rel=1e-9)
+    assert e == pytest.approx(3e-7 + 0.04 * 6e-7 / 2, rel=1e-9)
+    decoy = DecoySettings((0.5, 0.1, 2e-4), (0.5, 0.3, 0.2))
+    key, _, _, leak_avg = per.expected_counts(100.0, 1e6, 0.5, decoy)
+    _, _, _, leak_k = FiberSystem(leak_per_intensity=True).expected_counts(100.0, 1e6, 0.5, decoy)
+    hand = 1.16 * sum(n * binary_entropy(m / n) for n, m in zip(key.n, key.m))
+    assert leak_k == pytest.approx(hand, rel=1e-12)
+    assert leak_k < leak_avg  # h is concave: per-intensity rates leak less
+
+
+def test_repro_solves_eps_sec_equal_kappa_ell_for_the_largest_fixed_point():
+    from bench.finite_key_repro import EPS_COR, KAPPA, evaluate
+
+    sysm = FiberSystem()
+    x = (math.log10(0.42), 0.036, 0.56, 0.50, 0.098)  # near the optimum at 100 km, n_X = 1e4
+    ell, n_pulses, _ = evaluate(x, 100.0, 1e4, sysm)
+    decoy = DecoySettings((0.50, 0.098, 2e-4), (0.036, 0.964 * 0.56, 0.964 * 0.44))
+    key, test, n2, leak = sysm.expected_counts(100.0, 1e4, 0.42, decoy)
+    assert n2 == pytest.approx(n_pulses)
+
+    def f(v):
+        return secret_key_length(key, test, decoy, leak_ec_bits=math.ceil(leak), eps_sec=KAPPA * v,
+                                 eps_cor=EPS_COR).ell
+
+    assert ell > 0 and f(ell) == ell
+    assert all(f(v) < v for v in (ell + 1, ell + 10, 2 * ell, 10_000))
+    # the same point with q_x = 0.5 (the old optimizer's floor) gives far less key
+    x5 = (math.log10(0.5),) + x[1:]
+    assert evaluate(x5, 100.0, 1e4, sysm)[0] / evaluate(x5, 100.0, 1e4, sysm)[1] < ell / n_pulses

@@ -285,7 +285,7 @@ def test_hardware_id900_identify_and_count(instrument_address):
         assert tc.counts().shape == (5,)
 
 
-def test_merge_channels_fast_and_fallback_paths_agree_with_reference():
+def test_merge_channels_agrees_with_lexsort_reference_also_for_negative_times():
     from drivers.idq_id900 import merge_channels
 
     rng = np.random.default_rng(11)
@@ -297,7 +297,7 @@ def test_merge_channels_fast_and_fallback_paths_agree_with_reference():
     b = merge_channels(times, chans)
     np.testing.assert_array_equal(b.t_ps, ref_t[o])
     np.testing.assert_array_equal(b.channel, ref_c[o])
-    slow = merge_channels([x - 1000 for x in times], chans)  # negative times: general path
+    slow = merge_channels([x - 1000 for x in times], chans)  # negative times
     np.testing.assert_array_equal(slow.t_ps, ref_t[o] - 1000)
     np.testing.assert_array_equal(slow.channel, ref_c[o])
     assert len(merge_channels([], [])) == 0
@@ -315,3 +315,29 @@ def test_input_delays_shift_tags_in_emulator():
     o = np.lexsort((want_c, shifted))
     np.testing.assert_array_equal(t, shifted[o])
     np.testing.assert_array_equal(c, want_c[o])
+
+
+def test_emulator_inputs_gate_tags_by_threshold_enable_and_edge():
+    """The twin's discriminators: a threshold beyond the pulse amplitude or a disabled input
+    times nothing (and counts nothing); the trailing edge adds the pulse width."""
+    period = 2_000_000
+    batches = frame_source(50_000, period, seed=7)
+    want_t, want_c = expected_tags(batches, SUB_PS, SUB_PS + DEAD_PS, keep_channels=(1, 2, 3, 4))
+    with IdqTimeControllerEmulator(batches) as emu, make_driver(emu) as tc:
+        emu.state.pulse_width_ps["INPU4"] = 3000
+        tc.set_threshold_v(2, -1.0)   # beyond the -0.8 V pulses: never crossed
+        tc.set_enabled(3, False)
+        tc.set_edge(4, "RISING")      # trailing edge of a negative pulse: + pulse width
+        tc.set_edge(1, "FALLING")     # leading edge: the source's time
+        with pytest.raises(InstrumentError):
+            tc._write("INPU1:THRE 5V")  # outside the input's range: refused by the instrument
+        keep = ~np.isin(want_c, (2, 3))
+        n_want = int(keep.sum())
+        tc.start_stream()
+        t, c = collect(tc, n_want)
+        counts = tc.counts()
+    shifted = want_t[keep] + np.where(want_c[keep] == 4, 3000, 0)
+    o = np.lexsort((want_c[keep], shifted))
+    np.testing.assert_array_equal(t, shifted[o])
+    np.testing.assert_array_equal(c, want_c[keep][o])
+    assert counts[2] == 0 and counts[3] == 0 and counts[1] > 0 and counts[4] > 0

@@ -6,7 +6,6 @@ import struct
 
 import numpy as np
 import pytest
-from ctrl_protocol import ScriptedStream
 
 from drivers.errors import (
     ConnectionLost,
@@ -18,6 +17,7 @@ from drivers.errors import (
 )
 from drivers.interfaces import PolarizationController
 from drivers.oz_epc400 import OzEpc400
+from drivers.testing import FakeStreamTransport
 from drivers.thorlabs_mpc320 import MSG, ThorlabsMpc320, apt_long, apt_short
 from hil.emulated.epc400 import EmulatedEpc400
 from hil.emulated.mpc320 import EmulatedMpc320, split_apt
@@ -31,7 +31,7 @@ EPC_OPEN = [
 
 # -- EPC-400 --------------------------------------------------------------------------------------------
 def test_epc400_protocol_exact_bytes():
-    s = ScriptedStream(
+    s = FakeStreamTransport(
         EPC_OPEN
         + [
             (b"V1,100\r\n", b"Done\r\n"),
@@ -49,7 +49,7 @@ def test_epc400_protocol_exact_bytes():
 
 
 def test_epc400_ramp_steps():
-    s = ScriptedStream(
+    s = FakeStreamTransport(
         EPC_OPEN
         + [
             (b"V?\r\n", b"CH1 0\r\nCH2 0\r\nCH3 0\r\nCH4 0\r\nDone\r\n"),
@@ -73,7 +73,7 @@ def test_epc400_ramp_steps():
     ],
 )
 def test_epc400_validation_before_the_wire(call, match):
-    s = ScriptedStream(EPC_OPEN)
+    s = FakeStreamTransport(EPC_OPEN)
     with OzEpc400(s) as d:
         with pytest.raises(DriverValueError, match=match):
             call(d)
@@ -81,7 +81,7 @@ def test_epc400_validation_before_the_wire(call, match):
 
 
 def test_epc400_wrong_device_refused():
-    s = ScriptedStream([(b"VER?\r\n", b"Version: PSC Controller 1.0\r\nDone\r\n")])
+    s = FakeStreamTransport([(b"VER?\r\n", b"Version: PSC Controller 1.0\r\nDone\r\n")])
     with pytest.raises(WrongModel, match="not an EPC"):
         OzEpc400(s).open()
 
@@ -149,7 +149,7 @@ def test_mpc320_protocol_exact_frames():
     status = apt_long(
         MSG["MOT_GET_USTATUSUPDATE"], struct.pack("<HiHhI", 0x04, 1370, 0, 0, 0), dest=0x01, source=0x50
     )
-    s = ScriptedStream(
+    s = FakeStreamTransport(
         MPC_OPEN
         + [
             # MOVE_ABSOLUTE: id 0x0453, 6 data bytes, dest 0x50|0x80, chan 2, 685 counts (85 deg)
@@ -182,7 +182,7 @@ def test_mpc320_frame_helpers_and_splitter():
     ],
 )
 def test_mpc320_validation_before_the_wire(call, match):
-    s = ScriptedStream(MPC_OPEN)
+    s = FakeStreamTransport(MPC_OPEN)
     with ThorlabsMpc320(s) as d:
         with pytest.raises(DriverValueError, match=match):
             call(d)
@@ -190,7 +190,7 @@ def test_mpc320_validation_before_the_wire(call, match):
 
 
 def test_mpc320_wrong_model():
-    s = ScriptedStream([(b"\x05\x00\x00\x00\x50\x01", _info(model=b"KDC101\0\0"))])
+    s = FakeStreamTransport([(b"\x05\x00\x00\x00\x50\x01", _info(model=b"KDC101\0\0"))])
     with pytest.raises(WrongModel, match="KDC101"):
         ThorlabsMpc320(s).open()
 

@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # every test file that exercises the C core (384 tests; ~20 s sanitized on this machine)
 C_CORE_TESTS = ["test_bits.py", "test_toeplitz.py", "test_polyhash.py", "test_sifting.py",
-                "test_cascade.py", "test_ldpc.py",
+                "test_cascade.py", "test_ldpc.py", "test_tagmerge.py",
                 "test_hil_kernel.py"]       # hil._kernel, the HIL model's C hot path (hil/build_ffi.py)
 
 OVERFLOW_CONTROL = """
@@ -61,6 +61,7 @@ def test_c_core_clean_under_asan_and_ubsan(tmp_path):
     work.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.o", "_core.c", "_kernel.c", ".hypothesis")
     shutil.copytree(ROOT / "postproc_c", work / "postproc_c", ignore=ignore)
+    shutil.copytree(ROOT / "drivers", work / "drivers", ignore=ignore)  # drivers._tagmerge (C merge)
     shutil.copytree(ROOT / "hil", work / "hil", ignore=ignore)      # setup.py builds hil._kernel too
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     for name in ("setup.py", "pyproject.toml", "README.md"):
@@ -73,6 +74,7 @@ def test_c_core_clean_under_asan_and_ubsan(tmp_path):
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     so = list((work / "postproc_c").glob("_core*.so"))
     assert len(so) == 1, so
+    assert len(list((work / "drivers").glob("_tagmerge*.so"))) == 1
     assert len(list((work / "hil").glob("_kernel*.so"))) == 1
 
     run_env = {**env, "PYTHONPATH": str(work), "LD_PRELOAD": asan,

@@ -19,7 +19,16 @@ Faults: ``scpi.faults`` (slow/no/garbage reply, dropped socket),
 ``drop_streams()`` (the DLT closes its stream sockets, as when the link to the
 controller is lost).  A DELAy block (``DELAn:VALUe``/``:LINK``) that a RAW block
 times shifts the tags of its input as they are taken from the source (a tag
-already sent is not re-ordered); thresholds and edges are stored and reported only.
+already sent is not re-ordered).
+
+Inputs (``INPUn``/``STARt`` ``:ENABle``, ``:THREshold``, ``:EDGE``) act on the
+tags as a discriminator would on the detector's pulses: each input sees
+pulses of ``pulse_amplitude_v`` (default -0.8 V, NIM into 50 ohm, the output
+of ID Quantique's SPDs) lasting ``pulse_width_ps`` (default 0). A pulse is
+timed only if the input is enabled and its threshold lies strictly between 0 V
+and the amplitude; the leading edge (FALLING for a negative pulse) keeps the
+source's time, the trailing edge adds the pulse width. A threshold outside
+-2..2 V is refused (``SCPI_ERR_``). Counters count what passed the gate.
 """
 
 from __future__ import annotations
@@ -60,6 +69,8 @@ class TimeControllerState:
         self.rec = {"ENAB": "ON", "NUM": "1", "PWID": 200_000_000_000, "PPER": 200_000_040_000,
                     "ARM": "MANU", "playing": False}
         self.counts = {c: 0 for c in self.inputs}
+        self.pulse_amplitude_v = {c: -0.8 for c in self.inputs}  # what the detectors send (NIM)
+        self.pulse_width_ps = {c: 0 for c in self.inputs}
         self.play_epoch = 0  # bumped on each REC:PLAY so the DLT restarts its clock
 
 
@@ -115,7 +126,20 @@ class IdqScpiServer(ZmqRepServer):
                             return s.inputs[head][k]
                         if not arg:
                             return None
-                        s.inputs[head][k] = arg.upper()
+                        val = arg.upper()
+                        if k == "THRE":
+                            try:
+                                v = float(val[:-1] if val.endswith("V") else val)
+                            except ValueError:
+                                return None
+                            if not -2.0 <= v <= 2.0:
+                                return None
+                            val = f"{v:.4f}V"
+                        elif k == "ENAB" and val not in ("ON", "OFF"):
+                            return None
+                        elif k == "EDGE" and val not in ("RISING", "FALLING"):
+                            return None
+                        s.inputs[head][k] = val
                         return ""
                 return None
             if head.startswith("DELA") and head[4:].isdigit() and int(head[4:]) in s.delays:
@@ -352,14 +376,32 @@ class IdqDltServer(ZmqRepServer):
                     out[_SOURCES[d["LINK"]]] = d["VALU"]
         return out
 
+    def _discriminators(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per tag channel: does the input time its pulses, and the edge offset in ps (module docstring)."""
+        passes = np.zeros(256, bool)
+        edge_ps = np.zeros(256, np.int64)
+        with self.state.lock:
+            for name, src in _SOURCES.items():
+                inp = self.state.inputs[name]
+                amp = self.state.pulse_amplitude_v[name]
+                thr = float(inp["THRE"].rstrip("V"))
+                passes[src] = inp["ENAB"] == "ON" and (amp < thr < 0.0 if amp < 0 else 0.0 < thr < amp)
+                trailing = "RISING" if amp < 0 else "FALLING"
+                edge_ps[src] = self.state.pulse_width_ps[name] if inp["EDGE"] == trailing else 0
+        return passes, edge_ps
+
     def _pull(self) -> None:
-        """Append the source's next batch, shifted by the delays of the DELAy blocks in use."""
+        """Append the source's next batch: through the input discriminators, shifted by the delays."""
         batch = self.state.next_batch()
         if batch is None:
             self._exhausted = True
             return
         t, c = np.asarray(batch[0], np.int64), np.asarray(batch[1], np.uint8)
-        delays = self._delays_ps()
+        passes, edge_ps = self._discriminators()
+        if not passes[c].all():
+            keep = passes[c]
+            t, c = t[keep], c[keep]
+        delays = self._delays_ps() + edge_ps
         if delays.any():
             t = t + delays[c]
         t = np.concatenate([self._pend_t, t])

@@ -22,7 +22,11 @@
  *   REQUEST: count items of 12 bytes: u8 pass, u8 kind (0 = range, 1 = every
  *            top-level block of the pass but, in opt passes >= 2, the last one),
  *            u16 frame, u32 start, u32 len (positions in the frame's pass order;
- *            start = len = 0 for kind 1). Items are in frame order.
+ *            start = len = 0 for kind 1). Items are in frame order. Optimized
+ *            variant: Bob's first request holds a kind-1 item for every pass of
+ *            every frame (pass order), later requests only kind 0; a pass's
+ *            bisections start when the previous pass has ended. Original: one
+ *            kind-1 item per frame when it starts a pass.
  *   REPLY:   ceil(count/8) bytes, the parity bits in request order, bit t in
  *            byte t/8 at bit t%8; unused high bits of the last byte are 0.
  *   FINISH:  empty (Bob has run every pass; asks for the verification hash).

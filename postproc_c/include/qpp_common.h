@@ -50,4 +50,11 @@ unsigned qpp_cpu_features(void);
  * Not thread-safe against concurrent calls in flight: set it before work starts. */
 void qpp_cpu_disable(unsigned disable_mask);
 
+/* Overwrite n bytes at p with zeros in a way the compiler cannot drop as a dead
+ * store (explicit_bzero where the C library has it, else memset through a
+ * volatile function pointer plus a compiler barrier). Every buffer the core
+ * allocated that held key bits goes through this before free(). p may be NULL
+ * when n is 0. */
+void qpp_memzero(void *p, size_t n);
+
 #endif

@@ -10,12 +10,14 @@
  *         f = leaked/(n h(p))), Sec. 4-5 (optimizations: block reuse i.e. the
  *         smallest already disclosed sub-block containing a corrected bit is
  *         bisected instead of its top-level block; parity inference; block-size
- *         schedule). We use their best configuration "Cascade opt. (8)":
- *         alpha = log2(1/p) - 1/2, k1 = 2^ceil(alpha), k2 = 2^ceil((alpha+12)/2),
- *         k3 = 4096, k_i = n/2 for i >= 4, 14 passes, defined there for
- *         n = 2^14. We keep these constants for frames of 2^14-2^16 bits: at
- *         2^16 they measured better (f and round trips) than scaling 12 and
- *         4096 with log2(n) and n/4 (bench/, QBER 1-8 %).
+ *         schedule). We start from their best configuration "Cascade opt. (8)"
+ *         as public implementations state it (the paper's tables could not be
+ *         retrieved here): alpha = log2(1/p) - 1/2, k1 = 2^ceil(alpha),
+ *         k2 = 2^ceil((alpha+12)/2), k3 = 4096, k_i = n/2 for i >= 4, 14
+ *         passes, for n = 2^14, with two measured changes (k1 rounded, k2
+ *         halved below 2^16 bits: see qpp_cascade_block_sizes). At 2^16 the
+ *         constants 12 and 4096 measured better (f and round trips) than
+ *         scaling them with log2(n) and n/4 (bench/, QBER 1-8 %).
  *
  * Data structures (per pass j):
  *  - pos_j[i]: position of key bit i in pass order (inv_j the inverse); pass 0
@@ -38,9 +40,12 @@
  *  - one object holds a block cut into frames; shuffles depend only on (seed,
  *    pass, frame length) and are shared by all frames of that length; each
  *    round, every frame's requests go into one message.
- * Passes run in order within a frame (the next pass starts when no request of
- * the current one is outstanding): overlapping them was measured to save
- * rounds but to cost leakage.
+ * Passes run in order within a frame (the next pass's bisections start when no
+ * request of the current one is outstanding): overlapping bisections was
+ * measured to save rounds but to cost leakage. In the optimized variant the
+ * top-level parities of every pass are asked in the opening request (the same
+ * bits the sequential protocol discloses, so no extra leakage), which saves one
+ * round trip per pass.
  * Leakage convention ([MM15] Sec. 2): the parity bits Alice discloses.
  * Bob's messages carry only positions (which ranges he wants), no key bits.
  * Inferred parities (right child = parent ^ left; last top-level block of a
@@ -85,6 +90,8 @@ typedef struct {
     uint64_t *hkeys;          /* Bob, lazy passes: the same three bits in a hash table of */
     uint8_t *hval;            /* node ids (few nodes of these big trees are ever known) */
     size_t hcap, hcount;
+    uint64_t *rerr;           /* Bob, opt passes after pass 1: Alice's top-level parities
+                                 (a bit per block), prefetched, used when the pass starts */
     int oom;                  /* a hash insert failed: reported by the next feed */
     int ready, started;
 } pass_t;
@@ -254,11 +261,24 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
     double k[QPP_CASCADE_MAX_PASSES];
     size_t np;
     if (variant == QPP_CASCADE_OPT) {
-        /* [MM15] opt. (8), literally (sizes clamped to the frame). */
+        /* [MM15] opt. (8) with two changes measured here (bench/, exact errors,
+         * 192-768 frames per point; sizes clamped to the frame):
+         *  - k1 = 2^round(alpha) = the largest power of two <= 1/p (0.5-1
+         *    expected errors per block) instead of 2^ceil(alpha): at 2^16 bits
+         *    f 1.0446 -> 1.0420 (1 %), 1.0589 -> 1.0564 (8 %), 2 % within
+         *    0.001, 5 % unchanged, and 37-48 % fewer messages at 1, 2, 8 %;
+         *  - frames below 2^16 bits halve k2: after pass 2 about as many
+         *    errors are left per frame as k2 dictates, whatever the frame
+         *    length (pairs hidden in a block of both passes), so short frames
+         *    need shorter pass-2 blocks: at 2^14, f 1.078 -> 1.061 (1 %),
+         *    1.065 -> 1.058 (2 %), 1.056 -> 1.057 (5 %), 1.074 -> 1.065 (8 %).
+         * alpha = log2(1/p) - 1/2, k2 = 2^ceil((alpha + 12)/2), k3 = 4096,
+         * k_i = n/2 for i >= 4, 14 passes, as in opt. (8). */
         double alpha = log2(1.0 / p) - 0.5;
+        int e2 = (int)ceil((alpha + 12.0) / 2.0);
         np = 14;
-        k[0] = ldexp(1.0, (int)ceil(alpha));
-        k[1] = ldexp(1.0, (int)ceil((alpha + 12.0) / 2.0));
+        k[0] = ldexp(1.0, (int)floor(alpha + 0.5));
+        k[1] = ldexp(1.0, n < ((size_t)1 << 16) ? e2 - 1 : e2);
         k[2] = 4096.0;
         for (size_t j = 3; j < np; j++) k[j] = ceil((double)n / 2.0);
     } else if (variant == QPP_CASCADE_ORIGINAL) {
@@ -280,10 +300,12 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
 
 /* ---------- object ---------- */
 
+/* Frees a pass; the caller has wiped its key-derived buffers (wipe_pass). */
 static void pass_free(pass_t *P, const uint64_t *key)
 {
     if (P->copy != key) free(P->copy);
-    free(P->prefix); free(P->nodes); free(P->hkeys); free(P->hval);
+    free(P->prefix); free(P->nodes); free(P->hkeys); free(P->hval); free(P->rerr);
+    P->rerr = NULL;
     P->copy = P->prefix = P->nodes = P->hkeys = NULL;
     P->hval = NULL;
     P->ready = 0;
@@ -297,8 +319,16 @@ void qpp_cascade_free(qpp_cascade *c)
             frame_t *F = &c->f[t];
             for (uint32_t j = 0; j < F->npasses; j++) {
                 pass_t *P = &F->p[j];
-                if (P->copy && P->copy != F->key) memset(P->copy, 0, F->nw * sizeof(uint64_t));
-                if (P->prefix) memset(P->prefix, 0, F->nw * sizeof(uint64_t));
+                /* key bits (copy), their parities (prefix), parity differences
+                 * Alice^Bob (node bits): wiped so no dead-store elimination drops it */
+                if (P->copy && P->copy != F->key) qpp_memzero(P->copy, F->nw * sizeof(uint64_t));
+                if (P->prefix) qpp_memzero(P->prefix, F->nw * sizeof(uint64_t));
+                if (P->nodes) {
+                    size_t bits = (size_t)P->nblocks * P->cap2;
+                    qpp_memzero(P->nodes, 3 * ((bits + 63) / 64) * sizeof(uint64_t));
+                }
+                if (P->hval) qpp_memzero(P->hval, P->hcap);
+                if (P->rerr) qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
                 pass_free(P, F->key);
             }
             free(F->act); free(F->req);
@@ -309,9 +339,9 @@ void qpp_cascade_free(qpp_cascade *c)
         for (int j = 0; j < QPP_CASCADE_MAX_PASSES; j++) {
             free(c->sh[s].pos[j]); free(c->sh[s].inv[j]); free(c->sh[s].mask[j]);
         }
-    if (c->key) memset(c->key, 0, c->nw * sizeof *c->key);
+    if (c->key) qpp_memzero(c->key, c->nw * sizeof *c->key);
     free(c->key);
-    if (c->out) memset(c->out, 0, c->out_cap);
+    if (c->out) qpp_memzero(c->out, c->out_cap);
     free(c->out);
     free(c);
 }
@@ -375,7 +405,7 @@ static int pass_copy(qpp_cascade *c, frame_t *F, uint32_t j)
     if (c->role == QPP_CASCADE_ALICE) {
         P->prefix = malloc(nw * sizeof *P->prefix);
         if (!P->prefix) {
-            if (P->copy != F->key) free(P->copy);
+            if (P->copy != F->key) { qpp_memzero(P->copy, nw * sizeof *P->copy); free(P->copy); }
             P->copy = NULL;
             return QPP_ERR_NOMEM;
         }
@@ -419,7 +449,7 @@ static int ensure_out(qpp_cascade *c, size_t len)
     while (cap < len) cap *= 2;
     uint8_t *b = malloc(cap);
     if (!b) return QPP_ERR_NOMEM;
-    if (c->out) { memset(c->out, 0, c->out_cap); free(c->out); }
+    if (c->out) { qpp_memzero(c->out, c->out_cap); free(c->out); }
     c->out = b; c->out_cap = cap;
     return QPP_OK;
 }
@@ -453,6 +483,17 @@ static uint32_t top_bits(const qpp_cascade *c, const frame_t *F, uint32_t j)
 }
 
 static int build_request(qpp_cascade *c);
+
+/* Parity bits the top-level request of F carries: in the optimized variant every
+ * pass's top level goes in the opening request (see frame_advance), in the
+ * original only the current pass's. */
+static uint32_t top_request_bits(const qpp_cascade *c, const frame_t *F)
+{
+    if (c->variant != QPP_CASCADE_OPT) return top_bits(c, F, F->cur);
+    uint32_t b = 0;
+    for (uint32_t j = 0; j < F->npasses; j++) b += top_bits(c, F, j);
+    return b;
+}
 
 int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t *key_words,
                        size_t n_bits, double qber, uint64_t seed, uint64_t verify_key,
@@ -518,12 +559,18 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
     if (role == QPP_CASCADE_ALICE) {
         c->state = A_SERVE;
     } else {
-        /* Bob opens with the top-level parities of pass 1 of every frame. */
+        /* Bob opens with the top-level parities of pass 1 of every frame (optimized
+         * variant: of every pass, see frame_advance). */
         for (uint32_t t = 0; t < c->nframes; t++) {
             frame_t *F = &c->f[t];
             int st = pass_ready(c, F, 0);
+            for (uint32_t j = 1; !st && variant == QPP_CASCADE_OPT && j < F->npasses; j++) {
+                pass_t *P = &F->p[j];
+                P->rerr = calloc((P->nblocks + 63) / 64, sizeof(uint64_t));
+                if (!P->rerr) st = QPP_ERR_NOMEM;
+            }
             if (st) { qpp_cascade_free(c); return st; }
-            F->cur = 0; F->top = 1; F->expect_bits = F->p[0].nblocks;
+            F->cur = 0; F->top = 1; F->expect_bits = top_request_bits(c, F);
         }
         c->seq = 0;
         int st = build_request(c);
@@ -683,6 +730,7 @@ static int hgrow(pass_t *P)
     P->hkeys = k; P->hval = v; P->hcap = cap;
     for (size_t i = 0; i < ocap; i++)
         if (ok[i] != HEMPTY) { size_t j = hslot(P, ok[i]); k[j] = ok[i]; v[j] = ov[i]; }
+    qpp_memzero(ov, ocap);
     free(ok); free(ov);
     return QPP_OK;
 }
@@ -823,7 +871,7 @@ static void forget_block(frame_t *F, node_t leaf)
 
 /* Run every active bisection of F as far as known parities allow; then decide
  * what F asks next: left-child parities, the next pass, or nothing (finished). */
-static int frame_advance(qpp_cascade *c, frame_t *F)
+static int run_active(qpp_cascade *c, frame_t *F)
 {
     size_t w = 0;
     int st;
@@ -856,22 +904,67 @@ static int frame_advance(qpp_cascade *c, frame_t *F)
         if (keep) F->act[w++] = x;
     }
     F->nact = w;
+    return QPP_OK;
+}
+
+/* Pass j becomes current (opt): its tables and copy from Bob's key as it is now,
+ * err of each top-level block from Alice's prefetched parity, odd blocks queued. */
+static int start_bisections(qpp_cascade *c, frame_t *F, uint32_t j)
+{
+    pass_t *P = &F->p[j];
+    int st = pass_ready(c, F, j);
+    if (st) return st;
+    P->started = 1;
+    for (uint32_t b = 0; b < P->nblocks; b++) {
+        int e = getb(P->rerr, b) ^ (P->copy ? bob_parity(F, root(F, j, b)) : top_parity(F, j, b));
+        nset(P, 0, nid(P, b, 1), 1);
+        nset(P, 1, nid(P, b, 1), e);
+        if (e) {
+            int st = push_node(&F->act, &F->nact, &F->cact, root(F, j, b));
+            if (st) return st;
+        }
+    }
+    qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
+    return P->oom ? QPP_ERR_NOMEM : QPP_OK;
+}
+
+/* Run every active bisection of F as far as known parities allow; then decide
+ * what F asks next: left-child parities, the next pass, or nothing (finished).
+ *
+ * Optimized variant: the top-level parities of every pass came in the opening
+ * reply, and the err bits of their blocks follow every flip since; a pass's
+ * bisections still start only when the previous pass has ended (as if its top
+ * level were asked then: same blocks, same parities, same requests), so the
+ * prefetch saves one round trip per pass at no leakage (every pass's top level
+ * is disclosed in full in any case). */
+static int frame_advance(qpp_cascade *c, frame_t *F)
+{
+    int st;
+    for (;;) {
+        if ((st = run_active(c, F))) return st;
+        if (F->inconsistent || F->nreq || F->cur + 1 >= F->npasses) break;
+        if (F->nact) return QPP_ERR_INTERNAL;
+        if (c->variant != QPP_CASCADE_OPT) break;
+        F->cur++;
+        if ((st = start_bisections(c, F, F->cur))) return st;
+    }
     if (F->inconsistent) {
         F->nact = F->nreq = 0;
         F->top = 0; F->finished = 1; F->expect_bits = 0;
         return QPP_OK;
     }
     if (F->nact && !F->nreq) return QPP_ERR_INTERNAL;
-    /* The next pass starts once every bisection and cascade of this one has
-     * ended: starting it earlier saves round trips but costs leakage (measured:
-     * overlapping when <= 3 requests remain cut rounds by a third and raised f
-     * by 0.01-0.015; full overlap doubled f). */
-    if (F->cur + 1 < F->npasses && !F->nreq) {
+    /* The next pass's bisections start once every bisection and cascade of this
+     * one has ended: starting them earlier saves round trips but costs leakage
+     * (measured: overlapping when <= 3 requests remain cut rounds by a third and
+     * raised f by 0.01-0.015; full overlap doubled f). The original variant asks
+     * the next pass's top level now. */
+    if (c->variant != QPP_CASCADE_OPT && F->cur + 1 < F->npasses && !F->nreq) {
         if ((st = pass_ready(c, F, F->cur + 1))) return st;
         F->cur++;
         F->top = 1;
     }
-    F->expect_bits = (F->top ? top_bits(c, F, F->cur) : 0) + (uint32_t)F->nreq;
+    F->expect_bits = (F->top ? top_request_bits(c, F) : 0) + (uint32_t)F->nreq;
     if (!F->top && !F->nreq) F->finished = 1;
     return QPP_OK;
 }
@@ -883,7 +976,7 @@ static int build_request(qpp_cascade *c)
     uint64_t bits = 0;
     for (uint32_t t = 0; t < c->nframes; t++) {
         const frame_t *F = &c->f[t];
-        items += (size_t)F->top + F->nreq;
+        items += (F->top ? (c->variant == QPP_CASCADE_OPT ? F->npasses : 1) : 0) + F->nreq;
         bits += F->expect_bits;
     }
     int st;
@@ -902,9 +995,11 @@ static int build_request(qpp_cascade *c)
     for (uint32_t t = 0; t < c->nframes; t++) {
         const frame_t *F = &c->f[t];
         if (F->top) {
-            memset(o, 0, QPP_CASCADE_ITEM_BYTES);
-            o[0] = (uint8_t)F->cur; o[1] = 1; o[2] = (uint8_t)t; o[3] = (uint8_t)(t >> 8);
-            o += QPP_CASCADE_ITEM_BYTES;
+            uint32_t j0 = F->cur, j1 = c->variant == QPP_CASCADE_OPT ? F->npasses : F->cur + 1;
+            for (uint32_t j = j0; j < j1; j++, o += QPP_CASCADE_ITEM_BYTES) {
+                memset(o, 0, QPP_CASCADE_ITEM_BYTES);
+                o[0] = (uint8_t)j; o[1] = 1; o[2] = (uint8_t)t; o[3] = (uint8_t)(t >> 8);
+            }
         }
         for (size_t r = 0; r < F->nreq; r++, o += QPP_CASCADE_ITEM_BYTES) {
             node_t l = child(F->req[r], 0);
@@ -924,25 +1019,32 @@ static inline int reply_bit(const uint8_t *pl, uint64_t b) { return (pl[b >> 3] 
 static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t b0)
 {
     if (F->top) {
-        uint32_t j = F->cur, sent = top_bits(c, F, j);
-        pass_t *P = &F->p[j];
-        int par = 0;
-        P->started = 1;
-        for (uint32_t b = 0; b < P->nblocks; b++) {
-            int a = b < sent ? reply_bit(pl, b0 + b) : F->total_parity ^ par;
-            par ^= a;
-            node_t x = root(F, j, b);
-            size_t id = nid(P, b, 1);
-            int e = a ^ (P->copy ? bob_parity(F, x) : top_parity(F, j, b));
-            nset(P, 0, id, 1);
-            nset(P, 1, id, e);
-            if (e) {
-                int st = push_node(&F->act, &F->nact, &F->cact, x);
-                if (st) return st;
+        uint32_t j1 = c->variant == QPP_CASCADE_OPT ? F->npasses : F->cur + 1;
+        for (uint32_t j = F->cur; j < j1; j++) {   /* pass 0 first: total parity for the rest */
+            uint32_t sent = top_bits(c, F, j);
+            pass_t *P = &F->p[j];
+            int par = 0;
+            if (j == F->cur) P->started = 1;
+            for (uint32_t b = 0; b < P->nblocks; b++) {
+                int a = b < sent ? reply_bit(pl, b0 + b) : F->total_parity ^ par;
+                par ^= a;
+                if (j > F->cur) {   /* opt: kept until pass j starts (start_bisections) */
+                    if (a) flipb(P->rerr, b);
+                    continue;
+                }
+                node_t x = root(F, j, b);
+                size_t id = nid(P, b, 1);
+                int e = a ^ (P->copy ? bob_parity(F, x) : top_parity(F, j, b));
+                nset(P, 0, id, 1);
+                nset(P, 1, id, e);
+                if (e) {
+                    int st = push_node(&F->act, &F->nact, &F->cact, x);
+                    if (st) return st;
+                }
             }
+            if (j == 0) F->total_parity = par;
+            b0 += sent;
         }
-        if (j == 0) F->total_parity = par;
-        b0 += sent;
         F->top = 0;
     }
     {
@@ -954,9 +1056,15 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
             if (!nget(P, 0, id)) continue;   /* forgotten meanwhile (original variant) */
             int st = pass_copy(c, F, x.pass);
             if (st) return st;
-            int e = reply_bit(pl, b0 + t) ^ bob_parity(F, l);
+            int e = reply_bit(pl, b0 + t) ^ bob_parity(F, l), ex = nget(P, 1, id);
             nset(P, 0, lid, 1); nset(P, 1, lid, e);
-            nset(P, 0, rid, 1); nset(P, 1, rid, e ^ nget(P, 1, id));
+            nset(P, 0, rid, 1); nset(P, 1, rid, e ^ ex);
+            /* x turned even while its request was in flight (a cascade flip inside
+             * it); if its halves are odd, each holds an error: bisect both. */
+            if (!ex && e && c->variant == QPP_CASCADE_OPT) {
+                if ((st = push_node(&F->act, &F->nact, &F->cact, l))) return st;
+                if ((st = push_node(&F->act, &F->nact, &F->cact, r))) return st;
+            }
         }
         F->nreq = 0;
     }

@@ -1,5 +1,8 @@
-/* Status text, version stamp and run-time CPU-feature selection. */
+/* Status text, version stamp, run-time CPU-feature selection and the wipe. */
+#define _DEFAULT_SOURCE 1   /* explicit_bzero in glibc's <string.h> under -std=c99 */
 #include "qpp_common.h"
+
+#include <string.h>
 
 #ifndef QPP_VERSION
 #error "QPP_VERSION must be defined by the build (postproc_c/build_ffi.py)"
@@ -47,3 +50,23 @@ static volatile unsigned disabled_mask = 0;
 unsigned qpp_cpu_features(void) { return detected_features() & ~disabled_mask; }
 
 void qpp_cpu_disable(unsigned disable_mask) { disabled_mask = disable_mask; }
+
+/* A function pointer read through volatile: the compiler cannot prove the
+ * callee is memset, so it cannot drop the stores as dead before a free(). */
+static void *(*const volatile memzero_memset)(void *, int, size_t) = memset;
+
+void qpp_memzero(void *p, size_t n)
+{
+    if (!p || !n) return;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 25))
+    explicit_bzero(p, n);
+#elif defined(__OpenBSD__) || defined(__FreeBSD__) || defined(__NetBSD__)
+    explicit_bzero(p, n);
+#else
+    memzero_memset(p, 0, n);
+#endif
+#if defined(__GNUC__)
+    /* The buffer's memory is "used" here, after the stores. */
+    __asm__ __volatile__("" : : "r"(p) : "memory");
+#endif
+}

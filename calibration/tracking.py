@@ -1,0 +1,462 @@
+"""Polarization tracking from the engine's per-block error counts: a dithered, Kalman-filtered loop.
+
+What it is for: keep Z and X aligned while key is made, using only what every
+block of the engine already discloses -- the number of sifted bits and bit
+errors in each basis (``BlockCounts``) -- and small steps of Bob's
+polarization controller through the common
+``drivers.interfaces.PolarizationController`` surface (EPC-400 mV, MPC320
+degrees). The node calls :meth:`PolarizationTracking.on_block` once per block;
+nothing else in the engine changes. It must not use a model of the
+controller's optics (unknown on real hardware), send a setting outside the
+controller's range, or spend more than a small, bounded QBER on its dithers.
+
+Why this method. Near alignment the per-basis error rates are quadratic in the
+residual rotation w (QBER_Z ~ (w2^2 + w3^2)/4, QBER_X ~ (w1^2 + w3^2)/4 on the
+Poincare sphere), so one block's error rates give |w| but not the direction to
+move: two of the three angles enter only to second order, which is why a
+Gauss-Newton loop on the error rates is ill-conditioned there (the previous
+``polarization.Tracker``). A signed, first-order signal comes from dithering:
+two blocks at x + d u and x - d u give, for a locally quadratic error rate
+q(x) = q0 + 1/2 (x - x*)^T H (x - x*),
+
+    (q(x + d u) - q(x - d u)) / (2 d) = u^T H (x - x*)        (exact for a quadratic)
+    (q(x + d u) + q(x - d u) - 2 q(x)) / d^2 = u^T H u
+
+per basis (both exact for a quadratic, by Taylor expansion), i.e. a linear
+measurement of the offset e = x - x* and of the curvature along u. This is the
+two-sided simultaneous perturbation of Spall (IEEE Trans. Autom. Control 37(3),
+332-341, 1992) with the curvature estimate of his adaptive 2SPSA (IEEE TAC
+45(10), 1839-1853, 2000); closed-loop control of the controller from error
+counts is what Xavier et al. do with two non-orthogonal reference signals (Opt.
+Express 16(3), 1867-1873, 2008) and Ding et al. with the sifted key bits
+revealed during error correction (Opt. Lett. 42, 2017; arXiv:1608.00366), as
+here: no reference light. Two choices make it meet a 0.5 % bound at 0.1 rad/sqrt(s):
+
+* the per-basis Hessians H_Z, H_X are estimated continuously by recursive least
+  squares on the curvature measurements (with forgetting, because they change
+  as the controller moves), and the dither direction is drawn so that every
+  dithered block costs the same small QBER, 1/2 d^2 u^T (H_Z + H_X) u =
+  ``dither_qber`` (whitened in the metric of H);
+  Each is kept at rank <= 2 (a basis sees two of the three angles);
+* the offset e is estimated by a Kalman filter (Kalman, J. Basic Eng. 82(1),
+  35-45, 1960; covariance update in Joseph's form) in the span of the three
+  largest eigenvectors of H_Z + H_X, whose measurement rows are u^T H_Z and
+  u^T H_X with the binomial variance of each basis's error rate (the X basis has far fewer bits,
+  the filter weighs it accordingly), and whose process noise is the fiber's
+  random walk mapped into actuator space, Q = k r^2 dt H^+ (r = expected drift
+  in rad/sqrt(s); for a cost Hessian diag(1/2, 1/2, 1) in rotation angles k
+  lies between 1/2 and 1, we take 0.7). The controller is then stepped by
+  -gain * e_hat (bounded by ``max_step_fraction`` of the range), and e_hat
+  moved by the same step (certainty equivalence).
+
+One cycle is three blocks: base (no dither), +d u, -d u. With an EPC-400 (four
+squeezers, three rotation angles) an actuator near a limit is walked back along
+the null direction of H (the smallest eigenvector: a move the error rates do
+not see to first order) a little every cycle, and a step that would leave the
+range is completed along it, so resets are smooth; a three-actuator controller
+(MPC320) has no such direction and ``realign`` is called if given, else
+:class:`PolarizationError` with the controller held (a safe state). A base block
+above ``lost_qber`` (the quadratic model no longer holds, e.g. near a point
+where the controller loses a degree of freedom) calls ``realign`` (a fresh
+``align`` with reference frames, which the bench has and the engine has not)
+or else learns the curvature afresh where it is.
+
+Blocks straddling a setting change are not used: the node passes the last
+acquired frame with every call and a block counts only if its first frame was
+acquired after the last change (so several blocks in flight are fine).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .polarization import AlignResult, PolarizationError, _Driver
+
+__all__ = ["BlockCounts", "PolarizationTracking", "TrackRecord", "align_inside"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BlockCounts:
+    """One block's disclosed counts: sifted bits and bit errors per basis, and its frames."""
+
+    n_z: int
+    errors_z: int
+    n_x: int
+    errors_x: int
+    first_frame: int = 0
+    last_frame: int = 0
+    duration_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_z", "errors_z", "n_x", "errors_x"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+                raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
+        if self.errors_z > self.n_z or self.errors_x > self.n_x:
+            raise ValueError(f"errors exceed sifted bits: Z {self.errors_z}/{self.n_z}, "
+                             f"X {self.errors_x}/{self.n_x}")
+
+    def rates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(QBER_Z, QBER_X) and their binomial variances (a floor of 1e-3 keeps a clean block honest)."""
+        n = np.array([max(self.n_z, 1), max(self.n_x, 1)], float)
+        q = np.array([self.errors_z, self.errors_x], float) / n
+        qv = np.maximum(q, 1e-3)
+        return q, qv * (1 - qv) / n
+
+
+@dataclass
+class TrackRecord:
+    block: int
+    settings: np.ndarray
+    qber_z: float
+    qber_x: float
+    action: str          # "base", "plus", "minus", "skip" (stale block), "realign", "relearn"
+
+
+def align_inside(controller, measure: Callable, *, margin_fraction: float = 0.15, tries: int = 6,
+                 seed: int = 0, **kw) -> AlignResult:
+    """``polarization.align``, repeated from other random starts (up to ``tries``) while the result
+    lies within ``margin_fraction`` of a range limit: a controller with more actuators than the three
+    angles of a rotation has many aligned settings, and tracking needs room around the one it starts
+    from. Returns the first result inside the margin, else the one farthest from the limits (the
+    controller is left there). ``kw`` go to ``align``; its PolarizationError propagates only when
+    every try failed."""
+    from .polarization import align
+
+    dev = _Driver(controller)
+    margin = margin_fraction * (dev.hi - dev.lo)
+    best: tuple[float, AlignResult] | None = None
+    err: Exception | None = None
+    rng = np.random.default_rng(seed)
+    for k in range(max(1, int(tries))):
+        if k:                               # align starts from the present setting: move it first
+            dev.set(rng.uniform(dev.lo + margin, dev.hi - margin, dev.n))
+        try:
+            res = align(controller, measure, seed=seed + 7919 * k, **kw)
+        except PolarizationError as exc:
+            err = exc
+            continue
+        room = float(np.min(np.minimum(res.settings - dev.lo, dev.hi - res.settings)))
+        if best is None or room > best[0]:
+            best = (room, res)
+        if room >= margin:
+            break
+    if best is None:
+        assert err is not None
+        raise err
+    if not np.array_equal(dev.get(), best[1].settings):
+        dev.set(best[1].settings)
+    return best[1]
+
+
+class _Rls:
+    """Recursive least squares with forgetting for the curvature model u^T H u = phi(u) . vech(H).
+
+    Works in units of the actuator range (``scale``): curvatures per mV^2 are ~1e-6 and their
+    variances ~1e-12, which makes the covariance update cancel to zero in float64 otherwise."""
+
+    def __init__(self, n: int, forget: float, scale: float = 1.0) -> None:
+        self.n = n
+        self.s2 = float(scale) ** 2
+        self.iu = np.triu_indices(n)
+        m = len(self.iu[0])
+        self.theta = np.zeros(m)
+        self.P = np.eye(m) * 1e6
+        self.forget = forget
+        self.updates = 0
+
+    def phi(self, u: np.ndarray) -> np.ndarray:
+        o = np.outer(u, u) * (2.0 - np.eye(self.n))     # off-diagonal terms appear twice
+        return o[self.iu]
+
+    def update(self, u: np.ndarray, z: float, var: float) -> None:
+        z, var = z * self.s2, var * self.s2**2
+        self.updates += 1
+        f = self.phi(u)
+        Pf = self.P @ f
+        k = Pf / (self.forget * var + f @ Pf)
+        self.theta = self.theta + k * (z - f @ self.theta)
+        self.P = (self.P - np.outer(k, Pf)) / self.forget
+        self.P = (self.P + self.P.T) / 2
+
+    def matrix(self, rank: int = 2) -> np.ndarray:
+        """The estimate as a symmetric, positive semi-definite matrix of at most ``rank`` (one basis's
+        error rate sees two of the three rotation angles to second order: QBER_Z ~ (w2^2 + w3^2)/4,
+        QBER_X ~ (w1^2 + w3^2)/4; smaller and negative eigenvalues are noise)."""
+        h = np.zeros((self.n, self.n))
+        h[self.iu] = self.theta / self.s2
+        h = h + h.T - np.diag(np.diag(h))
+        w, v = np.linalg.eigh(h)
+        w[:-rank] = 0.0
+        return (v * np.maximum(w, 0.0)) @ v.T
+
+
+class PolarizationTracking:
+    """The tracking loop the node drives: ``on_block(counts, current_frame)`` once per block.
+
+    Parameters (fractions are of the controller's range): ``dither_qber`` the
+    QBER (Z + X) each dithered block may add; ``init_dither_fraction`` the dither
+    while the curvature is first learned; ``drift_rad_per_sqrt_s`` the expected
+    fiber drift (Kalman process noise); ``gain`` the fraction of the estimated
+    offset corrected per cycle; ``max_step_fraction`` the largest step;
+    ``edge_fraction`` how near a limit an EPC actuator starts walking back;
+    ``lost_qber`` a base block above this in either basis means the quadratic model no longer holds
+    (lock lost); ``realign`` (a fresh ``align``, which needs reference frames) is called then and when
+    a three-actuator controller reaches a limit; without it a lost lock re-learns the curvature where
+    it is and goes on, and a three-actuator controller at a limit raises :class:`PolarizationError`
+    (controller held: a safe state; the node raises a ``polarization`` alarm).
+    ``frame_s``: a frame's duration (gives a block's when the counts do not); ``guard_frames``: frames
+    after the last acquired one that may still have seen the old setting (light in flight).
+    """
+
+    def __init__(self, controller, *, dither_qber: float = 0.001, init_dither_fraction: float = 0.005,
+                 init_rounds: int = 2, drift_rad_per_sqrt_s: float = 0.1, gain: float = 0.8,
+                 max_step_fraction: float = 0.02, edge_fraction: float = 0.15,
+                 recenter_fraction: float = 0.002, forget: float = 0.997, seed: int = 0,
+                 lost_qber: float = 0.03, p0: float = 0.002, frame_s: float = 0.0,
+                 guard_frames: int = 1,
+                 realign: Callable[[], AlignResult] | None = None) -> None:
+        self.dev = _Driver(controller)
+        n = self.dev.n
+        self.span = self.dev.hi - self.dev.lo
+        self.dither_qber = float(dither_qber)
+        self.d0 = float(init_dither_fraction) * self.span
+        self.drift = float(drift_rad_per_sqrt_s)
+        self.gain = float(gain)
+        self.max_step = float(max_step_fraction) * self.span
+        self.edge = float(edge_fraction) * self.span
+        self.recenter = float(recenter_fraction) * self.span
+        self.realign = realign
+        self.lost_qber = float(lost_qber)
+        self.p0 = float(p0)
+        self.frame_s = float(frame_s)
+        self.guard = int(guard_frames)
+        self.realigns = 0
+        self.relearns = 0
+        self._need_realign: list[int] = []
+        self._rng = np.random.default_rng(seed)
+        self._forget, self._init_rounds = float(forget), int(init_rounds)
+        self._learn()
+        # settings stay this far inside the range so every dither fits on both sides
+        self.lo, self.hi = self.dev.lo + 1.5 * self.d0, self.dev.hi - 1.5 * self.d0
+        self.x = self._inside(self.dev.get())
+        self.e = np.zeros(n)                                     # Kalman state: x - x*
+        self.P: np.ndarray | None = None
+        self._phase = "base"                                     # what the next usable block measures
+        self._u = np.zeros(n)
+        self._d = 0.0
+        self._q: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+        self._valid_from = -1                                    # first frame taken at the current setting
+        self._block = 0
+        self.log: list[TrackRecord] = []
+        self._lock = threading.Lock()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _learn(self) -> None:
+        """(Re)start learning the curvature: fresh estimates, coordinate and pair dithers first."""
+        n = self.dev.n
+        self.rls = [_Rls(n, self._forget, self.span), _Rls(n, self._forget, self.span)]    # Z, X
+        eye = np.eye(n)
+        pairs = [(eye[i] + s * eye[j]) / math.sqrt(2) for i in range(n) for j in range(i + 1, n)
+                 for s in (1.0, -1.0)]
+        self._init_dirs = [u for _ in range(self._init_rounds) for u in list(eye) + pairs]
+
+    def _hessians(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.rls[0].matrix(), self.rls[1].matrix()
+
+    def _inside(self, x) -> np.ndarray:
+        return np.clip(np.asarray(x, float), self.lo, self.hi)
+
+    def _apply(self, x: np.ndarray, current_frame: int) -> None:
+        x = np.clip(x, self.dev.lo, self.dev.hi)
+        self.dev.set(x)
+        self._valid_from = int(current_frame) + 1 + self.guard
+
+    def _next_direction(self) -> tuple[np.ndarray, float]:
+        if self._init_dirs:
+            return self._init_dirs.pop(0), self.d0
+        hz, hx = self._hessians()
+        hs = hz + hx
+        w, v = np.linalg.eigh(hs)
+        keep = w > max(w[-1], 1e-30) * 1e-4
+        keep[:-3] = False                                        # a rotation has 3 degrees of freedom
+        if not keep.any():                                       # no curvature learned yet: a coordinate
+            return np.eye(self.dev.n)[self._block % self.dev.n], self.d0
+        z = self._rng.standard_normal(int(keep.sum()))
+        u = v[:, keep] @ (z / np.sqrt(w[keep]))                  # whitened: u^T hs u = |z|^2
+        u /= np.linalg.norm(u)
+        curv = float(u @ hs @ u)
+        d = math.sqrt(2 * self.dither_qber / curv) if curv > 0 else self.d0
+        return u, min(d, 5 * self.d0)
+
+    def _fit_dither(self) -> None:
+        """Shrink d so that x +- d u stays inside the range (a clipped dither would measure nonsense)."""
+        room = np.minimum(self.x - self.dev.lo, self.dev.hi - self.x)
+        with np.errstate(divide="ignore"):
+            lim = np.where(np.abs(self._u) > 0, room / np.abs(self._u), np.inf)
+        self._d = max(min(self._d, float(lim.min())), 1e-9 * self.span)
+
+    def _setting(self, which: str) -> np.ndarray:
+        base = self.x
+        if which == "plus":
+            return base + self._d * self._u
+        if which == "minus":
+            return base - self._d * self._u
+        return base
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def start(self, current_frame: int = -1) -> None:
+        """Take the controller's present setting as the aligned one (call after ``align``)."""
+        self.x = self._inside(self.dev.get())
+        self._phase = "base"
+        self._valid_from = int(current_frame) + 1 + self.guard
+
+    def on_block(self, counts: BlockCounts, current_frame: int | None = None) -> TrackRecord:
+        """Feed one block's counts; ``current_frame`` is the last frame acquired so far (the next
+        setting applies from the frame after it). Returns what was done with the block. Thread-safe:
+        the node's block workers may finish out of order (a block that began before the last
+        change is skipped, whenever it arrives)."""
+        with self._lock:
+            return self._on_block(counts, current_frame)
+
+    def _on_block(self, counts: BlockCounts, current_frame: int | None) -> TrackRecord:
+        self._block += 1
+        q, var = counts.rates()
+        cur = counts.last_frame if current_frame is None else int(current_frame)
+        if counts.first_frame < self._valid_from:
+            return self._record(q, "skip")
+        phase = self._phase
+        if self._need_realign:
+            at, self._need_realign = self._need_realign, []
+            self._realign(f"actuator(s) {at} at the edge of [{self.dev.lo:g}, {self.dev.hi:g}] "
+                          f"{self.dev.unit} and no redundancy to walk back", cur)
+            return self._record(q, "realign")
+        if phase == "base" and not self._init_dirs and max(q) > self.lost_qber:
+            why = f"lock lost: QBER_Z {q[0]:.4f} QBER_X {q[1]:.4f} > {self.lost_qber}"
+            if self.realign is None:
+                # no global search available (the engine has no reference frames): learn the
+                # curvature afresh where we are and go on; the dithers still see the slope
+                log.warning("%s: %s: re-learning the curvature", self.dev.name, why)
+                self.relearns += 1
+                self.e[:] = 0
+                self.P = None
+                self._learn()
+                return self._record(q, "relearn")
+            self._realign(why, cur)
+            return self._record(q, "realign")
+        dur = counts.duration_s or (counts.last_frame - counts.first_frame + 1) * self.frame_s or 0.01
+        self._q[phase] = (q, var, dur)
+        if phase == "base":
+            self._u, self._d = self._next_direction()
+            self._fit_dither()
+            self._phase = "plus"
+            self._apply(self._setting("plus"), cur)
+        elif phase == "plus":
+            self._phase = "minus"
+            self._apply(self._setting("minus"), cur)
+        else:
+            self._cycle()
+            self._phase = "base"
+            self._apply(self.x, cur)
+        return self._record(q, phase)
+
+    def _cycle(self) -> None:
+        """After base, plus, minus: update curvature and offset estimates, step the controller."""
+        (q0, v0, t0), (qp, vp, tp), (qm, vm, tm) = self._q["base"], self._q["plus"], self._q["minus"]
+        u, d = self._u, self._d
+        for b in range(2):                                       # curvature along u (2SPSA, Spall 2000)
+            z = (qp[b] + qm[b] - 2 * q0[b]) / d**2
+            self.rls[b].update(u, z, (vp[b] + vm[b] + 4 * v0[b]) / d**4)
+        dt = max(t0 + tp + tm, 1e-6)
+        if self._init_dirs:                                      # still learning the curvature
+            return
+        hz, hx = self._hessians()
+        hs = hz + hx
+        # a rotation has three degrees of freedom: the filter lives in the span of the three largest
+        # eigenvectors of H (the fourth direction of an EPC-400 is the null direction: unobservable)
+        w, v = np.linalg.eigh(hs)
+        w, v = w[-3:], v[:, -3:]
+        ok = w > max(w[-1], 1e-300) * 1e-3
+        w, v = w[ok], v[:, ok]
+        proj = v @ v.T
+        hplus = (v / w) @ v.T
+        n = self.dev.n
+        if self.P is None:                                       # prior: just aligned, ~0.05 rad per axis
+            self.P = self.p0 * hplus + 1e-12 * np.eye(n)
+        # predict: the fiber's random walk in actuator coordinates
+        self.P = self.P + 0.7 * self.drift**2 * dt * hplus
+        # update with y = (q+ - q-) / 2d = [u^T H_Z; u^T H_X] e + noise (two-sided SP, Spall 1992)
+        y = (qp - qm) / (2 * d)
+        R = np.diag((vp + vm) / (4 * d**2))
+        Hm = np.vstack([u @ hz, u @ hx])
+        S = Hm @ self.P @ Hm.T + R
+        K = self.P @ Hm.T @ np.linalg.inv(S)
+        self.e = self.e + K @ (y - Hm @ self.e)
+        ikh = np.eye(n) - K @ Hm
+        self.P = ikh @ self.P @ ikh.T + K @ R @ K.T              # Joseph form: stays symmetric, >= 0
+        self.e = proj @ self.e
+        step = -self.gain * self.e
+        if np.abs(step).max() > self.max_step:
+            step *= self.max_step / np.abs(step).max()
+        # the walk back from a limit moves along the null direction: by assumption it leaves the
+        # offset unchanged, so only the (range-projected) move actually made is added to e (a step
+        # cut short at the range limit leaves the rest of the offset to be corrected)
+        new = self._inside(self._use_redundancy(self.x + step + self._walk_back(hs, v), hs, v))
+        self.e = self.e + proj @ (new - self.x)
+        self.x = new
+
+    def _null(self, hs: np.ndarray, v: np.ndarray) -> np.ndarray:
+        null = np.linalg.eigh(hs)[1][:, 0]                       # the direction the error rates do not see
+        null -= v @ (v.T @ null)                                 # exactly outside the filter's subspace
+        return null / max(np.linalg.norm(null), 1e-300)
+
+    def _use_redundancy(self, target: np.ndarray, hs: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """A step that would leave the range is completed along the null direction instead (EPC-400)."""
+        over = np.maximum(target - self.hi, 0.0) - np.maximum(self.lo - target, 0.0)
+        if self.dev.n <= 3 or v.shape[1] >= self.dev.n or not over.any():
+            return target
+        null = self._null(hs, v)
+        i = int(np.argmax(np.abs(over)))
+        if abs(null[i]) < 0.2:                                   # the null direction barely moves it
+            return target
+        alpha = float(np.clip(-over[i] / null[i], -self.max_step * 3, self.max_step * 3))
+        return target + alpha * null
+
+    def _walk_back(self, hs: np.ndarray, v: np.ndarray) -> np.ndarray:
+        near = np.minimum(self.x - self.dev.lo, self.dev.hi - self.x) < self.edge
+        if not near.any():
+            return np.zeros_like(self.x)
+        if self.dev.n > 3:
+            null = self._null(hs, v)
+            want = np.where(near, (self.dev.lo + self.dev.hi) / 2 - self.x, 0.0)
+            return null * (1.0 if null @ want >= 0 else -1.0) * self.recenter / np.abs(null).max()
+        self._need_realign = [int(i) + 1 for i in np.flatnonzero(near)]
+        return np.zeros_like(self.x)
+
+    def _realign(self, why: str, current_frame: int) -> None:
+        if self.realign is None:
+            raise PolarizationError(f"{self.dev.name}: {why}; no realignment given: controller held at "
+                                    f"{np.round(self.x, 2).tolist()} {self.dev.unit}")
+        log.warning("%s: %s: realigning", self.dev.name, why)
+        res = self.realign()
+        self.realigns += 1
+        self.x = self._inside(res.settings)
+        self.dev.set(self.x)
+        self.e[:] = 0
+        self.P = None
+        self._learn()                       # the curvature belongs to the old setting
+        self._phase = "base"
+        self._valid_from = int(current_frame) + 1
+
+    def _record(self, q: np.ndarray, action: str) -> TrackRecord:
+        rec = TrackRecord(self._block, self.x.copy(), float(q[0]), float(q[1]), action)
+        self.log.append(rec)
+        return rec

@@ -1,0 +1,174 @@
+"""The per-block tracking loop (calibration.tracking) on the block-level link (hil.blocklink), and the
+block-level link itself checked against the slot-level model it abbreviates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calibration.polarization import Measurement, PolarizationError, counts_from_frame
+from calibration.tracking import BlockCounts, PolarizationTracking, align_inside
+from hil.blocklink import BlockLink, ModelEpc400
+from hil.model import LinkModel
+from hil.optics import su2_rotation
+from hil.scenario import Scenario
+
+
+def test_block_link_matches_the_slot_level_model():
+    # a misaligned, still fiber: QBERs and the sifted Z rate of run_frame against the closed form
+    sc = Scenario.load("metro-25km").with_overrides({"source.frame_slots": 1 << 18})
+    m = LinkModel(sc, 5)
+    m.set_controller_rotation(su2_rotation(np.array([0.15, -0.1, 0.2])))
+    counts = np.zeros((4, 4), np.int64)
+    nz = 0
+    frames = 6
+    for f in range(frames):
+        r = m.run_frame(f)
+        p = m.alice_pattern(f)
+        c = counts_from_frame(r.slots, r.mask, p.basis, p.bit)
+        counts += c
+        nz += int(c[:2, :2].sum())
+    meas = Measurement(counts, 0.0)
+    bl = BlockLink(m, seed=1)
+    qz, qx = bl.expected_qber(0.0)
+    assert meas.qber_z == pytest.approx(qz, abs=4 * np.sqrt(qz / counts[:2, :2].sum()) + 2e-4)
+    assert meas.qber_x == pytest.approx(qx, abs=4 * np.sqrt(qx / counts[2:, 2:].sum()) + 2e-4)
+    t = frames * m.frame_duration_s
+    expect_nz = bl.block(0.0, t).n[0].sum()
+    # dead time as 1/(1 + R tau) (a 17 % loss at these rates) agrees with the slot-level dead time to ~2 %
+    assert nz == pytest.approx(expect_nz, rel=0.04)
+
+
+def _tracked(seconds: float, drift: float, seed: int, **kw):
+    sc = Scenario.load("metro-25km").with_overrides({"fiber.drift_rad_per_sqrt_s": drift})
+    model = LinkModel(sc, seed)
+    link = BlockLink(model, seed=seed)
+    ctrl = ModelEpc400(model, np.random.default_rng(seed).uniform(-3000, 3000, 4))
+    t = 0.0
+
+    def measure():
+        nonlocal t
+        b = link.block(t, 1e-3)
+        t += 1e-3
+        return Measurement(b.cross, 1e-3)
+
+    align_inside(ctrl, measure, seed=seed)
+    tr = PolarizationTracking(ctrl, drift_rad_per_sqrt_s=drift, seed=seed, guard_frames=0, **kw)
+    T = link.block_duration_for(1 << 18)
+    ideal = np.array(link.expected_qber(0.0, np.eye(2, dtype=complex)))
+    extra = []
+    for i in range(int(seconds / T)):
+        extra.append(np.array(link.expected_qber(t + T / 2)) - ideal)
+        b = link.block(t, T)
+        tr.on_block(BlockCounts(int(b.n[0].sum()), int(b.m[0].sum()), int(b.n[1].sum()), int(b.m[1].sum()),
+                                first_frame=i, last_frame=i, duration_s=T), current_frame=i)
+        t += T
+    lo, hi = ctrl.actuator_range
+    assert all(np.all((r.settings >= lo) & (r.settings <= hi)) for r in tr.log)
+    return np.array(extra), tr
+
+
+def test_tracking_meets_the_bound_at_0p1_rad_per_sqrt_s():
+    # issue 7: time-averaged extra QBER <= 0.5 % under 0.1 rad/sqrt(s); 20 s of 1 GHz link, engine-size
+    # blocks (2^18 sifted Z bits, ~10 ms). Without the loop the same fiber costs percents.
+    extra, tr = _tracked(20.0, 0.1, seed=2)
+    assert extra.mean(axis=0).max() <= 0.005
+    assert np.percentile(extra, 95, axis=0).max() <= 0.01
+    assert tr.realigns == 0
+    acts = [r.action for r in tr.log]
+    assert acts.count("plus") >= 500                      # it dithered all along (one cycle = 3 blocks)
+
+
+def test_stale_blocks_are_not_used():
+    sc = Scenario.load("metro-25km")
+    model = LinkModel(sc, 1)
+    ctrl = ModelEpc400(model)
+    tr = PolarizationTracking(ctrl)
+    c = BlockCounts(100000, 100, 3000, 10, first_frame=0, last_frame=4)
+    assert tr.on_block(c, current_frame=9).action == "base"    # a dither goes out after frame 9 (+1 guard)
+    sets = ctrl.sets
+    # the next block began before the change: skipped, nothing sent
+    assert tr.on_block(BlockCounts(100000, 100, 3000, 10, first_frame=5, last_frame=12), 14).action == "skip"
+    assert ctrl.sets == sets
+    assert tr.on_block(BlockCounts(100000, 100, 3000, 10, first_frame=11, last_frame=15), 16).action == "plus"
+
+
+def test_lost_lock_without_realign_relearns_and_holds_the_controller():
+    model = LinkModel(Scenario.load("metro-25km"), 1)
+    ctrl = ModelEpc400(model, (100.0, 200.0, 300.0, 400.0))
+    tr = PolarizationTracking(ctrl, init_rounds=0, guard_frames=0)
+    tr.on_block(BlockCounts(100000, 100, 3000, 10))           # base -> plus
+    tr.on_block(BlockCounts(100000, 100, 3000, 10, 1, 1), 1)  # plus -> minus
+    tr.on_block(BlockCounts(100000, 100, 3000, 10, 2, 2), 2)  # minus -> base
+    held = ctrl.get_actuators()
+    assert tr.on_block(BlockCounts(100000, 20000, 3000, 10, 3, 3), 3).action == "relearn"
+    assert tr.relearns == 1 and np.array_equal(ctrl.get_actuators(), held)
+
+
+def test_mpc320_at_a_limit_without_realign_is_an_error_and_holds_the_controller():
+    from hil.blocklink import ModelMpc320
+
+    model = LinkModel(Scenario.load("metro-25km"), 1)
+    ctrl = ModelMpc320(model, (5.0, 80.0, 80.0))                # paddle 1 near its 0 deg limit
+    tr = PolarizationTracking(ctrl, init_rounds=1, guard_frames=0)
+    with pytest.raises(PolarizationError, match=r"actuator\(s\) \[1\] at the edge"):
+        for i in range(60):
+            tr.on_block(BlockCounts(100000, 300, 3000, 10, i, i), i)
+    v = ctrl.get_actuators()
+    assert np.all((v >= 0) & (v <= 170))
+
+
+def test_block_counts_are_validated():
+    with pytest.raises(ValueError, match="errors exceed"):
+        BlockCounts(10, 11, 5, 0)
+    with pytest.raises(ValueError, match="n_x"):
+        BlockCounts(10, 1, -5, 0)
+
+
+def test_untracked_drift_is_large_for_contrast():
+    # the same fiber without the loop: the bound above is not met by doing nothing
+    sc = Scenario.load("metro-25km").with_overrides({"fiber.drift_rad_per_sqrt_s": 0.1})
+    model = LinkModel(sc, 2)
+    link = BlockLink(model)
+    model.set_controller_rotation(np.linalg.inv(model.fiber.rotation_at(0.0)))
+    ideal = np.array(link.expected_qber(0.0, np.eye(2, dtype=complex)))
+    extra = np.array([np.array(link.expected_qber(t)) - ideal for t in np.linspace(0, 20, 200)])
+    assert extra.mean() > 0.005
+
+
+def test_tracking_through_the_epc400_driver_on_the_rig():
+    # the same loop with the production driver on the rig's emulated EPC-400 (serial protocol on a
+    # pty, mV limits enforced by the twin): 5 s of link at 0.1 rad/sqrt(s)
+    from drivers.oz_epc400 import OzEpc400
+    from hil.rig import Rig
+
+    sc = Scenario.load("metro-25km").with_overrides({"fiber.drift_rad_per_sqrt_s": 0.1})
+    with Rig(sc, seed=2, frame_slots=1 << 16) as rig:
+        dev = OzEpc400(rig.resources()["bob.polarization"])
+        dev.open()
+        try:
+            link = BlockLink(rig.model, seed=2)
+            t = 0.0
+
+            def measure():
+                nonlocal t
+                b = link.block(t, 1e-3)
+                t += 1e-3
+                return Measurement(b.cross, 1e-3)
+
+            align_inside(dev, measure, seed=2)
+            tr = PolarizationTracking(dev, seed=2, guard_frames=0)
+            T = link.block_duration_for(1 << 18)
+            ideal = np.array(link.expected_qber(0.0, np.eye(2, dtype=complex)))
+            extra = []
+            for i in range(int(5.0 / T)):
+                extra.append(np.array(link.expected_qber(t + T / 2)) - ideal)
+                b = link.block(t, T)
+                tr.on_block(BlockCounts(int(b.n[0].sum()), int(b.m[0].sum()), int(b.n[1].sum()),
+                                        int(b.m[1].sum()), i, i, T), i)
+                t += T
+            assert np.mean(extra, axis=0).max() <= 0.005 and tr.realigns == 0
+            v = dev.get_actuators()                                   # the twin holds a setting near
+            assert np.all(np.abs(v) <= 5000) and np.abs(v - tr.x).max() < 100   # x (+- a dither)
+        finally:
+            dev.close()

@@ -1,0 +1,166 @@
+"""``qkd alice`` and ``qkd bob`` (two processes) start their KMEs and metrics from the node file.
+
+The nodes drive the HIL rig's emulated instruments through the production
+drivers (as against a lab); each node file has ``[kme]`` and ``[metrics]``
+tables. While the link runs, a master SAE takes keys from Alice's KME, the
+slave SAE fetches them by ID from Bob's (the reservation crossed the link's
+authenticated channel between the two processes), and Alice's Prometheus
+endpoint is scraped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from test_kme import call
+
+from hil.rig import Rig
+from link.frontend import Timing
+from link.pipeline import config_for_scenario
+from link.pki import create_lab_pki
+
+NODE = """
+[node]
+role = "{role}"
+link_id = "lab-link"
+psk = "{role}.psk"
+store = "{role}.db"
+
+[channel]
+proto = "tcp://127.0.0.1:{proto}"
+ctrl = "tcp://127.0.0.1:{ctrl}"
+
+[protocol]
+block_bits = {block_bits}
+p_z = {p_z}
+intensities = {intensities}
+intensity_probs = {probs}
+finite_key = "{finite_key}"
+
+[frontend]
+lab = "lab.toml"
+instrument = "{instrument}"
+frame_slots = {frame_slots}
+clock_hz = {clock_hz}
+offsets_ps = {offsets}
+window_ps = {window}
+
+[kme]
+kme_id = "{me}"
+peer_kme_id = "{peer}"
+listen = "127.0.0.1:0"
+cert = "pki/{me}.pem"
+key = "pki/{me}.key"
+ca = "pki/ca.pem"
+reservations = "{role}-kme.db"
+[kme.saes]
+{sae} = ["{partner}"]
+
+[metrics]
+port = 0
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Lines:
+    """A child's stdout, read on a thread, searchable while it runs."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self.t = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.t.start()
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, word: str, timeout: float = 60) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for line in self.lines:
+                if word in line:
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"{word!r} not printed in {timeout} s: {''.join(self.lines)[-2000:]}")
+
+
+def _keys(db) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+            return c.execute("SELECT COUNT(*) FROM key").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_qkd_alice_and_bob_serve_keys_through_their_kmes(tmp_path):
+    create_lab_pki(tmp_path / "pki", kmes=["KME_A", "KME_B"], saes=["SAE_A", "SAE_B"])
+    from link.cli import main
+    assert main(["psk", "--link-id", "lab-link", "--out", str(tmp_path / "alice.psk"),
+                 str(tmp_path / "bob.psk"), "--kib-per-stream", "16"]) == 0
+    procs: list[subprocess.Popen] = []
+    with Rig("metro-25km", seed=3) as rig:
+        (tmp_path / "lab.toml").write_text(
+            rig.lab_toml() + "\n[alice.pattern_generator.settings.encoding]\n"
+                             "samples_per_slot = 1\npulse_samples = 1\n")
+        cfg = config_for_scenario(rig.model.scenario, block_bits=1 << 19)   # key from 2^19 on at 25 km
+        tm = Timing.for_model(rig.model)
+        ports = {"proto": _free_port(), "ctrl": _free_port()}
+        for role, me, peer, sae, partner, instr in (
+                ("alice", "KME_A", "KME_B", "SAE_A", "SAE_B", "pattern_generator"),
+                ("bob", "KME_B", "KME_A", "SAE_B", "SAE_A", "time_tagger")):
+            (tmp_path / f"{role}.toml").write_text(NODE.format(
+                role=role, me=me, peer=peer, sae=sae, partner=partner, instrument=instr, **ports,
+                block_bits=cfg.block_bits, p_z=cfg.p_z, intensities=list(cfg.intensities),
+                probs=list(cfg.intensity_probs), finite_key=cfg.finite_key, frame_slots=rig.frame_slots,
+                clock_hz=rig.model.clock_hz, offsets=list(tm.offsets_ps), window=tm.window_ps))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        try:
+            out = {}
+            for role in ("alice", "bob"):
+                p = subprocess.Popen([sys.executable, "-m", "link.cli", role, "--config",
+                                      str(tmp_path / f"{role}.toml")], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+                procs.append(p)
+                out[role] = _Lines(p)
+            url_a = out["alice"].wait_for("KME KME_A at https://").split(" at ")[1].split()[0]
+            url_b = out["bob"].wait_for("KME KME_B at https://").split(" at ")[1].split()[0]
+            metrics = out["alice"].wait_for("metrics on http://").split(" on ")[1].strip()
+            pa, pb = int(url_a.rsplit(":", 1)[1]), int(url_b.rsplit(":", 1)[1])
+            end = time.monotonic() + 150
+            while not (_keys(tmp_path / "alice.db") >= 10 and _keys(tmp_path / "bob.db") >= 10):
+                assert time.monotonic() < end, "no key in both stores: " + "".join(out["alice"].lines)[-1500:]
+                assert all(p.poll() is None for p in procs), "".join(out["bob"].lines)[-1500:]
+                time.sleep(0.2)
+            pki = tmp_path / "pki"
+            st, enc = call(pki, pa, "POST", "/api/v1/keys/SAE_B/enc_keys", {"number": 2, "size": 512})
+            assert st == 200, enc
+            st, dec = call(pki, pb, "POST", "/api/v1/keys/SAE_A/dec_keys",
+                           {"key_IDs": [{"key_ID": k["key_ID"]} for k in enc["keys"]]}, sae="SAE_B")
+            assert st == 200 and dec["keys"] == enc["keys"]
+            time.sleep(0.7)   # the next status telemetry
+            body = urllib.request.urlopen(metrics, timeout=5).read().decode()
+            assert 'qkd_kme_keys_served_total{call="enc_keys",node="alice"} 2.0' in body
+            assert 'qkd_blocks_total{node="alice",result="ok"}' in body
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+            for p in procs:
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()

@@ -1,0 +1,94 @@
+"""``qkd report --run DIR`` on the folders of real short ``qkd run --out DIR`` runs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from link.cli import main
+
+
+@pytest.fixture(scope="module")
+def metro(tmp_path_factory):
+    d = tmp_path_factory.mktemp("metro")
+    # --kme and --metrics-port too: the services start and stop with the run
+    assert main(["run", "--blocks", "2", "--block-bits", "524288", "--instruments", "model", "--out", str(d),
+                 "--kme", "--metrics-port", "0", "--json"]) == 0
+    return d
+
+
+def test_report_of_a_run_with_key(metro, capsys):
+    capsys.readouterr()
+    s = json.loads((metro / "summary.json").read_text())
+    assert (metro / "telemetry.jsonl").stat().st_size > 0
+    assert (metro / "pki" / "SAE_A.pem").exists() and (metro / "alice-kme.db").exists()
+    assert main(["report", "--run", str(metro)]) == 0
+    md = capsys.readouterr().out
+    assert f"| secret key | {s['secret_bits']} bits |" in md
+    assert f"| QBER (Z, corrected) | {s['qber']:.4f} |" in md
+    assert f"| reconciliation efficiency f | {s['f']:.3f} |" in md
+    assert f"| keys in alice's store | {s['keys']['alice']} (" in md
+    assert "| same key IDs in both stores | yes |" in md
+    assert "| keys identical at the end of the run | yes |" in md
+    rows = re.findall(r"^\| (\d+) \| [\d.]+ \| (\d+) \| ([\d.]+) \|.*\| key \|$", md, re.M)
+    assert len(rows) == s["blocks"] == 2
+    assert [int(r[1]) for r in rows] == [b["n_z"] for b in s["block_results"]]
+    m = re.search(r"Largest per-block total (\S+) against eps_sec \+ eps_cor = (\S+) \(within\); "
+                  r"composed over the 2 blocks with key: (\S+)\.", md)
+    assert m and float(m.group(1)) <= 1.0001e-10 and float(m.group(3)) == pytest.approx(2 * float(m.group(1)),
+                                                                                          rel=0.01)
+    from link.report import figures, load_run
+    fig = figures(load_run(metro))
+    assert fig["secret_series"][-1][1] == s["secret_bits"]          # the key over time adds up
+    assert len(fig["rates"]) == 2 and all(r > 0 for _, r in fig["rates"])
+    # alarms as the run raised them (a loaded machine may make the channel retransmit, and
+    # a retransmission whose ACK came late is refused as a replay and raises an alarm)
+    if s["alarm_count"] == 0:
+        assert "## Alarms\n\nNone." in md
+    else:
+        assert md.count("\n- t = ") == s["alarm_count"]
+        assert all(f"**{a}**" in md for a in s["alarms"])
+    for role, c in s["channel"].items():
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"- {role}: "))
+        assert f"{c['sent']} sent, {c['retransmitted']} retransmitted" in line
+        assert ("refused: none" in line) == (c["bad_tag"] + c["replayed"] + c["out_of_sequence"] == 0)
+
+
+def test_html_report_is_self_contained(metro, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["report", "--run", str(metro), "--html", "-o", str(out)]) == 0
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 3
+    assert "<polyline" in page and "<table>" in page
+    assert "<script" not in page and "src=" not in page and "href=" not in page
+    import xml.etree.ElementTree as ET
+    for svg in re.findall(r"<svg.*?</svg>", page, re.S):
+        ET.fromstring(svg)                               # each chart is well-formed SVG
+
+
+def test_report_of_an_attacked_run_shows_the_alarm(tmp_path, capsys):
+    d = tmp_path / "eve"
+    main(["run", "--scenario", "intercept-resend", "--blocks", "1", "--block-bits", "131072",
+          "--instruments", "model", "--out", str(d), "--json"])
+    capsys.readouterr()
+    assert main(["report", "--run", str(d)]) == 0
+    md = capsys.readouterr().out
+    assert "No block produced key" in md
+    assert re.search(r"\| 1 \| [\d.]+ \| \d+ \| 0\.2\d+ \|.*\| ABORTED: QBER 0\.2\d+ above 0\.11 \|", md)
+    assert re.search(r"- t = [\d.]+ s, alice: \*\*qber_high\*\* .*\(block 1\)", md)
+
+
+def test_report_errors_name_the_problem(tmp_path, capsys):
+    assert main(["report", "--run", str(tmp_path / "nope")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["report", "--run", str(tmp_path)]) == 2
+    assert "neither summary.json nor telemetry.jsonl" in capsys.readouterr().err
+    (tmp_path / "telemetry.jsonl").write_text('{"kind": "status", "t": 1}\n{oops\n')
+    assert main(["report", "--run", str(tmp_path)]) == 2
+    assert "telemetry.jsonl:2: not a JSON object" in capsys.readouterr().err
+    (tmp_path / "telemetry.jsonl").write_text('{"kind": "status", "node": "alice", "t": 1, "wall_s": 0}\n')
+    (tmp_path / "alice.db").write_text("not sqlite")
+    assert main(["report", "--run", str(tmp_path)]) == 2
+    assert "alice.db: not a key store" in capsys.readouterr().err
