@@ -22,9 +22,12 @@ know the link engine. Public API (names other parts depend on):
     * ``alice_pattern(f) -> Pattern(basis, bit, intensity)``: uint8 arrays of
       ``frame_slots`` (basis 0=Z 1=X; bit; intensity 0=mu1 1=mu2 2=mu3), from the
       model's own seeded QRNG.
-    * ``run_frame(f, pattern=None) -> FrameResult``; ``run_frames(first, count,
-      patterns=None)``. Frames must be run in order for dead time and
-      afterpulses to carry over (a jump resets detector state).
+    * ``run_frame(f, pattern=None, *, method="kernel") -> FrameResult``;
+      ``run_frames(first, count, patterns=None)``. Frames must be run in order for
+      dead time and afterpulses to carry over (a jump resets detector state).
+      ``method``: "kernel" (default: the C hot path ``hil._kernel``, built from
+      ``hil/csrc`` by ``hil/build_ffi.py``), "skip" (its numpy reference),
+      "per-slot" (every pulse sampled; the benchmark baseline).
     * ``FrameResult``: per click ``slot`` (uint64, slot within the frame, sorted),
       ``detector`` (uint8 0..3 = H V D A), ``time_ps`` (int64 tagger timestamp),
       ``tag_lost`` (bool), ``noise`` (bool: dark count/afterpulse); per slot

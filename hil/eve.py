@@ -122,6 +122,16 @@ class OutcomeTables:
         cq = np.cumsum(quiet, axis=1)
         cq[:, -1] = 1.0
         self.cum_quiet = (c[:, None] + np.minimum(cq, 1.0)).ravel()
+        self.cum_quiet_rows = np.ascontiguousarray(np.minimum(cq, 1.0).ravel())    # per class, for C
+
+    def alias(self) -> tuple[np.ndarray, np.ndarray]:
+        """Alias tables (Walker 1977) of the candidate outcomes, rows = classes, for ``hil.kernel``."""
+        if getattr(self, "_alias", None) is None:
+            from .kernel import alias_build
+
+            self._alias = alias_build(np.diff(self.cum.reshape(self.n_classes, self.K1), axis=1,
+                                              prepend=0.0))
+        return self._alias
 
     def draw_candidates(self, cls: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Outcome index o (0..K) for candidates of class ``cls`` with uniforms ``u``."""

@@ -28,7 +28,12 @@ def _check_frames(frames, results):
     assert len(frames) >= len(results) - 3
     for fd, res in zip(frames, results):
         live = ~res.tag_lost
-        np.testing.assert_array_equal(fd.slots, np.unique(res.slot[live]))
+        # every photon click's slot is recovered; dark counts arrive anywhere in the slot period,
+        # so the ones outside the detection window are (rightly) dropped by slotting
+        photon = np.unique(res.slot[live & ~res.noise])
+        assert np.isin(photon, fd.slots).all()
+        assert np.isin(fd.slots, res.slot[live]).all()
+        assert len(fd.slots) >= len(photon)
 
 
 def test_rig_through_production_drivers():

@@ -23,7 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # every test file that exercises the C core (384 tests; ~20 s sanitized on this machine)
 C_CORE_TESTS = ["test_bits.py", "test_toeplitz.py", "test_polyhash.py", "test_sifting.py",
-                "test_cascade.py", "test_ldpc.py", "test_ldpc_qc.py", "test_tagmerge.py"]
+                "test_cascade.py", "test_ldpc.py", "test_ldpc_qc.py", "test_tagmerge.py",
+                "test_hil_kernel.py"]       # hil._kernel, the HIL model's C hot path (hil/build_ffi.py)
 
 OVERFLOW_CONTROL = """
 import numpy as np
@@ -58,9 +59,10 @@ def test_c_core_clean_under_asan_and_ubsan(tmp_path):
         pytest.skip("gcc with libasan is not installed: cannot build the sanitized C core")
     work = tmp_path / "tree"
     work.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.o", "_core.c", ".hypothesis")
+    ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.o", "_core.c", "_kernel.c", ".hypothesis")
     shutil.copytree(ROOT / "postproc_c", work / "postproc_c", ignore=ignore)
     shutil.copytree(ROOT / "drivers", work / "drivers", ignore=ignore)  # drivers._tagmerge (C merge)
+    shutil.copytree(ROOT / "hil", work / "hil", ignore=ignore)      # setup.py builds hil._kernel too
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, work / name)
@@ -73,6 +75,7 @@ def test_c_core_clean_under_asan_and_ubsan(tmp_path):
     so = list((work / "postproc_c").glob("_core*.so"))
     assert len(so) == 1, so
     assert len(list((work / "drivers").glob("_tagmerge*.so"))) == 1
+    assert len(list((work / "hil").glob("_kernel*.so"))) == 1
 
     run_env = {**env, "PYTHONPATH": str(work), "LD_PRELOAD": asan,
                "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=86",
