@@ -128,9 +128,9 @@ static void qc_drop(qpp_ldpc_side *s, uint32_t f)
 {
     ldpc_qc_state *st = &s->qst[f];
     if (st->post)
-        memset(st->post, 0, (size_t)s->code->nb * (s->code->z + 16) * sizeof *st->post);
+        qpp_memzero(st->post, (size_t)s->code->nb * (s->code->z + 16) * sizeof *st->post);
     if (st->r)
-        memset(st->r, 0, (size_t)s->code->blk_ptr[s->code->mb] * s->code->z * sizeof *st->r);
+        qpp_memzero(st->r, (size_t)s->code->blk_ptr[s->code->mb] * s->code->z * sizeof *st->r);
     ldpc_qc_state_free(st);
 }
 
@@ -140,11 +140,11 @@ void qpp_ldpc_side_free(qpp_ldpc_side *s)
         return;
     /* Wipe key-bearing buffers before release. */
     if (s->x)
-        memset(s->x, 0, (size_t)s->frames * s->nw * sizeof *s->x);
+        qpp_memzero(s->x, (size_t)s->frames * s->nw * sizeof *s->x);
     if (s->y)
-        memset(s->y, 0, (size_t)s->frames * s->nw * sizeof *s->y);
+        qpp_memzero(s->y, (size_t)s->frames * s->nw * sizeof *s->y);
     if (s->dec)
-        memset(s->dec, 0, (size_t)s->frames * s->nw * sizeof *s->dec);
+        qpp_memzero(s->dec, (size_t)s->frames * s->nw * sizeof *s->dec);
     free(s->pos);
     free(s->keypos);
     free(s->x);
@@ -160,14 +160,14 @@ void qpp_ldpc_side_free(qpp_ldpc_side *s)
     free(s->qst);
     free(s->qfixed);
     if (s->qllr)
-        memset(s->qllr, 0, (size_t)s->n * sizeof *s->qllr);
+        qpp_memzero(s->qllr, (size_t)s->n * sizeof *s->qllr);
     free(s->qllr);
     if (s->qws.hard) {                  /* decoder scratch holds Bob's tentative key */
         size_t lane = (size_t)s->code->max_blk_deg * s->code->z;
-        memset(s->qws.hard, 0, s->nw * sizeof *s->qws.hard);
-        memset(s->qws.q, 0, lane * sizeof *s->qws.q);
-        memset(s->qws.fw, 0, lane * sizeof *s->qws.fw);
-        memset(s->qws.m1, 0, 4 * (size_t)s->code->z * sizeof *s->qws.m1);
+        qpp_memzero(s->qws.hard, s->nw * sizeof *s->qws.hard);
+        qpp_memzero(s->qws.q, lane * sizeof *s->qws.q);
+        qpp_memzero(s->qws.fw, lane * sizeof *s->qws.fw);
+        qpp_memzero(s->qws.m1, 4 * (size_t)s->code->z * sizeof *s->qws.m1);
     }
     ldpc_qc_ws_free(&s->qws);
     free(s->bllr);
