@@ -46,6 +46,7 @@ class MsgType(IntEnum):
     VERIFY = 21            # verification tag exchange
     VERIFY_RESULT = 22
     PA_SEED = 23           # Alice: Toeplitz seed and output length
+    RECON_BATCH = 24       # reconciliation messages of every block in flight (link.recon_mux)
     # two-step commit of a block's keys
     PREPARE = 30
     PREPARED = 31

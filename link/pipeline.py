@@ -221,6 +221,10 @@ class ReplayLink:
                 link._emit(self.n)
                 self.n += 1
 
+            def emit_packed(self, pattern):
+                link._emit(self.n)
+                self.n += 1
+
             def close(self):
                 pass
 
@@ -244,6 +248,8 @@ class ReplayLink:
     def record(cls, model, n_frames: int, cfg: NodeConfig, seed: int = 0) -> ReplayLink:
         import numpy as np
 
+        from postproc_c.pattern import pack_pattern
+
         from .frontend import ModelLink
 
         ml = ModelLink(model)
@@ -260,12 +266,14 @@ class ReplayLink:
         deadline = time.monotonic() + 60
         while len(dets) < n_frames - 4 and time.monotonic() < deadline:
             dets += ml.bob.poll(0.2)
-        frames = [(pats[d.frame_index], d) for d in dets]
+        # Alice's patterns kept packed with their class counts (postproc_c.pattern), as her
+        # node keeps them: replaying costs a 512 KiB copy per frame, not 3 MiB
+        frames = [(pack_pattern(*pats[d.frame_index]), d) for d in dets]
         return cls(frames, n, model.clock_hz)
 
-    def patterns(self, f: int) -> tuple:
+    def patterns(self, f: int):
         pat, _ = self.frames[f % len(self.frames)]
-        return tuple(a.copy() for a in pat)
+        return pat.copy()
 
     def _emit(self, f: int) -> None:
         from .slotting import FrameDetections
@@ -310,10 +318,15 @@ def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str
             n.stop()
         res = alice.results
         secret = sum(r.secret_bits for r in res if not r.aborted)
+        sent = {role: n.ch.counters["sent"] for role, n in nodes.items()}
         return {"blocks": len(res), "blocks_aborted": sum(r.aborted for r in res), "secret_bits": secret,
                 "wall_s": wall, "secret_rate_wall_bps": secret / wall,
                 "sifted_z_bits": sum(r.n_z for r in res),
                 "latency_s": [r.latency_s for r in res],
+                # from the block's last detection (Bob read its frame) to its keys in Bob's store
+                "key_latency_s": sorted(nodes["bob"].key_latency_s.values()),
+                "messages": sent, "messages_per_block": sum(sent.values()) / max(1, len(res)),
+                "recon_batches": {role: n._mux.batches_sent for role, n in nodes.items()},
                 "keys_identical": stores_identical(stores["alice"], stores["bob"])}
     finally:
         for n in nodes.values():
