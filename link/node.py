@@ -54,6 +54,7 @@ from drivers.rng_health import RngHealthError
 from postproc_c.pattern import PackedPattern, pack_pattern
 from postproc_c.pattern import counts as pattern_counts
 from postproc_c.pattern import gather as pattern_gather
+from postproc_c.pattern import sift_alice as pattern_sift_alice
 from postproc_c.sifting import alice_sift, bob_announce, bob_sift, error_counts
 
 from . import finite_key as fk
@@ -85,7 +86,8 @@ class NodeConfig:
 
     block_bits: int = 1 << 18           # Z bits per block (cut at a frame boundary)
     key_size_bits: int = 256
-    reconciliation: str = "cascade"
+    reconciliation: str = "cascade"      # a postproc_c method, or "auto" (choose_reconciliation)
+    auto_ldpc_qber: tuple[float, ...] = (0.0, 0.0)   # "auto": LDPC for lo <= estimated QBER < hi
     finite_key: str = "2-decoy"          # or "1-decoy"
     eps_sec: float = 1e-10
     eps_cor: float = 1e-15
@@ -117,6 +119,23 @@ class BlockResult:
     emulated_s: float = 0.0
     yields: dict = field(default_factory=dict)
     eps: dict = field(default_factory=dict)      # the block's epsilon budget (finite_key.EpsilonBudget)
+
+
+def choose_reconciliation(cfg: NodeConfig, qber_est: float) -> str:
+    """The reconciliation method of a block: ``cfg.reconciliation``, or for ``"auto"`` LDPC when
+    the block's estimated QBER lies in ``cfg.auto_ldpc_qber = (lo, hi)``, else Cascade.
+
+    Default window empty (always Cascade), from measurements of this core at 2^18 bits
+    (``reconcile_in_memory``, QBER 0.3 % to 6 %, 2026-11-24): Cascade f = 1.04-1.06 at
+    2-6 Mb/s per side pair, LDPC f = 1.11-1.17 at 0.2-0.4 Mb/s with failed frames, so Cascade
+    wins on both leak and throughput at every QBER; with the mux (``link.recon_mux``) its
+    round trips cost latency, not rate. A link whose round trip is long, or a faster LDPC,
+    sets the window (e.g. ``auto_ldpc_qber = [0.0, 0.03]``).
+    """
+    if cfg.reconciliation != "auto":
+        return cfg.reconciliation
+    lo, hi = (tuple(cfg.auto_ldpc_qber) + (0.0, 0.0))[:2]
+    return "ldpc" if lo <= qber_est < hi else "cascade"
 
 
 def _h(p: float) -> float:
@@ -239,7 +258,7 @@ class Node:
         self._stash: dict[int, dict] = {}                 # per block: messages that came early
         self._t_last: dict[int, float] = {}               # Bob: block -> its last frame read (monotonic)
         self.key_latency_s: dict[int, float] = {}         # Bob: block -> last detection to keys stored
-        self._mux = ReconMux(lambda p: self.ch.send(MsgType.RECON_BATCH, 0, p), self._stop,
+        self._mux = ReconMux(lambda p: self._send_wait(MsgType.RECON_BATCH, 0, p), self._stop,
                              errors=(postproc_c.Error, ValueError))
 
     # telemetry and alarms ----------------------------------------------------------------------
@@ -483,8 +502,8 @@ class Node:
             return
         sl = np.concatenate(slots)
         if n_slots <= 1 << 32:
-            sl = sl.astype(np.uint32)       # half the bytes to tag, send and verify
-        self.ch.send(MsgType.SIFT_ANNOUNCE, frames[0], encode({"frames": frames, "counts": counts},
+            sl = sl.astype(np.uint32)       # half the bytes to tag, send and verify; Alice sifts u32
+        self._send_wait(MsgType.SIFT_ANNOUNCE, frames[0], encode({"frames": frames, "counts": counts},
                                                               {"slots": sl, "bases": np.concatenate(bases)}))
 
     def _frame_slots(self) -> int:
@@ -509,8 +528,9 @@ class Node:
         n_slots = int(self.fe.frame_slots)
         out_frames, closes, matches, intens = [], [], [], []
         pos = 0
+        wide = all_slots.dtype == np.uint64
         for f, c in zip(frames, counts):
-            slots = all_slots[pos:pos + c].astype(np.uint64)
+            slots = all_slots[pos:pos + c]
             bases = all_bases[pos:pos + c]
             pos += c
             with self._frames_lock:
@@ -526,15 +546,19 @@ class Node:
                 self.alarm("protocol", f"announcement for unknown frame {f}")
                 continue
             self._frame_sem.release()
-            if c and (slots[-1] >= n_slots or (c > 1 and not (np.diff(slots.astype(np.int64)) > 0).all())):
-                pp.wipe()
-                raise PayloadError(f"SIFT_ANNOUNCE: frame {f}: slots not strictly increasing in the frame")
-            ev = pattern_gather(pp, slots)     # Alice's pattern at the announced slots only
             sent = pp.counts.astype(np.int64)
-            pp.wipe()
-            res = alice_sift(np.arange(c, dtype=np.uint64), bases, *ev)
-            for a in ev:
-                a[:] = 0
+            try:
+                if wide:     # frames above 2^32 slots: gather, then the per-slot sifting
+                    if c > 1 and not (slots[1:] > slots[:-1]).all():
+                        raise PayloadError(f"SIFT_ANNOUNCE: frame {f}: slots not strictly increasing")
+                    ev = pattern_gather(pp, slots)
+                    res = alice_sift(np.arange(c, dtype=np.uint64), bases, *ev)
+                    for a in ev:
+                        a[:] = 0
+                else:        # one C pass over the events, reading the packed pattern
+                    res = pattern_sift_alice(pp, slots, bases)
+            finally:
+                pp.wipe()
             blk = self._cur
             nz = blk.add(f, res.bases, res.bits, res.intensities)   # the block owns (and wipes) the bits
             blk.sent += sent
@@ -674,6 +698,11 @@ class Node:
                 continue
             return m
 
+    def _send_wait(self, mtype: MsgType, bid: int, payload: bytes = b"") -> int:
+        """Send from a thread that may wait for the auth pool to be refilled by a commit (block
+        threads, the mux, Bob's acquisition; never the dispatcher, which handles commits)."""
+        return self.ch.send(mtype, bid, payload, wait_s=self.cfg.block_timeout_s)
+
     def _abort_peer(self, bid: int, reason: str) -> None:
         self.ch.send(MsgType.ABORT, bid, reason.encode(), lane="ctrl")
 
@@ -726,7 +755,7 @@ class Node:
                        f"at least {expect_weak:.0f} expected from the signal gain", bid)
         return out
 
-    def _watch_multi_clicks(self, bid: int, blk: _Block) -> None:
+    def _watch_multi_clicks(self, bid: int, blk: _Block) -> bool:
         """Bob: detector blinding removes multi-detector clicks (and dark counts).
 
         Under the faked-state attack only the detector Eve chooses clicks
@@ -738,6 +767,8 @@ class Node:
         if blk.events >= 200_000 and blk.multi < 1e-5 * blk.events:
             self.alarm("detector_blinding", f"block {bid}: {blk.multi} multi-detector clicks in "
                        f"{blk.events} detections (blinded detectors click alone)", bid)
+            return True
+        return False
 
     # the block protocol: Alice ------------------------------------------------------------------------
     def _alice_block(self, bid: int, blk: _Block) -> BlockResult:
@@ -762,12 +793,12 @@ class Node:
             if res.qber_x > cfg.qber_alarm:
                 self.alarm("qber_high", f"block {bid}: X-basis QBER {res.qber_x:.4f} > {cfg.qber_alarm}",
                            bid)
-                self.ch.send(MsgType.PE_RESULT, bid, encode({"abort": "qber_high"}))
+                self._send_wait(MsgType.PE_RESULT, bid, encode({"abort": "qber_high"}))
                 raise _BlockAbort(res, f"QBER {res.qber_x:.4f} above {cfg.qber_alarm}", None)
-            method = cfg.reconciliation
+            method = choose_reconciliation(cfg, qber_est)
             side = postproc_c.make_side(method, "alice", z, qber_est, seed=seed)
             self._recon_start(bid, side)      # before PE_RESULT: Bob's first message may follow it
-            self.ch.send(MsgType.PE_RESULT, bid, encode({"qber": qber_est, "seed": seed,
+            self._send_wait(MsgType.PE_RESULT, bid, encode({"qber": qber_est, "seed": seed,
                                                           "method": method}))
             self._recon_wait(bid, res)
             rr = side.result()
@@ -780,7 +811,7 @@ class Node:
             tags = [postproc_c.poly_hash(zw, z.size, k) for k in vkeys]
             # zw is the input of privacy amplification below: it is wiped when the block ends
             # (finally), not here -- wiping it here made every delivered key all zeros
-            self.ch.send(MsgType.VERIFY, bid, encode({"keys": [str(k) for k in vkeys],
+            self._send_wait(MsgType.VERIFY, bid, encode({"keys": [str(k) for k in vkeys],
                                                       "tags": [str(t) for t in tags]}))
             m = self._recv_block(bid, MsgType.VERIFY_RESULT, res)
             vmeta, _ = decode(m.payload)
@@ -812,11 +843,11 @@ class Node:
                      res.leaked_bits, ell, fkr.eps)
             if ell <= 0:
                 kind = "qber_high" if res.qber_x > cfg.qber_alarm else "finite_key_zero"
-                self.ch.send(MsgType.PA_SEED, bid, encode({"ell": 0, "reason": fkr.reason}))
+                self._send_wait(MsgType.PA_SEED, bid, encode({"ell": 0, "reason": fkr.reason}))
                 self.alarm(kind, f"block {bid}: no secret key ({fkr.reason})", bid)
                 raise _BlockAbort(res, fkr.reason or "finite-key length <= 0", None)
             seed_words = self.rng.random_words((z.size + ell - 1 + 63) // 64)
-            self.ch.send(MsgType.PA_SEED, bid, encode({"ell": ell}, {"seed": seed_words}))
+            self._send_wait(MsgType.PA_SEED, bid, encode({"ell": ell}, {"seed": seed_words}))
             key = postproc_c.toeplitz_hash(zw, z.size, seed_words, ell)
             zw[:] = 0
             kb = bytearray(key.view(np.uint8).tobytes())
@@ -834,10 +865,13 @@ class Node:
     def _bob_block(self, bid: int, blk: _Block) -> BlockResult:
         z, z_int, x, x_int = blk.arrays()
         res = BlockResult(bid, (blk.first_frame, blk.last_frame), n_z=int(z.size), n_x=int(x.size))
-        self._watch_multi_clicks(bid, blk)
+        blinded = self._watch_multi_clicks(bid, blk)
         zw = rr = side = None
         try:
-            self.ch.send(MsgType.PE_DISCLOSE, bid, encode({}, {"x_bits": x}))
+            if blinded:
+                # Bob's detections may be Eve's: no key from this block (the alarm is raised)
+                raise _BlockAbort(res, "detector blinding suspected", None, notify_peer=True)
+            self._send_wait(MsgType.PE_DISCLOSE, bid, encode({}, {"x_bits": x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
             if "abort" in meta:
@@ -861,7 +895,7 @@ class Node:
             # zw feeds privacy amplification below; wiped when the block ends (finally)
             err = corrected != z
             z_errors = [int((err & (z_int == k)).sum()) for k in range(len(self.cfg.intensities))]
-            self.ch.send(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),
+            self._send_wait(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),
                                                              "z_errors": z_errors,
                                                              "z_errors_total": int(err.sum())}))
             if not (ok and rr.success):

@@ -312,7 +312,7 @@ def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str
         while time.monotonic() - t0 < duration_s and not alice.stopped:
             if len(alice.results) >= blocks and alice.idle() and not stores["bob"].prepared_blocks():
                 break
-            time.sleep(0.005)
+            time.sleep(0.02)
         wall = time.monotonic() - t0
         for n in nodes.values():
             n.stop()
@@ -327,6 +327,7 @@ def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str
                 "key_latency_s": sorted(nodes["bob"].key_latency_s.values()),
                 "messages": sent, "messages_per_block": sum(sent.values()) / max(1, len(res)),
                 "recon_batches": {role: n._mux.batches_sent for role, n in nodes.items()},
+                "alarms": sorted(f"{n.role}:{a['alarm']}" for n in nodes.values() for a in n.alarms),
                 "keys_identical": stores_identical(stores["alice"], stores["bob"])}
     finally:
         for n in nodes.values():

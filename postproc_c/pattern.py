@@ -104,6 +104,49 @@ def gather(pp: PackedPattern, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return ob, obit, oi
 
 
+def sift_alice(pp: PackedPattern, bob_slots: np.ndarray, bob_bases: np.ndarray):
+    """Alice's sifting step straight from the packed pattern: ``postproc_c.alice_sift`` with
+    ``bob_slots`` as uint32 (frames of at most 2^32 slots), returning the same ``AliceSifted``
+    (``match`` as uint8 0/1). Same errors, naming the argument and index."""
+    from .sifting import AliceSifted
+
+    _check(pp)
+    if pp.n_slots > 1 << 32:
+        raise ValueError(f"pattern: {pp.n_slots} slots do not fit 32-bit slot numbers")
+    bob_slots = as_array(bob_slots, "bob_slots", np.uint32)
+    bob_bases = as_array(bob_bases, "bob_bases", np.uint8)
+    n = bob_slots.size
+    if bob_bases.size != n:
+        raise ValueError(f"bob_bases: {bob_bases.size} entries for {n} slots")
+    match = np.empty(n, np.uint8)
+    ob, obit, oi = (np.empty(n, np.uint8) for _ in range(3))
+    det = np.zeros((2, 3), np.uint64)
+    sif = np.zeros((2, 3), np.uint64)
+    k = ffi.new("size_t *")
+    bad = ffi.new("size_t *")
+    st = lib.qpp_pattern_sift_alice(
+        ptr("uint64_t *", pp.basis), ptr("uint64_t *", pp.bit), ptr("uint64_t *", pp.int_lo),
+        ptr("uint64_t *", pp.int_hi), pp.n_slots, ptr("uint32_t *", bob_slots), ptr("uint8_t *", bob_bases),
+        n, ptr("uint8_t *", match), ptr("uint8_t *", ob), ptr("uint8_t *", obit), ptr("uint8_t *", oi), k,
+        ptr("uint64_t *", det), ptr("uint64_t *", sif), bad)
+    if st < 0:
+        i = int(bad[0])
+        if st == lib.QPP_ERR_UNSORTED:
+            raise ValueError(f"bob_slots: not strictly increasing at index {i} "
+                             f"({int(bob_slots[i - 1])} then {int(bob_slots[i])})")
+        if st == lib.QPP_ERR_RANGE:
+            raise ValueError(f"bob_slots: slot {int(bob_slots[i])} at index {i} is outside the frame "
+                             f"(frame_len={pp.n_slots})")
+        if st == lib.QPP_ERR_VALUE:
+            if bob_bases[i] > 1:
+                raise ValueError(f"bob_bases: value {int(bob_bases[i])} at index {i} (must be 0 or 1)")
+            raise ValueError(f"pattern: intensity class 3 at slot {int(bob_slots[i])}")
+        check("qpp_pattern_sift_alice", st)
+    n_s = int(k[0])
+    return AliceSifted(match=match, announced_slots=bob_slots, bases=ob[:n_s], bits=obit[:n_s],
+                       intensities=oi[:n_s], detections=det, sifted=sif)
+
+
 def _check(pp: PackedPattern) -> None:
     nw = words_for(pp.n_slots)
     for name in ("basis", "bit", "int_lo", "int_hi"):
@@ -113,4 +156,4 @@ def _check(pp: PackedPattern) -> None:
             raise ValueError(f"pattern.{name}: expected {nw} contiguous uint64 words")
 
 
-__all__ = ["PackedPattern", "counts", "gather", "pack_pattern"]
+__all__ = ["PackedPattern", "counts", "gather", "pack_pattern", "sift_alice"]

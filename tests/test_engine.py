@@ -224,6 +224,9 @@ def test_staged_attacks_raise_their_own_alarm(tmp_path, scenario, alarm, duratio
     others = {"decoy_yield_inconsistency", "detector_blinding", "loss_of_signal", "qber_high"} - {alarm}
     assert not others & set(s["alarms"]), s["alarms"]
     assert s["keys_identical"]
+    if scenario == "blinding":     # the blinding alarm aborts the block: no key on either side
+        assert s["blocks"] >= 1 and s["blocks_aborted"] == s["blocks"], s["block_results"]
+        assert s["secret_bits"] == 0 and s["keys"] == {"alice": 0, "bob": 0}
 
 
 def test_authentication_pool_is_replenished_from_distilled_key(tmp_path):

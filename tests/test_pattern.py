@@ -64,3 +64,23 @@ def test_bad_input_is_named():
                        np.array([0], np.uint64))
     pp.wipe()
     assert not pp.basis.any() and not pp.bit.any()
+
+
+def test_sift_alice_from_the_packed_pattern_equals_alice_sift():
+    n = 1 << 15
+    basis, bit, inten = _pat(n, 7)
+    rng = np.random.default_rng(8)
+    slots = np.unique(rng.integers(0, n, 2000)).astype(np.uint64)
+    bob_bases = rng.integers(0, 2, slots.size, dtype=np.uint8)
+    ref = postproc_c.alice_sift(slots, bob_bases, basis, bit, inten)
+    got = pattern.sift_alice(pattern.pack_pattern(basis, bit, inten), slots.astype(np.uint32), bob_bases)
+    assert (got.match == np.asarray(ref.match, np.uint8)).all()
+    for f in ("bases", "bits", "intensities", "detections", "sifted"):
+        assert (getattr(got, f) == getattr(ref, f)).all(), f
+    pp = pattern.pack_pattern(basis, bit, inten)
+    with pytest.raises(ValueError, match="not strictly increasing at index 1"):
+        pattern.sift_alice(pp, np.array([5, 5], np.uint32), np.zeros(2, np.uint8))
+    with pytest.raises(ValueError, match="outside the frame"):
+        pattern.sift_alice(pp, np.array([5, n], np.uint32), np.zeros(2, np.uint8))
+    with pytest.raises(ValueError, match="bob_bases: value 2 at index 0"):
+        pattern.sift_alice(pp, np.array([5], np.uint32), np.array([2], np.uint8))

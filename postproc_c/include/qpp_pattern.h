@@ -28,4 +28,19 @@ QPP_WUR int qpp_pattern_gather(const uint64_t *basis_w, const uint64_t *bit_w, c
 QPP_WUR int qpp_pattern_counts(const uint64_t *basis_w, const uint64_t *int_lo_w, const uint64_t *int_hi_w,
                                uint64_t frame_len, uint64_t *counts);
 
+/* Alice's sifting step (as qpp_sift_alice) straight from the packed pattern and
+ * Bob's announcement with 32-bit slots (frames of at most 2^32 slots): slots
+ * strictly increasing and < frame_len, bob_basis 0/1. match[i] = 1 when her
+ * basis at slots[i] equals bob_basis[i]; the n_sifted matched events compacted
+ * into out_basis, out_bits (hers), out_intensity; detections[6] / sifted[6]
+ * are set (not added to) per class basis * 3 + intensity. Errors, with
+ * *bad_index = the event: QPP_ERR_UNSORTED, QPP_ERR_RANGE, QPP_ERR_VALUE (a
+ * bob_basis > 1 or an intensity class 3 in the pattern). */
+QPP_WUR int qpp_pattern_sift_alice(const uint64_t *basis_w, const uint64_t *bit_w, const uint64_t *int_lo_w,
+                                   const uint64_t *int_hi_w, uint64_t frame_len,
+                                   const uint32_t *slots, const uint8_t *bob_basis, size_t n,
+                                   uint8_t *match, uint8_t *out_basis, uint8_t *out_bits,
+                                   uint8_t *out_intensity, size_t *n_sifted,
+                                   uint64_t *detections, uint64_t *sifted, size_t *bad_index);
+
 #endif
