@@ -19,7 +19,14 @@ Rules (DESIGN.md, "Classical channel"):
 * Loss is repaired by go-back-N retransmission of the *same bytes* (same
   sequence number, same pad) until the peer's cumulative ACK covers them;
   nothing secret is re-derived. ACKs have their own authenticated sequence
-  streams (gaps allowed, replays refused) so a lost ACK costs nothing.
+  streams (gaps allowed, replays refused) so a lost ACK costs nothing; one
+  ACK covers every frame the I/O thread drained in one pass. The retry timer
+  adapts to the measured round trip (RFC 6298, never below ``retry_s``), so a
+  loaded machine does not resend frames that were only late.
+* A frame whose pad the node does not hold *yet* (the peer already uses a
+  pool segment that our store appends when our node handles that block's
+  COMMIT) is re-checked after re-reading the pool, else dropped as
+  ``no_pad_yet`` (not ``bad_tag``): the retransmission delivers it.
 * After a restart a node opens each lane with ``HELLO`` at a sequence number
   above its durable reservation; ``HELLO`` is the only message allowed to jump
   forward, and the application sees it (the node then resynchronises blocks).

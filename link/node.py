@@ -7,29 +7,42 @@ telemetry PUB socket. The protocol per frame and per block:
 
 * **Acquisition.** Alice draws each frame's pattern (basis with P(Z) = p_z,
   bit, intensity class) from her ``RandomSource`` and hands it to her front
-  end; Bob reads ``FrameDetections`` from his.
-* **Sifting** (per frame, on the dispatcher thread: it is one C pass). Bob
-  announces slots and bases (``SIFT_ANNOUNCE``), Alice answers the match mask
-  and intensity classes (``SIFT_MATCH``). Alice decides where blocks end (when
-  the block holds ``block_bits`` Z bits, at a frame boundary) and says so in
-  the ``SIFT_MATCH`` of the block's last frame, with the block ID; so both
-  sides cut identical blocks without a separate agreement.
-* **Per block** (a worker thread per block, several blocks in flight, each
+  end, then keeps it packed (``postproc_c.pattern``: four bit planes and the
+  class counts, 512 KiB per 2^20 slots) until Bob announces the frame; Bob
+  reads ``FrameDetections`` from his.
+* **Sifting** (dispatcher thread, one C pass per frame over the events, never
+  over the frame's slots). Bob announces slots (uint32) and bases of every
+  frame his front end has ready in one ``SIFT_ANNOUNCE``; Alice reads her
+  packed pattern at those slots (``qpp_pattern_sift_alice``) and answers the
+  match masks and intensity classes of the same frames in one ``SIFT_MATCH``.
+  Alice decides where blocks end (when the block holds ``block_bits`` Z bits,
+  at a frame boundary) and lists the closing frames with their block IDs in
+  that ``SIFT_MATCH``; so both sides cut identical blocks without a separate
+  agreement.
+* **Per block** (a thread per block, up to ``max_blocks_in_flight`` = 16, each
   calling the C core with the GIL released): Bob discloses his X-basis bits
   (the test basis) ``PE_DISCLOSE``; Alice counts X errors per intensity and
-  answers ``PE_RESULT`` (QBER estimate, reconciliation seed); both run
-  reconciliation (``postproc_c.make_side``) over ``RECON`` messages; Alice
+  answers ``PE_RESULT`` (QBER estimate, reconciliation seed, method: Cascade or
+  LDPC by configuration or, with ``"auto"``, by the estimated QBER); both run
+  reconciliation (``postproc_c.make_side``) through the node's ``ReconMux``
+  (``link.recon_mux``), which carries the messages of every block in flight in
+  one ``RECON_BATCH`` per direction per round trip (one tag, one ACK), so
+  Cascade's ~100 round trips per block cost latency, not rate; Alice
   draws fresh 64-bit points and sends ``VERIFY`` with her ``poly_hash`` tags of
   the Z key (as many as eps_cor needs: ``verification_tags``), Bob compares
   and answers ``VERIFY_RESULT``; Alice computes the finite-key length
   (``link.finite_key``) with every leaked bit counted and, if positive, draws
   a fresh Toeplitz seed and sends ``PA_SEED``; both hash
-  (``postproc_c.toeplitz_hash``) and hand the key to the committer.
+  (``postproc_c.toeplitz_hash``) and hand the key to the committer, whose
+  messages a commit thread handles (the store writes thousands of keys per
+  block; sifting goes on meanwhile).
 * **Abort rules** (the block yields no key, an alarm gives the reason):
   finite-key length <= 0 (``qber_high`` when the QBER is above the alarm
   threshold, else ``finite_key_zero``), verification failure
-  (``verification_failed``), reconciliation failure, authentication failure on
-  the channel (``bad_tag``/``replayed``/``out_of_sequence``), peer restart.
+  (``verification_failed``), reconciliation failure, suspected detector
+  blinding (``detector_blinding``, raised and acted on by Bob), authentication
+  failure on the channel (``bad_tag``/``replayed``/``out_of_sequence``), peer
+  restart.
 
 What it must not do: log or publish key bits, act on unauthenticated input (the
 channel guarantees it), or let either node use a key before the commit.
@@ -256,6 +269,7 @@ class Node:
         self._pub_lock = threading.Lock()
         self.ch.on_alarm = self._channel_alarm
         self._stash: dict[int, dict] = {}                 # per block: messages that came early
+        self._commit_q: queue.Queue[Message] = queue.Queue()   # two-step commit messages, in order
         self._t_last: dict[int, float] = {}               # Bob: block -> its last frame read (monotonic)
         self.key_latency_s: dict[int, float] = {}         # Bob: block -> last detection to keys stored
         self._mux = ReconMux(lambda p: self._send_wait(MsgType.RECON_BATCH, 0, p), self._stop,
@@ -314,6 +328,7 @@ class Node:
         if self.role == "alice":
             self.committer.resync()
         for name, fn in (("dispatch", self._dispatch), ("ctrl", self._ctrl), ("recon", self._mux.run),
+                         ("commit", self._commit_loop),
                          ("acquire", self._acquire_alice if self.role == "alice" else self._acquire_bob),
                          ("telemetry", self._telemetry_loop)):
             t = threading.Thread(target=self._guard(fn), name=f"{self.role}-{name}", daemon=True)
@@ -392,9 +407,11 @@ class Node:
                 self._hellos += 1
                 if self._hellos > 1:
                     self._peer_restarted()
-                self.committer.handle(m)
+                self._commit_q.put(m)
             elif m.mtype in COMMIT_TYPES:
-                self.committer.handle(m)
+                # the commit thread writes the store (thousands of keys per block): sifting
+                # goes on meanwhile (sqlite3 releases the GIL while it writes)
+                self._commit_q.put(m)
             elif m.mtype == MsgType.SIFT_ANNOUNCE and self.role == "alice":
                 self._on_announce(m)
             elif m.mtype == MsgType.SIFT_MATCH and self.role == "bob":
@@ -407,6 +424,14 @@ class Node:
                 self._stop.set()
             else:
                 self.alarm("protocol", f"unexpected {m.mtype.name} for block {m.block_id}")
+
+    def _commit_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                m = self._commit_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.committer.handle(m)
 
     def _ctrl(self) -> None:
         while not self._stop.is_set():
