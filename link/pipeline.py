@@ -256,19 +256,20 @@ class ReplayLink:
         rng = np.random.default_rng(seed)
         n = model.frame_slots
         pats = []
+        dets = []
         for _ in range(n_frames):
             basis = (rng.random(n) >= cfg.p_z).astype(np.uint8)
             bit = rng.integers(0, 2, n, dtype=np.uint8)
             inten = rng.choice(len(cfg.intensity_probs), n, p=list(cfg.intensity_probs)).astype(np.uint8)
             ml.alice.emit(basis, bit, inten)
-            pats.append((basis, bit, inten))
-        dets = []
+            # Alice's patterns kept packed with their class counts (postproc_c.pattern), as
+            # her node keeps them: replaying costs a 512 KiB copy per frame, not 3 MiB
+            pats.append(pack_pattern(basis, bit, inten))
+            dets += ml.bob.poll(0.0)     # drain as we go: the model's tag queue is bounded
         deadline = time.monotonic() + 60
         while len(dets) < n_frames - 4 and time.monotonic() < deadline:
             dets += ml.bob.poll(0.2)
-        # Alice's patterns kept packed with their class counts (postproc_c.pattern), as her
-        # node keeps them: replaying costs a 512 KiB copy per frame, not 3 MiB
-        frames = [(pack_pattern(*pats[d.frame_index]), d) for d in dets]
+        frames = [(pats[d.frame_index], d) for d in dets]
         return cls(frames, n, model.clock_hz)
 
     def patterns(self, f: int):
