@@ -274,12 +274,16 @@ class Channel:
             while not self._stop.is_set():
                 events = dict(poller.poll(timeout=max(1, int(self.retry_s * 250))))
                 if self._wake_r in events:
-                    self._wake_pending = False      # before draining: a later _wake writes again
                     try:
                         while os.read(self._wake_r, 4096):
                             pass
                     except BlockingIOError:
                         pass
+                    # after draining, before flushing: a sender that queued a frame and saw the
+                    # flag still set is served by the flush below; one that comes later writes a
+                    # fresh byte (clearing before the drain could eat that byte and leave the flag
+                    # set with an empty pipe: every later send then waited for the poll timeout)
+                    self._wake_pending = False
                 self._flush_out()
                 for lane in self._lanes.values():
                     if lane.sock in events:

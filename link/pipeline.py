@@ -327,6 +327,7 @@ def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str
                 # from the block's last detection (Bob read its frame) to its keys in Bob's store
                 "key_latency_s": sorted(nodes["bob"].key_latency_s.values()),
                 "messages": sent, "messages_per_block": sum(sent.values()) / max(1, len(res)),
+                "channel": {role: {k: v for k, v in n.ch.counters.items() if v} for role, n in nodes.items()},
                 "recon_batches": {role: n._mux.batches_sent for role, n in nodes.items()},
                 "alarms": sorted(f"{n.role}:{a['alarm']}" for n in nodes.values() for a in n.alarms),
                 "keys_identical": stores_identical(stores["alice"], stores["bob"])}
