@@ -208,6 +208,7 @@ class ReplayLink:
         self.frame_slots = frame_slots
         self.clock_hz = clock_hz
         self._q: queue.Queue = queue.Queue()
+        self._sig = None          # run_replay_processes: frame numbers from Alice's process to Bob's
         link = self
 
         class _A:
@@ -231,13 +232,15 @@ class ReplayLink:
         class _B:
             def poll(self, timeout_s):
                 import queue as _queue
+                q = link._sig if link._sig is not None else link._q
                 out = []
                 try:
-                    out.append(link._q.get(timeout=timeout_s))
+                    out.append(q.get(timeout=timeout_s))
                     while True:
-                        out.append(link._q.get_nowait())
+                        out.append(q.get_nowait())
                 except _queue.Empty:
-                    return out
+                    pass
+                return [link._detections(f) for f in out] if link._sig is not None else out
 
             def close(self):
                 pass
@@ -276,11 +279,17 @@ class ReplayLink:
         pat, _ = self.frames[f % len(self.frames)]
         return pat.copy()
 
-    def _emit(self, f: int) -> None:
+    def _detections(self, f: int):
         from .slotting import FrameDetections
 
         _, d = self.frames[f % len(self.frames)]
-        self._q.put(FrameDetections(f, d.slots, d.masks, d.sync_ps, d.period_ps))
+        return FrameDetections(f, d.slots, d.masks, d.sync_ps, d.period_ps)
+
+    def _emit(self, f: int) -> None:
+        if self._sig is not None:
+            self._sig.put(f)          # the "light" to Bob's process: which frame was sent
+        else:
+            self._q.put(self._detections(f))
 
 
 def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str | os.PathLike,
@@ -340,6 +349,124 @@ def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str
             pools[role].close()
             stores[role].close()
         ctx.destroy(linger=0)
+
+
+def run_replay_processes(replay: ReplayLink, cfg: NodeConfig, *, blocks: int,
+                         workdir: str | os.PathLike, duration_s: float = 120.0) -> dict:
+    """``run_replay`` with each node in its own process, as they are deployed (``qkd alice`` /
+    ``qkd bob``): two interpreters, so the nodes do not share one GIL. The processes are forked
+    with the recorded frames; Alice's front end tells Bob's which frame she sent over a
+    multiprocessing queue (the fiber), everything else goes over the nodes' own channel and
+    stores. The wall time runs from both nodes' start to Alice having every block final."""
+    import multiprocessing as mp
+
+    d = Path(workdir)
+    write_psk(d / "link.psk", "replay", 1 << 16)
+    ctx = mp.get_context("fork")
+    replay._sig = ctx.Queue()
+    results = ctx.Queue()
+    ready = ctx.Barrier(3)
+    procs = [ctx.Process(target=_replay_node, args=(role, replay, cfg, blocks, str(d), ready, results,
+                                                   duration_s), name=f"replay-{role}", daemon=True)
+             for role in ("alice", "bob")]
+    try:
+        for p in procs:
+            p.start()
+        ready.wait(timeout=60)
+        out: dict[str, dict] = {}
+        end = time.monotonic() + duration_s + 60
+        while len(out) < 2 and time.monotonic() < end:
+            try:
+                role, res = results.get(timeout=1.0)
+            except Exception:  # noqa: BLE001 - queue.Empty; a dead node is caught below
+                if not all(p.is_alive() for p in procs) and results.empty():
+                    break
+                continue
+            out[role] = res
+        for p in procs:
+            p.join(timeout=30)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        replay._sig = None
+    if set(out) != {"alice", "bob"}:
+        raise RuntimeError(f"replay nodes did not report: got {sorted(out)}")
+    a, b = out["alice"], out["bob"]
+    stores = {role: KeyStore(d / f"{role}.db", "replay", key_size_bits=cfg.key_size_bits,
+                             auth_refill_bytes=cfg.auth_refill_bytes) for role in ("alice", "bob")}
+    try:
+        identical = stores_identical(stores["alice"], stores["bob"])
+    finally:
+        for st in stores.values():
+            st.close()
+    res = a["results"]
+    secret = sum(r["secret_bits"] for r in res if not r["aborted"])
+    sent = {"alice": a["sent"], "bob": b["sent"]}
+    return {"blocks": len(res), "blocks_aborted": sum(r["aborted"] for r in res), "secret_bits": secret,
+            "wall_s": a["wall_s"], "secret_rate_wall_bps": secret / a["wall_s"],
+            "sifted_z_bits": sum(r["n_z"] for r in res), "latency_s": [r["latency_s"] for r in res],
+            "key_latency_s": sorted(b["key_latency_s"]), "messages": sent,
+            "messages_per_block": sum(sent.values()) / max(1, len(res)),
+            "cpu_s": {"alice": a["cpu_s"], "bob": b["cpu_s"]},
+            "alarms": sorted(a["alarms"] + b["alarms"]), "keys_identical": identical}
+
+
+def _replay_node(role: str, replay: ReplayLink, cfg: NodeConfig, blocks: int, workdir: str, ready,
+                 results, duration_s: float) -> None:
+    """One node of ``run_replay_processes`` (runs in its own process)."""
+    from dataclasses import asdict
+
+    from drivers.qrng import OsEntropySource
+
+    d = Path(workdir)
+    zctx = zmq.Context()
+    store = KeyStore(d / f"{role}.db", "replay", key_size_bits=cfg.key_size_bits,
+                     auth_refill_bytes=cfg.auth_refill_bytes)
+    pool = AuthPool(d / "link.psk", d / f"{role}.db", role)
+    ch = Channel(role, pool, ctx=zctx)
+    node = None
+    try:
+        if role == "alice":
+            ch.bind(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock")
+            node = Node("alice", ch, store, replay.alice, OsEntropySource(), cfg, ctx=zctx, telemetry=None,
+                        block_limit=blocks, patterns=replay.patterns)
+        else:
+            ch.connect(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock")
+            node = Node("bob", ch, store, replay.bob, OsEntropySource(), cfg, ctx=zctx, telemetry=None,
+                        frame_slots=replay.frame_slots)
+        ready.wait(timeout=60)
+        t0 = time.monotonic()
+        c0 = time.process_time()
+        node.start()
+        end = t0 + duration_s
+        if role == "alice":
+            while time.monotonic() < end and not node.stopped:
+                if len(node.results) >= blocks and node.idle():
+                    break
+                time.sleep(0.01)
+            wall = time.monotonic() - t0
+            try:
+                ch.send(MsgType.STOP, 0, lane="ctrl")
+                ch.wait_acked(2.0)
+            except Exception:  # noqa: BLE001 - best effort at the end of a run
+                pass
+            out = {"results": [asdict(r) for r in node.results], "wall_s": wall}
+        else:
+            while time.monotonic() < end and not node.stopped:
+                time.sleep(0.02)
+            out = {"key_latency_s": list(node.key_latency_s.values())}
+        node.stop()
+        out.update(sent=ch.counters["sent"], cpu_s=time.process_time() - c0,
+                   alarms=[f"{role}:{a['alarm']}" for a in node.alarms])
+        results.put((role, out))
+    finally:
+        if node is not None:
+            node.close()
+        ch.close()
+        pool.close()
+        store.close()
+        zctx.destroy(linger=0)
 
 
 def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float, final: bool) -> dict:
