@@ -532,10 +532,24 @@ class Node:
         if not frames:
             return
         sl = np.concatenate(slots)
+        bs = np.concatenate(bases)
+        meta = {"frames": frames, "counts": counts}
+        # Compact on the wire (fewer bytes to tag, copy, send and check): bases one bit each;
+        # slots as 16-bit gaps (each frame's first slot absolute) when every gap fits, which
+        # it does at any useful detection rate, else 32-bit (or, above 2^32 slots, 64-bit)
+        arrays = {"bases_bits": np.packbits(bs, bitorder="little")}
         if n_slots <= 1 << 32:
-            sl = sl.astype(np.uint32)       # half the bytes to tag, send and verify; Alice sifts u32
-        self._send_wait(MsgType.SIFT_ANNOUNCE, frames[0], encode({"frames": frames, "counts": counts},
-                                                              {"slots": sl, "bases": np.concatenate(bases)}))
+            d = np.diff(sl, prepend=np.uint64(0))
+            starts = np.cumsum([0] + counts[:-1])
+            nonempty = starts[np.asarray(counts) > 0]
+            d[nonempty] = sl[nonempty]
+            if d.size == 0 or int(d.max()) < 1 << 16:
+                arrays["slot_gaps"] = d.astype(np.uint16)
+            else:
+                arrays["slots"] = sl.astype(np.uint32)
+        else:
+            arrays["slots"] = sl
+        self._send_wait(MsgType.SIFT_ANNOUNCE, frames[0], encode(meta, arrays))
 
     def _frame_slots(self) -> int:
         fs = self._frame_slots_n or getattr(self.fe, "frame_slots", None)
@@ -550,18 +564,26 @@ class Node:
         counts = [int(c) for c in meta.get("counts", [])]
         if len(counts) != len(frames) or any(c < 0 for c in counts):
             raise PayloadError("SIFT_ANNOUNCE: frames and counts differ")
-        all_slots = arrays.get("slots")
-        if all_slots is None or all_slots.dtype not in (np.uint32, np.uint64):
-            raise PayloadError("SIFT_ANNOUNCE: slots must be uint32 or uint64")
-        all_bases = require(arrays, "bases", np.uint8, all_slots.size)
+        gaps = arrays.get("slot_gaps")
+        all_slots = arrays.get("slots") if gaps is None else gaps
+        if all_slots is None or all_slots.dtype not in ((np.uint16,) if gaps is not None
+                                                         else (np.uint32, np.uint64)):
+            raise PayloadError("SIFT_ANNOUNCE: slot_gaps (uint16) or slots (uint32/uint64) missing")
         if sum(counts) != all_slots.size:
             raise PayloadError(f"SIFT_ANNOUNCE: counts add up to {sum(counts)}, {all_slots.size} slots sent")
+        packed = require(arrays, "bases_bits", np.uint8, (all_slots.size + 7) // 8)
+        all_bases = np.unpackbits(packed, count=all_slots.size, bitorder="little")
         n_slots = int(self.fe.frame_slots)
         out_frames, closes, matches, intens = [], [], [], []
         pos = 0
         wide = all_slots.dtype == np.uint64
         for f, c in zip(frames, counts):
             slots = all_slots[pos:pos + c]
+            if gaps is not None:      # back to slots; a zero gap shows up as not increasing below
+                slots = np.cumsum(slots, dtype=np.uint64)
+                if c and slots[-1] >= 1 << 32:
+                    raise PayloadError(f"SIFT_ANNOUNCE: frame {f}: slot gaps add up past 2^32")
+                slots = slots.astype(np.uint32)
             bases = all_bases[pos:pos + c]
             pos += c
             with self._frames_lock:
