@@ -352,6 +352,12 @@ class AuthPool:
         off = HASH_KEY_BYTES + PAD_BYTES * seq
         return memoryview(self._streams[stream])[off:off + PAD_BYTES]
 
+    def has_pad(self, stream: str, seq: int | None = None) -> bool:
+        """Whether ``stream`` holds a pad for ``seq`` (default: its next send sequence number)."""
+        if seq is None:
+            seq = self._send_next[stream]
+        return 0 <= seq < self.capacity(stream)
+
     # tags --------------------------------------------------------------------------------
     def tag(self, stream: str, seq: int, data: bytes | bytearray | memoryview) -> bytes:
         """The Wegman–Carter tag of ``data`` sent as sequence number ``seq`` of ``stream``."""

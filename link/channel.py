@@ -19,7 +19,14 @@ Rules (DESIGN.md, "Classical channel"):
 * Loss is repaired by go-back-N retransmission of the *same bytes* (same
   sequence number, same pad) until the peer's cumulative ACK covers them;
   nothing secret is re-derived. ACKs have their own authenticated sequence
-  streams (gaps allowed, replays refused) so a lost ACK costs nothing.
+  streams (gaps allowed, replays refused) so a lost ACK costs nothing; one
+  ACK covers every frame the I/O thread drained in one pass. The retry timer
+  adapts to the measured round trip (RFC 6298, never below ``retry_s``), so a
+  loaded machine does not resend frames that were only late.
+* A frame whose pad the node does not hold *yet* (the peer already uses a
+  pool segment that our store appends when our node handles that block's
+  COMMIT) is re-checked after re-reading the pool, else dropped as
+  ``no_pad_yet`` (not ``bad_tag``): the retransmission delivers it.
 * After a restart a node opens each lane with ``HELLO`` at a sequence number
   above its durable reservation; ``HELLO`` is the only message allowed to jump
   forward, and the application sees it (the node then resynchronises blocks).
@@ -52,7 +59,10 @@ log = logging.getLogger(__name__)
 
 LANES = tuple(LANE_CODE)
 COUNTERS = ("sent", "retransmitted", "received", "acks_sent", "acks_received", "bad_tag",
-            "replayed", "out_of_sequence", "malformed", "wrong_sender")
+            "replayed", "out_of_sequence", "malformed", "wrong_sender", "no_pad_yet", "ack_deferred")
+
+
+RTO_MAX_S = 5.0      # the adaptive retransmission timeout never exceeds this
 
 
 class ChannelError(RuntimeError):
@@ -73,6 +83,16 @@ class _Lane:
         # frames then wait for the retransmission of the whole window, in order, so
         # the peer never sees frame n+1 before frame n
         self.stalled = False
+        self.ack_due = False          # data accepted (or a duplicate seen) since the last ACK
+        self.last_ack_tx = 0.0
+        # retransmission timeout from measured round trips (RFC 6298, Sec. 2; Karn's rule:
+        # no sample from a retransmitted frame), never below the configured retry_s: on a
+        # loaded machine the round trip grows and a fixed timer resends frames that
+        # were only late, which the peer must count and alarm as replays
+        self.tx_time: dict[int, float] = {}
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = 0.0
 
 
 class Channel:
@@ -106,6 +126,7 @@ class Channel:
         self.alarms: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=1000)
         self._out: queue.Queue[tuple[str, bytes, int]] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
+        self._wake_pending = False
         os.set_blocking(self._wake_r, False)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,6 +134,7 @@ class Channel:
         self.endpoints: dict[str, str] = {}
         self.error: BaseException | None = None
         self.last_peer_activity = 0.0
+        self._last_refresh = 0.0
 
     # set-up -------------------------------------------------------------------------------
     def bind(self, proto: str = "tcp://127.0.0.1:*", ctrl: str = "tcp://127.0.0.1:*") -> dict[str, str]:
@@ -158,10 +180,13 @@ class Channel:
 
     # application side --------------------------------------------------------------------------
     def send(self, mtype: MsgType, block_id: int, payload: bytes | bytearray | memoryview = b"",
-             lane: str = "proto") -> int:
+             lane: str = "proto", wait_s: float = 0.0) -> int:
         """Queue an authenticated message; returns its sequence number.
 
-        Raises ``ChannelError`` if the channel failed (e.g. the pool ran out).
+        When the stream has no pad left, the pool is first re-read (a commit may just
+        have added a segment); ``wait_s`` > 0 lets the caller wait that long for a
+        commit to refill it (never from the thread that handles commits).
+        Raises ``ChannelError`` if the channel failed or the pool stays exhausted.
         """
         if self.error is not None:
             raise ChannelError(f"channel failed: {self.error}") from self.error
@@ -170,14 +195,23 @@ class Channel:
         if mtype == MsgType.ACK:
             raise ValueError("mtype: ACKs are sent by the channel itself")
         stream = f"{self.role}.{lane}.data"
-        with self._send_lock:   # seq allocation and queueing in one order
-            try:
-                seq = self.pool.next_send_seq(stream)
-            except PoolExhausted as exc:
-                self._alarm("auth_pool_exhausted", str(exc))
-                raise ChannelError(str(exc)) from exc
-            frame = self._frame(mtype, lane, stream, seq, block_id, payload)
-            self._out.put((lane, frame, seq))
+        end = time.monotonic() + wait_s
+        while True:
+            with self._send_lock:   # seq allocation and queueing in one order
+                try:
+                    seq = self.pool.next_send_seq(stream)
+                except PoolExhausted as exc:
+                    self.pool.refresh()
+                    if self.pool.has_pad(stream):
+                        continue
+                    if time.monotonic() >= end or self._stop.is_set():
+                        self._alarm("auth_pool_exhausted", str(exc))
+                        raise ChannelError(str(exc)) from exc
+                else:
+                    frame = self._frame(mtype, lane, stream, seq, block_id, payload)
+                    self._out.put((lane, frame, seq))
+                    break
+            time.sleep(0.02)
         self._wake()
         return seq
 
@@ -212,6 +246,11 @@ class Channel:
         return signed + self.pool.tag(stream, seq, signed)
 
     def _wake(self) -> None:
+        # one byte in the pipe is enough to wake the I/O thread: skip the system call (and
+        # the GIL hand-over it costs) while a wake-up is already pending
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
@@ -240,6 +279,11 @@ class Channel:
                             pass
                     except BlockingIOError:
                         pass
+                    # after draining, before flushing: a sender that queued a frame and saw the
+                    # flag still set is served by the flush below; one that comes later writes a
+                    # fresh byte (clearing before the drain could eat that byte and leave the flag
+                    # set with an empty pipe: every later send then waited for the poll timeout)
+                    self._wake_pending = False
                 self._flush_out()
                 for lane in self._lanes.values():
                     if lane.sock in events:
@@ -249,6 +293,10 @@ class Channel:
                             except zmq.Again:
                                 break
                             self._on_frame(lane, frame)
+                    if lane.ack_due:
+                        # one cumulative ACK for every frame drained above, not one per frame:
+                        # fewer pads of the ACK stream, fewer tags to compute and check
+                        self._send_ack(lane)
                 self._retransmit()
         except Exception as exc:  # pragma: no cover - reported to the application
             self.error = exc
@@ -261,9 +309,11 @@ class Channel:
             except queue.Empty:
                 return
             lane = self._lanes[lane_name]
+            now = time.monotonic()
             if not lane.unacked:
-                lane.oldest_tx = time.monotonic()
+                lane.oldest_tx = now
             lane.unacked[seq] = frame
+            lane.tx_time[seq] = now
             self.counters["sent"] += 1
             if lane.stalled:
                 continue        # keep order: the retry loop sends the whole window
@@ -275,8 +325,10 @@ class Channel:
     def _retransmit(self) -> None:
         now = time.monotonic()
         for lane in self._lanes.values():
-            if lane.unacked and now - lane.oldest_tx >= self.retry_s:
+            if lane.unacked and now - lane.oldest_tx >= max(self.retry_s, lane.rto):
                 lane.stalled = False
+                lane.tx_time.clear()                     # Karn: no round-trip sample from these
+                lane.rto = min(max(self.retry_s, lane.rto) * 2, RTO_MAX_S)   # back off
                 for frame in lane.unacked.values():     # go-back-N: same bytes, same pads
                     try:
                         lane.sock.send(frame, zmq.NOBLOCK, copy=True)
@@ -286,14 +338,32 @@ class Channel:
                     self.counters["retransmitted"] += 1
                 lane.oldest_tx = now
 
+    def _rtt_sample(self, lane: _Lane, r: float) -> None:
+        # RFC 6298 Sec. 2.2-2.3: alpha = 1/8, beta = 1/4, RTO = SRTT + 4 RTTVAR
+        if lane.srtt is None:
+            lane.srtt, lane.rttvar = r, r / 2
+        else:
+            lane.rttvar = 0.75 * lane.rttvar + 0.25 * abs(lane.srtt - r)
+            lane.srtt = 0.875 * lane.srtt + 0.125 * r
+        lane.rto = min(lane.srtt + 4 * lane.rttvar, RTO_MAX_S)
+
     def _send_ack(self, lane: _Lane) -> None:
         stream = f"{self.role}.{lane.name}.ack"
         try:
             seq = self.pool.next_send_seq(stream)
-        except PoolExhausted as exc:
-            self._alarm("auth_pool_exhausted", str(exc))
-            self.error = exc
-            return
+        except PoolExhausted:
+            # Not fatal: the commit that refills the pool may be a moment away (its
+            # COMMIT is in the application's inbox); the peer retransmits and is
+            # acknowledged then. (Making this fatal stopped the link for good when
+            # retransmissions under load had used the ACK stream's last pads.)
+            self.pool.refresh()
+            try:
+                seq = self.pool.next_send_seq(stream)
+            except PoolExhausted:
+                self.counters["ack_deferred"] += 1
+                return
+        lane.ack_due = False
+        lane.last_ack_tx = time.monotonic()
         last = self.pool.recv_last(f"{self.peer}.{lane.name}.data")
         frame = self._frame(MsgType.ACK, lane.name, stream, seq, 0, last.to_bytes(8, "big", signed=True))
         try:
@@ -315,6 +385,19 @@ class Channel:
             return
         kind = "ack" if mtype == MsgType.ACK else "data"
         stream = f"{self.peer}.{lane.name}.{kind}"
+        if not self.pool.has_pad(stream, seq):
+            # The peer already uses pads of a segment our store appends when our node
+            # handles the block's COMMIT, which is queued but maybe not handled yet: a
+            # frame we cannot check *yet* is not a forgery. Re-read the pool; if the pad
+            # is still missing, drop the frame uncounted as bad: the peer's retransmission
+            # delivers it once the segment is in.
+            now = time.monotonic()
+            if now - self._last_refresh >= 0.01:      # a flood of such frames costs one read per 10 ms
+                self._last_refresh = now
+                self.pool.refresh()
+            if not self.pool.has_pad(stream, seq):
+                self.counters["no_pad_yet"] += 1
+                return
         if not self.pool.verify(stream, seq, signed, tag):
             self.counters["bad_tag"] += 1
             self._alarm("bad_tag", f"lane {lane.name}: {mtype.name} seq {seq} failed authentication")
@@ -330,17 +413,24 @@ class Channel:
             self.counters["acks_received"] += 1
             acked = int.from_bytes(bytes(signed[-8:]), "big", signed=True)
             progressed = False
+            sample = None
+            now = time.monotonic()
             while lane.unacked and next(iter(lane.unacked)) <= acked:
-                lane.unacked.popitem(last=False)
+                s, _ = lane.unacked.popitem(last=False)
+                t = lane.tx_time.pop(s, None)
+                if t is not None:
+                    sample = now - t
                 progressed = True
+            if sample is not None:
+                self._rtt_sample(lane, sample)
             if progressed:
-                lane.oldest_tx = time.monotonic()
+                lane.oldest_tx = now
             return
         if seq <= last:
             # a retransmission whose ACK was lost, or a replay: never act on it twice
             self.counters["replayed"] += 1
             self._alarm("replayed", f"lane {lane.name}: {mtype.name} seq {seq} <= last accepted {last}")
-            self._send_ack(lane)
+            lane.ack_due = True
             return
         if seq != last + 1 and mtype != MsgType.HELLO:
             self.counters["out_of_sequence"] += 1
@@ -350,4 +440,4 @@ class Channel:
         self.counters["received"] += 1
         payload = bytes(signed[-plen:]) if plen else b""
         lane.inbox.put(Message(mtype, sender, lane.name, seq, block_id, payload))
-        self._send_ack(lane)
+        lane.ack_due = True

@@ -247,9 +247,12 @@ def parse_node_file(data: dict, source: str | Path) -> NodeFile:
         raise ConfigError(src, "protocol.finite_key",
                           f'expected "2-decoy" or "1-decoy", got {cfg.finite_key!r}')
     from postproc_c import methods
-    if cfg.reconciliation not in methods():
+    if cfg.reconciliation not in [*methods(), "auto"]:
         raise ConfigError(src, "protocol.reconciliation",
-                          f"expected one of {methods()}, got {cfg.reconciliation!r}")
+                          f"expected one of {[*methods(), 'auto']}, got {cfg.reconciliation!r}")
+    if len(cfg.auto_ldpc_qber) != 2 or not cfg.auto_ldpc_qber[0] <= cfg.auto_ldpc_qber[1] < 0.5:
+        raise ConfigError(src, "protocol.auto_ldpc_qber",
+                          f"expected [lo, hi] with 0 <= lo <= hi < 0.5, got {list(cfg.auto_ldpc_qber)}")
     if not 0 < cfg.p_z < 1:
         raise ConfigError(src, "protocol.p_z", f"expected 0 < p_z < 1, got {cfg.p_z}")
     if len(cfg.intensities) != len(cfg.intensity_probs):

@@ -30,6 +30,7 @@ process, and no server to run; the key counts (10^4..10^6 keys) are small.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -69,6 +70,20 @@ class KeyStoreIOError(KeyStoreError):
 def key_id(link_id: str, block_id: int, index: int) -> str:
     """The ID both nodes give key ``index`` of block ``block_id`` of link ``link_id``."""
     return str(uuid.uuid5(NAMESPACE, f"{link_id}/{block_id}/{index}"))
+
+
+def key_ids(link_id: str, block_id: int, n: int) -> list[str]:
+    """``key_id(link_id, block_id, i)`` for i < n: the same UUIDv5 (RFC 4122 Sec. 4.3: SHA-1
+    of namespace || name, version 5, RFC 4122 variant), without a uuid.UUID per key."""
+    head = NAMESPACE.bytes + f"{link_id}/{block_id}/".encode()
+    out = []
+    for i in range(n):
+        d = bytearray(hashlib.sha1(head + str(i).encode()).digest()[:16])
+        d[6] = (d[6] & 0x0F) | 0x50
+        d[8] = (d[8] & 0x3F) | 0x80
+        h = d.hex()
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
 
 
 @dataclass
@@ -218,11 +233,11 @@ class KeyStore:
                         if refill else 0)
                 kb = self.key_size_bits // 8
                 n = (nbytes - used) // kb
-                for i in range(n):
-                    off = used + i * kb
-                    db.execute("INSERT INTO key(key_id, block_id, idx, data) VALUES (?,?,?,?)",
-                               (key_id(self.link_id, block_id, i), block_id, i,
-                                memoryview(material)[off:off + kb]))
+                mv = memoryview(material)
+                db.executemany("INSERT INTO key(key_id, block_id, idx, data) VALUES (?,?,?,?)",
+                               ((kid, block_id, i, mv[used + i * kb:used + (i + 1) * kb])
+                                for i, kid in enumerate(key_ids(self.link_id, block_id, n))))
+                del mv
                 db.execute("UPDATE block SET prepared=zeroblob(length(prepared)) WHERE block_id=?",
                            (block_id,))
                 db.execute("UPDATE block SET state='committed', n_keys=?, auth_bytes=?, auth_idx=?, "

@@ -19,7 +19,10 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-PROTOCOL_VERSION = 1
+# 1: first release. 2: RECON_BATCH (reconciliation of all blocks in flight in one message),
+# multi-frame SIFT_ANNOUNCE / SIFT_MATCH with packed bases and 16-bit slot gaps, KME_RESERVE(D),
+# QC-LDPC codes. A node refuses frames of another version (WireError naming both).
+PROTOCOL_VERSION = 2
 HEADER = struct.Struct(">BBBBQQI")
 TAG_LEN = 8
 MAX_PAYLOAD = 1 << 30
@@ -46,6 +49,7 @@ class MsgType(IntEnum):
     VERIFY = 21            # verification tag exchange
     VERIFY_RESULT = 22
     PA_SEED = 23           # Alice: Toeplitz seed and output length
+    RECON_BATCH = 24       # reconciliation messages of every block in flight (link.recon_mux)
     # two-step commit of a block's keys
     PREPARE = 30
     PREPARED = 31

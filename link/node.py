@@ -7,29 +7,42 @@ telemetry PUB socket. The protocol per frame and per block:
 
 * **Acquisition.** Alice draws each frame's pattern (basis with P(Z) = p_z,
   bit, intensity class) from her ``RandomSource`` and hands it to her front
-  end; Bob reads ``FrameDetections`` from his.
-* **Sifting** (per frame, on the dispatcher thread: it is one C pass). Bob
-  announces slots and bases (``SIFT_ANNOUNCE``), Alice answers the match mask
-  and intensity classes (``SIFT_MATCH``). Alice decides where blocks end (when
-  the block holds ``block_bits`` Z bits, at a frame boundary) and says so in
-  the ``SIFT_MATCH`` of the block's last frame, with the block ID; so both
-  sides cut identical blocks without a separate agreement.
-* **Per block** (a worker thread per block, several blocks in flight, each
+  end, then keeps it packed (``postproc_c.pattern``: four bit planes and the
+  class counts, 512 KiB per 2^20 slots) until Bob announces the frame; Bob
+  reads ``FrameDetections`` from his.
+* **Sifting** (dispatcher thread, one C pass per frame over the events, never
+  over the frame's slots). Bob announces slots (uint32) and bases of every
+  frame his front end has ready in one ``SIFT_ANNOUNCE``; Alice reads her
+  packed pattern at those slots (``qpp_pattern_sift_alice``) and answers the
+  match masks and intensity classes of the same frames in one ``SIFT_MATCH``.
+  Alice decides where blocks end (when the block holds ``block_bits`` Z bits,
+  at a frame boundary) and lists the closing frames with their block IDs in
+  that ``SIFT_MATCH``; so both sides cut identical blocks without a separate
+  agreement.
+* **Per block** (a thread per block, up to ``max_blocks_in_flight`` = 16, each
   calling the C core with the GIL released): Bob discloses his X-basis bits
   (the test basis) ``PE_DISCLOSE``; Alice counts X errors per intensity and
-  answers ``PE_RESULT`` (QBER estimate, reconciliation seed); both run
-  reconciliation (``postproc_c.make_side``) over ``RECON`` messages; Alice
+  answers ``PE_RESULT`` (QBER estimate, reconciliation seed, method: Cascade or
+  LDPC by configuration or, with ``"auto"``, by the estimated QBER); both run
+  reconciliation (``postproc_c.make_side``) through the node's ``ReconMux``
+  (``link.recon_mux``), which carries the messages of every block in flight in
+  one ``RECON_BATCH`` per direction per round trip (one tag, one ACK), so
+  Cascade's ~100 round trips per block cost latency, not rate; Alice
   draws fresh 64-bit points and sends ``VERIFY`` with her ``poly_hash`` tags of
   the Z key (as many as eps_cor needs: ``verification_tags``), Bob compares
   and answers ``VERIFY_RESULT``; Alice computes the finite-key length
   (``link.finite_key``) with every leaked bit counted and, if positive, draws
   a fresh Toeplitz seed and sends ``PA_SEED``; both hash
-  (``postproc_c.toeplitz_hash``) and hand the key to the committer.
+  (``postproc_c.toeplitz_hash``) and hand the key to the committer, whose
+  messages a commit thread handles (the store writes thousands of keys per
+  block; sifting goes on meanwhile).
 * **Abort rules** (the block yields no key, an alarm gives the reason):
   finite-key length <= 0 (``qber_high`` when the QBER is above the alarm
   threshold, else ``finite_key_zero``), verification failure
-  (``verification_failed``), reconciliation failure, authentication failure on
-  the channel (``bad_tag``/``replayed``/``out_of_sequence``), peer restart.
+  (``verification_failed``), reconciliation failure, suspected detector
+  blinding (``detector_blinding``, raised and acted on by Bob), authentication
+  failure on the channel (``bad_tag``/``replayed``/``out_of_sequence``), peer
+  restart.
 
 What it must not do: log or publish key bits, act on unauthenticated input (the
 channel guarantees it), or let either node use a key before the commit.
@@ -52,6 +65,10 @@ import zmq
 import postproc_c
 from drivers.errors import DriverError
 from drivers.rng_health import RngHealthError
+from postproc_c.pattern import PackedPattern, pack_pattern
+from postproc_c.pattern import counts as pattern_counts
+from postproc_c.pattern import gather as pattern_gather
+from postproc_c.pattern import sift_alice as pattern_sift_alice
 from postproc_c.sifting import alice_sift, bob_announce, bob_sift, error_counts
 
 from . import finite_key as fk
@@ -59,10 +76,12 @@ from .channel import Channel
 from .commit import COMMIT_TYPES, Committer
 from .keystore import KeyStore, KeyStoreError
 from .messages import Message, MsgType
-from .payload import decode, encode, require
+from .payload import PayloadError, decode, encode, require
+from .recon_mux import ReconMux
 
 log = logging.getLogger(__name__)
 
+ANNOUNCE_MAX_FRAMES = 32          # frames per SIFT_ANNOUNCE (one message, one tag)
 BLOCK_TYPES = {MsgType.PE_DISCLOSE, MsgType.PE_RESULT, MsgType.RECON, MsgType.VERIFY,
                MsgType.VERIFY_RESULT, MsgType.PA_SEED}
 
@@ -81,7 +100,8 @@ class NodeConfig:
 
     block_bits: int = 1 << 18           # Z bits per block (cut at a frame boundary)
     key_size_bits: int = 256
-    reconciliation: str = "cascade"
+    reconciliation: str = "cascade"      # a postproc_c method, or "auto" (choose_reconciliation)
+    auto_ldpc_qber: tuple[float, ...] = (0.0, 0.0)   # "auto": LDPC for lo <= estimated QBER < hi
     finite_key: str = "2-decoy"          # or "1-decoy"
     eps_sec: float = 1e-10
     eps_cor: float = 1e-15
@@ -90,8 +110,8 @@ class NodeConfig:
     intensity_probs: tuple[float, ...] = (0.7, 0.2, 0.1)
     auth_refill_bytes: int = 16384      # of each block's key to the auth pool (384 pads/proto stream)
     qber_alarm: float = 0.11
-    max_blocks_in_flight: int = 3
-    max_frames_in_flight: int = 16
+    max_blocks_in_flight: int = 16
+    max_frames_in_flight: int = 64
     block_timeout_s: float = 60.0
 
 
@@ -115,6 +135,23 @@ class BlockResult:
     eps: dict = field(default_factory=dict)      # the block's epsilon budget (finite_key.EpsilonBudget)
 
 
+def choose_reconciliation(cfg: NodeConfig, qber_est: float) -> str:
+    """The reconciliation method of a block: ``cfg.reconciliation``, or for ``"auto"`` LDPC when
+    the block's estimated QBER lies in ``cfg.auto_ldpc_qber = (lo, hi)``, else Cascade.
+
+    Default window empty (always Cascade), from measurements of this core at 2^18 bits
+    (``reconcile_in_memory``, QBER 0.3 % to 6 %, 2026-11-24): Cascade f = 1.04-1.06 at
+    2-6 Mb/s per side pair, LDPC f = 1.11-1.17 at 0.2-0.4 Mb/s with failed frames, so Cascade
+    wins on both leak and throughput at every QBER; with the mux (``link.recon_mux``) its
+    round trips cost latency, not rate. A link whose round trip is long, or a faster LDPC,
+    sets the window (e.g. ``auto_ldpc_qber = [0.0, 0.03]``).
+    """
+    if cfg.reconciliation != "auto":
+        return cfg.reconciliation
+    lo, hi = (tuple(cfg.auto_ldpc_qber) + (0.0, 0.0))[:2]
+    return "ldpc" if lo <= qber_est < hi else "cascade"
+
+
 def _h(p: float) -> float:
     return fk.binary_entropy(p)
 
@@ -132,13 +169,17 @@ def _release_secrets(packed_key, recon_result, recon_side) -> None:
 
 
 class _Block:
-    """Sifted bits of one block on one node (secret arrays wiped when done)."""
+    """Sifted bits of one block on one node (secret arrays wiped when done).
+
+    Frames are appended as they are sifted (bases, bits, intensities of the sifted
+    events); the split into the Z key and the X test bits is done once per block
+    in ``arrays``, not per frame.
+    """
 
     def __init__(self) -> None:
-        self.z: list[np.ndarray] = []
-        self.z_int: list[np.ndarray] = []
-        self.x: list[np.ndarray] = []
-        self.x_int: list[np.ndarray] = []
+        self.bases: list[np.ndarray] = []
+        self.bits: list[np.ndarray] = []
+        self.ints: list[np.ndarray] = []
         self.n_z = 0
         self.first_frame = -1
         self.last_frame = -1
@@ -147,25 +188,34 @@ class _Block:
         self.emulated_s = 0.0
         self.events = 0                            # Bob: detection events
         self.multi = 0                             # Bob: events with clicks on two or more detectors
+        self.t_last = 0.0                          # Bob: when the block's last frame was read (monotonic)
 
-    def add(self, frame: int, bases: np.ndarray, bits: np.ndarray, ints: np.ndarray) -> None:
+    def add(self, frame: int, bases: np.ndarray, bits: np.ndarray, ints: np.ndarray) -> int:
+        """Keep a frame's sifted events (the block owns the arrays and wipes ``bits`` when
+        done); returns the frame's Z count."""
         if self.first_frame < 0:
             self.first_frame = frame
         self.last_frame = frame
-        zm = bases == 0
-        self.z.append(bits[zm])
-        self.z_int.append(ints[zm])
-        self.x.append(bits[~zm])
-        self.x_int.append(ints[~zm])
-        self.n_z += int(zm.sum())
+        self.bases.append(bases)
+        self.bits.append(bits)
+        self.ints.append(ints)
+        nz = int(bases.size - np.count_nonzero(bases))
+        self.n_z += nz
+        return nz
 
     def arrays(self):
         cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.uint8))  # noqa: E731
-        out = cat(self.z), cat(self.z_int), cat(self.x), cat(self.x_int)
-        for a in self.z + self.x:
-            a[:] = 0
-        self.z, self.x = [], []
+        bases, bits, ints = cat(self.bases), cat(self.bits), cat(self.ints)
+        zm = bases == 0
+        out = bits[zm], ints[zm], bits[~zm], ints[~zm]
+        bits[:] = 0
+        self.wipe()
         return out
+
+    def wipe(self) -> None:
+        for a in self.bits:
+            a[:] = 0
+        self.bases, self.bits, self.ints = [], [], []
 
 
 class Node:
@@ -196,7 +246,8 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._block_q: dict[int, queue.Queue] = {}
         self._q_lock = threading.Lock()
-        self._frames: dict[int, tuple] = {}              # Alice: patterns awaiting sifting
+        self._frames: dict[int, PackedPattern] = {}       # Alice: packed patterns awaiting sifting
+        self._frames_lock = threading.Lock()
         self._anns: dict[int, object] = {}                # Bob: announcements awaiting Alice's mask
         self._frame_sem = threading.Semaphore(config.max_frames_in_flight)
         self._block_sem = threading.Semaphore(config.max_blocks_in_flight)
@@ -225,6 +276,12 @@ class Node:
         # [calibration] track_polarization = true; fed once per block by _track_block (None: off)
         self.tracking = None
         self._last_frame = -1
+        self._stash: dict[int, dict] = {}                 # per block: messages that came early
+        self._commit_q: queue.Queue[Message] = queue.Queue()   # two-step commit messages, in order
+        self._t_last: dict[int, float] = {}               # Bob: block -> its last frame read (monotonic)
+        self.key_latency_s: dict[int, float] = {}         # Bob: block -> last detection to keys stored
+        self._mux = ReconMux(lambda p: self._send_wait(MsgType.RECON_BATCH, 0, p), self._stop,
+                             errors=(postproc_c.Error, ValueError))
 
     # telemetry and alarms ----------------------------------------------------------------------
     def publish(self, kind: str, **data) -> None:
@@ -252,6 +309,9 @@ class Node:
         if what == "committed":
             with self._lock:
                 self.counters["keys_committed"] += int(info.get("keys", 0))
+                t_last = self._t_last.pop(block_id, None)
+                if t_last is not None:       # from the block's last detection to its keys in the store
+                    self.key_latency_s[block_id] = time.monotonic() - t_last
             self.ch.pool.refresh()       # the block's share of key replenished the auth pool
         self.publish("commit", event=what, block_id=block_id, **info)
 
@@ -275,7 +335,8 @@ class Node:
         self.ch.start()
         if self.role == "alice":
             self.committer.resync()
-        for name, fn in (("dispatch", self._dispatch), ("ctrl", self._ctrl),
+        for name, fn in (("dispatch", self._dispatch), ("ctrl", self._ctrl), ("recon", self._mux.run),
+                         ("commit", self._commit_loop),
                          ("acquire", self._acquire_alice if self.role == "alice" else self._acquire_bob),
                          ("telemetry", self._telemetry_loop)):
             t = threading.Thread(target=self._guard(fn), name=f"{self.role}-{name}", daemon=True)
@@ -315,15 +376,13 @@ class Node:
     def _wipe_pending(self) -> None:
         """Shutdown: wipe what the stopped threads left, Alice's unsifted frame patterns, Bob's
         unannounced detections' bits and the sifted bits of the block not yet started."""
-        for pat in list(getattr(self, "_frames", {}).values()):
-            for a in pat:
-                a[:] = 0
-        for ann in list(getattr(self, "_anns", {}).values()):
+        for pp in list(getattr(self, "_frames", {}).values()):
+            pp.wipe()
+        for ann, _ in list(getattr(self, "_anns", {}).values()):
             ann.bits[:] = 0
         cur = getattr(self, "_cur", None)
         if cur is not None:
-            for a in cur.z + cur.x:
-                a[:] = 0
+            cur.wipe()
 
     @property
     def stopped(self) -> bool:
@@ -362,19 +421,31 @@ class Node:
                 self._hellos += 1
                 if self._hellos > 1:
                     self._peer_restarted()
-                self.committer.handle(m)
+                self._commit_q.put(m)
             elif m.mtype in COMMIT_TYPES:
-                self.committer.handle(m)
+                # the commit thread writes the store (thousands of keys per block): sifting
+                # goes on meanwhile (sqlite3 releases the GIL while it writes)
+                self._commit_q.put(m)
             elif m.mtype == MsgType.SIFT_ANNOUNCE and self.role == "alice":
                 self._on_announce(m)
             elif m.mtype == MsgType.SIFT_MATCH and self.role == "bob":
                 self._on_match(m)
+            elif m.mtype == MsgType.RECON_BATCH:
+                self._mux.feed_batch(m.payload)
             elif m.mtype in BLOCK_TYPES:
                 self._route(m)
             elif m.mtype == MsgType.STOP:
                 self._stop.set()
             else:
                 self.alarm("protocol", f"unexpected {m.mtype.name} for block {m.block_id}")
+
+    def _commit_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                m = self._commit_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.committer.handle(m)
 
     def _ctrl(self) -> None:
         while not self._stop.is_set():
@@ -398,17 +469,17 @@ class Node:
         # The peer's half of the block being filled is gone: start a fresh one. Frame
         # patterns stay (Bob's front end may still deliver those frames); older ones
         # that are never announced are dropped in _on_announce.
-        for ann in self._anns.values():
+        for ann, _ in list(self._anns.values()):
             ann.bits[:] = 0
         self._anns.clear()
-        for a in self._cur.z + self._cur.x:
-            a[:] = 0
+        self._cur.wipe()
         self._cur = _Block()
 
     # acquisition ----------------------------------------------------------------------------------
     def _acquire_alice(self) -> None:
         n = int(self.fe.frame_slots)
         f = 0
+        emit_packed = getattr(self.fe, "emit_packed", None)
         while not self._stop.is_set():
             if self.frame_limit is not None and f >= self.frame_limit:
                 return
@@ -417,29 +488,85 @@ class Node:
             if not self._frame_sem.acquire(timeout=0.1):
                 continue
             if self._patterns is not None:
-                basis, bit, inten = self._patterns(f)
+                pat = self._patterns(f)
             else:
-                basis = self.rng.choices(n, [self.cfg.p_z, 1.0 - self.cfg.p_z])
-                bit = self.rng.random_bits(n)
-                inten = self.rng.choices(n, list(self.cfg.intensity_probs))
-            self._frames[f] = (basis, bit, inten)
-            self.fe.emit(basis, bit, inten)
+                pat = (self.rng.choices(n, [self.cfg.p_z, 1.0 - self.cfg.p_z]), self.rng.random_bits(n),
+                       self.rng.choices(n, list(self.cfg.intensity_probs)))
+            if isinstance(pat, PackedPattern):
+                pp = pat
+                if emit_packed is not None:
+                    emit_packed(pp)
+                else:
+                    unpacked = pp.unpack()
+                    self.fe.emit(*unpacked)
+                    for a in unpacked:
+                        a[:] = 0
+            else:
+                self.fe.emit(*pat)
+                # kept packed until Bob announces the frame: 512 KiB instead of 3 MiB per
+                # 2^20 slots, class counts from popcounts, sifting reads the announced slots only
+                pp = pack_pattern(*pat)
+                for a in pat:
+                    a[:] = 0
+            if pp.counts is None:
+                pp.counts = pattern_counts(pp)
+            with self._frames_lock:
+                self._frames[f] = pp
             with self._lock:
                 self.counters["frames"] += 1
             f += 1
 
     def _acquire_bob(self) -> None:
+        n_slots = int(self._frame_slots())
         while not self._stop.is_set():
-            for det in self.fe.poll(0.1):
-                ann = bob_announce(det.slots, det.masks, int(self._frame_slots()),
-                                   rng=self.rng.random_words(max(1, (det.slots.size + 63) // 64)))
-                self._anns[det.frame_index] = ann
-                self._last_frame = max(self._last_frame, int(det.frame_index))
-                with self._lock:
-                    self.counters["frames"] += 1
-                    self.counters["detections"] += int(det.slots.size)
-                self.ch.send(MsgType.SIFT_ANNOUNCE, det.frame_index,
-                             encode({}, {"slots": ann.slots, "bases": ann.bases}))
+            dets = self.fe.poll(0.1)
+            # every frame the front end has ready goes into one SIFT_ANNOUNCE (one tag, one
+            # message for up to ANNOUNCE_MAX_FRAMES frames)
+            for i in range(0, len(dets), ANNOUNCE_MAX_FRAMES):
+                self._announce(dets[i:i + ANNOUNCE_MAX_FRAMES], n_slots)
+
+    def _announce(self, dets: list, n_slots: int) -> None:
+        frames, counts, slots, bases = [], [], [], []
+        # squashing bits for every frame of the announcement in one read of the random source
+        # (one health-tested read instead of one per frame); at most one bit per event
+        need = [max(1, (det.slots.size + 63) // 64) for det in dets]
+        words = self.rng.random_words(sum(need))
+        off = 0
+        for det, k in zip(dets, need):
+            ann = bob_announce(det.slots, det.masks, n_slots, rng=words[off:off + k])
+            off += k
+            ann_t = time.monotonic()
+            self._anns[det.frame_index] = (ann, ann_t)
+            self._last_frame = max(self._last_frame, int(det.frame_index))
+            frames.append(int(det.frame_index))
+            counts.append(int(ann.slots.size))
+            slots.append(ann.slots)
+            bases.append(ann.bases)
+            with self._lock:
+                self.counters["frames"] += 1
+                self.counters["detections"] += int(det.slots.size)
+        words[:] = 0
+        if not frames:
+            return
+        sl = np.concatenate(slots)
+        bs = np.concatenate(bases)
+        meta = {"frames": frames, "counts": counts}
+        # Compact on the wire (fewer bytes to tag, copy, send and check): bases one bit each;
+        # slots as 16-bit gaps (each frame's first slot absolute) when every gap fits, which
+        # it does at any useful detection rate, else 32-bit (or, above 2^32 slots, 64-bit)
+        arrays = {"bases_bits": np.packbits(bs, bitorder="little")}
+        if n_slots <= 1 << 32:
+            d = np.diff(sl, prepend=np.uint64(0))
+            starts = np.cumsum([0] + counts[:-1])
+            nonempty = starts[np.asarray(counts) > 0]
+            d[nonempty] = sl[nonempty]
+            if d.size == 0 or int(d.max()) < 1 << 16:
+                arrays["slot_gaps"] = d.astype(np.uint16)
+            else:
+                arrays["slots"] = sl.astype(np.uint32)
+        else:
+            arrays["slots"] = sl
+        self._send_wait(MsgType.SIFT_ANNOUNCE, frames[0], encode(meta, arrays))
 
     def _frame_slots(self) -> int:
         fs = self._frame_slots_n or getattr(self.fe, "frame_slots", None)
@@ -449,71 +576,128 @@ class Node:
 
     # sifting (dispatcher thread) ----------------------------------------------------------------------
     def _on_announce(self, m: Message) -> None:          # Alice
-        f = m.block_id
-        # Bob announces frames in order: a pending frame older than this one was lost
-        # (or consumed by a Bob that restarted) and will never be announced.
-        for old in [k for k in list(self._frames) if k < f]:
-            for a in self._frames.pop(old):
-                a[:] = 0
+        meta, arrays = decode(m.payload)
+        frames = [int(f) for f in meta.get("frames", [m.block_id])]
+        counts = [int(c) for c in meta.get("counts", [])]
+        if len(counts) != len(frames) or any(c < 0 for c in counts):
+            raise PayloadError("SIFT_ANNOUNCE: frames and counts differ")
+        gaps = arrays.get("slot_gaps")
+        all_slots = arrays.get("slots") if gaps is None else gaps
+        if all_slots is None or all_slots.dtype not in ((np.uint16,) if gaps is not None
+                                                         else (np.uint32, np.uint64)):
+            raise PayloadError("SIFT_ANNOUNCE: slot_gaps (uint16) or slots (uint32/uint64) missing")
+        if sum(counts) != all_slots.size:
+            raise PayloadError(f"SIFT_ANNOUNCE: counts add up to {sum(counts)}, {all_slots.size} slots sent")
+        packed = require(arrays, "bases_bits", np.uint8, (all_slots.size + 7) // 8)
+        all_bases = np.unpackbits(packed, count=all_slots.size, bitorder="little")
+        n_slots = int(self.fe.frame_slots)
+        out_frames, closes, matches, intens = [], [], [], []
+        pos = 0
+        wide = all_slots.dtype == np.uint64
+        for f, c in zip(frames, counts):
+            slots = all_slots[pos:pos + c]
+            if gaps is not None:      # back to slots; a zero gap shows up as not increasing below
+                slots = np.cumsum(slots, dtype=np.uint64)
+                if c and slots[-1] >= 1 << 32:
+                    raise PayloadError(f"SIFT_ANNOUNCE: frame {f}: slot gaps add up past 2^32")
+                slots = slots.astype(np.uint32)
+            bases = all_bases[pos:pos + c]
+            pos += c
+            with self._frames_lock:
+                # Bob announces frames in order: a pending frame older than this one was lost
+                # (or consumed by a Bob that restarted) and will never be announced.
+                for old in [k for k in self._frames if k < f]:
+                    self._frames.pop(old).wipe()
+                    self._frame_sem.release()
+                pp = self._frames.pop(f, None)
+            if pp is None:
+                if self.block_limit is not None and self._blocks_closed >= self.block_limit:
+                    continue        # frames after the last block: expected while the run stops
+                self.alarm("protocol", f"announcement for unknown frame {f}")
+                continue
             self._frame_sem.release()
-        pat = self._frames.pop(f, None)
-        if pat is None:
-            self.alarm("protocol", f"announcement for unknown frame {f}")
+            sent = pp.counts.astype(np.int64)
+            try:
+                if wide:     # frames above 2^32 slots: gather, then the per-slot sifting
+                    if c > 1 and not (slots[1:] > slots[:-1]).all():
+                        raise PayloadError(f"SIFT_ANNOUNCE: frame {f}: slots not strictly increasing")
+                    ev = pattern_gather(pp, slots)
+                    res = alice_sift(np.arange(c, dtype=np.uint64), bases, *ev)
+                    for a in ev:
+                        a[:] = 0
+                else:        # one C pass over the events, reading the packed pattern
+                    res = pattern_sift_alice(pp, slots, bases)
+            finally:
+                pp.wipe()
+            blk = self._cur
+            nz = blk.add(f, res.bases, res.bits, res.intensities)   # the block owns (and wipes) the bits
+            blk.sent += sent
+            blk.det += res.detections.astype(np.int64)
+            self._watch_signal(f, c)
+            blk.emulated_s += n_slots / float(self.fe.clock_hz)
+            self.emulated_s += n_slots / float(self.fe.clock_hz)
+            with self._lock:
+                self.counters["detections"] += c
+                self.counters["sifted"] += int(res.bits.size)
+                self.counters["sifted_z"] += nz
+            out_frames.append(f)
+            matches.append(res.match.view(np.uint8))
+            intens.append(res.intensities)
+            if blk.n_z >= self.cfg.block_bits and (self.block_limit is None
+                                                    or self._blocks_closed < self.block_limit):
+                bid = self.store.next_block_id()
+                closes.append([f, bid])
+                self._cur = _Block()
+                self._blocks_closed += 1
+                self._start_block(bid, blk)
+        if not out_frames:
             return
-        self._frame_sem.release()
-        _, arrays = decode(m.payload)
-        slots = require(arrays, "slots", np.uint64)
-        bases = require(arrays, "bases", np.uint8, slots.size)
-        res = alice_sift(slots, bases, *pat)
-        sent = postproc_c.frame_counts(pat[0], pat[2]).astype(np.int64)
-        for a in pat:
-            a[:] = 0
-        blk = self._cur
-        blk.add(f, res.bases, res.bits, res.intensities)
-        res.bits[:] = 0  # blk.add copied the bits it keeps
-        blk.sent += sent
-        blk.det += res.detections.astype(np.int64)
-        self._watch_signal(f, int(slots.size))
-        blk.emulated_s += int(self.fe.frame_slots) / float(self.fe.clock_hz)
-        self.emulated_s += int(self.fe.frame_slots) / float(self.fe.clock_hz)
-        with self._lock:
-            self.counters["detections"] += int(slots.size)
-            self.counters["sifted"] += int(res.bits.size)
-            self.counters["sifted_z"] += int((res.bases == 0).sum())
-        meta = {}
-        if blk.n_z >= self.cfg.block_bits and (self.block_limit is None
-                                                or self._blocks_closed < self.block_limit):
-            bid = self.store.next_block_id()
-            meta["close_block"] = bid
-            self._cur = _Block()
-            self._blocks_closed += 1
-            self._start_block(bid, blk)
-        self.ch.send(MsgType.SIFT_MATCH, f, encode(meta, {"match": res.match.view(np.uint8),
-                                                          "intensities": res.intensities}))
+        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.uint8))  # noqa: E731
+        self.ch.send(MsgType.SIFT_MATCH, out_frames[0],
+                     encode({"frames": out_frames, "close": closes},
+                            {"match": cat(matches), "intensities": cat(intens)}))
 
     def _on_match(self, m: Message) -> None:             # Bob
-        f = m.block_id
-        ann = self._anns.pop(f, None)
-        if ann is None:
-            self.alarm("protocol", f"sifting mask for unknown frame {f}")
-            return
         meta, arrays = decode(m.payload)
-        match = require(arrays, "match", np.uint8, ann.slots.size)
-        mine = bob_sift(ann, match, require(arrays, "intensities", np.uint8))
-        ann.bits[:] = 0
-        self._cur.add(f, mine.bases, mine.bits, mine.intensities)
-        mine.bits[:] = 0  # _Block.add copied the bits it keeps
-        self._cur.events += ann.n_events
-        self._cur.multi += ann.n_cross_dropped + int(ann.n_squashed.sum())
-        with self._lock:
-            self.counters["sifted"] += int(mine.bits.size)
-            self.counters["sifted_z"] += int((mine.bases == 0).sum())
-        if "close_block" in meta:
-            blk, self._cur = self._cur, _Block()
-            self._start_block(int(meta["close_block"]), blk)
+        frames = [int(f) for f in meta.get("frames", [m.block_id])]
+        closes = {int(f): int(b) for f, b in meta.get("close", [])}
+        all_match = require(arrays, "match", np.uint8)
+        all_int = require(arrays, "intensities", np.uint8)
+        # announcements Alice skipped (older than what she answered) will never be answered
+        for old in [k for k in list(self._anns) if k < frames[0]]:
+            self._anns.pop(old)[0].bits[:] = 0
+        pos = ipos = 0
+        for f in frames:
+            entry = self._anns.pop(f, None)
+            if entry is None:
+                self.alarm("protocol", f"sifting mask for unknown frame {f}")
+                return
+            ann, ann_t = entry
+            n = ann.slots.size
+            match = all_match[pos:pos + n]
+            if match.size != n:
+                raise PayloadError(f"SIFT_MATCH: frame {f}: {match.size} match entries for {n} events")
+            pos += n
+            k = int(match.sum())
+            mine = bob_sift(ann, match, all_int[ipos:ipos + k])
+            ipos += k
+            ann.bits[:] = 0
+            nz = self._cur.add(f, mine.bases, mine.bits, mine.intensities)  # owns (and wipes) the bits
+            self._cur.events += ann.n_events
+            self._cur.multi += ann.n_cross_dropped + int(ann.n_squashed.sum())
+            self._cur.t_last = ann_t
+            with self._lock:
+                self.counters["sifted"] += int(mine.bits.size)
+                self.counters["sifted_z"] += nz
+            if f in closes:
+                blk, self._cur = self._cur, _Block()
+                self._start_block(closes[f], blk)
 
     def _start_block(self, bid: int, blk: _Block) -> None:
         self._queue(bid)
+        if blk.t_last:
+            with self._lock:
+                self._t_last[bid] = blk.t_last
         fn = self._alice_block if self.role == "alice" else self._bob_block
         t = threading.Thread(target=self._guard(lambda: self._run_block(fn, bid, blk)),
                              name=f"{self.role}-block-{bid}", daemon=True)
@@ -542,8 +726,10 @@ class Node:
                 self.committer.fail(bid, exc.reason)
         finally:
             self._block_sem.release()
+            self._mux.remove(bid)
             with self._q_lock:
                 self._block_q.pop(bid, None)
+                self._stash.pop(bid, None)
         res.latency_s = time.monotonic() - t0
         with self._lock:
             self.results.append(res)
@@ -554,13 +740,19 @@ class Node:
                 self.counters["secret_bits"] += res.secret_bits
         self.publish("block", **asdict(res))
 
-    def _recv_block(self, bid: int, want: MsgType, res: BlockResult) -> Message:
+    def _recv_block(self, bid: int, want, res: BlockResult) -> Message:
+        """The block's next message of type ``want``; one that comes early (messages of a block
+        arrive on two paths, the dispatcher and the reconciliation mux) waits in the stash."""
         q = self._queue(bid)
+        with self._q_lock:
+            stash = self._stash.setdefault(bid, {})
+        if want in stash:
+            return stash.pop(want)
         end = time.monotonic() + self.cfg.block_timeout_s
         while True:
             left = end - time.monotonic()
             if left <= 0 or self._stop.is_set():
-                raise _BlockAbort(res, f"timed out waiting for {want.name}", "block_timeout",
+                raise _BlockAbort(res, f"timed out waiting for {_name(want)}", "block_timeout",
                                   notify_peer=True)
             try:
                 m = q.get(timeout=min(left, 0.2))
@@ -569,11 +761,17 @@ class Node:
             if m.mtype == MsgType.ABORT:
                 raise _BlockAbort(res, m.payload.decode(errors="replace") or "peer aborted", None)
             if m.mtype != want:
-                if m.mtype == MsgType.RECON:      # a reconciliation message after our side finished
-                    continue
-                raise _BlockAbort(res, f"expected {want.name}, got {m.mtype.name}", "protocol",
-                                  notify_peer=True)
+                if m.mtype in stash or m.mtype == MsgType.RECON:
+                    raise _BlockAbort(res, f"expected {_name(want)}, got {_name(m.mtype)} again",
+                                      "protocol", notify_peer=True)
+                stash[m.mtype] = m
+                continue
             return m
+
+    def _send_wait(self, mtype: MsgType, bid: int, payload: bytes = b"") -> int:
+        """Send from a thread that may wait for the auth pool to be refilled by a commit (block
+        threads, the mux, Bob's acquisition; never the dispatcher, which handles commits)."""
+        return self.ch.send(mtype, bid, payload, wait_s=self.cfg.block_timeout_s)
 
     def _abort_peer(self, bid: int, reason: str) -> None:
         self.ch.send(MsgType.ABORT, bid, reason.encode(), lane="ctrl")
@@ -665,13 +863,15 @@ class Node:
             if res.qber_x > cfg.qber_alarm:
                 self.alarm("qber_high", f"block {bid}: X-basis QBER {res.qber_x:.4f} > {cfg.qber_alarm}",
                            bid)
-                self.ch.send(MsgType.PE_RESULT, bid, encode({"abort": "qber_high"}))
+                self._send_wait(MsgType.PE_RESULT, bid, encode({"abort": "qber_high"}))
                 raise _BlockAbort(res, f"QBER {res.qber_x:.4f} above {cfg.qber_alarm}", None)
-            self.ch.send(MsgType.PE_RESULT, bid, encode({"qber": qber_est, "seed": seed,
-                                                          "method": cfg.reconciliation,
+            method = choose_reconciliation(cfg, qber_est)
+            side = postproc_c.make_side(method, "alice", z, qber_est, seed=seed)
+            self._recon_start(bid, side)      # before PE_RESULT: Bob's first message may follow it
+            self._send_wait(MsgType.PE_RESULT, bid, encode({"qber": qber_est, "seed": seed,
+                                                          "method": method,
                                                           "x_errors": int(x_err.sum())}))
-            side = postproc_c.make_side(cfg.reconciliation, "alice", z, qber_est, seed=seed)
-            self._reconcile(bid, side, res)
+            self._recon_wait(bid, res)
             rr = side.result()
             res.leaked_bits = int(rr.leaked_bits)
             # verification: fresh points, Alice's tags; 64 bits disclosed per tag, as
@@ -682,7 +882,7 @@ class Node:
             tags = [postproc_c.poly_hash(zw, z.size, k) for k in vkeys]
             # zw is the input of privacy amplification below: it is wiped when the block ends
             # (finally), not here -- wiping it here made every delivered key all zeros
-            self.ch.send(MsgType.VERIFY, bid, encode({"keys": [str(k) for k in vkeys],
+            self._send_wait(MsgType.VERIFY, bid, encode({"keys": [str(k) for k in vkeys],
                                                       "tags": [str(t) for t in tags]}))
             m = self._recv_block(bid, MsgType.VERIFY_RESULT, res)
             vmeta, _ = decode(m.payload)
@@ -714,11 +914,11 @@ class Node:
                      res.leaked_bits, ell, fkr.eps)
             if ell <= 0:
                 kind = "qber_high" if res.qber_x > cfg.qber_alarm else "finite_key_zero"
-                self.ch.send(MsgType.PA_SEED, bid, encode({"ell": 0, "reason": fkr.reason}))
+                self._send_wait(MsgType.PA_SEED, bid, encode({"ell": 0, "reason": fkr.reason}))
                 self.alarm(kind, f"block {bid}: no secret key ({fkr.reason})", bid)
                 raise _BlockAbort(res, fkr.reason or "finite-key length <= 0", None)
             seed_words = self.rng.random_words((z.size + ell - 1 + 63) // 64)
-            self.ch.send(MsgType.PA_SEED, bid, encode({"ell": ell}, {"seed": seed_words}))
+            self._send_wait(MsgType.PA_SEED, bid, encode({"ell": ell}, {"seed": seed_words}))
             key = postproc_c.toeplitz_hash(zw, z.size, seed_words, ell)
             zw[:] = 0
             kb = bytearray(key.view(np.uint8).tobytes())
@@ -729,25 +929,27 @@ class Node:
             return res
         finally:
             z[:] = 0
+            self._mux.remove(bid)
             _release_secrets(zw, rr, side)
 
     # the block protocol: Bob ----------------------------------------------------------------------------
     def _bob_block(self, bid: int, blk: _Block) -> BlockResult:
         z, z_int, x, x_int = blk.arrays()
         res = BlockResult(bid, (blk.first_frame, blk.last_frame), n_z=int(z.size), n_x=int(x.size))
+        blinded = self._watch_multi_clicks(bid, blk)
         zw = rr = side = None
         try:
-            # blinded detectors: Eve chose every click, she knows the key at zero QBER
-            # (measured by link.eve_audit): no key from such a block
-            if self._watch_multi_clicks(bid, blk):
+            if blinded:
+                # Bob's detections may be Eve's: no key from this block (the alarm is raised)
                 raise _BlockAbort(res, "detector blinding suspected", None, notify_peer=True)
-            self.ch.send(MsgType.PE_DISCLOSE, bid, encode({}, {"x_bits": x}))
+            self._send_wait(MsgType.PE_DISCLOSE, bid, encode({}, {"x_bits": x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
             if "abort" in meta:
                 raise _BlockAbort(res, meta["abort"], None)
             side = postproc_c.make_side(meta["method"], "bob", z, float(meta["qber"]), seed=int(meta["seed"]))
-            self._reconcile(bid, side, res)
+            self._recon_start(bid, side)
+            self._recon_wait(bid, res)
             rr = side.result()
             corrected = rr.corrected
             res.leaked_bits = int(rr.leaked_bits)
@@ -764,7 +966,7 @@ class Node:
             # zw feeds privacy amplification below; wiped when the block ends (finally)
             err = corrected != z
             z_errors = [int((err & (z_int == k)).sum()) for k in range(len(self.cfg.intensities))]
-            self.ch.send(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),
+            self._send_wait(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),
                                                              "z_errors": z_errors,
                                                              "z_errors_total": int(err.sum())}))
             if self.tracking is not None and ok and rr.success:
@@ -787,6 +989,7 @@ class Node:
             return res
         finally:
             z[:] = 0
+            self._mux.remove(bid)
             _release_secrets(zw, rr, side)
 
     # polarization tracking (issue 7; calibration.tracking): one call per verified block --------------
@@ -803,21 +1006,39 @@ class Node:
             self.tracking = None
             self.alarm("polarization", str(exc), bid)
 
-    def _reconcile(self, bid: int, side, res: BlockResult) -> None:
-        while not side.done:
-            while (msg := side.next_message()) is not None:
-                self.ch.send(MsgType.RECON, bid, msg)
-            if side.done:
-                break
-            m = self._recv_block(bid, MsgType.RECON, res)
-            side.feed(m.payload)
-        while (msg := side.next_message()) is not None:     # a last message once done
-            self.ch.send(MsgType.RECON, bid, msg)
+    def _recon_start(self, bid: int, side) -> None:
+        """Hand the block's reconciliation side to the mux (one coalesced message per tick)."""
+        def done(err):
+            with self._q_lock:
+                q = self._block_q.get(bid)
+            if q is not None:
+                q.put(_Local(RECON_DONE, err))
+        self._mux.add(bid, side, done)
+
+    def _recon_wait(self, bid: int, res: BlockResult) -> None:
+        m = self._recv_block(bid, RECON_DONE, res)
+        if m.error is not None:
+            raise m.error
 
     # periodic telemetry ---------------------------------------------------------------------------------
     def _telemetry_loop(self) -> None:
         while not self._stop.wait(0.5):
             self.publish("status", **self.status())
+
+
+RECON_DONE = "recon_done"
+
+
+@dataclass
+class _Local:
+    """A block-queue item from this node itself (not from the channel)."""
+
+    mtype: str
+    error: BaseException | None = None
+
+
+def _name(t) -> str:
+    return getattr(t, "name", str(t))
 
 
 class _BlockAbort(Exception):

@@ -216,6 +216,7 @@ class ReplayLink:
         self.frame_slots = frame_slots
         self.clock_hz = clock_hz
         self._q: queue.Queue = queue.Queue()
+        self._sig = None          # run_replay_processes: frame numbers from Alice's process to Bob's
         link = self
 
         class _A:
@@ -229,19 +230,25 @@ class ReplayLink:
                 link._emit(self.n)
                 self.n += 1
 
+            def emit_packed(self, pattern):
+                link._emit(self.n)
+                self.n += 1
+
             def close(self):
                 pass
 
         class _B:
             def poll(self, timeout_s):
                 import queue as _queue
+                q = link._sig if link._sig is not None else link._q
                 out = []
                 try:
-                    out.append(link._q.get(timeout=timeout_s))
+                    out.append(q.get(timeout=timeout_s))
                     while True:
-                        out.append(link._q.get_nowait())
+                        out.append(q.get_nowait())
                 except _queue.Empty:
-                    return out
+                    pass
+                return [link._detections(f) for f in out] if link._sig is not None else out
 
             def close(self):
                 pass
@@ -252,34 +259,45 @@ class ReplayLink:
     def record(cls, model, n_frames: int, cfg: NodeConfig, seed: int = 0) -> ReplayLink:
         import numpy as np
 
+        from postproc_c.pattern import pack_pattern
+
         from .frontend import ModelLink
 
         ml = ModelLink(model)
         rng = np.random.default_rng(seed)
         n = model.frame_slots
         pats = []
+        dets = []
         for _ in range(n_frames):
             basis = (rng.random(n) >= cfg.p_z).astype(np.uint8)
             bit = rng.integers(0, 2, n, dtype=np.uint8)
             inten = rng.choice(len(cfg.intensity_probs), n, p=list(cfg.intensity_probs)).astype(np.uint8)
             ml.alice.emit(basis, bit, inten)
-            pats.append((basis, bit, inten))
-        dets = []
+            # Alice's patterns kept packed with their class counts (postproc_c.pattern), as
+            # her node keeps them: replaying costs a 512 KiB copy per frame, not 3 MiB
+            pats.append(pack_pattern(basis, bit, inten))
+            dets += ml.bob.poll(0.0)     # drain as we go: the model's tag queue is bounded
         deadline = time.monotonic() + 60
         while len(dets) < n_frames - 4 and time.monotonic() < deadline:
             dets += ml.bob.poll(0.2)
         frames = [(pats[d.frame_index], d) for d in dets]
         return cls(frames, n, model.clock_hz)
 
-    def patterns(self, f: int) -> tuple:
+    def patterns(self, f: int):
         pat, _ = self.frames[f % len(self.frames)]
-        return tuple(a.copy() for a in pat)
+        return pat.copy()
 
-    def _emit(self, f: int) -> None:
+    def _detections(self, f: int):
         from .slotting import FrameDetections
 
         _, d = self.frames[f % len(self.frames)]
-        self._q.put(FrameDetections(f, d.slots, d.masks, d.sync_ps, d.period_ps))
+        return FrameDetections(f, d.slots, d.masks, d.sync_ps, d.period_ps)
+
+    def _emit(self, f: int) -> None:
+        if self._sig is not None:
+            self._sig.put(f)          # the "light" to Bob's process: which frame was sent
+        else:
+            self._q.put(self._detections(f))
 
 
 def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str | os.PathLike,
@@ -312,16 +330,23 @@ def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str
         while time.monotonic() - t0 < duration_s and not alice.stopped:
             if len(alice.results) >= blocks and alice.idle() and not stores["bob"].prepared_blocks():
                 break
-            time.sleep(0.005)
+            time.sleep(0.02)
         wall = time.monotonic() - t0
         for n in nodes.values():
             n.stop()
         res = alice.results
         secret = sum(r.secret_bits for r in res if not r.aborted)
+        sent = {role: n.ch.counters["sent"] for role, n in nodes.items()}
         return {"blocks": len(res), "blocks_aborted": sum(r.aborted for r in res), "secret_bits": secret,
                 "wall_s": wall, "secret_rate_wall_bps": secret / wall,
                 "sifted_z_bits": sum(r.n_z for r in res),
                 "latency_s": [r.latency_s for r in res],
+                # from the block's last detection (Bob read its frame) to its keys in Bob's store
+                "key_latency_s": sorted(nodes["bob"].key_latency_s.values()),
+                "messages": sent, "messages_per_block": sum(sent.values()) / max(1, len(res)),
+                "channel": {role: {k: v for k, v in n.ch.counters.items() if v} for role, n in nodes.items()},
+                "recon_batches": {role: n._mux.batches_sent for role, n in nodes.items()},
+                "alarms": sorted(f"{n.role}:{a['alarm']}" for n in nodes.values() for a in n.alarms),
                 "keys_identical": stores_identical(stores["alice"], stores["bob"])}
     finally:
         for n in nodes.values():
@@ -332,6 +357,124 @@ def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str
             pools[role].close()
             stores[role].close()
         ctx.destroy(linger=0)
+
+
+def run_replay_processes(replay: ReplayLink, cfg: NodeConfig, *, blocks: int,
+                         workdir: str | os.PathLike, duration_s: float = 120.0) -> dict:
+    """``run_replay`` with each node in its own process, as they are deployed (``qkd alice`` /
+    ``qkd bob``): two interpreters, so the nodes do not share one GIL. The processes are forked
+    with the recorded frames; Alice's front end tells Bob's which frame she sent over a
+    multiprocessing queue (the fiber), everything else goes over the nodes' own channel and
+    stores. The wall time runs from both nodes' start to Alice having every block final."""
+    import multiprocessing as mp
+
+    d = Path(workdir)
+    write_psk(d / "link.psk", "replay", 1 << 16)
+    ctx = mp.get_context("fork")
+    replay._sig = ctx.Queue()
+    results = ctx.Queue()
+    ready = ctx.Barrier(3)
+    procs = [ctx.Process(target=_replay_node, args=(role, replay, cfg, blocks, str(d), ready, results,
+                                                   duration_s), name=f"replay-{role}", daemon=True)
+             for role in ("alice", "bob")]
+    try:
+        for p in procs:
+            p.start()
+        ready.wait(timeout=60)
+        out: dict[str, dict] = {}
+        end = time.monotonic() + duration_s + 60
+        while len(out) < 2 and time.monotonic() < end:
+            try:
+                role, res = results.get(timeout=1.0)
+            except Exception:  # noqa: BLE001 - queue.Empty; a dead node is caught below
+                if not all(p.is_alive() for p in procs) and results.empty():
+                    break
+                continue
+            out[role] = res
+        for p in procs:
+            p.join(timeout=30)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        replay._sig = None
+    if set(out) != {"alice", "bob"}:
+        raise RuntimeError(f"replay nodes did not report: got {sorted(out)}")
+    a, b = out["alice"], out["bob"]
+    stores = {role: KeyStore(d / f"{role}.db", "replay", key_size_bits=cfg.key_size_bits,
+                             auth_refill_bytes=cfg.auth_refill_bytes) for role in ("alice", "bob")}
+    try:
+        identical = stores_identical(stores["alice"], stores["bob"])
+    finally:
+        for st in stores.values():
+            st.close()
+    res = a["results"]
+    secret = sum(r["secret_bits"] for r in res if not r["aborted"])
+    sent = {"alice": a["sent"], "bob": b["sent"]}
+    return {"blocks": len(res), "blocks_aborted": sum(r["aborted"] for r in res), "secret_bits": secret,
+            "wall_s": a["wall_s"], "secret_rate_wall_bps": secret / a["wall_s"],
+            "sifted_z_bits": sum(r["n_z"] for r in res), "latency_s": [r["latency_s"] for r in res],
+            "key_latency_s": sorted(b["key_latency_s"]), "messages": sent,
+            "messages_per_block": sum(sent.values()) / max(1, len(res)),
+            "cpu_s": {"alice": a["cpu_s"], "bob": b["cpu_s"]},
+            "alarms": sorted(a["alarms"] + b["alarms"]), "keys_identical": identical}
+
+
+def _replay_node(role: str, replay: ReplayLink, cfg: NodeConfig, blocks: int, workdir: str, ready,
+                 results, duration_s: float) -> None:
+    """One node of ``run_replay_processes`` (runs in its own process)."""
+    from dataclasses import asdict
+
+    from drivers.qrng import OsEntropySource
+
+    d = Path(workdir)
+    zctx = zmq.Context()
+    store = KeyStore(d / f"{role}.db", "replay", key_size_bits=cfg.key_size_bits,
+                     auth_refill_bytes=cfg.auth_refill_bytes)
+    pool = AuthPool(d / "link.psk", d / f"{role}.db", role)
+    ch = Channel(role, pool, ctx=zctx)
+    node = None
+    try:
+        if role == "alice":
+            ch.bind(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock")
+            node = Node("alice", ch, store, replay.alice, OsEntropySource(), cfg, ctx=zctx, telemetry=None,
+                        block_limit=blocks, patterns=replay.patterns)
+        else:
+            ch.connect(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock")
+            node = Node("bob", ch, store, replay.bob, OsEntropySource(), cfg, ctx=zctx, telemetry=None,
+                        frame_slots=replay.frame_slots)
+        ready.wait(timeout=60)
+        t0 = time.monotonic()
+        c0 = time.process_time()
+        node.start()
+        end = t0 + duration_s
+        if role == "alice":
+            while time.monotonic() < end and not node.stopped:
+                if len(node.results) >= blocks and node.idle():
+                    break
+                time.sleep(0.01)
+            wall = time.monotonic() - t0
+            try:
+                ch.send(MsgType.STOP, 0, lane="ctrl")
+                ch.wait_acked(2.0)
+            except Exception:  # noqa: BLE001 - best effort at the end of a run
+                pass
+            out = {"results": [asdict(r) for r in node.results], "wall_s": wall}
+        else:
+            while time.monotonic() < end and not node.stopped:
+                time.sleep(0.02)
+            out = {"key_latency_s": list(node.key_latency_s.values())}
+        node.stop()
+        out.update(sent=ch.counters["sent"], cpu_s=time.process_time() - c0,
+                   alarms=[f"{role}:{a['alarm']}" for a in node.alarms])
+        results.put((role, out))
+    finally:
+        if node is not None:
+            node.close()
+        ch.close()
+        pool.close()
+        store.close()
+        zctx.destroy(linger=0)
 
 
 def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float, final: bool) -> dict:
@@ -361,6 +504,9 @@ def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float,
         "emulated_s": ml.emulated_s,
         "wall_s": wall,
         "latency_s": max((r.latency_s for r in ok), default=None),
+        # from a block's last detection (Bob read its frame) to its keys in Bob's store
+        "key_latency_s": max(nodes["bob"].key_latency_s.values(), default=None),
+        "messages_per_block": sum(n.ch.counters["sent"] for n in nodes.values()) / max(1, len(res)),
         "keys": {role: stores[role].count() for role in stores},
         "telemetry": {role: n.telemetry_endpoint for role, n in nodes.items()},
         "channel": {role: dict(n.ch.counters) for role, n in nodes.items()},

@@ -19,6 +19,7 @@ from .bits import pack_bits, unpack_bits
 from .cascade import CascadeSide
 from .hashing import poly_hash, poly_hash_bytes
 from .ldpc import LdpcCode, LdpcSide
+from .pattern import PackedPattern, pack_pattern
 from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
 from .selftest import SelfTestError, selftest
 from .sifting import (
@@ -50,5 +51,5 @@ __all__ = [
     "SiftResult", "alice_sift", "bob_announce", "bob_sift", "error_counts", "frame_counts", "sift",
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
     "make_side", "memzero", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory",
-    "selftest", "toeplitz_hash", "unpack_bits",
+    "selftest", "toeplitz_hash", "unpack_bits", "PackedPattern", "pack_pattern",
 ]

@@ -224,6 +224,9 @@ def test_staged_attacks_raise_their_own_alarm(tmp_path, scenario, alarm, duratio
     others = {"decoy_yield_inconsistency", "detector_blinding", "loss_of_signal", "qber_high"} - {alarm}
     assert not others & set(s["alarms"]), s["alarms"]
     assert s["keys_identical"]
+    if scenario == "blinding":     # the blinding alarm aborts the block: no key on either side
+        assert s["blocks"] >= 1 and s["blocks_aborted"] == s["blocks"], s["block_results"]
+        assert s["secret_bits"] == 0 and s["keys"] == {"alice": 0, "bob": 0}
 
 
 def test_authentication_pool_is_replenished_from_distilled_key(tmp_path):
@@ -275,3 +278,18 @@ def test_a_failing_known_answer_test_stops_the_node_before_any_key(tmp_path, mon
                 assert c.execute("SELECT COUNT(*) FROM key").fetchone()[0] == 0
             finally:
                 c.close()
+
+
+def test_replayed_frames_with_each_node_in_its_own_process(tmp_path):
+    """The benchmark's set-up (frames from memory, one process per node): identical keys, every
+    block committed, the latency from last detection to stored keys measured per block."""
+    from hil.model import LinkModel
+    from link.pipeline import ReplayLink, config_for_scenario, run_replay_processes
+
+    model = LinkModel("metro-25km", seed=3)
+    cfg = config_for_scenario(model.scenario, block_bits=1 << 19)
+    replay = ReplayLink.record(model, 24, cfg)
+    s = run_replay_processes(replay, cfg, blocks=2, workdir=tmp_path, duration_s=90)
+    assert s["blocks"] == 2 and s["blocks_aborted"] == 0 and s["keys_identical"] is True
+    assert s["secret_bits"] > 0 and s["alarms"] == []
+    assert len(s["key_latency_s"]) == 2 and all(0 < t < 60 for t in s["key_latency_s"])

@@ -92,3 +92,18 @@ def test_qkd_psk_writes_a_pair(tmp_path, capsys):
     ib, sb = read_psk(b)
     assert ia == ib == "L7" and sa == sb and len(sa["alice.proto.data"]) == 1024
     assert "L7" in capsys.readouterr().out
+
+
+def test_auto_reconciliation_picks_by_estimated_qber(tmp_path):
+    from link.node import NodeConfig, choose_reconciliation
+
+    text = GOOD.replace('block_bits = 524288', 'block_bits = 524288\nreconciliation = "auto"\n'
+                        'auto_ldpc_qber = [0.02, 0.05]')
+    cfg = load_node_file(_write(tmp_path, text)).protocol
+    assert cfg.reconciliation == "auto" and cfg.auto_ldpc_qber == (0.02, 0.05)
+    assert [choose_reconciliation(cfg, q) for q in (0.003, 0.02, 0.049, 0.05, 0.08)] == \
+        ["cascade", "ldpc", "ldpc", "cascade", "cascade"]
+    assert choose_reconciliation(NodeConfig(reconciliation="auto"), 0.01) == "cascade"  # empty window
+    assert choose_reconciliation(NodeConfig(reconciliation="ldpc"), 0.001) == "ldpc"  # fixed
+    with pytest.raises(ConfigError, match="auto_ldpc_qber"):
+        load_node_file(_write(tmp_path, text.replace("[0.02, 0.05]", "[0.05, 0.02]")))

@@ -1,0 +1,159 @@
+"""Alice's frame pattern held packed (four bit planes), read at Bob's announced slots only.
+
+What it is for: Alice keeps every frame's pattern (basis, bit, intensity class
+per slot) until Bob announces that frame's detections. Held as one byte per
+slot and field, a 2^20-slot frame is 3 MiB, and sifting it the plain way
+touches whole frames (class counts, wipes, copies) when only the ~4 % of slots
+with a detection matter. Packed, a frame is 512 KiB; ``gather`` reads the
+pattern at the announced slots (one C pass over the events), ``counts`` gives
+the slots sent per (basis, intensity) from popcounts of the planes, and the
+link engine sifts the gathered events with ``postproc_c.alice_sift``.
+
+Planes (packed LSB first, like every packed array of the core): ``basis``
+(0 = Z, 1 = X), ``bit``, and the intensity class as ``int_lo`` | ``int_hi`` << 1.
+
+What it must not do: log pattern bits (they are Alice's secret until sifted).
+``wipe()`` zeroes the planes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._binding import as_array, check, ffi, lib, ptr, words_for
+from .bits import pack_bits
+
+
+@dataclass
+class PackedPattern:
+    """One frame's pattern as four packed bit planes; ``counts`` (2, 3) slots per class."""
+
+    n_slots: int
+    basis: np.ndarray
+    bit: np.ndarray
+    int_lo: np.ndarray
+    int_hi: np.ndarray
+    counts: np.ndarray | None = None
+
+    def copy(self) -> PackedPattern:
+        return PackedPattern(self.n_slots, self.basis.copy(), self.bit.copy(), self.int_lo.copy(),
+                             self.int_hi.copy(), None if self.counts is None else self.counts.copy())
+
+    def wipe(self) -> None:
+        for a in (self.basis, self.bit, self.int_lo, self.int_hi):
+            a[:] = 0
+
+    def unpack(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Back to one byte per slot (basis, bit, intensity), e.g. for a pattern generator."""
+        from .bits import unpack_bits
+
+        n = self.n_slots
+        inten = unpack_bits(self.int_lo, n)
+        inten |= unpack_bits(self.int_hi, n) << 1
+        return unpack_bits(self.basis, n), unpack_bits(self.bit, n), inten
+
+
+def pack_pattern(basis: np.ndarray, bit: np.ndarray, intensity: np.ndarray) -> PackedPattern:
+    """Pack a frame pattern (uint8 per slot: basis 0/1, bit 0/1, intensity 0..2) and count its classes."""
+    basis = as_array(basis, "basis", np.uint8)
+    bit = as_array(bit, "bit", np.uint8)
+    intensity = as_array(intensity, "intensity", np.uint8)
+    n = basis.size
+    if bit.size != n or intensity.size != n:
+        raise ValueError(f"bit/intensity: lengths {bit.size}, {intensity.size} differ from basis {n}")
+    if n and int(intensity.max()) > 2:
+        i = int(np.argmax(intensity > 2))
+        raise ValueError(f"intensity: value {int(intensity[i])} at slot {i} (must be 0, 1 or 2)")
+    pp = PackedPattern(n, pack_bits(basis), pack_bits(bit), pack_bits(intensity & 1),
+                       pack_bits(intensity >> 1))
+    pp.counts = counts(pp)
+    return pp
+
+
+def counts(pp: PackedPattern) -> np.ndarray:
+    """Slots sent per (basis, intensity): uint64 (2, 3), as ``postproc_c.frame_counts``."""
+    _check(pp)
+    out = np.zeros((2, 3), np.uint64)
+    st = lib.qpp_pattern_counts(ptr("uint64_t *", pp.basis), ptr("uint64_t *", pp.int_lo),
+                                ptr("uint64_t *", pp.int_hi), pp.n_slots, ptr("uint64_t *", out))
+    if st == lib.QPP_ERR_VALUE:
+        raise ValueError("pattern: an intensity class 3 (both planes set)")
+    check("qpp_pattern_counts", st)
+    return out
+
+
+def gather(pp: PackedPattern, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pattern at ``slots`` (uint64): (basis, bit, intensity), one uint8 per slot."""
+    _check(pp)
+    slots = as_array(slots, "slots", np.uint64)
+    n = slots.size
+    ob, obit, oi = (np.empty(n, np.uint8) for _ in range(3))
+    bad = ffi.new("size_t *")
+    st = lib.qpp_pattern_gather(ptr("uint64_t *", pp.basis), ptr("uint64_t *", pp.bit),
+                                ptr("uint64_t *", pp.int_lo), ptr("uint64_t *", pp.int_hi), pp.n_slots,
+                                ptr("uint64_t *", slots), n, ptr("uint8_t *", ob), ptr("uint8_t *", obit),
+                                ptr("uint8_t *", oi), bad)
+    if st == lib.QPP_ERR_RANGE:
+        i = int(bad[0])
+        raise ValueError(f"slots: {int(slots[i])} at index {i} is outside the frame of {pp.n_slots} slots")
+    if st == lib.QPP_ERR_VALUE:
+        raise ValueError(f"pattern: intensity class 3 at slot {int(slots[int(bad[0])])}")
+    check("qpp_pattern_gather", st)
+    return ob, obit, oi
+
+
+def sift_alice(pp: PackedPattern, bob_slots: np.ndarray, bob_bases: np.ndarray):
+    """Alice's sifting step straight from the packed pattern: ``postproc_c.alice_sift`` with
+    ``bob_slots`` as uint32 (frames of at most 2^32 slots), returning the same ``AliceSifted``
+    (``match`` as uint8 0/1). Same errors, naming the argument and index."""
+    from .sifting import AliceSifted
+
+    _check(pp)
+    if pp.n_slots > 1 << 32:
+        raise ValueError(f"pattern: {pp.n_slots} slots do not fit 32-bit slot numbers")
+    bob_slots = as_array(bob_slots, "bob_slots", np.uint32)
+    bob_bases = as_array(bob_bases, "bob_bases", np.uint8)
+    n = bob_slots.size
+    if bob_bases.size != n:
+        raise ValueError(f"bob_bases: {bob_bases.size} entries for {n} slots")
+    match = np.empty(n, np.uint8)
+    ob, obit, oi = (np.empty(n, np.uint8) for _ in range(3))
+    det = np.zeros((2, 3), np.uint64)
+    sif = np.zeros((2, 3), np.uint64)
+    k = ffi.new("size_t *")
+    bad = ffi.new("size_t *")
+    st = lib.qpp_pattern_sift_alice(
+        ptr("uint64_t *", pp.basis), ptr("uint64_t *", pp.bit), ptr("uint64_t *", pp.int_lo),
+        ptr("uint64_t *", pp.int_hi), pp.n_slots, ptr("uint32_t *", bob_slots), ptr("uint8_t *", bob_bases),
+        n, ptr("uint8_t *", match), ptr("uint8_t *", ob), ptr("uint8_t *", obit), ptr("uint8_t *", oi), k,
+        ptr("uint64_t *", det), ptr("uint64_t *", sif), bad)
+    if st < 0:
+        i = int(bad[0])
+        if st == lib.QPP_ERR_UNSORTED:
+            raise ValueError(f"bob_slots: not strictly increasing at index {i} "
+                             f"({int(bob_slots[i - 1])} then {int(bob_slots[i])})")
+        if st == lib.QPP_ERR_RANGE:
+            raise ValueError(f"bob_slots: slot {int(bob_slots[i])} at index {i} is outside the frame "
+                             f"(frame_len={pp.n_slots})")
+        if st == lib.QPP_ERR_VALUE:
+            if bob_bases[i] > 1:
+                raise ValueError(f"bob_bases: value {int(bob_bases[i])} at index {i} (must be 0 or 1)")
+            raise ValueError(f"pattern: intensity class 3 at slot {int(bob_slots[i])}")
+        check("qpp_pattern_sift_alice", st)
+    n_s = int(k[0])
+    return AliceSifted(match=match, announced_slots=bob_slots, bases=ob[:n_s], bits=obit[:n_s],
+                       intensities=oi[:n_s], detections=det, sifted=sif)
+
+
+def _check(pp: PackedPattern) -> None:
+    nw = words_for(pp.n_slots)
+    for name in ("basis", "bit", "int_lo", "int_hi"):
+        a = getattr(pp, name)
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint64 or a.ndim != 1 or a.size != nw \
+                or not a.flags.c_contiguous:
+            raise ValueError(f"pattern.{name}: expected {nw} contiguous uint64 words")
+
+
+__all__ = ["PackedPattern", "counts", "gather", "pack_pattern", "sift_alice"]
