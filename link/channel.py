@@ -13,7 +13,9 @@ Rules (DESIGN.md, "Classical channel"):
   and a Wegman–Carter tag (``link.auth``). There is no option to skip the tag.
 * A frame with a bad tag (corrupt, forged, wrong pre-shared key) is dropped
   and counted as ``bad_tag``; a frame whose sequence number is not above the
-  last accepted one (replay, duplicate) as ``replayed``; one that skips ahead
+  last accepted one as ``replayed`` (or, when it lies in the range the peer
+  announced it is resending, as a go-back-N ``duplicates`` copy, counted but
+  not alarmed: see ``_send_ack``); one that skips ahead
   (reordered, or a message before it was lost) as ``out_of_sequence``. Each
   raises an alarm through ``on_alarm``; none is ever handed to the application.
 * Loss is repaired by go-back-N retransmission of the *same bytes* (same
@@ -59,7 +61,8 @@ log = logging.getLogger(__name__)
 
 LANES = tuple(LANE_CODE)
 COUNTERS = ("sent", "retransmitted", "received", "acks_sent", "acks_received", "bad_tag",
-            "replayed", "out_of_sequence", "malformed", "wrong_sender", "no_pad_yet", "ack_deferred")
+            "replayed", "out_of_sequence", "malformed", "wrong_sender", "no_pad_yet", "ack_deferred",
+            "duplicates")
 
 
 RTO_MAX_S = 5.0      # the adaptive retransmission timeout never exceeds this
@@ -93,6 +96,9 @@ class _Lane:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.rto = 0.0
+        # the peer's last authenticated retransmission notice: data frames of the peer with
+        # seq in [lo, hi] may arrive twice (go-back-N), so such a duplicate is counted, not alarmed
+        self.peer_retx = (1, 0)
 
 
 class Channel:
@@ -329,6 +335,10 @@ class Channel:
                 lane.stalled = False
                 lane.tx_time.clear()                     # Karn: no round-trip sample from these
                 lane.rto = min(max(self.retry_s, lane.rto) * 2, RTO_MAX_S)   # back off
+                # announce the range first, on our authenticated ACK stream (same socket, so
+                # it arrives before the frames): the peer counts the copies it already holds
+                # as duplicates instead of alarming replays
+                self._send_ack(lane, retx=(next(iter(lane.unacked)), next(reversed(lane.unacked))))
                 for frame in lane.unacked.values():     # go-back-N: same bytes, same pads
                     try:
                         lane.sock.send(frame, zmq.NOBLOCK, copy=True)
@@ -347,7 +357,16 @@ class Channel:
             lane.srtt = 0.875 * lane.srtt + 0.125 * r
         lane.rto = min(lane.srtt + 4 * lane.rttvar, RTO_MAX_S)
 
-    def _send_ack(self, lane: _Lane) -> None:
+    def _send_ack(self, lane: _Lane, retx: tuple[int, int] | None = None) -> None:
+        """Our cumulative ACK for the peer's data; with ``retx`` also a retransmission notice.
+
+        Payload: u64 last in-order data seq of the peer [| u64 lo | u64 hi: we are about to
+        resend our data frames lo..hi]. A replayed data frame is indistinguishable from a
+        go-back-N copy by its bytes (same seq, same pad, same tag); the notice is what tells
+        them apart, and it is authenticated like every frame, so Eve cannot use it to hide
+        a replay outside a range we really resend. (Without it, every retransmission after a
+        late ACK raised a false ``replayed`` alarm on a loaded machine.)
+        """
         stream = f"{self.role}.{lane.name}.ack"
         try:
             seq = self.pool.next_send_seq(stream)
@@ -362,10 +381,14 @@ class Channel:
             except PoolExhausted:
                 self.counters["ack_deferred"] += 1
                 return
-        lane.ack_due = False
+        if retx is None:
+            lane.ack_due = False
         lane.last_ack_tx = time.monotonic()
         last = self.pool.recv_last(f"{self.peer}.{lane.name}.data")
-        frame = self._frame(MsgType.ACK, lane.name, stream, seq, 0, last.to_bytes(8, "big", signed=True))
+        body = last.to_bytes(8, "big", signed=True)
+        if retx is not None:
+            body += retx[0].to_bytes(8, "big") + retx[1].to_bytes(8, "big")
+        frame = self._frame(MsgType.ACK, lane.name, stream, seq, 0, body)
         try:
             lane.sock.send(frame, zmq.NOBLOCK, copy=True)
             self.counters["acks_sent"] += 1
@@ -411,7 +434,14 @@ class Channel:
                 return
             self.pool.accept_recv(stream, seq, durable=False)
             self.counters["acks_received"] += 1
-            acked = int.from_bytes(bytes(signed[-8:]), "big", signed=True)
+            body = bytes(signed[-plen:]) if plen else b""
+            if len(body) not in (8, 24):
+                self.counters["malformed"] += 1
+                self._alarm("malformed", f"lane {lane.name}: ACK payload of {len(body)} bytes")
+                return
+            acked = int.from_bytes(body[:8], "big", signed=True)
+            if len(body) == 24:
+                lane.peer_retx = (int.from_bytes(body[8:16], "big"), int.from_bytes(body[16:24], "big"))
             progressed = False
             sample = None
             now = time.monotonic()
@@ -427,9 +457,15 @@ class Channel:
                 lane.oldest_tx = now
             return
         if seq <= last:
-            # a retransmission whose ACK was lost, or a replay: never act on it twice
-            self.counters["replayed"] += 1
-            self._alarm("replayed", f"lane {lane.name}: {mtype.name} seq {seq} <= last accepted {last}")
+            # never act on it twice. Inside the range the peer announced it resends: a
+            # go-back-N copy of a frame we hold (its ACK was late or lost), counted only;
+            # anything else is a replay, alarmed
+            lo, hi = lane.peer_retx
+            if lo <= seq <= hi:
+                self.counters["duplicates"] += 1
+            else:
+                self.counters["replayed"] += 1
+                self._alarm("replayed", f"lane {lane.name}: {mtype.name} seq {seq} <= last accepted {last}")
             lane.ack_due = True
             return
         if seq != last + 1 and mtype != MsgType.HELLO:

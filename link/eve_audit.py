@@ -127,16 +127,40 @@ class BlockAudit:
         return asdict(self)
 
 
+def _announced_frames(meta: dict, arrays: dict) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Bob's multi-frame SIFT_ANNOUNCE back into (frame, slots, bases) per frame.
+
+    Layout as ``Node._announce`` writes it (the node checks it on receipt; the audit reads only
+    what its own run sent): meta ``frames``, ``counts``; ``slot_gaps`` (uint16, each frame's first
+    slot absolute) or ``slots``; ``bases_bits`` (one bit per slot, little-endian)."""
+    frames = [int(f) for f in meta["frames"]]
+    counts = [int(c) for c in meta["counts"]]
+    gaps = arrays.get("slot_gaps")
+    flat = arrays["slots"] if gaps is None else gaps
+    bases = np.unpackbits(arrays["bases_bits"], count=flat.size, bitorder="little")
+    out, pos = [], 0
+    for f, c in zip(frames, counts):
+        sl = flat[pos:pos + c]
+        sl = np.cumsum(sl, dtype=np.uint64) if gaps is not None else sl.astype(np.uint64)
+        out.append((f, sl, bases[pos:pos + c].copy()))
+        pos += c
+    return out
+
+
 def _recording_send(ch: Channel, who: str, rec: Recording, lock: threading.Lock) -> None:
     orig = ch.send
 
-    def send(mtype, block_id, payload=b"", lane="proto"):
+    def send(mtype, block_id, payload=b"", lane="proto", **kw):
         if mtype in _RECORDED:
             meta, arrays = decode(bytes(payload))
+            if mtype == MsgType.SIFT_ANNOUNCE:
+                entries = [(f, {}, {"slots": sl, "bases": bs})
+                           for f, sl, bs in _announced_frames(meta, arrays)]
+            else:
+                entries = [(int(block_id), meta, {k: np.array(v, copy=True) for k, v in arrays.items()})]
             with lock:
-                rec.messages.append((who, mtype, int(block_id), meta,
-                                     {k: np.array(v, copy=True) for k, v in arrays.items()}))
-        return orig(mtype, block_id, payload, lane=lane)
+                rec.messages.extend((who, mtype, i, mt, arr) for i, mt, arr in entries)
+        return orig(mtype, block_id, payload, lane=lane, **kw)
 
     ch.send = send  # instance attribute: the node's calls go through the recorder
 

@@ -166,6 +166,7 @@ def test_bit_flip_refused_counted_and_recovered(link):
     assert flipped and got[0].payload == b"hello bob"          # recovered by the retry
     assert bob.counters["bad_tag"] == 1
     assert any(kind == "bad_tag" for _, kind, _ in bob.alarms)
+    assert alice.wait_acked(5.0)    # Alice's I/O thread counts a resend after Bob may have it
     assert alice.counters["retransmitted"] >= 1
     assert _recv_data(bob, 1, timeout=0.3) == []               # delivered exactly once
 
@@ -190,6 +191,33 @@ def test_replay_refused_and_counted(link):
     got = _recv_data(bob, 3, timeout=1.0)
     assert [m.payload for m in got] == [b"pay 2"]
     assert bob.counters["replayed"] >= 2
+
+
+def test_go_back_n_copy_after_a_lost_ack_is_a_duplicate_not_a_replay(link):
+    """Bob's ACKs are lost: Alice resends frames Bob already holds. Her authenticated notice of
+    the resent range makes Bob count those copies as duplicates (no alarm); a replay of the same
+    bytes outside an announced range is still a ``replayed`` alarm (test above)."""
+    alice, bob, proxy = link()
+    dropped = []
+
+    def tamper(d, lane, frame):
+        if d == "b2a" and _mtype(frame) == MsgType.ACK and len(dropped) < 2:
+            dropped.append(1)
+            return []
+        return [frame]
+
+    proxy.tamper = tamper
+    alice.start()
+    bob.start()
+    alice.send(MsgType.DATA, 1, b"pay 1")
+    alice.send(MsgType.DATA, 2, b"pay 2")
+    got = _recv_data(bob, 2)
+    assert [m.payload for m in got] == [b"pay 1", b"pay 2"]
+    assert alice.wait_acked(5.0)
+    assert dropped == [1, 1] and alice.counters["retransmitted"] >= 1
+    assert bob.counters["duplicates"] >= 1
+    assert bob.counters["replayed"] == 0 and not any(k == "replayed" for _, k, _ in bob.alarms)
+    assert _recv_data(bob, 1, timeout=0.3) == []               # delivered exactly once
 
 
 def test_reorder_refused_then_recovered_in_order(link):
