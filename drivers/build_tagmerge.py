@@ -10,8 +10,7 @@ lines and comments dropped), as in ``postproc_c/build_ffi.py``.
 
 from __future__ import annotations
 
-import os
-import re
+import importlib.util
 from pathlib import Path
 
 from cffi import FFI
@@ -20,33 +19,25 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def _cdef_text(path: Path) -> str:
-    text = "\n".join(ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#"))
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    return re.sub(r"//[^\n]*", "", text)
+def _build_helpers():
+    # by file path, not as postproc_c.cffi_build (see that module's docstring)
+    spec = importlib.util.spec_from_file_location("_qpp_cffi_build", ROOT / "postproc_c" / "cffi_build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
 
 
-def _rel(p: Path) -> str:
-    try:
-        return os.path.relpath(p, ROOT)
-    except ValueError:
-        return str(p)
+B = _build_helpers()
 
-
-_cflags = ["-O3", "-std=c99", "-Wall", "-Wextra"]
-_ldflags: list[str] = []
-if os.environ.get("QPP_SANITIZE"):
-    _cflags = ["-O1", "-g", "-std=c99", "-Wall", "-Wextra", "-fno-omit-frame-pointer",
-               "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
-    _ldflags = ["-fsanitize=address,undefined"]
+_cflags, _ldflags = B.flags()
 
 ffibuilder = FFI()
-ffibuilder.cdef(_cdef_text(HERE / "csrc" / "tagmerge.h"))
+ffibuilder.cdef(B.cdef_text(HERE / "csrc" / "tagmerge.h"))
 ffibuilder.set_source(
     "drivers._tagmerge",
     '#include "tagmerge.h"',
-    sources=[_rel(HERE / "csrc" / "tagmerge.c")],
-    include_dirs=[_rel(HERE / "csrc")],
+    sources=[B.rel(HERE / "csrc" / "tagmerge.c")],
+    include_dirs=[B.rel(HERE / "csrc")],
     extra_compile_args=_cflags,
     extra_link_args=_ldflags,
 )

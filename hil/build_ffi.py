@@ -13,8 +13,7 @@ multiply-add). cffi's API mode releases the GIL around each call.
 
 from __future__ import annotations
 
-import os
-import re
+import importlib.util
 from pathlib import Path
 
 from cffi import FFI
@@ -25,34 +24,26 @@ HEADERS = sorted((HERE / "csrc").glob("*.h"))
 SOURCES = sorted((HERE / "csrc").glob("*.c"))
 
 
-def _cdef_text(path: Path) -> str:
-    text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    return re.sub(r"//[^\n]*", "", text)
+def _build_helpers():
+    # by file path, not as postproc_c.cffi_build (see that module's docstring)
+    spec = importlib.util.spec_from_file_location("_qpp_cffi_build", ROOT / "postproc_c" / "cffi_build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
 
 
-def _rel(p: Path) -> str:
-    try:
-        return os.path.relpath(p, ROOT)
-    except ValueError:
-        return str(p)
-
+B = _build_helpers()
 
 ffibuilder = FFI()
-ffibuilder.cdef("\n".join(_cdef_text(h) for h in HEADERS))
+ffibuilder.cdef("\n".join(B.cdef_text(h) for h in HEADERS))
 
-_cflags = ["-O3", "-std=c99", "-Wall", "-Wextra", "-ffp-contract=off", "-fno-strict-aliasing"]
-_ldflags: list[str] = []
-if os.environ.get("QPP_SANITIZE"):
-    _cflags = ["-O1", "-g", "-std=c99", "-Wall", "-Wextra", "-ffp-contract=off", "-fno-omit-frame-pointer",
-               "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
-    _ldflags = ["-fsanitize=address,undefined"]
+_cflags, _ldflags = B.flags(("-ffp-contract=off", "-fno-strict-aliasing"))
 
 ffibuilder.set_source(
     "hil._kernel",
     "\n".join(f'#include "{h.name}"' for h in HEADERS),
-    sources=[_rel(s) for s in SOURCES],
-    include_dirs=[_rel(HERE / "csrc")],
+    sources=[B.rel(s) for s in SOURCES],
+    include_dirs=[B.rel(HERE / "csrc")],
     libraries=["m"],
     extra_compile_args=_cflags,
     extra_link_args=_ldflags,

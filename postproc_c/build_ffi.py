@@ -18,8 +18,7 @@ Set ``QPP_SANITIZE=1`` to build with AddressSanitizer and UBSan instead.
 from __future__ import annotations
 
 import ast
-import os
-import re
+import importlib.util
 from pathlib import Path
 
 from cffi import FFI
@@ -43,25 +42,15 @@ def _headers() -> list[Path]:
     return hs
 
 
-def _cdef_text(path: Path) -> str:
-    out = []
-    for line in path.read_text().splitlines():
-        if line.lstrip().startswith("#"):
-            continue
-        out.append(line.replace("QPP_WUR", ""))
-    text = "\n".join(out)
-    # cffi's parser does not take comments reliably inside declarations; drop them.
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    text = re.sub(r"//[^\n]*", "", text)
-    return text
+def _build_helpers():
+    # by file path, not as postproc_c.cffi_build (see that module's docstring)
+    spec = importlib.util.spec_from_file_location("_qpp_cffi_build", ROOT / "postproc_c" / "cffi_build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
 
 
-def _rel(p: Path) -> str:
-    # setuptools wants source paths relative to the project root.
-    try:
-        return os.path.relpath(p, ROOT)
-    except ValueError:
-        return str(p)
+B = _build_helpers()
 
 
 VERSION = _version()
@@ -69,20 +58,15 @@ HEADERS = _headers()
 SOURCES = sorted((HERE / "src").glob("*.c"))
 
 ffibuilder = FFI()
-ffibuilder.cdef("\n".join(_cdef_text(h) for h in HEADERS))
+ffibuilder.cdef("\n".join(B.cdef_text(h, markers=("QPP_WUR",)) for h in HEADERS))
 
-_cflags = ["-O3", "-std=c99", "-Wall", "-Wextra", "-fno-strict-aliasing"]
-_ldflags: list[str] = []
-if os.environ.get("QPP_SANITIZE"):
-    _cflags = ["-O1", "-g", "-std=c99", "-Wall", "-Wextra", "-fno-omit-frame-pointer",
-               "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
-    _ldflags = ["-fsanitize=address,undefined"]
+_cflags, _ldflags = B.flags(("-fno-strict-aliasing",))
 
 ffibuilder.set_source(
     "postproc_c._core",
     "\n".join(f'#include "{h.name}"' for h in HEADERS),
-    sources=[_rel(s) for s in SOURCES],
-    include_dirs=[_rel(HERE / "include")],
+    sources=[B.rel(s) for s in SOURCES],
+    include_dirs=[B.rel(HERE / "include")],
     define_macros=[("QPP_VERSION", f'"{VERSION}"'), ("_POSIX_C_SOURCE", "200809L")],
     extra_compile_args=_cflags,
     extra_link_args=_ldflags,
