@@ -93,7 +93,10 @@ def run_dir(tmp_path_factory):
 def _spawn(cfg: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "link.cli", "kme", "--config", str(cfg), "--duration", "60"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # cwd away from the source tree: with a non-editable install (CI) the tree's own postproc_c
+    # (no compiled core) would shadow the installed package
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=cfg.parent)
 
 
 def _started(p: subprocess.Popen) -> str:
