@@ -24,6 +24,7 @@ import numpy as np
 
 from ._binding import as_array, check, ffi, lib, ptr, words_for
 from .bits import pack_bits
+from .sifting import raise_slot_error
 
 
 @dataclass
@@ -131,12 +132,7 @@ def sift_alice(pp: PackedPattern, bob_slots: np.ndarray, bob_bases: np.ndarray):
         ptr("uint64_t *", det), ptr("uint64_t *", sif), bad)
     if st < 0:
         i = int(bad[0])
-        if st == lib.QPP_ERR_UNSORTED:
-            raise ValueError(f"bob_slots: not strictly increasing at index {i} "
-                             f"({int(bob_slots[i - 1])} then {int(bob_slots[i])})")
-        if st == lib.QPP_ERR_RANGE:
-            raise ValueError(f"bob_slots: slot {int(bob_slots[i])} at index {i} is outside the frame "
-                             f"(frame_len={pp.n_slots})")
+        raise_slot_error(st, "bob_slots", bob_slots, i, pp.n_slots)
         if st == lib.QPP_ERR_VALUE:
             if bob_bases[i] > 1:
                 raise ValueError(f"bob_bases: value {int(bob_bases[i])} at index {i} (must be 0 or 1)")

@@ -152,6 +152,17 @@ def _int(v: object, name: str) -> int:
     return int(v)
 
 
+def raise_slot_error(st: int, name: str, slots: np.ndarray, i: int, frame_len: int) -> None:
+    """Turn a C status about a slot list (unsorted at index i, or slot i outside the frame) into a
+    ValueError naming ``name``; any other status is left to the caller."""
+    if st == lib.QPP_ERR_UNSORTED:
+        raise ValueError(f"{name}: not strictly increasing at index {i} "
+                         f"({int(slots[i - 1])} then {int(slots[i])})")
+    if st == lib.QPP_ERR_RANGE:
+        raise ValueError(f"{name}: slot {int(slots[i])} at index {i} is outside the frame "
+                         f"(frame_len={frame_len})")
+
+
 def _same_length(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.size != b.size:
         raise ValueError(f"{name_b}: length {b.size} differs from {name_a} length {a.size}")
@@ -201,12 +212,7 @@ def bob_announce(slots: np.ndarray, clicks: np.ndarray, frame_len: int, *,
                           ptr("uint8_t *", out_bits), n_out, used, ptr("uint64_t *", counts), bad)
     if st < 0:
         i = int(bad[0])
-        if st == lib.QPP_ERR_UNSORTED:
-            raise ValueError(f"slots: not strictly increasing at index {i} "
-                             f"({int(slots[i - 1])} then {int(slots[i])})")
-        if st == lib.QPP_ERR_RANGE:
-            raise ValueError(f"slots: slot {int(slots[i])} at index {i} is outside the frame "
-                             f"(frame_len={frame_len})")
+        raise_slot_error(st, "slots", slots, i, frame_len)
         if st == lib.QPP_ERR_VALUE:
             raise ValueError(f"clicks: invalid click mask {int(clicks[i])} at index {i} "
                              f"(must be 1..15, bits H=0 V=1 D=2 A=3)")
@@ -260,12 +266,7 @@ def alice_sift(bob_slots: np.ndarray, bob_bases: np.ndarray, basis: np.ndarray, 
                             ptr("uint64_t *", sif), bad)
     if st < 0:
         i = int(bad[0])
-        if st == lib.QPP_ERR_UNSORTED:
-            raise ValueError(f"bob_slots: not strictly increasing at index {i} "
-                             f"({int(bob_slots[i - 1])} then {int(bob_slots[i])})")
-        if st == lib.QPP_ERR_RANGE:
-            raise ValueError(f"bob_slots: slot {int(bob_slots[i])} at index {i} is outside the frame "
-                             f"(frame_len={basis.size})")
+        raise_slot_error(st, "bob_slots", bob_slots, i, basis.size)
         if st == lib.QPP_ERR_VALUE:
             s = int(bob_slots[i])
             if bob_bases[i] > 1:
