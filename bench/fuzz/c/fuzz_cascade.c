@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "qpp_cascade.h"
+#include "mutate.h"
 
 enum { NBITS = 1500, NW = (NBITS + 63) / 64, MAXMSG = 1 << 16, MAXSTEPS = 4000 };
 
@@ -59,25 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!qpp_cascade_pending(from)) break;
         if (qpp_cascade_next(from, msg, sizeof msg, &len)) abort();
         if (k++ == step) {
-            size_t n = 0;
-            switch (mode & 3) {
-            case 0: n = plen < MAXMSG ? plen : MAXMSG; memcpy(bad, pl, n); break;
-            case 1:
-                n = len; memcpy(bad, msg, n);
-                for (size_t i = 0; plen && i < n; i++) bad[i] ^= pl[i % plen];
-                break;
-            case 2:
-                n = plen >= 2 ? ((size_t)pl[0] | (size_t)pl[1] << 8) : 0;
-                if (n > MAXMSG) n = MAXMSG;
-                memset(bad, 0, n);
-                memcpy(bad, msg, n < len ? n : len);
-                break;
-            default:
-                n = QPP_CASCADE_HEADER_BYTES + (plen < MAXMSG - 16 ? plen : MAXMSG - 16);
-                memcpy(bad, msg, QPP_CASCADE_HEADER_BYTES < len ? QPP_CASCADE_HEADER_BYTES : len);
-                memcpy(bad + QPP_CASCADE_HEADER_BYTES, pl, n - QPP_CASCADE_HEADER_BYTES);
-                break;
-            }
+            size_t n = fuzz_mutate(mode, pl, plen, msg, len, bad, MAXMSG, QPP_CASCADE_HEADER_BYTES, 16);
             int same = n == len && !memcmp(bad, msg, n);
             if (qpp_cascade_feed(to, n ? bad : msg, n) != QPP_OK) {
                 /* refused: the state must be unchanged, so the genuine message still goes in */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "qpp_ldpc.h"
+#include "mutate.h"
 
 enum { N = 128, M = 64, DV = 3, NPOS = 16, KEYBITS = 300, KW = (KEYBITS + 63) / 64,
        MAXMSG = 1 << 16, MAXSTEPS = 200 };
@@ -91,25 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!qpp_ldpc_side_pending(from)) break;
         if (qpp_ldpc_side_next(from, msg, sizeof msg, &len)) abort();
         if (k++ == step) {
-            size_t n = 0;
-            switch (mode & 3) {
-            case 0: n = plen < MAXMSG ? plen : MAXMSG; memcpy(bad, pl, n); break;
-            case 1:
-                n = len; memcpy(bad, msg, n);
-                for (size_t i = 0; plen && i < n; i++) bad[i] ^= pl[i % plen];
-                break;
-            case 2:
-                n = plen >= 2 ? ((size_t)pl[0] | (size_t)pl[1] << 8) : 0;
-                if (n > MAXMSG) n = MAXMSG;
-                memset(bad, 0, n);
-                memcpy(bad, msg, n < len ? n : len);
-                break;
-            default:
-                n = QPP_LDPC_MSG_HEADER + (plen < MAXMSG - 64 ? plen : MAXMSG - 64);
-                memcpy(bad, msg, QPP_LDPC_MSG_HEADER < len ? QPP_LDPC_MSG_HEADER : len);
-                memcpy(bad + QPP_LDPC_MSG_HEADER, pl, n - QPP_LDPC_MSG_HEADER);
-                break;
-            }
+            size_t n = fuzz_mutate(mode, pl, plen, msg, len, bad, MAXMSG, QPP_LDPC_MSG_HEADER, 64);
             int same = n == len && !memcmp(bad, msg, n);
             if (qpp_ldpc_side_feed(to, n ? bad : msg, n) != QPP_OK) {
                 if (!same && qpp_ldpc_side_feed(to, msg, len) != QPP_OK) abort();
