@@ -67,15 +67,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import zmq
 
 import postproc_c
 from postproc_c.sifting import alice_sift
 
 from . import finite_key as fk
-from .auth import AuthPool, write_psk
 from .channel import Channel
-from .keystore import KeyStore, stores_identical
+from .keystore import stores_identical
 from .messages import MsgType
 from .node import Node, NodeConfig
 from .payload import decode
@@ -172,7 +170,7 @@ def record_run(scenario, *, blocks: int = 2, config: NodeConfig | None = None, s
     from hil.model import LinkModel
 
     from .frontend import ModelLink
-    from .pipeline import config_for_scenario
+    from .pipeline import LocalPair, config_for_scenario
 
     own_tmp = tempfile.TemporaryDirectory(prefix="qkd-audit-") if workdir is None else None
     d = Path(workdir or own_tmp.name)
@@ -181,7 +179,6 @@ def record_run(scenario, *, blocks: int = 2, config: NodeConfig | None = None, s
     rec = Recording(cfg=cfg, scenario=model.scenario.name)
     lock = threading.Lock()
     link_id = f"audit-{model.scenario.name}"
-    write_psk(d / "link.psk", link_id, 1 << 16)
     ml = ModelLink(model, keep_results=True)
     pat_rng = np.random.default_rng(seed + 1000)
 
@@ -194,19 +191,13 @@ def record_run(scenario, *, blocks: int = 2, config: NodeConfig | None = None, s
             rec.patterns[f] = (basis.copy(), bit.copy(), inten.copy())
         return basis, bit, inten
 
-    ctx = zmq.Context()
     rng = OsEntropySource()
-    nodes, stores, pools, chans = {}, {}, {}, []
+    pair = None
     t0 = time.monotonic()
     try:
-        for role in ("alice", "bob"):
-            stores[role] = KeyStore(d / f"{role}.db", link_id, key_size_bits=cfg.key_size_bits,
-                                    auth_refill_bytes=cfg.auth_refill_bytes)
-            pools[role] = AuthPool(d / "link.psk", d / f"{role}.db", role)
-        cha = Channel("alice", pools["alice"], ctx=ctx, retry_s=0.2)
-        chb = Channel("bob", pools["bob"], ctx=ctx, retry_s=0.2)
-        chans = [cha, chb]
-        chb.connect(**cha.bind(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock"))
+        pair = LocalPair(d, link_id, cfg)
+        nodes, stores, ctx = pair.nodes, pair.stores, pair.ctx
+        cha, chb = pair.channels["alice"], pair.channels["bob"]
         _recording_send(cha, "alice", rec, lock)
         _recording_send(chb, "bob", rec, lock)
         nodes["alice"] = Node("alice", cha, stores["alice"], ml.alice, rng, cfg, ctx=ctx, telemetry=None,
@@ -244,14 +235,8 @@ def record_run(scenario, *, blocks: int = 2, config: NodeConfig | None = None, s
                 rec.stored_keys[int(bid)] = (int(auth_bytes or 0), data)
         return rec
     finally:
-        for n in nodes.values():
-            n.close()
-        for ch in chans:
-            ch.close()
-        for role in stores:
-            pools[role].close()
-            stores[role].close()
-        ctx.destroy(linger=0)
+        if pair is not None:
+            pair.close()
         if own_tmp is not None:
             own_tmp.cleanup()
 

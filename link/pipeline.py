@@ -59,6 +59,48 @@ def config_for_scenario(scenario, **overrides) -> NodeConfig:
     return replace(cfg, **overrides)
 
 
+class LocalPair:
+    """Both nodes' key stores, authentication pools (from a fresh pre-shared secret) and
+    connected channels in ``d`` on this machine: the wiring ``run_local``, ``run_replay`` and
+    ``link.eve_audit`` share. The caller adds its nodes to ``nodes``; ``close`` closes nodes,
+    channels, pools and stores in that order (channels before the pools their I/O threads
+    use), and the ZeroMQ context."""
+
+    def __init__(self, d: Path, link_id: str, cfg: NodeConfig, *, psk_bytes_per_stream: int = 1 << 16,
+                 retry_s: float = 0.2, transport: str = "ipc",
+                 bob_endpoints: Callable[[dict], dict] | None = None) -> None:
+        self.ctx = zmq.Context()
+        self.nodes: dict[str, Node] = {}
+        self.stores: dict[str, KeyStore] = {}
+        self.pools: dict[str, AuthPool] = {}
+        self.channels: dict[str, Channel] = {}
+        write_psk(d / "link.psk", link_id, psk_bytes_per_stream)
+        try:
+            for role in ("alice", "bob"):
+                self.stores[role] = KeyStore(d / f"{role}.db", link_id, key_size_bits=cfg.key_size_bits,
+                                             auth_refill_bytes=cfg.auth_refill_bytes)
+                self.pools[role] = AuthPool(d / "link.psk", d / f"{role}.db", role)
+                self.channels[role] = Channel(role, self.pools[role], ctx=self.ctx, retry_s=retry_s)
+            cha, chb = self.channels["alice"], self.channels["bob"]
+            eps = cha.bind(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock") if transport == "ipc" \
+                else cha.bind()
+            chb.connect(**(bob_endpoints(eps) if bob_endpoints is not None else eps))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for n in self.nodes.values():
+            n.close()
+        for ch in self.channels.values():
+            ch.close()
+        for pool in self.pools.values():
+            pool.close()
+        for store in self.stores.values():
+            store.close()
+        self.ctx.destroy(linger=0)
+
+
 def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float = 90.0,
               seed: int = 1, workdir: str | os.PathLike | None = None, config: NodeConfig | None = None,
               progress: Callable[[dict], None] | None = None, transport: str = "ipc",
@@ -94,9 +136,6 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
     model = LinkModel(scenario, seed=seed)
     cfg = config or config_for_scenario(model.scenario)
     link_id = f"hil-{model.scenario.name}"
-    psk = d / "link.psk"
-    write_psk(psk, link_id, psk_bytes_per_stream)
-    ctx = zmq.Context()
     rig = fe_alice = fe_bob = None
     if instruments == "rig":
         fe_alice, fe_bob, rig = _rig_front_ends(model.scenario, seed)
@@ -106,23 +145,14 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
         ml = ModelLink(model)
         fe_alice, fe_bob = ml.alice, ml.bob
     rng = OsEntropySource()
-    nodes: dict[str, Node] = {}
-    stores: dict[str, KeyStore] = {}
-    pools: dict[str, AuthPool] = {}
+    pair: LocalPair | None = None
     detach: Callable[[], None] | None = None
     t0 = time.monotonic()
     try:
-        for role in ("alice", "bob"):
-            stores[role] = KeyStore(d / f"{role}.db", link_id, key_size_bits=cfg.key_size_bits,
-                                    auth_refill_bytes=cfg.auth_refill_bytes)
-            pools[role] = AuthPool(psk, d / f"{role}.db", role)
-        cha = Channel("alice", pools["alice"], ctx=ctx, retry_s=retry_s)
-        chb = Channel("bob", pools["bob"], ctx=ctx, retry_s=retry_s)
-        if transport == "ipc":
-            eps = cha.bind(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock")
-        else:
-            eps = cha.bind()
-        chb.connect(**(bob_endpoints(eps) if bob_endpoints is not None else eps))
+        pair = LocalPair(d, link_id, cfg, psk_bytes_per_stream=psk_bytes_per_stream, retry_s=retry_s,
+                         transport=transport, bob_endpoints=bob_endpoints)
+        nodes, stores, ctx = pair.nodes, pair.stores, pair.ctx
+        cha, chb = pair.channels["alice"], pair.channels["bob"]
         nodes["alice"] = Node("alice", cha, stores["alice"], fe_alice, rng, cfg, ctx=ctx, block_limit=blocks)
         nodes["bob"] = Node("bob", chb, stores["bob"], fe_bob, rng, cfg, ctx=ctx,
                             frame_slots=model.frame_slots)
@@ -157,15 +187,8 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
     finally:
         if detach is not None:
             detach()
-        for n in nodes.values():
-            n.close()
-        for role in stores:
-            pools[role].close()
-            stores[role].close()
-        for ch in (locals().get("cha"), locals().get("chb")):
-            if ch is not None:
-                ch.close()
-        ctx.destroy(linger=0)
+        if pair is not None:
+            pair.close()
         if rig is not None:
             for fe in (fe_alice, fe_bob):
                 try:
@@ -306,19 +329,11 @@ def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str
     from drivers.qrng import OsEntropySource
 
     d = Path(workdir)
-    write_psk(d / "link.psk", "replay", 1 << 16)
-    ctx = zmq.Context()
     rng = OsEntropySource()
-    nodes, stores, pools, chans = {}, {}, {}, []
+    pair = LocalPair(d, "replay", cfg)
+    nodes, stores, ctx = pair.nodes, pair.stores, pair.ctx
+    cha, chb = pair.channels["alice"], pair.channels["bob"]
     try:
-        for role in ("alice", "bob"):
-            stores[role] = KeyStore(d / f"{role}.db", "replay", key_size_bits=cfg.key_size_bits,
-                                    auth_refill_bytes=cfg.auth_refill_bytes)
-            pools[role] = AuthPool(d / "link.psk", d / f"{role}.db", role)
-        cha = Channel("alice", pools["alice"], ctx=ctx)
-        chb = Channel("bob", pools["bob"], ctx=ctx)
-        chans = [cha, chb]
-        chb.connect(**cha.bind(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock"))
         nodes["alice"] = Node("alice", cha, stores["alice"], replay.alice, rng, cfg, ctx=ctx,
                               telemetry=None, block_limit=blocks, patterns=replay.patterns)
         nodes["bob"] = Node("bob", chb, stores["bob"], replay.bob, rng, cfg, ctx=ctx, telemetry=None,
@@ -349,14 +364,7 @@ def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str
                 "alarms": sorted(f"{n.role}:{a['alarm']}" for n in nodes.values() for a in n.alarms),
                 "keys_identical": stores_identical(stores["alice"], stores["bob"])}
     finally:
-        for n in nodes.values():
-            n.close()
-        for ch in chans:
-            ch.close()
-        for role in stores:
-            pools[role].close()
-            stores[role].close()
-        ctx.destroy(linger=0)
+        pair.close()
 
 
 def run_replay_processes(replay: ReplayLink, cfg: NodeConfig, *, blocks: int,
