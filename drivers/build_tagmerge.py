@@ -10,8 +10,9 @@ lines and comments dropped), as in ``postproc_c/build_ffi.py``.
 
 from __future__ import annotations
 
-import importlib.util
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 from cffi import FFI
 
@@ -19,15 +20,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def _build_helpers():
-    # by file path, not as postproc_c.cffi_build (see that module's docstring)
-    spec = importlib.util.spec_from_file_location("_qpp_cffi_build", ROOT / "postproc_c" / "cffi_build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-B = _build_helpers()
+# by file path, not as postproc_c.cffi_build (see that module's docstring)
+B = SimpleNamespace(**runpy.run_path(str(ROOT / "postproc_c" / "cffi_build.py")))
 
 _cflags, _ldflags = B.flags()
 

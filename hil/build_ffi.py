@@ -13,8 +13,9 @@ multiply-add). cffi's API mode releases the GIL around each call.
 
 from __future__ import annotations
 
-import importlib.util
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 from cffi import FFI
 
@@ -24,15 +25,8 @@ HEADERS = sorted((HERE / "csrc").glob("*.h"))
 SOURCES = sorted((HERE / "csrc").glob("*.c"))
 
 
-def _build_helpers():
-    # by file path, not as postproc_c.cffi_build (see that module's docstring)
-    spec = importlib.util.spec_from_file_location("_qpp_cffi_build", ROOT / "postproc_c" / "cffi_build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-B = _build_helpers()
+# by file path, not as postproc_c.cffi_build (see that module's docstring)
+B = SimpleNamespace(**runpy.run_path(str(ROOT / "postproc_c" / "cffi_build.py")))
 
 ffibuilder = FFI()
 ffibuilder.cdef("\n".join(B.cdef_text(h) for h in HEADERS))

@@ -18,8 +18,9 @@ Set ``QPP_SANITIZE=1`` to build with AddressSanitizer and UBSan instead.
 from __future__ import annotations
 
 import ast
-import importlib.util
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 from cffi import FFI
 
@@ -42,15 +43,8 @@ def _headers() -> list[Path]:
     return hs
 
 
-def _build_helpers():
-    # by file path, not as postproc_c.cffi_build (see that module's docstring)
-    spec = importlib.util.spec_from_file_location("_qpp_cffi_build", ROOT / "postproc_c" / "cffi_build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-B = _build_helpers()
+# by file path, not as postproc_c.cffi_build (see that module's docstring)
+B = SimpleNamespace(**runpy.run_path(str(ROOT / "postproc_c" / "cffi_build.py")))
 
 
 VERSION = _version()

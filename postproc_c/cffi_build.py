@@ -2,7 +2,7 @@
 ``drivers/build_tagmerge.py``): headers as cdef text, source paths, compiler flags.
 
 Build-time only, never imported by the packages at run time. The build scripts load this file by
-its path (``importlib.util.spec_from_file_location``), not as ``postproc_c.cffi_build``: setuptools
+its path (``runpy.run_path``), not as ``postproc_c.cffi_build``: setuptools
 runs them with ``exec`` before any of the packages is importable, and importing ``postproc_c``
 would load its compiled module. Conventions: a header is both the C declarations and the cdef
 text (preprocessor lines, comments and attribute markers such as ``QPP_WUR`` dropped, since
