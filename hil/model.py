@@ -645,7 +645,7 @@ class LinkModel:
             end = min(n, max(0, math.ceil(self.attack.start_time_s * self.clock_hz) - frame0))
         sig, delay, rate, frac, base, res = self._tag_terms(frame_index)
         params = _kernel.frame_params(
-            n_slots=n, signal_end=end, nseg=nseg, n_e=tables.n_e, k1=tables.K1,
+            n_slots=n, signal_end=end, nseg=nseg, n_e=tables.n_e, obits=tables.alias()[1],
             switch_slot=n if self._frame_switch is None else self._frame_switch, switch_offset=12 * nseg,
             blind_from=self._blind_from(frame_index, kind),
             p_max=tables.p_max, p_dark=[float(x) for x in pdark],
@@ -663,8 +663,8 @@ class LinkModel:
         ap_in = ap_in.astype(np.int64, copy=False)
         ap_max = max(d.afterpulse_prob for d in self.detectors)
         expect = n * (min(1.0, tables.p_max) + float(pdark.sum())) / (1.0 - ap_max)
-        thr, alias = tables.alias()
-        out = _kernel.run_frame(params, seed, pattern.basis, pattern.bit, pattern.intensity, thr, alias,
+        otab, _ = tables.alias()
+        out = _kernel.run_frame(params, seed, pattern.basis, pattern.bit, pattern.intensity, otab,
                                 tables.cum_quiet_rows, last, ap_in,
                                 capacity=int(1.1 * expect + 8 * math.sqrt(expect) + 1024), ws=self._ws)
         c = out.counts
