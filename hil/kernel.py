@@ -68,6 +68,18 @@ def _p(ctype: str, a: np.ndarray):
     return ffi.cast(ctype, ffi.from_buffer(a))
 
 
+def pattern_bad(basis: np.ndarray, bit: np.ndarray, intensity: np.ndarray) -> int:
+    """One C pass over a frame pattern (uint8, same length): bit 0 some basis > 1, bit 1 some bit
+    > 1, bit 2 some intensity > 2; 0 when valid."""
+    n = len(basis)
+    basis, bit, intensity = (_arr(a, name, np.uint8, n) for a, name in
+                             ((basis, "basis"), (bit, "bit"), (intensity, "intensity")))
+    bad = ffi.new("int32_t *")
+    check("hil_pattern_check", lib.hil_pattern_check(_p("uint8_t *", basis), _p("uint8_t *", bit),
+                                                     _p("uint8_t *", intensity), n, bad))
+    return int(bad[0])
+
+
 def frame_params(**kw) -> object:
     """A ``struct hil_frame_params`` filled from keyword arguments (names as in the header)."""
     p = ffi.new("struct hil_frame_params *")

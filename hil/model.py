@@ -100,8 +100,9 @@ class Pattern:
             if a.dtype != np.uint8:
                 raise TypeError(f"pattern.{name}: expected dtype uint8, got {a.dtype}")
             out[name] = a
-        for name, lim in (("basis", 2), ("bit", 2), ("intensity", 3)):
-            if n and int(out[name].max()) >= lim:
+        bad = _kernel.pattern_bad(out["basis"], out["bit"], out["intensity"]) if n else 0
+        for flag, name, lim in ((1, "basis", 2), (2, "bit", 2), (4, "intensity", 3)):
+            if bad & flag:
                 raise ValueError(f"pattern.{name}: values must be < {lim}")
         return Pattern(**out)
 

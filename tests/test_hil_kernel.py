@@ -105,6 +105,20 @@ def test_alias_draws_follow_the_outcome_tables():
     assert np.all(np.abs(got - n * p) <= SIGMAS * sd + 1), (got, n * p)
 
 
+def test_pattern_check_matches_numpy():
+    rng = np.random.default_rng(6)
+    for t in range(300):
+        n = int(rng.integers(0, 70))
+        pat = [rng.integers(0, hi, n).astype(np.uint8) for hi in (2, 2, 3)]
+        if n and t % 4:
+            f = int(rng.integers(0, 3))
+            bad = [2, 3, 4, 128, 255] if f < 2 else [3, 4, 7, 255]
+            pat[f][rng.integers(0, n)] = rng.choice(bad)
+        want = sum(flag for flag, a, lim in zip((1, 2, 4), pat, (2, 2, 3), strict=True)
+                   if n and a.max() >= lim)
+        assert K.pattern_bad(*pat) == want, (t, pat)
+
+
 def test_dead_time_matches_the_numpy_rule():
     from hil.detectors import dead_time_keep_multi
 

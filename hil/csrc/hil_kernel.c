@@ -352,6 +352,9 @@ static int check_params(const struct hil_frame_params *p, int64_t n_classes)
     return HIL_OK;
 }
 
+/* clicks in a 4-bit mask (a table: the portable build has no popcnt instruction) */
+static const uint8_t POP4[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+
 /* Detector state and outputs of the slot-order pass. */
 struct clicks {
     int64_t last[4];                        /* last registered click; -FAR for none */
@@ -380,7 +383,7 @@ static inline int register_hits(struct clicks *c, int64_t s, int hit, int smask)
         c->last[d] = ok ? s : c->last[d];
         kept |= ok << d;
     } while (hit);
-    c->lost += __builtin_popcount((unsigned)h0) - __builtin_popcount((unsigned)kept);
+    c->lost += POP4[h0] - POP4[kept];
     return kept;
 }
 
@@ -477,7 +480,7 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
         while (q.i < q.n && q.slot[q.i] < lim) {
             const int64_t s = q.slot[q.i];
             const int v = q.val[q.i++];
-            if (c.ne > ev_cap - 4 && c.ne + __builtin_popcount((unsigned)(v & 15)) > ev_cap)
+            if (c.ne > ev_cap - 4 && c.ne + POP4[v & 15] > ev_cap)
                 return HIL_ERR_CAPACITY;
             int kept = register_hits(&c, s, v & 15, v & 15);
             sl_slot[c.ns] = s;              /* written always, counted if any click registered */
@@ -538,7 +541,7 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
         int hit = smask | nmask;
         if (!hit)
             continue;
-        if (c.ne + __builtin_popcount((unsigned)hit) > ev_cap)
+        if (c.ne + POP4[hit] > ev_cap)
             return HIL_ERR_CAPACITY;
         int kept = register_hits(&c, s, hit, smask);
         for (int d = 0; d < 4; d++)
@@ -596,6 +599,36 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
     for (int d = 0; d < 4; d++)
         last_click[d] = c.last[d] <= -FAR / 2 ? NONE : c.last[d] - n;   /* relative to the next frame's start */
     memcpy(counts, cnt, sizeof cnt);
+    return HIL_OK;
+}
+
+int hil_pattern_check(const uint8_t *basis, const uint8_t *bit, const uint8_t *intensity, int64_t n,
+                      int32_t *bad)
+{
+    if (n < 0)
+        return HIL_ERR_LENGTH;
+    if (!bad || (n > 0 && (!basis || !bit || !intensity)))
+        return HIL_ERR_NULL;
+    /* eight slots per 64-bit word (SWAR): basis and bit may only set bit 0 of a byte; an
+     * intensity byte is bad with any of bits 2..7 set or with bits 0 and 1 both set (3) */
+    const uint64_t LOW = 0x0101010101010101ULL;
+    uint64_t ab = 0, at = 0, ai = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t wb, wt, wi;
+        memcpy(&wb, basis + i, 8);
+        memcpy(&wt, bit + i, 8);
+        memcpy(&wi, intensity + i, 8);
+        ab |= wb;
+        at |= wt;
+        ai |= (wi & ~(3 * LOW)) | (wi & (wi >> 1) & LOW);
+    }
+    for (; i < n; i++) {
+        ab |= basis[i];
+        at |= bit[i];
+        ai |= intensity[i] > 2;
+    }
+    *bad = (ab & ~LOW ? 1 : 0) | (at & ~LOW ? 2 : 0) | (ai ? 4 : 0);
     return HIL_OK;
 }
 

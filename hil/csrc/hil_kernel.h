@@ -86,6 +86,11 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
                   int64_t *sl_slot, uint8_t *sl_mask, uint8_t *sl_code, int64_t *n_sl,
                   int64_t *ap_out, int64_t ap_cap, int64_t *n_ap_out, int64_t *counts);
 
+/* Validate Alice's pattern in one pass: *bad gets bit 0 if some basis is > 1, bit 1 if some bit
+ * is > 1, bit 2 if some intensity is > 2 (0: valid). */
+int hil_pattern_check(const uint8_t *basis, const uint8_t *bit, const uint8_t *intensity, int64_t n,
+                      int32_t *bad);
+
 /* The pieces of hil_run_frame on given inputs, for exact tests against numpy. */
 
 
