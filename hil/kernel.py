@@ -23,7 +23,8 @@ NONE = np.iinfo(np.int64).min               # "no click yet" in last-click array
 
 _ERRORS = {lib.HIL_ERR_NULL: "a required pointer is NULL", lib.HIL_ERR_LENGTH: "a length is inconsistent",
            lib.HIL_ERR_VALUE: "a parameter is outside its domain",
-           lib.HIL_ERR_CAPACITY: "an output buffer is too small"}
+           lib.HIL_ERR_CAPACITY: "an output buffer is too small",
+           lib.HIL_ERR_PATTERN: "a pattern value is out of range"}
 
 
 def _ziggurat_tables(layers: int = 128, r: float = 3.442619855899,

@@ -90,8 +90,9 @@ class Pattern:
     def __len__(self) -> int:
         return len(self.basis)
 
-    def check(self, n: int) -> Pattern:
-        """Validated uint8 views; raise naming the bad field."""
+    def check(self, n: int, values: bool = True) -> Pattern:
+        """Validated uint8 views; raise naming the bad field. ``values=False`` checks shapes and
+        dtypes only (the C kernel checks the values as it reads them)."""
         out = {}
         for name in ("basis", "bit", "intensity"):
             a = np.asarray(getattr(self, name))
@@ -100,7 +101,7 @@ class Pattern:
             if a.dtype != np.uint8:
                 raise TypeError(f"pattern.{name}: expected dtype uint8, got {a.dtype}")
             out[name] = a
-        bad = _kernel.pattern_bad(out["basis"], out["bit"], out["intensity"]) if n else 0
+        bad = _kernel.pattern_bad(out["basis"], out["bit"], out["intensity"]) if n and values else 0
         for flag, name, lim in ((1, "basis", 2), (2, "bit", 2), (4, "intensity", 3)):
             if bad & flag:
                 raise ValueError(f"pattern.{name}: values must be < {lim}")
@@ -456,7 +457,7 @@ class LinkModel:
         """
         self._check_frame(frame_index)
         n = self.frame_slots
-        pattern = self.alice_pattern(frame_index) if pattern is None else pattern.check(n)
+        pattern = self.alice_pattern(frame_index) if pattern is None else pattern.check(n, method != "kernel")
         if self._next_frame != frame_index:
             if self._next_frame is not None:
                 log.debug("frame %d after %d: detector state reset", frame_index, self._next_frame - 1)
@@ -665,9 +666,14 @@ class LinkModel:
         ap_max = max(d.afterpulse_prob for d in self.detectors)
         expect = n * (min(1.0, tables.p_max) + float(pdark.sum())) / (1.0 - ap_max)
         otab, _ = tables.alias()
-        out = _kernel.run_frame(params, seed, pattern.basis, pattern.bit, pattern.intensity, otab,
-                                tables.cum_quiet_rows, last, ap_in,
-                                capacity=int(1.1 * expect + 8 * math.sqrt(expect) + 1024), ws=self._ws)
+        try:
+            out = _kernel.run_frame(params, seed, pattern.basis, pattern.bit, pattern.intensity, otab,
+                                    tables.cum_quiet_rows, last, ap_in,
+                                    capacity=int(1.1 * expect + 8 * math.sqrt(expect) + 1024), ws=self._ws)
+        except _kernel.KernelError as e:
+            if e.status == _kernel.lib.HIL_ERR_PATTERN:
+                pattern.check(n)                # raises, naming the field
+            raise
         c = out.counts
         counts.update(candidates=int(c[_kernel.lib.HIL_N_CANDIDATES]),
                       signal_slots=int(c[_kernel.lib.HIL_N_SIGNAL_SLOTS]),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hil import kernel as K
-from hil.model import LinkModel
+from hil.model import LinkModel, Pattern
 from hil.scenario import Scenario
 
 SIGMAS = 5.0
@@ -117,6 +117,24 @@ def test_pattern_check_matches_numpy():
         want = sum(flag for flag, a, lim in zip((1, 2, 4), pat, (2, 2, 3), strict=True)
                    if n and a.max() >= lim)
         assert K.pattern_bad(*pat) == want, (t, pat)
+
+
+@pytest.mark.parametrize("name", ["metro-25km", "intercept-resend", "fiber-cut"])
+def test_kernel_validates_the_pattern_as_it_reads_it(name):
+    # one bad byte anywhere (before, between or after the candidates) is refused, naming the field
+    sc = quiet(name, source__frame_slots=(1 << 14) + 5, detectors__dark_count_rate_hz=1e6,
+               **{"attack.start_time_s": 0.0})
+    m = LinkModel(sc, seed=3)
+    n = m.frame_slots
+    for field, val in (("basis", 2), ("bit", 255), ("intensity", 3)):
+        for pos in (0, 63, 64, n // 2 + 3, n - 1):
+            pat = m.alice_pattern(0)
+            arrs = {k: getattr(pat, k).copy() for k in ("basis", "bit", "intensity")}
+            arrs[field][pos] = val
+            with pytest.raises(ValueError, match=f"pattern.{field}: values must be"):
+                m.run_frame(0, Pattern(**arrs))
+    good = m.alice_pattern(0)
+    assert m.run_frame(0, good).n_events > 0
 
 
 def test_dead_time_matches_the_numpy_rule():

@@ -241,6 +241,51 @@ static inline int64_t heap_pop(int64_t *h, int64_t *n)
     return top;
 }
 
+/* hil_pattern_check's rule over slots [a, b): the bad-field mask */
+static int pattern_bad(const uint8_t *basis, const uint8_t *bit, const uint8_t *intensity, int64_t a, int64_t b)
+{
+    /* eight slots per 64-bit word (SWAR): basis and bit may only set bit 0 of a byte; an
+     * intensity byte is bad with any of bits 2..7 set or with bits 0 and 1 both set (3) */
+    const uint64_t LOW = 0x0101010101010101ULL;
+    uint64_t ab = 0, at = 0, ai = 0;
+    int64_t i = a;
+    for (; i + 8 <= b; i += 8) {
+        uint64_t wb, wt, wi;
+        memcpy(&wb, basis + i, 8);
+        memcpy(&wt, bit + i, 8);
+        memcpy(&wi, intensity + i, 8);
+        ab |= wb;
+        at |= wt;
+        ai |= (wi & ~(3 * LOW)) | (wi & (wi >> 1) & LOW);
+    }
+    for (; i < b; i++) {
+        ab |= basis[i];
+        at |= bit[i];
+        ai |= intensity[i] > 2;
+    }
+    return (ab & ~LOW ? 1 : 0) | (at & ~LOW ? 2 : 0) | (ai ? 4 : 0);
+}
+
+/* Validate the pattern up to slot s (inclusive) before its classes are used, a 64-slot-aligned
+ * chunk at a time, so the check reads the bytes the kernel is about to read anyway. */
+struct patcheck {
+    int64_t upto, n;
+    int bad;
+};
+
+static inline int pattern_ok_to(struct patcheck *pc, const uint8_t *basis, const uint8_t *bit,
+                                const uint8_t *intensity, int64_t s)
+{
+    if (s >= pc->upto) {
+        int64_t b = (s + 64) & ~(int64_t)63;
+        if (b > pc->n)
+            b = pc->n;
+        pc->bad |= pattern_bad(basis, bit, intensity, pc->upto, b);
+        pc->upto = b;
+    }
+    return !pc->bad;
+}
+
 /* Photon candidates in batches: positions and outcomes first, the clicking ones kept; the
  * batch's table loads are independent, so they overlap. */
 enum { SIG_BATCH = 256 };
@@ -252,6 +297,7 @@ struct sigsrc {
     const uint64_t *gtab;                   /* packed gap table (gap_tab) */
     const uint64_t *otab;                   /* packed outcome table, rows of 2^obits */
     int32_t obits;
+    struct patcheck *pc;
     int32_t n, i;                           /* clicking candidates buffered, next one */
     int64_t slot[SIG_BATCH];
     uint16_t val[SIG_BATCH];                /* mask | code << 4 */
@@ -298,6 +344,10 @@ static void sig_refill(struct sigsrc *q, struct rng *r, const struct hil_frame_p
         }
         q->pos = pos;
         *ncand += m;
+        if (m > 0 && !pattern_ok_to(q->pc, basis, bit, intensity, cand[m - 1])) {
+            q->done = 1;                    /* the caller sees pc->bad */
+            return;
+        }
         int k = 0;
         for (int j = 0; j < m; j++) {
             int64_t row = slot_class(p, basis, bit, intensity, cand[j]);
@@ -453,10 +503,13 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
         if (st != HIL_OK)
             return st;
     }
-    struct sigsrc q = {.pos = -1, .end = p->signal_end, .done = p->signal_end <= 0 || !(p->p_max > 0.0),
+    struct patcheck pc = {.upto = 0, .n = n, .bad = 0};
+    struct sigsrc q = {.pc = &pc, .pos = -1, .end = p->signal_end, .done = p->signal_end <= 0 || !(p->p_max > 0.0),
                        .gap_tab = gap_tab, .ir = inv_rate(p->p_max), .gtab = gtab, .otab = otab,
                        .obits = p->obits};
     sig_refill(&q, &r, p, basis, bit, intensity, &cnt[HIL_N_CANDIDATES]);
+    if (pc.bad)
+        return HIL_ERR_PATTERN;
 
     double ir_dark[4];
     int64_t dark_pos[4];
@@ -507,6 +560,8 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
         if (q.i == q.n && !q.done) {
             cnt[HIL_N_SIGNAL_SLOTS] += q.n;
             sig_refill(&q, &r, p, basis, bit, intensity, &cnt[HIL_N_CANDIDATES]);
+            if (pc.bad)
+                return HIL_ERR_PATTERN;
             continue;
         }
         /* the general step: a noise hit at slot s (with the photon click there, if any) */
@@ -555,6 +610,8 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
             }
         if (kept) {
             if (!smask && n_e > 1) {
+                if (!pattern_ok_to(&pc, basis, bit, intensity, s))
+                    return HIL_ERR_PATTERN;
                 const double *cq = cum_quiet + slot_class(p, basis, bit, intensity, s) * n_e;
                 double u = unif(&r);
                 int e = 0;
@@ -569,6 +626,8 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
         }
     }
     cnt[HIL_N_SIGNAL_SLOTS] += q.i;         /* photon-click slots consumed from the last batch */
+    if (n > 0 && !pattern_ok_to(&pc, basis, bit, intensity, n - 1))      /* the slots no candidate read */
+        return HIL_ERR_PATTERN;
     if (nh > ap_cap)
         return HIL_ERR_CAPACITY;
     const int64_t ne = c.ne;
@@ -609,26 +668,7 @@ int hil_pattern_check(const uint8_t *basis, const uint8_t *bit, const uint8_t *i
         return HIL_ERR_LENGTH;
     if (!bad || (n > 0 && (!basis || !bit || !intensity)))
         return HIL_ERR_NULL;
-    /* eight slots per 64-bit word (SWAR): basis and bit may only set bit 0 of a byte; an
-     * intensity byte is bad with any of bits 2..7 set or with bits 0 and 1 both set (3) */
-    const uint64_t LOW = 0x0101010101010101ULL;
-    uint64_t ab = 0, at = 0, ai = 0;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t wb, wt, wi;
-        memcpy(&wb, basis + i, 8);
-        memcpy(&wt, bit + i, 8);
-        memcpy(&wi, intensity + i, 8);
-        ab |= wb;
-        at |= wt;
-        ai |= (wi & ~(3 * LOW)) | (wi & (wi >> 1) & LOW);
-    }
-    for (; i < n; i++) {
-        ab |= basis[i];
-        at |= bit[i];
-        ai |= intensity[i] > 2;
-    }
-    *bad = (ab & ~LOW ? 1 : 0) | (at & ~LOW ? 2 : 0) | (ai ? 4 : 0);
+    *bad = pattern_bad(basis, bit, intensity, 0, n);
     return HIL_OK;
 }
 

@@ -17,7 +17,8 @@ enum hil_status {
     HIL_ERR_NULL = -1,        /* a required pointer is NULL */
     HIL_ERR_LENGTH = -2,      /* a length or size is negative or inconsistent */
     HIL_ERR_VALUE = -3,       /* a parameter is outside its domain */
-    HIL_ERR_CAPACITY = -4     /* an output buffer is too small: call again with more room */
+    HIL_ERR_CAPACITY = -4,    /* an output buffer is too small: call again with more room */
+    HIL_ERR_PATTERN = -5      /* a pattern value is out of range (basis or bit > 1, intensity > 2) */
 };
 
 enum hil_counter {
@@ -73,6 +74,7 @@ struct hil_frame_params {
  * ap_out (n_ap_out keys of afterpulses at or after n_slots); counts[HIL_N_COUNTERS].
  * Every per-click and per-slot output array has room for ev_cap + 1 entries.
  * heap is scratch of heap_cap int64 (heap_cap >= n_ap_in + ev_cap suffices).
+ * The pattern is validated as it is read (hil_pattern_check's rule): HIL_ERR_PATTERN if not.
  * HIL_ERR_CAPACITY when ev_cap, or heap_cap/ap_cap, is too small; nothing the
  * caller owns (last_click) is changed then, so the call can be repeated. */
 int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
