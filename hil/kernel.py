@@ -15,6 +15,8 @@ the whole frame).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ._kernel import ffi, lib
@@ -179,17 +181,40 @@ class FrameOut:
 
 
 class Workspace:
-    """Scratch buffers of ``run_frame`` (the afterpulse heap and its output), kept from frame to
-    frame. The per-click outputs are fresh arrays each frame that the results keep (views of
-    their first n entries): no copy, and the allocator hands back the pages of earlier frames."""
+    """Buffers of ``run_frame`` kept from frame to frame: the afterpulse heap and its output, and
+    output blocks. Each frame's per-click and per-slot arrays are views of one block that the
+    results keep alive; a block is handed out again only once nothing refers to it any more (the
+    caller dropped that frame's results), otherwise a fresh block is allocated. Reusing a block
+    saves the page faults of ~45 fresh bytes per click (a tenth of the frame time at 1e5 clicks
+    per frame); a result that is kept is never overwritten."""
+
+    _POOL = 3
 
     def __init__(self) -> None:
         self.hcap = -1
+        self._blocks: list[np.ndarray] = []
 
     def ensure(self, hcap: int) -> None:
         if hcap > self.hcap:
             self.hcap = hcap = max(hcap, int(self.hcap * 1.25))
             self.heap, self.ap_out = np.empty(hcap, np.int64), np.empty(hcap, np.int64)
+
+    def outputs(self, n: int) -> list[np.ndarray]:
+        """Five int64 then five uint8 arrays of n entries, views of one block."""
+        need = 45 * n
+        block = None
+        for b in self._blocks:
+            # references: the list, b, and getrefcount's argument: no view of it is alive
+            if len(b) >= need and sys.getrefcount(b) == 3:
+                block = b
+                break
+        if block is None:
+            block = np.empty(max(need, 1), np.uint8)
+            self._blocks.append(block)
+            if len(self._blocks) > self._POOL:
+                del self._blocks[0]
+        out = [block[8 * n * k:8 * n * (k + 1)].view(np.int64) for k in range(5)]
+        return out + [block[40 * n + n * k:40 * n + n * (k + 1)] for k in range(5)]
 
 
 _EMPTY = np.empty(0, np.int64)
@@ -228,9 +253,8 @@ def run_frame(params, seed: np.ndarray, basis, bit, intensity, otab, cum_quiet,
         hcap = len(ap_in) + (cap if ap_on else 0) + 16
         ws.ensure(hcap)
         hcap = ws.hcap
-        c1 = cap + 1
-        ev_slot, ev_time, sl_slot, tag_t, tag_src = (np.empty(c1, np.int64) for _ in range(5))
-        ev_det, ev_noise, sl_mask, sl_code, tag_ch = (np.empty(c1, np.uint8) for _ in range(5))
+        ev_slot, ev_time, sl_slot, tag_t, tag_src, ev_det, ev_noise, sl_mask, sl_code, tag_ch = \
+            ws.outputs(cap + 1)
         st = lib.hil_run_frame(
             params, _p("uint64_t *", seed), _p("uint8_t *", basis), _p("uint8_t *", bit),
             _p("uint8_t *", intensity), _p("uint64_t *", otab),

@@ -203,6 +203,7 @@ class LinkModel:
         self._table_cache: tuple[Any, _eve.OutcomeTables] | None = None
         self._frame_switch: int | None = None
         self._ws = _kernel.Workspace()
+        self._const: tuple[int, dict] | None = None         # per-version constants (see _constants)
         self._reset_carry()
 
     # -- public helpers -------------------------------------------------------
@@ -352,8 +353,7 @@ class LinkModel:
     def _dark_prob(self, frame_index: int = 0) -> np.ndarray:
         if self._blinded(frame_index):
             return np.zeros(4)
-        dcr = np.array([d.dark_count_rate_hz for d in self.detectors])
-        return -np.expm1(-dcr / self.clock_hz)
+        return self._constants()["pdark"].copy()
 
     def _attack_kind(self, frame_index: int) -> str:
         a = self.attack
@@ -645,18 +645,15 @@ class LinkModel:
         end = n
         if self.attack.kind == "fiber-cut":
             end = min(n, max(0, math.ceil(self.attack.start_time_s * self.clock_hz) - frame0))
-        sig, delay, rate, frac, base, res = self._tag_terms(frame_index)
-        params = _kernel.frame_params(
-            n_slots=n, signal_end=end, nseg=nseg, n_e=tables.n_e, obits=tables.alias()[1],
-            switch_slot=n if self._frame_switch is None else self._frame_switch, switch_offset=12 * nseg,
-            blind_from=self._blind_from(frame_index, kind),
-            p_max=tables.p_max, p_dark=[float(x) for x in pdark],
-            dead_slots=[self._dead_slots(d) for d in range(4)],
-            ap_prob=[0.0 if self._blinded(frame_index) else d.afterpulse_prob for d in self.detectors],
-            ap_dead_ps=[d.dead_time_ns * 1e3 for d in self.detectors],
-            ap_tau_ps=[d.afterpulse_time_constant_ns * 1e3 for d in self.detectors],
-            period_ps=self.period_ps, sig_ps=[float(x) for x in sig], delay_ps=[float(x) for x in delay],
-            rate=rate, frac_shift_ps=frac, base_ps=base, resolution_ps=res, sync_ps=sync_ps)
+        frac, base = self._tag_shift(frame_index)
+        blinded = self._blinded(frame_index)
+        params = _kernel.ffi.new("struct hil_frame_params *", self._constants()["params"][0])
+        params.signal_end, params.nseg, params.n_e, params.obits = end, nseg, tables.n_e, tables.alias()[1]
+        params.switch_slot = n if self._frame_switch is None else self._frame_switch
+        params.switch_offset, params.blind_from = 12 * nseg, self._blind_from(frame_index, kind)
+        params.p_max, params.frac_shift_ps, params.base_ps, params.sync_ps = tables.p_max, frac, base, sync_ps
+        if blinded:
+            params.p_dark, params.ap_prob = [0.0] * 4, [0.0] * 4
         seed = rng.bit_generator.random_raw(4).astype(np.uint64, copy=False)
         if not seed.any():
             seed[0] = 1
@@ -689,20 +686,46 @@ class LinkModel:
         return (out.slot, out.det, out.noise, out.time, out.sl_slot, out.sl_mask, code,
                 (out.tag_t, out.tag_ch, out.tag_src))
 
-    def _tag_terms(self, frame_index: int):
-        """Per-frame constants of the timestamps: jitter sigma per (noise, detector), delay per
-        detector, tagger rate, fractional and integer parts of the tagger's offset at the frame start."""
+    def _constants(self) -> dict:
+        """What the frames share until a setter changes the model (``self._version``): timestamp
+        terms, dark-count probabilities and the kernel's parameter template."""
+        if self._const is not None and self._const[0] == self._version:
+            return self._const[1]
         tg = self.tagger
         jit_det = np.array([d.jitter_ps for d in self.detectors])
         delay = np.array([d.delay_ps for d in self.detectors]) + self.tof_ps
         sig = np.concatenate([np.sqrt(jit_det ** 2 + tg.jitter_ps ** 2), np.full(4, float(tg.jitter_ps))])
-        start = self._frame_start_ps(frame_index)
         rate = 1.0 + tg.clock_drift_ppm * 1e-6
+        res = int(round(tg.resolution_ps)) if tg.resolution_ps > 1 else 1
+        dcr = np.array([d.dark_count_rate_hz for d in self.detectors])
+        pdark = -np.expm1(-dcr / self.clock_hz)
+        params = _kernel.frame_params(
+            n_slots=self.frame_slots, p_dark=[float(x) for x in pdark],
+            dead_slots=[self._dead_slots(d) for d in range(4)],
+            ap_prob=[d.afterpulse_prob for d in self.detectors],
+            ap_dead_ps=[d.dead_time_ns * 1e3 for d in self.detectors],
+            ap_tau_ps=[d.afterpulse_time_constant_ns * 1e3 for d in self.detectors],
+            period_ps=self.period_ps, sig_ps=[float(x) for x in sig], delay_ps=[float(x) for x in delay],
+            rate=rate, resolution_ps=res)
+        c = {"sig": sig, "delay": delay, "rate": rate, "res": res, "pdark": pdark, "params": params}
+        self._const = (self._version, c)
+        return c
+
+    def _tag_shift(self, frame_index: int) -> tuple[float, int]:
+        """Fractional and integer parts of the tagger's offset at the frame start."""
+        tg = self.tagger
+        start = self._frame_start_ps(frame_index)
         # t_tag = t (1 + ppm) + offset, with t = start + offset: the start's share is a scalar
         shift = start * (tg.clock_drift_ppm * 1e-6) + tg.offset_ps
-        base = start + int(math.floor(shift))
-        res = int(round(tg.resolution_ps)) if tg.resolution_ps > 1 else 1
-        return sig, delay, rate, shift - math.floor(shift), base, res
+        fl = math.floor(shift)
+        return shift - fl, start + int(fl)
+
+    def _tag_terms(self, frame_index: int):
+        """Per-frame constants of the timestamps: jitter sigma per (noise, detector), delay per
+        detector, tagger rate, fractional and integer parts of the tagger's offset at the frame start."""
+        c = self._constants()
+        frac, base = self._tag_shift(frame_index)
+        return c["sig"], c["delay"], c["rate"], frac, base, c["res"]
 
     def _timestamps(self, rng, frame_index: int, ev_slot: np.ndarray, det: np.ndarray,
                     noise: np.ndarray) -> np.ndarray:
