@@ -425,12 +425,13 @@ static inline int register_hits(struct clicks *c, int64_t s, int hit, int smask)
     do {
         int d = __builtin_ctz((unsigned)hit);
         hit &= hit - 1;
-        int ok = s - c->last[d] >= c->dead[d];
+        const int64_t old = c->last[d];
+        const int ok = s - old >= c->dead[d];
         c->ev_slot[c->ne] = s;
         c->ev_det[c->ne] = (uint8_t)d;
         c->ev_noise[c->ne] = (uint8_t)(~smask >> d & 1);
         c->ne += ok;
-        c->last[d] = ok ? s : c->last[d];
+        c->last[d] = old + ((s - old) & -(int64_t)ok);     /* s if ok: arithmetic, or gcc branches */
         kept |= ok << d;
     } while (hit);
     c->lost += POP4[h0] - POP4[kept];
@@ -540,7 +541,9 @@ int hil_run_frame(const struct hil_frame_params *p, const uint64_t *seed,
             sl_mask[c.ns] = (uint8_t)kept;
             sl_code[c.ns] = (uint8_t)(v >> 4);
             c.ns += kept != 0;
-            if (ap_any && kept && s < p->blind_from) {
+            if (ap_any) {                   /* invariant: kept (often 0) is no branch without afterpulses */
+                if (!kept || s >= p->blind_from)
+                    continue;
                 for (int d = 0; d < 4; d++)
                     if ((kept >> d & 1) && p->ap_prob[d] > 0.0 && unif(&r) < p->ap_prob[d]) {
                         double delay = p->ap_dead_ps[d] + (p->ap_tau_ps[d] > 0.0 ? p->ap_tau_ps[d] * expo(&r) : 0.0);
