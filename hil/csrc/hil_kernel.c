@@ -153,12 +153,12 @@ static inline double round_even(double x)
 }
 
 /* Walker's alias draw from a packed row (hil_alias_pack): bucket = high bits of x, its own value
- * when the low sh bits are below the bucket's threshold, else its alias's (a cmov, no branch) */
+ * when the low sh bits are below the bucket's threshold, else its alias's (no branch) */
 static inline uint32_t adraw(const uint64_t *row, int sh, uint32_t x)
 {
     uint64_t e = row[x >> sh];
-    uint32_t own = (uint32_t)(e >> 32) & 0xffffu, other = (uint32_t)(e >> 48);
-    return (x & ((UINT32_C(1) << sh) - 1)) < (uint32_t)e ? own : other;
+    int keep = (x & ((UINT32_C(1) << sh) - 1)) < (uint32_t)e;
+    return (uint32_t)(e >> (48 - 16 * keep)) & 0xffffu;     /* a shift: gcc made a ?: a branch */
 }
 
 /* Candidate gaps from a packed table of 256 buckets: P(gap = 1..255) and, as value 0,
