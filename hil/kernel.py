@@ -8,7 +8,11 @@ physics of its own (the tables come from ``hil.eve``, the parameters from
 Why C: the numpy path costs ~100 array passes per frame; one streaming pass in
 C over the frame's events (photon candidates, dark counts and pending
 afterpulses merged in slot order, dead time and afterpulses applied as they
-come) removes them. Each C function has a numpy reference in
+come) removes them. The kernel's cost is per candidate and per click, so its
+draws are packed integer alias tables (one 64-bit load and a compare each; one
+random word serves a candidate's gap and outcome) and its per-slot path has no
+data-dependent branches (dead time and the alias select are arithmetic). Each
+C function has a numpy reference in
 ``tests/test_hil_kernel.py`` (exact where the draws are given, statistical for
 the whole frame).
 """

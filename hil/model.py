@@ -11,9 +11,11 @@ clock_hz seconds).
 Method, and why. The hot path is one C call per frame (``hil.kernel``,
 ``hil/csrc/hil_kernel.c``): the numpy path below stays as the reference
 (``run_frame(method="skip")``) and the kernel follows the same sampling in one
-streaming pass (candidate slots in batches with Walker alias tables for the
-geometric gaps and the outcomes, dark counts and afterpulses merged in slot
-order, dead time and afterpulses applied as they come, ziggurat jitter).
+streaming pass (candidate slots in batches with packed Walker alias tables for
+the geometric gaps and the outcomes, one 64-bit random word per candidate,
+dark counts and afterpulses merged in slot order, dead time and afterpulses
+applied as they come, Alice's pattern validated as it is read; then ziggurat
+jitter and timestamps from a second, jumped stream).
 Per frame, every slot belongs to a class (drift segment, intensity, Alice's
 state); ``hil.eve`` gives, per class, the joint probability
 of Eve's outcome and Bob's photon-induced click mask. Rather than sampling
@@ -32,7 +34,8 @@ sorted click streams (``hil.detectors``), timestamps come from
 
 Determinism: every random draw of frame f comes from its own stream,
 SeedSequence(seed, spawn_key=(stream, f)) (the kernel's xoshiro256** is seeded
-with four words of it), so the same scenario and seed give the same events
+with four words of it; its jitter stream is that generator jumped 2^128 draws),
+so the same scenario and seed give the same events
 whatever the batch size. The only state carried from one frame
 to the next is physical (each detector's last click for its dead time, pending
 afterpulses); it is carried when frames are run in order and reset when a
