@@ -238,6 +238,37 @@ def test_kernel_agrees_with_the_numpy_path_under_attack(name):
     assert poisson_close(np.array(na), np.array(nb)), (na, nb)
 
 
+@pytest.mark.parametrize("paddles", [(108.3, 45.9, 7.0), (2.8, 138.3, 155.2), "aligned"])
+def test_kernel_and_numpy_give_the_same_alignment_counts(paddles):
+    # what polarization alignment measures (calibration.polarization.counts_from_frame): single-click
+    # counts per (Alice's state, detector) on a rotated fiber at MPC320 settings, reference frames of
+    # uniform basis and bit at the signal intensity, dead time on; kernel and numpy path must agree
+    from calibration.polarization import counts_from_frame
+    from hil.optics import su2_rotation
+
+    sc = Scenario.load("metro-25km").with_overrides({"source.prep_error_deg": 0.0,
+                                                     "source.frame_slots": 1 << 17})
+    fiber = su2_rotation(np.random.default_rng(5).normal(size=3) * 3)
+    got = {}
+    for method, seed in (("kernel", 41), ("skip", 42)):
+        m = LinkModel(sc, seed=seed)
+        m.fiber.rotation_at = lambda t: fiber
+        if paddles == "aligned":                   # near the optimum: small error cells
+            m.set_controller_rotation(su2_rotation(np.array([0.1, -0.06, 0.04])) @ fiber.conj().T)
+        else:
+            m.set_controller_mpc320(paddles)
+        rng = np.random.default_rng(7)
+        n = m.frame_slots
+        c = np.zeros((4, 4), np.int64)
+        for f in range(4):
+            basis, bit = (rng.integers(0, 2, n, dtype=np.uint8) for _ in range(2))
+            r = m.run_frame(f, Pattern(basis, bit, np.zeros(n, np.uint8)), method=method)
+            c += counts_from_frame(r.slots, r.mask, basis, bit)
+        got[method] = c
+    assert got["kernel"].sum() > 10_000
+    assert poisson_close(got["kernel"], got["skip"]), got
+
+
 def test_fiber_cut_in_the_kernel_stops_photons_at_the_slot():
     sc = quiet("fiber-cut", detectors__dark_count_rate_hz=1e6)
     m = LinkModel(sc, seed=3)
