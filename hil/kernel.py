@@ -190,7 +190,9 @@ class Workspace:
     results keep alive; a block is handed out again only once nothing refers to it any more (the
     caller dropped that frame's results), otherwise a fresh block is allocated. Reusing a block
     saves the page faults of ~45 fresh bytes per click (a tenth of the frame time at 1e5 clicks
-    per frame); a result that is kept is never overwritten."""
+    per frame); a result that is kept is never overwritten. The block is sized by the capacity
+    estimate (~1.1 n p_max clicks, up to ~2.5x the clicks a frame has when dead time saturates the
+    detectors), so a caller that keeps many frames should keep copies of the arrays it needs."""
 
     _POOL = 3
 
