@@ -240,11 +240,16 @@ def test_kernel_agrees_with_the_numpy_path_under_attack(name):
 
 @pytest.mark.parametrize("paddles", [(108.3, 45.9, 7.0), (2.8, 138.3, 155.2), "aligned"])
 def test_kernel_and_numpy_give_the_same_alignment_counts(paddles):
-    # what polarization alignment measures (calibration.polarization.counts_from_frame): single-click
-    # counts per (Alice's state, detector) on a rotated fiber at MPC320 settings, reference frames of
-    # uniform basis and bit at the signal intensity, dead time on; kernel and numpy path must agree
-    from calibration.polarization import counts_from_frame
+    # what polarization alignment measures (as calibration.polarization.counts_from_frame, not imported:
+    # the sanitized run copies only the C parts' packages): single-click counts per (Alice's state,
+    # detector) on a rotated fiber at MPC320 settings, reference frames of uniform basis and bit at
+    # the signal intensity, dead time on; the kernel and the numpy path must agree
     from hil.optics import su2_rotation
+
+    def counts_from_frame(slots, masks, basis, bit):
+        single = (masks & (masks - 1)) == 0                        # masks are never 0
+        s, det = slots[single].astype(np.int64), np.log2(masks[single]).astype(np.int64)
+        return np.bincount((basis[s] * 2 + bit[s]) * 4 + det, minlength=16).reshape(4, 4)
 
     sc = Scenario.load("metro-25km").with_overrides({"source.prep_error_deg": 0.0,
                                                      "source.frame_slots": 1 << 17})
