@@ -70,6 +70,19 @@ class Measurement:
 
     counts: np.ndarray
     link_s: float
+    signed: bool = True     # False: only per-basis error counts are known (``from_error_counts``)
+
+    @classmethod
+    def from_error_counts(cls, n_z: int, errors_z: int, n_x: int, errors_x: int,
+                          link_s: float = 0.0) -> Measurement:
+        """What a key-making block discloses: sifted bits and bit errors per basis, no reference
+        states. Stored as counts of Alice's H and D against Bob's right/wrong detector, so the QBERs,
+        sums and R11 = 1 - 2 QBER_Z, R22 = 1 - 2 QBER_X hold; the signed off-diagonal components
+        are unknown (``components`` is not available: ``signed`` is False)."""
+        c = np.zeros((4, 4), np.int64)
+        c[0, 0], c[0, 1] = n_z - errors_z, errors_z
+        c[2, 2], c[2, 3] = n_x - errors_x, errors_x
+        return cls(c, float(link_s), signed=False)
 
     def _col(self, plus: int, minus: int, arm: tuple[int, int]) -> float:
         c = self.counts
@@ -198,6 +211,12 @@ def _align_residual(m: Measurement) -> np.ndarray:
     linearly (halving w per step) and its Jacobian vanishes with w, so noise stalls it; |R31| ~ |w2|
     and |R32| ~ |w1| are first order. And r.r = 2(1 - R11) + 2(1 - R22) = 4 (QBER_Z + QBER_X):
     the least-squares cost is exactly the misalignment error rate."""
+    if not m.signed:
+        # per-basis error counts only: R11, R22 and the magnitudes sqrt(1 - R11^2) ~ |(w2, w3)|,
+        # sqrt(1 - R22^2) ~ |(w1, w3)| (first order, unsigned); r.r = 4 (QBER_Z + QBER_X) again
+        r11, r22 = 1.0 - 2.0 * m.qber_z, 1.0 - 2.0 * m.qber_x
+        return np.array([r11 - 1.0, r22 - 1.0, math.sqrt(max(0.0, 1.0 - r11 * r11)),
+                         math.sqrt(max(0.0, 1.0 - r22 * r22))])
     r11, r21, r12, r22 = m.components
     return np.array([r11 - 1.0, r21, r12, r22 - 1.0,
                      math.sqrt(max(0.0, 1.0 - r11 * r11 - r21 * r21)),
@@ -316,7 +335,7 @@ def align(controller, measure: Callable[[], Measurement], *, seed: int = 0, star
         nonlocal link_s
         ms = [measure() for _ in range(n)]
         link_s += sum(m.link_s for m in ms)
-        return Measurement(sum(m.counts for m in ms), sum(m.link_s for m in ms))
+        return Measurement(sum(m.counts for m in ms), sum(m.link_s for m in ms), ms[0].signed)
 
     def probe(x: np.ndarray, reps: int = 1) -> tuple[Measurement, np.ndarray]:
         nonlocal best
