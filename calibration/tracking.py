@@ -668,6 +668,16 @@ class PolarizationTracking:
                     rec.result.summary(self.dev.unit))
         self._restart_at(rec.result.settings, rec.fence - 1 - self.guard)
 
+    def summary(self) -> dict:
+        """Counts for the node's final status: blocks seen and used, what was done with them."""
+        acts = [r.action for r in self.log]
+        return {"controller": self.dev.name, "blocks": len(acts),
+                "used": sum(a in ("base", "plus", "minus", "recover") for a in acts),
+                "skipped": acts.count("skip"), "recoveries": self.recoveries, "unwinds": self.unwinds,
+                "realigns": self.realigns, "relearns": self.relearns,
+                "recovering": self._recovery is not None,
+                "settings": np.round(self.x, 2).tolist(), "unit": self.dev.unit}
+
     def close(self) -> None:
         """Stop a recovery in progress (the node is closing)."""
         with self._lock:
