@@ -34,8 +34,21 @@ inverting it needs exactly the controller model we refuse to assume, and a
 passive BB84 receiver does not even measure S3 (the sign of R31, R32 is
 ambiguous). Gauss-Newton can stall at a saddle far from the optimum (e.g. a
 rotation by pi), so the search starts from the best of a few random settings
-spread over the controller's range (a bounded global phase). Steps are
-projected onto the controller's range; if the best reachable setting is still
+spread over the controller's range (a bounded global phase). The residual
+also carries |R31| and |R32| (from the unit columns of R), which makes it first
+order in all three residual angles and its square sum exactly 4 (QBER_Z +
+QBER_X) (``_align_residual``); the same residual from per-basis error counts
+alone (R11, R22 and their sqrt(1 - R^2)) lets the engine re-align from its key
+blocks (``Measurement.from_error_counts``, ``calibration.tracking``). A descent
+that stops making progress (noise, or a fold of the MPC320's paddle map, where
+b = (a + c)/2 mod 45 deg and one direction acts only to second order) tries a
+long step along the common rotation of all paddles (exact for any paddles: it
+turns the whole controller about the beam) and along the Jacobian's weakest
+direction, then gives its budget to another start. A paddle step past the end of
+travel goes to the equivalent setting inside the range (``_Driver.equivalents``:
+paddle periodicity and the lambda/4-lambda/2-lambda/4 layout's second family;
+the one piece of the controller's nominal layout used, from its datasheet).
+Other steps are projected onto the controller's range; if the best reachable setting is still
 misaligned the routine raises :class:`PolarizationError` naming the actuator at
 its limit and leaves the controller at the best setting found (a safe state).
 

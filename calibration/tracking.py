@@ -53,13 +53,24 @@ One cycle is three blocks: base (no dither), +d u, -d u. With an EPC-400 (four
 squeezers, three rotation angles) an actuator near a limit is walked back along
 the null direction of H (the smallest eigenvector: a move the error rates do
 not see to first order) a little every cycle, and a step that would leave the
-range is completed along it, so resets are smooth; a three-actuator controller
-(MPC320) has no such direction and ``realign`` is called if given, else
-:class:`PolarizationError` with the controller held (a safe state). A base block
-above ``lost_qber`` (the quadratic model no longer holds, e.g. near a point
-where the controller loses a degree of freedom) calls ``realign`` (a fresh
-``align`` with reference frames, which the bench has and the engine has not)
-or else learns the curvature afresh where it is.
+range is completed along it, so resets are smooth. A paddle controller (MPC320)
+has no such direction, but its paddle angles are periodic and its
+lambda/4-lambda/2-lambda/4 layout has a second family of settings for the same
+rotation (``polarization._Driver.equivalents``): a paddle near the end of its
+travel jumps to the equivalent setting with the most room, and because the map
+between the two is affine the Kalman state, its covariance and the curvature
+estimates are carried over exactly (e' = A e, H' = A^-T H A^-1): no re-learning.
+Only a paddle at its very end with no equivalent inside the range needs a new
+search. A base block above ``lost_qber`` (lock lost: the quadratic model no
+longer holds), a block the engine aborted for its X error rate (``z_known``
+False) or a paddle at its end calls ``realign`` if given (the bench's ``align``
+with reference frames), else, by default, a recovery inside the engine: ``align``
+run on the key blocks' own per-basis error counts (``_BlockRecovery``: one block
+per measurement, no reference frames, no pause in key making; measured on the
+block-level link: 16/16 random rotations within 101 blocks). If the recovery
+fails ``recover_tries`` times (or ``recover=False`` and no ``realign``) the loop
+raises :class:`PolarizationError` with the controller at its best setting in
+range (a safe state; the node raises a ``polarization`` alarm and stops tracking).
 
 Blocks straddling a setting change are not used: the node passes the last
 acquired frame with every call and a block counts only if its first frame was
