@@ -404,15 +404,14 @@ class PolarizationTracking:
         self._lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _learn(self, rounds: int | None = None) -> None:
+    def _learn(self) -> None:
         """(Re)start learning the curvature: fresh estimates, coordinate and pair dithers first."""
         n = self.dev.n
         self.rls = [_Rls(n, self._forget, self.span), _Rls(n, self._forget, self.span)]    # Z, X
         eye = np.eye(n)
         pairs = [(eye[i] + s * eye[j]) / math.sqrt(2) for i in range(n) for j in range(i + 1, n)
                  for s in (1.0, -1.0)]
-        rounds = self._init_rounds if rounds is None else rounds
-        self._init_dirs = [u for _ in range(rounds) for u in list(eye) + pairs]
+        self._init_dirs = [u for _ in range(self._init_rounds) for u in list(eye) + pairs]
 
     def _hessians(self) -> tuple[np.ndarray, np.ndarray]:
         return self.rls[0].matrix(), self.rls[1].matrix()
@@ -703,9 +702,7 @@ class PolarizationTracking:
             self.dev.set(self.x)
         self.e[:] = 0
         self.P = None
-        # the curvature belongs to the old setting; one round of dithers (the fiber keeps drifting
-        # while the loop only learns and does not correct)
-        self._learn(min(self._init_rounds, 1))
+        self._learn()                       # the curvature belongs to the old setting
         self._phase = "base"
         self._valid_from = max(self._valid_from, int(current_frame) + 1 + self.guard)
 
