@@ -303,16 +303,18 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
                                      fs.window_ps or 0.8e12 / fs.clock_hz))
     node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
                 block_limit=args.blocks or None, frame_slots=fs.frame_slots)
-    pol = None
+    pol = trk = None
     if nf.calibration.track_polarization:          # [calibration]: issue 7's tracking loop on Bob
         from calibration.tracking import PolarizationTracking
 
         try:
             pol = lab.build(role, nf.calibration.controller)
             pol.open()
-            node.tracking = PolarizationTracking(
+            node.tracking = trk = PolarizationTracking(
                 pol, drift_rad_per_sqrt_s=nf.calibration.drift_rad_per_sqrt_s,
                 frame_s=fs.frame_slots / fs.clock_hz, guard_frames=cfg.max_frames_in_flight)
+            print(f"qkd {role}: polarization tracking with {trk.dev.name} ({trk.dev.n} actuators, "
+                  f"{trk.dev.lo:g}..{trk.dev.hi:g} {trk.dev.unit})", flush=True)
         except Exception as exc:  # noqa: BLE001 - any driver/config failure: refuse to start
             print(f"qkd {role}: polarization tracking: {exc}", file=sys.stderr)
             node.close()
@@ -354,6 +356,12 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
         signal.signal(signal.SIGINT, old)
         st = node.status()
         st["alarms"] = sorted({a["alarm"] for a in node.alarms})
+        if trk is not None:                     # [calibration] track_polarization (issue 7)
+            trk.close()
+            st["polarization_tracking"] = {**trk.summary(), "on": node.tracking is not None}
+            if not args.json:
+                print(f"qkd {role}: polarization tracking: {json.dumps(st['polarization_tracking'])}",
+                      flush=True)
         close_all(closers)
         node.close()
         ch.close()

@@ -863,7 +863,8 @@ class Node:
             if res.qber_x > cfg.qber_alarm:
                 self.alarm("qber_high", f"block {bid}: X-basis QBER {res.qber_x:.4f} > {cfg.qber_alarm}",
                            bid)
-                self._send_wait(MsgType.PE_RESULT, bid, encode({"abort": "qber_high"}))
+                self._send_wait(MsgType.PE_RESULT, bid, encode({"abort": "qber_high",
+                                                                "x_errors": int(x_err.sum())}))
                 raise _BlockAbort(res, f"QBER {res.qber_x:.4f} above {cfg.qber_alarm}", None)
             method = choose_reconciliation(cfg, qber_est)
             side = postproc_c.make_side(method, "alice", z, qber_est, seed=seed)
@@ -946,6 +947,8 @@ class Node:
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
             if "abort" in meta:
+                if self.tracking is not None and "x_errors" in meta:    # issue 7: X errors only
+                    self._track_block(bid, blk, 0, 0, int(x.size), meta, z_known=False)
                 raise _BlockAbort(res, meta["abort"], None)
             side = postproc_c.make_side(meta["method"], "bob", z, float(meta["qber"]), seed=int(meta["seed"]))
             self._recon_start(bid, side)
@@ -971,6 +974,8 @@ class Node:
                                                              "z_errors_total": int(err.sum())}))
             if self.tracking is not None and ok and rr.success:
                 self._track_block(bid, blk, int(corrected.size), int(err.sum()), int(x.size), meta)
+            elif self.tracking is not None:                 # issue 7: Z errors unknown, X known
+                self._track_block(bid, blk, 0, 0, int(x.size), meta, z_known=False)
             if not (ok and rr.success):
                 raise _BlockAbort(res, "verification failed", "verification_failed")
             m = self._recv_block(bid, MsgType.PA_SEED, res)
@@ -993,15 +998,19 @@ class Node:
             _release_secrets(zw, rr, side)
 
     # polarization tracking (issue 7; calibration.tracking): one call per verified block --------------
-    def _track_block(self, bid: int, blk: _Block, n_z: int, errors_z: int, n_x: int, meta: dict) -> None:
+    def _track_block(self, bid: int, blk: _Block, n_z: int, errors_z: int, n_x: int, meta: dict,
+                     z_known: bool = True) -> None:
         from calibration.polarization import PolarizationError
         from calibration.tracking import BlockCounts
 
         errors_x = int(meta.get("x_errors", round(float(meta["qber"]) * n_x)))
         counts = BlockCounts(n_z, errors_z, n_x, min(errors_x, n_x), first_frame=blk.first_frame,
-                             last_frame=blk.last_frame)
+                             last_frame=blk.last_frame, z_known=z_known)
+        tracking = self.tracking                # another block's worker may turn it off meanwhile
+        if tracking is None:
+            return
         try:
-            self.tracking.on_block(counts, current_frame=self._last_frame)
+            tracking.on_block(counts, current_frame=self._last_frame)
         except PolarizationError as exc:       # controller held where it is (safe state); loop off
             self.tracking = None
             self.alarm("polarization", str(exc), bid)
