@@ -186,6 +186,17 @@ class KeyStore:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('next_block', ?)", (str(nxt + 1),))
             return nxt
 
+    def raise_counter(self, name: str, at_least: int) -> int:
+        """Durably raise the counter ``name`` (meta table) to ``at_least`` if it is lower; returns
+        its value. For reservations that must survive a crash (``link.resume``: frame numbers)."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE name=?", (f"counter:{name}",)).fetchone()
+            cur = int(row[0]) if row else 0
+            if at_least > cur:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"counter:{name}", str(at_least)))
+                cur = at_least
+            return cur
+
     # two-step commit --------------------------------------------------------------------------
     def prepare(self, block_id: int, key: bytearray | memoryview, key_bits: int) -> None:
         """Hold ``key`` (``key_bits`` bits, packed LSB first) for ``block_id`` as prepared.
