@@ -1,8 +1,8 @@
 """Fault-injection suite (issue 9, "Faults"): instrument faults on the rig, kill -9 of the link process.
 
-    python -m bench.faults                      # everything: 5 instrument faults, 12 kills
+    python -m bench.faults                      # everything: 5 instrument faults, 12 + 12 kills
     python -m bench.faults --kills 30 --seed 7  # more kills
-    python -m bench.faults --no-instruments --kills 5
+    python -m bench.faults --no-instruments --kills 5 --node-kills 20
 
 Prints one row per run: fault, where it hit, outcome (alarms, keys on each side,
 stores identical, committed keys kept). The tests (tests/test_faults_*.py) run
@@ -16,10 +16,13 @@ invariant (every block Bob committed, Alice committed), then restarts the
 child on the same directory. The recovery (RESYNC) must settle every
 half-done block: at the end both stores are identical and hold every key
 either side had committed before any of the kills. A restart can itself be
-killed. (Nodes in separate processes on the rig cannot restart one at a time:
-the rig numbers frames by upload order, so a restarted Alice would be out of
-step with the tagger. Killing the one process that runs both models the
-machine going down.)
+killed. Killing the one process that runs both models the machine going down.
+
+Kill -9 of ONE node (``--node-kills``, ``bench.node_restart``): Alice and Bob
+in their own processes joined by an emulated fiber; one is killed and
+restarted alone while the other runs (``link.resume`` re-synchronises frame
+numbers; commits and pool positions resync as above). (On the rig a lone
+restart is not possible: its AWG and tagger number frames by upload order.)
 
 What it must not do: leave processes behind (every child is killed and
 reaped), or print key material (only key IDs are compared).
@@ -284,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--kills", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--node-kills", type=int, default=12, help="kills of one node in its own process")
     ap.add_argument("--no-instruments", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "child":
@@ -314,6 +318,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kill -9: {args.kills} kills, {sum(r['killed'] for r in res['rows'])} landed, "
               f"invariant violations {res['violations']}, committed keys lost {len(res['lost'])}, "
               f"final stores identical {res['identical']}")
+    if args.node_kills:
+        from bench.node_restart import campaign
+
+        with tempfile.TemporaryDirectory(prefix="qkd-node-kill-") as d:
+            res = campaign(Path(d), args.node_kills, args.seed)
+        ok &= (res["identical"] and not res["lost"] and res["violations"] == 0 and res["clean_exit"]
+               and res["delivered_twice"] == 0 and res["resumed"] == res["kills"] == args.node_kills)
+        print(f"kill -9 of one node: {res['kills']} kills, resumed {res['resumed']}, invariant violations "
+              f"{res['violations']}, committed keys lost {len(res['lost'])}, delivered twice "
+              f"{res['delivered_twice']}, final stores identical {res['identical']}")
     return 0 if ok else 1
 
 
