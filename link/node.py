@@ -1029,6 +1029,12 @@ class Node:
             self.tracking.on_block(counts, current_frame=self._last_frame)
         except PolarizationError as exc:       # controller held where it is (safe state); loop off
             self.tracking = None
+            if isinstance(exc.__cause__, DriverError):
+                # the controller itself failed (disconnect, garbage, no reply), not the optics:
+                # an instrument fault, and no instrument that misbehaved is trusted further
+                self.alarm("instrument", f"polarization tracking: {exc}", bid)
+                self._stop.set()
+                return
             self.alarm("polarization", str(exc), bid)
 
     def _recon_start(self, bid: int, side) -> None:
