@@ -63,6 +63,60 @@ INSTRUMENT_FAULTS = {
 }
 
 
+def _srv(key: str):
+    return lambda rig: rig.lab.servers[key]
+
+
+# Bob's detector controllers and polarization controllers, watched while the link runs
+# (link.instrument_watch; the EPC-400 also driven by the tracking loop, once per block):
+# disconnect (the twin drops the connection), garbage (a malformed reply), stall (no reply at all).
+AUX = {"snspd": ("bob.snspd", "SingleQuantum"), "id120": ("bob.apd", "ID120"),
+       "epc400": ("bob.polarization", "EPC"), "mpc320": ("bob.paddles", "MPC320")}
+for _short, (_key, _name) in AUX.items():
+    for _kind, _fault in (("drop", {"drop": 1}), ("garbage", {"garbage": 1000}),
+                          ("stall", {"silence": 1000})):
+        INSTRUMENT_FAULTS[f"{_short}_{_kind}"] = (
+            (lambda f, k: lambda rig: rig.lab.servers[k].faults.set(**f))(_fault, _key), (_key, _name))
+
+
+def _watch_bob(rig, nodes, *, track: bool):
+    """Open Bob's auxiliary instruments on the rig and watch them (and track with the EPC)."""
+    import tomllib
+
+    from calibration.tracking import PolarizationTracking
+    from drivers.config import parse_lab
+    from link.instrument_watch import InstrumentWatch
+
+    lab = parse_lab(tomllib.loads(rig.lab_toml()), "<rig>")
+    drivers = {}
+    try:
+        for key, _name in AUX.values():
+            node, role = key.split(".")
+            drv = lab.build(node, role)
+            drv.open()
+            drivers[key] = drv
+    except BaseException:
+        for d in drivers.values():
+            d.close()
+        raise
+    bob = nodes["bob"]
+    watched = dict(drivers)
+    if track:       # the EPC-400 moves the rig's polarization: let the tracking loop drive it
+        epc = watched.pop("bob.polarization")
+        bob.tracking = PolarizationTracking(epc, frame_s=rig.frame_slots / rig.model.clock_hz,
+                                            guard_frames=bob.cfg.max_frames_in_flight)
+    watch = InstrumentWatch(bob, watched, period_s=0.5).start()
+
+    def detach():
+        watch.close()
+        for d in drivers.values():
+            try:
+                d.close()
+            except Exception:  # noqa: BLE001 - a failed instrument may not close cleanly
+                pass
+    return detach
+
+
 class _AlarmLog(logging.Handler):
     def __init__(self):
         super().__init__(logging.WARNING)
@@ -133,8 +187,12 @@ def instrument_fault_run(fault: str, workdir: Path, *, blocks: int = 6, duration
     pipeline._rig_front_ends = keep_rig
     try:
         cfg = pipeline.config_for_scenario(Scenario.load(None), block_bits=BLOCK_BITS)
+        attach = None
+        if fault.split("_")[0] in AUX:
+            def attach(nodes):
+                return _watch_bob(holder["rig"], nodes, track=fault.startswith("epc400"))
         s = pipeline.run_local(None, blocks=blocks, duration_s=duration_s, workdir=workdir,
-                               instruments="rig", config=cfg, progress=progress)
+                               instruments="rig", config=cfg, progress=progress, attach=attach)
     finally:
         pipeline._rig_front_ends = start_rig
         node_log.removeHandler(log)
