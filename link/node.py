@@ -310,6 +310,8 @@ class Node:
 
     def _channel_alarm(self, kind: str, detail: str) -> None:
         self.alarm(kind, detail)
+        if kind == "key_store":     # the channel stopped: the store file failed under the auth pool
+            self._stop.set()
 
     def _commit_event(self, what: str, block_id: int, info: dict) -> None:
         if what == "committed":
