@@ -84,6 +84,8 @@ def node_main(role: str, workdir: str, seed: int) -> int:
         node.start()
         stop_seen = None
         while not node.stopped:
+            if (d / f"{role}.diskfull").exists() and "disk_full_at" not in out:
+                out["disk_full_at"] = _fill_disk()
             if role == "alice" and (d / "stop").exists():
                 if stop_seen is None:
                     stop_seen = time.monotonic()
@@ -119,6 +121,18 @@ def node_main(role: str, workdir: str, seed: int) -> int:
         pool.close()
         store.close()
         zctx.destroy(linger=0)
+
+
+def _fill_disk() -> int:
+    """From now on this process cannot write past 64 KiB into any file: a full disk, as the kernel
+    reports it (EFBIG, SIGXFSZ ignored), for the store's SQLite files (the key store and the
+    authentication pool's state share them). Returns the limit."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = 64 << 10
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    return limit
 
 
 # -- reading the stores as a crash left them --------------------------------------------------------
@@ -295,6 +309,55 @@ def campaign(workdir: Path, kills: int, seed: int, *, report=print, recover_time
            f"committed keys lost {len(lost)}, key values under two IDs {twice}, "
            f"open blocks left {res['open_left']}, alarms alice {final['alice'].get('alarms')} "
            f"bob {final['bob'].get('alarms')}")
+    return res
+
+
+def disk_full_run(workdir: Path, victim: str = "bob", *, report=print) -> dict:
+    """The link runs; ``victim``'s disk fills up under its store (the authentication pool writes
+    its state on every message, so it is usually the first to hit it); the victim must stop with
+    the ``key_store`` alarm naming its store file. Then it restarts with room again: the link
+    resumes and both stores end identical with every key committed before."""
+    from link.auth import write_psk
+
+    d = Path(workdir)
+    da, db = d / "alice.db", d / "bob.db"
+    write_psk(d / "link.psk", LINK_ID, 1 << 16)
+    pair = _Pair(d, 1)
+    try:
+        pair.start("alice")
+        pair.start("bob")
+        if not _wait(lambda: key_ids(db) & key_ids(da) or not (pair.alive("alice") and pair.alive("bob")),
+                     240):
+            raise RuntimeError("no first key within 240 s")
+        (d / f"{victim}.diskfull").touch()
+        t0 = time.monotonic()
+        stopped = _wait(lambda: not pair.alive(victim), 120, 0.1)
+        stop_s = time.monotonic() - t0
+        summary = pair.summary(victim)
+        snap = key_ids(db) | key_ids(da)
+        peer = "alice" if victim == "bob" else "bob"
+        peer_alive = pair.alive(peer)
+        report(f"disk full on {victim}: stopped {stopped} after {stop_s:.1f} s, exit code "
+               f"{pair.procs[victim].returncode}, alarms {summary.get('alarms')}; peer still running "
+               f"{peer_alive}")
+        if not stopped:
+            pair.kill(victim)
+        (d / f"{victim}.diskfull").unlink()
+        pair.start(victim)
+        resumed = _wait(lambda: bool((key_ids(da) & key_ids(db)) - snap)
+                        or not (pair.alive("alice") and pair.alive("bob")), 150, 0.2)
+        resumed = resumed and pair.alive("alice") and pair.alive("bob")
+        (d / "stop").touch()
+        clean = _wait(lambda: not pair.alive("alice") and not pair.alive("bob"), 180, 0.2)
+    finally:
+        pair.close()
+    da_d, db_d = key_digests(da), key_digests(db)
+    res = {"stopped": stopped, "stop_s": stop_s, "alarms": summary.get("alarms", []),
+           "returncode": pair.procs[victim].returncode if stopped else None, "peer_alive": peer_alive,
+           "resumed": resumed, "clean_exit": clean, "identical": da_d == db_d,
+           "keys": {"alice": len(da_d), "bob": len(db_d)}, "lost": sorted(snap - (set(da_d) & set(db_d)))}
+    report(f"after restart with room: resumed {resumed}, keys alice {len(da_d)} bob {len(db_d)}, "
+           f"identical {res['identical']}, committed keys lost {len(res['lost'])}")
     return res
 
 
