@@ -7,7 +7,9 @@ Engines: ``libfuzzer`` builds each harness with ``clang -fsanitize=fuzzer,addres
 undefined`` (``c/build_libfuzzer.sh``: real libFuzzer, with its comparison tracing,
 value profile and entropic schedule); ``gcc`` builds them with gcc, ASan/UBSan and
 the small trace-pc driver (``c/build.sh``, ``c/driver.c``), which CI machines without
-clang can run. ``auto`` (default) takes libFuzzer when a probe program links with
+clang can run; ``afl`` builds them with AFL++'s ``afl-clang-fast -fsanitize=fuzzer``
+(its libFuzzer-compatible driver) under ASan/UBSan (``c/build_afl.sh``) and runs
+``afl-fuzz -V seconds``. ``auto`` (default) takes libFuzzer when a probe program links with
 ``-fsanitize=fuzzer``. Both take the same flags (``-max_total_time``, ``-seed``,
 ``-artifact_prefix``) and directories to replay first: the corpus
 (``c/corpus/<target>``, copied to a scratch directory, since libFuzzer adds the
@@ -62,16 +64,25 @@ def libfuzzer_available() -> str | None:
     return None
 
 
+def afl_available() -> str | None:
+    for tool in ("afl-fuzz", "afl-clang-fast"):
+        if shutil.which(tool) is None:
+            return f"no {tool} on PATH (apt-get install afl++)"
+    return None
+
+
 def pick_engine(engine: str) -> str:
     if engine == "auto":
         return "libfuzzer" if libfuzzer_available() is None else "gcc"
     if engine == "libfuzzer" and (why := libfuzzer_available()) is not None:
         raise RuntimeError(why)
+    if engine == "afl" and (why := afl_available()) is not None:
+        raise RuntimeError(why)
     return engine
 
 
 def build(engine: str, out: Path) -> dict[str, Path]:
-    script = HERE / ("build_libfuzzer.sh" if engine == "libfuzzer" else "build.sh")
+    script = HERE / {"libfuzzer": "build_libfuzzer.sh", "afl": "build_afl.sh"}.get(engine, "build.sh")
     r = subprocess.run(["sh", str(script), str(out)], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         raise RuntimeError(f"{script.name} failed: {r.stderr[-3000:]}")
@@ -82,6 +93,8 @@ def run_target(exe: Path, target: str, engine: str, *, seconds: float | None = N
                seed: int = 1, artifacts: Path, scratch: Path) -> dict:
     """Fuzz one target; returns execs, coverage, crash files and the log tail."""
     artifacts.mkdir(parents=True, exist_ok=True)
+    if engine == "afl":
+        return _run_afl(exe, target, seconds=seconds or 60.0, seed=seed, artifacts=artifacts, scratch=scratch)
     work = scratch / f"corpus-{target}"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(HERE / "corpus" / target, work)
@@ -114,11 +127,46 @@ def run_target(exe: Path, target: str, engine: str, *, seconds: float | None = N
             "log_tail": log[-3000:]}
 
 
+def _run_afl(exe: Path, target: str, *, seconds: float, seed: int, artifacts: Path, scratch: Path) -> dict:
+    """``afl-fuzz -V seconds`` on the corpus plus the kept regressions; crashes copied to artifacts."""
+    inp, out = scratch / f"afl-in-{target}", scratch / f"afl-out-{target}"
+    shutil.rmtree(inp, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(HERE / "corpus" / target, inp)
+    reg = HERE / "regressions" / target
+    if reg.is_dir():
+        for p in reg.iterdir():
+            shutil.copy(p, inp / f"regression-{p.name}")
+    env = {**os.environ, "AFL_SKIP_CPUFREQ": "1", "AFL_NO_AFFINITY": "1", "AFL_NO_UI": "1",
+           "AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES": "1",
+           "ASAN_OPTIONS": "abort_on_error=1:symbolize=0:detect_leaks=0"}
+    t0 = time.monotonic()
+    r = subprocess.run(["afl-fuzz", "-i", str(inp), "-o", str(out), "-s", str(seed), "-V",
+                        str(max(1, round(seconds))), "--", str(exe)],
+                       capture_output=True, text=True, env=env, timeout=seconds + 600)
+    wall = time.monotonic() - t0
+    stats = {}
+    sf = out / "default" / "fuzzer_stats"
+    if sf.exists():
+        for line in sf.read_text().splitlines():
+            k, _, v = line.partition(":")
+            stats[k.strip()] = v.strip()
+    crashes = []
+    for c in sorted((out / "default" / "crashes").glob("id:*")):
+        dst = artifacts / f"{target}-crash-afl-{len(crashes):03d}"
+        shutil.copy(c, dst)
+        crashes.append(str(dst))
+    return {"target": target, "engine": "afl", "returncode": r.returncode,
+            "execs": int(stats.get("execs_done", 0)), "coverage": stats.get("bitmap_cvg", "0%"),
+            "wall_s": wall, "crashes": crashes, "hangs": int(stats.get("saved_hangs", 0)),
+            "log_tail": (r.stdout + r.stderr)[-3000:]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.fuzz.cfuzz", description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="fuzzing time per target")
     ap.add_argument("-t", "--target", action="append", choices=TARGETS, help="repeatable; default all")
-    ap.add_argument("--engine", choices=("auto", "libfuzzer", "gcc"), default="auto")
+    ap.add_argument("--engine", choices=("auto", "libfuzzer", "gcc", "afl"), default="auto")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--artifacts", type=Path, default=HERE.parent / "findings")
     ap.add_argument("--build", type=Path, help="build directory to keep (default: a temporary one)")
@@ -138,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = r["returncode"] == 0 and not r["crashes"]
             bad += not ok
             print(f"{t:<8} {engine:<10} {'ok' if ok else 'CRASH':<8} {r['execs']:>10} "
-                  f"{r['execs'] / max(r['wall_s'], 1e-9):>8.0f} {r['coverage']:>6} {r['wall_s']:>7.1f}  "
+                  f"{r['execs'] / max(r['wall_s'], 1e-9):>8.0f} {r['coverage']!s:>6} {r['wall_s']:>7.1f}  "
                   f"{' '.join(r['crashes'])}")
             if not ok:
                 print(r["log_tail"], file=sys.stderr)
