@@ -81,6 +81,8 @@ def node_main(role: str, workdir: str, seed: int) -> int:
             fe = FiberBob(f"ipc://{d}/fiber.sock", model, ctx=zctx)
         node = Node(role, ch, store, fe, OsEntropySource(), cfg, ctx=zctx, telemetry=None,
                     frame_slots=model.frame_slots)
+        if os.environ.get("QKD_BENCH_NO_RESUME"):   # the control experiment: no frame re-synchronisation
+            node.resume = None
         node.start()
         stop_seen = None
         while not node.stopped:
@@ -170,8 +172,8 @@ def key_digests(db: Path) -> dict[str, str]:
 
 # -- the campaign -----------------------------------------------------------------------------------
 class _Pair:
-    def __init__(self, d: Path, seed: int) -> None:
-        self.d, self.seed = d, seed
+    def __init__(self, d: Path, seed: int, resume: bool = True) -> None:
+        self.d, self.seed, self.resume = d, seed, resume
         self.procs: dict[str, subprocess.Popen] = {}
         self.starts = {"alice": 0, "bob": 0}
 
@@ -179,6 +181,8 @@ class _Pair:
         self.starts[role] += 1
         n = self.starts[role]
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        if not self.resume:
+            env["QKD_BENCH_NO_RESUME"] = "1"
         out = open(self.d / f"{role}-{n}.out", "w")  # noqa: SIM115 - closed below (the child has it)
         err = open(self.d / f"{role}-{n}.err", "w")  # noqa: SIM115
         try:
@@ -227,15 +231,18 @@ def _wait(cond, timeout_s: float, step_s: float = 0.05) -> bool:
 
 
 def campaign(workdir: Path, kills: int, seed: int, *, report=print, recover_timeout_s: float = 150.0,
-             max_delay_s: float = 8.0, max_down_s: float = 3.0) -> dict:
-    """Run the pair on ``workdir``; ``kills`` times SIGKILL one node and restart it alone."""
+             max_delay_s: float = 8.0, max_down_s: float = 3.0, min_down_s: float = 0.0,
+             resume: bool = True) -> dict:
+    """Run the pair on ``workdir``; ``kills`` times SIGKILL one node and restart it alone.
+    ``resume=False`` is the control: Alice's node without ``link.resume`` (frames from 0 at
+    every start, no floor), to show what the re-synchronisation prevents."""
     from link.auth import write_psk
 
     rng = random.Random(seed)
     d = Path(workdir)
     da, db = d / "alice.db", d / "bob.db"
     write_psk(d / "link.psk", LINK_ID, 1 << 16)
-    pair = _Pair(d, seed)
+    pair = _Pair(d, seed, resume)
     rows: list[dict] = []
     committed_ever: set[str] = set()
     t_start = time.monotonic()
@@ -266,7 +273,7 @@ def campaign(workdir: Path, kills: int, seed: int, *, report=print, recover_time
             violations = sorted(bob_c - alice_c)
             snap = key_ids(db) | key_ids(da)
             committed_ever |= snap
-            down = rng.uniform(0.0, max_down_s)
+            down = rng.uniform(min_down_s, max(min_down_s, max_down_s))
             time.sleep(down)
             pair.start(victim)
             t1 = time.monotonic()
@@ -369,12 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--workdir", required=True)
     n.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kills", type=int, default=12)
+    ap.add_argument("--no-resume", action="store_true", help="control run without link.resume")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     if args.cmd == "node":
         return node_main(args.role, args.workdir, args.seed)
     with tempfile.TemporaryDirectory(prefix="qkd-node-kill-") as tmp:
-        res = campaign(Path(tmp), args.kills, args.seed)
+        res = campaign(Path(tmp), args.kills, args.seed, resume=not args.no_resume)
     print(f"kill -9 of one node: {res['kills']} kills ({sum(r['victim'] == 'alice' for r in res['rows'])} "
           f"alice, {sum(r['victim'] == 'bob' for r in res['rows'])} bob; "
           f"{sum(r['mode'] == 'in_commit' for r in res['rows'])} in a commit), resumed {res['resumed']}, "

@@ -64,18 +64,24 @@ class FrameResync:
 
     @classmethod
     def for_node(cls, role: str, store, frontend) -> FrameResync | None:
+        """Alice's re-synchronisation, set up at once (before the node's threads start: the
+        dispatcher may see a stale announcement before the first frame is drawn), or None."""
         if role != "alice" or not callable(getattr(frontend, "set_first_frame", None)):
             return None
-        return cls(store, frontend)
+        r = cls(store, frontend)
+        r._resume()
+        return r
 
-    def first_frame(self) -> int:
-        """Where this run's frames start: above every frame an earlier run may have sent."""
+    def _resume(self) -> None:
         with self._lock:
             self._reserved = self.store.raise_counter(COUNTER, 0)
             self.first = self.floor = self.next = self._reserved
         self.fe.set_first_frame(self.first)
         if self.first:
             log.info("alice: frames resume at %d (reserved by an earlier run)", self.first)
+
+    def first_frame(self) -> int:
+        """Where this run's frames start: above every frame an earlier run may have sent."""
         return self.first
 
     def reserve(self, f: int) -> None:
