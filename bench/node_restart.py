@@ -377,12 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kills", type=int, default=12)
     ap.add_argument("--no-resume", action="store_true", help="control run without link.resume")
+    ap.add_argument("--max-down", type=float, default=3.0, help="longest time a killed node stays down (s)")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     if args.cmd == "node":
         return node_main(args.role, args.workdir, args.seed)
     with tempfile.TemporaryDirectory(prefix="qkd-node-kill-") as tmp:
-        res = campaign(Path(tmp), args.kills, args.seed, resume=not args.no_resume)
+        res = campaign(Path(tmp), args.kills, args.seed, resume=not args.no_resume, max_down_s=args.max_down)
     print(f"kill -9 of one node: {res['kills']} kills ({sum(r['victim'] == 'alice' for r in res['rows'])} "
           f"alice, {sum(r['victim'] == 'bob' for r in res['rows'])} bob; "
           f"{sum(r['mode'] == 'in_commit' for r in res['rows'])} in a commit), resumed {res['resumed']}, "
