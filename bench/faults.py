@@ -1,12 +1,15 @@
 """Fault-injection suite (issue 9, "Faults"): instrument faults on the rig, kill -9 of the link process.
 
-    python -m bench.faults                      # everything: 5 instrument faults, 12 + 12 kills
+    python -m bench.faults                      # everything: 17 instrument faults, 12 + 12 kills
     python -m bench.faults --kills 30 --seed 7  # more kills
     python -m bench.faults --no-instruments --kills 5 --node-kills 20
 
 Prints one row per run: fault, where it hit, outcome (alarms, keys on each side,
-stores identical, committed keys kept). The tests (tests/test_faults_*.py) run
-a small sample of the same harness in CI.
+stores identical, committed keys kept). Instrument faults: Alice's AWG and Bob's
+tagger inside the pipeline; Bob's SNSPD and ID120 detector controllers and MPC320
+read back by ``link.instrument_watch``, his EPC-400 driven by the tracking loop,
+each disconnected, answering garbage or stalled once the first keys are committed.
+The tests (tests/test_faults_*.py) run a small sample of the same harness in CI.
 
 Kill -9 of the node process: both nodes run in one child process
 (``run_local``, the HIL model as instruments) on a work directory that
