@@ -60,8 +60,8 @@ def _two_nodes(tmp_path, ctrl_factory, blocks=12):
         alice.start()
         bob.start()
         end = time.monotonic() + 60
-        while time.monotonic() < end and not (len(alice.results) >= blocks and alice.idle()
-                                              and not b_st.prepared_blocks()):
+        while time.monotonic() < end and not bob._stop.is_set() and not (
+                len(alice.results) >= blocks and alice.idle() and not b_st.prepared_blocks()):
             time.sleep(0.02)
         yield alice, bob, tr, a_st, b_st, ctrl
     finally:
@@ -98,15 +98,22 @@ class _DyingEpc(ModelEpc400):
         super().set_actuators(values)
 
 
-def test_controller_dying_mid_run_raises_an_alarm_and_the_link_goes_on(tmp_path):
+def test_controller_dying_mid_run_raises_an_instrument_alarm_and_stops_safely(tmp_path):
+    """A controller whose driver fails (no reply) is an instrument fault: the loop is turned off, an
+    ``instrument`` alarm names the controller and the setting it refused, and the node stops (no
+    misbehaving instrument is trusted further, as link.instrument_watch does); the keys committed
+    before stay, identical on both sides."""
     from link.keystore import stores_identical
 
     for _alice, bob, _tr, a_st, b_st, ctrl in _two_nodes(tmp_path, _DyingEpc, blocks=16):
-        alarms = [a for a in bob.alarms if a["alarm"] == "polarization"]
+        alarms = [a for a in bob.alarms if a["alarm"] == "instrument"]
         assert len(alarms) == 1 and "did not accept" in alarms[0]["reason"]
+        assert "polarization tracking" in alarms[0]["reason"]
+        assert not [a for a in bob.alarms if a["alarm"] == "polarization"]
         assert bob.tracking is None                        # loop off; the controller holds its setting
         assert ctrl.sets == 2
-        assert len(bob.results) >= 16 and stores_identical(a_st, b_st)   # key goes on
+        assert bob._stop.is_set()                          # safe stop, not a runaway
+        assert stores_identical(a_st, b_st)
 
 
 GOOD = {"node": {"role": "bob", "link_id": "L", "psk": "l.psk", "store": "b.db"},
