@@ -263,7 +263,8 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
     if not 0.5 <= f <= 3.0:
         raise ValueError(f"f: expected 0.5 <= f <= 3, got {f}")
     h = binary_entropy(qber)
-    n = _spec(codes.RATES[0], n, qc).n
+    rates = codes.QC_RATES if qc else codes.RATES
+    n = _spec(rates[0], n, qc).n
     d0 = int(round(delta * n)) if d is None else int(d)
     if not 0 <= d0 < n:
         raise ValueError(f"d: expected 0 <= d < n = {n}, got {d0}")
@@ -275,7 +276,7 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
     # F_MAX_BASE (1 + 2.4 / sqrt(k q)), at most MAX_DELTA n.
     f_max = F_MAX_BASE * (1 + 2.4 / math.sqrt((n - d0) * qber))
     feasible = []                                   # (R0, m, s, d) that reach the target rate
-    for r0 in codes.RATES if mother_rate is None else (round(float(mother_rate), 2),):
+    for r0 in rates if mother_rate is None else (round(float(mother_rate), 2),):
         m = _spec(r0, n, qc).m
         dr = d0
         if reveal_f > 0 and d is None:
@@ -295,7 +296,7 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
                              f"(qber {qber}, f {f})")
         # target outside every code's range: the lowest rate fully shortened (QBER too high),
         # or the highest rate fully punctured (QBER very low)
-        r0, sh, dd = (codes.RATES[0], d0, d0) if target < 0.5 else (codes.RATES[-1], 0, d0)
+        r0, sh, dd = (rates[0], d0, d0) if target < 0.5 else (rates[-1], 0, d0)
     elif reveal_f > 0:
         # Blind: puncturing costs decoding performance, so take the highest-rate code (least
         # punctured) that still leaves room to reveal up to f + room_f before running out.
