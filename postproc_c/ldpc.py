@@ -10,9 +10,13 @@ fails (Martinez-Mateo, Elkouss, Martin, "Blind reconciliation", QIC 12
 
 * ``"ldpc"``: rate chosen for a target efficiency ``f`` at the estimated
   QBER, one syndrome message and one status reply (reveal_step 0);
-* ``"ldpc-blind"``: starts near the Shannon limit (``f_start``) and reveals
+* ``"ldpc-blind"``: starts at ``f_start`` (by default just below where most
+  frames decode at the estimated QBER, ``blind_f_start``; the code is the one
+  chosen for a start at 1.03, so a later start only shortens more) and reveals
   ``reveal_f`` * k * h(q) punctured bits per failed round until decoded or
-  nothing is left (all adaptation bits shortened).
+  nothing is left (all adaptation bits shortened). Every failed attempt costs
+  decoder iterations, so the later start is what cut iterations per frame
+  from ~80 to ~40 at QBER 1-2 %.
 
 What it must not do: verify keys (a hash check in the engine does that;
 ``success`` only means every frame's syndrome matched), touch sockets, or log
