@@ -26,9 +26,13 @@ Gaussian, N(m, 2m)):
   IEEE Trans. Inf. Theory 47 (2001) 619, Sec. III).
 
 Constraints from the QC construction (``codes.qc_code``): variable degrees at
-most the number of base rows mb, degree-2 variables at most ``deg2_max``
-base columns (two staircases, see ``codes._base_rows``), check degrees
-concentrated on two consecutive values.
+most the number of base rows mb, check degrees concentrated on one or two
+consecutive values. The searches allowed 2 (mb - 1) degree-2 columns; the
+built code keeps mb - 1 (one staircase, see ``codes.DESIGNED``), so its
+threshold is recomputed with ``DE().threshold`` on the realized profile.
+
+Helpers: ``DE`` (discretized DE, thresholds), ``hill_climb`` (RSU LP step),
+``lp_at_rate`` / ``ga_profile`` / ``search`` (Gaussian-approximation starts).
 """
 
 from __future__ import annotations
@@ -138,7 +142,7 @@ def h2(p: float) -> float:
     return -p * math.log2(p) - (1 - p) * math.log2(1 - p)
 
 
-def main() -> None:
+def main() -> None:  # Gaussian-approximation sweep (the first, too optimistic, step)
     nb = 256
     for rate in (0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.95):
         mb = int(round(nb * (1 - rate)))
