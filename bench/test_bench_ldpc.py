@@ -18,6 +18,11 @@ Per QBER one group ``ldpc-q<percent>`` holds:
 * ``oneway``: the one-way ``ldpc`` method at f = ONEWAY_F (two messages), same
   figures.
 
+Group ``ldpc-kernel``: one frame of the rate-0.91 QC code that never decodes
+(QBER 20 %), exactly KERNEL_ITERS iterations, our int16 layered BP against the
+PyPI ``BpDecoder``; units are edge-iterations, and ``ns_per_edge_iteration``
+is stored in ``extra_info``.
+
 Throughputs are sifted (key) bits per second on one core. Environment:
 QPP_BENCH_LDPC_BLOCKS (default 2) sets the number of blocks behind f and FER.
 """
