@@ -18,12 +18,19 @@ Per QBER one group ``ldpc-q<percent>`` holds:
 * ``oneway``: the one-way ``ldpc`` method at f = ONEWAY_F (two messages), same
   figures.
 
-Throughputs are sifted (key) bits per second on one core.
+Group ``ldpc-kernel``: one frame of the rate-0.91 QC code that never decodes
+(QBER 20 %), exactly KERNEL_ITERS iterations, our int16 layered BP against the
+PyPI ``BpDecoder``; units are edge-iterations, and ``ns_per_edge_iteration``
+is stored in ``extra_info``.
+
+Throughputs are sifted (key) bits per second on one core. Environment:
+QPP_BENCH_LDPC_BLOCKS (default 2) sets the number of blocks behind f and FER.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from functools import cache
 
 import numpy as np
@@ -35,7 +42,7 @@ from postproc_c import codes, ldpc
 
 QBERS = (0.01, 0.02, 0.05, 0.08)
 #: f and FER: MEASURE_BLOCKS blocks of BLOCK_BITS (the link.config default; 18-19 QC frames each).
-MEASURE_BLOCKS = 2
+MEASURE_BLOCKS = int(os.environ.get("QPP_BENCH_LDPC_BLOCKS", "2"))
 BLOCK_BITS = 1 << 20
 TARGET_BPS = 100e6
 ONEWAY_F = 1.2
@@ -49,7 +56,7 @@ except ImportError:  # pragma: no cover - bench-only dependency
 
 def mother_for(q: float) -> float:
     h = ldpc.binary_entropy(q)
-    return max(r for r in codes.RATES if r <= 1 - 1.2 * h)
+    return max(r for r in codes.QC_RATES if r <= 1 - 1.2 * h)
 
 
 def frame_key_bits() -> int:
@@ -68,7 +75,7 @@ def measure(q: float, method: str = "ldpc-blind", f: float = 1.3) -> dict:
     BLOCK_BITS (the engine's default block; sides spread a block evenly over its frames)."""
     rng = np.random.default_rng(int(q * 1000) + 17)
     opts = {} if method == "ldpc-blind" else {"f": f}
-    leaked = bits = frames = frames_ok = wrong = messages = rounds = 0
+    leaked = bits = frames = frames_ok = wrong = messages = rounds = iterations = 0
     for _ in range(MEASURE_BLOCKS):
         a, b = frame(rng, BLOCK_BITS, q)
         res = pc.reconcile_in_memory(a, b, q, method=method, seed=3, **opts)
@@ -83,10 +90,12 @@ def measure(q: float, method: str = "ldpc-blind", f: float = 1.3) -> dict:
         frames_ok += d["frames_ok"]
         messages += res.messages
         rounds += d["rounds"]
+        iterations += d["iterations"]
     h = ldpc.binary_entropy(q)
     return {"efficiency": round(leaked / (bits * h), 4), "fer": (frames - frames_ok) / frames,
             "frames": frames, "undetected_wrong_frames": wrong - (frames - frames_ok),
             "messages_per_block": messages / MEASURE_BLOCKS, "rounds": rounds / MEASURE_BLOCKS,
+            "iterations_per_frame": round(iterations / frames, 1),
             "mother_rate": d["mother_rate"]}
 
 
@@ -197,6 +206,45 @@ def test_c_decode_batch8(benchmark, q):
     record(benchmark, units=8 * c.n, unit="bit", note=f"qpp batched BP (8 frames), code R0={c.rate}")
 
 
+#: Kernel speed: a frame that never decodes (QBER 20 % on the rate-0.91 code) runs exactly
+#: KERNEL_ITERS iterations, so time / (KERNEL_ITERS * edges) is the cost of one edge-iteration.
+KERNEL_ITERS = 20
+
+
+def _kernel_frame():
+    c = ldpc.qc_code(0.91)
+    rng = np.random.default_rng(5)
+    x, y = frame(rng, c.n, 0.2)
+    return c, x, y
+
+
+def test_kernel_baseline(benchmark):
+    benchmark.group = "ldpc-kernel"
+    if BpDecoder is None:  # pragma: no cover
+        pytest.skip("the PyPI ldpc package is not installed (bench extra)")
+    c, x, y = _kernel_frame()
+    H = sp.csr_matrix((np.ones(c.spec.edges, np.uint8), c.spec.col_idx, c.spec.row_ptr), shape=(c.m, c.n))
+    dec = BpDecoder(H, error_rate=0.2, max_iter=KERNEL_ITERS, bp_method="product_sum", schedule="parallel")
+    syn = (H @ (x ^ y)).astype(np.uint8) % 2
+    benchmark.pedantic(dec.decode, args=(syn,), rounds=3, iterations=1)
+    record(benchmark, units=KERNEL_ITERS * c.spec.edges, unit="edge-iter", baseline=True,
+           note=f"ldpc (PyPI) BpDecoder product_sum, {KERNEL_ITERS} iterations, code R0=0.91")
+
+
+def test_kernel_qc(benchmark):
+    benchmark.group = "ldpc-kernel"
+    c, x, y = _kernel_frame()
+    llr = np.round(math.log(0.8 / 0.2) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64))).astype(np.int16)
+    syn = c.syndrome(ldpc.pack_bits(x))
+    _, ok, it, _ = c.decode_qc(llr, syn, max_iter=KERNEL_ITERS)
+    assert not ok and it == KERNEL_ITERS
+    benchmark.pedantic(c.decode_qc, args=(llr, syn), kwargs={"max_iter": KERNEL_ITERS}, rounds=5,
+                       iterations=1)
+    ns = benchmark.stats.stats.mean / (KERNEL_ITERS * c.spec.edges) * 1e9
+    record(benchmark, units=KERNEL_ITERS * c.spec.edges, unit="edge-iter", ns_per_edge_iteration=round(ns, 3),
+           note=f"qpp QC int16 layered BP, {ns:.3f} ns per edge-iteration, code R0=0.91")
+
+
 @pytest.mark.parametrize("q", QBERS)
 def test_blind(benchmark, q):
     benchmark.group = f"ldpc-q{q * 100:g}"
@@ -236,7 +284,7 @@ def code_table(frames: int = 6, fs: tuple[float, ...] = (1.05, 1.10, 1.15)) -> l
     at the QBER where its rate gives efficiency f: h(q) = (m/n)/f. The table in
     ``postproc_c/codes.py`` comes from ``python -m bench.test_bench_ldpc``."""
     lines = []
-    for r in codes.RATES:
+    for r in codes.QC_RATES:
         c = ldpc.qc_code(r)
         rng = np.random.default_rng(7)
         row = []

@@ -432,3 +432,17 @@ def test_batch_decode_equals_single_frames(avx2):
 
 def test_selftest_kat_registered_and_passes():
     assert pc.selftest()["ldpc"] is True
+
+
+@pytest.mark.parametrize("qber", [0.01, 0.02, 0.05, 0.08])
+def test_blind_plan_keeps_code_for_later_start(qber):
+    """f_choose: a later first attempt keeps the code and d chosen for a start at 1.03 and only
+    shortens more, so the first attempt's rate is 1 - f h(q) (never above it)."""
+    base = ldpc.plan(qber, ldpc.BLIND_F_CHOOSE, reveal_f=0.02, qc=True)
+    f = ldpc.blind_f_start(qber)
+    late = ldpc.plan(qber, f, reveal_f=0.02, qc=True, f_choose=ldpc.BLIND_F_CHOOSE)
+    assert (late.rate, late.d, late.reveal_step) == (base.rate, base.d, base.reveal_step)
+    assert late.n_short > base.n_short
+    h = ldpc.binary_entropy(qber)
+    assert 1 - f * h - 1e-3 < late.effective_rate() <= 1 - f * h
+    assert 1.0 < f <= 1.10

@@ -17,7 +17,7 @@ from postproc_c._binding import check
 
 # Known answers: CRC-32 tags of the QC mother codes (portable generator: must not change).
 QC_TAGS = {0.5: 0x14CDB3D5, 0.55: 0x1D098DC4, 0.6: 0x90B14BF9, 0.65: 0xC0573727, 0.7: 0x191D5836,
-           0.75: 0x03B906E0, 0.8: 0x482232FB, 0.85: 0x08FAAF41, 0.9: 0xF340B47C}
+           0.75: 0x03B906E0, 0.8: 0x482232FB, 0.85: 0x08FAAF41, 0.9: 0xF340B47C, 0.91: 0xAFFA4658}
 
 SAT = 32767
 RMAX = 8191
@@ -104,7 +104,7 @@ def ref_run(spec, post, r, syn_bits, max_iter, stall=0):
 
 # ---------------------------------------------------------------- codes
 
-@pytest.mark.parametrize("rate", codes.RATES)
+@pytest.mark.parametrize("rate", codes.QC_RATES)
 def test_qc_code_structure(rate):
     codes.qc_code.cache_clear()
     t0 = time.process_time()                                      # CPU time: the machine is shared
@@ -112,7 +112,9 @@ def test_qc_code_structure(rate):
     assert time.process_time() - t0 < 1.0                         # generated at first use
     assert spec.tag == QC_TAGS[rate] and spec.z == codes.QC_Z and spec.n == 1 << 16
     mb = spec.blk_ptr.size - 1
-    assert spec.m == mb * spec.z and mb == round(codes.QC_NB * (1 - rate))
+    designed = rate in codes.DESIGNED
+    assert spec.m == mb * spec.z
+    assert mb == (codes.DESIGNED[rate][0] if designed else round(codes.QC_NB * (1 - rate)))
     rows = np.repeat(np.arange(spec.m), np.diff(spec.row_ptr.astype(np.int64)))
     key = rows * spec.n + spec.col_idx
     assert np.unique(key).size == key.size                        # no repeated edge

@@ -1,0 +1,392 @@
+"""Design of the high-rate LDPC degree distributions for the binary symmetric channel.
+
+What it is for: reproducing the variable/check degree profiles of the high-rate
+(0.78-0.95) QC mother codes in ``postproc_c/codes.py`` (``DESIGNED``); run
+``python -m bench.ldpc_design`` (a minute or two on one core). Not imported by
+the library: the profiles are stored as constants there.
+
+Method: the one-dimensional approximation of sum-product density evolution of
+Chung, Forney, Richardson, Urbanke / Chung, Richardson, Urbanke, "Analysis of
+sum-product decoding of low-density parity-check codes using a Gaussian
+approximation", IEEE Trans. Inf. Theory 47 (2001) 657, with the variable side
+kept exact for the BSC (as Ardakani and Kschischang, "A more accurate
+one-dimensional analysis and design of irregular LDPC codes", IEEE Trans.
+Commun. 52 (2004) 2106, do: only the check-to-variable messages are taken
+Gaussian, N(m, 2m)):
+
+* check-to-variable mean from a degree-j check:
+  m_u = phi^-1(1 - t^(j-1)), t = E[tanh(v/2)] over the incoming edges,
+  phi(m) = 1 - E[tanh(u/2)], u ~ N(m, 2m) (Chung 2001, Eq. (6)-(7));
+* variable-to-check of a degree-i variable: v = L_ch + sum of i-1 messages,
+  L_ch = +-ln((1-p)/p) (the BSC itself, not a Gaussian);
+* recursion t' = sum_i lambda_i E[tanh(v_i/2)] is linear in lambda, so for
+  fixed rho the rate-maximizing lambda that still converges (t' > t on a grid
+  of t up to 1) is a linear programme (Chung 2001, Sec. V; Richardson,
+  Shokrollahi, Urbanke, "Design of capacity-approaching irregular LDPC codes",
+  IEEE Trans. Inf. Theory 47 (2001) 619, Sec. III).
+
+Constraints from the QC construction (``codes.qc_code``): variable degrees at
+most the number of base rows mb, check degrees concentrated on one or two
+consecutive values. The searches allowed 2 (mb - 1) degree-2 columns; the
+built code keeps mb - 1 (one staircase, see ``codes.DESIGNED``), so its
+threshold is recomputed with ``DE().threshold`` on the realized profile.
+
+Helpers: ``DE`` (discretized DE, thresholds), ``hill_climb`` (RSU LP step),
+``lp_at_rate`` / ``ga_profile`` / ``search`` (Gaussian-approximation starts).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import linprog
+
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(80)   # probabilists' Hermite: E f(N(0,1))
+_GH_W = _GH_W / _GH_W.sum()
+
+
+def _e_tanh(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """E[tanh(x/2)] for x ~ N(mean, var) (Gauss-Hermite, broadcast)."""
+    x = mean[..., None] + np.sqrt(var)[..., None] * _GH_X
+    return np.tanh(x / 2) @ _GH_W
+
+
+_M_GRID = np.geomspace(1e-6, 400.0, 4000)
+_PHI = 1.0 - _e_tanh(_M_GRID, 2 * _M_GRID)
+
+
+def phi_inv(y: np.ndarray) -> np.ndarray:
+    """m with phi(m) = y (phi decreasing from 1 at m = 0); log-log interpolation."""
+    y = np.clip(y, _PHI[-1], 1 - 1e-12)
+    return np.exp(np.interp(-np.log(y), -np.log(_PHI), np.log(_M_GRID)))
+
+
+def var_out(p: float, deg: int, m_u: np.ndarray) -> np.ndarray:
+    """E[tanh(v/2)] of a degree-deg variable's outgoing message on a BSC(p)."""
+    L = math.log((1 - p) / p)
+    mu = (deg - 1) * m_u
+    good = _e_tanh(L + mu, 2 * mu + 1e-12)
+    bad = _e_tanh(-L + mu, 2 * mu + 1e-12)
+    return (1 - p) * good + p * bad
+
+
+def check_mean(t: np.ndarray, rho: dict[int, float]) -> np.ndarray:
+    """Mean check-to-variable message (mixture over check degrees, Chung 2001 Eq. (9))."""
+    return sum(w * phi_inv(1 - t ** (j - 1)) for j, w in rho.items())
+
+
+def optimize_lambda(p: float, rho: dict[int, float], degrees: list[int], deg2_node_max: float,
+                    margin: float = 0.002) -> tuple[float, dict[int, float]] | None:
+    """Rate-maximizing edge-perspective lambda for check profile rho on BSC(p), or None."""
+    t0 = (1 - 2 * p) ** 2
+    s = np.linspace(0.0, 1.0, 300)
+    t = 1 - (1 - t0) * (1 - s) ** 1  # grid from t0
+    t = np.unique(np.concatenate([t, 1 - np.geomspace(1 - t0, 1e-7, 300)]))[:-1]
+    mu = check_mean(t, rho)
+    A = np.stack([var_out(p, d, mu) - t for d in degrees], axis=1)         # rows: grid points
+    # A lambda >= margin * (1 - t)  ->  -A lambda <= -margin (1 - t)
+    c = -np.array([1.0 / d for d in degrees])                              # maximize sum lambda_i / i
+    A_ub = [-A]
+    b_ub = [-margin * (1 - t)]
+    if 2 in degrees:
+        row = np.array([(0.5 if d == 2 else 0.0) - deg2_node_max / d for d in degrees])
+        A_ub.append(row[None, :])
+        b_ub.append(np.zeros(1))
+    res = linprog(c, A_ub=np.vstack(A_ub), b_ub=np.concatenate(b_ub), A_eq=np.ones((1, len(degrees))),
+                  b_eq=[1.0], bounds=[(0, 1)] * len(degrees), method="highs")
+    if res.status != 0:
+        return None
+    lam = {d: float(x) for d, x in zip(degrees, res.x, strict=True) if x > 1e-5}
+    tot = sum(lam.values())
+    lam = {d: v / tot for d, v in lam.items()}
+    r = 1 - sum(w / j for j, w in rho.items()) / sum(w / d for d, w in lam.items())
+    return r, lam
+
+
+def rho_of(avg: float) -> dict[int, float]:
+    """Concentrated check profile (node degrees floor/ceil of avg), edge perspective."""
+    lo = int(math.floor(avg))
+    a = lo + 1 - avg                       # node fraction of degree lo
+    e_lo, e_hi = a * lo, (1 - a) * (lo + 1)
+    return {lo: e_lo / (e_lo + e_hi), lo + 1: e_hi / (e_lo + e_hi)} if a < 1 else {lo: 1.0}
+
+
+def best_rate(p: float, mb: int, deg2_cols: int, nb: int = 256) -> tuple[float, float, dict[int, float]]:
+    """Best (rate, avg check degree, lambda) over concentrated check profiles at BSC(p)."""
+    degrees = [d for d in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 24, 28, 32) if d <= mb]
+    best = (0.0, 0.0, {})
+    for avg in np.arange(8.0, 90.0, 0.5):
+        out = optimize_lambda(p, rho_of(avg), degrees, deg2_cols / nb)
+        if out and out[0] > best[0]:
+            best = (out[0], float(avg), out[1])
+    return best
+
+
+def threshold_for(rate: float, mb: int, deg2_cols: int) -> tuple[float, float, dict[int, float]]:
+    """Largest p (bisection) at which a profile of rate >= ``rate`` converges."""
+    lo, hi = 1e-4, 0.2
+    keep = None
+    for _ in range(18):
+        mid = math.sqrt(lo * hi)
+        r, avg, lam = best_rate(mid, mb, deg2_cols)
+        if r >= rate:
+            lo, keep = mid, (avg, lam)
+        else:
+            hi = mid
+    assert keep is not None
+    return lo, keep[0], keep[1]
+
+
+def h2(p: float) -> float:
+    return -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+
+
+def main() -> None:  # Gaussian-approximation sweep (the first, too optimistic, step)
+    nb = 256
+    for rate in (0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.95):
+        mb = int(round(nb * (1 - rate)))
+        r_true = 1 - mb / nb
+        p, avg, lam = threshold_for(r_true, mb, 2 * mb - 2)
+        print(f"{rate:.2f}: mb={mb} R={r_true:.4f} thr p*={p:.5f} f*={(1 - r_true) / h2(p):.4f} "
+              f"dc_avg={avg} lambda={ {d: round(v, 5) for d, v in lam.items()} }", flush=True)
+
+
+if __name__ == "__main__":
+    main()
+
+
+# ------------------------------------------------------------ discretized density evolution
+
+class DE:
+    """Discretized sum-product density evolution on the BSC (Richardson, Urbanke, "The
+    capacity of low-density parity-check codes under message-passing decoding", IEEE Trans.
+    Inf. Theory 47 (2001) 599, Sec. III-B; the quantized check rule of Chung, Forney,
+    Richardson, Urbanke, IEEE Commun. Lett. 5 (2001) 58, Eq. (3)): LLRs on a uniform grid of
+    step dx in [-xmax, xmax]; variable nodes convolve densities (FFT); check nodes apply the
+    pairwise rule R(a, b) = 2 atanh(tanh(a/2) tanh(b/2)), rounded to the grid, as a table,
+    degree j by repeated squaring."""
+
+    def __init__(self, dx: float = 0.125, xmax: float = 25.0) -> None:
+        self.kx = int(round(xmax / dx))
+        self.n = 2 * self.kx + 1
+        self.x = np.arange(-self.kx, self.kx + 1) * dx
+        self.dx = dx
+        t = np.tanh(self.x / 2)
+        r = 2 * np.arctanh(np.clip(np.outer(t, t), -1 + 1e-15, 1 - 1e-15))
+        self._tab = (np.clip(np.rint(r / dx), -self.kx, self.kx) + self.kx).astype(np.int64).ravel()
+
+    def box(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.bincount(self._tab, np.outer(a, b).ravel(), minlength=self.n)
+
+    def power(self, a: np.ndarray, k: int) -> np.ndarray:
+        out = None
+        base = a
+        while k:
+            if k & 1:
+                out = base if out is None else self.box(out, base)
+            k >>= 1
+            if k:
+                base = self.box(base, base)
+        assert out is not None
+        return out
+
+    def check(self, px: np.ndarray, rho: dict[int, float]) -> np.ndarray:
+        degs = sorted(rho)
+        out = np.zeros(self.n)
+        prev, pk = None, 0
+        for j in degs:
+            cur = self.power(px, j - 1) if prev is None else prev
+            for _ in range(j - 1 - pk if prev is not None else 0):
+                cur = self.box(cur, px)
+            prev, pk = cur, j - 1
+            out += rho[j] * cur
+        return out / out.sum()
+
+    def variable(self, ch: np.ndarray, pu: np.ndarray, lam: dict[int, float]) -> np.ndarray:
+        size = 1 << int(math.ceil(math.log2(self.n * (max(lam) + 1))))
+        U = np.fft.rfft(pu, size)
+        C = np.fft.rfft(ch, size)
+        out = np.zeros(self.n)
+        for d, w in lam.items():
+            full = np.clip(np.fft.irfft(C * U ** (d - 1), size), 0, None)
+            idx = np.clip(np.arange(size) - d * self.kx, -self.kx, self.kx) + self.kx   # fold the tails
+            out += w * np.bincount(idx, full, minlength=self.n)[: self.n]
+        return out / out.sum()
+
+    def channel(self, p: float) -> np.ndarray:
+        L = math.log((1 - p) / p)
+        ch = np.zeros(self.n)
+        pos = L / self.dx
+        lo = int(math.floor(pos))
+        w = pos - lo
+        c = self.kx
+        ch[c + lo] += (1 - p) * (1 - w)
+        ch[c + lo + 1] += (1 - p) * w
+        ch[c - lo] += p * (1 - w)
+        ch[c - lo - 1] += p * w
+        return ch
+
+    def error(self, px: np.ndarray) -> float:
+        return float(px[: self.kx].sum() + px[self.kx] / 2)
+
+    def converges(self, p: float, lam: dict[int, float], rho: dict[int, float], iters: int = 1000,
+                  target: float = 1e-6) -> tuple[bool, int]:
+        ch = self.channel(p)
+        pv = ch
+        best, since = 1.0, 0
+        for it in range(iters):
+            pv = self.variable(ch, self.check(pv, rho), lam)
+            e = self.error(pv)
+            if e < target:
+                return True, it + 1
+            if e < best * (1 - 1e-3):
+                best, since = e, 0
+            else:
+                since += 1
+                if since > 20:
+                    return False, it + 1
+        return False, iters
+
+    def threshold(self, lam: dict[int, float], rho: dict[int, float], lo: float = 1e-3, hi: float = 0.2,
+                  steps: int = 12) -> float:
+        for _ in range(steps):
+            mid = math.sqrt(lo * hi)
+            ok, _ = self.converges(mid, lam, rho)
+            lo, hi = (mid, hi) if ok else (lo, mid)
+        return lo
+
+
+def lp_at_rate(p: float, rho: dict[int, float], degrees: list[int], deg2_node_max: float, rate: float,
+               margin: float = 0.0) -> dict[int, float] | None:
+    """A lambda of exactly ``rate`` under check profile rho that converges on BSC(p) in the
+    Gaussian approximation above (feasibility LP), or None."""
+    t0 = (1 - 2 * p) ** 2
+    t = np.unique(np.concatenate([np.linspace(t0, 1, 300), 1 - np.geomspace(1 - t0, 1e-7, 300)]))[:-1]
+    mu = check_mean(t, rho)
+    A = np.stack([var_out(p, d, mu) - t for d in degrees], axis=1)
+    inv = np.array([1.0 / d for d in degrees])
+    A_ub = [-A]
+    b_ub = [-margin * (1 - t)]
+    if 2 in degrees:
+        A_ub.append(np.array([(0.5 if d == 2 else 0.0) - deg2_node_max / d for d in degrees])[None, :])
+        b_ub.append(np.zeros(1))
+    target = sum(w / j for j, w in rho.items()) / (1 - rate)
+    # among feasible lambdas prefer more weight on low degrees (sparser graph): minimize sum d lambda_d
+    res = linprog(np.array(degrees, float), A_ub=np.vstack(A_ub), b_ub=np.concatenate(b_ub),
+                  A_eq=np.vstack([np.ones(len(degrees)), inv]), b_eq=[1.0, target],
+                  bounds=[(0, 1)] * len(degrees), method="highs")
+    if res.status != 0:
+        return None
+    lam = {d: float(x) for d, x in zip(degrees, res.x, strict=True) if x > 1e-4}
+    tot = sum(lam.values())
+    return {d: v / tot for d, v in lam.items()}
+
+
+def ga_profile(rate: float, avg_dc: float, degrees: list[int], deg2_node_max: float):
+    """Largest-threshold (Gaussian approximation) lambda of the given rate and check degree."""
+    rho = rho_of(avg_dc)
+    lo, hi, keep = 1e-3, 0.2, None
+    for _ in range(14):
+        mid = math.sqrt(lo * hi)
+        lam = lp_at_rate(mid, rho, degrees, deg2_node_max, rate)
+        if lam is not None:
+            lo, keep = mid, lam
+        else:
+            hi = mid
+    return lo, keep, rho
+
+
+def search(mb: int, nb: int = 256, dmax_list=(8, 12, 16), de: DE | None = None) -> list:
+    """GA-LP proposals over check degree and max variable degree, ranked by discretized DE."""
+    de = de or DE()
+    rate = 1 - mb / nb
+    found = []
+    for dmax in dmax_list:
+        degrees = [d for d in (2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16) if d <= min(dmax, mb)]
+        for avg_dc in np.arange(10, 80, 2.0):
+            dv_avg = avg_dc * (1 - rate)
+            if dv_avg < 2.6 or dv_avg > 0.8 * dmax + 1:
+                continue
+            p_ga, lam, rho = ga_profile(rate, float(avg_dc), degrees, (2 * mb - 2) / nb)
+            if lam is None:
+                continue
+            found.append((p_ga, float(avg_dc), dmax, lam, rho))
+    found.sort(key=lambda c: -c[0])
+    out = []
+    for p_ga, avg_dc, dmax, lam, rho in found[:6]:
+        thr = de.threshold(lam, rho, lo=p_ga * 0.6, hi=p_ga * 1.05, steps=7)
+        out.append((thr, (1 - rate) / h2(thr), p_ga, avg_dc, dmax, lam, rho))
+        print(f"  mb={mb} R={rate:.4f} dmax={dmax} dc={avg_dc} GA p={p_ga:.5f} DE p*={thr:.5f} "
+              f"f*={(1 - rate) / h2(thr):.4f} lam={ {d: round(v, 5) for d, v in lam.items()} }", flush=True)
+    return sorted(out, key=lambda c: -c[0])
+
+
+def _trajectory(de: DE, p: float, lam: dict[int, float], rho: dict[int, float], iters: int = 400):
+    """Check-output densities of every DE iteration (until converged or stuck)."""
+    ch = de.channel(p)
+    pv, out = ch, []
+    best, since = 1.0, 0
+    for _ in range(iters):
+        pu = de.check(pv, rho)
+        out.append(pu)
+        pv = de.variable(ch, pu, lam)
+        e = de.error(pv)
+        if e < 1e-7:
+            return out, True
+        if e < best * (1 - 1e-3):
+            best, since = e, 0
+        else:
+            since += 1
+            if since > 20:
+                break
+    return out, False
+
+
+def hill_climb(de: DE, p: float, lam: dict[int, float], rho: dict[int, float], degrees: list[int],
+               deg2_node_max: float, rate: float, step: float = 0.03, rounds: int = 25, eps: float = 0.01):
+    """Raise the rate of lambda at BSC(p) while keeping every DE iteration's variable-output
+    error no worse (the linear programme of Richardson, Shokrollahi, Urbanke 2001, Sec. III:
+    with the check densities of the current profile fixed, the next error is linear in
+    lambda); stop once ``rate`` is reached. Returns (lambda, rate reached, converges)."""
+    ch = de.channel(p)
+    size = 1 << int(math.ceil(math.log2(de.n * (max(degrees) + 1))))
+    C = np.fft.rfft(ch, size)
+    inv_rho = sum(w / j for j, w in rho.items())
+    r = 1 - inv_rho / sum(w / d for d, w in lam.items())
+    conv = False
+    for _ in range(rounds):
+        traj, conv = _trajectory(de, p, lam, rho)
+        if conv and r >= rate:
+            break
+        E = np.zeros((len(traj), len(degrees)))
+        for li, pu in enumerate(traj):
+            U = np.fft.rfft(pu, size)
+            for k, d in enumerate(degrees):
+                full = np.fft.irfft(C * U ** (d - 1), size)
+                c0 = d * de.kx
+                E[li, k] = max(full[:c0].sum() + full[c0] / 2, 0.0)
+        cur = np.array([lam.get(d, 0.0) for d in degrees])
+        # the new profile must still shrink the error at every step: iteration l's output, fed
+        # the old check densities, stays below (1 - eps) times the previous step's error
+        P = E @ cur
+        prev = np.concatenate([[p], P[:-1]])
+        bound = np.maximum(P, (1 - eps) * prev)
+        keep = bound > 1e-12
+        A_ub = [E[keep] / bound[keep, None]]              # rows scaled to 1: errors span 1e-1 .. 1e-7
+        b_ub = [np.ones(int(keep.sum()))]
+        if 2 in degrees:
+            A_ub.append(np.array([(0.5 if d == 2 else 0.0) - deg2_node_max / d for d in degrees])[None, :])
+            b_ub.append(np.zeros(1))
+        res = linprog(-np.array([1.0 / d for d in degrees]), A_ub=np.vstack(A_ub), b_ub=np.concatenate(b_ub),
+                      A_eq=np.ones((1, len(degrees))), b_eq=[1.0],
+                      bounds=[(max(0.0, x - step), min(1.0, x + step)) for x in cur], method="highs")
+        if res.status != 0:
+            break
+        new = {d: float(x) for d, x in zip(degrees, res.x, strict=True) if x > 1e-6}
+        r_new = 1 - inv_rho / sum(w / d for d, w in new.items())
+        if r_new <= r + 1e-5 and conv:
+            break
+        lam, r = new, r_new
+        # do not overshoot the target rate by much: blend back toward it
+    return lam, r, conv
