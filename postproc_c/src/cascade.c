@@ -198,20 +198,40 @@ static inline uint64_t xoshiro(uint64_t s[4])
     return r;
 }
 
+/* Fisher-Yates draw for step i: two 32-bit draws per xoshiro output (high half
+ * first), j = (d * i) >> 32. */
+static inline size_t shuffle_draw(uint64_t s[4], uint64_t *r, int *half, size_t i)
+{
+    uint32_t d;
+    if (!*half) { *r = xoshiro(s); d = (uint32_t)(*r >> 32); *half = 1; }
+    else { d = (uint32_t)*r; *half = 0; }
+    return (size_t)(((uint64_t)d * i) >> 32);
+}
+
+enum { SHUF_AHEAD = 32 };   /* swaps drawn (and their targets prefetched) ahead */
+
 static void shuffle_positions(uint64_t seed, unsigned pass, uint32_t *pos, size_t n)
 {
     uint64_t x = seed ^ (0x9E3779B97F4A7C15ULL * ((uint64_t)pass + 1)), s[4];
     for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
     for (size_t i = 0; i < n; i++) pos[i] = (uint32_t)i;
-    /* Two 32-bit draws per xoshiro output (high half first), j = (d * i) >> 32. */
+    /* The swap targets depend on the generator only, not on pos, so they are drawn
+     * SHUF_AHEAD steps early and their cache lines prefetched: at 2^21+ positions each
+     * swap is otherwise a cache miss waited for in turn (same permutation either way). */
     uint64_t r = 0;
     int half = 0;
-    for (size_t i = n; i > 1; i--) {
-        uint32_t d;
-        if (!half) { r = xoshiro(s); d = (uint32_t)(r >> 32); half = 1; }
-        else { d = (uint32_t)r; half = 0; }
-        size_t j = (size_t)(((uint64_t)d * i) >> 32);
+    size_t ring[SHUF_AHEAD], next = n;          /* next: the step whose target is drawn next */
+    for (size_t k = 0; k < SHUF_AHEAD && next > 1; k++, next--) {
+        ring[k] = shuffle_draw(s, &r, &half, next);
+        __builtin_prefetch(&pos[ring[k]], 1);
+    }
+    for (size_t i = n, k = 0; i > 1; i--, k = (k + 1) & (SHUF_AHEAD - 1)) {
+        size_t j = ring[k];
         uint32_t t = pos[i - 1]; pos[i - 1] = pos[j]; pos[j] = t;
+        if (next > 1) {
+            ring[k] = shuffle_draw(s, &r, &half, next--);
+            __builtin_prefetch(&pos[ring[k]], 1);
+        }
     }
 }
 
@@ -359,7 +379,14 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
     if (c->role == QPP_CASCADE_BOB) {   /* only Bob maps pass positions back to bits */
         S->inv[j] = malloc(n * sizeof(uint32_t));
         if (!S->inv[j]) goto nomem;
-        for (size_t i = 0; i < n; i++) S->inv[j][S->pos[j][i]] = (uint32_t)i;
+        const uint32_t *pos = S->pos[j];
+        uint32_t *inv = S->inv[j];
+        size_t i = 0;
+        for (; i + SHUF_AHEAD < n; i++) {        /* scattered stores: prefetched ahead */
+            __builtin_prefetch(&inv[pos[i + SHUF_AHEAD]], 1);
+            inv[pos[i]] = (uint32_t)i;
+        }
+        for (; i < n; i++) inv[pos[i]] = (uint32_t)i;
     }
     if (P->lazy && P->nblocks > 1) {
         /* block b = pass positions [b k, (b+1) k); nblocks <= 4, so compare, not divide */
