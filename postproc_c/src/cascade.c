@@ -394,9 +394,20 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
         const uint32_t *pos = S->pos[j];
         S->mask[j] = calloc(nm * nw, sizeof(uint64_t));
         if (!S->mask[j]) goto nomem;
-        for (size_t i = 0; i < n; i++) {
-            size_t b = (pos[i] >= k) + (pos[i] >= 2 * k) + (pos[i] >= 3 * k);
-            if (b < nm) S->mask[j][b * nw + (i >> 6)] |= (uint64_t)1 << (i & 63);
+        /* a word of each mask at a time, in registers, branch-free (nm <= 3) */
+        uint64_t *m = S->mask[j];
+        for (size_t w = 0; w < nw; w++) {
+            uint64_t a0 = 0, a1 = 0, a2 = 0;
+            size_t i0 = w << 6, cnt = n - i0 < 64 ? n - i0 : 64;
+            for (size_t t = 0; t < cnt; t++) {
+                uint32_t q = pos[i0 + t];
+                a0 |= (uint64_t)(q < k) << t;
+                a1 |= (uint64_t)(q >= k && q < 2 * k) << t;
+                a2 |= (uint64_t)(q >= 2 * k && q < 3 * k) << t;
+            }
+            m[w] = a0;
+            if (nm > 1) m[nw + w] = a1;
+            if (nm > 2) m[2 * nw + w] = a2;
         }
     }
     S->ready[j] = 1;
