@@ -65,7 +65,7 @@ import zmq
 import postproc_c
 from drivers.errors import DriverError
 from drivers.rng_health import RngHealthError
-from postproc_c.pattern import PackedPattern, pack_pattern
+from postproc_c.pattern import PackedPattern, pack_pattern, slot_gaps16, slots_from_gaps16
 from postproc_c.pattern import counts as pattern_counts
 from postproc_c.pattern import gather as pattern_gather
 from postproc_c.pattern import sift_alice as pattern_sift_alice
@@ -556,12 +556,9 @@ class Node:
         # it does at any useful detection rate, else 32-bit (or, above 2^32 slots, 64-bit)
         arrays = {"bases_bits": np.packbits(bs, bitorder="little")}
         if n_slots <= 1 << 32:
-            d = np.diff(sl, prepend=np.uint64(0))
-            starts = np.cumsum([0] + counts[:-1])
-            nonempty = starts[np.asarray(counts) > 0]
-            d[nonempty] = sl[nonempty]
-            if d.size == 0 or int(d.max()) < 1 << 16:
-                arrays["slot_gaps"] = d.astype(np.uint16)
+            gaps = slot_gaps16(sl, counts)       # one C pass (None: some gap needs > 16 bits)
+            if gaps is not None:
+                arrays["slot_gaps"] = gaps
             else:
                 arrays["slots"] = sl.astype(np.uint32)
         else:
@@ -597,10 +594,10 @@ class Node:
         for f, c in zip(frames, counts):
             slots = all_slots[pos:pos + c]
             if gaps is not None:      # back to slots; a zero gap shows up as not increasing below
-                slots = np.cumsum(slots, dtype=np.uint64)
-                if c and slots[-1] >= 1 << 32:
-                    raise PayloadError(f"SIFT_ANNOUNCE: frame {f}: slot gaps add up past 2^32")
-                slots = slots.astype(np.uint32)
+                try:
+                    slots = slots_from_gaps16(slots)
+                except ValueError:
+                    raise PayloadError(f"SIFT_ANNOUNCE: frame {f}: slot gaps add up past 2^32") from None
             bases = all_bases[pos:pos + c]
             pos += c
             with self._frames_lock:

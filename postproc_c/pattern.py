@@ -143,6 +143,36 @@ def sift_alice(pp: PackedPattern, bob_slots: np.ndarray, bob_bases: np.ndarray):
                        intensities=oi[:n_s], detections=det, sifted=sif)
 
 
+def slot_gaps16(slots: np.ndarray, counts) -> np.ndarray | None:
+    """SIFT_ANNOUNCE's slots on the wire: ``slots`` (uint64) of frames laid end to end, frame
+    ``f`` holding ``counts[f]`` strictly increasing slots, as uint16 gaps (a frame's first slot
+    as it is); None when some gap or first slot does not fit 16 bits (send the slots)."""
+    slots = as_array(slots, "slots", np.uint64)
+    counts = np.ascontiguousarray(counts, dtype=np.uint64)
+    if int(counts.sum()) != slots.size:
+        raise ValueError(f"counts: add up to {int(counts.sum())}, {slots.size} slots given")
+    gaps = np.empty(slots.size, np.uint16)
+    st = lib.qpp_slot_gaps16(ptr("uint64_t *", slots), slots.size, ptr("uint64_t *", counts), counts.size,
+                             ptr("uint16_t *", gaps), ffi.NULL)
+    if st == lib.QPP_ERR_RANGE:
+        return None
+    check("qpp_slot_gaps16", st)
+    return gaps
+
+
+def slots_from_gaps16(gaps: np.ndarray) -> np.ndarray:
+    """One frame's slots (uint32) from its ``slot_gaps16`` gaps; ValueError naming the index
+    when they add up past 2^32."""
+    gaps = as_array(gaps, "gaps", np.uint16)
+    out = np.empty(gaps.size, np.uint32)
+    bad = ffi.new("size_t *")
+    st = lib.qpp_slots_from_gaps16(ptr("uint16_t *", gaps), gaps.size, ptr("uint32_t *", out), bad)
+    if st == lib.QPP_ERR_RANGE:
+        raise ValueError(f"gaps: add up past 2^32 at index {int(bad[0])}")
+    check("qpp_slots_from_gaps16", st)
+    return out
+
+
 def _check(pp: PackedPattern) -> None:
     nw = words_for(pp.n_slots)
     for name in ("basis", "bit", "int_lo", "int_hi"):

@@ -114,3 +114,49 @@ int qpp_pattern_sift_alice(const uint64_t *basis_w, const uint64_t *bit_w, const
         }
     return QPP_OK;
 }
+
+int qpp_slot_gaps16(const uint64_t *slots, size_t n, const uint64_t *counts, size_t n_frames,
+                    uint16_t *gaps, size_t *bad_index)
+{
+    size_t f, i = 0;
+    if (n_frames && !counts) return QPP_ERR_NULL;
+    if (n && (!slots || !gaps)) return QPP_ERR_NULL;
+    for (f = 0; f < n_frames; f++) {
+        uint64_t c = counts[f], prev = 0;
+        size_t end;
+        if (c > n - i) return QPP_ERR_LENGTH;
+        end = i + (size_t)c;
+        if (i < end) {                      /* the frame's first slot, absolute */
+            if (slots[i] > 0xFFFFu) goto range;
+            gaps[i] = (uint16_t)slots[i];
+            prev = slots[i];
+            i++;
+        }
+        for (; i < end; i++) {
+            uint64_t s = slots[i];
+            if (s <= prev || s - prev > 0xFFFFu) goto range;
+            gaps[i] = (uint16_t)(s - prev);
+            prev = s;
+        }
+    }
+    return QPP_OK;
+range:
+    if (bad_index) *bad_index = i;
+    return QPP_ERR_RANGE;
+}
+
+int qpp_slots_from_gaps16(const uint16_t *gaps, size_t n, uint32_t *slots, size_t *bad_index)
+{
+    uint64_t s = 0;
+    size_t i;
+    if (n && (!gaps || !slots)) return QPP_ERR_NULL;
+    for (i = 0; i < n; i++) {
+        s += gaps[i];
+        if (s > 0xFFFFFFFFu) {
+            if (bad_index) *bad_index = i;
+            return QPP_ERR_RANGE;
+        }
+        slots[i] = (uint32_t)s;
+    }
+    return QPP_OK;
+}
