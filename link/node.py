@@ -65,7 +65,7 @@ import zmq
 import postproc_c
 from drivers.errors import DriverError
 from drivers.rng_health import RngHealthError
-from postproc_c.pattern import PackedPattern, pack_pattern, slot_gaps16, slots_from_gaps16
+from postproc_c.pattern import PackedPattern, pack_pattern, slot_gaps16, slots_from_gaps16, split_by_basis
 from postproc_c.pattern import counts as pattern_counts
 from postproc_c.pattern import gather as pattern_gather
 from postproc_c.pattern import sift_alice as pattern_sift_alice
@@ -206,10 +206,11 @@ class _Block:
     def arrays(self):
         cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.uint8))  # noqa: E731
         bases, bits, ints = cat(self.bases), cat(self.bits), cat(self.ints)
-        zm = bases == 0
-        out = bits[zm], ints[zm], bits[~zm], ints[~zm]
-        bits[:] = 0
-        self.wipe()
+        try:     # one C pass (numpy's four boolean selections cost ~5x more per block)
+            out = split_by_basis(bases, bits, ints, self.n_z)
+        finally:
+            bits[:] = 0
+            self.wipe()
         return out
 
     def wipe(self) -> None:

@@ -173,6 +173,39 @@ def slots_from_gaps16(gaps: np.ndarray) -> np.ndarray:
     return out
 
 
+def split_by_basis(basis: np.ndarray, bits: np.ndarray, intensity: np.ndarray, n_z: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``bits[basis == 0], intensity[basis == 0], bits[basis != 0], intensity[basis != 0]`` in
+    one C pass (uint8 arrays of one length). ``n_z``, the Z count when known, sizes the
+    outputs exactly (ValueError if the bases hold more Z or more X than it says)."""
+    basis = as_array(basis, "basis", np.uint8)
+    bits = as_array(bits, "bits", np.uint8)
+    intensity = as_array(intensity, "intensity", np.uint8)
+    n = basis.size
+    if bits.size != n or intensity.size != n:
+        raise ValueError(f"bits, intensity: {bits.size} and {intensity.size} entries for {n} bases")
+    if n_z is not None and not 0 <= n_z <= n:
+        raise ValueError(f"n_z: {n_z} outside 0..{n}")
+    nz_cap, nx_cap = (n, n) if n_z is None else (n_z, n - n_z)
+    zb, zi = np.empty(nz_cap, np.uint8), np.empty(nz_cap, np.uint8)
+    xb, xi = np.empty(nx_cap, np.uint8), np.empty(nx_cap, np.uint8)
+    cz, cx = ffi.new("size_t *"), ffi.new("size_t *")
+    st = lib.qpp_split_by_basis(ptr("uint8_t *", basis), ptr("uint8_t *", bits),
+                                ptr("uint8_t *", intensity), n,
+                                ptr("uint8_t *", zb), ptr("uint8_t *", zi), nz_cap,
+                                ptr("uint8_t *", xb), ptr("uint8_t *", xi), nx_cap, cz, cx)
+    if st == lib.QPP_ERR_LENGTH:
+        zb[:] = 0
+        xb[:] = 0
+        raise ValueError(f"n_z: {n_z} given, the bases disagree")
+    check("qpp_split_by_basis", st)
+    if n_z is not None and cz[0] != n_z:
+        zb[:] = 0
+        xb[:] = 0
+        raise ValueError(f"n_z: {n_z} given, {cz[0]} Z bases in basis")
+    return zb[:cz[0]], zi[:cz[0]], xb[:cx[0]], xi[:cx[0]]
+
+
 def _check(pp: PackedPattern) -> None:
     nw = words_for(pp.n_slots)
     for name in ("basis", "bit", "int_lo", "int_hi"):

@@ -124,3 +124,22 @@ def test_slot_gaps_round_trip_and_match_numpy():
     with pytest.raises(ValueError, match="past 2\\^32 at index 65537"):
         pattern.slots_from_gaps16(np.full(65538, 0xFFFF, np.uint16))
     assert pattern.slots_from_gaps16(np.full(65537, 0xFFFF, np.uint16))[-1] == 65537 * 0xFFFF
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000, 100_003])
+def test_split_by_basis_equals_numpy_selection(n):
+    rng = np.random.default_rng(n)
+    basis = (rng.random(n) < 0.2).astype(np.uint8) * rng.integers(1, 3, n, dtype=np.uint8)
+    bits, ints = rng.integers(0, 2, n, dtype=np.uint8), rng.integers(0, 3, n, dtype=np.uint8)
+    z = basis == 0
+    ref = bits[z], ints[z], bits[~z], ints[~z]
+    for n_z in (None, int(z.sum())):
+        got = pattern.split_by_basis(basis, bits, ints, n_z)
+        assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+    if n:
+        for wrong in (int(z.sum()) - 1, int(z.sum()) + 1):
+            if 0 <= wrong <= n:
+                with pytest.raises(ValueError, match="n_z"):
+                    pattern.split_by_basis(basis, bits, ints, wrong)
+    with pytest.raises(ValueError, match="entries"):
+        pattern.split_by_basis(basis, bits[:-1] if n else np.zeros(1, np.uint8), ints)

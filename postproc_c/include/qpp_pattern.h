@@ -57,4 +57,14 @@ QPP_WUR int qpp_slot_gaps16(const uint64_t *slots, size_t n, const uint64_t *cou
  * the first gives slots that do not increase; sifting refuses those.) */
 QPP_WUR int qpp_slots_from_gaps16(const uint16_t *gaps, size_t n, uint32_t *slots, size_t *bad_index);
 
+/* A block's sifted events split by basis in one pass (link.node): for each
+ * event i in order, bits[i] and intensity[i] go to z_bits/z_intensity when
+ * basis[i] == 0, else to x_bits/x_intensity; *n_z and *n_x are the counts.
+ * The Z outputs have room for z_cap events, the X outputs for x_cap:
+ * QPP_ERR_LENGTH when either would overflow (outputs then undefined). */
+QPP_WUR int qpp_split_by_basis(const uint8_t *basis, const uint8_t *bits, const uint8_t *intensity, size_t n,
+                               uint8_t *z_bits, uint8_t *z_intensity, size_t z_cap,
+                               uint8_t *x_bits, uint8_t *x_intensity, size_t x_cap,
+                               size_t *n_z, size_t *n_x);
+
 #endif

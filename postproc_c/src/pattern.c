@@ -160,3 +160,26 @@ int qpp_slots_from_gaps16(const uint16_t *gaps, size_t n, uint32_t *slots, size_
     }
     return QPP_OK;
 }
+
+int qpp_split_by_basis(const uint8_t *basis, const uint8_t *bits, const uint8_t *intensity, size_t n,
+                       uint8_t *z_bits, uint8_t *z_intensity, size_t z_cap,
+                       uint8_t *x_bits, uint8_t *x_intensity, size_t x_cap,
+                       size_t *n_z, size_t *n_x)
+{
+    size_t i, z = 0, x = 0;
+    if (!n_z || !n_x) return QPP_ERR_NULL;
+    if (n && (!basis || !bits || !intensity)) return QPP_ERR_NULL;
+    if ((z_cap && (!z_bits || !z_intensity)) || (x_cap && (!x_bits || !x_intensity))) return QPP_ERR_NULL;
+    for (i = 0; i < n; i++) {
+        if (basis[i] == 0) {
+            if (z == z_cap) return QPP_ERR_LENGTH;
+            z_bits[z] = bits[i]; z_intensity[z] = intensity[i]; z++;
+        } else {
+            if (x == x_cap) return QPP_ERR_LENGTH;
+            x_bits[x] = bits[i]; x_intensity[x] = intensity[i]; x++;
+        }
+    }
+    *n_z = z;
+    *n_x = x;
+    return QPP_OK;
+}
