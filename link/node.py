@@ -651,16 +651,29 @@ class Node:
         if not out_frames:
             return
         cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.uint8))  # noqa: E731
+        mt, it = cat(matches), cat(intens)
+        # compact on the wire: the match mask one bit per event, the intensity classes (0..2)
+        # of the matched events as two bit planes (13 KB instead of 80 KB per 2^20-slot frame
+        # to copy, tag, send and check)
         self.ch.send(MsgType.SIFT_MATCH, out_frames[0],
-                     encode({"frames": out_frames, "close": closes},
-                            {"match": cat(matches), "intensities": cat(intens)}))
+                     encode({"frames": out_frames, "close": closes, "n": int(mt.size), "k": int(it.size)},
+                            {"match_bits": np.packbits(mt, bitorder="little"),
+                             "int_lo": np.packbits(it & 1, bitorder="little"),
+                             "int_hi": np.packbits(it >> 1, bitorder="little")}))
 
     def _on_match(self, m: Message) -> None:             # Bob
         meta, arrays = decode(m.payload)
         frames = [int(f) for f in meta.get("frames", [m.block_id])]
         closes = {int(f): int(b) for f, b in meta.get("close", [])}
-        all_match = require(arrays, "match", np.uint8)
-        all_int = require(arrays, "intensities", np.uint8)
+        n_ev, n_match = meta.get("n"), meta.get("k")
+        if type(n_ev) is not int or type(n_match) is not int or not 0 <= n_match <= n_ev:
+            raise PayloadError(f"SIFT_MATCH: bad event counts n={n_ev!r}, k={n_match!r}")
+
+        def plane(name: str, count: int) -> np.ndarray:
+            return np.unpackbits(require(arrays, name, np.uint8, (count + 7) // 8), count=count,
+                                 bitorder="little")
+        all_match = plane("match_bits", n_ev)
+        all_int = plane("int_lo", n_match) | plane("int_hi", n_match) << 1
         # announcements Alice skipped (older than what she answered) will never be answered
         for old in [k for k in list(self._anns) if k < frames[0]]:
             self._anns.pop(old)[0].bits[:] = 0
