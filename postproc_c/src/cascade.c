@@ -1089,6 +1089,11 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
         for (size_t t = 0; t < F->nreq; t++) {
             node_t x = F->req[t], l = child(x, 0), r = child(x, 1);
             pass_t *P = &F->p[x.pass];
+            if (t + 8 < F->nreq) {          /* the node words of a request 8 ahead: cache misses */
+                node_t y = F->req[t + 8];
+                const pass_t *Q = &F->p[y.pass];
+                if (Q->nodes) __builtin_prefetch(&Q->nodes[3 * (nid(Q, y.block, y.h) >> 6)], 1);
+            }
             size_t id = nid(P, x.block, x.h), lid = nid(P, l.block, l.h), rid = nid(P, r.block, r.h);
             nset(P, 2, lid, 0);
             if (!nget(P, 0, id)) continue;   /* forgotten meanwhile (original variant) */
