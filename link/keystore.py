@@ -408,7 +408,12 @@ class KeyStore:
         if raw is None or str(uuid.UUID(bytes=raw)) != kid:
             return None
         q = np.frombuffer(raw[:8], "<u8")[0]
-        for bid, n in self._db.execute("SELECT block_id, n_keys FROM keyblock ORDER BY block_id").fetchall():
+        rows = self._db.execute("SELECT block_id, n_keys FROM keyblock ORDER BY block_id").fetchall()
+        if len(self._idcache) > len(rows):       # blocks emptied since (here or by another process)
+            live = {bid for bid, _ in rows}
+            for bid in [b for b in self._idcache if b not in live]:
+                del self._idcache[bid]
+        for bid, n in rows:
             pre, order = self._block_ids(bid, n)
             pos = int(np.searchsorted(pre, q))
             while pos < pre.size and pre[pos] == q:
