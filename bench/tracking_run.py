@@ -43,6 +43,7 @@ from link import finite_key as fk
 from link.node import verification_tags
 
 F_EC = 1.16
+QBER_ABORT = 0.11          # link.node.ProtocolConfig.qber_alarm: blocks above it make no key
 log = logging.getLogger(__name__)
 
 
@@ -72,7 +73,8 @@ def run(mode: str, seconds: float, **kw) -> dict:
 
 def _run(mode: str, seconds: float, *, closers: list, drift: float = 0.1, seed: int = 1,
          block_bits: int = 1 << 18, key_block_bits: int = 1 << 24, scenario: str = "metro-25km",
-         tracker_kw: dict | None = None, controller: str = "epc400", rig: bool = False) -> dict:
+         tracker_kw: dict | None = None, controller: str = "epc400", rig: bool = False,
+         recover: bool = False) -> dict:
     still = mode in ("drift-free", "ideal")
     sc = Scenario.load(scenario).with_overrides({"fiber.drift_rad_per_sqrt_s": 0.0 if still else drift,
                                                  "fiber.drift_step_s": 1e-3})
@@ -127,7 +129,10 @@ def _run(mode: str, seconds: float, *, closers: list, drift: float = 0.1, seed: 
             realign_s[0] += t - t_before
             return r
 
-    tr = PolarizationTracking(ctrl, drift_rad_per_sqrt_s=max(drift, 1e-3), seed=seed, realign=realign,
+    # recover: a lost lock is searched again from the key blocks' own error counts (the engine's way,
+    # no reference frames); else ``realign`` above aligns with reference frames (link time counted)
+    tr = PolarizationTracking(ctrl, drift_rad_per_sqrt_s=max(drift, 1e-3), seed=seed,
+                              realign=None if recover else realign,
                               guard_frames=0,
                               **(tracker_kw or {})) if mode == "tracked" else None
     t_start = t
@@ -147,12 +152,17 @@ def _run(mode: str, seconds: float, *, closers: list, drift: float = 0.1, seed: 
         extra[i] = np.array(link.expected_qber(tm, rot)) - base
         b = link.block(t, T, rot)
         meas[i] = b.qber
+        # the engine aborts a block whose X error rate is above qber_alarm (link.node, 0.11): no key,
+        # and Bob's tracker learns only its X errors
+        aborted = b.qber[1] > QBER_ABORT
         if tr is not None:
-            tr.on_block(BlockCounts(int(b.n[0].sum()), int(b.m[0].sum()), int(b.n[1].sum()),
-                                    int(b.m[1].sum()), first_frame=i, last_frame=i, duration_s=T),
+            tr.on_block(BlockCounts(0 if aborted else int(b.n[0].sum()), 0 if aborted else int(b.m[0].sum()),
+                                    int(b.n[1].sum()), int(b.m[1].sum()), first_frame=i, last_frame=i,
+                                    duration_s=T, z_known=not aborted),
                         current_frame=i)
-        n_acc += b.n
-        m_acc += b.m
+        if not aborted:
+            n_acc += b.n
+            m_acc += b.m
         if n_acc[0].sum() >= key_block_bits:
             secret += _key_bits(n_acc, m_acc, model)
             key_blocks += 1
@@ -166,6 +176,9 @@ def _run(mode: str, seconds: float, *, closers: list, drift: float = 0.1, seed: 
            "align_link_s": align_s, "key_blocks": key_blocks, "secret_bits": secret,
            "secret_bps": secret / (t - t_start),
            "realigns": tr.realigns if tr is not None else 0,
+           "unwinds": tr.unwinds if tr is not None else 0,
+           "recoveries": tr.recoveries if tr is not None else 0,
+           "relearns": tr.relearns if tr is not None else 0,
            "realign_link_s": realign_s[0] if mode != "ideal" else 0.0,
            "extra_qber_mean": extra.mean(axis=0).tolist(),
            "extra_qber_p95": np.percentile(extra, 95, axis=0).tolist(),
@@ -189,16 +202,21 @@ def main(argv=None) -> int:
     ap.add_argument("--controller", choices=("epc400", "mpc320"), default="epc400")
     ap.add_argument("--rig", action="store_true",
                     help="drive the production EPC-400 driver on the rig's emulated instrument")
+    ap.add_argument("--recover", action="store_true",
+                    help="after a lost lock, search again from the key blocks' error counts (as in the "
+                         "engine) instead of aligning with reference frames")
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args(argv)
     res = {}
     for mode in ("ideal", "drift-free", "untracked", "tracked"):
         r = run(mode, a.seconds, drift=a.drift, seed=a.seed, block_bits=a.block_bits,
-                key_block_bits=a.key_block_bits, controller=a.controller, rig=a.rig)
+                key_block_bits=a.key_block_bits, controller=a.controller, rig=a.rig,
+                recover=a.recover)
         res[mode] = {k: v for k, v in r.items() if not k.startswith("_")}
         ez, ex = r["extra_qber_mean"]
         pz, px = r["extra_qber_p95"]
         print(f"{mode:10s} {r['emulated_s']:7.1f} s emulated, {r.get('realigns', 0)} realigns "
+              f"{r.get('unwinds', 0)} unwinds {r.get('recoveries', 0)} recoveries "
               f"({r['blocks']} blocks of {r['block_s'] * 1e3:.2f} ms), extra QBER mean Z {ez * 100:.3f} % "
               f"X {ex * 100:.3f} %, p95 Z {pz * 100:.3f} % X {px * 100:.3f} %; secret "
               f"{r['secret_bps'] / 1e3:.1f} kbit/s ({r['key_blocks']} key blocks), wall {r['wall_s']:.1f} s",

@@ -34,8 +34,21 @@ inverting it needs exactly the controller model we refuse to assume, and a
 passive BB84 receiver does not even measure S3 (the sign of R31, R32 is
 ambiguous). Gauss-Newton can stall at a saddle far from the optimum (e.g. a
 rotation by pi), so the search starts from the best of a few random settings
-spread over the controller's range (a bounded global phase). Steps are
-projected onto the controller's range; if the best reachable setting is still
+spread over the controller's range (a bounded global phase). The residual
+also carries |R31| and |R32| (from the unit columns of R), which makes it first
+order in all three residual angles and its square sum exactly 4 (QBER_Z +
+QBER_X) (``_align_residual``); the same residual from per-basis error counts
+alone (R11, R22 and their sqrt(1 - R^2)) lets the engine re-align from its key
+blocks (``Measurement.from_error_counts``, ``calibration.tracking``). A descent
+that stops making progress (noise, or a fold of the MPC320's paddle map, where
+b = (a + c)/2 mod 45 deg and one direction acts only to second order) tries a
+long step along the common rotation of all paddles (exact for any paddles: it
+turns the whole controller about the beam) and along the Jacobian's weakest
+direction, then gives its budget to another start. A paddle step past the end of
+travel goes to the equivalent setting inside the range (``_Driver.equivalents``:
+paddle periodicity and the lambda/4-lambda/2-lambda/4 layout's second family;
+the one piece of the controller's nominal layout used, from its datasheet).
+Other steps are projected onto the controller's range; if the best reachable setting is still
 misaligned the routine raises :class:`PolarizationError` naming the actuator at
 its limit and leaves the controller at the best setting found (a safe state).
 
@@ -70,6 +83,19 @@ class Measurement:
 
     counts: np.ndarray
     link_s: float
+    signed: bool = True     # False: only per-basis error counts are known (``from_error_counts``)
+
+    @classmethod
+    def from_error_counts(cls, n_z: int, errors_z: int, n_x: int, errors_x: int,
+                          link_s: float = 0.0) -> Measurement:
+        """What a key-making block discloses: sifted bits and bit errors per basis, no reference
+        states. Stored as counts of Alice's H and D against Bob's right/wrong detector, so the QBERs,
+        sums and R11 = 1 - 2 QBER_Z, R22 = 1 - 2 QBER_X hold; the signed off-diagonal components
+        are unknown (``components`` is not available: ``signed`` is False)."""
+        c = np.zeros((4, 4), np.int64)
+        c[0, 0], c[0, 1] = n_z - errors_z, errors_z
+        c[2, 2], c[2, 3] = n_x - errors_x, errors_x
+        return cls(c, float(link_s), signed=False)
 
     def _col(self, plus: int, minus: int, arm: tuple[int, int]) -> float:
         c = self.counts
@@ -190,6 +216,26 @@ def _residual(m: Measurement) -> np.ndarray:
     return m.components - np.array([1.0, 0.0, 0.0, 1.0])
 
 
+def _align_residual(m: Measurement) -> np.ndarray:
+    """The four signed components and the magnitudes of the two unmeasured ones (|R31|, |R32|: a
+    passive receiver sees no circular light, but each column of R is a unit vector, so
+    |R31| = sqrt(1 - R11^2 - R21^2)). Near alignment, with a residual rotation w, R21 ~ -R12 ~ w3
+    while R11 - 1 and R22 - 1 are quadratic in w1, w2: Gauss-Newton on the four alone converges only
+    linearly (halving w per step) and its Jacobian vanishes with w, so noise stalls it; |R31| ~ |w2|
+    and |R32| ~ |w1| are first order. And r.r = 2(1 - R11) + 2(1 - R22) = 4 (QBER_Z + QBER_X):
+    the least-squares cost is exactly the misalignment error rate."""
+    if not m.signed:
+        # per-basis error counts only: R11, R22 and the magnitudes sqrt(1 - R11^2) ~ |(w2, w3)|,
+        # sqrt(1 - R22^2) ~ |(w1, w3)| (first order, unsigned); r.r = 4 (QBER_Z + QBER_X) again
+        r11, r22 = 1.0 - 2.0 * m.qber_z, 1.0 - 2.0 * m.qber_x
+        return np.array([r11 - 1.0, r22 - 1.0, math.sqrt(max(0.0, 1.0 - r11 * r11)),
+                         math.sqrt(max(0.0, 1.0 - r22 * r22))])
+    r11, r21, r12, r22 = m.components
+    return np.array([r11 - 1.0, r21, r12, r22 - 1.0,
+                     math.sqrt(max(0.0, 1.0 - r11 * r11 - r21 * r21)),
+                     math.sqrt(max(0.0, 1.0 - r12 * r12 - r22 * r22))])
+
+
 class _Driver:
     """The controller through its interface, with errors turned into PolarizationError."""
 
@@ -200,6 +246,59 @@ class _Driver:
         self.n = int(controller.n_actuators)
         self.unit = str(controller.actuator_unit)
         self.name = getattr(controller, "name", type(controller).__name__)
+        waves = getattr(controller, "paddle_retardance_waves", None)
+        self.waves = (tuple(float(w) for w in waves)
+                      if waves is not None and self.unit == "deg" and len(waves) == self.n else None)
+
+    def equivalents(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Settings inside the range with the same (nominal) transform as ``x`` (which may lie outside
+        it), each with the Jacobian A of the map x -> x' (an offset e in settings becomes A e), nearest
+        to ``x`` first. Empty for a controller without paddles (EPC-400: no such symmetry).
+
+        Why these: a retarder turned by 180 deg is the same retarder, whatever its retardance (its
+        Jones matrix R(t) D R(-t) has R(t + pi) = -R(t)), so every paddle angle is periodic with 180
+        deg; a half-wave paddle (nominal) also with 90 deg (its axes swap, up to a global phase). For
+        the MPC320's lambda/4, lambda/2, lambda/4 (paddle 1 first, U = Q(c) H(b) Q(a)) a second family:
+        Q(t + 90) = Q(t)^-1, Q(t)^2 = H(t) and H(x) H(y) H(z) = H(x - y + z) (pi rotations about
+        in-plane axes of the Poincare sphere) give Q(c + 90) H(a + c - b) Q(a + 90) = Q(c) H(b) Q(a),
+        so (a, b, c) and (a + 90, a + c - b, c + 90) set the same rotation (Jacobian [[1,0,0],[1,-1,1],
+        [0,0,1]], its own inverse). With 0..170 deg paddles the 10-deg gap of a quarter-wave paddle is
+        always reachable through the other family. Real paddles are only nominally lambda/4 and
+        lambda/2, so a jump lands near, not exactly at, the same rotation: callers measure again."""
+        if self.waves is None:
+            return []
+        x = np.asarray(x, float)
+        eye = np.eye(self.n)
+        fams = [(x, eye)]
+        if self.n == 3 and self.waves == (0.25, 0.5, 0.25):
+            a, b, c = x
+            fams.append((np.array([a + 90.0, a + c - b, c + 90.0]),
+                         np.array([[1.0, 0, 0], [1.0, -1.0, 1.0], [0, 0, 1.0]])))
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        for y, A in fams:
+            choices = []
+            for i in range(self.n):
+                p = 90.0 if self.waves[i] == 0.5 else 180.0
+                k0 = math.ceil((self.lo - y[i]) / p - 1e-12)
+                vals = [y[i] + k * p for k in range(k0, k0 + int((self.hi - self.lo) // p) + 2)]
+                choices.append([v for v in vals if self.lo <= v <= self.hi])
+            for combo in np.array(np.meshgrid(*choices, indexing="ij")).reshape(self.n, -1).T:
+                out.append((combo.astype(float), A))
+        out.sort(key=lambda e: float(np.abs(e[0] - x).max()))
+        return out
+
+    def into_range(self, target: np.ndarray, origin: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``target`` if inside the range; else the equivalent setting inside it nearest ``origin``
+        (least paddle travel) and its Jacobian; else ``target`` clipped and None (no equivalent)."""
+        target = np.asarray(target, float)
+        if np.all((target >= self.lo) & (target <= self.hi)):
+            return target, np.eye(self.n)
+        eq = self.equivalents(target)
+        if not eq:
+            return np.clip(target, self.lo, self.hi), None
+        ref = target if origin is None else np.asarray(origin, float)
+        return min(eq, key=lambda e: float(np.abs(e[0] - ref).max()))
 
     def set(self, x: np.ndarray) -> None:
         x = np.asarray(x, float)
@@ -249,13 +348,13 @@ def align(controller, measure: Callable[[], Measurement], *, seed: int = 0, star
         nonlocal link_s
         ms = [measure() for _ in range(n)]
         link_s += sum(m.link_s for m in ms)
-        return Measurement(sum(m.counts for m in ms), sum(m.link_s for m in ms))
+        return Measurement(sum(m.counts for m in ms), sum(m.link_s for m in ms), ms[0].signed)
 
     def probe(x: np.ndarray, reps: int = 1) -> tuple[Measurement, np.ndarray]:
         nonlocal best
         dev.set(x)
         m = measure_n(reps)
-        r = _residual(m)
+        r = _align_residual(m)
         hist.append((x.copy(), m.qber_z, m.qber_x))
         cost = float(r @ r)
         if best is None or cost < best[0]:
@@ -279,12 +378,49 @@ def align(controller, measure: Callable[[], Measurement], *, seed: int = 0, star
 
     def descend(x: np.ndarray, m: Measurement) -> None:
         """Levenberg-Marquardt from (x, m) until done, stuck or out of budget."""
-        r = _residual(m)
+        r = _align_residual(m)
         bx, bm, br = x, m, r                     # this descent's best (the global best may be elsewhere)
         lam, shrink = 1e-2, 1.0
+        costs: list[float] = []
+        J: np.ndarray | None = None
+        escapes = 0
+
+        def escape() -> bool:
+            """Near a fold of the controller's map (the MPC320's paddles lose a degree of freedom where
+            b = (a + c)/2 mod 45 deg) the settings along the Jacobian's weakest direction change the
+            rotation only to second order, so Gauss-Newton does not move along it, though the target
+            may lie a few tens of degrees that way: try a large step each way along it (two probes).
+            Paddles also have an exact symmetry whatever their retardance: turning all of them by the
+            same angle turns the whole controller about the beam (C -> R C R^-1, R about S3), a
+            direction along which the cost near a fold forms a long valley: tried first for them."""
+            nonlocal bx, bm, br, escapes, costs
+            if J is None or escapes >= 3 or len(hist) + 2 > max_measurements:
+                return False
+            escapes += 1
+            if dev.waves is not None and escapes <= 2:
+                v = np.ones(dev.n)
+            else:
+                v = np.linalg.svd(J)[2][-1]
+                v = v / np.abs(v).max()
+            for t in (0.1 * span, -0.1 * span):
+                xn, _ = dev.into_range(bx + t * v, bx)
+                mn, rn = probe(xn, reps_for(float(br @ br)))
+                if rn @ rn < 0.8 * (br @ br):
+                    bx, bm, br = xn, mn, rn
+                    costs = []
+                    return True
+            return False
+
         while not done(bm) and len(hist) + dev.n + 1 <= max_measurements:
             x, m, r = bx, bm, br
             cost = float(r @ r)
+            costs.append(cost)
+            # no real progress over three iterations (noise accepted as "better", or a fold with the
+            # target beyond it): look along the weak direction, else give the budget to another start
+            if len(costs) >= 4 and cost > 0.6 * costs[-4]:
+                if escape():
+                    continue
+                return
             reps = reps_for(cost)
             if m.counts.sum() < 0.75 * reps * cands_counts:
                 m, r = probe(x, reps)            # re-measure the base point as precisely as the dithers
@@ -292,7 +428,7 @@ def align(controller, measure: Callable[[], Measurement], *, seed: int = 0, star
             # Jacobian by forward differences (a dither of each actuator, smaller near the optimum where
             # the landscape is curved on the scale of the misalignment), away from the range edge
             h = shrink * float(np.clip(0.1 * math.sqrt(cost), 0.5, 1.0)) * dither_fraction * span
-            J = np.empty((4, dev.n))
+            J = np.empty((r.size, dev.n))
             for i in range(dev.n):
                 xi = x.copy()
                 step = h if xi[i] + h <= dev.hi else -h
@@ -303,33 +439,47 @@ def align(controller, measure: Callable[[], Measurement], *, seed: int = 0, star
                     return
             # Levenberg-Marquardt step (Nocedal & Wright eq. 10.24), clipped and projected onto the range
             improved = False
-            while len(hist) < max_measurements and lam <= 1e4:
+            tries = 0
+            while len(hist) < max_measurements and tries < 5:
+                tries += 1
                 A = J.T @ J
                 delta = -np.linalg.solve(A + lam * np.diag(np.diag(A) + 1e-12), J.T @ r)
                 lim = max_step_fraction * span
                 if np.abs(delta).max() > lim:
                     delta *= lim / np.abs(delta).max()
-                xn = np.clip(x + delta, dev.lo, dev.hi)
+                # a paddle past its end of travel: the equivalent setting inside the range (same rotation)
+                xn, _ = dev.into_range(x + delta, x)
                 mn, rn = probe(xn, reps)
                 if rn @ rn < r @ r:
                     bx, bm, br = xn, mn, rn
                     lam = max(lam / 3, 1e-6)
                     improved = True
                     break
-                lam *= 4
+                lam *= 8
             if not improved:
                 # stuck (noise floor or a range edge): a fresh, smaller Jacobian from the best point
                 lam, shrink = 1e-2, shrink * 0.5
                 at_edge = np.any(np.minimum(bx - dev.lo, dev.hi - bx) <= 1e-3 * span)
                 if shrink < 0.1 or at_edge:
+                    if escape():
+                        shrink = 1.0
+                        continue
                     return
 
     cands_counts = float(np.mean([e[2].counts.sum() for e in scored]))
-    for _, x, m in scored[:3]:                  # restart from the next-best start if a descent gets stuck
-        if best is not None and done(best[2]):
+    # restart from the next-best start if a descent gets stuck, then from kicks around the best point
+    # (a random move of a quarter of the range: off a fold, onto another basin)
+    starts_left = [(x, m) for _, x, m in scored[:3]]
+    while best is None or not done(best[2]):
+        if len(hist) + 2 * (dev.n + 1) > max_measurements:
             break
-        if len(hist) + dev.n + 1 > max_measurements:
-            break
+        if starts_left:
+            x, m = starts_left.pop(0)
+        else:
+            near = max(best[2].qber_z, best[2].qber_x) < 0.02      # a narrow valley: look nearby
+            x, _ = dev.into_range(best[1] + rng.normal(0.0, (0.08 if near else 0.25) * span, dev.n),
+                                  best[1])
+            m, _ = probe(x)
         descend(x, m)
     assert best is not None
     _, xb, _ = best

@@ -53,13 +53,24 @@ One cycle is three blocks: base (no dither), +d u, -d u. With an EPC-400 (four
 squeezers, three rotation angles) an actuator near a limit is walked back along
 the null direction of H (the smallest eigenvector: a move the error rates do
 not see to first order) a little every cycle, and a step that would leave the
-range is completed along it, so resets are smooth; a three-actuator controller
-(MPC320) has no such direction and ``realign`` is called if given, else
-:class:`PolarizationError` with the controller held (a safe state). A base block
-above ``lost_qber`` (the quadratic model no longer holds, e.g. near a point
-where the controller loses a degree of freedom) calls ``realign`` (a fresh
-``align`` with reference frames, which the bench has and the engine has not)
-or else learns the curvature afresh where it is.
+range is completed along it, so resets are smooth. A paddle controller (MPC320)
+has no such direction, but its paddle angles are periodic and its
+lambda/4-lambda/2-lambda/4 layout has a second family of settings for the same
+rotation (``polarization._Driver.equivalents``): a paddle near the end of its
+travel jumps to the equivalent setting with the most room, and because the map
+between the two is affine the Kalman state, its covariance and the curvature
+estimates are carried over exactly (e' = A e, H' = A^-T H A^-1): no re-learning.
+Only a paddle at its very end with no equivalent inside the range needs a new
+search. A base block above ``lost_qber`` (lock lost: the quadratic model no
+longer holds), a block the engine aborted for its X error rate (``z_known``
+False) or a paddle at its end calls ``realign`` if given (the bench's ``align``
+with reference frames), else, by default, a recovery inside the engine: ``align``
+run on the key blocks' own per-basis error counts (``_BlockRecovery``: one block
+per measurement, no reference frames, no pause in key making; measured on the
+block-level link: 16/16 random rotations within 101 blocks). If the recovery
+fails ``recover_tries`` times (or ``recover=False`` and no ``realign``) the loop
+raises :class:`PolarizationError` with the controller at its best setting in
+range (a safe state; the node raises a ``polarization`` alarm and stops tracking).
 
 Blocks straddling a setting change are not used: the node passes the last
 acquired frame with every call and a block counts only if its first frame was
@@ -70,13 +81,14 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .polarization import AlignResult, PolarizationError, _Driver
+from .polarization import AlignResult, Measurement, PolarizationError, _Driver, align
 
 __all__ = ["BlockCounts", "PolarizationTracking", "TrackRecord", "align_inside"]
 
@@ -94,6 +106,7 @@ class BlockCounts:
     first_frame: int = 0
     last_frame: int = 0
     duration_s: float = 0.0
+    z_known: bool = True        # False: the block ended before its Z errors were known (X only)
 
     def __post_init__(self) -> None:
         for name in ("n_z", "errors_z", "n_x", "errors_x"):
@@ -103,6 +116,15 @@ class BlockCounts:
         if self.errors_z > self.n_z or self.errors_x > self.n_x:
             raise ValueError(f"errors exceed sifted bits: Z {self.errors_z}/{self.n_z}, "
                              f"X {self.errors_x}/{self.n_x}")
+
+    def measurement(self) -> Measurement:
+        """As a ``polarization.Measurement`` of per-basis error counts (unknown Z counts as 50 %: a
+        block aborted for its X error rate or failed in reconciliation is a bad setting)."""
+        if self.z_known:
+            return Measurement.from_error_counts(self.n_z, self.errors_z, self.n_x, self.errors_x,
+                                                 self.duration_s)
+        n = max(self.n_x, 2)
+        return Measurement.from_error_counts(n, n // 2, self.n_x, self.errors_x, self.duration_s)
 
     def rates(self) -> tuple[np.ndarray, np.ndarray]:
         """(QBER_Z, QBER_X) and their binomial variances (a floor of 1e-3 keeps a clean block honest)."""
@@ -187,6 +209,19 @@ class _Rls:
         self.P = (self.P - np.outer(k, Pf)) / self.forget
         self.P = (self.P + self.P.T) / 2
 
+    def transform(self, m: np.ndarray) -> None:
+        """The model after a change of coordinates x = M x' (H' = M^T H M): a linear map T on theta, so
+        theta' = T theta and P' = T P T^T (exact; used when a paddle controller unwinds)."""
+        k = len(self.theta)
+        T = np.empty((k, k))
+        for j in range(k):
+            h = np.zeros((self.n, self.n))
+            h[self.iu[0][j], self.iu[1][j]] = 1.0
+            h = h + h.T - np.diag(np.diag(h))
+            T[:, j] = (m.T @ h @ m)[self.iu]
+        self.theta = T @ self.theta
+        self.P = T @ self.P @ T.T
+
     def matrix(self, rank: int = 2) -> np.ndarray:
         """The estimate as a symmetric, positive semi-definite matrix of at most ``rank`` (one basis's
         error rate sees two of the three rotation angles to second order: QBER_Z ~ (w2^2 + w3^2)/4,
@@ -197,6 +232,105 @@ class _Rls:
         w, v = np.linalg.eigh(h)
         w[:-rank] = 0.0
         return (v * np.maximum(w, 0.0)) @ v.T
+
+
+class _Fenced:
+    """The controller as ``align`` sees it during a recovery: every setting sent moves the fence (the
+    first frame a block must start at to count) past the frames acquired so far."""
+
+    def __init__(self, rec: _BlockRecovery) -> None:
+        self._rec = rec
+        c = rec.dev.c
+        self.name, self.actuator_unit = rec.dev.name, c.actuator_unit
+        self.actuator_range, self.n_actuators = c.actuator_range, c.n_actuators
+        waves = getattr(c, "paddle_retardance_waves", None)
+        if waves is not None:
+            self.paddle_retardance_waves = waves
+
+    def set_actuators(self, values) -> None:
+        self._rec.dev.c.set_actuators(values)
+        self._rec.fence = self._rec.current + 1 + self._rec.guard
+
+    def get_actuators(self):
+        return self._rec.dev.c.get_actuators()
+
+
+class _BlockRecovery:
+    """``polarization.align`` run on the blocks the engine makes anyway (no reference frames): each
+    measurement is one block's per-basis error counts (``Measurement.from_error_counts``), taken
+    entirely after the setting it measures. ``align`` runs in a worker thread in lockstep with the
+    node: ``feed`` hands it a block and waits until it has sent its next setting (or finished), so
+    every setting is applied while the node's current frame is known, as in tracking.
+
+    Why this works without reference frames: ``align``'s residual from error counts alone,
+    (R11 - 1, R22 - 1, sqrt(1 - R11^2), sqrt(1 - R22^2)), is first order in the residual rotation's
+    magnitude and its square sum is 4 (QBER_Z + QBER_X); with random starts and Levenberg-Marquardt
+    it found the aligned setting from random rotations on the block-level link in 16/16 cases
+    (EPC-400 and MPC320, <= 101 blocks; bench.tracking_run counts it in the key rate)."""
+
+    def __init__(self, dev: _Driver, *, guard: int, current_frame: int, seed: int,
+                 max_blocks: int, wait_s: float, fail_qber: float) -> None:
+        self.dev, self.guard, self.current = dev, int(guard), int(current_frame)
+        self.fence = self.current + 1 + self.guard
+        self.wait_s = float(wait_s)
+        self.blocks = 0
+        self.result: AlignResult | None = None
+        self.error: Exception | None = None
+        self._in: queue.Queue = queue.Queue()
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._stop = False
+        self.fail_qber = float(fail_qber)
+        self._t = threading.Thread(target=self._run, args=(seed, max_blocks), daemon=True,
+                                   name="polarization-recovery")
+        self._t.start()
+        self._wait()                      # align sent its first setting (or failed at once)
+
+    def _run(self, seed: int, max_blocks: int) -> None:
+        try:
+            # the fiber keeps drifting during the search (~1 s of blocks): good enough is back inside
+            # the tracking loop's reach (fail_qber = its lost_qber); the loop does the rest
+            self.result = align(_Fenced(self), self._measure, seed=seed, max_measurements=max_blocks,
+                                confirm_reps=2, target_qber=min(0.002, self.fail_qber),
+                                fail_qber=self.fail_qber)
+        except Exception as exc:  # noqa: BLE001 - handed to the node's thread by feed()
+            self.error = exc
+        finally:
+            self._done.set()
+            self._ready.set()
+
+    def _measure(self) -> Measurement:
+        self._ready.set()
+        try:
+            counts = self._in.get(timeout=self.wait_s)
+        except queue.Empty:
+            raise PolarizationError(f"recovery: no block arrived for {self.wait_s:g} s") from None
+        if counts is None:
+            raise PolarizationError("recovery stopped")
+        self.blocks += 1
+        return counts.measurement()
+
+    def _wait(self) -> None:
+        if not self._ready.wait(self.wait_s):
+            raise PolarizationError(f"{self.dev.name}: recovery stuck (controller not answering?)")
+        self._ready.clear()
+
+    def feed(self, counts: BlockCounts, current_frame: int) -> bool:
+        """One block; True when the block was used. ``done`` tells when the search has ended."""
+        self.current = int(current_frame)
+        if counts.first_frame < self.fence or self._done.is_set():
+            return False
+        self._in.put(counts)
+        self._wait()
+        return True
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def stop(self) -> None:
+        self._in.put(None)
+        self._t.join(self.wait_s)
 
 
 class PolarizationTracking:
@@ -222,7 +356,8 @@ class PolarizationTracking:
                  max_step_fraction: float = 0.02, edge_fraction: float = 0.15,
                  recenter_fraction: float = 0.002, forget: float = 0.997, seed: int = 0,
                  lost_qber: float = 0.03, p0: float = 0.002, frame_s: float = 0.0,
-                 guard_frames: int = 1,
+                 guard_frames: int = 1, recover: bool = True, recover_blocks: int = 100,
+                 recover_wait_s: float = 30.0, recover_tries: int = 3,
                  realign: Callable[[], AlignResult] | None = None) -> None:
         self.dev = _Driver(controller)
         n = self.dev.n
@@ -241,6 +376,15 @@ class PolarizationTracking:
         self.guard = int(guard_frames)
         self.realigns = 0
         self.relearns = 0
+        self.unwinds = 0
+        self.recoveries = 0
+        self.recover = bool(recover)
+        self.recover_blocks = int(recover_blocks)
+        self.recover_wait_s = float(recover_wait_s)
+        self._recovery: _BlockRecovery | None = None
+        self.recover_tries = int(recover_tries)
+        self._failed_recoveries = 0
+        self._seed = int(seed)
         self._need_realign: list[int] = []
         self._rng = np.random.default_rng(seed)
         self._forget, self._init_rounds = float(forget), int(init_rounds)
@@ -331,19 +475,36 @@ class PolarizationTracking:
         self._block += 1
         q, var = counts.rates()
         cur = counts.last_frame if current_frame is None else int(current_frame)
+        if self._recovery is not None:
+            return self._recover_block(counts, q, cur)
         if counts.first_frame < self._valid_from:
             return self._record(q, "skip")
         phase = self._phase
+        if not counts.z_known:
+            # an aborted block (X error rate above the engine's threshold) or a failed
+            # reconciliation: no Z count and certainly no lock
+            if self.realign is None and self.recover:
+                self._start_recovery("block without a Z error count (aborted: QBER too high)", cur)
+                return self._record(q, "recover")
+            return self._record(q, "skip")
         if self._need_realign:
             at, self._need_realign = self._need_realign, []
+            if self.realign is None and self.recover:
+                self._start_recovery(f"actuator(s) {at} at the end of [{self.dev.lo:g}, {self.dev.hi:g}] "
+                                     f"{self.dev.unit} with no equivalent setting inside it", cur)
+                return self._record(q, "recover")
             self._realign(f"actuator(s) {at} at the edge of [{self.dev.lo:g}, {self.dev.hi:g}] "
                           f"{self.dev.unit} and no redundancy to walk back", cur)
             return self._record(q, "realign")
         if phase == "base" and not self._init_dirs and max(q) > self.lost_qber:
             why = f"lock lost: QBER_Z {q[0]:.4f} QBER_X {q[1]:.4f} > {self.lost_qber}"
+            if self.realign is None and self.recover:
+                # the engine has no reference frames: search again from the blocks themselves
+                self._start_recovery(why, cur)
+                return self._record(q, "recover")
             if self.realign is None:
-                # no global search available (the engine has no reference frames): learn the
-                # curvature afresh where we are and go on; the dithers still see the slope
+                # no global search wanted: learn the curvature afresh where we are and go on; the
+                # dithers still see the slope
                 log.warning("%s: %s: re-learning the curvature", self.dev.name, why)
                 self.relearns += 1
                 self.e[:] = 0
@@ -403,13 +564,18 @@ class PolarizationTracking:
         ikh = np.eye(n) - K @ Hm
         self.P = ikh @ self.P @ ikh.T + K @ R @ K.T              # Joseph form: stays symmetric, >= 0
         self.e = proj @ self.e
+        # a paddle near the end of its travel: the equivalent setting (estimates carried over; the next
+        # cycle steps from there), else flagged once really at the end (no redundancy to walk back)
+        if self.dev.n <= 3 and self._room(self.x) < self.edge and self._walk_back(hs, v) is None:
+            return
         step = -self.gain * self.e
         if np.abs(step).max() > self.max_step:
             step *= self.max_step / np.abs(step).max()
         # the walk back from a limit moves along the null direction: by assumption it leaves the
         # offset unchanged, so only the (range-projected) move actually made is added to e (a step
         # cut short at the range limit leaves the rest of the offset to be corrected)
-        new = self._inside(self._use_redundancy(self.x + step + self._walk_back(hs, v), hs, v))
+        back = self._walk_back(hs, v) if self.dev.n > 3 else np.zeros(n)
+        new = self._inside(self._use_redundancy(self.x + step + back, hs, v))
         self.e = self.e + proj @ (new - self.x)
         self.x = new
 
@@ -430,7 +596,9 @@ class PolarizationTracking:
         alpha = float(np.clip(-over[i] / null[i], -self.max_step * 3, self.max_step * 3))
         return target + alpha * null
 
-    def _walk_back(self, hs: np.ndarray, v: np.ndarray) -> np.ndarray:
+    def _walk_back(self, hs: np.ndarray, v: np.ndarray) -> np.ndarray | None:
+        """The move back from a range limit (EPC-400: along the null direction); None when a paddle
+        controller jumped to an equivalent setting instead."""
         near = np.minimum(self.x - self.dev.lo, self.dev.hi - self.x) < self.edge
         if not near.any():
             return np.zeros_like(self.x)
@@ -438,8 +606,105 @@ class PolarizationTracking:
             null = self._null(hs, v)
             want = np.where(near, (self.dev.lo + self.dev.hi) / 2 - self.x, 0.0)
             return null * (1.0 if null @ want >= 0 else -1.0) * self.recenter / np.abs(null).max()
-        self._need_realign = [int(i) + 1 for i in np.flatnonzero(near)]
+        if self._unwind():
+            return None
+        # no equivalent setting with more room: go on tracking until a paddle is really at its end
+        hard = np.minimum(self.x - self.dev.lo, self.dev.hi - self.x) < 0.2 * self.edge
+        if hard.any():
+            self._need_realign = [int(i) + 1 for i in np.flatnonzero(hard)]
         return np.zeros_like(self.x)
+
+    def _room(self, x: np.ndarray) -> float:
+        return float(np.min(np.minimum(x - self.dev.lo, self.dev.hi - x)))
+
+    def _unwind(self) -> bool:
+        """A paddle controller near the end of a paddle's travel: move to the equivalent setting with the
+        most room (``_Driver.equivalents``: the same rotation, paddle periodicity and the MPC320's second
+        family), carrying the estimates over exactly, because the map between the two is affine,
+        x' = A x + c: offsets e' = A e (covariance A P A^T) and curvatures H' = A^-T H A^-1, so tracking
+        goes on without re-learning. The jump is a large paddle move: the blocks taken while the
+        paddles travel are stale (skipped); nominal, not exact, equivalence is mended by the next cycles."""
+        eq = self.dev.equivalents(self.x)
+        if not eq:
+            return False
+        y, A = max(eq, key=lambda e: self._room(e[0]))
+        if self._room(y) <= max(self._room(self.x), 0.0) + 0.1 * self.edge:
+            return False
+        ainv = np.linalg.inv(A)
+        for rls in self.rls:
+            rls.transform(ainv)
+        self.e = A @ self.e
+        if self.P is not None:
+            self.P = A @ self.P @ A.T
+        log.info("%s: paddle(s) near the end of travel: unwinding %s -> %s %s", self.dev.name,
+                 np.round(self.x, 1).tolist(), np.round(y, 1).tolist(), self.dev.unit)
+        self.x = self._inside(y)
+        self.unwinds += 1
+        return True
+
+    def _start_recovery(self, why: str, current_frame: int) -> None:
+        log.warning("%s: %s: recovering from the key blocks' error counts", self.dev.name, why)
+        self._recovery = _BlockRecovery(self.dev, guard=self.guard, current_frame=current_frame,
+                                        seed=self._seed + 7919 * (self.recoveries + 1),
+                                        max_blocks=self.recover_blocks, wait_s=self.recover_wait_s,
+                                        fail_qber=self.lost_qber)
+        self._check_recovery(current_frame)
+
+    def _recover_block(self, counts: BlockCounts, q: np.ndarray, cur: int) -> TrackRecord:
+        rec = self._recovery
+        assert rec is not None
+        used = rec.feed(counts, cur)
+        self._check_recovery(cur)
+        return self._record(q, "recover" if used else "skip")
+
+    def _check_recovery(self, current_frame: int) -> None:
+        rec = self._recovery
+        if rec is None or not rec.done:
+            return
+        self._recovery = None
+        rec.stop()
+        if rec.result is None:
+            self._failed_recoveries += 1
+            if (self._failed_recoveries < self.recover_tries and isinstance(rec.error, PolarizationError)
+                    and "alignment failed" in str(rec.error)):
+                self._start_recovery(f"recovery {self._failed_recoveries} fell short", current_frame)
+                return
+            # the controller is where align left it (its best setting, or held if it stopped
+            # answering): a safe state; the node raises the alarm
+            raise PolarizationError(f"{self.dev.name}: recovery from block counts failed after "
+                                    f"{rec.blocks} blocks: {rec.error}")
+        self.recoveries += 1
+        self._failed_recoveries = 0
+        log.warning("%s: recovered after %d blocks: %s", self.dev.name, rec.blocks,
+                    rec.result.summary(self.dev.unit))
+        self._restart_at(rec.result.settings, rec.fence - 1 - self.guard)
+
+    def summary(self) -> dict:
+        """Counts for the node's final status: blocks seen and used, what was done with them."""
+        acts = [r.action for r in self.log]
+        return {"controller": self.dev.name, "blocks": len(acts),
+                "used": sum(a in ("base", "plus", "minus", "recover") for a in acts),
+                "skipped": acts.count("skip"), "recoveries": self.recoveries, "unwinds": self.unwinds,
+                "realigns": self.realigns, "relearns": self.relearns,
+                "recovering": self._recovery is not None,
+                "settings": np.round(self.x, 2).tolist(), "unit": self.dev.unit}
+
+    def close(self) -> None:
+        """Stop a recovery in progress (the node is closing)."""
+        with self._lock:
+            if self._recovery is not None:
+                self._recovery.stop()
+                self._recovery = None
+
+    def _restart_at(self, settings: np.ndarray, current_frame: int) -> None:
+        self.x = self._inside(settings)
+        if not np.array_equal(self.x, np.asarray(settings, float)):
+            self.dev.set(self.x)
+        self.e[:] = 0
+        self.P = None
+        self._learn()                       # the curvature belongs to the old setting
+        self._phase = "base"
+        self._valid_from = max(self._valid_from, int(current_frame) + 1 + self.guard)
 
     def _realign(self, why: str, current_frame: int) -> None:
         if self.realign is None:

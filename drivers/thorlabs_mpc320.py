@@ -102,6 +102,10 @@ class ThorlabsMpc320(Instrument):
     N_PADDLES = 3
     RANGE_DEG = (0.0, 170.0)
     MAX_SPEED_DEG_S = 400.0  # at 100 % velocity
+    # the paddles' nominal retardances in waves, light through paddle 1 first (MPC320 manual:
+    # lambda/4, lambda/2, lambda/4 at the design wavelength); calibration uses it only to find
+    # equivalent paddle settings when one reaches the end of its travel
+    PADDLE_RETARDANCE_WAVES = (0.25, 0.5, 0.25)
 
     def __init__(
         self,
@@ -136,6 +140,11 @@ class ThorlabsMpc320(Instrument):
     @property
     def n_actuators(self) -> int:
         return self.N_PADDLES
+
+    @property
+    def paddle_retardance_waves(self) -> tuple[float, ...]:
+        """Nominal retardance of each paddle in waves (a paddle angle is periodic with 180 deg)."""
+        return self.PADDLE_RETARDANCE_WAVES
 
     # -- lifecycle -------------------------------------------------------------------------
     def _make_transport(self) -> Transport:

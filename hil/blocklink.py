@@ -138,6 +138,7 @@ class ModelMpc320:
     actuator_unit = "deg"
     actuator_range = (0.0, 170.0)
     n_actuators = 3
+    paddle_retardance_waves = (0.25, 0.5, 0.25)      # as the driver (optics.mpc320_rotation's default)
 
     def __init__(self, model: LinkModel, angles_deg=(85.0, 85.0, 85.0)) -> None:
         self.model = model

@@ -303,18 +303,32 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
                                      fs.window_ps or 0.8e12 / fs.clock_hz))
     node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
                 block_limit=args.blocks or None, frame_slots=fs.frame_slots)
-    pol = None
+    pol = trk = None
     if nf.calibration.track_polarization:          # [calibration]: issue 7's tracking loop on Bob
         from calibration.tracking import PolarizationTracking
 
         try:
             pol = lab.build(role, nf.calibration.controller)
             pol.open()
-            node.tracking = PolarizationTracking(
+            node.tracking = trk = PolarizationTracking(
                 pol, drift_rad_per_sqrt_s=nf.calibration.drift_rad_per_sqrt_s,
                 frame_s=fs.frame_slots / fs.clock_hz, guard_frames=cfg.max_frames_in_flight)
+            print(f"qkd {role}: polarization tracking with {trk.dev.name} ({trk.dev.n} actuators, "
+                  f"{trk.dev.lo:g}..{trk.dev.hi:g} {trk.dev.unit})", flush=True)
         except Exception as exc:  # noqa: BLE001 - any driver/config failure: refuse to start
             print(f"qkd {role}: polarization tracking: {exc}", file=sys.stderr)
+            node.close()
+            return 2
+    watched: dict = {}
+    for name in nf.watch.instruments:              # [watch]: read back while the link runs (issue 9)
+        try:
+            drv = lab.build(role, name)
+            drv.open()
+            watched[f"{role}.{name}"] = drv
+        except Exception as exc:  # noqa: BLE001 - any driver/config failure: refuse to start
+            print(f"qkd {role}: watch.instruments: {name}: {exc}", file=sys.stderr)
+            for d in watched.values():
+                d.close()
             node.close()
             return 2
     stop = threading.Event()
@@ -323,6 +337,10 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
     print(f"qkd {role}: link {nf.link_id}, telemetry on {node.telemetry_endpoint}", flush=True)
     from .services import close_all, start_kme, start_metrics
     closers: list = []
+    if watched:
+        from .instrument_watch import InstrumentWatch
+
+        closers.append(InstrumentWatch(node, watched, period_s=nf.watch.period_s).start().close)
     last = 0.0
     try:
         try:
@@ -354,10 +372,16 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
         signal.signal(signal.SIGINT, old)
         st = node.status()
         st["alarms"] = sorted({a["alarm"] for a in node.alarms})
+        if trk is not None:                     # [calibration] track_polarization (issue 7)
+            trk.close()
+            st["polarization_tracking"] = {**trk.summary(), "on": node.tracking is not None}
+            if not args.json:
+                print(f"qkd {role}: polarization tracking: {json.dumps(st['polarization_tracking'])}",
+                      flush=True)
         close_all(closers)
         node.close()
         ch.close()
-        for inst in (fe, pol):
+        for inst in (fe, pol, *watched.values()):
             try:
                 if inst is not None:
                     inst.close()

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .auth import append_segments_sql, next_segment_index
+from .store_errors import KeyStoreError, KeyStoreIOError  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +75,6 @@ CREATE TABLE IF NOT EXISTS keyblock (
 # end (a consumed key's bytes are zeros), live = one byte per key (1 present, 0 consumed),
 # live0/live1 = present keys with an even/odd index (the KMEs' shares). The row is deleted
 # when its last key is consumed.
-
-
-class KeyStoreError(RuntimeError):
-    """A key store operation is invalid (wrong state, wrong link, unknown key)."""
-
-
-class KeyStoreIOError(KeyStoreError):
-    """The store's file failed (corrupt, disk full, I/O error); the message names the file.
-
-    Unlike a refused operation this is not a protocol answer: the node must stop
-    with an alarm (a full disk would otherwise refuse every block, quietly)."""
 
 
 def key_id(link_id: str, block_id: int, index: int) -> str:
@@ -244,6 +234,17 @@ class KeyStore:
             nxt = max(nxt, top)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('next_block', ?)", (str(nxt + 1),))
             return nxt
+
+    def raise_counter(self, name: str, at_least: int) -> int:
+        """Durably raise the counter ``name`` (meta table) to ``at_least`` if it is lower; returns
+        its value. For reservations that must survive a crash (``link.resume``: frame numbers)."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE name=?", (f"counter:{name}",)).fetchone()
+            cur = int(row[0]) if row else 0
+            if at_least > cur:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"counter:{name}", str(at_least)))
+                cur = at_least
+            return cur
 
     # two-step commit --------------------------------------------------------------------------
     def prepare(self, block_id: int, key: bytearray | memoryview, key_bits: int) -> None:

@@ -78,6 +78,7 @@ from .keystore import KeyStore, KeyStoreError
 from .messages import Message, MsgType
 from .payload import PayloadError, decode, encode, require
 from .recon_mux import ReconMux
+from .resume import FrameResync
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,8 @@ class Node:
         self._block_sem = threading.Semaphore(config.max_blocks_in_flight)
         self._cur = _Block()
         self._hellos = 0
+        self._peer_msgs = 0      # proto messages other than HELLO (a HELLO after any: peer restarted)
+        self._first_ann = None   # Bob: the first frame this run announced (older masks are stale)
         self._frame_slots_n = frame_slots
         self._patterns = patterns         # Alice: (basis, bit, intensity) per frame, else drawn from rng
         self._blocks_closed = 0
@@ -283,6 +286,9 @@ class Node:
         self.key_latency_s: dict[int, float] = {}         # Bob: block -> last detection to keys stored
         self._mux = ReconMux(lambda p: self._send_wait(MsgType.RECON_BATCH, 0, p), self._stop,
                              errors=(postproc_c.Error, ValueError))
+        # Alice with a front end that numbers its frames: durable frame numbers and a floor for
+        # stale announcements, so either node can restart alone (link.resume; None: frames from 0)
+        self.resume = FrameResync.for_node(role, store, frontend)
 
     # telemetry and alarms ----------------------------------------------------------------------
     def publish(self, kind: str, **data) -> None:
@@ -305,6 +311,8 @@ class Node:
 
     def _channel_alarm(self, kind: str, detail: str) -> None:
         self.alarm(kind, detail)
+        if kind == "key_store":     # the channel stopped: the store file failed under the auth pool
+            self._stop.set()
 
     def _commit_event(self, what: str, block_id: int, info: dict) -> None:
         if what == "committed":
@@ -420,10 +428,14 @@ class Node:
                 continue
             if m.mtype == MsgType.HELLO:
                 self._hellos += 1
-                if self._hellos > 1:
+                # a HELLO after the peer's first message means it restarted, even when this node
+                # started later than the peer's first run and never saw that run's HELLO
+                if self._hellos > 1 or self._peer_msgs:
                     self._peer_restarted()
                 self._commit_q.put(m)
-            elif m.mtype in COMMIT_TYPES:
+                continue
+            self._peer_msgs += 1
+            if m.mtype in COMMIT_TYPES:
                 # the commit thread writes the store (thousands of keys per block): sifting
                 # goes on meanwhile (sqlite3 releases the GIL while it writes)
                 self._commit_q.put(m)
@@ -475,19 +487,23 @@ class Node:
         self._anns.clear()
         self._cur.wipe()
         self._cur = _Block()
+        if self.resume is not None:     # Bob restarted: the frames he missed are never announced
+            self.resume.peer_restarted(self._frames, self._frames_lock, self._frame_sem)
 
     # acquisition ----------------------------------------------------------------------------------
     def _acquire_alice(self) -> None:
         n = int(self.fe.frame_slots)
-        f = 0
+        f = f0 = self.resume.first_frame() if self.resume is not None else 0
         emit_packed = getattr(self.fe, "emit_packed", None)
         while not self._stop.is_set():
-            if self.frame_limit is not None and f >= self.frame_limit:
+            if self.frame_limit is not None and f - f0 >= self.frame_limit:
                 return
             if self.block_limit is not None and self._blocks_closed >= self.block_limit:
                 return
             if not self._frame_sem.acquire(timeout=0.1):
                 continue
+            if self.resume is not None:
+                self.resume.reserve(f)
             if self._patterns is not None:
                 pat = self._patterns(f)
             else:
@@ -513,6 +529,8 @@ class Node:
                 pp.counts = pattern_counts(pp)
             with self._frames_lock:
                 self._frames[f] = pp
+                if self.resume is not None:
+                    self.resume.next = f + 1
             with self._lock:
                 self.counters["frames"] += 1
             f += 1
@@ -538,6 +556,8 @@ class Node:
             off += k
             ann_t = time.monotonic()
             self._anns[det.frame_index] = (ann, ann_t)
+            if self._first_ann is None:
+                self._first_ann = int(det.frame_index)
             self._last_frame = max(self._last_frame, int(det.frame_index))
             frames.append(int(det.frame_index))
             counts.append(int(ann.slots.size))
@@ -601,6 +621,8 @@ class Node:
                     raise PayloadError(f"SIFT_ANNOUNCE: frame {f}: slot gaps add up past 2^32") from None
             bases = all_bases[pos:pos + c]
             pos += c
+            if self.resume is not None and self.resume.stale(f):
+                continue            # sent before a restart of either node (link.resume)
             with self._frames_lock:
                 # Bob announces frames in order: a pending frame older than this one was lost
                 # (or consumed by a Bob that restarted) and will never be announced.
@@ -665,6 +687,11 @@ class Node:
         meta, arrays = decode(m.payload)
         frames = [int(f) for f in meta.get("frames", [m.block_id])]
         closes = {int(f): int(b) for f, b in meta.get("close", [])}
+        if frames[0] not in self._anns and (self._first_ann is None or frames[0] < self._first_ann):
+            # the answer to an announcement of this node's previous run, retransmitted by the
+            # channel after this restart: its frames are gone, nothing to sift (not an alarm)
+            log.debug("bob: SIFT_MATCH for frames %d.. from before this run dropped", frames[0])
+            return
         n_ev, n_match = meta.get("n"), meta.get("k")
         if type(n_ev) is not int or type(n_match) is not int or not 0 <= n_match <= n_ev:
             raise PayloadError(f"SIFT_MATCH: bad event counts n={n_ev!r}, k={n_match!r}")
@@ -874,7 +901,8 @@ class Node:
             if res.qber_x > cfg.qber_alarm:
                 self.alarm("qber_high", f"block {bid}: X-basis QBER {res.qber_x:.4f} > {cfg.qber_alarm}",
                            bid)
-                self._send_wait(MsgType.PE_RESULT, bid, encode({"abort": "qber_high"}))
+                self._send_wait(MsgType.PE_RESULT, bid, encode({"abort": "qber_high",
+                                                                "x_errors": int(x_err.sum())}))
                 raise _BlockAbort(res, f"QBER {res.qber_x:.4f} above {cfg.qber_alarm}", None)
             method = choose_reconciliation(cfg, qber_est)
             side = postproc_c.make_side(method, "alice", z, qber_est, seed=seed)
@@ -957,6 +985,8 @@ class Node:
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
             if "abort" in meta:
+                if self.tracking is not None and "x_errors" in meta:    # issue 7: X errors only
+                    self._track_block(bid, blk, 0, 0, int(x.size), meta, z_known=False)
                 raise _BlockAbort(res, meta["abort"], None)
             side = postproc_c.make_side(meta["method"], "bob", z, float(meta["qber"]), seed=int(meta["seed"]))
             self._recon_start(bid, side)
@@ -982,6 +1012,8 @@ class Node:
                                                              "z_errors_total": int(err.sum())}))
             if self.tracking is not None and ok and rr.success:
                 self._track_block(bid, blk, int(corrected.size), int(err.sum()), int(x.size), meta)
+            elif self.tracking is not None:                 # issue 7: Z errors unknown, X known
+                self._track_block(bid, blk, 0, 0, int(x.size), meta, z_known=False)
             if not (ok and rr.success):
                 raise _BlockAbort(res, "verification failed", "verification_failed")
             m = self._recv_block(bid, MsgType.PA_SEED, res)
@@ -1004,17 +1036,27 @@ class Node:
             _release_secrets(zw, rr, side)
 
     # polarization tracking (issue 7; calibration.tracking): one call per verified block --------------
-    def _track_block(self, bid: int, blk: _Block, n_z: int, errors_z: int, n_x: int, meta: dict) -> None:
+    def _track_block(self, bid: int, blk: _Block, n_z: int, errors_z: int, n_x: int, meta: dict,
+                     z_known: bool = True) -> None:
         from calibration.polarization import PolarizationError
         from calibration.tracking import BlockCounts
 
         errors_x = int(meta.get("x_errors", round(float(meta["qber"]) * n_x)))
         counts = BlockCounts(n_z, errors_z, n_x, min(errors_x, n_x), first_frame=blk.first_frame,
-                             last_frame=blk.last_frame)
+                             last_frame=blk.last_frame, z_known=z_known)
+        tracking = self.tracking                # another block's worker may turn it off meanwhile
+        if tracking is None:
+            return
         try:
-            self.tracking.on_block(counts, current_frame=self._last_frame)
+            tracking.on_block(counts, current_frame=self._last_frame)
         except PolarizationError as exc:       # controller held where it is (safe state); loop off
             self.tracking = None
+            if isinstance(exc.__cause__, DriverError):
+                # the controller itself failed (disconnect, garbage, no reply), not the optics:
+                # an instrument fault, and no instrument that misbehaved is trusted further
+                self.alarm("instrument", f"polarization tracking: {exc}", bid)
+                self._stop.set()
+                return
             self.alarm("polarization", str(exc), bid)
 
     def _recon_start(self, bid: int, side) -> None:

@@ -14,7 +14,9 @@ from hil.blocklink import ModelEpc400
 from link.config import ConfigError, parse_node_file
 
 
-def test_bob_node_drives_the_tracker_once_per_block(tmp_path):
+def _two_nodes(tmp_path, ctrl_factory, blocks=12):
+    """Both nodes in process on the HIL model (drifting fiber), Bob's tracker on ``ctrl_factory(model)``;
+    returns (alice, bob, tracker, alice's store, bob's store) after ``blocks`` blocks."""
     import zmq
 
     from drivers.qrng import OsEntropySource
@@ -23,14 +25,14 @@ def test_bob_node_drives_the_tracker_once_per_block(tmp_path):
     from link.auth import AuthPool, write_psk
     from link.channel import Channel
     from link.frontend import ModelLink
-    from link.keystore import KeyStore, stores_identical
+    from link.keystore import KeyStore
     from link.node import Node
     from link.pipeline import config_for_scenario
 
     sc = Scenario.load("metro-25km").with_overrides({"fiber.drift_rad_per_sqrt_s": 0.1,
                                                      "source.frame_slots": 1 << 16})
     model = LinkModel(sc, seed=4)
-    ctrl = ModelEpc400(model)
+    ctrl = ctrl_factory(model)
     cfg = config_for_scenario(model.scenario, block_bits=1 << 15, max_frames_in_flight=4)
     write_psk(tmp_path / "l.psk", "L", 1 << 16)
     ml = ModelLink(model)
@@ -44,7 +46,7 @@ def test_bob_node_drives_the_tracker_once_per_block(tmp_path):
         ch = Channel(role, pool, ctx=ctx, retry_s=0.05)
         fe = ml.alice if role == "alice" else ml.bob
         node = Node(role, ch, st, fe, rng, cfg, ctx=ctx, telemetry=None, frame_slots=model.frame_slots,
-                    block_limit=12 if role == "alice" else None)
+                    block_limit=blocks if role == "alice" else None)
         made.extend([node, ch, pool, st])
         return st, ch, node
 
@@ -58,9 +60,20 @@ def test_bob_node_drives_the_tracker_once_per_block(tmp_path):
         alice.start()
         bob.start()
         end = time.monotonic() + 60
-        while time.monotonic() < end and not (len(alice.results) >= 12 and alice.idle()
-                                              and not b_st.prepared_blocks()):
+        while time.monotonic() < end and not bob._stop.is_set() and not (
+                len(alice.results) >= blocks and alice.idle() and not b_st.prepared_blocks()):
             time.sleep(0.02)
+        yield alice, bob, tr, a_st, b_st, ctrl
+    finally:
+        for x in made:
+            x.close()
+        ctx.destroy(linger=0)
+
+
+def test_bob_node_drives_the_tracker_once_per_block(tmp_path):
+    from link.keystore import stores_identical
+
+    for alice, bob, tr, a_st, b_st, ctrl in _two_nodes(tmp_path, ModelEpc400):
         assert len(bob.results) >= 12
         # every verified block reached the tracker, stale ones were recognised as such
         assert len(tr.log) == len([r for r in bob.results if r.reason != "verification failed"])
@@ -72,10 +85,35 @@ def test_bob_node_drives_the_tracker_once_per_block(tmp_path):
         assert np.isfinite([res[b].qber_x for b in res]).all()
         assert not [a for a in bob.alarms if a["alarm"] == "polarization"]
         assert stores_identical(a_st, b_st)
-    finally:
-        for x in made:
-            x.close()
-        ctx.destroy(linger=0)
+
+
+class _DyingEpc(ModelEpc400):
+    """Stops answering after the tracker's first setting (a controller unplugged mid-run)."""
+
+    def set_actuators(self, values) -> None:
+        from drivers.errors import DriverError
+
+        if self.sets >= 2:
+            raise DriverError("no reply within 0.5 s (emulated: controller unplugged)")
+        super().set_actuators(values)
+
+
+def test_controller_dying_mid_run_raises_an_instrument_alarm_and_stops_safely(tmp_path):
+    """A controller whose driver fails (no reply) is an instrument fault: the loop is turned off, an
+    ``instrument`` alarm names the controller and the setting it refused, and the node stops (no
+    misbehaving instrument is trusted further, as link.instrument_watch does); the keys committed
+    before stay, identical on both sides."""
+    from link.keystore import stores_identical
+
+    for _alice, bob, _tr, a_st, b_st, ctrl in _two_nodes(tmp_path, _DyingEpc, blocks=16):
+        alarms = [a for a in bob.alarms if a["alarm"] == "instrument"]
+        assert len(alarms) == 1 and "did not accept" in alarms[0]["reason"]
+        assert "polarization tracking" in alarms[0]["reason"]
+        assert not [a for a in bob.alarms if a["alarm"] == "polarization"]
+        assert bob.tracking is None                        # loop off; the controller holds its setting
+        assert ctrl.sets == 2
+        assert bob._stop.is_set()                          # safe stop, not a runaway
+        assert stores_identical(a_st, b_st)
 
 
 GOOD = {"node": {"role": "bob", "link_id": "L", "psk": "l.psk", "store": "b.db"},

@@ -53,11 +53,11 @@ class _Harness:
         self.rig.stop()
 
 
-# The search is marginal on the measurement budget (101): with the numpy model the three runs took
-# 48, 32 and 93 measurements (mpc320 seed 5); with the C kernel's random stream 96, 85 and > 100, and
-# mpc320 fails for 5 of 12 seeds in the rig (0 of 12 with the numpy stream, though the measured QBERs
-# agree in mean and spread at fixed and alternating settings; hilspeed, issue 4). Seed 5 -> 2 here.
-@pytest.mark.parametrize("controller,seed", [("epc400", 3), ("epc400", 6), ("mpc320", 2)])
+# mpc320 seeds 1, 4 and 5 failed before the paddle equivalences, the |R31|/|R32| residual and the
+# fold escape (session 3; 7 of 12 rig seeds passed, seed 5 had been swapped for a passing one here);
+# bench.align_run measures all of them.
+@pytest.mark.parametrize("controller,seed", [("epc400", 3), ("epc400", 6), ("mpc320", 1), ("mpc320", 4),
+                                             ("mpc320", 5)])
 def test_align_from_random_rotation(controller, seed):
     h = _Harness(controller, seed)
     try:
@@ -69,7 +69,7 @@ def test_align_from_random_rotation(controller, seed):
         assert after[0] <= TARGET and after[1] <= TARGET
         assert res.qber_z <= TARGET and res.qber_x <= TARGET
         assert res.measurements <= 101
-        assert res.link_s < 0.3                        # 2-3 frames of 262 us per step at 1 GHz
+        assert res.link_s < 0.3                        # 2-8 frames of 262 us per step at 1 GHz
         lo, hi = h.dev.actuator_range
         assert all(np.all((x >= lo) & (x <= hi)) for x, _, _ in res.history)
         np.testing.assert_allclose(h.dev.get_actuators(), res.settings, atol=1.0)
@@ -120,3 +120,30 @@ def test_counts_and_components():
     assert m.qber_z == pytest.approx(1 / 3) and m.qber_x == 0.0
     with pytest.raises(PolarizationError, match="no clicks"):
         _ = m.components                              # no H/V-state clicks in the X arm
+
+
+def test_paddle_equivalents_set_the_same_rotation():
+    # calibration's only use of the MPC320's nominal layout: settings with the same transform
+    from calibration.polarization import _Driver
+    from hil.blocklink import ModelEpc400, ModelMpc320, stokes
+    from hil.model import LinkModel
+    from hil.optics import mpc320_rotation
+
+    model = LinkModel(Scenario.load("metro-25km"), 1)
+    dev = _Driver(ModelMpc320(model))
+    rng = np.random.default_rng(3)
+    found = 0
+    for _ in range(100):
+        x = rng.uniform(-200, 400, 3)
+        want = stokes(mpc320_rotation(tuple(x)))
+        eq = dev.equivalents(x)
+        found += bool(eq)
+        for y, a in eq:
+            assert np.all((y >= 0) & (y <= 170))
+            np.testing.assert_allclose(stokes(mpc320_rotation(tuple(y))), want, atol=1e-9)
+            e = rng.normal(size=3) * 1e-3                       # the Jacobian maps offsets
+            assert min(np.abs(z - (y + a @ e)).max() for z, _ in dev.equivalents(x + e)) < 1e-9
+    assert found >= 97                # only a paddle in its 10-deg gap in both families has none
+    y, a = dev.into_range(np.array([-5.0, 60.0, 30.0]))
+    assert 0 <= y.min() and y.max() <= 170 and a is not None
+    assert _Driver(ModelEpc400(model)).equivalents(np.zeros(4)) == []

@@ -93,10 +93,10 @@ def test_stale_blocks_are_not_used():
     assert tr.on_block(BlockCounts(100000, 100, 3000, 10, first_frame=11, last_frame=15), 16).action == "plus"
 
 
-def test_lost_lock_without_realign_relearns_and_holds_the_controller():
+def test_lost_lock_without_realign_or_recovery_relearns_and_holds_the_controller():
     model = LinkModel(Scenario.load("metro-25km"), 1)
     ctrl = ModelEpc400(model, (100.0, 200.0, 300.0, 400.0))
-    tr = PolarizationTracking(ctrl, init_rounds=0, guard_frames=0)
+    tr = PolarizationTracking(ctrl, init_rounds=0, guard_frames=0, recover=False)
     tr.on_block(BlockCounts(100000, 100, 3000, 10))           # base -> plus
     tr.on_block(BlockCounts(100000, 100, 3000, 10, 1, 1), 1)  # plus -> minus
     tr.on_block(BlockCounts(100000, 100, 3000, 10, 2, 2), 2)  # minus -> base
@@ -105,12 +105,15 @@ def test_lost_lock_without_realign_relearns_and_holds_the_controller():
     assert tr.relearns == 1 and np.array_equal(ctrl.get_actuators(), held)
 
 
-def test_mpc320_at_a_limit_without_realign_is_an_error_and_holds_the_controller():
+def test_paddles_at_a_limit_with_no_way_round_is_an_error_and_holds_the_controller():
     from hil.blocklink import ModelMpc320
 
+    class NoLayout(ModelMpc320):            # paddles of unknown retardance: no equivalent settings known
+        paddle_retardance_waves = None
+
     model = LinkModel(Scenario.load("metro-25km"), 1)
-    ctrl = ModelMpc320(model, (5.0, 80.0, 80.0))                # paddle 1 near its 0 deg limit
-    tr = PolarizationTracking(ctrl, init_rounds=1, guard_frames=0)
+    ctrl = NoLayout(model, (5.0, 80.0, 80.0))                   # paddle 1 near its 0 deg limit
+    tr = PolarizationTracking(ctrl, init_rounds=1, guard_frames=0, recover=False)
     with pytest.raises(PolarizationError, match=r"actuator\(s\) \[1\] at the edge"):
         for i in range(60):
             tr.on_block(BlockCounts(100000, 300, 3000, 10, i, i), i)
@@ -172,3 +175,106 @@ def test_tracking_through_the_epc400_driver_on_the_rig():
             assert np.all(np.abs(v) <= 5000) and np.abs(v - tr.x).max() < 100   # x (+- a dither)
         finally:
             dev.close()
+
+
+def _mpc_tracked(seconds: float, drift: float, seed: int, start=None, **kw):
+    from hil.blocklink import ModelMpc320
+
+    sc = Scenario.load("metro-25km").with_overrides({"fiber.drift_rad_per_sqrt_s": drift})
+    model = LinkModel(sc, seed)
+    link = BlockLink(model, seed=seed)
+    ctrl = ModelMpc320(model, np.random.default_rng(seed).uniform(20, 150, 3))
+    t = 0.0
+
+    def measure():
+        nonlocal t
+        b = link.block(t, 1e-3)
+        t += 1e-3
+        return Measurement(b.cross, 1e-3)
+
+    align_inside(ctrl, measure, seed=seed)
+    tr = PolarizationTracking(ctrl, drift_rad_per_sqrt_s=max(drift, 1e-3), seed=seed, guard_frames=0, **kw)
+    if start is not None:
+        start(tr, ctrl)
+    T = link.block_duration_for(1 << 18)
+    ideal = np.array(link.expected_qber(0.0, np.eye(2, dtype=complex)))
+    extra = []
+    for i in range(int(seconds / T)):
+        extra.append(np.array(link.expected_qber(t + T / 2)) - ideal)
+        b = link.block(t, T)
+        bad = b.qber[1] > 0.11                                   # the engine aborts: X errors only
+        tr.on_block(BlockCounts(0 if bad else int(b.n[0].sum()), 0 if bad else int(b.m[0].sum()),
+                                int(b.n[1].sum()), int(b.m[1].sum()), i, i, T, z_known=not bad), i)
+        t += T
+    lo, hi = ctrl.actuator_range
+    assert all(np.all((r.settings >= lo) & (r.settings <= hi)) for r in tr.log)
+    return np.array(extra), tr, model, ctrl
+
+
+def test_mpc320_unwinds_through_an_equivalent_setting_and_keeps_tracking():
+    # start the loop on the equivalent setting with the least room (same rotation): it must jump to one
+    # with more room, carrying its estimates, and keep the bound (no realignment, no recovery)
+    from hil.optics import mpc320_rotation
+
+    edge = np.array([8.0, 60.0, 40.0])              # paddle 1 8 deg from its end; the other family,
+    # (98, 8 + 40 - 60 + 90, 130), has 40 deg of room
+
+    def near_edge(tr, ctrl):
+        model = ctrl.model
+        base = model.fiber.rotation_at
+        undo = np.linalg.inv(mpc320_rotation(tuple(edge))) @ np.linalg.inv(base(0.0))
+        model.fiber.rotation_at = lambda s: undo @ base(s)      # harness: aligned at `edge`
+        ctrl.set_actuators(edge)
+        tr.start()
+
+    extra, tr, _, ctrl = _mpc_tracked(6.0, 0.05, 2, start=near_edge, init_rounds=1)
+    assert tr.unwinds >= 1 and tr.realigns == 0 and tr.recoveries == 0
+    assert tr._room(ctrl.get_actuators()) > 30.0
+    assert extra[len(extra) // 3:].mean(axis=0).max() <= 0.005
+
+
+@pytest.mark.parametrize("kind", ["epc400", "mpc320"])
+def test_lost_lock_is_recovered_from_the_blocks_error_counts(kind):
+    # the fiber jumps by a large rotation mid-run (a fiber being handled): QBERs far above the engine's
+    # abort threshold; with no reference frames (realign=None) the tracker searches again from the
+    # blocks' own error counts (aborted blocks give X only) and tracks on
+    from hil.blocklink import ModelMpc320
+
+    sc = Scenario.load("metro-25km").with_overrides({"fiber.drift_rad_per_sqrt_s": 0.0})
+    model = LinkModel(sc, 3)
+    link = BlockLink(model, seed=3)
+    ctrl = (ModelEpc400(model, (500.0, -800.0, 1200.0, 300.0)) if kind == "epc400"
+            else ModelMpc320(model, (40.0, 100.0, 70.0)))
+    t = 0.0
+
+    def measure():
+        nonlocal t
+        b = link.block(t, 1e-3)
+        t += 1e-3
+        return Measurement(b.cross, 1e-3)
+
+    align_inside(ctrl, measure, seed=3)
+    tr = PolarizationTracking(ctrl, drift_rad_per_sqrt_s=0.01, seed=3, guard_frames=0, init_rounds=1)
+    T = link.block_duration_for(1 << 18)
+    ideal = np.array(link.expected_qber(0.0, np.eye(2, dtype=complex)))
+    before = model.fiber.rotation_at
+    jump = su2_rotation(np.array([1.2, -0.9, 2.0]))
+    qb = []
+    for i in range(400):
+        if i == 60:
+            model.fiber.rotation_at = lambda s: jump @ before(s)
+        b = link.block(t, T)
+        bad = b.qber[1] > 0.11
+        tr.on_block(BlockCounts(0 if bad else int(b.n[0].sum()), 0 if bad else int(b.m[0].sum()),
+                                int(b.n[1].sum()), int(b.m[1].sum()), i, i, T, z_known=not bad), i)
+        qb.append(np.array(link.expected_qber(t)) - ideal)
+        t += T
+    qb = np.array(qb)
+    assert qb[61].max() > 0.1                                  # the jump really broke the lock
+    assert tr.recoveries >= 1 and tr.realigns == 0
+    used = [r for r in tr.log if r.action == "recover"]
+    print(kind, "blocks in recovery", len(used), "final extra QBER", qb[-50:].mean(axis=0))
+    assert len(used) <= 150                                    # ~1.5 s of 1 GHz link
+    assert qb[-50:].mean(axis=0).max() <= 0.005               # aligned again and tracking
+    lo, hi = ctrl.actuator_range
+    assert all(np.all((r.settings >= lo) & (r.settings <= hi)) for r in tr.log)
