@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from link.keystore import KeyStoreError, key_rows
+
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK_BITS = 1 << 19  # the shortest blocks that still give key at 25 km (link.pipeline.config_for_scenario)
 
@@ -147,8 +149,8 @@ def key_ids(db: Path) -> set[str]:
         return set()
     con = sqlite3.connect(db, timeout=30)
     try:
-        return {k for (k,) in con.execute("SELECT key_id FROM key")}
-    except sqlite3.OperationalError:
+        return {r[0] for r in key_rows(con)}
+    except (sqlite3.OperationalError, KeyStoreError):
         return set()
     finally:
         con.close()

@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from link.keystore import KeyStoreError, key_rows
+
 ROOT = Path(__file__).resolve().parent.parent
 LINK_ID = "hil-node-restart"
 BLOCK_BITS = 1 << 19
@@ -150,8 +152,21 @@ def _query(db: Path, sql: str) -> list:
         con.close()
 
 
+def _key_rows(db: Path) -> list:
+    """(key_id, block_id, idx, data) of every key in the store (``link.keystore.key_rows``)."""
+    if not db.exists():
+        return []
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return list(key_rows(con))
+    except (sqlite3.OperationalError, KeyStoreError):      # killed before the schema was written
+        return []
+    finally:
+        con.close()
+
+
 def key_ids(db: Path) -> set[str]:
-    return {k for (k,) in _query(db, "SELECT key_id FROM key")}
+    return {r[0] for r in _key_rows(db)}
 
 
 def open_blocks(db: Path, role: str = "alice") -> dict[int, str]:
@@ -167,7 +182,7 @@ def committed_blocks(db: Path) -> set[int]:
 
 def key_digests(db: Path) -> dict[str, str]:
     """key ID -> SHA-256 of its value (only digests leave this function)."""
-    return {k: hashlib.sha256(v).hexdigest() for k, v in _query(db, "SELECT key_id, data FROM key")}
+    return {r[0]: hashlib.sha256(r[3]).hexdigest() for r in _key_rows(db)}
 
 
 # -- the campaign -----------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from collections.abc import Callable
 import zmq
 
 from .auth import AuthPool, PoolExhausted
-from .messages import LANE_CODE, Message, MsgType, WireError, encode_header, split_frame
+from .messages import LANE_CODE, TAG_LEN, Message, MsgType, WireError, encode_header, split_frame
 from .store_errors import KeyStoreIOError
 
 log = logging.getLogger(__name__)
@@ -254,10 +254,16 @@ class Channel:
 
     # internals ------------------------------------------------------------------------------------
     def _frame(self, mtype: int, lane: str, stream: str, seq: int, block_id: int,
-               payload: bytes | bytearray | memoryview) -> bytes:
+               payload: bytes | bytearray | memoryview) -> bytearray:
         head = encode_header(mtype, self.role, lane, seq, block_id, len(payload))
-        signed = head + bytes(payload)
-        return signed + self.pool.tag(stream, seq, signed)
+        # one copy of the payload (it can be hundreds of KB): header, payload and tag laid out
+        # in one buffer, the tag computed over a view of the signed part
+        n = len(head) + len(payload)
+        frame = bytearray(n + TAG_LEN)
+        frame[:len(head)] = head
+        frame[len(head):n] = payload
+        frame[n:] = self.pool.tag(stream, seq, memoryview(frame)[:n])
+        return frame
 
     def _wake(self) -> None:
         # one byte in the pipe is enough to wake the I/O thread: skip the system call (and
@@ -336,7 +342,7 @@ class Channel:
             if lane.stalled:
                 continue        # keep order: the retry loop sends the whole window
             try:
-                lane.sock.send(frame, zmq.NOBLOCK, copy=True)
+                lane.sock.send(frame, zmq.NOBLOCK, copy=False)   # zero-copy (pyzmq copies small frames)
             except zmq.Again:
                 lane.stalled = True  # no peer connected yet: the retry loop sends it later
 
@@ -353,7 +359,7 @@ class Channel:
                 self._send_ack(lane, retx=(next(iter(lane.unacked)), next(reversed(lane.unacked))))
                 for frame in lane.unacked.values():     # go-back-N: same bytes, same pads
                     try:
-                        lane.sock.send(frame, zmq.NOBLOCK, copy=True)
+                        lane.sock.send(frame, zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         lane.stalled = True
                         break

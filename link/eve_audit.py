@@ -73,7 +73,7 @@ from postproc_c.sifting import alice_sift
 
 from . import finite_key as fk
 from .channel import Channel
-from .keystore import stores_identical
+from .keystore import key_rows, stores_identical
 from .messages import MsgType
 from .node import Node, NodeConfig
 from .payload import decode
@@ -230,8 +230,7 @@ def record_run(scenario, *, blocks: int = 2, config: NodeConfig | None = None, s
         with sqlite3.connect(d / "alice.db") as db:
             for bid, auth_bytes in db.execute("SELECT block_id, auth_bytes FROM block "
                                               "WHERE state IN ('committed', 'final')"):
-                data = b"".join(r[0] for r in db.execute(
-                    "SELECT data FROM key WHERE block_id=? ORDER BY idx", (bid,)))
+                data = b"".join(r[3] for r in key_rows(db, int(bid)))
                 rec.stored_keys[int(bid)] = (int(auth_bytes or 0), data)
         return rec
     finally:

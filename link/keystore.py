@@ -17,6 +17,19 @@ describes the recovery rules that make both stores end up with the same keys.
 Key IDs: ``uuid5(NAMESPACE, f"{link_id}/{block_id}/{index}")`` — a pure
 function of values both nodes know, so no ID ever travels over the channel.
 
+Layout: a committed block's keys are one row of ``keyblock`` (the keys end to
+end in one BLOB, a presence byte per key, live counts per index parity), not
+one row per key. The IDs are derived when asked for, never stored. Why:
+a 2^22-bit block is ~8,000 keys, and inserting one row per key into the
+random-UUID primary-key index cost 60-110 ms of CPU per block on each node
+(growing with the store), the largest single cost of the whole engine; one
+BLOB costs under 5 ms. Looking a key up by ID (``take``, ``consume``) derives
+the IDs of the live blocks, oldest first, once per process (cached as sorted
+64-bit prefixes, 12 bytes per key; a block's IDs never change). Readers of the
+file that are not a ``KeyStore`` use ``key_rows``/``key_count`` on any SQLite
+connection to it. A store written with the older one-row-per-key layout is
+converted when opened (one transaction).
+
 What it must not do: log key bytes, leave consumed keys readable (a consumed
 key's blob is overwritten with zeros before its row is deleted, and
 ``secure_delete`` makes SQLite zero freed pages), or make keys usable before
@@ -36,7 +49,10 @@ import os
 import sqlite3
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from .auth import append_segments_sql, next_segment_index
 from .store_errors import KeyStoreError, KeyStoreIOError  # noqa: F401 - re-exported
@@ -51,10 +67,14 @@ CREATE TABLE IF NOT EXISTS block (
     block_id INTEGER PRIMARY KEY, state TEXT NOT NULL, key_bits INTEGER NOT NULL,
     n_keys INTEGER NOT NULL DEFAULT 0, auth_bytes INTEGER NOT NULL DEFAULT 0, auth_idx INTEGER,
     prepared BLOB, reason TEXT NOT NULL DEFAULT '');
-CREATE TABLE IF NOT EXISTS key (
-    key_id TEXT PRIMARY KEY, block_id INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS key_block ON key(block_id, idx);
+CREATE TABLE IF NOT EXISTS keyblock (
+    block_id INTEGER PRIMARY KEY, key_bytes INTEGER NOT NULL, n_keys INTEGER NOT NULL,
+    live0 INTEGER NOT NULL, live1 INTEGER NOT NULL, live BLOB NOT NULL, data BLOB NOT NULL);
 """
+# keyblock: the committed, unconsumed keys of a block. data = n_keys keys of key_bytes end to
+# end (a consumed key's bytes are zeros), live = one byte per key (1 present, 0 consumed),
+# live0/live1 = present keys with an even/odd index (the KMEs' shares). The row is deleted
+# when its last key is consumed.
 
 
 def key_id(link_id: str, block_id: int, index: int) -> str:
@@ -62,18 +82,55 @@ def key_id(link_id: str, block_id: int, index: int) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{link_id}/{block_id}/{index}"))
 
 
-def key_ids(link_id: str, block_id: int, n: int) -> list[str]:
-    """``key_id(link_id, block_id, i)`` for i < n: the same UUIDv5 (RFC 4122 Sec. 4.3: SHA-1
-    of namespace || name, version 5, RFC 4122 variant), without a uuid.UUID per key."""
+def key_id_bytes(link_id: str, block_id: int, idx) -> np.ndarray:
+    """The 16 bytes of ``key_id(link_id, block_id, i)`` for each i in ``idx`` (rows of a
+    uint8 array): UUIDv5, RFC 4122 Sec. 4.3 (SHA-1 of namespace || name, then version 5 and
+    the RFC 4122 variant in bytes 6 and 8), without a uuid.UUID per key."""
     head = NAMESPACE.bytes + f"{link_id}/{block_id}/".encode()
-    out = []
-    for i in range(n):
-        d = bytearray(hashlib.sha1(head + str(i).encode()).digest()[:16])
-        d[6] = (d[6] & 0x0F) | 0x50
-        d[8] = (d[8] & 0x3F) | 0x80
-        h = d.hex()
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
+    sha1 = hashlib.sha1
+    raw = b"".join([sha1(head + b"%d" % i).digest() for i in idx])
+    d = np.frombuffer(raw, np.uint8).reshape(-1, 20)[:, :16].copy()
+    d[:, 6] = (d[:, 6] & 0x0F) | 0x50
+    d[:, 8] = (d[:, 8] & 0x3F) | 0x80
+    return d
+
+
+def _format_ids(d: np.ndarray) -> list[str]:
+    h = d.tobytes().hex()
+    return [f"{h[o:o + 8]}-{h[o + 8:o + 12]}-{h[o + 12:o + 16]}-{h[o + 16:o + 20]}-{h[o + 20:o + 32]}"
+            for o in range(0, len(h), 32)]
+
+
+def key_ids(link_id: str, block_id: int, n: int, idx=None) -> list[str]:
+    """``key_id(link_id, block_id, i)`` for i < n (or for each i in ``idx``)."""
+    return _format_ids(key_id_bytes(link_id, block_id, range(n) if idx is None else idx))
+
+
+def _link_id(conn: sqlite3.Connection) -> str:
+    row = conn.execute("SELECT value FROM meta WHERE name='link_id'").fetchone()
+    if row is None:
+        raise KeyStoreError("not a key store: no link_id in its meta table")
+    return row[0]
+
+
+def key_rows(conn: sqlite3.Connection, block_id: int | None = None
+             ) -> Iterator[tuple[str, int, int, bytes]]:
+    """``(key_id, block_id, idx, data)`` of every key in the store open on ``conn`` (any
+    SQLite connection to a key store file, read-only is fine), in (block, index) order; only
+    block ``block_id`` if given. For readers of the file that are not a ``KeyStore``."""
+    link = _link_id(conn)
+    q = "SELECT block_id, key_bytes, live, data FROM keyblock"
+    rows = conn.execute(q + " WHERE block_id=?", (block_id,)) if block_id is not None \
+        else conn.execute(q + " ORDER BY block_id")
+    for bid, kb, live, data in rows:
+        idx = np.flatnonzero(np.frombuffer(live, np.uint8))
+        for i, kid in zip(idx.tolist(), key_ids(link, bid, 0, idx.tolist())):
+            yield kid, bid, i, data[i * kb:(i + 1) * kb]
+
+
+def key_count(conn: sqlite3.Connection) -> int:
+    """How many keys the store open on ``conn`` holds (any SQLite connection to it)."""
+    return int(conn.execute("SELECT COALESCE(SUM(live0 + live1), 0) FROM keyblock").fetchone()[0])
 
 
 @dataclass
@@ -117,6 +174,7 @@ class KeyStore:
             # the auth tables live here too (append_segments_sql writes them in our commit)
             from .auth import _SCHEMA as AUTH_SCHEMA
             self._db.executescript(AUTH_SCHEMA)
+            self._idcache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         except sqlite3.Error as exc:
             self._db.close()
             raise KeyStoreIOError(f"{self.path}: key store is corrupt or unreadable ({exc}); keep the file "
@@ -128,6 +186,7 @@ class KeyStore:
                 self._db.execute("INSERT INTO meta VALUES ('link_id', ?)", (link_id,))
             elif row[0] != link_id:
                 raise KeyStoreError(f"{self.path}: store belongs to link {row[0]!r}, not {link_id!r}")
+        self._migrate_rows()
 
     # transactions ---------------------------------------------------------------------------
     class _Tx:
@@ -234,11 +293,12 @@ class KeyStore:
                         if refill else 0)
                 kb = self.key_size_bits // 8
                 n = (nbytes - used) // kb
-                mv = memoryview(material)
-                db.executemany("INSERT INTO key(key_id, block_id, idx, data) VALUES (?,?,?,?)",
-                               ((kid, block_id, i, mv[used + i * kb:used + (i + 1) * kb])
-                                for i, kid in enumerate(key_ids(self.link_id, block_id, n))))
-                del mv
+                if n:      # the block's keys as one row (module docstring: Layout)
+                    mv = memoryview(material)
+                    db.execute("INSERT INTO keyblock(block_id, key_bytes, n_keys, live0, live1, live, data) "
+                               "VALUES (?,?,?,?,?,?,?)", (block_id, kb, n, (n + 1) // 2, n // 2,
+                                                          b"\x01" * n, mv[used:used + n * kb]))
+                    del mv
                 db.execute("UPDATE block SET prepared=zeroblob(length(prepared)) WHERE block_id=?",
                            (block_id,))
                 db.execute("UPDATE block SET state='committed', n_keys=?, auth_bytes=?, auth_idx=?, "
@@ -303,25 +363,81 @@ class KeyStore:
         return [BlockRecord(*r) for r in rows]
 
     # keys ---------------------------------------------------------------------------------------
+    def _migrate_rows(self) -> None:
+        """Convert a store of the one-row-per-key layout (table ``key``) to ``keyblock``."""
+        db = self._db
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='key'").fetchone() is None:
+            return
+        with self._tx():
+            for (bid,) in db.execute("SELECT DISTINCT block_id FROM key ORDER BY block_id").fetchall():
+                rows = db.execute("SELECT idx, data FROM key WHERE block_id=? ORDER BY idx",
+                                  (bid,)).fetchall()
+                row = db.execute("SELECT n_keys FROM block WHERE block_id=?", (bid,)).fetchone()
+                kb = len(rows[0][1])
+                n = max(int(row[0]) if row else 0, rows[-1][0] + 1)
+                data = bytearray(n * kb)
+                live = bytearray(n)
+                for i, d in rows:
+                    data[i * kb:(i + 1) * kb] = d
+                    live[i] = 1
+                del rows
+                present = np.frombuffer(live, np.uint8)
+                db.execute("INSERT INTO keyblock VALUES (?,?,?,?,?,?,?)",
+                           (bid, kb, n, int(present[0::2].sum()), int(present[1::2].sum()),
+                            bytes(live), data))
+                data[:] = bytes(len(data))
+            db.execute("UPDATE key SET data=zeroblob(length(data))")
+            db.execute("DROP TABLE key")
+        log.info("%s: converted to one row per block", self.path)
+
+    def _block_ids(self, bid: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Block ``bid``'s key IDs as sorted 64-bit prefixes and their key indices (cached:
+        a block's IDs never change)."""
+        got = self._idcache.get(bid)
+        if got is None:
+            pre = key_id_bytes(self.link_id, bid, range(n))[:, :8].copy().view("<u8").ravel()
+            order = np.argsort(pre, kind="stable").astype(np.int32)
+            got = self._idcache[bid] = (pre[order], order)
+        return got
+
+    def _locate(self, kid: str) -> tuple[int, int] | None:
+        """(block, index) of the key with ID ``kid`` among the blocks in the store, or None."""
+        try:
+            raw = uuid.UUID(kid).bytes if isinstance(kid, str) and len(kid) == 36 else None
+        except ValueError:
+            raw = None
+        if raw is None or str(uuid.UUID(bytes=raw)) != kid:
+            return None
+        q = np.frombuffer(raw[:8], "<u8")[0]
+        rows = self._db.execute("SELECT block_id, n_keys FROM keyblock ORDER BY block_id").fetchall()
+        if len(self._idcache) > len(rows):       # blocks emptied since (here or by another process)
+            live = {bid for bid, _ in rows}
+            for bid in [b for b in self._idcache if b not in live]:
+                del self._idcache[bid]
+        for bid, n in rows:
+            pre, order = self._block_ids(bid, n)
+            pos = int(np.searchsorted(pre, q))
+            while pos < pre.size and pre[pos] == q:
+                i = int(order[pos])
+                if key_id_bytes(self.link_id, bid, (i,))[0].tobytes() == raw:
+                    return bid, i
+                pos += 1
+        return None
+
     def key_ids(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._db.execute("SELECT key_id FROM key ORDER BY block_id, idx")]
+            return [kid for kid, *_ in key_rows(self._db)]
 
     def count(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM key").fetchone()[0]
+            return key_count(self._db)
 
     def consume(self, kid: str) -> bytearray:
         """Return key ``kid`` as a bytearray and delete it (overwritten first)."""
-        with self._tx() as db:
-            row = db.execute("SELECT data FROM key WHERE key_id=?", (kid,)).fetchone()
-            if row is None:
-                raise KeyStoreError(f"consume: no key with ID {kid}")
-            out = bytearray(row[0])
-            del row
-            db.execute("UPDATE key SET data=zeroblob(length(data)) WHERE key_id=?", (kid,))
-            db.execute("DELETE FROM key WHERE key_id=?", (kid,))
-            return out
+        try:
+            return self.take([kid])[0]
+        except KeyError:
+            raise KeyStoreError(f"consume: no key with ID {kid}") from None
 
     # the KME's view (link.kme.KeySource): fixed-size units, oldest first, taken atomically
     @property
@@ -332,8 +448,9 @@ class KeyStore:
         """Keys in the store; with ``share`` (0 or 1) only those whose index has that parity."""
         if share is None:
             return self.count()
+        col = "live1" if int(share) else "live0"
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM key WHERE idx % 2 = ?", (int(share),)).fetchone()[0]
+            return int(self._db.execute(f"SELECT COALESCE(SUM({col}), 0) FROM keyblock").fetchone()[0])
 
     def peek(self, count: int, share: int | None = None) -> list[str]:
         """IDs of the ``count`` oldest keys, without taking them.
@@ -343,53 +460,87 @@ class KeyStore:
         SAEs at both ends can start key requests at the same time without
         both reaching for the same store key.
         """
-        where, args = ("WHERE idx % 2 = ? ", (int(share),)) if share is not None else ("", ())
+        out: list[str] = []
+        where = "" if share is None else f"WHERE {'live1' if int(share) else 'live0'} > 0 "
         with self._lock:
-            return [r[0] for r in self._db.execute(
-                f"SELECT key_id FROM key {where}ORDER BY block_id, idx LIMIT ?", (*args, int(count)))]
+            rows = self._db.execute(f"SELECT block_id, live FROM keyblock {where}ORDER BY block_id")
+            for bid, live in rows:
+                if len(out) >= count:
+                    break
+                idx = np.flatnonzero(np.frombuffer(live, np.uint8))
+                if share is not None:
+                    idx = idx[idx % 2 == int(share)]
+                out += key_ids(self.link_id, bid, 0, idx[:count - len(out)].tolist())
+        return out
 
     def take(self, key_ids) -> list[bytearray]:
         """Remove the named keys (overwritten, then deleted) and return them, all or none.
 
         Raises ``KeyError`` naming the first ID that is not in the store.
         """
-        with self._tx() as db:
-            out = []
-            for kid in key_ids:
-                row = db.execute("SELECT data FROM key WHERE key_id=?", (kid,)).fetchone()
-                if row is None:
-                    for b in out:
-                        b[:] = bytes(len(b))
-                    raise KeyError(kid)
-                out.append(bytearray(row[0]))
-                del row
-                db.execute("UPDATE key SET data=zeroblob(length(data)) WHERE key_id=?", (kid,))
-                db.execute("DELETE FROM key WHERE key_id=?", (kid,))
-            return out
+        out: list[bytearray] = []
+        try:
+            with self._tx() as db:
+                lives: dict[int, tuple[bytearray, int]] = {}
+                for kid in key_ids:
+                    loc = self._locate(kid)
+                    if loc is not None and loc[0] not in lives:
+                        kb, live = db.execute("SELECT key_bytes, live FROM keyblock WHERE block_id=?",
+                                              (loc[0],)).fetchone()
+                        lives[loc[0]] = (bytearray(live), kb)
+                    if loc is None or not lives[loc[0]][0][loc[1]]:
+                        raise KeyError(kid)
+                    bid, i = loc
+                    live, kb = lives[bid]
+                    live[i] = 0
+                    # in place: read the key, overwrite it with zeros (the row keeps its size)
+                    with db.blobopen("keyblock", "data", bid) as blob:
+                        blob.seek(i * kb)
+                        out.append(bytearray(blob.read(kb)))
+                        blob.seek(i * kb)
+                        blob.write(bytes(kb))
+                for bid, (live, _) in lives.items():
+                    present = np.frombuffer(live, np.uint8)
+                    l0, l1 = int(present[0::2].sum()), int(present[1::2].sum())
+                    if l0 + l1:
+                        db.execute("UPDATE keyblock SET live=?, live0=?, live1=? WHERE block_id=?",
+                                   (bytes(live), l0, l1, bid))
+                    else:      # its last key: the row goes (its bytes are zeros by now)
+                        db.execute("DELETE FROM keyblock WHERE block_id=?", (bid,))
+                return out
+        except BaseException:
+            for b in out:
+                b[:] = bytes(len(b))
+            raise
 
     def consume_next(self) -> tuple[str, bytearray] | None:
         """The oldest key (ID and bytes), deleted from the store; None when empty."""
         with self._lock:
-            row = self._db.execute("SELECT key_id FROM key ORDER BY block_id, idx LIMIT 1").fetchone()
-            if row is None:
+            ids = self.peek(1)
+            if not ids:
                 return None
-            return row[0], self.consume(row[0])
+            return ids[0], self.consume(ids[0])
 
     def fingerprint(self) -> str:
-        """A digest of every key ID and value, to compare two stores (reveals no key)."""
-        import hashlib
+        """A digest of every key ID and value, to compare two stores (reveals no key).
 
+        Each key's ID is a function of the link, its block and its index, so the digest
+        covers the link ID, and per block its ID, key size, count, which keys are present
+        and their bytes (a consumed key's bytes are zeros on both sides)."""
         h = hashlib.blake2b(digest_size=32, key=b"qkd-link keystore comparison")
+        h.update(self.link_id.encode() + b"\0")
         with self._lock:
-            for kid, data in self._db.execute("SELECT key_id, data FROM key ORDER BY key_id"):
-                h.update(kid.encode())
+            for bid, kb, n, live, data in self._db.execute(
+                    "SELECT block_id, key_bytes, n_keys, live, data FROM keyblock ORDER BY block_id"):
+                h.update(b"%d/%d/%d/" % (bid, kb, n))
+                h.update(live)
                 h.update(data)
         return h.hexdigest()
 
     def stats(self) -> dict:
         with self._lock:
             rows = dict(self._db.execute("SELECT state, COUNT(*) FROM block GROUP BY state").fetchall())
-            n = self._db.execute("SELECT COUNT(*) FROM key").fetchone()[0]
+            n = key_count(self._db)
         return {"keys": n, "key_size_bits": self.key_size_bits, "blocks": rows}
 
     def close(self) -> None:
@@ -401,5 +552,6 @@ class KeyStore:
 
 
 def stores_identical(a: KeyStore, b: KeyStore) -> bool:
-    """True when both stores hold exactly the same key IDs with the same values."""
-    return a.key_ids() == b.key_ids() and a.fingerprint() == b.fingerprint()
+    """True when both stores hold exactly the same key IDs with the same values (the
+    fingerprint covers both: ``KeyStore.fingerprint``)."""
+    return a.link_id == b.link_id and a.fingerprint() == b.fingerprint()

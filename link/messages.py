@@ -21,8 +21,9 @@ from enum import IntEnum
 
 # 1: first release. 2: RECON_BATCH (reconciliation of all blocks in flight in one message),
 # multi-frame SIFT_ANNOUNCE / SIFT_MATCH with packed bases and 16-bit slot gaps, KME_RESERVE(D),
-# QC-LDPC codes. A node refuses frames of another version (WireError naming both).
-PROTOCOL_VERSION = 2
+# QC-LDPC codes. 3: SIFT_MATCH carries the match mask one bit per event and the intensity
+# classes as two bit planes. A node refuses frames of another version (WireError naming both).
+PROTOCOL_VERSION = 3
 HEADER = struct.Struct(">BBBBQQI")
 TAG_LEN = 8
 MAX_PAYLOAD = 1 << 30

@@ -40,11 +40,12 @@ def encode(meta: dict, arrays: dict[str, np.ndarray] | None = None) -> bytes:
         if code is None or a.ndim != 1:
             raise PayloadError(f"array {name!r}: need a 1-d array of {sorted(DTYPES)}, got {a.dtype}")
         spec.append([name, code, int(a.size)])
-        blobs.append(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+        # views, not copies: the join below is the one copy of the array bytes
+        blobs.append(memoryview(a.astype(a.dtype.newbyteorder("<"), copy=False)).cast("B"))
     head = json.dumps({"meta": meta, "arrays": spec}, separators=(",", ":")).encode()
     if len(head) > MAX_HEADER:
         raise PayloadError(f"header of {len(head)} bytes exceeds {MAX_HEADER}")
-    return struct.pack("<I", len(head)) + head + b"".join(blobs)
+    return b"".join([struct.pack("<I", len(head)), head, *blobs])
 
 
 def decode(data: bytes | memoryview) -> tuple[dict, dict[str, np.ndarray]]:

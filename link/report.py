@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .dashboard import sparkline
+from .keystore import key_rows
 
 
 class ReportError(ValueError):
@@ -105,7 +106,7 @@ def load_run(folder: str | Path) -> Run:
         if p.exists():
             try:
                 with _ro(p) as db:
-                    ids = frozenset(r[0] for r in db.execute("SELECT key_id FROM key"))
+                    ids = frozenset(r[0] for r in key_rows(db))
                     blocks = dict(db.execute("SELECT state, COUNT(*) FROM block GROUP BY state").fetchall())
             except sqlite3.Error as exc:
                 raise ReportError(f"{p}: not a key store: {exc}") from None

@@ -143,6 +143,69 @@ def sift_alice(pp: PackedPattern, bob_slots: np.ndarray, bob_bases: np.ndarray):
                        intensities=oi[:n_s], detections=det, sifted=sif)
 
 
+def slot_gaps16(slots: np.ndarray, counts) -> np.ndarray | None:
+    """SIFT_ANNOUNCE's slots on the wire: ``slots`` (uint64) of frames laid end to end, frame
+    ``f`` holding ``counts[f]`` strictly increasing slots, as uint16 gaps (a frame's first slot
+    as it is); None when some gap or first slot does not fit 16 bits (send the slots)."""
+    slots = as_array(slots, "slots", np.uint64)
+    counts = np.ascontiguousarray(counts, dtype=np.uint64)
+    if int(counts.sum()) != slots.size:
+        raise ValueError(f"counts: add up to {int(counts.sum())}, {slots.size} slots given")
+    gaps = np.empty(slots.size, np.uint16)
+    st = lib.qpp_slot_gaps16(ptr("uint64_t *", slots), slots.size, ptr("uint64_t *", counts), counts.size,
+                             ptr("uint16_t *", gaps), ffi.NULL)
+    if st == lib.QPP_ERR_RANGE:
+        return None
+    check("qpp_slot_gaps16", st)
+    return gaps
+
+
+def slots_from_gaps16(gaps: np.ndarray) -> np.ndarray:
+    """One frame's slots (uint32) from its ``slot_gaps16`` gaps; ValueError naming the index
+    when they add up past 2^32."""
+    gaps = as_array(gaps, "gaps", np.uint16)
+    out = np.empty(gaps.size, np.uint32)
+    bad = ffi.new("size_t *")
+    st = lib.qpp_slots_from_gaps16(ptr("uint16_t *", gaps), gaps.size, ptr("uint32_t *", out), bad)
+    if st == lib.QPP_ERR_RANGE:
+        raise ValueError(f"gaps: add up past 2^32 at index {int(bad[0])}")
+    check("qpp_slots_from_gaps16", st)
+    return out
+
+
+def split_by_basis(basis: np.ndarray, bits: np.ndarray, intensity: np.ndarray, n_z: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``bits[basis == 0], intensity[basis == 0], bits[basis != 0], intensity[basis != 0]`` in
+    one C pass (uint8 arrays of one length). ``n_z``, the Z count when known, sizes the
+    outputs exactly (ValueError if the bases hold more Z or more X than it says)."""
+    basis = as_array(basis, "basis", np.uint8)
+    bits = as_array(bits, "bits", np.uint8)
+    intensity = as_array(intensity, "intensity", np.uint8)
+    n = basis.size
+    if bits.size != n or intensity.size != n:
+        raise ValueError(f"bits, intensity: {bits.size} and {intensity.size} entries for {n} bases")
+    if n_z is not None and not 0 <= n_z <= n:
+        raise ValueError(f"n_z: {n_z} outside 0..{n}")
+    nz_cap, nx_cap = (n, n) if n_z is None else (n_z, n - n_z)
+    zb, zi = np.empty(nz_cap, np.uint8), np.empty(nz_cap, np.uint8)
+    xb, xi = np.empty(nx_cap, np.uint8), np.empty(nx_cap, np.uint8)
+    cz, cx = ffi.new("size_t *"), ffi.new("size_t *")
+    st = lib.qpp_split_by_basis(ptr("uint8_t *", basis), ptr("uint8_t *", bits),
+                                ptr("uint8_t *", intensity), n,
+                                ptr("uint8_t *", zb), ptr("uint8_t *", zi), nz_cap,
+                                ptr("uint8_t *", xb), ptr("uint8_t *", xi), nx_cap, cz, cx)
+    if st == lib.QPP_ERR_LENGTH:
+        zb[:] = 0
+        xb[:] = 0
+        raise ValueError(f"n_z: {n_z} given, the bases disagree")
+    check("qpp_split_by_basis", st)
+    if n_z is not None and cz[0] != n_z:
+        zb[:] = 0
+        xb[:] = 0
+        raise ValueError(f"n_z: {n_z} given, {cz[0]} Z bases in basis")
+    return zb[:cz[0]], zi[:cz[0]], xb[:cx[0]], xi[:cx[0]]
+
+
 def _check(pp: PackedPattern) -> None:
     nw = words_for(pp.n_slots)
     for name in ("basis", "bit", "int_lo", "int_hi"):

@@ -11,13 +11,14 @@ from contextlib import redirect_stdout
 import zmq
 
 from link.cli import main
+from link.keystore import key_count, key_rows
 from link.pipeline import run_local
 
 
 def _keys(path):
     c = sqlite3.connect(path)
     try:
-        return c.execute("SELECT key_id, data FROM key ORDER BY key_id").fetchall()
+        return sorted((kid, data) for kid, _, _, data in key_rows(c))
     finally:
         c.close()
 
@@ -275,7 +276,7 @@ def test_a_failing_known_answer_test_stops_the_node_before_any_key(tmp_path, mon
         if db.exists():
             c = sqlite3.connect(db)
             try:
-                assert c.execute("SELECT COUNT(*) FROM key").fetchone()[0] == 0
+                assert key_count(c) == 0
             finally:
                 c.close()
 

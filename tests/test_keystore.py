@@ -201,3 +201,71 @@ def test_crash_at_a_random_point_leaves_identical_stores(tmp_path, victim, seed)
     finally:
         a.close()
         b.close()
+
+
+def test_keys_by_id_share_and_order_across_blocks(tmp_path):
+    s = KeyStore(tmp_path / "a.db", "L1")
+    ref = {}
+    for b in (3, 5):
+        k = _key(32 * 5)
+        ref.update({key_id("L1", b, i): bytes(k[32 * i:32 * (i + 1)]) for i in range(5)})
+        s.prepare(b, k, len(k) * 8)
+        s.commit(b)
+    assert s.key_ids() == [key_id("L1", b, i) for b in (3, 5) for i in range(5)]
+    assert s.available() == 10 and s.available(0) == 6 and s.available(1) == 4
+    assert s.peek(4, share=1) == [key_id("L1", 3, 1), key_id("L1", 3, 3), key_id("L1", 5, 1),
+                                  key_id("L1", 5, 3)]
+    assert s.peek(2) == [key_id("L1", 3, 0), key_id("L1", 3, 1)]
+    want = [key_id("L1", 5, 4), key_id("L1", 3, 2)]
+    assert [bytes(k) for k in s.take(want)] == [ref[k] for k in want]
+    assert s.available(0) == 4 and s.count() == 8
+    with pytest.raises(KeyError, match=want[0]):                  # taken already: all or none
+        s.take([key_id("L1", 3, 0), want[0]])
+    for bad in (key_id("L1", 4, 0), key_id("L2", 3, 0), want[1].upper(), "{" + want[1][1:], "x"):
+        with pytest.raises(KeyError):
+            s.take([bad])
+    assert s.count() == 8
+    other = KeyStore(tmp_path / "a.db", "L1")                     # another process's view
+    assert bytes(other.consume(key_id("L1", 3, 0))) == ref[key_id("L1", 3, 0)]
+    other.close()
+    assert s.count() == 7
+    while (got := s.consume_next()) is not None:
+        assert bytes(got[1]) == ref[got[0]]
+    assert s.count() == 0 and s.peek(5) == []
+    assert s._db.execute("SELECT COUNT(*) FROM keyblock").fetchone()[0] == 0   # emptied rows go
+    s.close()
+
+
+def test_store_of_one_row_per_key_is_converted_on_open(tmp_path):
+    """A store written by the earlier layout (a ``key`` table, one row per key) opens with the
+    same keys, IDs and values, and its old rows are gone."""
+    path = tmp_path / "old.db"
+    c = sqlite3.connect(path)
+    c.executescript("""
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE block (block_id INTEGER PRIMARY KEY, state TEXT NOT NULL, key_bits INTEGER NOT NULL,
+            n_keys INTEGER NOT NULL DEFAULT 0, auth_bytes INTEGER NOT NULL DEFAULT 0, auth_idx INTEGER,
+            prepared BLOB, reason TEXT NOT NULL DEFAULT '');
+        CREATE TABLE key (key_id TEXT PRIMARY KEY, block_id INTEGER NOT NULL, idx INTEGER NOT NULL,
+            data BLOB NOT NULL);
+        CREATE INDEX key_block ON key(block_id, idx);
+        INSERT INTO meta VALUES ('link_id', 'L1');
+    """)
+    ref = {}
+    for b, n, consumed in ((1, 4, {1}), (2, 3, set())):
+        c.execute("INSERT INTO block VALUES (?, 'final', ?, ?, 0, NULL, NULL, '')", (b, n * 256, n))
+        for i in range(n):
+            if i not in consumed:
+                ref[key_id("L1", b, i)] = os.urandom(32)
+                c.execute("INSERT INTO key VALUES (?,?,?,?)", (key_id("L1", b, i), b, i,
+                                                              ref[key_id("L1", b, i)]))
+    c.commit()
+    c.close()
+    s = KeyStore(path, "L1")
+    assert s.key_ids() == [key_id("L1", 1, i) for i in (0, 2, 3)] + [key_id("L1", 2, i) for i in range(3)]
+    assert s.available(1) == 2 and s.count() == 6
+    assert bytes(s.consume(key_id("L1", 1, 3))) == ref[key_id("L1", 1, 3)]
+    with pytest.raises(KeyStoreError, match="no key"):
+        s.consume(key_id("L1", 1, 1))
+    assert s._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='key'").fetchone()[0] == 0
+    s.close()

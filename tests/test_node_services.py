@@ -24,6 +24,7 @@ from test_kme import call
 
 from hil.rig import Rig
 from link.frontend import Timing
+from link.keystore import key_count
 from link.pipeline import config_for_scenario
 from link.pki import create_lab_pki
 
@@ -100,7 +101,7 @@ class _Lines:
 def _keys(db) -> int:
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-            return c.execute("SELECT COUNT(*) FROM key").fetchone()[0]
+            return key_count(c)
     except sqlite3.Error:
         return 0
 

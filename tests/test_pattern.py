@@ -84,3 +84,62 @@ def test_sift_alice_from_the_packed_pattern_equals_alice_sift():
         pattern.sift_alice(pp, np.array([5, n], np.uint32), np.zeros(2, np.uint8))
     with pytest.raises(ValueError, match="bob_bases: value 2 at index 0"):
         pattern.sift_alice(pp, np.array([5], np.uint32), np.array([2], np.uint8))
+
+
+def _gaps_ref(slots, counts):
+    """numpy reference of the wire gaps: per frame diff with the first slot kept, or None."""
+    out, pos = [], 0
+    for c in counts:
+        s = slots[pos:pos + c].astype(np.int64)
+        pos += c
+        d = np.diff(s, prepend=0)
+        if c and (d.max() > 0xFFFF or (d[1:] <= 0).any()):
+            return None
+        out.append(d)
+    return np.concatenate(out).astype(np.uint16) if out else np.zeros(0, np.uint16)
+
+
+def test_slot_gaps_round_trip_and_match_numpy():
+    rng = np.random.default_rng(5)
+    counts = [0, 1, 500, 0, 3000, 7]
+    slots = np.concatenate([np.sort(rng.choice(40 * c + 1, c, replace=False)).astype(np.uint64)
+                            for c in counts])
+    gaps = pattern.slot_gaps16(slots, counts)
+    ref = _gaps_ref(slots, counts)
+    assert gaps is not None and ref is not None and np.array_equal(gaps, ref)
+    pos = 0
+    for c in counts:
+        got = pattern.slots_from_gaps16(gaps[pos:pos + c].copy())
+        assert got.dtype == np.uint32 and np.array_equal(got, slots[pos:pos + c])
+        pos += c
+    # what does not fit 16 bits, or does not increase, is refused (the caller sends slots)
+    assert pattern.slot_gaps16(np.array([5, 70_000], np.uint64), [2]) is None
+    assert pattern.slot_gaps16(np.array([70_000], np.uint64), [1]) is None
+    assert pattern.slot_gaps16(np.array([5, 5], np.uint64), [2]) is None
+    assert _gaps_ref(np.array([5, 5], np.uint64), [2]) is None
+    assert np.array_equal(pattern.slot_gaps16(np.array([9, 3], np.uint64), [1, 1]), [9, 3])
+    with pytest.raises(ValueError, match="counts"):
+        pattern.slot_gaps16(np.array([1, 2], np.uint64), [3])
+    # 65538 gaps of 0xFFFF add up to 2^32 + 14: refused at the gap that passes 2^32
+    with pytest.raises(ValueError, match="past 2\\^32 at index 65537"):
+        pattern.slots_from_gaps16(np.full(65538, 0xFFFF, np.uint16))
+    assert pattern.slots_from_gaps16(np.full(65537, 0xFFFF, np.uint16))[-1] == 65537 * 0xFFFF
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000, 100_003])
+def test_split_by_basis_equals_numpy_selection(n):
+    rng = np.random.default_rng(n)
+    basis = (rng.random(n) < 0.2).astype(np.uint8) * rng.integers(1, 3, n, dtype=np.uint8)
+    bits, ints = rng.integers(0, 2, n, dtype=np.uint8), rng.integers(0, 3, n, dtype=np.uint8)
+    z = basis == 0
+    ref = bits[z], ints[z], bits[~z], ints[~z]
+    for n_z in (None, int(z.sum())):
+        got = pattern.split_by_basis(basis, bits, ints, n_z)
+        assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+    if n:
+        for wrong in (int(z.sum()) - 1, int(z.sum()) + 1):
+            if 0 <= wrong <= n:
+                with pytest.raises(ValueError, match="n_z"):
+                    pattern.split_by_basis(basis, bits, ints, wrong)
+    with pytest.raises(ValueError, match="entries"):
+        pattern.split_by_basis(basis, bits[:-1] if n else np.zeros(1, np.uint8), ints)

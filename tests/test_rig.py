@@ -12,6 +12,7 @@ from drivers.keysight_awg import Keysight33500
 from drivers.picoquant import PicoQuantStreamTagger
 from hil.rig import RIG_ENCODING, Rig
 from link.frontend import DriverAlice, DriverBob, ModelLink, Timing
+from link.keystore import key_rows
 
 
 def _patterns(n_frames: int, slots: int, seed: int = 3):
@@ -103,7 +104,7 @@ def test_both_nodes_make_identical_keys_through_the_emulated_instruments(tmp_pat
     # identical is not enough: the keys must be the distilled bits, not a constant
     c = sqlite3.connect(tmp_path / "alice.db")
     try:
-        blob = b"".join(k for (k,) in c.execute("SELECT data FROM key"))
+        blob = b"".join(r[3] for r in key_rows(c))
     finally:
         c.close()
     bits = np.unpackbits(np.frombuffer(blob, np.uint8))

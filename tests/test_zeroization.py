@@ -73,10 +73,12 @@ def test_engine_run_leaves_no_key_bits_behind(tmp_path, monkeypatch):
     # hash of a wiped buffer (all zeros) but balanced bits (a regression: main at b8a1efd
     # wiped the packed key after verification and hashed the zeros into every key)
     import sqlite3
+
+    from link.keystore import key_rows
     for role in ("alice", "bob"):
         c = sqlite3.connect(tmp_path / f"{role}.db")
         try:
-            blob = b"".join(k for (k,) in c.execute("SELECT data FROM key ORDER BY block_id, idx"))
+            blob = b"".join(r[3] for r in key_rows(c))
         finally:
             c.close()
         bits = np.unpackbits(np.frombuffer(blob, np.uint8))

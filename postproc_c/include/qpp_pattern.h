@@ -43,4 +43,28 @@ QPP_WUR int qpp_pattern_sift_alice(const uint64_t *basis_w, const uint64_t *bit_
                                    uint8_t *out_intensity, size_t *n_sifted,
                                    uint64_t *detections, uint64_t *sifted, size_t *bad_index);
 
+/* The slots of SIFT_ANNOUNCE on the wire as 16-bit gaps (link.node): frames
+ * laid end to end, frame f holding counts[f] strictly increasing slots;
+ * gaps[i] = slots[i] - slots[i - 1] inside a frame, a frame's first slot as it
+ * is. QPP_ERR_RANGE (*bad_index = i) when some gap or first slot does not fit
+ * 16 bits or slots do not increase (the caller then sends the slots instead);
+ * QPP_ERR_LENGTH when the counts add up to more than n. */
+QPP_WUR int qpp_slot_gaps16(const uint64_t *slots, size_t n, const uint64_t *counts, size_t n_frames,
+                            uint16_t *gaps, size_t *bad_index);
+
+/* One frame's slots back from its gaps: slots[i] = gaps[0] + ... + gaps[i].
+ * QPP_ERR_RANGE (*bad_index = i) when the sum reaches 2^32. (A zero gap after
+ * the first gives slots that do not increase; sifting refuses those.) */
+QPP_WUR int qpp_slots_from_gaps16(const uint16_t *gaps, size_t n, uint32_t *slots, size_t *bad_index);
+
+/* A block's sifted events split by basis in one pass (link.node): for each
+ * event i in order, bits[i] and intensity[i] go to z_bits/z_intensity when
+ * basis[i] == 0, else to x_bits/x_intensity; *n_z and *n_x are the counts.
+ * The Z outputs have room for z_cap events, the X outputs for x_cap:
+ * QPP_ERR_LENGTH when either would overflow (outputs then undefined). */
+QPP_WUR int qpp_split_by_basis(const uint8_t *basis, const uint8_t *bits, const uint8_t *intensity, size_t n,
+                               uint8_t *z_bits, uint8_t *z_intensity, size_t z_cap,
+                               uint8_t *x_bits, uint8_t *x_intensity, size_t x_cap,
+                               size_t *n_z, size_t *n_x);
+
 #endif

@@ -198,20 +198,40 @@ static inline uint64_t xoshiro(uint64_t s[4])
     return r;
 }
 
+/* Fisher-Yates draw for step i: two 32-bit draws per xoshiro output (high half
+ * first), j = (d * i) >> 32. */
+static inline size_t shuffle_draw(uint64_t s[4], uint64_t *r, int *half, size_t i)
+{
+    uint32_t d;
+    if (!*half) { *r = xoshiro(s); d = (uint32_t)(*r >> 32); *half = 1; }
+    else { d = (uint32_t)*r; *half = 0; }
+    return (size_t)(((uint64_t)d * i) >> 32);
+}
+
+enum { SHUF_AHEAD = 32 };   /* swaps drawn (and their targets prefetched) ahead */
+
 static void shuffle_positions(uint64_t seed, unsigned pass, uint32_t *pos, size_t n)
 {
     uint64_t x = seed ^ (0x9E3779B97F4A7C15ULL * ((uint64_t)pass + 1)), s[4];
     for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
     for (size_t i = 0; i < n; i++) pos[i] = (uint32_t)i;
-    /* Two 32-bit draws per xoshiro output (high half first), j = (d * i) >> 32. */
+    /* The swap targets depend on the generator only, not on pos, so they are drawn
+     * SHUF_AHEAD steps early and their cache lines prefetched: at 2^21+ positions each
+     * swap is otherwise a cache miss waited for in turn (same permutation either way). */
     uint64_t r = 0;
     int half = 0;
-    for (size_t i = n; i > 1; i--) {
-        uint32_t d;
-        if (!half) { r = xoshiro(s); d = (uint32_t)(r >> 32); half = 1; }
-        else { d = (uint32_t)r; half = 0; }
-        size_t j = (size_t)(((uint64_t)d * i) >> 32);
+    size_t ring[SHUF_AHEAD], next = n;          /* next: the step whose target is drawn next */
+    for (size_t k = 0; k < SHUF_AHEAD && next > 1; k++, next--) {
+        ring[k] = shuffle_draw(s, &r, &half, next);
+        __builtin_prefetch(&pos[ring[k]], 1);
+    }
+    for (size_t i = n, k = 0; i > 1; i--, k = (k + 1) & (SHUF_AHEAD - 1)) {
+        size_t j = ring[k];
         uint32_t t = pos[i - 1]; pos[i - 1] = pos[j]; pos[j] = t;
+        if (next > 1) {
+            ring[k] = shuffle_draw(s, &r, &half, next--);
+            __builtin_prefetch(&pos[ring[k]], 1);
+        }
     }
 }
 
@@ -359,7 +379,14 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
     if (c->role == QPP_CASCADE_BOB) {   /* only Bob maps pass positions back to bits */
         S->inv[j] = malloc(n * sizeof(uint32_t));
         if (!S->inv[j]) goto nomem;
-        for (size_t i = 0; i < n; i++) S->inv[j][S->pos[j][i]] = (uint32_t)i;
+        const uint32_t *pos = S->pos[j];
+        uint32_t *inv = S->inv[j];
+        size_t i = 0;
+        for (; i + SHUF_AHEAD < n; i++) {        /* scattered stores: prefetched ahead */
+            __builtin_prefetch(&inv[pos[i + SHUF_AHEAD]], 1);
+            inv[pos[i]] = (uint32_t)i;
+        }
+        for (; i < n; i++) inv[pos[i]] = (uint32_t)i;
     }
     if (P->lazy && P->nblocks > 1) {
         /* block b = pass positions [b k, (b+1) k); nblocks <= 4, so compare, not divide */
@@ -367,9 +394,20 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
         const uint32_t *pos = S->pos[j];
         S->mask[j] = calloc(nm * nw, sizeof(uint64_t));
         if (!S->mask[j]) goto nomem;
-        for (size_t i = 0; i < n; i++) {
-            size_t b = (pos[i] >= k) + (pos[i] >= 2 * k) + (pos[i] >= 3 * k);
-            if (b < nm) S->mask[j][b * nw + (i >> 6)] |= (uint64_t)1 << (i & 63);
+        /* a word of each mask at a time, in registers, branch-free (nm <= 3) */
+        uint64_t *m = S->mask[j];
+        for (size_t w = 0; w < nw; w++) {
+            uint64_t a0 = 0, a1 = 0, a2 = 0;
+            size_t i0 = w << 6, cnt = n - i0 < 64 ? n - i0 : 64;
+            for (size_t t = 0; t < cnt; t++) {
+                uint32_t q = pos[i0 + t];
+                a0 |= (uint64_t)(q < k) << t;
+                a1 |= (uint64_t)(q >= k && q < 2 * k) << t;
+                a2 |= (uint64_t)(q >= 2 * k && q < 3 * k) << t;
+            }
+            m[w] = a0;
+            if (nm > 1) m[nw + w] = a1;
+            if (nm > 2) m[2 * nw + w] = a2;
         }
     }
     S->ready[j] = 1;
@@ -1051,6 +1089,11 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
         for (size_t t = 0; t < F->nreq; t++) {
             node_t x = F->req[t], l = child(x, 0), r = child(x, 1);
             pass_t *P = &F->p[x.pass];
+            if (t + 8 < F->nreq) {          /* the node words of a request 8 ahead: cache misses */
+                node_t y = F->req[t + 8];
+                const pass_t *Q = &F->p[y.pass];
+                if (Q->nodes) __builtin_prefetch(&Q->nodes[3 * (nid(Q, y.block, y.h) >> 6)], 1);
+            }
             size_t id = nid(P, x.block, x.h), lid = nid(P, l.block, l.h), rid = nid(P, r.block, r.h);
             nset(P, 2, lid, 0);
             if (!nget(P, 0, id)) continue;   /* forgotten meanwhile (original variant) */

@@ -114,3 +114,72 @@ int qpp_pattern_sift_alice(const uint64_t *basis_w, const uint64_t *bit_w, const
         }
     return QPP_OK;
 }
+
+int qpp_slot_gaps16(const uint64_t *slots, size_t n, const uint64_t *counts, size_t n_frames,
+                    uint16_t *gaps, size_t *bad_index)
+{
+    size_t f, i = 0;
+    if (n_frames && !counts) return QPP_ERR_NULL;
+    if (n && (!slots || !gaps)) return QPP_ERR_NULL;
+    for (f = 0; f < n_frames; f++) {
+        uint64_t c = counts[f], prev = 0;
+        size_t end;
+        if (c > n - i) return QPP_ERR_LENGTH;
+        end = i + (size_t)c;
+        if (i < end) {                      /* the frame's first slot, absolute */
+            if (slots[i] > 0xFFFFu) goto range;
+            gaps[i] = (uint16_t)slots[i];
+            prev = slots[i];
+            i++;
+        }
+        for (; i < end; i++) {
+            uint64_t s = slots[i];
+            if (s <= prev || s - prev > 0xFFFFu) goto range;
+            gaps[i] = (uint16_t)(s - prev);
+            prev = s;
+        }
+    }
+    return QPP_OK;
+range:
+    if (bad_index) *bad_index = i;
+    return QPP_ERR_RANGE;
+}
+
+int qpp_slots_from_gaps16(const uint16_t *gaps, size_t n, uint32_t *slots, size_t *bad_index)
+{
+    uint64_t s = 0;
+    size_t i;
+    if (n && (!gaps || !slots)) return QPP_ERR_NULL;
+    for (i = 0; i < n; i++) {
+        s += gaps[i];
+        if (s > 0xFFFFFFFFu) {
+            if (bad_index) *bad_index = i;
+            return QPP_ERR_RANGE;
+        }
+        slots[i] = (uint32_t)s;
+    }
+    return QPP_OK;
+}
+
+int qpp_split_by_basis(const uint8_t *basis, const uint8_t *bits, const uint8_t *intensity, size_t n,
+                       uint8_t *z_bits, uint8_t *z_intensity, size_t z_cap,
+                       uint8_t *x_bits, uint8_t *x_intensity, size_t x_cap,
+                       size_t *n_z, size_t *n_x)
+{
+    size_t i, z = 0, x = 0;
+    if (!n_z || !n_x) return QPP_ERR_NULL;
+    if (n && (!basis || !bits || !intensity)) return QPP_ERR_NULL;
+    if ((z_cap && (!z_bits || !z_intensity)) || (x_cap && (!x_bits || !x_intensity))) return QPP_ERR_NULL;
+    for (i = 0; i < n; i++) {
+        if (basis[i] == 0) {
+            if (z == z_cap) return QPP_ERR_LENGTH;
+            z_bits[z] = bits[i]; z_intensity[z] = intensity[i]; z++;
+        } else {
+            if (x == x_cap) return QPP_ERR_LENGTH;
+            x_bits[x] = bits[i]; x_intensity[x] = intensity[i]; x++;
+        }
+    }
+    *n_z = z;
+    *n_x = x;
+    return QPP_OK;
+}
