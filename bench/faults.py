@@ -1,12 +1,15 @@
 """Fault-injection suite (issue 9, "Faults"): instrument faults on the rig, kill -9 of the link process.
 
-    python -m bench.faults                      # everything: 5 instrument faults, 12 kills
+    python -m bench.faults                      # everything: 17 instrument faults, 12 + 12 kills
     python -m bench.faults --kills 30 --seed 7  # more kills
-    python -m bench.faults --no-instruments --kills 5
+    python -m bench.faults --no-instruments --kills 5 --node-kills 20
 
 Prints one row per run: fault, where it hit, outcome (alarms, keys on each side,
-stores identical, committed keys kept). The tests (tests/test_faults_*.py) run
-a small sample of the same harness in CI.
+stores identical, committed keys kept). Instrument faults: Alice's AWG and Bob's
+tagger inside the pipeline; Bob's SNSPD and ID120 detector controllers and MPC320
+read back by ``link.instrument_watch``, his EPC-400 driven by the tracking loop,
+each disconnected, answering garbage or stalled once the first keys are committed.
+The tests (tests/test_faults_*.py) run a small sample of the same harness in CI.
 
 Kill -9 of the node process: both nodes run in one child process
 (``run_local``, the HIL model as instruments) on a work directory that
@@ -16,10 +19,13 @@ invariant (every block Bob committed, Alice committed), then restarts the
 child on the same directory. The recovery (RESYNC) must settle every
 half-done block: at the end both stores are identical and hold every key
 either side had committed before any of the kills. A restart can itself be
-killed. (Nodes in separate processes on the rig cannot restart one at a time:
-the rig numbers frames by upload order, so a restarted Alice would be out of
-step with the tagger. Killing the one process that runs both models the
-machine going down.)
+killed. Killing the one process that runs both models the machine going down.
+
+Kill -9 of ONE node (``--node-kills``, ``bench.node_restart``): Alice and Bob
+in their own processes joined by an emulated fiber; one is killed and
+restarted alone while the other runs (``link.resume`` re-synchronises frame
+numbers; commits and pool positions resync as above). (On the rig a lone
+restart is not possible: its AWG and tagger number frames by upload order.)
 
 What it must not do: leave processes behind (every child is killed and
 reaped), or print key material (only key IDs are compared).
@@ -58,6 +64,60 @@ INSTRUMENT_FAULTS = {
     "awg_garbage": (lambda rig: _awg(rig).faults.set(garbage=1000), ("alice", "Keysight33500", "SYST:ERR?")),
     "awg_silent": (lambda rig: _awg(rig).faults.set(silence=1000), ("alice", "Keysight33500", "no reply")),
 }
+
+
+def _srv(key: str):
+    return lambda rig: rig.lab.servers[key]
+
+
+# Bob's detector controllers and polarization controllers, watched while the link runs
+# (link.instrument_watch; the EPC-400 also driven by the tracking loop, once per block):
+# disconnect (the twin drops the connection), garbage (a malformed reply), stall (no reply at all).
+AUX = {"snspd": ("bob.snspd", "SingleQuantum"), "id120": ("bob.apd", "ID120"),
+       "epc400": ("bob.polarization", "EPC"), "mpc320": ("bob.paddles", "MPC320")}
+for _short, (_key, _name) in AUX.items():
+    for _kind, _fault in (("drop", {"drop": 1}), ("garbage", {"garbage": 1000}),
+                          ("stall", {"silence": 1000})):
+        INSTRUMENT_FAULTS[f"{_short}_{_kind}"] = (
+            (lambda f, k: lambda rig: rig.lab.servers[k].faults.set(**f))(_fault, _key), (_key, _name))
+
+
+def _watch_bob(rig, nodes, *, track: bool):
+    """Open Bob's auxiliary instruments on the rig and watch them (and track with the EPC)."""
+    import tomllib
+
+    from calibration.tracking import PolarizationTracking
+    from drivers.config import parse_lab
+    from link.instrument_watch import InstrumentWatch
+
+    lab = parse_lab(tomllib.loads(rig.lab_toml()), "<rig>")
+    drivers = {}
+    try:
+        for key, _name in AUX.values():
+            node, role = key.split(".")
+            drv = lab.build(node, role)
+            drv.open()
+            drivers[key] = drv
+    except BaseException:
+        for d in drivers.values():
+            d.close()
+        raise
+    bob = nodes["bob"]
+    watched = dict(drivers)
+    if track:       # the EPC-400 moves the rig's polarization: let the tracking loop drive it
+        epc = watched.pop("bob.polarization")
+        bob.tracking = PolarizationTracking(epc, frame_s=rig.frame_slots / rig.model.clock_hz,
+                                            guard_frames=bob.cfg.max_frames_in_flight)
+    watch = InstrumentWatch(bob, watched, period_s=0.5).start()
+
+    def detach():
+        watch.close()
+        for d in drivers.values():
+            try:
+                d.close()
+            except Exception:  # noqa: BLE001 - a failed instrument may not close cleanly
+                pass
+    return detach
 
 
 class _AlarmLog(logging.Handler):
@@ -130,8 +190,12 @@ def instrument_fault_run(fault: str, workdir: Path, *, blocks: int = 6, duration
     pipeline._rig_front_ends = keep_rig
     try:
         cfg = pipeline.config_for_scenario(Scenario.load(None), block_bits=BLOCK_BITS)
+        attach = None
+        if fault.split("_")[0] in AUX:
+            def attach(nodes):
+                return _watch_bob(holder["rig"], nodes, track=fault.startswith("epc400"))
         s = pipeline.run_local(None, blocks=blocks, duration_s=duration_s, workdir=workdir,
-                               instruments="rig", config=cfg, progress=progress)
+                               instruments="rig", config=cfg, progress=progress, attach=attach)
     finally:
         pipeline._rig_front_ends = start_rig
         node_log.removeHandler(log)
@@ -284,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--kills", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--node-kills", type=int, default=12, help="kills of one node in its own process")
     ap.add_argument("--no-instruments", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "child":
@@ -314,6 +379,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kill -9: {args.kills} kills, {sum(r['killed'] for r in res['rows'])} landed, "
               f"invariant violations {res['violations']}, committed keys lost {len(res['lost'])}, "
               f"final stores identical {res['identical']}")
+    if args.node_kills:
+        from bench.node_restart import campaign
+
+        with tempfile.TemporaryDirectory(prefix="qkd-node-kill-") as d:
+            res = campaign(Path(d), args.node_kills, args.seed)
+        ok &= (res["identical"] and not res["lost"] and res["violations"] == 0 and res["clean_exit"]
+               and res["delivered_twice"] == 0 and res["resumed"] == res["kills"] == args.node_kills)
+        print(f"kill -9 of one node: {res['kills']} kills, resumed {res['resumed']}, invariant violations "
+              f"{res['violations']}, committed keys lost {len(res['lost'])}, delivered twice "
+              f"{res['delivered_twice']}, final stores identical {res['identical']}")
     return 0 if ok else 1
 
 

@@ -124,13 +124,20 @@ class OutcomeTables:
         self.cum_quiet = (c[:, None] + np.minimum(cq, 1.0)).ravel()
         self.cum_quiet_rows = np.ascontiguousarray(np.minimum(cq, 1.0).ravel())    # per class, for C
 
-    def alias(self) -> tuple[np.ndarray, np.ndarray]:
-        """Alias tables (Walker 1977) of the candidate outcomes, rows = classes, for ``hil.kernel``."""
+    def alias(self) -> tuple[np.ndarray, int]:
+        """Packed alias tables (Walker 1977; ``hil_alias_pack``) of the candidate outcomes for
+        ``hil.kernel``: (uint64 table, bits), rows = classes of 2^bits buckets (the K1 outcomes
+        padded with empty ones). Values: click mask | Eve's code << 4, 0 for no click."""
         if getattr(self, "_alias", None) is None:
-            from .kernel import alias_build
+            from .kernel import alias_build, alias_pack
 
-            self._alias = alias_build(np.diff(self.cum.reshape(self.n_classes, self.K1), axis=1,
-                                              prepend=0.0))
+            bits = max(1, (self.K1 - 1).bit_length())
+            probs = np.zeros((self.n_classes, 1 << bits))
+            probs[:, :self.K1] = np.diff(self.cum.reshape(self.n_classes, self.K1), axis=1, prepend=0.0)
+            o = np.arange(1 << bits)
+            values = np.where(o < self.K, (o % 15 + 1) | (o // 15) << 4, 0).astype(np.uint16)
+            thr, alias = alias_build(probs)
+            self._alias = alias_pack(thr, alias, values, bits), bits
         return self._alias
 
     def draw_candidates(self, cls: np.ndarray, u: np.ndarray) -> np.ndarray:

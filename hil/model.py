@@ -11,9 +11,11 @@ clock_hz seconds).
 Method, and why. The hot path is one C call per frame (``hil.kernel``,
 ``hil/csrc/hil_kernel.c``): the numpy path below stays as the reference
 (``run_frame(method="skip")``) and the kernel follows the same sampling in one
-streaming pass (candidate slots in batches with Walker alias tables for the
-geometric gaps and the outcomes, dark counts and afterpulses merged in slot
-order, dead time and afterpulses applied as they come, ziggurat jitter).
+streaming pass (candidate slots in batches with packed Walker alias tables for
+the geometric gaps and the outcomes, one 64-bit random word per candidate,
+dark counts and afterpulses merged in slot order, dead time and afterpulses
+applied as they come, Alice's pattern validated as it is read; then ziggurat
+jitter and timestamps from a second, jumped stream).
 Per frame, every slot belongs to a class (drift segment, intensity, Alice's
 state); ``hil.eve`` gives, per class, the joint probability
 of Eve's outcome and Bob's photon-induced click mask. Rather than sampling
@@ -32,7 +34,8 @@ sorted click streams (``hil.detectors``), timestamps come from
 
 Determinism: every random draw of frame f comes from its own stream,
 SeedSequence(seed, spawn_key=(stream, f)) (the kernel's xoshiro256** is seeded
-with four words of it), so the same scenario and seed give the same events
+with four words of it; its jitter stream is that generator jumped 2^128 draws),
+so the same scenario and seed give the same events
 whatever the batch size. The only state carried from one frame
 to the next is physical (each detector's last click for its dead time, pending
 afterpulses); it is carried when frames are run in order and reset when a
@@ -90,8 +93,9 @@ class Pattern:
     def __len__(self) -> int:
         return len(self.basis)
 
-    def check(self, n: int) -> Pattern:
-        """Validated uint8 views; raise naming the bad field."""
+    def check(self, n: int, values: bool = True) -> Pattern:
+        """Validated uint8 views; raise naming the bad field. ``values=False`` checks shapes and
+        dtypes only (the C kernel checks the values as it reads them)."""
         out = {}
         for name in ("basis", "bit", "intensity"):
             a = np.asarray(getattr(self, name))
@@ -100,8 +104,9 @@ class Pattern:
             if a.dtype != np.uint8:
                 raise TypeError(f"pattern.{name}: expected dtype uint8, got {a.dtype}")
             out[name] = a
-        for name, lim in (("basis", 2), ("bit", 2), ("intensity", 3)):
-            if n and int(out[name].max()) >= lim:
+        bad = _kernel.pattern_bad(out["basis"], out["bit"], out["intensity"]) if n and values else 0
+        for flag, name, lim in ((1, "basis", 2), (2, "bit", 2), (4, "intensity", 3)):
+            if bad & flag:
                 raise ValueError(f"pattern.{name}: values must be < {lim}")
         return Pattern(**out)
 
@@ -201,6 +206,7 @@ class LinkModel:
         self._table_cache: tuple[Any, _eve.OutcomeTables] | None = None
         self._frame_switch: int | None = None
         self._ws = _kernel.Workspace()
+        self._const: tuple[int, dict] | None = None         # per-version constants (see _constants)
         self._reset_carry()
 
     # -- public helpers -------------------------------------------------------
@@ -350,8 +356,7 @@ class LinkModel:
     def _dark_prob(self, frame_index: int = 0) -> np.ndarray:
         if self._blinded(frame_index):
             return np.zeros(4)
-        dcr = np.array([d.dark_count_rate_hz for d in self.detectors])
-        return -np.expm1(-dcr / self.clock_hz)
+        return self._constants()["pdark"].copy()
 
     def _attack_kind(self, frame_index: int) -> str:
         a = self.attack
@@ -455,7 +460,7 @@ class LinkModel:
         """
         self._check_frame(frame_index)
         n = self.frame_slots
-        pattern = self.alice_pattern(frame_index) if pattern is None else pattern.check(n)
+        pattern = self.alice_pattern(frame_index) if pattern is None else pattern.check(n, method != "kernel")
         if self._next_frame != frame_index:
             if self._next_frame is not None:
                 log.debug("frame %d after %d: detector state reset", frame_index, self._next_frame - 1)
@@ -643,18 +648,15 @@ class LinkModel:
         end = n
         if self.attack.kind == "fiber-cut":
             end = min(n, max(0, math.ceil(self.attack.start_time_s * self.clock_hz) - frame0))
-        sig, delay, rate, frac, base, res = self._tag_terms(frame_index)
-        params = _kernel.frame_params(
-            n_slots=n, signal_end=end, nseg=nseg, n_e=tables.n_e, k1=tables.K1,
-            switch_slot=n if self._frame_switch is None else self._frame_switch, switch_offset=12 * nseg,
-            blind_from=self._blind_from(frame_index, kind),
-            p_max=tables.p_max, p_dark=[float(x) for x in pdark],
-            dead_slots=[self._dead_slots(d) for d in range(4)],
-            ap_prob=[0.0 if self._blinded(frame_index) else d.afterpulse_prob for d in self.detectors],
-            ap_dead_ps=[d.dead_time_ns * 1e3 for d in self.detectors],
-            ap_tau_ps=[d.afterpulse_time_constant_ns * 1e3 for d in self.detectors],
-            period_ps=self.period_ps, sig_ps=[float(x) for x in sig], delay_ps=[float(x) for x in delay],
-            rate=rate, frac_shift_ps=frac, base_ps=base, resolution_ps=res, sync_ps=sync_ps)
+        frac, base = self._tag_shift(frame_index)
+        blinded = self._blinded(frame_index)
+        params = _kernel.ffi.new("struct hil_frame_params *", self._constants()["params"][0])
+        params.signal_end, params.nseg, params.n_e, params.obits = end, nseg, tables.n_e, tables.alias()[1]
+        params.switch_slot = n if self._frame_switch is None else self._frame_switch
+        params.switch_offset, params.blind_from = 12 * nseg, self._blind_from(frame_index, kind)
+        params.p_max, params.frac_shift_ps, params.base_ps, params.sync_ps = tables.p_max, frac, base, sync_ps
+        if blinded:
+            params.p_dark, params.ap_prob = [0.0] * 4, [0.0] * 4
         seed = rng.bit_generator.random_raw(4).astype(np.uint64, copy=False)
         if not seed.any():
             seed[0] = 1
@@ -663,10 +665,15 @@ class LinkModel:
         ap_in = ap_in.astype(np.int64, copy=False)
         ap_max = max(d.afterpulse_prob for d in self.detectors)
         expect = n * (min(1.0, tables.p_max) + float(pdark.sum())) / (1.0 - ap_max)
-        thr, alias = tables.alias()
-        out = _kernel.run_frame(params, seed, pattern.basis, pattern.bit, pattern.intensity, thr, alias,
-                                tables.cum_quiet_rows, last, ap_in,
-                                capacity=int(1.1 * expect + 8 * math.sqrt(expect) + 1024), ws=self._ws)
+        otab, _ = tables.alias()
+        try:
+            out = _kernel.run_frame(params, seed, pattern.basis, pattern.bit, pattern.intensity, otab,
+                                    tables.cum_quiet_rows, last, ap_in,
+                                    capacity=int(1.1 * expect + 8 * math.sqrt(expect) + 1024), ws=self._ws)
+        except _kernel.KernelError as e:
+            if e.status == _kernel.lib.HIL_ERR_PATTERN:
+                pattern.check(n)                # raises, naming the field
+            raise
         c = out.counts
         counts.update(candidates=int(c[_kernel.lib.HIL_N_CANDIDATES]),
                       signal_slots=int(c[_kernel.lib.HIL_N_SIGNAL_SLOTS]),
@@ -682,20 +689,46 @@ class LinkModel:
         return (out.slot, out.det, out.noise, out.time, out.sl_slot, out.sl_mask, code,
                 (out.tag_t, out.tag_ch, out.tag_src))
 
-    def _tag_terms(self, frame_index: int):
-        """Per-frame constants of the timestamps: jitter sigma per (noise, detector), delay per
-        detector, tagger rate, fractional and integer parts of the tagger's offset at the frame start."""
+    def _constants(self) -> dict:
+        """What the frames share until a setter changes the model (``self._version``): timestamp
+        terms, dark-count probabilities and the kernel's parameter template."""
+        if self._const is not None and self._const[0] == self._version:
+            return self._const[1]
         tg = self.tagger
         jit_det = np.array([d.jitter_ps for d in self.detectors])
         delay = np.array([d.delay_ps for d in self.detectors]) + self.tof_ps
         sig = np.concatenate([np.sqrt(jit_det ** 2 + tg.jitter_ps ** 2), np.full(4, float(tg.jitter_ps))])
-        start = self._frame_start_ps(frame_index)
         rate = 1.0 + tg.clock_drift_ppm * 1e-6
+        res = int(round(tg.resolution_ps)) if tg.resolution_ps > 1 else 1
+        dcr = np.array([d.dark_count_rate_hz for d in self.detectors])
+        pdark = -np.expm1(-dcr / self.clock_hz)
+        params = _kernel.frame_params(
+            n_slots=self.frame_slots, p_dark=[float(x) for x in pdark],
+            dead_slots=[self._dead_slots(d) for d in range(4)],
+            ap_prob=[d.afterpulse_prob for d in self.detectors],
+            ap_dead_ps=[d.dead_time_ns * 1e3 for d in self.detectors],
+            ap_tau_ps=[d.afterpulse_time_constant_ns * 1e3 for d in self.detectors],
+            period_ps=self.period_ps, sig_ps=[float(x) for x in sig], delay_ps=[float(x) for x in delay],
+            rate=rate, resolution_ps=res)
+        c = {"sig": sig, "delay": delay, "rate": rate, "res": res, "pdark": pdark, "params": params}
+        self._const = (self._version, c)
+        return c
+
+    def _tag_shift(self, frame_index: int) -> tuple[float, int]:
+        """Fractional and integer parts of the tagger's offset at the frame start."""
+        tg = self.tagger
+        start = self._frame_start_ps(frame_index)
         # t_tag = t (1 + ppm) + offset, with t = start + offset: the start's share is a scalar
         shift = start * (tg.clock_drift_ppm * 1e-6) + tg.offset_ps
-        base = start + int(math.floor(shift))
-        res = int(round(tg.resolution_ps)) if tg.resolution_ps > 1 else 1
-        return sig, delay, rate, shift - math.floor(shift), base, res
+        fl = math.floor(shift)
+        return shift - fl, start + int(fl)
+
+    def _tag_terms(self, frame_index: int):
+        """Per-frame constants of the timestamps: jitter sigma per (noise, detector), delay per
+        detector, tagger rate, fractional and integer parts of the tagger's offset at the frame start."""
+        c = self._constants()
+        frac, base = self._tag_shift(frame_index)
+        return c["sig"], c["delay"], c["rate"], frac, base, c["res"]
 
     def _timestamps(self, rng, frame_index: int, ev_slot: np.ndarray, det: np.ndarray,
                     noise: np.ndarray) -> np.ndarray:

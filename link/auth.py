@@ -63,6 +63,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .store_errors import KeyStoreIOError
+
 log = logging.getLogger(__name__)
 
 TAG_BYTES = 8
@@ -80,6 +82,12 @@ PSK_MAGIC = b"QKDPSK1\n"
 
 class AuthError(RuntimeError):
     """The authentication pool cannot serve a request (exhausted, wrong PSK file)."""
+
+
+class AuthStateIOError(AuthError, KeyStoreIOError):
+    """The pool's durable state (sequence reservations, accepted sequence numbers) could not be
+    written: the node's store file failed (disk full, I/O error). A ``KeyStoreIOError`` too, so
+    the node stops with the ``key_store`` alarm naming the file, as when a commit hits it."""
 
 
 class PoolExhausted(AuthError):
@@ -379,7 +387,9 @@ class AuthPool:
         try:
             self._db.execute(sql, args)
         except sqlite3.Error as exc:
-            raise AuthError(f"{self._db_path}: cannot record the authentication state: {exc}") from exc
+            raise AuthStateIOError(f"{self._db_path}: cannot record the authentication state "
+                                   f"(disk full or I/O error: {exc}); nothing was sent or accepted "
+                                   f"on it") from exc
 
     # sequence numbers --------------------------------------------------------------------
     def next_send_seq(self, stream: str) -> int:
@@ -497,5 +507,6 @@ def append_segments_sql(conn: sqlite3.Connection, source: str, material: bytearr
     return off
 
 
-__all__ = ["AuthError", "AuthPool", "PoolExhausted", "STREAMS", "TAG_BYTES", "append_segments_sql",
-           "next_segment_index", "poly_hash_bytes", "poly_hash_bytes_ref", "read_psk", "write_psk"]
+__all__ = ["AuthError", "AuthPool", "AuthStateIOError", "PoolExhausted", "STREAMS", "TAG_BYTES",
+           "append_segments_sql", "next_segment_index", "poly_hash_bytes", "poly_hash_bytes_ref", "read_psk",
+           "write_psk"]

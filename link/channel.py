@@ -56,6 +56,7 @@ import zmq
 
 from .auth import AuthPool, PoolExhausted
 from .messages import LANE_CODE, Message, MsgType, WireError, encode_header, split_frame
+from .store_errors import KeyStoreIOError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,11 @@ RTO_MAX_S = 5.0      # the adaptive retransmission timeout never exceeds this
 
 class ChannelError(RuntimeError):
     """The channel cannot go on (closed, pool exhausted)."""
+
+
+class ChannelStoreError(ChannelError, KeyStoreIOError):
+    """The channel stopped because the node's store file failed under the pool's state (disk
+    full): a ``KeyStoreIOError`` too, so the node raises ``key_store``, not an internal error."""
 
 
 class _Lane:
@@ -195,6 +201,8 @@ class Channel:
         Raises ``ChannelError`` if the channel failed or the pool stays exhausted.
         """
         if self.error is not None:
+            if isinstance(self.error, KeyStoreIOError):
+                raise ChannelStoreError(f"channel stopped: {self.error}") from self.error
             raise ChannelError(f"channel failed: {self.error}") from self.error
         if lane not in self._lanes:
             raise ValueError(f"lane: expected one of {LANES}, got {lane!r}")
@@ -304,6 +312,10 @@ class Channel:
                         # fewer pads of the ACK stream, fewer tags to compute and check
                         self._send_ack(lane)
                 self._retransmit()
+        except KeyStoreIOError as exc:  # disk full under the pool's state: the node must stop
+            self.error = exc
+            log.error("channel %s stopped: %s", self.role, exc)
+            self._alarm("key_store", f"channel I/O: {exc}")
         except Exception as exc:  # pragma: no cover - reported to the application
             self.error = exc
             log.exception("channel %s I/O thread failed", self.role)

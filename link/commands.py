@@ -319,12 +319,28 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
             print(f"qkd {role}: polarization tracking: {exc}", file=sys.stderr)
             node.close()
             return 2
+    watched: dict = {}
+    for name in nf.watch.instruments:              # [watch]: read back while the link runs (issue 9)
+        try:
+            drv = lab.build(role, name)
+            drv.open()
+            watched[f"{role}.{name}"] = drv
+        except Exception as exc:  # noqa: BLE001 - any driver/config failure: refuse to start
+            print(f"qkd {role}: watch.instruments: {name}: {exc}", file=sys.stderr)
+            for d in watched.values():
+                d.close()
+            node.close()
+            return 2
     stop = threading.Event()
     old = signal.signal(signal.SIGINT, lambda *a: stop.set())
     node.start()
     print(f"qkd {role}: link {nf.link_id}, telemetry on {node.telemetry_endpoint}", flush=True)
     from .services import close_all, start_kme, start_metrics
     closers: list = []
+    if watched:
+        from .instrument_watch import InstrumentWatch
+
+        closers.append(InstrumentWatch(node, watched, period_s=nf.watch.period_s).start().close)
     last = 0.0
     try:
         try:
@@ -365,7 +381,7 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
         close_all(closers)
         node.close()
         ch.close()
-        for inst in (fe, pol):
+        for inst in (fe, pol, *watched.values()):
             try:
                 if inst is not None:
                     inst.close()

@@ -55,6 +55,10 @@ Layout (paths are relative to the file)::
     port = 9100                         # 0: any free port
     addr = "127.0.0.1"
 
+    [watch]                             # optional: instruments read back while the link runs
+    instruments = ["snspd", "apd"]      # their roles in the lab file (this node's); a failing one
+    period_s = 0.5                      # stops the node with an `instrument` alarm (link.instrument_watch)
+
 What it must not do: open sockets, files other than the one it reads, or
 instruments. Every error is a ``ConfigError`` naming the file, the dotted key
 and what was expected, raised on load (never later, half-way through a run).
@@ -122,6 +126,14 @@ class KmeSettings:
 
 
 @dataclass
+class WatchSettings:
+    """``[watch]`` (optional): the node's other instruments, read back every ``period_s``."""
+
+    instruments: tuple[str, ...] = ()
+    period_s: float = 0.5
+
+
+@dataclass
 class MetricsSettings:
     port: int
     addr: str = "127.0.0.1"
@@ -140,6 +152,7 @@ class NodeFile:
     kme: KmeSettings | None = None
     metrics: MetricsSettings | None = None
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
 
 
 _NUM = (int, float)
@@ -199,7 +212,8 @@ def _float_list(n: int | None, lo: float | None = None):
 def parse_node_file(data: dict, source: str | Path) -> NodeFile:
     src = str(source)
     base = Path(source).resolve().parent if source != "<dict>" else Path.cwd()
-    _unknown(src, data, "", {"node", "channel", "protocol", "frontend", "calibration", "kme", "metrics"})
+    _unknown(src, data, "", {"node", "channel", "protocol", "frontend", "calibration", "kme", "metrics",
+                             "watch"})
     node = _table(src, data, "node")
     _unknown(src, node, "node", {"role", "link_id", "psk", "store"})
     role = _get(src, node, "node", "role", (str,), '"alice" or "bob"',
@@ -304,7 +318,23 @@ def parse_node_file(data: dict, source: str | Path) -> NodeFile:
                       check=lambda v: None if 0 <= v <= 65535 else "out of range"),
             addr=_get(src, mt, "metrics", "addr", (str,), "an address to listen on", "127.0.0.1",
                       check=lambda v: None if v.strip() else "empty"))
-    return NodeFile(Path(source), role, link_id, psk, store, chs, fes, cfg, kme, metrics, cal)
+    wa = _table(src, data, "watch", required=False)
+    _unknown(src, wa, "watch", {"instruments", "period_s"})
+
+    def _roles(v):
+        if not all(isinstance(x, str) and x.strip() for x in v):
+            return "instrument roles (non-empty strings)"
+        if fes.instrument in v:
+            return f"{fes.instrument!r} is the front end (its failures already stop the node)"
+        if cal.track_polarization and cal.controller in v:
+            return f"{cal.controller!r} is driven by the tracking loop (its failures already stop the node)"
+        return "each role once" if len(set(v)) != len(v) else None
+    watch = WatchSettings(
+        instruments=tuple(_get(src, wa, "watch", "instruments", (list,),
+                               "a list of instrument roles in the lab file", [], check=_roles)),
+        period_s=float(_get(src, wa, "watch", "period_s", _NUM, "a period in s > 0", 0.5,
+                            check=lambda v: None if v > 0 else "must be > 0")))
+    return NodeFile(Path(source), role, link_id, psk, store, chs, fes, cfg, kme, metrics, cal, watch)
 
 
 _KME_LIMITS = ("key_size", "min_key_size", "max_key_size", "max_key_per_request", "max_key_count")

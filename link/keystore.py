@@ -39,6 +39,7 @@ import uuid
 from dataclasses import dataclass
 
 from .auth import append_segments_sql, next_segment_index
+from .store_errors import KeyStoreError, KeyStoreIOError  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +55,6 @@ CREATE TABLE IF NOT EXISTS key (
     key_id TEXT PRIMARY KEY, block_id INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS key_block ON key(block_id, idx);
 """
-
-
-class KeyStoreError(RuntimeError):
-    """A key store operation is invalid (wrong state, wrong link, unknown key)."""
-
-
-class KeyStoreIOError(KeyStoreError):
-    """The store's file failed (corrupt, disk full, I/O error); the message names the file.
-
-    Unlike a refused operation this is not a protocol answer: the node must stop
-    with an alarm (a full disk would otherwise refuse every block, quietly)."""
 
 
 def key_id(link_id: str, block_id: int, index: int) -> str:
@@ -185,6 +175,17 @@ class KeyStore:
             nxt = max(nxt, top)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('next_block', ?)", (str(nxt + 1),))
             return nxt
+
+    def raise_counter(self, name: str, at_least: int) -> int:
+        """Durably raise the counter ``name`` (meta table) to ``at_least`` if it is lower; returns
+        its value. For reservations that must survive a crash (``link.resume``: frame numbers)."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE name=?", (f"counter:{name}",)).fetchone()
+            cur = int(row[0]) if row else 0
+            if at_least > cur:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"counter:{name}", str(at_least)))
+                cur = at_least
+            return cur
 
     # two-step commit --------------------------------------------------------------------------
     def prepare(self, block_id: int, key: bytearray | memoryview, key_bits: int) -> None:

@@ -78,6 +78,7 @@ from .keystore import KeyStore, KeyStoreError
 from .messages import Message, MsgType
 from .payload import PayloadError, decode, encode, require
 from .recon_mux import ReconMux
+from .resume import FrameResync
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +254,8 @@ class Node:
         self._block_sem = threading.Semaphore(config.max_blocks_in_flight)
         self._cur = _Block()
         self._hellos = 0
+        self._peer_msgs = 0      # proto messages other than HELLO (a HELLO after any: peer restarted)
+        self._first_ann = None   # Bob: the first frame this run announced (older masks are stale)
         self._frame_slots_n = frame_slots
         self._patterns = patterns         # Alice: (basis, bit, intensity) per frame, else drawn from rng
         self._blocks_closed = 0
@@ -282,6 +285,9 @@ class Node:
         self.key_latency_s: dict[int, float] = {}         # Bob: block -> last detection to keys stored
         self._mux = ReconMux(lambda p: self._send_wait(MsgType.RECON_BATCH, 0, p), self._stop,
                              errors=(postproc_c.Error, ValueError))
+        # Alice with a front end that numbers its frames: durable frame numbers and a floor for
+        # stale announcements, so either node can restart alone (link.resume; None: frames from 0)
+        self.resume = FrameResync.for_node(role, store, frontend)
 
     # telemetry and alarms ----------------------------------------------------------------------
     def publish(self, kind: str, **data) -> None:
@@ -304,6 +310,8 @@ class Node:
 
     def _channel_alarm(self, kind: str, detail: str) -> None:
         self.alarm(kind, detail)
+        if kind == "key_store":     # the channel stopped: the store file failed under the auth pool
+            self._stop.set()
 
     def _commit_event(self, what: str, block_id: int, info: dict) -> None:
         if what == "committed":
@@ -419,10 +427,14 @@ class Node:
                 continue
             if m.mtype == MsgType.HELLO:
                 self._hellos += 1
-                if self._hellos > 1:
+                # a HELLO after the peer's first message means it restarted, even when this node
+                # started later than the peer's first run and never saw that run's HELLO
+                if self._hellos > 1 or self._peer_msgs:
                     self._peer_restarted()
                 self._commit_q.put(m)
-            elif m.mtype in COMMIT_TYPES:
+                continue
+            self._peer_msgs += 1
+            if m.mtype in COMMIT_TYPES:
                 # the commit thread writes the store (thousands of keys per block): sifting
                 # goes on meanwhile (sqlite3 releases the GIL while it writes)
                 self._commit_q.put(m)
@@ -474,19 +486,23 @@ class Node:
         self._anns.clear()
         self._cur.wipe()
         self._cur = _Block()
+        if self.resume is not None:     # Bob restarted: the frames he missed are never announced
+            self.resume.peer_restarted(self._frames, self._frames_lock, self._frame_sem)
 
     # acquisition ----------------------------------------------------------------------------------
     def _acquire_alice(self) -> None:
         n = int(self.fe.frame_slots)
-        f = 0
+        f = f0 = self.resume.first_frame() if self.resume is not None else 0
         emit_packed = getattr(self.fe, "emit_packed", None)
         while not self._stop.is_set():
-            if self.frame_limit is not None and f >= self.frame_limit:
+            if self.frame_limit is not None and f - f0 >= self.frame_limit:
                 return
             if self.block_limit is not None and self._blocks_closed >= self.block_limit:
                 return
             if not self._frame_sem.acquire(timeout=0.1):
                 continue
+            if self.resume is not None:
+                self.resume.reserve(f)
             if self._patterns is not None:
                 pat = self._patterns(f)
             else:
@@ -512,6 +528,8 @@ class Node:
                 pp.counts = pattern_counts(pp)
             with self._frames_lock:
                 self._frames[f] = pp
+                if self.resume is not None:
+                    self.resume.next = f + 1
             with self._lock:
                 self.counters["frames"] += 1
             f += 1
@@ -537,6 +555,8 @@ class Node:
             off += k
             ann_t = time.monotonic()
             self._anns[det.frame_index] = (ann, ann_t)
+            if self._first_ann is None:
+                self._first_ann = int(det.frame_index)
             self._last_frame = max(self._last_frame, int(det.frame_index))
             frames.append(int(det.frame_index))
             counts.append(int(ann.slots.size))
@@ -603,6 +623,8 @@ class Node:
                 slots = slots.astype(np.uint32)
             bases = all_bases[pos:pos + c]
             pos += c
+            if self.resume is not None and self.resume.stale(f):
+                continue            # sent before a restart of either node (link.resume)
             with self._frames_lock:
                 # Bob announces frames in order: a pending frame older than this one was lost
                 # (or consumed by a Bob that restarted) and will never be announced.
@@ -663,6 +685,11 @@ class Node:
         closes = {int(f): int(b) for f, b in meta.get("close", [])}
         all_match = require(arrays, "match", np.uint8)
         all_int = require(arrays, "intensities", np.uint8)
+        if frames[0] not in self._anns and (self._first_ann is None or frames[0] < self._first_ann):
+            # the answer to an announcement of this node's previous run, retransmitted by the
+            # channel after this restart: its frames are gone, nothing to sift (not an alarm)
+            log.debug("bob: SIFT_MATCH for frames %d.. from before this run dropped", frames[0])
+            return
         # announcements Alice skipped (older than what she answered) will never be answered
         for old in [k for k in list(self._anns) if k < frames[0]]:
             self._anns.pop(old)[0].bits[:] = 0
@@ -1013,6 +1040,12 @@ class Node:
             tracking.on_block(counts, current_frame=self._last_frame)
         except PolarizationError as exc:       # controller held where it is (safe state); loop off
             self.tracking = None
+            if isinstance(exc.__cause__, DriverError):
+                # the controller itself failed (disconnect, garbage, no reply), not the optics:
+                # an instrument fault, and no instrument that misbehaved is trusted further
+                self.alarm("instrument", f"polarization tracking: {exc}", bid)
+                self._stop.set()
+                return
             self.alarm("polarization", str(exc), bid)
 
     def _recon_start(self, bid: int, side) -> None:

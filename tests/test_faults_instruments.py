@@ -8,10 +8,13 @@ Each time the link must raise the ``instrument`` alarm naming the instrument and
 the command, stop well before its time limit, and keep every key already
 committed, identical on both sides, with no block committed by Bob only.
 
-CI runs two faults (~8 s each): the tagger's stream connection dropping and an
-instrument-reported error in the AWG's queue. ``python -m bench.faults`` runs
-all five (plus tagger garbage, AWG garbage and a silent AWG) and the kill -9
-campaign.
+CI runs four faults (~8-15 s each): the tagger's stream connection dropping, an
+instrument-reported error in the AWG's queue, Bob's SNSPD controller stalling
+and his MPC320 polarization controller dropping off, both found by the node's
+instrument watch (``link.instrument_watch``) while the link runs.
+``python -m bench.faults`` runs all 17 (plus tagger garbage, AWG garbage, a
+silent AWG, and disconnect/garbage/stall of the SNSPD, ID120, EPC-400 (driven by
+the tracking loop) and MPC320) and the kill -9 campaigns.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pytest
 from bench.faults import instrument_fault_run
 
 
-@pytest.mark.parametrize("fault", ["tagger_drop", "awg_error"])
+@pytest.mark.parametrize("fault", ["tagger_drop", "awg_error", "snspd_stall", "mpc320_drop"])
 def test_instrument_fault_mid_run_alarms_stops_and_keeps_keys(fault, tmp_path):
     r = instrument_fault_run(fault, tmp_path, blocks=6)
     s = r["summary"]

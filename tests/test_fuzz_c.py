@@ -1,7 +1,10 @@
 """C fuzz harnesses (bench/fuzz/c) under ASan/UBSan: build with gcc, replay corpus and
-regressions, then a short coverage-guided random run per target (skipped without gcc).
+regressions, then a short coverage-guided random run per target (skipped without gcc);
+the same under real libFuzzer (clang -fsanitize=fuzzer) where clang has it, skipped
+with the reason otherwise (CI's clean machine has no clang).
 
-The long runs are in bench/fuzz/c/README.md; this is the CI smoke (< 20 s here).
+The long runs: ``python -m bench.fuzz.cfuzz --seconds 240`` (libFuzzer when available,
+else the gcc driver); this is the CI smoke (~20 s with gcc only, ~40 s with libFuzzer too).
 """
 
 from __future__ import annotations
@@ -64,3 +67,54 @@ def test_driver_catches_a_planted_bug(tmp_path):
     assert res.returncode != 0 and "AddressSanitizer" in res.stderr
     crashes = list(tmp_path.glob("crash-*.bin"))
     assert len(crashes) == 1 and crashes[0].read_bytes() == b"BU"
+
+
+# -- the same harnesses under real libFuzzer (clang -fsanitize=fuzzer), when this machine has it ------
+def _libfuzzer_missing() -> str | None:
+    from bench.fuzz.cfuzz import libfuzzer_available
+
+    return libfuzzer_available()
+
+
+@pytest.fixture(scope="module")
+def built_libfuzzer(tmp_path_factory):
+    why = _libfuzzer_missing()
+    if why is not None:
+        pytest.skip(f"libFuzzer not available: {why}")
+    from bench.fuzz.cfuzz import build
+
+    return build("libfuzzer", tmp_path_factory.mktemp("fuzz_lf"))
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_libfuzzer_replays_corpus_and_regressions_clean(built_libfuzzer, target, tmp_path):
+    from bench.fuzz.cfuzz import run_target
+
+    n_inputs = len([p for d in ("corpus", "regressions") for p in (FUZZ / d / target).rglob("*")
+                    if p.is_file()])
+    r = run_target(built_libfuzzer[target], target, "libfuzzer", runs=n_inputs + TARGETS[target], seed=1,
+                   artifacts=tmp_path / "art", scratch=tmp_path)
+    assert r["returncode"] == 0 and r["crashes"] == [], r["log_tail"]
+    assert r["execs"] >= n_inputs and r["coverage"] > 0, r["log_tail"]
+
+
+def test_libfuzzer_catches_a_planted_bug(tmp_path):
+    # positive control under libFuzzer: it must find the out-of-bounds read from an empty corpus
+    why = _libfuzzer_missing()
+    if why is not None:
+        pytest.skip(f"libFuzzer not available: {why}")
+    from bench.fuzz.cfuzz import clang
+
+    src = tmp_path / "fuzz_bad.c"
+    src.write_text("#include <stdint.h>\n#include <stddef.h>\n"
+                   "int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {\n"
+                   "  if (n >= 2 && d[0] == 'B' && d[1] == 'U') return d[n + 8];\n  return 0; }\n")
+    exe = tmp_path / "bad"
+    subprocess.run([clang(), "-g", "-fsanitize=fuzzer,address,undefined", str(src), "-o", str(exe)],
+                   check=True, capture_output=True, timeout=120)
+    res = subprocess.run([str(exe), "-runs=2000000", "-seed=1", f"-artifact_prefix={tmp_path}/"],
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+    assert res.returncode != 0 and "AddressSanitizer" in res.stderr, res.stderr[-2000:]
+    crashes = list(tmp_path.glob("crash-*"))
+    assert len(crashes) == 1 and crashes[0].read_bytes()[:2] == b"BU"

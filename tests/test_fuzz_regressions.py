@@ -28,7 +28,7 @@ CASES = sorted(REG.glob("*/*"))
 def test_regression_corpus_is_there():
     assert {p.parent.name for p in CASES} >= {"ptu", "payload", "kme"}
     assert set(TARGETS) == {"payload", "ptu", "id900", "cascade", "ldpc", "lab", "scenario", "kme",
-                            "wire", "node_config"}
+                            "wire", "node_config", "replies"}
 
 
 @pytest.mark.parametrize("path", CASES, ids=[f"{p.parent.name}/{p.name}" for p in CASES])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hil import kernel as K
-from hil.model import LinkModel
+from hil.model import LinkModel, Pattern
 from hil.scenario import Scenario
 
 SIGMAS = 5.0
@@ -35,11 +35,15 @@ def poisson_close(a: np.ndarray, b: np.ndarray) -> bool:
 
 # -- exact: the same draws give the same results ------------------------------------------------
 
-def _alias_reference(thr, alias, k, cls, u):
-    x = u * k
-    i = np.minimum(x.astype(np.int64), k - 1)
-    j = cls * k + i
-    return np.where(x - i < thr[j], i, alias[j])
+def _packed_reference(packed, bits, cls, x):
+    """numpy of hil_alias_draw: bucket = high bits of x, own value if the low bits are below the
+    bucket's threshold, else the alias's value."""
+    sh = np.uint32(32 - bits)
+    e = packed[(cls << bits) + (x >> sh).astype(np.int64)]
+    low = x & np.uint32((1 << (32 - bits)) - 1)
+    own = ((e >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.uint16)
+    other = (e >> np.uint64(48)).astype(np.uint16)
+    return np.where(low < (e & np.uint64(0xFFFFFFFF)).astype(np.uint32), own, other)
 
 
 def test_alias_tables_reproduce_their_distributions_and_draw_like_numpy():
@@ -56,26 +60,81 @@ def test_alias_tables_reproduce_their_distributions_and_draw_like_numpy():
             mass = t[r].copy()
             np.add.at(mass, a[r], 1.0 - t[r])
             assert np.allclose(mass / k, probs[r] / probs[r].sum(), rtol=0, atol=1e-12), (k, r)
+        assert np.all(a[0] == k - 1) and np.all(t[0] == 0)     # no mass: the last outcome
+        # packed: pad to 2^bits outcomes, values = outcome index; the integer thresholds keep each
+        # outcome's mass to 2^-32 per bucket
+        bits = max(1, (k - 1).bit_length())
+        pad = np.zeros((20, 1 << bits))
+        pad[:, :k] = probs
+        pad[0, k - 1] = 1.0
+        thr, alias = K.alias_build(pad)
+        values = np.arange(1 << bits, dtype=np.uint16)
+        packed = K.alias_pack(thr, alias, values, bits)
+        sh = 32 - bits
+        e = packed.reshape(20, 1 << bits)
+        own_t = (e & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2.0 ** sh
+        for r in range(20):
+            mass = np.zeros(1 << bits)
+            np.add.at(mass, ((e[r] >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.intp), own_t[r])
+            np.add.at(mass, (e[r] >> np.uint64(48)).astype(np.intp), 1.0 - own_t[r])
+            want = pad[r] / pad[r].sum()
+            assert np.allclose(mass / (1 << bits), want, rtol=0, atol=2.0 ** -32 * (1 << bits)), (k, r)
+            assert np.all(mass[k:] == 0)           # padding is never drawn
         cls = rng.integers(0, 20, 5000)
-        u = rng.random(5000)
-        got = K.alias_draw(thr, alias, k, cls, u)
-        assert np.array_equal(got, _alias_reference(thr, alias, k, cls, u))
-        assert np.all(got[cls == 0] == k - 1)        # no mass: the last outcome
+        x = rng.integers(0, 1 << 32, 5000, dtype=np.uint64).astype(np.uint32)
+        x[:4] = [0, 0xFFFFFFFF, 1 << 31, (1 << 31) - 1]
+        got = K.alias_draw(packed, bits, cls, x)
+        assert np.array_equal(got, _packed_reference(packed, bits, cls, x))
+        assert np.all(got[cls == 0] == k - 1)
         assert np.all(got[cls == 1] == k // 2)
 
 
 def test_alias_draws_follow_the_outcome_tables():
     m = LinkModel("intercept-resend", seed=1)
     tables, _ = m._tables(10)
-    thr, alias = tables.alias()
+    packed, bits = tables.alias()
     rng = np.random.default_rng(2)
     n = 400_000
     cls = np.full(n, 5, np.int64)
-    o = K.alias_draw(thr, alias, tables.K1, cls, rng.random(n))
+    v = K.alias_draw(packed, bits, cls, rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32))
+    # value mask | code << 4 back to the outcome index o = code * 15 + mask - 1 (K: no click)
+    o = np.where(v == 0, tables.K, (v >> 4).astype(np.int64) * 15 + (v & 15) - 1)
     p = np.diff(tables.cum.reshape(tables.n_classes, tables.K1)[5], prepend=0.0)
     got = np.bincount(o, minlength=tables.K1)
     sd = np.sqrt(n * p * (1 - p))
     assert np.all(np.abs(got - n * p) <= SIGMAS * sd + 1), (got, n * p)
+
+
+def test_pattern_check_matches_numpy():
+    rng = np.random.default_rng(6)
+    for t in range(300):
+        n = int(rng.integers(0, 70))
+        pat = [rng.integers(0, hi, n).astype(np.uint8) for hi in (2, 2, 3)]
+        if n and t % 4:
+            f = int(rng.integers(0, 3))
+            bad = [2, 3, 4, 128, 255] if f < 2 else [3, 4, 7, 255]
+            pat[f][rng.integers(0, n)] = rng.choice(bad)
+        want = sum(flag for flag, a, lim in zip((1, 2, 4), pat, (2, 2, 3), strict=True)
+                   if n and a.max() >= lim)
+        assert K.pattern_bad(*pat) == want, (t, pat)
+
+
+@pytest.mark.parametrize("name", ["metro-25km", "intercept-resend", "fiber-cut"])
+def test_kernel_validates_the_pattern_as_it_reads_it(name):
+    # one bad byte anywhere (before, between or after the candidates) is refused, naming the field
+    sc = quiet(name, source__frame_slots=(1 << 14) + 5, detectors__dark_count_rate_hz=1e6,
+               **{"attack.start_time_s": 0.0})
+    m = LinkModel(sc, seed=3)
+    n = m.frame_slots
+    for field, val in (("basis", 2), ("bit", 255), ("intensity", 3)):
+        for pos in (0, 63, 64, n // 2 + 3, n - 1):
+            pat = m.alice_pattern(0)
+            arrs = {k: getattr(pat, k).copy() for k in ("basis", "bit", "intensity")}
+            arrs[field][pos] = val
+            with pytest.raises(ValueError, match=f"pattern.{field}: values must be"):
+                m.run_frame(0, Pattern(**arrs))
+    good = m.alice_pattern(0)
+    assert m.run_frame(0, good).n_events > 0
 
 
 def test_dead_time_matches_the_numpy_rule():
@@ -234,9 +293,11 @@ def test_kernel_is_deterministic_and_survives_a_small_buffer():
 
 def test_kernel_rejects_bad_arguments():
     with pytest.raises(TypeError, match="cls: expected dtype int64"):
-        K.alias_draw(np.ones(4), np.zeros(4, np.int32), 4, np.zeros(3, np.int32), np.zeros(3))
+        K.alias_draw(np.ones(4, np.uint64), 2, np.zeros(3, np.int32), np.zeros(3, np.uint32))
     with pytest.raises(K.KernelError, match="hil_alias_draw: a parameter is outside its domain"):
-        K.alias_draw(np.ones(4), np.zeros(4, np.int32), 4, np.array([1], np.int64), np.zeros(1))
+        K.alias_draw(np.ones(4, np.uint64), 2, np.array([1], np.int64), np.zeros(1, np.uint32))
+    with pytest.raises(K.KernelError, match="hil_alias_pack: a parameter is outside its domain"):
+        K.alias_pack(np.array([0.5, 1.5]), np.zeros(2, np.int32), np.zeros(2, np.uint16), 1)
     with pytest.raises(K.KernelError, match="hil_alias_build"):
         K.alias_build(np.array([[0.5, -0.1]]))
     with pytest.raises(ValueError, match="probs: expected a 2-D array"):

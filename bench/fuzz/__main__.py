@@ -32,6 +32,9 @@ MODULES = {
     "kme": ["link.kme"],
     "wire": ["link.messages"],
     "node_config": ["link.config"],
+    "replies": ["drivers.errors", "drivers.transport", "drivers.base", "drivers.keysight_awg",
+                "drivers.single_quantum", "drivers.idq_id120", "drivers.oz_epc400", "drivers.thorlabs_mpc320",
+                "drivers.picoquant"],
 }
 
 

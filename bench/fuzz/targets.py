@@ -345,3 +345,134 @@ def fuzz_kme(data: bytes) -> None:
         assert isinstance(ids, list)
     except KmeError as e:
         assert e.status == 400
+
+
+# -- instrument replies: every byte an instrument sends, through the production drivers ------------
+# (module, class, write termination, read termination, reads after open()). The bytes after the
+# first (which picks the driver) are what the instrument sends back, read as the driver reads its
+# socket or serial line; nothing the driver writes is checked. Only DriverError may come out.
+REPLY_DRIVERS = [
+    ("drivers.keysight_awg", "Keysight33500", b"\n", b"\n", ("status", "error_queue")),
+    ("drivers.single_quantum", "SingleQuantumSnspd", b"", b"\x17", ("status", "bias_currents_ua")),
+    ("drivers.idq_id120", "IdqId120", b"\n", b"\n", ("status", "count_rates_hz")),
+    ("drivers.oz_epc400", "OzEpc400", b"\r\n", b"\n", ("status", "get_actuators")),
+    ("drivers.thorlabs_mpc320", "ThorlabsMpc320", b"\n", b"\n", ("status", "get_actuators")),
+    ("drivers.picoquant", "PicoQuantStreamTagger", b"\n", b"\n", ("read_tags", "read_tags")),
+]
+
+
+def _reply_stream(data: bytes, wt: bytes, rt: bytes):
+    from drivers.errors import DriverTimeout
+    from drivers.transport import StreamTransport
+
+    class ReplyStream(StreamTransport):
+        """The instrument's side of the line: ``data``, then silence (an immediate timeout)."""
+
+        def __init__(self):
+            super().__init__(timeout_s=0.01, write_termination=wt, read_termination=rt)
+            self._data = bytearray(data)
+            self._open = False
+
+        @property
+        def description(self) -> str:
+            return "fuzz-replies"
+
+        @property
+        def is_open(self) -> bool:
+            return self._open
+
+        def open(self) -> None:
+            self._open = True
+
+        def close(self) -> None:
+            self._open = False
+
+        def _send(self, data: bytes) -> None:
+            pass
+
+        def clear_input(self) -> None:
+            pass        # the fuzz bytes stand for replies still to come, not stale input
+
+        def _recv(self, max_bytes: int, timeout_s: float) -> bytes:
+            if not self._data:
+                raise DriverTimeout("no reply (end of the fuzz input)")
+            out = bytes(self._data[:max_bytes])
+            del self._data[:max_bytes]
+            return out
+
+    return ReplyStream()
+
+
+def _reply_seeds() -> list[bytes]:
+    """What the emulated twins answer to open() + the reads (recorded), and a T2 stream."""
+    import importlib
+    import tomllib
+
+    from drivers.config import parse_lab
+    from hil.emulated.lab import start_emulated_lab
+
+    classes = [c for _, c, *_ in REPLY_DRIVERS]
+    out = []
+    lab = start_emulated_lab()
+    try:
+        cfg = parse_lab(tomllib.loads(lab.lab_toml()), "<lab>")
+        for inst in cfg.instruments:
+            drv = inst.build()
+            if type(drv).__name__ not in classes:
+                continue
+            rec = bytearray()
+            make = drv._make_transport
+
+            def recording(make=make, rec=rec):
+                t = make()
+                recv = t._recv
+
+                def rr(n, timeout_s, recv=recv):
+                    b = recv(n, timeout_s)
+                    rec.extend(b)
+                    return b
+                t._recv = rr
+                return t
+            drv._make_transport = recording
+            drv.open()
+            try:
+                for name in REPLY_DRIVERS[classes.index(type(drv).__name__)][4]:
+                    getattr(drv, name)()
+            finally:
+                drv.close()
+            out.append(bytes([classes.index(type(drv).__name__)]) + bytes(rec))
+    finally:
+        lab.stop()
+    pq = importlib.import_module("drivers.picoquant")
+    i = classes.index("PicoQuantStreamTagger")
+    out += [bytes([i]) + s for s in _ptu_seeds()]
+    head = pq.encode_ptu_header([("HW_Type", -1, pq.TY_ANSISTRING, "HydraHarp 400"),
+                                 ("MeasDesc_GlobalResolution", -1, pq.TY_FLOAT8, 1e-12),
+                                 ("TTResultFormat_TTTRRecType", -1, pq.TY_INT8, pq.RT_HYDRAHARP_T2)])
+    t = np.arange(1, 200, 7, dtype=np.uint32)
+    recs = (((t % 4) << np.uint32(25)) | (t * 1000)).astype("<u4")   # channels 0-3, times in order
+    out.append(bytes([i]) + head + recs.tobytes() + np.array([0xFE000001], "<u4").tobytes())
+    return out
+
+
+@target("replies", _reply_seeds)
+def fuzz_replies(data: bytes) -> None:
+    import importlib
+
+    from drivers.errors import DriverError
+    if not data:
+        return
+    mod, cls, wt, rt, reads = REPLY_DRIVERS[data[0] % len(REPLY_DRIVERS)]
+    drv = getattr(importlib.import_module(mod), cls)(_reply_stream(data[1:], wt, rt), timeout_s=0.01)
+    try:
+        drv.open()
+    except DriverError:
+        return
+    try:
+        for name in reads:
+            try:
+                getattr(drv, name)()
+            except DriverError:
+                pass
+    finally:
+        drv.close()
