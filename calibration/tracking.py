@@ -89,6 +89,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drivers.errors import DriverError
+
 from .polarization import AlignResult, Measurement, PolarizationError, _Driver, align
 
 __all__ = ["BlockCounts", "PolarizationTracking", "TrackRecord", "align_inside"]
@@ -686,8 +688,12 @@ class PolarizationTracking:
                 return
             # the controller is where align left it (its best setting, or held if it stopped
             # answering): a safe state; the node raises the alarm
+            # chained to the driver's error when the controller failed (the node tells an instrument
+            # fault from an optical one by the cause)
+            cause = getattr(rec.error, "__cause__", None)
             raise PolarizationError(f"{self.dev.name}: recovery from block counts failed after "
-                                    f"{rec.blocks} blocks: {rec.error}")
+                                    f"{rec.blocks} blocks: {rec.error}") from (
+                cause if isinstance(cause, DriverError) else rec.error)
         self.recoveries += 1
         self._failed_recoveries = 0
         log.warning("%s: recovered after %d blocks: %s", self.dev.name, rec.blocks,
