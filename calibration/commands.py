@@ -204,17 +204,21 @@ def _tracking(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     sc = "metro-25km" if args.scenario == "drifting-fiber" else args.scenario
-    r = run("tracked", args.seconds, drift=args.drift, seed=args.seed, scenario=sc)
+    # a lost lock is searched again from the key blocks' error counts, as inside `qkd bob`
+    r = run("tracked", args.seconds, drift=args.drift, seed=args.seed, scenario=sc,
+            controller=args.controller, recover=True)
     ez, ex = r["extra_qber_mean"]
     pz, px = r["extra_qber_p95"]
     print(f"tracked {r['emulated_s']:.1f} s of emulated link ({r['blocks']} blocks, drift {args.drift} "
           f"rad/sqrt(s)): extra QBER mean Z {ez * 100:.3f} % X {ex * 100:.3f} %, 95th percentile "
-          f"Z {pz * 100:.3f} % X {px * 100:.3f} %, {r['realigns']} realignments; wall "
+          f"Z {pz * 100:.3f} % X {px * 100:.3f} %, {r['recoveries']} recoveries from block counts, "
+          f"{r['unwinds']} paddle unwinds; wall "
           f"{time.monotonic() - t0:.1f} s")
     if args.plot:
         from calibration.plots import plot_tracking
 
-        png = plot_tracking(r["_records"], args.plot, block_s=r["block_s"], unit="mV", true_extra=r["_extra"])
+        png = plot_tracking(r["_records"], args.plot, block_s=r["block_s"],
+                            unit="mV" if args.controller == "epc400" else "deg", true_extra=r["_extra"])
         print(f"plot: {png}")
     return 0
 

@@ -60,10 +60,11 @@ rotation (``polarization._Driver.equivalents``): a paddle near the end of its
 travel jumps to the equivalent setting with the most room, and because the map
 between the two is affine the Kalman state, its covariance and the curvature
 estimates are carried over exactly (e' = A e, H' = A^-T H A^-1): no re-learning.
-Only a paddle at its very end with no equivalent inside the range needs a new
-search. A base block above ``lost_qber`` (lock lost: the quadratic model no
+A paddle at its very end with no equivalent inside the range (the rotation
+needed is one of the ~1 % the MPC320 cannot reach with room) is held inside
+the range while the error rates allow. A base block above ``lost_qber`` (lock lost: the quadratic model no
 longer holds), a block the engine aborted for its X error rate (``z_known``
-False) or a paddle at its end calls ``realign`` if given (the bench's ``align``
+False) calls ``realign`` if given (so does a paddle at its end) (the bench's ``align``
 with reference frames), else, by default, a recovery inside the engine: ``align``
 run on the key blocks' own per-basis error counts (``_BlockRecovery``: one block
 per measurement, no reference frames, no pause in key making; measured on the
@@ -87,6 +88,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from drivers.errors import DriverError
 
 from .polarization import AlignResult, Measurement, PolarizationError, _Driver, align
 
@@ -382,6 +385,7 @@ class PolarizationTracking:
         self.recover_blocks = int(recover_blocks)
         self.recover_wait_s = float(recover_wait_s)
         self._recovery: _BlockRecovery | None = None
+        self._end_warned = False
         self.recover_tries = int(recover_tries)
         self._failed_recoveries = 0
         self._seed = int(seed)
@@ -611,7 +615,20 @@ class PolarizationTracking:
         # no equivalent setting with more room: go on tracking until a paddle is really at its end
         hard = np.minimum(self.x - self.dev.lo, self.dev.hi - self.x) < 0.2 * self.edge
         if hard.any():
-            self._need_realign = [int(i) + 1 for i in np.flatnonzero(hard)]
+            at = [int(i) + 1 for i in np.flatnonzero(hard)]
+            if self.realign is None and self.recover:
+                # the rotation needed lies where both families of settings have a paddle near its end
+                # (MPC320: ~1 % of rotations are out of reach): stay clamped inside the range while
+                # the error rates allow; a lost lock then searches again (measured: searching at
+                # once, while the QBER was still fine, cost far more QBER than it saved)
+                if not self._end_warned:
+                    log.warning("%s: paddle(s) %s at the end of travel with no equivalent setting "
+                                "inside the range: held inside it", self.dev.name, at)
+                self._end_warned = True
+            else:
+                self._need_realign = at
+        else:
+            self._end_warned = False
         return np.zeros_like(self.x)
 
     def _room(self, x: np.ndarray) -> float:
@@ -671,8 +688,12 @@ class PolarizationTracking:
                 return
             # the controller is where align left it (its best setting, or held if it stopped
             # answering): a safe state; the node raises the alarm
+            # chained to the driver's error when the controller failed (the node tells an instrument
+            # fault from an optical one by the cause)
+            cause = getattr(rec.error, "__cause__", None)
             raise PolarizationError(f"{self.dev.name}: recovery from block counts failed after "
-                                    f"{rec.blocks} blocks: {rec.error}")
+                                    f"{rec.blocks} blocks: {rec.error}") from (
+                cause if isinstance(cause, DriverError) else rec.error)
         self.recoveries += 1
         self._failed_recoveries = 0
         log.warning("%s: recovered after %d blocks: %s", self.dev.name, rec.blocks,

@@ -1,8 +1,9 @@
 """Faults during tracking, with each production controller driver on the HIL rig's emulated instrument
 (issue 7: a controller that stops answering or hits a range limit gives an alarm and a safe state, not
-a crash or a runaway). The tracker raises :class:`PolarizationError` (the node turns it into a
-``polarization`` alarm and stops tracking: ``test_calibration_node_hook``); the controller holds its
-last accepted setting, and no setting outside the driver's range is ever sent."""
+a crash or a runaway). The tracker raises :class:`PolarizationError` -- chained to the driver's error
+when the controller failed, which the node turns into an ``instrument`` alarm and a stop, else a
+``polarization`` alarm with tracking off (``link.node._track_block``, ``test_calibration_node_hook``);
+the controller holds its last accepted setting, and no setting outside the driver's range is sent."""
 
 from __future__ import annotations
 
@@ -82,9 +83,12 @@ def test_controller_that_stops_answering_while_tracking(kind):
             s.block(tr)
         held = s.dev.get_actuators()
         s.server.faults.set(silence=100_000)
-        with pytest.raises(PolarizationError, match="did not accept|stopped answering"):
+        from drivers.errors import DriverError
+
+        with pytest.raises(PolarizationError, match="did not accept|stopped answering") as ei:
             for _ in range(6):                  # the next setting sent finds it silent
                 s.block(tr)
+        assert isinstance(ei.value.__cause__, DriverError)       # the node: an instrument fault
         s.server.faults.clear()
         # safe state: the twin holds a setting within range (its last accepted one, +- the dither that
         # was in progress); nothing beyond it was applied
@@ -109,9 +113,10 @@ def test_range_limit_while_tracking_is_an_error_and_holds_the_controller(kind, c
         s.dev.set_actuators([(lo + hi) / 2] * s.dev.n_actuators)
         tr = PolarizationTracking(s.dev, seed=3, guard_frames=0, init_rounds=1, recover_blocks=40,
                                   recover_tries=2)
-        with pytest.raises(PolarizationError, match="recovery from block counts failed"):
+        with pytest.raises(PolarizationError, match="recovery from block counts failed") as ei:
             for _ in range(400):
                 s.block(tr)
+        assert "alignment failed" in str(ei.value)               # optical, not the driver's fault
         now = s.dev.get_actuators()
         assert np.all((now >= lo) & (now <= hi))
         h = s.history()
