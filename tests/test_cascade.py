@@ -77,11 +77,11 @@ def ref_hash(bits: np.ndarray, r: int) -> int:
 def ref_block_sizes(method: str, n: int, p: float) -> list[int]:
     p = max(p, 1e-5)
     if method == "cascade":
-        # Demystifying (Martinez-Mateo et al. 2015), opt. (8), with k1 = 2^round(alpha)
-        # and k2 halved for frames below 2^16 bits (measured changes, see cascade.c).
-        alpha = math.log2(1 / p) - 0.5
-        e2 = math.ceil((alpha + 12) / 2) - (1 if n < 2**16 else 0)
-        ks = [2.0 ** math.floor(alpha + 0.5), 2.0 ** e2, 4096] + [math.ceil(n / 2)] * 11
+        # k1 = the largest power of two <= 1/p, k2 = max(4 k1, 64), k3 = n/4, then n/2:
+        # measured (bench/cascade_tune.py, see cascade.c), not the paper's opt. (8).
+        k1 = 2.0 ** math.floor(math.log2(1 / p))
+        k2 = max(4 * k1, 64)
+        ks = [k1, k2, max(math.ceil(n / 4), k2)] + [math.ceil(n / 2)] * 11
     else:
         # Brassard-Salvail 1993: k1 = 0.73/p, doubling, 4 passes.
         k1 = math.ceil(0.73 / p)
@@ -92,8 +92,13 @@ def ref_block_sizes(method: str, n: int, p: float) -> list[int]:
 class RefCascade:
     """Both sides of Cascade in plain Python; records every request and reply."""
 
-    def __init__(self, alice: np.ndarray, bob: np.ndarray, qber: float, method: str, seed: int):
+    def __init__(self, alice: np.ndarray, bob: np.ndarray, qber: float, method: str, seed: int,
+                 wave: int | None = None):
         self.n = n = alice.size
+        # optimized variant: odd top-level blocks of passes >= 2 are bisected `wave` at a
+        # time, the next ones once those and their cascades have ended (max(1, n / 4096))
+        self.wave = wave if wave is not None else max(1, n >> 12)
+        self.wait: list = []
         self.opt = method == "cascade"
         self.ks = ref_block_sizes(method, n, qber)
         self.alice = alice.astype(np.uint8)
@@ -215,11 +220,19 @@ class RefCascade:
             # advance (a pass ended and the next one's top level is known: go on at once)
             while True:
                 act = self._advance(act, req)
-                if req or self.cur + 1 >= len(self.ks) or not self.opt:
+                if req:
+                    break
+                if self.wait:  # release the next wave of still-odd waiting blocks
+                    while self.wait and len(act) < self.wave:
+                        x = self.wait.pop(0)
+                        if self.err[x[0]].get((x[1], x[2])):
+                            act.append(x)
+                    continue
+                if self.cur + 1 >= len(self.ks) or not self.opt:
                     break
                 self.cur += 1
                 j = self.cur
-                act = [self.root(j, b) for b in range(self.nblocks(j)) if self.err[j][(b, 1)]]
+                self.wait = [self.root(j, b) for b in range(self.nblocks(j)) if self.err[j][(b, 1)]]
             if req:
                 request = [(x[0], 0, self.child(x, 0)[3], self.child(x, 0)[4]) for x in req]
             elif self.cur + 1 < len(self.ks):
@@ -326,11 +339,12 @@ def test_block_sizes_follow_the_papers(method, n, q):
 
 
 def test_schedule_at_2_14_and_2_16():
-    # opt. (8) at p = 2 %: alpha = log2(50) - 0.5 = 5.14, k2 = 2^ceil(8.57) = 512 at 2^16
-    # (256 below 2^16 bits); k1 = 2^round(5.14) = 32 (opt. (8) literally: 2^ceil = 64).
-    assert cc.block_sizes("cascade", 2**14, 0.02) == [32, 256, 4096] + [8192] * 11
-    assert cc.block_sizes("cascade", 2**16, 0.02) == [32, 512, 4096] + [32768] * 11
-    assert cc.block_sizes("cascade", 2**16, 0.08)[:2] == [8, 256]
+    # k1 = largest power of two <= 1/p (32 at 2 %; 8 at 8 %), k2 = max(4 k1, 64),
+    # k3 = n/4, then eleven passes of n/2 (bench/cascade_tune.py grid, see cascade.c)
+    assert cc.block_sizes("cascade", 2**14, 0.02) == [32, 128, 4096] + [8192] * 11
+    assert cc.block_sizes("cascade", 2**16, 0.02) == [32, 128, 16384] + [32768] * 11
+    assert cc.block_sizes("cascade", 2**16, 0.08)[:3] == [8, 64, 16384]
+    assert cc.block_sizes("cascade", 2**16, 0.01)[:2] == [64, 256]
 
 
 @pytest.mark.parametrize("method", ["cascade", "cascade-original"])

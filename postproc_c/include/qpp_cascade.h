@@ -98,6 +98,14 @@ QPP_WUR int qpp_cascade_create(qpp_cascade **out, int role, int variant,
                                const uint32_t *sizes, size_t npasses);
 void qpp_cascade_free(qpp_cascade *c);
 
+/* How many odd top-level blocks of an optimized pass >= 2 Bob bisects at a time
+ * (the rest wait until those and their cascades have ended) for frames of
+ * frame_bits bits at this QBER; UINT32_MAX for the original variant (all at once). */
+uint32_t qpp_cascade_wave(int variant, size_t frame_bits, double qber);
+/* Bob only, before his first reply: override the wave (>= 1), for experiments.
+ * Alice's answers do not depend on it. */
+QPP_WUR int qpp_cascade_set_wave(qpp_cascade *c, uint32_t wave);
+
 /* 1 when this side has finished (Alice: her VERIFY was taken), 0 otherwise. */
 int qpp_cascade_done(const qpp_cascade *c);
 /* Size in bytes of the next outgoing message, 0 when there is none. */

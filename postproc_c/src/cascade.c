@@ -105,6 +105,9 @@ typedef struct {
     int total_parity, top, finished, inconsistent;   /* top: pass cur's top level requested */
     node_t *act; size_t nact, cact;
     node_t *req; size_t nreq, creq;
+    node_t *wait; size_t nwait, cwait, wpos;   /* opt passes >= 2: odd top-level blocks
+                                                  not yet released (see release_wait) */
+    uint32_t wave;            /* how many of them are released at a time */
     uint32_t expect_bits;
     uint64_t flips;
 } frame_t;
@@ -261,25 +264,30 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
     double k[QPP_CASCADE_MAX_PASSES];
     size_t np;
     if (variant == QPP_CASCADE_OPT) {
-        /* [MM15] opt. (8) with two changes measured here (bench/, exact errors,
-         * 192-768 frames per point; sizes clamped to the frame):
-         *  - k1 = 2^round(alpha) = the largest power of two <= 1/p (0.5-1
-         *    expected errors per block) instead of 2^ceil(alpha): at 2^16 bits
-         *    f 1.0446 -> 1.0420 (1 %), 1.0589 -> 1.0564 (8 %), 2 % within
-         *    0.001, 5 % unchanged, and 37-48 % fewer messages at 1, 2, 8 %;
-         *  - frames below 2^16 bits halve k2: after pass 2 about as many
-         *    errors are left per frame as k2 dictates, whatever the frame
-         *    length (pairs hidden in a block of both passes), so short frames
-         *    need shorter pass-2 blocks: at 2^14, f 1.078 -> 1.061 (1 %),
-         *    1.065 -> 1.058 (2 %), 1.056 -> 1.057 (5 %), 1.074 -> 1.065 (8 %).
-         * alpha = log2(1/p) - 1/2, k2 = 2^ceil((alpha + 12)/2), k3 = 4096,
-         * k_i = n/2 for i >= 4, 14 passes, as in opt. (8). */
-        double alpha = log2(1.0 / p) - 0.5;
-        int e2 = (int)ceil((alpha + 12.0) / 2.0);
+        /* Measured here, not taken from [MM15]'s tables (which could not be
+         * retrieved): `python -m bench.cascade_tune grid` (exact errors,
+         * 1024 frames per candidate at 2^14, 512 at 2^16, with the waves of
+         * qpp_cascade_wave) over k1 in {P/2, P, 2P}, k2 = m k1 with m in
+         * {2, 4, 8}, k3 in {n/8, n/4} (2^14) or {4096, n/4} (2^16):
+         *  - k1 = P, the largest power of two <= 1/p (0.5-1 expected errors
+         *    per block; [MM15] opt. (8): 2^ceil(log2(1/p) - 1/2)); non-powers
+         *    of two measured worse (a block of 2^m - r bits costs about the
+         *    bisection bits of 2^m but more top-level parities): at 2^14, 2 %,
+         *    k1 = 28/30/32/36 gave f = 1.068/1.064/1.057/1.061;
+         *  - k2 = max(4 P, 64): best of the grid at 1, 2, 5 % (4 P) and 8 %
+         *    (64 = 8 P) at both lengths; with waves (qpp_cascade_wave) pairs left
+         *    by pass 1 are resolved through the cascade rather than by
+         *    bisecting both of their pass-2 blocks, which favours shorter k2
+         *    than without (k2 = 512 at 2^16 / 256 at 2^14, 2 %, before);
+         *  - k3 = n/4 (2^14: n/4 vs n/8 within 0.002; 2^16: n/4 vs 4096 0.001
+         *    better), then n/2 blocks, 14 passes in all: each pass of n/2
+         *    costs one parity and finds a leftover error pattern with
+         *    probability 1/2 (BICONF-like). */
+        double P = ldexp(1.0, (int)floor(log2(1.0 / p)));
         np = 14;
-        k[0] = ldexp(1.0, (int)floor(alpha + 0.5));
-        k[1] = ldexp(1.0, n < ((size_t)1 << 16) ? e2 - 1 : e2);
-        k[2] = 4096.0;
+        k[0] = P;
+        k[1] = 4.0 * P < 64.0 ? 64.0 : 4.0 * P;
+        k[2] = ceil((double)n / 4.0) < k[1] ? k[1] : ceil((double)n / 4.0);
         for (size_t j = 3; j < np; j++) k[j] = ceil((double)n / 2.0);
     } else if (variant == QPP_CASCADE_ORIGINAL) {
         /* [BS93]: k1 = 0.73/p, doubling, four passes. */
@@ -296,6 +304,14 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
     }
     *npasses = np;
     return QPP_OK;
+}
+
+uint32_t qpp_cascade_wave(int variant, size_t n, double qber)
+{
+    (void)qber;
+    if (variant != QPP_CASCADE_OPT) return 0xFFFFFFFFu;
+    size_t w = n >> 12;
+    return w ? (uint32_t)(w > 0xFFFFFFFFu ? 0xFFFFFFFFu : w) : 1;
 }
 
 /* ---------- object ---------- */
@@ -331,7 +347,7 @@ void qpp_cascade_free(qpp_cascade *c)
                 if (P->rerr) qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
                 pass_free(P, F->key);
             }
-            free(F->act); free(F->req);
+            free(F->act); free(F->req); free(F->wait);
         }
         free(c->f);
     }
@@ -536,6 +552,7 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
         while (s < c->nsh && c->sh[s].n != n) s++;
         if (s == c->nsh) c->sh[c->nsh++].n = n;
         F->sh = &c->sh[s];
+        F->wave = qpp_cascade_wave(variant, n, qber);
         uint32_t sizes[QPP_CASCADE_MAX_PASSES];
         size_t np;
         int st = qpp_cascade_block_sizes(variant, n, qber, sizes, QPP_CASCADE_MAX_PASSES, &np);
@@ -577,6 +594,15 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
         if (st) { qpp_cascade_free(c); return st; }
     }
     *out = c;
+    return QPP_OK;
+}
+
+int qpp_cascade_set_wave(qpp_cascade *c, uint32_t wave)
+{
+    if (!c) return QPP_ERR_NULL;
+    if (wave == 0) return QPP_ERR_VALUE;
+    if (c->role != QPP_CASCADE_BOB || c->received) return QPP_ERR_STATE;
+    for (uint32_t t = 0; t < c->nframes; t++) c->f[t].wave = wave;
     return QPP_OK;
 }
 
@@ -920,7 +946,7 @@ static int start_bisections(qpp_cascade *c, frame_t *F, uint32_t j)
         nset(P, 0, nid(P, b, 1), 1);
         nset(P, 1, nid(P, b, 1), e);
         if (e) {
-            int st = push_node(&F->act, &F->nact, &F->cact, root(F, j, b));
+            int st = push_node(&F->wait, &F->nwait, &F->cwait, root(F, j, b));
             if (st) return st;
         }
     }
@@ -937,19 +963,37 @@ static int start_bisections(qpp_cascade *c, frame_t *F, uint32_t j)
  * level were asked then: same blocks, same parities, same requests), so the
  * prefetch saves one round trip per pass at no leakage (every pass's top level
  * is disclosed in full in any case). */
+static int release_wait(frame_t *F)
+{
+    while (F->wpos < F->nwait && F->nact < F->wave) {
+        node_t x = F->wait[F->wpos++];
+        pass_t *P = &F->p[x.pass];
+        size_t id = nid(P, x.block, x.h);
+        if (!nget(P, 0, id) || !nget(P, 1, id)) continue;   /* turned even meanwhile */
+        int st = push_node(&F->act, &F->nact, &F->cact, x);
+        if (st) return st;
+    }
+    if (F->wpos == F->nwait) F->wpos = F->nwait = 0;
+    return QPP_OK;
+}
+
 static int frame_advance(qpp_cascade *c, frame_t *F)
 {
     int st;
     for (;;) {
         if ((st = run_active(c, F))) return st;
-        if (F->inconsistent || F->nreq || F->cur + 1 >= F->npasses) break;
+        if (F->inconsistent || F->nreq) break;
         if (F->nact) return QPP_ERR_INTERNAL;
-        if (c->variant != QPP_CASCADE_OPT) break;
+        if (F->nwait) {
+            if ((st = release_wait(F))) return st;
+            continue;
+        }
+        if (F->cur + 1 >= F->npasses || c->variant != QPP_CASCADE_OPT) break;
         F->cur++;
         if ((st = start_bisections(c, F, F->cur))) return st;
     }
     if (F->inconsistent) {
-        F->nact = F->nreq = 0;
+        F->nact = F->nreq = F->nwait = F->wpos = 0;
         F->top = 0; F->finished = 1; F->expect_bits = 0;
         return QPP_OK;
     }
