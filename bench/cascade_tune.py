@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 
-
 from postproc_c import reconcile_in_memory
 
 BLOCK_BITS = 1 << 21

@@ -248,7 +248,7 @@ def kat_keys() -> tuple[np.ndarray, np.ndarray]:
 
 # Parity bits and messages of each method on kat_keys() (seed 7, one frame), as the
 # pure-Python reference in tests/test_cascade.py computes them.
-KAT_EXPECTED = {"cascade": (459, 494), "cascade-original": (500, 76)}
+KAT_EXPECTED = {"cascade": (456, 488), "cascade-original": (500, 76)}
 
 
 @kat("cascade")

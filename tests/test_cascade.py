@@ -93,12 +93,17 @@ class RefCascade:
     """Both sides of Cascade in plain Python; records every request and reply."""
 
     def __init__(self, alice: np.ndarray, bob: np.ndarray, qber: float, method: str, seed: int,
-                 wave: int | None = None):
+                 wave: int | None = None, infer: bool = True):
         self.n = n = alice.size
         # optimized variant: odd top-level blocks of passes >= 2 are bisected `wave` at a
         # time, the next ones once those and their cascades have ended (max(1, n / 4096))
         self.wave = wave if wave is not None else max(1, n >> 12)
         self.wait: list = []
+        # optimized variant: Alice's bits fixed by disclosed parities (single-bit nodes);
+        # a child made only of such bits (at most 8) is inferred, not asked
+        self.aval: dict[int, int] = {}
+        self.infer = infer
+        self.inferred = 0
         self.opt = method == "cascade"
         self.ks = ref_block_sizes(method, n, qber)
         self.alice = alice.astype(np.uint8)
@@ -214,6 +219,8 @@ class RefCascade:
                     self.known[j].add((rgt[1], rgt[2]))
                     ex = self.err[j][(x[1], x[2])]
                     self.err[j][(rgt[1], rgt[2])] = e ^ ex
+                    self._reveal(lft, e)
+                    self._reveal(rgt, e ^ ex)
                     if self.opt and not ex and e:  # x went even in flight: both halves odd
                         act.extend([lft, rgt])
                 req = []
@@ -241,6 +248,19 @@ class RefCascade:
             else:
                 return self.bob
 
+    def _reveal(self, x, e):
+        if self.opt and x[4] == 1:
+            i = int(self.inv[x[0]][x[3]])
+            self.aval[i] = int(self.bob[i]) ^ e
+
+    def _known_err(self, x):
+        if x[4] > 8:
+            return None
+        idx = [int(i) for i in self.inv[x[0]][x[3]:x[3] + x[4]]]
+        if any(i not in self.aval for i in idx):
+            return None
+        return sum(self.aval[i] ^ int(self.bob[i]) for i in idx) & 1
+
     def _advance(self, act, req):
         """Run the active bisections as far as known parities go; fills req, returns act."""
         kept = []
@@ -266,6 +286,21 @@ class RefCascade:
                     continue
                 if (lft[1], lft[2]) in self.pend[j]:
                     break  # another entry waits at this node
+                if self.opt and self.infer:
+                    rgt = self.child(x, 1)
+                    ex = self.err[j][(x[1], x[2])]
+                    e = self._known_err(lft)
+                    if e is None and (e := self._known_err(rgt)) is not None:
+                        e ^= ex
+                    if e is not None:  # inferred from Alice's known bits: not asked
+                        # the inference is right (checked against Alice's key, which Bob never sees)
+                        assert self.alice_par(j, lft[3], lft[4]) == self.bob_par(lft) ^ e
+                        self.inferred += 1
+                        for node, v in ((lft, e), (rgt, e ^ ex)):
+                            self.known[j].add((node[1], node[2]))
+                            self.err[j][(node[1], node[2])] = v
+                            self._reveal(node, v)
+                        continue
                 self.pend[j].add((lft[1], lft[2]))
                 req.append(x)
                 keep = True
@@ -364,6 +399,38 @@ def test_c_matches_python_reference(method, n, q, seed):
     res = bob.result()
     np.testing.assert_array_equal(res.corrected, ref_key)
     assert res.details["parity_bits"] == sum(ref.reply_bits)
+
+
+@pytest.mark.parametrize("n,q,seed,wave", [(3000, 0.05, 31, 3), (4000, 0.08, 32, 2), (2500, 0.02, 33, 50)])
+def test_waves_match_reference(n, q, seed, wave):
+    # Bob releases `wave` odd blocks of a pass >= 2 at a time; the reference does the same.
+    a, b = keys(n, q, seed)
+    ref = RefCascade(a, b, q, "cascade", seed=seed, wave=wave)
+    ref_key = ref.run()
+    alice = make_side("cascade", "alice", a, q, seed=seed)
+    bob = make_side("cascade", "bob", b, q, seed=seed, wave=wave)
+    log = pipe(alice, bob)
+    reqs = [parse(m)["items"] for who, m in log if who == "bob" and parse(m)["type"] == 1]
+    assert reqs == ref.requests
+    res = bob.result()
+    np.testing.assert_array_equal(res.corrected, ref_key)
+    assert res.details["parity_bits"] == sum(ref.reply_bits)
+    with pytest.raises(ValueError, match="wave"):
+        make_side("cascade", "bob", b, q, seed=seed, wave=0)
+
+
+def test_known_bits_spare_requests_and_are_right():
+    # Parities of nodes made of bits whose Alice values earlier parities fixed are inferred
+    # (the reference asserts each against Alice's key); without that, more bits are asked.
+    a, b = keys(6000, 0.08, 41, exact=True)
+    with_inf = RefCascade(a, b, 0.08, "cascade", seed=3)
+    without = RefCascade(a, b, 0.08, "cascade", seed=3, infer=False)
+    np.testing.assert_array_equal(with_inf.run(), a)
+    np.testing.assert_array_equal(without.run(), a)
+    assert with_inf.inferred > 10
+    assert sum(with_inf.reply_bits) < sum(without.reply_bits)
+    res = pc.reconcile_in_memory(a, b, 0.08, method="cascade", seed=3)
+    assert res.success and res.details["parity_bits"] == sum(with_inf.reply_bits)
 
 
 @pytest.mark.parametrize("method", ["cascade", "cascade-original"])

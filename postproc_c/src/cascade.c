@@ -108,6 +108,8 @@ typedef struct {
     node_t *wait; size_t nwait, cwait, wpos;   /* opt passes >= 2: odd top-level blocks
                                                   not yet released (see release_wait) */
     uint32_t wave;            /* how many of them are released at a time */
+    uint64_t *akn, *aval;     /* Bob, opt: bits of Alice's key that her disclosed parities
+                                 fix (a single-bit node's parity), and their values */
     uint32_t expect_bits;
     uint64_t flips;
 } frame_t;
@@ -347,7 +349,9 @@ void qpp_cascade_free(qpp_cascade *c)
                 if (P->rerr) qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
                 pass_free(P, F->key);
             }
-            free(F->act); free(F->req); free(F->wait);
+            if (F->aval) qpp_memzero(F->aval, F->nw * sizeof(uint64_t));
+            if (F->akn) qpp_memzero(F->akn, F->nw * sizeof(uint64_t));
+            free(F->act); free(F->req); free(F->wait); free(F->akn); free(F->aval);
         }
         free(c->f);
     }
@@ -581,6 +585,11 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
         for (uint32_t t = 0; t < c->nframes; t++) {
             frame_t *F = &c->f[t];
             int st = pass_ready(c, F, 0);
+            if (!st && variant == QPP_CASCADE_OPT) {
+                F->akn = calloc(F->nw, sizeof(uint64_t));
+                F->aval = calloc(F->nw, sizeof(uint64_t));
+                if (!F->akn || !F->aval) st = QPP_ERR_NOMEM;
+            }
             for (uint32_t j = 1; !st && variant == QPP_CASCADE_OPT && j < F->npasses; j++) {
                 pass_t *P = &F->p[j];
                 P->rerr = calloc((P->nblocks + 63) / 64, sizeof(uint64_t));
@@ -897,6 +906,37 @@ static void forget_block(frame_t *F, node_t leaf)
 
 /* Run every active bisection of F as far as known parities allow; then decide
  * what F asks next: left-child parities, the next pass, or nothing (finished). */
+/* A single-bit node's parity (disclosed, or inferred from disclosed ones) is
+ * Alice's bit itself: Bob records it (opt), so no later bisection asks for it. */
+static inline size_t bit_of(const frame_t *F, node_t x)
+{
+    return x.pass ? F->sh->inv[x.pass][x.start] : x.start;
+}
+
+/* 1 when every bit of node x (at most KNOWN_MAX_LEN bits) has a known Alice
+ * value: *e = parity difference Alice^Bob of x, from those values. */
+enum { KNOWN_MAX_LEN = 8 };
+static int known_err(const frame_t *F, node_t x, int *e)
+{
+    if (x.len > KNOWN_MAX_LEN) return 0;
+    int d = 0;
+    for (uint32_t t = 0; t < x.len; t++) {
+        size_t i = x.pass ? F->sh->inv[x.pass][x.start + t] : x.start + t;
+        if (!getb(F->akn, i)) return 0;
+        d ^= getb(F->aval, i) ^ getb(F->key, i);
+    }
+    *e = d;
+    return 1;
+}
+
+static inline void reveal(frame_t *F, node_t x, int e)
+{
+    if (x.len != 1 || !F->akn) return;
+    size_t i = bit_of(F, x);
+    setb(F->akn, i, 1);
+    setb(F->aval, i, getb(F->key, i) ^ e);
+}
+
 static int run_active(qpp_cascade *c, frame_t *F)
 {
     size_t w = 0;
@@ -922,6 +962,26 @@ static int run_active(qpp_cascade *c, frame_t *F)
             }
             /* Another entry already waits at this node: it will resolve it, drop this one. */
             if (nget(P, 2, lid)) break;
+            if (F->akn) {
+                /* Alice's bit of a single-bit child is known from earlier parities:
+                 * both children's parities follow, nothing is asked. */
+                node_t r = child(x, 1);
+                size_t rid = nid(P, r.block, r.h);
+                int ex = nget(P, 1, nid(P, x.block, x.h)), have = 0, e = 0;
+                if (known_err(F, l, &e)) {
+                    have = 1;
+                } else if (known_err(F, r, &e)) {
+                    e ^= ex;
+                    have = 1;
+                }
+                if (have) {
+                    nset(P, 0, lid, 1); nset(P, 1, lid, e);
+                    nset(P, 0, rid, 1); nset(P, 1, rid, e ^ ex);
+                    reveal(F, l, e);
+                    reveal(F, r, e ^ ex);
+                    continue;
+                }
+            }
             nset(P, 2, lid, 1);
             if ((st = push_node(&F->req, &F->nreq, &F->creq, x))) return st;
             keep = 1;
@@ -1103,6 +1163,8 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
             int e = reply_bit(pl, b0 + t) ^ bob_parity(F, l), ex = nget(P, 1, id);
             nset(P, 0, lid, 1); nset(P, 1, lid, e);
             nset(P, 0, rid, 1); nset(P, 1, rid, e ^ ex);
+            reveal(F, l, e);
+            reveal(F, r, e ^ ex);
             /* x turned even while its request was in flight (a cascade flip inside
              * it); if its halves are odd, each holds an error: bisect both. */
             if (!ex && e && c->variant == QPP_CASCADE_OPT) {
