@@ -96,8 +96,10 @@ class RefCascade:
                  wave: int | None = None, infer: bool = True):
         self.n = n = alice.size
         # optimized variant: odd top-level blocks of passes >= 2 are bisected `wave` at a
-        # time, the next ones once those and their cascades have ended (max(1, n / 4096))
-        self.wave = wave if wave is not None else max(1, n >> 12)
+        # time, the next ones once those and their cascades have ended (n h(p) / 1024)
+        pp = min(max(qber, 1e-5), 0.5)
+        hp = -pp * math.log2(pp) - (1 - pp) * math.log2(1 - pp)
+        self.wave = wave if wave is not None else max(1, math.floor(n * hp / 1024))
         self.wait: list = []
         # optimized variant: Alice's bits fixed by disclosed parities (single-bit nodes);
         # a child made only of such bits (at most 8) is inferred, not asked
