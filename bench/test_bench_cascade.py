@@ -1,9 +1,9 @@
 """Cascade throughput, efficiency and frame error rate (postproc_c.cascade).
 
 One group per QBER (1, 2, 5, 8 %) and frame length (2^14, 2^16): the original
-Brassard-Salvail protocol is the baseline entry, the optimized one (opt. (8)
-with k1 = 2^round(alpha) and k2 halved below 2^16-bit frames, see cascade.c)
-the other. Throughput is sifted bits per second through the in-memory pipe
+Brassard-Salvail protocol is the baseline entry, the optimized one (measured
+schedule, waves and known-bit inference, see cascade.c and
+bench/cascade_tune.py) the other. Throughput is sifted bits per second through the in-memory pipe
 (``reconcile_in_memory``: both sides, one process, one core). Each call
 reconciles a block of BLOCK_BITS split into frames, so the round trips of all
 frames share messages.

@@ -4,11 +4,13 @@ Registers two methods with ``postproc_c.reconcile``:
 
 * ``"cascade"``: the optimized Cascade of Martinez-Mateo et al., "Demystifying
   the information reconciliation protocol Cascade", QIC 15 (2015),
-  arXiv:1407.3257, configuration opt. (8) (block-size schedule
-  k2 = 2^ceil((alpha + 12)/2), k3 = 4096, k4.. = n/2, alpha = log2(1/p) - 1/2,
-  14 passes; block reuse; parity inference) with two changes measured here:
-  k1 = 2^round(alpha) (opt. (8): 2^ceil(alpha)) and k2 halved for frames below
-  2^16 bits (see ``cascade.c``);
+  arXiv:1407.3257 (block reuse, parity inference, 14 passes ending in blocks
+  of n/2), with a block-size schedule measured here (k1 = the largest power of
+  two <= 1/p, k2 = max(4 k1, 64), k3 = n/4; ``python -m bench.cascade_tune``)
+  and two Bob-side changes (see ``cascade.c``): odd blocks of passes >= 2 are
+  bisected a wave of n h(p)/1024 at a time, and a sub-block made only of bits
+  whose values Alice's earlier single-bit parities fixed is inferred, not
+  asked;
 * ``"cascade-original"``: Brassard-Salvail 1993 (k1 = 0.73/p, doubling, 4 passes)
   for comparison.
 
@@ -23,7 +25,8 @@ documented in ``include/qpp_cascade.h``.
 One object per side holds a whole block cut into frames of about
 ``frame_bits`` (default 2^16) bits; every round carries the requests of all
 frames, so messages per block ~ rounds of the slowest frame, and round trips
-cost latency, not throughput. Both sides must use the same ``seed`` (shuffles),
+cost latency, not throughput. ``wave`` (Bob only) overrides the wave size and
+``schedule`` the block sizes, for experiments. Both sides must use the same ``seed`` (shuffles),
 ``qber``, method and ``frame_bits``.
 
 This module must not touch sockets or log key material; it only moves bytes

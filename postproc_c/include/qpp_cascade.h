@@ -7,8 +7,10 @@
  * Alice (the side whose key is kept) is a parity oracle: she answers Bob's
  * parity requests and counts every parity bit she discloses. Bob drives the
  * protocol: top-level block parities of each pass, then BINARY bisection of odd
- * blocks, level by level, with every request of a level of all blocks in one
- * message, and the cascade effect through per-pass index structures.
+ * blocks, level by level, with every request of a level of all blocks in flight
+ * in one message (optimized variant: the odd blocks of a pass >= 2 a wave at a
+ * time, see qpp_cascade_wave), and the cascade effect through per-pass index
+ * structures. Bob never asks for a parity he can infer from earlier replies.
  *
  * Message layout (all integers little-endian), header 16 bytes:
  *   0  u32 magic  0x43534351 ("QCSC")
