@@ -83,7 +83,7 @@ def _p2(q: float) -> int:
     return 1 << int(math.floor(math.log2(1 / q)))
 
 
-def candidates(q: float, n: int, tail: int = 11):
+def candidates(q: float, n: int, tail: int = 11):   # the grid ran with 11; cascade.c now uses 13
     p = _p2(q)
     for k1 in (p // 2, p, 2 * p):
         for m in (2, 4, 8):
@@ -118,7 +118,7 @@ def main() -> None:
                 continue
             base = eval(args.schedule) if args.schedule else block_sizes("cascade", n, q)  # noqa: S307
             if args.mode == "tail":
-                for t in (4, 6, 8, 11):
+                for t in (4, 6, 8, 11, 13):
                     s = base[:3] + [n // 2] * t
                     r = measure(q, n, s, args.frames)
                     print(f"n={n} q={q} {_fmt(s)} f={r['f']:.4f} bad={r['bad']}/{r['frames']} "

@@ -81,7 +81,7 @@ def ref_block_sizes(method: str, n: int, p: float) -> list[int]:
         # measured (bench/cascade_tune.py, see cascade.c), not the paper's opt. (8).
         k1 = 2.0 ** math.floor(math.log2(1 / p))
         k2 = max(4 * k1, 64)
-        ks = [k1, k2, max(math.ceil(n / 4), k2)] + [math.ceil(n / 2)] * 11
+        ks = [k1, k2, max(math.ceil(n / 4), k2)] + [math.ceil(n / 2)] * 13
     else:
         # Brassard-Salvail 1993: k1 = 0.73/p, doubling, 4 passes.
         k1 = math.ceil(0.73 / p)
@@ -377,9 +377,9 @@ def test_block_sizes_follow_the_papers(method, n, q):
 
 def test_schedule_at_2_14_and_2_16():
     # k1 = largest power of two <= 1/p (32 at 2 %; 8 at 8 %), k2 = max(4 k1, 64),
-    # k3 = n/4, then eleven passes of n/2 (bench/cascade_tune.py grid, see cascade.c)
-    assert cc.block_sizes("cascade", 2**14, 0.02) == [32, 128, 4096] + [8192] * 11
-    assert cc.block_sizes("cascade", 2**16, 0.02) == [32, 128, 16384] + [32768] * 11
+    # k3 = n/4, then thirteen passes of n/2 (bench/cascade_tune.py grid, see cascade.c)
+    assert cc.block_sizes("cascade", 2**14, 0.02) == [32, 128, 4096] + [8192] * 13
+    assert cc.block_sizes("cascade", 2**16, 0.02) == [32, 128, 16384] + [32768] * 13
     assert cc.block_sizes("cascade", 2**16, 0.08)[:3] == [8, 64, 16384]
     assert cc.block_sizes("cascade", 2**16, 0.01)[:2] == [64, 256]
 
