@@ -11,6 +11,9 @@ It is a measurement tool, not a test; it must not be imported by the package.
     python -m bench.cascade_tune wave  [--frames 1024] ...   # wave size vs f and messages
     python -m bench.cascade_tune check [--frames 4096] ...   # the built-in schedule
 
+Method ``cascade-waves`` throughout (the grid chose its schedule); ``cascade``
+keeps the opt. (8)-based schedule, tuned without waves in an earlier session.
+
 Candidates (measured, not assumed): first block k1 in {P/2, P, 2P} with P the
 largest power of two <= 1/q (non-powers of two were measured worse: a block of
 2^m - r bits costs about as many bisection bits as 2^m but more top-level
@@ -57,7 +60,7 @@ def keys(q: float, frame: int, i: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def measure(q: float, frame: int, schedule: list[int] | None, frames: int,
-            wave: int | None = None, method: str = "cascade") -> dict:
+            wave: int | None = None, method: str = "cascade-waves") -> dict:
     done = bad = parity = msgs = blocks = 0
     t = 0.0
     while done < frames:
@@ -116,7 +119,7 @@ def main() -> None:
                 rows.sort(key=lambda x: x[0])
                 print(f"BEST n={n} q={q} {_fmt(rows[0][1])} f={rows[0][0]:.4f}", flush=True)
                 continue
-            base = eval(args.schedule) if args.schedule else block_sizes("cascade", n, q)  # noqa: S307
+            base = eval(args.schedule) if args.schedule else block_sizes("cascade-waves", n, q)  # noqa: S307
             if args.mode == "tail":
                 for t in (4, 6, 8, 11, 13):
                     s = base[:3] + [n // 2] * t

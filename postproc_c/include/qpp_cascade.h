@@ -42,8 +42,11 @@
 #include "qpp_common.h"
 
 enum qpp_cascade_variant {
-    QPP_CASCADE_OPT = 0,       /* Martinez-Mateo et al. 2015, opt. (8) schedule, block reuse */
-    QPP_CASCADE_ORIGINAL = 1   /* Brassard-Salvail 1993: k1 = 0.73/p, doubling, 4 passes */
+    QPP_CASCADE_OPT = 0,       /* Martinez-Mateo et al. 2015, opt. (8) schedule, block reuse,
+                                  known-bit inference; every odd block of a pass at once */
+    QPP_CASCADE_ORIGINAL = 1,  /* Brassard-Salvail 1993: k1 = 0.73/p, doubling, 4 passes */
+    QPP_CASCADE_OPT_WAVES = 2  /* as OPT with a measured schedule and odd blocks of passes
+                                  >= 2 in waves: lower f, 2-5x the round trips */
 };
 
 enum qpp_cascade_role {
@@ -100,9 +103,10 @@ QPP_WUR int qpp_cascade_create(qpp_cascade **out, int role, int variant,
                                const uint32_t *sizes, size_t npasses);
 void qpp_cascade_free(qpp_cascade *c);
 
-/* How many odd top-level blocks of an optimized pass >= 2 Bob bisects at a time
- * (the rest wait until those and their cascades have ended) for frames of
- * frame_bits bits at this QBER; UINT32_MAX for the original variant (all at once). */
+/* How many odd top-level blocks of a pass >= 2 Bob bisects at a time (the rest
+ * wait until those and their cascades have ended) for frames of frame_bits bits
+ * at this QBER: n h(p)/1024 for QPP_CASCADE_OPT_WAVES, UINT32_MAX (all at once)
+ * for the other variants. */
 uint32_t qpp_cascade_wave(int variant, size_t frame_bits, double qber);
 /* Bob only, before his first reply: override the wave (>= 1), for experiments.
  * Alice's answers do not depend on it. */
