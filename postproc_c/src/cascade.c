@@ -10,29 +10,36 @@
  *         f = leaked/(n h(p))), Sec. 4-5 (optimizations: block reuse i.e. the
  *         smallest already disclosed sub-block containing a corrected bit is
  *         bisected instead of its top-level block; parity inference; block-size
- *         schedule). The paper's tables could not be retrieved here, so the
- *         schedule of the optimized variant was measured (bench/cascade_tune.py,
- *         see qpp_cascade_block_sizes): k1 = the largest power of two <= 1/p,
+ *         schedule). The paper's tables could not be retrieved here: the
+ *         variant QPP_CASCADE_OPT starts from opt. (8) as public implementations
+ *         state it (two measured changes, see qpp_cascade_block_sizes);
+ *         QPP_CASCADE_OPT_WAVES uses a schedule measured with waves
+ *         (bench/cascade_tune.py): k1 = the largest power of two <= 1/p,
  *         k2 = max(4 k1, 64), k3 = n/4, then thirteen passes of n/2.
  *
  * Two measured changes to the optimized protocol (both Bob-side only: Alice
  * answers whatever is asked, the message layout is unchanged):
- *  - Waves: the odd top-level blocks of a pass >= 2 are bisected `wave` at a
- *    time (qpp_cascade_wave), the next ones once those and their cascades have
- *    ended, as in the sequential protocol of [BS93]/[MM15]. Pairs of errors
- *    that share a block of an earlier pass then cost one bisection in this pass
- *    plus the (shorter) one the cascade starts in the earlier pass, instead of
- *    two bisections in this pass that end in the same round. Measured at
- *    2^14 bits, 2 % (before the known-bit change): all at once, best k2 (256)
- *    f = 1.057; waves of 4 with k2 = 128, f = 1.0465 (2.4x the round trips);
- *    waves of 1, 1.044. Blocks still waiting that turned even are skipped.
- *  - Known bits: a single-bit node's parity, disclosed or inferred from
- *    disclosed parities, is Alice's bit itself; Bob records these bits (akn,
+ *  - Waves (QPP_CASCADE_OPT_WAVES only): the odd top-level blocks of a pass
+ *    >= 2 are bisected `wave` at a time (qpp_cascade_wave), the next ones once
+ *    those and their cascades have ended, as in the sequential protocol of
+ *    [BS93]/[MM15]. Pairs of errors that share a block of an earlier pass then
+ *    cost one bisection in this pass plus the (shorter) one the cascade starts
+ *    in the earlier pass, instead of two bisections in this pass that end in
+ *    the same round. Measured at 2^14 bits, 2 % (before the known-bit change):
+ *    all at once, best k2 (256) f = 1.057; waves of 4 with k2 = 128, f = 1.0465
+ *    (2.4x the round trips); waves of 1, 1.044. Blocks still waiting that
+ *    turned even are skipped. QPP_CASCADE_OPT bisects all at once: each round
+ *    trip costs the link an authentication tag from its pad pool, and the
+ *    engine's block budget (tests/test_engine.py) does not fit 2-5x the rounds.
+ *  - Known bits (both optimized variants): a single-bit node's parity,
+ *    disclosed or inferred from disclosed parities, is Alice's bit itself; Bob records these bits (akn,
  *    aval) and, before asking for a left child, infers the children's parities
  *    when either child (at most 8 bits) consists of such bits only. Nothing
  *    is asked, so nothing is disclosed: the leakage count (Alice's reply bits)
- *    stays exact. Measured at 2^14 bits: f 1.058 -> 1.044 at 8 %, 1.047 ->
- *    1.044 at 2 %.
+ *    stays exact. Measured at 2^14 bits with waves: f 1.058 -> 1.044 at 8 %,
+ *    1.047 -> 1.044 at 2 %; QPP_CASCADE_OPT (512 frames per point) at 2^16
+ *    1.044/1.043/1.045/1.056 -> 1.043/1.041/1.038/1.042 at 1/2/5/8 %, at
+ *    2^14 1.060/1.057/1.057/1.065 -> 1.060/1.056/1.049/1.052.
  * Data structures (per pass j):
  *  - pos_j[i]: position of key bit i in pass order (inv_j the inverse); pass 0
  *    is the identity (errors are i.i.d., a first shuffle buys nothing);
