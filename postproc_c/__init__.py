@@ -10,7 +10,7 @@ or instruments.
 """
 
 from . import (
-    cascade,  # noqa: F401  (registers "cascade" and "cascade-original")
+    cascade,  # noqa: F401  (registers "cascade", "cascade-waves" and "cascade-original")
     ldpc,  # noqa: F401  (registers "ldpc" and "ldpc-blind")
 )
 from ._binding import Error, ffi, lib

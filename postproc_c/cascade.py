@@ -6,9 +6,17 @@ Registers two methods with ``postproc_c.reconcile``:
   the information reconciliation protocol Cascade", QIC 15 (2015),
   arXiv:1407.3257, configuration opt. (8) (block-size schedule
   k2 = 2^ceil((alpha + 12)/2), k3 = 4096, k4.. = n/2, alpha = log2(1/p) - 1/2,
-  14 passes; block reuse; parity inference) with two changes measured here:
-  k1 = 2^round(alpha) (opt. (8): 2^ceil(alpha)) and k2 halved for frames below
-  2^16 bits (see ``cascade.c``);
+  14 passes; block reuse; parity inference) with k1 = the largest power of two
+  <= 1/p and k2 halved for frames below 2^16 bits (measured, see ``cascade.c``),
+  and known-bit inference: a sub-block made only of bits whose values Alice's
+  earlier single-bit parities fixed is inferred, not asked. Every odd block of
+  a pass is bisected at once (fewest round trips; the link's default);
+* ``"cascade-waves"``: the same protocol with a measured schedule (k1 as above,
+  k2 = max(4 k1, 64), k3 = n/4, 16 passes; ``python -m bench.cascade_tune``)
+  and the odd blocks of passes >= 2 bisected a wave of n h(p)/1024 at a time,
+  so pairs of errors resolve through the cascade: lower f (<= 1.05 also on
+  2^14-bit frames) for 2-5x the round trips, each of which costs the link an
+  authentication tag;
 * ``"cascade-original"``: Brassard-Salvail 1993 (k1 = 0.73/p, doubling, 4 passes)
   for comparison.
 
@@ -23,7 +31,8 @@ documented in ``include/qpp_cascade.h``.
 One object per side holds a whole block cut into frames of about
 ``frame_bits`` (default 2^16) bits; every round carries the requests of all
 frames, so messages per block ~ rounds of the slowest frame, and round trips
-cost latency, not throughput. Both sides must use the same ``seed`` (shuffles),
+cost latency, not throughput. ``wave`` (Bob only) overrides the wave size and
+``schedule`` the block sizes, for experiments. Both sides must use the same ``seed`` (shuffles),
 ``qber``, method and ``frame_bits``.
 
 This module must not touch sockets or log key material; it only moves bytes
@@ -43,7 +52,8 @@ from .reconcile import ReconcileResult, register
 from .selftest import kat
 from .wipe import memzero
 
-VARIANTS = {"cascade": lib.QPP_CASCADE_OPT, "cascade-original": lib.QPP_CASCADE_ORIGINAL}
+VARIANTS = {"cascade": lib.QPP_CASCADE_OPT, "cascade-waves": lib.QPP_CASCADE_OPT_WAVES,
+            "cascade-original": lib.QPP_CASCADE_ORIGINAL}
 HEADER_BYTES = lib.QPP_CASCADE_HEADER_BYTES
 ITEM_BYTES = lib.QPP_CASCADE_ITEM_BYTES
 VERIFY_BITS = lib.QPP_CASCADE_VERIFY_BITS
@@ -104,7 +114,8 @@ class CascadeSide:
 
     def __init__(self, role: str, bits: np.ndarray, qber: float, *, seed: int = 0,
                  method: str = "cascade", verify_key: int | None = None,
-                 frame_bits: int = DEFAULT_FRAME_BITS, schedule: list[int] | None = None) -> None:
+                 frame_bits: int = DEFAULT_FRAME_BITS, schedule: list[int] | None = None,
+                 wave: int | None = None) -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         bits = _bits_u8(bits, "bits")
@@ -124,6 +135,8 @@ class CascadeSide:
         if len(sched) > lib.QPP_CASCADE_MAX_PASSES or any(not 0 < k < 2**31 for k in sched):
             raise ValueError(f"schedule: expected at most {lib.QPP_CASCADE_MAX_PASSES} block sizes "
                              f"in [1, 2^31), got {schedule!r}")
+        if wave is not None and (not isinstance(wave, (int, np.integer)) or not 1 <= int(wave) < 2**32):
+            raise ValueError(f"wave: expected an integer in [1, 2^32), got {wave!r}")
         self.role = role
         self.method = method
         self.n = int(bits.size)
@@ -138,6 +151,8 @@ class CascadeSide:
         finally:
             memzero(words)  # the packed copy is key material
         self._c = ffi.gc(pp[0], lib.qpp_cascade_free)
+        if wave is not None and role == "bob":
+            check("qpp_cascade_set_wave", lib.qpp_cascade_set_wave(self._c, int(wave)))
         self._len = ffi.new("size_t *")
 
     # -- lifetime ---------------------------------------------------------
@@ -210,6 +225,7 @@ def _factory(method: str):
 
 
 register("cascade")(_factory("cascade"))
+register("cascade-waves")(_factory("cascade-waves"))
 register("cascade-original")(_factory("cascade-original"))
 
 
@@ -243,7 +259,7 @@ def kat_keys() -> tuple[np.ndarray, np.ndarray]:
 
 # Parity bits and messages of each method on kat_keys() (seed 7, one frame), as the
 # pure-Python reference in tests/test_cascade.py computes them.
-KAT_EXPECTED = {"cascade": (453, 146), "cascade-original": (500, 76)}
+KAT_EXPECTED = {"cascade": (451, 144), "cascade-waves": (458, 488), "cascade-original": (500, 76)}
 
 
 @kat("cascade")

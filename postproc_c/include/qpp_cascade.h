@@ -7,8 +7,10 @@
  * Alice (the side whose key is kept) is a parity oracle: she answers Bob's
  * parity requests and counts every parity bit she discloses. Bob drives the
  * protocol: top-level block parities of each pass, then BINARY bisection of odd
- * blocks, level by level, with every request of a level of all blocks in one
- * message, and the cascade effect through per-pass index structures.
+ * blocks, level by level, with every request of a level of all blocks in flight
+ * in one message (optimized variant: the odd blocks of a pass >= 2 a wave at a
+ * time, see qpp_cascade_wave), and the cascade effect through per-pass index
+ * structures. Bob never asks for a parity he can infer from earlier replies.
  *
  * Message layout (all integers little-endian), header 16 bytes:
  *   0  u32 magic  0x43534351 ("QCSC")
@@ -40,8 +42,11 @@
 #include "qpp_common.h"
 
 enum qpp_cascade_variant {
-    QPP_CASCADE_OPT = 0,       /* Martinez-Mateo et al. 2015, opt. (8) schedule, block reuse */
-    QPP_CASCADE_ORIGINAL = 1   /* Brassard-Salvail 1993: k1 = 0.73/p, doubling, 4 passes */
+    QPP_CASCADE_OPT = 0,       /* Martinez-Mateo et al. 2015, opt. (8) schedule, block reuse,
+                                  known-bit inference; every odd block of a pass at once */
+    QPP_CASCADE_ORIGINAL = 1,  /* Brassard-Salvail 1993: k1 = 0.73/p, doubling, 4 passes */
+    QPP_CASCADE_OPT_WAVES = 2  /* as OPT with a measured schedule and odd blocks of passes
+                                  >= 2 in waves: lower f, 2-5x the round trips */
 };
 
 enum qpp_cascade_role {
@@ -97,6 +102,15 @@ QPP_WUR int qpp_cascade_create(qpp_cascade **out, int role, int variant,
                                uint64_t seed, uint64_t verify_key, size_t frame_bits,
                                const uint32_t *sizes, size_t npasses);
 void qpp_cascade_free(qpp_cascade *c);
+
+/* How many odd top-level blocks of a pass >= 2 Bob bisects at a time (the rest
+ * wait until those and their cascades have ended) for frames of frame_bits bits
+ * at this QBER: n h(p)/1024 for QPP_CASCADE_OPT_WAVES, UINT32_MAX (all at once)
+ * for the other variants. */
+uint32_t qpp_cascade_wave(int variant, size_t frame_bits, double qber);
+/* Bob only, before his first reply: override the wave (>= 1), for experiments.
+ * Alice's answers do not depend on it. */
+QPP_WUR int qpp_cascade_set_wave(qpp_cascade *c, uint32_t wave);
 
 /* 1 when this side has finished (Alice: her VERIFY was taken), 0 otherwise. */
 int qpp_cascade_done(const qpp_cascade *c);

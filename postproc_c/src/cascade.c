@@ -10,15 +10,36 @@
  *         f = leaked/(n h(p))), Sec. 4-5 (optimizations: block reuse i.e. the
  *         smallest already disclosed sub-block containing a corrected bit is
  *         bisected instead of its top-level block; parity inference; block-size
- *         schedule). We start from their best configuration "Cascade opt. (8)"
- *         as public implementations state it (the paper's tables could not be
- *         retrieved here): alpha = log2(1/p) - 1/2, k1 = 2^ceil(alpha),
- *         k2 = 2^ceil((alpha+12)/2), k3 = 4096, k_i = n/2 for i >= 4, 14
- *         passes, for n = 2^14, with two measured changes (k1 rounded, k2
- *         halved below 2^16 bits: see qpp_cascade_block_sizes). At 2^16 the
- *         constants 12 and 4096 measured better (f and round trips) than
- *         scaling them with log2(n) and n/4 (bench/, QBER 1-8 %).
+ *         schedule). The paper's tables could not be retrieved here: the
+ *         variant QPP_CASCADE_OPT starts from opt. (8) as public implementations
+ *         state it (two measured changes, see qpp_cascade_block_sizes);
+ *         QPP_CASCADE_OPT_WAVES uses a schedule measured with waves
+ *         (bench/cascade_tune.py): k1 = the largest power of two <= 1/p,
+ *         k2 = max(4 k1, 64), k3 = n/4, then thirteen passes of n/2.
  *
+ * Two measured changes to the optimized protocol (both Bob-side only: Alice
+ * answers whatever is asked, the message layout is unchanged):
+ *  - Waves (QPP_CASCADE_OPT_WAVES only): the odd top-level blocks of a pass
+ *    >= 2 are bisected `wave` at a time (qpp_cascade_wave), the next ones once
+ *    those and their cascades have ended, as in the sequential protocol of
+ *    [BS93]/[MM15]. Pairs of errors that share a block of an earlier pass then
+ *    cost one bisection in this pass plus the (shorter) one the cascade starts
+ *    in the earlier pass, instead of two bisections in this pass that end in
+ *    the same round. Measured at 2^14 bits, 2 % (before the known-bit change):
+ *    all at once, best k2 (256) f = 1.057; waves of 4 with k2 = 128, f = 1.0465
+ *    (2.4x the round trips); waves of 1, 1.044. Blocks still waiting that
+ *    turned even are skipped. QPP_CASCADE_OPT bisects all at once: each round
+ *    trip costs the link an authentication tag from its pad pool, and the
+ *    engine's block budget (tests/test_engine.py) does not fit 2-5x the rounds.
+ *  - Known bits (both optimized variants): a single-bit node's parity,
+ *    disclosed or inferred from disclosed parities, is Alice's bit itself; Bob records these bits (akn,
+ *    aval) and, before asking for a left child, infers the children's parities
+ *    when either child (at most 8 bits) consists of such bits only. Nothing
+ *    is asked, so nothing is disclosed: the leakage count (Alice's reply bits)
+ *    stays exact. Measured at 2^14 bits with waves: f 1.058 -> 1.044 at 8 %,
+ *    1.047 -> 1.044 at 2 %; QPP_CASCADE_OPT (512 frames per point) at 2^16
+ *    1.044/1.043/1.045/1.056 -> 1.043/1.041/1.038/1.042 at 1/2/5/8 %, at
+ *    2^14 1.060/1.057/1.057/1.065 -> 1.060/1.056/1.049/1.052.
  * Data structures (per pass j):
  *  - pos_j[i]: position of key bit i in pass order (inv_j the inverse); pass 0
  *    is the identity (errors are i.i.d., a first shuffle buys nothing);
@@ -105,6 +126,11 @@ typedef struct {
     int total_parity, top, finished, inconsistent;   /* top: pass cur's top level requested */
     node_t *act; size_t nact, cact;
     node_t *req; size_t nreq, creq;
+    node_t *wait; size_t nwait, cwait, wpos;   /* opt passes >= 2: odd top-level blocks
+                                                  not yet released (see release_wait) */
+    uint32_t wave;            /* how many of them are released at a time */
+    uint64_t *akn, *aval;     /* Bob, opt: bits of Alice's key that her disclosed parities
+                                 fix (a single-bit node's parity), and their values */
     uint32_t expect_bits;
     uint64_t flips;
 } frame_t;
@@ -136,6 +162,8 @@ static inline void setb(uint64_t *w, size_t i, int v)
     if (v) w[i >> 6] |= m; else w[i >> 6] &= ~m;
 }
 static inline int par64(uint64_t x) { return __builtin_parityll(x); }
+/* Both optimized variants share the protocol; they differ in schedule and waves. */
+static inline int is_opt(int variant) { return variant == QPP_CASCADE_OPT || variant == QPP_CASCADE_OPT_WAVES; }
 
 static inline void put32(uint8_t *b, uint32_t v)
 {
@@ -281,25 +309,56 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
     double k[QPP_CASCADE_MAX_PASSES];
     size_t np;
     if (variant == QPP_CASCADE_OPT) {
-        /* [MM15] opt. (8) with two changes measured here (bench/, exact errors,
-         * 192-768 frames per point; sizes clamped to the frame):
+        /* [MM15] opt. (8) as public implementations state it, with two changes
+         * measured here (bench/, exact errors, 192-768 frames per point; sizes
+         * clamped to the frame), all odd blocks of a pass bisected at once:
          *  - k1 = 2^round(alpha) = the largest power of two <= 1/p (0.5-1
          *    expected errors per block) instead of 2^ceil(alpha): at 2^16 bits
          *    f 1.0446 -> 1.0420 (1 %), 1.0589 -> 1.0564 (8 %), 2 % within
          *    0.001, 5 % unchanged, and 37-48 % fewer messages at 1, 2, 8 %;
-         *  - frames below 2^16 bits halve k2: after pass 2 about as many
-         *    errors are left per frame as k2 dictates, whatever the frame
-         *    length (pairs hidden in a block of both passes), so short frames
-         *    need shorter pass-2 blocks: at 2^14, f 1.078 -> 1.061 (1 %),
-         *    1.065 -> 1.058 (2 %), 1.056 -> 1.057 (5 %), 1.074 -> 1.065 (8 %).
+         *  - frames below 2^16 bits halve k2: short frames need shorter
+         *    pass-2 blocks: at 2^14, f 1.078 -> 1.061 (1 %), 1.065 -> 1.058
+         *    (2 %), 1.056 -> 1.057 (5 %), 1.074 -> 1.065 (8 %).
          * alpha = log2(1/p) - 1/2, k2 = 2^ceil((alpha + 12)/2), k3 = 4096,
-         * k_i = n/2 for i >= 4, 14 passes, as in opt. (8). */
+         * k_i = n/2 for i >= 4, 14 passes, as in opt. (8). With waves
+         * (QPP_CASCADE_OPT_WAVES) shorter k2 measured better, see below. */
         double alpha = log2(1.0 / p) - 0.5;
         int e2 = (int)ceil((alpha + 12.0) / 2.0);
         np = 14;
-        k[0] = ldexp(1.0, (int)floor(alpha + 0.5));
+        k[0] = ldexp(1.0, (int)floor(log2(1.0 / p)));
         k[1] = ldexp(1.0, n < ((size_t)1 << 16) ? e2 - 1 : e2);
         k[2] = 4096.0;
+        for (size_t j = 3; j < np; j++) k[j] = ceil((double)n / 2.0);
+    } else if (variant == QPP_CASCADE_OPT_WAVES) {
+        /* Measured here, not taken from [MM15]'s tables (which could not be
+         * retrieved): `python -m bench.cascade_tune grid` (exact errors,
+         * 1024 frames per candidate at 2^14, 512 at 2^16, with the waves of
+         * qpp_cascade_wave) over k1 in {P/2, P, 2P}, k2 = m k1 with m in
+         * {2, 4, 8}, k3 in {n/8, n/4} (2^14) or {4096, n/4} (2^16):
+         *  - k1 = P, the largest power of two <= 1/p (0.5-1 expected errors
+         *    per block; [MM15] opt. (8): 2^ceil(log2(1/p) - 1/2)); non-powers
+         *    of two measured worse (a block of 2^m - r bits costs about the
+         *    bisection bits of 2^m but more top-level parities): at 2^14, 2 %,
+         *    k1 = 28/30/32/36 gave f = 1.068/1.064/1.057/1.061;
+         *  - k2 = max(4 P, 64): best of the grid at 1, 2, 5 % (4 P) and 8 %
+         *    (64 = 8 P) at both lengths; with waves (qpp_cascade_wave) pairs left
+         *    by pass 1 are resolved through the cascade rather than by
+         *    bisecting both of their pass-2 blocks, which favours shorter k2
+         *    than without (k2 = 512 at 2^16 / 256 at 2^14, 2 %, before);
+         *  - k3 = n/4 (2^14: n/4 vs n/8 within 0.002; 2^16: n/4 vs 4096 0.001
+         *    better), then n/2 blocks, 16 passes in all: each pass of n/2
+         *    costs one parity and finds a leftover error pattern with
+         *    probability about 1/2 (BICONF-like). Measured at 2^14, 1 % (the
+         *    worst point), 3072 frames: 11.5 % of frames keep errors after
+         *    pass 3, 6.2 % after one n/2 pass, 1.4 % after 3, 0.2 % after 6;
+         *    with 11 such passes the bench saw 2/3072 frame errors on one key
+         *    set and 0/6144 on another, so 13 are used (2 parities more per
+         *    frame, f + 0.0015 at 2^14, 1 %), for FER <= 1e-3 with margin. */
+        double P = ldexp(1.0, (int)floor(log2(1.0 / p)));
+        np = 16;
+        k[0] = P;
+        k[1] = 4.0 * P < 64.0 ? 64.0 : 4.0 * P;
+        k[2] = ceil((double)n / 4.0) < k[1] ? k[1] : ceil((double)n / 4.0);
         for (size_t j = 3; j < np; j++) k[j] = ceil((double)n / 2.0);
     } else if (variant == QPP_CASCADE_ORIGINAL) {
         /* [BS93]: k1 = 0.73/p, doubling, four passes. */
@@ -316,6 +375,20 @@ int qpp_cascade_block_sizes(int variant, size_t n, double qber, uint32_t *sizes,
     }
     *npasses = np;
     return QPP_OK;
+}
+
+/* Wave size: the waste of bisecting several odd blocks at once grows with the
+ * number of blocks in flight (pairs split over two of them are bisected twice),
+ * the leakage with n h(p); so wave = n h(p) / 1024 keeps the loss in f about
+ * constant (~0.002, measured with bench/cascade_tune.py wave at 2^14 and 2^16)
+ * and the number of rounds about constant too. */
+uint32_t qpp_cascade_wave(int variant, size_t n, double qber)
+{
+    if (variant != QPP_CASCADE_OPT_WAVES) return 0xFFFFFFFFu;
+    double p = qber < 1e-5 ? 1e-5 : qber > 0.5 ? 0.5 : qber;
+    double h = -p * log2(p) - (1.0 - p) * log2(1.0 - p);
+    double w = floor((double)n * h / 1024.0);
+    return w < 1.0 ? 1u : w > 1e9 ? 1000000000u : (uint32_t)w;
 }
 
 /* ---------- object ---------- */
@@ -351,7 +424,9 @@ void qpp_cascade_free(qpp_cascade *c)
                 if (P->rerr) qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
                 pass_free(P, F->key);
             }
-            free(F->act); free(F->req);
+            if (F->aval) qpp_memzero(F->aval, F->nw * sizeof(uint64_t));
+            if (F->akn) qpp_memzero(F->akn, F->nw * sizeof(uint64_t));
+            free(F->act); free(F->req); free(F->wait); free(F->akn); free(F->aval);
         }
         free(c->f);
     }
@@ -517,7 +592,7 @@ static int push_node(node_t **arr, size_t *n, size_t *cap, node_t x)
 static uint32_t top_bits(const qpp_cascade *c, const frame_t *F, uint32_t j)
 {
     uint32_t nb = F->p[j].nblocks;
-    return (c->variant == QPP_CASCADE_OPT && j > 0) ? nb - 1 : nb;
+    return (is_opt(c->variant) && j > 0) ? nb - 1 : nb;
 }
 
 static int build_request(qpp_cascade *c);
@@ -527,7 +602,7 @@ static int build_request(qpp_cascade *c);
  * original only the current pass's. */
 static uint32_t top_request_bits(const qpp_cascade *c, const frame_t *F)
 {
-    if (c->variant != QPP_CASCADE_OPT) return top_bits(c, F, F->cur);
+    if (!is_opt(c->variant)) return top_bits(c, F, F->cur);
     uint32_t b = 0;
     for (uint32_t j = 0; j < F->npasses; j++) b += top_bits(c, F, j);
     return b;
@@ -541,7 +616,7 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
     *out = NULL;
     if (!key_words) return QPP_ERR_NULL;
     if (role != QPP_CASCADE_ALICE && role != QPP_CASCADE_BOB) return QPP_ERR_VALUE;
-    if (variant != QPP_CASCADE_OPT && variant != QPP_CASCADE_ORIGINAL) return QPP_ERR_VALUE;
+    if (!is_opt(variant) && variant != QPP_CASCADE_ORIGINAL) return QPP_ERR_VALUE;
     if (npasses_in > QPP_CASCADE_MAX_PASSES || (npasses_in && !sizes_in)) return QPP_ERR_LENGTH;
     for (size_t j = 0; j < npasses_in; j++)
         if (sizes_in[j] == 0) return QPP_ERR_VALUE;
@@ -574,6 +649,7 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
         while (s < c->nsh && c->sh[s].n != n) s++;
         if (s == c->nsh) c->sh[c->nsh++].n = n;
         F->sh = &c->sh[s];
+        F->wave = qpp_cascade_wave(variant, n, qber);
         uint32_t sizes[QPP_CASCADE_MAX_PASSES];
         size_t np;
         int st = qpp_cascade_block_sizes(variant, n, qber, sizes, QPP_CASCADE_MAX_PASSES, &np);
@@ -602,7 +678,12 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
         for (uint32_t t = 0; t < c->nframes; t++) {
             frame_t *F = &c->f[t];
             int st = pass_ready(c, F, 0);
-            for (uint32_t j = 1; !st && variant == QPP_CASCADE_OPT && j < F->npasses; j++) {
+            if (!st && is_opt(variant)) {
+                F->akn = calloc(F->nw, sizeof(uint64_t));
+                F->aval = calloc(F->nw, sizeof(uint64_t));
+                if (!F->akn || !F->aval) st = QPP_ERR_NOMEM;
+            }
+            for (uint32_t j = 1; !st && is_opt(variant) && j < F->npasses; j++) {
                 pass_t *P = &F->p[j];
                 P->rerr = calloc((P->nblocks + 63) / 64, sizeof(uint64_t));
                 if (!P->rerr) st = QPP_ERR_NOMEM;
@@ -615,6 +696,15 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
         if (st) { qpp_cascade_free(c); return st; }
     }
     *out = c;
+    return QPP_OK;
+}
+
+int qpp_cascade_set_wave(qpp_cascade *c, uint32_t wave)
+{
+    if (!c) return QPP_ERR_NULL;
+    if (wave == 0) return QPP_ERR_VALUE;
+    if (c->role != QPP_CASCADE_BOB || c->received) return QPP_ERR_STATE;
+    for (uint32_t t = 0; t < c->nframes; t++) c->f[t].wave = wave;
     return QPP_OK;
 }
 
@@ -909,6 +999,37 @@ static void forget_block(frame_t *F, node_t leaf)
 
 /* Run every active bisection of F as far as known parities allow; then decide
  * what F asks next: left-child parities, the next pass, or nothing (finished). */
+/* A single-bit node's parity (disclosed, or inferred from disclosed ones) is
+ * Alice's bit itself: Bob records it (opt), so no later bisection asks for it. */
+static inline size_t bit_of(const frame_t *F, node_t x)
+{
+    return x.pass ? F->sh->inv[x.pass][x.start] : x.start;
+}
+
+/* 1 when every bit of node x (at most KNOWN_MAX_LEN bits) has a known Alice
+ * value: *e = parity difference Alice^Bob of x, from those values. */
+enum { KNOWN_MAX_LEN = 8 };
+static int known_err(const frame_t *F, node_t x, int *e)
+{
+    if (x.len > KNOWN_MAX_LEN) return 0;
+    int d = 0;
+    for (uint32_t t = 0; t < x.len; t++) {
+        size_t i = x.pass ? F->sh->inv[x.pass][x.start + t] : x.start + t;
+        if (!getb(F->akn, i)) return 0;
+        d ^= getb(F->aval, i) ^ getb(F->key, i);
+    }
+    *e = d;
+    return 1;
+}
+
+static inline void reveal(frame_t *F, node_t x, int e)
+{
+    if (x.len != 1 || !F->akn) return;
+    size_t i = bit_of(F, x);
+    setb(F->akn, i, 1);
+    setb(F->aval, i, getb(F->key, i) ^ e);
+}
+
 static int run_active(qpp_cascade *c, frame_t *F)
 {
     size_t w = 0;
@@ -934,6 +1055,26 @@ static int run_active(qpp_cascade *c, frame_t *F)
             }
             /* Another entry already waits at this node: it will resolve it, drop this one. */
             if (nget(P, 2, lid)) break;
+            if (F->akn) {
+                /* Alice's bit of a single-bit child is known from earlier parities:
+                 * both children's parities follow, nothing is asked. */
+                node_t r = child(x, 1);
+                size_t rid = nid(P, r.block, r.h);
+                int ex = nget(P, 1, nid(P, x.block, x.h)), have = 0, e = 0;
+                if (known_err(F, l, &e)) {
+                    have = 1;
+                } else if (known_err(F, r, &e)) {
+                    e ^= ex;
+                    have = 1;
+                }
+                if (have) {
+                    nset(P, 0, lid, 1); nset(P, 1, lid, e);
+                    nset(P, 0, rid, 1); nset(P, 1, rid, e ^ ex);
+                    reveal(F, l, e);
+                    reveal(F, r, e ^ ex);
+                    continue;
+                }
+            }
             nset(P, 2, lid, 1);
             if ((st = push_node(&F->req, &F->nreq, &F->creq, x))) return st;
             keep = 1;
@@ -958,7 +1099,7 @@ static int start_bisections(qpp_cascade *c, frame_t *F, uint32_t j)
         nset(P, 0, nid(P, b, 1), 1);
         nset(P, 1, nid(P, b, 1), e);
         if (e) {
-            int st = push_node(&F->act, &F->nact, &F->cact, root(F, j, b));
+            int st = push_node(&F->wait, &F->nwait, &F->cwait, root(F, j, b));
             if (st) return st;
         }
     }
@@ -975,19 +1116,37 @@ static int start_bisections(qpp_cascade *c, frame_t *F, uint32_t j)
  * level were asked then: same blocks, same parities, same requests), so the
  * prefetch saves one round trip per pass at no leakage (every pass's top level
  * is disclosed in full in any case). */
+static int release_wait(frame_t *F)
+{
+    while (F->wpos < F->nwait && F->nact < F->wave) {
+        node_t x = F->wait[F->wpos++];
+        pass_t *P = &F->p[x.pass];
+        size_t id = nid(P, x.block, x.h);
+        if (!nget(P, 0, id) || !nget(P, 1, id)) continue;   /* turned even meanwhile */
+        int st = push_node(&F->act, &F->nact, &F->cact, x);
+        if (st) return st;
+    }
+    if (F->wpos == F->nwait) F->wpos = F->nwait = 0;
+    return QPP_OK;
+}
+
 static int frame_advance(qpp_cascade *c, frame_t *F)
 {
     int st;
     for (;;) {
         if ((st = run_active(c, F))) return st;
-        if (F->inconsistent || F->nreq || F->cur + 1 >= F->npasses) break;
+        if (F->inconsistent || F->nreq) break;
         if (F->nact) return QPP_ERR_INTERNAL;
-        if (c->variant != QPP_CASCADE_OPT) break;
+        if (F->nwait) {
+            if ((st = release_wait(F))) return st;
+            continue;
+        }
+        if (F->cur + 1 >= F->npasses || !is_opt(c->variant)) break;
         F->cur++;
         if ((st = start_bisections(c, F, F->cur))) return st;
     }
     if (F->inconsistent) {
-        F->nact = F->nreq = 0;
+        F->nact = F->nreq = F->nwait = F->wpos = 0;
         F->top = 0; F->finished = 1; F->expect_bits = 0;
         return QPP_OK;
     }
@@ -997,7 +1156,7 @@ static int frame_advance(qpp_cascade *c, frame_t *F)
      * (measured: overlapping when <= 3 requests remain cut rounds by a third and
      * raised f by 0.01-0.015; full overlap doubled f). The original variant asks
      * the next pass's top level now. */
-    if (c->variant != QPP_CASCADE_OPT && F->cur + 1 < F->npasses && !F->nreq) {
+    if (!is_opt(c->variant) && F->cur + 1 < F->npasses && !F->nreq) {
         if ((st = pass_ready(c, F, F->cur + 1))) return st;
         F->cur++;
         F->top = 1;
@@ -1014,7 +1173,7 @@ static int build_request(qpp_cascade *c)
     uint64_t bits = 0;
     for (uint32_t t = 0; t < c->nframes; t++) {
         const frame_t *F = &c->f[t];
-        items += (F->top ? (c->variant == QPP_CASCADE_OPT ? F->npasses : 1) : 0) + F->nreq;
+        items += (F->top ? (is_opt(c->variant) ? F->npasses : 1) : 0) + F->nreq;
         bits += F->expect_bits;
     }
     int st;
@@ -1033,7 +1192,7 @@ static int build_request(qpp_cascade *c)
     for (uint32_t t = 0; t < c->nframes; t++) {
         const frame_t *F = &c->f[t];
         if (F->top) {
-            uint32_t j0 = F->cur, j1 = c->variant == QPP_CASCADE_OPT ? F->npasses : F->cur + 1;
+            uint32_t j0 = F->cur, j1 = is_opt(c->variant) ? F->npasses : F->cur + 1;
             for (uint32_t j = j0; j < j1; j++, o += QPP_CASCADE_ITEM_BYTES) {
                 memset(o, 0, QPP_CASCADE_ITEM_BYTES);
                 o[0] = (uint8_t)j; o[1] = 1; o[2] = (uint8_t)t; o[3] = (uint8_t)(t >> 8);
@@ -1057,7 +1216,7 @@ static inline int reply_bit(const uint8_t *pl, uint64_t b) { return (pl[b >> 3] 
 static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t b0)
 {
     if (F->top) {
-        uint32_t j1 = c->variant == QPP_CASCADE_OPT ? F->npasses : F->cur + 1;
+        uint32_t j1 = is_opt(c->variant) ? F->npasses : F->cur + 1;
         for (uint32_t j = F->cur; j < j1; j++) {   /* pass 0 first: total parity for the rest */
             uint32_t sent = top_bits(c, F, j);
             pass_t *P = &F->p[j];
@@ -1102,9 +1261,11 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
             int e = reply_bit(pl, b0 + t) ^ bob_parity(F, l), ex = nget(P, 1, id);
             nset(P, 0, lid, 1); nset(P, 1, lid, e);
             nset(P, 0, rid, 1); nset(P, 1, rid, e ^ ex);
+            reveal(F, l, e);
+            reveal(F, r, e ^ ex);
             /* x turned even while its request was in flight (a cascade flip inside
              * it); if its halves are odd, each holds an error: bisect both. */
-            if (!ex && e && c->variant == QPP_CASCADE_OPT) {
+            if (!ex && e && is_opt(c->variant)) {
                 if ((st = push_node(&F->act, &F->nact, &F->cact, l))) return st;
                 if ((st = push_node(&F->act, &F->nact, &F->cact, r))) return st;
             }

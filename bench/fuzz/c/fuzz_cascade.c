@@ -5,7 +5,8 @@
  * is replaced according to mode & 3: 0 the payload as a whole message, 1 the
  * genuine message XOR the payload (repeated), 2 the genuine message cut or
  * zero-extended to a length from the payload, 3 the genuine header with the
- * payload as body. Bits 2..3 pick the variant and frame length. If the
+ * payload as body. Bit 2 picks the original variant, else bit 5 the optimized
+ * one with waves; bits 3..4 the frame length. If the
  * receiver accepts the message the exchange continues to its end (a refused
  * later message stops it). Oracle besides the sanitizers: a refused message
  * leaves the state unchanged (the genuine message is then accepted), and Bob
@@ -45,7 +46,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int mode = data[0], step = data[1];
     const uint8_t *pl = data + 2;
     size_t plen = size - 2;
-    int variant = (mode >> 2) & 1 ? QPP_CASCADE_ORIGINAL : QPP_CASCADE_OPT;
+    int variant = (mode >> 2) & 1 ? QPP_CASCADE_ORIGINAL
+                : (mode >> 5) & 1 ? QPP_CASCADE_OPT_WAVES : QPP_CASCADE_OPT;
     static const size_t frames[4] = {0, 256, 512, 1024};
     size_t fb = frames[(mode >> 3) & 3];
     uint64_t a[NW], b[NW];
