@@ -16,53 +16,18 @@ import sys
 
 import numpy as np
 import pytest
+from rig_nodes import write_node_files
 
 from hil.optics import su2_rotation
 from hil.rig import Rig
 from hil.scenario import Scenario
-from link.frontend import Timing
 from link.pipeline import config_for_scenario
-
-NODE = """
-[node]
-role = "{role}"
-link_id = "lab-link"
-psk = "{role}.psk"
-store = "{role}.db"
-
-[channel]
-proto = "tcp://127.0.0.1:{proto}"
-ctrl = "tcp://127.0.0.1:{ctrl}"
-
-[protocol]
-block_bits = {block_bits}
-p_z = {p_z}
-intensities = {intensities}
-intensity_probs = {probs}
-finite_key = "{finite_key}"
-
-[frontend]
-lab = "lab.toml"
-instrument = "{instrument}"
-frame_slots = {frame_slots}
-clock_hz = {clock_hz}
-offsets_ps = {offsets}
-window_ps = {window}
-"""
 
 CAL = """
 [calibration]
 track_polarization = true
 controller = "{controller}"
 """
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("controller,role_name", [("epc400", "polarization"), ("mpc320", "paddles")])
@@ -76,20 +41,8 @@ def test_qkd_bob_tracks_with_the_lab_files_controller(tmp_path, controller, role
     with Rig(sc, seed=5, controller=controller) as rig:
         fiber = su2_rotation(np.array([0.02, -0.03, 0.02]))        # harness only: a nearly aligned fiber
         rig.model.fiber.rotation_at = lambda t: fiber
-        (tmp_path / "lab.toml").write_text(
-            rig.lab_toml() + "\n[alice.pattern_generator.settings.encoding]\n"
-                             "samples_per_slot = 1\npulse_samples = 1\n")
         cfg = config_for_scenario(rig.model.scenario, block_bits=1 << 15)
-        tm = Timing.for_model(rig.model)
-        ports = {"proto": _free_port(), "ctrl": _free_port()}
-        for role, instr in (("alice", "pattern_generator"), ("bob", "time_tagger")):
-            text = NODE.format(role=role, instrument=instr, **ports, block_bits=cfg.block_bits, p_z=cfg.p_z,
-                               intensities=list(cfg.intensities), probs=list(cfg.intensity_probs),
-                               finite_key=cfg.finite_key, frame_slots=rig.frame_slots,
-                               clock_hz=rig.model.clock_hz, offsets=list(tm.offsets_ps), window=tm.window_ps)
-            if role == "bob":
-                text += CAL.format(controller=role_name)
-            (tmp_path / f"{role}.toml").write_text(text)
+        write_node_files(tmp_path, rig, cfg, {"bob": CAL.format(controller=role_name)})
         server = rig.lab.servers[f"bob.{role_name}"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         procs = {}

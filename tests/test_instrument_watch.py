@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
+from rig_nodes import store_key_ids, write_node_files
 
 from drivers.idq_id120 import IdqId120
 from hil.emulated.id120 import EmulatedId120
@@ -30,42 +29,11 @@ GOOD = {"node": {"role": "bob", "link_id": "L", "psk": "l.psk", "store": "b.db"}
         "frontend": {"lab": "lab.toml", "instrument": "time_tagger", "frame_slots": 1024, "clock_hz": 1e9}}
 
 
-NODE = """
-[node]
-role = "{role}"
-link_id = "lab-link"
-psk = "{role}.psk"
-store = "{role}.db"
-
-[channel]
-proto = "tcp://127.0.0.1:{proto}"
-ctrl = "tcp://127.0.0.1:{ctrl}"
-
-[protocol]
-block_bits = {block_bits}
-p_z = {p_z}
-intensities = {intensities}
-intensity_probs = {probs}
-finite_key = "{finite_key}"
-
-[frontend]
-lab = "lab.toml"
-instrument = "{instrument}"
-frame_slots = {frame_slots}
-clock_hz = {clock_hz}
-offsets_ps = {offsets}
-window_ps = {window}
-
+WATCH = """
 [watch]
-instruments = {watch}
+instruments = {instruments}
 period_s = 0.2
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _NodeSide:
@@ -141,17 +109,6 @@ def test_watch_refuses_an_instrument_it_cannot_read():
         InstrumentWatch(_NodeSide(), {}, period_s=0)
 
 
-def _keys(path):
-    try:
-        con = sqlite3.connect(path, timeout=30)
-        try:
-            return {k for (k,) in con.execute("SELECT key_id FROM key")}
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return set()
-
-
 def test_qkd_bob_with_watch_stops_on_a_stalled_snspd_and_keeps_committed_keys(tmp_path):
     """``qkd alice`` + ``qkd bob`` (two processes, TCP channel, the rig's AWG/tagger twins); Bob's node
     file watches his SNSPD and ID120 controllers. Once keys are committed the SNSPD twin stops
@@ -163,7 +120,6 @@ def test_qkd_bob_with_watch_stops_on_a_stalled_snspd_and_keeps_committed_keys(tm
     from hil.rig import Rig
     from hil.scenario import Scenario
     from link.cli import main
-    from link.frontend import Timing
     from link.pipeline import config_for_scenario
 
     assert main(["psk", "--link-id", "lab-link", "--out", str(tmp_path / "alice.psk"),
@@ -172,19 +128,9 @@ def test_qkd_bob_with_watch_stops_on_a_stalled_snspd_and_keeps_committed_keys(tm
     with Rig(sc, seed=3) as rig:
         fiber = su2_rotation(np.array([0.02, -0.03, 0.02]))        # harness only: an aligned fiber
         rig.model.fiber.rotation_at = lambda t: fiber
-        (tmp_path / "lab.toml").write_text(
-            rig.lab_toml() + "\n[alice.pattern_generator.settings.encoding]\n"
-                             "samples_per_slot = 1\npulse_samples = 1\n")
         cfg = config_for_scenario(rig.model.scenario, block_bits=1 << 19)   # the shortest blocks with key
-        tm = Timing.for_model(rig.model)
-        ports = {"proto": _free_port(), "ctrl": _free_port()}
-        for role, instr, watch in (("alice", "pattern_generator", []),
-                                   ("bob", "time_tagger", ["snspd", "apd"])):
-            (tmp_path / f"{role}.toml").write_text(NODE.format(
-                role=role, instrument=instr, **ports, block_bits=cfg.block_bits, p_z=cfg.p_z,
-                intensities=list(cfg.intensities), probs=list(cfg.intensity_probs), finite_key=cfg.finite_key,
-                frame_slots=rig.frame_slots, clock_hz=rig.model.clock_hz, offsets=list(tm.offsets_ps),
-                window=tm.window_ps, watch=json.dumps(watch)))
+        write_node_files(tmp_path, rig, cfg, {role: WATCH.format(instruments=json.dumps(watch))
+                                              for role, watch in (("alice", []), ("bob", ["snspd", "apd"]))})
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         procs = {}
         try:
@@ -194,10 +140,10 @@ def test_qkd_bob_with_watch_stops_on_a_stalled_snspd_and_keeps_committed_keys(tm
                      "--json"],
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
             deadline = time.monotonic() + 180
-            while (not _keys(tmp_path / "bob.db") and time.monotonic() < deadline
+            while (not store_key_ids(tmp_path / "bob.db") and time.monotonic() < deadline
                    and procs["bob"].poll() is None):
                 time.sleep(0.2)
-            before = _keys(tmp_path / "bob.db")
+            before = store_key_ids(tmp_path / "bob.db")
             assert before, "no key committed on Bob's side"
             rig.lab.servers["bob.snspd"].faults.set(silence=10**6)
             out_bob = procs["bob"].communicate(timeout=60)[0]
@@ -210,5 +156,5 @@ def test_qkd_bob_with_watch_stops_on_a_stalled_snspd_and_keeps_committed_keys(tm
     st = json.loads(out_bob.strip().splitlines()[-1])
     assert "instrument" in st["alarms"], out_bob[-2000:]
     assert "bob alarm instrument: bob.snspd: " in out_bob and "no reply" in out_bob, out_bob[-2000:]
-    a, b = _keys(tmp_path / "alice.db"), _keys(tmp_path / "bob.db")
+    a, b = store_key_ids(tmp_path / "alice.db"), store_key_ids(tmp_path / "bob.db")
     assert before <= b <= a, (len(before), len(b), len(a))    # kept; nothing Bob has that Alice lacks

@@ -12,48 +12,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
+from rig_nodes import store_key_count, write_node_files
 from test_kme import call
 
 from hil.rig import Rig
-from link.frontend import Timing
-from link.keystore import key_count
 from link.pipeline import config_for_scenario
 from link.pki import create_lab_pki
 
-NODE = """
-[node]
-role = "{role}"
-link_id = "lab-link"
-psk = "{role}.psk"
-store = "{role}.db"
-
-[channel]
-proto = "tcp://127.0.0.1:{proto}"
-ctrl = "tcp://127.0.0.1:{ctrl}"
-
-[protocol]
-block_bits = {block_bits}
-p_z = {p_z}
-intensities = {intensities}
-intensity_probs = {probs}
-finite_key = "{finite_key}"
-
-[frontend]
-lab = "lab.toml"
-instrument = "{instrument}"
-frame_slots = {frame_slots}
-clock_hz = {clock_hz}
-offsets_ps = {offsets}
-window_ps = {window}
-
+KME = """
 [kme]
 kme_id = "{me}"
 peer_kme_id = "{peer}"
@@ -68,12 +40,6 @@ reservations = "{role}-kme.db"
 [metrics]
 port = 0
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Lines:
@@ -98,14 +64,6 @@ class _Lines:
         raise AssertionError(f"{word!r} not printed in {timeout} s: {''.join(self.lines)[-2000:]}")
 
 
-def _keys(db) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-            return key_count(c)
-    except sqlite3.Error:
-        return 0
-
-
 def test_qkd_alice_and_bob_serve_keys_through_their_kmes(tmp_path):
     create_lab_pki(tmp_path / "pki", kmes=["KME_A", "KME_B"], saes=["SAE_A", "SAE_B"])
     from link.cli import main
@@ -113,20 +71,11 @@ def test_qkd_alice_and_bob_serve_keys_through_their_kmes(tmp_path):
                  str(tmp_path / "bob.psk"), "--kib-per-stream", "16"]) == 0
     procs: list[subprocess.Popen] = []
     with Rig("metro-25km", seed=3) as rig:
-        (tmp_path / "lab.toml").write_text(
-            rig.lab_toml() + "\n[alice.pattern_generator.settings.encoding]\n"
-                             "samples_per_slot = 1\npulse_samples = 1\n")
         cfg = config_for_scenario(rig.model.scenario, block_bits=1 << 19)   # key from 2^19 on at 25 km
-        tm = Timing.for_model(rig.model)
-        ports = {"proto": _free_port(), "ctrl": _free_port()}
-        for role, me, peer, sae, partner, instr in (
-                ("alice", "KME_A", "KME_B", "SAE_A", "SAE_B", "pattern_generator"),
-                ("bob", "KME_B", "KME_A", "SAE_B", "SAE_A", "time_tagger")):
-            (tmp_path / f"{role}.toml").write_text(NODE.format(
-                role=role, me=me, peer=peer, sae=sae, partner=partner, instrument=instr, **ports,
-                block_bits=cfg.block_bits, p_z=cfg.p_z, intensities=list(cfg.intensities),
-                probs=list(cfg.intensity_probs), finite_key=cfg.finite_key, frame_slots=rig.frame_slots,
-                clock_hz=rig.model.clock_hz, offsets=list(tm.offsets_ps), window=tm.window_ps))
+        kme = {role: KME.format(role=role, me=me, peer=peer, sae=sae, partner=partner)
+               for role, me, peer, sae, partner in (("alice", "KME_A", "KME_B", "SAE_A", "SAE_B"),
+                                                    ("bob", "KME_B", "KME_A", "SAE_B", "SAE_A"))}
+        write_node_files(tmp_path, rig, cfg, kme)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:
             out = {}
@@ -141,7 +90,7 @@ def test_qkd_alice_and_bob_serve_keys_through_their_kmes(tmp_path):
             metrics = out["alice"].wait_for("metrics on http://").split(" on ")[1].strip()
             pa, pb = int(url_a.rsplit(":", 1)[1]), int(url_b.rsplit(":", 1)[1])
             end = time.monotonic() + 150
-            while not (_keys(tmp_path / "alice.db") >= 10 and _keys(tmp_path / "bob.db") >= 10):
+            while min(store_key_count(tmp_path / f"{r}.db") for r in ("alice", "bob")) < 10:
                 assert time.monotonic() < end, "no key in both stores: " + "".join(out["alice"].lines)[-1500:]
                 assert all(p.poll() is None for p in procs), "".join(out["bob"].lines)[-1500:]
                 time.sleep(0.2)
