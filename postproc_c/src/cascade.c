@@ -404,36 +404,55 @@ static void pass_free(pass_t *P, const uint64_t *key)
     P->ready = 0;
 }
 
+/* Frees frame F's per-pass tables and Bob's bookkeeping (wiped first), keeping its
+ * key slice and counters: called when the frame has finished (Bob), when the run
+ * has (Alice's FINISH) and by qpp_cascade_free, so a block's memory goes back to
+ * the allocator as soon as its frames are done, not when the object is freed. */
+static void frame_release(frame_t *F)
+{
+    for (uint32_t j = 0; j < F->npasses; j++) {
+        pass_t *P = &F->p[j];
+        /* key bits (copy), their parities (prefix), parity differences
+         * Alice^Bob (node bits): wiped so no dead-store elimination drops it */
+        if (P->copy && P->copy != F->key) qpp_memzero(P->copy, F->nw * sizeof(uint64_t));
+        if (P->prefix) qpp_memzero(P->prefix, F->nw * sizeof(uint64_t));
+        if (P->nodes) {
+            size_t bits = (size_t)P->nblocks * P->cap2;
+            qpp_memzero(P->nodes, 3 * ((bits + 63) / 64) * sizeof(uint64_t));
+        }
+        if (P->hval) qpp_memzero(P->hval, P->hcap);
+        if (P->rerr) qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
+        pass_free(P, F->key);
+        P->hcap = P->hcount = 0;
+    }
+    if (F->aval) qpp_memzero(F->aval, F->nw * sizeof(uint64_t));
+    if (F->akn) qpp_memzero(F->akn, F->nw * sizeof(uint64_t));
+    free(F->act); free(F->req); free(F->wait); free(F->akn); free(F->aval);
+    F->act = F->req = F->wait = NULL;
+    F->akn = F->aval = NULL;
+    F->nact = F->cact = F->nreq = F->creq = F->nwait = F->cwait = F->wpos = 0;
+}
+
+/* Frees the shared shuffle tables (public: derived from the seed only). */
+static void shuffles_release(qpp_cascade *c)
+{
+    for (uint32_t s = 0; s < 2; s++)
+        for (int j = 0; j < QPP_CASCADE_MAX_PASSES; j++) {
+            free(c->sh[s].pos[j]); free(c->sh[s].inv[j]); free(c->sh[s].mask[j]);
+            c->sh[s].pos[j] = c->sh[s].inv[j] = NULL;
+            c->sh[s].mask[j] = NULL;
+            c->sh[s].ready[j] = 0;
+        }
+}
+
 void qpp_cascade_free(qpp_cascade *c)
 {
     if (!c) return;
     if (c->f) {
-        for (uint32_t t = 0; t < c->nframes; t++) {
-            frame_t *F = &c->f[t];
-            for (uint32_t j = 0; j < F->npasses; j++) {
-                pass_t *P = &F->p[j];
-                /* key bits (copy), their parities (prefix), parity differences
-                 * Alice^Bob (node bits): wiped so no dead-store elimination drops it */
-                if (P->copy && P->copy != F->key) qpp_memzero(P->copy, F->nw * sizeof(uint64_t));
-                if (P->prefix) qpp_memzero(P->prefix, F->nw * sizeof(uint64_t));
-                if (P->nodes) {
-                    size_t bits = (size_t)P->nblocks * P->cap2;
-                    qpp_memzero(P->nodes, 3 * ((bits + 63) / 64) * sizeof(uint64_t));
-                }
-                if (P->hval) qpp_memzero(P->hval, P->hcap);
-                if (P->rerr) qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
-                pass_free(P, F->key);
-            }
-            if (F->aval) qpp_memzero(F->aval, F->nw * sizeof(uint64_t));
-            if (F->akn) qpp_memzero(F->akn, F->nw * sizeof(uint64_t));
-            free(F->act); free(F->req); free(F->wait); free(F->akn); free(F->aval);
-        }
+        for (uint32_t t = 0; t < c->nframes; t++) frame_release(&c->f[t]);
         free(c->f);
     }
-    for (uint32_t s = 0; s < 2; s++)
-        for (int j = 0; j < QPP_CASCADE_MAX_PASSES; j++) {
-            free(c->sh[s].pos[j]); free(c->sh[s].inv[j]); free(c->sh[s].mask[j]);
-        }
+    shuffles_release(c);
     if (c->key) qpp_memzero(c->key, c->nw * sizeof *c->key);
     free(c->key);
     if (c->out) qpp_memzero(c->out, c->out_cap);
@@ -772,6 +791,8 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
         c->received++; c->seq++;
         c->success = 1;
         c->state = A_DONE;
+        for (uint32_t t = 0; t < c->nframes; t++) frame_release(&c->f[t]);
+        shuffles_release(c);
         return QPP_OK;
     }
     if (type != QPP_CASCADE_MSG_REQUEST) return QPP_ERR_MESSAGE;
@@ -1183,6 +1204,7 @@ static int build_request(qpp_cascade *c)
         c->out_len = QPP_CASCADE_HEADER_BYTES; c->has_out = 1;
         c->expect_bits = 0;
         c->state = B_WAIT_VERIFY;
+        shuffles_release(c);
         return QPP_OK;
     }
     size_t len = QPP_CASCADE_HEADER_BYTES + items * QPP_CASCADE_ITEM_BYTES;
@@ -1305,6 +1327,7 @@ static int bob_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
         uint32_t nb = F->expect_bits;
         int st = frame_consume(c, F, pl, b);
         if (st) return st;
+        if (F->finished) frame_release(F);
         b += nb;
     }
     c->parity_bits += count;
