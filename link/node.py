@@ -747,7 +747,7 @@ class Node:
             if match.size != n:
                 raise PayloadError(f"SIFT_MATCH: frame {f}: {match.size} match entries for {n} events")
             pos += n
-            k = int(match.sum())
+            k = int(np.count_nonzero(match))
             mine = bob_sift(ann, match, all_int[ipos:ipos + k])
             ipos += k
             ann.bits[:] = 0
@@ -964,7 +964,7 @@ class Node:
             if res.qber_z > 0:
                 res.f = res.leaked_bits / (z.size * _h(res.qber_z))
             # finite-key length
-            z_n = tuple(int((z_int == k).sum()) for k in range(len(cfg.intensities)))
+            z_n = tuple(int(np.count_nonzero(z_int == k)) for k in range(len(cfg.intensities)))
             key_m = tuple(int(v) for v in vmeta.get("z_errors", [0] * len(cfg.intensities)))
             ints = len(cfg.intensities)
             fkr = fk.secret_key_length(
@@ -1036,13 +1036,16 @@ class Node:
             ok = (len(keys) == len(tags) == verification_tags(int(corrected.size), self.cfg.eps_cor)
                   and all(postproc_c.poly_hash(zw, corrected.size, k) == t for k, t in zip(keys, tags)))
             # zw feeds privacy amplification below; wiped when the block ends (finally)
-            err = corrected != z
-            z_errors = [int((err & (z_int == k)).sum()) for k in range(len(self.cfg.intensities))]
+            # errors per intensity class from the few error positions (one pass over the
+            # block, not one compare-and-sum of whole arrays per class)
+            err_idx = np.flatnonzero(corrected != z)
+            n_int = len(self.cfg.intensities)
+            z_errors = [int(v) for v in np.bincount(z_int[err_idx], minlength=n_int)[:n_int]]
             self._send_wait(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),
                                                              "z_errors": z_errors,
-                                                             "z_errors_total": int(err.sum())}))
+                                                             "z_errors_total": int(err_idx.size)}))
             if self.tracking is not None and ok and rr.success:
-                self._track_block(bid, blk, int(corrected.size), int(err.sum()), int(x.size), meta)
+                self._track_block(bid, blk, int(corrected.size), int(err_idx.size), int(x.size), meta)
             elif self.tracking is not None:                 # issue 7: Z errors unknown, X known
                 self._track_block(bid, blk, 0, 0, int(x.size), meta, z_known=False)
             if not (ok and rr.success):
