@@ -42,7 +42,8 @@
  *    2^14 1.060/1.057/1.057/1.065 -> 1.060/1.056/1.049/1.052.
  * Data structures (per pass j):
  *  - pos_j[i]: position of key bit i in pass order (inv_j the inverse; 16-bit
- *    entries for frames of at most 2^16 bits, else 32-bit); pass 0 is the identity (errors are i.i.d., a first shuffle buys nothing);
+ *    entries for frames of at most 2^16 bits, else 32-bit); pass 0 is the
+ *    identity (errors are i.i.d., a first shuffle buys nothing);
  *  - copy_j: the key packed in pass order, so a range of a pass is a range of
  *    words: parities are XORs of words and one popcount parity, never per bit;
  *    Alice also keeps prefix parities of copy_j, so any range costs O(1);
