@@ -930,6 +930,11 @@ class Node:
             _, arr = decode(m.payload)
             bx = require(arr, "x_bits", np.uint8, x.size)
             ec = error_counts(x, bx, np.ones(x.size, np.uint8), x_int)
+            # the X bits and every intensity array are done with: dropped now, not when the
+            # block ends (16 blocks in flight hold ~10 MB each; freed memory is reused, fresh
+            # memory is faulted in and zeroed by the kernel)
+            z_n = tuple(int(np.count_nonzero(z_int == k)) for k in range(len(cfg.intensities)))
+            del x, x_int, z_int, bx
             x_err = ec.errors[1].astype(np.int64)
             x_n = ec.compared[1].astype(np.int64)
             res.qber_x = float(x_err.sum() / max(1, x_n.sum()))
@@ -972,7 +977,6 @@ class Node:
             if res.qber_z > 0:
                 res.f = res.leaked_bits / (z.size * _h(res.qber_z))
             # finite-key length
-            z_n = tuple(int(np.count_nonzero(z_int == k)) for k in range(len(cfg.intensities)))
             key_m = tuple(int(v) for v in vmeta.get("z_errors", [0] * len(cfg.intensities)))
             ints = len(cfg.intensities)
             fkr = fk.secret_key_length(
@@ -1021,11 +1025,12 @@ class Node:
                 # Bob's detections may be Eve's: no key from this block (the alarm is raised)
                 raise _BlockAbort(res, "detector blinding suspected", None, notify_peer=True)
             self._send_wait(MsgType.PE_DISCLOSE, bid, encode({}, {"x_bits": x}))
+            del x, x_int          # sent: dropped now, not when the block ends
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
             if "abort" in meta:
                 if self.tracking is not None and "x_errors" in meta:    # issue 7: X errors only
-                    self._track_block(bid, blk, 0, 0, int(x.size), meta, z_known=False)
+                    self._track_block(bid, blk, 0, 0, res.n_x, meta, z_known=False)
                 raise _BlockAbort(res, meta["abort"], None)
             side = postproc_c.make_side(meta["method"], "bob", z, float(meta["qber"]), seed=int(meta["seed"]))
             self._recon_start(bid, side)
@@ -1053,9 +1058,9 @@ class Node:
                                                              "z_errors": z_errors,
                                                              "z_errors_total": int(err_idx.size)}))
             if self.tracking is not None and ok and rr.success:
-                self._track_block(bid, blk, int(corrected.size), int(err_idx.size), int(x.size), meta)
+                self._track_block(bid, blk, int(corrected.size), int(err_idx.size), res.n_x, meta)
             elif self.tracking is not None:                 # issue 7: Z errors unknown, X known
-                self._track_block(bid, blk, 0, 0, int(x.size), meta, z_known=False)
+                self._track_block(bid, blk, 0, 0, res.n_x, meta, z_known=False)
             if not (ok and rr.success):
                 raise _BlockAbort(res, "verification failed", "verification_failed")
             m = self._recv_block(bid, MsgType.PA_SEED, res)
