@@ -55,8 +55,8 @@ def test_engine_replayed_from_memory(benchmark):
     lat = out["key_latency_s"]
     record(benchmark, units=out["secret_bits"], unit="bit", target=TARGET,
            note=f"{out['sifted_z_bits']} sifted Z bits, {REPLAY_BLOCKS} blocks of 2^22, frames from memory, "
-                f"one process per node (CPU s {out['cpu_s']['alice']:.1f} + {out['cpu_s']['bob']:.1f}, of which "
-                f"system {out['sys_s']['alice']:.2f} + {out['sys_s']['bob']:.2f}); "
+                f"one process per node (CPU s {out['cpu_s']['alice']:.1f} + {out['cpu_s']['bob']:.1f}, "
+                f"of which system {out['sys_s']['alice']:.2f} + {out['sys_s']['bob']:.2f}); "
                 f"{out['secret_rate_wall_bps'] / 1e6:.2f} Mb/s from the nodes' start to the last block "
                 f"final (the mean time above also counts forking the nodes and comparing the stores); "
                 f"{out['messages_per_block']:.0f} messages/block; key latency "
