@@ -55,13 +55,15 @@ def test_engine_replayed_from_memory(benchmark):
     lat = out["key_latency_s"]
     record(benchmark, units=out["secret_bits"], unit="bit", target=TARGET,
            note=f"{out['sifted_z_bits']} sifted Z bits, {REPLAY_BLOCKS} blocks of 2^22, frames from memory, "
-                f"one process per node (CPU s {out['cpu_s']['alice']:.1f} + {out['cpu_s']['bob']:.1f}); "
+                f"one process per node (CPU s {out['cpu_s']['alice']:.1f} + {out['cpu_s']['bob']:.1f}, "
+                f"of which system {out['sys_s']['alice']:.2f} + {out['sys_s']['bob']:.2f}); "
                 f"{out['secret_rate_wall_bps'] / 1e6:.2f} Mb/s from the nodes' start to the last block "
                 f"final (the mean time above also counts forking the nodes and comparing the stores); "
                 f"{out['messages_per_block']:.0f} messages/block; key latency "
                 f"{min(lat):.2f}-{max(lat):.2f} s; load {os.getloadavg()[0]:.1f}",
            messages_per_block=out["messages_per_block"], key_latency_s=lat, load=os.getloadavg()[0],
-           cpu_s=out["cpu_s"], engine_rate_bps=out["secret_rate_wall_bps"])
+           cpu_s=out["cpu_s"], sys_s=out["sys_s"], page_faults=out["minflt"],
+           engine_rate_bps=out["secret_rate_wall_bps"])
 
 
 def test_engine_full_hil_baseline(benchmark):

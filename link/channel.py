@@ -147,6 +147,10 @@ class Channel:
         self.error: BaseException | None = None
         self.last_peer_activity = 0.0
         self._last_refresh = 0.0
+        # message type -> handler called on the I/O thread instead of queueing the message in
+        # its lane's inbox (set before start; the handler must only hand the message on, e.g.
+        # put it in a queue: the I/O thread waits for it)
+        self.direct: dict[int, Callable[[Message], None]] = {}
 
     # set-up -------------------------------------------------------------------------------
     def bind(self, proto: str = "tcp://127.0.0.1:*", ctrl: str = "tcp://127.0.0.1:*") -> dict[str, str]:
@@ -493,5 +497,13 @@ class Channel:
         self.pool.accept_recv(stream, seq)        # durable before the application sees it
         self.counters["received"] += 1
         payload = bytes(signed[-plen:]) if plen else b""
-        lane.inbox.put(Message(mtype, sender, lane.name, seq, block_id, payload))
+        msg = Message(mtype, sender, lane.name, seq, block_id, payload)
+        handler = self.direct.get(mtype)
+        if handler is None:
+            lane.inbox.put(msg)
+        else:
+            try:
+                handler(msg)
+            except Exception:  # pragma: no cover - a broken handler must not stop the channel
+                log.exception("direct handler for %s failed", mtype.name)
         lane.ack_due = True

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -431,6 +432,8 @@ def run_replay_processes(replay: ReplayLink, cfg: NodeConfig, *, blocks: int,
             "key_latency_s": sorted(b["key_latency_s"]), "messages": sent,
             "messages_per_block": sum(sent.values()) / max(1, len(res)),
             "cpu_s": {"alice": a["cpu_s"], "bob": b["cpu_s"]},
+            "sys_s": {"alice": a["sys_s"], "bob": b["sys_s"]},
+            "minflt": {"alice": a["minflt"], "bob": b["minflt"]},
             "alarms": sorted(a["alarms"] + b["alarms"]), "keys_identical": identical}
 
 
@@ -460,6 +463,7 @@ def _replay_node(role: str, replay: ReplayLink, cfg: NodeConfig, blocks: int, wo
         ready.wait(timeout=60)
         t0 = time.monotonic()
         c0 = time.process_time()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         node.start()
         end = t0 + duration_s
         if role == "alice":
@@ -479,7 +483,10 @@ def _replay_node(role: str, replay: ReplayLink, cfg: NodeConfig, blocks: int, wo
                 time.sleep(0.02)
             out = {"key_latency_s": list(node.key_latency_s.values())}
         node.stop()
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
         out.update(sent=ch.counters["sent"], cpu_s=time.process_time() - c0,
+                   user_s=r1.ru_utime - r0.ru_utime, sys_s=r1.ru_stime - r0.ru_stime,
+                   minflt=r1.ru_minflt - r0.ru_minflt,
                    alarms=[f"{role}:{a['alarm']}" for a in node.alarms])
         results.put((role, out))
     finally:

@@ -17,7 +17,8 @@ Batch payload: items back to back, each ``u64 block_id | u32 length | bytes``
 with ``PayloadError`` as a whole.
 
 What it must not do: touch key bits (it only moves the sides' public messages),
-block the dispatcher (``feed_batch`` only queues), or call a side after its
+block the channel's I/O thread, which hands it the peer's batches directly
+(``feed_batch`` only queues), or call a side after its
 block removed it (``remove`` waits for the tick in progress).
 """
 
@@ -105,7 +106,8 @@ class ReconMux:
             self._mark_finished(bid)
 
     def feed_batch(self, payload: bytes) -> None:
-        """A RECON_BATCH from the peer (dispatcher thread): queued for the loop."""
+        """A RECON_BATCH from the peer (the channel's I/O thread, ``Channel.direct``; or the
+        dispatcher): only queued for the loop, so the caller never waits."""
         self._in.put(payload)
 
     def active(self) -> int:

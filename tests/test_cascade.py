@@ -746,3 +746,18 @@ def test_frame_bits_validation():
         cc.CascadeSide("alice", np.zeros(70_000, dtype=np.uint8), 0.02, frame_bits=1)
     with pytest.raises(ValueError, match="schedule"):
         cc.CascadeSide("alice", a, 0.02, schedule=[0, 5])
+
+
+def test_c_matches_python_reference_above_2_16_bits():
+    # frames of more than 2^16 bits keep 32-bit shuffle entries (16-bit up to 2^16):
+    # both widths must give the reference's messages and key
+    n, q, seed = 70_000, 0.01, 6
+    a, b = keys(n, q, seed)
+    ref = RefCascade(a, b, q, "cascade", seed=seed + 10)
+    ref_key = ref.run()
+    alice = make_side("cascade", "alice", a, q, seed=seed + 10, frame_bits=0)
+    bob = make_side("cascade", "bob", b, q, seed=seed + 10, frame_bits=0)
+    log = pipe(alice, bob)
+    reqs = [parse(m)["items"] for who, m in log if who == "bob" and parse(m)["type"] == 1]
+    assert reqs == ref.requests
+    np.testing.assert_array_equal(bob.result().corrected, ref_key)

@@ -41,8 +41,9 @@
  *    1.044/1.043/1.045/1.056 -> 1.043/1.041/1.038/1.042 at 1/2/5/8 %, at
  *    2^14 1.060/1.057/1.057/1.065 -> 1.060/1.056/1.049/1.052.
  * Data structures (per pass j):
- *  - pos_j[i]: position of key bit i in pass order (inv_j the inverse); pass 0
- *    is the identity (errors are i.i.d., a first shuffle buys nothing);
+ *  - pos_j[i]: position of key bit i in pass order (inv_j the inverse; 16-bit
+ *    entries for frames of at most 2^16 bits, else 32-bit); pass 0 is the
+ *    identity (errors are i.i.d., a first shuffle buys nothing);
  *  - copy_j: the key packed in pass order, so a range of a pass is a range of
  *    words: parities are XORs of words and one popcount parity, never per bit;
  *    Alice also keeps prefix parities of copy_j, so any range costs O(1);
@@ -94,10 +95,21 @@ typedef struct {
 /* Shuffles of one frame length, shared by every frame of that length. */
 typedef struct {
     size_t n;
-    uint32_t *pos[QPP_CASCADE_MAX_PASSES], *inv[QPP_CASCADE_MAX_PASSES];
+    int w16;                  /* n <= 65536: positions stored as uint16 (half the memory) */
+    void *pos[QPP_CASCADE_MAX_PASSES], *inv[QPP_CASCADE_MAX_PASSES];
     uint64_t *mask[QPP_CASCADE_MAX_PASSES];   /* lazy passes: membership of blocks 0..nb-2 */
     int ready[QPP_CASCADE_MAX_PASSES];
 } shuf_t;
+
+/* pos_j[i] and inv_j[q] of a shuffle, whatever the entry width. */
+static inline uint32_t spos(const shuf_t *S, uint32_t j, size_t i)
+{
+    return S->w16 ? ((const uint16_t *)S->pos[j])[i] : ((const uint32_t *)S->pos[j])[i];
+}
+static inline uint32_t sinv(const shuf_t *S, uint32_t j, size_t q)
+{
+    return S->w16 ? ((const uint16_t *)S->inv[j])[q] : ((const uint32_t *)S->inv[j])[q];
+}
 
 typedef struct {
     uint32_t k, nblocks, cap2;
@@ -263,6 +275,29 @@ static void shuffle_positions(uint64_t seed, unsigned pass, uint32_t *pos, size_
     }
 }
 
+/* The same permutation in 16-bit entries (n <= 65536): identical draws and swaps. */
+static void shuffle_positions16(uint64_t seed, unsigned pass, uint16_t *pos, size_t n)
+{
+    uint64_t x = seed ^ (0x9E3779B97F4A7C15ULL * ((uint64_t)pass + 1)), s[4];
+    for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
+    for (size_t i = 0; i < n; i++) pos[i] = (uint16_t)i;
+    uint64_t r = 0;
+    int half = 0;
+    size_t ring[SHUF_AHEAD], next = n;
+    for (size_t k = 0; k < SHUF_AHEAD && next > 1; k++, next--) {
+        ring[k] = shuffle_draw(s, &r, &half, next);
+        __builtin_prefetch(&pos[ring[k]], 1);
+    }
+    for (size_t i = n, k = 0; i > 1; i--, k = (k + 1) & (SHUF_AHEAD - 1)) {
+        size_t j = ring[k];
+        uint16_t t = pos[i - 1]; pos[i - 1] = pos[j]; pos[j] = t;
+        if (next > 1) {
+            ring[k] = shuffle_draw(s, &r, &half, next--);
+            __builtin_prefetch(&pos[ring[k]], 1);
+        }
+    }
+}
+
 int qpp_cascade_permutation(uint64_t seed, unsigned pass, uint32_t *pos, size_t n)
 {
     if (!pos) return QPP_ERR_NULL;
@@ -404,36 +439,55 @@ static void pass_free(pass_t *P, const uint64_t *key)
     P->ready = 0;
 }
 
+/* Frees frame F's per-pass tables and Bob's bookkeeping (wiped first), keeping its
+ * key slice and counters: called when the frame has finished (Bob), when the run
+ * has (Alice's FINISH) and by qpp_cascade_free, so a block's memory goes back to
+ * the allocator as soon as its frames are done, not when the object is freed. */
+static void frame_release(frame_t *F)
+{
+    for (uint32_t j = 0; j < F->npasses; j++) {
+        pass_t *P = &F->p[j];
+        /* key bits (copy), their parities (prefix), parity differences
+         * Alice^Bob (node bits): wiped so no dead-store elimination drops it */
+        if (P->copy && P->copy != F->key) qpp_memzero(P->copy, F->nw * sizeof(uint64_t));
+        if (P->prefix) qpp_memzero(P->prefix, F->nw * sizeof(uint64_t));
+        if (P->nodes) {
+            size_t bits = (size_t)P->nblocks * P->cap2;
+            qpp_memzero(P->nodes, 3 * ((bits + 63) / 64) * sizeof(uint64_t));
+        }
+        if (P->hval) qpp_memzero(P->hval, P->hcap);
+        if (P->rerr) qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
+        pass_free(P, F->key);
+        P->hcap = P->hcount = 0;
+    }
+    if (F->aval) qpp_memzero(F->aval, F->nw * sizeof(uint64_t));
+    if (F->akn) qpp_memzero(F->akn, F->nw * sizeof(uint64_t));
+    free(F->act); free(F->req); free(F->wait); free(F->akn); free(F->aval);
+    F->act = F->req = F->wait = NULL;
+    F->akn = F->aval = NULL;
+    F->nact = F->cact = F->nreq = F->creq = F->nwait = F->cwait = F->wpos = 0;
+}
+
+/* Frees the shared shuffle tables (public: derived from the seed only). */
+static void shuffles_release(qpp_cascade *c)
+{
+    for (uint32_t s = 0; s < 2; s++)
+        for (int j = 0; j < QPP_CASCADE_MAX_PASSES; j++) {
+            free(c->sh[s].pos[j]); free(c->sh[s].inv[j]); free(c->sh[s].mask[j]);
+            c->sh[s].pos[j] = c->sh[s].inv[j] = NULL;
+            c->sh[s].mask[j] = NULL;
+            c->sh[s].ready[j] = 0;
+        }
+}
+
 void qpp_cascade_free(qpp_cascade *c)
 {
     if (!c) return;
     if (c->f) {
-        for (uint32_t t = 0; t < c->nframes; t++) {
-            frame_t *F = &c->f[t];
-            for (uint32_t j = 0; j < F->npasses; j++) {
-                pass_t *P = &F->p[j];
-                /* key bits (copy), their parities (prefix), parity differences
-                 * Alice^Bob (node bits): wiped so no dead-store elimination drops it */
-                if (P->copy && P->copy != F->key) qpp_memzero(P->copy, F->nw * sizeof(uint64_t));
-                if (P->prefix) qpp_memzero(P->prefix, F->nw * sizeof(uint64_t));
-                if (P->nodes) {
-                    size_t bits = (size_t)P->nblocks * P->cap2;
-                    qpp_memzero(P->nodes, 3 * ((bits + 63) / 64) * sizeof(uint64_t));
-                }
-                if (P->hval) qpp_memzero(P->hval, P->hcap);
-                if (P->rerr) qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
-                pass_free(P, F->key);
-            }
-            if (F->aval) qpp_memzero(F->aval, F->nw * sizeof(uint64_t));
-            if (F->akn) qpp_memzero(F->akn, F->nw * sizeof(uint64_t));
-            free(F->act); free(F->req); free(F->wait); free(F->akn); free(F->aval);
-        }
+        for (uint32_t t = 0; t < c->nframes; t++) frame_release(&c->f[t]);
         free(c->f);
     }
-    for (uint32_t s = 0; s < 2; s++)
-        for (int j = 0; j < QPP_CASCADE_MAX_PASSES; j++) {
-            free(c->sh[s].pos[j]); free(c->sh[s].inv[j]); free(c->sh[s].mask[j]);
-        }
+    shuffles_release(c);
     if (c->key) qpp_memzero(c->key, c->nw * sizeof *c->key);
     free(c->key);
     if (c->out) qpp_memzero(c->out, c->out_cap);
@@ -448,25 +502,33 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
     if (S->ready[j] || j == 0) return QPP_OK;
     size_t n = S->n, nw = (n + 63) / 64;
     pass_t *P = &F->p[j];
-    S->pos[j] = malloc(n * sizeof(uint32_t));
+    S->w16 = n <= 65536;
+    size_t esz = S->w16 ? sizeof(uint16_t) : sizeof(uint32_t);
+    S->pos[j] = malloc(n * esz);
     if (!S->pos[j]) goto nomem;
-    shuffle_positions(c->seed, j, S->pos[j], n);
+    if (S->w16) shuffle_positions16(c->seed, j, S->pos[j], n);
+    else shuffle_positions(c->seed, j, S->pos[j], n);
     if (c->role == QPP_CASCADE_BOB) {   /* only Bob maps pass positions back to bits */
-        S->inv[j] = malloc(n * sizeof(uint32_t));
+        S->inv[j] = malloc(n * esz);
         if (!S->inv[j]) goto nomem;
-        const uint32_t *pos = S->pos[j];
-        uint32_t *inv = S->inv[j];
-        size_t i = 0;
-        for (; i + SHUF_AHEAD < n; i++) {        /* scattered stores: prefetched ahead */
-            __builtin_prefetch(&inv[pos[i + SHUF_AHEAD]], 1);
-            inv[pos[i]] = (uint32_t)i;
+        if (S->w16) {                    /* 128 KiB: fits in L2, no prefetch needed */
+            const uint16_t *pos = S->pos[j];
+            uint16_t *inv = S->inv[j];
+            for (size_t i = 0; i < n; i++) inv[pos[i]] = (uint16_t)i;
+        } else {
+            const uint32_t *pos = S->pos[j];
+            uint32_t *inv = S->inv[j];
+            size_t i = 0;
+            for (; i + SHUF_AHEAD < n; i++) {        /* scattered stores: prefetched ahead */
+                __builtin_prefetch(&inv[pos[i + SHUF_AHEAD]], 1);
+                inv[pos[i]] = (uint32_t)i;
+            }
+            for (; i < n; i++) inv[pos[i]] = (uint32_t)i;
         }
-        for (; i < n; i++) inv[pos[i]] = (uint32_t)i;
     }
     if (P->lazy && P->nblocks > 1) {
         /* block b = pass positions [b k, (b+1) k); nblocks <= 4, so compare, not divide */
         size_t nm = P->nblocks - 1, k = P->k;
-        const uint32_t *pos = S->pos[j];
         S->mask[j] = calloc(nm * nw, sizeof(uint64_t));
         if (!S->mask[j]) goto nomem;
         /* a word of each mask at a time, in registers, branch-free (nm <= 3) */
@@ -475,7 +537,7 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
             uint64_t a0 = 0, a1 = 0, a2 = 0;
             size_t i0 = w << 6, cnt = n - i0 < 64 ? n - i0 : 64;
             for (size_t t = 0; t < cnt; t++) {
-                uint32_t q = pos[i0 + t];
+                uint32_t q = spos(S, j, i0 + t);
                 a0 |= (uint64_t)(q < k) << t;
                 a1 |= (uint64_t)(q >= k && q < 2 * k) << t;
                 a2 |= (uint64_t)(q >= 2 * k && q < 3 * k) << t;
@@ -503,7 +565,7 @@ static int pass_copy(qpp_cascade *c, frame_t *F, uint32_t j)
     if (j == 0) {
         P->copy = F->key;
     } else {
-        const uint32_t *pos = F->sh->pos[j];
+        const shuf_t *S = F->sh;
         P->copy = calloc(nw, sizeof *P->copy);
         if (!P->copy) return QPP_ERR_NOMEM;
         for (size_t w = 0; w < nw; w++) {   /* scatter: only set bits move */
@@ -511,7 +573,7 @@ static int pass_copy(qpp_cascade *c, frame_t *F, uint32_t j)
             while (x) {
                 size_t i = (w << 6) | (size_t)__builtin_ctzll(x);
                 x &= x - 1;
-                flipb(P->copy, pos[i]);
+                flipb(P->copy, spos(S, j, i));
             }
         }
     }
@@ -772,6 +834,8 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
         c->received++; c->seq++;
         c->success = 1;
         c->state = A_DONE;
+        for (uint32_t t = 0; t < c->nframes; t++) frame_release(&c->f[t]);
+        shuffles_release(c);
         return QPP_OK;
     }
     if (type != QPP_CASCADE_MSG_REQUEST) return QPP_ERR_MESSAGE;
@@ -949,7 +1013,7 @@ static int bob_flip(frame_t *F, size_t i, int variant)
     for (uint32_t j = 0; j < F->npasses; j++) {
         pass_t *P = &F->p[j];
         if (!P->started) continue;
-        uint32_t q = j ? F->sh->pos[j][i] : (uint32_t)i;
+        uint32_t q = j ? spos(F->sh, j, i) : (uint32_t)i;
         if (P->copy && P->copy != F->key) flipb(P->copy, q);
         node_t x = root(F, j, blk_of(P, q)), best = x;
         int have = 0;
@@ -1003,7 +1067,7 @@ static void forget_block(frame_t *F, node_t leaf)
  * Alice's bit itself: Bob records it (opt), so no later bisection asks for it. */
 static inline size_t bit_of(const frame_t *F, node_t x)
 {
-    return x.pass ? F->sh->inv[x.pass][x.start] : x.start;
+    return x.pass ? sinv(F->sh, x.pass, x.start) : x.start;
 }
 
 /* 1 when every bit of node x (at most KNOWN_MAX_LEN bits) has a known Alice
@@ -1014,7 +1078,7 @@ static int known_err(const frame_t *F, node_t x, int *e)
     if (x.len > KNOWN_MAX_LEN) return 0;
     int d = 0;
     for (uint32_t t = 0; t < x.len; t++) {
-        size_t i = x.pass ? F->sh->inv[x.pass][x.start + t] : x.start + t;
+        size_t i = x.pass ? sinv(F->sh, x.pass, x.start + t) : x.start + t;
         if (!getb(F->akn, i)) return 0;
         d ^= getb(F->aval, i) ^ getb(F->key, i);
     }
@@ -1042,7 +1106,7 @@ static int run_active(qpp_cascade *c, frame_t *F)
         int keep = 0;
         for (;;) {
             if (x.len == 1) {
-                size_t i = x.pass ? F->sh->inv[x.pass][x.start] : x.start;
+                size_t i = x.pass ? sinv(F->sh, x.pass, x.start) : x.start;
                 if ((st = bob_flip(F, i, c->variant))) return st;
                 if (c->variant == QPP_CASCADE_ORIGINAL) forget_block(F, x);
                 break;
@@ -1183,6 +1247,7 @@ static int build_request(qpp_cascade *c)
         c->out_len = QPP_CASCADE_HEADER_BYTES; c->has_out = 1;
         c->expect_bits = 0;
         c->state = B_WAIT_VERIFY;
+        shuffles_release(c);
         return QPP_OK;
     }
     size_t len = QPP_CASCADE_HEADER_BYTES + items * QPP_CASCADE_ITEM_BYTES;
@@ -1305,6 +1370,7 @@ static int bob_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
         uint32_t nb = F->expect_bits;
         int st = frame_consume(c, F, pl, b);
         if (st) return st;
+        if (F->finished) frame_release(F);
         b += nb;
     }
     c->parity_bits += count;
