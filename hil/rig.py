@@ -22,6 +22,9 @@ emulated second and per wall-clock second (DESIGN, "HIL").
 Back-pressure: frames wait in a bounded queue between the AWG (Alice) and the
 model, and tag batches in a bounded queue between the model and the tagger
 stream, so a slow reader slows Alice's uploads instead of growing memory.
+Once a reader has connected, tags the model produces while none is connected
+(Bob's node restarting) are dropped and counted in ``stats.unread_tags``, as a
+real tagger streams on without a reader: Alice's AWG never stalls on a dead Bob.
 
 The frame length is the scenario's, capped by the emulated AWG's memory (four
 samples a slot, ``max_points``): a rig frame is ``rig.frame_slots`` slots and
