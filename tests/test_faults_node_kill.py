@@ -126,8 +126,10 @@ def test_kill_9_of_each_node_on_the_rig_instruments_resumes_with_frame_epochs(tm
     assert res["open_left"] == {"alice": {}, "bob": {}}, log
     fa, fb = res["final"]["alice"], res["final"]["bob"]
     assert fa["resume"]["first"] > 0 and fa["resume"]["resets"] == 1, log   # renumbered; saw Bob restart
-    # the last Alice run: her first epoch, then one for Bob's restart; the restarted Bob: one
-    assert fa["epochs"] == 2 and fb["epochs"] == 1, (log, fa, fb)
+    # the last Alice run: her first epoch, then one for Bob's restart (one in all when Bob was
+    # killed before her first was settled: she re-announces the same frame); the restarted Bob
+    # settled Alice's epoch
+    assert fa["epochs"] in (1, 2) and fb["epochs"] == 1, (log, fa, fb)
     assert fa["alarms"] == fb["alarms"] == [], (fa, fb)
     assert res["rig"]["frames"] > 0
 
