@@ -47,10 +47,30 @@ from link.keystore import KeyStoreError, key_rows
 ROOT = Path(__file__).resolve().parent.parent
 LINK_ID = "hil-node-restart"
 BLOCK_BITS = 1 << 19
+RIG_BLOCK_BITS = 1 << 19     # as the fiber runs: smaller blocks give no key at 25 km (finite-key)
 
 
 # -- one node, in its own process ----------------------------------------------------------------
-def node_main(role: str, workdir: str, seed: int) -> int:
+def _rig_front_end(role: str, d: Path):
+    """The production front end on the rig's emulated instrument named in ``rig.json`` (written by
+    the campaign, which runs the rig: the lab's instruments outlive a node's restart)."""
+    from drivers.keysight_awg import Keysight33500
+    from drivers.picoquant import PicoQuantStreamTagger
+    from hil.rig import RIG_ENCODING
+    from link.frontend import DriverAlice, DriverBob, Timing
+
+    info = json.loads((d / "rig.json").read_text())
+    if role == "alice":
+        awg = Keysight33500(info["resources"]["alice.pattern_generator"], encoding=RIG_ENCODING)
+        awg.open()
+        return DriverAlice(awg, info["frame_slots"], info["clock_hz"])
+    t = info["timing"]
+    tagger = PicoQuantStreamTagger(info["resources"]["bob.time_tagger"])
+    tagger.open()
+    return DriverBob(tagger, Timing(t["period_ps"], t["frame_slots"], tuple(t["offsets_ps"]), t["window_ps"]))
+
+
+def node_main(role: str, workdir: str, seed: int, frontend: str = "fiber") -> int:
     import zmq
 
     from drivers.qrng import OsEntropySource
@@ -66,7 +86,11 @@ def node_main(role: str, workdir: str, seed: int) -> int:
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {role} %(name)s %(message)s")
     d = Path(workdir)
     model = LinkModel(None, seed=seed)
-    cfg = config_for_scenario(model.scenario, block_bits=BLOCK_BITS)
+    frame_slots = model.frame_slots
+    if frontend == "rig":
+        frame_slots = json.loads((d / "rig.json").read_text())["frame_slots"]
+    bits = BLOCK_BITS if frontend == "fiber" else RIG_BLOCK_BITS
+    cfg = config_for_scenario(model.scenario, block_bits=bits)
     zctx = zmq.Context()
     store = KeyStore(d / f"{role}.db", LINK_ID, key_size_bits=cfg.key_size_bits,
                      auth_refill_bytes=cfg.auth_refill_bytes)
@@ -77,12 +101,16 @@ def node_main(role: str, workdir: str, seed: int) -> int:
     try:
         if role == "alice":
             ch.bind(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock")
-            fe = FiberAlice(f"ipc://{d}/fiber.sock", model.frame_slots, model.clock_hz, ctx=zctx)
         else:
             ch.connect(f"ipc://{d}/proto.sock", f"ipc://{d}/ctrl.sock")
+        if frontend == "rig":
+            fe = _rig_front_end(role, d)
+        elif role == "alice":
+            fe = FiberAlice(f"ipc://{d}/fiber.sock", model.frame_slots, model.clock_hz, ctx=zctx)
+        else:
             fe = FiberBob(f"ipc://{d}/fiber.sock", model, ctx=zctx)
         node = Node(role, ch, store, fe, OsEntropySource(), cfg, ctx=zctx, telemetry=None,
-                    frame_slots=model.frame_slots)
+                    frame_slots=frame_slots)
         if os.environ.get("QKD_BENCH_NO_RESUME"):   # the control experiment: no frame re-synchronisation
             node.resume = None
         node.start()
@@ -113,7 +141,8 @@ def node_main(role: str, workdir: str, seed: int) -> int:
                    keys=store.count(), channel={k: v for k, v in ch.counters.items() if v},
                    resume=None if node.resume is None else
                    {"first": node.resume.first, "dropped": node.resume.dropped,
-                    "resets": node.resume.resets})
+                    "resets": node.resume.resets},
+                   epochs=getattr(fe, "epochs", None), dropped_frames=getattr(fe, "dropped_frames", None))
         print(json.dumps(out), flush=True)
         return 0
     finally:
@@ -187,8 +216,8 @@ def key_digests(db: Path) -> dict[str, str]:
 
 # -- the campaign -----------------------------------------------------------------------------------
 class _Pair:
-    def __init__(self, d: Path, seed: int, resume: bool = True) -> None:
-        self.d, self.seed, self.resume = d, seed, resume
+    def __init__(self, d: Path, seed: int, resume: bool = True, frontend: str = "fiber") -> None:
+        self.d, self.seed, self.resume, self.frontend = d, seed, resume, frontend
         self.procs: dict[str, subprocess.Popen] = {}
         self.starts = {"alice": 0, "bob": 0}
 
@@ -203,7 +232,8 @@ class _Pair:
         try:
             self.procs[role] = subprocess.Popen(
                 [sys.executable, "-m", "bench.node_restart", "node", "--role", role, "--workdir", str(self.d),
-                 "--seed", str(self.seed * 100 + n)], cwd=ROOT, env=env, stdout=out, stderr=err)
+                 "--seed", str(self.seed * 100 + n), "--frontend", self.frontend],
+                cwd=ROOT, env=env, stdout=out, stderr=err)
         finally:
             out.close()
             err.close()
@@ -247,17 +277,33 @@ def _wait(cond, timeout_s: float, step_s: float = 0.05) -> bool:
 
 def campaign(workdir: Path, kills: int, seed: int, *, report=print, recover_timeout_s: float = 150.0,
              max_delay_s: float = 8.0, max_down_s: float = 3.0, min_down_s: float = 0.0,
-             resume: bool = True) -> dict:
+             resume: bool = True, frontend: str = "fiber") -> dict:
     """Run the pair on ``workdir``; ``kills`` times SIGKILL one node and restart it alone.
     ``resume=False`` is the control: Alice's node without ``link.resume`` (frames from 0 at
-    every start, no floor), to show what the re-synchronisation prevents."""
+    every start, no floor), to show what the re-synchronisation prevents. ``frontend="rig"``: the
+    nodes drive the HIL rig's emulated AWG and time tagger through the production drivers
+    (``DriverAlice``/``DriverBob``, frame epochs of ``link.frame_epoch``); the rig runs in this
+    process, like a lab's instruments it outlives every node restart."""
     from link.auth import write_psk
 
     rng = random.Random(seed)
     d = Path(workdir)
     da, db = d / "alice.db", d / "bob.db"
     write_psk(d / "link.psk", LINK_ID, 1 << 16)
-    pair = _Pair(d, seed, resume)
+    if frontend not in ("fiber", "rig"):
+        raise ValueError(f"frontend: expected 'fiber' or 'rig', got {frontend!r}")
+    rig = None
+    if frontend == "rig":
+        from hil.rig import Rig
+        from link.frontend import Timing
+
+        rig = Rig(None, seed).start()
+        t = Timing.for_model(rig.model)
+        (d / "rig.json").write_text(json.dumps({
+            "resources": rig.resources(), "frame_slots": rig.frame_slots, "clock_hz": rig.model.clock_hz,
+            "timing": {"period_ps": t.period_ps, "frame_slots": t.frame_slots,
+                       "offsets_ps": list(t.offsets_ps), "window_ps": t.window_ps}}))
+    pair = _Pair(d, seed, resume, frontend)
     rows: list[dict] = []
     committed_ever: set[str] = set()
     t_start = time.monotonic()
@@ -315,6 +361,9 @@ def campaign(workdir: Path, kills: int, seed: int, *, report=print, recover_time
         final = {r: pair.summary(r) for r in ("alice", "bob")}
     finally:
         pair.close()
+        if rig is not None:
+            rig_stats = {"frames": rig.stats.frames, "unread_tags": rig.stats.unread_tags}
+            rig.stop()
     da_d, db_d = key_digests(da), key_digests(db)
     identical = da_d == db_d
     final_keys = set(da_d) & set(db_d)
@@ -326,7 +375,8 @@ def campaign(workdir: Path, kills: int, seed: int, *, report=print, recover_time
            "delivered_twice": twice, "violations": sum(len(r["violations"]) for r in rows),
            "resumed": sum(r["resumed_s"] is not None for r in rows),
            "open_left": {r: open_blocks(d / f"{r}.db", r) for r in ("alice", "bob")},
-           "wall_s": round(time.monotonic() - t_start, 1)}
+           "wall_s": round(time.monotonic() - t_start, 1), "frontend": frontend,
+           "rig": rig_stats if rig is not None else None}
     report(f"end: clean exit {clean}, keys alice {len(da_d)} bob {len(db_d)}, identical {identical}, "
            f"committed keys lost {len(lost)}, key values under two IDs {twice}, "
            f"open blocks left {res['open_left']}, alarms alice {final['alice'].get('alarms')} "
@@ -390,16 +440,21 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--role", choices=("alice", "bob"), required=True)
     n.add_argument("--workdir", required=True)
     n.add_argument("--seed", type=int, default=1)
+    n.add_argument("--frontend", choices=("fiber", "rig"), default="fiber")
     ap.add_argument("--kills", type=int, default=12)
     ap.add_argument("--no-resume", action="store_true", help="control run without link.resume")
     ap.add_argument("--max-down", type=float, default=3.0, help="longest time a killed node stays down (s)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--frontend", choices=("fiber", "rig"), default="fiber",
+                    help="fiber: link.fiber front ends; rig: production AWG/tagger drivers on the HIL rig")
     args = ap.parse_args(argv)
     if args.cmd == "node":
-        return node_main(args.role, args.workdir, args.seed)
+        return node_main(args.role, args.workdir, args.seed, args.frontend)
     with tempfile.TemporaryDirectory(prefix="qkd-node-kill-") as tmp:
-        res = campaign(Path(tmp), args.kills, args.seed, resume=not args.no_resume, max_down_s=args.max_down)
-    print(f"kill -9 of one node: {res['kills']} kills ({sum(r['victim'] == 'alice' for r in res['rows'])} "
+        res = campaign(Path(tmp), args.kills, args.seed, resume=not args.no_resume, max_down_s=args.max_down,
+                       frontend=args.frontend)
+    n_alice = sum(r["victim"] == "alice" for r in res["rows"])
+    print(f"kill -9 of one node ({args.frontend} front ends): {res['kills']} kills ({n_alice} "
           f"alice, {sum(r['victim'] == 'bob' for r in res['rows'])} bob; "
           f"{sum(r['mode'] == 'in_commit' for r in res['rows'])} in a commit), resumed {res['resumed']}, "
           f"invariant violations {res['violations']}, committed keys lost {len(res['lost'])}, "

@@ -22,6 +22,9 @@ emulated second and per wall-clock second (DESIGN, "HIL").
 Back-pressure: frames wait in a bounded queue between the AWG (Alice) and the
 model, and tag batches in a bounded queue between the model and the tagger
 stream, so a slow reader slows Alice's uploads instead of growing memory.
+Once a reader has connected, tags the model produces while none is connected
+(Bob's node restarting) are dropped and counted in ``stats.unread_tags``, as a
+real tagger streams on without a reader: Alice's AWG never stalls on a dead Bob.
 
 The frame length is the scenario's, capped by the emulated AWG's memory (four
 samples a slot, ``max_points``): a rig frame is ``rig.frame_slots`` slots and
@@ -69,6 +72,7 @@ class RigStats:
     model_wall_s: float = 0.0
     started_wall: float = field(default_factory=time.monotonic)
     pattern_errors: int = 0
+    unread_tags: int = 0       # streamed while no reader was connected (after the first)
 
     @property
     def wall_s(self) -> float:
@@ -209,6 +213,12 @@ class Rig:
             self.stats.emulated_s += float(res.duration_s)
             if self.keep_results:
                 self.results.append(res)
+            tg = self.tagger
+            if tg is not None and tg.connections > 0 and tg._conn is None:
+                # Bob's reader went away (his node restarted): a real tagger keeps streaming
+                # and these tags are lost, it never stalls Alice's AWG (link.frame_epoch)
+                self.stats.unread_tags += int(len(t))
+                continue
             while not self._stop.is_set():
                 try:
                     self._tags.put((t, ch), timeout=0.1)

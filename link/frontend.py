@@ -27,14 +27,20 @@ calibration would measure.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from .frame_epoch import QUIET_S, RESEND_S
 from .slotting import FrameDetections, Slotter
+
+log = logging.getLogger(__name__)
 
 
 class AliceFrontEnd(Protocol):
@@ -75,36 +81,152 @@ class Timing:
 
 
 class DriverAlice:
-    """Alice's frames through a pattern-generator driver (``load_frame_pattern``)."""
+    """Alice's frames through a pattern-generator driver (``load_frame_pattern``).
+
+    Frame numbers: the AWG plays frames in upload order; ``set_first_frame`` names the
+    number of the next upload (``link.resume``) and, in a node, uploads wait for each
+    frame epoch to be acknowledged by Bob (``link.frame_epoch``)."""
 
     def __init__(self, awg, frame_slots: int, clock_hz: float) -> None:
         self.awg, self.frame_slots, self.clock_hz = awg, int(frame_slots), float(clock_hz)
         self.frames = 0
+        self.next_frame = 0
+        self.epoch: int | None = None         # frame number of the epoch awaiting Bob's ack
+        self.epochs = 0                       # epochs acknowledged
+        self._lock = threading.Lock()         # one upload at a time; epochs start between uploads
+        self._acked = threading.Event()
+        self._acked.set()
+        self._send = None
+        self._stop: threading.Event | None = None
+
+    def set_first_frame(self, frame: int) -> None:
+        """Number the next uploaded frame ``frame`` (Alice's node resumes above earlier runs)."""
+        if frame < 0:
+            raise ValueError(f"frame: must be >= 0, got {frame}")
+        with self._lock:
+            self.next_frame = int(frame)
+
+    def use_epochs(self, send, stop: threading.Event) -> None:
+        """``send(frame)`` sends FRAME_EPOCH to Bob; ``stop`` ends any wait for his ack."""
+        self._send, self._stop = send, stop
+
+    def begin_epoch(self) -> int:
+        """Hold uploads until Bob acknowledges that the next one is frame ``next_frame``."""
+        if self._send is None:                 # not in a node with epochs: numbers as uploaded
+            return self.next_frame
+        with self._lock:                       # after an upload in progress: it is the old epoch's
+            self._acked.clear()
+            self.epoch = self.next_frame
+        log.info("alice: frame epoch from frame %d, waiting for Bob", self.epoch)
+        return self.epoch
+
+    def epoch_acked(self, frame: int) -> None:
+        with self._lock:
+            if self.epoch is not None and frame == self.epoch and not self._acked.is_set():
+                self._acked.set()
+                self.epochs += 1
+                log.info("alice: frame epoch %d acknowledged", frame)
+
+    def _wait_ack(self) -> bool:
+        last = float("-inf")
+        while not self._acked.is_set():
+            if self._stop is not None and self._stop.is_set():
+                return False
+            now = time.monotonic()
+            if self._send is not None and self.epoch is not None and now - last >= RESEND_S:
+                last = now
+                try:
+                    self._send(self.epoch)
+                except Exception as exc:      # channel down: the next resend tries again
+                    log.debug("alice: FRAME_EPOCH not sent: %s", exc)
+            self._acked.wait(0.05)
+        return True
 
     def emit(self, basis: np.ndarray, bit: np.ndarray, intensity: np.ndarray) -> None:
         if len(basis) != self.frame_slots:
             raise ValueError(f"basis: a frame has {self.frame_slots} slots, got {len(basis)}")
-        self.awg.load_frame_pattern(basis, bit, intensity, slot_rate_hz=self.clock_hz)
-        self.frames += 1
+        while True:
+            with self._lock:
+                if self._acked.is_set():
+                    self.awg.load_frame_pattern(basis, bit, intensity, slot_rate_hz=self.clock_hz)
+                    self.next_frame += 1
+                    self.frames += 1
+                    return
+            if not self._wait_ack():
+                return                         # the node is stopping: nothing uploaded
 
     def close(self) -> None:
         self.awg.close()
 
 
 class DriverBob:
-    """Bob's detections from a time-tagger driver (``read_tags``) through ``Slotter``."""
+    """Bob's detections from a time-tagger driver (``read_tags``) through ``Slotter``.
+
+    Without epochs, frames are numbered by sync count from the start of the stream. With
+    epochs (``use_epochs``, in a node) every frame is dropped until Alice's first epoch is
+    settled, then numbered from the epoch's first frame (``link.frame_epoch``)."""
 
     def __init__(self, tagger, timing: Timing) -> None:
         self.tagger = tagger
         self.slotter = timing.slotter()
         self._started = False
+        self._ack = None
+        self._lock = threading.Lock()
+        self._pending: tuple[int, float] | None = None     # (frame, requested at)
+        self._base: list | None = None          # [first frame, last old sync index, first new index]
+        self._last_sync_t = float("-inf")
+        self.dropped_frames = 0                 # frames outside any settled epoch
+        self.epochs = 0
+
+    def use_epochs(self, ack) -> None:
+        """``ack(frame)`` sends FRAME_EPOCH_ACK; from now on frames need a settled epoch."""
+        self._ack = ack
+
+    def begin_epoch(self, frame: int) -> None:
+        """Alice's next upload is frame ``frame``: drop frames until the tagger is quiet."""
+        if frame < 0:
+            raise ValueError(f"frame: must be >= 0, got {frame}")
+        ack = None
+        with self._lock:
+            if self._base is not None and self._base[0] == frame:
+                ack = frame                      # a resend of the settled epoch: answer again
+            elif self._pending is None or self._pending[0] != frame:
+                self._pending = (int(frame), time.monotonic())
+                self._base = None
+        if ack is not None and self._ack is not None:
+            self._ack(ack)
 
     def poll(self, timeout_s: float) -> list[FrameDetections]:
         if not self._started:
             self.tagger.start_stream()
             self._started = True
         batch = self.tagger.read_tags(timeout_s=timeout_s)
-        return self.slotter.push(batch.t_ps, batch.channel)
+        dets = self.slotter.push(batch.t_ps, batch.channel)
+        if self._ack is None:
+            return dets
+        now = time.monotonic()
+        if np.any(np.asarray(batch.channel) == 0):
+            self._last_sync_t = now
+        out, settled = [], None
+        with self._lock:
+            base = self._base
+            for d in dets:
+                if base is None or d.frame_index <= base[1]:
+                    self.dropped_frames += 1
+                    continue
+                if base[2] is None:
+                    base[2] = d.frame_index
+                out.append(dataclasses.replace(d, frame_index=base[0] + d.frame_index - base[2]))
+            p = self._pending
+            if p is not None and now - max(self._last_sync_t, p[1]) >= QUIET_S:
+                self._base = [p[0], self.slotter.last_sync_index, None]
+                self._pending = None
+                self.epochs += 1
+                settled = p[0]
+        if settled is not None:
+            log.info("bob: frame epoch %d settled after sync %d", settled, self._base[1])
+            self._ack(settled)
+        return out
 
     def close(self) -> None:
         try:

@@ -64,6 +64,9 @@ class MsgType(IntEnum):
     # KME-to-KME key reservation (link.kme_link; ctrl lane; block_id carries the request ID)
     KME_RESERVE = 50       # master's KME: JSON {master, slave, keys: [{key_ID, store_IDs, size}]}
     KME_RESERVED = 51      # peer's KME: JSON {ok, status, message}
+    # frame-number epochs of the instrument front ends (link.frame_epoch; ctrl lane)
+    FRAME_EPOCH = 60       # Alice: block_id = the number of her next uploaded frame; she waits
+    FRAME_EPOCH_ACK = 61   # Bob: block_id = that number; his tagger's next sync is that frame
 
 
 class WireError(ValueError):

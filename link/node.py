@@ -72,6 +72,7 @@ from postproc_c.pattern import sift_alice as pattern_sift_alice
 from postproc_c.sifting import alice_sift, bob_announce, bob_sift, error_counts
 
 from . import finite_key as fk
+from . import frame_epoch
 from .channel import Channel
 from .commit import COMMIT_TYPES, Committer
 from .keystore import KeyStore, KeyStoreError
@@ -323,6 +324,8 @@ class Node:
         # Alice with a front end that numbers its frames: durable frame numbers and a floor for
         # stale announcements, so either node can restart alone (link.resume; None: frames from 0)
         self.resume = FrameResync.for_node(role, store, frontend)
+        # instrument front ends (AWG, tagger): agree on frame numbers per epoch (link.frame_epoch)
+        self.frame_epochs = frame_epoch.attach(self)
 
     # telemetry and alarms ----------------------------------------------------------------------
     def publish(self, kind: str, **data) -> None:

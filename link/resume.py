@@ -29,9 +29,10 @@ patterns would fill ``max_frames_in_flight`` and stall her acquisition for ever.
   pending pattern below it is wiped and its in-flight slot released.
 
 Only front ends that can number their frames (``set_first_frame``: the fiber
-front ends in ``link.fiber``) get a ``FrameResync``; the rig's AWG and the
-in-process model number frames by emission order from 0 and keep the old
-behaviour (there both nodes restart together).
+front ends in ``link.fiber``, and the instrument front ends ``DriverAlice`` /
+``DriverBob``, which agree on numbers through ``link.frame_epoch``) get a
+``FrameResync``; the in-process model numbers frames by emission order from 0
+and keeps the old behaviour (there both nodes restart together).
 
 What it must not do: sift a frame against a pattern other than the one sent
 under its number, or hold a pattern after its frame can no longer be announced.
@@ -106,6 +107,9 @@ class FrameResync:
                 frames.pop(k).wipe()
                 frame_sem.release()
             self.resets += 1
+        begin = getattr(self.fe, "begin_epoch", None)
+        if callable(begin):             # instrument front ends: Bob's new tagger stream needs an epoch
+            begin()
         log.info("alice: peer restarted, frames below %d dropped (%d pending patterns wiped)",
                  self.floor, len(old))
         return self.floor

@@ -84,7 +84,13 @@ class Slotter:
         self._syncs: list[int] = []          # sync times not yet closed
         self._sync_index: list[int] = []     # their frame indices
         self._next_index = 0
+        self._last_closed = -1               # index of the newest closed frame
         self._period = float(self.nominal_period_ps)
+
+    @property
+    def last_sync_index(self) -> int:
+        """Frame index of the newest sync seen (-1 before the first)."""
+        return self._sync_index[-1] if self._sync_index else self._last_closed
 
     @property
     def frame_duration_ps(self) -> float:
@@ -160,6 +166,7 @@ class Slotter:
             sel = np.flatnonzero(done_mask & (which == i))
             out.append(self._frame(i, tc[sel], d[sel]))
         self._t, self._ch = self._t[keep_pending], self._ch[keep_pending]
+        self._last_closed = self._sync_index[n_close - 1]
         del self._syncs[:n_close]
         del self._sync_index[:n_close]
         return out

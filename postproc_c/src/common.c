@@ -51,16 +51,20 @@ unsigned qpp_cpu_features(void) { return detected_features() & ~disabled_mask; }
 
 void qpp_cpu_disable(unsigned disable_mask) { disabled_mask = disable_mask; }
 
+#if (defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 25))) || \
+    defined(__OpenBSD__) || defined(__FreeBSD__) || defined(__NetBSD__)
+#define QPP_HAVE_EXPLICIT_BZERO 1
+#else
 /* A function pointer read through volatile: the compiler cannot prove the
- * callee is memset, so it cannot drop the stores as dead before a free(). */
+ * callee is memset, so it cannot drop the stores as dead before a free().
+ * Defined only where it is used, so no unused-variable warning elsewhere. */
 static void *(*const volatile memzero_memset)(void *, int, size_t) = memset;
+#endif
 
 void qpp_memzero(void *p, size_t n)
 {
     if (!p || !n) return;
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 25))
-    explicit_bzero(p, n);
-#elif defined(__OpenBSD__) || defined(__FreeBSD__) || defined(__NetBSD__)
+#ifdef QPP_HAVE_EXPLICIT_BZERO
     explicit_bzero(p, n);
 #else
     memzero_memset(p, 0, n);

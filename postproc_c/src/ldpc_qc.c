@@ -346,7 +346,7 @@ __attribute__((target("avx2"))) static void layers_avx2(const qpp_ldpc_code *c, 
     const uint32_t z = c->z, zp = z + PAD;
     int16_t *sg = ws->sg, *bw = ws->m1;
     const __m256i lo = _mm256_set1_epi16(-SAT), vsat = _mm256_set1_epi16(SAT), vrmax = _mm256_set1_epi16(RMAX);
-    const __m256i tbl = _mm256_setr_epi8(162, (char)134, 110, 89, 72, 58, 46, 37, 29, 23, 18, 14, 11, 9, 7, 0,
+    const __m256i tbl = _mm256_setr_epi8((char)162, (char)134, 110, 89, 72, 58, 46, 37, 29, 23, 18, 14, 11, 9, 7, 0,
                                          (char)162, (char)134, 110, 89, 72, 58, 46, 37, 29, 23, 18, 14, 11, 9, 7, 0);
     for (uint32_t i = 0; i < c->mb; i++) {
         uint32_t beg = c->blk_ptr[i], deg = c->blk_ptr[i + 1] - beg;
