@@ -243,6 +243,9 @@ class ThorlabsMpc320(Instrument):
             if msg_id != want_id:
                 continue  # unsolicited status frames
             if chan is not None:
+                if len(data) == 1:       # a data packet too short to hold its channel word
+                    raise MalformedReply(f"{len(data)}-byte data packet, no channel word",
+                                         reply=data, instrument=self.name, command=command)
                 got = struct.unpack_from("<H", data)[0] if data else p1
                 if got != chan:
                     continue

@@ -524,9 +524,12 @@ class Node:
         # The peer's half of the block being filled is gone: start a fresh one. Frame
         # patterns stay (Bob's front end may still deliver those frames); older ones
         # that are never announced are dropped in _on_announce.
-        for ann, _ in list(self._anns.values()):
-            ann.bits[:] = 0
-        self._anns.clear()
+        # Bob's pending announcements stay too: his acquisition thread may already have
+        # announced frames of the restarted Alice before this HELLO got here, and she will
+        # answer those (she sifts them into her block; wiping them here made the two blocks
+        # differ by those frames). Announcements of her previous run are never answered
+        # (her frames resume above them, link.resume) and are wiped by _on_match once she
+        # answers a later frame.
         self._cur.wipe()
         self._cur = _Block()
         if self.resume is not None:     # Bob restarted: the frames he missed are never announced

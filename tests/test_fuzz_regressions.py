@@ -95,3 +95,20 @@ def test_kme_bodies_give_400_not_500():
     assert dec_key_ids(json.loads('{"key_IDs": [{"key_ID": "a"}, {}]}')) == ["a", None]
     with pytest.raises(KmeError):
         dec_key_ids({"key_IDs": ["a"]})
+
+
+def test_mpc320_data_packet_too_short_for_its_channel_word_is_a_malformed_reply():
+    # found by atheris ('replies'): a one-byte data packet answering a paddle status request gave
+    # struct.error from the channel-word read in ThorlabsMpc320._wait_for
+    from bench.fuzz.targets import REPLY_DRIVERS, _reply_stream
+    from drivers.thorlabs_mpc320 import ThorlabsMpc320
+
+    data = _read("replies/mpc320-one-byte-data-packet")
+    assert REPLY_DRIVERS[data[0] % len(REPLY_DRIVERS)][1] == "ThorlabsMpc320"
+    drv = ThorlabsMpc320(_reply_stream(data[1:], b"\n", b"\n"), timeout_s=0.01)
+    drv.open()
+    try:
+        with pytest.raises(MalformedReply, match="no channel word"):
+            drv.get_actuators()
+    finally:
+        drv.close()
