@@ -89,6 +89,19 @@ def build(engine: str, out: Path) -> dict[str, Path]:
     return {t: out / f"fuzz_{t}" for t in TARGETS}
 
 
+def rss_limit_mb(budget_mb: int = 2048) -> int:
+    """libFuzzer's RSS limit: ``budget_mb`` above what this process has used at its peak.
+
+    libFuzzer reads its peak RSS with getrusage(RUSAGE_SELF), and on Linux a child started by
+    fork/vfork + exec reports the parent's resident pages as its own peak (exec records the
+    old address space's high-water mark). Started from a large process (pytest running the
+    link in-process) a harness was "out of memory" before its first input; the budget is
+    therefore counted from the parent's peak."""
+    import resource
+
+    return budget_mb + resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def run_target(exe: Path, target: str, engine: str, *, seconds: float | None = None, runs: int | None = None,
                seed: int = 1, artifacts: Path, scratch: Path) -> dict:
     """Fuzz one target; returns execs, coverage, crash files and the log tail."""
@@ -107,7 +120,7 @@ def run_target(exe: Path, target: str, engine: str, *, seconds: float | None = N
     else:
         raise ValueError("seconds or runs: one is needed (no unbounded runs)")
     if engine == "libfuzzer":
-        args += ["-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"]
+        args += ["-timeout=10", f"-rss_limit_mb={rss_limit_mb()}", "-print_final_stats=1"]
     before = set(artifacts.glob(f"{target}-*"))
     t0 = time.monotonic()
     r = subprocess.run(args + dirs, capture_output=True, text=True, env={**os.environ, **SAN_ENV},
