@@ -83,7 +83,8 @@ def built_libfuzzer(tmp_path_factory):
         pytest.skip(f"libFuzzer not available: {why}")
     from bench.fuzz.cfuzz import build
 
-    return build("libfuzzer", tmp_path_factory.mktemp("fuzz_lf"))
+    # the repo's harnesses and build script (CI installs the package without bench's C sources)
+    return build("libfuzzer", tmp_path_factory.mktemp("fuzz_lf"), scripts=FUZZ)
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))

@@ -81,8 +81,12 @@ def pick_engine(engine: str) -> str:
     return engine
 
 
-def build(engine: str, out: Path) -> dict[str, Path]:
-    script = HERE / {"libfuzzer": "build_libfuzzer.sh", "afl": "build_afl.sh"}.get(engine, "build.sh")
+def build(engine: str, out: Path, *, scripts: Path = HERE) -> dict[str, Path]:
+    """Build the harnesses for ``engine`` into ``out`` with the build script in ``scripts``
+    (bench/fuzz/c of a source checkout: an installed package does not carry the C sources)."""
+    script = scripts / {"libfuzzer": "build_libfuzzer.sh", "afl": "build_afl.sh"}.get(engine, "build.sh")
+    if not script.is_file():
+        raise RuntimeError(f"{script} not found: the C fuzz harnesses build from a source checkout")
     r = subprocess.run(["sh", str(script), str(out)], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         raise RuntimeError(f"{script.name} failed: {r.stderr[-3000:]}")
