@@ -221,6 +221,15 @@ class _Pair:
         self.procs: dict[str, subprocess.Popen] = {}
         self.starts = {"alice": 0, "bob": 0}
 
+    def start_both_until_first_key(self, timeout_s: float = 240) -> None:
+        """Start Alice and Bob and wait until one key is in both stores (or a node died)."""
+        da, db = self.d / "alice.db", self.d / "bob.db"
+        self.start("alice")
+        self.start("bob")
+        if not _wait(lambda: key_ids(db) & key_ids(da) or not (self.alive("alice") and self.alive("bob")),
+                     timeout_s):
+            raise RuntimeError(f"no first key within {timeout_s:g} s")
+
     def start(self, role: str) -> None:
         self.starts[role] += 1
         n = self.starts[role]
@@ -308,11 +317,7 @@ def campaign(workdir: Path, kills: int, seed: int, *, report=print, recover_time
     committed_ever: set[str] = set()
     t_start = time.monotonic()
     try:
-        pair.start("alice")
-        pair.start("bob")
-        if not _wait(lambda: key_ids(db) & key_ids(da) or not (pair.alive("alice") and pair.alive("bob")),
-                     240):
-            raise RuntimeError("no first key within 240 s")
+        pair.start_both_until_first_key()
         for i in range(kills):
             victim = ("alice", "bob")[i % 2] if i < 2 else rng.choice(("alice", "bob"))
             mode = "in_commit" if rng.random() < 0.5 else "random"
@@ -396,11 +401,7 @@ def disk_full_run(workdir: Path, victim: str = "bob", *, report=print) -> dict:
     write_psk(d / "link.psk", LINK_ID, 1 << 16)
     pair = _Pair(d, 1)
     try:
-        pair.start("alice")
-        pair.start("bob")
-        if not _wait(lambda: key_ids(db) & key_ids(da) or not (pair.alive("alice") and pair.alive("bob")),
-                     240):
-            raise RuntimeError("no first key within 240 s")
+        pair.start_both_until_first_key()
         (d / f"{victim}.diskfull").touch()
         t0 = time.monotonic()
         stopped = _wait(lambda: not pair.alive(victim), 120, 0.1)

@@ -94,7 +94,7 @@ def test_libfuzzer_replays_corpus_and_regressions_clean(built_libfuzzer, target,
     n_inputs = len([p for d in ("corpus", "regressions") for p in (FUZZ / d / target).rglob("*")
                     if p.is_file()])
     r = run_target(built_libfuzzer[target], target, "libfuzzer", runs=n_inputs + TARGETS[target], seed=1,
-                   artifacts=tmp_path / "art", scratch=tmp_path)
+                   artifacts=tmp_path / "art", scratch=tmp_path, inputs=FUZZ)
     assert r["returncode"] == 0 and r["crashes"] == [], r["log_tail"]
     assert r["execs"] >= n_inputs and r["coverage"] > 0, r["log_tail"]
 

@@ -107,15 +107,16 @@ def rss_limit_mb(budget_mb: int = 2048) -> int:
 
 
 def run_target(exe: Path, target: str, engine: str, *, seconds: float | None = None, runs: int | None = None,
-               seed: int = 1, artifacts: Path, scratch: Path) -> dict:
-    """Fuzz one target; returns execs, coverage, crash files and the log tail."""
+               seed: int = 1, artifacts: Path, scratch: Path, inputs: Path = HERE) -> dict:
+    """Fuzz one target from the corpus and regressions under ``inputs`` (bench/fuzz/c of a source
+    checkout); returns execs, coverage, crash files and the log tail."""
     artifacts.mkdir(parents=True, exist_ok=True)
     if engine == "afl":
         return _run_afl(exe, target, seconds=seconds or 60.0, seed=seed, artifacts=artifacts, scratch=scratch)
     work = scratch / f"corpus-{target}"
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(HERE / "corpus" / target, work)
-    dirs = [str(work)] + [str(p) for p in (HERE / "regressions" / target,) if p.is_dir()]
+    shutil.copytree(inputs / "corpus" / target, work)
+    dirs = [str(work)] + [str(p) for p in (inputs / "regressions" / target,) if p.is_dir()]
     args = [str(exe), f"-seed={seed}", f"-artifact_prefix={artifacts}/{target}-"]
     if runs is not None:
         args.append(f"-runs={runs}")
