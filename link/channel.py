@@ -28,7 +28,9 @@ Rules (DESIGN.md, "Classical channel"):
 * A frame whose pad the node does not hold *yet* (the peer already uses a
   pool segment that our store appends when our node handles that block's
   COMMIT) is re-checked after re-reading the pool, else dropped as
-  ``no_pad_yet`` (not ``bad_tag``): the retransmission delivers it.
+  ``no_pad_yet`` (not ``bad_tag``): the retransmission delivers it. A later
+  frame that arrives once the pad is in skips over the one we dropped: it is
+  dropped too and counted as ``after_no_pad``, not alarmed (we made the gap).
 * After a restart a node opens each lane with ``HELLO`` at a sequence number
   above its durable reservation; ``HELLO`` is the only message allowed to jump
   forward, and the application sees it (the node then resynchronises blocks).
@@ -63,7 +65,7 @@ log = logging.getLogger(__name__)
 LANES = tuple(LANE_CODE)
 COUNTERS = ("sent", "retransmitted", "received", "acks_sent", "acks_received", "bad_tag",
             "replayed", "out_of_sequence", "malformed", "wrong_sender", "no_pad_yet", "ack_deferred",
-            "duplicates")
+            "duplicates", "after_no_pad")
 
 
 RTO_MAX_S = 5.0      # the adaptive retransmission timeout never exceeds this
@@ -105,6 +107,9 @@ class _Lane:
         # the peer's last authenticated retransmission notice: data frames of the peer with
         # seq in [lo, hi] may arrive twice (go-back-N), so such a duplicate is counted, not alarmed
         self.peer_retx = (1, 0)
+        # lowest data seq of the peer we dropped as ``no_pad_yet`` and have not accepted since:
+        # a later frame that skips over it was not reordered or lost by anyone but us
+        self.no_pad_seq: int | None = None
 
 
 class Channel:
@@ -442,6 +447,8 @@ class Channel:
                 self.pool.refresh()
             if not self.pool.has_pad(stream, seq):
                 self.counters["no_pad_yet"] += 1
+                if kind == "data" and (lane.no_pad_seq is None or seq < lane.no_pad_seq):
+                    lane.no_pad_seq = seq
                 return
         if not self.pool.verify(stream, seq, signed, tag):
             self.counters["bad_tag"] += 1
@@ -491,10 +498,17 @@ class Channel:
             lane.ack_due = True
             return
         if seq != last + 1 and mtype != MsgType.HELLO:
+            if lane.no_pad_seq is not None and last < lane.no_pad_seq < seq:
+                # the gap is a frame we dropped ourselves for want of its pad (above): the
+                # peer's go-back-N retransmission brings both, in order
+                self.counters["after_no_pad"] += 1
+                return
             self.counters["out_of_sequence"] += 1
             self._alarm("out_of_sequence", f"lane {lane.name}: {mtype.name} seq {seq}, expected {last + 1}")
             return
         self.pool.accept_recv(stream, seq)        # durable before the application sees it
+        if lane.no_pad_seq is not None and lane.no_pad_seq <= seq:
+            lane.no_pad_seq = None
         self.counters["received"] += 1
         payload = bytes(signed[-plen:]) if plen else b""
         msg = Message(mtype, sender, lane.name, seq, block_id, payload)

@@ -375,3 +375,60 @@ def test_retry_is_not_postponed_by_a_stream_of_new_frames(link):
         time.sleep(0.01)
     got = _recv_data(bob, 60, timeout=5)
     assert lost and [m.block_id for m in got] == list(range(60))
+
+
+def test_frame_after_one_dropped_for_want_of_its_pad_is_not_an_out_of_sequence_alarm(link, tmp_path):
+    """Alice's store has the next pool segment (she handled a COMMIT first), Bob's not yet: Bob drops
+    her first frame beyond his pads as ``no_pad_yet``; his store gains the segment before her next
+    frame arrives, which then skips over the dropped one. That gap is Bob's own doing: no
+    ``out_of_sequence`` alarm (the engine stops a link on it); the retransmission delivers both."""
+    import sqlite3
+    import threading
+
+    from link.messages import split_frame
+
+    material = bytearray(os.urandom(64 * len(auth.STREAMS)))
+
+    def add_segment(db):
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("BEGIN")
+        auth.append_segments_sql(conn, "block 1", bytearray(material), 0)
+        conn.execute("COMMIT")
+        conn.close()
+
+    alarms = []
+    alice, bob, proxy = link(retry_s=0.3)
+    bob.on_alarm = lambda kind, reason: alarms.append(kind)
+    cap = bob.pool.capacity("alice.proto.data")
+    add_segment(tmp_path / "alice.db")
+    alice.pool.refresh()
+    assert alice.pool.capacity("alice.proto.data") > cap + 2
+    bob_has_pad = threading.Event()
+    seen: list[int] = []
+
+    def tamper(d, lane, frame):
+        if d == "a2b" and lane == "proto" and _mtype(frame) == MsgType.DATA:
+            seq = split_frame(frame)[0][3]
+            seen.append(seq)
+            if seq == cap + 1 and seen.count(seq) == 1:
+                # hold Alice's next frame until Bob dropped the one before it and got the pad
+                bob_has_pad.wait(5.0)
+        return [frame]
+
+    proxy.tamper = tamper
+    alice.start()
+    bob.start()
+    n = cap + 2                                   # seq 0 is the HELLO: data seq 1 .. cap + 2
+    for i in range(n):
+        alice.send(MsgType.DATA, i, b"m%d" % i)
+    end = time.monotonic() + 5
+    while bob.counters["no_pad_yet"] == 0 and time.monotonic() < end:
+        time.sleep(0.01)
+    assert bob.counters["no_pad_yet"] >= 1, bob.counters
+    add_segment(tmp_path / "bob.db")
+    time.sleep(0.02)                              # past the pool re-read throttle
+    bob_has_pad.set()
+    msgs = _recv_data(bob, n, timeout=10)
+    assert [m.payload for m in msgs] == [b"m%d" % i for i in range(n)]
+    assert bob.counters["after_no_pad"] >= 1, bob.counters
+    assert bob.counters["out_of_sequence"] == 0 and "out_of_sequence" not in alarms, (bob.counters, alarms)
