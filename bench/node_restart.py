@@ -205,6 +205,18 @@ def open_blocks(db: Path, role: str = "alice") -> dict[int, str]:
     return dict(_query(db, f"SELECT block_id, state FROM block WHERE state IN {states}"))
 
 
+def known_blocks(db: Path) -> set[int]:
+    """Every block the store has a record of, in any state."""
+    return {b for (b,) in _query(db, "SELECT block_id FROM block")}
+
+
+def new_key_in_both(da: Path, db: Path, after_block: int) -> bool:
+    """A key from a block numbered above ``after_block`` is in both stores: the link made new key
+    (finishing a commit that was under way at a kill does not count)."""
+    return bool({r[0] for r in _key_rows(da) if r[1] > after_block}
+                & {r[0] for r in _key_rows(db) if r[1] > after_block})
+
+
 def committed_blocks(db: Path) -> set[int]:
     return {b for (b,) in _query(db, "SELECT block_id FROM block WHERE state IN ('committed', 'final')")}
 
@@ -339,11 +351,14 @@ def campaign(workdir: Path, kills: int, seed: int, *, report=print, recover_time
             violations = sorted(bob_c - alice_c)
             snap = key_ids(db) | key_ids(da)
             committed_ever |= snap
+            # resumed = new key: from a block neither store knew of at the kill (a commit that was
+            # under way completes on restart without the restarted node making any key)
+            last_block = max(known_blocks(da) | known_blocks(db), default=-1)
             down = rng.uniform(min_down_s, max(min_down_s, max_down_s))
             time.sleep(down)
             pair.start(victim)
             t1 = time.monotonic()
-            resumed = _wait(lambda s=snap: bool((key_ids(da) & key_ids(db)) - s)
+            resumed = _wait(lambda b=last_block: new_key_in_both(da, db, b)
                             or not (pair.alive("alice") and pair.alive("bob")), recover_timeout_s, 0.2)
             both_alive = pair.alive("alice") and pair.alive("bob")
             resumed = resumed and both_alive
@@ -408,6 +423,7 @@ def disk_full_run(workdir: Path, victim: str = "bob", *, report=print) -> dict:
         stop_s = time.monotonic() - t0
         summary = pair.summary(victim)
         snap = key_ids(db) | key_ids(da)
+        last_block = max(known_blocks(da) | known_blocks(db), default=-1)
         peer = "alice" if victim == "bob" else "bob"
         peer_alive = pair.alive(peer)
         report(f"disk full on {victim}: stopped {stopped} after {stop_s:.1f} s, exit code "
@@ -417,7 +433,7 @@ def disk_full_run(workdir: Path, victim: str = "bob", *, report=print) -> dict:
             pair.kill(victim)
         (d / f"{victim}.diskfull").unlink()
         pair.start(victim)
-        resumed = _wait(lambda: bool((key_ids(da) & key_ids(db)) - snap)
+        resumed = _wait(lambda: new_key_in_both(da, db, last_block)
                         or not (pair.alive("alice") and pair.alive("bob")), 150, 0.2)
         resumed = resumed and pair.alive("alice") and pair.alive("bob")
         (d / "stop").touch()
