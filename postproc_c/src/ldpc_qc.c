@@ -529,10 +529,117 @@ __attribute__((target("avx2"))) static void layer4_avx2(const qpp_ldpc_code *c, 
     }
 }
 
-__attribute__((target("avx2"))) static void layers_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws)
+/* AVX-512BW: layer4_avx2 with 32-lane chunks, two side by side. Wrapped rotations
+ * load and store their two parts under lane masks (no pad reads), so the pad is only
+ * refreshed after the layer. Same arithmetic, bit-identical. */
+#define LD5(p) _mm512_loadu_si512((const void *)(p))
+#define ST5(p, v) _mm512_storeu_si512((void *)(p), (v))
+
+__attribute__((target("avx512bw"))) static inline __m512i boxplus32(__m512i a, __m512i b, __m512i tbl)
+{
+    const __m512i top = _mm512_set1_epi16(15);
+    __m512i s = _mm512_min_epi16(_mm512_srli_epi16(_mm512_add_epi16(a, b), 6), top);
+    __m512i d = _mm512_min_epi16(_mm512_srli_epi16(_mm512_abs_epi16(_mm512_sub_epi16(a, b)), 6), top);
+    __m512i cs = _mm512_shuffle_epi8(tbl, s);
+    __m512i cd = _mm512_shuffle_epi8(tbl, d);
+    __m512i m = _mm512_add_epi16(_mm512_min_epi16(a, b), _mm512_sub_epi16(cs, cd));
+    return _mm512_max_epi16(m, _mm512_setzero_si512());
+}
+
+/* positions v .. v+31 of a block (mod z), v < z */
+__attribute__((target("avx512bw"))) static inline __m512i rot_load(const int16_t *pv, uint32_t v, uint32_t z)
+{
+    if (v + 32 <= z)
+        return LD5(pv + v);
+    __mmask32 m1 = (__mmask32)((UINT32_C(1) << (z - v)) - 1);
+    __m512i a = _mm512_maskz_loadu_epi16(m1, pv + v);
+    /* lanes z - v .. 31 hold positions 0 ..: address pv + v - z, only unmasked lanes touched */
+    __m512i b = _mm512_maskz_loadu_epi16((__mmask32)~m1, (const void *)((uintptr_t)pv - (uintptr_t)(z - v) * sizeof *pv));
+    return _mm512_or_si512(a, b);
+}
+
+__attribute__((target("avx512bw"))) static inline void rot_store(int16_t *pv, uint32_t v, uint32_t z, __m512i x)
+{
+    if (v + 32 <= z) {
+        ST5(pv + v, x);
+        return;
+    }
+    __mmask32 m1 = (__mmask32)((UINT32_C(1) << (z - v)) - 1);
+    _mm512_mask_storeu_epi16(pv + v, m1, x);
+    _mm512_mask_storeu_epi16((void *)((uintptr_t)pv - (uintptr_t)(z - v) * sizeof *pv), (__mmask32)~m1, x);
+}
+
+__attribute__((target("avx512bw"))) static void layer64_avx512(const qpp_ldpc_code *c, ldpc_qc_state *st,
+                                                              ldpc_qc_ws *ws, uint32_t i)
+{
+    const uint32_t z = c->z, zp = z + PAD;
+    int16_t *qb = ws->q, *ab = ws->q + (size_t)c->max_blk_deg * 16 * NCMAX, *fb = ws->fw;
+    const __m512i lo = _mm512_set1_epi16(-SAT), vrmax = _mm512_set1_epi16(RMAX), zero = _mm512_setzero_si512();
+    const __m512i tbl = _mm512_broadcast_i32x4(_mm_setr_epi8((char)162, (char)134, 110, 89, 72, 58, 46, 37, 29, 23,
+                                                             18, 14, 11, 9, 7, 0));
+    uint32_t beg = c->blk_ptr[i], deg = c->blk_ptr[i + 1] - beg;
+    const uint32_t *cols = c->blk_col + beg, *shifts = c->blk_shift + beg;
+    int16_t *post = st->post, *rb = st->r + (size_t)beg * z;
+    for (uint32_t l0 = 0; l0 < z; l0 += 64) {
+        const int16_t *sm = ws->synmask + (size_t)i * z + l0;
+        __m512i x0 = LD5(sm), x1 = LD5(sm + 32);
+        __m512i f0 = zero, f1 = zero, a0 = zero, a1 = zero;
+        for (uint32_t k = 0; k < deg; k++) {
+            const int16_t *pv = post + (size_t)cols[k] * zp, *re = rb + (size_t)k * z + l0;
+            uint32_t s = shifts[k];
+            int16_t *qk = qb + 64 * k, *ak = ab + 64 * k, *fk = fb + 64 * k;
+            __m512i q0 = _mm512_max_epi16(_mm512_subs_epi16(rot_load(pv, ROT(l0, s, z), z), LD5(re)), lo);
+            __m512i q1 = _mm512_max_epi16(_mm512_subs_epi16(rot_load(pv, ROT(l0 + 32, s, z), z), LD5(re + 32)), lo);
+            ST5(qk, q0); ST5(qk + 32, q1);
+            x0 = _mm512_xor_si512(x0, q0); x1 = _mm512_xor_si512(x1, q1);
+            if (k == 1) {
+                f0 = a0; f1 = a1;
+            } else if (k > 1) {
+                f0 = boxplus32(f0, a0, tbl); f1 = boxplus32(f1, a1, tbl);
+            }
+            ST5(fk, f0); ST5(fk + 32, f1);
+            a0 = _mm512_abs_epi16(q0); a1 = _mm512_abs_epi16(q1);
+            ST5(ak, a0); ST5(ak + 32, a1);
+        }
+        for (uint32_t kk = deg; kk-- > 0;) {
+            int16_t *pv = post + (size_t)cols[kk] * zp, *re = rb + (size_t)kk * z + l0;
+            uint32_t s = shifts[kk];
+            const int16_t *qk = qb + 64 * kk, *ak = ab + 64 * kk, *fk = fb + 64 * kk;
+            __m512i m0, m1;
+            if (deg == 1) {
+                m0 = m1 = _mm512_set1_epi16(SAT);
+            } else if (kk == deg - 1) {
+                m0 = LD5(fk); m1 = LD5(fk + 32);
+            } else if (kk == 0) {
+                m0 = a0; m1 = a1;
+            } else {
+                m0 = boxplus32(LD5(fk), a0, tbl); m1 = boxplus32(LD5(fk + 32), a1, tbl);
+                a0 = boxplus32(a0, LD5(ak), tbl); a1 = boxplus32(a1, LD5(ak + 32), tbl);
+            }
+            __m512i qa = LD5(qk), qc = LD5(qk + 32);
+            m0 = _mm512_min_epi16(m0, vrmax);
+            m1 = _mm512_min_epi16(m1, vrmax);
+            /* negate where bit 15 of sx ^ q is set */
+            __m512i r0 = _mm512_mask_sub_epi16(m0, _mm512_movepi16_mask(_mm512_xor_si512(x0, qa)), zero, m0);
+            __m512i r1 = _mm512_mask_sub_epi16(m1, _mm512_movepi16_mask(_mm512_xor_si512(x1, qc)), zero, m1);
+            ST5(re, r0); ST5(re + 32, r1);
+            rot_store(pv, ROT(l0, s, z), z, _mm512_max_epi16(_mm512_adds_epi16(qa, r0), lo));
+            rot_store(pv, ROT(l0 + 32, s, z), z, _mm512_max_epi16(_mm512_adds_epi16(qc, r1), lo));
+        }
+    }
+    for (uint32_t k = 0; k < deg; k++) {
+        int16_t *pv = post + (size_t)cols[k] * zp;
+        memcpy(pv + z, pv, PAD * sizeof *pv);
+    }
+}
+
+__attribute__((target("avx2"))) static void layers_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws,
+                                                        int w512)
 {
     for (uint32_t i = 0; i < c->mb; i++) {
-        if (c->z % 64 == 0)
+        if (c->z % 64 == 0 && w512)
+            layer64_avx512(c, st, ws, i);
+        else if (c->z % 64 == 0)
             layer4_avx2(c, st, ws, i);
         else
             layer_avx2(c, st, ws, i, 1);
@@ -590,13 +697,14 @@ void ldpc_qc_run(const qpp_ldpc_code *c, const uint64_t *syn, uint32_t max_iter,
 {
     for (uint32_t r = 0; r < c->m; r++)
         ws->synmask[r] = (int16_t)-(int16_t)((syn[r >> 6] >> (r & 63)) & 1);
-    int avx2 = (qpp_cpu_features() & QPP_CPU_AVX2) != 0;
+    unsigned feat = qpp_cpu_features();
+    int avx2 = (feat & QPP_CPU_AVX2) != 0, w512 = (feat & QPP_CPU_AVX512BW) != 0;
     uint32_t it = 0, since_best = 0;
     uint32_t bad = qc_unsatisfied(c, st, ws, syn, avx2), best = bad;
     while (bad && it < max_iter && !(stall && since_best >= stall)) {
 #ifdef HAVE_AVX2_QC
         if (avx2)
-            layers_avx2(c, st, ws);
+            layers_avx2(c, st, ws, w512);
         else
 #endif
             layers_portable(c, st, ws);
