@@ -41,15 +41,26 @@
  *   Syndrome and hard decisions: packed bits, LSB first, like every other
  *   bit array here.
  *
- * Speed (AVX2, rate-0.91 code, python -m bench -k ldpc-kernel): the layer runs
- * four 16-lane chunks through the whole row at a time (layer4_avx2), about
- * 50 vector ALU operations per 16 edges, of which 3 boxplus x 13; the
- * boxplus count per edge is the minimum for a forward-backward pass
- * (3(d - 2) per row). Measured and rejected: dropping the ln(1 + e^-(a+b))
- * term (7-operation boxplus, 1.16x faster per edge) made blind decoding
- * need 2-9 % more iterations and raised f by 0.003-0.014 at QBER 1-8 %
- * (same frames); skipping converged checks does not pay, as checks reach
- * high reliability only in the last one or two iterations of a decode.
+ * Speed (rate-0.91 code, python -m bench -k "ldpc and kernel"): each layer
+ * runs its row chunk by chunk (layer4_avx2: four 16-lane chunks side by side;
+ * layer64_avx512 with AVX-512BW: two 32-lane chunks, wrapped rotations by
+ * masked loads/stores; a generic one-chunk AVX2 layer when z is not a
+ * multiple of 64), so parities and boxplus partials stay in registers. About
+ * 50 vector ALU operations per 16 edges, of which 3 boxplus x 13; 3(d - 2)
+ * boxplus per row is the minimum for a forward-backward pass. Measured
+ * in-process against the edge-major AVX2 loop this replaced (best of 40,
+ * load 5-7): 0.35 (AVX-512BW) and 0.40 (AVX2) against 0.45-0.47 ns per
+ * edge-iteration; more under contention (the old loop streamed 2 x 36 KB
+ * of q and partials per row through L1).
+ *
+ * Measured and rejected: dropping the ln(1 + e^-(a+b)) term (7-operation
+ * boxplus, 1.16x faster per edge) made blind decoding need 2-9 % more
+ * iterations and raised f by 0.003-0.014 at QBER 1-8 % (same frames);
+ * skipping converged checks does not pay, as checks reach high reliability
+ * only in the last one or two iterations of a decode; branch-free masked
+ * rotation loads (slower: 0.41 against 0.35); eight chunks side by side
+ * (register spills); counting unsatisfied checks from the int16 posteriors
+ * instead of packed hard decisions (no faster).
  */
 #include <stdlib.h>
 #include <string.h>
