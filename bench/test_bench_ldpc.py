@@ -19,9 +19,9 @@ Per QBER one group ``ldpc-q<percent>`` holds:
   figures.
 
 Group ``ldpc-kernel``: one frame of the rate-0.91 QC code that never decodes
-(QBER 20 %), exactly KERNEL_ITERS iterations, our int16 layered BP against the
-PyPI ``BpDecoder``; units are edge-iterations, and ``ns_per_edge_iteration``
-is stored in ``extra_info``.
+(QBER 20 %), exactly KERNEL_ITERS iterations, our int16 layered BP (on each CPU
+path: the default, AVX2 only, portable C) against the PyPI ``BpDecoder``; units
+are edge-iterations, and ``ns_per_edge_iteration`` is stored in ``extra_info``.
 
 Throughputs are sifted (key) bits per second on one core. Environment:
 QPP_BENCH_LDPC_BLOCKS (default 2) sets the number of blocks behind f and FER.
@@ -231,18 +231,29 @@ def test_kernel_baseline(benchmark):
            note=f"ldpc (PyPI) BpDecoder product_sum, {KERNEL_ITERS} iterations, code R0=0.91")
 
 
-def test_kernel_qc(benchmark):
+#: CPU paths of the QC kernel: the default (AVX-512BW where the CPU has it), AVX2 only, portable C.
+KERNEL_PATHS = {"default": 0, "avx2": pc.lib.QPP_CPU_AVX512BW,
+                "portable": pc.lib.QPP_CPU_AVX2 | pc.lib.QPP_CPU_AVX512BW}
+
+
+@pytest.mark.parametrize("path", list(KERNEL_PATHS))
+def test_kernel_qc(benchmark, path):
     benchmark.group = "ldpc-kernel"
     c, x, y = _kernel_frame()
     llr = np.round(math.log(0.8 / 0.2) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64))).astype(np.int16)
     syn = c.syndrome(ldpc.pack_bits(x))
-    _, ok, it, _ = c.decode_qc(llr, syn, max_iter=KERNEL_ITERS)
-    assert not ok and it == KERNEL_ITERS
-    benchmark.pedantic(c.decode_qc, args=(llr, syn), kwargs={"max_iter": KERNEL_ITERS}, rounds=5,
-                       iterations=1)
+    pc.lib.qpp_cpu_disable(KERNEL_PATHS[path])
+    try:
+        _, ok, it, _ = c.decode_qc(llr, syn, max_iter=KERNEL_ITERS)
+        assert not ok and it == KERNEL_ITERS
+        benchmark.pedantic(c.decode_qc, args=(llr, syn), kwargs={"max_iter": KERNEL_ITERS}, rounds=5,
+                           iterations=1)
+        features = ",".join(pc.cpu_features())
+    finally:
+        pc.lib.qpp_cpu_disable(0)
     ns = benchmark.stats.stats.mean / (KERNEL_ITERS * c.spec.edges) * 1e9
     record(benchmark, units=KERNEL_ITERS * c.spec.edges, unit="edge-iter", ns_per_edge_iteration=round(ns, 3),
-           note=f"qpp QC int16 layered BP, {ns:.3f} ns per edge-iteration, code R0=0.91")
+           note=f"qpp QC int16 layered BP [{path}: {features}], {ns:.3f} ns per edge-iteration, code R0=0.91")
 
 
 @pytest.mark.parametrize("q", QBERS)

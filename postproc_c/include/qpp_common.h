@@ -41,7 +41,8 @@ const char *qpp_version(void);
 enum qpp_cpu_feature {
     QPP_CPU_PCLMUL = 1,
     QPP_CPU_AVX2 = 2,
-    QPP_CPU_POPCNT = 4
+    QPP_CPU_POPCNT = 4,
+    QPP_CPU_AVX512BW = 8            /* only with AVX2 (a path that needs it needs both) */
 };
 unsigned qpp_cpu_features(void);
 

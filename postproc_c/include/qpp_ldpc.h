@@ -90,8 +90,8 @@ int qpp_ldpc_decode_batch(const qpp_ldpc_code *code, uint32_t lanes, const float
  * forward-backward boxplus with a 16-entry correction table (ldpc_qc.c).
  * Base rows are the layers, in order. Early
  * stop when the hard decision satisfies syn; stall as in the batch decoder.
- * post_out (may be NULL): n posterior LLRs. Bit-identical on the AVX2 and the
- * portable path. */
+ * post_out (may be NULL): n posterior LLRs. Bit-identical on the AVX-512BW,
+ * the AVX2 and the portable path. */
 int qpp_ldpc_decode_qc(const qpp_ldpc_code *code, const int16_t *llr, const uint64_t *syn, size_t syn_words,
                        uint32_t max_iter, uint32_t stall,
                        uint64_t *out, size_t out_words, int16_t *post_out,
