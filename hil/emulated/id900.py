@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import shlex
 import threading
+import time
 
 import numpy as np
 
@@ -234,6 +235,7 @@ class IdqDltServer(ZmqRepServer):
         self._next_id = 1
         self._epoch = 0
         self._k: int | None = None  # sub-acquisition window index on the source's clock
+        self._counted_k: int | None = None  # the window whose tags the counters hold
         self._origin_k = 0
         self._pend_t = np.empty(0, np.int64)
         self._pend_c = np.empty(0, np.uint8)
@@ -284,11 +286,21 @@ class IdqDltServer(ZmqRepServer):
             sock = self._ctx.socket(zmq.PAIR)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 100)
-            try:
-                sock.bind(f"tcp://127.0.0.1:{port}")
-            except zmq.ZMQError as e:
-                sock.close(linger=0)
-                return json.dumps({"error": {"description": f"cannot bind port {port}: {e}"}}).encode()
+            # a stream socket closed a moment ago (this block's previous stream, or one a
+            # ``stop`` closed) releases its port in ZeroMQ's I/O thread, after close() returns:
+            # retry "address in use" for up to 2 s before refusing (a port another process
+            # holds still gets the DLT's error)
+            end = time.monotonic() + 2.0
+            while True:
+                try:
+                    sock.bind(f"tcp://127.0.0.1:{port}")
+                    break
+                except zmq.ZMQError as e:
+                    if e.errno == zmq.EADDRINUSE and time.monotonic() < end:
+                        time.sleep(0.02)
+                        continue
+                    sock.close(linger=0)
+                    return json.dumps({"error": {"description": f"cannot bind port {port}: {e}"}}).encode()
             acq = f"acq-{self._next_id}"
             self._next_id += 1
             self._pairs[block] = (sock, acq, bool(opts.get("with-ref-index")))
@@ -323,6 +335,7 @@ class IdqDltServer(ZmqRepServer):
         # REC:PLAY restarts the controller's time and reference counting; on the source's clock
         # the acquisition restarts at the window holding the next tag (chosen when it arrives).
         self._k = None
+        self._counted_k = None
         self._prev_sync = (None, -1)
         self._n_sync_seen = 0
 
@@ -443,6 +456,13 @@ class IdqDltServer(ZmqRepServer):
                 msgs[blk] = (sel - a).astype("<u8").tobytes()
         if not all(active[blk][0].poll(0, zmq.POLLOUT) for blk in msgs):
             return False  # a receiver is not connected or not keeping up: retry later, lose nothing
+        if self._counted_k != self._k:
+            # counters first, as on the instrument (they count at the input, before any data
+            # leave): a client that has read every tag then reads counters that include them
+            self._counted_k = self._k
+            with self.state.lock:
+                for name, src in _SOURCES.items():
+                    self.state.counts[name] += int(np.count_nonzero(c == src))
         for blk, data in msgs.items():
             sock = active[blk][0]
             if self._garbage > 0:
@@ -457,9 +477,6 @@ class IdqDltServer(ZmqRepServer):
         if n_sync_window:
             self._prev_sync = (int(t[c == 0][-1]), self._n_sync_seen + n_sync_window - 1)
             self._n_sync_seen += n_sync_window
-        with self.state.lock:
-            for name, src in _SOURCES.items():
-                self.state.counts[name] += int(np.count_nonzero(c == src))
         self._pend_t, self._pend_c = self._pend_t[n_win:], self._pend_c[n_win:]
         return True
 
