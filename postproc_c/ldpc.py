@@ -72,7 +72,28 @@ DEFAULT_ALGORITHM = "qc"
 
 
 def _spec(rate: float, n: int | None, qc: bool) -> codes.CodeSpec:
-    return codes.qc_code(rate) if qc else codes.mother_code(rate, codes.FRAME_BITS if n is None else n)
+    if qc:   # QC frame length n = z * QC_NB (default z = QC_Z: n = 2^16)
+        return codes.qc_code(rate, codes.QC_Z if n is None else n // codes.QC_NB)
+    return codes.mother_code(rate, codes.FRAME_BITS if n is None else n)
+
+
+#: QC frame lengths ``ldpc``/``ldpc-blind`` choose from (circulants z = n / 256 of 256 .. 2048).
+QC_FRAME_BITS = (1 << 16, 1 << 17, 1 << 18, 1 << 19)
+#: Least frames per block for a longer frame: a block cut into fewer, longer frames must widen
+#: every frame's adaptation positions d to spread evenly (up to MAX_DELTA n, all but the room to
+#: reveal shortened), which costs more than the length gains. Measured (blind, QBER 2 %,
+#: ``python -m bench.ldpc_frames``): 2^18-bit frames give f 1.136 in 2^20-bit blocks (4-5 frames,
+#: d = 0.2 n) but 1.112-1.114 in 2^21-2^22-bit blocks (9-17 frames, d = 0.11 n).
+QC_MIN_FRAMES = 8
+
+
+def qc_frame_bits(key_bits: int) -> int:
+    """Frame length of the QC family for a block of ``key_bits``: the longest of QC_FRAME_BITS
+    that the block fills QC_MIN_FRAMES times (2^16 below 2^19 bits; 2^17 for the link's default
+    2^20-bit block). Longer frames decode closer to the code's threshold: the rate-0.85 code
+    unpunctured fails 10/16 frames at f = 1.10 with n = 2^16 and 1/8 with n = 2^18."""
+    fit = [n for n in QC_FRAME_BITS if QC_MIN_FRAMES * n <= key_bits]
+    return max(fit) if fit else QC_FRAME_BITS[0]
 MIN_QBER = 1e-3
 #: Blind: the chosen code must leave punctured bits worth this much efficiency to reveal,
 #: and at least ROOM_MIN_BITS of them (measured: 372 left at QBER 2 % failed 2 frames in 12).
@@ -221,9 +242,10 @@ def code(rate: float, n: int = codes.FRAME_BITS) -> LdpcCode:
 
 
 @cache
-def qc_code(rate: float) -> LdpcCode:
-    """The C object of QC mother code ``rate`` (n = 2^16, built once per process)."""
-    return LdpcCode(codes.qc_code(rate))
+def qc_code(rate: float, n: int = codes.QC_Z * codes.QC_NB) -> LdpcCode:
+    """The C object of QC mother code ``rate`` of frame length n (z = n / 256; default 2^16),
+    built once per process."""
+    return LdpcCode(_spec(rate, n, True))
 
 
 @dataclass(frozen=True)
@@ -359,7 +381,8 @@ class LdpcSide:
                  algorithm: str = DEFAULT_ALGORITHM, scale: float = 0.8,
                  qber_decoder: float | None = None, private_seed: int | None = None,
                  mother_rate: float | None = None, delta: float = DELTA, room_f: float = ROOM_F,
-                 f_choose: float | None = None, method: str = "ldpc") -> None:
+                 f_choose: float | None = None, frame_bits: int | None = None,
+                 method: str = "ldpc") -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.ndim != 1:
@@ -379,8 +402,14 @@ class LdpcSide:
         if not 0.0 <= delta <= 0.5:
             raise ValueError(f"delta: expected 0 <= delta <= 0.5, got {delta}")
         qc = algorithm == "qc"
+        if frame_bits is None:
+            frame_bits = qc_frame_bits(int(bits.size)) if qc else codes.FRAME_BITS
+        allowed = QC_FRAME_BITS if qc else (codes.FRAME_BITS,)
+        if frame_bits not in allowed:
+            raise ValueError(f"frame_bits: expected one of {allowed} for algorithm {algorithm!r}, "
+                             f"got {frame_bits}")
         self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, delta=delta, qc=qc,
-                         room_f=room_f, f_choose=f_choose)
+                         room_f=room_f, f_choose=f_choose, n=frame_bits)
         # Spread the block evenly over its frames: a short last frame would still leak a whole
         # syndrome (its padding is shortened, not removed), so the spare positions become
         # adaptation positions of every frame instead (more room to reveal, same frames).
@@ -388,8 +417,8 @@ class LdpcSide:
         d_even = min(self.plan.n + int(bits.size) // -nframes, int(MAX_DELTA * self.plan.n))
         if d_even > self.plan.d:
             self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, qc=qc, room_f=room_f,
-                             d=d_even, f_choose=f_choose)
-        self.code = qc_code(self.plan.rate) if qc else code(self.plan.rate)
+                             d=d_even, f_choose=f_choose, n=frame_bits)
+        self.code = qc_code(self.plan.rate, frame_bits) if qc else code(self.plan.rate)
         self.key_bits = int(bits.size)
         pos = positions(self.code, self.plan, seed)
         frames = -(-self.key_bits // self.plan.k)

@@ -446,3 +446,29 @@ def test_blind_plan_keeps_code_for_later_start(qber):
     h = ldpc.binary_entropy(qber)
     assert 1 - f * h - 1e-3 < late.effective_rate() <= 1 - f * h
     assert 1.0 < f <= 1.10
+
+
+def test_qc_frame_bits_rule():
+    """The QC frame length is the longest the block fills QC_MIN_FRAMES times."""
+    assert ldpc.qc_frame_bits(1000) == 1 << 16
+    assert ldpc.qc_frame_bits((1 << 19) - 1) == 1 << 16
+    assert ldpc.qc_frame_bits(1 << 20) == 1 << 17          # the link's default block
+    assert ldpc.qc_frame_bits(1 << 21) == 1 << 18
+    assert ldpc.qc_frame_bits(1 << 30) == 1 << 19
+    with pytest.raises(ValueError, match="frame_bits"):
+        ldpc.LdpcSide("alice", np.zeros(1000, np.uint8), 0.02, frame_bits=12345)
+
+
+def test_blind_longer_frame_corrects():
+    """ldpc-blind on 2^17-bit frames (z = 512): Bob ends with Alice's key, n reported, and the
+    leak lies between m - d (nothing revealed) and m (all revealed) per frame."""
+    rng = np.random.default_rng(41)
+    a, b = bsc(rng, 200_000, 0.02)
+    res = pc.reconcile_in_memory(a, b, 0.02, method="ldpc-blind", seed=9, frame_bits=1 << 17)
+    d = res.details
+    assert res.success and np.array_equal(res.corrected, a)
+    assert d["n"] == 1 << 17 and d["frames"] == 2
+    c = ldpc.qc_code(d["mother_rate"], 1 << 17)
+    assert c.z == 512 and c.n == 1 << 17
+    assert d["frames"] * (c.m - d["d"]) <= res.leaked_bits <= d["frames"] * c.m
+    assert 1.0 < d["efficiency"] < 1.4
