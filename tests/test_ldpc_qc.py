@@ -131,6 +131,31 @@ def test_qc_code_structure(rate):
     assert count_4cycles(S, spec.z) <= count_4cycles(rnd, spec.z) // 4
 
 
+# The same constructions lifted by z = 512 (n = 2^17: the frame of the link's default 2^20-bit
+# block, ``ldpc.qc_frame_bits``): pinned for the same reason as QC_TAGS.
+QC_TAGS_Z512 = {0.5: 0x24CF2134, 0.55: 0x16F9EB1F, 0.6: 0xAD708103, 0.65: 0x63F55138, 0.7: 0x5D727412,
+                0.75: 0x92B1C702, 0.8: 0x92D15EA5, 0.85: 0x0FC78174, 0.9: 0x10B3A318, 0.91: 0xC0C68862}
+
+
+@pytest.mark.parametrize("rate", codes.QC_RATES)
+def test_qc_code_z512_same_ensemble(rate):
+    """n = 2^17 codes: pinned tags, and the base matrix has the same column and row degrees as
+    the n = 2^16 code (same ensemble, so the DE threshold documented in codes.py holds)."""
+    spec, ref = codes.qc_code(rate, z=512), codes.qc_code(rate)
+    assert spec.tag == QC_TAGS_Z512[rate] and spec.z == 512 and spec.n == 1 << 17
+    assert spec.m == 2 * ref.m and spec.edges == 2 * ref.edges
+    assert np.array_equal(np.sort(np.bincount(spec.blk_col, minlength=codes.QC_NB)),
+                          np.sort(np.bincount(ref.blk_col, minlength=codes.QC_NB)))
+    assert np.array_equal(np.sort(np.diff(spec.blk_ptr.astype(np.int64))),
+                          np.sort(np.diff(ref.blk_ptr.astype(np.int64))))
+    mb = spec.blk_ptr.size - 1
+    S = np.full((mb, codes.QC_NB), -1, np.int64)
+    for i in range(mb):
+        e = slice(int(spec.blk_ptr[i]), int(spec.blk_ptr[i + 1]))
+        S[i, spec.blk_col[e].astype(np.int64)] = spec.blk_shift[e]
+    assert count_4cycles(S, spec.z) == 0                           # girth >= 6
+
+
 def count_4cycles(S, z):
     """Base 4-cycles (i1, i2, j1, j2) whose shifts close a cycle in the lifted graph."""
     total = 0
