@@ -514,13 +514,22 @@ def _make_ldpc(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: fl
 #: Blind: first-attempt efficiency by estimated QBER (linear in between, flat outside). Every
 #: failed attempt costs decoder iterations (>= ``stall``) and a round trip, so the start sits just
 #: below where most frames decode; the code and d stay those of a start at BLIND_F_CHOOSE.
-#: Measured on one 2^20-bit block per point (``python -m bench -k ldpc`` for the figures):
-#: QBER 1 %: start 1.03 -> f 1.125 at 79 iterations per frame, 1.08 -> 1.126 / 52, 1.11 -> 1.129 / 38;
-#: 2 %: 1.03 -> 1.138 / 81, 1.11 -> 1.143 / 42; 5 %: 1.05 -> 1.101 / 64, 1.11 -> 1.111 / 26;
-#: 8 %: 1.05 -> 1.079 / 55, 1.11 -> 1.110 / 20. With this table, 4 blocks (72-76 frames) per QBER:
-#: f 1.142 / 1.135 / 1.098 / 1.082 at 1 / 2 / 5 / 8 %, 46 / 42 / 67 / 64 iterations, no frame lost.
-BLIND_F_START = ((0.01, 1.10), (0.02, 1.10), (0.05, 1.04), (0.08, 1.04))
+#: Measured with n = 2^17 frames (the 2^20-bit default block), 8 blocks = 72 frames per row,
+#: ``python -m bench.ldpc_frames --qber Q --f-start F`` (f / decoder iterations per frame):
+#: 1 %: start 1.06 -> 1.130 / 65, 1.10 -> 1.130 / 46, 1.13 -> 1.138 / 31;
+#: 2 %: 1.06 -> 1.116 / 62, 1.10 -> 1.119 / 39 (reveal 0.02);
+#: 5 %: 1.00 -> 1.090 / 95, 1.04 -> 1.090 / 73, 1.07 -> 1.092 / 54;
+#: 8 %: 1.00 -> 1.090 / 92, 1.04 -> 1.091 / 70, 1.07 -> 1.088 / 52.
+#: (n = 2^16, the earlier table: 1 % 1.03 -> 1.125 / 79, 1.08 -> 1.126 / 52, 1.11 -> 1.129 / 38;
+#: 2 % 1.03 -> 1.138 / 81, 1.11 -> 1.143 / 42; 5 % 1.05 -> 1.101 / 64; 8 % 1.05 -> 1.079 / 55.)
+BLIND_F_START = ((0.01, 1.10), (0.02, 1.10), (0.05, 1.04), (0.08, 1.07))
 BLIND_F_CHOOSE = 1.03
+#: Blind: reveal step (efficiency per failed round) by estimated QBER, interpolated like the
+#: start. Finer steps leak less (a frame stops nearer its own threshold) but cost a round trip
+#: and more iterations each; worth it where f is short of its target. Measured as above:
+#: 1 %: 0.02 -> 1.130 / 46 it, 0.01 -> 1.126 / 58; 2 %: 0.02 -> 1.119 / 39, 0.01 -> 1.115 / 47
+#: (0.01 with stall 8 and start 1.06: 1.109 / 124); 5 %: 0.02 -> 1.090 / 73, 0.01 -> 1.086 / 102.
+BLIND_REVEAL_F = ((0.01, 0.01), (0.02, 0.01), (0.05, 0.02), (0.08, 0.02))
 
 
 def blind_f_start(qber: float) -> float:
@@ -529,16 +538,25 @@ def blind_f_start(qber: float) -> float:
     return float(np.interp(qber, qs, fs))
 
 
+def blind_reveal_f(qber: float) -> float:
+    """Default reveal step of ``ldpc-blind`` at this QBER, in efficiency (``BLIND_REVEAL_F``)."""
+    qs, fs = zip(*BLIND_REVEAL_F, strict=True)
+    return float(np.interp(qber, qs, fs))
+
+
 @register("ldpc-blind")
 def _make_ldpc_blind(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f_start: float | None = None,
-                     reveal_f: float = 0.02, stall: int = 4, f_choose: float | None = BLIND_F_CHOOSE,
+                     reveal_f: float | None = None, stall: int = 4, f_choose: float | None = BLIND_F_CHOOSE,
                      **options) -> LdpcSide:
     """Blind LDPC: start at efficiency f_start (default ``blind_f_start(qber)``), reveal
-    reveal_f * k h(q) bits per failed round; an attempt stops after ``stall`` iterations without
-    progress (the next round reveals more, and the QC decoder continues from where it stopped).
-    Steps of 0.02 in f cost less efficiency than 0.03 once rounds continue instead of restarting."""
+    reveal_f * k h(q) bits per failed round (default ``blind_reveal_f(qber)``); an attempt stops
+    after ``stall`` iterations without progress (the next round reveals more, and the QC decoder
+    continues from where it stopped)."""
+    q = max(float(qber), MIN_QBER)
     if f_start is None:
-        f_start = blind_f_start(max(float(qber), MIN_QBER))
+        f_start = blind_f_start(q)
+    if reveal_f is None:
+        reveal_f = blind_reveal_f(q)
     return LdpcSide(role, bits, qber, seed=seed, f=f_start, reveal_f=reveal_f, stall=stall,
                     f_choose=f_choose, method="ldpc-blind", **options)
 
