@@ -12,7 +12,10 @@ ldpc``.
 
 Usage: ``python -m bench.ldpc_frames --qber 0.02 --blocks 8 --bits 1048576
 --frame-bits 65536 131072`` (one row per frame length; ``--reveal-f``,
-``--stall``, ``--f-start`` override the blind defaults).
+``--stall``, ``--f-start`` override the blind defaults). ``--code-fer 0.85
+--frame-bits 65536 131072 262144 --f 1.08 1.10 1.12 --frames 16``: frame error
+rate of the unpunctured mother code instead (int16 BP, 200 iterations), at
+the QBER where its rate gives efficiency f.
 """
 
 from __future__ import annotations
@@ -49,6 +52,26 @@ def run(qber: float, blocks: int, bits: int, **options) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+def code_fer(rate: float, frame_bits: int, f: float, frames: int, seed: int = 11) -> tuple[int, float]:
+    """Frames (of ``frames``) the unpunctured QC mother code fails to decode at the QBER where
+    h(q) = (m/n)/f, and mean iterations."""
+    c = ldpc.qc_code(rate, frame_bits)
+    lo, hi = 1e-6, 0.5
+    for _ in range(60):                                  # bisection for h(q) = (m/n) / f
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ldpc.binary_entropy(mid) < (c.m / c.n) / f else (lo, mid)
+    q, rng = lo, np.random.default_rng(seed)
+    fail = its = 0
+    for _ in range(frames):
+        x = rng.integers(0, 2, c.n, dtype=np.uint8)
+        y = x ^ (rng.random(c.n) < q).astype(np.uint8)
+        llr = np.round(np.log((1 - q) / q) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64)))
+        out, ok, it, _ = c.decode_qc(llr.astype(np.int16), c.syndrome(ldpc.pack_bits(x)), max_iter=200)
+        fail += not (ok and np.array_equal(ldpc.unpack_bits(out, c.n), x))
+        its += it
+    return fail, its / frames
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qber", type=float, nargs="+", default=[0.02])
@@ -58,7 +81,17 @@ def main() -> None:
     ap.add_argument("--reveal-f", type=float)
     ap.add_argument("--stall", type=int)
     ap.add_argument("--f-start", type=float)
+    ap.add_argument("--code-fer", type=float, help="mother code rate: unpunctured FER instead")
+    ap.add_argument("--f", type=float, nargs="+", default=[1.08, 1.10, 1.12])
+    ap.add_argument("--frames", type=int, default=16)
     args = ap.parse_args()
+    if args.code_fer is not None:
+        for fb in args.frame_bits:
+            fb = fb or ldpc.QC_FRAME_BITS[0]
+            row = [f"f {f:.2f}: {fail}/{args.frames} it {it:.0f}"
+                   for f in args.f for fail, it in [code_fer(args.code_fer, fb, f, args.frames)]]
+            print(f"R0 {args.code_fer} n {fb}: " + "; ".join(row), flush=True)
+        return
     extra = {k: v for k, v in (("reveal_f", args.reveal_f), ("stall", args.stall), ("f_start", args.f_start))
              if v is not None}
     for q in args.qber:
