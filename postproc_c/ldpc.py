@@ -13,7 +13,8 @@ fails (Martinez-Mateo, Elkouss, Martin, "Blind reconciliation", QIC 12
 * ``"ldpc-blind"``: starts at ``f_start`` (by default just below where most
   frames decode at the estimated QBER, ``blind_f_start``; the code is the one
   chosen for a start at 1.03, so a later start only shortens more) and reveals
-  ``reveal_f`` * k * h(q) punctured bits per failed round until decoded or
+  ``reveal_f`` * k * h(q) punctured bits per failed round (by default
+  ``blind_reveal_f``: 0.01 at QBER 1-2 %, 0.02 from 5 %) until decoded or
   nothing is left (all adaptation bits shortened). Every failed attempt costs
   decoder iterations, so the later start is what cut iterations per frame
   from ~80 to ~40 at QBER 1-2 %.
@@ -33,9 +34,13 @@ any length is cut into frames of k = n - d key bits, all in flight together,
 so a block costs 2 messages one-way, 2 + 2 * rounds blind.
 
 Codes and decoders (``algorithm=``): ``"qc"`` (default) uses the
-quasi-cyclic mother codes of ``codes.qc_code`` (n = 2^16, circulants of
-z = 256) and the int16 layered sum-product of ``src/ldpc_qc.c``, which runs
-the 256 checks of a base row as one layer in 16-lane AVX2 vectors and, in
+quasi-cyclic mother codes of ``codes.qc_code`` (circulants of z = 256 ..
+2048, frames of n = 2^16 .. 2^19 bits: ``qc_frame_bits`` takes the longest
+frame the block fills 8 times, 2^17 for the link's default 2^20-bit block,
+because longer frames decode nearer the code's threshold; both sides derive
+it from the block length, and the SYNDROME message carries n and the code
+tag) and the int16 layered sum-product of ``src/ldpc_qc.c``, which runs
+the z checks of a base row as one layer in 16-lane AVX2 vectors and, in
 blind mode, continues each failed frame from its previous round's messages
 (warm start) instead of decoding it again from scratch. ``"bp"`` and
 ``"minsum"`` keep the earlier family (Table I codes of n = 2^14, float
@@ -64,7 +69,7 @@ from .selftest import kat
 
 #: Fraction of each frame used for rate adaptation (d = delta * n), Elkouss 2011 Sec. 3.
 DELTA = 0.1
-#: "qc": int16 lane-parallel sum-product on the QC codes (n = 2^16), warm blind rounds (default);
+#: "qc": int16 lane-parallel sum-product on the QC codes (n = 2^16..2^19), warm blind rounds (default);
 #: "bp", "minsum": float decoders on the Table I codes of n = 2^14 (the earlier family).
 ALGORITHMS = {"minsum": lib.QPP_LDPC_MINSUM, "bp": lib.QPP_LDPC_BP, "qc": lib.QPP_LDPC_QC_BP}
 #: Decoder -> code family; the QC family is the default of both methods.
@@ -91,7 +96,8 @@ def qc_frame_bits(key_bits: int) -> int:
     """Frame length of the QC family for a block of ``key_bits``: the longest of QC_FRAME_BITS
     that the block fills QC_MIN_FRAMES times (2^16 below 2^19 bits; 2^17 for the link's default
     2^20-bit block). Longer frames decode closer to the code's threshold: the rate-0.85 code
-    unpunctured fails 10/16 frames at f = 1.10 with n = 2^16 and 1/8 with n = 2^18."""
+    unpunctured fails 10/16 frames at f = 1.10 with n = 2^16, 8/16 with 2^17 and 3/16 with 2^18
+    (``python -m bench.ldpc_frames --code-fer 0.85``)."""
     fit = [n for n in QC_FRAME_BITS if QC_MIN_FRAMES * n <= key_bits]
     return max(fit) if fit else QC_FRAME_BITS[0]
 MIN_QBER = 1e-3
