@@ -369,7 +369,17 @@ def positions(c: LdpcCode, p: Plan, seed: int) -> np.ndarray:
     Degree-2 variables are never used: they form the zig-zag chains, and a
     chain stretch whose other members are punctured is a codeword of a few
     key bits only, which the decoder then converges to (measured: silent
-    3-bit mismatches at QBER 2 % before this rule)."""
+    3-bit mismatches at QBER 2 % before this rule).
+
+    Uniformly random (among degree != 2) is also the best choice measured
+    for efficiency, blind, QBER 2 %, same keys (``bench/ldpc_frames.py`` with
+    ``positions`` replaced): n = 2^16, f 1.134 random against 1.239 with the
+    highest-degree variables shortened, 1.192 lowest-degree shortened, 1.180
+    highest-degree punctured, 1.169 degree-2 shortened first; n = 2^17,
+    1.115 against 1.142 (shortened only from degrees 3-9), 1.127 (from
+    degree >= 4) and 1.125 (shortened from every degree, degree 2
+    included). Untainted puncturing (no check with two punctured neighbours,
+    Elkouss et al. 2012) moved f by -0.007 at 2 % and +0.006 at 1 %: noise."""
     mixed = (seed & 0xFFFFFFFFFFFFFFFF) * 0x9E3779B97F4A7C15 + c.tag * 0x100000001B3 + p.d
     mixed &= 0xFFFFFFFFFFFFFFFF
     order = _order(mixed, c.n)
