@@ -8,8 +8,9 @@ thresholds 0.1071 .. 0.0109), and two deterministic constructions from each:
 
 * ``qc_code(rate, z)`` (the default family, rates ``QC_RATES``): quasi-cyclic, an
   mb x 256 base matrix lifted by z x z circulant permutations, n = 256 z:
-  z = 256 (n = 2^16) by default; z = 512, 1024, 2048 (n = 2^17 .. 2^19) for
-  blocks long enough to fill 8 such frames (``ldpc.qc_frame_bits``). Every z
+  z = 256 (n = 2^16) by default; any z = 256 .. 2048 in steps of 64 (n up to
+  2^19) for blocks long enough (``ldpc.qc_frame_bits``: z = 1152, n = 294,912
+  for a 2^20-bit block). Every z
   gives the same base-matrix degrees, so the same ensemble and DE threshold
   (the table below); only the base-row arrangement and shifts differ (the
   seed includes z).

@@ -33,19 +33,20 @@ STATUS (Bob: one byte per frame: 0 retry, 1 decoded, 2 failed) and REVEAL
 any length is cut into frames of k = n - d key bits, all in flight together,
 so a block costs 2 messages one-way, 2 + 2 * rounds blind.
 
-Codes and decoders (``algorithm=``): ``"qc"`` (default) uses the
-quasi-cyclic mother codes of ``codes.qc_code`` (circulants of z = 256 ..
-2048, frames of n = 2^16 .. 2^19 bits: ``qc_frame_bits`` takes the longest
-frame the block fills 8 times, 2^17 for the link's default 2^20-bit block,
-because longer frames decode nearer the code's threshold; both sides derive
-it from the block length, and the SYNDROME message carries n and the code
-tag) and the int16 layered sum-product of ``src/ldpc_qc.c``, which runs
-the z checks of a base row as one layer in 16-lane AVX2 vectors and, in
-blind mode, continues each failed frame from its previous round's messages
-(warm start) instead of decoding it again from scratch. ``"bp"`` and
-``"minsum"`` keep the earlier family (Table I codes of n = 2^14, float
-decoders); both sides must use the same (the code tag in every message says
-so). Measured f, FER and throughput: ``bench/test_bench_ldpc.py``.
+Codes and decoders (``algorithm=``): ``"qc"`` (default) uses the quasi-
+cyclic mother codes of ``codes.qc_code`` (circulants of z = 256 .. 2048,
+frames of n = 2^16 .. 2^19 bits: ``qc_frame_bits`` takes the longest frame
+that cuts the block into >= 4 frames without shortening more than 0.12 n, n
+= 294,912 for the link's default 2^20-bit block, because longer frames
+decode nearer the code's threshold; both sides derive it from the block
+length, and the SYNDROME message carries n and the code tag) and the int16
+layered sum-product of ``src/ldpc_qc.c``, which runs the z checks of a base
+row as one layer in 16-lane AVX2 vectors and, in blind mode, continues each
+failed frame from its previous round's messages (warm start) instead of
+decoding it again from scratch. ``"bp"`` and ``"minsum"`` keep the earlier
+family (Table I codes of n = 2^14, float decoders); both sides must use the
+same (the code tag in every message says so). Measured f, FER and
+throughput: ``bench/test_bench_ldpc.py``.
 
 Why this shape: the decoder and the message state machine are C objects
 (``qpp_ldpc_code``, ``qpp_ldpc_side``) owned here through ``ffi.gc``; Python
@@ -82,24 +83,43 @@ def _spec(rate: float, n: int | None, qc: bool) -> codes.CodeSpec:
     return codes.mother_code(rate, codes.FRAME_BITS if n is None else n)
 
 
-#: QC frame lengths ``ldpc``/``ldpc-blind`` choose from (circulants z = n / 256 of 256 .. 2048).
-QC_FRAME_BITS = (1 << 16, 1 << 17, 1 << 18, 1 << 19)
-#: Least frames per block for a longer frame: a block cut into fewer, longer frames must widen
-#: every frame's adaptation positions d to spread evenly (up to MAX_DELTA n, all but the room to
-#: reveal shortened), which costs more than the length gains. Measured (blind, QBER 2 %,
-#: ``python -m bench.ldpc_frames``): 2^18-bit frames give f 1.136 in 2^20-bit blocks (4-5 frames,
-#: d = 0.2 n) but 1.112-1.114 in 2^21-2^22-bit blocks (9-17 frames, d = 0.11 n).
-QC_MIN_FRAMES = 8
+#: QC frame lengths ``ldpc``/``ldpc-blind`` may use: n = 256 z, z a multiple of 64 (the word
+#: rotation of the syndrome kernel) from 256 to 2048, so n = 2^16 .. 2^19 in steps of 2^14.
+QC_FRAME_BITS = tuple(codes.QC_NB * z for z in range(codes.QC_Z, 2049, 64))
+#: A block is cut into frames of k = n - d key bits, spread evenly, and blind needs d of about
+#: 0.11 n at QBER 1-8 % (room to reveal up to f_max, see ``plan``). Frame choice: the longest n
+#: whose even spread keeps d <= QC_FIT_DELTA n with at least QC_MIN_FRAMES frames.
+QC_ROOM_DELTA = 0.11
+QC_FIT_DELTA = 0.12
+QC_MIN_FRAMES = 4
 
 
 def qc_frame_bits(key_bits: int) -> int:
-    """Frame length of the QC family for a block of ``key_bits``: the longest of QC_FRAME_BITS
-    that the block fills QC_MIN_FRAMES times (2^16 below 2^19 bits; 2^17 for the link's default
-    2^20-bit block). Longer frames decode closer to the code's threshold: the rate-0.85 code
-    unpunctured fails 10/16 frames at f = 1.10 with n = 2^16, 8/16 with 2^17 and 3/16 with 2^18
-    (``python -m bench.ldpc_frames --code-fer 0.85``)."""
-    fit = [n for n in QC_FRAME_BITS if QC_MIN_FRAMES * n <= key_bits]
-    return max(fit) if fit else QC_FRAME_BITS[0]
+    """Frame length of the QC family for a block of ``key_bits``: the longest n of QC_FRAME_BITS
+    for which F = ceil(key_bits / (0.89 n)) >= 4 frames leave d = n - key_bits / F <= 0.12 n
+    (when none does, the n with the least d / n; 2^16 for blocks under ~233,000 bits). For the
+    link's default 2^20-bit block: n = 294,912 (z = 1152), 4 frames, d = 0.111 n.
+
+    Why: longer frames decode nearer the code's threshold (the rate-0.85 code unpunctured fails
+    10/16 frames at f = 1.10 with n = 2^16, 8/16 with 2^17, 3/16 with 2^18: ``python -m
+    bench.ldpc_frames --code-fer 0.85``), but a frame length that does not divide the block
+    must widen d, and shortening more costs more than the length gains. Measured, blind,
+    QBER 2 %, 2^20-bit blocks (``python -m bench.ldpc_frames --frame-bits N``; frames, d/n, f):
+    2^16: 19, 0.158, 1.129; 2^17: 9, 0.111, 1.115; 245,760: 5, 0.147, 1.117; 2^18: 5, 0.200,
+    1.133; 294,912: 4, 0.111, 1.108. 2^22-bit blocks: 2^18 (17 frames, 0.111) 1.114,
+    2^19 (9, 0.111) 1.110."""
+    fits, spare = [], []
+    for n in QC_FRAME_BITS:
+        frames = -(-int(key_bits) // int(n * (1 - QC_ROOM_DELTA)))
+        if frames < QC_MIN_FRAMES:
+            break
+        delta = (n - -(-int(key_bits) // frames)) / n
+        (fits if delta <= QC_FIT_DELTA else spare).append((delta, -n))
+    if fits:
+        return max(-m for _, m in fits)
+    return -min(spare)[1] if spare else QC_FRAME_BITS[0]   # else the least shortening
+
+
 MIN_QBER = 1e-3
 #: Blind: the chosen code must leave punctured bits worth this much efficiency to reveal,
 #: and at least ROOM_MIN_BITS of them (measured: 372 left at QBER 2 % failed 2 frames in 12).
@@ -530,7 +550,9 @@ def _make_ldpc(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: fl
 #: Blind: first-attempt efficiency by estimated QBER (linear in between, flat outside). Every
 #: failed attempt costs decoder iterations (>= ``stall``) and a round trip, so the start sits just
 #: below where most frames decode; the code and d stay those of a start at BLIND_F_CHOOSE.
-#: Measured with n = 2^17 frames (the 2^20-bit default block), 8 blocks = 72 frames per row,
+#: Measured with n = 2^17 frames in 2^20-bit blocks, 8 blocks = 72 frames per row (the default
+#: frame of such a block is n = 294,912 since; the same defaults give there, 72 frames each:
+#: f 1.123 / 1.109 / 1.093 / 1.091 at 1 / 2 / 5 / 8 %, 62 / 50 / 78 / 53 iterations per frame),
 #: ``python -m bench.ldpc_frames --qber Q --f-start F`` (f / decoder iterations per frame):
 #: 1 %: start 1.06 -> 1.130 / 65, 1.10 -> 1.130 / 46, 1.13 -> 1.138 / 31;
 #: 2 %: 1.06 -> 1.116 / 62, 1.10 -> 1.119 / 39 (reveal 0.02);

@@ -449,12 +449,19 @@ def test_blind_plan_keeps_code_for_later_start(qber):
 
 
 def test_qc_frame_bits_rule():
-    """The QC frame length is the longest the block fills QC_MIN_FRAMES times."""
+    """The QC frame: the longest whose even spread leaves d <= 0.12 n in >= 4 frames, else the
+    least d / n; never more shortening than n = 2^16 would need."""
+    def spread(bits, n):
+        frames = -(-bits // int(n * (1 - ldpc.QC_ROOM_DELTA)))
+        return (n - -(-bits // frames)) / n
+
     assert ldpc.qc_frame_bits(1000) == 1 << 16
-    assert ldpc.qc_frame_bits((1 << 19) - 1) == 1 << 16
-    assert ldpc.qc_frame_bits(1 << 20) == 1 << 17          # the link's default block
-    assert ldpc.qc_frame_bits(1 << 21) == 1 << 18
-    assert ldpc.qc_frame_bits(1 << 30) == 1 << 19
+    assert ldpc.qc_frame_bits(1 << 20) == 294_912                 # the link's default block: 4 frames
+    assert ldpc.qc_frame_bits(1 << 22) == 1 << 19
+    for bits in (300_000, (1 << 20) + 3000, 1_050_000, 3_000_000, 1 << 21):
+        n = ldpc.qc_frame_bits(bits)
+        assert n in ldpc.QC_FRAME_BITS and n % (64 * codes.QC_NB) == 0
+        assert spread(bits, n) <= max(ldpc.QC_FIT_DELTA, spread(bits, 1 << 16))
     with pytest.raises(ValueError, match="frame_bits"):
         ldpc.LdpcSide("alice", np.zeros(1000, np.uint8), 0.02, frame_bits=12345)
 
