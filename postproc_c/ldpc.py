@@ -94,7 +94,7 @@ QC_FIT_DELTA = 0.12
 QC_MIN_FRAMES = 4
 
 
-def qc_frame_bits(key_bits: int) -> int:
+def qc_frame_bits(key_bits: int, blind: bool = True) -> int:
     """Frame length of the QC family for a block of ``key_bits``: the longest n of QC_FRAME_BITS
     for which F = ceil(key_bits / (0.89 n)) >= 4 frames leave d = n - key_bits / F <= 0.12 n
     (when none does, the n with the least d / n; 2^16 for blocks under ~233,000 bits). For the
@@ -107,7 +107,17 @@ def qc_frame_bits(key_bits: int) -> int:
     QBER 2 %, 2^20-bit blocks (``python -m bench.ldpc_frames --frame-bits N``; frames, d/n, f):
     2^16: 19, 0.158, 1.129; 2^17: 9, 0.111, 1.115; 245,760: 5, 0.147, 1.117; 2^18: 5, 0.200,
     1.133; 294,912: 4, 0.111, 1.108. 2^22-bit blocks: 2^18 (17 frames, 0.111) 1.114,
-    2^19 (9, 0.111) 1.110."""
+    2^19 (9, 0.111) 1.110.
+
+    One-way (``blind=False``): the longest power of two n <= 2^19 with 8 n <= key_bits, else
+    2^16. One-way widens d up to MAX_DELTA n to shorten instead of puncture (``plan``), so the
+    fit above does not hold: 5 frames of 294,912 for a 2^20-bit block left the last one short
+    and leaked f = 1.35 at a target of 1.2 (measured), while 2^16 and 2^17 divide such a block
+    exactly at d = 0.2 n (f 1.200; frames lost at QBER 1 / 2 / 5 / 8 %: 2^16 1/72, 1/76, 0/76,
+    0/80; 2^17 0 of 72-80 each)."""
+    if not blind:
+        fit = [n for n in QC_FRAME_BITS if n & (n - 1) == 0 and 8 * n <= key_bits]
+        return max(fit) if fit else QC_FRAME_BITS[0]
     fits, spare = [], []
     for n in QC_FRAME_BITS:
         frames = -(-int(key_bits) // int(n * (1 - QC_ROOM_DELTA)))
@@ -439,7 +449,7 @@ class LdpcSide:
             raise ValueError(f"delta: expected 0 <= delta <= 0.5, got {delta}")
         qc = algorithm == "qc"
         if frame_bits is None:
-            frame_bits = qc_frame_bits(int(bits.size)) if qc else codes.FRAME_BITS
+            frame_bits = qc_frame_bits(int(bits.size), blind=reveal_f > 0) if qc else codes.FRAME_BITS
         allowed = QC_FRAME_BITS if qc else (codes.FRAME_BITS,)
         if frame_bits not in allowed:
             raise ValueError(f"frame_bits: expected one of {allowed} for algorithm {algorithm!r}, "

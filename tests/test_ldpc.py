@@ -462,6 +462,8 @@ def test_qc_frame_bits_rule():
         n = ldpc.qc_frame_bits(bits)
         assert n in ldpc.QC_FRAME_BITS and n % (64 * codes.QC_NB) == 0
         assert spread(bits, n) <= max(ldpc.QC_FIT_DELTA, spread(bits, 1 << 16))
+    assert [ldpc.qc_frame_bits(b, blind=False) for b in (1000, 1 << 20, 1 << 22, 1 << 24)] == \
+        [1 << 16, 1 << 17, 1 << 19, 1 << 19]                      # one-way: powers of two
     with pytest.raises(ValueError, match="frame_bits"):
         ldpc.LdpcSide("alice", np.zeros(1000, np.uint8), 0.02, frame_bits=12345)
 
