@@ -6,8 +6,14 @@ reconciliation protocol for discrete-variable quantum key distribution",
 ISIT 2009 (arXiv:0901.2140), Table I (rates 0.50 .. 0.90, density-evolution
 thresholds 0.1071 .. 0.0109), and two deterministic constructions from each:
 
-* ``qc_code(rate)`` (the default family, rates ``QC_RATES``): quasi-cyclic, an
-  mb x 256 base matrix lifted by 256 x 256 circulant permutations, n = 2^16.
+* ``qc_code(rate, z)`` (the default family, rates ``QC_RATES``): quasi-cyclic, an
+  mb x 256 base matrix lifted by z x z circulant permutations, n = 256 z:
+  z = 256 (n = 2^16) by default; any z = 256 .. 2048 in steps of 64 (n up to
+  2^19) for blocks long enough (``ldpc.qc_frame_bits``: z = 1152, n = 294,912
+  for a 2^20-bit block). Every z
+  gives the same base-matrix degrees, so the same ensemble and DE threshold
+  (the table below); only the base-row arrangement and shifts differ (the
+  seed includes z).
   Degree-2 columns form a staircase (IRA-style accumulator, at most mb - 1 of
   them),
   the other columns go to the least-loaded base rows (concentrated checks),
@@ -44,10 +50,20 @@ FER and mean iterations):
 
 Rates up to 0.75 decode at f = 1.10 (waterfall between 1.05 and 1.10);
 0.80-0.90 do not reach it: their ensembles' own thresholds are f = 1.03
-(0.8), 1.05 (0.85) and 1.17 (0.9) at the QC rates, Table I asks for more degree-2 columns
-than a staircase holds (capped at mb - 1, the excess made degree 3), and
-their dense base matrices (column degree up to 26 of mb = 38..51 rows)
-leave many 4-cycles the shifts cannot all break.
+(0.8), 1.08 (0.85: DE of the profile as built, R = 0.8516, dc 41-42) and
+1.17 (0.9) at the QC rates, and Table I asks for more degree-2 columns than
+a staircase holds (capped at mb - 1, the excess made degree 3). The shifts
+leave no 4-cycle in any of these codes at z = 256 or 512 (girth >= 6,
+checked in tests/test_ldpc_qc.py); the dense base matrices (column degree
+up to 26 of mb = 38..51 rows) still close many 6-cycles.
+
+Frame length matters at these rates: the 0.85 code unpunctured, int16 BP,
+200 iterations, frames failed of 16 at f = 1.08 / 1.10 / 1.12 (``python -m
+bench.ldpc_frames --code-fer 0.85 --frame-bits 65536 131072 262144``; float
+BP fails the same frames): n = 2^16 13, 10, 6; n = 2^17 13, 8, 2; n = 2^18
+13, 3, 0. Its DE threshold stays f* 1.08 for mb = 36..38 (1.080, 1.079,
+1.077), so a rate move alone does not help; a lower-degree profile (max
+degree 16, ``ldpc_design.search``) is worse (f* 1.11-1.13).
 
 The rate-0.91 profile (``DESIGNED``) was optimized here by discretized
 density evolution (``bench/ldpc_design.py``): threshold f* = 1.084 as built

@@ -13,7 +13,8 @@ fails (Martinez-Mateo, Elkouss, Martin, "Blind reconciliation", QIC 12
 * ``"ldpc-blind"``: starts at ``f_start`` (by default just below where most
   frames decode at the estimated QBER, ``blind_f_start``; the code is the one
   chosen for a start at 1.03, so a later start only shortens more) and reveals
-  ``reveal_f`` * k * h(q) punctured bits per failed round until decoded or
+  ``reveal_f`` * k * h(q) punctured bits per failed round (by default
+  ``blind_reveal_f``: 0.01 at QBER 1-2 %, 0.02 from 5 %) until decoded or
   nothing is left (all adaptation bits shortened). Every failed attempt costs
   decoder iterations, so the later start is what cut iterations per frame
   from ~80 to ~40 at QBER 1-2 %.
@@ -32,15 +33,20 @@ STATUS (Bob: one byte per frame: 0 retry, 1 decoded, 2 failed) and REVEAL
 any length is cut into frames of k = n - d key bits, all in flight together,
 so a block costs 2 messages one-way, 2 + 2 * rounds blind.
 
-Codes and decoders (``algorithm=``): ``"qc"`` (default) uses the
-quasi-cyclic mother codes of ``codes.qc_code`` (n = 2^16, circulants of
-z = 256) and the int16 layered sum-product of ``src/ldpc_qc.c``, which runs
-the 256 checks of a base row as one layer in 16-lane AVX2 vectors and, in
-blind mode, continues each failed frame from its previous round's messages
-(warm start) instead of decoding it again from scratch. ``"bp"`` and
-``"minsum"`` keep the earlier family (Table I codes of n = 2^14, float
-decoders); both sides must use the same (the code tag in every message says
-so). Measured f, FER and throughput: ``bench/test_bench_ldpc.py``.
+Codes and decoders (``algorithm=``): ``"qc"`` (default) uses the quasi-
+cyclic mother codes of ``codes.qc_code`` (circulants of z = 256 .. 2048,
+frames of n = 2^16 .. 2^19 bits: ``qc_frame_bits`` takes the longest frame
+that cuts the block into >= 4 frames without shortening more than 0.12 n, n
+= 294,912 for the link's default 2^20-bit block, because longer frames
+decode nearer the code's threshold; both sides derive it from the block
+length, and the SYNDROME message carries n and the code tag) and the int16
+layered sum-product of ``src/ldpc_qc.c``, which runs the z checks of a base
+row as one layer in 16-lane AVX2 vectors and, in blind mode, continues each
+failed frame from its previous round's messages (warm start) instead of
+decoding it again from scratch. ``"bp"`` and ``"minsum"`` keep the earlier
+family (Table I codes of n = 2^14, float decoders); both sides must use the
+same (the code tag in every message says so). Measured f, FER and
+throughput: ``bench/test_bench_ldpc.py``.
 
 Why this shape: the decoder and the message state machine are C objects
 (``qpp_ldpc_code``, ``qpp_ldpc_side``) owned here through ``ffi.gc``; Python
@@ -64,7 +70,7 @@ from .selftest import kat
 
 #: Fraction of each frame used for rate adaptation (d = delta * n), Elkouss 2011 Sec. 3.
 DELTA = 0.1
-#: "qc": int16 lane-parallel sum-product on the QC codes (n = 2^16), warm blind rounds (default);
+#: "qc": int16 lane-parallel sum-product on the QC codes (n = 2^16..2^19), warm blind rounds (default);
 #: "bp", "minsum": float decoders on the Table I codes of n = 2^14 (the earlier family).
 ALGORITHMS = {"minsum": lib.QPP_LDPC_MINSUM, "bp": lib.QPP_LDPC_BP, "qc": lib.QPP_LDPC_QC_BP}
 #: Decoder -> code family; the QC family is the default of both methods.
@@ -72,7 +78,58 @@ DEFAULT_ALGORITHM = "qc"
 
 
 def _spec(rate: float, n: int | None, qc: bool) -> codes.CodeSpec:
-    return codes.qc_code(rate) if qc else codes.mother_code(rate, codes.FRAME_BITS if n is None else n)
+    if qc:   # QC frame length n = z * QC_NB (default z = QC_Z: n = 2^16)
+        return codes.qc_code(rate, codes.QC_Z if n is None else n // codes.QC_NB)
+    return codes.mother_code(rate, codes.FRAME_BITS if n is None else n)
+
+
+#: QC frame lengths ``ldpc``/``ldpc-blind`` may use: n = 256 z, z a multiple of 64 (the word
+#: rotation of the syndrome kernel) from 256 to 2048, so n = 2^16 .. 2^19 in steps of 2^14.
+QC_FRAME_BITS = tuple(codes.QC_NB * z for z in range(codes.QC_Z, 2049, 64))
+#: A block is cut into frames of k = n - d key bits, spread evenly, and blind needs d of about
+#: 0.11 n at QBER 1-8 % (room to reveal up to f_max, see ``plan``). Frame choice: the longest n
+#: whose even spread keeps d <= QC_FIT_DELTA n with at least QC_MIN_FRAMES frames.
+QC_ROOM_DELTA = 0.11
+QC_FIT_DELTA = 0.12
+QC_MIN_FRAMES = 4
+
+
+def qc_frame_bits(key_bits: int, blind: bool = True) -> int:
+    """Frame length of the QC family for a block of ``key_bits``: the longest n of QC_FRAME_BITS
+    for which F = ceil(key_bits / (0.89 n)) >= 4 frames leave d = n - key_bits / F <= 0.12 n
+    (when none does, the n with the least d / n; 2^16 for blocks under ~233,000 bits). For the
+    link's default 2^20-bit block: n = 294,912 (z = 1152), 4 frames, d = 0.111 n.
+
+    Why: longer frames decode nearer the code's threshold (the rate-0.85 code unpunctured fails
+    10/16 frames at f = 1.10 with n = 2^16, 8/16 with 2^17, 3/16 with 2^18: ``python -m
+    bench.ldpc_frames --code-fer 0.85``), but a frame length that does not divide the block
+    must widen d, and shortening more costs more than the length gains. Measured, blind,
+    QBER 2 %, 2^20-bit blocks (``python -m bench.ldpc_frames --frame-bits N``; frames, d/n, f):
+    2^16: 19, 0.158, 1.129; 2^17: 9, 0.111, 1.115; 245,760: 5, 0.147, 1.117; 2^18: 5, 0.200,
+    1.133; 294,912: 4, 0.111, 1.108. 2^22-bit blocks: 2^18 (17 frames, 0.111) 1.114,
+    2^19 (9, 0.111) 1.110.
+
+    One-way (``blind=False``): the longest power of two n <= 2^19 with 8 n <= key_bits, else
+    2^16. One-way widens d up to MAX_DELTA n to shorten instead of puncture (``plan``), so the
+    fit above does not hold: 5 frames of 294,912 for a 2^20-bit block left the last one short
+    and leaked f = 1.35 at a target of 1.2 (measured), while 2^16 and 2^17 divide such a block
+    exactly at d = 0.2 n (f 1.200; frames lost at QBER 1 / 2 / 5 / 8 %: 2^16 1/72, 1/76, 0/76,
+    0/80; 2^17 0 of 72-80 each)."""
+    if not blind:
+        fit = [n for n in QC_FRAME_BITS if n & (n - 1) == 0 and 8 * n <= key_bits]
+        return max(fit) if fit else QC_FRAME_BITS[0]
+    fits, spare = [], []
+    for n in QC_FRAME_BITS:
+        frames = -(-int(key_bits) // int(n * (1 - QC_ROOM_DELTA)))
+        if frames < QC_MIN_FRAMES:
+            break
+        delta = (n - -(-int(key_bits) // frames)) / n
+        (fits if delta <= QC_FIT_DELTA else spare).append((delta, -n))
+    if fits:
+        return max(-m for _, m in fits)
+    return -min(spare)[1] if spare else QC_FRAME_BITS[0]   # else the least shortening
+
+
 MIN_QBER = 1e-3
 #: Blind: the chosen code must leave punctured bits worth this much efficiency to reveal,
 #: and at least ROOM_MIN_BITS of them (measured: 372 left at QBER 2 % failed 2 frames in 12).
@@ -221,9 +278,10 @@ def code(rate: float, n: int = codes.FRAME_BITS) -> LdpcCode:
 
 
 @cache
-def qc_code(rate: float) -> LdpcCode:
-    """The C object of QC mother code ``rate`` (n = 2^16, built once per process)."""
-    return LdpcCode(codes.qc_code(rate))
+def qc_code(rate: float, n: int = codes.QC_Z * codes.QC_NB) -> LdpcCode:
+    """The C object of QC mother code ``rate`` of frame length n (z = n / 256; default 2^16),
+    built once per process."""
+    return LdpcCode(_spec(rate, n, True))
 
 
 @dataclass(frozen=True)
@@ -341,7 +399,17 @@ def positions(c: LdpcCode, p: Plan, seed: int) -> np.ndarray:
     Degree-2 variables are never used: they form the zig-zag chains, and a
     chain stretch whose other members are punctured is a codeword of a few
     key bits only, which the decoder then converges to (measured: silent
-    3-bit mismatches at QBER 2 % before this rule)."""
+    3-bit mismatches at QBER 2 % before this rule).
+
+    Uniformly random (among degree != 2) is also the best choice measured
+    for efficiency, blind, QBER 2 %, same keys (``bench/ldpc_frames.py`` with
+    ``positions`` replaced): n = 2^16, f 1.134 random against 1.239 with the
+    highest-degree variables shortened, 1.192 lowest-degree shortened, 1.180
+    highest-degree punctured, 1.169 degree-2 shortened first; n = 2^17,
+    1.115 against 1.142 (shortened only from degrees 3-9), 1.127 (from
+    degree >= 4) and 1.125 (shortened from every degree, degree 2
+    included). Untainted puncturing (no check with two punctured neighbours,
+    Elkouss et al. 2012) moved f by -0.007 at 2 % and +0.006 at 1 %: noise."""
     mixed = (seed & 0xFFFFFFFFFFFFFFFF) * 0x9E3779B97F4A7C15 + c.tag * 0x100000001B3 + p.d
     mixed &= 0xFFFFFFFFFFFFFFFF
     order = _order(mixed, c.n)
@@ -359,7 +427,8 @@ class LdpcSide:
                  algorithm: str = DEFAULT_ALGORITHM, scale: float = 0.8,
                  qber_decoder: float | None = None, private_seed: int | None = None,
                  mother_rate: float | None = None, delta: float = DELTA, room_f: float = ROOM_F,
-                 f_choose: float | None = None, method: str = "ldpc") -> None:
+                 f_choose: float | None = None, frame_bits: int | None = None,
+                 method: str = "ldpc") -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.ndim != 1:
@@ -379,8 +448,14 @@ class LdpcSide:
         if not 0.0 <= delta <= 0.5:
             raise ValueError(f"delta: expected 0 <= delta <= 0.5, got {delta}")
         qc = algorithm == "qc"
+        if frame_bits is None:
+            frame_bits = qc_frame_bits(int(bits.size), blind=reveal_f > 0) if qc else codes.FRAME_BITS
+        allowed = QC_FRAME_BITS if qc else (codes.FRAME_BITS,)
+        if frame_bits not in allowed:
+            raise ValueError(f"frame_bits: expected one of {allowed} for algorithm {algorithm!r}, "
+                             f"got {frame_bits}")
         self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, delta=delta, qc=qc,
-                         room_f=room_f, f_choose=f_choose)
+                         room_f=room_f, f_choose=f_choose, n=frame_bits)
         # Spread the block evenly over its frames: a short last frame would still leak a whole
         # syndrome (its padding is shortened, not removed), so the spare positions become
         # adaptation positions of every frame instead (more room to reveal, same frames).
@@ -388,8 +463,8 @@ class LdpcSide:
         d_even = min(self.plan.n + int(bits.size) // -nframes, int(MAX_DELTA * self.plan.n))
         if d_even > self.plan.d:
             self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, qc=qc, room_f=room_f,
-                             d=d_even, f_choose=f_choose)
-        self.code = qc_code(self.plan.rate) if qc else code(self.plan.rate)
+                             d=d_even, f_choose=f_choose, n=frame_bits)
+        self.code = qc_code(self.plan.rate, frame_bits) if qc else code(self.plan.rate)
         self.key_bits = int(bits.size)
         pos = positions(self.code, self.plan, seed)
         frames = -(-self.key_bits // self.plan.k)
@@ -485,13 +560,24 @@ def _make_ldpc(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: fl
 #: Blind: first-attempt efficiency by estimated QBER (linear in between, flat outside). Every
 #: failed attempt costs decoder iterations (>= ``stall``) and a round trip, so the start sits just
 #: below where most frames decode; the code and d stay those of a start at BLIND_F_CHOOSE.
-#: Measured on one 2^20-bit block per point (``python -m bench -k ldpc`` for the figures):
-#: QBER 1 %: start 1.03 -> f 1.125 at 79 iterations per frame, 1.08 -> 1.126 / 52, 1.11 -> 1.129 / 38;
-#: 2 %: 1.03 -> 1.138 / 81, 1.11 -> 1.143 / 42; 5 %: 1.05 -> 1.101 / 64, 1.11 -> 1.111 / 26;
-#: 8 %: 1.05 -> 1.079 / 55, 1.11 -> 1.110 / 20. With this table, 4 blocks (72-76 frames) per QBER:
-#: f 1.142 / 1.135 / 1.098 / 1.082 at 1 / 2 / 5 / 8 %, 46 / 42 / 67 / 64 iterations, no frame lost.
-BLIND_F_START = ((0.01, 1.10), (0.02, 1.10), (0.05, 1.04), (0.08, 1.04))
+#: Measured with n = 2^17 frames in 2^20-bit blocks, 8 blocks = 72 frames per row (the default
+#: frame of such a block is n = 294,912 since; the same defaults give there, 72 frames each:
+#: f 1.123 / 1.109 / 1.093 / 1.091 at 1 / 2 / 5 / 8 %, 62 / 50 / 78 / 53 iterations per frame),
+#: ``python -m bench.ldpc_frames --qber Q --f-start F`` (f / decoder iterations per frame):
+#: 1 %: start 1.06 -> 1.130 / 65, 1.10 -> 1.130 / 46, 1.13 -> 1.138 / 31;
+#: 2 %: 1.06 -> 1.116 / 62, 1.10 -> 1.119 / 39 (reveal 0.02);
+#: 5 %: 1.00 -> 1.090 / 95, 1.04 -> 1.090 / 73, 1.07 -> 1.092 / 54;
+#: 8 %: 1.00 -> 1.090 / 92, 1.04 -> 1.091 / 70, 1.07 -> 1.088 / 52.
+#: (n = 2^16, the earlier table: 1 % 1.03 -> 1.125 / 79, 1.08 -> 1.126 / 52, 1.11 -> 1.129 / 38;
+#: 2 % 1.03 -> 1.138 / 81, 1.11 -> 1.143 / 42; 5 % 1.05 -> 1.101 / 64; 8 % 1.05 -> 1.079 / 55.)
+BLIND_F_START = ((0.01, 1.10), (0.02, 1.10), (0.05, 1.04), (0.08, 1.07))
 BLIND_F_CHOOSE = 1.03
+#: Blind: reveal step (efficiency per failed round) by estimated QBER, interpolated like the
+#: start. Finer steps leak less (a frame stops nearer its own threshold) but cost a round trip
+#: and more iterations each; worth it where f is short of its target. Measured as above:
+#: 1 %: 0.02 -> 1.130 / 46 it, 0.01 -> 1.126 / 58; 2 %: 0.02 -> 1.119 / 39, 0.01 -> 1.115 / 47
+#: (0.01 with stall 8 and start 1.06: 1.109 / 124); 5 %: 0.02 -> 1.090 / 73, 0.01 -> 1.086 / 102.
+BLIND_REVEAL_F = ((0.01, 0.01), (0.02, 0.01), (0.05, 0.02), (0.08, 0.02))
 
 
 def blind_f_start(qber: float) -> float:
@@ -500,16 +586,25 @@ def blind_f_start(qber: float) -> float:
     return float(np.interp(qber, qs, fs))
 
 
+def blind_reveal_f(qber: float) -> float:
+    """Default reveal step of ``ldpc-blind`` at this QBER, in efficiency (``BLIND_REVEAL_F``)."""
+    qs, fs = zip(*BLIND_REVEAL_F, strict=True)
+    return float(np.interp(qber, qs, fs))
+
+
 @register("ldpc-blind")
 def _make_ldpc_blind(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f_start: float | None = None,
-                     reveal_f: float = 0.02, stall: int = 4, f_choose: float | None = BLIND_F_CHOOSE,
+                     reveal_f: float | None = None, stall: int = 4, f_choose: float | None = BLIND_F_CHOOSE,
                      **options) -> LdpcSide:
     """Blind LDPC: start at efficiency f_start (default ``blind_f_start(qber)``), reveal
-    reveal_f * k h(q) bits per failed round; an attempt stops after ``stall`` iterations without
-    progress (the next round reveals more, and the QC decoder continues from where it stopped).
-    Steps of 0.02 in f cost less efficiency than 0.03 once rounds continue instead of restarting."""
+    reveal_f * k h(q) bits per failed round (default ``blind_reveal_f(qber)``); an attempt stops
+    after ``stall`` iterations without progress (the next round reveals more, and the QC decoder
+    continues from where it stopped)."""
+    q = max(float(qber), MIN_QBER)
     if f_start is None:
-        f_start = blind_f_start(max(float(qber), MIN_QBER))
+        f_start = blind_f_start(q)
+    if reveal_f is None:
+        reveal_f = blind_reveal_f(q)
     return LdpcSide(role, bits, qber, seed=seed, f=f_start, reveal_f=reveal_f, stall=stall,
                     f_choose=f_choose, method="ldpc-blind", **options)
 

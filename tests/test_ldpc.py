@@ -446,3 +446,38 @@ def test_blind_plan_keeps_code_for_later_start(qber):
     h = ldpc.binary_entropy(qber)
     assert 1 - f * h - 1e-3 < late.effective_rate() <= 1 - f * h
     assert 1.0 < f <= 1.10
+
+
+def test_qc_frame_bits_rule():
+    """The QC frame: the longest whose even spread leaves d <= 0.12 n in >= 4 frames, else the
+    least d / n; never more shortening than n = 2^16 would need."""
+    def spread(bits, n):
+        frames = -(-bits // int(n * (1 - ldpc.QC_ROOM_DELTA)))
+        return (n - -(-bits // frames)) / n
+
+    assert ldpc.qc_frame_bits(1000) == 1 << 16
+    assert ldpc.qc_frame_bits(1 << 20) == 294_912                 # the link's default block: 4 frames
+    assert ldpc.qc_frame_bits(1 << 22) == 1 << 19
+    for bits in (300_000, (1 << 20) + 3000, 1_050_000, 3_000_000, 1 << 21):
+        n = ldpc.qc_frame_bits(bits)
+        assert n in ldpc.QC_FRAME_BITS and n % (64 * codes.QC_NB) == 0
+        assert spread(bits, n) <= max(ldpc.QC_FIT_DELTA, spread(bits, 1 << 16))
+    assert [ldpc.qc_frame_bits(b, blind=False) for b in (1000, 1 << 20, 1 << 22, 1 << 24)] == \
+        [1 << 16, 1 << 17, 1 << 19, 1 << 19]                      # one-way: powers of two
+    with pytest.raises(ValueError, match="frame_bits"):
+        ldpc.LdpcSide("alice", np.zeros(1000, np.uint8), 0.02, frame_bits=12345)
+
+
+def test_blind_longer_frame_corrects():
+    """ldpc-blind on 2^17-bit frames (z = 512): Bob ends with Alice's key, n reported, and the
+    leak lies between m - d (nothing revealed) and m (all revealed) per frame."""
+    rng = np.random.default_rng(41)
+    a, b = bsc(rng, 200_000, 0.02)
+    res = pc.reconcile_in_memory(a, b, 0.02, method="ldpc-blind", seed=9, frame_bits=1 << 17)
+    d = res.details
+    assert res.success and np.array_equal(res.corrected, a)
+    assert d["n"] == 1 << 17 and d["frames"] == 2
+    c = ldpc.qc_code(d["mother_rate"], 1 << 17)
+    assert c.z == 512 and c.n == 1 << 17
+    assert d["frames"] * (c.m - d["d"]) <= res.leaked_bits <= d["frames"] * c.m
+    assert 1.0 < d["efficiency"] < 1.4

@@ -131,6 +131,37 @@ def test_qc_code_structure(rate):
     assert count_4cycles(S, spec.z) <= count_4cycles(rnd, spec.z) // 4
 
 
+# The same constructions lifted by larger z (``ldpc.qc_frame_bits`` picks the frame per block:
+# z = 1152, n = 294,912 for the link's default 2^20-bit block): pinned for the same reason as
+# QC_TAGS.
+QC_TAGS_Z = {
+    512: {0.5: 0x24CF2134, 0.55: 0x16F9EB1F, 0.6: 0xAD708103, 0.65: 0x63F55138, 0.7: 0x5D727412,
+          0.75: 0x92B1C702, 0.8: 0x92D15EA5, 0.85: 0x0FC78174, 0.9: 0x10B3A318, 0.91: 0xC0C68862},
+    1152: {0.5: 0xE178230F, 0.55: 0xA8F8E4D0, 0.6: 0x3C097713, 0.65: 0x4BA9502F, 0.7: 0xF7CAC52D,
+           0.75: 0x5CC58FBE, 0.8: 0x201BC891, 0.85: 0xC1C37A36, 0.9: 0xF5D5A613, 0.91: 0x3A10238F},
+}
+
+
+@pytest.mark.parametrize("z", sorted(QC_TAGS_Z))
+@pytest.mark.parametrize("rate", codes.QC_RATES)
+def test_qc_code_larger_z_same_ensemble(rate, z):
+    """n = 256 z codes: pinned tags, and the base matrix has the same column and row degrees as
+    the n = 2^16 code (same ensemble, so the DE threshold documented in codes.py holds)."""
+    spec, ref = codes.qc_code(rate, z=z), codes.qc_code(rate)
+    assert spec.tag == QC_TAGS_Z[z][rate] and spec.z == z and spec.n == z * codes.QC_NB
+    assert spec.m * ref.z == z * ref.m and spec.edges * ref.z == z * ref.edges
+    assert np.array_equal(np.sort(np.bincount(spec.blk_col, minlength=codes.QC_NB)),
+                          np.sort(np.bincount(ref.blk_col, minlength=codes.QC_NB)))
+    assert np.array_equal(np.sort(np.diff(spec.blk_ptr.astype(np.int64))),
+                          np.sort(np.diff(ref.blk_ptr.astype(np.int64))))
+    mb = spec.blk_ptr.size - 1
+    S = np.full((mb, codes.QC_NB), -1, np.int64)
+    for i in range(mb):
+        e = slice(int(spec.blk_ptr[i]), int(spec.blk_ptr[i + 1]))
+        S[i, spec.blk_col[e].astype(np.int64)] = spec.blk_shift[e]
+    assert count_4cycles(S, spec.z) == 0                           # girth >= 6
+
+
 def count_4cycles(S, z):
     """Base 4-cycles (i1, i2, j1, j2) whose shifts close a cycle in the lifted graph."""
     total = 0
