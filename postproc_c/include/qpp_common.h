@@ -41,7 +41,8 @@ const char *qpp_version(void);
 enum qpp_cpu_feature {
     QPP_CPU_PCLMUL = 1,
     QPP_CPU_AVX2 = 2,
-    QPP_CPU_POPCNT = 4
+    QPP_CPU_POPCNT = 4,
+    QPP_CPU_BMI2 = 8           /* pext: blockbits.c appends 64 sifted events per step */
 };
 unsigned qpp_cpu_features(void);
 

@@ -41,6 +41,8 @@ static unsigned detected_features(void)
         f |= QPP_CPU_AVX2;
     if (__builtin_cpu_supports("popcnt"))
         f |= QPP_CPU_POPCNT;
+    if (__builtin_cpu_supports("bmi2"))
+        f |= QPP_CPU_BMI2;
 #endif
     return f;
 }
