@@ -66,12 +66,11 @@ import postproc_c
 from drivers.errors import DriverError
 from drivers.rng_health import RngHealthError
 from postproc_c._binding import words_for
-from postproc_c.blockbits import BlockBits
+from postproc_c.blockbits import BitPlane, BlockBits, sift_alice_into, sift_bob_into, words_from_bytes
 from postproc_c.pattern import PackedPattern, pack_pattern, slot_gaps16, slots_from_gaps16
 from postproc_c.pattern import counts as pattern_counts
 from postproc_c.pattern import gather as pattern_gather
-from postproc_c.pattern import sift_alice as pattern_sift_alice
-from postproc_c.sifting import alice_sift, bob_announce, bob_sift
+from postproc_c.sifting import alice_sift, bob_announce
 
 from . import finite_key as fk
 from . import frame_epoch
@@ -236,6 +235,13 @@ class _Block:
             bits[:] = 0
         self.n_z += nz
         return nz
+
+    def appended(self, frame: int, nz: int) -> None:
+        """A frame's sifted events were appended to ``bits`` by the fused sifting step."""
+        if self.first_frame < 0:
+            self.first_frame = frame
+        self.last_frame = frame
+        self.n_z += nz
 
     def wipe(self) -> None:
         self.bits.wipe()
@@ -642,9 +648,11 @@ class Node:
         if sum(counts) != all_slots.size:
             raise PayloadError(f"SIFT_ANNOUNCE: counts add up to {sum(counts)}, {all_slots.size} slots sent")
         packed = require(arrays, "bases_bits", np.uint8, (all_slots.size + 7) // 8)
-        all_bases = np.unpackbits(packed, count=all_slots.size, bitorder="little")
+        bases_w = words_from_bytes(packed, all_slots.size, "bases_bits")
         n_slots = int(self.fe.frame_slots)
-        out_frames, closes, matches, intens = [], [], [], []
+        out_frames, closes = [], []
+        # the SIFT_MATCH planes, appended frame by frame by the sifting step itself
+        match, m_lo, m_hi = BitPlane(all_slots.size), BitPlane(all_slots.size), BitPlane(all_slots.size)
         pos = 0
         wide = all_slots.dtype == np.uint64
         for f, c in zip(frames, counts):
@@ -654,7 +662,7 @@ class Node:
                     slots = slots_from_gaps16(slots)
                 except ValueError:
                     raise PayloadError(f"SIFT_ANNOUNCE: frame {f}: slot gaps add up past 2^32") from None
-            bases = all_bases[pos:pos + c]
+            bob_pos = pos
             pos += c
             if self.resume is not None and self.resume.stale(f):
                 continue            # sent before a restart of either node (link.resume)
@@ -672,32 +680,38 @@ class Node:
                 continue
             self._frame_sem.release()
             sent = pp.counts.astype(np.int64)
+            blk = self._cur
             try:
                 if wide:     # frames above 2^32 slots: gather, then the per-slot sifting
                     if c > 1 and not (slots[1:] > slots[:-1]).all():
                         raise PayloadError(f"SIFT_ANNOUNCE: frame {f}: slots not strictly increasing")
+                    bases = np.unpackbits(packed, count=all_slots.size, bitorder="little")[bob_pos:pos]
                     ev = pattern_gather(pp, slots)
                     res = alice_sift(np.arange(c, dtype=np.uint64), bases, *ev)
                     for a in ev:
                         a[:] = 0
-                else:        # one C pass over the events, reading the packed pattern
-                    res = pattern_sift_alice(pp, slots, bases)
+                    match.append_bytes(res.match.view(np.uint8))
+                    m_lo.append_bytes(res.intensities & 1)
+                    m_hi.append_bytes(res.intensities >> 1)
+                    n_sift = int(res.bits.size)
+                    det = res.detections.astype(np.int64)
+                    nz = blk.add(f, res.bases, res.bits, res.intensities)   # wipes res.bits
+                else:        # one C pass over the events: match mask, message planes, block planes
+                    det, sif, nz = sift_alice_into(pp, slots, bases_w, bob_pos, blk.bits, match, m_lo, m_hi)
+                    blk.appended(f, nz)
+                    n_sift = int(sif.sum())
             finally:
                 pp.wipe()
-            blk = self._cur
-            nz = blk.add(f, res.bases, res.bits, res.intensities)   # the block owns (and wipes) the bits
             blk.sent += sent
-            blk.det += res.detections.astype(np.int64)
+            blk.det += det
             self._watch_signal(f, c)
             blk.emulated_s += n_slots / float(self.fe.clock_hz)
             self.emulated_s += n_slots / float(self.fe.clock_hz)
             with self._lock:
                 self.counters["detections"] += c
-                self.counters["sifted"] += int(res.bits.size)
+                self.counters["sifted"] += n_sift
                 self.counters["sifted_z"] += nz
             out_frames.append(f)
-            matches.append(res.match.view(np.uint8))
-            intens.append(res.intensities)
             if blk.n_z >= self.cfg.block_bits and (self.block_limit is None
                                                     or self._blocks_closed < self.block_limit):
                 bid = self.store.next_block_id()
@@ -707,16 +721,13 @@ class Node:
                 self._start_block(bid, blk)
         if not out_frames:
             return
-        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.uint8))  # noqa: E731
-        mt, it = cat(matches), cat(intens)
         # compact on the wire: the match mask one bit per event, the intensity classes (0..2)
         # of the matched events as two bit planes (13 KB instead of 80 KB per 2^20-slot frame
         # to copy, tag, send and check)
         self.ch.send(MsgType.SIFT_MATCH, out_frames[0],
-                     encode({"frames": out_frames, "close": closes, "n": int(mt.size), "k": int(it.size)},
-                            {"match_bits": np.packbits(mt, bitorder="little"),
-                             "int_lo": np.packbits(it & 1, bitorder="little"),
-                             "int_hi": np.packbits(it >> 1, bitorder="little")}))
+                     encode({"frames": out_frames, "close": closes, "n": match.n, "k": m_lo.n},
+                            {"match_bits": match.as_bytes(), "int_lo": m_lo.as_bytes(),
+                             "int_hi": m_hi.as_bytes()}))
 
     def _on_match(self, m: Message) -> None:             # Bob
         meta, arrays = decode(m.payload)
@@ -732,10 +743,9 @@ class Node:
             raise PayloadError(f"SIFT_MATCH: bad event counts n={n_ev!r}, k={n_match!r}")
 
         def plane(name: str, count: int) -> np.ndarray:
-            return np.unpackbits(require(arrays, name, np.uint8, (count + 7) // 8), count=count,
-                                 bitorder="little")
-        all_match = plane("match_bits", n_ev)
-        all_int = plane("int_lo", n_match) | plane("int_hi", n_match) << 1
+            return words_from_bytes(require(arrays, name, np.uint8, (count + 7) // 8), count, name)
+        match_w = plane("match_bits", n_ev)
+        lo_w, hi_w = plane("int_lo", n_match), plane("int_hi", n_match)
         # announcements Alice skipped (older than what she answered) will never be answered
         for old in [k for k in list(self._anns) if k < frames[0]]:
             self._anns.pop(old)[0].bits[:] = 0
@@ -747,20 +757,22 @@ class Node:
                 return
             ann, ann_t = entry
             n = ann.slots.size
-            match = all_match[pos:pos + n]
-            if match.size != n:
-                raise PayloadError(f"SIFT_MATCH: frame {f}: {match.size} match entries for {n} events")
+            if pos + n > n_ev:
+                raise PayloadError(f"SIFT_MATCH: frame {f}: {n_ev - pos} match entries for {n} events")
+            # one C pass: Alice's mask and classes straight into the block's packed planes
+            try:
+                used, nz = sift_bob_into(ann.bases, ann.bits, match_w, pos, lo_w, hi_w, ipos, n_match - ipos,
+                                         self._cur.bits)
+            finally:
+                ann.bits[:] = 0
             pos += n
-            k = int(np.count_nonzero(match))
-            mine = bob_sift(ann, match, all_int[ipos:ipos + k])
-            ipos += k
-            ann.bits[:] = 0
-            nz = self._cur.add(f, mine.bases, mine.bits, mine.intensities)  # owns (and wipes) the bits
+            ipos += used
+            self._cur.appended(f, nz)
             self._cur.events += ann.n_events
             self._cur.multi += ann.n_cross_dropped + int(ann.n_squashed.sum())
             self._cur.t_last = ann_t
             with self._lock:
-                self.counters["sifted"] += int(mine.bits.size)
+                self.counters["sifted"] += used
                 self.counters["sifted_z"] += nz
             if f in closes:
                 blk, self._cur = self._cur, self._new_block()

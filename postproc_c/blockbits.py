@@ -57,6 +57,21 @@ class BlockBits:
             out.append(q)
         return out
 
+    def _room(self, n: int) -> None:
+        """Room for n more events in either basis (at most one regrowth check per frame)."""
+        if (self.n_z + n) > self._z[0].size * 64:
+            self._z = self._grow(self._z, self.n_z, self.n_z + n)
+        if (self.n_x + n) > self._x[0].size * 64:
+            self._x = self._grow(self._x, self.n_x, self.n_x + n)
+
+    def _c_planes(self, nn) -> tuple:
+        """The six planes' C arguments (pointers, capacities, the two counts in ``nn``)."""
+        z, x = self._z, self._x
+        nn[0], nn[1] = self.n_z, self.n_x
+        return (ptr("uint64_t *", z[0]), ptr("uint64_t *", z[1]), ptr("uint64_t *", z[2]), z[0].size * 64, nn,
+                ptr("uint64_t *", x[0]), ptr("uint64_t *", x[1]), ptr("uint64_t *", x[2]), x[0].size * 64,
+                nn + 1)
+
     def append(self, basis: np.ndarray, bits: np.ndarray, intensity: np.ndarray) -> int:
         """Append sifted events in order (uint8 each: basis 0/1, bit 0/1, intensity 0..2);
         returns how many went to Z. Bad values raise ValueError naming the array and index."""
@@ -69,19 +84,11 @@ class BlockBits:
                              f"basis ({n})")
         if n == 0:
             return 0
-        # room for every event in either basis: at most one regrowth check per frame
-        if (self.n_z + n) > self._z[0].size * 64:
-            self._z = self._grow(self._z, self.n_z, self.n_z + n)
-        if (self.n_x + n) > self._x[0].size * 64:
-            self._x = self._grow(self._x, self.n_x, self.n_x + n)
+        self._room(n)
         nn = self._n
-        nn[0], nn[1] = self.n_z, self.n_x
-        z, x = self._z, self._x
         st = lib.qpp_block_append(
             ptr("uint8_t *", basis), ptr("uint8_t *", bits), ptr("uint8_t *", intensity), n,
-            ptr("uint64_t *", z[0]), ptr("uint64_t *", z[1]), ptr("uint64_t *", z[2]), z[0].size * 64, nn,
-            ptr("uint64_t *", x[0]), ptr("uint64_t *", x[1]), ptr("uint64_t *", x[2]), x[0].size * 64,
-            nn + 1, self._bad)
+            *self._c_planes(nn), self._bad)
         if st == lib.QPP_ERR_VALUE:
             i = int(self._bad[0])
             for name, a, hi in (("basis", basis, 1), ("bits", bits, 1), ("intensity", intensity, 2)):
@@ -123,6 +130,139 @@ class BlockBits:
         memzero(self._x[0])
 
 
+class BitPlane:
+    """A growable packed bit string appended to (a SIFT_MATCH message's match mask or
+    intensity plane): ``words`` (LSB first), ``n`` bits used; ``as_bytes()`` is the
+    little-endian byte view numpy's ``packbits(bitorder="little")`` gives for the same bits."""
+
+    def __init__(self, cap: int = 1 << 16) -> None:
+        self.words = np.empty(words_for(max(int(cap), 64)), np.uint64)
+        self.n = 0
+        self._pos = ffi.new("size_t *")
+
+    def room(self, k: int) -> None:
+        if self.n + k > self.words.size * 64:
+            cap = self.words.size
+            while cap * 64 < self.n + k:
+                cap *= 2
+            q = np.empty(cap, np.uint64)
+            q[:words_for(self.n)] = self.words[:words_for(self.n)]
+            self.words = q
+
+    def append_bytes(self, src: np.ndarray) -> None:
+        """Append uint8 0/1 values (ValueError naming the index of any other value)."""
+        src = as_array(src, "src", np.uint8)
+        self.room(src.size)
+        self._pos[0] = self.n
+        bad = ffi.new("size_t *")
+        st = lib.qpp_plane_append_bytes(ptr("uint8_t *", src), src.size, ptr("uint64_t *", self.words),
+                                        self.words.size * 64, self._pos, bad)
+        if st == lib.QPP_ERR_VALUE:
+            raise ValueError(f"src: value {int(src[int(bad[0])])} at index {int(bad[0])} (must be 0 or 1)")
+        check("qpp_plane_append_bytes", st)
+        self.n = int(self._pos[0])
+
+    def as_bytes(self) -> np.ndarray:
+        return self.words.view(np.uint8)[:(self.n + 7) // 8]
+
+
+def words_from_bytes(data: np.ndarray, n_bits: int, name: str) -> np.ndarray:
+    """Little-endian packed bytes (``packbits(bitorder="little")``, as on the wire) -> words_for(n_bits)
+    uint64 words for the C core (one copy of n_bits/8 bytes)."""
+    data = as_array(data, name, np.uint8)
+    if data.size != (n_bits + 7) // 8:
+        raise ValueError(f"{name}: expected {(n_bits + 7) // 8} bytes for {n_bits} bits, got {data.size}")
+    w = np.zeros(words_for(n_bits), np.uint64)
+    w.view(np.uint8)[:data.size] = data
+    return w
+
+
+def sift_alice_into(pp, slots: np.ndarray, bob_basis_w: np.ndarray, bob_pos: int, block: BlockBits,
+                    match: BitPlane, m_lo: BitPlane, m_hi: BitPlane) -> tuple[np.ndarray, np.ndarray, int]:
+    """Alice's sifting of one frame (``qpp_sift_alice_block``): her packed pattern ``pp``
+    (``postproc_c.pattern.PackedPattern``) at Bob's ``slots`` (uint32, strictly increasing),
+    his bases bits ``bob_pos``.. of ``bob_basis_w``; appends the match mask to ``match``, the
+    matched events' classes to ``m_lo``/``m_hi`` and the matched events to ``block``.
+    Returns (detections, sifted) per (basis, intensity) as (2, 3) int64 and the Z count added.
+    Errors name the argument and the event, as ``postproc_c.pattern.sift_alice``."""
+    from .pattern import _check
+    from .sifting import raise_slot_error
+
+    _check(pp)
+    if pp.n_slots > 1 << 32:
+        raise ValueError(f"pattern: {pp.n_slots} slots do not fit 32-bit slot numbers")
+    slots = as_array(slots, "slots", np.uint32)
+    bob_basis_w = as_words(bob_basis_w, "bob_basis_w")
+    n = slots.size
+    if bob_pos < 0 or bob_pos + n > bob_basis_w.size * 64:
+        raise ValueError(f"bob_basis_w: {bob_basis_w.size * 64} bits, events {bob_pos}..{bob_pos + n} asked")
+    block._room(n)
+    match.room(n)
+    m_lo.room(n)
+    m_hi.room(n)
+    det = np.zeros((2, 3), np.uint64)
+    sif = np.zeros((2, 3), np.uint64)
+    pos = ffi.new("size_t[2]", [match.n, m_lo.n])
+    nn = block._n
+    bad = ffi.new("size_t *")
+    z0 = block.n_z
+    st = lib.qpp_sift_alice_block(
+        ptr("uint64_t *", pp.basis), ptr("uint64_t *", pp.bit), ptr("uint64_t *", pp.int_lo),
+        ptr("uint64_t *", pp.int_hi), pp.n_slots, ptr("uint32_t *", slots), ptr("uint64_t *", bob_basis_w),
+        int(bob_pos), n, ptr("uint64_t *", match.words), match.words.size * 64, pos,
+        ptr("uint64_t *", m_lo.words), ptr("uint64_t *", m_hi.words),
+        min(m_lo.words.size, m_hi.words.size) * 64, pos + 1, *block._c_planes(nn),
+        ptr("uint64_t *", det), ptr("uint64_t *", sif), bad)
+    if st < 0:
+        i = int(bad[0])
+        raise_slot_error(st, "slots", slots, i, pp.n_slots)
+        if st == lib.QPP_ERR_VALUE:
+            raise ValueError(f"pattern: intensity class 3 at slot {int(slots[i])}")
+        check("qpp_sift_alice_block", st)
+    match.n, m_lo.n = int(pos[0]), int(pos[1])
+    m_hi.n = m_lo.n
+    block.n_z, block.n_x = int(nn[0]), int(nn[1])
+    return det.astype(np.int64), sif.astype(np.int64), block.n_z - z0
+
+
+def sift_bob_into(bases: np.ndarray, bits: np.ndarray, match_w: np.ndarray, match_pos: int,
+                  lo_w: np.ndarray, hi_w: np.ndarray, m_pos: int, m_avail: int,
+                  block: BlockBits) -> tuple[int, int]:
+    """Bob's second sifting step of one frame (``qpp_sift_bob_block``): his announced events'
+    ``bases`` and ``bits`` (uint8), Alice's match mask (bits ``match_pos``.. of ``match_w``) and
+    the matched events' classes (bits ``m_pos``.. of ``lo_w``/``hi_w``, ``m_avail`` of them);
+    appends the matched events to ``block``. Returns (events matched, Z count added)."""
+    bases = as_array(bases, "bases", np.uint8)
+    bits = as_array(bits, "bits", np.uint8)
+    n = bases.size
+    if bits.size != n:
+        raise ValueError(f"bits: {bits.size} entries for {n} bases")
+    for name, w, lo, k in (("match_w", match_w, match_pos, n), ("lo_w", lo_w, m_pos, m_avail),
+                           ("hi_w", hi_w, m_pos, m_avail)):
+        as_words(w, name)
+        if lo < 0 or k < 0 or lo + k > w.size * 64:
+            raise ValueError(f"{name}: {w.size * 64} bits, bits {lo}..{lo + k} asked")
+    block._room(n)
+    used = ffi.new("size_t *")
+    bad = ffi.new("size_t *")
+    nn = block._n
+    z0 = block.n_z
+    st = lib.qpp_sift_bob_block(ptr("uint8_t *", bases), ptr("uint8_t *", bits), n,
+                                ptr("uint64_t *", match_w), int(match_pos), ptr("uint64_t *", lo_w),
+                                ptr("uint64_t *", hi_w), int(m_pos), int(m_avail), used,
+                                *block._c_planes(nn), bad)
+    if st == lib.QPP_ERR_VALUE:
+        i = int(bad[0])
+        if max(int(bases[i]), int(bits[i])) > 1:
+            raise ValueError(f"bases, bits: value other than 0/1 at index {i}")
+        raise ValueError(f"intensities: class 3 among the matched events from event {i} on")
+    if st == lib.QPP_ERR_LENGTH:
+        raise ValueError(f"match_w: more matched events than the {m_avail} intensities given")
+    check("qpp_sift_bob_block", st)
+    block.n_z, block.n_x = int(nn[0]), int(nn[1])
+    return int(used[0]), block.n_z - z0
+
+
 def class_counts(lo: np.ndarray, hi: np.ndarray, n_bits: int, a: np.ndarray | None = None,
                  b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Per intensity class c = lo | hi << 1 (0..2) over the first ``n_bits`` bits: the number of
@@ -153,4 +293,4 @@ def class_counts(lo: np.ndarray, hi: np.ndarray, n_bits: int, a: np.ndarray | No
     return counts.astype(np.int64), (errors.astype(np.int64) if a is not None else None)
 
 
-__all__ = ["BlockBits", "class_counts"]
+__all__ = ["BitPlane", "BlockBits", "class_counts", "sift_alice_into", "sift_bob_into", "words_from_bytes"]

@@ -142,3 +142,91 @@ def test_cascade_on_packed_words_equals_the_unpacked_run():
     assert (r1.leaked_bits, m1, r1.success) == (r0.leaked_bits, m0, True)
     with pytest.raises(ValueError, match="expected 782 words"):
         CascadeSide("alice", pack_bits(a)[:-1], 0.02, n_bits=n)
+
+
+def _pattern(rng, n_slots, p_z=0.85):
+    from postproc_c.pattern import pack_pattern
+    basis = (rng.random(n_slots) >= p_z).astype(np.uint8)
+    bit = rng.integers(0, 2, n_slots, dtype=np.uint8)
+    inten = rng.choice(3, n_slots, p=[0.6, 0.25, 0.15]).astype(np.uint8)
+    return pack_pattern(basis, bit, inten), (basis, bit, inten)
+
+
+@pytest.mark.parametrize("n_events", [[0, 5], [1, 63, 64], [65, 130, 1000], [4000, 3, 777]])
+def test_fused_sifting_equals_the_byte_path(n_events, cpu_path):
+    """Alice's and Bob's fused steps (qpp_sift_alice_block / qpp_sift_bob_block) give the same
+    match mask, message planes, class counts and block planes as the byte path they replace
+    (postproc_c.sifting.alice_sift -> split by basis; bob_sift), frames appended one after another."""
+    from postproc_c.blockbits import BitPlane, sift_alice_into, sift_bob_into, words_from_bytes
+    from postproc_c.sifting import alice_sift
+
+    rng = np.random.default_rng(sum(n_events) + 7)
+    n_slots = 1 << 14
+    frames = []
+    for c in n_events:
+        pp, pat = _pattern(rng, n_slots)
+        slots = np.sort(rng.choice(n_slots, c, replace=False)).astype(np.uint32)
+        bob_bases = rng.integers(0, 2, c, dtype=np.uint8)
+        bob_bits = rng.integers(0, 2, c, dtype=np.uint8)
+        frames.append((pp, pat, slots, bob_bases, bob_bits))
+    all_bases = np.concatenate([f[3] for f in frames])
+    bw = words_from_bytes(np.packbits(all_bases, bitorder="little"), all_bases.size, "bases_bits")
+    alice, match, m_lo, m_hi = BlockBits(64, 64), BitPlane(64), BitPlane(64), BitPlane(64)
+    ref_a = BlockBits(64, 64)
+    ref_match, ref_int = [], []
+    pos = 0
+    for pp, pat, slots, bb, _ in frames:
+        det, sif, nz = sift_alice_into(pp, slots, bw, pos, alice, match, m_lo, m_hi)
+        pos += slots.size
+        r = alice_sift(slots.astype(np.uint64), bb, *pat)
+        np.testing.assert_array_equal(det, r.detections.astype(np.int64))
+        np.testing.assert_array_equal(sif, r.sifted.astype(np.int64))
+        assert nz == ref_a.append(r.bases, r.bits.copy(), r.intensities)
+        ref_match.append(r.match.astype(np.uint8))
+        ref_int.append(r.intensities)
+    rm, ri = np.concatenate(ref_match), np.concatenate(ref_int)
+    np.testing.assert_array_equal(match.as_bytes(), np.packbits(rm, bitorder="little"))
+    np.testing.assert_array_equal(m_lo.as_bytes(), np.packbits(ri & 1, bitorder="little"))
+    np.testing.assert_array_equal(m_hi.as_bytes(), np.packbits(ri >> 1, bitorder="little"))
+    for got, want in ((alice.z, ref_a.z), (alice.x, ref_a.x), (alice.z_classes(), ref_a.z_classes()),
+                      (alice.x_classes(), ref_a.x_classes())):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # Bob from the message as it goes on the wire (bytes), frame by frame
+    mw = words_from_bytes(match.as_bytes(), match.n, "match_bits")
+    lw = words_from_bytes(m_lo.as_bytes(), m_lo.n, "int_lo")
+    hw = words_from_bytes(m_hi.as_bytes(), m_hi.n, "int_hi")
+    bob, ref_b = BlockBits(64, 64), BlockBits(64, 64)
+    pos = ipos = 0
+    for (_, _, slots, bb, bbits), m in zip(frames, ref_match):
+        used, nz = sift_bob_into(bb, bbits, mw, pos, lw, hw, ipos, m_lo.n - ipos, bob)
+        keep = m.astype(bool)
+        ints = ri[ipos:ipos + int(keep.sum())]
+        assert used == int(keep.sum()) and nz == ref_b.append(bb[keep], bbits[keep].copy(), ints)
+        pos += slots.size
+        ipos += used
+    assert ipos == m_lo.n
+    np.testing.assert_array_equal(bob.z, ref_b.z)
+    np.testing.assert_array_equal(bob.x, ref_b.x)
+    np.testing.assert_array_equal(np.asarray(bob.z_classes()), np.asarray(ref_b.z_classes()))
+
+
+def test_fused_sifting_refuses_bad_input_naming_it():
+    from postproc_c.blockbits import BitPlane, sift_alice_into, sift_bob_into
+
+    rng = np.random.default_rng(3)
+    pp, _ = _pattern(rng, 1024)
+    bw = np.zeros(1, np.uint64)
+    blk, m, lo, hi = BlockBits(), BitPlane(), BitPlane(), BitPlane()
+    with pytest.raises(ValueError, match="slots"):
+        sift_alice_into(pp, np.array([5, 5], np.uint32), bw, 0, blk, m, lo, hi)
+    with pytest.raises(ValueError, match="slots"):
+        sift_alice_into(pp, np.array([5, 2000], np.uint32), bw, 0, blk, m, lo, hi)
+    assert (blk.n_z, blk.n_x, m.n, lo.n) == (0, 0, 0, 0)
+    ones = np.ones(3, np.uint8)
+    with pytest.raises(ValueError, match="more matched events"):
+        sift_bob_into(ones, ones, np.array([7], np.uint64), 0, np.zeros(1, np.uint64), np.zeros(1, np.uint64),
+                      0, 2, blk)
+    with pytest.raises(ValueError, match="class 3"):
+        sift_bob_into(ones, ones, np.array([7], np.uint64), 0, np.array([1], np.uint64),
+                      np.array([1], np.uint64), 0, 3, blk)
+    assert (blk.n_z, blk.n_x) == (0, 0)

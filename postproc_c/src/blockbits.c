@@ -201,3 +201,417 @@ int qpp_block_class_counts(const uint64_t *lo, const uint64_t *hi, const uint64_
     }
     return QPP_OK;
 }
+
+int qpp_plane_append_bytes(const uint8_t *src, size_t n, uint64_t *w, size_t cap, size_t *pos,
+                           size_t *bad_index)
+{
+    size_t i;
+    unsigned bad = 0;
+    plane p;
+    if (!pos)
+        return QPP_ERR_NULL;
+    if (n == 0)
+        return QPP_OK;
+    if (!src || !w)
+        return QPP_ERR_NULL;
+    for (i = 0; i < n; i++)
+        bad |= src[i];
+    if (bad > 1) {
+        for (i = 0; src[i] <= 1; i++)
+            ;
+        if (bad_index) *bad_index = i;
+        return QPP_ERR_VALUE;
+    }
+    if (*pos > cap || n > cap - *pos)
+        return QPP_ERR_LENGTH;
+    plane_open(&p, w, *pos);
+    for (i = 0; i < n; i++)
+        plane_bits(&p, src[i], 1);
+    plane_close(&p);
+    *pos += n;
+    return QPP_OK;
+}
+
+/* k bits (0..64) of the packed stream w from bit pos; reads no word past the last one holding
+ * a requested bit. */
+static inline uint64_t read_bits(const uint64_t *w, size_t pos, unsigned k)
+{
+    size_t q = pos >> 6;
+    unsigned r = (unsigned)(pos & 63u);
+    uint64_t v;
+    if (k == 0)
+        return 0;
+    v = w[q] >> r;
+    if (r && r + k > 64)
+        v |= w[q + 1] << (64 - r);
+    return k == 64 ? v : v & ((UINT64_C(1) << k) - 1);
+}
+
+static inline unsigned popc_u(uint64_t x) { return (unsigned)popc(x); }
+
+/* Per-class counts of 64 (or fewer: the masks say which) events from their masks. */
+static inline void class_add(uint64_t *c, uint64_t sel, uint64_t AB, uint64_t LO, uint64_t HI)
+{
+    uint64_t i0 = ~LO & ~HI, z = sel & ~AB, x = sel & AB;
+    c[0] += popc_u(z & i0);
+    c[1] += popc_u(z & LO);
+    c[2] += popc_u(z & HI);
+    c[3] += popc_u(x & i0);
+    c[4] += popc_u(x & LO);
+    c[5] += popc_u(x & HI);
+}
+
+/* Portable pext (Hacker's Delight's compress, one bit at a time): only for the tails and
+ * the portable path, bit-identical to the instruction. */
+static inline uint64_t compress(uint64_t v, uint64_t m)
+{
+    uint64_t out = 0;
+    unsigned k = 0;
+    while (m) {
+        uint64_t low = m & (~m + 1);
+        out |= (uint64_t)((v & low) != 0) << k++;
+        m ^= low;
+    }
+    return out;
+}
+
+/* 64 (or the last n < 64) events of Alice's frame: the four pattern bits of each event as
+ * masks (bit j = event j), then the outputs as runs. PEXT is the compress function: the
+ * instruction (target bmi2) or the portable loop. */
+#define ALICE_CHUNK(PEXT, POPC)                                                                 \
+    do {                                                                                        \
+        uint64_t M = ~(AB ^ BB) & valid, nm = POPC(M), Z = M & ~AB, X = M & AB;                 \
+        unsigned nz = (unsigned)POPC(Z);                                                        \
+        plane_bits(&mt, M, cnt);                                                                \
+        plane_bits(&ml, PEXT(LO, M), (unsigned)nm);                                            \
+        plane_bits(&mh, PEXT(HI, M), (unsigned)nm);                                            \
+        plane_bits(&P.zb, PEXT(BT, Z), nz);                                                     \
+        plane_bits(&P.zl, PEXT(LO, Z), nz);                                                     \
+        plane_bits(&P.zh, PEXT(HI, Z), nz);                                                     \
+        plane_bits(&P.xb, PEXT(BT, X), (unsigned)nm - nz);                                      \
+        plane_bits(&P.xl, PEXT(LO, X), (unsigned)nm - nz);                                      \
+        plane_bits(&P.xh, PEXT(HI, X), (unsigned)nm - nz);                                      \
+        class_add(det, valid, AB, LO, HI);                                                      \
+        class_add(sif, M, AB, LO, HI);                                                          \
+        bad3 |= LO & HI;                                                                        \
+        zt += nz;                                                                               \
+        mt_n += nm;                                                                             \
+    } while (0)
+
+typedef struct {
+    const uint64_t *basis_w, *bit_w, *lo_w, *hi_w;
+} pattern4;
+
+/* Gather the pattern bits of events [i, i + cnt) into masks. */
+static inline void alice_gather(const pattern4 *pt, const uint32_t *slots, size_t i, unsigned cnt,
+                                uint64_t *AB, uint64_t *BT, uint64_t *LO, uint64_t *HI)
+{
+    uint64_t ab = 0, bt = 0, lo = 0, hi = 0;
+    unsigned j;
+    for (j = 0; j < cnt; j++) {
+        uint32_t s = slots[i + j];
+        size_t w = s >> 6;
+        unsigned sh = s & 63u;
+        ab |= ((pt->basis_w[w] >> sh) & 1u) << j;
+        bt |= ((pt->bit_w[w] >> sh) & 1u) << j;
+        lo |= ((pt->lo_w[w] >> sh) & 1u) << j;
+        hi |= ((pt->hi_w[w] >> sh) & 1u) << j;
+    }
+    *AB = ab;
+    *BT = bt;
+    *LO = lo;
+    *HI = hi;
+}
+
+#ifdef QPP_HAVE_BMI2_PATH
+__attribute__((target("bmi2,popcnt")))
+static void alice_chunks_bmi2(const pattern4 *pt, const uint32_t *slots, const uint64_t *bob_w, size_t bob_pos,
+                              size_t n, planes *Pp, plane *mtp, plane *mlp, plane *mhp, uint64_t *det,
+                              uint64_t *sif, uint64_t *bad3p, size_t *ztp, size_t *mtnp)
+{
+    planes P = *Pp;
+    plane mt = *mtp, ml = *mlp, mh = *mhp;
+    uint64_t bad3 = 0;
+    size_t i, zt = 0, mt_n = 0;
+    for (i = 0; i < n; i += 64) {
+        unsigned cnt = n - i >= 64 ? 64 : (unsigned)(n - i);
+        uint64_t valid = cnt == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << cnt) - 1);
+        uint64_t AB, BT, LO, HI, BB = read_bits(bob_w, bob_pos + i, cnt);
+        alice_gather(pt, slots, i, cnt, &AB, &BT, &LO, &HI);
+#define PEXT_I(v, m) _pext_u64((v), (m))
+#define POPC_I(v) (uint64_t)_mm_popcnt_u64(v)
+        ALICE_CHUNK(PEXT_I, POPC_I);
+    }
+    *Pp = P;
+    *mtp = mt;
+    *mlp = ml;
+    *mhp = mh;
+    *bad3p = bad3;
+    *ztp = zt;
+    *mtnp = mt_n;
+}
+#endif
+
+static void alice_chunks_portable(const pattern4 *pt, const uint32_t *slots, const uint64_t *bob_w,
+                                  size_t bob_pos, size_t n, planes *Pp, plane *mtp, plane *mlp, plane *mhp,
+                                  uint64_t *det, uint64_t *sif, uint64_t *bad3p, size_t *ztp, size_t *mtnp)
+{
+    planes P = *Pp;
+    plane mt = *mtp, ml = *mlp, mh = *mhp;
+    uint64_t bad3 = 0;
+    size_t i, zt = 0, mt_n = 0;
+    for (i = 0; i < n; i += 64) {
+        unsigned cnt = n - i >= 64 ? 64 : (unsigned)(n - i);
+        uint64_t valid = cnt == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << cnt) - 1);
+        uint64_t AB, BT, LO, HI, BB = read_bits(bob_w, bob_pos + i, cnt);
+        alice_gather(pt, slots, i, cnt, &AB, &BT, &LO, &HI);
+        ALICE_CHUNK(compress, popc);
+    }
+    *Pp = P;
+    *mtp = mt;
+    *mlp = ml;
+    *mhp = mh;
+    *bad3p = bad3;
+    *ztp = zt;
+    *mtnp = mt_n;
+}
+
+int qpp_sift_alice_block(const uint64_t *basis_w, const uint64_t *bit_w, const uint64_t *int_lo_w,
+                         const uint64_t *int_hi_w, uint64_t frame_len,
+                         const uint32_t *slots, const uint64_t *bob_basis_w, size_t bob_pos, size_t n,
+                         uint64_t *match_w, size_t match_cap, size_t *match_pos,
+                         uint64_t *mlo_w, uint64_t *mhi_w, size_t m_cap, size_t *m_pos,
+                         uint64_t *z_bits, uint64_t *z_lo, uint64_t *z_hi, size_t z_cap, size_t *n_z,
+                         uint64_t *x_bits, uint64_t *x_lo, uint64_t *x_hi, size_t x_cap, size_t *n_x,
+                         uint64_t *detections, uint64_t *sifted, size_t *bad_index)
+{
+    uint64_t det[6] = {0}, sif[6] = {0}, bad3 = 0, unsorted = 0;
+    size_t i, zt = 0, mt_n = 0;
+    uint32_t prev;
+    pattern4 pt;
+    planes P;
+    plane mt, ml, mh;
+    int k;
+    if (!match_pos || !m_pos || !n_z || !n_x || !detections || !sifted)
+        return QPP_ERR_NULL;
+    if (n == 0) {
+        for (k = 0; k < 6; k++)
+            detections[k] = sifted[k] = 0;
+        return QPP_OK;
+    }
+    if (!basis_w || !bit_w || !int_lo_w || !int_hi_w || !slots || !bob_basis_w || !match_w || !mlo_w
+        || !mhi_w || !z_bits || !z_lo || !z_hi || !x_bits || !x_lo || !x_hi)
+        return QPP_ERR_NULL;
+    if (*match_pos > match_cap || n > match_cap - *match_pos || *m_pos > m_cap || n > m_cap - *m_pos
+        || *n_z > z_cap || n > z_cap - *n_z || *n_x > x_cap || n > x_cap - *n_x)
+        return QPP_ERR_LENGTH;
+    /* slots strictly increasing and inside the frame (a loop without exits), before any read */
+    prev = slots[0];
+    for (i = 1; i < n; i++) {
+        unsorted |= (uint64_t)(slots[i] <= prev);
+        prev = slots[i];
+    }
+    if (unsorted || (uint64_t)prev >= frame_len) {
+        for (i = 0; i < n; i++) {
+            if (i > 0 && slots[i] <= slots[i - 1]) {
+                if (bad_index) *bad_index = i;
+                return QPP_ERR_UNSORTED;
+            }
+            if ((uint64_t)slots[i] >= frame_len) {
+                if (bad_index) *bad_index = i;
+                return QPP_ERR_RANGE;
+            }
+        }
+    }
+    pt.basis_w = basis_w;
+    pt.bit_w = bit_w;
+    pt.lo_w = int_lo_w;
+    pt.hi_w = int_hi_w;
+    plane_open(&mt, match_w, *match_pos);
+    plane_open(&ml, mlo_w, *m_pos);
+    plane_open(&mh, mhi_w, *m_pos);
+    plane_open(&P.zb, z_bits, *n_z);
+    plane_open(&P.zl, z_lo, *n_z);
+    plane_open(&P.zh, z_hi, *n_z);
+    plane_open(&P.xb, x_bits, *n_x);
+    plane_open(&P.xl, x_lo, *n_x);
+    plane_open(&P.xh, x_hi, *n_x);
+#ifdef QPP_HAVE_BMI2_PATH
+    if (qpp_cpu_features() & QPP_CPU_BMI2)
+        alice_chunks_bmi2(&pt, slots, bob_basis_w, bob_pos, n, &P, &mt, &ml, &mh, det, sif, &bad3, &zt, &mt_n);
+    else
+#endif
+        alice_chunks_portable(&pt, slots, bob_basis_w, bob_pos, n, &P, &mt, &ml, &mh, det, sif, &bad3, &zt,
+                              &mt_n);
+    if (bad3) {
+        for (i = 0; i < n; i++) {
+            uint32_t s = slots[i];
+            if ((int_lo_w[s >> 6] & int_hi_w[s >> 6]) >> (s & 63u) & 1u)
+                break;
+        }
+        if (bad_index) *bad_index = i;
+        return QPP_ERR_VALUE;
+    }
+    plane_close(&mt);
+    plane_close(&ml);
+    plane_close(&mh);
+    plane_close(&P.zb);
+    plane_close(&P.zl);
+    plane_close(&P.zh);
+    plane_close(&P.xb);
+    plane_close(&P.xl);
+    plane_close(&P.xh);
+    *match_pos += n;
+    *m_pos += mt_n;
+    *n_z += zt;
+    *n_x += mt_n - zt;
+    for (k = 0; k < 6; k++) {
+        detections[k] = det[k];
+        sifted[k] = sif[k];
+    }
+    return QPP_OK;
+}
+
+/* 64 (or the last cnt) of Bob's announced events: basis and bit masks, compressed to the
+ * matched ones, then split by basis with the classes Alice sent. */
+#define BOB_CHUNK(PEXT, POPC)                                                                   \
+    do {                                                                                        \
+        uint64_t M = read_bits(match_w, match_pos + i, cnt);                                    \
+        unsigned nm = (unsigned)POPC(M), nz;                                                    \
+        uint64_t mb, mv, lo, hi, zs;                                                            \
+        if (nm > m_avail - used)                                                                \
+            return QPP_ERR_LENGTH;                                                              \
+        mb = PEXT(BA, M);                                                                       \
+        mv = PEXT(BV, M);                                                                       \
+        lo = read_bits(mlo_w, m_pos + used, nm);                                                \
+        hi = read_bits(mhi_w, m_pos + used, nm);                                                \
+        if (lo & hi) {                                                                          \
+            if (bad_index) *bad_index = i;                                                      \
+            return QPP_ERR_VALUE;                                                               \
+        }                                                                                       \
+        zs = ~mb & (nm == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << nm) - 1));                       \
+        nz = (unsigned)POPC(zs);                                                                \
+        plane_bits(&P.zb, PEXT(mv, zs), nz);                                                    \
+        plane_bits(&P.zl, PEXT(lo, zs), nz);                                                    \
+        plane_bits(&P.zh, PEXT(hi, zs), nz);                                                    \
+        plane_bits(&P.xb, PEXT(mv, mb), nm - nz);                                               \
+        plane_bits(&P.xl, PEXT(lo, mb), nm - nz);                                               \
+        plane_bits(&P.xh, PEXT(hi, mb), nm - nz);                                               \
+        used += nm;                                                                             \
+        zt += nz;                                                                               \
+    } while (0)
+
+/* Bytes of 0/1 of events [i, i + cnt) as a mask (bit j = event j). */
+static inline uint64_t bytes_mask(const uint8_t *p, size_t i, unsigned cnt)
+{
+    uint64_t m = 0;
+    unsigned j;
+    for (j = 0; j < cnt; j++)
+        m |= (uint64_t)(p[i + j] & 1u) << j;
+    return m;
+}
+
+#ifdef QPP_HAVE_BMI2_PATH
+__attribute__((target("bmi2,popcnt")))
+static int bob_chunks_bmi2(const uint8_t *basis, const uint8_t *bits, size_t n, const uint64_t *match_w,
+                           size_t match_pos, const uint64_t *mlo_w, const uint64_t *mhi_w, size_t m_pos,
+                           size_t m_avail, planes *Pp, size_t *usedp, size_t *ztp, size_t *bad_index)
+{
+    planes P = *Pp;
+    size_t i, used = 0, zt = 0;
+    for (i = 0; i < n; i += 64) {
+        unsigned cnt = n - i >= 64 ? 64 : (unsigned)(n - i);
+        uint64_t BA = 0, BV = 0;
+        if (cnt == 64) {
+            unsigned j;
+            for (j = 0; j < 8; j++) {
+                BA |= gather8(basis + i + 8 * j, 0) << (8 * j);
+                BV |= gather8(bits + i + 8 * j, 0) << (8 * j);
+            }
+        } else {
+            BA = bytes_mask(basis, i, cnt);
+            BV = bytes_mask(bits, i, cnt);
+        }
+        BOB_CHUNK(PEXT_I, POPC_I);
+    }
+    *Pp = P;
+    *usedp = used;
+    *ztp = zt;
+    return QPP_OK;
+}
+#endif
+
+static int bob_chunks_portable(const uint8_t *basis, const uint8_t *bits, size_t n, const uint64_t *match_w,
+                               size_t match_pos, const uint64_t *mlo_w, const uint64_t *mhi_w, size_t m_pos,
+                               size_t m_avail, planes *Pp, size_t *usedp, size_t *ztp, size_t *bad_index)
+{
+    planes P = *Pp;
+    size_t i, used = 0, zt = 0;
+    for (i = 0; i < n; i += 64) {
+        unsigned cnt = n - i >= 64 ? 64 : (unsigned)(n - i);
+        uint64_t BA = bytes_mask(basis, i, cnt), BV = bytes_mask(bits, i, cnt);
+        BOB_CHUNK(compress, popc);
+    }
+    *Pp = P;
+    *usedp = used;
+    *ztp = zt;
+    return QPP_OK;
+}
+
+int qpp_sift_bob_block(const uint8_t *basis, const uint8_t *bits, size_t n,
+                       const uint64_t *match_w, size_t match_pos,
+                       const uint64_t *mlo_w, const uint64_t *mhi_w, size_t m_pos, size_t m_avail,
+                       size_t *m_used,
+                       uint64_t *z_bits, uint64_t *z_lo, uint64_t *z_hi, size_t z_cap, size_t *n_z,
+                       uint64_t *x_bits, uint64_t *x_lo, uint64_t *x_hi, size_t x_cap, size_t *n_x,
+                       size_t *bad_index)
+{
+    size_t i, used = 0, zt = 0;
+    unsigned bad = 0;
+    planes P;
+    int st;
+    if (!m_used || !n_z || !n_x)
+        return QPP_ERR_NULL;
+    *m_used = 0;
+    if (n == 0)
+        return QPP_OK;
+    if (!basis || !bits || !match_w || !z_bits || !z_lo || !z_hi || !x_bits || !x_lo || !x_hi
+        || (m_avail && (!mlo_w || !mhi_w)))
+        return QPP_ERR_NULL;
+    if (*n_z > z_cap || n > z_cap - *n_z || *n_x > x_cap || n > x_cap - *n_x)
+        return QPP_ERR_LENGTH;
+    for (i = 0; i < n; i++)
+        bad |= basis[i] | bits[i];
+    if (bad > 1) {
+        for (i = 0; (basis[i] | bits[i]) <= 1; i++)
+            ;
+        if (bad_index) *bad_index = i;
+        return QPP_ERR_VALUE;
+    }
+    plane_open(&P.zb, z_bits, *n_z);
+    plane_open(&P.zl, z_lo, *n_z);
+    plane_open(&P.zh, z_hi, *n_z);
+    plane_open(&P.xb, x_bits, *n_x);
+    plane_open(&P.xl, x_lo, *n_x);
+    plane_open(&P.xh, x_hi, *n_x);
+#ifdef QPP_HAVE_BMI2_PATH
+    if (qpp_cpu_features() & QPP_CPU_BMI2)
+        st = bob_chunks_bmi2(basis, bits, n, match_w, match_pos, mlo_w, mhi_w, m_pos, m_avail, &P, &used, &zt,
+                             bad_index);
+    else
+#endif
+        st = bob_chunks_portable(basis, bits, n, match_w, match_pos, mlo_w, mhi_w, m_pos, m_avail, &P, &used,
+                                 &zt, bad_index);
+    if (st != QPP_OK)
+        return st;
+    plane_close(&P.zb);
+    plane_close(&P.zl);
+    plane_close(&P.zh);
+    plane_close(&P.xb);
+    plane_close(&P.xl);
+    plane_close(&P.xh);
+    *m_used = used;
+    *n_z += zt;
+    *n_x += used - zt;
+    return QPP_OK;
+}
