@@ -586,12 +586,20 @@ class Node:
                 self._announce(dets[i:i + ANNOUNCE_MAX_FRAMES], n_slots)
 
     def _announce(self, dets: list, n_slots: int) -> None:
-        frames, counts, slots, bases = [], [], [], []
+        frames, counts, slots = [], [], []
         # squashing bits for every frame of the announcement in one read of the random source
         # (one health-tested read instead of one per frame); at most one bit per event
         need = [max(1, (det.slots.size + 63) // 64) for det in dets]
         words = self.rng.random_words(sum(need))
-        off = 0
+        # Compact on the wire (fewer bytes to tag, copy, send and check): bases one bit each;
+        # slots as 16-bit gaps (each frame's first slot absolute) when every gap fits, which
+        # it does at any useful detection rate, else 32-bit (or, above 2^32 slots, 64-bit).
+        # Both are written frame by frame into the message's own buffers (no concatenation
+        # of the frames' slots and bases first).
+        total = sum(int(det.slots.size) for det in dets)
+        gaps = np.empty(total, np.uint16) if n_slots <= 1 << 32 else None
+        bases = BitPlane(total)
+        off = pos = 0
         for det, k in zip(dets, need):
             ann = bob_announce(det.slots, det.masks, n_slots, rng=words[off:off + k])
             off += k
@@ -600,31 +608,27 @@ class Node:
             if self._first_ann is None:
                 self._first_ann = int(det.frame_index)
             self._last_frame = max(self._last_frame, int(det.frame_index))
+            c = int(ann.slots.size)
             frames.append(int(det.frame_index))
-            counts.append(int(ann.slots.size))
+            counts.append(c)
             slots.append(ann.slots)
-            bases.append(ann.bases)
+            bases.append_bytes(ann.bases)
+            if gaps is not None and slot_gaps16(ann.slots, [c], out=gaps[pos:pos + c]) is None:
+                gaps = None               # some gap needs more than 16 bits: send the slots
+            pos += c
             with self._lock:
                 self.counters["frames"] += 1
                 self.counters["detections"] += int(det.slots.size)
         words[:] = 0
         if not frames:
             return
-        sl = np.concatenate(slots)
-        bs = np.concatenate(bases)
         meta = {"frames": frames, "counts": counts}
-        # Compact on the wire (fewer bytes to tag, copy, send and check): bases one bit each;
-        # slots as 16-bit gaps (each frame's first slot absolute) when every gap fits, which
-        # it does at any useful detection rate, else 32-bit (or, above 2^32 slots, 64-bit)
-        arrays = {"bases_bits": np.packbits(bs, bitorder="little")}
-        if n_slots <= 1 << 32:
-            gaps = slot_gaps16(sl, counts)       # one C pass (None: some gap needs > 16 bits)
-            if gaps is not None:
-                arrays["slot_gaps"] = gaps
-            else:
-                arrays["slots"] = sl.astype(np.uint32)
+        arrays = {"bases_bits": bases.as_bytes()}
+        if gaps is not None:
+            arrays["slot_gaps"] = gaps[:pos]
         else:
-            arrays["slots"] = sl
+            sl = np.concatenate(slots)
+            arrays["slots"] = sl.astype(np.uint32) if n_slots <= 1 << 32 else sl
         self._send_wait(MsgType.SIFT_ANNOUNCE, frames[0], encode(meta, arrays))
 
     def _frame_slots(self) -> int:
@@ -635,7 +639,7 @@ class Node:
 
     # sifting (dispatcher thread) ----------------------------------------------------------------------
     def _on_announce(self, m: Message) -> None:          # Alice
-        meta, arrays = decode(m.payload)
+        meta, arrays = decode(m.payload, copy=False)     # public: read in place
         frames = [int(f) for f in meta.get("frames", [m.block_id])]
         counts = [int(c) for c in meta.get("counts", [])]
         if len(counts) != len(frames) or any(c < 0 for c in counts):
@@ -730,7 +734,7 @@ class Node:
                              "int_hi": m_hi.as_bytes()}))
 
     def _on_match(self, m: Message) -> None:             # Bob
-        meta, arrays = decode(m.payload)
+        meta, arrays = decode(m.payload, copy=False)     # public: read in place
         frames = [int(f) for f in meta.get("frames", [m.block_id])]
         closes = {int(f): int(b) for f, b in meta.get("close", [])}
         if frames[0] not in self._anns and (self._first_ann is None or frames[0] < self._first_ann):

@@ -230,3 +230,26 @@ def test_fused_sifting_refuses_bad_input_naming_it():
         sift_bob_into(ones, ones, np.array([7], np.uint64), 0, np.array([1], np.uint64),
                       np.array([1], np.uint64), 0, 3, blk)
     assert (blk.n_z, blk.n_x) == (0, 0)
+
+
+def test_slot_gaps_into_a_given_buffer():
+    """slot_gaps16(out=...) (link.node writes each frame's gaps into the message's buffer)."""
+    from postproc_c.pattern import slot_gaps16
+
+    buf = np.zeros(8, np.uint16)
+    got = slot_gaps16(np.array([3, 10, 70000], np.uint64), [3], out=buf[2:5])
+    assert got is None                                     # a gap of 69990 does not fit 16 bits
+    got = slot_gaps16(np.array([3, 10, 700], np.uint64), [3], out=buf[2:5])
+    assert got is not None and buf.tolist() == [0, 0, 3, 7, 690, 0, 0, 0]
+    with pytest.raises(ValueError, match="out: 2 entries for 3 slots"):
+        slot_gaps16(np.array([3, 10, 700], np.uint64), [3], out=buf[:2])
+
+
+def test_decode_without_copy_gives_read_only_views():
+    from link.payload import decode, encode
+
+    data = encode({"a": 1}, {"g": np.arange(5, dtype=np.uint16), "b": np.ones(3, np.uint8)})
+    meta, arr = decode(data, copy=False)
+    assert meta == {"a": 1} and arr["g"].tolist() == [0, 1, 2, 3, 4] and not arr["g"].flags.writeable
+    _, arr2 = decode(data)
+    assert arr2["g"].flags.writeable
