@@ -405,12 +405,11 @@ int qpp_sift_alice_block(const uint64_t *basis_w, const uint64_t *bit_w, const u
     if (*match_pos > match_cap || n > match_cap - *match_pos || *m_pos > m_cap || n > m_cap - *m_pos
         || *n_z > z_cap || n > z_cap - *n_z || *n_x > x_cap || n > x_cap - *n_x)
         return QPP_ERR_LENGTH;
-    /* slots strictly increasing and inside the frame (a loop without exits), before any read */
-    prev = slots[0];
-    for (i = 1; i < n; i++) {
-        unsorted |= (uint64_t)(slots[i] <= prev);
-        prev = slots[i];
-    }
+    /* slots strictly increasing and inside the frame, before any read: a loop without exits or
+     * carried values, which the compiler vectorizes (then only the last slot needs the range) */
+    for (i = 1; i < n; i++)
+        unsorted |= (uint64_t)(slots[i] <= slots[i - 1]);
+    prev = slots[n - 1];
     if (unsorted || (uint64_t)prev >= frame_len) {
         for (i = 0; i < n; i++) {
             if (i > 0 && slots[i] <= slots[i - 1]) {
