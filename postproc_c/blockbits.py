@@ -19,7 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from ._binding import as_array, as_words, check, ffi, lib, ptr, words_for
+from .pattern import _check as _check_pattern
+from .sifting import raise_slot_error
 from .wipe import memzero
+
+_U64P = "uint64_t *"
+
+
+def _p64(a: np.ndarray):
+    return ffi.cast(_U64P, ffi.from_buffer(a))
 
 N_CLASSES = 3
 
@@ -41,6 +49,14 @@ class BlockBits:
         self._x = [np.empty(words_for(max(int(x_cap), 64)), np.uint64) for _ in range(3)]
         self._n = ffi.new("size_t[2]")
         self._bad = ffi.new("size_t *")
+        self._set_ptrs()
+
+    def _set_ptrs(self) -> None:
+        # the planes' C arguments, made once (and again when a plane grows): a frame's call
+        # then costs no pointer conversions (the per-call overhead was ~60 us per frame)
+        z, x = self._z, self._x
+        self._ptrs = (_p64(z[0]), _p64(z[1]), _p64(z[2]), z[0].size * 64, self._n,
+                      _p64(x[0]), _p64(x[1]), _p64(x[2]), x[0].size * 64, self._n + 1)
 
     @staticmethod
     def _grow(planes: list[np.ndarray], n: int, need: int) -> list[np.ndarray]:
@@ -59,18 +75,20 @@ class BlockBits:
 
     def _room(self, n: int) -> None:
         """Room for n more events in either basis (at most one regrowth check per frame)."""
+        grown = False
         if (self.n_z + n) > self._z[0].size * 64:
             self._z = self._grow(self._z, self.n_z, self.n_z + n)
+            grown = True
         if (self.n_x + n) > self._x[0].size * 64:
             self._x = self._grow(self._x, self.n_x, self.n_x + n)
+            grown = True
+        if grown:
+            self._set_ptrs()
 
     def _c_planes(self, nn) -> tuple:
         """The six planes' C arguments (pointers, capacities, the two counts in ``nn``)."""
-        z, x = self._z, self._x
         nn[0], nn[1] = self.n_z, self.n_x
-        return (ptr("uint64_t *", z[0]), ptr("uint64_t *", z[1]), ptr("uint64_t *", z[2]), z[0].size * 64, nn,
-                ptr("uint64_t *", x[0]), ptr("uint64_t *", x[1]), ptr("uint64_t *", x[2]), x[0].size * 64,
-                nn + 1)
+        return self._ptrs
 
     def append(self, basis: np.ndarray, bits: np.ndarray, intensity: np.ndarray) -> int:
         """Append sifted events in order (uint8 each: basis 0/1, bit 0/1, intensity 0..2);
@@ -139,6 +157,7 @@ class BitPlane:
         self.words = np.empty(words_for(max(int(cap), 64)), np.uint64)
         self.n = 0
         self._pos = ffi.new("size_t *")
+        self.ptr = _p64(self.words)
 
     def room(self, k: int) -> None:
         if self.n + k > self.words.size * 64:
@@ -148,6 +167,7 @@ class BitPlane:
             q = np.empty(cap, np.uint64)
             q[:words_for(self.n)] = self.words[:words_for(self.n)]
             self.words = q
+            self.ptr = _p64(q)
 
     def append_bytes(self, src: np.ndarray) -> None:
         """Append uint8 0/1 values (ValueError naming the index of any other value)."""
@@ -155,7 +175,7 @@ class BitPlane:
         self.room(src.size)
         self._pos[0] = self.n
         bad = ffi.new("size_t *")
-        st = lib.qpp_plane_append_bytes(ptr("uint8_t *", src), src.size, ptr("uint64_t *", self.words),
+        st = lib.qpp_plane_append_bytes(ptr("uint8_t *", src), src.size, self.ptr,
                                         self.words.size * 64, self._pos, bad)
         if st == lib.QPP_ERR_VALUE:
             raise ValueError(f"src: value {int(src[int(bad[0])])} at index {int(bad[0])} (must be 0 or 1)")
@@ -185,10 +205,7 @@ def sift_alice_into(pp, slots: np.ndarray, bob_basis_w: np.ndarray, bob_pos: int
     matched events' classes to ``m_lo``/``m_hi`` and the matched events to ``block``.
     Returns (detections, sifted) per (basis, intensity) as (2, 3) int64 and the Z count added.
     Errors name the argument and the event, as ``postproc_c.pattern.sift_alice``."""
-    from .pattern import _check
-    from .sifting import raise_slot_error
-
-    _check(pp)
+    _check_pattern(pp)
     if pp.n_slots > 1 << 32:
         raise ValueError(f"pattern: {pp.n_slots} slots do not fit 32-bit slot numbers")
     slots = as_array(slots, "slots", np.uint32)
@@ -200,19 +217,16 @@ def sift_alice_into(pp, slots: np.ndarray, bob_basis_w: np.ndarray, bob_pos: int
     match.room(n)
     m_lo.room(n)
     m_hi.room(n)
-    det = np.zeros((2, 3), np.uint64)
-    sif = np.zeros((2, 3), np.uint64)
+    counts = np.zeros(12, np.uint64)          # detections (2, 3) then sifted (2, 3)
+    cp = _p64(counts)
     pos = ffi.new("size_t[2]", [match.n, m_lo.n])
-    nn = block._n
-    bad = ffi.new("size_t *")
+    bad = block._bad
     z0 = block.n_z
     st = lib.qpp_sift_alice_block(
-        ptr("uint64_t *", pp.basis), ptr("uint64_t *", pp.bit), ptr("uint64_t *", pp.int_lo),
-        ptr("uint64_t *", pp.int_hi), pp.n_slots, ptr("uint32_t *", slots), ptr("uint64_t *", bob_basis_w),
-        int(bob_pos), n, ptr("uint64_t *", match.words), match.words.size * 64, pos,
-        ptr("uint64_t *", m_lo.words), ptr("uint64_t *", m_hi.words),
-        min(m_lo.words.size, m_hi.words.size) * 64, pos + 1, *block._c_planes(nn),
-        ptr("uint64_t *", det), ptr("uint64_t *", sif), bad)
+        _p64(pp.basis), _p64(pp.bit), _p64(pp.int_lo), _p64(pp.int_hi), pp.n_slots,
+        ptr("uint32_t *", slots), ptr(_U64P, bob_basis_w), int(bob_pos), n,
+        match.ptr, match.words.size * 64, pos, m_lo.ptr, m_hi.ptr,
+        min(m_lo.words.size, m_hi.words.size) * 64, pos + 1, *block._c_planes(block._n), cp, cp + 6, bad)
     if st < 0:
         i = int(bad[0])
         raise_slot_error(st, "slots", slots, i, pp.n_slots)
@@ -221,8 +235,9 @@ def sift_alice_into(pp, slots: np.ndarray, bob_basis_w: np.ndarray, bob_pos: int
         check("qpp_sift_alice_block", st)
     match.n, m_lo.n = int(pos[0]), int(pos[1])
     m_hi.n = m_lo.n
-    block.n_z, block.n_x = int(nn[0]), int(nn[1])
-    return det.astype(np.int64), sif.astype(np.int64), block.n_z - z0
+    block.n_z, block.n_x = int(block._n[0]), int(block._n[1])
+    c = counts.astype(np.int64)
+    return c[:6].reshape(2, 3), c[6:].reshape(2, 3), block.n_z - z0
 
 
 def sift_bob_into(bases: np.ndarray, bits: np.ndarray, match_w: np.ndarray, match_pos: int,
@@ -244,13 +259,12 @@ def sift_bob_into(bases: np.ndarray, bits: np.ndarray, match_w: np.ndarray, matc
             raise ValueError(f"{name}: {w.size * 64} bits, bits {lo}..{lo + k} asked")
     block._room(n)
     used = ffi.new("size_t *")
-    bad = ffi.new("size_t *")
-    nn = block._n
+    bad = block._bad
     z0 = block.n_z
     st = lib.qpp_sift_bob_block(ptr("uint8_t *", bases), ptr("uint8_t *", bits), n,
-                                ptr("uint64_t *", match_w), int(match_pos), ptr("uint64_t *", lo_w),
-                                ptr("uint64_t *", hi_w), int(m_pos), int(m_avail), used,
-                                *block._c_planes(nn), bad)
+                                ptr(_U64P, match_w), int(match_pos), ptr(_U64P, lo_w),
+                                ptr(_U64P, hi_w), int(m_pos), int(m_avail), used,
+                                *block._c_planes(block._n), bad)
     if st == lib.QPP_ERR_VALUE:
         i = int(bad[0])
         if max(int(bases[i]), int(bits[i])) > 1:
@@ -259,7 +273,7 @@ def sift_bob_into(bases: np.ndarray, bits: np.ndarray, match_w: np.ndarray, matc
     if st == lib.QPP_ERR_LENGTH:
         raise ValueError(f"match_w: more matched events than the {m_avail} intensities given")
     check("qpp_sift_bob_block", st)
-    block.n_z, block.n_x = int(nn[0]), int(nn[1])
+    block.n_z, block.n_x = int(block._n[0]), int(block._n[1])
     return int(used[0]), block.n_z - z0
 
 
