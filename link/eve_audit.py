@@ -252,7 +252,9 @@ def audit_block(rec: Recording, res) -> BlockAudit:
     msgs = {(who, mt, i): (meta, arr) for who, mt, i, meta, arr in rec.messages}
     first, last = res.frames
     z_parts, eve_parts, know_parts, z_int_parts = [], [], [], []
-    x_bob = msgs.get(("bob", MsgType.PE_DISCLOSE, res.block_id), ({}, {}))[1].get("x_bits")
+    pe_meta, pe_arrays = msgs.get(("bob", MsgType.PE_DISCLOSE, res.block_id), ({}, {}))
+    x_bob = (_bits(pe_arrays["x_words"], int(pe_meta["n_x"]))       # packed on the wire (protocol 4)
+             if "x_words" in pe_arrays else None)
     x_alice = []
     x_int_parts = []
     for f in range(first, last + 1):

@@ -22,8 +22,10 @@ from enum import IntEnum
 # 1: first release. 2: RECON_BATCH (reconciliation of all blocks in flight in one message),
 # multi-frame SIFT_ANNOUNCE / SIFT_MATCH with packed bases and 16-bit slot gaps, KME_RESERVE(D),
 # QC-LDPC codes. 3: SIFT_MATCH carries the match mask one bit per event and the intensity
-# classes as two bit planes. A node refuses frames of another version (WireError naming both).
-PROTOCOL_VERSION = 3
+# classes as two bit planes. 4: PE_DISCLOSE carries Bob's X bits packed (``x_words``, uint64,
+# with meta ``n_x``; was one byte per bit). A node refuses frames of another version (WireError
+# naming both).
+PROTOCOL_VERSION = 4
 HEADER = struct.Struct(">BBBBQQI")
 TAG_LEN = 8
 MAX_PAYLOAD = 1 << 30

@@ -48,8 +48,10 @@ def encode(meta: dict, arrays: dict[str, np.ndarray] | None = None) -> bytes:
     return b"".join([struct.pack("<I", len(head)), head, *blobs])
 
 
-def decode(data: bytes | memoryview) -> tuple[dict, dict[str, np.ndarray]]:
-    """Parse a payload; arrays are fresh writable copies (the caller may wipe them)."""
+def decode(data: bytes | memoryview, copy: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Parse a payload; arrays are fresh writable copies (the caller may wipe them), or with
+    ``copy=False`` read-only views into ``data`` where the byte order allows (for public arrays
+    read once, e.g. a sifting announcement: no copy of megabytes per message)."""
     mv = memoryview(data)
     if len(mv) < 4:
         raise PayloadError(f"payload of {len(mv)} bytes is shorter than its length prefix")
@@ -78,7 +80,9 @@ def decode(data: bytes | memoryview) -> tuple[dict, dict[str, np.ndarray]]:
         nbytes = n * dt.itemsize
         if pos + nbytes > len(mv):
             raise PayloadError(f"array {name!r} ({n} x {code}) runs past the end of the payload")
-        arrays[name] = np.frombuffer(mv[pos:pos + nbytes], dtype=dt).astype(dt.newbyteorder("="))
+        view = np.frombuffer(mv[pos:pos + nbytes], dtype=dt)
+        native = dt.newbyteorder("=")
+        arrays[name] = view.astype(native) if copy or view.dtype != native else view.view(native)
         pos += nbytes
     if pos != len(mv):
         raise PayloadError(f"{len(mv) - pos} bytes after the last array")

@@ -43,7 +43,7 @@ def cpu_features() -> list[str]:
     """Names of the CPU fast paths the core selected on this machine."""
     mask = lib.qpp_cpu_features()
     names = {lib.QPP_CPU_PCLMUL: "pclmul", lib.QPP_CPU_AVX2: "avx2", lib.QPP_CPU_POPCNT: "popcnt",
-             lib.QPP_CPU_AVX512BW: "avx512bw"}
+             lib.QPP_CPU_AVX512BW: "avx512bw", lib.QPP_CPU_BMI2: "bmi2"}
     return [n for bit, n in names.items() if mask & bit]
 
 

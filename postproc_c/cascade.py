@@ -80,6 +80,18 @@ def _bits_u8(bits: object, name: str) -> np.ndarray:
     return bits
 
 
+def _words_in(words: object, n_bits: object) -> np.ndarray:
+    if isinstance(n_bits, bool) or not isinstance(n_bits, int | np.integer) or not 0 < n_bits < 2**31:
+        raise ValueError(f"n_bits: expected an int in [1, 2^31), got {n_bits!r}")
+    if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or words.ndim != 1 \
+            or not words.flags.c_contiguous:
+        raise ValueError("bits: with n_bits, expected a 1-d C-contiguous uint64 array of packed bits")
+    if words.size != words_for(int(n_bits)):
+        raise ValueError(f"bits: expected {words_for(int(n_bits))} words for n_bits={n_bits}, "
+                         f"got {words.size}")
+    return words
+
+
 def pack_bits(bits: np.ndarray) -> np.ndarray:
     """uint8 0/1 -> packed uint64 words, least significant bit first."""
     n = bits.size
@@ -115,10 +127,13 @@ class CascadeSide:
     def __init__(self, role: str, bits: np.ndarray, qber: float, *, seed: int = 0,
                  method: str = "cascade", verify_key: int | None = None,
                  frame_bits: int = DEFAULT_FRAME_BITS, schedule: list[int] | None = None,
-                 wave: int | None = None) -> None:
+                 wave: int | None = None, n_bits: int | None = None) -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
-        bits = _bits_u8(bits, "bits")
+        # n_bits given (link.node): ``bits`` is the key already packed, words_for(n_bits) uint64
+        # words, handed to C as is (no unpacked copy, no pack); result(packed=True) returns words
+        packed = n_bits is not None
+        bits = _words_in(bits, n_bits) if packed else _bits_u8(bits, "bits")
         if not 0.0 <= float(qber) < 0.5:
             raise ValueError(f"qber: expected 0 <= qber < 0.5, got {qber}")
         if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
@@ -129,8 +144,9 @@ class CascadeSide:
             raise ValueError(f"verify_key: expected an integer in [0, 2^64), got {verify_key!r}")
         if not isinstance(frame_bits, (int, np.integer)) or not 0 <= int(frame_bits) < 2**31:
             raise ValueError(f"frame_bits: expected an integer in [0, 2^31), got {frame_bits!r}")
-        if bits.size > int(frame_bits) * 0xFFFF and frame_bits:
-            raise ValueError(f"frame_bits: {frame_bits} gives more than 65535 frames for {bits.size} bits")
+        n_total = int(n_bits) if packed else bits.size
+        if n_total > int(frame_bits) * 0xFFFF and frame_bits:
+            raise ValueError(f"frame_bits: {frame_bits} gives more than 65535 frames for {n_total} bits")
         sched = [] if schedule is None else [int(k) for k in schedule]
         if len(sched) > lib.QPP_CASCADE_MAX_PASSES or any(not 0 < k < 2**31 for k in sched):
             raise ValueError(f"schedule: expected at most {lib.QPP_CASCADE_MAX_PASSES} block sizes "
@@ -139,8 +155,8 @@ class CascadeSide:
             raise ValueError(f"wave: expected an integer in [1, 2^32), got {wave!r}")
         self.role = role
         self.method = method
-        self.n = int(bits.size)
-        words = pack_bits(bits)
+        self.n = n_total
+        words = bits if packed else pack_bits(bits)
         pp = ffi.new("qpp_cascade **")
         try:
             check("qpp_cascade_create", lib.qpp_cascade_create(
@@ -149,7 +165,8 @@ class CascadeSide:
                 float(qber), int(seed), int(verify_key), int(frame_bits),
                 ffi.new("uint32_t[]", sched) if sched else ffi.NULL, len(sched)))
         finally:
-            memzero(words)  # the packed copy is key material
+            if not packed:
+                memzero(words)  # the packed copy is key material (the caller's words are its own)
         self._c = ffi.gc(pp[0], lib.qpp_cascade_free)
         if wave is not None and role == "bob":
             check("qpp_cascade_set_wave", lib.qpp_cascade_set_wave(self._c, int(wave)))
@@ -204,11 +221,16 @@ class CascadeSide:
         data = ffi.from_buffer(message)
         check("qpp_cascade_feed", lib.qpp_cascade_feed(self._obj(), data, len(data)))
 
-    def result(self) -> ReconcileResult:
+    def result(self, packed: bool = False) -> ReconcileResult:
+        """The side's outcome; ``packed``: ``corrected`` as words_for(n) uint64 words (unused
+        high bits zero) instead of uint8 0/1."""
         key = np.zeros(words_for(self.n), dtype=np.uint64)
         st = self._stats(key)
-        bits = unpack_bits(key, self.n)
-        memzero(key)
+        if packed:
+            bits = key
+        else:
+            bits = unpack_bits(key, self.n)
+            memzero(key)
         return ReconcileResult(
             corrected=bits, leaked_bits=int(st.leaked_bits),
             messages=int(st.messages_sent + st.messages_received), success=bool(st.success),

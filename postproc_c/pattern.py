@@ -143,15 +143,22 @@ def sift_alice(pp: PackedPattern, bob_slots: np.ndarray, bob_bases: np.ndarray):
                        intensities=oi[:n_s], detections=det, sifted=sif)
 
 
-def slot_gaps16(slots: np.ndarray, counts) -> np.ndarray | None:
+def slot_gaps16(slots: np.ndarray, counts, out: np.ndarray | None = None) -> np.ndarray | None:
     """SIFT_ANNOUNCE's slots on the wire: ``slots`` (uint64) of frames laid end to end, frame
     ``f`` holding ``counts[f]`` strictly increasing slots, as uint16 gaps (a frame's first slot
-    as it is); None when some gap or first slot does not fit 16 bits (send the slots)."""
+    as it is); None when some gap or first slot does not fit 16 bits (send the slots).
+    ``out``: a uint16 array of ``slots.size`` to write the gaps into (e.g. a slice of a
+    message's buffer), else a new one."""
     slots = as_array(slots, "slots", np.uint64)
     counts = np.ascontiguousarray(counts, dtype=np.uint64)
     if int(counts.sum()) != slots.size:
         raise ValueError(f"counts: add up to {int(counts.sum())}, {slots.size} slots given")
-    gaps = np.empty(slots.size, np.uint16)
+    if out is None:
+        gaps = np.empty(slots.size, np.uint16)
+    else:
+        gaps = as_array(out, "out", np.uint16)
+        if gaps.size != slots.size:
+            raise ValueError(f"out: {gaps.size} entries for {slots.size} slots")
     st = lib.qpp_slot_gaps16(ptr("uint64_t *", slots), slots.size, ptr("uint64_t *", counts), counts.size,
                              ptr("uint16_t *", gaps), ffi.NULL)
     if st == lib.QPP_ERR_RANGE:

@@ -1,9 +1,10 @@
 """Zeroization: after a run ends, every buffer that held key bits is read back as zeros.
 
 Both nodes run in this process (``link.pipeline.run_local``) with probes: the random source
-records the pattern-bit arrays it hands Alice, ``alice_sift``/``bob_sift`` their results,
-``make_side`` every reconciliation side and every ``ReconcileResult.corrected``, and the
-``AuthPool`` class its instances.  After shutdown each recorded key-bearing buffer must be all
+records the pattern-bit arrays it hands Alice, ``bob_announce`` Bob's raw bits, ``BlockBits``
+every block's packed planes (the sifted key and test bits, appended to by the fused sifting
+steps), ``make_side`` every reconciliation side and every ``ReconcileResult.corrected``, and
+the ``AuthPool`` class its instances.  After shutdown each recorded key-bearing buffer must be all
 zeros and each reconciliation side closed (its C object freed, which wipes the C copies).
 """
 
@@ -38,6 +39,16 @@ def test_engine_run_leaves_no_key_bits_behind(tmp_path, monkeypatch):
             return r
         return wrapped
 
+    blocks = []
+
+    class RecordingBlockBits(node_mod.BlockBits):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            blocks.append(self)
+
+        def planes(self):             # every key/test bit plane it ever held (grown ones too)
+            return [self._z[0], self._x[0]]
+
     sides, results = [], []
     real_make_side = node_mod.postproc_c.make_side
 
@@ -45,8 +56,8 @@ def test_engine_run_leaves_no_key_bits_behind(tmp_path, monkeypatch):
         s = real_make_side(*a, **kw)
         real_result = s.result
 
-        def result():
-            r = real_result()
+        def result(*ra, **rkw):
+            r = real_result(*ra, **rkw)
             results.append(r.corrected)
             return r
         s.result = result
@@ -64,8 +75,8 @@ def test_engine_run_leaves_no_key_bits_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline_mod, "AuthPool", RecordingPool)
     monkeypatch.setattr(qrng, "OsEntropySource", RecordingSource)
-    monkeypatch.setattr(node_mod, "alice_sift", recording(node_mod.alice_sift))
-    monkeypatch.setattr(node_mod, "bob_sift", recording(node_mod.bob_sift))
+    monkeypatch.setattr(node_mod, "bob_announce", recording(node_mod.bob_announce))
+    monkeypatch.setattr(node_mod, "BlockBits", RecordingBlockBits)
     monkeypatch.setattr(node_mod.postproc_c, "make_side", make_side)
     s = run_local(None, blocks=1, duration_s=90, workdir=tmp_path)
     assert s["blocks"] >= 1 and s["secret_bits"] > 0 and s["keys_identical"], s["alarms"]
@@ -83,8 +94,11 @@ def test_engine_run_leaves_no_key_bits_behind(tmp_path, monkeypatch):
             c.close()
         bits = np.unpackbits(np.frombuffer(blob, np.uint8))
         assert bits.size > 100_000 and abs(bits.mean() - 0.5) < 0.01, (role, bits.size, bits.mean())
-    assert len(drawn) >= 2 and len(sifted) >= 4 and len(results) >= 2 and len(sides) >= 2
-    for what, arrays in (("Alice's pattern bits", drawn), ("sifting results", sifted),
+    assert len(drawn) >= 2 and len(sifted) >= 2 and len(results) >= 2 and len(sides) >= 2
+    assert len(blocks) >= 4          # per node: the block that gave key and the one being filled
+    planes = [p for b in blocks for p in b.planes()]
+    for what, arrays in (("Alice's pattern bits", drawn), ("Bob's raw bits", sifted),
+                         ("block key and test bit planes", planes),
                          ("reconciliation results", results)):
         nonzero = [int(np.count_nonzero(a)) for a in arrays if a.any()]
         assert not nonzero, f"{what}: {len(nonzero)} of {len(arrays)} arrays still hold bits"

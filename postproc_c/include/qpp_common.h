@@ -42,7 +42,8 @@ enum qpp_cpu_feature {
     QPP_CPU_PCLMUL = 1,
     QPP_CPU_AVX2 = 2,
     QPP_CPU_POPCNT = 4,
-    QPP_CPU_AVX512BW = 8            /* only with AVX2 (a path that needs it needs both) */
+    QPP_CPU_AVX512BW = 8,           /* only with AVX2 (a path that needs it needs both) */
+    QPP_CPU_BMI2 = 16               /* pext: blockbits.c appends 64 sifted events per step */
 };
 unsigned qpp_cpu_features(void);
 

@@ -43,6 +43,8 @@ static unsigned detected_features(void)
         f |= QPP_CPU_POPCNT;
     if ((f & QPP_CPU_AVX2) && __builtin_cpu_supports("avx512bw"))   /* libgcc also checks the OS saves zmm */
         f |= QPP_CPU_AVX512BW;
+    if (__builtin_cpu_supports("bmi2"))
+        f |= QPP_CPU_BMI2;
 #endif
     return f;
 }
