@@ -294,3 +294,17 @@ def test_replayed_frames_with_each_node_in_its_own_process(tmp_path):
     assert s["blocks"] == 2 and s["blocks_aborted"] == 0 and s["keys_identical"] is True
     assert s["secret_bits"] > 0 and s["alarms"] == []
     assert len(s["key_latency_s"]) == 2 and all(0 < t < 60 for t in s["key_latency_s"])
+
+
+@pytest.mark.parametrize("method", ["ldpc", "ldpc-blind"])
+def test_ldpc_reconciliation_through_the_link_at_25_km(tmp_path, method):
+    """Both LDPC modes carried by the engine end to end (QBER ~0.3 % at 25 km, below the one-way
+    codes' range: one-way plans its rate at ldpc.ONE_WAY_MIN_QBER; it aborted every block before)."""
+    from hil.scenario import Scenario
+    from link.pipeline import config_for_scenario
+
+    cfg = config_for_scenario(Scenario.load(None), reconciliation=method)
+    s = run_local(None, blocks=1, duration_s=90, workdir=tmp_path, config=cfg)
+    assert s["blocks"] == 1 and s["blocks_aborted"] == 0, s
+    assert s["secret_bits"] > 0 and s["keys_identical"] and s["alarms"] == [], s
+    assert 1.0 < s["f"] < 5.0, s

@@ -481,3 +481,17 @@ def test_blind_longer_frame_corrects():
     assert c.z == 512 and c.n == 1 << 17
     assert d["frames"] * (c.m - d["d"]) <= res.leaked_bits <= d["frames"] * c.m
     assert 1.0 < d["efficiency"] < 1.4
+
+
+@pytest.mark.parametrize("qber", [0.003, 0.01])
+def test_one_way_ldpc_decodes_below_the_codes_range_by_planning_at_the_floor(qber):
+    """One-way LDPC at a QBER under ONE_WAY_MIN_QBER plans its rate there: correct, if costly
+    (at the plain estimate every block failed: the punctured high-rate end does not decode)."""
+    rng = np.random.default_rng(11)
+    n = 1 << 18
+    a = rng.integers(0, 2, n, dtype=np.uint8)
+    e = np.zeros(n, np.uint8)
+    e[rng.choice(n, int(round(qber * n)), replace=False)] = 1
+    r = pc.reconcile_in_memory(a, a ^ e, qber, method="ldpc", seed=5)
+    assert r.success and np.array_equal(r.corrected, a)
+    assert r.leaked_bits >= ldpc.ONE_WAY_F * n * ldpc.binary_entropy(ldpc.ONE_WAY_MIN_QBER) * 0.95
