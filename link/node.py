@@ -184,12 +184,11 @@ def choose_reconciliation(cfg: NodeConfig, qber_est: float) -> str:
     """The reconciliation method of a block: ``cfg.reconciliation``, or for ``"auto"`` LDPC when
     the block's estimated QBER lies in ``cfg.auto_ldpc_qber = (lo, hi)``, else Cascade.
 
-    Default window empty (always Cascade), from measurements of this core at 2^18 bits
-    (``reconcile_in_memory``, QBER 0.3 % to 6 %, 2026-11-24): Cascade f = 1.04-1.06 at
-    2-6 Mb/s per side pair, LDPC f = 1.11-1.17 at 0.2-0.4 Mb/s with failed frames, so Cascade
-    wins on both leak and throughput at every QBER; with the mux (``link.recon_mux``) its
-    round trips cost latency, not rate. A link whose round trip is long, or a faster LDPC,
-    sets the window (e.g. ``auto_ldpc_qber = [0.0, 0.03]``).
+    Default window empty (always Cascade): Cascade leaks less at every QBER (f 1.04-1.06
+    against 1.09-1.12 for blind LDPC and 1.25 for one-way, ``python -m bench -k "cascade or
+    ldpc"``) and, with the mux (``link.recon_mux``), its round trips cost latency, not rate. A
+    link whose round trip is long sets the window (e.g. ``auto_ldpc_qber = [0.01, 0.11]``:
+    one-way LDPC plans its rate at QBER >= 1 % and is costly below).
     """
     if cfg.reconciliation != "auto":
         return cfg.reconciliation
