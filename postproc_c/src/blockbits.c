@@ -48,6 +48,28 @@ typedef struct {
     plane zb, zl, zh, xb, xl, xh;
 } planes;
 
+/* The block's six planes (Z key bits and class, X bits and class) appended from n_z / n_x. */
+static void planes_open(planes *P, uint64_t *z_bits, uint64_t *z_lo, uint64_t *z_hi, size_t n_z,
+                        uint64_t *x_bits, uint64_t *x_lo, uint64_t *x_hi, size_t n_x)
+{
+    plane_open(&P->zb, z_bits, n_z);
+    plane_open(&P->zl, z_lo, n_z);
+    plane_open(&P->zh, z_hi, n_z);
+    plane_open(&P->xb, x_bits, n_x);
+    plane_open(&P->xl, x_lo, n_x);
+    plane_open(&P->xh, x_hi, n_x);
+}
+
+static void planes_close(const planes *P)
+{
+    plane_close(&P->zb);
+    plane_close(&P->zl);
+    plane_close(&P->zh);
+    plane_close(&P->xb);
+    plane_close(&P->xl);
+    plane_close(&P->xh);
+}
+
 /* Events [i, n) one at a time, without branches on the (random) basis. */
 static void append_each(planes *P, const uint8_t *basis, const uint8_t *bits, const uint8_t *intensity,
                         size_t i, size_t n)
@@ -135,23 +157,13 @@ int qpp_block_append(const uint8_t *basis, const uint8_t *bits, const uint8_t *i
     }
     if (*n_z > z_cap || nz > z_cap - *n_z || *n_x > x_cap || n - nz > x_cap - *n_x)
         return QPP_ERR_LENGTH;
-    plane_open(&P.zb, z_bits, *n_z);
-    plane_open(&P.zl, z_lo, *n_z);
-    plane_open(&P.zh, z_hi, *n_z);
-    plane_open(&P.xb, x_bits, *n_x);
-    plane_open(&P.xl, x_lo, *n_x);
-    plane_open(&P.xh, x_hi, *n_x);
+    planes_open(&P, z_bits, z_lo, z_hi, *n_z, x_bits, x_lo, x_hi, *n_x);
 #ifdef QPP_HAVE_BMI2_PATH
     if (qpp_cpu_features() & QPP_CPU_BMI2)
         done = append_bmi2(&P, basis, bits, intensity, n);
 #endif
     append_each(&P, basis, bits, intensity, done, n);
-    plane_close(&P.zb);
-    plane_close(&P.zl);
-    plane_close(&P.zh);
-    plane_close(&P.xb);
-    plane_close(&P.xl);
-    plane_close(&P.xh);
+    planes_close(&P);
     *n_z += nz;
     *n_x += n - nz;
     return QPP_OK;
@@ -429,12 +441,7 @@ int qpp_sift_alice_block(const uint64_t *basis_w, const uint64_t *bit_w, const u
     plane_open(&mt, match_w, *match_pos);
     plane_open(&ml, mlo_w, *m_pos);
     plane_open(&mh, mhi_w, *m_pos);
-    plane_open(&P.zb, z_bits, *n_z);
-    plane_open(&P.zl, z_lo, *n_z);
-    plane_open(&P.zh, z_hi, *n_z);
-    plane_open(&P.xb, x_bits, *n_x);
-    plane_open(&P.xl, x_lo, *n_x);
-    plane_open(&P.xh, x_hi, *n_x);
+    planes_open(&P, z_bits, z_lo, z_hi, *n_z, x_bits, x_lo, x_hi, *n_x);
 #ifdef QPP_HAVE_BMI2_PATH
     if (qpp_cpu_features() & QPP_CPU_BMI2)
         alice_chunks_bmi2(&pt, slots, bob_basis_w, bob_pos, n, &P, &mt, &ml, &mh, det, sif, &bad3, &zt, &mt_n);
@@ -454,12 +461,7 @@ int qpp_sift_alice_block(const uint64_t *basis_w, const uint64_t *bit_w, const u
     plane_close(&mt);
     plane_close(&ml);
     plane_close(&mh);
-    plane_close(&P.zb);
-    plane_close(&P.zl);
-    plane_close(&P.zh);
-    plane_close(&P.xb);
-    plane_close(&P.xl);
-    plane_close(&P.xh);
+    planes_close(&P);
     *match_pos += n;
     *m_pos += mt_n;
     *n_z += zt;
@@ -587,12 +589,7 @@ int qpp_sift_bob_block(const uint8_t *basis, const uint8_t *bits, size_t n,
         if (bad_index) *bad_index = i;
         return QPP_ERR_VALUE;
     }
-    plane_open(&P.zb, z_bits, *n_z);
-    plane_open(&P.zl, z_lo, *n_z);
-    plane_open(&P.zh, z_hi, *n_z);
-    plane_open(&P.xb, x_bits, *n_x);
-    plane_open(&P.xl, x_lo, *n_x);
-    plane_open(&P.xh, x_hi, *n_x);
+    planes_open(&P, z_bits, z_lo, z_hi, *n_z, x_bits, x_lo, x_hi, *n_x);
 #ifdef QPP_HAVE_BMI2_PATH
     if (qpp_cpu_features() & QPP_CPU_BMI2)
         st = bob_chunks_bmi2(basis, bits, n, match_w, match_pos, mlo_w, mhi_w, m_pos, m_avail, &P, &used, &zt,
@@ -603,12 +600,7 @@ int qpp_sift_bob_block(const uint8_t *basis, const uint8_t *bits, size_t n,
                                  &zt, bad_index);
     if (st != QPP_OK)
         return st;
-    plane_close(&P.zb);
-    plane_close(&P.zl);
-    plane_close(&P.zh);
-    plane_close(&P.xb);
-    plane_close(&P.xl);
-    plane_close(&P.xh);
+    planes_close(&P);
     *m_used = used;
     *n_z += zt;
     *n_x += used - zt;
