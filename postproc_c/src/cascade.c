@@ -88,6 +88,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#define QPP_HAVE_X86 1
+#include <immintrin.h>
+#endif
+
 typedef struct {
     uint32_t pass, block, h, start, len;
 } node_t;
@@ -508,7 +513,7 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
     if (!S->pos[j]) goto nomem;
     if (S->w16) shuffle_positions16(c->seed, j, S->pos[j], n);
     else shuffle_positions(c->seed, j, S->pos[j], n);
-    if (c->role == QPP_CASCADE_BOB) {   /* only Bob maps pass positions back to bits */
+    {   /* inv: Bob maps pass positions back to bits; both gather pass copies */
         S->inv[j] = malloc(n * esz);
         if (!S->inv[j]) goto nomem;
         if (S->w16) {                    /* 128 KiB: fits in L2, no prefetch needed */
@@ -528,23 +533,44 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
     }
     if (P->lazy && P->nblocks > 1) {
         /* block b = pass positions [b k, (b+1) k); nblocks <= 4, so compare, not divide */
-        size_t nm = P->nblocks - 1, k = P->k;
+        size_t nm = P->nblocks - 1;
+        uint32_t k = P->k;
         S->mask[j] = calloc(nm * nw, sizeof(uint64_t));
         if (!S->mask[j]) goto nomem;
-        /* a word of each mask at a time, in registers, branch-free (nm <= 3) */
+        /* 64 positions at a time: one 0/1 byte per position and block (a loop gcc
+         * vectorizes), then 8 bytes to 8 bits by one multiply: byte t of x lands
+         * at bit 56 + t of x * 0x0102040810204080 (distinct bits, no carries). */
         uint64_t *m = S->mask[j];
         for (size_t w = 0; w < nw; w++) {
-            uint64_t a0 = 0, a1 = 0, a2 = 0;
+            uint8_t by[3][64];
             size_t i0 = w << 6, cnt = n - i0 < 64 ? n - i0 : 64;
-            for (size_t t = 0; t < cnt; t++) {
-                uint32_t q = spos(S, j, i0 + t);
-                a0 |= (uint64_t)(q < k) << t;
-                a1 |= (uint64_t)(q >= k && q < 2 * k) << t;
-                a2 |= (uint64_t)(q >= 2 * k && q < 3 * k) << t;
+            if (cnt < 64) memset(by, 0, sizeof by);
+            if (S->w16) {
+                const uint16_t *ps = (const uint16_t *)S->pos[j] + i0;
+                for (size_t t = 0; t < cnt; t++) {
+                    uint32_t q = ps[t];
+                    by[0][t] = (uint8_t)(q < k);
+                    by[1][t] = (uint8_t)(q - k < k);          /* k <= q < 2k (unsigned) */
+                    by[2][t] = (uint8_t)(q - 2 * k < k);
+                }
+            } else {
+                const uint32_t *ps = (const uint32_t *)S->pos[j] + i0;
+                for (size_t t = 0; t < cnt; t++) {
+                    uint32_t q = ps[t];
+                    by[0][t] = (uint8_t)(q < k);
+                    by[1][t] = (uint8_t)(q - k < k);
+                    by[2][t] = (uint8_t)(q - 2 * k < k);
+                }
             }
-            m[w] = a0;
-            if (nm > 1) m[nw + w] = a1;
-            if (nm > 2) m[2 * nw + w] = a2;
+            for (size_t o = 0; o < nm; o++) {
+                uint64_t a = 0;
+                for (int g = 0; g < 8; g++) {
+                    uint64_t x = 0;
+                    for (int t = 7; t >= 0; t--) x = x << 8 | by[o][8 * g + t];   /* one load (gcc) */
+                    a |= ((x * 0x0102040810204080ULL) >> 56) << (8 * g);
+                }
+                m[o * nw + w] = a;
+            }
         }
     }
     S->ready[j] = 1;
@@ -554,6 +580,59 @@ nomem:
     S->pos[j] = S->inv[j] = NULL; S->mask[j] = NULL;
     return QPP_ERR_NOMEM;
 }
+
+/* copy = key in pass order: bit q of copy = key bit inv[q], gathered a word at a
+ * time (each output word is written once; the key, at most 8 KiB for 2^16-bit
+ * frames, stays in L1). n bits, nw words; unused high bits of the last word 0. */
+static void gather_portable(const uint64_t *key, const shuf_t *S, uint32_t j, size_t n,
+                            uint64_t *copy)
+{
+    size_t nw = (n + 63) / 64;
+    for (size_t w = 0; w < nw; w++) {
+        size_t q0 = w << 6, cnt = n - q0 < 64 ? n - q0 : 64;
+        uint64_t x = 0;
+        if (S->w16) {
+            const uint16_t *iv = (const uint16_t *)S->inv[j] + q0;
+            for (size_t t = 0; t < cnt; t++) x |= (uint64_t)getb(key, iv[t]) << t;
+        } else {
+            const uint32_t *iv = (const uint32_t *)S->inv[j] + q0;
+            for (size_t t = 0; t < cnt; t++) x |= (uint64_t)getb(key, iv[t]) << t;
+        }
+        copy[w] = x;
+    }
+}
+
+#ifdef QPP_HAVE_X86
+/* The same with AVX2 gathers: 8 positions per gather of the key's 32-bit words
+ * (x86 is little-endian: key bit i is bit i%32 of 32-bit word i/32), a variable
+ * shift brings each bit to the sign position, movemask packs 8 bits. */
+__attribute__((target("avx2")))
+static void gather_avx2(const uint64_t *key, const shuf_t *S, uint32_t j, size_t n,
+                        uint64_t *copy)
+{
+    const int *kw = (const int *)(const void *)key;
+    const __m256i m31 = _mm256_set1_epi32(31);
+    size_t full = n / 64;
+    for (size_t w = 0; w < full; w++) {
+        uint64_t x = 0;
+        for (int g = 0; g < 8; g++) {
+            size_t q = (w << 6) + 8 * (size_t)g;
+            __m256i idx = S->w16
+                ? _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)S->inv[j] + q)))
+                : _mm256_loadu_si256((const __m256i *)((const uint32_t *)S->inv[j] + q));
+            __m256i v = _mm256_i32gather_epi32(kw, _mm256_srli_epi32(idx, 5), 4);
+            v = _mm256_sllv_epi32(v, _mm256_sub_epi32(m31, _mm256_and_si256(idx, m31)));
+            x |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(v)) << (8 * g);
+        }
+        copy[w] = x;
+    }
+    if (full * 64 < n) {   /* the last, partial word */
+        uint64_t x = 0;
+        for (size_t q = full * 64; q < n; q++) x |= (uint64_t)getb(key, sinv(S, j, q)) << (q & 63);
+        copy[full] = x;
+    }
+}
+#endif
 
 /* Frame F's pass j in pass order: Bob's copy of his current key, Alice's copy and
  * prefix parities. Lazy passes build it on first use by a bisection. */
@@ -565,17 +644,13 @@ static int pass_copy(qpp_cascade *c, frame_t *F, uint32_t j)
     if (j == 0) {
         P->copy = F->key;
     } else {
-        const shuf_t *S = F->sh;
-        P->copy = calloc(nw, sizeof *P->copy);
+        P->copy = malloc(nw * sizeof *P->copy);
         if (!P->copy) return QPP_ERR_NOMEM;
-        for (size_t w = 0; w < nw; w++) {   /* scatter: only set bits move */
-            uint64_t x = F->key[w];
-            while (x) {
-                size_t i = (w << 6) | (size_t)__builtin_ctzll(x);
-                x &= x - 1;
-                flipb(P->copy, spos(S, j, i));
-            }
-        }
+#ifdef QPP_HAVE_X86
+        if (qpp_cpu_features() & QPP_CPU_AVX2) gather_avx2(F->key, F->sh, j, F->n, P->copy);
+        else
+#endif
+            gather_portable(F->key, F->sh, j, F->n, P->copy);
     }
     if (c->role == QPP_CASCADE_ALICE) {
         P->prefix = malloc(nw * sizeof *P->prefix);
