@@ -127,7 +127,10 @@ typedef struct {
                                  so one node's three bits share a cache line */
     uint64_t *hkeys;          /* Bob, lazy passes: the same three bits in a hash table of */
     uint8_t *hval;            /* node ids (few nodes of these big trees are ever known) */
-    size_t hcap, hcount;
+    size_t hcap, hcount;      /* hcount == 0: no node below a root is known (bob_flip's
+                                 fast path) */
+    uint8_t rbits[4];         /* Bob, lazy passes: the three bits of each root (nblocks <= 4) */
+    int c2shift;              /* log2(cap2) */
     uint64_t *rerr;           /* Bob, opt passes after pass 1: Alice's top-level parities
                                  (a bit per block), prefetched, used when the pass starts */
     int oom;                  /* a hash insert failed: reported by the next feed */
@@ -280,26 +283,26 @@ static void shuffle_positions(uint64_t seed, unsigned pass, uint32_t *pos, size_
     }
 }
 
-/* The same permutation in 16-bit entries (n <= 65536): identical draws and swaps. */
+/* The same permutation in 16-bit entries (n <= 65536): identical draws and swaps.
+ * The table fits in L2, so no prefetch ring: two steps per xoshiro output (the
+ * high half for step i, the low half for step i - 1, as shuffle_draw does). */
 static void shuffle_positions16(uint64_t seed, unsigned pass, uint16_t *pos, size_t n)
 {
     uint64_t x = seed ^ (0x9E3779B97F4A7C15ULL * ((uint64_t)pass + 1)), s[4];
     for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
     for (size_t i = 0; i < n; i++) pos[i] = (uint16_t)i;
-    uint64_t r = 0;
-    int half = 0;
-    size_t ring[SHUF_AHEAD], next = n;
-    for (size_t k = 0; k < SHUF_AHEAD && next > 1; k++, next--) {
-        ring[k] = shuffle_draw(s, &r, &half, next);
-        __builtin_prefetch(&pos[ring[k]], 1);
-    }
-    for (size_t i = n, k = 0; i > 1; i--, k = (k + 1) & (SHUF_AHEAD - 1)) {
-        size_t j = ring[k];
+    size_t i = n;
+    for (; i > 2; i -= 2) {
+        uint64_t r = xoshiro(s);
+        size_t j = (size_t)(((r >> 32) * (uint64_t)i) >> 32);
         uint16_t t = pos[i - 1]; pos[i - 1] = pos[j]; pos[j] = t;
-        if (next > 1) {
-            ring[k] = shuffle_draw(s, &r, &half, next--);
-            __builtin_prefetch(&pos[ring[k]], 1);
-        }
+        j = (size_t)(((r & 0xFFFFFFFFu) * (uint64_t)(i - 1)) >> 32);
+        t = pos[i - 2]; pos[i - 2] = pos[j]; pos[j] = t;
+    }
+    if (i == 2) {
+        uint64_t r = xoshiro(s);
+        size_t j = (size_t)(((r >> 32) * 2u) >> 32);
+        uint16_t t = pos[1]; pos[1] = pos[j]; pos[j] = t;
     }
 }
 
@@ -461,6 +464,7 @@ static void frame_release(frame_t *F)
             qpp_memzero(P->nodes, 3 * ((bits + 63) / 64) * sizeof(uint64_t));
         }
         if (P->hval) qpp_memzero(P->hval, P->hcap);
+        qpp_memzero(P->rbits, sizeof P->rbits);
         if (P->rerr) qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
         pass_free(P, F->key);
         P->hcap = P->hcount = 0;
@@ -537,39 +541,30 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
         uint32_t k = P->k;
         S->mask[j] = calloc(nm * nw, sizeof(uint64_t));
         if (!S->mask[j]) goto nomem;
-        /* 64 positions at a time: one 0/1 byte per position and block (a loop gcc
+        /* 64 positions at a time: one 0/1 byte per position (a loop gcc
          * vectorizes), then 8 bytes to 8 bits by one multiply: byte t of x lands
          * at bit 56 + t of x * 0x0102040810204080 (distinct bits, no carries). */
-        uint64_t *m = S->mask[j];
-        for (size_t w = 0; w < nw; w++) {
-            uint8_t by[3][64];
-            size_t i0 = w << 6, cnt = n - i0 < 64 ? n - i0 : 64;
-            if (cnt < 64) memset(by, 0, sizeof by);
-            if (S->w16) {
-                const uint16_t *ps = (const uint16_t *)S->pos[j] + i0;
-                for (size_t t = 0; t < cnt; t++) {
-                    uint32_t q = ps[t];
-                    by[0][t] = (uint8_t)(q < k);
-                    by[1][t] = (uint8_t)(q - k < k);          /* k <= q < 2k (unsigned) */
-                    by[2][t] = (uint8_t)(q - 2 * k < k);
+        for (size_t o = 0; o < nm; o++) {
+            uint64_t *m = S->mask[j] + o * nw;
+            uint32_t lo = (uint32_t)o * k;
+            for (size_t w = 0; w < nw; w++) {
+                uint8_t by[64];
+                size_t i0 = w << 6, cnt = n - i0 < 64 ? n - i0 : 64;
+                if (cnt < 64) memset(by, 0, sizeof by);
+                if (S->w16) {
+                    const uint16_t *ps = (const uint16_t *)S->pos[j] + i0;
+                    for (size_t t = 0; t < cnt; t++) by[t] = (uint8_t)((uint32_t)ps[t] - lo < k);
+                } else {
+                    const uint32_t *ps = (const uint32_t *)S->pos[j] + i0;
+                    for (size_t t = 0; t < cnt; t++) by[t] = (uint8_t)(ps[t] - lo < k);
                 }
-            } else {
-                const uint32_t *ps = (const uint32_t *)S->pos[j] + i0;
-                for (size_t t = 0; t < cnt; t++) {
-                    uint32_t q = ps[t];
-                    by[0][t] = (uint8_t)(q < k);
-                    by[1][t] = (uint8_t)(q - k < k);
-                    by[2][t] = (uint8_t)(q - 2 * k < k);
-                }
-            }
-            for (size_t o = 0; o < nm; o++) {
                 uint64_t a = 0;
                 for (int g = 0; g < 8; g++) {
                     uint64_t x = 0;
-                    for (int t = 7; t >= 0; t--) x = x << 8 | by[o][8 * g + t];   /* one load (gcc) */
+                    for (int t = 7; t >= 0; t--) x = x << 8 | by[8 * g + t];   /* one load (gcc) */
                     a |= ((x * 0x0102040810204080ULL) >> 56) << (8 * g);
                 }
-                m[o * nw + w] = a;
+                m[w] = a;
             }
         }
     }
@@ -803,6 +798,7 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
             uint32_t K = 1;
             while (K < P->k) K <<= 1;
             P->cap2 = 2 * K;
+            P->c2shift = __builtin_ctz(P->cap2);
             P->lazy = j > 0 && P->nblocks <= 4;
             P->kshift = (P->k & (P->k - 1)) ? -1 : __builtin_ctz(P->k);
         }
@@ -871,6 +867,29 @@ int qpp_cascade_next(qpp_cascade *c, uint8_t *buf, size_t cap, size_t *len)
 /* Parity of top-level block b of frame F, pass j, from F's key: blocks
  * 0..nb-2 of a lazy pass by popcount of key & mask, the last one from the
  * total parity. Word operations only. */
+static int top_parity(const frame_t *F, uint32_t j, uint32_t b);
+
+/* The parities of every top-level block of a lazy pass in one sweep over the key
+ * (bit b of the result = block b's parity; the last = total ^ the others). */
+static unsigned top_parities(const frame_t *F, uint32_t j)
+{
+    const pass_t *P = &F->p[j];
+    const uint64_t *m = F->sh->mask[j];
+    size_t nw = F->nw;
+    uint64_t x0 = 0, x1 = 0, x2 = 0, t = 0;
+    uint32_t nm = P->nblocks - 1;
+    for (size_t w = 0; w < nw; w++) {
+        uint64_t k = F->key[w];
+        t ^= k;
+        if (nm > 0) x0 ^= k & m[w];
+        if (nm > 1) x1 ^= k & m[nw + w];
+        if (nm > 2) x2 ^= k & m[2 * nw + w];
+    }
+    unsigned p0 = (unsigned)par64(x0), p1 = (unsigned)par64(x1), p2 = (unsigned)par64(x2);
+    unsigned last = (unsigned)par64(t) ^ p0 ^ p1 ^ p2;
+    return ((p0 | p1 << 1 | p2 << 2) & ((1u << nm) - 1)) | last << nm;
+}
+
 static int top_parity(const frame_t *F, uint32_t j, uint32_t b)
 {
     const pass_t *P = &F->p[j];
@@ -1015,9 +1034,13 @@ static uint8_t *hget_slot(pass_t *P, uint64_t id)
     return &P->hval[i];
 }
 
+/* Lazy passes keep their roots' bits in rbits, the rest in the hash table. */
+static inline int is_root(const pass_t *P, size_t id) { return (id & (P->cap2 - 1)) == 1; }
+
 static inline int nget(const pass_t *P, int f, size_t id)
 {
     if (P->nodes) return (int)((P->nodes[3 * (id >> 6) + f] >> (id & 63)) & 1u);
+    if (is_root(P, id)) return (P->rbits[id >> P->c2shift] >> f) & 1;
     size_t i = hslot(P, id);
     return P->hkeys[i] == id ? (P->hval[i] >> f) & 1 : 0;
 }
@@ -1025,7 +1048,7 @@ static inline int nget(const pass_t *P, int f, size_t id)
 static inline void nflip(pass_t *P, int f, size_t id)
 {
     if (P->nodes) { P->nodes[3 * (id >> 6) + f] ^= (uint64_t)1 << (id & 63); return; }
-    uint8_t *v = hget_slot(P, id);
+    uint8_t *v = is_root(P, id) ? &P->rbits[id >> P->c2shift] : hget_slot(P, id);
     if (v) *v ^= (uint8_t)(1u << f);
 }
 
@@ -1037,7 +1060,7 @@ static inline void nset(pass_t *P, int f, size_t id, int v)
         return;
     }
     if (!v && !nget(P, f, id)) return;
-    uint8_t *s = hget_slot(P, id);
+    uint8_t *s = is_root(P, id) ? &P->rbits[id >> P->c2shift] : hget_slot(P, id);
     if (s) { if (v) *s |= (uint8_t)(1u << f); else *s &= (uint8_t)~(1u << f); }
 }
 
@@ -1088,6 +1111,21 @@ static int bob_flip(frame_t *F, size_t i, int variant)
     for (uint32_t j = 0; j < F->npasses; j++) {
         pass_t *P = &F->p[j];
         if (!P->started) continue;
+        if (!P->nodes && P->hcount == 0 && !P->copy) {
+            /* Lazy pass, nothing known below the roots, no copy: the block of bit i
+             * from the shared masks (no shuffle lookup), toggle its root. */
+            uint32_t b = P->nblocks - 1;
+            for (uint32_t o = 0; o + 1 < P->nblocks; o++)
+                if (getb(F->sh->mask[j] + (size_t)o * F->nw, i)) { b = o; break; }
+            uint8_t *r = &P->rbits[b];
+            if (!(*r & 1)) continue;
+            *r ^= 2;
+            if (*r & 2) {
+                int st = push_node(&F->act, &F->nact, &F->cact, root(F, j, b));
+                if (st) return st;
+            }
+            continue;
+        }
         uint32_t q = j ? spos(F->sh, j, i) : (uint32_t)i;
         if (P->copy && P->copy != F->key) flipb(P->copy, q);
         node_t x = root(F, j, blk_of(P, q)), best = x;
@@ -1233,8 +1271,10 @@ static int start_bisections(qpp_cascade *c, frame_t *F, uint32_t j)
     int st = pass_ready(c, F, j);
     if (st) return st;
     P->started = 1;
+    unsigned tp = (!P->copy && P->lazy) ? top_parities(F, j) : 0;
     for (uint32_t b = 0; b < P->nblocks; b++) {
-        int e = getb(P->rerr, b) ^ (P->copy ? bob_parity(F, root(F, j, b)) : top_parity(F, j, b));
+        int e = getb(P->rerr, b) ^ (P->copy ? bob_parity(F, root(F, j, b))
+                                   : P->lazy ? (int)((tp >> b) & 1u) : top_parity(F, j, b));
         nset(P, 0, nid(P, b, 1), 1);
         nset(P, 1, nid(P, b, 1), e);
         if (e) {
