@@ -952,12 +952,16 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
         }
     }
     if (bits > 2 * (uint64_t)c->n + 64) return QPP_ERR_MESSAGE;
+    const frame_t *lastF = NULL;
+    uint32_t lastj = 0;
     for (uint32_t t = 0; t < count; t++) {
         const uint8_t *it = pl + (size_t)t * QPP_CASCADE_ITEM_BYTES;
         frame_t *F = &c->f[(uint32_t)it[2] | (uint32_t)it[3] << 8];
+        if (F == lastF && it[0] == lastj && it[1] == 0) continue;   /* runs of one pass: checked */
         int st = pass_ready(c, F, it[0]);
         if (!st && it[1] == 0) st = pass_copy(c, F, it[0]);
         if (st) return st;
+        if (it[1] == 0) { lastF = F; lastj = it[0]; }
     }
     size_t nbytes = (size_t)((bits + 7) / 8);
     int st = ensure_out(c, QPP_CASCADE_HEADER_BYTES + nbytes);
