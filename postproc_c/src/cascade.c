@@ -1068,6 +1068,20 @@ static inline void nset(pass_t *P, int f, size_t id, int v)
     if (s) { if (v) *s |= (uint8_t)(1u << f); else *s &= (uint8_t)~(1u << f); }
 }
 
+/* All three bits of node id: known | err << 1 | pend << 2 (one lookup). */
+static inline unsigned nbits(const pass_t *P, size_t id)
+{
+    if (P->nodes) {
+        const uint64_t *w = &P->nodes[3 * (id >> 6)];
+        unsigned b = (unsigned)(id & 63);
+        return (unsigned)((w[0] >> b) & 1u) | (unsigned)((w[1] >> b) & 1u) << 1
+               | (unsigned)((w[2] >> b) & 1u) << 2;
+    }
+    if (is_root(P, id)) return P->rbits[id >> P->c2shift];
+    size_t i = hslot(P, id);
+    return P->hkeys[i] == id ? P->hval[i] : 0u;
+}
+
 static inline uint32_t blk_of(const pass_t *P, uint32_t q)
 {
     return P->kshift >= 0 ? q >> P->kshift : q / P->k;
@@ -1134,14 +1148,28 @@ static int bob_flip(frame_t *F, size_t i, int variant)
         if (P->copy && P->copy != F->key) flipb(P->copy, q);
         node_t x = root(F, j, blk_of(P, q)), best = x;
         int have = 0;
-        for (;;) {
-            size_t id = nid(P, x.block, x.h);
-            if (!nget(P, 0, id)) break;
-            nflip(P, 1, id);
-            if (nget(P, 1, id)) { best = x; have = 1; }
-            if (x.len == 1) break;
-            node_t l = child(x, 0);
-            x = q < l.start + l.len ? l : child(x, 1);
+        if (P->nodes) {   /* bitmap: the known and err words of a node side by side */
+            size_t base = nid(P, x.block, 0);
+            for (;;) {
+                size_t id = base + x.h;
+                uint64_t *w = &P->nodes[3 * (id >> 6)], m = (uint64_t)1 << (id & 63);
+                if (!(w[0] & m)) break;
+                w[1] ^= m;
+                if (w[1] & m) { best = x; have = 1; }
+                if (x.len == 1) break;
+                node_t l = child(x, 0);
+                x = q < l.start + l.len ? l : child(x, 1);
+            }
+        } else {
+            for (;;) {
+                size_t id = nid(P, x.block, x.h);
+                if (!nget(P, 0, id)) break;
+                nflip(P, 1, id);
+                if (nget(P, 1, id)) { best = x; have = 1; }
+                if (x.len == 1) break;
+                node_t l = child(x, 0);
+                x = q < l.start + l.len ? l : child(x, 1);
+            }
         }
         if (variant == QPP_CASCADE_ORIGINAL) {
             best = root(F, j, blk_of(P, q));
@@ -1219,7 +1247,7 @@ static int run_active(qpp_cascade *c, frame_t *F)
         node_t x = F->act[a];
         pass_t *P = &F->p[x.pass];
         size_t id = nid(P, x.block, x.h);
-        if (!nget(P, 0, id) || !nget(P, 1, id)) continue;
+        if ((nbits(P, id) & 3u) != 3u) continue;   /* known and odd, or dropped */
         int keep = 0;
         for (;;) {
             if (x.len == 1) {
@@ -1228,19 +1256,19 @@ static int run_active(qpp_cascade *c, frame_t *F)
                 if (c->variant == QPP_CASCADE_ORIGINAL) forget_block(F, x);
                 break;
             }
-            node_t l = child(x, 0);
+            node_t l = child(x, 0), r = child(x, 1);
             size_t lid = nid(P, l.block, l.h);
-            if (nget(P, 0, lid)) {
-                x = nget(P, 1, lid) ? l : child(x, 1);
+            unsigned lb = nbits(P, lid);
+            if (lb & 1u) {
+                x = (lb & 2u) ? l : r;
                 continue;
             }
             /* Another entry already waits at this node: it will resolve it, drop this one. */
-            if (nget(P, 2, lid)) break;
-            if (F->akn) {
+            if (lb & 4u) break;
+            if (F->akn && r.len <= KNOWN_MAX_LEN) {   /* r.len <= l.len */
                 /* Alice's bit of a single-bit child is known from earlier parities:
                  * both children's parities follow, nothing is asked. */
-                node_t r = child(x, 1);
-                size_t rid = nid(P, r.block, r.h);
+                size_t rid = lid + 1;
                 int ex = nget(P, 1, nid(P, x.block, x.h)), have = 0, e = 0;
                 if (known_err(F, l, &e)) {
                     have = 1;
@@ -1437,14 +1465,27 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
                 const pass_t *Q = &F->p[y.pass];
                 if (Q->nodes) __builtin_prefetch(&Q->nodes[3 * (nid(Q, y.block, y.h) >> 6)], 1);
             }
-            size_t id = nid(P, x.block, x.h), lid = nid(P, l.block, l.h), rid = nid(P, r.block, r.h);
-            nset(P, 2, lid, 0);
-            if (!nget(P, 0, id)) continue;   /* forgotten meanwhile (original variant) */
-            int st = pass_copy(c, F, x.pass);
-            if (st) return st;
-            int e = reply_bit(pl, b0 + t) ^ bob_parity(F, l), ex = nget(P, 1, id);
-            nset(P, 0, lid, 1); nset(P, 1, lid, e);
-            nset(P, 0, rid, 1); nset(P, 1, rid, e ^ ex);
+            size_t id = nid(P, x.block, x.h), lid = nid(P, l.block, l.h), rid = lid + 1;
+            int e, ex, st;
+            if (P->nodes) {
+                /* bitmap (copy present): l and r share a word (lid is even) */
+                uint64_t *wx = &P->nodes[3 * (id >> 6)], mx = (uint64_t)1 << (id & 63);
+                uint64_t *wl = &P->nodes[3 * (lid >> 6)], ml = (uint64_t)1 << (lid & 63), mr = ml << 1;
+                wl[2] &= ~ml;
+                if (!(wx[0] & mx)) continue;   /* forgotten meanwhile (original variant) */
+                e = reply_bit(pl, b0 + t) ^ bob_parity(F, l);
+                ex = (wx[1] & mx) != 0;
+                wl[0] |= ml | mr;
+                wl[1] = (wl[1] & ~(ml | mr)) | (e ? ml : 0) | ((e ^ ex) ? mr : 0);
+            } else {
+                nset(P, 2, lid, 0);
+                if (!nget(P, 0, id)) continue;   /* forgotten meanwhile (original variant) */
+                if ((st = pass_copy(c, F, x.pass))) return st;
+                e = reply_bit(pl, b0 + t) ^ bob_parity(F, l);
+                ex = nget(P, 1, id);
+                nset(P, 0, lid, 1); nset(P, 1, lid, e);
+                nset(P, 0, rid, 1); nset(P, 1, rid, e ^ ex);
+            }
             reveal(F, l, e);
             reveal(F, r, e ^ ex);
             /* x turned even while its request was in flight (a cascade flip inside
