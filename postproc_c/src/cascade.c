@@ -117,24 +117,27 @@ static inline uint32_t sinv(const shuf_t *S, uint32_t j, size_t q)
 }
 
 typedef struct {
+    /* what bob_flip and the bisections read, in the first cache line */
     uint32_t k, nblocks, cap2;
     int kshift;               /* log2(k) when k is a power of two, else -1 */
+    int c2shift;              /* log2(cap2) */
     int lazy;                 /* few blocks: top-level parities from shared masks, copy built
                                  only when a bisection first needs it */
+    int started;
     uint64_t *copy;           /* key in pass order (materialized passes); == key for pass 0 */
-    uint64_t *prefix;         /* Alice: prefix parities of copy */
     uint64_t *nodes;          /* Bob: node bitmaps known/err/pend interleaved per word,
                                  so one node's three bits share a cache line */
+    size_t hcount;            /* hash entries; 0: no node below a root is known (bob_flip's
+                                 fast path) */
     uint64_t *hkeys;          /* Bob, lazy passes: the same three bits in a hash table of */
     uint8_t *hval;            /* node ids (few nodes of these big trees are ever known) */
-    size_t hcap, hcount;      /* hcount == 0: no node below a root is known (bob_flip's
-                                 fast path) */
+    size_t hcap;
     uint8_t rbits[4];         /* Bob, lazy passes: the three bits of each root (nblocks <= 4) */
-    int c2shift;              /* log2(cap2) */
+    int ready;
+    uint64_t *prefix;         /* Alice: prefix parities of copy */
     uint64_t *rerr;           /* Bob, opt passes after pass 1: Alice's top-level parities
                                  (a bit per block), prefetched, used when the pass starts */
-    int oom;                  /* a hash insert failed: reported by the next feed */
-    int ready, started;
+    int *oom;                 /* the frame's flag: a hash insert failed, reported by the next feed */
 } pass_t;
 
 typedef struct {
@@ -153,6 +156,7 @@ typedef struct {
                                  fix (a single-bit node's parity), and their values */
     uint32_t expect_bits;
     uint64_t flips;
+    int oom;                  /* a hash insert of one of its passes failed */
 } frame_t;
 
 enum { B_WAIT_REPLY = 1, B_WAIT_VERIFY, B_DONE, A_SERVE, A_DONE };
@@ -568,6 +572,10 @@ static int shuf_ready(qpp_cascade *c, frame_t *F, uint32_t j)
             }
         }
     }
+    if (c->role == QPP_CASCADE_ALICE) {   /* she gathers through inv; pos served the masks */
+        free(S->pos[j]);
+        S->pos[j] = NULL;
+    }
     S->ready[j] = 1;
     return QPP_OK;
 nomem:
@@ -799,6 +807,7 @@ int qpp_cascade_create(qpp_cascade **out, int role, int variant, const uint64_t 
             while (K < P->k) K <<= 1;
             P->cap2 = 2 * K;
             P->c2shift = __builtin_ctz(P->cap2);
+            P->oom = &F->oom;
             P->lazy = j > 0 && P->nblocks <= 4;
             P->kshift = (P->k & (P->k - 1)) ? -1 : __builtin_ctz(P->k);
         }
@@ -1031,7 +1040,7 @@ static uint8_t *hget_slot(pass_t *P, uint64_t id)
     size_t i = hslot(P, id);
     if (P->hkeys[i] == id) return &P->hval[i];
     if (2 * (P->hcount + 1) > P->hcap) {
-        if (hgrow(P)) { P->oom = 1; return NULL; }
+        if (hgrow(P)) { *P->oom = 1; return NULL; }
         i = hslot(P, id);
     }
     P->hkeys[i] = id; P->hval[i] = 0; P->hcount++;
@@ -1126,7 +1135,7 @@ static int bob_flip(frame_t *F, size_t i, int variant)
     if (F->flips >= F->n) { F->inconsistent = 1; return QPP_OK; }
     flipb(F->key, i);
     F->flips++;
-    for (uint32_t j = 0; j < F->npasses; j++) {
+    for (uint32_t j = 0; j <= F->cur && j < F->npasses; j++) {   /* started => j <= cur */
         pass_t *P = &F->p[j];
         if (!P->started) continue;
         if (!P->nodes && P->hcount == 0 && !P->copy) {
@@ -1315,7 +1324,7 @@ static int start_bisections(qpp_cascade *c, frame_t *F, uint32_t j)
         }
     }
     qpp_memzero(P->rerr, ((P->nblocks + 63) / 64) * sizeof(uint64_t));
-    return P->oom ? QPP_ERR_NOMEM : QPP_OK;
+    return F->oom ? QPP_ERR_NOMEM : QPP_OK;
 }
 
 /* Run every active bisection of F as far as known parities allow; then decide
@@ -1498,8 +1507,7 @@ static int frame_consume(qpp_cascade *c, frame_t *F, const uint8_t *pl, uint64_t
         F->nreq = 0;
     }
     int st = frame_advance(c, F);
-    for (uint32_t j = 0; j < F->npasses; j++)
-        if (F->p[j].oom) return QPP_ERR_NOMEM;
+    if (F->oom) return QPP_ERR_NOMEM;
     return st;
 }
 
