@@ -1005,6 +1005,11 @@ static int alice_feed(qpp_cascade *c, int type, uint32_t seq, uint32_t count,
                 if (x) o[b >> 3] |= (uint8_t)(1u << (b & 7));
             }
         } else {
+            if (t + 8 < count) {   /* the prefix word of an item 8 ahead: a cache miss */
+                const uint8_t *iu = it + 8 * QPP_CASCADE_ITEM_BYTES;
+                const pass_t *Q = &c->f[(uint32_t)iu[2] | (uint32_t)iu[3] << 8].p[iu[0]];
+                if (Q->prefix) __builtin_prefetch(&Q->prefix[(get32(iu + 4) + get32(iu + 8) - 1) >> 6]);
+            }
             size_t s = get32(it + 4), len = get32(it + 8);
             if (prefix_range(P->prefix, s, len)) o[b >> 3] |= (uint8_t)(1u << (b & 7));
             b++;
