@@ -171,6 +171,8 @@ class CascadeSide:
         if wave is not None and role == "bob":
             check("qpp_cascade_set_wave", lib.qpp_cascade_set_wave(self._c, int(wave)))
         self._len = ffi.new("size_t *")
+        self._cap = 0
+        self._buf = ffi.NULL
 
     # -- lifetime ---------------------------------------------------------
     def close(self) -> None:
@@ -209,9 +211,11 @@ class CascadeSide:
         size = lib.qpp_cascade_pending(c)
         if size == 0:
             return None
-        buf = ffi.new("uint8_t[]", size)
-        check("qpp_cascade_next", lib.qpp_cascade_next(c, buf, size, self._len))
-        return ffi.buffer(buf, self._len[0])[:]
+        if size > self._cap:  # one buffer reused (messages are public: positions, parities)
+            self._cap = max(size, 2 * self._cap)
+            self._buf = ffi.new("uint8_t[]", self._cap)
+        check("qpp_cascade_next", lib.qpp_cascade_next(c, self._buf, self._cap, self._len))
+        return ffi.buffer(self._buf, self._len[0])[:]
 
     def feed(self, message: bytes) -> None:
         if not isinstance(message, (bytes, bytearray, memoryview)):
