@@ -100,10 +100,11 @@ def qc_frame_bits(key_bits: int, blind: bool = True) -> int:
     (when none does, the n with the least d / n; 2^16 for blocks under ~233,000 bits). For the
     link's default 2^20-bit block: n = 294,912 (z = 1152), 4 frames, d = 0.111 n.
 
-    Why: longer frames decode nearer the code's threshold (the rate-0.85 code unpunctured fails
-    10/16 frames at f = 1.10 with n = 2^16, 8/16 with 2^17, 3/16 with 2^18: ``python -m
-    bench.ldpc_frames --code-fer 0.85``), but a frame length that does not divide the block
-    must widen d, and shortening more costs more than the length gains. Measured, blind,
+    Why: longer frames decode nearer the code's threshold (Table I's rate-0.85 code unpunctured
+    fails 10/16 frames at f = 1.10 with n = 2^16, 8/16 with 2^17, 3/16 with 2^18; the designed
+    0.85 that replaced it 8/16, 3/16, 0/16: ``python -m bench.ldpc_frames --code-fer 0.85``),
+    but a frame length that does not divide the block
+    must widen d, and shortening more costs more than the length gains. Measured (Table I 0.85), blind,
     QBER 2 %, 2^20-bit blocks (``python -m bench.ldpc_frames --frame-bits N``; frames, d/n, f):
     2^16: 19, 0.158, 1.129; 2^17: 9, 0.111, 1.115; 245,760: 5, 0.147, 1.117; 2^18: 5, 0.200,
     1.133; 294,912: 4, 0.111, 1.108. 2^22-bit blocks: 2^18 (17 frames, 0.111) 1.114,
