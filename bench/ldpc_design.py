@@ -441,7 +441,7 @@ def design_085(dc: float = 42.0, p0: float = 0.0196) -> None:
     columns, variable degrees up to mb): GA-LP start at check degree dc, then
     ``fixed_rate_climb``; prints the DE threshold of the profile as built (node counts rounded
     to 256 base columns). ``python -c 'from bench.ldpc_design import design_085; design_085()'``
-    (about a minute); dc = 42 gave p = 0.0198 before rounding, 0.01993 as built (f* 1.053);
+    (about a minute); dc = 42 gave p = 0.0198 before rounding, 0.0199 as built (f* 1.053);
     dc = 45 stopped at p = 0.0196."""
     from postproc_c import codes
 
