@@ -432,3 +432,39 @@ def test_frame_after_one_dropped_for_want_of_its_pad_is_not_an_out_of_sequence_a
     assert [m.payload for m in msgs] == [b"m%d" % i for i in range(n)]
     assert bob.counters["after_no_pad"] >= 1, bob.counters
     assert bob.counters["out_of_sequence"] == 0 and "out_of_sequence" not in alarms, (bob.counters, alarms)
+
+
+def test_retry_timer_backoff_ends_once_new_data_is_acknowledged(link):
+    """A lossy stretch backs the retransmission timer off exponentially; once frames get through
+    again (acknowledged, though only as retransmissions: no round-trip sample, Karn) the timer
+    returns to the measured round trip, so the next loss costs milliseconds, not seconds."""
+    alice, bob, proxy = link(retry_s=0.05)
+    state = {"drop": False, "first": None}
+
+    def tamper(d, lane, frame):
+        if d == "a2b" and _mtype(frame) == MsgType.DATA:
+            if state["drop"]:
+                return []
+            if b"after" in frame and state["first"] is None:
+                state["first"] = frame            # lose the first transmission of the last one
+                return []
+        return [frame]
+
+    proxy.tamper = tamper
+    alice.start()
+    bob.start()
+    for i in range(5):                            # round-trip samples
+        alice.send(MsgType.DATA, i, b"warm %d" % i)
+    assert len(_recv_data(bob, 5)) == 5
+    state["drop"] = True                          # the lossy stretch: 0.05 -> 0.1 -> ... -> 1.6 s
+    alice.send(MsgType.DATA, 9, b"lossy")
+    time.sleep(2.0)
+    state["drop"] = False
+    assert [m.payload for m in _recv_data(bob, 1, timeout=8)] == [b"lossy"]
+    time.sleep(0.1)                               # its ACK is back
+    t0 = time.monotonic()
+    alice.send(MsgType.DATA, 10, b"after")
+    got = _recv_data(bob, 1, timeout=8)
+    took = time.monotonic() - t0
+    assert [m.payload for m in got] == [b"after"]
+    assert took < 1.0, f"one lost frame took {took:.2f} s to repair (timer still backed off)"
