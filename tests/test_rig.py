@@ -51,7 +51,9 @@ def test_rig_through_production_drivers():
             for pat in _patterns(8, rig.frame_slots):
                 alice.emit(*pat)
             deadline = time.monotonic() + 30
-            while len(frames) < 5 and time.monotonic() < deadline:
+            # the rig plays uploads in its own thread: wait for all 8 (under load the 8th was
+            # still queued when Bob had his 5 frames: "7 == 8")
+            while (len(frames) < 5 or rig.stats.frames < 8) and time.monotonic() < deadline:
                 frames += bob.poll(0.2)
         finally:
             alice.close()
