@@ -322,6 +322,20 @@ def search(mb: int, nb: int = 256, dmax_list=(8, 12, 16), de: DE | None = None) 
     return sorted(out, key=lambda c: -c[0])
 
 
+def _degree_errors(de: DE, C: np.ndarray, traj: list, degrees: list[int], size: int) -> np.ndarray:
+    """E[l, k]: error probability of a degree-``degrees[k]`` variable at DE iteration l, fed the
+    channel (``C``: its density's rfft of length ``size``) and iteration l's check densities:
+    linear in lambda, the rows of the design LPs (Richardson, Shokrollahi, Urbanke 2001, Sec. III)."""
+    E = np.zeros((len(traj), len(degrees)))
+    for li, pu in enumerate(traj):
+        U = np.fft.rfft(pu, size)
+        for k, d in enumerate(degrees):
+            full = np.fft.irfft(C * U ** (d - 1), size)
+            c0 = d * de.kx
+            E[li, k] = max(full[:c0].sum() + full[c0] / 2, 0.0)
+    return E
+
+
 def _trajectory(de: DE, p: float, lam: dict[int, float], rho: dict[int, float], iters: int = 400):
     """Check-output densities of every DE iteration (until converged or stuck)."""
     ch = de.channel(p)
@@ -359,13 +373,7 @@ def hill_climb(de: DE, p: float, lam: dict[int, float], rho: dict[int, float], d
         traj, conv = _trajectory(de, p, lam, rho)
         if conv and r >= rate:
             break
-        E = np.zeros((len(traj), len(degrees)))
-        for li, pu in enumerate(traj):
-            U = np.fft.rfft(pu, size)
-            for k, d in enumerate(degrees):
-                full = np.fft.irfft(C * U ** (d - 1), size)
-                c0 = d * de.kx
-                E[li, k] = max(full[:c0].sum() + full[c0] / 2, 0.0)
+        E = _degree_errors(de, C, traj, degrees, size)
         cur = np.array([lam.get(d, 0.0) for d in degrees])
         # the new profile must still shrink the error at every step: iteration l's output, fed
         # the old check densities, stays below (1 - eps) times the previous step's error
@@ -416,13 +424,7 @@ def fixed_rate_climb(de: DE, p: float, lam: dict[int, float], rho: dict[int, flo
             p *= grow
             continue
         C = np.fft.rfft(de.channel(p), size)
-        E = np.zeros((len(traj), len(degrees)))
-        for li, pu in enumerate(traj):
-            U = np.fft.rfft(pu, size)
-            for k, d in enumerate(degrees):
-                full = np.fft.irfft(C * U ** (d - 1), size)
-                c0 = d * de.kx
-                E[li, k] = max(full[:c0].sum() + full[c0] / 2, 0.0)
+        E = _degree_errors(de, C, traj, degrees, size)
         cur = np.array([lam.get(d, 0.0) for d in degrees])
         w = 1.0 / np.maximum(E @ cur, 1e-9)
         res = linprog(w @ E, A_ub=d2row[None, :], b_ub=[0.0], A_eq=np.vstack([np.ones(len(degrees)), inv]),
