@@ -603,16 +603,20 @@ BLIND_F_CHOOSE = 1.03
 BLIND_REVEAL_F = ((0.01, 0.01), (0.02, 0.01), (0.05, 0.02), (0.08, 0.02))
 
 
+def _by_qber(table, qber: float) -> float:
+    """A (QBER, value) table read at ``qber``: linear in between, flat outside."""
+    qs, vs = zip(*table, strict=True)
+    return float(np.interp(qber, qs, vs))
+
+
 def blind_f_start(qber: float) -> float:
     """Default first-attempt efficiency of ``ldpc-blind`` at this QBER (``BLIND_F_START``)."""
-    qs, fs = zip(*BLIND_F_START, strict=True)
-    return float(np.interp(qber, qs, fs))
+    return _by_qber(BLIND_F_START, qber)
 
 
 def blind_reveal_f(qber: float) -> float:
     """Default reveal step of ``ldpc-blind`` at this QBER, in efficiency (``BLIND_REVEAL_F``)."""
-    qs, fs = zip(*BLIND_REVEAL_F, strict=True)
-    return float(np.interp(qber, qs, fs))
+    return _by_qber(BLIND_REVEAL_F, qber)
 
 
 @register("ldpc-blind")
