@@ -46,8 +46,7 @@ from link.keystore import KeyStoreError, key_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK_ID = "hil-node-restart"
-BLOCK_BITS = 1 << 19
-RIG_BLOCK_BITS = 1 << 19     # as the fiber runs: smaller blocks give no key at 25 km (finite-key)
+BLOCK_BITS = 1 << 19       # both front ends: smaller blocks give no key at 25 km (finite-key)
 
 
 # -- one node, in its own process ----------------------------------------------------------------
@@ -89,8 +88,7 @@ def node_main(role: str, workdir: str, seed: int, frontend: str = "fiber") -> in
     frame_slots = model.frame_slots
     if frontend == "rig":
         frame_slots = json.loads((d / "rig.json").read_text())["frame_slots"]
-    bits = BLOCK_BITS if frontend == "fiber" else RIG_BLOCK_BITS
-    cfg = config_for_scenario(model.scenario, block_bits=bits)
+    cfg = config_for_scenario(model.scenario, block_bits=BLOCK_BITS)
     zctx = zmq.Context()
     store = KeyStore(d / f"{role}.db", LINK_ID, key_size_bits=cfg.key_size_bits,
                      auth_refill_bytes=cfg.auth_refill_bytes)
