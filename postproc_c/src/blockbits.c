@@ -335,58 +335,41 @@ static inline void alice_gather(const pattern4 *pt, const uint32_t *slots, size_
     *HI = hi;
 }
 
+/* Alice's events [0, n) chunk by chunk; one definition for both paths, which differ only in the
+ * compress and popcount (and, for the instructions, in the function's target attribute). */
+#define ALICE_CHUNKS_FN(NAME, PEXT, POPC)                                                           \
+    static void NAME(const pattern4 *pt, const uint32_t *slots, const uint64_t *bob_w, size_t bob_pos, \
+                     size_t n, planes *Pp, plane *mtp, plane *mlp, plane *mhp, uint64_t *det,      \
+                     uint64_t *sif, uint64_t *bad3p, size_t *ztp, size_t *mtnp)                    \
+    {                                                                                           \
+        planes P = *Pp;                                                                         \
+        plane mt = *mtp, ml = *mlp, mh = *mhp;                                                  \
+        uint64_t bad3 = 0;                                                                      \
+        size_t i, zt = 0, mt_n = 0;                                                             \
+        for (i = 0; i < n; i += 64) {                                                           \
+            unsigned cnt = n - i >= 64 ? 64 : (unsigned)(n - i);                                \
+            uint64_t valid = cnt == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << cnt) - 1);             \
+            uint64_t AB, BT, LO, HI, BB = read_bits(bob_w, bob_pos + i, cnt);                   \
+            alice_gather(pt, slots, i, cnt, &AB, &BT, &LO, &HI);                                \
+            ALICE_CHUNK(PEXT, POPC);                                                            \
+        }                                                                                       \
+        *Pp = P;                                                                                \
+        *mtp = mt;                                                                              \
+        *mlp = ml;                                                                              \
+        *mhp = mh;                                                                              \
+        *bad3p = bad3;                                                                          \
+        *ztp = zt;                                                                              \
+        *mtnp = mt_n;                                                                           \
+    }
+
 #ifdef QPP_HAVE_BMI2_PATH
-__attribute__((target("bmi2,popcnt")))
-static void alice_chunks_bmi2(const pattern4 *pt, const uint32_t *slots, const uint64_t *bob_w, size_t bob_pos,
-                              size_t n, planes *Pp, plane *mtp, plane *mlp, plane *mhp, uint64_t *det,
-                              uint64_t *sif, uint64_t *bad3p, size_t *ztp, size_t *mtnp)
-{
-    planes P = *Pp;
-    plane mt = *mtp, ml = *mlp, mh = *mhp;
-    uint64_t bad3 = 0;
-    size_t i, zt = 0, mt_n = 0;
-    for (i = 0; i < n; i += 64) {
-        unsigned cnt = n - i >= 64 ? 64 : (unsigned)(n - i);
-        uint64_t valid = cnt == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << cnt) - 1);
-        uint64_t AB, BT, LO, HI, BB = read_bits(bob_w, bob_pos + i, cnt);
-        alice_gather(pt, slots, i, cnt, &AB, &BT, &LO, &HI);
 #define PEXT_I(v, m) _pext_u64((v), (m))
 #define POPC_I(v) (uint64_t)_mm_popcnt_u64(v)
-        ALICE_CHUNK(PEXT_I, POPC_I);
-    }
-    *Pp = P;
-    *mtp = mt;
-    *mlp = ml;
-    *mhp = mh;
-    *bad3p = bad3;
-    *ztp = zt;
-    *mtnp = mt_n;
-}
+__attribute__((target("bmi2,popcnt")))
+ALICE_CHUNKS_FN(alice_chunks_bmi2, PEXT_I, POPC_I)
 #endif
 
-static void alice_chunks_portable(const pattern4 *pt, const uint32_t *slots, const uint64_t *bob_w,
-                                  size_t bob_pos, size_t n, planes *Pp, plane *mtp, plane *mlp, plane *mhp,
-                                  uint64_t *det, uint64_t *sif, uint64_t *bad3p, size_t *ztp, size_t *mtnp)
-{
-    planes P = *Pp;
-    plane mt = *mtp, ml = *mlp, mh = *mhp;
-    uint64_t bad3 = 0;
-    size_t i, zt = 0, mt_n = 0;
-    for (i = 0; i < n; i += 64) {
-        unsigned cnt = n - i >= 64 ? 64 : (unsigned)(n - i);
-        uint64_t valid = cnt == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << cnt) - 1);
-        uint64_t AB, BT, LO, HI, BB = read_bits(bob_w, bob_pos + i, cnt);
-        alice_gather(pt, slots, i, cnt, &AB, &BT, &LO, &HI);
-        ALICE_CHUNK(compress, popc);
-    }
-    *Pp = P;
-    *mtp = mt;
-    *mlp = ml;
-    *mhp = mh;
-    *bad3p = bad3;
-    *ztp = zt;
-    *mtnp = mt_n;
-}
+ALICE_CHUNKS_FN(alice_chunks_portable, compress, popc)
 
 int qpp_sift_alice_block(const uint64_t *basis_w, const uint64_t *bit_w, const uint64_t *int_lo_w,
                          const uint64_t *int_hi_w, uint64_t frame_len,
