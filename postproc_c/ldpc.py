@@ -385,12 +385,16 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
 
 
 @lru_cache(maxsize=16)
-def _order(mixed: int, n: int) -> np.ndarray:
-    """The seeded permutation behind ``positions`` (both sides of an in-process run and
-    repeated blocks with one seed share it; read-only)."""
-    order = codes.permutation(mixed, n)
-    order.flags.writeable = False
-    return order
+def _positions(mixed: int, c: LdpcCode, d: int) -> np.ndarray:
+    """The positions of ``positions`` for one permutation seed (both sides of an in-process run,
+    and repeated blocks with one seed, share them; read-only)."""
+    free = c.var_degrees != 2
+    if np.count_nonzero(free) < d:
+        raise ValueError(f"code {c.rate}: only {np.count_nonzero(free)} variables of degree != 2 "
+                         f"for d = {d}")
+    pos = codes.permutation_head(mixed, c.n, d, free).astype(np.uint32)
+    pos.flags.writeable = False
+    return pos
 
 
 def positions(c: LdpcCode, p: Plan, seed: int) -> np.ndarray:
@@ -413,11 +417,7 @@ def positions(c: LdpcCode, p: Plan, seed: int) -> np.ndarray:
     Elkouss et al. 2012) moved f by -0.007 at 2 % and +0.006 at 1 %: noise."""
     mixed = (seed & 0xFFFFFFFFFFFFFFFF) * 0x9E3779B97F4A7C15 + c.tag * 0x100000001B3 + p.d
     mixed &= 0xFFFFFFFFFFFFFFFF
-    order = _order(mixed, c.n)
-    order = order[c.var_degrees[order] != 2]
-    if order.size < p.d:
-        raise ValueError(f"code {c.rate}: only {order.size} variables of degree != 2 for d = {p.d}")
-    return order[: p.d].astype(np.uint32)
+    return _positions(mixed, c, p.d)
 
 
 class LdpcSide:

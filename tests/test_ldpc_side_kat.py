@@ -1,0 +1,93 @@
+"""Known answers of the LDPC sides: the whole message exchange, leakage, decoder iterations and
+Bob's corrected key of fixed runs, so that speed work around the decoder (positions, key layout,
+LLR setup, reveals) is checked to leave every message and result bit-identical.
+
+The values were recorded with the code as it stood before that work (commit d5fbf2a); the blind
+parameters are passed explicitly, so retuning the defaults (``BLIND_F_START`` ...) does not move
+them. Also checks ``codes.permutation_head`` (the selection behind ``ldpc.positions``) against
+the full ``codes.permutation`` it replaces there.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+import postproc_c as pc
+from postproc_c import codes, ldpc
+
+#: (method, QBER, key bits, seed, options) -> (messages, crc32 of all messages in order,
+#: leaked bits, decoder iterations, crc32 of Bob's corrected key)
+KAT = [
+    (("ldpc-blind", 0.02, 1 << 18, 11, {"f_start": 1.08, "reveal_f": 0.01, "stall": 4}),
+     (22, 0xDF2D9110, 41545, 388, 0xCA69E5EE)),
+    (("ldpc-blind", 0.05, 300_000, 12, {"f_start": 1.04, "reveal_f": 0.02, "stall": 4}),
+     (10, 0x8AD9C4AA, 97759, 226, 0x68A247DC)),
+    (("ldpc", 0.02, 1 << 18, 13, {}), (2, 0xE3741CEB, 46350, 54, 0xCA69E5EE)),
+    (("ldpc-blind", 0.01, 1 << 20, 14, {"f_start": 1.10, "reveal_f": 0.01, "stall": 4}),
+     (14, 0xE735033F, 96372, 342, 0x538E5EF8)),
+]
+
+
+def _run(method, q, bits, seed, opts):
+    rng = np.random.default_rng(int(q * 1e4) + bits)
+    a = rng.integers(0, 2, bits, dtype=np.uint8)
+    b = a ^ (rng.random(bits) < q).astype(np.uint8)
+    alice = pc.make_side(method, "alice", a, q, seed=seed, private_seed=7, **opts)
+    bob = pc.make_side(method, "bob", b, q, seed=seed, **opts)
+    crc = count = 0
+    while not (alice.done and bob.done):
+        for side, peer in ((alice, bob), (bob, alice)):
+            while (msg := side.next_message()) is not None:
+                crc = zlib.crc32(msg, crc)
+                count += 1
+                peer.feed(msg)
+    rb, ra = bob.result(), alice.result()
+    assert rb.success and np.array_equal(rb.corrected, a) and np.array_equal(ra.corrected, a)
+    assert ra.leaked_bits == rb.leaked_bits
+    return count, crc, rb.leaked_bits, rb.details["iterations"], zlib.crc32(rb.corrected.tobytes())
+
+
+@pytest.mark.parametrize(("args", "expected"), KAT, ids=[f"{a[0]}-{a[1]}-{a[2]}" for a, _ in KAT])
+def test_side_known_answers(args, expected):
+    assert _run(*args) == expected
+
+
+@pytest.mark.parametrize("path", ["default", "portable"])
+def test_side_known_answer_on_each_cpu_path(path):
+    """The word-level key layout and extraction (BMI2 pdep/pext or the portable loop) give the
+    same run."""
+    args, expected = KAT[0]
+    if path == "portable":
+        pc.lib.qpp_cpu_disable(0xFFFFFFFF)
+    try:
+        assert _run(*args) == expected
+    finally:
+        pc.lib.qpp_cpu_disable(0)
+
+
+def test_permutation_head_matches_full_permutation():
+    rng = np.random.default_rng(4)
+    for n, count in ((1, 1), (5, 0), (5, 5), (100, 37), (1000, 999), (4096, 600), (70_000, 9000)):
+        among = rng.random(n) < 0.8
+        among[: max(count, 1)] = True            # enough candidates for count
+        for seed in (0, 1, 0xFFFFFFFFFFFFFFFF, int(rng.integers(1 << 62))):
+            order = codes.permutation(seed, n)
+            assert np.array_equal(codes.permutation_head(seed, n, count, among), order[among[order]][:count])
+            assert np.array_equal(codes.permutation_head(seed, n, min(count, n)), order[:count])
+    with pytest.raises(ValueError, match="count"):
+        codes.permutation_head(1, 10, 11)
+    with pytest.raises(ValueError, match="among"):
+        codes.permutation_head(1, 10, 1, np.ones(9, bool))
+
+
+def test_positions_match_the_permutation_they_replace():
+    c = ldpc.qc_code(0.85, 1 << 17)
+    for seed, d in ((3, 14000), (2**63 + 5, 13107), (0, 0)):
+        p = ldpc.Plan(c.rate, c.n, c.m, d, 0, 0)
+        mixed = ((seed & 0xFFFFFFFFFFFFFFFF) * 0x9E3779B97F4A7C15 + c.tag * 0x100000001B3 + d) & 0xFFFFFFFFFFFFFFFF
+        order = codes.permutation(mixed, c.n)
+        ref = order[c.var_degrees[order] != 2][:d]
+        assert np.array_equal(ldpc.positions(c, p, seed), ref)
