@@ -92,11 +92,10 @@ matrices (``postproc_c.ldpc`` owns the C objects).
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 from functools import cache
-
-import math
 
 import numpy as np
 

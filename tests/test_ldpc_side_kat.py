@@ -87,7 +87,7 @@ def test_positions_match_the_permutation_they_replace():
     c = ldpc.qc_code(0.85, 1 << 17)
     for seed, d in ((3, 14000), (2**63 + 5, 13107), (0, 0)):
         p = ldpc.Plan(c.rate, c.n, c.m, d, 0, 0)
-        mixed = ((seed & 0xFFFFFFFFFFFFFFFF) * 0x9E3779B97F4A7C15 + c.tag * 0x100000001B3 + d) & 0xFFFFFFFFFFFFFFFF
+        mixed = (seed * 0x9E3779B97F4A7C15 + c.tag * 0x100000001B3 + d) & 0xFFFFFFFFFFFFFFFF
         order = codes.permutation(mixed, c.n)
         ref = order[c.var_degrees[order] != 2][:d]
         assert np.array_equal(ldpc.positions(c, p, seed), ref)
