@@ -65,6 +65,7 @@ struct qpp_ldpc_side {
     uint64_t key_bits;
     uint32_t *pos;                      /* d adaptation positions */
     uint32_t *keypos;                   /* k key positions, increasing */
+    uint64_t *kmask;                    /* nw words: bit v set when v is a key position */
     uint64_t *x;                        /* frames * nw: Alice's word / Bob's known values */
     uint64_t *y;                        /* Bob: frames * nw, his noisy word */
     uint64_t *dec;                      /* Bob: frames * nw, decoder output */
@@ -100,6 +101,138 @@ static uint32_t get32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+/* Key layout a word at a time: frame word w holds the next popcount(kmask[w]) key bits at the
+ * set bits of kmask[w] (deposit), and gives them back in that order (extract). The BMI2 path
+ * does a word with one pdep/pext; the portable path walks the set bits; both give the same bits
+ * (tests/test_ldpc_side_kat.py runs both). Bits are read from / written to a packed stream at a
+ * bit offset; write_bits ORs into a zeroed stream. */
+static uint64_t read_bits(const uint64_t *src, uint64_t off, unsigned cnt)
+{
+    if (cnt == 0)
+        return 0;
+    unsigned b = (unsigned)(off & 63);
+    uint64_t v = src[off >> 6] >> b;
+    if (b && b + cnt > 64)
+        v |= src[(off >> 6) + 1] << (64 - b);
+    return cnt < 64 ? v & ((UINT64_C(1) << cnt) - 1) : v;
+}
+
+static void write_bits(uint64_t *dst, uint64_t off, uint64_t v, unsigned cnt)
+{
+    if (cnt == 0)
+        return;
+    unsigned b = (unsigned)(off & 63);
+    dst[off >> 6] |= v << b;
+    if (b && b + cnt > 64)
+        dst[(off >> 6) + 1] |= v >> (64 - b);
+}
+
+static unsigned popcount64(uint64_t x)
+{
+    x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+    x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
+    x = (x + (x >> 4)) & UINT64_C(0x0F0F0F0F0F0F0F0F);
+    return (unsigned)((x * UINT64_C(0x0101010101010101)) >> 56);
+}
+
+/* The lowest cnt set bits of m. */
+static uint64_t low_set_bits(uint64_t m, unsigned cnt)
+{
+    uint64_t r = 0;
+    for (unsigned i = 0; i < cnt && m; i++) {
+        r |= m & -m;
+        m &= m - 1;
+    }
+    return r;
+}
+
+static uint64_t pdep_portable(uint64_t v, uint64_t m)
+{
+    uint64_t r = 0;
+    for (; m; m &= m - 1, v >>= 1)
+        r |= (v & 1) ? (m & -m) : 0;
+    return r;
+}
+
+static uint64_t pext_portable(uint64_t v, uint64_t m)
+{
+    uint64_t r = 0;
+    for (unsigned i = 0; m; m &= m - 1, i++)
+        r |= (uint64_t)((v & (m & -m)) != 0) << i;
+    return r;
+}
+
+/* dst (nw zeroed words) <- the nbits key bits of src from bit off, at the set bits of mask in
+ * order; spare mask bits (a short last frame's padding) stay 0. */
+#define DEPOSIT_FN(NAME, PDEP, POPC)                                                              \
+    static void NAME(const uint64_t *mask, size_t nw, const uint64_t *src, uint64_t off,         \
+                     uint64_t nbits, uint64_t *dst)                                                \
+    {                                                                                              \
+        for (size_t w = 0; w < nw && nbits; w++) {                                                 \
+            uint64_t m = mask[w];                                                                  \
+            unsigned c = (unsigned)POPC(m);                                                        \
+            if (c > nbits) {                                                                       \
+                c = (unsigned)nbits;                                                               \
+                m = low_set_bits(m, c);                                                            \
+            }                                                                                      \
+            dst[w] |= PDEP(read_bits(src, off, c), m);                                             \
+            off += c;                                                                              \
+            nbits -= c;                                                                            \
+        }                                                                                          \
+    }
+/* dst (zeroed stream) from bit off <- the bits of src at the set bits of mask, nbits of them. */
+#define EXTRACT_FN(NAME, PEXT, POPC)                                                              \
+    static void NAME(const uint64_t *mask, size_t nw, const uint64_t *src, uint64_t *dst,        \
+                     uint64_t off, uint64_t nbits)                                                 \
+    {                                                                                              \
+        for (size_t w = 0; w < nw && nbits; w++) {                                                 \
+            uint64_t m = mask[w];                                                                  \
+            unsigned c = (unsigned)POPC(m);                                                        \
+            if (c > nbits) {                                                                       \
+                c = (unsigned)nbits;                                                               \
+                m = low_set_bits(m, c);                                                            \
+            }                                                                                      \
+            write_bits(dst, off, PEXT(src[w], m), c);                                              \
+            off += c;                                                                              \
+            nbits -= c;                                                                            \
+        }                                                                                          \
+    }
+DEPOSIT_FN(deposit_portable, pdep_portable, popcount64)
+EXTRACT_FN(extract_portable, pext_portable, popcount64)
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_BMI2_LAYOUT 1
+#define PDEP_I(v, m) _pdep_u64((v), (m))
+#define PEXT_I(v, m) _pext_u64((v), (m))
+#define POPC_I(v) _mm_popcnt_u64(v)
+__attribute__((target("bmi2,popcnt"))) DEPOSIT_FN(deposit_bmi2, PDEP_I, POPC_I)
+__attribute__((target("bmi2,popcnt"))) EXTRACT_FN(extract_bmi2, PEXT_I, POPC_I)
+#endif
+
+static void deposit(const uint64_t *mask, size_t nw, const uint64_t *src, uint64_t off, uint64_t nbits,
+                    uint64_t *dst)
+{
+#ifdef HAVE_BMI2_LAYOUT
+    if (qpp_cpu_features() & QPP_CPU_BMI2) {
+        deposit_bmi2(mask, nw, src, off, nbits, dst);
+        return;
+    }
+#endif
+    deposit_portable(mask, nw, src, off, nbits, dst);
+}
+
+static void extract(const uint64_t *mask, size_t nw, const uint64_t *src, uint64_t *dst, uint64_t off,
+                    uint64_t nbits)
+{
+#ifdef HAVE_BMI2_LAYOUT
+    if (qpp_cpu_features() & QPP_CPU_BMI2) {
+        extract_bmi2(mask, nw, src, dst, off, nbits);
+        return;
+    }
+#endif
+    extract_portable(mask, nw, src, dst, off, nbits);
+}
 
 /* Key bits carried by frame f (the last one may be short). */
 static uint32_t frame_keylen(const qpp_ldpc_side *s, uint32_t f)
@@ -147,6 +280,7 @@ void qpp_ldpc_side_free(qpp_ldpc_side *s)
         qpp_memzero(s->dec, (size_t)s->frames * s->nw * sizeof *s->dec);
     free(s->pos);
     free(s->keypos);
+    free(s->kmask);
     free(s->x);
     free(s->y);
     free(s->dec);
@@ -230,13 +364,14 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
     size_t fw = (size_t)frames * s->nw;
     s->pos = malloc((n_pos ? n_pos : 1) * sizeof *s->pos);
     s->keypos = malloc((size_t)k * sizeof *s->keypos);
+    s->kmask = malloc(s->nw * sizeof *s->kmask);
     s->x = calloc(fw, sizeof *s->x);
     s->syn = calloc((size_t)frames * s->mw, sizeof *s->syn);
     s->status = calloc(frames, 1);
     s->fixed = calloc(frames, sizeof *s->fixed);
     uint8_t *used = calloc(n, 1);
     int st = QPP_ERR_NOMEM;
-    if (!s->pos || !s->keypos || !s->x || !s->syn || !s->status || !s->fixed || !used)
+    if (!s->pos || !s->keypos || !s->kmask || !s->x || !s->syn || !s->status || !s->fixed || !used)
         goto fail;
     if (role == QPP_LDPC_BOB && cfg->algorithm == QPP_LDPC_QC_BP) {
         s->y = calloc(fw, sizeof *s->y);
@@ -270,9 +405,12 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
         used[positions[j]] = 1;
         s->pos[j] = positions[j];
     }
+    memset(s->kmask, 0, s->nw * sizeof *s->kmask);
     for (uint32_t v = 0, i = 0; v < n; v++)
-        if (!used[v])
+        if (!used[v]) {
             s->keypos[i++] = v;
+            s->kmask[v >> 6] |= UINT64_C(1) << (v & 63);
+        }
     free(used);
     used = NULL;
 
@@ -280,10 +418,7 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
     uint64_t *w = role == QPP_LDPC_ALICE ? s->x : s->y;
     for (uint32_t f = 0; f < frames; f++) {
         uint64_t *fr = w + (size_t)f * s->nw;
-        uint32_t kl = frame_keylen(s, f);
-        uint64_t base = (uint64_t)f * k;
-        for (uint32_t i = 0; i < kl; i++)
-            setbit(fr, s->keypos[i], getbit(key, base + i));
+        deposit(s->kmask, s->nw, key, (uint64_t)f * k, frame_keylen(s, f), fr);
         if (role == QPP_LDPC_ALICE)
             for (uint32_t j = cfg->n_short; j < n_pos; j++)
                 setbit(fr, s->pos[j], getbit(punct, (uint64_t)f * n_pos + j));
@@ -378,10 +513,17 @@ static void frame_llr_qc(const qpp_ldpc_side *s, uint32_t f, int16_t *llr)
     uint32_t kl = frame_keylen(s, f);
     float lf = s->cfg.channel_llr * (float)QPP_LDPC_QC_LLR_ONE + 0.5f;
     int16_t L = (int16_t)(lf > 32767.0f ? 32767 : (lf < 1.0f ? 1 : (int32_t)lf));
-    for (uint32_t i = 0; i < s->k; i++) {
-        uint32_t v = s->keypos[i];
-        llr[v] = i < kl ? (getbit(yf, v) ? (int16_t)-L : L) : QPP_LDPC_QC_LLR_MAX;
+    /* every bit from Bob's word first (adaptation positions hold 0 there and are set below),
+     * then the padding key positions of a short last frame: known 0 */
+    for (uint32_t w = 0; w < s->nw; w++) {
+        uint64_t yw = yf[w];
+        uint32_t top = s->n - w * 64 < 64 ? s->n - w * 64 : 64;
+        int16_t *lw = llr + (size_t)w * 64;
+        for (uint32_t b = 0; b < top; b++)
+            lw[b] = (yw >> b) & 1 ? (int16_t)-L : L;
     }
+    for (uint32_t i = kl; i < s->k; i++)
+        llr[s->keypos[i]] = QPP_LDPC_QC_LLR_MAX;
     for (uint32_t j = 0; j < s->d; j++) {
         uint32_t v = s->pos[j];
         if (j < s->fixed[f])
@@ -678,10 +820,7 @@ int qpp_ldpc_side_result(const qpp_ldpc_side *s, uint64_t *key, size_t key_words
             src = s->dec + (size_t)f * s->nw;
         else
             src = s->y + (size_t)f * s->nw;   /* failed: hand back Bob's own bits */
-        uint32_t kl = frame_keylen(s, f);
-        uint64_t base = (uint64_t)f * s->k;
-        for (uint32_t i = 0; i < kl; i++)
-            setbit(key, base + i, getbit(src, s->keypos[i]));
+        extract(s->kmask, s->nw, src, key, (uint64_t)f * s->k, frame_keylen(s, f));
     }
     *leaked_bits = leak;
     *frames_ok = ok;
