@@ -125,6 +125,9 @@ struct qpp_ldpc_config {
     float scale;                    /* min-sum normalization (ignored by BP) */
     float channel_llr;              /* log((1-q)/q) for the key bits */
     uint32_t code_tag;              /* identifies the code; both sides must agree */
+    uint32_t first_iter;            /* Bob, QC blind: cap on a frame's first attempt while it has
+                                       bits left to reveal; 0 = max_iter */
+    uint32_t retry_iter;            /* Bob, QC blind: the same for its later attempts */
 };
 
 /* positions[0..n_pos): the d = n_pos rate-adaptation positions of each frame

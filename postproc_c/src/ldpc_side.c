@@ -337,7 +337,8 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
         if (punct_words < wfor((uint64_t)frames * n_pos))
             return QPP_ERR_LENGTH;
     }
-    if (cfg->n_short > n_pos || cfg->max_iter > 100000 || cfg->stall > 100000)
+    if (cfg->n_short > n_pos || cfg->max_iter > 100000 || cfg->stall > 100000 || cfg->first_iter > 100000 ||
+        cfg->retry_iter > 100000)
         return QPP_ERR_VALUE;
     if (cfg->algorithm != QPP_LDPC_MINSUM && cfg->algorithm != QPP_LDPC_BP && cfg->algorithm != QPP_LDPC_QC_BP)
         return QPP_ERR_VALUE;
@@ -519,8 +520,10 @@ static void frame_llr_qc(const qpp_ldpc_side *s, uint32_t f, int16_t *llr)
         uint64_t yw = yf[w];
         uint32_t top = s->n - w * 64 < 64 ? s->n - w * 64 : 64;
         int16_t *lw = llr + (size_t)w * 64;
-        for (uint32_t b = 0; b < top; b++)
-            lw[b] = (yw >> b) & 1 ? (int16_t)-L : L;
+        for (uint32_t b = 0; b < top; b++) {   /* branch-free: Bob's bits are random */
+            int32_t neg = -(int32_t)((yw >> b) & 1);
+            lw[b] = (int16_t)((L ^ neg) - neg);
+        }
     }
     for (uint32_t i = kl; i < s->k; i++)
         llr[s->keypos[i]] = QPP_LDPC_QC_LLR_MAX;
@@ -576,6 +579,7 @@ static int decode_pending_qc(qpp_ldpc_side *s)
         if (s->status[f] != QPP_LDPC_FRAME_RETRY)
             continue;
         ldpc_qc_state *st = &s->qst[f];
+        uint32_t cap = st->r ? s->cfg.retry_iter : s->cfg.first_iter;
         if (!st->r) {
             if (ldpc_qc_state_init(st, c) != QPP_OK)
                 return QPP_ERR_NOMEM;
@@ -598,7 +602,8 @@ static int decode_pending_qc(qpp_ldpc_side *s)
         /* the last chance (nothing left to reveal) runs to max_iter: a stall there would turn a
          * slow convergence into a frame error */
         uint32_t stall = s->fixed[f] >= s->d ? 0 : s->cfg.stall;
-        ldpc_qc_run(c, s->syn + (size_t)f * s->mw, s->cfg.max_iter, stall, st, &s->qws,
+        uint32_t max_iter = s->fixed[f] < s->d && cap && cap < s->cfg.max_iter ? cap : s->cfg.max_iter;
+        ldpc_qc_run(c, s->syn + (size_t)f * s->mw, max_iter, stall, st, &s->qws,
                     s->dec + (size_t)f * s->nw, &it, &ok);
         settle(s, f, ok, it);
         if (s->status[f] != QPP_LDPC_FRAME_RETRY)
