@@ -429,7 +429,8 @@ class LdpcSide:
                  qber_decoder: float | None = None, private_seed: int | None = None,
                  mother_rate: float | None = None, delta: float = DELTA, room_f: float = ROOM_F,
                  f_choose: float | None = None, frame_bits: int | None = None,
-                 method: str = "ldpc", first_iter: int = 0, retry_iter: int = 0) -> None:
+                 method: str = "ldpc", first_iter: int = 0, retry_iter: int = 0, rel_window: int = 0,
+                 rel_permille: int = 0) -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.ndim != 1:
@@ -487,6 +488,8 @@ class LdpcSide:
         cfg.code_tag = self.code.tag
         cfg.first_iter = int(first_iter)
         cfg.retry_iter = int(retry_iter)
+        cfg.rel_window = int(rel_window)
+        cfg.rel_permille = int(rel_permille)
         out = ffi.new("qpp_ldpc_side **")
         check("qpp_ldpc_side_create", lib.qpp_ldpc_side_create(
             out, self.code._ptr, lib.QPP_LDPC_ALICE if role == "alice" else lib.QPP_LDPC_BOB,

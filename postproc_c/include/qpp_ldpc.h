@@ -128,6 +128,9 @@ struct qpp_ldpc_config {
     uint32_t first_iter;            /* Bob, QC blind: cap on a frame's first attempt while it has
                                        bits left to reveal; 0 = max_iter */
     uint32_t retry_iter;            /* Bob, QC blind: the same for its later attempts */
+    uint32_t rel_window;            /* Bob, QC blind: also stop such an attempt once the unsatisfied */
+    uint32_t rel_permille;          /* count fell by less than rel_permille / 1000 over the last
+                                       rel_window (1..15) iterations; 0 = off */
 };
 
 /* positions[0..n_pos): the d = n_pos rate-adaptation positions of each frame

@@ -34,6 +34,9 @@ typedef struct {
     int16_t *m1, *m2, *arg, *sg;  /* z each */
     int16_t *synmask;       /* m: 0 or -1 per check */
     uint64_t *hard, *chk;   /* words(n), words(m) */
+    /* ldpc_qc_run also stops once the unsatisfied count is above (1 - rel_permille / 1000) times
+     * its value rel_window (1..15) iterations before; rel_window 0 = off (ldpc_side.c sets it) */
+    uint32_t rel_window, rel_permille;
 } ldpc_qc_ws;
 
 int ldpc_qc_state_init(ldpc_qc_state *st, const qpp_ldpc_code *c);

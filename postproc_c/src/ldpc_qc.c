@@ -712,6 +712,8 @@ void ldpc_qc_run(const qpp_ldpc_code *c, const uint64_t *syn, uint32_t max_iter,
     int avx2 = (feat & QPP_CPU_AVX2) != 0, w512 = (feat & QPP_CPU_AVX512BW) != 0;
     uint32_t it = 0, since_best = 0;
     uint32_t bad = qc_unsatisfied(c, st, ws, syn, avx2), best = bad;
+    uint32_t hist[16], win = ws->rel_window < 16 ? ws->rel_window : 15;   /* unsatisfied, by it % 16 */
+    hist[0] = bad;
     while (bad && it < max_iter && !(stall && since_best >= stall)) {
 #ifdef HAVE_AVX2_QC
         if (avx2)
@@ -727,6 +729,9 @@ void ldpc_qc_run(const qpp_ldpc_code *c, const uint64_t *syn, uint32_t max_iter,
         } else {
             since_best++;
         }
+        if (win && it >= win && (uint64_t)bad * 1000 > (uint64_t)hist[(it - win) & 15] * (1000 - ws->rel_permille))
+            break;
+        hist[it & 15] = bad;
     }
     memcpy(out, ws->hard, wfor(c->n) * sizeof *out);
     *iterations = it;

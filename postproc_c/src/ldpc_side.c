@@ -338,7 +338,7 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
             return QPP_ERR_LENGTH;
     }
     if (cfg->n_short > n_pos || cfg->max_iter > 100000 || cfg->stall > 100000 || cfg->first_iter > 100000 ||
-        cfg->retry_iter > 100000)
+        cfg->retry_iter > 100000 || cfg->rel_window > 15 || cfg->rel_permille > 1000)
         return QPP_ERR_VALUE;
     if (cfg->algorithm != QPP_LDPC_MINSUM && cfg->algorithm != QPP_LDPC_BP && cfg->algorithm != QPP_LDPC_QC_BP)
         return QPP_ERR_VALUE;
@@ -603,6 +603,8 @@ static int decode_pending_qc(qpp_ldpc_side *s)
          * slow convergence into a frame error */
         uint32_t stall = s->fixed[f] >= s->d ? 0 : s->cfg.stall;
         uint32_t max_iter = s->fixed[f] < s->d && cap && cap < s->cfg.max_iter ? cap : s->cfg.max_iter;
+        s->qws.rel_window = s->fixed[f] < s->d ? s->cfg.rel_window : 0;
+        s->qws.rel_permille = s->cfg.rel_permille;
         ldpc_qc_run(c, s->syn + (size_t)f * s->mw, max_iter, stall, st, &s->qws,
                     s->dec + (size_t)f * s->nw, &it, &ok);
         settle(s, f, ok, it);
