@@ -1141,21 +1141,15 @@ class Node:
 
     @staticmethod
     def _make_side(method: str, role: str, words: np.ndarray, n: int, qber: float, seed: int):
-        """The block's reconciliation side over its packed key: Cascade takes the words as they
-        are; other methods get an unpacked copy. Returns (side, the copy to wipe or None)."""
-        if method.startswith("cascade"):
-            return postproc_c.make_side(method, role, words, qber, seed=seed, n_bits=n), None
-        bits = postproc_c.unpack_bits(words, n)
-        return postproc_c.make_side(method, role, bits, qber, seed=seed), bits
+        """The block's reconciliation side over its packed key: Cascade and LDPC take the words
+        as they are. Returns (side, a copy to wipe or None)."""
+        return postproc_c.make_side(method, role, words, qber, seed=seed, n_bits=n), None
 
     @staticmethod
     def _recon_key(side):
-        """The side's result and its key as packed words (Cascade returns them packed)."""
-        if isinstance(side, postproc_c.CascadeSide):
-            rr = side.result(packed=True)
-            return rr, rr.corrected
-        rr = side.result()
-        return rr, postproc_c.pack_bits(rr.corrected)
+        """The side's result and its key as packed words (Cascade and LDPC return them packed)."""
+        rr = side.result(packed=True)
+        return rr, rr.corrected
 
     def _recon_start(self, bid: int, side) -> None:
         """Hand the block's reconciliation side to the mux (one coalesced message per tick)."""

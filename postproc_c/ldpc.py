@@ -65,6 +65,7 @@ import numpy as np
 
 from . import codes
 from ._binding import check, ffi, lib, ptr, words_for
+from .cascade import _words_in
 from .reconcile import ReconcileResult, register
 from .selftest import kat
 
@@ -430,15 +431,23 @@ class LdpcSide:
                  mother_rate: float | None = None, delta: float = DELTA, room_f: float = ROOM_F,
                  f_choose: float | None = None, frame_bits: int | None = None,
                  method: str = "ldpc", first_iter: int = 0, retry_iter: int = 0, rel_window: int = 0,
-                 rel_permille: int = 0) -> None:
+                 rel_permille: int = 0, n_bits: int | None = None) -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
-        if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.ndim != 1:
-            raise ValueError("bits: expected a 1-d uint8 array of 0/1")
-        if bits.size == 0:
-            raise ValueError("bits: empty key")
-        if bits.size and int(bits.max()) > 1:
-            raise ValueError("bits: values must be 0 or 1")
+        # n_bits given (link.node): ``bits`` is the key already packed, words_for(n_bits) uint64
+        # words handed to C as they are (no unpacked copy, no pack); result(packed=True) gives words
+        packed = n_bits is not None
+        if packed:
+            bits = _words_in(bits, n_bits)
+            key_bits = int(n_bits)
+        else:
+            if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.ndim != 1:
+                raise ValueError("bits: expected a 1-d uint8 array of 0/1")
+            if bits.size == 0:
+                raise ValueError("bits: empty key")
+            if int(bits.max()) > 1:
+                raise ValueError("bits: values must be 0 or 1")
+            key_bits = int(bits.size)
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: expected one of {sorted(ALGORITHMS)}, got {algorithm!r}")
         if not 0.0 <= qber < 0.5:
@@ -451,7 +460,7 @@ class LdpcSide:
             raise ValueError(f"delta: expected 0 <= delta <= 0.5, got {delta}")
         qc = algorithm == "qc"
         if frame_bits is None:
-            frame_bits = qc_frame_bits(int(bits.size), blind=reveal_f > 0) if qc else codes.FRAME_BITS
+            frame_bits = qc_frame_bits(key_bits, blind=reveal_f > 0) if qc else codes.FRAME_BITS
         allowed = QC_FRAME_BITS if qc else (codes.FRAME_BITS,)
         if frame_bits not in allowed:
             raise ValueError(f"frame_bits: expected one of {allowed} for algorithm {algorithm!r}, "
@@ -461,16 +470,16 @@ class LdpcSide:
         # Spread the block evenly over its frames: a short last frame would still leak a whole
         # syndrome (its padding is shortened, not removed), so the spare positions become
         # adaptation positions of every frame instead (more room to reveal, same frames).
-        nframes = -(-int(bits.size) // self.plan.k)
-        d_even = min(self.plan.n + int(bits.size) // -nframes, int(MAX_DELTA * self.plan.n))
+        nframes = -(-key_bits // self.plan.k)
+        d_even = min(self.plan.n + key_bits // -nframes, int(MAX_DELTA * self.plan.n))
         if d_even > self.plan.d:
             self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, qc=qc, room_f=room_f,
                              d=d_even, f_choose=f_choose, n=frame_bits)
         self.code = qc_code(self.plan.rate, frame_bits) if qc else code(self.plan.rate)
-        self.key_bits = int(bits.size)
+        self.key_bits = key_bits
         pos = positions(self.code, self.plan, seed)
         frames = -(-self.key_bits // self.plan.k)
-        key = pack_bits(bits)
+        key = bits if packed else pack_bits(bits)
         if role == "alice":
             rng = np.random.default_rng(secrets.randbits(128) if private_seed is None else private_seed)
             punct = pack_bits(rng.integers(0, 2, frames * self.plan.d, dtype=np.uint8))
@@ -495,7 +504,8 @@ class LdpcSide:
             out, self.code._ptr, lib.QPP_LDPC_ALICE if role == "alice" else lib.QPP_LDPC_BOB,
             ptr("uint64_t *", key), key.size, self.key_bits, ptr("uint32_t *", pos), pos.size,
             ptr("uint64_t *", punct), punct.size, cfg))
-        key.fill(0)
+        if not packed:
+            key.fill(0)                 # our packed copy (the caller's words are its own)
         punct.fill(0)
         self._ptr = ffi.gc(out[0], lib.qpp_ldpc_side_free)
         self.frames = int(lib.qpp_ldpc_side_frames(self._ptr))
@@ -535,7 +545,9 @@ class LdpcSide:
             out[f] = st[0]
         return out
 
-    def result(self) -> ReconcileResult:
+    def result(self, packed: bool = False) -> ReconcileResult:
+        """The side's outcome; ``packed``: ``corrected`` as words_for(n) uint64 words (unused high
+        bits zero) instead of uint8 0/1."""
         key = np.zeros(words_for(self.key_bits), np.uint64)
         leak = ffi.new("uint64_t *")
         ok = ffi.new("uint32_t *")
@@ -544,8 +556,11 @@ class LdpcSide:
         iters = ffi.new("uint64_t *")
         check("qpp_ldpc_side_result", lib.qpp_ldpc_side_result(
             self._ptr, ptr("uint64_t *", key), key.size, leak, ok, msgs, rounds, iters))
-        corrected = unpack_bits(key, self.key_bits)
-        key.fill(0)
+        if packed:
+            corrected = key
+        else:
+            corrected = unpack_bits(key, self.key_bits)
+            key.fill(0)
         h = binary_entropy(self.qber)
         return ReconcileResult(
             corrected=corrected, leaked_bits=int(leak[0]), messages=int(msgs[0]),

@@ -91,3 +91,36 @@ def test_positions_match_the_permutation_they_replace():
         order = codes.permutation(mixed, c.n)
         ref = order[c.var_degrees[order] != 2][:d]
         assert np.array_equal(ldpc.positions(c, p, seed), ref)
+
+
+@pytest.mark.parametrize("method", ["ldpc", "ldpc-blind"])
+def test_packed_key_in_and_out_gives_the_same_run(method):
+    """link.node hands the sides packed words (n_bits) and takes result(packed=True): the same
+    messages, leakage and key as the uint8 form."""
+    rng = np.random.default_rng(9)
+    bits = 200_003
+    a = rng.integers(0, 2, bits, dtype=np.uint8)
+    b = a ^ (rng.random(bits) < 0.03).astype(np.uint8)
+    runs = []
+    for packed in (False, True):
+        kw = {"n_bits": bits} if packed else {}
+        ain, bin_ = (pc.pack_bits(a), pc.pack_bits(b)) if packed else (a, b)
+        if packed:                                   # unused high bits must be ignored on input
+            ain[-1] |= np.uint64(0xFFFFFFFFFFFFFFFF) << np.uint64(bits % 64)
+        alice = pc.make_side(method, "alice", ain, 0.03, seed=5, private_seed=3, **kw)
+        bob = pc.make_side(method, "bob", bin_, 0.03, seed=5, **kw)
+        msgs = []
+        while not (alice.done and bob.done):
+            for side, peer in ((alice, bob), (bob, alice)):
+                while (m := side.next_message()) is not None:
+                    msgs.append(m)
+                    peer.feed(m)
+        r = bob.result(packed=packed)
+        key = pc.unpack_bits(r.corrected, bits) if packed else r.corrected
+        if packed:
+            assert r.corrected.dtype == np.uint64 and int(r.corrected[-1]) >> (bits % 64) == 0
+        runs.append((msgs, r.leaked_bits, key.tobytes(), r.success))
+    assert runs[0] == runs[1]
+    assert runs[0][3] and runs[0][2] == a.tobytes()
+    with pytest.raises(ValueError, match="words"):
+        pc.make_side(method, "bob", pc.pack_bits(b)[:-1], 0.03, seed=5, n_bits=bits)
