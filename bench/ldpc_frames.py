@@ -12,7 +12,8 @@ ldpc``.
 
 Usage: ``python -m bench.ldpc_frames --qber 0.02 --blocks 8 --bits 1048576
 --frame-bits 65536 131072`` (one row per frame length; ``--reveal-f``,
-``--stall``, ``--f-start`` override the blind defaults). ``--code-fer 0.85
+``--stall``, ``--f-start``, ``--rel-window``, ``--rel-permille`` override the blind defaults;
+``--keys K`` draws another key stream, to validate a choice made on the default one). ``--code-fer 0.85
 --frame-bits 65536 131072 262144 --f 1.08 1.10 1.12 --frames 16``: frame error
 rate of the unpunctured mother code instead (int16 BP, 200 iterations), at
 the QBER where its rate gives efficiency f.
@@ -29,9 +30,10 @@ import postproc_c as pc
 from postproc_c import ldpc
 
 
-def run(qber: float, blocks: int, bits: int, **options) -> dict:
-    """f, frames lost, iterations per frame of ``ldpc-blind`` over ``blocks`` blocks."""
-    rng = np.random.default_rng(int(qber * 1000) + 17)
+def run(qber: float, blocks: int, bits: int, keys: int = 0, **options) -> dict:
+    """f, frames lost, iterations per frame of ``ldpc-blind`` over ``blocks`` blocks (``keys``:
+    which seeded key stream; 0 is the one ``bench/test_bench_ldpc.py`` measures)."""
+    rng = np.random.default_rng(int(qber * 1000) + 17 + 1000 * keys)
     leaked = total = frames = ok = iters = wrong = msgs = 0
     t0 = time.perf_counter()
     for _ in range(blocks):
@@ -81,6 +83,9 @@ def main() -> None:
     ap.add_argument("--reveal-f", type=float)
     ap.add_argument("--stall", type=int)
     ap.add_argument("--f-start", type=float)
+    ap.add_argument("--rel-window", type=int)
+    ap.add_argument("--rel-permille", type=int)
+    ap.add_argument("--keys", type=int, default=0, help="key stream (0: the benchmark's; others to validate)")
     ap.add_argument("--code-fer", type=float, help="mother code rate: unpunctured FER instead")
     ap.add_argument("--f", type=float, nargs="+", default=[1.08, 1.10, 1.12])
     ap.add_argument("--frames", type=int, default=16)
@@ -92,12 +97,13 @@ def main() -> None:
                    for f in args.f for fail, it in [code_fer(args.code_fer, fb, f, args.frames)]]
             print(f"R0 {args.code_fer} n {fb}: " + "; ".join(row), flush=True)
         return
-    extra = {k: v for k, v in (("reveal_f", args.reveal_f), ("stall", args.stall), ("f_start", args.f_start))
+    extra = {k: v for k, v in (("reveal_f", args.reveal_f), ("stall", args.stall), ("f_start", args.f_start),
+                               ("rel_window", args.rel_window), ("rel_permille", args.rel_permille))
              if v is not None}
     for q in args.qber:
         for fb in args.frame_bits:
             opts = dict(extra, **({"frame_bits": fb} if fb else {}))
-            r = run(q, args.blocks, args.bits, **opts)
+            r = run(q, args.blocks, args.bits, args.keys, **opts)
             print(f"qber {q:.3f} bits {args.bits} n {r['n']} d {r['d']} R0 {r['mother_rate']} {extra}: "
                   f"f {r['f']:.4f} lost {r['lost']}/{r['frames']} it/frame {r['iterations_per_frame']:.1f} "
                   f"msgs/block {r['messages_per_block']:.1f} silent {r['silent_wrong_blocks']} "

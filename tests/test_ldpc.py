@@ -445,7 +445,7 @@ def test_blind_plan_keeps_code_for_later_start(qber):
     assert late.n_short > base.n_short
     h = ldpc.binary_entropy(qber)
     assert 1 - f * h - 1e-3 < late.effective_rate() <= 1 - f * h
-    assert 1.0 < f <= 1.10
+    assert 1.0 < f < (1.15 if qber < 0.015 else 1.10)        # below the target f at that QBER
 
 
 def test_qc_frame_bits_rule():

@@ -3,9 +3,10 @@ Bob's corrected key of fixed runs, so that speed work around the decoder (positi
 LLR setup, reveals) is checked to leave every message and result bit-identical.
 
 The values were recorded with the code as it stood before that work (commit d5fbf2a); the blind
-parameters are passed explicitly, so retuning the defaults (``BLIND_F_START`` ...) does not move
-them. Also checks ``codes.permutation_head`` (the selection behind ``ldpc.positions``) against
-the full ``codes.permutation`` it replaces there.
+parameters are passed explicitly (the relative stall rule off, as it did not exist then), so
+retuning the defaults (``BLIND_F_START`` ...) does not move them. Also checks
+``codes.permutation_head`` (the selection behind ``ldpc.positions``) against the full
+``codes.permutation`` it replaces there.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from postproc_c import codes, ldpc
 #: (method, QBER, key bits, seed, options) -> (messages, crc32 of all messages in order,
 #: leaked bits, decoder iterations, crc32 of Bob's corrected key)
 KAT = [
-    (("ldpc-blind", 0.02, 1 << 18, 11, {"f_start": 1.08, "reveal_f": 0.01, "stall": 4}),
+    (("ldpc-blind", 0.02, 1 << 18, 11, {"f_start": 1.08, "reveal_f": 0.01, "stall": 4, "rel_window": 0}),
      (22, 0xDF2D9110, 41545, 388, 0xCA69E5EE)),
-    (("ldpc-blind", 0.05, 300_000, 12, {"f_start": 1.04, "reveal_f": 0.02, "stall": 4}),
+    (("ldpc-blind", 0.05, 300_000, 12, {"f_start": 1.04, "reveal_f": 0.02, "stall": 4, "rel_window": 0}),
      (10, 0x8AD9C4AA, 97759, 226, 0x68A247DC)),
     (("ldpc", 0.02, 1 << 18, 13, {}), (2, 0xE3741CEB, 46350, 54, 0xCA69E5EE)),
-    (("ldpc-blind", 0.01, 1 << 20, 14, {"f_start": 1.10, "reveal_f": 0.01, "stall": 4}),
+    (("ldpc-blind", 0.01, 1 << 20, 14, {"f_start": 1.10, "reveal_f": 0.01, "stall": 4, "rel_window": 0}),
      (14, 0xE735033F, 96372, 342, 0x538E5EF8)),
 ]
 
@@ -124,3 +125,17 @@ def test_packed_key_in_and_out_gives_the_same_run(method):
     assert runs[0][3] and runs[0][2] == a.tobytes()
     with pytest.raises(ValueError, match="words"):
         pc.make_side(method, "bob", pc.pack_bits(b)[:-1], 0.03, seed=5, n_bits=bits)
+
+
+def test_relative_stall_rule_cuts_failing_attempts():
+    """rel_window / rel_permille stop an attempt whose unsatisfied count has stopped falling: the
+    same block decodes correctly with fewer decoder iterations; out-of-range values are refused."""
+    args, expected = KAT[0]
+    method, q, bits, seed, opts = args
+    _, _, _, iterations, key_crc = _run(method, q, bits, seed, dict(opts, rel_window=4, rel_permille=40))
+    assert key_crc == expected[4]                # Bob's key: Alice's (asserted in _run too)
+    assert iterations < expected[3]
+    a = np.zeros(bits, np.uint8)
+    for bad in ({"rel_window": 16}, {"rel_permille": 1001}, {"first_iter": 100001}):
+        with pytest.raises(pc.Error):
+            pc.make_side(method, "bob", a, q, seed=seed, **bad)
