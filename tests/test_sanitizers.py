@@ -23,8 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # every test file that exercises the C core (384 tests; ~20 s sanitized on this machine)
 C_CORE_TESTS = ["test_bits.py", "test_toeplitz.py", "test_polyhash.py", "test_sifting.py",
-                "test_cascade.py", "test_ldpc.py", "test_ldpc_qc.py", "test_tagmerge.py",
-                "test_hil_kernel.py"]       # hil._kernel, the HIL model's C hot path (hil/build_ffi.py)
+                "test_cascade.py", "test_ldpc.py", "test_ldpc_qc.py", "test_ldpc_side_kat.py",
+                "test_tagmerge.py", "test_hil_kernel.py"]   # hil._kernel: HIL C hot path (hil/build_ffi.py)
 
 OVERFLOW_CONTROL = """
 import numpy as np
