@@ -514,17 +514,18 @@ static void frame_llr_qc(const qpp_ldpc_side *s, uint32_t f, int16_t *llr)
     uint32_t kl = frame_keylen(s, f);
     float lf = s->cfg.channel_llr * (float)QPP_LDPC_QC_LLR_ONE + 0.5f;
     int16_t L = (int16_t)(lf > 32767.0f ? 32767 : (lf < 1.0f ? 1 : (int32_t)lf));
-    /* every bit from Bob's word first (adaptation positions hold 0 there and are set below),
-     * then the padding key positions of a short last frame: known 0 */
-    for (uint32_t w = 0; w < s->nw; w++) {
-        uint64_t yw = yf[w];
-        uint32_t top = s->n - w * 64 < 64 ? s->n - w * 64 : 64;
-        int16_t *lw = llr + (size_t)w * 64;
-        for (uint32_t b = 0; b < top; b++) {   /* branch-free: Bob's bits are random */
-            int32_t neg = -(int32_t)((yw >> b) & 1);
-            lw[b] = (int16_t)((L ^ neg) - neg);
-        }
-    }
+    /* every bit from Bob's word first, eight at a time from a table of the 256 byte values
+     * (adaptation positions hold 0 there and are set below), then the padding key positions of a
+     * short last frame: known 0 */
+    int16_t tbl[256][8];
+    for (unsigned v = 0; v < 256; v++)
+        for (unsigned b = 0; b < 8; b++)
+            tbl[v][b] = (v >> b) & 1 ? (int16_t)-L : L;
+    uint32_t full = s->n / 8;
+    for (uint32_t i = 0; i < full; i++)         /* bits 8i .. 8i+7, whatever the byte order */
+        memcpy(llr + (size_t)i * 8, tbl[(yf[i >> 3] >> (8 * (i & 7))) & 0xFF], sizeof tbl[0]);
+    for (uint32_t v = full * 8; v < s->n; v++)
+        llr[v] = getbit(yf, v) ? (int16_t)-L : L;
     for (uint32_t i = kl; i < s->k; i++)
         llr[s->keypos[i]] = QPP_LDPC_QC_LLR_MAX;
     for (uint32_t j = 0; j < s->d; j++) {
