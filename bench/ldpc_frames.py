@@ -12,7 +12,8 @@ ldpc``.
 
 Usage: ``python -m bench.ldpc_frames --qber 0.02 --blocks 8 --bits 1048576
 --frame-bits 65536 131072`` (one row per frame length; ``--reveal-f``,
-``--stall``, ``--f-start``, ``--rel-window``, ``--rel-permille`` override the blind defaults;
+``--stall``, ``--f-start``, ``--rel-window``, ``--rel-permille``, ``--first-iter``,
+``--retry-iter`` override the blind defaults;
 ``--keys K`` draws another key stream, to validate a choice made on the default one). ``--code-fer 0.85
 --frame-bits 65536 131072 262144 --f 1.08 1.10 1.12 --frames 16``: frame error
 rate of the unpunctured mother code instead (int16 BP, 200 iterations), at
@@ -85,6 +86,8 @@ def main() -> None:
     ap.add_argument("--f-start", type=float)
     ap.add_argument("--rel-window", type=int)
     ap.add_argument("--rel-permille", type=int)
+    ap.add_argument("--first-iter", type=int)
+    ap.add_argument("--retry-iter", type=int)
     ap.add_argument("--keys", type=int, default=0, help="key stream (0: the benchmark's; others to validate)")
     ap.add_argument("--code-fer", type=float, help="mother code rate: unpunctured FER instead")
     ap.add_argument("--f", type=float, nargs="+", default=[1.08, 1.10, 1.12])
@@ -98,7 +101,8 @@ def main() -> None:
             print(f"R0 {args.code_fer} n {fb}: " + "; ".join(row), flush=True)
         return
     extra = {k: v for k, v in (("reveal_f", args.reveal_f), ("stall", args.stall), ("f_start", args.f_start),
-                               ("rel_window", args.rel_window), ("rel_permille", args.rel_permille))
+                               ("rel_window", args.rel_window), ("rel_permille", args.rel_permille),
+                               ("first_iter", args.first_iter), ("retry_iter", args.retry_iter))
              if v is not None}
     for q in args.qber:
         for fb in args.frame_bits:
