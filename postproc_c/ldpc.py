@@ -14,12 +14,12 @@ fails (Martinez-Mateo, Elkouss, Martin, "Blind reconciliation", QIC 12
   frames decode at the estimated QBER, ``blind_f_start``; the code is the one
   chosen for a start at 1.03, so a later start only shortens more) and reveals
   ``reveal_f`` * k * h(q) punctured bits per failed round (by default
-  ``blind_reveal_f``: 0.01 at QBER 1-5 %, 0.015 at 8 %) until decoded or
+  ``blind_reveal_f``: 0.01 at QBER 1-2 %, 0.005-0.0075 at 5-8 %) until decoded or
   nothing is left (all adaptation bits shortened). Every failed attempt costs
   decoder iterations, so the later start is what cut iterations per frame
   from ~80 to ~40 at QBER 1-2 %; Bob also stops an attempt whose count of
   unsatisfied checks has stopped falling (``BLIND_REL_WINDOW``), which with
-  the start and step retuned for it cut them by a further 20-45 % (33-47 per
+  the start and step retuned for it cut them by a further 25-45 % (35-42 per
   frame at QBER 1-8 %).
 
 What it must not do: verify keys (a hash check in the engine does that;
@@ -631,9 +631,19 @@ def _make_ldpc(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: fl
 #:      rel reveal 0.01: 1.06 -> 1.0915 / 50, 1.065 -> 1.0913 / 49, 1.07 -> 1.0915 / 47;
 #: 8 %: 1.07 -> 1.0911 / 53; 1.08 -> 1.0914 / 50; rel 1.07 -> 1.0919 / 40, rel 1.075 -> 1.0950 /
 #:      37; rel reveal 0.015 1.07 -> 1.0906 / 43; rel reveal 0.01 1.065 -> 1.0884 / 49.
-#: The defaults below (rel on) checked on two other key streams (``--keys 1``, 72 frames; ``--keys
-#: 2``, 144 frames; see the report of issue 3): f and iterations as on the tuning keys +- 0.002.
-BLIND_F_START = ((0.01, 1.12), (0.02, 1.085), (0.05, 1.07), (0.08, 1.07))
+#: With rel a failed round costs few iterations, so finer steps let the start rise (rel, reveal R):
+#: 2 %: R 0.005 1.085 -> 1.0901 / 44, 1.09 -> 1.0932 / 39; R 0.0075 1.09 -> 1.0937 / 38.5;
+#: 5 %: R 0.005 1.08 -> 1.0892 / 47, 1.085 -> 1.0901 / 42, 1.09 -> 1.0926 / 37.5; R 0.0075 1.075
+#:      -> 1.0898 / 47.5;
+#: 8 %: R 0.005 1.08 -> 1.0868 / 46, 1.09 -> 1.0908 / 35; R 0.0075 1.085 -> 1.0887 / 39.5, 1.09 ->
+#:      1.0909 / 34.7;  1 %: R 0.005 1.125 -> 1.1312 / 35; R 0.0075 1.13 -> 1.1349 / 31.
+#: The defaults below (rel on; 1.1302 / 35, 1.0913 / 41.5, 1.0901 / 42, 1.0909 / 35 at 1 / 2 / 5 /
+#: 8 % on these keys) checked on other key streams (``--keys 1``, 72 frames: 1.1297 / 33, 1.0909 /
+#: 41, 1.0895 / 42, 1.0918 / 35; ``--keys 2``, 144 frames: 1.1295 / 35, 1.0911 / 43, 1.0895 / 42,
+#: 1.0914 / 36; none lost). Between and outside the points (``--keys 1``, 72-90 frames): 0.5 %
+#: 1.351 / 115, 3.5 % 1.129 / 50, 6.5 % 1.108 / 48, 11 % 1.226 / 23 (the former defaults: 1.352,
+#: 1.130, 1.111, 1.208 / 33; no target there).
+BLIND_F_START = ((0.01, 1.12), (0.02, 1.085), (0.05, 1.085), (0.08, 1.09))
 BLIND_F_CHOOSE = 1.03
 #: Blind: reveal step (efficiency per failed round) by estimated QBER, interpolated like the
 #: start. Finer steps leak less (a frame stops nearer its own threshold) but cost a round trip
@@ -641,8 +651,9 @@ BLIND_F_CHOOSE = 1.03
 #: 1 %: 0.02 -> 1.130 / 46 it, 0.01 -> 1.126 / 58; 2 %: 0.02 -> 1.119 / 39, 0.01 -> 1.115 / 47
 #: (0.01 with stall 8 and start 1.06: 1.109 / 124); 5 %: 0.02 -> 1.090 / 73, 0.01 -> 1.086 / 102.
 #: With the relative stall rule (session 5, table of BLIND_F_START) a failed round is cheap, so
-#: 0.01 now pays at 5 % too (1.0915 / 47 against 1.0956 / 42 with 0.02), and 0.015 at 8 %.
-BLIND_REVEAL_F = ((0.01, 0.01), (0.02, 0.01), (0.05, 0.01), (0.08, 0.015))
+#: finer steps pay from 5 % too, with a later start: 0.005 at 5 % (1.0901 / 42 against 1.0956 / 42
+#: with 0.02 from 1.06), 0.0075 at 8 % (1.0909 / 35 against 1.0919 / 40 with 0.02 from 1.07).
+BLIND_REVEAL_F = ((0.01, 0.01), (0.02, 0.01), (0.05, 0.005), (0.08, 0.0075))
 #: Blind: Bob's relative stall rule (``rel_window``, ``rel_permille``; measured in the table of
 #: BLIND_F_START). An attempt that will fail plateaus: its unsatisfied-check count falls for ~10
 #: iterations and then wanders within ~1 % of a floor (~11,500 of 44,000 checks at QBER 2 %,
