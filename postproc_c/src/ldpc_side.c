@@ -24,7 +24,10 @@
  * frame's messages and posteriors (2 bytes per edge + 2 per bit, ~0.9 MB per
  * frame of the n = 2^16 codes) until the frame is decided, so a blind round
  * continues where the last one stopped (decode_pending_qc). Padding, shortened
- * and revealed bits enter that decoder as +-QPP_LDPC_QC_LLR_MAX.
+ * and revealed bits enter that decoder as +-QPP_LDPC_QC_LLR_MAX. An attempt that
+ * still has bits to reveal stops early on Bob's own rules (config stall,
+ * rel_window / rel_permille, first_iter / retry_iter; they change which rounds
+ * a frame needs, never the message format); the last chance runs to max_iter.
  *
  * Message layout (all integers little-endian), header of 24 bytes:
  *   0  'Q' 'L' 'D' 'P'   magic
