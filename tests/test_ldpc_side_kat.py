@@ -139,3 +139,12 @@ def test_relative_stall_rule_cuts_failing_attempts():
     for bad in ({"rel_window": 16}, {"rel_permille": 1001}, {"first_iter": 100001}):
         with pytest.raises(pc.Error):
             pc.make_side(method, "bob", a, q, seed=seed, **bad)
+
+
+def test_early_stop_rules_leave_one_way_alone():
+    """One-way has no later round, so the blind attempt rules (caps, relative stall) do not apply."""
+    args, expected = KAT[2]
+    method, q, bits, seed, opts = args
+    assert method == "ldpc"
+    extreme = dict(opts, rel_window=1, rel_permille=1000, first_iter=1, retry_iter=1)
+    assert _run(method, q, bits, seed, extreme) == expected

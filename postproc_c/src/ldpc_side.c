@@ -606,8 +606,9 @@ static int decode_pending_qc(qpp_ldpc_side *s)
         /* the last chance (nothing left to reveal) runs to max_iter: a stall there would turn a
          * slow convergence into a frame error */
         uint32_t stall = s->fixed[f] >= s->d ? 0 : s->cfg.stall;
-        uint32_t max_iter = s->fixed[f] < s->d && cap && cap < s->cfg.max_iter ? cap : s->cfg.max_iter;
-        s->qws.rel_window = s->fixed[f] < s->d ? s->cfg.rel_window : 0;
+        int more = s->cfg.reveal_step && s->fixed[f] < s->d;   /* a later round can still help */
+        uint32_t max_iter = more && cap && cap < s->cfg.max_iter ? cap : s->cfg.max_iter;
+        s->qws.rel_window = more ? s->cfg.rel_window : 0;
         s->qws.rel_permille = s->cfg.rel_permille;
         ldpc_qc_run(c, s->syn + (size_t)f * s->mw, max_iter, stall, st, &s->qws,
                     s->dec + (size_t)f * s->nw, &it, &ok);
