@@ -12,7 +12,8 @@ ldpc``.
 
 Usage: ``python -m bench.ldpc_frames --qber 0.02 --blocks 8 --bits 1048576
 --frame-bits 65536 131072`` (one row per frame length; ``--reveal-f``,
-``--stall``, ``--f-start`` override the blind defaults). ``--code-fer 0.85
+``--stall``, ``--f-start`` override the blind defaults; ``--algorithm qc qc8`` runs
+each decoder on the same blocks). ``--code-fer 0.85
 --frame-bits 65536 131072 262144 --f 1.08 1.10 1.12 --frames 16``: frame error
 rate of the unpunctured mother code instead (int16 BP, 200 iterations), at
 the QBER where its rate gives efficiency f.
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--reveal-f", type=float)
     ap.add_argument("--stall", type=int)
     ap.add_argument("--f-start", type=float)
+    ap.add_argument("--algorithm", nargs="+", default=[None],
+                    help="decoders to compare on the same blocks (e.g. qc qc8); default: the library's")
     ap.add_argument("--code-fer", type=float, help="mother code rate: unpunctured FER instead")
     ap.add_argument("--f", type=float, nargs="+", default=[1.08, 1.10, 1.12])
     ap.add_argument("--frames", type=int, default=16)
@@ -92,10 +95,11 @@ def main() -> None:
                    for f in args.f for fail, it in [code_fer(args.code_fer, fb, f, args.frames)]]
             print(f"R0 {args.code_fer} n {fb}: " + "; ".join(row), flush=True)
         return
-    extra = {k: v for k, v in (("reveal_f", args.reveal_f), ("stall", args.stall), ("f_start", args.f_start))
-             if v is not None}
+    base = {k: v for k, v in (("reveal_f", args.reveal_f), ("stall", args.stall), ("f_start", args.f_start))
+            if v is not None}
     for q in args.qber:
-        for fb in args.frame_bits:
+        for fb, alg in ((fb, alg) for fb in args.frame_bits for alg in args.algorithm):
+            extra = dict(base, **({"algorithm": alg} if alg else {}))
             opts = dict(extra, **({"frame_bits": fb} if fb else {}))
             r = run(q, args.blocks, args.bits, **opts)
             print(f"qber {q:.3f} bits {args.bits} n {r['n']} d {r['d']} R0 {r['mother_rate']} {extra}: "

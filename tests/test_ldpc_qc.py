@@ -34,26 +34,50 @@ def sparse_syndrome(spec, x):
     return (np.add.reduceat(vals, spec.row_ptr[:-1].astype(np.int64)) % 2).astype(np.uint8)
 
 
+class Arith:
+    """Integer arithmetic of one QC decoder (ldpc_qc.c): saturation of posteriors and q, the
+    check-message cap, the boxplus table and its index, and how the posterior is updated:
+    int16 from q (post = q + r'), int8 by the message change (post = post + r' - r, so a
+    saturated posterior is not worn down by clamping q)."""
+
+    def __init__(self, sat, rmax, corr, shift, delta):
+        self.sat, self.rmax, self.corr, self.shift, self.delta = sat, rmax, corr, shift, delta
+
+    def index(self, x):
+        """Table index: x >> 6 capped at 15 (int16); x itself, 16 and above reading 0 (int8)."""
+        return np.minimum(x >> self.shift, 15) if self.shift else np.minimum(x, 16)
+
+    def boxplus(self, a, b):
+        """|a [+] b| = min(a, b) + ln(1 + e^-(a+b)) - ln(1 + e^-|a-b|), floored at 0."""
+        cs, cd = self.corr[self.index(a + b)], self.corr[self.index(np.abs(a - b))]
+        return np.maximum(np.minimum(a, b) + cs - cd, 0)
+
+
+ARITH16 = Arith(SAT, RMAX, CORR, 6, False)
+#: int8: 1/4 nat, |post| <= 127, |r| <= 31; round(4 ln(1 + e^(-x/4))) at x = 0..15, 0 from 16 on
+ARITH8 = Arith(127, 31, np.array([3, 2, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0], np.int64), 0, True)
+
+
 def boxplus(a, b):
-    """|a [+] b| = min(a, b) + ln(1 + e^-(a+b)) - ln(1 + e^-|a-b|), table as in ldpc_qc.c."""
-    s = np.minimum((a + b) >> 6, 15)
-    d = np.minimum(np.abs(a - b) >> 6, 15)
-    return np.maximum(np.minimum(a, b) + CORR[s] - CORR[d], 0)
+    return ARITH16.boxplus(a, b)
 
 
 def ref_decode_qc(spec, llr, syn_bits, max_iter, stall=0):
-    """Layered int16 sum-product in numpy (one base row = one layer, z lanes at once)."""
+    """Layered sum-product in numpy (one base row = one layer, z lanes at once), in the
+    arithmetic of llr's dtype (int16 or int8)."""
     post = llr.astype(np.int64).reshape(spec.n // spec.z, spec.z).copy()
     r = np.zeros((spec.blk_col.size, spec.z), np.int64)
-    hard, ok, it = ref_run(spec, post, r, syn_bits, max_iter, stall)
+    ar = ARITH8 if llr.dtype == np.int8 else ARITH16
+    hard, ok, it = ref_run(spec, post, r, syn_bits, max_iter, stall, ar)
     return hard, ok, it, post.ravel()
 
 
-def ref_run(spec, post, r, syn_bits, max_iter, stall=0):
+def ref_run(spec, post, r, syn_bits, max_iter, stall=0, ar=ARITH16):
     """Continue decoding from the state (post: (nb, z), r: (edges, z)), updated in place."""
     z, mb = spec.z, spec.blk_ptr.size - 1
     lanes = np.arange(z)
     synm = syn_bits.reshape(mb, z).astype(np.int64)
+    sat = ar.sat
 
     def unsatisfied():
         hard = (post < 0).ravel().astype(np.uint8)
@@ -66,7 +90,7 @@ def ref_run(spec, post, r, syn_bits, max_iter, stall=0):
             es = list(range(int(spec.blk_ptr[i]), int(spec.blk_ptr[i + 1])))
             idx = [(lanes + int(spec.blk_shift[e])) % z for e in es]
             cols = [int(spec.blk_col[e]) for e in es]
-            q = [np.clip(post[c, ix] - r[e], -SAT, SAT) for e, c, ix in zip(es, cols, idx, strict=True)]
+            q = [np.clip(post[c, ix] - r[e], -sat, sat) for e, c, ix in zip(es, cols, idx, strict=True)]
             a = [np.abs(v) for v in q]
             sign = synm[i].copy()
             for v in q:
@@ -74,25 +98,26 @@ def ref_run(spec, post, r, syn_bits, max_iter, stall=0):
             deg = len(es)
             fw = [None] * deg
             for k in range(1, deg):
-                fw[k] = a[0] if k == 1 else boxplus(fw[k - 1], a[k - 1])
+                fw[k] = a[0] if k == 1 else ar.boxplus(fw[k - 1], a[k - 1])
             bw = None
             for k in range(deg - 1, -1, -1):
                 if deg == 1:
-                    mag = np.full(z, SAT)
+                    mag = np.full(z, sat)
                 elif k == deg - 1:
                     mag = fw[k]
                 elif k == 0:
                     mag = bw
                 else:
-                    mag = boxplus(fw[k], bw)
+                    mag = ar.boxplus(fw[k], bw)
                 if k == deg - 1:
                     bw = a[k]
                 elif k > 0:
-                    bw = boxplus(bw, a[k])
-                mag = np.minimum(mag, RMAX)
+                    bw = ar.boxplus(bw, a[k])
+                mag = np.minimum(mag, ar.rmax)
                 rv = np.where(sign ^ (q[k] < 0), -mag, mag)
+                base = post[cols[k], idx[k]] - r[es[k]] if ar.delta else q[k]
                 r[es[k]] = rv
-                post[cols[k], idx[k]] = np.clip(q[k] + rv, -SAT, SAT)
+                post[cols[k], idx[k]] = np.clip(base + rv, -sat, sat)
         it += 1
         bad, hard = unsatisfied()
         if bad < best:
@@ -194,20 +219,26 @@ PATHS = {"avx512": 0, "avx2": pc.lib.QPP_CPU_AVX512BW,
          "portable": pc.lib.QPP_CPU_AVX2 | pc.lib.QPP_CPU_AVX512BW}
 
 
+@pytest.mark.parametrize("dtype", ["int16", "int8"])
 @pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("z,mb,nb,deg,q", [(16, 6, 24, 8, 0.04), (64, 8, 32, 10, 0.03), (64, 4, 32, 1, 0.01),
-                                           (48, 4, 16, 6, 0.03), (128, 4, 16, 6, 0.03)])
-def test_qc_decoder_matches_numpy_reference_exactly(path, z, mb, nb, deg, q):
+                                           (48, 4, 16, 6, 0.03), (128, 4, 16, 6, 0.03), (192, 4, 16, 6, 0.03),
+                                           (32, 5, 20, 7, 0.04)])
+def test_qc_decoder_matches_numpy_reference_exactly(path, z, mb, nb, deg, q, dtype):
+    """int16 and int8 decoders. For int8, z = 192 runs the SIMD paths' 128-lane group and a
+    64-lane tail; z = 32 and 48 the AVX2 path's 32-lane chunks (AVX-512 needs z % 64 == 0) or
+    the portable one (z = 16)."""
     spec = codes.random_qc_code(z, mb, nb, deg, seed=z + deg)
     c = ldpc.LdpcCode(spec)
     rng = np.random.default_rng(z * 7 + deg)
+    one, sat = (ldpc.QC_LLR_ONE, SAT) if dtype == "int16" else (ldpc.QC8_LLR_ONE, ARITH8.sat)
     for trial in range(3):
         x, y = bsc(rng, spec.n, q)
-        llr = np.round(math.log((1 - q) / q) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64)))
-        llr = llr.astype(np.int16)
+        llr = np.round(math.log((1 - q) / q) * one * (1 - 2 * y.astype(np.float64)))
+        llr = llr.astype(dtype)
         llr[rng.permutation(spec.n)[: spec.n // 10]] = 0                   # punctured
         known = rng.permutation(spec.n)[: spec.n // 20]
-        llr[known] = np.where(x[known] == 1, -SAT, SAT)                    # shortened / revealed
+        llr[known] = np.where(x[known] == 1, -sat, sat)                    # shortened / revealed
         syn = c.syndrome(ldpc.pack_bits(x))
         syn_bits = ldpc.unpack_bits(syn, spec.m)
         iters, stall = (3, 0) if trial < 2 else (40, 4)

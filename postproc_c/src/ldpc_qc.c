@@ -185,55 +185,132 @@ void ldpc_qc_syndrome(const qpp_ldpc_code *c, const uint64_t *x, uint64_t *syn)
     }
 }
 
-int ldpc_qc_state_init(ldpc_qc_state *st, const qpp_ldpc_code *c)
+#define PAD8 64
+#define SAT8 QPP_LDPC_QC8_LLR_MAX
+#define RMAX8 QPP_LDPC_QC8_MSG_MAX
+
+int ldpc_qc_state_init(ldpc_qc_state *st, const qpp_ldpc_code *c, int int8)
 {
     size_t n_blk = c->blk_ptr[c->mb];
-    st->r = malloc(n_blk * c->z * sizeof *st->r);
-    st->post = malloc((size_t)c->nb * (c->z + PAD) * sizeof *st->post);
-    if (!st->r || !st->post) {
-        ldpc_qc_state_free(st);
-        return QPP_ERR_NOMEM;
+    memset(st, 0, sizeof *st);
+    if (int8) {
+        st->r8 = malloc(n_blk * c->z * sizeof *st->r8);
+        st->post8 = malloc((size_t)c->nb * (c->z + PAD8) * sizeof *st->post8);
+        if (st->r8 && st->post8)
+            return QPP_OK;
+    } else {
+        st->r = malloc(n_blk * c->z * sizeof *st->r);
+        st->post = malloc((size_t)c->nb * (c->z + PAD) * sizeof *st->post);
+        if (st->r && st->post)
+            return QPP_OK;
     }
-    return QPP_OK;
+    ldpc_qc_state_free(st, c);
+    return QPP_ERR_NOMEM;
 }
 
-void ldpc_qc_state_free(ldpc_qc_state *st)
+int ldpc_qc_state_live(const ldpc_qc_state *st) { return st->r != NULL || st->r8 != NULL; }
+
+void ldpc_qc_state_free(ldpc_qc_state *st, const qpp_ldpc_code *c)
 {
+    size_t n_blk = c->blk_ptr[c->mb];
+    if (st->post)
+        qpp_memzero(st->post, (size_t)c->nb * (c->z + PAD) * sizeof *st->post);
+    if (st->r)
+        qpp_memzero(st->r, n_blk * c->z * sizeof *st->r);
+    if (st->post8)
+        qpp_memzero(st->post8, (size_t)c->nb * (c->z + PAD8) * sizeof *st->post8);
+    if (st->r8)
+        qpp_memzero(st->r8, n_blk * c->z * sizeof *st->r8);
     free(st->r);
     free(st->post);
-    st->r = NULL;
-    st->post = NULL;
+    free(st->r8);
+    free(st->post8);
+    memset(st, 0, sizeof *st);
 }
 
-/* Rewrite every block's 16-value pad from its first 16 values. */
+/* Rewrite every block's pad from its first values. */
 void ldpc_qc_state_refresh(const qpp_ldpc_code *c, ldpc_qc_state *st)
 {
     for (uint32_t j = 0; j < c->nb; j++) {
-        int16_t *pv = st->post + (size_t)j * (c->z + PAD);
-        memcpy(pv + c->z, pv, PAD * sizeof *pv);
+        if (st->post) {
+            int16_t *pv = st->post + (size_t)j * (c->z + PAD);
+            memcpy(pv + c->z, pv, PAD * sizeof *pv);
+        } else {
+            int8_t *pv = st->post8 + (size_t)j * (c->z + PAD8);
+            memcpy(pv + c->z, pv, c->z < PAD8 ? c->z : PAD8);
+        }
     }
+}
+
+/* int16 LLR (1/256 nat) -> int8 LLR (1/8 nat), rounded half away from zero; the
+ * int16 bound (a known bit) maps to the int8 bound. */
+static int8_t llr16to8(int16_t v)
+{
+    int32_t a = v < 0 ? -(int32_t)v : v;
+    int32_t m = (a * QPP_LDPC_QC8_LLR_ONE + QPP_LDPC_QC_LLR_ONE / 2) / QPP_LDPC_QC_LLR_ONE;
+    if (a >= QPP_LDPC_QC_LLR_MAX || m > SAT8)
+        m = SAT8;
+    return (int8_t)(v < 0 ? -m : m);
 }
 
 /* Fresh start: post = channel LLRs, r = 0. */
 void ldpc_qc_state_load(const qpp_ldpc_code *c, ldpc_qc_state *st, const int16_t *llr)
 {
-    memset(st->r, 0, (size_t)c->blk_ptr[c->mb] * c->z * sizeof *st->r);
-    for (uint32_t j = 0; j < c->nb; j++)
-        memcpy(st->post + (size_t)j * (c->z + PAD), llr + (size_t)j * c->z, c->z * sizeof *llr);
+    size_t n_edges = (size_t)c->blk_ptr[c->mb] * c->z;
+    if (st->post) {
+        memset(st->r, 0, n_edges * sizeof *st->r);
+        for (uint32_t j = 0; j < c->nb; j++)
+            memcpy(st->post + (size_t)j * (c->z + PAD), llr + (size_t)j * c->z, c->z * sizeof *llr);
+    } else {
+        memset(st->r8, 0, n_edges);
+        for (uint32_t j = 0; j < c->nb; j++)
+            for (uint32_t l = 0; l < c->z; l++)
+                st->post8[(size_t)j * (c->z + PAD8) + l] = llr16to8(llr[(size_t)j * c->z + l]);
+    }
     ldpc_qc_state_refresh(c, st);
+}
+
+static void state_load8(const qpp_ldpc_code *c, ldpc_qc_state *st, const int8_t *llr)
+{
+    memset(st->r8, 0, (size_t)c->blk_ptr[c->mb] * c->z);
+    for (uint32_t j = 0; j < c->nb; j++)
+        memcpy(st->post8 + (size_t)j * (c->z + PAD8), llr + (size_t)j * c->z, c->z);
+    ldpc_qc_state_refresh(c, st);
+}
+
+void ldpc_qc_state_fix(const qpp_ldpc_code *c, ldpc_qc_state *st, uint32_t v, unsigned bit)
+{
+    uint32_t blk = v / c->z, lane = v % c->z;
+    if (st->post) {
+        int16_t *p = st->post + (size_t)blk * (c->z + PAD) + lane;
+        int32_t t = (int32_t)*p + (bit ? -QPP_LDPC_QC_LLR_MAX : QPP_LDPC_QC_LLR_MAX);
+        *p = (int16_t)(t > QPP_LDPC_QC_LLR_MAX ? QPP_LDPC_QC_LLR_MAX : (t < -QPP_LDPC_QC_LLR_MAX ? -QPP_LDPC_QC_LLR_MAX : t));
+    } else {
+        int8_t *p = st->post8 + (size_t)blk * (c->z + PAD8) + lane;
+        int32_t t = (int32_t)*p + (bit ? -SAT8 : SAT8);
+        *p = (int8_t)(t > SAT8 ? SAT8 : (t < -SAT8 ? -SAT8 : t));
+    }
 }
 
 int ldpc_qc_ws_init(ldpc_qc_ws *ws, const qpp_ldpc_code *c)
 {
     memset(ws, 0, sizeof *ws);
+    size_t deg = c->max_blk_deg;
     /* the portable path keeps deg x z values of q; the AVX2 path deg x 64 of q and of |q| */
-    ws->q = malloc((size_t)c->max_blk_deg * (c->z > 128 ? c->z : 128) * sizeof *ws->q);
-    ws->fw = malloc((size_t)c->max_blk_deg * c->z * sizeof *ws->fw);
+    ws->q = malloc(deg * (c->z > 128 ? c->z : 128) * sizeof *ws->q);
+    ws->fw = malloc(deg * c->z * sizeof *ws->fw);
     ws->m1 = malloc(4 * (size_t)c->z * sizeof *ws->m1);
     ws->synmask = malloc((size_t)c->m * sizeof *ws->synmask);
+    /* int8: the portable path deg x z of q and of the partials; SIMD deg x 128 of q, |q|, partials */
+    ws->q8 = malloc(deg * (c->z > 256 ? c->z : 256));
+    ws->fw8 = malloc(deg * (c->z > 128 ? c->z : 128));
+    ws->bw8 = malloc(c->z);
+    ws->sg8 = malloc(c->z);
+    ws->synmask8 = malloc(c->m);
     ws->hard = malloc(wfor(c->n) * sizeof *ws->hard);
     ws->chk = malloc(wfor(c->m) * sizeof *ws->chk);
-    if (!ws->q || !ws->fw || !ws->m1 || !ws->synmask || !ws->hard || !ws->chk) {
+    if (!ws->q || !ws->fw || !ws->m1 || !ws->synmask || !ws->q8 || !ws->fw8 || !ws->bw8 || !ws->sg8 ||
+        !ws->synmask8 || !ws->hard || !ws->chk) {
         ldpc_qc_ws_free(ws);
         return QPP_ERR_NOMEM;
     }
@@ -249,6 +326,11 @@ void ldpc_qc_ws_free(ldpc_qc_ws *ws)
     free(ws->fw);
     free(ws->m1);
     free(ws->synmask);
+    free(ws->q8);
+    free(ws->fw8);
+    free(ws->bw8);
+    free(ws->sg8);
+    free(ws->synmask8);
     free(ws->hard);
     free(ws->chk);
     memset(ws, 0, sizeof *ws);
@@ -337,6 +419,105 @@ static void hard_portable(const qpp_ldpc_code *c, const int16_t *post, uint64_t 
     memset(hard, 0, wfor(c->n) * sizeof *hard);
     for (uint32_t j = 0; j < c->nb; j++) {
         const int16_t *pv = post + (size_t)j * (c->z + PAD);
+        for (uint32_t l = 0; l < c->z; l++) {
+            uint32_t v = j * c->z + l;
+            hard[v >> 6] |= (uint64_t)(pv[l] < 0) << (v & 63);
+        }
+    }
+}
+
+/* ---- int8 decoder (QPP_LDPC_QC_BP8) ------------------------------------------------ */
+
+static inline int8_t clamp8(int32_t x) { return (int8_t)(x > SAT8 ? SAT8 : (x < -SAT8 ? -SAT8 : x)); }
+
+/* Correction table of the int8 boxplus: ln(1 + e^-x) in LLR units, index ceil(x / STEP8). */
+#define UNIT8 4
+#define STEP8 1
+#if UNIT8 == 4
+#define TABLE8_BYTES 3, 2, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0
+#elif UNIT8 == 5
+#define TABLE8_BYTES 3, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0
+#elif UNIT8 == 6
+#define TABLE8_BYTES 4, 4, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0
+#endif
+typedef char qpp_unit8_matches_header[UNIT8 == QPP_LDPC_QC8_LLR_ONE ? 1 : -1];
+static const int8_t CORR8[16] = {TABLE8_BYTES};
+
+/* |a boxplus b| for magnitudes 0 <= a, b <= 127, floored at 0; never above min(a, b), as
+ * CORR8 does not increase. */
+static inline uint8_t boxplus8(uint8_t a, uint8_t b)
+{
+    uint32_t s = ((uint32_t)a + b + STEP8 - 1) / STEP8, d = ((uint32_t)(a > b ? a - b : b - a) + STEP8 - 1) / STEP8;
+    int32_t m = (a < b ? a : b) + (s < 16 ? CORR8[s] : 0) - (d < 16 ? CORR8[d] : 0);
+    return (uint8_t)(m < 0 ? 0 : m);
+}
+
+/* layers_portable in int8: same order of operations, SAT8/RMAX8 bounds. */
+static void layers8_portable(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws)
+{
+    const uint32_t z = c->z, zp = z + PAD8;
+    int8_t *sg = ws->sg8;
+    uint8_t *bw = ws->bw8;
+    for (uint32_t i = 0; i < c->mb; i++) {
+        uint32_t beg = c->blk_ptr[i], deg = c->blk_ptr[i + 1] - beg;
+        memcpy(sg, ws->synmask8 + (size_t)i * z, z);
+        for (uint32_t k = 0; k < deg; k++) {
+            uint32_t e = beg + k, s = c->blk_shift[e];
+            const int8_t *pv = st->post8 + (size_t)c->blk_col[e] * zp;
+            const int8_t *re = st->r8 + (size_t)e * z;
+            int8_t *qk = ws->q8 + (size_t)k * z;
+            uint8_t *fk = ws->fw8 + (size_t)k * z;
+            const uint8_t *fp = ws->fw8 + (size_t)(k - 1) * z;
+            const int8_t *qp = ws->q8 + (size_t)(k - 1) * z;
+            for (uint32_t l = 0; l < z; l++) {
+                uint32_t v = l + s >= z ? l + s - z : l + s;
+                int8_t qv = clamp8((int32_t)pv[v] - re[l]);
+                qk[l] = qv;
+                sg[l] ^= (int8_t)-(qv < 0);
+                if (k == 1)
+                    fk[l] = (uint8_t)(qp[l] < 0 ? -qp[l] : qp[l]);
+                else if (k > 1)
+                    fk[l] = boxplus8(fp[l], (uint8_t)(qp[l] < 0 ? -qp[l] : qp[l]));
+            }
+        }
+        for (uint32_t kk = deg; kk-- > 0;) {
+            uint32_t e = beg + kk, s = c->blk_shift[e];
+            int8_t *pv = st->post8 + (size_t)c->blk_col[e] * zp;
+            int8_t *re = st->r8 + (size_t)e * z;
+            const int8_t *qk = ws->q8 + (size_t)kk * z;
+            const uint8_t *fk = ws->fw8 + (size_t)kk * z;
+            for (uint32_t l = 0; l < z; l++) {
+                uint32_t v = l + s >= z ? l + s - z : l + s;
+                uint8_t aq = (uint8_t)(qk[l] < 0 ? -qk[l] : qk[l]), mag;
+                if (deg == 1)
+                    mag = SAT8;
+                else if (kk == deg - 1)
+                    mag = fk[l];
+                else if (kk == 0)
+                    mag = bw[l];
+                else
+                    mag = boxplus8(fk[l], bw[l]);
+                if (kk == deg - 1)
+                    bw[l] = aq;
+                else if (kk > 0)
+                    bw[l] = boxplus8(bw[l], aq);
+                if (mag > RMAX8)
+                    mag = RMAX8;
+                int8_t sn = (int8_t)(sg[l] ^ (int8_t)-(qk[l] < 0));
+                int8_t rv = (int8_t)((int8_t)(mag ^ sn) - sn);
+                pv[v] = clamp8((int32_t)pv[v] + (int8_t)(rv - re[l]));
+                re[l] = rv;
+            }
+            memcpy(pv + z, pv, z < PAD8 ? z : PAD8);
+        }
+    }
+}
+
+static void hard8_portable(const qpp_ldpc_code *c, const int8_t *post, uint64_t *hard)
+{
+    memset(hard, 0, wfor(c->n) * sizeof *hard);
+    for (uint32_t j = 0; j < c->nb; j++) {
+        const int8_t *pv = post + (size_t)j * (c->z + PAD8);
         for (uint32_t l = 0; l < c->z; l++) {
             uint32_t v = j * c->z + l;
             hard[v >> 6] |= (uint64_t)(pv[l] < 0) << (v & 63);
@@ -673,6 +854,223 @@ __attribute__((target("avx2"))) static void hard_avx2(const qpp_ldpc_code *c, co
 }
 #endif
 
+#ifdef HAVE_AVX2_QC
+/* int8 SIMD layers: 32 lanes per AVX2 vector, 64 per AVX-512BW vector; up to 128 lanes (a
+ * group) run their whole row side by side, like layer_avx2. The boxplus in 11 unsigned byte
+ * operations: indices by pavgb (ceil(x / 2)), pushed to >= 128 from 16 on by an unsigned
+ * saturating add of 112, so pshufb returns 0 there (bit 7 of the index) and its low 4 bits
+ * index CORR8 below; min(a, b) + cs saturated above, - cd saturated at 0 (the floor). */
+#define GROUP8 128                      /* lanes of one group (scratch sizing in ldpc_qc_ws_init) */
+
+__attribute__((target("avx2"))) static inline __m256i boxplus8x32(__m256i a, __m256i b, __m256i tbl, __m256i c112)
+{
+#if STEP8 == 1
+    __m256i s = _mm256_adds_epu8(_mm256_adds_epu8(a, b), c112);
+    __m256i d = _mm256_adds_epu8(_mm256_abs_epi8(_mm256_sub_epi8(a, b)), c112);
+#else
+    __m256i s = _mm256_adds_epu8(_mm256_avg_epu8(a, b), c112);
+    __m256i d = _mm256_adds_epu8(_mm256_avg_epu8(_mm256_abs_epi8(_mm256_sub_epi8(a, b)), _mm256_setzero_si256()),
+                                 c112);
+#endif
+    __m256i m = _mm256_adds_epu8(_mm256_min_epu8(a, b), _mm256_shuffle_epi8(tbl, s));
+    return _mm256_subs_epu8(m, _mm256_shuffle_epi8(tbl, d));
+}
+
+/* NC chunks of 32 lanes from lane l0 of base row i (z a multiple of 32). Posterior reads and
+ * writes that straddle a block's end use the 64-byte pad as layer_avx2 does with its 16. */
+__attribute__((target("avx2"), always_inline)) static inline void
+group8_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_t i, uint32_t l0, const int NC)
+{
+    const uint32_t z = c->z, zp = z + PAD8;
+    int8_t *qb = ws->q8, *ab = ws->q8 + (size_t)c->max_blk_deg * GROUP8;
+    uint8_t *fb = ws->fw8;
+    const __m256i lo = _mm256_set1_epi8(-SAT8), vrmax = _mm256_set1_epi8(RMAX8), one = _mm256_set1_epi8(1);
+    const __m256i tbl = _mm256_setr_epi8(TABLE8_BYTES, TABLE8_BYTES), c112 = _mm256_set1_epi8(112);
+    uint32_t beg = c->blk_ptr[i], deg = c->blk_ptr[i + 1] - beg;
+    const uint32_t *cols = c->blk_col + beg, *shifts = c->blk_shift + beg;
+    const int8_t *rbase = st->r8 + (size_t)beg * z;
+    __m256i sx[4], f[4], ap[4];
+    for (int j = 0; j < NC; j++) {
+        sx[j] = LD(ws->synmask8 + (size_t)i * z + l0 + 32 * (uint32_t)j);
+        f[j] = ap[j] = _mm256_setzero_si256();
+    }
+    for (uint32_t k = 0; k < deg; k++) {
+        const int8_t *pv = st->post8 + (size_t)cols[k] * zp;
+        for (int j = 0; j < NC; j++) {
+            uint32_t l = l0 + 32 * (uint32_t)j;
+            __m256i q = _mm256_max_epi8(_mm256_subs_epi8(LD(pv + ROT(l, shifts[k], z)),
+                                                         LD(rbase + (size_t)k * z + l)), lo);
+            ST(qb + 32 * (NC * k + j), q);
+            sx[j] = _mm256_xor_si256(sx[j], q);
+            if (k == 1)
+                f[j] = ap[j];
+            else if (k > 1)
+                f[j] = boxplus8x32(f[j], ap[j], tbl, c112);
+            ST(fb + 32 * (NC * k + j), f[j]);
+            ap[j] = _mm256_abs_epi8(q);
+            ST(ab + 32 * (NC * k + j), ap[j]);
+        }
+    }
+    __m256i *bw = ap;                       /* starts as |q| of the last edge */
+    for (uint32_t kk = deg; kk-- > 0;) {
+        int8_t *pv = st->post8 + (size_t)cols[kk] * zp;
+        int8_t *re = st->r8 + (size_t)(beg + kk) * z;
+        for (int j = 0; j < NC; j++) {
+            uint32_t l = l0 + 32 * (uint32_t)j;
+            __m256i q = LD(qb + 32 * (NC * kk + j)), mag;
+            if (deg == 1)
+                mag = vrmax;
+            else if (kk == deg - 1)
+                mag = LD(fb + 32 * (NC * kk + j));
+            else if (kk == 0)
+                mag = bw[j];
+            else {
+                mag = boxplus8x32(LD(fb + 32 * (NC * kk + j)), bw[j], tbl, c112);
+                bw[j] = boxplus8x32(bw[j], LD(ab + 32 * (NC * kk + j)), tbl, c112);
+            }
+            mag = _mm256_min_epu8(mag, vrmax);
+            __m256i rv = _mm256_sign_epi8(mag, _mm256_or_si256(_mm256_xor_si256(sx[j], q), one));
+            __m256i dr = _mm256_sub_epi8(rv, LD(re + l));
+            ST(re + l, rv);
+            int8_t *pp = pv + ROT(l, shifts[kk], z);
+            ST(pp, _mm256_max_epi8(_mm256_adds_epi8(LD(pp), dr), lo));
+        }
+    }
+}
+
+/* After a layer: each block's straddling chunk (chunk width w) wrote positions 0..b-1 into
+ * the pad; copy them back, then refresh the pad. */
+static void pad8_fix(const qpp_ldpc_code *c, ldpc_qc_state *st, uint32_t i, uint32_t w)
+{
+    const uint32_t z = c->z;
+    for (uint32_t e = c->blk_ptr[i]; e < c->blk_ptr[i + 1]; e++) {
+        int8_t *pv = st->post8 + (size_t)c->blk_col[e] * (z + PAD8);
+        uint32_t b = c->blk_shift[e] & (w - 1);
+        if (b)
+            memcpy(pv, pv + z, b);
+        memcpy(pv + z, pv, z < PAD8 ? z : PAD8);
+    }
+}
+
+__attribute__((target("avx2"))) static void layers8_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws)
+{
+    for (uint32_t i = 0; i < c->mb; i++) {
+        uint32_t l0 = 0;
+        for (; l0 + 128 <= c->z; l0 += 128)
+            group8_avx2(c, st, ws, i, l0, 4);
+        if (l0 + 64 <= c->z) {
+            group8_avx2(c, st, ws, i, l0, 2);
+            l0 += 64;
+        }
+        if (l0 < c->z)
+            group8_avx2(c, st, ws, i, l0, 1);
+        pad8_fix(c, st, i, 32);
+    }
+}
+
+__attribute__((target("avx512bw"))) static inline __m512i boxplus8x64(__m512i a, __m512i b, __m512i tbl, __m512i c112)
+{
+#if STEP8 == 1
+    __m512i s = _mm512_adds_epu8(_mm512_adds_epu8(a, b), c112);
+    __m512i d = _mm512_adds_epu8(_mm512_abs_epi8(_mm512_sub_epi8(a, b)), c112);
+#else
+    __m512i s = _mm512_adds_epu8(_mm512_avg_epu8(a, b), c112);
+    __m512i d = _mm512_adds_epu8(_mm512_avg_epu8(_mm512_abs_epi8(_mm512_sub_epi8(a, b)), _mm512_setzero_si512()),
+                                 c112);
+#endif
+    __m512i m = _mm512_adds_epu8(_mm512_min_epu8(a, b), _mm512_shuffle_epi8(tbl, s));
+    return _mm512_subs_epu8(m, _mm512_shuffle_epi8(tbl, d));
+}
+
+/* group8_avx2 with NC chunks of 64 lanes (z a multiple of 64); signs applied by a mask
+ * subtract (AVX-512 has no vpsignb). */
+__attribute__((target("avx512bw"), always_inline)) static inline void
+group8_avx512(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_t i, uint32_t l0, const int NC)
+{
+    const uint32_t z = c->z, zp = z + PAD8;
+    int8_t *qb = ws->q8, *ab = ws->q8 + (size_t)c->max_blk_deg * GROUP8;
+    uint8_t *fb = ws->fw8;
+    const __m512i lo = _mm512_set1_epi8(-SAT8), vrmax = _mm512_set1_epi8(RMAX8), zero = _mm512_setzero_si512();
+    const __m512i tbl = _mm512_broadcast_i32x4(_mm_setr_epi8(TABLE8_BYTES)), c112 = _mm512_set1_epi8(112);
+    uint32_t beg = c->blk_ptr[i], deg = c->blk_ptr[i + 1] - beg;
+    const uint32_t *cols = c->blk_col + beg, *shifts = c->blk_shift + beg;
+    const int8_t *rbase = st->r8 + (size_t)beg * z;
+    __m512i sx[2], f[2], ap[2];
+    for (int j = 0; j < NC; j++) {
+        sx[j] = LD5(ws->synmask8 + (size_t)i * z + l0 + 64 * (uint32_t)j);
+        f[j] = ap[j] = zero;
+    }
+    for (uint32_t k = 0; k < deg; k++) {
+        const int8_t *pv = st->post8 + (size_t)cols[k] * zp;
+        for (int j = 0; j < NC; j++) {
+            uint32_t l = l0 + 64 * (uint32_t)j;
+            __m512i q = _mm512_max_epi8(_mm512_subs_epi8(LD5(pv + ROT(l, shifts[k], z)),
+                                                         LD5(rbase + (size_t)k * z + l)), lo);
+            ST5(qb + 64 * (NC * k + j), q);
+            sx[j] = _mm512_xor_si512(sx[j], q);
+            if (k == 1)
+                f[j] = ap[j];
+            else if (k > 1)
+                f[j] = boxplus8x64(f[j], ap[j], tbl, c112);
+            ST5(fb + 64 * (NC * k + j), f[j]);
+            ap[j] = _mm512_abs_epi8(q);
+            ST5(ab + 64 * (NC * k + j), ap[j]);
+        }
+    }
+    __m512i *bw = ap;
+    for (uint32_t kk = deg; kk-- > 0;) {
+        int8_t *pv = st->post8 + (size_t)cols[kk] * zp;
+        int8_t *re = st->r8 + (size_t)(beg + kk) * z;
+        for (int j = 0; j < NC; j++) {
+            uint32_t l = l0 + 64 * (uint32_t)j;
+            __m512i q = LD5(qb + 64 * (NC * kk + j)), mag;
+            if (deg == 1)
+                mag = vrmax;
+            else if (kk == deg - 1)
+                mag = LD5(fb + 64 * (NC * kk + j));
+            else if (kk == 0)
+                mag = bw[j];
+            else {
+                mag = boxplus8x64(LD5(fb + 64 * (NC * kk + j)), bw[j], tbl, c112);
+                bw[j] = boxplus8x64(bw[j], LD5(ab + 64 * (NC * kk + j)), tbl, c112);
+            }
+            mag = _mm512_min_epu8(mag, vrmax);
+            __m512i rv = _mm512_mask_sub_epi8(mag, _mm512_movepi8_mask(_mm512_xor_si512(sx[j], q)), zero, mag);
+            __m512i dr = _mm512_sub_epi8(rv, LD5(re + l));
+            ST5(re + l, rv);
+            int8_t *pp = pv + ROT(l, shifts[kk], z);
+            ST5(pp, _mm512_max_epi8(_mm512_adds_epi8(LD5(pp), dr), lo));
+        }
+    }
+}
+
+__attribute__((target("avx512bw"))) static void layers8_avx512(const qpp_ldpc_code *c, ldpc_qc_state *st,
+                                                              ldpc_qc_ws *ws)
+{
+    for (uint32_t i = 0; i < c->mb; i++) {
+        uint32_t l0 = 0;
+        for (; l0 + 128 <= c->z; l0 += 128)
+            group8_avx512(c, st, ws, i, l0, 2);
+        if (l0 < c->z)
+            group8_avx512(c, st, ws, i, l0, 1);
+        pad8_fix(c, st, i, 64);
+    }
+}
+
+__attribute__((target("avx2"))) static void hard8_avx2(const qpp_ldpc_code *c, const int8_t *post, uint64_t *hard)
+{
+    memset(hard, 0, wfor(c->n) * sizeof *hard);
+    for (uint32_t j = 0; j < c->nb; j++) {
+        const int8_t *pv = post + (size_t)j * (c->z + PAD8);
+        for (uint32_t l = 0; l < c->z; l += 32) {
+            uint64_t bits = (uint32_t)_mm256_movemask_epi8(LD(pv + l));
+            uint32_t v = j * c->z + l;
+            hard[v >> 6] |= bits << (v & 63);
+        }
+    }
+}
+#endif
+
 static unsigned popcount64(uint64_t x)
 {
     x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
@@ -681,16 +1079,34 @@ static unsigned popcount64(uint64_t x)
     return (unsigned)((x * UINT64_C(0x0101010101010101)) >> 56);
 }
 
+/* CPU path of a run: 2 = AVX-512BW, 1 = AVX2, 0 = portable (the int8 SIMD layers need z a
+ * multiple of 64 / 32 and fall back otherwise). */
+static int qc_path(const qpp_ldpc_code *c, const ldpc_qc_state *st)
+{
+    unsigned feat = qpp_cpu_features();
+    int avx2 = (feat & QPP_CPU_AVX2) != 0, w512 = avx2 && (feat & QPP_CPU_AVX512BW) != 0;
+    if (st->post)
+        return w512 ? 2 : avx2;
+    if (w512 && c->z % 64 == 0)
+        return 2;
+    return avx2 && c->z % 32 == 0;
+}
+
 static uint32_t qc_unsatisfied(const qpp_ldpc_code *c, const ldpc_qc_state *st, ldpc_qc_ws *ws,
-                               const uint64_t *syn, int avx2)
+                               const uint64_t *syn, int path)
 {
 #ifdef HAVE_AVX2_QC
-    if (avx2)
+    if (path && st->post)
         hard_avx2(c, st->post, ws->hard);
+    else if (path)
+        hard8_avx2(c, st->post8, ws->hard);
     else
 #endif
+    if (st->post)
         hard_portable(c, st->post, ws->hard);
-    (void)avx2;
+    else
+        hard8_portable(c, st->post8, ws->hard);
+    (void)path;
     ldpc_syndrome_raw(c, ws->hard, ws->chk);
     size_t mw = wfor(c->m);
     uint64_t last = (c->m & 63) ? ((UINT64_C(1) << (c->m & 63)) - 1) : ~UINT64_C(0);
@@ -700,27 +1116,41 @@ static uint32_t qc_unsatisfied(const qpp_ldpc_code *c, const ldpc_qc_state *st, 
     return bad + popcount64((ws->chk[mw - 1] ^ syn[mw - 1]) & last);
 }
 
+static void qc_iteration(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, int path)
+{
+#ifdef HAVE_AVX2_QC
+    if (path && st->post)
+        layers_avx2(c, st, ws, path == 2);
+    else if (path == 2)
+        layers8_avx512(c, st, ws);
+    else if (path)
+        layers8_avx2(c, st, ws);
+    else
+#endif
+    if (st->post)
+        layers_portable(c, st, ws);
+    else
+        layers8_portable(c, st, ws);
+}
+
 /* Decode from the state as it is (fresh after ldpc_qc_state_load, or warm:
  * the previous attempt's messages with updated channel values). */
 void ldpc_qc_run(const qpp_ldpc_code *c, const uint64_t *syn, uint32_t max_iter, uint32_t stall,
                  ldpc_qc_state *st, ldpc_qc_ws *ws, uint64_t *out,
                  uint32_t *iterations, int *matched)
 {
-    for (uint32_t r = 0; r < c->m; r++)
-        ws->synmask[r] = (int16_t)-(int16_t)((syn[r >> 6] >> (r & 63)) & 1);
-    unsigned feat = qpp_cpu_features();
-    int avx2 = (feat & QPP_CPU_AVX2) != 0, w512 = (feat & QPP_CPU_AVX512BW) != 0;
+    for (uint32_t r = 0; r < c->m; r++) {
+        int8_t b = (int8_t)-(int8_t)((syn[r >> 6] >> (r & 63)) & 1);
+        ws->synmask[r] = b;
+        ws->synmask8[r] = b;
+    }
+    int path = qc_path(c, st);
     uint32_t it = 0, since_best = 0;
-    uint32_t bad = qc_unsatisfied(c, st, ws, syn, avx2), best = bad;
+    uint32_t bad = qc_unsatisfied(c, st, ws, syn, path), best = bad;
     while (bad && it < max_iter && !(stall && since_best >= stall)) {
-#ifdef HAVE_AVX2_QC
-        if (avx2)
-            layers_avx2(c, st, ws, w512);
-        else
-#endif
-            layers_portable(c, st, ws);
+        qc_iteration(c, st, ws, path);
         it++;
-        bad = qc_unsatisfied(c, st, ws, syn, avx2);
+        bad = qc_unsatisfied(c, st, ws, syn, path);
         if (bad < best) {
             best = bad;
             since_best = 0;
@@ -733,10 +1163,9 @@ void ldpc_qc_run(const qpp_ldpc_code *c, const uint64_t *syn, uint32_t max_iter,
     *matched = bad == 0;
 }
 
-int qpp_ldpc_decode_qc(const qpp_ldpc_code *code, const int16_t *llr, const uint64_t *syn, size_t syn_words,
-                       uint32_t max_iter, uint32_t stall,
-                       uint64_t *out, size_t out_words, int16_t *post_out,
-                       uint32_t *iterations, int *matched)
+static int decode_args(const qpp_ldpc_code *code, const void *llr, const uint64_t *syn, size_t syn_words,
+                       uint32_t max_iter, uint32_t stall, const uint64_t *out, size_t out_words,
+                       const uint32_t *iterations, const int *matched)
 {
     if (!code || !llr || !syn || !out || !iterations || !matched)
         return QPP_ERR_NULL;
@@ -746,17 +1175,28 @@ int qpp_ldpc_decode_qc(const qpp_ldpc_code *code, const int16_t *llr, const uint
         return QPP_ERR_LENGTH;
     if (max_iter > 100000 || stall > 100000)
         return QPP_ERR_VALUE;
+    return QPP_OK;
+}
+
+int qpp_ldpc_decode_qc(const qpp_ldpc_code *code, const int16_t *llr, const uint64_t *syn, size_t syn_words,
+                       uint32_t max_iter, uint32_t stall,
+                       uint64_t *out, size_t out_words, int16_t *post_out,
+                       uint32_t *iterations, int *matched)
+{
+    int rc = decode_args(code, llr, syn, syn_words, max_iter, stall, out, out_words, iterations, matched);
+    if (rc)
+        return rc;
     for (uint32_t v = 0; v < code->n; v++)
         if (llr[v] < -SAT)
             return QPP_ERR_VALUE;       /* -32768 has no positive counterpart */
     ldpc_qc_state st = {0};
     ldpc_qc_ws ws;
-    int rc = ldpc_qc_state_init(&st, code);
+    rc = ldpc_qc_state_init(&st, code, 0);
     if (rc)
         return rc;
     rc = ldpc_qc_ws_init(&ws, code);
     if (rc) {
-        ldpc_qc_state_free(&st);
+        ldpc_qc_state_free(&st, code);
         return rc;
     }
     ldpc_qc_state_load(code, &st, llr);
@@ -765,6 +1205,37 @@ int qpp_ldpc_decode_qc(const qpp_ldpc_code *code, const int16_t *llr, const uint
         for (uint32_t j = 0; j < code->nb; j++)
             memcpy(post_out + (size_t)j * code->z, st.post + (size_t)j * (code->z + PAD), code->z * sizeof *post_out);
     ldpc_qc_ws_free(&ws);
-    ldpc_qc_state_free(&st);
+    ldpc_qc_state_free(&st, code);
+    return QPP_OK;
+}
+
+int qpp_ldpc_decode_qc8(const qpp_ldpc_code *code, const int8_t *llr, const uint64_t *syn, size_t syn_words,
+                        uint32_t max_iter, uint32_t stall,
+                        uint64_t *out, size_t out_words, int8_t *post_out,
+                        uint32_t *iterations, int *matched)
+{
+    int rc = decode_args(code, llr, syn, syn_words, max_iter, stall, out, out_words, iterations, matched);
+    if (rc)
+        return rc;
+    for (uint32_t v = 0; v < code->n; v++)
+        if (llr[v] < -SAT8)
+            return QPP_ERR_VALUE;       /* -128 has no positive counterpart */
+    ldpc_qc_state st = {0};
+    ldpc_qc_ws ws;
+    rc = ldpc_qc_state_init(&st, code, 1);
+    if (rc)
+        return rc;
+    rc = ldpc_qc_ws_init(&ws, code);
+    if (rc) {
+        ldpc_qc_state_free(&st, code);
+        return rc;
+    }
+    state_load8(code, &st, llr);
+    ldpc_qc_run(code, syn, max_iter, stall, &st, &ws, out, iterations, matched);
+    if (post_out)
+        for (uint32_t j = 0; j < code->nb; j++)
+            memcpy(post_out + (size_t)j * code->z, st.post8 + (size_t)j * (code->z + PAD8), code->z);
+    ldpc_qc_ws_free(&ws);
+    ldpc_qc_state_free(&st, code);
     return QPP_OK;
 }
