@@ -71,7 +71,7 @@ from .selftest import kat
 #: Fraction of each frame used for rate adaptation (d = delta * n), Elkouss 2011 Sec. 3.
 DELTA = 0.1
 #: "qc": int16 lane-parallel sum-product on the QC codes (n = 2^16..2^19), warm blind rounds (default);
-#: "qc8": the same decoder in int8 (twice the lanes per vector, 1/8-nat units);
+#: "qc8": the same decoder with int8 messages and check arithmetic (twice the lanes per vector);
 #: "bp", "minsum": float decoders on the Table I codes of n = 2^14 (the earlier family).
 ALGORITHMS = {"minsum": lib.QPP_LDPC_MINSUM, "bp": lib.QPP_LDPC_BP, "qc": lib.QPP_LDPC_QC_BP,
               "qc8": lib.QPP_LDPC_QC_BP8}
@@ -224,31 +224,31 @@ class LdpcCode:
         return out, bool(ok[0]), int(it[0]), post
 
     def decode_qc(self, llr: np.ndarray, syndrome: np.ndarray, *, max_iter: int = 60,
-                  stall: int = 0) -> tuple[np.ndarray, bool, int, np.ndarray]:
-        """Layered sum-product on a QC code: int16 LLRs (units of 1/QC_LLR_ONE nat, |llr| <=
-        32767) run ``qpp_ldpc_decode_qc``, int8 LLRs (units of 1/QC8_LLR_ONE nat, |llr| <= 127)
-        the int8 decoder ``qpp_ldpc_decode_qc8``. Returns (packed hard decision, syndrome
-        matched, iterations, posterior LLRs of the same dtype)."""
+                  stall: int = 0, int8: bool = False) -> tuple[np.ndarray, bool, int, np.ndarray]:
+        """Layered sum-product on a QC code: ``qpp_ldpc_decode_qc`` (int16 messages, LLRs in
+        units of 1/QC_LLR_ONE nat) or with ``int8`` ``qpp_ldpc_decode_qc8`` (int8 messages and
+        check arithmetic, LLRs in units of 1/QC8_LLR_ONE nat). llr: int16 (n,), |llr| <= 32767
+        (the bound: a known bit). Returns (packed hard decision, syndrome matched, iterations,
+        int16 posterior LLRs in the same unit)."""
         if not self.z:
             raise ValueError("decode_qc: the code is not quasi-cyclic")
-        if (not isinstance(llr, np.ndarray) or llr.dtype not in (np.int16, np.int8)
-                or llr.shape != (self.n,)):
-            raise ValueError(f"llr: expected an int16 or int8 array of shape ({self.n},)")
-        wide = llr.dtype == np.int16
-        if llr.min(initial=0) < (-32767 if wide else -127):
-            raise ValueError(f"llr: values must be >= {-32767 if wide else -127}")
+        if not isinstance(llr, np.ndarray) or llr.dtype != np.int16 or llr.shape != (self.n,):
+            raise ValueError(f"llr: expected an int16 array of shape ({self.n},)")
+        if llr.min(initial=0) < -32767:
+            raise ValueError("llr: values must be >= -32767")
         if not isinstance(syndrome, np.ndarray) or syndrome.dtype != np.uint64 or syndrome.ndim != 1:
             raise ValueError("syndrome: expected a 1-d uint64 array")
         llr = np.ascontiguousarray(llr)
         syndrome = np.ascontiguousarray(syndrome)
         out = np.zeros(words_for(self.n), np.uint64)
-        post = np.zeros(self.n, llr.dtype)
+        post = np.zeros(self.n, np.int16)
         it = ffi.new("uint32_t *")
         ok = ffi.new("int *")
-        fn, name, ct = ((lib.qpp_ldpc_decode_qc, "qpp_ldpc_decode_qc", "int16_t *") if wide else
-                        (lib.qpp_ldpc_decode_qc8, "qpp_ldpc_decode_qc8", "int8_t *"))
-        check(name, fn(self._ptr, ptr(ct, llr), ptr("uint64_t *", syndrome), syndrome.size, int(max_iter),
-                       int(stall), ptr("uint64_t *", out), out.size, ptr(ct, post), it, ok))
+        fn, name = ((lib.qpp_ldpc_decode_qc8, "qpp_ldpc_decode_qc8") if int8 else
+                    (lib.qpp_ldpc_decode_qc, "qpp_ldpc_decode_qc"))
+        check(name, fn(self._ptr, ptr("int16_t *", llr), ptr("uint64_t *", syndrome), syndrome.size,
+                       int(max_iter), int(stall), ptr("uint64_t *", out), out.size, ptr("int16_t *", post),
+                       it, ok))
         return out, bool(ok[0]), int(it[0]), post
 
     def decode_batch(self, llr: np.ndarray, syndromes: np.ndarray, *, max_iter: int = 60,

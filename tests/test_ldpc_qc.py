@@ -35,17 +35,13 @@ def sparse_syndrome(spec, x):
 
 
 class Arith:
-    """Integer arithmetic of one QC decoder (ldpc_qc.c): saturation of posteriors and q, the
-    check-message cap, the boxplus table and its index, and how the posterior is updated:
-    int16 from q (post = q + r'), int8 by the message change (post = post + r' - r, so a
-    saturated posterior is not worn down by clamping q)."""
+    """Integer arithmetic of one QC decoder (ldpc_qc.c): bounds of the posteriors, of q on the
+    check side and of the check messages, the boxplus table and its index, and how the
+    posterior is updated: int16 decoder from q (post = q + r'), int8 decoder by the message
+    change (post = post + r' - r: its q is clamped much lower than the posterior)."""
 
-    def __init__(self, sat, rmax, corr, shift, delta):
-        self.sat, self.rmax, self.corr, self.shift, self.delta = sat, rmax, corr, shift, delta
-
-    def index(self, x):
-        """Table index: x >> 6 capped at 15 (int16); x itself, 16 and above reading 0 (int8)."""
-        return np.minimum(x >> self.shift, 15) if self.shift else np.minimum(x, 16)
+    def __init__(self, qmax, rmax, corr, index, delta):
+        self.qmax, self.rmax, self.corr, self.index, self.delta = qmax, rmax, corr, index, delta
 
     def boxplus(self, a, b):
         """|a [+] b| = min(a, b) + ln(1 + e^-(a+b)) - ln(1 + e^-|a-b|), floored at 0."""
@@ -53,21 +49,24 @@ class Arith:
         return np.maximum(np.minimum(a, b) + cs - cd, 0)
 
 
-ARITH16 = Arith(SAT, RMAX, CORR, 6, False)
-#: int8: 1/4 nat, |post| <= 127, |r| <= 31; round(4 ln(1 + e^(-x/4))) at x = 0..15, 0 from 16 on
-ARITH8 = Arith(127, 31, np.array([3, 2, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0], np.int64), 0, True)
+#: int16: 1/256 nat, index x >> 6 (quarter nat) capped at 15
+ARITH16 = Arith(SAT, RMAX, CORR, lambda x: np.minimum(x >> 6, 15), False)
+#: int8 messages: 1/8 nat, |q| <= 127 and |r| <= 63 on the check side, int16 posteriors; index
+#: ceil(x / 2), entries 16 and beyond 0
+CORR8 = np.array([6, 5, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0], np.int64)
+ARITH8 = Arith(127, 63, CORR8, lambda x: np.minimum((x + 1) >> 1, 16), True)
 
 
 def boxplus(a, b):
     return ARITH16.boxplus(a, b)
 
 
-def ref_decode_qc(spec, llr, syn_bits, max_iter, stall=0):
+def ref_decode_qc(spec, llr, syn_bits, max_iter, stall=0, int8=False):
     """Layered sum-product in numpy (one base row = one layer, z lanes at once), in the
-    arithmetic of llr's dtype (int16 or int8)."""
+    arithmetic of the int16 or (int8) the int8-message decoder."""
     post = llr.astype(np.int64).reshape(spec.n // spec.z, spec.z).copy()
     r = np.zeros((spec.blk_col.size, spec.z), np.int64)
-    ar = ARITH8 if llr.dtype == np.int8 else ARITH16
+    ar = ARITH8 if int8 else ARITH16
     hard, ok, it = ref_run(spec, post, r, syn_bits, max_iter, stall, ar)
     return hard, ok, it, post.ravel()
 
@@ -77,7 +76,7 @@ def ref_run(spec, post, r, syn_bits, max_iter, stall=0, ar=ARITH16):
     z, mb = spec.z, spec.blk_ptr.size - 1
     lanes = np.arange(z)
     synm = syn_bits.reshape(mb, z).astype(np.int64)
-    sat = ar.sat
+    sat = SAT
 
     def unsatisfied():
         hard = (post < 0).ravel().astype(np.uint8)
@@ -90,7 +89,9 @@ def ref_run(spec, post, r, syn_bits, max_iter, stall=0, ar=ARITH16):
             es = list(range(int(spec.blk_ptr[i]), int(spec.blk_ptr[i + 1])))
             idx = [(lanes + int(spec.blk_shift[e])) % z for e in es]
             cols = [int(spec.blk_col[e]) for e in es]
-            q = [np.clip(post[c, ix] - r[e], -sat, sat) for e, c, ix in zip(es, cols, idx, strict=True)]
+            # q = post - r, from the posterior clamped to the q bound first (no-op for int16)
+            q = [np.clip(np.clip(post[c, ix], -ar.qmax, ar.qmax) - r[e], -ar.qmax, ar.qmax)
+                 for e, c, ix in zip(es, cols, idx, strict=True)]
             a = [np.abs(v) for v in q]
             sign = synm[i].copy()
             for v in q:
@@ -102,7 +103,7 @@ def ref_run(spec, post, r, syn_bits, max_iter, stall=0, ar=ARITH16):
             bw = None
             for k in range(deg - 1, -1, -1):
                 if deg == 1:
-                    mag = np.full(z, sat)
+                    mag = np.full(z, ar.qmax)
                 elif k == deg - 1:
                     mag = fw[k]
                 elif k == 0:
@@ -219,35 +220,35 @@ PATHS = {"avx512": 0, "avx2": pc.lib.QPP_CPU_AVX512BW,
          "portable": pc.lib.QPP_CPU_AVX2 | pc.lib.QPP_CPU_AVX512BW}
 
 
-@pytest.mark.parametrize("dtype", ["int16", "int8"])
+@pytest.mark.parametrize("int8", [False, True])
 @pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("z,mb,nb,deg,q", [(16, 6, 24, 8, 0.04), (64, 8, 32, 10, 0.03), (64, 4, 32, 1, 0.01),
                                            (48, 4, 16, 6, 0.03), (128, 4, 16, 6, 0.03), (192, 4, 16, 6, 0.03),
                                            (32, 5, 20, 7, 0.04)])
-def test_qc_decoder_matches_numpy_reference_exactly(path, z, mb, nb, deg, q, dtype):
+def test_qc_decoder_matches_numpy_reference_exactly(path, z, mb, nb, deg, q, int8):
     """int16 and int8 decoders. For int8, z = 192 runs the SIMD paths' 128-lane group and a
     64-lane tail; z = 32 and 48 the AVX2 path's 32-lane chunks (AVX-512 needs z % 64 == 0) or
     the portable one (z = 16)."""
     spec = codes.random_qc_code(z, mb, nb, deg, seed=z + deg)
     c = ldpc.LdpcCode(spec)
     rng = np.random.default_rng(z * 7 + deg)
-    one, sat = (ldpc.QC_LLR_ONE, SAT) if dtype == "int16" else (ldpc.QC8_LLR_ONE, ARITH8.sat)
+    one = ldpc.QC8_LLR_ONE if int8 else ldpc.QC_LLR_ONE
     for trial in range(3):
         x, y = bsc(rng, spec.n, q)
         llr = np.round(math.log((1 - q) / q) * one * (1 - 2 * y.astype(np.float64)))
-        llr = llr.astype(dtype)
+        llr = llr.astype(np.int16)
         llr[rng.permutation(spec.n)[: spec.n // 10]] = 0                   # punctured
         known = rng.permutation(spec.n)[: spec.n // 20]
-        llr[known] = np.where(x[known] == 1, -sat, sat)                    # shortened / revealed
+        llr[known] = np.where(x[known] == 1, -SAT, SAT)                    # shortened / revealed
         syn = c.syndrome(ldpc.pack_bits(x))
         syn_bits = ldpc.unpack_bits(syn, spec.m)
         iters, stall = (3, 0) if trial < 2 else (40, 4)
         try:
             pc.lib.qpp_cpu_disable(PATHS[path])
-            out, ok, it, post = c.decode_qc(llr, syn, max_iter=iters, stall=stall)
+            out, ok, it, post = c.decode_qc(llr, syn, max_iter=iters, stall=stall, int8=int8)
         finally:
             pc.lib.qpp_cpu_disable(0)
-        h, ok_ref, it_ref, post_ref = ref_decode_qc(spec, llr, syn_bits, iters, stall)
+        h, ok_ref, it_ref, post_ref = ref_decode_qc(spec, llr, syn_bits, iters, stall, int8)
         assert (ok, it) == (ok_ref, it_ref)
         assert np.array_equal(post.astype(np.int64), post_ref)
         assert np.array_equal(ldpc.unpack_bits(out, spec.n), h)

@@ -28,7 +28,7 @@ typedef struct {
     int16_t *r;             /* base edges * z check-to-variable messages, lane-major per base edge */
     int16_t *post;          /* nb * (z + 16) posterior LLRs, each block padded by a copy of its first 16 */
     int8_t *r8;             /* int8 decoder: base edges * z messages, as r */
-    int8_t *post8;          /* int8 decoder: nb * (z + 64) posteriors, each block padded by its first 64 */
+    int16_t *post8;         /* int8 decoder: nb * (z + 64) int16 posteriors, each block padded by its first 64 */
 } ldpc_qc_state;
 
 typedef struct {

@@ -186,7 +186,7 @@ void ldpc_qc_syndrome(const qpp_ldpc_code *c, const uint64_t *x, uint64_t *syn)
 }
 
 #define PAD8 64
-#define SAT8 QPP_LDPC_QC8_LLR_MAX
+#define QMAX8 QPP_LDPC_QC8_Q_MAX       /* bound of q on the int8 check side */
 #define RMAX8 QPP_LDPC_QC8_MSG_MAX
 
 int ldpc_qc_state_init(ldpc_qc_state *st, const qpp_ldpc_code *c, int int8)
@@ -236,21 +236,19 @@ void ldpc_qc_state_refresh(const qpp_ldpc_code *c, ldpc_qc_state *st)
             int16_t *pv = st->post + (size_t)j * (c->z + PAD);
             memcpy(pv + c->z, pv, PAD * sizeof *pv);
         } else {
-            int8_t *pv = st->post8 + (size_t)j * (c->z + PAD8);
-            memcpy(pv + c->z, pv, c->z < PAD8 ? c->z : PAD8);
+            int16_t *pv = st->post8 + (size_t)j * (c->z + PAD8);
+            memcpy(pv + c->z, pv, (c->z < PAD8 ? c->z : PAD8) * sizeof *pv);
         }
     }
 }
 
-/* int16 LLR (1/256 nat) -> int8 LLR (1/8 nat), rounded half away from zero; the
- * int16 bound (a known bit) maps to the int8 bound. */
-static int8_t llr16to8(int16_t v)
+/* LLR in 1/256 nat -> the int8 decoder's unit (1/QPP_LDPC_QC8_LLR_ONE nat), rounded half
+ * away from zero; the bound (a known bit) stays the bound. */
+static int16_t llr_to_unit8(int16_t v)
 {
     int32_t a = v < 0 ? -(int32_t)v : v;
-    int32_t m = (a * QPP_LDPC_QC8_LLR_ONE + QPP_LDPC_QC_LLR_ONE / 2) / QPP_LDPC_QC_LLR_ONE;
-    if (a >= QPP_LDPC_QC_LLR_MAX || m > SAT8)
-        m = SAT8;
-    return (int8_t)(v < 0 ? -m : m);
+    int32_t m = a >= SAT ? SAT : (a * QPP_LDPC_QC8_LLR_ONE + QPP_LDPC_QC_LLR_ONE / 2) / QPP_LDPC_QC_LLR_ONE;
+    return (int16_t)(v < 0 ? -m : m);
 }
 
 /* Fresh start: post = channel LLRs, r = 0. */
@@ -265,16 +263,16 @@ void ldpc_qc_state_load(const qpp_ldpc_code *c, ldpc_qc_state *st, const int16_t
         memset(st->r8, 0, n_edges);
         for (uint32_t j = 0; j < c->nb; j++)
             for (uint32_t l = 0; l < c->z; l++)
-                st->post8[(size_t)j * (c->z + PAD8) + l] = llr16to8(llr[(size_t)j * c->z + l]);
+                st->post8[(size_t)j * (c->z + PAD8) + l] = llr_to_unit8(llr[(size_t)j * c->z + l]);
     }
     ldpc_qc_state_refresh(c, st);
 }
 
-static void state_load8(const qpp_ldpc_code *c, ldpc_qc_state *st, const int8_t *llr)
+static void state_load8(const qpp_ldpc_code *c, ldpc_qc_state *st, const int16_t *llr)
 {
     memset(st->r8, 0, (size_t)c->blk_ptr[c->mb] * c->z);
     for (uint32_t j = 0; j < c->nb; j++)
-        memcpy(st->post8 + (size_t)j * (c->z + PAD8), llr + (size_t)j * c->z, c->z);
+        memcpy(st->post8 + (size_t)j * (c->z + PAD8), llr + (size_t)j * c->z, c->z * sizeof *llr);
     ldpc_qc_state_refresh(c, st);
 }
 
@@ -286,9 +284,9 @@ void ldpc_qc_state_fix(const qpp_ldpc_code *c, ldpc_qc_state *st, uint32_t v, un
         int32_t t = (int32_t)*p + (bit ? -QPP_LDPC_QC_LLR_MAX : QPP_LDPC_QC_LLR_MAX);
         *p = (int16_t)(t > QPP_LDPC_QC_LLR_MAX ? QPP_LDPC_QC_LLR_MAX : (t < -QPP_LDPC_QC_LLR_MAX ? -QPP_LDPC_QC_LLR_MAX : t));
     } else {
-        int8_t *p = st->post8 + (size_t)blk * (c->z + PAD8) + lane;
-        int32_t t = (int32_t)*p + (bit ? -SAT8 : SAT8);
-        *p = (int8_t)(t > SAT8 ? SAT8 : (t < -SAT8 ? -SAT8 : t));
+        int16_t *p = st->post8 + (size_t)blk * (c->z + PAD8) + lane;
+        int32_t t = (int32_t)*p + (bit ? -SAT : SAT);
+        *p = (int16_t)(t > SAT ? SAT : (t < -SAT ? -SAT : t));
     }
 }
 
@@ -428,17 +426,17 @@ static void hard_portable(const qpp_ldpc_code *c, const int16_t *post, uint64_t 
 
 /* ---- int8 decoder (QPP_LDPC_QC_BP8) ------------------------------------------------ */
 
-static inline int8_t clamp8(int32_t x) { return (int8_t)(x > SAT8 ? SAT8 : (x < -SAT8 ? -SAT8 : x)); }
+static inline int8_t clamp8(int32_t x) { return (int8_t)(x > QMAX8 ? QMAX8 : (x < -QMAX8 ? -QMAX8 : x)); }
 
 /* Correction table of the int8 boxplus: ln(1 + e^-x) in LLR units, index ceil(x / STEP8). */
-#define UNIT8 4
-#define STEP8 1
-#if UNIT8 == 4
+#define UNIT8 8
+#define STEP8 2
+#if UNIT8 == 8 && STEP8 == 2
+#define TABLE8_BYTES 6, 5, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0
+#elif UNIT8 == 16 && STEP8 == 2
+#define TABLE8_BYTES 11, 10, 9, 9, 8, 7, 6, 6, 5, 5, 4, 4, 3, 3, 3, 2
+#elif UNIT8 == 4 && STEP8 == 1
 #define TABLE8_BYTES 3, 2, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0
-#elif UNIT8 == 5
-#define TABLE8_BYTES 3, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0
-#elif UNIT8 == 6
-#define TABLE8_BYTES 4, 4, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0
 #endif
 typedef char qpp_unit8_matches_header[UNIT8 == QPP_LDPC_QC8_LLR_ONE ? 1 : -1];
 static const int8_t CORR8[16] = {TABLE8_BYTES};
@@ -463,7 +461,7 @@ static void layers8_portable(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_
         memcpy(sg, ws->synmask8 + (size_t)i * z, z);
         for (uint32_t k = 0; k < deg; k++) {
             uint32_t e = beg + k, s = c->blk_shift[e];
-            const int8_t *pv = st->post8 + (size_t)c->blk_col[e] * zp;
+            const int16_t *pv = st->post8 + (size_t)c->blk_col[e] * zp;
             const int8_t *re = st->r8 + (size_t)e * z;
             int8_t *qk = ws->q8 + (size_t)k * z;
             uint8_t *fk = ws->fw8 + (size_t)k * z;
@@ -471,7 +469,7 @@ static void layers8_portable(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_
             const int8_t *qp = ws->q8 + (size_t)(k - 1) * z;
             for (uint32_t l = 0; l < z; l++) {
                 uint32_t v = l + s >= z ? l + s - z : l + s;
-                int8_t qv = clamp8((int32_t)pv[v] - re[l]);
+                int8_t qv = clamp8((int32_t)clamp8(pv[v]) - re[l]);
                 qk[l] = qv;
                 sg[l] ^= (int8_t)-(qv < 0);
                 if (k == 1)
@@ -482,7 +480,7 @@ static void layers8_portable(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_
         }
         for (uint32_t kk = deg; kk-- > 0;) {
             uint32_t e = beg + kk, s = c->blk_shift[e];
-            int8_t *pv = st->post8 + (size_t)c->blk_col[e] * zp;
+            int16_t *pv = st->post8 + (size_t)c->blk_col[e] * zp;
             int8_t *re = st->r8 + (size_t)e * z;
             const int8_t *qk = ws->q8 + (size_t)kk * z;
             const uint8_t *fk = ws->fw8 + (size_t)kk * z;
@@ -490,7 +488,7 @@ static void layers8_portable(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_
                 uint32_t v = l + s >= z ? l + s - z : l + s;
                 uint8_t aq = (uint8_t)(qk[l] < 0 ? -qk[l] : qk[l]), mag;
                 if (deg == 1)
-                    mag = SAT8;
+                    mag = QMAX8;
                 else if (kk == deg - 1)
                     mag = fk[l];
                 else if (kk == 0)
@@ -505,19 +503,19 @@ static void layers8_portable(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_
                     mag = RMAX8;
                 int8_t sn = (int8_t)(sg[l] ^ (int8_t)-(qk[l] < 0));
                 int8_t rv = (int8_t)((int8_t)(mag ^ sn) - sn);
-                pv[v] = clamp8((int32_t)pv[v] + (int8_t)(rv - re[l]));
+                pv[v] = clamp16((int32_t)pv[v] + (int8_t)(rv - re[l]));
                 re[l] = rv;
             }
-            memcpy(pv + z, pv, z < PAD8 ? z : PAD8);
+            memcpy(pv + z, pv, (z < PAD8 ? z : PAD8) * sizeof *pv);
         }
     }
 }
 
-static void hard8_portable(const qpp_ldpc_code *c, const int8_t *post, uint64_t *hard)
+static void hard8_portable(const qpp_ldpc_code *c, const int16_t *post, uint64_t *hard)
 {
     memset(hard, 0, wfor(c->n) * sizeof *hard);
     for (uint32_t j = 0; j < c->nb; j++) {
-        const int8_t *pv = post + (size_t)j * (c->z + PAD8);
+        const int16_t *pv = post + (size_t)j * (c->z + PAD8);
         for (uint32_t l = 0; l < c->z; l++) {
             uint32_t v = j * c->z + l;
             hard[v >> 6] |= (uint64_t)(pv[l] < 0) << (v & 63);
@@ -884,7 +882,8 @@ group8_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_t 
     const uint32_t z = c->z, zp = z + PAD8;
     int8_t *qb = ws->q8, *ab = ws->q8 + (size_t)c->max_blk_deg * GROUP8;
     uint8_t *fb = ws->fw8;
-    const __m256i lo = _mm256_set1_epi8(-SAT8), vrmax = _mm256_set1_epi8(RMAX8), one = _mm256_set1_epi8(1);
+    const __m256i lo = _mm256_set1_epi8(-QMAX8), vrmax = _mm256_set1_epi8(RMAX8), one = _mm256_set1_epi8(1);
+    const __m256i lo16 = _mm256_set1_epi16(-SAT);
     const __m256i tbl = _mm256_setr_epi8(TABLE8_BYTES, TABLE8_BYTES), c112 = _mm256_set1_epi8(112);
     uint32_t beg = c->blk_ptr[i], deg = c->blk_ptr[i + 1] - beg;
     const uint32_t *cols = c->blk_col + beg, *shifts = c->blk_shift + beg;
@@ -895,11 +894,15 @@ group8_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_t 
         f[j] = ap[j] = _mm256_setzero_si256();
     }
     for (uint32_t k = 0; k < deg; k++) {
-        const int8_t *pv = st->post8 + (size_t)cols[k] * zp;
+        const int16_t *pv = st->post8 + (size_t)cols[k] * zp;
         for (int j = 0; j < NC; j++) {
             uint32_t l = l0 + 32 * (uint32_t)j;
-            __m256i q = _mm256_max_epi8(_mm256_subs_epi8(LD(pv + ROT(l, shifts[k], z)),
-                                                         LD(rbase + (size_t)k * z + l)), lo);
+            const int16_t *pp = pv + ROT(l, shifts[k], z);
+            const int8_t *rp = rbase + (size_t)k * z + l;
+            /* the posterior packed to int8 with saturation (per 128-bit lane, so the qwords
+             * are put back in order), -128 raised to -127; then q = post - r in int8 */
+            __m256i p8 = _mm256_max_epi8(_mm256_permute4x64_epi64(_mm256_packs_epi16(LD(pp), LD(pp + 16)), 0xD8), lo);
+            __m256i q = _mm256_max_epi8(_mm256_subs_epi8(p8, LD(rp)), lo);
             ST(qb + 32 * (NC * k + j), q);
             sx[j] = _mm256_xor_si256(sx[j], q);
             if (k == 1)
@@ -913,7 +916,7 @@ group8_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_t 
     }
     __m256i *bw = ap;                       /* starts as |q| of the last edge */
     for (uint32_t kk = deg; kk-- > 0;) {
-        int8_t *pv = st->post8 + (size_t)cols[kk] * zp;
+        int16_t *pv = st->post8 + (size_t)cols[kk] * zp;
         int8_t *re = st->r8 + (size_t)(beg + kk) * z;
         for (int j = 0; j < NC; j++) {
             uint32_t l = l0 + 32 * (uint32_t)j;
@@ -930,25 +933,54 @@ group8_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_t 
             }
             mag = _mm256_min_epu8(mag, vrmax);
             __m256i rv = _mm256_sign_epi8(mag, _mm256_or_si256(_mm256_xor_si256(sx[j], q), one));
-            __m256i dr = _mm256_sub_epi8(rv, LD(re + l));
+            __m256i dr = _mm256_sub_epi8(rv, LD(re + l));        /* |r| <= 63: no overflow */
             ST(re + l, rv);
-            int8_t *pp = pv + ROT(l, shifts[kk], z);
-            ST(pp, _mm256_max_epi8(_mm256_adds_epi8(LD(pp), dr), lo));
+            int16_t *pp = pv + ROT(l, shifts[kk], z);
+            ST(pp, _mm256_max_epi16(_mm256_adds_epi16(LD(pp), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(dr))), lo16));
+            ST(pp + 16, _mm256_max_epi16(_mm256_adds_epi16(LD(pp + 16),
+                                                           _mm256_cvtepi8_epi16(_mm256_extracti128_si256(dr, 1))),
+                                         lo16));
         }
     }
 }
 
-/* After a layer: each block's straddling chunk (chunk width w) wrote positions 0..b-1 into
- * the pad; copy them back, then refresh the pad. */
-static void pad8_fix(const qpp_ldpc_code *c, ldpc_qc_state *st, uint32_t i, uint32_t w)
+/* After a layer: each block's straddling chunk wrote positions 0..b-1 into the pad (b = shift
+ * mod the chunk width); copy them back, then refresh the pad. Vector copies: the memcpy calls
+ * of variable size became rep movsq here, which took 17 % of the layer time (perf). */
+__attribute__((target("avx2"))) static void pad8_fix_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, uint32_t i)
 {
     const uint32_t z = c->z;
+    const __m256i idx0 = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256i idx1 = _mm256_add_epi16(idx0, _mm256_set1_epi16(16));
     for (uint32_t e = c->blk_ptr[i]; e < c->blk_ptr[i + 1]; e++) {
-        int8_t *pv = st->post8 + (size_t)c->blk_col[e] * (z + PAD8);
-        uint32_t b = c->blk_shift[e] & (w - 1);
-        if (b)
-            memcpy(pv, pv + z, b);
-        memcpy(pv + z, pv, z < PAD8 ? z : PAD8);
+        int16_t *pv = st->post8 + (size_t)c->blk_col[e] * (z + PAD8);
+        uint32_t b = c->blk_shift[e] & 31;
+        if (b) {
+            __m256i bv = _mm256_set1_epi16((int16_t)b);
+            ST(pv, _mm256_blendv_epi8(LD(pv), LD(pv + z), _mm256_cmpgt_epi16(bv, idx0)));
+            ST(pv + 16, _mm256_blendv_epi8(LD(pv + 16), LD(pv + z + 16), _mm256_cmpgt_epi16(bv, idx1)));
+        }
+        for (uint32_t k = 0; k < (z < PAD8 ? z : PAD8); k += 16)
+            ST(pv + z + k, LD(pv + k));
+    }
+}
+
+__attribute__((target("avx512bw"))) static void pad8_fix_avx512(const qpp_ldpc_code *c, ldpc_qc_state *st, uint32_t i)
+{
+    const uint32_t z = c->z;                /* a multiple of 64 */
+    for (uint32_t e = c->blk_ptr[i]; e < c->blk_ptr[i + 1]; e++) {
+        int16_t *pv = st->post8 + (size_t)c->blk_col[e] * (z + PAD8);
+        uint32_t b = c->blk_shift[e] & 63;
+        /* blend in registers: a full load right after a masked store to the same address
+         * is not store-forwarded (9 % of the layer time, perf) */
+        __mmask32 m0 = b >= 32 ? ~(__mmask32)0 : (__mmask32)((UINT32_C(1) << b) - 1);
+        __mmask32 m1 = b > 32 ? (__mmask32)((UINT32_C(1) << (b - 32)) - 1) : 0;
+        __m512i v0 = _mm512_mask_mov_epi16(LD5(pv), m0, LD5(pv + z));
+        __m512i v1 = _mm512_mask_mov_epi16(LD5(pv + 32), m1, LD5(pv + z + 32));
+        ST5(pv, v0);
+        ST5(pv + 32, v1);
+        ST5(pv + z, v0);
+        ST5(pv + z + 32, v1);
     }
 }
 
@@ -964,7 +996,7 @@ __attribute__((target("avx2"))) static void layers8_avx2(const qpp_ldpc_code *c,
         }
         if (l0 < c->z)
             group8_avx2(c, st, ws, i, l0, 1);
-        pad8_fix(c, st, i, 32);
+        pad8_fix_avx2(c, st, i);
     }
 }
 
@@ -990,7 +1022,8 @@ group8_avx512(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_
     const uint32_t z = c->z, zp = z + PAD8;
     int8_t *qb = ws->q8, *ab = ws->q8 + (size_t)c->max_blk_deg * GROUP8;
     uint8_t *fb = ws->fw8;
-    const __m512i lo = _mm512_set1_epi8(-SAT8), vrmax = _mm512_set1_epi8(RMAX8), zero = _mm512_setzero_si512();
+    const __m512i lo = _mm512_set1_epi8(-QMAX8), vrmax = _mm512_set1_epi8(RMAX8), zero = _mm512_setzero_si512();
+    const __m512i lo16 = _mm512_set1_epi16(-SAT), order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
     const __m512i tbl = _mm512_broadcast_i32x4(_mm_setr_epi8(TABLE8_BYTES)), c112 = _mm512_set1_epi8(112);
     uint32_t beg = c->blk_ptr[i], deg = c->blk_ptr[i + 1] - beg;
     const uint32_t *cols = c->blk_col + beg, *shifts = c->blk_shift + beg;
@@ -1001,11 +1034,13 @@ group8_avx512(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_
         f[j] = ap[j] = zero;
     }
     for (uint32_t k = 0; k < deg; k++) {
-        const int8_t *pv = st->post8 + (size_t)cols[k] * zp;
+        const int16_t *pv = st->post8 + (size_t)cols[k] * zp;
         for (int j = 0; j < NC; j++) {
             uint32_t l = l0 + 64 * (uint32_t)j;
-            __m512i q = _mm512_max_epi8(_mm512_subs_epi8(LD5(pv + ROT(l, shifts[k], z)),
-                                                         LD5(rbase + (size_t)k * z + l)), lo);
+            const int16_t *pp = pv + ROT(l, shifts[k], z);
+            const int8_t *rp = rbase + (size_t)k * z + l;
+            __m512i p8 = _mm512_max_epi8(_mm512_permutexvar_epi64(order, _mm512_packs_epi16(LD5(pp), LD5(pp + 32))), lo);
+            __m512i q = _mm512_max_epi8(_mm512_subs_epi8(p8, LD5(rp)), lo);
             ST5(qb + 64 * (NC * k + j), q);
             sx[j] = _mm512_xor_si512(sx[j], q);
             if (k == 1)
@@ -1019,7 +1054,7 @@ group8_avx512(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_
     }
     __m512i *bw = ap;
     for (uint32_t kk = deg; kk-- > 0;) {
-        int8_t *pv = st->post8 + (size_t)cols[kk] * zp;
+        int16_t *pv = st->post8 + (size_t)cols[kk] * zp;
         int8_t *re = st->r8 + (size_t)(beg + kk) * z;
         for (int j = 0; j < NC; j++) {
             uint32_t l = l0 + 64 * (uint32_t)j;
@@ -1038,8 +1073,11 @@ group8_avx512(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_
             __m512i rv = _mm512_mask_sub_epi8(mag, _mm512_movepi8_mask(_mm512_xor_si512(sx[j], q)), zero, mag);
             __m512i dr = _mm512_sub_epi8(rv, LD5(re + l));
             ST5(re + l, rv);
-            int8_t *pp = pv + ROT(l, shifts[kk], z);
-            ST5(pp, _mm512_max_epi8(_mm512_adds_epi8(LD5(pp), dr), lo));
+            int16_t *pp = pv + ROT(l, shifts[kk], z);
+            ST5(pp, _mm512_max_epi16(_mm512_adds_epi16(LD5(pp), _mm512_cvtepi8_epi16(_mm512_castsi512_si256(dr))), lo16));
+            ST5(pp + 32, _mm512_max_epi16(_mm512_adds_epi16(LD5(pp + 32),
+                                                            _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(dr, 1))),
+                                          lo16));
         }
     }
 }
@@ -1053,17 +1091,18 @@ __attribute__((target("avx512bw"))) static void layers8_avx512(const qpp_ldpc_co
             group8_avx512(c, st, ws, i, l0, 2);
         if (l0 < c->z)
             group8_avx512(c, st, ws, i, l0, 1);
-        pad8_fix(c, st, i, 64);
+        pad8_fix_avx512(c, st, i);
     }
 }
 
-__attribute__((target("avx2"))) static void hard8_avx2(const qpp_ldpc_code *c, const int8_t *post, uint64_t *hard)
+__attribute__((target("avx2"))) static void hard8_avx2(const qpp_ldpc_code *c, const int16_t *post, uint64_t *hard)
 {
     memset(hard, 0, wfor(c->n) * sizeof *hard);
     for (uint32_t j = 0; j < c->nb; j++) {
-        const int8_t *pv = post + (size_t)j * (c->z + PAD8);
+        const int16_t *pv = post + (size_t)j * (c->z + PAD8);
         for (uint32_t l = 0; l < c->z; l += 32) {
-            uint64_t bits = (uint32_t)_mm256_movemask_epi8(LD(pv + l));
+            __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi16(LD(pv + l), LD(pv + l + 16)), 0xD8);
+            uint64_t bits = (uint32_t)_mm256_movemask_epi8(p);
             uint32_t v = j * c->z + l;
             hard[v >> 6] |= bits << (v & 63);
         }
@@ -1209,17 +1248,17 @@ int qpp_ldpc_decode_qc(const qpp_ldpc_code *code, const int16_t *llr, const uint
     return QPP_OK;
 }
 
-int qpp_ldpc_decode_qc8(const qpp_ldpc_code *code, const int8_t *llr, const uint64_t *syn, size_t syn_words,
+int qpp_ldpc_decode_qc8(const qpp_ldpc_code *code, const int16_t *llr, const uint64_t *syn, size_t syn_words,
                         uint32_t max_iter, uint32_t stall,
-                        uint64_t *out, size_t out_words, int8_t *post_out,
+                        uint64_t *out, size_t out_words, int16_t *post_out,
                         uint32_t *iterations, int *matched)
 {
     int rc = decode_args(code, llr, syn, syn_words, max_iter, stall, out, out_words, iterations, matched);
     if (rc)
         return rc;
     for (uint32_t v = 0; v < code->n; v++)
-        if (llr[v] < -SAT8)
-            return QPP_ERR_VALUE;       /* -128 has no positive counterpart */
+        if (llr[v] < -SAT)
+            return QPP_ERR_VALUE;
     ldpc_qc_state st = {0};
     ldpc_qc_ws ws;
     rc = ldpc_qc_state_init(&st, code, 1);
@@ -1234,7 +1273,8 @@ int qpp_ldpc_decode_qc8(const qpp_ldpc_code *code, const int8_t *llr, const uint
     ldpc_qc_run(code, syn, max_iter, stall, &st, &ws, out, iterations, matched);
     if (post_out)
         for (uint32_t j = 0; j < code->nb; j++)
-            memcpy(post_out + (size_t)j * code->z, st.post8 + (size_t)j * (code->z + PAD8), code->z);
+            memcpy(post_out + (size_t)j * code->z, st.post8 + (size_t)j * (code->z + PAD8),
+                   code->z * sizeof *post_out);
     ldpc_qc_ws_free(&ws);
     ldpc_qc_state_free(&st, code);
     return QPP_OK;
