@@ -13,7 +13,8 @@ ldpc``.
 Usage: ``python -m bench.ldpc_frames --qber 0.02 --blocks 8 --bits 1048576
 --frame-bits 65536 131072`` (one row per frame length; ``--reveal-f``,
 ``--stall``, ``--f-start`` override the blind defaults; ``--algorithm qc qc8`` runs
-each decoder on the same blocks). ``--code-fer 0.85
+each decoder on the same blocks; ``--ab ldpc-blind --algorithm qc qc8`` times them
+interleaved, block by block). ``--code-fer 0.85
 --frame-bits 65536 131072 262144 --f 1.08 1.10 1.12 --frames 16``: frame error
 rate of the unpunctured mother code instead (int16 BP, 200 iterations), at
 the QBER where its rate gives efficiency f.
@@ -53,6 +54,28 @@ def run(qber: float, blocks: int, bits: int, **options) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+def ab_throughput(qber: float, blocks: int, bits: int, algorithms: list[str], method: str,
+                  **options) -> dict[str, float]:
+    """Interleaved A/B: every block is reconciled once per decoder, the order alternating
+    from block to block, so load drifts hit each decoder alike. Sifted Mb/s per decoder
+    (wall time of ``reconcile_in_memory``, both sides in one process, block generation
+    excluded)."""
+    rng = np.random.default_rng(int(qber * 1000) + 29)
+    spent = dict.fromkeys(algorithms, 0.0)
+    if method == "ldpc":
+        options = dict({"f": 1.2}, **options)
+    for i in range(blocks + 1):
+        a = rng.integers(0, 2, bits, dtype=np.uint8)
+        b = a ^ (rng.random(bits) < qber).astype(np.uint8)
+        for alg in (algorithms if i % 2 else algorithms[::-1]):
+            t0 = time.perf_counter()
+            res = pc.reconcile_in_memory(a, b, qber, method=method, seed=3, algorithm=alg, **options)
+            if i:                                        # block 0 warms up (code generation)
+                spent[alg] += time.perf_counter() - t0
+            assert res.success and np.array_equal(res.corrected, a)
+    return {alg: blocks * bits / t / 1e6 for alg, t in spent.items()}
+
+
 def code_fer(rate: float, frame_bits: int, f: float, frames: int, seed: int = 11) -> tuple[int, float]:
     """Frames (of ``frames``) the unpunctured QC mother code fails to decode at the QBER where
     h(q) = (m/n)/f, and mean iterations."""
@@ -87,7 +110,16 @@ def main() -> None:
     ap.add_argument("--code-fer", type=float, help="mother code rate: unpunctured FER instead")
     ap.add_argument("--f", type=float, nargs="+", default=[1.08, 1.10, 1.12])
     ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--ab", choices=["ldpc-blind", "ldpc"],
+                    help="interleaved throughput A/B of the --algorithm decoders with this method instead")
     args = ap.parse_args()
+    if args.ab:
+        algs = [a for a in args.algorithm if a] or ["qc", "qc8"]
+        for q in args.qber:
+            mbps = ab_throughput(q, args.blocks, args.bits, algs, args.ab)
+            print(f"{args.ab} qber {q:.3f} {args.blocks} blocks of {args.bits}: "
+                  + ", ".join(f"{a} {v:.2f} Mb/s" for a, v in mbps.items()), flush=True)
+        return
     if args.code_fer is not None:
         for fb in args.frame_bits:
             fb = fb or ldpc.QC_FRAME_BITS[0]

@@ -863,14 +863,17 @@ __attribute__((target("avx2"))) static void hard_avx2(const qpp_ldpc_code *c, co
 __attribute__((target("avx2"))) static inline __m256i boxplus8x32(__m256i a, __m256i b, __m256i tbl, __m256i c112)
 {
 #if STEP8 == 1
+    __m256i mn = _mm256_min_epu8(a, b);
     __m256i s = _mm256_adds_epu8(_mm256_adds_epu8(a, b), c112);
-    __m256i d = _mm256_adds_epu8(_mm256_abs_epi8(_mm256_sub_epi8(a, b)), c112);
+    __m256i d = _mm256_adds_epu8(_mm256_sub_epi8(_mm256_max_epu8(a, b), mn), c112);
 #else
-    __m256i s = _mm256_adds_epu8(_mm256_avg_epu8(a, b), c112);
-    __m256i d = _mm256_adds_epu8(_mm256_avg_epu8(_mm256_abs_epi8(_mm256_sub_epi8(a, b)), _mm256_setzero_si256()),
-                                 c112);
+    /* s = ceil((a + b) / 2); ceil(|a - b| / 2) = s - min(a, b), as a + b and |a - b| have the
+     * same parity */
+    __m256i mn = _mm256_min_epu8(a, b), s = _mm256_avg_epu8(a, b);
+    __m256i d = _mm256_adds_epu8(_mm256_sub_epi8(s, mn), c112);
+    s = _mm256_adds_epu8(s, c112);
 #endif
-    __m256i m = _mm256_adds_epu8(_mm256_min_epu8(a, b), _mm256_shuffle_epi8(tbl, s));
+    __m256i m = _mm256_adds_epu8(mn, _mm256_shuffle_epi8(tbl, s));
     return _mm256_subs_epu8(m, _mm256_shuffle_epi8(tbl, d));
 }
 
@@ -1003,14 +1006,17 @@ __attribute__((target("avx2"))) static void layers8_avx2(const qpp_ldpc_code *c,
 __attribute__((target("avx512bw"))) static inline __m512i boxplus8x64(__m512i a, __m512i b, __m512i tbl, __m512i c112)
 {
 #if STEP8 == 1
+    __m512i mn = _mm512_min_epu8(a, b);
     __m512i s = _mm512_adds_epu8(_mm512_adds_epu8(a, b), c112);
-    __m512i d = _mm512_adds_epu8(_mm512_abs_epi8(_mm512_sub_epi8(a, b)), c112);
+    __m512i d = _mm512_adds_epu8(_mm512_sub_epi8(_mm512_max_epu8(a, b), mn), c112);
 #else
-    __m512i s = _mm512_adds_epu8(_mm512_avg_epu8(a, b), c112);
-    __m512i d = _mm512_adds_epu8(_mm512_avg_epu8(_mm512_abs_epi8(_mm512_sub_epi8(a, b)), _mm512_setzero_si512()),
-                                 c112);
+    /* s = ceil((a + b) / 2); ceil(|a - b| / 2) = s - min(a, b), as a + b and |a - b| have the
+     * same parity */
+    __m512i mn = _mm512_min_epu8(a, b), s = _mm512_avg_epu8(a, b);
+    __m512i d = _mm512_adds_epu8(_mm512_sub_epi8(s, mn), c112);
+    s = _mm512_adds_epu8(s, c112);
 #endif
-    __m512i m = _mm512_adds_epu8(_mm512_min_epu8(a, b), _mm512_shuffle_epi8(tbl, s));
+    __m512i m = _mm512_adds_epu8(mn, _mm512_shuffle_epi8(tbl, s));
     return _mm512_subs_epu8(m, _mm512_shuffle_epi8(tbl, d));
 }
 
