@@ -31,15 +31,15 @@ import postproc_c as pc
 from postproc_c import ldpc
 
 
-def run(qber: float, blocks: int, bits: int, **options) -> dict:
-    """f, frames lost, iterations per frame of ``ldpc-blind`` over ``blocks`` blocks."""
+def run(qber: float, blocks: int, bits: int, method: str = "ldpc-blind", **options) -> dict:
+    """f, frames lost, iterations per frame of ``method`` over ``blocks`` blocks."""
     rng = np.random.default_rng(int(qber * 1000) + 17)
     leaked = total = frames = ok = iters = wrong = msgs = 0
     t0 = time.perf_counter()
     for _ in range(blocks):
         a = rng.integers(0, 2, bits, dtype=np.uint8)
         b = a ^ (rng.random(bits) < qber).astype(np.uint8)
-        res = pc.reconcile_in_memory(a, b, qber, method="ldpc-blind", seed=3, **options)
+        res = pc.reconcile_in_memory(a, b, qber, method=method, seed=3, **options)
         d = res.details
         leaked += res.leaked_bits
         total += bits
@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--code-fer", type=float, help="mother code rate: unpunctured FER instead")
     ap.add_argument("--f", type=float, nargs="+", default=[1.08, 1.10, 1.12])
     ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--method", default="ldpc-blind", choices=["ldpc-blind", "ldpc"],
+                    help="ldpc: one-way at f 1.2 unless --f-start is given (used as its f)")
     ap.add_argument("--ab", choices=["ldpc-blind", "ldpc"],
                     help="interleaved throughput A/B of the --algorithm decoders with this method instead")
     args = ap.parse_args()
@@ -133,7 +135,10 @@ def main() -> None:
         for fb, alg in ((fb, alg) for fb in args.frame_bits for alg in args.algorithm):
             extra = dict(base, **({"algorithm": alg} if alg else {}))
             opts = dict(extra, **({"frame_bits": fb} if fb else {}))
-            r = run(q, args.blocks, args.bits, **opts)
+            if args.method == "ldpc":
+                opts = {k: v for k, v in opts.items() if k not in ("reveal_f", "f_start")}
+                opts["f"] = args.f_start or 1.2
+            r = run(q, args.blocks, args.bits, args.method, **opts)
             print(f"qber {q:.3f} bits {args.bits} n {r['n']} d {r['d']} R0 {r['mother_rate']} {extra}: "
                   f"f {r['f']:.4f} lost {r['lost']}/{r['frames']} it/frame {r['iterations_per_frame']:.1f} "
                   f"msgs/block {r['messages_per_block']:.1f} silent {r['silent_wrong_blocks']} "

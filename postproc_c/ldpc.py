@@ -667,7 +667,8 @@ def _kat_ldpc() -> bool:
 @kat("ldpc-qc")
 def _kat_ldpc_qc() -> bool:
     """Known answers (numpy references in tests/test_ldpc_qc.py): the word-rotation syndrome of
-    a fixed word on QC mother code 0.9, and the int16 layered sum-product on a small QC code."""
+    a fixed word on QC mother code 0.9, and the layered sum-product (int16 and int8 messages)
+    on a small QC code."""
     import zlib
 
     c = qc_code(0.9)
@@ -684,4 +685,8 @@ def _kat_ldpc_qc() -> bool:
     y[[3, 77, 150, 201, 1000, 1700]] ^= 1
     llr = (768 * (1 - 2 * y.astype(np.int16))).astype(np.int16)
     out, ok, it, post = small.decode_qc(llr, small.syndrome(x), max_iter=20)
-    return ok and it == 2 and np.array_equal(out, x) and zlib.crc32(post.tobytes()) == 0x9A77BB1E
+    if not (ok and it == 2 and np.array_equal(out, x) and zlib.crc32(post.tobytes()) == 0x9A77BB1E):
+        return False
+    llr8 = (24 * (1 - 2 * y.astype(np.int16))).astype(np.int16)         # int8 decoder: 3 nat at 1/8
+    out, ok, it, post = small.decode_qc(llr8, small.syndrome(x), max_iter=20, int8=True)
+    return ok and it == 2 and np.array_equal(out, x) and zlib.crc32(post.tobytes()) == 0x0F23F58D

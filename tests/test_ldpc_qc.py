@@ -315,11 +315,13 @@ def test_selftest_kat_registered_and_passes():
 
 # ---------------------------------------------------------------- blind rounds, warm start
 
-def test_blind_side_warm_start_matches_numpy_reference():
-    """Bob's side with the QC decoder on a small QC code, driven by hand: every round's
-    status, the iterations and the corrected key equal a numpy replay in which a retried
-    frame continues from its previous messages with each revealed bit added to its posterior
-    (and the last attempt, with nothing left to reveal, runs without the stall rule)."""
+@pytest.mark.parametrize("int8", [False, True])
+def test_blind_side_warm_start_matches_numpy_reference(int8):
+    """Bob's side with the QC decoder (int16 or int8 messages) on a small QC code, driven by
+    hand: every round's status, the iterations and the corrected key equal a numpy replay in
+    which a retried frame continues from its previous messages with each revealed bit added
+    to its posterior (and the last attempt, with nothing left to reveal, runs without the
+    stall rule)."""
     spec = codes.qc_code(0.7, z=64, nb=48)                          # n = 3072, m = 896
     code = ldpc.LdpcCode(spec)
     n, d, n_short, step, max_iter, stall = spec.n, 600, 100, 60, 25, 3
@@ -334,7 +336,9 @@ def test_blind_side_warm_start_matches_numpy_reference():
     punct[np.arange(2 * d) % d < n_short] = 0                       # shortened positions carry 0
     cfg = pc.ffi.new("struct qpp_ldpc_config *")
     cfg.n_short, cfg.reveal_step, cfg.max_iter, cfg.stall = n_short, step, max_iter, stall
-    cfg.algorithm, cfg.scale, cfg.channel_llr, cfg.code_tag = pc.lib.QPP_LDPC_QC_BP, 0.8, 3.0, spec.tag
+    cfg.algorithm = pc.lib.QPP_LDPC_QC_BP8 if int8 else pc.lib.QPP_LDPC_QC_BP
+    cfg.scale, cfg.channel_llr, cfg.code_tag = 0.8, 3.0, spec.tag
+    L = 3 * (ldpc.QC8_LLR_ONE if int8 else ldpc.QC_LLR_ONE)        # channel LLR 3 nat in decoder units
 
     def side(role, bits, punct_bits):
         out = pc.ffi.new("qpp_ldpc_side **")
@@ -364,7 +368,7 @@ def test_blind_side_warm_start_matches_numpy_reference():
         x[keypos[:kl]] = a[f * k: f * k + kl]
         x[pos] = punct[f * d: (f + 1) * d]
         llr = np.full(n, SAT, np.int64)
-        llr[keypos[:kl]] = np.where(b[f * k: f * k + kl] == 1, -768, 768)
+        llr[keypos[:kl]] = np.where(b[f * k: f * k + kl] == 1, -L, L)
         llr[pos[n_short:]] = 0
         x_true.append(x)
         post0 = llr.reshape(spec.n // spec.z, spec.z).copy()
@@ -380,7 +384,8 @@ def test_blind_side_warm_start_matches_numpy_reference():
             if status[f] != 0:
                 continue
             post, r = state[f]
-            hard, ok, it = ref_run(spec, post, r, syn[f], max_iter, 0 if fixed[f] >= d else stall)
+            hard, ok, it = ref_run(spec, post, r, syn[f], max_iter, 0 if fixed[f] >= d else stall,
+                                   ARITH8 if int8 else ARITH16)
             iters += it
             decoded[f] = hard
             status[f] = 1 if ok else (2 if fixed[f] >= d else 0)
@@ -406,3 +411,18 @@ def test_blind_side_warm_start_matches_numpy_reference():
     expect = np.concatenate([decoded[f][keypos[:min(k, key_bits - f * k)]] for f in range(2)])
     assert np.array_equal(expect, a)                                # and the replay is right
     assert np.array_equal(ldpc.unpack_bits(keyw, key_bits), expect)
+
+
+@pytest.mark.parametrize("qber", [0.005, 0.02, 0.08, 0.11])
+def test_blind_int8_over_qber_never_silent(qber):
+    """ldpc-blind with the int8 decoder ("qc8"): corrected key equals Alice's or the failure
+    is reported; decodes up to 8 %."""
+    rng = np.random.default_rng(int(qber * 1e4) + 1)
+    k = ldpc.plan(0.02, 1.1, qc=True).k
+    a, b = bsc(rng, 2 * k - 100, qber)
+    res = pc.reconcile_in_memory(a, b, qber, method="ldpc-blind", seed=11, private_seed=3, algorithm="qc8")
+    assert res.details["frames"] >= 2
+    if res.success:
+        assert np.array_equal(res.corrected, a)
+    if qber <= 0.08:
+        assert res.success
