@@ -20,7 +20,8 @@
  *
  * Decoders: QPP_LDPC_BP batches 8 frames per AVX2 float lane set and decodes
  * every blind round from scratch; QPP_LDPC_QC_BP (QC codes) decodes frame by
- * frame with the int16 lane decoder of ldpc_qc.c and keeps each undecided
+ * frame with the int16 lane decoder of ldpc_qc.c (QPP_LDPC_QC_BP8: its int8-message
+ * variant, 1 byte per edge) and keeps each undecided
  * frame's messages and posteriors (2 bytes per edge + 2 per bit, ~0.9 MB per
  * frame of the n = 2^16 codes) until the frame is decided, so a blind round
  * continues where the last one stopped (decode_pending_qc). Padding, shortened
@@ -205,7 +206,7 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
     if (cfg->algorithm != QPP_LDPC_MINSUM && cfg->algorithm != QPP_LDPC_BP && !IS_QC(cfg->algorithm))
         return QPP_ERR_VALUE;
     if (IS_QC(cfg->algorithm) && !code->z)
-        return QPP_ERR_VALUE;               /* the int16 lane decoder needs a QC code */
+        return QPP_ERR_VALUE;               /* the lane decoders need a QC code */
     if (!(cfg->scale > 0.0f && cfg->scale <= 1.0f) || !(cfg->channel_llr > 0.0f && cfg->channel_llr < 100.0f))
         return QPP_ERR_VALUE;
 
