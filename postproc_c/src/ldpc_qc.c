@@ -112,9 +112,9 @@
  *   with 1 frame of 16 lost at 2 %, 72 iterations against 52; 1/5 nat 1.096
  *   / 1.106, a frame lost at each; 1/6 nat 1.130 / 1.110, 7 and 2 lost.
  *   int16 posteriors at 1/16 nat (q8 <= 7.9 nat, |r| <= 3.9 nat): every
- *   frame lost: the 16-entry table at 1/8-nat steps ends at 2 nat, where
- *   ln(1 + e^-x) is still 2.4 units, and the 42-step boxplus chains of the
- *   degree-43 checks add that error up.
+ *   frame lost, with the table at 1/8-nat steps (ends at 2 nat) and with one
+ *   at quarter-nat steps (two more pavgb per boxplus; 1 and 2 %, 18 blocks):
+ *   the check side's range is too small there, not the table.
  *   Tables at 1/8 nat (1 and 2 %, 18 blocks): larger tail entries
  *   {6,5,4,4,3,2,2,2,1,1,1,1,1,1,1,0} f 1.142 / 1.116 (94 / 100
  *   iterations), {6,5,4,4,3,3,2,2,2,1,1,1,1,1,1,1} lost every frame at 2 %,
