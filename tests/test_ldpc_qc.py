@@ -224,11 +224,11 @@ PATHS = {"avx512": 0, "avx2": pc.lib.QPP_CPU_AVX512BW,
 @pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("z,mb,nb,deg,q", [(16, 6, 24, 8, 0.04), (64, 8, 32, 10, 0.03), (64, 4, 32, 1, 0.01),
                                            (48, 4, 16, 6, 0.03), (128, 4, 16, 6, 0.03), (192, 4, 16, 6, 0.03),
-                                           (32, 5, 20, 7, 0.04)])
+                                           (32, 5, 20, 7, 0.04), (96, 4, 16, 6, 0.03)])
 def test_qc_decoder_matches_numpy_reference_exactly(path, z, mb, nb, deg, q, int8):
     """int16 and int8 decoders. For int8, z = 192 runs the SIMD paths' 128-lane group and a
-    64-lane tail; z = 32 and 48 the AVX2 path's 32-lane chunks (AVX-512 needs z % 64 == 0) or
-    the portable one (z = 16)."""
+    64-lane tail, z = 96 (AVX2: 64 + 32 lanes) and z = 32 the AVX2 path's smaller groups
+    (AVX-512 needs z % 64 == 0), z = 16 and 48 the portable path."""
     spec = codes.random_qc_code(z, mb, nb, deg, seed=z + deg)
     c = ldpc.LdpcCode(spec)
     rng = np.random.default_rng(z * 7 + deg)
