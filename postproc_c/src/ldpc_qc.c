@@ -121,10 +121,12 @@
  *   smaller {6,5,4,3,2,2,1,1,1,1,1,0,...} 1.140 / 1.096; the rounded table
  *   above 1.126 / 1.091 (the long chains make the tail entries matter).
  * Speed, in the same process against int16 (rate-0.91 code, 20 iterations of
- * a frame that never decodes, best of 15, load 4.4): n = 2^16 (z = 256)
- * AVX-512BW 0.235 against 0.345 ns per edge-iteration (1.47x), AVX2 0.254
- * against 0.395 (1.56x); n = 294,912 (z = 1152, the link's blind frame;
- * r8 2 MB against 4 MB, out of L2 either way) 0.30-0.34 against 0.37-0.50.
+ * a frame that never decodes, best of 10, load 4.1): n = 2^16 (z = 256)
+ * AVX-512BW 0.230 against 0.355 ns per edge-iteration (1.54x), AVX2 0.244
+ * against 0.393 (1.61x); n = 294,912 (z = 1152, the link's blind frame)
+ * 0.229 against 0.354 (1.55x), AVX2 0.265 against 0.407 (1.54x); runs at a
+ * busier moment gave 0.30-0.34 against 0.37-0.50. Software prefetch of the
+ * next 128-lane group's rows: no change (0.229-0.235 both ways).
  * About 61 vector operations per chunk (64 lanes AVX-512, 32 AVX2; 22
  * forward, 39 backward, 3 x 9 of them boxplus) against about 50 per 16
  * int16 lanes (AVX2) or 32 (AVX-512): 1.6x fewer per edge. Zen 4 runs
