@@ -51,10 +51,10 @@ class Arith:
 
 #: int16: 1/256 nat, index x >> 6 (quarter nat) capped at 15
 ARITH16 = Arith(SAT, RMAX, CORR, lambda x: np.minimum(x >> 6, 15), False)
-#: int8 messages: 1/8 nat, |q| <= 127 and |r| <= 63 on the check side, int16 posteriors; index
+#: int8 messages: 1/8 nat, |q| <= 127 and |r| <= 127 on the check side, int16 posteriors; index
 #: ceil(x / 2), entries 16 and beyond 0
 CORR8 = np.array([6, 5, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0], np.int64)
-ARITH8 = Arith(127, 63, CORR8, lambda x: np.minimum((x + 1) >> 1, 16), True)
+ARITH8 = Arith(127, 127, CORR8, lambda x: np.minimum((x + 1) >> 1, 16), True)
 
 
 def boxplus(a, b):
@@ -89,8 +89,7 @@ def ref_run(spec, post, r, syn_bits, max_iter, stall=0, ar=ARITH16):
             es = list(range(int(spec.blk_ptr[i]), int(spec.blk_ptr[i + 1])))
             idx = [(lanes + int(spec.blk_shift[e])) % z for e in es]
             cols = [int(spec.blk_col[e]) for e in es]
-            # q = post - r, from the posterior clamped to the q bound first (no-op for int16)
-            q = [np.clip(np.clip(post[c, ix], -ar.qmax, ar.qmax) - r[e], -ar.qmax, ar.qmax)
+            q = [np.clip(post[c, ix] - r[e], -ar.qmax, ar.qmax)
                  for e, c, ix in zip(es, cols, idx, strict=True)]
             a = [np.abs(v) for v in q]
             sign = synm[i].copy()

@@ -38,7 +38,7 @@ enum qpp_ldpc_qc_limits {
     QPP_LDPC_QC_MAX_Z = 4096,
     QPP_LDPC_QC8_LLR_ONE = 8,       /* LLR units per nat in the int8 QC decoder (int16 posteriors) */
     QPP_LDPC_QC8_Q_MAX = 127,       /* its bound of the variable-to-check messages (int8) */
-    QPP_LDPC_QC8_MSG_MAX = 63       /* its bound of the check-to-variable messages (int8) */
+    QPP_LDPC_QC8_MSG_MAX = 127      /* its bound of the check-to-variable messages (int8) */
 };
 
 /* Build H from CSR rows: row r holds col_idx[row_ptr[r] .. row_ptr[r+1]).

@@ -548,7 +548,7 @@ static void layers8_portable(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_
             const int8_t *qp = ws->q8 + (size_t)(k - 1) * z;
             for (uint32_t l = 0; l < z; l++) {
                 uint32_t v = l + s >= z ? l + s - z : l + s;
-                int8_t qv = clamp8((int32_t)clamp8(pv[v]) - re[l]);
+                int8_t qv = clamp8((int32_t)pv[v] - re[l]);
                 qk[l] = qv;
                 sg[l] ^= (int8_t)-(qv < 0);
                 if (k == 1)
@@ -582,7 +582,7 @@ static void layers8_portable(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_
                     mag = RMAX8;
                 int8_t sn = (int8_t)(sg[l] ^ (int8_t)-(qk[l] < 0));
                 int8_t rv = (int8_t)((int8_t)(mag ^ sn) - sn);
-                pv[v] = clamp16((int32_t)pv[v] + (int8_t)(rv - re[l]));
+                pv[v] = clamp16((int32_t)pv[v] + ((int32_t)rv - re[l]));
                 re[l] = rv;
             }
             memcpy(pv + z, pv, (z < PAD8 ? z : PAD8) * sizeof *pv);
@@ -981,10 +981,12 @@ group8_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_t 
             uint32_t l = l0 + 32 * (uint32_t)j;
             const int16_t *pp = pv + ROT(l, shifts[k], z);
             const int8_t *rp = rbase + (size_t)k * z + l;
-            /* the posterior packed to int8 with saturation (per 128-bit lane, so the qwords
-             * are put back in order), -128 raised to -127; then q = post - r in int8 */
-            __m256i p8 = _mm256_max_epi8(_mm256_permute4x64_epi64(_mm256_packs_epi16(LD(pp), LD(pp + 16)), 0xD8), lo);
-            __m256i q = _mm256_max_epi8(_mm256_subs_epi8(p8, LD(rp)), lo);
+            /* q = post - r in int16, packed to int8 with saturation (per 128-bit lane, so the
+             * qwords are put back in order), -128 raised to -127 */
+            __m256i q0 = _mm256_subs_epi16(LD(pp), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)rp)));
+            __m256i q1 = _mm256_subs_epi16(LD(pp + 16),
+                                           _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(rp + 16))));
+            __m256i q = _mm256_max_epi8(_mm256_permute4x64_epi64(_mm256_packs_epi16(q0, q1), 0xD8), lo);
             ST(qb + 32 * (NC * k + j), q);
             sx[j] = _mm256_xor_si256(sx[j], q);
             if (k == 1)
@@ -1013,15 +1015,17 @@ group8_avx2(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_t 
                 mag = boxplus8x32(LD(fb + 32 * (NC * kk + j)), bw[j], tbl, c112);
                 bw[j] = boxplus8x32(bw[j], LD(ab + 32 * (NC * kk + j)), tbl, c112);
             }
-            mag = _mm256_min_epu8(mag, vrmax);
+            /* mag <= 127 = RMAX8 already (a boxplus never exceeds its inputs) */
             __m256i rv = _mm256_sign_epi8(mag, _mm256_or_si256(_mm256_xor_si256(sx[j], q), one));
-            __m256i dr = _mm256_sub_epi8(rv, LD(re + l));        /* |r| <= 63: no overflow */
+            /* post += r' - r in int16 (|r' - r| <= 254) */
+            __m256i d0 = _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(rv)),
+                                          _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(re + l))));
+            __m256i d1 = _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(rv, 1)),
+                                          _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(re + l + 16))));
             ST(re + l, rv);
             int16_t *pp = pv + ROT(l, shifts[kk], z);
-            ST(pp, _mm256_max_epi16(_mm256_adds_epi16(LD(pp), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(dr))), lo16));
-            ST(pp + 16, _mm256_max_epi16(_mm256_adds_epi16(LD(pp + 16),
-                                                           _mm256_cvtepi8_epi16(_mm256_extracti128_si256(dr, 1))),
-                                         lo16));
+            ST(pp, _mm256_max_epi16(_mm256_adds_epi16(LD(pp), d0), lo16));
+            ST(pp + 16, _mm256_max_epi16(_mm256_adds_epi16(LD(pp + 16), d1), lo16));
         }
     }
 }
@@ -1124,8 +1128,10 @@ group8_avx512(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_
             uint32_t l = l0 + 64 * (uint32_t)j;
             const int16_t *pp = pv + ROT(l, shifts[k], z);
             const int8_t *rp = rbase + (size_t)k * z + l;
-            __m512i p8 = _mm512_max_epi8(_mm512_permutexvar_epi64(order, _mm512_packs_epi16(LD5(pp), LD5(pp + 32))), lo);
-            __m512i q = _mm512_max_epi8(_mm512_subs_epi8(p8, LD5(rp)), lo);
+            __m512i q0 = _mm512_subs_epi16(LD5(pp), _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)rp)));
+            __m512i q1 = _mm512_subs_epi16(LD5(pp + 32),
+                                           _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(rp + 32))));
+            __m512i q = _mm512_max_epi8(_mm512_permutexvar_epi64(order, _mm512_packs_epi16(q0, q1)), lo);
             ST5(qb + 64 * (NC * k + j), q);
             sx[j] = _mm512_xor_si512(sx[j], q);
             if (k == 1)
@@ -1154,15 +1160,15 @@ group8_avx512(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws, uint32_
                 mag = boxplus8x64(LD5(fb + 64 * (NC * kk + j)), bw[j], tbl, c112);
                 bw[j] = boxplus8x64(bw[j], LD5(ab + 64 * (NC * kk + j)), tbl, c112);
             }
-            mag = _mm512_min_epu8(mag, vrmax);
             __m512i rv = _mm512_mask_sub_epi8(mag, _mm512_movepi8_mask(_mm512_xor_si512(sx[j], q)), zero, mag);
-            __m512i dr = _mm512_sub_epi8(rv, LD5(re + l));
+            __m512i d0 = _mm512_sub_epi16(_mm512_cvtepi8_epi16(_mm512_castsi512_si256(rv)),
+                                          _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(re + l))));
+            __m512i d1 = _mm512_sub_epi16(_mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(rv, 1)),
+                                          _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(re + l + 32))));
             ST5(re + l, rv);
             int16_t *pp = pv + ROT(l, shifts[kk], z);
-            ST5(pp, _mm512_max_epi16(_mm512_adds_epi16(LD5(pp), _mm512_cvtepi8_epi16(_mm512_castsi512_si256(dr))), lo16));
-            ST5(pp + 32, _mm512_max_epi16(_mm512_adds_epi16(LD5(pp + 32),
-                                                            _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(dr, 1))),
-                                          lo16));
+            ST5(pp, _mm512_max_epi16(_mm512_adds_epi16(LD5(pp), d0), lo16));
+            ST5(pp + 32, _mm512_max_epi16(_mm512_adds_epi16(LD5(pp + 32), d1), lo16));
         }
     }
 }
