@@ -70,9 +70,10 @@
  * per boxplus against 13 word operations.
  *
  * Arithmetic (all three paths, bit for bit; LLR unit 1/8 nat):
- *   q8   = clamp(clamp(post, +-127) - r, +-127)       int8, 127 = 15.9 nat
+ *   q8   = clamp(post - r, +-127)                     int8, 127 = 15.9 nat
  *   mag  = forward/backward boxplus of the other |q8| of the row (below)
- *   r'   = sign-corrected min(mag, 63)                int8, 63 = 7.9 nat
+ *   r'   = sign-corrected mag                         int8, <= 127 (no cap
+ *          needed: a boxplus never exceeds its inputs)
  *   post = clamp(post + (r' - r), +-32767)            int16, by the change
  * boxplus8(a, b) = max(min(a, b) + T[ceil((a+b)/2)] - T[ceil(|a-b|/2)], 0),
  * T = round(8 ln(1 + e^-x)) at the middle of each 2-unit (quarter-nat) step,
@@ -85,9 +86,9 @@
  * The posterior stays int16 (range 4096 nat, known bits at +-32767 are
  * certain) and is updated by the message change, not rebuilt from q8: q8 is
  * clamped far below the posterior, and q8 + r' would wear a strong posterior
- * down. r' - r fits int8 as |r| <= 63. SIMD: the posterior is packed to
- * bytes with saturation (packsswb, then the qwords put back in lane order),
- * r' - r widened by vpmovsxbw; one 64-lane (AVX-512) or 32-lane (AVX2)
+ * down. SIMD: q = post - r in int16 (r widened by vpmovsxbw), packed to
+ * bytes with saturation (packsswb, then the qwords put back in lane order);
+ * r' - r widened the same way. One 64-lane (AVX-512) or 32-lane (AVX2)
  * chunk reads its rotated posteriors through a 64-value pad (copy of the
  * block's first 64), like the int16 AVX2 layer does with 16.
  *
@@ -100,8 +101,14 @@
  * Units, measured (blind, 18 blocks of 2^20 bits per QBER, the same blocks;
  * python -m bench.ldpc_frames --qber 0.01 0.02 0.05 0.08 --blocks 18
  * --algorithm qc qc8; f, frames lost of 72, iterations per frame):
- *   int16             1.122 0 62.3 | 1.088 0 55.0 | 1.093 0 76.6 | 1.091 0 53.2
- *   int8, 1/8 nat     1.126 0 67.2 | 1.091 0 59.8 | 1.096 0 75.2 | 1.093 0 57.0
+ *   int16             1.123 0 62.5 | 1.088 0 55.4 | 1.093 0 77.8 | 1.091 0 53.2
+ *   int8, 1/8 nat     1.126 0 66.6 | 1.089 0 58.7 | 1.096 0 73.7 | 1.092 0 55.1
+ *   same, |r| <= 63,
+ *   q8 from the post
+ *   clamped first     1.126 0 67.2 | 1.091 0 59.8 | 1.096 0 75.2 | 1.093 0 57.0
+ * One-way (ldpc, 2^17-bit frames, --method ldpc): at f 1.25 (the link's)
+ * no frame lost by either at 1/2/5/8 % (162-180 frames each); at f 1.2 and
+ * QBER 1 % int8 lost 1 of 324, int16 none.
  * Rejected (2 and 5 %, 4 blocks, same blocks; int16: 1.086 / 1.094):
  *   int8 posteriors (post = clamp(q8 + r')): 1/8 nat (posterior range 15.9
  *   nat) diverges, every frame lost even at f 3 on the mother code: a
@@ -121,15 +128,15 @@
  *   smaller {6,5,4,3,2,2,1,1,1,1,1,0,...} 1.140 / 1.096; the rounded table
  *   above 1.126 / 1.091 (the long chains make the tail entries matter).
  * Speed, in the same process against int16 (rate-0.91 code, 20 iterations of
- * a frame that never decodes, best of 10, load 4.1): n = 2^16 (z = 256)
- * AVX-512BW 0.230 against 0.355 ns per edge-iteration (1.54x), AVX2 0.244
- * against 0.393 (1.61x); n = 294,912 (z = 1152, the link's blind frame)
- * 0.229 against 0.354 (1.55x), AVX2 0.265 against 0.407 (1.54x); runs at a
- * busier moment gave 0.30-0.34 against 0.37-0.50. Software prefetch of the
+ * a frame that never decodes, best of 10, load 2.5): n = 2^16 (z = 256)
+ * AVX-512BW 0.225 against 0.351 ns per edge-iteration (1.56x), AVX2 0.255
+ * against 0.392 (1.54x); n = 294,912 (z = 1152, the link's blind frame)
+ * 0.236 against 0.351 (1.49x), AVX2 0.280 against 0.417 (1.49x); runs at a
+ * busier moment (load 4-5) gave 0.30-0.34 against 0.37-0.50. Prefetch of the
  * next 128-lane group's rows: no change (0.229-0.235 both ways).
- * About 61 vector operations per chunk (64 lanes AVX-512, 32 AVX2; 22
- * forward, 39 backward, 3 x 9 of them boxplus) against about 50 per 16
- * int16 lanes (AVX2) or 32 (AVX-512): 1.6x fewer per edge. Zen 4 runs
+ * About 64 vector operations per chunk (64 lanes AVX-512, 32 AVX2; 24
+ * forward, 40 backward, 3 x 9 of them boxplus) against about 50 per 16
+ * int16 lanes (AVX2) or 32 (AVX-512): 1.5x fewer per edge. Zen 4 runs
  * 512-bit operations as two 256-bit halves, so AVX-512 gains little over
  * AVX2 here. ldpc-blind at QBER 2 %, whole protocol, interleaved A/B block
  * by block (python -m bench.ldpc_frames --ab ldpc-blind --qber 0.02
@@ -267,6 +274,7 @@ void ldpc_qc_syndrome(const qpp_ldpc_code *c, const uint64_t *x, uint64_t *syn)
 #define PAD8 64
 #define QMAX8 QPP_LDPC_QC8_Q_MAX       /* bound of q on the int8 check side */
 #define RMAX8 QPP_LDPC_QC8_MSG_MAX
+typedef char qpp_rmax8_is_qmax8[RMAX8 == QMAX8 ? 1 : -1];    /* the SIMD paths apply no cap */
 
 int ldpc_qc_state_init(ldpc_qc_state *st, const qpp_ldpc_code *c, int int8)
 {
@@ -529,7 +537,8 @@ static inline uint8_t boxplus8(uint8_t a, uint8_t b)
     return (uint8_t)(m < 0 ? 0 : m);
 }
 
-/* layers_portable in int8: same order of operations, SAT8/RMAX8 bounds. */
+/* layers_portable with int8 q and messages (bound QMAX8; a boxplus never exceeds its inputs,
+ * so the messages need no cap of their own) and int16 posteriors updated by r' - r. */
 static void layers8_portable(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_ws *ws)
 {
     const uint32_t z = c->z, zp = z + PAD8;
@@ -578,8 +587,6 @@ static void layers8_portable(const qpp_ldpc_code *c, ldpc_qc_state *st, ldpc_qc_
                     bw[l] = aq;
                 else if (kk > 0)
                     bw[l] = boxplus8(bw[l], aq);
-                if (mag > RMAX8)
-                    mag = RMAX8;
                 int8_t sn = (int8_t)(sg[l] ^ (int8_t)-(qk[l] < 0));
                 int8_t rv = (int8_t)((int8_t)(mag ^ sn) - sn);
                 pv[v] = clamp16((int32_t)pv[v] + ((int32_t)rv - re[l]));
