@@ -73,7 +73,7 @@ from .selftest import kat
 DELTA = 0.1
 #: "qc": int16 lane-parallel sum-product on the QC codes (n = 2^16..2^19), warm blind rounds;
 #: "qc8" (default): the same decoder with int8 messages and check arithmetic (twice the lanes per
-#: vector; blind f +0.002..0.004 against "qc", 1.46x its Mb/s: src/ldpc_qc.c's header comment);
+#: vector; blind f +0.001..0.004 against "qc", 1.4x its Mb/s: src/ldpc_qc.c's header comment);
 #: "bp", "minsum": float decoders on the Table I codes of n = 2^14 (the earlier family).
 ALGORITHMS = {"minsum": lib.QPP_LDPC_MINSUM, "bp": lib.QPP_LDPC_BP, "qc": lib.QPP_LDPC_QC_BP,
               "qc8": lib.QPP_LDPC_QC_BP8}
