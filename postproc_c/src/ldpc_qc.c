@@ -518,24 +518,18 @@ static void hard_portable(const qpp_ldpc_code *c, const int16_t *post, uint64_t 
 
 static inline int8_t clamp8(int32_t x) { return (int8_t)(x > QMAX8 ? QMAX8 : (x < -QMAX8 ? -QMAX8 : x)); }
 
-/* Correction table of the int8 boxplus: ln(1 + e^-x) in LLR units, index ceil(x / STEP8). */
-#define UNIT8 8
-#define STEP8 2
-#if UNIT8 == 8 && STEP8 == 2
+/* Correction table of the int8 boxplus: round(8 ln(1 + e^-x)) (1/8 nat) at the middle of
+ * each quarter-nat step, index ceil(x / 2) for x in 1/8 nat; 0 from index 16 on. Written
+ * for QPP_LDPC_QC8_LLR_ONE = 8 (the header comment lists the units and tables tried). */
 #define TABLE8_BYTES 6, 5, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0
-#elif UNIT8 == 16 && STEP8 == 2
-#define TABLE8_BYTES 11, 10, 9, 9, 8, 7, 6, 6, 5, 5, 4, 4, 3, 3, 3, 2
-#elif UNIT8 == 4 && STEP8 == 1
-#define TABLE8_BYTES 3, 2, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0
-#endif
-typedef char qpp_unit8_matches_header[UNIT8 == QPP_LDPC_QC8_LLR_ONE ? 1 : -1];
+typedef char qpp_unit8_matches_table[QPP_LDPC_QC8_LLR_ONE == 8 ? 1 : -1];
 static const int8_t CORR8[16] = {TABLE8_BYTES};
 
 /* |a boxplus b| for magnitudes 0 <= a, b <= 127, floored at 0; never above min(a, b), as
  * CORR8 does not increase. */
 static inline uint8_t boxplus8(uint8_t a, uint8_t b)
 {
-    uint32_t s = ((uint32_t)a + b + STEP8 - 1) / STEP8, d = ((uint32_t)(a > b ? a - b : b - a) + STEP8 - 1) / STEP8;
+    uint32_t s = ((uint32_t)a + b + 1) >> 1, d = ((uint32_t)(a > b ? a - b : b - a) + 1) >> 1;
     int32_t m = (a < b ? a : b) + (s < 16 ? CORR8[s] : 0) - (d < 16 ? CORR8[d] : 0);
     return (uint8_t)(m < 0 ? 0 : m);
 }
@@ -951,17 +945,11 @@ __attribute__((target("avx2"))) static void hard_avx2(const qpp_ldpc_code *c, co
 
 __attribute__((target("avx2"))) static inline __m256i boxplus8x32(__m256i a, __m256i b, __m256i tbl, __m256i c112)
 {
-#if STEP8 == 1
-    __m256i mn = _mm256_min_epu8(a, b);
-    __m256i s = _mm256_adds_epu8(_mm256_adds_epu8(a, b), c112);
-    __m256i d = _mm256_adds_epu8(_mm256_sub_epi8(_mm256_max_epu8(a, b), mn), c112);
-#else
     /* s = ceil((a + b) / 2); ceil(|a - b| / 2) = s - min(a, b), as a + b and |a - b| have the
      * same parity */
     __m256i mn = _mm256_min_epu8(a, b), s = _mm256_avg_epu8(a, b);
     __m256i d = _mm256_adds_epu8(_mm256_sub_epi8(s, mn), c112);
     s = _mm256_adds_epu8(s, c112);
-#endif
     __m256i m = _mm256_adds_epu8(mn, _mm256_shuffle_epi8(tbl, s));
     return _mm256_subs_epu8(m, _mm256_shuffle_epi8(tbl, d));
 }
@@ -1098,17 +1086,11 @@ __attribute__((target("avx2"))) static void layers8_avx2(const qpp_ldpc_code *c,
 
 __attribute__((target("avx512bw"))) static inline __m512i boxplus8x64(__m512i a, __m512i b, __m512i tbl, __m512i c112)
 {
-#if STEP8 == 1
-    __m512i mn = _mm512_min_epu8(a, b);
-    __m512i s = _mm512_adds_epu8(_mm512_adds_epu8(a, b), c112);
-    __m512i d = _mm512_adds_epu8(_mm512_sub_epi8(_mm512_max_epu8(a, b), mn), c112);
-#else
     /* s = ceil((a + b) / 2); ceil(|a - b| / 2) = s - min(a, b), as a + b and |a - b| have the
      * same parity */
     __m512i mn = _mm512_min_epu8(a, b), s = _mm512_avg_epu8(a, b);
     __m512i d = _mm512_adds_epu8(_mm512_sub_epi8(s, mn), c112);
     s = _mm512_adds_epu8(s, c112);
-#endif
     __m512i m = _mm512_adds_epu8(mn, _mm512_shuffle_epi8(tbl, s));
     return _mm512_subs_epu8(m, _mm512_shuffle_epi8(tbl, d));
 }
