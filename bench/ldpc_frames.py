@@ -13,7 +13,9 @@ ldpc``.
 Usage: ``python -m bench.ldpc_frames --qber 0.02 --blocks 8 --bits 1048576
 --frame-bits 65536 131072`` (one row per frame length; ``--reveal-f``,
 ``--stall``, ``--f-start``, ``--rel-window``, ``--rel-permille``, ``--first-iter``,
-``--retry-iter`` override the blind defaults;
+``--retry-iter`` override the blind defaults; ``--algorithm qc qc8`` runs
+each decoder on the same blocks; ``--ab ldpc-blind --algorithm qc qc8`` times them
+interleaved, block by block;
 ``--keys K`` draws another key stream, to validate a choice made on the default one). ``--code-fer 0.85
 --frame-bits 65536 131072 262144 --f 1.08 1.10 1.12 --frames 16``: frame error
 rate of the unpunctured mother code instead (int16 BP, 200 iterations), at
@@ -31,8 +33,8 @@ import postproc_c as pc
 from postproc_c import ldpc
 
 
-def run(qber: float, blocks: int, bits: int, keys: int = 0, **options) -> dict:
-    """f, frames lost, iterations per frame of ``ldpc-blind`` over ``blocks`` blocks (``keys``:
+def run(qber: float, blocks: int, bits: int, keys: int = 0, method: str = "ldpc-blind", **options) -> dict:
+    """f, frames lost, iterations per frame of ``method`` over ``blocks`` blocks (``keys``:
     which seeded key stream; 0 is the one ``bench/test_bench_ldpc.py`` measures)."""
     rng = np.random.default_rng(int(qber * 1000) + 17 + 1000 * keys)
     leaked = total = frames = ok = iters = wrong = msgs = 0
@@ -40,7 +42,7 @@ def run(qber: float, blocks: int, bits: int, keys: int = 0, **options) -> dict:
     for _ in range(blocks):
         a = rng.integers(0, 2, bits, dtype=np.uint8)
         b = a ^ (rng.random(bits) < qber).astype(np.uint8)
-        res = pc.reconcile_in_memory(a, b, qber, method="ldpc-blind", seed=3, **options)
+        res = pc.reconcile_in_memory(a, b, qber, method=method, seed=3, **options)
         d = res.details
         leaked += res.leaked_bits
         total += bits
@@ -53,6 +55,28 @@ def run(qber: float, blocks: int, bits: int, keys: int = 0, **options) -> dict:
             "iterations_per_frame": iters / frames, "messages_per_block": msgs / blocks,
             "silent_wrong_blocks": wrong, "n": d["n"], "d": d["d"], "mother_rate": d["mother_rate"],
             "seconds": time.perf_counter() - t0}
+
+
+def ab_throughput(qber: float, blocks: int, bits: int, algorithms: list[str], method: str,
+                  **options) -> dict[str, float]:
+    """Interleaved A/B: every block is reconciled once per decoder, the order alternating
+    from block to block, so load drifts hit each decoder alike. Sifted Mb/s per decoder
+    (wall time of ``reconcile_in_memory``, both sides in one process, block generation
+    excluded)."""
+    rng = np.random.default_rng(int(qber * 1000) + 29)
+    spent = dict.fromkeys(algorithms, 0.0)
+    if method == "ldpc":
+        options = dict({"f": 1.2}, **options)
+    for i in range(blocks + 1):
+        a = rng.integers(0, 2, bits, dtype=np.uint8)
+        b = a ^ (rng.random(bits) < qber).astype(np.uint8)
+        for alg in (algorithms if i % 2 else algorithms[::-1]):
+            t0 = time.perf_counter()
+            res = pc.reconcile_in_memory(a, b, qber, method=method, seed=3, algorithm=alg, **options)
+            if i:                                        # block 0 warms up (code generation)
+                spent[alg] += time.perf_counter() - t0
+            assert res.success and np.array_equal(res.corrected, a)
+    return {alg: blocks * bits / t / 1e6 for alg, t in spent.items()}
 
 
 def code_fer(rate: float, frame_bits: int, f: float, frames: int, seed: int = 11) -> tuple[int, float]:
@@ -89,10 +113,23 @@ def main() -> None:
     ap.add_argument("--first-iter", type=int)
     ap.add_argument("--retry-iter", type=int)
     ap.add_argument("--keys", type=int, default=0, help="key stream (0: the benchmark's; others to validate)")
+    ap.add_argument("--algorithm", nargs="+", default=[None],
+                    help="decoders to compare on the same blocks (e.g. qc qc8); default: the library's")
     ap.add_argument("--code-fer", type=float, help="mother code rate: unpunctured FER instead")
     ap.add_argument("--f", type=float, nargs="+", default=[1.08, 1.10, 1.12])
     ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--method", default="ldpc-blind", choices=["ldpc-blind", "ldpc"],
+                    help="ldpc: one-way at f 1.2 unless --f-start is given (used as its f)")
+    ap.add_argument("--ab", choices=["ldpc-blind", "ldpc"],
+                    help="interleaved throughput A/B of the --algorithm decoders with this method instead")
     args = ap.parse_args()
+    if args.ab:
+        algs = [a for a in args.algorithm if a] or ["qc", "qc8"]
+        for q in args.qber:
+            mbps = ab_throughput(q, args.blocks, args.bits, algs, args.ab)
+            print(f"{args.ab} qber {q:.3f} {args.blocks} blocks of {args.bits}: "
+                  + ", ".join(f"{a} {v:.2f} Mb/s" for a, v in mbps.items()), flush=True)
+        return
     if args.code_fer is not None:
         for fb in args.frame_bits:
             fb = fb or ldpc.QC_FRAME_BITS[0]
@@ -100,14 +137,18 @@ def main() -> None:
                    for f in args.f for fail, it in [code_fer(args.code_fer, fb, f, args.frames)]]
             print(f"R0 {args.code_fer} n {fb}: " + "; ".join(row), flush=True)
         return
-    extra = {k: v for k, v in (("reveal_f", args.reveal_f), ("stall", args.stall), ("f_start", args.f_start),
-                               ("rel_window", args.rel_window), ("rel_permille", args.rel_permille),
-                               ("first_iter", args.first_iter), ("retry_iter", args.retry_iter))
-             if v is not None}
+    base = {k: v for k, v in (("reveal_f", args.reveal_f), ("stall", args.stall), ("f_start", args.f_start),
+                              ("rel_window", args.rel_window), ("rel_permille", args.rel_permille),
+                              ("first_iter", args.first_iter), ("retry_iter", args.retry_iter))
+            if v is not None}
     for q in args.qber:
-        for fb in args.frame_bits:
+        for fb, alg in ((fb, alg) for fb in args.frame_bits for alg in args.algorithm):
+            extra = dict(base, **({"algorithm": alg} if alg else {}))
             opts = dict(extra, **({"frame_bits": fb} if fb else {}))
-            r = run(q, args.blocks, args.bits, args.keys, **opts)
+            if args.method == "ldpc":
+                opts = {k: v for k, v in opts.items() if k in ("algorithm", "frame_bits", "stall")}
+                opts["f"] = args.f_start or 1.2
+            r = run(q, args.blocks, args.bits, args.keys, args.method, **opts)
             print(f"qber {q:.3f} bits {args.bits} n {r['n']} d {r['d']} R0 {r['mother_rate']} {extra}: "
                   f"f {r['f']:.4f} lost {r['lost']}/{r['frames']} it/frame {r['iterations_per_frame']:.1f} "
                   f"msgs/block {r['messages_per_block']:.1f} silent {r['silent_wrong_blocks']} "

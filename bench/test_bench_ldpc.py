@@ -19,9 +19,10 @@ Per QBER one group ``ldpc-q<percent>`` holds:
   figures.
 
 Group ``ldpc-kernel``: one frame of the rate-0.91 QC code that never decodes
-(QBER 20 %), exactly KERNEL_ITERS iterations, our int16 layered BP (on each CPU
-path: the default, AVX2 only, portable C) against the PyPI ``BpDecoder``; units
-are edge-iterations, and ``ns_per_edge_iteration`` is stored in ``extra_info``.
+(QBER 20 %), exactly KERNEL_ITERS iterations, our layered BP with int16 and with
+int8 messages (on each CPU path: the default, AVX2 only, portable C) against the
+PyPI ``BpDecoder``; units are edge-iterations, and ``ns_per_edge_iteration`` is
+stored in ``extra_info``.
 
 Throughputs are sifted (key) bits per second on one core. Environment:
 QPP_BENCH_LDPC_BLOCKS (default 2) sets the number of blocks behind f and FER.
@@ -233,24 +234,28 @@ KERNEL_PATHS = {"default": 0, "avx2": pc.lib.QPP_CPU_AVX512BW,
                 "portable": pc.lib.QPP_CPU_AVX2 | pc.lib.QPP_CPU_AVX512BW}
 
 
+@pytest.mark.parametrize("width", ["int16", "int8"])
 @pytest.mark.parametrize("path", list(KERNEL_PATHS))
-def test_kernel_qc(benchmark, path):
+def test_kernel_qc(benchmark, path, width):
+    """Our layered BP: int16 messages (``qc``) or int8 messages with int16 posteriors (``qc8``)."""
     benchmark.group = "ldpc-kernel"
     c, x, y = _kernel_frame()
-    llr = np.round(math.log(0.8 / 0.2) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64))).astype(np.int16)
+    int8 = width == "int8"
+    one = ldpc.QC8_LLR_ONE if int8 else ldpc.QC_LLR_ONE
+    llr = np.round(math.log(0.8 / 0.2) * one * (1 - 2 * y.astype(np.float64))).astype(np.int16)
     syn = c.syndrome(ldpc.pack_bits(x))
     pc.lib.qpp_cpu_disable(KERNEL_PATHS[path])
     try:
-        _, ok, it, _ = c.decode_qc(llr, syn, max_iter=KERNEL_ITERS)
+        _, ok, it, _ = c.decode_qc(llr, syn, max_iter=KERNEL_ITERS, int8=int8)
         assert not ok and it == KERNEL_ITERS
-        benchmark.pedantic(c.decode_qc, args=(llr, syn), kwargs={"max_iter": KERNEL_ITERS}, rounds=5,
-                           iterations=1)
+        benchmark.pedantic(c.decode_qc, args=(llr, syn), kwargs={"max_iter": KERNEL_ITERS, "int8": int8},
+                           rounds=5 if path == "portable" else 25, iterations=1)   # a few ms each
         features = ",".join(pc.cpu_features())
     finally:
         pc.lib.qpp_cpu_disable(0)
     ns = benchmark.stats.stats.mean / (KERNEL_ITERS * c.spec.edges) * 1e9
     record(benchmark, units=KERNEL_ITERS * c.spec.edges, unit="edge-iter", ns_per_edge_iteration=round(ns, 3),
-           note=f"qpp QC int16 layered BP [{path}: {features}], {ns:.3f} ns per edge-iteration, code R0=0.91")
+           note=f"qpp QC {width} layered BP [{path}: {features}], {ns:.3f} ns/edge-iteration, code R0=0.91")
 
 
 @pytest.mark.parametrize("q", QBERS)

@@ -34,26 +34,49 @@ def sparse_syndrome(spec, x):
     return (np.add.reduceat(vals, spec.row_ptr[:-1].astype(np.int64)) % 2).astype(np.uint8)
 
 
+class Arith:
+    """Integer arithmetic of one QC decoder (ldpc_qc.c): bounds of the posteriors, of q on the
+    check side and of the check messages, the boxplus table and its index, and how the
+    posterior is updated: int16 decoder from q (post = q + r'), int8 decoder by the message
+    change (post = post + r' - r: its q is clamped much lower than the posterior)."""
+
+    def __init__(self, qmax, rmax, corr, index, delta):
+        self.qmax, self.rmax, self.corr, self.index, self.delta = qmax, rmax, corr, index, delta
+
+    def boxplus(self, a, b):
+        """|a [+] b| = min(a, b) + ln(1 + e^-(a+b)) - ln(1 + e^-|a-b|), floored at 0."""
+        cs, cd = self.corr[self.index(a + b)], self.corr[self.index(np.abs(a - b))]
+        return np.maximum(np.minimum(a, b) + cs - cd, 0)
+
+
+#: int16: 1/256 nat, index x >> 6 (quarter nat) capped at 15
+ARITH16 = Arith(SAT, RMAX, CORR, lambda x: np.minimum(x >> 6, 15), False)
+#: int8 messages: 1/8 nat, |q| <= 127 and |r| <= 127 on the check side, int16 posteriors; index
+#: ceil(x / 2), entries 16 and beyond 0
+CORR8 = np.array([6, 5, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0], np.int64)
+ARITH8 = Arith(127, 127, CORR8, lambda x: np.minimum((x + 1) >> 1, 16), True)
+
+
 def boxplus(a, b):
-    """|a [+] b| = min(a, b) + ln(1 + e^-(a+b)) - ln(1 + e^-|a-b|), table as in ldpc_qc.c."""
-    s = np.minimum((a + b) >> 6, 15)
-    d = np.minimum(np.abs(a - b) >> 6, 15)
-    return np.maximum(np.minimum(a, b) + CORR[s] - CORR[d], 0)
+    return ARITH16.boxplus(a, b)
 
 
-def ref_decode_qc(spec, llr, syn_bits, max_iter, stall=0):
-    """Layered int16 sum-product in numpy (one base row = one layer, z lanes at once)."""
+def ref_decode_qc(spec, llr, syn_bits, max_iter, stall=0, int8=False):
+    """Layered sum-product in numpy (one base row = one layer, z lanes at once), in the
+    arithmetic of the int16 or (int8) the int8-message decoder."""
     post = llr.astype(np.int64).reshape(spec.n // spec.z, spec.z).copy()
     r = np.zeros((spec.blk_col.size, spec.z), np.int64)
-    hard, ok, it = ref_run(spec, post, r, syn_bits, max_iter, stall)
+    ar = ARITH8 if int8 else ARITH16
+    hard, ok, it = ref_run(spec, post, r, syn_bits, max_iter, stall, ar)
     return hard, ok, it, post.ravel()
 
 
-def ref_run(spec, post, r, syn_bits, max_iter, stall=0):
+def ref_run(spec, post, r, syn_bits, max_iter, stall=0, ar=ARITH16):
     """Continue decoding from the state (post: (nb, z), r: (edges, z)), updated in place."""
     z, mb = spec.z, spec.blk_ptr.size - 1
     lanes = np.arange(z)
     synm = syn_bits.reshape(mb, z).astype(np.int64)
+    sat = SAT
 
     def unsatisfied():
         hard = (post < 0).ravel().astype(np.uint8)
@@ -66,7 +89,8 @@ def ref_run(spec, post, r, syn_bits, max_iter, stall=0):
             es = list(range(int(spec.blk_ptr[i]), int(spec.blk_ptr[i + 1])))
             idx = [(lanes + int(spec.blk_shift[e])) % z for e in es]
             cols = [int(spec.blk_col[e]) for e in es]
-            q = [np.clip(post[c, ix] - r[e], -SAT, SAT) for e, c, ix in zip(es, cols, idx, strict=True)]
+            q = [np.clip(post[c, ix] - r[e], -ar.qmax, ar.qmax)
+                 for e, c, ix in zip(es, cols, idx, strict=True)]
             a = [np.abs(v) for v in q]
             sign = synm[i].copy()
             for v in q:
@@ -74,25 +98,26 @@ def ref_run(spec, post, r, syn_bits, max_iter, stall=0):
             deg = len(es)
             fw = [None] * deg
             for k in range(1, deg):
-                fw[k] = a[0] if k == 1 else boxplus(fw[k - 1], a[k - 1])
+                fw[k] = a[0] if k == 1 else ar.boxplus(fw[k - 1], a[k - 1])
             bw = None
             for k in range(deg - 1, -1, -1):
                 if deg == 1:
-                    mag = np.full(z, SAT)
+                    mag = np.full(z, ar.qmax)
                 elif k == deg - 1:
                     mag = fw[k]
                 elif k == 0:
                     mag = bw
                 else:
-                    mag = boxplus(fw[k], bw)
+                    mag = ar.boxplus(fw[k], bw)
                 if k == deg - 1:
                     bw = a[k]
                 elif k > 0:
-                    bw = boxplus(bw, a[k])
-                mag = np.minimum(mag, RMAX)
+                    bw = ar.boxplus(bw, a[k])
+                mag = np.minimum(mag, ar.rmax)
                 rv = np.where(sign ^ (q[k] < 0), -mag, mag)
+                base = post[cols[k], idx[k]] - r[es[k]] if ar.delta else q[k]
                 r[es[k]] = rv
-                post[cols[k], idx[k]] = np.clip(q[k] + rv, -SAT, SAT)
+                post[cols[k], idx[k]] = np.clip(base + rv, -sat, sat)
         it += 1
         bad, hard = unsatisfied()
         if bad < best:
@@ -194,16 +219,22 @@ PATHS = {"avx512": 0, "avx2": pc.lib.QPP_CPU_AVX512BW,
          "portable": pc.lib.QPP_CPU_AVX2 | pc.lib.QPP_CPU_AVX512BW}
 
 
+@pytest.mark.parametrize("int8", [False, True])
 @pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("z,mb,nb,deg,q", [(16, 6, 24, 8, 0.04), (64, 8, 32, 10, 0.03), (64, 4, 32, 1, 0.01),
-                                           (48, 4, 16, 6, 0.03), (128, 4, 16, 6, 0.03)])
-def test_qc_decoder_matches_numpy_reference_exactly(path, z, mb, nb, deg, q):
+                                           (48, 4, 16, 6, 0.03), (128, 4, 16, 6, 0.03), (192, 4, 16, 6, 0.03),
+                                           (32, 5, 20, 7, 0.04), (96, 4, 16, 6, 0.03)])
+def test_qc_decoder_matches_numpy_reference_exactly(path, z, mb, nb, deg, q, int8):
+    """int16 and int8 decoders. For int8, z = 192 runs the SIMD paths' 128-lane group and a
+    64-lane tail, z = 96 (AVX2: 64 + 32 lanes) and z = 32 the AVX2 path's smaller groups
+    (AVX-512 needs z % 64 == 0), z = 16 and 48 the portable path."""
     spec = codes.random_qc_code(z, mb, nb, deg, seed=z + deg)
     c = ldpc.LdpcCode(spec)
     rng = np.random.default_rng(z * 7 + deg)
+    one = ldpc.QC8_LLR_ONE if int8 else ldpc.QC_LLR_ONE
     for trial in range(3):
         x, y = bsc(rng, spec.n, q)
-        llr = np.round(math.log((1 - q) / q) * ldpc.QC_LLR_ONE * (1 - 2 * y.astype(np.float64)))
+        llr = np.round(math.log((1 - q) / q) * one * (1 - 2 * y.astype(np.float64)))
         llr = llr.astype(np.int16)
         llr[rng.permutation(spec.n)[: spec.n // 10]] = 0                   # punctured
         known = rng.permutation(spec.n)[: spec.n // 20]
@@ -213,10 +244,10 @@ def test_qc_decoder_matches_numpy_reference_exactly(path, z, mb, nb, deg, q):
         iters, stall = (3, 0) if trial < 2 else (40, 4)
         try:
             pc.lib.qpp_cpu_disable(PATHS[path])
-            out, ok, it, post = c.decode_qc(llr, syn, max_iter=iters, stall=stall)
+            out, ok, it, post = c.decode_qc(llr, syn, max_iter=iters, stall=stall, int8=int8)
         finally:
             pc.lib.qpp_cpu_disable(0)
-        h, ok_ref, it_ref, post_ref = ref_decode_qc(spec, llr, syn_bits, iters, stall)
+        h, ok_ref, it_ref, post_ref = ref_decode_qc(spec, llr, syn_bits, iters, stall, int8)
         assert (ok, it) == (ok_ref, it_ref)
         assert np.array_equal(post.astype(np.int64), post_ref)
         assert np.array_equal(ldpc.unpack_bits(out, spec.n), h)
@@ -283,11 +314,13 @@ def test_selftest_kat_registered_and_passes():
 
 # ---------------------------------------------------------------- blind rounds, warm start
 
-def test_blind_side_warm_start_matches_numpy_reference():
-    """Bob's side with the QC decoder on a small QC code, driven by hand: every round's
-    status, the iterations and the corrected key equal a numpy replay in which a retried
-    frame continues from its previous messages with each revealed bit added to its posterior
-    (and the last attempt, with nothing left to reveal, runs without the stall rule)."""
+@pytest.mark.parametrize("int8", [False, True])
+def test_blind_side_warm_start_matches_numpy_reference(int8):
+    """Bob's side with the QC decoder (int16 or int8 messages) on a small QC code, driven by
+    hand: every round's status, the iterations and the corrected key equal a numpy replay in
+    which a retried frame continues from its previous messages with each revealed bit added
+    to its posterior (and the last attempt, with nothing left to reveal, runs without the
+    stall rule)."""
     spec = codes.qc_code(0.7, z=64, nb=48)                          # n = 3072, m = 896
     code = ldpc.LdpcCode(spec)
     n, d, n_short, step, max_iter, stall = spec.n, 600, 100, 60, 25, 3
@@ -302,7 +335,9 @@ def test_blind_side_warm_start_matches_numpy_reference():
     punct[np.arange(2 * d) % d < n_short] = 0                       # shortened positions carry 0
     cfg = pc.ffi.new("struct qpp_ldpc_config *")
     cfg.n_short, cfg.reveal_step, cfg.max_iter, cfg.stall = n_short, step, max_iter, stall
-    cfg.algorithm, cfg.scale, cfg.channel_llr, cfg.code_tag = pc.lib.QPP_LDPC_QC_BP, 0.8, 3.0, spec.tag
+    cfg.algorithm = pc.lib.QPP_LDPC_QC_BP8 if int8 else pc.lib.QPP_LDPC_QC_BP
+    cfg.scale, cfg.channel_llr, cfg.code_tag = 0.8, 3.0, spec.tag
+    L = 3 * (ldpc.QC8_LLR_ONE if int8 else ldpc.QC_LLR_ONE)        # channel LLR 3 nat in decoder units
 
     def side(role, bits, punct_bits):
         out = pc.ffi.new("qpp_ldpc_side **")
@@ -332,7 +367,7 @@ def test_blind_side_warm_start_matches_numpy_reference():
         x[keypos[:kl]] = a[f * k: f * k + kl]
         x[pos] = punct[f * d: (f + 1) * d]
         llr = np.full(n, SAT, np.int64)
-        llr[keypos[:kl]] = np.where(b[f * k: f * k + kl] == 1, -768, 768)
+        llr[keypos[:kl]] = np.where(b[f * k: f * k + kl] == 1, -L, L)
         llr[pos[n_short:]] = 0
         x_true.append(x)
         post0 = llr.reshape(spec.n // spec.z, spec.z).copy()
@@ -348,7 +383,8 @@ def test_blind_side_warm_start_matches_numpy_reference():
             if status[f] != 0:
                 continue
             post, r = state[f]
-            hard, ok, it = ref_run(spec, post, r, syn[f], max_iter, 0 if fixed[f] >= d else stall)
+            hard, ok, it = ref_run(spec, post, r, syn[f], max_iter, 0 if fixed[f] >= d else stall,
+                                   ARITH8 if int8 else ARITH16)
             iters += it
             decoded[f] = hard
             status[f] = 1 if ok else (2 if fixed[f] >= d else 0)
@@ -374,3 +410,18 @@ def test_blind_side_warm_start_matches_numpy_reference():
     expect = np.concatenate([decoded[f][keypos[:min(k, key_bits - f * k)]] for f in range(2)])
     assert np.array_equal(expect, a)                                # and the replay is right
     assert np.array_equal(ldpc.unpack_bits(keyw, key_bits), expect)
+
+
+@pytest.mark.parametrize("qber", [0.005, 0.02, 0.08, 0.11])
+def test_blind_int8_over_qber_never_silent(qber):
+    """ldpc-blind with the int8 decoder ("qc8"): corrected key equals Alice's or the failure
+    is reported; decodes up to 8 %."""
+    rng = np.random.default_rng(int(qber * 1e4) + 1)
+    k = ldpc.plan(0.02, 1.1, qc=True).k
+    a, b = bsc(rng, 2 * k - 100, qber)
+    res = pc.reconcile_in_memory(a, b, qber, method="ldpc-blind", seed=11, private_seed=3, algorithm="qc8")
+    assert res.details["frames"] >= 2
+    if res.success:
+        assert np.array_equal(res.corrected, a)
+    if qber <= 0.08:
+        assert res.success

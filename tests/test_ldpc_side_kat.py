@@ -3,8 +3,9 @@ Bob's corrected key of fixed runs, so that speed work around the decoder (positi
 LLR setup, reveals) is checked to leave every message and result bit-identical.
 
 The values were recorded with the code as it stood before that work (commit d5fbf2a); the blind
-parameters are passed explicitly (the relative stall rule off, as it did not exist then), so
-retuning the defaults (``BLIND_F_START`` ...) does not move them. Also checks
+parameters and the decoder are passed explicitly (the relative stall rule off, as it did not exist
+then; the int16 decoder ``"qc"``, the default then), so retuning the defaults (``BLIND_F_START``,
+``DEFAULT_ALGORITHM`` ...) does not move them. Also checks
 ``codes.permutation_head`` (the selection behind ``ldpc.positions``) against the full
 ``codes.permutation`` it replaces there.
 """
@@ -22,12 +23,12 @@ from postproc_c import codes, ldpc
 #: (method, QBER, key bits, seed, options) -> (messages, crc32 of all messages in order,
 #: leaked bits, decoder iterations, crc32 of Bob's corrected key)
 KAT = [
-    (("ldpc-blind", 0.02, 1 << 18, 11, {"f_start": 1.08, "reveal_f": 0.01, "stall": 4, "rel_window": 0}),
+    (("ldpc-blind", 0.02, 1 << 18, 11, {"f_start": 1.08, "reveal_f": 0.01, "stall": 4, "rel_window": 0, "algorithm": "qc"}),
      (22, 0xDF2D9110, 41545, 388, 0xCA69E5EE)),
-    (("ldpc-blind", 0.05, 300_000, 12, {"f_start": 1.04, "reveal_f": 0.02, "stall": 4, "rel_window": 0}),
+    (("ldpc-blind", 0.05, 300_000, 12, {"f_start": 1.04, "reveal_f": 0.02, "stall": 4, "rel_window": 0, "algorithm": "qc"}),
      (10, 0x8AD9C4AA, 97759, 226, 0x68A247DC)),
-    (("ldpc", 0.02, 1 << 18, 13, {}), (2, 0xE3741CEB, 46350, 54, 0xCA69E5EE)),
-    (("ldpc-blind", 0.01, 1 << 20, 14, {"f_start": 1.10, "reveal_f": 0.01, "stall": 4, "rel_window": 0}),
+    (("ldpc", 0.02, 1 << 18, 13, {"algorithm": "qc"}), (2, 0xE3741CEB, 46350, 54, 0xCA69E5EE)),
+    (("ldpc-blind", 0.01, 1 << 20, 14, {"f_start": 1.10, "reveal_f": 0.01, "stall": 4, "rel_window": 0, "algorithm": "qc"}),
      (14, 0xE735033F, 96372, 342, 0x538E5EF8)),
 ]
 

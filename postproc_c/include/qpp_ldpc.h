@@ -24,16 +24,21 @@ enum qpp_ldpc_limits {
 enum qpp_ldpc_algorithm {
     QPP_LDPC_MINSUM = 0,            /* layered normalized min-sum (scale = normalization) */
     QPP_LDPC_BP = 1,                /* layered sum-product (tanh rule) */
-    QPP_LDPC_QC_BP = 2              /* QC codes only: layered sum-product on int16 LLRs (boxplus
+    QPP_LDPC_QC_BP = 2,             /* QC codes only: layered sum-product on int16 LLRs (boxplus
                                        with a table correction), vectorized over the z lanes of a
                                        circulant; blind rounds continue from the previous round */
+    QPP_LDPC_QC_BP8 = 3             /* QC_BP with int8 messages and check arithmetic (int16
+                                       posteriors): twice the lanes per vector */
 };
 
 enum qpp_ldpc_qc_limits {
     QPP_LDPC_QC_LLR_ONE = 256,      /* int16 LLR units per nat in the QC decoder */
     QPP_LDPC_QC_LLR_MAX = 32767,    /* saturation bound of QC LLRs and posteriors (symmetric) */
     QPP_LDPC_QC_MSG_MAX = 8191,     /* bound of the QC check-to-variable messages */
-    QPP_LDPC_QC_MAX_Z = 4096
+    QPP_LDPC_QC_MAX_Z = 4096,
+    QPP_LDPC_QC8_LLR_ONE = 8,       /* LLR units per nat in the int8 QC decoder (int16 posteriors) */
+    QPP_LDPC_QC8_Q_MAX = 127,       /* its bound of the variable-to-check messages (int8) */
+    QPP_LDPC_QC8_MSG_MAX = 127      /* its bound of the check-to-variable messages (int8) */
 };
 
 /* Build H from CSR rows: row r holds col_idx[row_ptr[r] .. row_ptr[r+1]).
@@ -96,6 +101,16 @@ int qpp_ldpc_decode_qc(const qpp_ldpc_code *code, const int16_t *llr, const uint
                        uint32_t max_iter, uint32_t stall,
                        uint64_t *out, size_t out_words, int16_t *post_out,
                        uint32_t *iterations, int *matched) QPP_WUR;
+
+/* The same decoder with int8 messages and check arithmetic (QPP_LDPC_QC_BP8):
+ * llr and the int16 posteriors in units of 1/QPP_LDPC_QC8_LLR_ONE nat, |llr| <=
+ * QPP_LDPC_QC_LLR_MAX (the bound: a known bit); post_out (may be NULL): n
+ * posteriors. Bit-identical on the AVX-512BW (z a multiple of 64), AVX2 (z a
+ * multiple of 32) and portable paths. */
+int qpp_ldpc_decode_qc8(const qpp_ldpc_code *code, const int16_t *llr, const uint64_t *syn, size_t syn_words,
+                        uint32_t max_iter, uint32_t stall,
+                        uint64_t *out, size_t out_words, int16_t *post_out,
+                        uint32_t *iterations, int *matched) QPP_WUR;
 
 /* ---- protocol side ---------------------------------------------------- */
 

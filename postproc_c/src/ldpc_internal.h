@@ -22,10 +22,13 @@ struct qpp_ldpc_code {
     uint32_t *blk_shift;    /* base edges */
 };
 
-/* QC min-sum state of one frame (see ldpc_qc.c for the layouts). */
+/* QC sum-product state of one frame (see ldpc_qc.c for the layouts): the int16
+ * decoder uses r/post, the int8 decoder r8/post8; the other pair stays NULL. */
 typedef struct {
     int16_t *r;             /* base edges * z check-to-variable messages, lane-major per base edge */
     int16_t *post;          /* nb * (z + 16) posterior LLRs, each block padded by a copy of its first 16 */
+    int8_t *r8;             /* int8 decoder: base edges * z messages, as r */
+    int16_t *post8;         /* int8 decoder: nb * (z + 64) int16 posteriors, each block padded by its first 64 */
 } ldpc_qc_state;
 
 typedef struct {
@@ -33,15 +36,27 @@ typedef struct {
     int16_t *fw;            /* max_blk_deg * z forward boxplus partials of one layer */
     int16_t *m1, *m2, *arg, *sg;  /* z each */
     int16_t *synmask;       /* m: 0 or -1 per check */
+    int8_t *q8;             /* int8 decoder: max_blk_deg * max(z, 256) of q (and |q| on the SIMD paths) */
+    uint8_t *fw8;           /* int8 decoder: max_blk_deg * max(z, 128) forward partials */
+    uint8_t *bw8;           /* z */
+    int8_t *sg8, *synmask8; /* z, m */
     uint64_t *hard, *chk;   /* words(n), words(m) */
     /* ldpc_qc_run also stops once the unsatisfied count is above (1 - rel_permille / 1000) times
      * its value rel_window (1..15) iterations before; rel_window 0 = off (ldpc_side.c sets it) */
     uint32_t rel_window, rel_permille;
 } ldpc_qc_ws;
 
-int ldpc_qc_state_init(ldpc_qc_state *st, const qpp_ldpc_code *c);
-void ldpc_qc_state_free(ldpc_qc_state *st);
+/* int8 = 0: the int16 decoder's state, 1: the int8 decoder's. */
+int ldpc_qc_state_init(ldpc_qc_state *st, const qpp_ldpc_code *c, int int8);
+int ldpc_qc_state_live(const ldpc_qc_state *st);
+/* Wipes (the posteriors describe the key) and frees. */
+void ldpc_qc_state_free(ldpc_qc_state *st, const qpp_ldpc_code *c);
+/* Fresh start from int16 channel LLRs (units 1/QPP_LDPC_QC_LLR_ONE; the int8 state
+ * converts them to its unit, +-QPP_LDPC_QC_LLR_MAX to +-QPP_LDPC_QC8_LLR_MAX). */
 void ldpc_qc_state_load(const qpp_ldpc_code *c, ldpc_qc_state *st, const int16_t *llr);
+/* Variable v became known (value bit): add a certain LLR to its posterior, saturated.
+ * Call ldpc_qc_state_refresh once after the last one. */
+void ldpc_qc_state_fix(const qpp_ldpc_code *c, ldpc_qc_state *st, uint32_t v, unsigned bit);
 void ldpc_qc_state_refresh(const qpp_ldpc_code *c, ldpc_qc_state *st);
 int ldpc_qc_ws_init(ldpc_qc_ws *ws, const qpp_ldpc_code *c);
 void ldpc_qc_ws_free(ldpc_qc_ws *ws);

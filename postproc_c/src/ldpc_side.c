@@ -20,7 +20,8 @@
  *
  * Decoders: QPP_LDPC_BP batches 8 frames per AVX2 float lane set and decodes
  * every blind round from scratch; QPP_LDPC_QC_BP (QC codes) decodes frame by
- * frame with the int16 lane decoder of ldpc_qc.c and keeps each undecided
+ * frame with the int16 lane decoder of ldpc_qc.c (QPP_LDPC_QC_BP8: its int8-message
+ * variant, 1 byte per edge) and keeps each undecided
  * frame's messages and posteriors (2 bytes per edge + 2 per bit, ~0.9 MB per
  * frame of the n = 2^16 codes) until the frame is decided, so a blind round
  * continues where the last one stopped (decode_pending_qc). Padding, shortened
@@ -58,6 +59,8 @@ enum { ST_A_SEND_SYN, ST_A_WAIT_STATUS, ST_A_SEND_REVEAL, ST_B_WAIT_SYN, ST_B_DE
        ST_DONE };
 
 static const float BIG_LLR = 1000.0f;   /* a known (shortened/revealed) bit */
+/* the lane decoders of ldpc_qc.c, int16 and int8 */
+#define IS_QC(a) ((a) == QPP_LDPC_QC_BP || (a) == QPP_LDPC_QC_BP8)
 
 struct qpp_ldpc_side {
     const qpp_ldpc_code *code;          /* borrowed: the caller keeps it alive */
@@ -262,12 +265,7 @@ static uint32_t count_retry(const qpp_ldpc_side *s)
 /* Wipe and release frame f's QC decoder state (its posteriors describe the key). */
 static void qc_drop(qpp_ldpc_side *s, uint32_t f)
 {
-    ldpc_qc_state *st = &s->qst[f];
-    if (st->post)
-        qpp_memzero(st->post, (size_t)s->code->nb * (s->code->z + 16) * sizeof *st->post);
-    if (st->r)
-        qpp_memzero(st->r, (size_t)s->code->blk_ptr[s->code->mb] * s->code->z * sizeof *st->r);
-    ldpc_qc_state_free(st);
+    ldpc_qc_state_free(&s->qst[f], s->code);        /* wipes */
 }
 
 void qpp_ldpc_side_free(qpp_ldpc_side *s)
@@ -343,10 +341,10 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
     if (cfg->n_short > n_pos || cfg->max_iter > 100000 || cfg->stall > 100000 || cfg->first_iter > 100000 ||
         cfg->retry_iter > 100000 || cfg->rel_window > 15 || cfg->rel_permille > 1000)
         return QPP_ERR_VALUE;
-    if (cfg->algorithm != QPP_LDPC_MINSUM && cfg->algorithm != QPP_LDPC_BP && cfg->algorithm != QPP_LDPC_QC_BP)
+    if (cfg->algorithm != QPP_LDPC_MINSUM && cfg->algorithm != QPP_LDPC_BP && !IS_QC(cfg->algorithm))
         return QPP_ERR_VALUE;
-    if (cfg->algorithm == QPP_LDPC_QC_BP && !code->z)
-        return QPP_ERR_VALUE;               /* the int16 lane decoder needs a QC code */
+    if (IS_QC(cfg->algorithm) && !code->z)
+        return QPP_ERR_VALUE;               /* the lane decoders need a QC code */
     if (!(cfg->scale > 0.0f && cfg->scale <= 1.0f) || !(cfg->channel_llr > 0.0f && cfg->channel_llr < 100.0f))
         return QPP_ERR_VALUE;
 
@@ -377,7 +375,7 @@ int qpp_ldpc_side_create(qpp_ldpc_side **out, const qpp_ldpc_code *code, int rol
     int st = QPP_ERR_NOMEM;
     if (!s->pos || !s->keypos || !s->kmask || !s->x || !s->syn || !s->status || !s->fixed || !used)
         goto fail;
-    if (role == QPP_LDPC_BOB && cfg->algorithm == QPP_LDPC_QC_BP) {
+    if (role == QPP_LDPC_BOB && IS_QC(cfg->algorithm)) {
         s->y = calloc(fw, sizeof *s->y);
         s->dec = calloc(fw, sizeof *s->dec);
         s->qllr = malloc((size_t)n * sizeof *s->qllr);
@@ -583,21 +581,17 @@ static int decode_pending_qc(qpp_ldpc_side *s)
         if (s->status[f] != QPP_LDPC_FRAME_RETRY)
             continue;
         ldpc_qc_state *st = &s->qst[f];
-        uint32_t cap = st->r ? s->cfg.retry_iter : s->cfg.first_iter;
-        if (!st->r) {
-            if (ldpc_qc_state_init(st, c) != QPP_OK)
+        int live = ldpc_qc_state_live(st);
+        uint32_t cap = live ? s->cfg.retry_iter : s->cfg.first_iter;
+        if (!live) {
+            if (ldpc_qc_state_init(st, c, s->cfg.algorithm == QPP_LDPC_QC_BP8) != QPP_OK)
                 return QPP_ERR_NOMEM;
             frame_llr_qc(s, f, s->qllr);
             ldpc_qc_state_load(c, st, s->qllr);
         } else {
             const uint64_t *kf = s->x + (size_t)f * s->nw;
-            for (uint32_t j = s->qfixed[f]; j < s->fixed[f]; j++) {
-                uint32_t v = s->pos[j], blk = v / c->z, lane = v % c->z;
-                int16_t *p = st->post + (size_t)blk * (c->z + 16) + lane;
-                int32_t t = (int32_t)*p + (getbit(kf, v) ? -QPP_LDPC_QC_LLR_MAX : QPP_LDPC_QC_LLR_MAX);
-                *p = (int16_t)(t > QPP_LDPC_QC_LLR_MAX ? QPP_LDPC_QC_LLR_MAX
-                                                       : (t < -QPP_LDPC_QC_LLR_MAX ? -QPP_LDPC_QC_LLR_MAX : t));
-            }
+            for (uint32_t j = s->qfixed[f]; j < s->fixed[f]; j++)
+                ldpc_qc_state_fix(c, st, s->pos[j], getbit(kf, s->pos[j]));
             ldpc_qc_state_refresh(c, st);
         }
         s->qfixed[f] = s->fixed[f];
@@ -624,7 +618,7 @@ static int decode_pending_qc(qpp_ldpc_side *s)
  * allocation failure keep their result; a retry decodes only the rest. */
 static int decode_pending(qpp_ldpc_side *s)
 {
-    if (s->cfg.algorithm == QPP_LDPC_QC_BP)
+    if (IS_QC(s->cfg.algorithm))
         return decode_pending_qc(s);
     uint32_t idx[8], cnt = 0;
     for (uint32_t f = 0; f < s->frames; f++) {
