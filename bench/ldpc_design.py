@@ -439,6 +439,10 @@ def fixed_rate_climb(de: DE, p: float, lam: dict[int, float], rho: dict[int, flo
     return best
 
 
+#: Variable degrees the designs below may use (plus dmax itself, at most mb).
+DEGREES = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 22, 25, 28, 32, 38)
+
+
 def as_built(lam: dict[int, float], mb: int, nb: int = 256):
     """The profile ``codes.qc_code`` builds from an edge-perspective lambda on an mb x nb base:
     (node counts per degree, base edges, lambda, rho as built). Node counts rounded as
@@ -512,8 +516,7 @@ def complexity_sweep(mb: int, dcs, dmax: int | None = None, p0: float = 0.018, n
     de = de or DE()
     rate = 1 - mb / nb
     dmax = mb if dmax is None else min(dmax, mb)
-    degrees = sorted({d for d in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 22, 25, 28, 32, 38)
-                      if d <= dmax} | {dmax})
+    degrees = sorted({d for d in DEGREES if d <= dmax} | {dmax})
     out = []
     for dc in dcs:
         _, lam, rho = ga_profile(rate, float(dc), degrees, (mb - 1) / nb)
@@ -538,17 +541,19 @@ def compare_frames(profiles: dict[str, tuple], qber: float = 0.02, starts=(1.08,
     start efficiency. Prints f, frames lost, decoder iterations per frame, edges per frame and
     their product (the decoder work per frame), and CPU ms per frame of the whole run (both sides,
     key generation included; the machine is shared, so the work figure is the steadier one).
-    ``profiles``: name -> DESIGNED entry. E.g.
+    ``profiles``: name -> DESIGNED entry (None: Table I's profile of that rate). E.g.
     ``python -c 'from bench.ldpc_design import *; compare_frames({"dc42": DC42_085, "dc46":
     codes.DESIGNED[0.85]})'``."""
     from bench import ldpc_frames
     from postproc_c import codes, ldpc
 
-    saved = codes.DESIGNED[rate]
+    saved = codes.DESIGNED.get(rate)
     try:
         for fs in starts:
             for name, entry in profiles.items():
-                codes.DESIGNED[rate] = entry
+                codes.DESIGNED.pop(rate, None)
+                if entry is not None:
+                    codes.DESIGNED[rate] = entry
                 codes.qc_code.cache_clear()
                 ldpc.qc_code.cache_clear()
                 cpu = time.process_time()
@@ -561,7 +566,9 @@ def compare_frames(profiles: dict[str, tuple], qber: float = 0.02, starts=(1.08,
                       f"CPU ms/frame {1000 * cpu / r['frames']:.0f} silent {r['silent_wrong_blocks']}",
                       flush=True)
     finally:
-        codes.DESIGNED[rate] = saved
+        codes.DESIGNED.pop(rate, None)
+        if saved is not None:
+            codes.DESIGNED[rate] = saved
         codes.qc_code.cache_clear()
         ldpc.qc_code.cache_clear()
 
@@ -571,26 +578,46 @@ DC42_085 = (38, 0.01993, {2: 0.04637, 3: 0.26266, 9: 0.21528, 10: 0.15826, 32: 0
             {42: 0.94618, 43: 0.05382})
 
 
+def design_profile(mb: int, dc: float, p0: float, nb: int = 256, dmax: int | None = None,
+                   de: DE | None = None) -> tuple[float, dict[int, float]]:
+    """A ``codes.DESIGNED`` profile at rate 1 - mb/nb: variable degrees from DEGREES up to dmax
+    (default mb, the most a base column can have) plus dmax itself, at most mb - 1 degree-2
+    columns; Gaussian-approximation LP start at check degree dc (``ga_profile``), then
+    ``fixed_rate_climb`` from p0. Prints and returns (p reached, lambda); the threshold printed is
+    that of the profile as built (``as_built``: node counts rounded to nb base columns)."""
+    de = de or DE()
+    rate = 1 - mb / nb
+    dmax = mb if dmax is None else min(dmax, mb)
+    degrees = sorted({d for d in DEGREES if d <= dmax} | {dmax})
+    _, lam, rho = ga_profile(rate, dc, degrees, (mb - 1) / nb)
+    p, lam = fixed_rate_climb(de, p0, lam, rho, degrees, (mb - 1) / nb, rate)
+    lam = {d: round(v, 5) for d, v in lam.items()}
+    cnt, edges, lam_b, rho_b = as_built(lam, mb, nb)
+    thr = de.threshold(lam_b, rho_b, lo=0.9 * p, hi=1.03 * p, steps=6)
+    print(f"mb {mb} dc {dc}: climb p={p:.5f} lambda={lam}\nas built: columns {cnt}, {edges} base edges, "
+          f"rho { {j: round(w, 5) for j, w in rho_b.items()} }, p*={thr:.5f} f*={(mb / nb) / h2(thr):.4f}")
+    return p, lam
+
+
 def design_085(dc: float = 46.0, p0: float = 0.018) -> None:
-    """The rate-0.85 profile of ``codes.DESIGNED`` (mb = 38 of 256, at most mb - 1 degree-2
-    columns, variable degrees up to mb): GA-LP start at check degree dc, then
-    ``fixed_rate_climb`` from p0; prints the DE threshold of the profile as built (node counts
-    rounded to 256 base columns). ``python -c 'from bench.ldpc_design import design_085;
-    design_085()'`` (about two minutes). dc = 46, p0 = 0.018 (the default since; chosen by
-    ``complexity_sweep`` and ``compare_frames``) gives p* 0.02009 as built, f* 1.046; the former
-    profile (``DC42_085``) came from dc = 42, p0 = 0.0196: p = 0.0198 before rounding, 0.0199 as
-    built (f* 1.053); dc = 45 stopped at p = 0.0196."""
+    """The rate-0.85 profile of ``codes.DESIGNED`` (mb = 38): ``design_profile(38, dc, p0)``,
+    about two minutes. dc = 46, p0 = 0.018 (the default since; chosen by ``complexity_sweep`` and
+    ``compare_frames``) gives p* 0.02009 as built, f* 1.046; the former profile (``DC42_085``)
+    came from dc = 42, p0 = 0.0196: p = 0.0198 before rounding, 0.0199 as built (f* 1.053); dc = 45
+    stopped at p = 0.0196."""
     from postproc_c import codes
 
-    mb, nb = 38, 256
-    rate = 1 - mb / nb
-    degrees = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 22, 25, 28, 32, 38]
-    _, lam, rho = ga_profile(rate, dc, degrees, (mb - 1) / nb)
-    de = DE()
-    p, lam = fixed_rate_climb(de, p0, lam, rho, degrees, (mb - 1) / nb, rate)
-    cnt, _, lam_b, rho_b = as_built(lam, mb, nb)
-    thr = de.threshold(lam_b, rho_b, lo=0.9 * p, hi=1.03 * p, steps=6)
-    print(f"climb p={p:.5f} lambda={ {d: round(v, 5) for d, v in lam.items()} }\n"
-          f"as built: columns {cnt}, p*={thr:.5f} f*={(mb / nb) / h2(thr):.4f}")
-    if codes.DESIGNED[0.85][2] != {d: round(v, 5) for d, v in lam.items()}:
+    _, lam = design_profile(38, dc, p0)
+    if codes.DESIGNED[0.85][2] != lam:
         print("differs from codes.DESIGNED[0.85]")
+
+
+def design_070(dc: float = 22.0, p0: float = 0.047) -> None:
+    """The rate-0.70 profile of ``codes.DESIGNED`` (mb = 77, R = 0.6992): ``design_profile(77, dc,
+    p0)``, about two minutes. As built p* 0.05184, f* 1.0225 against 1.042 for Table I's 0.70 as
+    built (the same DE)."""
+    from postproc_c import codes
+
+    _, lam = design_profile(77, dc, p0)
+    if codes.DESIGNED[0.7][2] != lam:
+        print("differs from codes.DESIGNED[0.7]")
