@@ -503,8 +503,20 @@ def complexity_sweep(mb: int, dcs, dmax: int | None = None, p0: float = 0.018, n
         38   38   1447        1.072   151 / 98 / 77           1.47
         40   20   1523        1.071   121 / 87 / 71           1.24
         42   38   1598        1.053   93  / 76 / 66           1.00   (former ``codes.DESIGNED`` 0.85)
+        42   38   1602        1.057   89  / 73 / 63           0.96   (the same climb from p0 0.018)
+        44   38   1663        1.069   97  / 73 / 61           1.09
         46   38   1762        1.046   75  / 65 / 58           0.89   (``codes.DESIGNED`` 0.85 since)
+        48   38   1810        1.051   81  / 69 / 60           0.99
         50   38   1885        1.056   85  / 71 / 62           1.08
+
+    The climb is a local search (trust region 0.02 per round, 60 rounds), so neighbouring dc
+    differ by more than their ensembles would (dc 44 stopped early). mb = 77 (R = 0.6992; DE
+    iterations at f 1.06 / 1.08 / 1.10): Table I's 0.70 as built 1552 edges, f* 1.042, 105 / 66 /
+    52; dc 22: 1687 edges, f* 1.0225, 108 / 85 / 72 (``codes.DESIGNED`` 0.70 since: on real frames
+    it gains in f, and in iterations once the start f is raised, see ``codes``); dc 25: 1949
+    edges, f* 1.033, 122 / 92 / 77. mb = 23 (R = 0.9102): the 0.91 code as built 1628 edges,
+    f* 1.084, -/-/87 (f 1.10), 57 at 1.12; dc 76: 1745 edges, f* 1.0765, 126 / 69 at 1.08 / 1.10
+    (worse on real frames at QBER 1 %); dc 82: f* 1.099.
 
     Fewer edges (lower dc, lower max degree) cost far more iterations at f 1.08-1.10 than they
     save per iteration: the capped degree-2 fraction (one staircase, mb - 1 columns) leaves the
