@@ -41,17 +41,19 @@ FER and mean iterations):
     0.55  29440  313600  0.0904   3/6  it 74    0/6  it 22    0/6 it 14
     0.60  26112  378368  0.0766   4/6  it 87    0/6  it 23    0/6 it 15
     0.65  23040  411648  0.0633   5/6  it 92    0/6  it 24    0/6 it 15
-    0.70  19712  397312  0.0504   5/6  it 89    0/6  it 23    0/6 it 16
+    0.70  19712  400640  0.05165  4/6  it 79    0/6  it 20    0/6 it 14   (DESIGNED)
     0.75  16384  425216  0.0392   6/6  it 100   0/6  it 28    0/6 it 16
     0.80  13056  389888  0.0298   6/6  it 100   2/6  it 47    0/6 it 17
-    0.85   9728  409088  0.01993  4/6  it 82    1/6  it 35    0/6 it 19   (DESIGNED)
+    0.85   9728  451072  0.02009  3/6  it 71    0/6  it 33    0/6 it 17   (DESIGNED)
     0.90   6656  334848  0.0109   6/6  it 100   6/6  it 100   3/6 it 62
     0.91   5888  416768  0.01032  6/6  it 100   4/6  it 72    1/6 it 36   (DESIGNED)
 
 Rates up to 0.75 decode at f = 1.10 (waterfall between 1.05 and 1.10);
 0.80-0.90 do not reach it: their ensembles' own thresholds are f = 1.03
 (0.8), 1.08 (Table I's 0.85, DE of the profile as built, R = 0.8516, dc
-41-42; that row read 6/6, 1/6, 2/6 before the designed 0.85 replaced it) and
+41-42; that row read 6/6, 1/6, 2/6 before the designed 0.85 replaced it; the first designed
+0.85, dc 42, 409,088 edges: 4/6 it 82, 1/6 it 35, 0/6 it 19; Table I's 0.70, 397,312 edges,
+DE 0.0504: 5/6 it 89, 0/6 it 23, 0/6 it 16) and
 1.17 (0.9) at the QC rates, and Table I asks for more degree-2 columns than
 a staircase holds (capped at mb - 1, the excess made degree 3). The shifts
 leave no 4-cycle in any of these codes at z = 256 or 512 (girth >= 6,
@@ -81,6 +83,26 @@ designed: f* = 1.053 against 1.077 for Table I's 0.85 as built
 f 1.10, 1.088 at start 1.08 (the default since), no frame lost. Edges per
 frame +0.6 % (1598 base edges against 1589), so the decoder cost per
 iteration is unchanged.
+
+Decoder work. At a fixed rate, edges per variable = (1 - R) x mean check
+degree, and the decoder's time per frame is edges x iterations x ns per
+edge-iteration (0.353-0.365 ns for check degrees 20-70, the same for the
+old and new 0.85 codes, measured in one process). Fewer edges (lower check
+degree, max variable degree 16-20) cost far more iterations at f 1.08-1.10
+than they save (``ldpc_design.complexity_sweep``: dc 36-40 need 1.2-2.5x
+the work at f 1.08), so the 0.85 code was redesigned at check degree 46
+(degree-38 columns): 10 % more edges, fewer iterations. Blind, QBER 2 %,
+2^20-bit blocks, 72 frames each, old (dc 42) and new in one process
+(``ldpc_design.compare_frames``; f / iterations per frame / edge-iterations
+per frame): start 1.08: 1.0877 / 55.0 / 101M -> 1.0843 / 44.4 / 90M;
+start 1.09: 1.0929 / 42.6 / 78M -> 1.0913 / 35.3 / 72M; start 1.10:
+1.1006 / 32.7 / 60M -> 1.1000 / 28.0 / 57M; no frame lost. The rate-0.70
+code (QBER 5 %) was redesigned the same way (dc 20, f* 1.0253, +0.8 %
+edges): start 1.04 (the default): 1.0934 / 76.9 / 138M -> 1.0775 / 69.9 /
+126M; start 1.08: 1.0939 / 50.3 / 90M -> 1.0806 / 35.4 / 64M (the dc 22
+design: 1.0761 / 69.4 / 135M and 1.0800 / 34.0 / 66M). A rate-0.91 redesign (dc 76, f* 1.077 against
+1.084) lost at QBER 1 % (f 1.1226 -> 1.1289 at start 1.10, same work) and
+was not adopted.
 
 Table I family (n = 2^14), measured the same way with float layered BP, 20
 frames per point (FER): 0.50: 7/20 0/20 0/20 at f = 1.05/1.10/1.15; 0.75:
@@ -155,14 +177,30 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # R = 0.8516 (mb = 38), replacing Table I's 0.85 in the QC family (same rate, so the blind
     # plan is unchanged; Table I's 0.85 stays for ``mother_code``). Designed with variable degrees
     # {2..38} (Elkouss 2009 and Richardson-Shokrollahi-Urbanke 2001 use dmax 20-60; here dmax <= mb)
-    # and concentrated checks: Gaussian-approximation LP start at dc = 42 (``ga_profile``), then
-    # discretized DE with an LP at fixed rate minimizing the error trajectory (the RSU 2001 Sec. III
-    # linearization, ``bench/ldpc_design.py: fixed_rate_climb``). As built (37 degree-2 columns =
-    # mb - 1, one staircase, no capping; check degree 42-43; 1598 base edges against 1589 of
-    # Table I's 0.85): p* = 0.01993, f* = 1.053 by the same DE that gives Table I's 0.85 as built
-    # p* = 0.01936, f* = 1.077.
-    0.85: (38, 0.01993, {2: 0.04637, 3: 0.26266, 9: 0.21528, 10: 0.15826, 32: 0.31744},
-           {42: 0.94618, 43: 0.05382}),
+    # and concentrated checks: Gaussian-approximation LP start at check degree dc (``ga_profile``),
+    # then discretized DE with an LP at fixed rate minimizing the error trajectory (the RSU 2001
+    # Sec. III linearization, ``bench/ldpc_design.py: fixed_rate_climb``), dc chosen for the least
+    # decoder work (edges x DE iterations at f 1.08-1.10, Smith et al. 2010's complexity measure;
+    # ``ldpc_design.complexity_sweep``) and confirmed on real frames (``compare_frames``).
+    # dc = 46 (``design_085(46, 0.018)``). As built: columns of degree 2/3/8/9/10/38 = 37 (mb - 1,
+    # one staircase)/136/4/46/15/18, the 18 degree-38 columns meet every base row; check degree
+    # 46-47; 1762 base edges (6.88 per variable; 2,029,824 per 294,912-bit frame): p* = 0.02009,
+    # f* = 1.046 by the same DE that gives Table I's 0.85 as built p* = 0.01936, f* = 1.077. The
+    # former profile (dc 42, degrees 2/3/9/10/32, 1598 base edges, f* 1.053) is
+    # ``ldpc_design.DC42_085``: 10 % fewer edges, but 93 DE iterations at f 1.08 against 75.
+    # R = 0.6992 (mb = 77), replacing Table I's 0.70 in the QC family (the blind code at QBER
+    # 5 %). Designed the same way with variable degrees {2..38, 77} (``ldpc_design.design_070``:
+    # dc = 20, climb from p 0.047). As built: columns of degree 2/3/9/16/38/77 = 76/111/53/2/13/1
+    # (the degree-77 column meets every base row); check degree 20-21; 1565 base edges (6.11 per
+    # variable; 1,802,880 per 294,912-bit frame, +0.8 % on Table I's 1552): p* = 0.05165,
+    # f* = 1.0253, against Table I's 0.70 as built p* = 0.05053, f* = 1.042 (the same DE). Blind at
+    # 5 %, same start 1.04: f 1.0934 -> 1.0775 at 8 % less decoder work per frame
+    # (``ldpc_design.compare_frames``). A dc 22 design (f* 1.0225, 1687 edges) gave f lower by
+    # 0.000-0.0014 at 3-7 % more work; dc 25 reached only f* 1.033.
+    0.7: (77, 0.05165, {2: 0.0987, 3: 0.21716, 9: 0.30784, 16: 0.02043, 38: 0.32953, 77: 0.02634},
+          {20: 0.66454, 21: 0.33546}),
+    0.85: (38, 0.02009, {2: 0.04233, 3: 0.23399, 8: 0.02, 9: 0.23407, 10: 0.08716, 38: 0.38244},
+           {46: 0.62656, 47: 0.37344}),
 }
 
 #: Rates of the QC family: Table I, with the designed profiles replacing or adding rates.
