@@ -5,7 +5,10 @@ LLR setup, reveals) is checked to leave every message and result bit-identical.
 The values were recorded with the code as it stood before that work (commit d5fbf2a); the blind
 parameters and the decoder are passed explicitly (the relative stall rule off, as it did not exist
 then; the int16 decoder ``"qc"``, the default then), so retuning the defaults (``BLIND_F_START``,
-``DEFAULT_ALGORITHM`` ...) does not move them. Also checks
+``DEFAULT_ALGORITHM`` ...) does not move them. The rows at 2 and 5 % were re-recorded when the
+rate-0.85 and 0.70 mother codes were redesigned (``codes.DESIGNED``; new code checksums in every
+message); all four rows had passed unchanged on the speed work before that, and the recorded keys
+are unchanged. Also checks
 ``codes.permutation_head`` (the selection behind ``ldpc.positions``) against the full
 ``codes.permutation`` it replaces there.
 """
@@ -24,10 +27,10 @@ from postproc_c import codes, ldpc
 #: leaked bits, decoder iterations, crc32 of Bob's corrected key)
 KAT = [
     (("ldpc-blind", 0.02, 1 << 18, 11, {"f_start": 1.08, "reveal_f": 0.01, "stall": 4, "rel_window": 0, "algorithm": "qc"}),
-     (22, 0xDF2D9110, 41545, 388, 0xCA69E5EE)),
+     (20, 0x8CA21246, 41470, 338, 0xCA69E5EE)),
     (("ldpc-blind", 0.05, 300_000, 12, {"f_start": 1.04, "reveal_f": 0.02, "stall": 4, "rel_window": 0, "algorithm": "qc"}),
-     (10, 0x8AD9C4AA, 97759, 226, 0x68A247DC)),
-    (("ldpc", 0.02, 1 << 18, 13, {"algorithm": "qc"}), (2, 0xE3741CEB, 46350, 54, 0xCA69E5EE)),
+     (8, 0x60C7E383, 96857, 227, 0x68A247DC)),
+    (("ldpc", 0.02, 1 << 18, 13, {"algorithm": "qc"}), (2, 0x216A1276, 46350, 56, 0xCA69E5EE)),
     (("ldpc-blind", 0.01, 1 << 20, 14, {"f_start": 1.10, "reveal_f": 0.01, "stall": 4, "rel_window": 0, "algorithm": "qc"}),
      (14, 0xE735033F, 96372, 342, 0x538E5EF8)),
 ]
