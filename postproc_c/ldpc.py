@@ -148,6 +148,9 @@ ROOM_MIN_BITS = 400
 #: 3-sigma allowance for its realized error count, see ``plan``), and the largest d / n.
 F_MAX_BASE = 1.12
 MAX_DELTA = 0.2
+#: Blind: least f_max (= m / (k h)) accepted to keep a block's frame count instead of widening d
+#: (``LdpcSide``; the rate-0.5 code at QBER 11 % reaches 1.125 with 4 frames of 294,912).
+F_MAX_FLOOR = 1.10
 #: QC decoder: int16 LLR units per nat.
 QC_LLR_ONE = lib.QPP_LDPC_QC_LLR_ONE
 QC8_LLR_ONE = lib.QPP_LDPC_QC8_LLR_ONE
@@ -482,6 +485,22 @@ class LdpcSide:
         # syndrome (its padding is shortened, not removed), so the spare positions become
         # adaptation positions of every frame instead (more room to reveal, same frames).
         nframes = -(-key_bits // self.plan.k)
+        if reveal_f > 0 and mother_rate is None:
+            # Blind: the f_max rule of ``plan`` widens d past delta n where the code has little
+            # room (QBER 11 % on the rate-0.5 code: d 0.118 n), and when that costs the block an
+            # extra frame (5 of 0.2 n shortened instead of 4), every frame leaks a whole syndrome
+            # for less key: f 1.226 at 11 %. Keep the frame count of d = delta n when its even
+            # split still lets a frame reach F_MAX_FLOOR (measured 11 %: f 1.080, none lost).
+            fewer = -(-key_bits // (self.plan.n - int(round(delta * self.plan.n))))
+            if fewer < nframes:
+                d_few = self.plan.n + key_bits // -fewer
+                try:
+                    alt = plan(qber, f, reveal_f=reveal_f, qc=qc, room_f=room_f, d=d_few,
+                               f_choose=f_choose, n=frame_bits)
+                except ValueError:
+                    alt = None
+                if alt is not None and alt.m >= F_MAX_FLOOR * alt.k * binary_entropy(qber):
+                    self.plan, nframes = alt, fewer
         d_even = min(self.plan.n + key_bits // -nframes, int(MAX_DELTA * self.plan.n))
         if d_even > self.plan.d:
             self.plan = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, qc=qc, room_f=room_f,
