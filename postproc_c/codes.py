@@ -201,6 +201,28 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
           {20: 0.66454, 21: 0.33546}),
     0.85: (38, 0.02009, {2: 0.04233, 3: 0.23399, 8: 0.02, 9: 0.23407, 10: 0.08716, 38: 0.38244},
            {46: 0.62656, 47: 0.37344}),
+    # R = 0.8789 (mb = 31), added (no Table I rate between 0.85 and 0.90) for blind QBER
+    # 1.2-1.7 %, where the 0.91 code has too few syndrome bits (f_max = m / (k h) < 1.13) and the
+    # 0.85 code had to be punctured to rate 0.86-0.88 (f 1.158 at 1.5 %). Designed as the 0.85
+    # (``ldpc_design.design_added(0.88)``: dc = 56, climb from p 0.0145, 90 s). As built: columns of
+    # degree 2/3/8/9/10/31 = 30 (mb - 1)/137/31/29/7/22 (the degree-31 columns meet every base
+    # row); check degree 55-56; 1732 base edges (6.77 per variable): p* = 0.01546, f* = 1.0519.
+    # R = 0.9258 (mb = 19), added for QBER 0.5-0.9 %, where the 0.91 code had to be punctured
+    # to rate 0.93-0.95 (f 1.197 at 0.75 %, 1.357 at 0.5 %). ``ldpc_design.design_added(0.93)``: dc = 88,
+    # climb from p 0.008, 50 s. As built: columns of degree 2/3/5/6/7/8/9/10/11/19 = 18 (mb - 1)
+    # /141/2/6/10/12/17/10/1/39; check degree 88-89; 1676 base edges (6.55 per variable):
+    # p* = 0.00808, f* = 1.0950.
+    0.93: (19, 0.00808, {2: 0.02153, 3: 0.25384, 5: 0.00703, 6: 0.02, 7: 0.04, 8: 0.06, 9: 0.09292,
+                         10: 0.05718, 11: 0.00478, 19: 0.44272}, {88: 0.78759, 89: 0.21241}),
+    # R = 0.8945 (mb = 27), added with the 0.88 for QBER 1.1-1.4 % (between the 0.91's and the
+    # 0.88's ranges; Table I's 0.90, f* 1.15, lost a frame there). ``ldpc_design.design_added(0.89)``:
+    # dc = 64, climb from p 0.0122, 110 s. As built: columns of degree 2/3/7/8/9/10/11/27 = 26
+    # (mb - 1)/140/7/37/11/7/1/27; check degree 63-64; 1726 base edges (6.74 per variable):
+    # p* = 0.01288, f* = 1.0620.
+    0.89: (27, 0.01288, {2: 0.03009, 3: 0.24264, 7: 0.02836, 8: 0.17103, 9: 0.06, 10: 0.04, 11: 0.00515,
+                         27: 0.42273}, {63: 0.073, 64: 0.927}),
+    0.88: (31, 0.01546, {2: 0.03456, 3: 0.23756, 8: 0.14062, 9: 0.14924, 10: 0.04, 31: 0.39802},
+           {55: 0.12702, 56: 0.87298}),
 }
 
 #: Rates of the QC family: Table I, with the designed profiles replacing or adding rates.

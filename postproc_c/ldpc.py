@@ -142,7 +142,7 @@ def qc_frame_bits(key_bits: int, blind: bool = True) -> int:
 MIN_QBER = 1e-3
 #: Blind: the chosen code must leave punctured bits worth this much efficiency to reveal,
 #: and at least ROOM_MIN_BITS of them (measured: 372 left at QBER 2 % failed 2 frames in 12).
-ROOM_F = 0.12
+ROOM_F = 0.10
 ROOM_MIN_BITS = 400
 #: Blind: least efficiency a frame can reach with every adaptation bit revealed (before the
 #: 3-sigma allowance for its realized error count, see ``plan``), and the largest d / n.
@@ -151,6 +151,10 @@ MAX_DELTA = 0.2
 #: Blind: least f_max (= m / (k h)) accepted to keep a block's frame count instead of widening d
 #: (``LdpcSide``; the rate-0.5 code at QBER 11 % reaches 1.125 with 4 frames of 294,912).
 F_MAX_FLOOR = 1.10
+#: Blind: QC mother codes the plan never picks. Table I's 0.90 (f* 1.15) sits next to the
+#: designed 0.91 (f* 1.084); picked where the 0.91 has no room (QBER 1.15-1.3 %) it leaked f
+#: 1.146 and lost 1 frame of 72 at 1.25 % (the 0.88 code instead: see BLIND_F_START).
+BLIND_SKIP_RATES = (0.9,)
 #: QC decoder: int16 LLR units per nat.
 QC_LLR_ONE = lib.QPP_LDPC_QC_LLR_ONE
 QC8_LLR_ONE = lib.QPP_LDPC_QC8_LLR_ONE
@@ -353,6 +357,8 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
             return base
     h = binary_entropy(qber)
     rates = codes.QC_RATES if qc else codes.RATES
+    if qc and reveal_f > 0 and mother_rate is None:
+        rates = tuple(r for r in rates if r not in BLIND_SKIP_RATES)
     n = _spec(rates[0], n, qc).n
     d0 = int(round(delta * n)) if d is None else int(d)
     if not 0 <= d0 < n:
@@ -485,7 +491,7 @@ class LdpcSide:
         # syndrome (its padding is shortened, not removed), so the spare positions become
         # adaptation positions of every frame instead (more room to reveal, same frames).
         nframes = -(-key_bits // self.plan.k)
-        if reveal_f > 0 and mother_rate is None:
+        if reveal_f > 0:
             # Blind: the f_max rule of ``plan`` widens d past delta n where the code has little
             # room (QBER 11 % on the rate-0.5 code: d 0.118 n), and when that costs the block an
             # extra frame (5 of 0.2 n shortened instead of 4), every frame leaks a whole syndrome
@@ -495,8 +501,8 @@ class LdpcSide:
             if fewer < nframes:
                 d_few = self.plan.n + key_bits // -fewer
                 try:
-                    alt = plan(qber, f, reveal_f=reveal_f, qc=qc, room_f=room_f, d=d_few,
-                               f_choose=f_choose, n=frame_bits)
+                    alt = plan(qber, f, reveal_f=reveal_f, mother_rate=mother_rate, qc=qc, room_f=room_f,
+                               d=d_few, f_choose=f_choose, n=frame_bits)
                 except ValueError:
                     alt = None
                 if alt is not None and alt.m >= F_MAX_FLOOR * alt.k * binary_entropy(qber):
