@@ -19,7 +19,7 @@ from postproc_c._binding import check
 QC_TAGS = {0.5: 0x14CDB3D5, 0.55: 0x1D098DC4, 0.6: 0x90B14BF9, 0.65: 0xC0573727, 0.7: 0x24C7305C,
            0.75: 0x03B906E0, 0.8: 0x482232FB, 0.85: 0xA5C8A126, 0.9: 0xF340B47C, 0.91: 0xAFFA4658,
            # designed rates added in session 6 (new codes, new tags; the others unchanged)
-           0.88: 0x3A54BC5B, 0.89: 0x1D959D0E, 0.93: 0xA98B8253}
+           0.88: 0x3A54BC5B, 0.89: 0x1D959D0E, 0.93: 0xA98B8253, 0.95: 0x8D0F971B}
 
 SAT = 32767
 RMAX = 8191
@@ -164,10 +164,10 @@ def test_qc_code_structure(rate):
 QC_TAGS_Z = {
     512: {0.5: 0x24CF2134, 0.55: 0x16F9EB1F, 0.6: 0xAD708103, 0.65: 0x63F55138, 0.7: 0x5EB09FFF,
           0.75: 0x92B1C702, 0.8: 0x92D15EA5, 0.85: 0xF5DA5168, 0.9: 0x10B3A318, 0.91: 0xC0C68862,
-          0.88: 0xFC114114, 0.89: 0x18339320, 0.93: 0xF1FC5E88},
+          0.88: 0xFC114114, 0.89: 0x18339320, 0.93: 0xF1FC5E88, 0.95: 0x0C3817FF},
     1152: {0.5: 0xE178230F, 0.55: 0xA8F8E4D0, 0.6: 0x3C097713, 0.65: 0x4BA9502F, 0.7: 0xF7CF08E6,
            0.75: 0x5CC58FBE, 0.8: 0x201BC891, 0.85: 0x3261E77A, 0.9: 0xF5D5A613, 0.91: 0x3A10238F,
-           0.88: 0xB1D389CA, 0.89: 0x6A9EE0C0, 0.93: 0xADFA3671},
+           0.88: 0xB1D389CA, 0.89: 0x6A9EE0C0, 0.93: 0xADFA3671, 0.95: 0xBE509D8A},
 }
 
 
