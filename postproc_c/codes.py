@@ -207,6 +207,13 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # (``ldpc_design.design_added(0.88)``: dc = 56, climb from p 0.0145, 90 s). As built: columns of
     # degree 2/3/8/9/10/31 = 30 (mb - 1)/137/31/29/7/22 (the degree-31 columns meet every base
     # row); check degree 55-56; 1732 base edges (6.77 per variable): p* = 0.01546, f* = 1.0519.
+    # R = 0.8203 (mb = 46), added for QBER 2.2-2.7 %, where the 0.85 code has too few syndrome
+    # bits and Table I's 0.80 had to be punctured to rate 0.81-0.83 (f 1.135 at 2.5 %).
+    # ``ldpc_design.design_added(0.82)``: dc = 38, climb from p 0.024, 250 s. As built: columns of
+    # degree 2/3/9/10/38/46 = 45 (mb - 1)/138/1/56/4/12; check degree 38-39; 1777 base edges
+    # (6.94 per variable): p* = 0.02533, f* = 1.0544.
+    0.82: (46, 0.02533, {2: 0.05149, 3: 0.23745, 9: 0.00564, 10: 0.32186, 25: 0.00402, 38: 0.07339,
+                         46: 0.30615}, {38: 0.36353, 39: 0.63647}),
     # R = 0.9492 (mb = 13), added for QBER 0.4-0.6 % (``ldpc_design.design_added(0.95)``: dc = 128,
     # climb from p 0.0048, 110 s). Variable degrees are capped at mb = 13, so the ensemble is
     # weaker than the others: as built columns of degree 2/3/13 = 12 (mb - 1)/153/91; check

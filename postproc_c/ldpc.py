@@ -142,6 +142,9 @@ def qc_frame_bits(key_bits: int, blind: bool = True) -> int:
 MIN_QBER = 1e-3
 #: Blind: the chosen code must leave punctured bits worth this much efficiency to reveal,
 #: and at least ROOM_MIN_BITS of them (measured: 372 left at QBER 2 % failed 2 frames in 12).
+#: 0.10 since session 6 (was 0.12): with 0.12 QBER 6.5 % fell to the 0.60 code punctured (f
+#: 1.114) although the 0.65 code, shortened, has f_max 1.135 and gives 1.086 (72 frames, none
+#: lost); no other point of the grid in ``BLIND_F_START`` changes code.
 ROOM_F = 0.10
 ROOM_MIN_BITS = 400
 #: Blind: least efficiency a frame can reach with every adaptation bit revealed (before the
