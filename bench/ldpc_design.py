@@ -660,7 +660,8 @@ def design_added(rate: float) -> None:
     0.0068) did not converge from its start."""
     from postproc_c import codes
 
-    mb, dc, p0 = {0.82: (46, 38.0, 0.024), 0.95: (13, 128.0, 0.0048), 0.93: (19, 88.0, 0.008), 0.89: (27, 64.0, 0.0122), 0.88: (31, 56.0, 0.0145)}[rate]
+    mb, dc, p0 = {0.82: (46, 38.0, 0.024), 0.95: (13, 128.0, 0.0048), 0.93: (19, 88.0, 0.008),
+                  0.89: (27, 64.0, 0.0122), 0.88: (31, 56.0, 0.0145)}[rate]
     _, lam = design_profile(mb, dc, p0)
     if codes.DESIGNED[rate][2] != lam:
         print(f"differs from codes.DESIGNED[{rate}]")
