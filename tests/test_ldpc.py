@@ -495,3 +495,19 @@ def test_one_way_ldpc_decodes_below_the_codes_range_by_planning_at_the_floor(qbe
     r = pc.reconcile_in_memory(a, a ^ e, qber, method="ldpc", seed=5)
     assert r.success and np.array_equal(r.corrected, a)
     assert r.leaked_bits >= ldpc.ONE_WAY_F * n * ldpc.binary_entropy(ldpc.ONE_WAY_MIN_QBER) * 0.95
+
+
+def test_blind_plan_over_the_whole_qber_range():
+    """Session 6 rules, on the link's default 2^20-bit block: the f_max widening of d does not
+    add a frame at QBER 11 % (4 frames of 294,912, d = n / 9; it had 5 of d = 0.2 n, f 1.226),
+    Table I's weak 0.90 code is never picked (``BLIND_SKIP_RATES``), and the designed codes
+    fill the rate gaps, so at each QBER the chosen code leaves f_max = m / (k h) between 1.10
+    and 1.35 (a code with more room is punctured at the start, one with less cannot finish)."""
+    bits = np.zeros(1 << 20, np.uint8)
+    for q in (0.005, 0.0075, 0.01, 0.0115, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05,
+              0.06, 0.065, 0.07, 0.08, 0.09, 0.10, 0.11):
+        side = pc.make_side("ldpc-blind", "bob", bits, q, seed=1)
+        p = side.plan
+        assert side.frames == 4 and p.d == 32768, q
+        assert p.rate not in ldpc.BLIND_SKIP_RATES, q
+        assert 1.10 <= p.m / (p.k * ldpc.binary_entropy(q)) <= 1.35, q
