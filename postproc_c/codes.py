@@ -207,6 +207,13 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # (``ldpc_design.design_added(0.88)``: dc = 56, climb from p 0.0145, 90 s). As built: columns of
     # degree 2/3/8/9/10/31 = 30 (mb - 1)/137/31/29/7/22 (the degree-31 columns meet every base
     # row); check degree 55-56; 1732 base edges (6.77 per variable): p* = 0.01546, f* = 1.0519.
+    # R = 0.7695 (mb = 59), added for QBER 3.2-3.7 %, where the 0.80 code has too few syndrome
+    # bits and Table I's 0.75 had to be punctured (f 1.137 at 3.5 %). ``ldpc_design.design_added
+    # (0.77)``: dc = 28, climb from p 0.034, 195 s. As built: columns of degree 2/3/9/10/25/38/59
+    # = 58 (mb - 1)/128/24/31/2/10/3; check degree 27-28; 1633 base edges (6.38 per variable):
+    # p* = 0.03538, f* = 1.0442.
+    0.77: (59, 0.03538, {2: 0.07022, 3: 0.23163, 9: 0.12953, 10: 0.18759, 25: 0.03573, 38: 0.23624,
+                         59: 0.10907}, {27: 0.31415, 28: 0.68585}),
     # R = 0.8203 (mb = 46), added for QBER 2.2-2.7 %, where the 0.85 code has too few syndrome
     # bits and Table I's 0.80 had to be punctured to rate 0.81-0.83 (f 1.135 at 2.5 %).
     # ``ldpc_design.design_added(0.82)``: dc = 38, climb from p 0.024, 250 s. As built: columns of

@@ -688,7 +688,7 @@ def _make_ldpc(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: fl
 #: Session 6 (issue 3: one family for QBER 0.5-11 %): rows between and outside the four points,
 #: chosen on the grid below; the rows at 1 / 2 / 5 / 8 % are unchanged. See GRID_BEFORE_AFTER.
 BLIND_F_START = ((0.005, 1.15), (0.0075, 1.14), (0.01, 1.12), (0.015, 1.09), (0.02, 1.09), (0.025, 1.08),
-                 (0.03, 1.09), (0.035, 1.12), (0.04, 1.09), (0.05, 1.09), (0.06, 1.09), (0.065, 1.08),
+                 (0.03, 1.09), (0.035, 1.08), (0.04, 1.09), (0.05, 1.09), (0.06, 1.09), (0.065, 1.08),
                  (0.07, 1.09), (0.08, 1.09), (0.09, 1.07), (0.10, 1.08), (0.11, 1.07))
 BLIND_F_CHOOSE = 1.03
 #: Blind: reveal step (efficiency per failed round) by estimated QBER, interpolated like the
