@@ -49,7 +49,7 @@ FER and mean iterations):
     0.91   5888  416768  0.01032  6/6  it 100   4/6  it 72    1/6 it 36   (DESIGNED)
 
 Added in session 6 (``DESIGNED``; not measured this way): 0.77, 0.82, 0.88, 0.89, 0.93, 0.95,
-so that blind reconciliation finds a code that needs no puncturing at its start over QBER
+so that blind reconciliation finds a code needing little or no puncturing at its start over QBER
 0.5-11 % (the grid is in ``ldpc.BLIND_F_START``'s comment); the blind plan skips Table I's
 0.90 (``ldpc.BLIND_SKIP_RATES``).
 
