@@ -43,7 +43,7 @@ def test_designed_code_has_its_profile(rate):
     assert spec.threshold == threshold
 
 
-@pytest.mark.parametrize("rate", [0.7, 0.85])
+@pytest.mark.parametrize("rate", [0.7, 0.77, 0.82, 0.85, 0.88, 0.89, 0.93, 0.95])
 def test_designed_threshold_holds(rate):
     mb, threshold, lam, _ = codes.DESIGNED[rate]
     _, _, lam_b, rho_b = as_built(lam, mb)
