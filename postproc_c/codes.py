@@ -229,7 +229,7 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # R = 0.9492 (mb = 13), added for QBER 0.4-0.6 % (``ldpc_design.design_added(0.95)``: dc = 128,
     # climb from p 0.0048, 110 s). Variable degrees are capped at mb = 13, so the ensemble is
     # weaker than the others: as built columns of degree 2/3/13 = 12 (mb - 1)/153/91; check
-    # degree 128-129; 1666 base edges (6.51 per variable): p* = 0.00491, f* = 1.1360.
+    # degree 128-129; 1666 base edges (6.51 per variable): p* = 0.00491, f* = 1.1354.
     0.95: (13, 0.00491, {2: 0.01441, 3: 0.27622, 13: 0.70937}, {128: 0.84514, 129: 0.15486}),
     # R = 0.9258 (mb = 19), added for QBER 0.5-0.9 %, where the 0.91 code had to be punctured
     # to rate 0.93-0.95 (f 1.197 at 0.75 %, 1.357 at 0.5 %). ``ldpc_design.design_added(0.93)``: dc = 88,
