@@ -657,6 +657,7 @@ ADDED = {0.77: (59, 28.0, 0.034),     # p* 0.03538, f* 1.0442, 195 s
          0.88: (31, 56.0, 0.0145),    # p* 0.01546, f* 1.0519, 90 s
          0.89: (27, 64.0, 0.0122),    # p* 0.01288, f* 1.0620, 110 s
          0.93: (19, 88.0, 0.008),     # p* 0.00808, f* 1.0950, 50 s
+         0.94: (16, 104.0, 0.006),    # p* 0.00654, f* 1.0993, 47 s (dc 96: f* 1.1042)
          0.95: (13, 128.0, 0.0048)}   # p* 0.00491, f* 1.1354 (degrees capped at mb = 13), 110 s
 
 
@@ -664,7 +665,7 @@ def design_added(rate: float) -> None:
     """A rate of ``ADDED`` (``design_profile(mb, dc, p0)``), added to close the rate gaps of the
     blind family over QBER 0.5-11 % (``ldpc.BLIND_F_START``). dc: about 6.4-6.9 edges per
     variable, as in the 0.85 and 0.91 codes; p0 a little below the p of f* ~ 1.05-1.10. An mb 16
-    try (dc 100, p0 0.0068) did not converge from its start."""
+    try from p0 0.0068 (dc 100) did not converge from its start; from 0.006 it did."""
     from postproc_c import codes
 
     _, lam = design_profile(*ADDED[rate])

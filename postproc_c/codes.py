@@ -231,6 +231,12 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # weaker than the others: as built columns of degree 2/3/13 = 12 (mb - 1)/153/91; check
     # degree 128-129; 1666 base edges (6.51 per variable): p* = 0.00491, f* = 1.1354.
     0.95: (13, 0.00491, {2: 0.01441, 3: 0.27622, 13: 0.70937}, {128: 0.84514, 129: 0.15486}),
+    # R = 0.9375 (mb = 16), added for QBER 0.55-0.7 % (between the 0.95 and 0.93: f 1.230 at
+    # 0.6 % on the 0.93 punctured). ``ldpc_design.design_added(0.94)``: dc = 104, climb from
+    # p 0.006, 47 s. As built: columns of degree 2/3/4/5/6/7/16 = 15 (mb - 1)/133/2/20/22/3/61;
+    # check degree 104-105; 1666 base edges (6.51 per variable): p* = 0.00654, f* = 1.0993.
+    0.94: (16, 0.00654, {2: 0.01803, 3: 0.24003, 4: 0.00544, 5: 0.06, 6: 0.08, 7: 0.01052, 16: 0.58597},
+           {104: 0.87395, 105: 0.12605}),
     # R = 0.9258 (mb = 19), added for QBER 0.5-0.9 %, where the 0.91 code had to be punctured
     # to rate 0.93-0.95 (f 1.197 at 0.75 %, 1.357 at 0.5 %). ``ldpc_design.design_added(0.93)``: dc = 88,
     # climb from p 0.008, 50 s. As built: columns of degree 2/3/5/6/7/8/9/10/11/19 = 18 (mb - 1)
