@@ -213,6 +213,13 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # (``ldpc_design.design_added(0.88)``: dc = 56, climb from p 0.0145, 90 s). As built: columns of
     # degree 2/3/8/9/10/31 = 30 (mb - 1)/137/31/29/7/22 (the degree-31 columns meet every base
     # row); check degree 55-56; 1732 base edges (6.77 per variable): p* = 0.01546, f* = 1.0519.
+    # R = 0.6680 (mb = 85), added for QBER 5.3-6.2 %, where the 0.70 code has too few syndrome
+    # bits and Table I's 0.65 had to be punctured (f 1.124 at 5.5 %). ``ldpc_design.design_added
+    # (0.67)``: dc = 18.5, climb from p 0.056, 165 s. As built: columns of degree 2/3/8/9/18/38/85
+    # = 84 (mb - 1)/102/33/18/7/10/2; check degree 18-19; 1576 base edges (6.16 per variable):
+    # p* = 0.05948, f* = 1.0204.
+    0.67: (85, 0.05948, {2: 0.10684, 3: 0.19436, 8: 0.16557, 9: 0.10514, 18: 0.08076, 38: 0.25044,
+                         85: 0.09691}, {18: 0.44543, 19: 0.55457}),
     # R = 0.7695 (mb = 59), added for QBER 3.2-3.7 %, where the 0.80 code has too few syndrome
     # bits and Table I's 0.75 had to be punctured (f 1.137 at 3.5 %). ``ldpc_design.design_added
     # (0.77)``: dc = 28, climb from p 0.034, 195 s. As built: columns of degree 2/3/9/10/25/38/59
