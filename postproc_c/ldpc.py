@@ -697,23 +697,24 @@ def _make_ldpc(role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: fl
 #: ("p": the first attempt punctures a code of lower rate, up to 0.04 in rate; such codes got
 #: stuck at f 1.13-1.14 whatever the start: 2.5 % 1.134-1.135 for starts 1.06-1.12.) The causes
 #: and fixes: gaps in the rate family (codes.DESIGNED adds 0.95, 0.94, 0.93, 0.89, 0.88, 0.82,
-#: 0.77: 0.5, 0.6, 0.75, 1.1-1.4, 1.5, 2.5, 3.5 %); Table I's 0.90 taken at 1.15-1.3 % (BLIND_SKIP_RATES);
-#: ROOM_F 0.12 pushing 6.5 % to the 0.60 code (0.10); the f_max widening of d adding a fifth
-#: frame at 11 % (``LdpcSide``, F_MAX_FLOOR); and starts (the rows below; 9-11 % decoded every
-#: frame at the first attempt at 1.09, so the start is lower there). After:
-#:   0.5 % 1.186 / 38 / 0.95   0.75 % 1.163 / 33 / 0.93   1 % 1.133 / 38 / 0.91   1.5 % 1.102 /
+#: 0.77, 0.67: 0.5, 0.6, 0.75, 1.1-1.4, 1.5, 2.5, 3.5, 5.3-6.2 %); Table I's 0.90 taken at
+#: 1.15-1.3 % (BLIND_SKIP_RATES); ROOM_F 0.12 pushing 6.5 % to the 0.60 code (0.10); the f_max
+#: widening of d adding a fifth frame at 11 % (``LdpcSide``, F_MAX_FLOOR); and starts (the rows
+#: below; 9-11 % decoded every frame at the first attempt at 1.09, so the start is lower there).
+#: After (load 0.9-1.7, 2 cores):
+#:   0.5 % 1.186 / 38 / 0.95   0.75 % 1.163 / 33 / 0.93   1 % 1.133 / 37 / 0.91   1.5 % 1.102 /
 #:   38 / 0.88   2 % 1.093 / 35 / 0.85   2.5 % 1.085 / 37 / 0.82   3 % 1.099 / 44 / 0.80
-#:   3.5 % 1.081 / 37 / 0.77   4 % 1.106 / 43 / 0.75   5 % 1.090 / 30 / 0.70   6 % 1.101 / 40 / 0.65
+#:   3.5 % 1.081 / 37 / 0.77   4 % 1.105 / 43 / 0.75   5 % 1.090 / 30 / 0.70   6 % 1.080 / 33 / 0.67
 #:   6.5 % 1.086 / 39 / 0.65   7 % 1.095 / 41 / 0.60   8 % 1.092 / 37 / 0.55   9 % 1.072 / 44 / 0.55
 #:   10 % 1.082 / 36 / 0.50   11 % 1.070 / 33 / 0.50.
-#: The same on another key stream (``--keys 1``): 1.187 / 39, 1.168 / 35, 1.132 / 35, 1.105 / 39,
-#: 1.093 / 35, 1.084 / 37, 1.099 / 45, 1.080 / 37, 1.105 / 42, 1.090 / 30, 1.103 / 40, 1.086 / 40,
-#: 1.095 / 41, 1.093 / 37, 1.072 / 44, 1.082 / 37, 1.070 / 33 (none lost). Between the grid points
+#: The same on another key stream (``--keys 1``): 1.187 / 39, 1.169 / 35, 1.132 / 35, 1.105 / 39,
+#: 1.093 / 35, 1.085 / 37, 1.099 / 45, 1.080 / 37, 1.105 / 42, 1.090 / 30, 1.080 / 34, 1.086 / 40,
+#: 1.095 / 41, 1.092 / 37, 1.072 / 44, 1.082 / 37, 1.070 / 33 (none lost). Between the grid points
 #: smaller gaps remain where a code is punctured at the start (72 frames each, none lost):
-#: 0.6 % 1.230 / 54 on the 0.93 (1.175 / 37 on the 0.94 added since), 1.15 % 1.133 / 36 and
-#: 1.25 % 1.113 / 33 (0.89), 1.75 % 1.119 / 41 (0.85), 2.25 % 1.106 / 38 (0.82), 2.75 % 1.112 /
-#: 50 (0.80), 4.5 % 1.102 / 43 (0.70), 5.5 % 1.124 / 52 (0.65), 7.5 % 1.090 / 32 (0.60), 8.5 %
-#: 1.082 / 42 (0.55), 10.5 % 1.076 / 35 (0.50).
+#: 0.6 % 1.177 / 35 (0.94; 1.230 / 54 on the 0.93 before it was added), 1.15 % 1.133 / 36 and
+#: 1.25 % 1.113 / 33 (0.89), 1.75 % 1.119 / 41 (0.85), 2.25 % 1.106 / 38 (0.82), 2.75 % 1.111 /
+#: 50 (0.80), 4.5 % 1.102 / 43 (0.70), 5.5 % 1.086 / 38 (0.67; 1.124 / 52 on Table I's 0.65),
+#: 7.5 % 1.090 / 32 (0.60), 8.5 % 1.082 / 42 (0.55), 10.5 % 1.076 / 35 (0.50).
 BLIND_F_START = ((0.005, 1.15), (0.0075, 1.14), (0.01, 1.12), (0.015, 1.09), (0.02, 1.09), (0.025, 1.08),
                  (0.03, 1.09), (0.035, 1.08), (0.04, 1.09), (0.05, 1.09), (0.06, 1.08), (0.065, 1.08),
                  (0.07, 1.09), (0.08, 1.09), (0.09, 1.07), (0.10, 1.08), (0.11, 1.07))
