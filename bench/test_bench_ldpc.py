@@ -15,8 +15,8 @@ Per QBER one group ``ldpc-q<percent>`` holds:
   Its efficiency f = leaked/(n h(q)),
   frame error rate and messages per block are measured once on
   ``MEASURE_BLOCKS`` blocks and stored in ``extra_info``;
-* ``oneway``: the one-way ``ldpc`` method at f = ONEWAY_F (two messages), same
-  figures.
+* ``oneway``: the one-way ``ldpc`` method at f = ONEWAY_F, the link's
+  ``ldpc.ONE_WAY_F`` (two messages), same figures.
 
 Group ``ldpc-kernel``: one frame of the rate-0.91 QC code that never decodes
 (QBER 20 %), exactly KERNEL_ITERS iterations, our layered BP with int16 and with
@@ -48,7 +48,7 @@ QBERS = (0.01, 0.02, 0.05, 0.08)
 MEASURE_BLOCKS = int(os.environ.get("QPP_BENCH_LDPC_BLOCKS", "2"))
 BLOCK_BITS = 1 << 20
 TARGET_BPS = 100e6
-ONEWAY_F = 1.2
+ONEWAY_F = ldpc.ONE_WAY_F        # what the link runs (`reconciliation = "ldpc"`)
 
 try:
     import scipy.sparse as sp
