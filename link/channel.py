@@ -31,6 +31,10 @@ Rules (DESIGN.md, "Classical channel"):
   ``no_pad_yet`` (not ``bad_tag``): the retransmission delivers it. A later
   frame that arrives once the pad is in skips over the one we dropped: it is
   dropped too and counted as ``after_no_pad``, not alarmed (we made the gap).
+* Likewise a frame that skips ahead before this channel has accepted any frame of
+  the peer since it started: the frames the peer sent to our previous instance
+  (in flight, or received but not yet durable when it was killed) are lost with
+  it. Counted as ``before_sync``, not alarmed; go-back-N delivers them in order.
 * After a restart a node opens each lane with ``HELLO`` at a sequence number
   above its durable reservation; ``HELLO`` is the only message allowed to jump
   forward, and the application sees it (the node then resynchronises blocks).
@@ -65,7 +69,7 @@ log = logging.getLogger(__name__)
 LANES = tuple(LANE_CODE)
 COUNTERS = ("sent", "retransmitted", "received", "acks_sent", "acks_received", "bad_tag",
             "replayed", "out_of_sequence", "malformed", "wrong_sender", "no_pad_yet", "ack_deferred",
-            "duplicates", "after_no_pad")
+            "duplicates", "after_no_pad", "before_sync")
 
 
 RTO_MAX_S = 5.0      # the adaptive retransmission timeout never exceeds this
@@ -95,6 +99,7 @@ class _Lane:
         # the peer never sees frame n+1 before frame n
         self.stalled = False
         self.ack_due = False          # data accepted (or a duplicate seen) since the last ACK
+        self.peer_synced = False      # a frame of the peer accepted since this channel started
         self.last_ack_tx = 0.0
         # retransmission timeout from measured round trips (RFC 6298, Sec. 2; Karn's rule:
         # no sample from a retransmitted frame), never below the configured retry_s: on a
@@ -510,10 +515,17 @@ class Channel:
                 # peer's go-back-N retransmission brings both, in order
                 self.counters["after_no_pad"] += 1
                 return
+            if not lane.peer_synced:
+                # nothing of the peer accepted since we started: what it sent to our previous
+                # instance died with it (seen: a kill -9 of Alice while Bob's PREPARED was in
+                # flight, then Bob's next frame skipped it); its retransmission brings both
+                self.counters["before_sync"] += 1
+                return
             self.counters["out_of_sequence"] += 1
             self._alarm("out_of_sequence", f"lane {lane.name}: {mtype.name} seq {seq}, expected {last + 1}")
             return
         self.pool.accept_recv(stream, seq)        # durable before the application sees it
+        lane.peer_synced = True
         if lane.no_pad_seq is not None and lane.no_pad_seq <= seq:
             lane.no_pad_seq = None
         self.counters["received"] += 1

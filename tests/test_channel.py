@@ -434,6 +434,49 @@ def test_frame_after_one_dropped_for_want_of_its_pad_is_not_an_out_of_sequence_a
     assert bob.counters["out_of_sequence"] == 0 and "out_of_sequence" not in alarms, (bob.counters, alarms)
 
 
+def test_frames_lost_with_a_killed_receiver_are_resent_without_an_alarm(link, tmp_path):
+    """Bob is restarted while Alice's frame is lost in flight (the kill -9 campaign saw it: an
+    ``out_of_sequence`` alarm on the restarted node). The new Bob resumes from his durable
+    sequence numbers; Alice's next frame skips the lost one before Bob has accepted anything of
+    hers: counted as ``before_sync``, not alarmed, and go-back-N delivers both in order. Once in
+    sync, the same gap is an alarm again (``test_reorder_refused_then_recovered_in_order``)."""
+    alice, bob, proxy = link(retry_s=0.2)
+    seen: list[bytes] = []
+
+    def tamper(d, lane, frame):
+        if d == "a2b" and _mtype(frame) == MsgType.DATA:
+            seen.append(frame)
+            if b"m2" in frame and not any(b"m3" in f for f in seen):
+                return []                       # lost with the old Bob, and every copy until m3 passed
+        return [frame]
+
+    proxy.tamper = tamper
+    alice.start()
+    bob.start()
+    for i in range(2):
+        alice.send(MsgType.DATA, i, b"m%d" % i)
+    assert [m.payload for m in _recv_data(bob, 2)] == [b"m0", b"m1"]
+    alice.send(MsgType.DATA, 2, b"m2")
+    end = time.monotonic() + 5
+    while not any(b"m2" in f for f in seen) and time.monotonic() < end:
+        time.sleep(0.01)
+    bob.close()                                 # "killed"; the new instance opens the same store
+    pool = AuthPool(tmp_path / "bob.psk", tmp_path / "bob.db", "bob")
+    bob2 = Channel("bob", pool, ctx=proxy.a["proto"].context, retry_s=0.2)
+    alarms = []
+    bob2.on_alarm = lambda kind, reason: alarms.append(kind)
+    bob2.connect(**proxy.bob_eps)
+    try:
+        bob2.start()
+        alice.send(MsgType.DATA, 3, b"m3")
+        got = _recv_data(bob2, 2, timeout=10)
+        assert [m.payload for m in got] == [b"m2", b"m3"]
+        assert bob2.counters["out_of_sequence"] == 0 and alarms == [], (bob2.counters, alarms)
+        assert bob2.counters.get("before_sync", 0) >= 1, bob2.counters
+    finally:
+        bob2.close()
+
+
 def test_retry_timer_backoff_ends_once_new_data_is_acknowledged(link):
     """A lossy stretch backs the retransmission timer off exponentially; once frames get through
     again (acknowledged, though only as retransmissions: no round-trip sample, Karn) the timer
