@@ -56,6 +56,7 @@ comment; the blind plan skips Table I's 0.90, ``ldpc.BLIND_SKIP_RATES``); measur
     0.67  21760  403456  0.05948  5/6  it 89    0/6  it 21    0/6 it 15
     0.77  15104  418048  0.03538  4/6  it 82    0/6  it 22    0/6 it 16
     0.82  11776  454912  0.02533  3/6  it 68    0/6  it 24    0/6 it 17
+    0.86   9216  445696  0.01863  5/6  it 88    1/6  it 46    1/6 it 30   (session 7)
     0.88   7936  443392  0.01546  4/6  it 78    3/6  it 60    1/6 it 31
     0.89   6912  441856  0.01288  4/6  it 79    0/6  it 33    1/6 it 31
     0.93   4864  429056  0.00808  6/6  it 100   4/6  it 72    2/6 it 46
@@ -269,6 +270,13 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # p* = 0.01288, f* = 1.0620.
     0.89: (27, 0.01288, {2: 0.03009, 3: 0.24264, 7: 0.02836, 8: 0.17103, 9: 0.06, 10: 0.04, 11: 0.00515,
                          27: 0.42273}, {63: 0.073, 64: 0.927}),
+    # R = 0.8594 (mb = 36), added for blind QBER 1.6-1.9 %, where the 0.88 code has too few
+    # syndrome bits and the 0.85 code had to be punctured (f 1.119 at 1.75 %). ``ldpc_design.
+    # design_added(0.86)``: dc = 48.5, climb from p 0.0174, 68 s. As built: columns of degree
+    # 2/3/8/9/10/36 = 35 (mb - 1)/138/4/59/1/19 (the degree-36 columns meet every base row); check
+    # degree 48-49; 1741 base edges (6.80 per variable): p* = 0.01863, f* = 1.0521.
+    0.86: (36, 0.01863, {2: 0.04009, 3: 0.23652, 8: 0.02, 9: 0.30127, 10: 0.00819, 36: 0.39393},
+           {48: 0.63412, 49: 0.36588}),
     0.88: (31, 0.01546, {2: 0.03456, 3: 0.23756, 8: 0.14062, 9: 0.14924, 10: 0.04, 31: 0.39802},
            {55: 0.12702, 56: 0.87298}),
 }
