@@ -55,6 +55,7 @@ comment; the blind plan skips Table I's 0.90, ``ldpc.BLIND_SKIP_RATES``); measur
     R0    m      edges   DE thr.  f=1.05        f=1.10        f=1.15
     0.67  21760  403456  0.05948  5/6  it 89    0/6  it 21    0/6 it 15
     0.77  15104  418048  0.03538  4/6  it 82    0/6  it 22    0/6 it 16
+    0.81  12544  449280  0.02761  5/6  it 90    1/6  it 38    0/6 it 16   (session 7)
     0.82  11776  454912  0.02533  3/6  it 68    0/6  it 24    0/6 it 17
     0.86   9216  445696  0.01863  5/6  it 88    1/6  it 46    1/6 it 30   (session 7)
     0.88   7936  443392  0.01546  4/6  it 78    3/6  it 60    1/6 it 31
@@ -245,6 +246,13 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # (6.94 per variable): p* = 0.02533, f* = 1.0544.
     0.82: (46, 0.02533, {2: 0.05149, 3: 0.23745, 9: 0.00564, 10: 0.32186, 25: 0.00402, 38: 0.07339,
                          46: 0.30615}, {38: 0.36353, 39: 0.63647}),
+    # R = 0.8086 (mb = 49), added (session 7) for blind QBER 2.6-2.9 %, where the 0.82 code has
+    # too few syndrome bits and the 0.80 code had to be punctured (f 1.111 at 2.75 %).
+    # ``ldpc_design.design_added(0.81)``: dc = 35.5, climb from p 0.0257, 112 s. As built: columns
+    # of degree 2/3/8/9/10/11/12/14/38/49 = 48 (mb - 1)/127/1/10/49/3/3/2/4/9; check degree 35-36;
+    # 1755 base edges (6.86 per variable): p* = 0.02761, f* = 1.0501.
+    0.81: (49, 0.02761, {2: 0.05519, 3: 0.21961, 8: 0.00358, 9: 0.04933, 10: 0.28293, 11: 0.02, 12: 0.02,
+                         14: 0.02, 38: 0.08733, 49: 0.24204}, {35: 0.17949, 36: 0.82051}),
     # R = 0.9492 (mb = 13), added for QBER 0.4-0.6 % (``ldpc_design.design_added(0.95)``: dc = 128,
     # climb from p 0.0048, 110 s). Variable degrees are capped at mb = 13, so the ensemble is
     # weaker than the others: as built columns of degree 2/3/13 = 12 (mb - 1)/153/91; check
