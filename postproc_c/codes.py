@@ -54,6 +54,7 @@ comment; the blind plan skips Table I's 0.90, ``ldpc.BLIND_SKIP_RATES``); measur
 
     R0    m      edges   DE thr.  f=1.05        f=1.10        f=1.15
     0.67  21760  403456  0.05948  5/6  it 89    0/6  it 21    0/6 it 15
+    0.72  18432  399872  0.04688  4/6  it 84    0/6  it 22    0/6 it 15   (session 7)
     0.77  15104  418048  0.03538  4/6  it 82    0/6  it 22    0/6 it 16
     0.81  12544  449280  0.02761  5/6  it 90    1/6  it 38    0/6 it 16   (session 7)
     0.82  11776  454912  0.02533  3/6  it 68    0/6  it 24    0/6 it 17
@@ -253,6 +254,13 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # 1755 base edges (6.86 per variable): p* = 0.02761, f* = 1.0501.
     0.81: (49, 0.02761, {2: 0.05519, 3: 0.21961, 8: 0.00358, 9: 0.04933, 10: 0.28293, 11: 0.02, 12: 0.02,
                          14: 0.02, 38: 0.08733, 49: 0.24204}, {35: 0.17949, 36: 0.82051}),
+    # R = 0.7188 (mb = 72), added (session 7) for blind QBER 4.3-4.8 %, where the 0.75 code has
+    # too few syndrome bits and the 0.70 code had to be punctured (f 1.102 at 4.5 %).
+    # ``ldpc_design.design_added(0.72)``: dc = 22, climb from p 0.0425, 150 s. As built: columns of
+    # degree 2/3/9/10/20/38/72 = 71 (mb - 1)/116/46/7/3/12/1 (the degree-72 column meets every base
+    # row); check degree 21-22; 1562 base edges (6.10 per variable): p* = 0.04688, f* = 1.0303.
+    0.72: (72, 0.04688, {2: 0.08965, 3: 0.21948, 9: 0.26059, 10: 0.04529, 20: 0.03442, 38: 0.28632,
+                         72: 0.06425}, {21: 0.29577, 22: 0.70423}),
     # R = 0.9492 (mb = 13), added for QBER 0.4-0.6 % (``ldpc_design.design_added(0.95)``: dc = 128,
     # climb from p 0.0048, 110 s). Variable degrees are capped at mb = 13, so the ensemble is
     # weaker than the others: as built columns of degree 2/3/13 = 12 (mb - 1)/153/91; check

@@ -30,6 +30,7 @@ DOCUMENTED = {
     0.67: ({2: 84, 3: 102, 8: 33, 9: 18, 18: 7, 38: 10, 85: 2}, (18, 19), 1.0204),
     0.86: ({2: 35, 3: 138, 8: 4, 9: 59, 10: 1, 36: 19}, (48, 49), 1.0521),
     0.81: ({2: 48, 3: 127, 8: 1, 9: 10, 10: 49, 11: 3, 12: 3, 14: 2, 38: 4, 49: 9}, (35, 36), 1.0501),
+    0.72: ({2: 71, 3: 116, 9: 46, 10: 7, 20: 3, 38: 12, 72: 1}, (21, 22), 1.0303),
 }
 
 
@@ -47,7 +48,8 @@ def test_designed_code_has_its_profile(rate):
     assert spec.threshold == threshold
 
 
-@pytest.mark.parametrize("rate", [0.67, 0.7, 0.77, 0.81, 0.82, 0.85, 0.86, 0.88, 0.89, 0.93, 0.94, 0.95])
+@pytest.mark.parametrize("rate", [0.67, 0.7, 0.72, 0.77, 0.81, 0.82, 0.85, 0.86, 0.88, 0.89, 0.93, 0.94,
+                                  0.95])
 def test_designed_threshold_holds(rate):
     mb, threshold, lam, _ = codes.DESIGNED[rate]
     _, _, lam_b, rho_b = as_built(lam, mb)
