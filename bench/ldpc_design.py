@@ -650,11 +650,14 @@ def design_070(dc: float = 20.0, p0: float = 0.047) -> None:
 
 
 
-#: The rates added to ``codes.DESIGNED`` in session 6: rate -> (mb, dc, p0) for
+#: The rates added to ``codes.DESIGNED`` in sessions 6 and 7: rate -> (mb, dc, p0) for
 #: ``design_profile``; the threshold as built and the time it took, for the record.
 ADDED = {0.67: (85, 18.5, 0.056),     # p* 0.05948, f* 1.0204, 165 s
+         0.72: (72, 22.0, 0.0425),    # p* 0.04688, f* 1.0303, 150 s (session 7)
          0.77: (59, 28.0, 0.034),     # p* 0.03538, f* 1.0442, 195 s
+         0.81: (49, 35.5, 0.0257),    # p* 0.02761, f* 1.0501, 112 s (session 7)
          0.82: (46, 38.0, 0.024),     # p* 0.02533, f* 1.0544, 250 s
+         0.86: (36, 48.5, 0.0174),    # p* 0.01863, f* 1.0521, 68 s (session 7)
          0.88: (31, 56.0, 0.0145),    # p* 0.01546, f* 1.0519, 90 s
          0.89: (27, 64.0, 0.0122),    # p* 0.01288, f* 1.0620, 110 s
          0.93: (19, 88.0, 0.008),     # p* 0.00808, f* 1.0950, 50 s

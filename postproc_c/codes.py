@@ -54,8 +54,11 @@ comment; the blind plan skips Table I's 0.90, ``ldpc.BLIND_SKIP_RATES``); measur
 
     R0    m      edges   DE thr.  f=1.05        f=1.10        f=1.15
     0.67  21760  403456  0.05948  5/6  it 89    0/6  it 21    0/6 it 15
+    0.72  18432  399872  0.04688  4/6  it 84    0/6  it 22    0/6 it 15   (session 7)
     0.77  15104  418048  0.03538  4/6  it 82    0/6  it 22    0/6 it 16
+    0.81  12544  449280  0.02761  5/6  it 90    1/6  it 38    0/6 it 16   (session 7)
     0.82  11776  454912  0.02533  3/6  it 68    0/6  it 24    0/6 it 17
+    0.86   9216  445696  0.01863  5/6  it 88    1/6  it 46    1/6 it 30   (session 7)
     0.88   7936  443392  0.01546  4/6  it 78    3/6  it 60    1/6 it 31
     0.89   6912  441856  0.01288  4/6  it 79    0/6  it 33    1/6 it 31
     0.93   4864  429056  0.00808  6/6  it 100   4/6  it 72    2/6 it 46
@@ -244,6 +247,20 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # (6.94 per variable): p* = 0.02533, f* = 1.0544.
     0.82: (46, 0.02533, {2: 0.05149, 3: 0.23745, 9: 0.00564, 10: 0.32186, 25: 0.00402, 38: 0.07339,
                          46: 0.30615}, {38: 0.36353, 39: 0.63647}),
+    # R = 0.8086 (mb = 49), added (session 7) for blind QBER 2.6-2.9 %, where the 0.82 code has
+    # too few syndrome bits and the 0.80 code had to be punctured (f 1.111 at 2.75 %).
+    # ``ldpc_design.design_added(0.81)``: dc = 35.5, climb from p 0.0257, 112 s. As built: columns
+    # of degree 2/3/8/9/10/11/12/14/38/49 = 48 (mb - 1)/127/1/10/49/3/3/2/4/9; check degree 35-36;
+    # 1755 base edges (6.86 per variable): p* = 0.02761, f* = 1.0501.
+    0.81: (49, 0.02761, {2: 0.05519, 3: 0.21961, 8: 0.00358, 9: 0.04933, 10: 0.28293, 11: 0.02, 12: 0.02,
+                         14: 0.02, 38: 0.08733, 49: 0.24204}, {35: 0.17949, 36: 0.82051}),
+    # R = 0.7188 (mb = 72), added (session 7) for blind QBER 4.3-4.8 %, where the 0.75 code has
+    # too few syndrome bits and the 0.70 code had to be punctured (f 1.102 at 4.5 %).
+    # ``ldpc_design.design_added(0.72)``: dc = 22, climb from p 0.0425, 150 s. As built: columns of
+    # degree 2/3/9/10/20/38/72 = 71 (mb - 1)/116/46/7/3/12/1 (the degree-72 column meets every base
+    # row); check degree 21-22; 1562 base edges (6.10 per variable): p* = 0.04688, f* = 1.0303.
+    0.72: (72, 0.04688, {2: 0.08965, 3: 0.21948, 9: 0.26059, 10: 0.04529, 20: 0.03442, 38: 0.28632,
+                         72: 0.06425}, {21: 0.29577, 22: 0.70423}),
     # R = 0.9492 (mb = 13), added for QBER 0.4-0.6 % (``ldpc_design.design_added(0.95)``: dc = 128,
     # climb from p 0.0048, 110 s). Variable degrees are capped at mb = 13, so the ensemble is
     # weaker than the others: as built columns of degree 2/3/13 = 12 (mb - 1)/153/91; check
@@ -269,6 +286,13 @@ DESIGNED: dict[float, tuple[int, float, dict[int, float], dict[int, float]]] = {
     # p* = 0.01288, f* = 1.0620.
     0.89: (27, 0.01288, {2: 0.03009, 3: 0.24264, 7: 0.02836, 8: 0.17103, 9: 0.06, 10: 0.04, 11: 0.00515,
                          27: 0.42273}, {63: 0.073, 64: 0.927}),
+    # R = 0.8594 (mb = 36), added for blind QBER 1.6-1.9 %, where the 0.88 code has too few
+    # syndrome bits and the 0.85 code had to be punctured (f 1.119 at 1.75 %). ``ldpc_design.
+    # design_added(0.86)``: dc = 48.5, climb from p 0.0174, 68 s. As built: columns of degree
+    # 2/3/8/9/10/36 = 35 (mb - 1)/138/4/59/1/19 (the degree-36 columns meet every base row); check
+    # degree 48-49; 1741 base edges (6.80 per variable): p* = 0.01863, f* = 1.0521.
+    0.86: (36, 0.01863, {2: 0.04009, 3: 0.23652, 8: 0.02, 9: 0.30127, 10: 0.00819, 36: 0.39393},
+           {48: 0.63412, 49: 0.36588}),
     0.88: (31, 0.01546, {2: 0.03456, 3: 0.23756, 8: 0.14062, 9: 0.14924, 10: 0.04, 31: 0.39802},
            {55: 0.12702, 56: 0.87298}),
 }
