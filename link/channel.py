@@ -148,6 +148,7 @@ class Channel:
         self.alarms: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=1000)
         self._out: queue.Queue[tuple[str, bytes, int]] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
         self._wake_pending = False
         os.set_blocking(self._wake_r, False)
         self._stop = threading.Event()
@@ -186,8 +187,13 @@ class Channel:
         self._thread.start()
 
     def close(self) -> None:
+        # idempotent: a second close must not close the wake-up pipe's descriptor numbers again,
+        # which by then may belong to someone else (a ZeroMQ context's signaler: libzmq aborts)
+        if self._closed:
+            return
         self._stop.set()
         self._wake()
+        self._closed = True
         if self._thread is not None:
             self._thread.join(timeout=5)
         for lane in self._lanes.values():
@@ -282,7 +288,7 @@ class Channel:
     def _wake(self) -> None:
         # one byte in the pipe is enough to wake the I/O thread: skip the system call (and
         # the GIL hand-over it costs) while a wake-up is already pending
-        if self._wake_pending:
+        if self._wake_pending or self._closed:
             return
         self._wake_pending = True
         try:
