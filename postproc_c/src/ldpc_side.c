@@ -169,40 +169,35 @@ static uint64_t pext_portable(uint64_t v, uint64_t m)
     return r;
 }
 
+/* The loop both directions share: the set bits of mask word by word, nbits of them in all (a
+ * short last frame's padding left out); STEP sees word w, its bits m in use and their count c,
+ * and the stream position off. */
+#define MASK_WALK(POPC, STEP)                                                                      \
+    for (size_t w = 0; w < nw && nbits; w++) {                                                     \
+        uint64_t m = mask[w];                                                                      \
+        unsigned c = (unsigned)POPC(m);                                                            \
+        if (c > nbits) {                                                                           \
+            c = (unsigned)nbits;                                                                   \
+            m = low_set_bits(m, c);                                                                \
+        }                                                                                          \
+        STEP;                                                                                      \
+        off += c;                                                                                  \
+        nbits -= c;                                                                                \
+    }
 /* dst (nw zeroed words) <- the nbits key bits of src from bit off, at the set bits of mask in
  * order; spare mask bits (a short last frame's padding) stay 0. */
 #define DEPOSIT_FN(NAME, PDEP, POPC)                                                              \
     static void NAME(const uint64_t *mask, size_t nw, const uint64_t *src, uint64_t off,         \
                      uint64_t nbits, uint64_t *dst)                                                \
     {                                                                                              \
-        for (size_t w = 0; w < nw && nbits; w++) {                                                 \
-            uint64_t m = mask[w];                                                                  \
-            unsigned c = (unsigned)POPC(m);                                                        \
-            if (c > nbits) {                                                                       \
-                c = (unsigned)nbits;                                                               \
-                m = low_set_bits(m, c);                                                            \
-            }                                                                                      \
-            dst[w] |= PDEP(read_bits(src, off, c), m);                                             \
-            off += c;                                                                              \
-            nbits -= c;                                                                            \
-        }                                                                                          \
+        MASK_WALK(POPC, dst[w] |= PDEP(read_bits(src, off, c), m))                                 \
     }
 /* dst (zeroed stream) from bit off <- the bits of src at the set bits of mask, nbits of them. */
 #define EXTRACT_FN(NAME, PEXT, POPC)                                                              \
     static void NAME(const uint64_t *mask, size_t nw, const uint64_t *src, uint64_t *dst,        \
                      uint64_t off, uint64_t nbits)                                                 \
     {                                                                                              \
-        for (size_t w = 0; w < nw && nbits; w++) {                                                 \
-            uint64_t m = mask[w];                                                                  \
-            unsigned c = (unsigned)POPC(m);                                                        \
-            if (c > nbits) {                                                                       \
-                c = (unsigned)nbits;                                                               \
-                m = low_set_bits(m, c);                                                            \
-            }                                                                                      \
-            write_bits(dst, off, PEXT(src[w], m), c);                                              \
-            off += c;                                                                              \
-            nbits -= c;                                                                            \
-        }                                                                                          \
+        MASK_WALK(POPC, write_bits(dst, off, PEXT(src[w], m), c))                                  \
     }
 DEPOSIT_FN(deposit_portable, pdep_portable, popcount64)
 EXTRACT_FN(extract_portable, pext_portable, popcount64)
