@@ -585,6 +585,30 @@ def _shifts(rows: list[list[int]], nb: int, z: int, staircase: set[int], rng: _S
     return S
 
 
+def _qc_rows(key: float, nb: int) -> int:
+    """Base-matrix rows mb of QC mother code ``key`` with nb base columns."""
+    if key in DESIGNED:
+        return int(round(DESIGNED[key][0] * nb / QC_NB))
+    return int(round(nb * (1.0 - key)))
+
+
+def code_dims(rate: float, n: int | None = None, *, qc: bool = True) -> tuple[int, int]:
+    """(n, m) of a mother code without building it: what ``qc_code(rate, n // QC_NB).n, .m``
+    (or ``mother_code(rate, n)``) would give. Rate planning weighs every code of the family
+    and needs only these; building one costs 0.03-0.5 s (its shifts), and building all
+    of them made a process's first LDPC block 2.5 s slower per side."""
+    key = round(float(rate), 2)
+    if qc:
+        if key not in QC_RATES:
+            raise ValueError(f"rate: no QC mother code of rate {rate}; available: {QC_RATES}")
+        z = QC_Z if n is None else n // QC_NB
+        return z * QC_NB, z * _qc_rows(key, QC_NB)
+    if key not in TABLE_I:
+        raise ValueError(f"rate: no mother code of rate {rate}; available: {RATES}")
+    n = FRAME_BITS if n is None else n
+    return n, int(round(n * (1.0 - key)))
+
+
 @cache
 def qc_code(rate: float, z: int = QC_Z, nb: int = QC_NB) -> CodeSpec:
     """Quasi-cyclic mother code of design rate ``rate`` (one of ``RATES``): the
@@ -600,12 +624,8 @@ def qc_code(rate: float, z: int = QC_Z, nb: int = QC_NB) -> CodeSpec:
         raise ValueError(f"rate: no QC mother code of rate {rate}; available: {QC_RATES}")
     if z % 64 or not 64 <= z <= 4096 or not 16 <= nb <= 4096:
         raise ValueError(f"z, nb: need z a multiple of 64 in [64, 4096] and 16 <= nb <= 4096, got {z}, {nb}")
-    if key in DESIGNED:
-        mb_256, threshold, lam, _rho = DESIGNED[key]
-        mb = int(round(mb_256 * nb / QC_NB))
-    else:
-        threshold, lam, _rho = TABLE_I[key]
-        mb = int(round(nb * (1.0 - key)))
+    threshold, lam, _rho = DESIGNED[key][1:] if key in DESIGNED else TABLE_I[key]
+    mb = _qc_rows(key, nb)
     counts = _node_counts(lam, nb)
     if counts.get(2, 0) > mb - 1:
         counts[3] = counts.get(3, 0) + counts[2] - (mb - 1)

@@ -362,7 +362,7 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
     rates = codes.QC_RATES if qc else codes.RATES
     if qc and reveal_f > 0 and mother_rate is None:
         rates = tuple(r for r in rates if r not in BLIND_SKIP_RATES)
-    n = _spec(rates[0], n, qc).n
+    n = codes.code_dims(rates[0], n, qc=qc)[0]
     d0 = int(round(delta * n)) if d is None else int(d)
     if not 0 <= d0 < n:
         raise ValueError(f"d: expected 0 <= d < n = {n}, got {d0}")
@@ -375,7 +375,7 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
     f_max = F_MAX_BASE * (1 + 2.4 / math.sqrt((n - d0) * qber))
     feasible = []                                   # (R0, m, s, d) that reach the target rate
     for r0 in rates if mother_rate is None else (round(float(mother_rate), 2),):
-        m = _spec(r0, n, qc).m
+        m = codes.code_dims(r0, n, qc=qc)[1]
         dr = d0
         if reveal_f > 0 and d is None:
             dr = min(max(d0, n - int(m / (f_max * h))), int(MAX_DELTA * n))
@@ -405,7 +405,7 @@ def plan(qber: float, f: float, *, reveal_f: float = 0.0, n: int | None = None,
         r0, _, sh, dd = min(feasible, key=lambda c: (c[3] - c[2], -c[0]))
     k = n - dd
     step = int(math.ceil(reveal_f * k * h)) if reveal_f > 0 else 0
-    return Plan(r0, n, _spec(r0, n, qc).m, dd, sh, step)
+    return Plan(r0, n, codes.code_dims(r0, n, qc=qc)[1], dd, sh, step)
 
 
 @lru_cache(maxsize=16)
