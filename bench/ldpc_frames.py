@@ -39,10 +39,11 @@ def run(qber: float, blocks: int, bits: int, keys: int = 0, method: str = "ldpc-
     rng = np.random.default_rng(int(qber * 1000) + 17 + 1000 * keys)
     leaked = total = frames = ok = iters = wrong = msgs = 0
     t0 = time.perf_counter()
-    for _ in range(blocks):
+    for i in range(blocks):
         a = rng.integers(0, 2, bits, dtype=np.uint8)
         b = a ^ (rng.random(bits) < qber).astype(np.uint8)
-        res = pc.reconcile_in_memory(a, b, qber, method=method, seed=3, **options)
+        # a seed per block, as the link draws one (the adaptation positions follow it)
+        res = pc.reconcile_in_memory(a, b, qber, method=method, seed=3 + i, **options)
         d = res.details
         leaked += res.leaked_bits
         total += bits
@@ -72,7 +73,7 @@ def ab_throughput(qber: float, blocks: int, bits: int, algorithms: list[str], me
         b = a ^ (rng.random(bits) < qber).astype(np.uint8)
         for alg in (algorithms if i % 2 else algorithms[::-1]):
             t0 = time.perf_counter()
-            res = pc.reconcile_in_memory(a, b, qber, method=method, seed=3, algorithm=alg, **options)
+            res = pc.reconcile_in_memory(a, b, qber, method=method, seed=3 + i, algorithm=alg, **options)
             if i:                                        # block 0 warms up (code generation)
                 spent[alg] += time.perf_counter() - t0
             assert res.success and np.array_equal(res.corrected, a)
