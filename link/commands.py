@@ -32,6 +32,10 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="rig (default): the nodes drive the HIL rig's emulated instruments through "
                         "the production drivers; model: the physical model in process (faster, "
                         "no wire protocols)")
+    p.add_argument("--reconciliation", default=None, metavar="METHOD",
+                   help="reconciliation of every block: cascade (default), cascade-waves, "
+                        "cascade-original, ldpc, ldpc-blind or auto (the node file's "
+                        "protocol.reconciliation)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write the run here: summary.json, telemetry.jsonl, the key stores "
                         "(read back by `qkd report --run DIR`)")
@@ -77,6 +81,14 @@ def _run(args: argparse.Namespace) -> int:
     over = {}
     if args.block_bits:
         over["block_bits"] = int(args.block_bits)
+    if args.reconciliation is not None:
+        from postproc_c import methods
+        known = [*methods(), "auto"]
+        if args.reconciliation not in known:
+            print(f"qkd run: --reconciliation: expected one of {', '.join(known)}, "
+                  f"got {args.reconciliation!r}", file=sys.stderr)
+            return 2
+        over["reconciliation"] = args.reconciliation
     cfg = config_for_scenario(scen, **over)
     stop = threading.Event()
 
@@ -133,7 +145,8 @@ def _run(args: argparse.Namespace) -> int:
           f"{_fmt_rate(s['secret_rate_wall_bps'])} per wall-clock second")
     qb = "-" if s["qber"] is None else f"{s['qber']:.4f}"
     fv = "-" if s["f"] is None else f"{s['f']:.3f}"
-    print(f"  QBER                {qb}   reconciliation efficiency f {fv}")
+    how = f" ({', '.join(s['reconciliation'])})" if s.get("reconciliation") else ""
+    print(f"  QBER                {qb}   reconciliation efficiency f {fv}{how}")
     print(f"  time                {s['emulated_s']:.3f} s emulated, {s['wall_s']:.1f} s wall clock")
     print(f"  alarms              {', '.join(s['alarms']) or 'none'}")
     print(f"  keys identical      {'yes' if s['keys_identical'] else 'NO'} (both stores compared)")

@@ -171,6 +171,7 @@ class BlockResult:
     qber_x_by_intensity: list = field(default_factory=list)
     leaked_bits: int = 0
     f: float = float("nan")
+    method: str = ""                            # the block's reconciliation (postproc_c method)
     secret_bits: int = 0
     aborted: bool = False
     reason: str = ""
@@ -977,7 +978,7 @@ class Node:
                 self._send_wait(MsgType.PE_RESULT, bid, encode({"abort": "qber_high",
                                                                 "x_errors": int(x_err.sum())}))
                 raise _BlockAbort(res, f"QBER {res.qber_x:.4f} above {cfg.qber_alarm}", None)
-            method = choose_reconciliation(cfg, qber_est)
+            method = res.method = choose_reconciliation(cfg, qber_est)
             side, tmp = self._make_side(method, "alice", bb.z, n_z, qber_est, seed)
             self._recon_start(bid, side)      # before PE_RESULT: Bob's first message may follow it
             self._send_wait(MsgType.PE_RESULT, bid, encode({"qber": qber_est, "seed": seed,
@@ -1066,6 +1067,7 @@ class Node:
                 raise _BlockAbort(res, meta["abort"], None)
             side, tmp = self._make_side(meta["method"], "bob", bb.z, n_z, float(meta["qber"]),
                                         int(meta["seed"]))
+            res.method = str(meta["method"])     # make_side accepted it: a known method
             self._recon_start(bid, side)
             self._recon_wait(bid, res)
             rr, zw = self._recon_key(side)       # zw: the corrected key, packed

@@ -517,6 +517,7 @@ def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float,
         "qber": (sum(qber_z) / len(qber_z)) if qber_z else (sum(qber_x) / len(qber_x) if qber_x else None),
         "qber_x": (sum(qber_x) / len(qber_x)) if qber_x else None,
         "f": (sum(fs) / len(fs)) if fs else None,
+        "reconciliation": sorted({r.method for r in ok if r.method}),
         "blocks": len(res),
         "blocks_aborted": sum(r.aborted for r in res),
         "sifted_z_bits": int(n_z),
@@ -537,5 +538,6 @@ def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float,
         out["keys_identical"] = stores_identical(stores["alice"], stores["bob"])
         out["block_results"] = [
             {k: getattr(r, k) for k in ("block_id", "n_z", "qber_x", "qber_z", "leaked_bits", "f",
-                                        "secret_bits", "aborted", "reason", "latency_s")} for r in res]
+                                        "method", "secret_bits", "aborted", "reason", "latency_s")}
+            for r in res]
     return out

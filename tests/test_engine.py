@@ -41,6 +41,24 @@ def test_qkd_run_json_gives_identical_keys_at_25km(tmp_path):
     assert s["channel"]["bob"]["bad_tag"] == 0 and s["channel"]["alice"]["bad_tag"] == 0
 
 
+def test_qkd_run_reconciliation_option_runs_ldpc_end_to_end(tmp_path, capsys):
+    """``qkd run --reconciliation ldpc-blind``: every block reconciled by blind LDPC over the
+    channel, the method reported per block and in the summary, the two stores identical; an
+    unknown method is refused before anything starts, naming the option and the choices."""
+    rc = main(["run", "--blocks", "1", "--json", "--instruments", "model",
+               "--reconciliation", "ldpc-blind", "--workdir", str(tmp_path / "run")])
+    s = json.loads(capsys.readouterr().out)
+    assert rc == 0 and s["blocks"] == 1 and s["blocks_aborted"] == 0
+    assert s["reconciliation"] == ["ldpc-blind"]
+    assert [b["method"] for b in s["block_results"]] == ["ldpc-blind"]
+    assert s["keys_identical"] is True and s["secret_bits"] > 0
+    assert 1.0 < s["f"] < 2.0
+    rc = main(["run", "--reconciliation", "turbo", "--workdir", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--reconciliation" in err and "'turbo'" in err and "ldpc-blind" in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_intercept_resend_aborts_every_block_with_the_qber_alarm(tmp_path):
     s = run_local("intercept-resend", blocks=1, duration_s=60, workdir=tmp_path)
     assert s["blocks"] == 1 and s["blocks_aborted"] == 1
