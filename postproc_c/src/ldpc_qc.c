@@ -333,12 +333,19 @@ void ldpc_qc_state_refresh(const qpp_ldpc_code *c, ldpc_qc_state *st)
 }
 
 /* LLR in 1/256 nat -> the int8 decoder's unit (1/QPP_LDPC_QC8_LLR_ONE nat), rounded half
- * away from zero; the bound (a known bit) stays the bound. */
-static int16_t llr_to_unit8(int16_t v)
+ * away from zero; the bound (a known bit) stays the bound. One row of z values, written so
+ * the compiler vectorizes it: selects instead of branches, and an unsigned division by the
+ * constant 256 (a shift) where the signed one was a division per value. As a scalar loop this
+ * was a quarter of the CPU time of a one-way block at f 2 (perf; the kernel another quarter). */
+static void llr_row_to_unit8(const int16_t *restrict in, int16_t *restrict out, uint32_t z)
 {
-    int32_t a = v < 0 ? -(int32_t)v : v;
-    int32_t m = a >= SAT ? SAT : (a * QPP_LDPC_QC8_LLR_ONE + QPP_LDPC_QC_LLR_ONE / 2) / QPP_LDPC_QC_LLR_ONE;
-    return (int16_t)(v < 0 ? -m : m);
+    for (uint32_t l = 0; l < z; l++) {
+        int32_t v = in[l];
+        uint32_t a = (uint32_t)(v < 0 ? -v : v);
+        int32_t m = (int32_t)((a * QPP_LDPC_QC8_LLR_ONE + QPP_LDPC_QC_LLR_ONE / 2) / QPP_LDPC_QC_LLR_ONE);
+        m = a >= SAT ? SAT : m;
+        out[l] = (int16_t)(v < 0 ? -m : m);
+    }
 }
 
 /* Fresh start: post = channel LLRs, r = 0. */
@@ -352,8 +359,7 @@ void ldpc_qc_state_load(const qpp_ldpc_code *c, ldpc_qc_state *st, const int16_t
     } else {
         memset(st->r8, 0, n_edges);
         for (uint32_t j = 0; j < c->nb; j++)
-            for (uint32_t l = 0; l < c->z; l++)
-                st->post8[(size_t)j * (c->z + PAD8) + l] = llr_to_unit8(llr[(size_t)j * c->z + l]);
+            llr_row_to_unit8(llr + (size_t)j * c->z, st->post8 + (size_t)j * (c->z + PAD8), c->z);
     }
     ldpc_qc_state_refresh(c, st);
 }
