@@ -238,7 +238,13 @@ class LabConfig:
         return [i for i in self.instruments if i.node == node and i.device_class == device_class]
 
     def build(self, node: str, role: str):
-        return self.node(node)[role].build()
+        """The driver of ``[node.role]``; ``ConfigError`` naming the roles the file has if absent."""
+        found = self.node(node)
+        if role not in found:
+            raise ConfigError(self.source, f"{node}.{role}", f"an instrument table [{node}.{role}]",
+                              detail=f"{node}'s instruments in this file: "
+                                     f"{', '.join(sorted(found)) or 'none'}")
+        return found[role].build()
 
 
 def _check_type(source: str, key: str, value: Any, types: tuple[type, ...], expected: str) -> None:
