@@ -295,6 +295,32 @@ def _lock_store(store: Path) -> int | str:
     return fd
 
 
+def _bob_timing(nf, lab) -> tuple:
+    """Bob's detector offsets and window: the node file's, else the lab file's ``[bob.timing]``
+    (what ``qkd calibrate timing --config LAB`` wrote), else zeros. Returns (offsets, window_ps),
+    or (reason, None) when the record does not fit this node file."""
+    fs = nf.frontend
+    if fs.offsets_ps is not None:
+        return fs.offsets_ps, fs.window_ps
+    tm = lab.timing
+    if not tm:
+        return (0.0, 0.0, 0.0, 0.0), fs.window_ps
+    where = f"{fs.lab}: [bob.timing]"
+    offs = tm.get("offsets_ps")
+    if not (isinstance(offs, list) and len(offs) == 4
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in offs)):
+        return f"{where}.offsets_ps: expected 4 numbers (ps), got {offs!r}", None
+    for key, mine in (("frame_slots", fs.frame_slots), ("nominal_period_ps", 1e12 / fs.clock_hz)):
+        if key in tm and abs(float(tm[key]) - mine) > 1e-6 * mine:
+            return (f"{where}.{key} = {tm[key]} was calibrated for another set-up than {nf.source}'s "
+                    f"[frontend] ({mine:g}); run `qkd calibrate timing --config {fs.lab}` again, or give "
+                    "offsets_ps in [frontend]"), None
+    window = fs.window_ps or float(tm.get("window_ps", 0.0) or 0.0)
+    print(f"qkd bob: detector offsets and window ({window:g} ps) from {where} "
+          f"(calibrated {tm.get('date', 'at an unknown date')})", flush=True)
+    return tuple(float(x) for x in offs), window
+
+
 def _run_node(args: argparse.Namespace, role: str) -> int:
     import zmq
 
@@ -372,8 +398,11 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
     if role == "alice":
         fe = DriverAlice(instr, fs.frame_slots, fs.clock_hz)
     else:
-        fe = DriverBob(instr, Timing(1e12 / fs.clock_hz, fs.frame_slots, fs.offsets_ps,
-                                     fs.window_ps or 0.8e12 / fs.clock_hz))
+        offsets, window = _bob_timing(nf, lab)
+        if isinstance(offsets, str):
+            return refuse(offsets)
+        fe = DriverBob(instr, Timing(1e12 / fs.clock_hz, fs.frame_slots, offsets,
+                                     window or 0.8e12 / fs.clock_hz))
     try:
         node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
                     block_limit=args.blocks or None, frame_slots=fs.frame_slots)
