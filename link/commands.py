@@ -207,7 +207,17 @@ def _monitor(args: argparse.Namespace) -> int:
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt_string(zmq.SUBSCRIBE, "")
     for ep in args.connect:
-        sub.connect(ep)
+        try:
+            sub.connect(ep)
+        except zmq.ZMQError as exc:
+            sub.close(0)
+            ctx.term()
+            print(f"qkd monitor: --connect {ep}: {exc.strerror}: expected a node's telemetry endpoint "
+                  "tcp://HOST:PORT (`qkd alice`/`qkd bob` print it at start)", file=sys.stderr)
+            return 2
+    if not args.json and not args.count:
+        print(f"qkd monitor: waiting for telemetry from {', '.join(args.connect)} (Ctrl-C stops)",
+              file=sys.stderr, flush=True)
     n = 0
     dash = None
     if args.dashboard:

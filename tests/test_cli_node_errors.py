@@ -24,7 +24,8 @@ def _write(tmp_path, role="alice", instrument="pattern_generator", proto=None, a
     (tmp_path / "lab.toml").write_text(
         '[lab]\nname = "t"\n\n[alice.pattern_generator]\ndriver = "keysight_33500"\n'
         f'resource = "127.0.0.1:{awg_port}"\ntimeout_s = 1.0\n')
-    assert main(["psk", "--link-id", "L", "--out", str(tmp_path / f"{role}.psk"), "--kib-per-stream", "1"]) == 0
+    psk = str(tmp_path / f"{role}.psk")
+    assert main(["psk", "--link-id", "L", "--out", psk, "--kib-per-stream", "1"]) == 0
     proto = proto or _free_port()
     p = tmp_path / f"{role}.toml"
     p.write_text(f"""
@@ -111,3 +112,9 @@ def test_missing_psk_names_the_file(tmp_path, capsys, role):
     (tmp_path / f"{role}.psk").unlink()
     rc, err = _run(capsys, p)
     assert rc == 2 and f"{role}.psk" in err and "cannot read" in err, err
+
+
+def test_monitor_with_a_bad_endpoint_names_it(capsys):
+    assert main(["monitor", "--connect", "127.0.0.1:7110", "--count", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--connect 127.0.0.1:7110" in err and "tcp://HOST:PORT" in err and "Traceback" not in err, err
