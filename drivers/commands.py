@@ -168,7 +168,13 @@ def emulate(config: str | None, duration_s: float | None, out=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    with start_emulated_lab(lab_cfg) as lab:
+    try:
+        lab = start_emulated_lab(lab_cfg)
+    except (OSError, ValueError) as e:    # a port in use, a device path that is a real file
+        print(f"error: {config or 'the default twins'}: {e} (another `qkd devices emulate`, or the real "
+              "instrument, on it? stop it or change the resource in the lab file)", file=sys.stderr)
+        return 2
+    with lab:
         print(f"# {len(lab.servers)} emulated instruments running; Ctrl-C stops them", file=out)
         print(lab.lab_toml(), file=out, flush=True)
         _wait(duration_s)
