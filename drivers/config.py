@@ -313,7 +313,9 @@ def parse_lab(data: dict, source: str = "<lab>") -> LabConfig:
             cfg.name, cfg.description = val.get("name", ""), val.get("description", "")
             continue
         if top not in NODES:
-            raise ConfigError(source, top, "one of: lab, alice, bob", detail="unknown table")
+            hint = ("unknown table; this is a node file (link/config.py): give the lab file its [frontend] "
+                    "lab names" if top in ("node", "channel", "protocol", "frontend") else "unknown table")
+            raise ConfigError(source, top, "one of: lab, alice, bob", detail=hint)
         if not isinstance(val, dict):
             raise ConfigError(source, top, "a table of instruments", val)
         for role, inst in val.items():

@@ -214,6 +214,10 @@ def _float_list(n: int | None, lo: float | None = None):
 def parse_node_file(data: dict, source: str | Path) -> NodeFile:
     src = str(source)
     base = Path(source).resolve().parent if source != "<dict>" else Path.cwd()
+    if "node" not in data and {"lab", "alice", "bob"} & set(data):
+        raise ConfigError(src, "", "this is a lab file (drivers/config.py: [lab], [alice.*], [bob.*]); "
+                                   "--config takes a node file (link/config.py) whose [frontend] lab "
+                                   "names it")
     _unknown(src, data, "", {"node", "channel", "protocol", "frontend", "calibration", "kme", "metrics",
                              "watch"})
     node = _table(src, data, "node")

@@ -96,3 +96,15 @@ def test_calibrate_with_a_bad_lab_file_or_silent_instruments_gives_an_error_not_
     assert main(["calibrate", "polarization", "--config", str(lab)]) == 2   # [bob.timing] read, then
     err = capsys.readouterr().err                                           # no controller in the file
     assert "bob.polarization" in err and "time_tagger" in err and "Traceback" not in err, err
+
+
+def test_a_lab_file_and_a_node_file_swapped_are_named_as_such(tmp_path, capsys):
+    lab = _lab(tmp_path)
+    node = tmp_path / "bob.toml"
+    node.write_text(NODE.format(slots=4096))
+    assert main(["bob", "--config", str(lab)]) == 2
+    err = capsys.readouterr().err
+    assert "this is a lab file" in err and "node file" in err, err
+    assert main(["devices", "check", "--config", str(node)]) == 2
+    err = capsys.readouterr().err
+    assert "this is a node file" in err and "[frontend] lab" in err, err
