@@ -55,10 +55,8 @@ def _instruments(args: argparse.Namespace):
         lab = load_lab(args.config)
 
         def build(key: str):
-            for inst in lab:
-                if inst.key == key:
-                    return inst.build()
-            raise SystemExit(f"error: {args.config}: no instrument [{key}]")
+            node, _, role = key.partition(".")
+            return lab.build(node, role)       # ConfigError naming the roles the file has
 
         yield build, args.clock_hz, args.frame_slots, tuple(args.mu or (0.5, 0.1, 0.0)), None
         return
@@ -121,7 +119,9 @@ def _timing(args: argparse.Namespace) -> int:
         t, c = np.concatenate(ts), np.concatenate(cs)
         syncs = np.flatnonzero(c == 0)
         if len(syncs) < args.frames + 1:
-            print(f"error: only {len(syncs)} sync tags arrived")
+            print(f"error: only {len(syncs)} sync tags arrived in 60 s: is the pattern generator playing "
+                  f"frames of {frame_slots} slots (--frame-slots) at {clock_hz:g} Hz (--clock-hz), and is "
+                  "its sync output on the tagger's sync channel?")
             return 1
         keep = t < t[syncs[args.frames]]          # whole frames only: up to the sync after the last used
         try:
@@ -157,11 +157,10 @@ def _polarization(args: argparse.Namespace) -> int:
         if rig is not None:
             timing = Timing.for_model(rig.model)
         else:
-            import tomllib
+            from drivers.config import load_lab
 
             path = args.save or args.config
-            with open(path, "rb") as fh:
-                sec = tomllib.load(fh).get("bob", {}).get("timing")
+            sec = load_lab(path).timing
             if not sec:
                 print(f"error: {path}: no [bob.timing] section: run `qkd calibrate timing` first")
                 return 2
@@ -233,4 +232,13 @@ def _calibrate(args: argparse.Namespace) -> int:
         except PlotError as exc:
             print(f"error: {exc}")
             return 2
-    return {"timing": _timing, "polarization": _polarization, "tracking": _tracking}[args.what](args)
+    import sys
+
+    from drivers.config import ConfigError
+    from drivers.errors import DriverError
+
+    try:
+        return {"timing": _timing, "polarization": _polarization, "tracking": _tracking}[args.what](args)
+    except (ConfigError, DriverError) as exc:   # a bad lab file, an instrument that does not answer
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -112,6 +112,29 @@ def _wait(duration_s: float | None) -> None:
         pass
 
 
+def _rig_node_hints(rig) -> list[str]:
+    """What the node files (link/config.py) need for this rig, beyond the lab file: the
+    scenario's intensities and the protocol choices ``qkd run`` makes (link.pipeline), the
+    frame and clock, and Bob's detector offsets and window (the rig's exact timing, which
+    ``qkd calibrate timing --config`` measures on real instruments)."""
+    from link.frontend import Timing
+    from link.pipeline import config_for_scenario
+
+    cfg = config_for_scenario(rig.scenario)
+    tm = Timing.for_model(rig.model)
+    return [
+        "Node files (link/config.py) for qkd alice / qkd bob on this rig, besides [node] and [channel]:",
+        f"  [protocol]  block_bits = {cfg.block_bits}, p_z = {cfg.p_z}, "
+        f"intensities = {list(cfg.intensities)}, intensity_probs = {list(cfg.intensity_probs)}, "
+        f'finite_key = "{cfg.finite_key}"',
+        f'  [frontend]  lab = "<this lab file>", frame_slots = {rig.frame_slots}, '
+        f"clock_hz = {rig.model.clock_hz:g}, "
+        'instrument = "pattern_generator" (Alice) or "time_tagger" (Bob)',
+        f"  Bob's [frontend] also: offsets_ps = [{', '.join(f'{o:.1f}' for o in tm.offsets_ps)}], "
+        f"window_ps = {tm.window_ps:.1f}",
+    ]
+
+
 def emulate_rig(scenario: str, seed: int, duration_s: float | None, out=None) -> int:
     """Start ``hil.Rig`` for a scenario and print the lab file of its instruments."""
     out = out or sys.stdout
@@ -127,8 +150,10 @@ def emulate_rig(scenario: str, seed: int, duration_s: float | None, out=None) ->
         t = rig.timing()
         print(f"# HIL rig: scenario {rig.scenario.name!r}, seed {seed}, {t['frame_slots']} slots per "
               f"frame at {t['clock_hz']:.3g} Hz; Ctrl-C stops it", file=out)
-        print("# Alice's AWG takes one sample a slot (drivers.keysight_awg.FrameEncoding"
-              "(samples_per_slot=1, pulse_samples=1)); each uploaded pattern is one frame", file=out)
+        print("# Alice's AWG takes one sample a slot (the encoding table below); each uploaded "
+              "pattern is one frame", file=out)
+        for line in _rig_node_hints(rig):
+            print(f"# {line}", file=out)
         print(rig.lab_toml(), file=out, flush=True)
         _wait(duration_s)
     return 0
@@ -143,7 +168,13 @@ def emulate(config: str | None, duration_s: float | None, out=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    with start_emulated_lab(lab_cfg) as lab:
+    try:
+        lab = start_emulated_lab(lab_cfg)
+    except (OSError, ValueError) as e:    # a port in use, a device path that is a real file
+        print(f"error: {config or 'the default twins'}: {e} (another `qkd devices emulate`, or the real "
+              "instrument, on it? stop it or change the resource in the lab file)", file=sys.stderr)
+        return 2
+    with lab:
         print(f"# {len(lab.servers)} emulated instruments running; Ctrl-C stops them", file=out)
         print(lab.lab_toml(), file=out, flush=True)
         _wait(duration_s)

@@ -15,7 +15,11 @@ from it.  Layout::
 
 Nodes are ``alice`` and ``bob``; a role is any identifier (``detector_h``,
 ``polarization``...).  An optional ``[lab]`` table holds ``name`` and
-``description``.
+``description``.  ``[bob.timing]`` is not an instrument: it is the record
+``qkd calibrate timing --config`` writes (offsets, window, period; see
+``calibration.timing.timing_section``), kept as ``LabConfig.timing`` and read by
+``qkd calibrate polarization`` and by ``qkd bob`` when its node file gives no
+``offsets_ps``.
 
 What it must not do: open an instrument (loading is pure validation: the
 drivers do no I/O in ``__init__``), or accept a file that would fail later:
@@ -58,6 +62,8 @@ __all__ = [
 NODES = ("alice", "bob")
 _ROLE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _INSTRUMENT_KEYS = {"driver", "resource", "timeout_s", "settings"}
+# tables under a node that are records, not instruments: (node, name)
+_RECORDS = {("bob", "timing")}
 
 
 class ConfigError(ValueError):
@@ -226,6 +232,7 @@ class LabConfig:
     name: str = ""
     description: str = ""
     instruments: list[InstrumentSpec] = field(default_factory=list)
+    timing: dict | None = None        # [bob.timing], the timing calibration's record (if any)
 
     def __iter__(self) -> Iterator[InstrumentSpec]:
         return iter(self.instruments)
@@ -238,7 +245,13 @@ class LabConfig:
         return [i for i in self.instruments if i.node == node and i.device_class == device_class]
 
     def build(self, node: str, role: str):
-        return self.node(node)[role].build()
+        """The driver of ``[node.role]``; ``ConfigError`` naming the roles the file has if absent."""
+        found = self.node(node)
+        if role not in found:
+            raise ConfigError(self.source, f"{node}.{role}", f"an instrument table [{node}.{role}]",
+                              detail=f"{node}'s instruments in this file: "
+                                     f"{', '.join(sorted(found)) or 'none'}")
+        return found[role].build()
 
 
 def _check_type(source: str, key: str, value: Any, types: tuple[type, ...], expected: str) -> None:
@@ -300,11 +313,18 @@ def parse_lab(data: dict, source: str = "<lab>") -> LabConfig:
             cfg.name, cfg.description = val.get("name", ""), val.get("description", "")
             continue
         if top not in NODES:
-            raise ConfigError(source, top, "one of: lab, alice, bob", detail="unknown table")
+            hint = ("unknown table; this is a node file (link/config.py): give the lab file its [frontend] "
+                    "lab names" if top in ("node", "channel", "protocol", "frontend") else "unknown table")
+            raise ConfigError(source, top, "one of: lab, alice, bob", detail=hint)
         if not isinstance(val, dict):
             raise ConfigError(source, top, "a table of instruments", val)
         for role, inst in val.items():
             key = f"{top}.{role}"
+            if (top, role) in _RECORDS:       # [bob.timing]: the timing calibration's record
+                if not isinstance(inst, dict):
+                    raise ConfigError(source, key, "a table (written by `qkd calibrate timing`)", inst)
+                cfg.timing = dict(inst)
+                continue
             if not _ROLE.match(role):
                 raise ConfigError(source, key, "a role name of lower-case letters, digits and '_'", role)
             if not isinstance(inst, dict):

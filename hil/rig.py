@@ -165,10 +165,16 @@ class Rig:
         return res
 
     def lab_toml(self) -> str:
-        """A lab file naming the running twins (``qkd devices check --config``)."""
+        """A lab file naming the running twins (``qkd devices check --config``, and the
+        ``[frontend] lab`` of ``qkd alice``/``qkd bob``): it includes the AWG's one sample a
+        slot (``RIG_ENCODING``), without which Alice's driver would ask the twin for 4 GSa/s."""
         assert self.lab is not None and self.tagger is not None
-        return (self.lab.lab_toml() + f'\n[bob.time_tagger]\ndriver = "picoquant_stream"\n'
-                f'resource = "{self.tagger.address}"\n')
+        enc = RIG_ENCODING
+        return (self.lab.lab_toml()
+                + "\n[alice.pattern_generator.settings.encoding]\n"
+                  f"samples_per_slot = {enc.samples_per_slot}\npulse_samples = {enc.pulse_samples}\n"
+                + f'\n[bob.time_tagger]\ndriver = "picoquant_stream"\n'
+                  f'resource = "{self.tagger.address}"\n')
 
     def timing(self) -> dict:
         """Nominal timing of the link (slot period, frame, clock) for the nodes' set-up."""

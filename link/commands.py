@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from .cli import command
 
@@ -205,7 +207,17 @@ def _monitor(args: argparse.Namespace) -> int:
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt_string(zmq.SUBSCRIBE, "")
     for ep in args.connect:
-        sub.connect(ep)
+        try:
+            sub.connect(ep)
+        except zmq.ZMQError as exc:
+            sub.close(0)
+            ctx.term()
+            print(f"qkd monitor: --connect {ep}: {exc.strerror}: expected a node's telemetry endpoint "
+                  "tcp://HOST:PORT (`qkd alice`/`qkd bob` print it at start)", file=sys.stderr)
+            return 2
+    if not args.json and not args.count:
+        print(f"qkd monitor: waiting for telemetry from {', '.join(args.connect)} (Ctrl-C stops)",
+              file=sys.stderr, flush=True)
     n = 0
     dash = None
     if args.dashboard:
@@ -268,9 +280,63 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the final status as one JSON object")
 
 
+# alarms on which a node stops itself (link.node.Node._guard, _channel_alarm)
+_FATAL_ALARMS = ("instrument", "key_store", "rng_health", "internal_error", "selftest_failed")
+
+
+def _lock_store(store: Path) -> int | str:
+    """Hold ``<store>.lock`` (flock) while this node runs: a second node process on the same key
+    store would draw the same one-time pads from its pool (a MAC forgery risk) and race the
+    first on every block. Returns the lock's descriptor (closed, and so released, at exit or
+    when the process dies), or the reason it cannot be held."""
+    import fcntl
+
+    path = store.with_name(store.name + ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        return f"cannot create the key store's lock file {path}: {exc.strerror}"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return (f"the key store {store} is in use by another node process (it holds {path}); "
+                "stop that node first, or give this node its own [node] store and psk")
+    return fd
+
+
+def _bob_timing(nf, lab) -> tuple:
+    """Bob's detector offsets and window: the node file's, else the lab file's ``[bob.timing]``
+    (what ``qkd calibrate timing --config LAB`` wrote), else zeros. Returns (offsets, window_ps),
+    or (reason, None) when the record does not fit this node file."""
+    fs = nf.frontend
+    if fs.offsets_ps is not None:
+        return fs.offsets_ps, fs.window_ps
+    tm = lab.timing
+    if not tm:
+        return (0.0, 0.0, 0.0, 0.0), fs.window_ps
+    where = f"{fs.lab}: [bob.timing]"
+    offs = tm.get("offsets_ps")
+    if not (isinstance(offs, list) and len(offs) == 4
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in offs)):
+        return f"{where}.offsets_ps: expected 4 numbers (ps), got {offs!r}", None
+    for key, mine in (("frame_slots", fs.frame_slots), ("nominal_period_ps", 1e12 / fs.clock_hz)):
+        if key in tm and abs(float(tm[key]) - mine) > 1e-6 * mine:
+            return (f"{where}.{key} = {tm[key]} was calibrated for another set-up than {nf.source}'s "
+                    f"[frontend] ({mine:g}); run `qkd calibrate timing --config {fs.lab}` again, or give "
+                    "offsets_ps in [frontend]"), None
+    window = fs.window_ps or float(tm.get("window_ps", 0.0) or 0.0)
+    print(f"qkd bob: detector offsets and window ({window:g} ps) from {where} "
+          f"(calibrated {tm.get('date', 'at an unknown date')})", flush=True)
+    return tuple(float(x) for x in offs), window
+
+
 def _run_node(args: argparse.Namespace, role: str) -> int:
+    import zmq
+
     from drivers.config import ConfigError as LabError
     from drivers.config import load_lab
+    from drivers.errors import DriverError
     from drivers.qrng import OsEntropySource
 
     from .auth import AuthError, AuthPool
@@ -287,35 +353,73 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
             raise ConfigError(args.config, "node.role",
                               f'expected "{role}" for `qkd {role}`, got "{nf.role}"')
         lab = load_lab(nf.frontend.lab)
-        instr = lab.build(role, nf.frontend.instrument)
-    except (ConfigError, LabError, KeyError) as exc:
+        try:
+            instr = lab.build(role, nf.frontend.instrument)
+        except LabError as exc:
+            raise ConfigError(args.config, "frontend.instrument", str(exc)) from None
+    except (ConfigError, LabError) as exc:
         print(f"qkd {role}: {exc}", file=sys.stderr)
         return 2
     cfg = nf.protocol
+    opened: list = []            # what to close, in order, if the node cannot start
+
+    def refuse(msg: str) -> int:
+        print(f"qkd {role}: {msg}", file=sys.stderr)
+        for close in opened:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - best effort on the way out; the message is the error
+                pass
+        return 2
+
+    lock = _lock_store(nf.store)     # one node process per key store and pad pool
+    if isinstance(lock, str):
+        return refuse(lock)
+    opened.append(lambda: os.close(lock))
     try:
         pool = AuthPool(nf.psk, nf.store, role)
     except AuthError as exc:
-        print(f"qkd {role}: {exc}", file=sys.stderr)
-        return 2
+        return refuse(str(exc))
+    opened.insert(0, pool.close)
     if pool.link_id != nf.link_id:
-        print(f"qkd {role}: {nf.psk} is for link {pool.link_id!r}, not {nf.link_id!r}", file=sys.stderr)
-        return 2
+        return refuse(f"{nf.psk} is for link {pool.link_id!r}, not {nf.link_id!r}")
     store = KeyStore(nf.store, nf.link_id, key_size_bits=cfg.key_size_bits,
                      auth_refill_bytes=cfg.auth_refill_bytes)
+    opened.insert(1, store.close)
     ch = Channel(role, pool, retry_s=nf.channel.retry_s)
-    if role == "alice":
-        ch.bind(nf.channel.proto, nf.channel.ctrl)
-    else:
-        ch.connect(nf.channel.proto, nf.channel.ctrl)
-    instr.open()
+    opened.insert(0, ch.close)
+    try:
+        if role == "alice":
+            ch.bind(nf.channel.proto, nf.channel.ctrl)
+        else:
+            ch.connect(nf.channel.proto, nf.channel.ctrl)
+    except zmq.ZMQError as exc:
+        how = "listen on" if role == "alice" else "reach"
+        return refuse(f"{args.config}: [channel] proto/ctrl: cannot {how} "
+                      f"{nf.channel.proto} / {nf.channel.ctrl}: {exc} (another node or program on that "
+                      "port? choose free ports in [channel], the same on both nodes)")
     fs = nf.frontend
+    try:
+        instr.open()
+    except DriverError as exc:
+        return refuse(f"cannot open {role}.{fs.instrument} ([frontend] instrument of {args.config}, "
+                      f"in {fs.lab}): {exc}")
+    opened.insert(1, instr.close)
     if role == "alice":
         fe = DriverAlice(instr, fs.frame_slots, fs.clock_hz)
     else:
-        fe = DriverBob(instr, Timing(1e12 / fs.clock_hz, fs.frame_slots, fs.offsets_ps,
-                                     fs.window_ps or 0.8e12 / fs.clock_hz))
-    node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
-                block_limit=args.blocks or None, frame_slots=fs.frame_slots)
+        offsets, window = _bob_timing(nf, lab)
+        if isinstance(offsets, str):
+            return refuse(offsets)
+        fe = DriverBob(instr, Timing(1e12 / fs.clock_hz, fs.frame_slots, offsets,
+                                     window or 0.8e12 / fs.clock_hz))
+    try:
+        node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
+                    block_limit=args.blocks or None, frame_slots=fs.frame_slots)
+    except zmq.ZMQError as exc:
+        return refuse(f"{args.config}: channel.telemetry: cannot listen on {nf.channel.telemetry}: {exc} "
+                      "(another node or program on that port? choose a free port)")
+    opened.insert(0, node.close)
     pol = trk = None
     if nf.calibration.track_polarization:          # [calibration]: issue 7's tracking loop on Bob
         from calibration.tracking import PolarizationTracking
@@ -329,9 +433,9 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
             print(f"qkd {role}: polarization tracking with {trk.dev.name} ({trk.dev.n} actuators, "
                   f"{trk.dev.lo:g}..{trk.dev.hi:g} {trk.dev.unit})", flush=True)
         except Exception as exc:  # noqa: BLE001 - any driver/config failure: refuse to start
-            print(f"qkd {role}: polarization tracking: {exc}", file=sys.stderr)
-            node.close()
-            return 2
+            if pol is not None:
+                opened.insert(2, pol.close)
+            return refuse(f"polarization tracking: {exc}")
     watched: dict = {}
     for name in nf.watch.instruments:              # [watch]: read back while the link runs (issue 9)
         try:
@@ -339,11 +443,13 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
             drv.open()
             watched[f"{role}.{name}"] = drv
         except Exception as exc:  # noqa: BLE001 - any driver/config failure: refuse to start
-            print(f"qkd {role}: watch.instruments: {name}: {exc}", file=sys.stderr)
             for d in watched.values():
-                d.close()
-            node.close()
-            return 2
+                opened.insert(2, d.close)
+            if trk is not None:
+                opened.insert(2, trk.close)
+            if pol is not None:
+                opened.insert(2, pol.close)
+            return refuse(f"watch.instruments: {name}: {exc}")
     stop = threading.Event()
     old = signal.signal(signal.SIGINT, lambda *a: stop.set())
     node.start()
@@ -383,6 +489,9 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
             time.sleep(0.05)
     finally:
         signal.signal(signal.SIGINT, old)
+        # the node stopped itself (not Ctrl-C, not the peer's STOP): say why at the end
+        fatal = [a for a in node.alarms if a["alarm"] in _FATAL_ALARMS] \
+            if node.stopped and not stop.is_set() else []
         st = node.status()
         st["alarms"] = sorted({a["alarm"] for a in node.alarms})
         if trk is not None:                     # [calibration] track_polarization (issue 7)
@@ -402,6 +511,10 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
                 pass
         pool.close()
         store.close()
+        os.close(lock)
+    if fatal:     # exit status stays 0: a node that stopped itself cleanly (tests/test_faults_auth_disk.py)
+        print(f"qkd {role}: stopped by itself on alarm {fatal[-1]['alarm']}: {fatal[-1]['reason']}",
+              file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(st, default=float))
     return 0

@@ -33,8 +33,10 @@ Layout (paths are relative to the file)::
                                         # Bob: his time tagger's ("time_tagger")
     frame_slots = 262144
     clock_hz = 1e9
-    offsets_ps = [0.0, 0.0, 0.0, 0.0]   # Bob: per-detector offsets from timing calibration
-    window_ps = 800.0                   # Bob: detection window
+    offsets_ps = [0.0, 0.0, 0.0, 0.0]   # Bob: per-detector offsets from timing calibration; if absent,
+                                        # those of the lab file's [bob.timing] (`qkd calibrate timing
+                                        # --config lab.toml` writes it), else zeros
+    window_ps = 800.0                   # Bob: detection window (absent: [bob.timing]'s, else 0.8 slot)
 
     [kme]                               # optional: the ETSI GS QKD 014 key delivery (link.kme)
     kme_id = "KME_A"
@@ -96,7 +98,7 @@ class FrontendSettings:
     instrument: str
     frame_slots: int
     clock_hz: float
-    offsets_ps: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    offsets_ps: tuple[float, float, float, float] | None = None   # None: not in the file
     window_ps: float = 0.0
 
 
@@ -212,6 +214,10 @@ def _float_list(n: int | None, lo: float | None = None):
 def parse_node_file(data: dict, source: str | Path) -> NodeFile:
     src = str(source)
     base = Path(source).resolve().parent if source != "<dict>" else Path.cwd()
+    if "node" not in data and {"lab", "alice", "bob"} & set(data):
+        raise ConfigError(src, "", "this is a lab file (drivers/config.py: [lab], [alice.*], [bob.*]); "
+                                   "--config takes a node file (link/config.py) whose [frontend] lab "
+                                   "names it")
     _unknown(src, data, "", {"node", "channel", "protocol", "frontend", "calibration", "kme", "metrics",
                              "watch"})
     node = _table(src, data, "node")
@@ -292,8 +298,9 @@ def parse_node_file(data: dict, source: str | Path) -> NodeFile:
                          check=lambda v: None if v > 0 else "must be > 0"),
         clock_hz=float(_get(src, fe, "frontend", "clock_hz", _NUM, "a frequency in Hz > 0",
                             check=lambda v: None if v > 0 else "must be > 0")),
-        offsets_ps=tuple(float(x) for x in _get(src, fe, "frontend", "offsets_ps", (list,),
-                                                "4 numbers (ps)", [0.0] * 4, check=_float_list(4))),
+        offsets_ps=(None if "offsets_ps" not in fe else
+                    tuple(float(x) for x in _get(src, fe, "frontend", "offsets_ps", (list,),
+                                                 "4 numbers (ps)", check=_float_list(4)))),
         window_ps=float(_get(src, fe, "frontend", "window_ps", _NUM, "a window in ps >= 0", 0.0,
                              check=lambda v: None if v >= 0 else "must be >= 0")))
     ca = _table(src, data, "calibration", required=False)

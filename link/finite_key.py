@@ -26,7 +26,8 @@ Conventions where the papers are silent (stated so a reader can check them):
 * Lower bounds on vacuum and single-photon counts are clipped at 0; an upper
   bound on single-photon errors is clipped at 0. A single-photon lower bound of
   zero in either basis gives no key (``ell = 0``, reason ``"no single-photon
-  events"``).
+  events"``). Lower bounds whose sum s0 + s1 exceeds the key basis' detections
+  are contradicted by the data (wrong intensities for the source): no key.
 * The sampling term gamma of Eq. (5) (Fung et al., PRA 81, 012318) vanishes as
   the observed single-photon error rate b -> 0, which is not conservative for a
   small sample; we evaluate gamma at ``max(b, 1/c)`` (at least one error in the
@@ -300,6 +301,14 @@ def secret_key_length(key: BasisCounts, test: BasisCounts, decoy: DecoySettings,
     reason = ""
     if b["s1"] <= 0 or b["s1_test"] <= 0:
         ell, reason = 0, "no single-photon events"
+    elif b["s0"] + b["s1"] > key.n_total:
+        # Vacuum and single-photon events are a part of the key basis' detections, so valid
+        # lower bounds never exceed n_Z (Lim 2014 Eq. 1 counts them out of n_X); more means the
+        # counts contradict the analysis' model, most often intensities (decoy.mus) other than
+        # the source's. Without this the length could exceed the block itself.
+        ell, reason = 0, (f"decoy bounds s0 + s1 = {b['s0'] + b['s1']:.0f} exceed the key basis' "
+                          f"{key.n_total} detections: the intensities {list(decoy.mus)} do not "
+                          "match the source")
     elif phi >= 0.5:
         ell, reason = 0, "phase-error bound reaches 1/2"
     elif ell == 0:

@@ -344,6 +344,11 @@ def _md_table_to_html(lines: list[str]) -> str:
             + "".join("<tr>" + cells(r, "td") + "</tr>" for r in body) + "</table>")
 
 
+def _md_inline(text: str) -> str:
+    """A Markdown line's text as HTML: escaped, ``**bold**`` and ```code``` marks dropped."""
+    return html.escape(text.strip()).replace("**", "").replace("`", "")
+
+
 def render_html(run: Run) -> str:
     """One self-contained page: the Markdown's content plus SVG charts over time, alarms marked."""
     f = figures(run)
@@ -378,9 +383,16 @@ def render_html(run: Run) -> str:
             body.append(f"<h1>{html.escape(ln[2:])}</h1>")
             body.append("<div>" + "<br>".join(charts) + "</div>")
         elif ln.startswith("- "):
-            body.append(f"<li>{html.escape(ln[2:]).replace('**', '')}</li>")
+            j = i
+            while j < len(md) and md[j].startswith("- "):
+                j += 1
+            body.append("<ul>" + "".join(f"<li>{_md_inline(x[2:])}</li>" for x in md[i:j]) + "</ul>")
+            i = j
+            continue
+        elif ln.startswith("_") and ln.rstrip().endswith("_"):
+            body.append(f"<p><em>{_md_inline(ln.strip()[1:-1])}</em></p>")
         elif ln.strip():
-            body.append(f"<p>{html.escape(ln).replace('**', '').replace('`', '')}</p>")
+            body.append(f"<p>{_md_inline(ln)}</p>")
         i += 1
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}")

@@ -56,9 +56,7 @@ def write_node_files(tmp_path: Path, rig, cfg, extra: dict[str, str] | None = No
     the engine configuration ``cfg``; ``extra[role]`` is appended to that role's file. Returns the ports."""
     from link.frontend import Timing
 
-    (tmp_path / "lab.toml").write_text(
-        rig.lab_toml() + "\n[alice.pattern_generator.settings.encoding]\n"
-                         "samples_per_slot = 1\npulse_samples = 1\n")
+    (tmp_path / "lab.toml").write_text(rig.lab_toml())     # with the AWG's one sample a slot
     tm = Timing.for_model(rig.model)
     ports = {"proto": free_port(), "ctrl": free_port()}
     for role in ("alice", "bob"):

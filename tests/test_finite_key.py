@@ -87,8 +87,10 @@ def test_single_photon_bound_no_better_than_linear_program():
 def test_key_length_worked_example():
     # A block worked through by hand from Lim 2014 Eqs. (1)-(5), written out
     # longhand here rather than through the module's helpers.
-    key = BasisCounts(n=(700_000, 150_000, 1_000), m=None)
-    test = BasisCounts(n=(70_000, 15_000, 100), m=(700, 300, 50))
+    # counts a source with these intensities can give (gain per pulse of mu2 about mu2/mu1 of mu1's);
+    # they were (700k, 150k, 1k) / (70k, 15k, 100): s0 + s1 = 2.0M above n_Z = 851k, no longer keyed
+    key = BasisCounts(n=(700_000, 45_000, 1_000), m=None)
+    test = BasisCounts(n=(300_000, 19_000, 400), m=(1500, 150, 150))
     eps_sec, eps_cor, leak = 1e-10, 1e-15, 80_000
     mu1, mu2, mu3 = TWO.mus
     p1, p2, p3 = TWO.probs
@@ -109,7 +111,7 @@ def test_key_length_worked_example():
     s0z, s1z = bounds(*key.n)
     _, s1x = bounds(*test.n)
     dm = math.sqrt(sum(test.m) / 2 * math.log(1 / eps))
-    # test.m[2] = 50 < dm (about 117): its lower bound is clipped at 0, not negative
+    # test.m[2] = 150 < dm (about 153): its lower bound is clipped at 0, not negative
     assert test.m[2] < dm
     v1x = t1 * (math.exp(mu2) / p2 * (test.m[1] + dm) - math.exp(mu3) / p3 * max(0.0, test.m[2] - dm)) / (
         mu2 - mu3)
@@ -224,3 +226,25 @@ def test_repro_solves_eps_sec_equal_kappa_ell_for_the_largest_fixed_point():
     # the same point with q_x = 0.5 (the old optimizer's floor) gives far less key
     x5 = (math.log10(0.5),) + x[1:]
     assert evaluate(x5, 100.0, 1e4, sysm)[0] / evaluate(x5, 100.0, 1e4, sysm)[1] < ell / n_pulses
+
+
+def test_intensities_other_than_the_sources_give_no_key_not_more_than_the_block():
+    # `qkd alice`/`qkd bob` with the node file's default intensities (0.5, 0.1, 0.0002) on a rig whose
+    # source sends (0.42, 0.22, 0.0002): the decoy bounds came out above n_Z and every block died
+    # in privacy amplification ("n_out: must be in 1..n_in (1057590), got 1392003")
+    true, probs = (0.42, 0.22, 0.0002), (0.5, 0.3, 0.2)
+    eta, pulses = 10 ** -0.7 * 0.7, 5e7            # 25 km + 1 dB at Bob, SNSPD efficiency
+
+    def counts(err):
+        n = tuple(int(pulses * p * (1 - math.exp(-eta * m)) + pulses * p * 1e-7) for m, p in zip(true, probs))
+        return n, tuple(int(x * err) + int(pulses * p * 5e-8) for x, p in zip(n, probs))
+
+    n, _ = counts(0.003)
+    nx, mx = counts(0.003)
+    right = secret_key_length(BasisCounts(n), BasisCounts(nx, mx), DecoySettings(true, probs),
+                              leak_ec_bits=30000)
+    assert 0 < right.ell < sum(n)                 # the model's own intensities: key, and less than n_Z
+    wrong = secret_key_length(BasisCounts(n), BasisCounts(nx, mx), DecoySettings((0.5, 0.1, 0.0002), probs),
+                              leak_ec_bits=30000)
+    assert wrong.s0 + wrong.s1 > sum(n)           # the contradiction itself
+    assert wrong.ell == 0 and "do not match the source" in wrong.reason and str(sum(n)) in wrong.reason

@@ -156,5 +156,6 @@ def test_qkd_bob_with_watch_stops_on_a_stalled_snspd_and_keeps_committed_keys(tm
     st = json.loads(out_bob.strip().splitlines()[-1])
     assert "instrument" in st["alarms"], out_bob[-2000:]
     assert "bob alarm instrument: bob.snspd: " in out_bob and "no reply" in out_bob, out_bob[-2000:]
+    assert "qkd bob: stopped by itself on alarm instrument: " in out_bob, out_bob[-2000:]   # said at exit
     a, b = store_key_ids(tmp_path / "alice.db"), store_key_ids(tmp_path / "bob.db")
     assert before <= b <= a, (len(before), len(b), len(a))    # kept; nothing Bob has that Alice lacks

@@ -201,3 +201,31 @@ channel_map = { 1 = 1, 2 = 2 }
         ConfigError, match=r"bad.toml: bob.tt.settings.channel_map: expected a value the driver"
     ):
         load_lab(bad)
+
+
+def test_emulate_on_a_port_in_use_names_the_instrument_and_port(tmp_path, capsys):
+    # `qkd devices emulate --config examples/emulated.toml` while another one runs: an error naming the
+    # instrument and its resource, exit 2 (was: OSError traceback); nothing left listening
+    import socket
+
+    from drivers.commands import emulate
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        lab = tmp_path / "lab.toml"
+        lab.write_text(f'[bob.apd]\ndriver = "idq_id120"\nresource = "127.0.0.1:{_free()}"\n\n'
+                       f'[alice.pattern_generator]\ndriver = "keysight_33500"\n'
+                       f'resource = "127.0.0.1:{port}"\n')
+        assert emulate(str(lab), 0.0) == 2
+    err = capsys.readouterr().err
+    assert "alice.pattern_generator" in err and f"127.0.0.1:{port}" in err and "in use" in err, err
+
+
+def _free() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -63,6 +63,10 @@ def test_html_report_is_self_contained(metro, tmp_path, capsys):
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 3
     assert "<polyline" in page and "<table>" in page
     assert "<script" not in page and "src=" not in page and "href=" not in page
+    # the Markdown is converted, not pasted: list items inside a list, no emphasis or code marks left
+    assert page.count("<li>") > 0 and not re.search(r"</(p|table|h2|ul)>\s*<li>", page)
+    assert page.count("<ul>") == page.count("</ul>") > 0
+    assert "_Written" not in page and "<em>Written" in page and "`" not in page and "**" not in page
     import xml.etree.ElementTree as ET
     for svg in re.findall(r"<svg.*?</svg>", page, re.S):
         ET.fromstring(svg)                               # each chart is well-formed SVG

@@ -111,3 +111,48 @@ def test_both_nodes_make_identical_keys_through_the_emulated_instruments(tmp_pat
         c.close()
     bits = np.unpackbits(np.frombuffer(blob, np.uint8))
     assert bits.size > 100_000 and abs(bits.mean() - 0.5) < 0.01
+
+
+def test_emulate_scenario_prints_a_lab_file_qkd_alice_can_drive(tmp_path):
+    # `qkd devices emulate --scenario` prints the lab file a user points `[frontend] lab` at: Alice's
+    # AWG driver built from it must upload 1 GHz frames (it lacked the one-sample-a-slot encoding, so
+    # `qkd alice` stopped at once: "slot_rate_hz=1000000000.0 Hz is outside 1e-06..2.5e+08 Hz"), and
+    # the header names the node-file values the rig needs (intensities, Bob's offsets and window)
+    import io
+    import threading
+
+    from drivers.commands import emulate_rig
+    from drivers.config import load_lab
+
+    out = io.StringIO()
+    printed = threading.Event()
+
+    class Out(io.StringIO):
+        def write(self, s):
+            n = out.write(s)
+            if "[bob.time_tagger]" in out.getvalue():
+                printed.set()
+            return n
+
+        def flush(self):
+            pass
+
+    t = threading.Thread(target=emulate_rig, args=("back-to-back", 2, 3.0), kwargs={"out": Out()})
+    t.start()
+    try:
+        assert printed.wait(20), out.getvalue()
+        text = out.getvalue()
+        lab_file = tmp_path / "rig.toml"
+        lab_file.write_text(text)
+        assert "intensities = [" in text and "offsets_ps = [" in text and "window_ps = " in text, text
+        awg = load_lab(lab_file).build("alice", "pattern_generator")
+        awg.open()
+        try:
+            slots = 1 << 18                     # the rig's frame (scenario frames are capped at 2^18)
+            basis, bit, inten = next(_patterns(1, slots))
+            DriverAlice(awg, slots, 1e9).emit(basis, bit, inten)
+        finally:
+            awg.close()
+    finally:
+        t.join(10)
+    assert not t.is_alive()

@@ -113,7 +113,11 @@ def _start_one(lab: EmulatedLab, key: str, driver: str, resource: str | None, se
         kw["counts_port"] = int(settings.get("counts_port", 0)) if resource is not None else 0
         if "n_detectors" in settings:
             kw["n_detectors"] = settings["n_detectors"]
-    srv = cls(**kw).start()
+    try:
+        srv = cls(**kw).start()
+    except OSError as e:      # the port is taken: name the instrument and where it was to listen
+        raise OSError(e.errno, f"{key}: cannot listen on {resource or 'a free port'}: "
+                               f"{e.strerror or e}") from None
     lab.servers[key] = srv
     lab.drivers[key] = driver
     if link is not None:
