@@ -463,7 +463,13 @@ class Channel:
                 return
         if not self.pool.verify(stream, seq, signed, tag):
             self.counters["bad_tag"] += 1
-            self._alarm("bad_tag", f"lane {lane.name}: {mtype.name} seq {seq} failed authentication")
+            hint = ""
+            if not self.last_peer_activity:
+                # nothing of the peer has ever authenticated here: most often the two nodes were
+                # given PSK files of different `qkd psk` runs (an attacker's frames look the same)
+                hint = (f" (no frame of {self.peer} has authenticated since this node started: were "
+                        "both nodes' PSK files written by one `qkd psk` run?)")
+            self._alarm("bad_tag", f"lane {lane.name}: {mtype.name} seq {seq} failed authentication{hint}")
             return
         last = self.pool.recv_last(stream)
         self.last_peer_activity = time.monotonic()

@@ -274,6 +274,33 @@ def test_wrong_psk_refused(link, tmp_path):
     assert bob.counters["bad_tag"] >= 2          # the HELLO and the data, each retried
     assert alice.counters["bad_tag"] >= 1        # Bob's HELLO is refused by Alice too
     assert alice.counters["received"] == 0 and bob.counters["received"] == 0
+    # the alarm says what a lab engineer most likely got wrong
+    assert any(kind == "bad_tag" and "one `qkd psk` run" in detail for _, kind, detail in bob.alarms)
+
+
+def test_bad_tag_after_the_peer_authenticated_carries_no_psk_hint(link):
+    """Once the peer's frames have authenticated, a forged frame is an attack, not a set-up
+    mistake: its alarm does not point at the PSK files."""
+    alice, bob, proxy = link()
+    alice.start()
+    bob.start()
+    alice.send(MsgType.DATA, 1, b"first")
+    assert _recv_data(bob, 1)[0].payload == b"first"
+
+    def tamper(d, lane, frame):
+        if d == "a2b" and _mtype(frame) == MsgType.DATA:
+            f = bytearray(frame)
+            f[HEADER.size + 1] ^= 0x04           # one payload bit: the tag no longer matches
+            return [bytes(f)]
+        return [frame]
+
+    proxy.tamper = tamper
+    alice.send(MsgType.DATA, 2, b"second")
+    deadline = time.monotonic() + 5
+    while bob.counters["bad_tag"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    bad = [detail for _, kind, detail in bob.alarms if kind == "bad_tag"]
+    assert bad and not any("qkd psk" in d for d in bad)
 
 
 def test_restart_never_reuses_a_pad_and_refuses_old_frames(tmp_path):
