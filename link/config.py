@@ -42,7 +42,9 @@ Layout (paths are relative to the file)::
     kme_id = "KME_A"
     peer_kme_id = "KME_B"
     listen = "127.0.0.1:8443"           # HOST:PORT of the HTTPS server (port 0: any free port)
-    cert = "pki/KME_A.pem"              # from `qkd pki`: server + client certificate
+    cert = "pki/KME_A.pem"              # server + client certificate, from `qkd pki --kme KME_A
+                                        # --kme KME_B --sae SAE_A --sae SAE_B` (its default names
+                                        # are others: name the IDs this file uses)
     key = "pki/KME_A.key"
     ca = "pki/ca.pem"                   # the CA that signed the SAEs' and the peer KME's certificates
     reservations = "alice-kme.db"       # keys reserved for this site's slave SAEs (SQLite)
