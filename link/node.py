@@ -39,7 +39,8 @@ telemetry PUB socket. The protocol per frame and per block:
   reconciliation (``postproc_c.make_side``) through the node's ``ReconMux``
   (``link.recon_mux``), which carries the messages of every block in flight in
   one ``RECON_BATCH`` per direction per round trip (one tag, one ACK), so
-  Cascade's ~100 round trips per block cost latency, not rate; Alice
+  Cascade's several hundred round trips per block (250-850 at 2^18-2^20 bits,
+  QBER 1-8 %, in-memory count) cost latency, not rate; Alice
   draws fresh 64-bit points and sends ``VERIFY`` with her ``poly_hash`` tags of
   the Z key (as many as eps_cor needs: ``verification_tags``), Bob compares
   and answers ``VERIFY_RESULT``; Alice computes the finite-key length
