@@ -16,8 +16,9 @@ Physics (all per pulse, Eve sitting at Alice's output):
   eve_p_z (ideal detector of efficiency eve_efficiency, succeeds with
   1 - exp(-eta_E mu)); on success she re-sends her result as a coherent pulse of
   ``resend_mu`` through the fiber; on failure she sends nothing. In the matched
-  basis Bob's QBER from attacked pulses is 1/4 (Bennett et al., J. Cryptology
-  5, 3 (1992), sec. 5).
+  basis Bob's QBER from attacked pulses is 1/4 at the default eve_p_z = 0.5
+  (Bennett et al., J. Cryptology 5, 3 (1992), sec. 5); for another eve_p_z, (1 - eve_p_z)/2
+  in Z and eve_p_z/2 in X (no dark counts).
 * Photon-number splitting: photon number n ~ Poisson(mu); for n >= 2 Eve keeps
   one photon and sends n - 1 through a lossless channel; single photons are
   blocked with probability ``block_single_fraction`` (else passed losslessly);

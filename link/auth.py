@@ -481,8 +481,10 @@ def next_segment_index(conn: sqlite3.Connection) -> int:
 
 
 # Replenishment weights: the protocol lanes carry ~all messages (and their ACKs); the
-# control lanes only aborts and stops. Measured on `qkd run` at 25 km: ~280 protocol
-# messages per block per direction, ~0 on the control lane.
+# control lanes only aborts, stops, frame epochs and KME reservations. Measured with
+# `qkd run --instruments model --blocks 3` (metro-25km, 2^20-bit blocks, Cascade, 2026-11-25):
+# ~190 protocol messages per block per direction (575 over the run, blocks multiplexed by
+# link.recon_mux) and 1-2 on each control lane over the whole run.
 SEGMENT_WEIGHTS = {"proto.data": 3, "proto.ack": 3, "ctrl.data": 1, "ctrl.ack": 1}
 _WEIGHT_SUM = 2 * sum(SEGMENT_WEIGHTS.values())
 

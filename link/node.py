@@ -39,7 +39,8 @@ telemetry PUB socket. The protocol per frame and per block:
   reconciliation (``postproc_c.make_side``) through the node's ``ReconMux``
   (``link.recon_mux``), which carries the messages of every block in flight in
   one ``RECON_BATCH`` per direction per round trip (one tag, one ACK), so
-  Cascade's ~100 round trips per block cost latency, not rate; Alice
+  Cascade's several hundred round trips per block (250-850 at 2^18-2^20 bits,
+  QBER 1-8 %, in-memory count) cost latency, not rate; Alice
   draws fresh 64-bit points and sends ``VERIFY`` with her ``poly_hash`` tags of
   the Z key (as many as eps_cor needs: ``verification_tags``), Bob compares
   and answers ``VERIFY_RESULT``; Alice computes the finite-key length
@@ -185,9 +186,11 @@ def choose_reconciliation(cfg: NodeConfig, qber_est: float) -> str:
     """The reconciliation method of a block: ``cfg.reconciliation``, or for ``"auto"`` LDPC when
     the block's estimated QBER lies in ``cfg.auto_ldpc_qber = (lo, hi)``, else Cascade.
 
-    Default window empty (always Cascade): Cascade leaks less at every QBER (f 1.04-1.06
-    against 1.09-1.12 for blind LDPC and 1.25 for one-way, ``python -m bench -k "cascade or
-    ldpc"``) and, with the mux (``link.recon_mux``), its round trips cost latency, not rate. A
+    Default window empty (always Cascade): Cascade leaks less at every QBER (f 1.036-1.046
+    against 1.090-1.130 for blind LDPC and 1.25-1.26 for one-way: 2^20-bit blocks at QBER
+    1/2/5/8 %, two seeds each, ``postproc_c.reconcile_in_memory``, 2026-11-25; ``python -m
+    bench -k "cascade or ldpc"`` for throughput) and, with the mux (``link.recon_mux``), its
+    round trips cost latency, not rate. A
     link whose round trip is long sets the window (e.g. ``auto_ldpc_qber = [0.01, 0.11]``:
     one-way LDPC plans its rate at QBER >= 1 % and is costly below).
     """

@@ -8,7 +8,7 @@ clientAuth and the SAE ID as subject CN, which is what the KME reads to know
 which SAE is calling (ETSI GS QKD 014 leaves the SAE authentication method to
 the implementation; a client certificate is the usual choice).
 
-Keys are ECDSA P-256, certificates valid for ``days`` (default 825). Private
+Keys are ECDSA P-256, certificates valid for ``days`` (default 825; the CA 3650). Private
 keys are written with mode 0600. This is a lab CA, not a production PKI: it
 has no revocation. Built on pyca/cryptography (a well-kept library; writing
 X.509 by hand would be worse in every way).

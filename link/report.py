@@ -12,7 +12,7 @@ external file, no plotting library).
 Epsilon budget. Each block's key is eps-secure with the budget the engine
 published for it (``eps`` in the block telemetry: parameter estimation,
 privacy amplification, correctness, authentication; Lim et al., PRA 89,
-022307 (2014), Eq. 1 and the composition of Sec. II). Keys of different
+022307 (2014), Eq. 1 and the composition of Appendix B, Eq. B4). Keys of different
 blocks compose by adding their epsilons (Portmann and Renner, RMP 94, 025008
 (2022), composition theorem), so the report gives the largest per-block total
 and the sum over the blocks that produced key.

@@ -45,7 +45,10 @@ import threading
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256          # frames reserved per durable write (~15 s of frames on the HIL model)
+# frames reserved per durable write: under 10 s of frames on this machine (qkd run, 3 blocks,
+# 2026-11-25, start-up included: ~725 rig frames of 2^18 slots in 17 s, ~185 model frames of
+# 2^20 slots in 6 s)
+CHUNK = 256
 COUNTER = "alice_frames"
 
 

@@ -2,7 +2,7 @@
 
 Wrappers in this package call ``lib`` through ``check()`` so that a negative
 status becomes a Python exception naming the C call, and pass numpy arrays
-through ``as_words``/``as_bits`` so dtype, contiguity and shape errors name the
+through ``as_words``/``as_array`` so dtype, contiguity and shape errors name the
 argument before anything reaches C. Arrays go to C with ``ffi.from_buffer`` (no
 copy), so key buffers stay in memory the caller owns and can wipe.
 """

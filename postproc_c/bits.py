@@ -1,10 +1,13 @@
 """Packing 0/1 bit arrays into LSB-first 64-bit words and back.
 
 Every part of the core takes keys packed 64 bits to a ``uint64`` word, least
-significant bit first (bit ``i`` is bit ``i % 64`` of word ``i // 64``); the
-link engine holds sifted bits as one ``uint8`` per bit. These two functions
-convert between the forms. They must not guess: a byte other than 0/1 is an
-error (a sign of a bug upstream), never silently masked.
+significant bit first (bit ``i`` is bit ``i % 64`` of word ``i // 64``); callers
+that hold one ``uint8`` per bit (the sifting results, Alice's frame pattern
+before ``postproc_c.pattern`` packs it, reconciliation sides given byte keys,
+tests) convert with these two functions. (The link engine itself keeps a
+block's key packed from sifting on: ``postproc_c.blockbits``.) They must not
+guess: a byte other than 0/1 is an error (a sign of a bug upstream), never
+silently masked.
 
 Why C rather than ``np.packbits``: numpy has no 64-bit LSB-first word layout
 (``packbits(bitorder="little").view(uint64)`` only works on little-endian

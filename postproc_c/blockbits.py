@@ -33,8 +33,9 @@ N_CLASSES = 3
 
 
 class BlockBits:
-    """Six bit planes of one block: ``z`` / ``x`` bits, ``z_lo``/``z_hi`` / ``x_lo``/``x_hi``
-    intensity classes (class = lo | hi << 1). ``z_cap``/``x_cap``: initial room in bits; a
+    """Six bit planes of one block: ``z`` / ``x`` bits and their intensity classes as two planes
+    each, lo and hi (class = lo | hi << 1; ``z_classes()`` / ``x_classes()`` return (lo, hi)).
+    ``z_cap``/``x_cap``: initial room in bits; a
     plane that fills up is moved to one twice as large (the old one wiped)."""
 
     def __init__(self, z_cap: int = 1 << 16, x_cap: int = 1 << 14) -> None:

@@ -17,7 +17,7 @@ Collision bound: two different messages of at most n bits (any lengths) give
 different polynomials of degree <= L + 1 in the key (the length block makes the
 key^1 coefficients differ when the lengths do), so for a key drawn uniformly
 from all 2^64 values ``Pr[tag(M) == tag(M')] <= (ceil(n/64) + 1) / 2^64``,
-about n/64 * 2^-64 (5e-14 for a 10^8-bit block). The hash is
+about n/64 * 2^-64 (8.5e-14 for a 10^8-bit block). The hash is
 epsilon-almost-XOR-universal with the same epsilon (the difference of two tags
 is the same polynomial plus a constant), which is what Wegman-Carter needs:
 ``mac = poly_hash_bytes(msg, k) XOR otp`` with a fresh one-time pad ``otp``

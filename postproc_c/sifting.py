@@ -2,7 +2,10 @@
 
 The link engine runs Bob's and Alice's halves in different processes and
 carries the public messages between them; ``sift()`` runs all of it in one
-process for tests and benchmarks. The protocol, with who sends what:
+process for tests and benchmarks. (The engine calls ``bob_announce`` as below;
+steps 2-4 it runs on packed planes with ``postproc_c.blockbits.sift_alice_into``
+/ ``sift_bob_into`` and popcounts, the same rules without a byte per event;
+``alice_sift`` only for frames above 2^32 slots.) The protocol, with who sends what:
 
 1. **Bob** (``bob_announce``): his detection events of one frame (slot index
    ``uint64`` strictly increasing, click mask ``uint8`` with bit d set when
