@@ -157,6 +157,11 @@ class Channel:
         self.endpoints: dict[str, str] = {}
         self.error: BaseException | None = None
         self.last_peer_activity = 0.0
+        # Union bound on the probability that a forged frame has been accepted: every tag this
+        # channel checked adds (L + 1) 2^-64, L = 64-bit words of the authenticated bytes (the
+        # Wegman-Carter forgery bound of postproc_c.hashing). Written by the I/O thread only;
+        # the node charges each block the growth during the block (``Node._run_block``).
+        self.forgery_bound = 0.0
         self._last_refresh = 0.0
         # message type -> handler called on the I/O thread instead of queueing the message in
         # its lane's inbox (set before start; the handler must only hand the message on, e.g.
@@ -461,6 +466,7 @@ class Channel:
                 if kind == "data" and (lane.no_pad_seq is None or seq < lane.no_pad_seq):
                     lane.no_pad_seq = seq
                 return
+        self.forgery_bound += ((len(signed) + 7) // 8 + 1) * 2.0 ** -64
         if not self.pool.verify(stream, seq, signed, tag):
             self.counters["bad_tag"] += 1
             hint = ""

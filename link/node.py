@@ -237,6 +237,8 @@ class _Block:
         self.events = 0                            # Bob: detection events
         self.multi = 0                             # Bob: events with clicks on two or more detectors
         self.t_last = 0.0                          # Bob: when the block's last frame was read (monotonic)
+        self.forged0 = 0.0                         # channel forgery bound where its window opens
+        self.forged_peer = 0.0                     # Alice: the peer's, from VERIFY_RESULT
 
     def add(self, frame: int, bases: np.ndarray, bits: np.ndarray, ints: np.ndarray) -> int:
         """Append a frame's sifted events (``bits`` is wiped here, once appended); returns the
@@ -802,7 +804,12 @@ class Node:
         past ``block_bits``) and the X bits the basis choice makes likely; planes grow if needed."""
         z_cap = self.cfg.block_bits + (1 << 16)
         p_z = min(max(self.cfg.p_z, 0.05), 0.95)
-        return _Block(z_cap, int(z_cap * ((1 - p_z) / p_z) ** 2 * 1.2) + (1 << 14))
+        blk = _Block(z_cap, int(z_cap * ((1 - p_z) / p_z) ** 2 * 1.2) + (1 << 14))
+        # its authentication window opens where the previous block's did: a sifting message
+        # can carry frames of both (checked before this block existed); see _run_block
+        now = self.ch.forgery_bound
+        blk.forged0, self._forged_prev = getattr(self, "_forged_prev", now), now
+        return blk
 
     def _start_block(self, bid: int, blk: _Block) -> None:
         self._queue(bid)
@@ -842,6 +849,17 @@ class Node:
                 self._block_q.pop(bid, None)
                 self._stash.pop(bid, None)
         res.latency_s = time.monotonic() - t0
+        if res.eps:
+            # The authentication term: the forgery bound of every tag this node (and, on Alice,
+            # Bob: VERIFY_RESULT) checked from the opening of the previous block (so the first
+            # sifting message of this one, which can carry frames of both, is in) to this
+            # block's result: its own messages and those of blocks beside it (conservative; the
+            # sum over blocks covers every frame at least once). The block's commit handshake,
+            # a few short frames checked after this point, falls in the windows of the blocks
+            # that follow. Not part of Lim 2014's eps_sec: it adds to the block's total.
+            res.eps["authentication"] = self.ch.forgery_bound - blk.forged0 + blk.forged_peer
+            res.eps["total"] = (res.eps["parameter_estimation"] + res.eps["privacy_amplification"]
+                                + res.eps["correctness"] + res.eps["authentication"])
         with self._lock:
             self.results.append(res)
             self.counters["blocks"] += 1
@@ -1002,6 +1020,10 @@ class Node:
                                                       "tags": [str(t) for t in tags]}))
             m = self._recv_block(bid, MsgType.VERIFY_RESULT, res)
             vmeta, _ = decode(m.payload)
+            fb = vmeta.get("forgery_bound", 0.0)
+            if isinstance(fb, bool) or not isinstance(fb, (int, float)) or not 0.0 <= fb <= 1.0:
+                raise PayloadError(f"VERIFY_RESULT: forgery_bound {fb!r} is not a probability")
+            blk.forged_peer = float(fb)
             res.leaked_bits += 64 * n_tags
             if not vmeta.get("ok"):
                 self.alarm("verification_failed", f"block {bid}: keys differ after reconciliation", bid)
@@ -1091,9 +1113,13 @@ class Node:
             n_int = len(self.cfg.intensities)
             z_errors = [int(v) for v in err[:n_int]]
             n_err = int(err.sum())
+            # with the forgery bound of the tags Bob checked in this block's window (Alice adds
+            # it to the block's authentication term: a forged frame could fool either node)
             self._send_wait(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),
                                                              "z_errors": z_errors,
-                                                             "z_errors_total": n_err}))
+                                                             "z_errors_total": n_err,
+                                                             "forgery_bound": self.ch.forgery_bound
+                                                             - blk.forged0}))
             if self.tracking is not None and ok and rr.success:
                 self._track_block(bid, blk, n_z, n_err, res.n_x, meta)
             elif self.tracking is not None:                 # issue 7: Z errors unknown, X known

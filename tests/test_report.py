@@ -35,10 +35,12 @@ def test_report_of_a_run_with_key(metro, capsys):
     rows = re.findall(r"^\| (\d+) \| [\d.]+ \| (\d+) \| ([\d.]+) \|.*\| key \|$", md, re.M)
     assert len(rows) == s["blocks"] == 2
     assert [int(r[1]) for r in rows] == [b["n_z"] for b in s["block_results"]]
-    m = re.search(r"Largest per-block total (\S+) against eps_sec \+ eps_cor = (\S+) \(within\); "
-                  r"composed over the 2 blocks with key: (\S+)\.", md)
-    assert m and float(m.group(1)) <= 1.0001e-10 and float(m.group(3)) == pytest.approx(2 * float(m.group(1)),
-                                                                                          rel=0.01)
+    m = re.search(r"Largest per-block total (\S+) against eps_sec \+ eps_cor = (\S+) plus authentication "
+                  r"up to (\S+) \(within\); composed over the 2 blocks with key: (\S+)\.", md)
+    # authentication: the forgery bound of the block's 64-bit tags, ~1e-13 at these sizes
+    assert m and 1e-16 < float(m.group(3)) < 1e-11
+    assert float(m.group(1)) <= (1.0001e-10 + float(m.group(3))) * 1.001
+    assert float(m.group(4)) == pytest.approx(2 * float(m.group(1)), rel=0.01)
     from link.report import figures, load_run
     fig = figures(load_run(metro))
     assert fig["secret_series"][-1][1] == s["secret_bits"]          # the key over time adds up
