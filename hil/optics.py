@@ -17,9 +17,10 @@ ed., sec. 8.12; Damask, Polarization Optics in Telecommunications, eq. 2.41).
 
 Fiber drift. Deployed-fiber polarization wanders like a random walk on the
 Poincare sphere (diffusion of the output SOP; Karlsson et al., J. Lightwave
-Technol. 18(7), 2000; Czegledi et al., Opt. Express 24(26), 2016, eq. 3 model
-the Jones matrix as a random walk on SU(2) with i.i.d. Gaussian 3-vector
-increments of variance sigma^2 dt). We follow that model on a fixed time grid of
+Technol. 18(7), 2000; Czegledi, Karlsson, Agrell and Johannisson, "Polarization
+drift channel model for coherent fibre-optic systems", Sci. Rep. 6, 21217
+(2016), arXiv:1507.00953, model the Jones matrix as a random walk on SU(2)
+with i.i.d. Gaussian 3-vector increments of variance sigma^2 dt). We follow that model on a fixed time grid of
 ``drift_step_s``, interpolate along the geodesic within a step, and add a slow
 deterministic temperature term (a sinusoidal rotation about S3). The walk is
 generated in seeded blocks so ``rotation_at(t)`` is a pure function of
