@@ -40,7 +40,8 @@ Codes and decoders (``algorithm=``): ``"qc8"`` (default) and ``"qc"`` use the qu
 cyclic mother codes of ``codes.qc_code`` (circulants of z = 256 .. 2048,
 frames of n = 2^16 .. 2^19 bits: ``qc_frame_bits`` takes the longest frame
 that cuts the block into >= 4 frames without shortening more than 0.12 n, n
-= 294,912 for the link's default 2^20-bit block, because longer frames
+= 294,912 for blind on a 2^20-bit block (``qkd run``'s and the example node
+file's; one-way takes powers of two, 2^17 there), because longer frames
 decode nearer the code's threshold; both sides derive it from the block
 length, and the SYNDROME message carries n and the code tag) and the
 layered sum-product of ``src/ldpc_qc.c`` (``"qc8"``: int8 messages and check
@@ -106,7 +107,8 @@ def qc_frame_bits(key_bits: int, blind: bool = True) -> int:
     """Frame length of the QC family for a block of ``key_bits``: the longest n of QC_FRAME_BITS
     for which F = ceil(key_bits / (0.89 n)) >= 4 frames leave d = n - key_bits / F <= 0.12 n
     (when none does, the n with the least d / n; 2^16 for blocks under ~233,000 bits). For the
-    link's default 2^20-bit block: n = 294,912 (z = 1152), 4 frames, d = 0.111 n.
+    2^20-bit block (``qkd run``'s and the example node file's): n = 294,912 (z = 1152), 4 frames,
+    d = 0.111 n; one-way (``blind=False``) takes the power of two, 2^17.
 
     Why: longer frames decode nearer the code's threshold (Table I's rate-0.85 code unpunctured
     fails 10/16 frames at f = 1.10 with n = 2^16, 8/16 with 2^17, 3/16 with 2^18; the designed
