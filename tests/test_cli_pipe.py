@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_closed_stdout_pipe_gives_no_traceback():
-    p = subprocess.Popen([sys.executable, "-m", "link.cli", "selftest"], cwd=ROOT,
+def test_closed_stdout_pipe_gives_no_traceback(tmp_path):
+    # cwd outside the source tree: there a clean checkout's uncompiled postproc_c would shadow
+    # the installed package (CI installs with `pip install .`, not in place)
+    p = subprocess.Popen([sys.executable, "-m", "link.cli", "selftest"], cwd=tmp_path,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.close()            # `| head -0`: the reader is gone before the first line
     err = p.stderr.read().decode()
