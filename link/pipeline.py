@@ -73,6 +73,7 @@ class LocalPair:
                  retry_s: float = 0.2, transport: str = "ipc",
                  bob_endpoints: Callable[[dict], dict] | None = None) -> None:
         self.ctx = zmq.Context()
+        self._ipc = [d / "proto.sock", d / "ctrl.sock"] if transport == "ipc" else []
         self.nodes: dict[str, Node] = {}
         self.stores: dict[str, KeyStore] = {}
         self.pools: dict[str, AuthPool] = {}
@@ -102,6 +103,8 @@ class LocalPair:
         for store in self.stores.values():
             store.close()
         self.ctx.destroy(linger=0)
+        for sock in self._ipc:          # the channel's socket files: not part of a kept run folder
+            sock.unlink(missing_ok=True)
 
 
 def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float = 90.0,

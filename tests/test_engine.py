@@ -38,6 +38,7 @@ def test_qkd_run_json_gives_identical_keys_at_25km(tmp_path):
     # compare the stores ourselves, key by key
     a, b = _keys(tmp_path / "alice.db"), _keys(tmp_path / "bob.db")
     assert len(a) > 1000 and a == b and s["keys_identical"] is True
+    assert not list(tmp_path.glob("*.sock"))       # the channel's ipc files go with the run
     assert s["channel"]["bob"]["bad_tag"] == 0 and s["channel"]["alice"]["bad_tag"] == 0
 
 
