@@ -277,11 +277,15 @@ def _monitor(args: argparse.Namespace) -> int:
 def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="the node file (TOML, see link/config.py)")
     p.add_argument("--blocks", type=int, default=0, help="Alice: stop after this many blocks (default: run)")
-    p.add_argument("--json", action="store_true", help="print the final status as one JSON object")
+    p.add_argument("--json", action="store_true", help="print the final status as one JSON object "
+                   "(exit status: 0 stopped as asked, 2 refused to start, 3 stopped itself on an alarm)")
 
 
 # alarms on which a node stops itself (link.node.Node._guard, _channel_alarm)
 _FATAL_ALARMS = ("instrument", "key_store", "rng_health", "internal_error", "selftest_failed")
+#: exit status of ``qkd alice``/``qkd bob`` when the node stopped itself on one of them
+#: (0: stopped by Ctrl-C, the peer's STOP or ``--blocks``; 2: refused to start)
+EXIT_STOPPED_ON_ALARM = 3
 
 
 def _lock_store(store: Path) -> int | str:
@@ -512,12 +516,14 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
         pool.close()
         store.close()
         os.close(lock)
-    if fatal:     # exit status stays 0: a node that stopped itself cleanly (tests/test_faults_auth_disk.py)
+    if fatal:
         print(f"qkd {role}: stopped by itself on alarm {fatal[-1]['alarm']}: {fatal[-1]['reason']}",
               file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(st, default=float))
-    return 0
+    # 3: the node stopped itself on an alarm (instrument, key store, RNG health, ...), committed
+    # keys kept: not a success, so a supervisor (systemd Restart=on-failure) can act on it
+    return EXIT_STOPPED_ON_ALARM if fatal else 0
 
 
 @command("alice", "run Alice's node from a node file (real or emulated instruments)", _node_args)

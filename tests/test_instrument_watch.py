@@ -113,7 +113,7 @@ def test_qkd_bob_with_watch_stops_on_a_stalled_snspd_and_keeps_committed_keys(tm
     """``qkd alice`` + ``qkd bob`` (two processes, TCP channel, the rig's AWG/tagger twins); Bob's node
     file watches his SNSPD and ID120 controllers. Once keys are committed the SNSPD twin stops
     answering: Bob must stop by himself with the ``instrument`` alarm naming bob.snspd and the
-    command, exit 0, and every key he committed must be committed by Alice too."""
+    command, exit 3 (stopped on an alarm), and every key he committed must be committed by Alice too."""
     import numpy as np
 
     from hil.optics import su2_rotation
@@ -152,7 +152,7 @@ def test_qkd_bob_with_watch_stops_on_a_stalled_snspd_and_keeps_committed_keys(tm
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-    assert procs["bob"].returncode == 0, out_bob[-2000:]
+    assert procs["bob"].returncode == 3, out_bob[-2000:]      # stopped itself on an alarm
     st = json.loads(out_bob.strip().splitlines()[-1])
     assert "instrument" in st["alarms"], out_bob[-2000:]
     assert "bob alarm instrument: bob.snspd: " in out_bob and "no reply" in out_bob, out_bob[-2000:]
