@@ -70,7 +70,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import zmq
@@ -239,6 +239,7 @@ class _Block:
         self.t_last = 0.0                          # Bob: when the block's last frame was read (monotonic)
         self.forged0 = 0.0                         # channel forgery bound where its window opens
         self.forged_peer = 0.0                     # Alice: the peer's, from VERIFY_RESULT
+        self.budget: fk.EpsilonBudget | None = None  # Alice: the finite-key epsilon budget
 
     def add(self, frame: int, bases: np.ndarray, bits: np.ndarray, ints: np.ndarray) -> int:
         """Append a frame's sifted events (``bits`` is wiped here, once appended); returns the
@@ -297,6 +298,7 @@ class Node:
         self._anns: dict[int, object] = {}                # Bob: announcements awaiting Alice's mask
         self._frame_sem = threading.Semaphore(config.max_frames_in_flight)
         self._block_sem = threading.Semaphore(config.max_blocks_in_flight)
+        self._forged_prev = 0.0  # channel forgery bound where the current block's window opened
         self._cur = self._new_block()
         self._hellos = 0
         self._peer_msgs = 0      # proto messages other than HELLO (a HELLO after any: peer restarted)
@@ -807,8 +809,7 @@ class Node:
         blk = _Block(z_cap, int(z_cap * ((1 - p_z) / p_z) ** 2 * 1.2) + (1 << 14))
         # its authentication window opens where the previous block's did: a sifting message
         # can carry frames of both (checked before this block existed); see _run_block
-        now = self.ch.forgery_bound
-        blk.forged0, self._forged_prev = getattr(self, "_forged_prev", now), now
+        blk.forged0, self._forged_prev = self._forged_prev, self.ch.forgery_bound
         return blk
 
     def _start_block(self, bid: int, blk: _Block) -> None:
@@ -849,7 +850,7 @@ class Node:
                 self._block_q.pop(bid, None)
                 self._stash.pop(bid, None)
         res.latency_s = time.monotonic() - t0
-        if res.eps:
+        if blk.budget is not None:
             # The authentication term: the forgery bound of every tag this node (and, on Alice,
             # Bob: VERIFY_RESULT) checked from the opening of the previous block (so the first
             # sifting message of this one, which can carry frames of both, is in) to this
@@ -857,9 +858,9 @@ class Node:
             # sum over blocks covers every frame at least once). The block's commit handshake,
             # a few short frames checked after this point, falls in the windows of the blocks
             # that follow. Not part of Lim 2014's eps_sec: it adds to the block's total.
-            res.eps["authentication"] = self.ch.forgery_bound - blk.forged0 + blk.forged_peer
-            res.eps["total"] = (res.eps["parameter_estimation"] + res.eps["privacy_amplification"]
-                                + res.eps["correctness"] + res.eps["authentication"])
+            budget = replace(blk.budget, authentication=self.ch.forgery_bound - blk.forged0
+                             + blk.forged_peer)
+            res.eps = {**asdict(budget), "total": budget.total}
         with self._lock:
             self.results.append(res)
             self.counters["blocks"] += 1
@@ -1042,7 +1043,7 @@ class Node:
                 protocol=cfg.finite_key)
             ell = int(fkr.ell)
             if fkr.eps is not None:
-                res.eps = {**asdict(fkr.eps), "total": fkr.eps.total}
+                blk.budget = fkr.eps            # published with its authentication term (_run_block)
                 # the budget the length was computed for must be the one configured
                 if fkr.eps.total > (cfg.eps_sec + cfg.eps_cor + fkr.eps.authentication) * (1 + 1e-9):
                     raise _BlockAbort(res, f"epsilon budget {fkr.eps.total:.3g} exceeds "

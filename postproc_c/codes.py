@@ -499,7 +499,7 @@ def mother_code(rate: float, n: int = FRAME_BITS) -> CodeSpec:
     if not 256 <= n <= 1 << 20:
         raise ValueError(f"n: frame length must be in [256, 2^20], got {n}")
     threshold, lam, _rho = TABLE_I[key]
-    m = int(round(n * (1.0 - key)))
+    m = code_dims(key, n, qc=False)[1]
     counts = _node_counts(lam, n)
     # At most m - 1 degree-2 variables: then they form one acyclic zig-zag chain. More would
     # close cycles among themselves, i.e. codewords of a few degree-2 bits, which the decoder

@@ -86,12 +86,6 @@ ALGORITHMS = {"minsum": lib.QPP_LDPC_MINSUM, "bp": lib.QPP_LDPC_BP, "qc": lib.QP
 DEFAULT_ALGORITHM = "qc8"
 
 
-def _spec(rate: float, n: int | None, qc: bool) -> codes.CodeSpec:
-    if qc:   # QC frame length n = z * QC_NB (default z = QC_Z: n = 2^16)
-        return codes.qc_code(rate, codes.QC_Z if n is None else n // codes.QC_NB)
-    return codes.mother_code(rate, codes.FRAME_BITS if n is None else n)
-
-
 #: QC frame lengths ``ldpc``/``ldpc-blind`` may use: n = 256 z, z a multiple of 64 (the word
 #: rotation of the syndrome kernel) from 256 to 2048, so n = 2^16 .. 2^19 in steps of 2^14.
 QC_FRAME_BITS = tuple(codes.QC_NB * z for z in range(codes.QC_Z, 2049, 64))
@@ -306,7 +300,7 @@ def code(rate: float, n: int = codes.FRAME_BITS) -> LdpcCode:
 def qc_code(rate: float, n: int = codes.QC_Z * codes.QC_NB) -> LdpcCode:
     """The C object of QC mother code ``rate`` of frame length n (z = n / 256; default 2^16),
     built once per process."""
-    return LdpcCode(_spec(rate, n, True))
+    return LdpcCode(codes.qc_code(rate, n // codes.QC_NB))
 
 
 @dataclass(frozen=True)
