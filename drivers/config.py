@@ -254,6 +254,22 @@ class LabConfig:
         return found[role].build()
 
 
+def _timing_record(source: str, key: str, rec: Any) -> dict:
+    """``[bob.timing]`` checked where it is read for every tool (``qkd bob``, ``qkd calibrate
+    polarization``): 4 detector offsets, and numbers for the window, frame and period."""
+    if not isinstance(rec, dict):
+        raise ConfigError(source, key, "a table (written by `qkd calibrate timing`)", rec)
+    offs = rec.get("offsets_ps")
+    if not (isinstance(offs, list) and len(offs) == 4):
+        raise ConfigError(source, f"{key}.offsets_ps", "4 numbers (ps)", offs)
+    for i, x in enumerate(offs):
+        _check_type(source, f"{key}.offsets_ps[{i}]", x, (int, float), "a number (ps)")
+    for name in ("window_ps", "frame_slots", "nominal_period_ps"):
+        if name in rec:
+            _check_type(source, f"{key}.{name}", rec[name], (int, float), "a number")
+    return dict(rec)
+
+
 def _check_type(source: str, key: str, value: Any, types: tuple[type, ...], expected: str) -> None:
     if isinstance(value, bool) and bool not in types:
         raise ConfigError(source, key, expected, value)
@@ -321,9 +337,7 @@ def parse_lab(data: dict, source: str = "<lab>") -> LabConfig:
         for role, inst in val.items():
             key = f"{top}.{role}"
             if (top, role) in _RECORDS:       # [bob.timing]: the timing calibration's record
-                if not isinstance(inst, dict):
-                    raise ConfigError(source, key, "a table (written by `qkd calibrate timing`)", inst)
-                cfg.timing = dict(inst)
+                cfg.timing = _timing_record(source, key, inst)
                 continue
             if not _ROLE.match(role):
                 raise ConfigError(source, key, "a role name of lower-case letters, digits and '_'", role)

@@ -320,10 +320,7 @@ def _bob_timing(nf, lab) -> tuple:
     if not tm:
         return (0.0, 0.0, 0.0, 0.0), fs.window_ps
     where = f"{fs.lab}: [bob.timing]"
-    offs = tm.get("offsets_ps")
-    if not (isinstance(offs, list) and len(offs) == 4
-            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in offs)):
-        return f"{where}.offsets_ps: expected 4 numbers (ps), got {offs!r}", None
+    offs = tm["offsets_ps"]                 # 4 numbers: drivers.config checked the record
     for key, mine in (("frame_slots", fs.frame_slots), ("nominal_period_ps", 1e12 / fs.clock_hz)):
         if key in tm and abs(float(tm[key]) - mine) > 1e-6 * mine:
             return (f"{where}.{key} = {tm[key]} was calibrated for another set-up than {nf.source}'s "

@@ -99,6 +99,13 @@ def test_good_file_builds_drivers_with_settings(tmp_path):
         ),
         (('resource = "/dev/ttyUSB0"', ""), "bob.polarization.resource", "a string"),
         (('name = "t"', "name = 5"), "lab.name", "a string"),
+        # [bob.timing], the timing calibration's record, is checked where every tool reads it
+        (("[bob.polarization]", "[bob.timing]\noffsets_ps = [1.0, 2.0]\n\n[bob.polarization]"),
+         "bob.timing.offsets_ps", "4 numbers (ps)"),
+        (("[bob.polarization]", '[bob.timing]\noffsets_ps = [1.0, 2.0, "x", 4.0]\n\n[bob.polarization]'),
+         "bob.timing.offsets_ps[2]", "a number (ps)"),
+        (("[bob.polarization]", '[bob.timing]\noffsets_ps = [1, 2, 3, 4]\nwindow_ps = "wide"\n\n'
+          "[bob.polarization]"), "bob.timing.window_ps", "a number"),
     ],
 )
 def test_bad_files_name_file_key_and_expected_value(tmp_path, edit, key, expected):
