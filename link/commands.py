@@ -8,6 +8,7 @@ material: summaries carry counts, rates and a yes/no from comparing the stores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -288,6 +289,14 @@ _FATAL_ALARMS = ("instrument", "key_store", "rng_health", "internal_error", "sel
 EXIT_STOPPED_ON_ALARM = 3
 
 
+def _best_effort(close) -> None:
+    """Close one thing on the way out of a refused start: the refusal is the error to report."""
+    try:
+        close()
+    except Exception:  # noqa: BLE001 - best effort on the way out; the message is the error
+        pass
+
+
 def _lock_store(store: Path) -> int | str:
     """Hold ``<store>.lock`` (flock) while this node runs: a second node process on the same key
     store would draw the same one-time pads from its pool (a MAC forgery risk) and race the
@@ -362,33 +371,33 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
         print(f"qkd {role}: {exc}", file=sys.stderr)
         return 2
     cfg = nf.protocol
-    opened: list = []            # what to close, in order, if the node cannot start
+    # what to close if the node cannot start: each as it opens, closed in reverse (ExitStack)
+    setup = contextlib.ExitStack()
+
+    def opened(close) -> None:
+        setup.callback(_best_effort, close)
 
     def refuse(msg: str) -> int:
         print(f"qkd {role}: {msg}", file=sys.stderr)
-        for close in opened:
-            try:
-                close()
-            except Exception:  # noqa: BLE001 - best effort on the way out; the message is the error
-                pass
+        setup.close()
         return 2
 
     lock = _lock_store(nf.store)     # one node process per key store and pad pool
     if isinstance(lock, str):
         return refuse(lock)
-    opened.append(lambda: os.close(lock))
+    opened(lambda: os.close(lock))
     try:
         pool = AuthPool(nf.psk, nf.store, role)
     except AuthError as exc:
         return refuse(str(exc))
-    opened.insert(0, pool.close)
+    opened(pool.close)
     if pool.link_id != nf.link_id:
         return refuse(f"{nf.psk} is for link {pool.link_id!r}, not {nf.link_id!r}")
     store = KeyStore(nf.store, nf.link_id, key_size_bits=cfg.key_size_bits,
                      auth_refill_bytes=cfg.auth_refill_bytes)
-    opened.insert(1, store.close)
+    opened(store.close)
     ch = Channel(role, pool, retry_s=nf.channel.retry_s)
-    opened.insert(0, ch.close)
+    opened(ch.close)
     try:
         if role == "alice":
             ch.bind(nf.channel.proto, nf.channel.ctrl)
@@ -400,12 +409,12 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
                       f"{nf.channel.proto} / {nf.channel.ctrl}: {exc} (another node or program on that "
                       "port? choose free ports in [channel], the same on both nodes)")
     fs = nf.frontend
+    opened(instr.close)
     try:
         instr.open()
     except DriverError as exc:
         return refuse(f"cannot open {role}.{fs.instrument} ([frontend] instrument of {args.config}, "
                       f"in {fs.lab}): {exc}")
-    opened.insert(1, instr.close)
     if role == "alice":
         fe = DriverAlice(instr, fs.frame_slots, fs.clock_hz)
     else:
@@ -420,37 +429,33 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
     except zmq.ZMQError as exc:
         return refuse(f"{args.config}: channel.telemetry: cannot listen on {nf.channel.telemetry}: {exc} "
                       "(another node or program on that port? choose a free port)")
-    opened.insert(0, node.close)
+    opened(node.close)
     pol = trk = None
     if nf.calibration.track_polarization:          # [calibration]: issue 7's tracking loop on Bob
         from calibration.tracking import PolarizationTracking
 
         try:
             pol = lab.build(role, nf.calibration.controller)
+            opened(pol.close)
             pol.open()
             node.tracking = trk = PolarizationTracking(
                 pol, drift_rad_per_sqrt_s=nf.calibration.drift_rad_per_sqrt_s,
                 frame_s=fs.frame_slots / fs.clock_hz, guard_frames=cfg.max_frames_in_flight)
+            opened(trk.close)
             print(f"qkd {role}: polarization tracking with {trk.dev.name} ({trk.dev.n} actuators, "
                   f"{trk.dev.lo:g}..{trk.dev.hi:g} {trk.dev.unit})", flush=True)
         except Exception as exc:  # noqa: BLE001 - any driver/config failure: refuse to start
-            if pol is not None:
-                opened.insert(2, pol.close)
             return refuse(f"polarization tracking: {exc}")
     watched: dict = {}
     for name in nf.watch.instruments:              # [watch]: read back while the link runs (issue 9)
         try:
             drv = lab.build(role, name)
+            opened(drv.close)
             drv.open()
             watched[f"{role}.{name}"] = drv
         except Exception as exc:  # noqa: BLE001 - any driver/config failure: refuse to start
-            for d in watched.values():
-                opened.insert(2, d.close)
-            if trk is not None:
-                opened.insert(2, trk.close)
-            if pol is not None:
-                opened.insert(2, pol.close)
             return refuse(f"watch.instruments: {name}: {exc}")
+    setup.pop_all()                # started: the run's own shutdown below closes everything
     stop = threading.Event()
     old = signal.signal(signal.SIGINT, lambda *a: stop.set())
     node.start()
