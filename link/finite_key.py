@@ -70,6 +70,19 @@ def binary_entropy(x: float) -> float:
     return -x * math.log2(x) - (1.0 - x) * math.log2(1.0 - x)
 
 
+def error_count_disclosure_bits(n_per_class: tuple[int, ...]) -> int:
+    """Bits charged for publishing the key basis' error count of each intensity class.
+
+    Counts e_k in 0..n_k take prod_k (n_k + 1) values, so publishing them lowers the smooth
+    min-entropy of the key by at most log2 of that (chain rule for min-entropy with classical
+    side information, as for lambda_EC in Lim 2014 App. B), rounded up to whole bits. The
+    total over the classes is their sum and costs nothing more.
+    """
+    if any(int(n) < 0 for n in n_per_class):
+        raise ValueError(f"n_per_class: counts must be >= 0, got {tuple(n_per_class)}")
+    return math.ceil(sum(math.log2(int(n) + 1) for n in n_per_class))
+
+
 def hoeffding_delta(n: float, eps: float) -> float:
     """delta(n, eps) = sqrt(n/2 ln(1/eps)) (Lim 2014, Eq. A1)."""
     return math.sqrt(max(n, 0.0) / 2.0 * math.log(1.0 / eps))

@@ -1032,9 +1032,20 @@ class Node:
             res.qber_z = float(vmeta.get("z_errors_total", 0)) / max(1, n_z)
             if res.qber_z > 0:
                 res.f = res.leaked_bits / (n_z * _h(res.qber_z))
-            # finite-key length
-            key_m = tuple(int(v) for v in vmeta.get("z_errors", [0] * len(cfg.intensities)))
             ints = len(cfg.intensities)
+            key_m = vmeta.get("z_errors")
+            if (not isinstance(key_m, list) or len(key_m) != ints
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= n
+                               for v, n in zip(key_m, z_n))):
+                # no zeros by default: the 1-decoy vacuum bound (Rusca Eq. A16) grows with them
+                raise PayloadError(f"VERIFY_RESULT: z_errors {key_m!r} is not one count in 0..n_k "
+                                   f"per intensity class")
+            key_m = tuple(key_m)
+            # Bob published the Z error count of each class (above): a function of both keys, so
+            # it is charged like lambda_EC, log2 of the number of count vectors (chain rule,
+            # Lim 2014 App. B). After f, which stays the reconciliation + verification figure.
+            res.leaked_bits += fk.error_count_disclosure_bits(z_n)
+            # finite-key length
             fkr = fk.secret_key_length(
                 fk.BasisCounts(z_n, key_m), fk.BasisCounts(tuple(int(v) for v in x_n[:ints]),
                                                           tuple(int(v) for v in x_err[:ints])),
