@@ -42,7 +42,7 @@ Conventions where the papers are silent (stated so a reader can check them):
 
 The epsilon budget is split the way Eq. (B4) (2-decoy) and Eq. (A24) (1-decoy)
 compose it: parameter estimation (Hoeffding terms and the phase-error
-sampling), privacy amplification (smoothing and leftover-hash terms),
+sampling), privacy amplification (chain-rule penalty and leftover-hash terms),
 correctness (error verification, eps_cor) and authentication (supplied by the
 caller: the Wegman-Carter tags of the block's messages).
 
@@ -59,8 +59,16 @@ from dataclasses import asdict, dataclass, field
 # 2[a1 + 2 a2 + a3] + nu + 6 e1 + 4 e2 = 19 eps).
 EPS_TERMS = {"2-decoy": 21, "1-decoy": 19}
 # Of those, how many belong to parameter estimation (Hoeffding + phase sampling)
-# and how many to privacy amplification (smoothing, chain rules, leftover hash).
-_PE_TERMS = {"2-decoy": 4 + 10 + 2, "1-decoy": 2 + 6 + 4}
+# and how many to privacy amplification (chain-rule penalties, leftover hash).
+# Lim's key length spends a2, a3 and nu in its 6 log2(21/eps) (Eq. B3: beta = (a2 a3 nu)^2),
+# 2 a2 + 2 a3 + nu = 5 units of Eq. B4; a1, the smoothing of the single-photon entropy, is the
+# phase-error sampling of Eq. B2 and enters 4 times (the chain rule's 2 a1, doubled). Rusca
+# keeps that secrecy analysis and the same 6 log2(19/eps) (Eq. A25), so its PA part is the
+# same 5 units; its Eq. A24 puts the doubled alpha on a2, which is therefore its sampling term
+# (4 a2 + 6 e1 + 4 e2 = 14). (Until this audit 1-decoy counted 2 a1 as sampling, 12/7: that
+# would charge the chain-rule penalty a2 twice, which Lim's chain rule does not. The total,
+# and so the key length, is the same either way: only the reported split changes.)
+_PE_TERMS = {"2-decoy": 4 + 10 + 2, "1-decoy": 4 + 6 + 4}
 
 
 def binary_entropy(x: float) -> float:

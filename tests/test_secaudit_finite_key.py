@@ -5,6 +5,7 @@
   upper bound (A16, k = mu2), single-photon and vacuum lower bounds (A17, A19), the X-basis
   single-photon errors (A22), the phase error (A20, A21, A23) and the length (A25). The
   2-decoy counterpart (Lim 2014 Eqs. 1-5) is ``tests/test_finite_key.py``.
+* The epsilon split: privacy amplification spends the same terms in both analyses.
 * Units: leak is in bits (one more leaked bit, one bit less key), the length is floored and
   clamped at 0.
 * Verification: the number of 64-bit polynomial tags reaches eps_cor, and not one more.
@@ -73,6 +74,27 @@ def test_one_decoy_key_length_worked_example():
     assert res.phase_error == pytest.approx(phi, rel=1e-12)
     assert res.ell == ell
     assert ell > 800_000
+
+
+@pytest.mark.parametrize("protocol,terms", [("2-decoy", 21), ("1-decoy", 19)])
+def test_privacy_amplification_spends_the_same_five_terms_in_both_analyses(protocol, terms):
+    """Lim 2014 Eq. (B4): eps_sec = 2[2 a1 + a2 + a3] + nu + 10 e1 + 2 e2. The key length's
+    6 log2(T/eps_sec) is 2 log2 of (a2 a3 nu) (Eq. B3, beta = (a2 a3 nu)^2): those three are
+    the privacy-amplification terms (chain rule penalties and the leftover hash), spending
+    2 a2 + 2 a3 + nu = 5 units; a1, the smoothing of the single-photon entropy, is the
+    phase-error sampling of Eq. (B2) and counts 4 times (2 x 2 a1). Rusca 2018 keeps Lim's
+    secrecy analysis and the same 6 log2(19/eps_sec) (Eq. A25); only the Hoeffding terms
+    change (6 e1 + 4 e2), so its PA part is the same 5 units and parameter estimation 14 of
+    19. (Rusca's Eq. A24 writes 2[a1 + 2 a2 + a3]: its doubled alpha is the sampling term.)"""
+    key = BasisCounts(n=(1_000_000, 137_000), m=(10_000, 3_000)) if protocol == "1-decoy" \
+        else BasisCounts(n=(700_000, 45_000, 1_000))
+    test = BasisCounts(n=(110_000, 14_500), m=(1_200, 200)) if protocol == "1-decoy" \
+        else BasisCounts(n=(300_000, 19_000, 400), m=(1500, 150, 150))
+    decoy = ONE if protocol == "1-decoy" else TWO
+    eps_sec = 1e-10
+    res = secret_key_length(key, test, decoy, leak_ec_bits=0, eps_sec=eps_sec, protocol=protocol)
+    assert res.eps.privacy_amplification == pytest.approx(5 * eps_sec / terms, rel=1e-12)
+    assert res.eps.parameter_estimation == pytest.approx((terms - 5) * eps_sec / terms, rel=1e-12)
 
 
 @pytest.mark.parametrize("protocol", ["2-decoy", "1-decoy"])
