@@ -35,7 +35,13 @@ Conventions where the papers are silent (stated so a reader can check them):
 * The Hoeffding deviation is delta(n, eps) = sqrt(n/2 ln(1/eps)) with every
   error term equal: eps = eps_sec/21 (2-decoy) or eps_sec/19 (1-decoy), as each
   paper does to reach its main-text formula. Rusca's gamma is evaluated with
-  19^2/eps_sec^2 accordingly (Lim's with 21^2).
+  19^2/eps_sec^2 accordingly (Lim's with 21^2): gamma(a, ...) is Lim's Eq. (B2)
+  with a = the sampling term's eps, and (A24) sets it to eps_sec/19. Rusca's
+  printed (A21) was not available to this project (2026-11-25 audit): a
+  transcription reads "2^21/a^2" and two independent third-party codes of the
+  1-decoy bound use 21^2/a^2, i.e. the paper most likely copies Lim's 21^2.
+  That is more conservative than (A24) needs, by a factor 1 + O(1e-3) in gamma
+  (log2(21^2/19^2) = 0.29 bit inside a log2 of about 80 bits at eps_sec = 1e-10).
 * In the 1-decoy vacuum upper bound (A16) the paper's Lim-form prefactor
   e^k/p_k is used (the printed (A18) omits it; (A10) needs it), with k = mu2,
   the weaker intensity, whose error count bounds the vacuum errors tightest.
