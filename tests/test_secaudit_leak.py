@@ -67,3 +67,38 @@ def test_node_charges_reconciliation_tags_and_published_error_counts(tmp_path, m
     # the reconciliation leak of Alice's side for that block (the first block's side)
     assert recon_leak, "no reconciliation result seen"
     assert kw["leak_ec_bits"] >= recon_leak[0] + 64 * tags + published
+
+
+def test_failed_verification_aborts_with_alarm_and_no_key_on_either_side(tmp_path, monkeypatch):
+    """One bit of Bob's reconciled key flipped after reconciliation reported success: the
+    poly_hash tags differ, both nodes raise ``verification_failed``, and no key of the block
+    reaches either store (Lim 2014 Sec. II step 5: only a verified pair is hashed)."""
+    import numpy as np
+
+    from hil.model import LinkModel
+    from link import node as node_mod
+    from link.pipeline import config_for_scenario, run_local
+
+    real_recon_key = node_mod.Node._recon_key
+
+    def recon_key(side):
+        rr, key = real_recon_key(side)
+        if side.role == "bob":
+            key[0] ^= np.uint64(1)             # the corrected key, packed: bit 0 flipped
+        return rr, key
+
+    monkeypatch.setattr(node_mod.Node, "_recon_key", staticmethod(recon_key))
+    held = {}
+
+    def attach(nodes):
+        held.update(nodes)
+        return lambda: None
+
+    cfg = config_for_scenario(LinkModel(None).scenario, block_bits=1 << 19)
+    s = run_local(None, config=cfg, blocks=1, duration_s=60, workdir=tmp_path, attach=attach)
+    assert s["blocks"] >= 1 and s["blocks_aborted"] == s["blocks"]
+    assert s["secret_bits"] == 0
+    assert s["keys"] == {"alice": 0, "bob": 0}
+    for role in ("alice", "bob"):
+        assert "verification_failed" in {a["alarm"] for a in held[role].alarms}, role
+    assert all(r.reason == "verification failed" for r in held["alice"].results)
