@@ -380,9 +380,14 @@ class Node:
         wall = time.monotonic() - self.t0
         with self._lock:
             c = dict(self.counters)
+        heard = self.ch.last_peer_activity
+        # seconds since a frame of the peer last authenticated here (since start when none has):
+        # what a lab engineer watching one node needs to see that the other one stopped
+        silent = time.monotonic() - (heard or self.t0)
         return {**c, "wall_s": wall, "emulated_s": self.emulated_s, "pool_min_left_pads":
                 self.ch.pool.min_left_pads(), "channel": dict(self.ch.counters),
-                "store_keys": self.store.count()}
+                "store_keys": self.store.count(), "peer": self.ch.peer, "peer_heard": bool(heard),
+                "peer_silent_s": silent}
 
     # life cycle ----------------------------------------------------------------------------------
     def start(self) -> None:
