@@ -216,6 +216,17 @@ def _release_secrets(packed_key, recon_result, recon_side) -> None:
         close()
 
 
+def _amplify(zw: np.ndarray, n_z: int, seed_words: np.ndarray, ell: int) -> bytearray:
+    """Privacy amplification of the reconciled key words ``zw`` (n_z bits) to ``ell`` bits with
+    the Toeplitz seed both sides hold; the input words and the hash output are wiped, the key
+    comes back as a bytearray the caller wipes once the store has it."""
+    key = postproc_c.toeplitz_hash(zw, n_z, seed_words, ell)
+    zw[:] = 0
+    kb = bytearray(key.view(np.uint8).tobytes())
+    key[:] = 0
+    return kb
+
+
 class _Block:
     """Sifted events of one block on one node (the key and test bits wiped when done).
 
@@ -1062,10 +1073,7 @@ class Node:
                 raise _BlockAbort(res, fkr.reason or "finite-key length <= 0", None)
             seed_words = self.rng.random_words((n_z + ell - 1 + 63) // 64)
             self._send_wait(MsgType.PA_SEED, bid, encode({"ell": ell}, {"seed": seed_words}))
-            key = postproc_c.toeplitz_hash(zw, n_z, seed_words, ell)
-            zw[:] = 0
-            kb = bytearray(key.view(np.uint8).tobytes())
-            key[:] = 0
+            kb = _amplify(zw, n_z, seed_words, ell)
             self.committer.propose(bid, kb, ell)
             kb[:] = bytes(len(kb))
             res.secret_bits = ell
@@ -1138,11 +1146,7 @@ class Node:
             if ell <= 0:
                 raise _BlockAbort(res, pm.get("reason", "finite-key length <= 0"), None)
             seed_words = require(parr, "seed", np.uint64, (n_z + ell - 1 + 63) // 64)
-            key = postproc_c.toeplitz_hash(zw, n_z, seed_words, ell)
-            zw[:] = 0
-            kb = bytearray(key.view(np.uint8).tobytes())
-            key[:] = 0
-            self.committer.offer(bid, kb, ell)
+            self.committer.offer(bid, _amplify(zw, n_z, seed_words, ell), ell)   # wiped once stored
             res.secret_bits = ell
             return res
         finally:
