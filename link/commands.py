@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .cli import command
+from .dashboard import peer_note
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -256,7 +257,7 @@ def _monitor(args: argparse.Namespace) -> int:
                 print(f"{stamp} {who:5} frames {msg['frames']} detections {msg['detections']} "
                       f"sifted {msg['sifted']} secret {msg['secret_bits']} bits blocks {msg['blocks']} "
                       f"(aborted {msg['blocks_aborted']}) keys {msg['store_keys']} "
-                      f"auth pads left {msg['pool_min_left_pads']}", flush=True)
+                      f"auth pads left {msg['pool_min_left_pads']}{peer_note(msg)}", flush=True)
             elif kind == "block":
                 state = f"ABORTED ({msg['reason']})" if msg["aborted"] else f"{msg['secret_bits']} bits"
                 print(f"{stamp} {who:5} block {msg['block_id']}: n_Z {msg['n_z']} QBER_X "
@@ -491,7 +492,7 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
                 st = node.status()
                 print(f"[{st['wall_s']:6.1f} s] frames {st['frames']} blocks {st['blocks']} "
                       f"(aborted {st['blocks_aborted']}) secret {st['secret_bits']} bits "
-                      f"keys {st['store_keys']}", flush=True)
+                      f"keys {st['store_keys']}{peer_note(st)}", flush=True)
             time.sleep(0.05)
     finally:
         signal.signal(signal.SIGINT, old)

@@ -64,6 +64,23 @@ def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None or not math.isfinite(v) else format(v, fmt)
 
 
+#: Seconds without an authenticated frame from the peer after which a node's view says so.
+PEER_SILENT_NOTE_S = 10.0
+
+
+def peer_note(st: dict) -> str:
+    """"; waiting for PEER: ..." when a status object shows the peer silent for
+    PEER_SILENT_NOTE_S or more (never heard, or heard long ago), else "". The link then waits
+    for the peer, and no count would change to show why (``qkd alice``/``qkd bob``'s status line
+    and the dashboard)."""
+    silent = st.get("peer_silent_s")
+    if not isinstance(silent, int | float) or silent < PEER_SILENT_NOTE_S:
+        return ""
+    if not st.get("peer_heard"):
+        return f"; waiting for {st.get('peer', 'the peer')}: nothing heard since start ({silent:.0f} s)"
+    return f"; waiting for {st.get('peer', 'the peer')}: nothing heard for {silent:.0f} s"
+
+
 class _NodeView:
     def __init__(self, history: int) -> None:
         self.secret_bps: collections.deque = collections.deque(maxlen=history)
@@ -141,6 +158,8 @@ class Dashboard:
                          f"secret {st.get('secret_bits', 0)} bits  "
                          f"keys in store {st.get('store_keys', '-')}  "
                          f"auth pads left {st.get('pool_min_left_pads', '-')}")
+            if note := peer_note(st):
+                lines.append(f"{'':<6} {note[2:]}")
             if v.kme["enc_keys"] or v.kme["dec_keys"]:
                 lines.append(f"{'':<6} KME keys delivered: enc_keys {v.kme['enc_keys']}, "
                              f"dec_keys {v.kme['dec_keys']}")

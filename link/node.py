@@ -216,6 +216,17 @@ def _release_secrets(packed_key, recon_result, recon_side) -> None:
         close()
 
 
+def _amplify(zw: np.ndarray, n_z: int, seed_words: np.ndarray, ell: int) -> bytearray:
+    """Privacy amplification of the reconciled key words ``zw`` (n_z bits) to ``ell`` bits with
+    the Toeplitz seed both sides hold; the input words and the hash output are wiped, the key
+    comes back as a bytearray the caller wipes once the store has it."""
+    key = postproc_c.toeplitz_hash(zw, n_z, seed_words, ell)
+    zw[:] = 0
+    kb = bytearray(key.view(np.uint8).tobytes())
+    key[:] = 0
+    return kb
+
+
 class _Block:
     """Sifted events of one block on one node (the key and test bits wiped when done).
 
@@ -380,9 +391,14 @@ class Node:
         wall = time.monotonic() - self.t0
         with self._lock:
             c = dict(self.counters)
+        heard = self.ch.last_peer_activity
+        # seconds since a frame of the peer last authenticated here (since start when none has):
+        # what a lab engineer watching one node needs to see that the other one stopped
+        silent = time.monotonic() - (heard or self.t0)
         return {**c, "wall_s": wall, "emulated_s": self.emulated_s, "pool_min_left_pads":
                 self.ch.pool.min_left_pads(), "channel": dict(self.ch.counters),
-                "store_keys": self.store.count()}
+                "store_keys": self.store.count(), "peer": self.ch.peer, "peer_heard": bool(heard),
+                "peer_silent_s": silent}
 
     # life cycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -1068,10 +1084,7 @@ class Node:
                 raise _BlockAbort(res, fkr.reason or "finite-key length <= 0", None)
             seed_words = self.rng.random_words((n_z + ell - 1 + 63) // 64)
             self._send_wait(MsgType.PA_SEED, bid, encode({"ell": ell}, {"seed": seed_words}))
-            key = postproc_c.toeplitz_hash(zw, n_z, seed_words, ell)
-            zw[:] = 0
-            kb = bytearray(key.view(np.uint8).tobytes())
-            key[:] = 0
+            kb = _amplify(zw, n_z, seed_words, ell)
             self.committer.propose(bid, kb, ell)
             kb[:] = bytes(len(kb))
             res.secret_bits = ell
@@ -1144,11 +1157,7 @@ class Node:
             if ell <= 0:
                 raise _BlockAbort(res, pm.get("reason", "finite-key length <= 0"), None)
             seed_words = require(parr, "seed", np.uint64, (n_z + ell - 1 + 63) // 64)
-            key = postproc_c.toeplitz_hash(zw, n_z, seed_words, ell)
-            zw[:] = 0
-            kb = bytearray(key.view(np.uint8).tobytes())
-            key[:] = 0
-            self.committer.offer(bid, kb, ell)
+            self.committer.offer(bid, _amplify(zw, n_z, seed_words, ell), ell)   # wiped once stored
             res.secret_bits = ell
             return res
         finally:

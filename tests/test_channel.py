@@ -201,7 +201,11 @@ def test_go_back_n_copy_after_a_lost_ack_is_a_duplicate_not_a_replay(link):
     dropped = []
 
     def tamper(d, lane, frame):
-        if d == "b2a" and _mtype(frame) == MsgType.ACK and len(dropped) < 2:
+        # every proto ACK of Bob's is lost until Alice's resent copies reach him: a fixed count
+        # of dropped ACKs left it to timing whether a later cumulative ACK got through first
+        # (then nothing was resent; seen under load)
+        if d == "b2a" and lane == "proto" and _mtype(frame) == MsgType.ACK \
+                and not bob.counters["duplicates"]:
             dropped.append(1)
             return []
         return [frame]
@@ -214,7 +218,7 @@ def test_go_back_n_copy_after_a_lost_ack_is_a_duplicate_not_a_replay(link):
     got = _recv_data(bob, 2)
     assert [m.payload for m in got] == [b"pay 1", b"pay 2"]
     assert alice.wait_acked(5.0)
-    assert dropped == [1, 1] and alice.counters["retransmitted"] >= 1
+    assert dropped and alice.counters["retransmitted"] >= 1
     assert bob.counters["duplicates"] >= 1
     assert bob.counters["replayed"] == 0 and not any(k == "replayed" for _, k, _ in bob.alarms)
     assert _recv_data(bob, 1, timeout=0.3) == []               # delivered exactly once

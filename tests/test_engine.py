@@ -198,6 +198,7 @@ def test_bob_restarted_mid_run_leaves_identical_stores(tmp_path):
     eps = a_ch.bind(f"ipc://{tmp_path}/p.sock", f"ipc://{tmp_path}/c.sock")
     b_st, b_pool, b_ch, bob = make("bob")
     b_ch.connect(**eps)
+    assert not alice.status()["peer_heard"]
     alice.start()
     bob.start()
     try:
@@ -209,6 +210,9 @@ def test_bob_restarted_mid_run_leaves_identical_stores(tmp_path):
         b_ch.close()
         b_pool.close()
         b_st.close()
+        time.sleep(0.5)                 # Alice's status line shows how long Bob has been silent
+        st = alice.status()
+        assert st["peer"] == "bob" and st["peer_heard"] and st["peer_silent_s"] >= 0.5
         b_st, b_pool, b_ch, bob = make("bob")                       # ... and restarts
         b_ch.connect(**eps)
         bob.start()
@@ -220,6 +224,7 @@ def test_bob_restarted_mid_run_leaves_identical_stores(tmp_path):
         ok = [r for r in alice.results if not r.aborted]
         assert len(ok) >= 3                                         # key before and after the restart
         assert stores_identical(a_st, b_st) and a_st.count() > 0
+        assert alice.status()["peer_silent_s"] < 5                  # heard again after the restart
         finals = {b.block_id for b in a_st.blocks() if b.state == "final"}
         assert finals == {b.block_id for b in b_st.blocks() if b.state == "committed"}
     finally:
