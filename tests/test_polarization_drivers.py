@@ -80,6 +80,21 @@ def test_epc400_validation_before_the_wire(call, match):
     s.assert_done()
 
 
+def test_epc400_refusal_ends_with_error_bang_not_done():
+    # pylablib OZOptics.EPC04: a refused command's reply ends with "Error!" in place of "Done";
+    # the driver must stop there (InstrumentError at once), not wait for a "Done" that never comes
+    s = FakeStreamTransport(
+        EPC_OPEN
+        + [(b"V1,100\r\n", b"Error!\r\n"), (b"V?\r\n", b"CH1 0\r\nCH2 0\r\nCH3 0\r\nCH4 0\r\nDone\r\n")]
+    )
+    with OzEpc400(s, timeout_s=5.0) as d:
+        with pytest.raises(InstrumentError, match="Error!") as ei:
+            d.set_voltage_mv(1, 100)
+        assert ei.value.command == "V1,100"
+        np.testing.assert_array_equal(d.get_actuators(), [0, 0, 0, 0])  # the next exchange is in step
+    s.assert_done()
+
+
 def test_epc400_wrong_device_refused():
     s = FakeStreamTransport([(b"VER?\r\n", b"Version: PSC Controller 1.0\r\nDone\r\n")])
     with pytest.raises(WrongModel, match="not an EPC"):
@@ -103,7 +118,7 @@ def test_epc400_faults_and_recovery_on_pty():
     with EmulatedEpc400() as emu:
         d = OzEpc400(emu.port, timeout_s=0.3)
         d.open()
-        with pytest.raises(InstrumentError, match="out of range") as ei:
+        with pytest.raises(InstrumentError, match="Error!") as ei:
             d._command("V1,9000")  # bypass validation: the controller refuses
         assert ei.value.command == "V1,9000" and ei.value.instrument.startswith("EPC-400@")
         emu.faults.set(silence=1)
