@@ -95,6 +95,18 @@ def test_epc400_refusal_ends_with_error_bang_not_done():
     s.assert_done()
 
 
+def test_epc400_voltages_in_the_controllers_one_line_form():
+    # QMI OzOptics_EpcDriver: V? answers one line "Voltage(mV): CH1 +2200 CH2 +5000 ..."
+    line = b"Voltage(mV): CH1 +2200 CH2 +5000 CH3 -1000 CH4 -4000\r\nDone\r\n"
+    s = FakeStreamTransport(EPC_OPEN + [(b"V?\r\n", line)])
+    with OzEpc400(s) as d:
+        np.testing.assert_array_equal(d.get_actuators(), [2200, 5000, -1000, -4000])
+    s.assert_done()
+    emu = EmulatedEpc400()  # the twin answers in the same form (not started: no pty needed)
+    emu.voltages_mv[:] = [2200, 5000, -1000, -4000]
+    assert emu.handle_line("V?") == "Voltage(mV): CH1 +2200 CH2 +5000 CH3 -1000 CH4 -4000\r\nDone"
+
+
 def test_epc400_wrong_device_refused():
     s = FakeStreamTransport([(b"VER?\r\n", b"Version: PSC Controller 1.0\r\nDone\r\n")])
     with pytest.raises(WrongModel, match="not an EPC"):

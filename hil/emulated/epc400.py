@@ -63,7 +63,10 @@ class EmulatedEpc400(PtyLineServer):
         if cmd == "SN?":
             return self._reply(f"Serial Number: {self.serial}")
         if cmd == "V?":
-            return self._reply(*[f"CH{i + 1} {int(v)}" for i, v in enumerate(self.voltages_mv)])
+            # one line, as the controller answers (QMI OzOptics_EpcDriver.get_voltages:
+            # "Voltage(mV): CH1 +2200 CH2 +5000 CH3 -1000 CH4 -4000")
+            return self._reply("Voltage(mV): " + " ".join(
+                f"CH{i + 1} {int(v):+05d}" for i, v in enumerate(self.voltages_mv)))
         if cmd in ("MDC", "MAC"):
             self.mode = cmd[1:]
             return self._reply()
