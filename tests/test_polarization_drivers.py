@@ -191,6 +191,28 @@ def test_mpc320_protocol_exact_frames():
     s.assert_done()
 
 
+def test_mpc320_header_only_move_completed_then_reads_position():
+    # pnpq AptMessage_MGMSG_MOT_MOVE_COMPLETED_6_BYTES: the MPC320 answers MOVE_ABSOLUTE with a
+    # header-only MOVE_COMPLETED (64 04 <chan> 00 01 50); the driver then asks where the paddle is
+    status = apt_long(
+        MSG["MOT_GET_USTATUSUPDATE"], struct.pack("<HiHhI", 0x01, 160, 0, 0, 0), dest=0x01, source=0x50
+    )
+    s = FakeStreamTransport(
+        MPC_OPEN
+        + [
+            (b"\x53\x04\x06\x00\xd0\x01" + b"\x01\x00" + struct.pack("<i", 161), b"\x64\x04\x01\x00\x01\x50"),
+            (b"\x90\x04\x01\x00\x50\x01", status),  # MGMSG_MOT_REQ_USTATUSUPDATE(chan 1)
+        ]
+    )
+    with ThorlabsMpc320(s) as d:
+        assert d.move_to_deg(1, 20.0) == pytest.approx(160 * 170 / 1370)  # reached, not commanded
+    s.assert_done()
+    emu = EmulatedMpc320(time_scale=0.0)  # the twin sends the same frame (not started)
+    assert emu.handle_line(apt_long(MSG["MOT_MOVE_ABSOLUTE"], struct.pack("<Hi", 0x02, 685))) == (
+        b"\x64\x04\x02\x00\x01\x50"
+    )
+
+
 def test_mpc320_frame_helpers_and_splitter():
     assert apt_short(0x0005) == b"\x05\x00\x00\x00\x50\x01"
     frame = apt_long(0x0530, bytes(12))
