@@ -24,7 +24,7 @@ Programming Reference"): ``*IDN?``, ``*OPC?``, ``SYST:ERR?``,
 ``SOURce<n>:FUNCtion ARB``, ``SOURce<n>:FUNCtion:ARBitrary <name>``,
 ``SOURce<n>:FUNCtion:ARBitrary:SRATe <Sa/s>``, ``SOURce<n>:VOLTage <Vpp>``,
 ``SOURce<n>:VOLTage:OFFSet <V>``, ``FUNCtion:ARBitrary:SYNChronize``,
-``OUTPut<n> ON|OFF``.  Waveform length 8 .. 1 048 576 points (33500B) or
+``OUTPut<n> ON|OFF``, ``OUTPut<n>:LOAD <ohms>|INFinity``.  Waveform length 8 .. 1 048 576 points (33500B) or
 4 194 304 (33600A) without the memory option (``max_points`` overrides).
 
 Why DAC-code uploads: sending int16 codes (not floats) fixes the levels
@@ -50,6 +50,16 @@ The encoding (documented here because calibration and the emulator rely on it):
   with ``V_pi = 3 V``: H 0 V, V 3.0 V, D 1.5 V, A 4.5 V.
 * Vacuum slots still carry their basis/bit level on channel 2, so decoding
   returns every slot's basis, bit and intensity.
+
+Output termination (same guide, "Output Termination"): the outputs have a fixed
+50 ohm series impedance; ``VOLT``/``VOLT:OFFS`` are the volts *at the load
+the instrument is told about* (``OUTPut<n>:LOAD``, 1 ohm..10 kohm or INF,
+default 50, kept from whatever was last set on the front panel).  A 50 ohm
+setting into an open circuit gives twice the programmed voltage.  So on open
+the driver sends ``OUTP<n>:LOAD`` with its ``load_ohm`` (``math.inf`` = high
+impedance) to every channel, and its voltage limit is the one at that load:
+``|offset| + Vpp/2 <= 10 V * R / (R + 50 ohm)`` (10 Vpp into 50 ohm, 20 Vpp
+open circuit).
 
 Modulator safety: ``load_frame_pattern`` switches both outputs off (output
 relays open, the modulators see no drive) before it uploads and re-levels, and
@@ -341,7 +351,9 @@ class Keysight33500(ScpiInstrument):
         self._max_points_override = (
             None if max_points is None else self._check_int("max_points", max_points, 8, 64 * 1024 * 1024)
         )
-        self.load_ohm = self._check_range("load_ohm", load_ohm, 1.0, 1e4, "ohm")
+        self.load_ohm = (
+            math.inf if load_ohm == math.inf else self._check_range("load_ohm", load_ohm, 1.0, 1e4, "ohm")
+        )
         self.n_channels = 2
         self.max_points = 1_048_576
         self.max_sample_rate_hz = 250e6
@@ -367,14 +379,21 @@ class Keysight33500(ScpiInstrument):
         if self._max_points_override is not None:
             self.max_points = self._max_points_override
         self.error_queue()  # start from an empty queue so later errors belong to our commands
+        # tell the instrument the real termination: its levels are volts at that load
+        load = "INF" if self.load_ohm == math.inf else f"{self.load_ohm:g}"
+        for ch in range(1, self.n_channels + 1):
+            self._write_checked(f"OUTP{ch}:LOAD {load}")
 
     # -- validation ---------------------------------------------------------------------
     def _channel(self, channel) -> int:
         return self._check_int("channel", channel, 1, self.n_channels)
 
     def _max_v(self) -> float:
-        # 10 Vpp into 50 ohm, 20 Vpp into high impedance: |offset| + Vpp/2 <= limit
-        return 5.0 if self.load_ohm <= 50.0 else 10.0
+        # +/-10 V open circuit behind the fixed 50 ohm source: 10 Vpp into 50 ohm, 20 Vpp into
+        # high impedance, 10 V * R / (R + 50) at a load R; |offset| + Vpp/2 <= limit
+        if self.load_ohm == math.inf:
+            return 10.0
+        return 10.0 * self.load_ohm / (self.load_ohm + 50.0)
 
     # -- settings -------------------------------------------------------------------------
     def set_sample_rate_hz(self, sample_rate_hz: float, channel: int | None = None) -> None:
