@@ -15,7 +15,9 @@ objects with no separator, e.g.
 ``{"command": "SetAllBiasCurrents", "label": "BiasCurrent", "value": [12.0, 8.0]}``
 (microamps), ``SetAllTriggerLevels``/``TriggerLevel`` (millivolts),
 ``SetMeasurementPeriod``/``InptMeasurementPeriod`` (milliseconds),
-``DetectorEnable`` (bool), and ``{"request": "<label>"}``; the controller sends
+``{"command": "DetectorEnable", "label": "DetectorEnable", "value": <bool>}``
+(every command carries its label, as the client sends it), and
+``{"request": "<label>"}``; the controller sends
 JSON objects each terminated by ``\\x17`` (ETB), ``{"label": L, "value": v}``,
 also unsolicited (broadcasts), and error reports as labels containing
 ``Error``.  The counts port (default 12345) streams one text line per
@@ -260,7 +262,8 @@ class SingleQuantumSnspd(Instrument):
         """Enable (bias on) or disable the detectors."""
         if not isinstance(enabled, bool):
             raise DriverValueError(f"enabled must be a bool, got {enabled!r}", instrument=self.name)
-        self._send({"command": "DetectorEnable", "value": enabled})
+        # the vendor client sends the label with the command (WebSQControl.enable_detectors)
+        self._set_confirmed("DetectorEnable", "DetectorEnable", enabled)
 
     def set_dead_time_ns(self, channel: int, dead_time_ns: float) -> None:
         """Not settable: an SNSPD's recovery time is fixed by the nanowire (raises DriverValueError)."""

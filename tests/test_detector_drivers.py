@@ -185,6 +185,28 @@ def test_snspd_protocol_exact_json_and_confirmed_set():
     s.assert_done()
 
 
+def test_snspd_detector_enable_carries_its_label_and_is_confirmed():
+    # Single Quantum WebSQControl.enable_detectors sends
+    # {"command": "DetectorEnable", "label": "DetectorEnable", "value": state}
+    req = lambda label: json.dumps({"request": label}).encode()  # noqa: E731
+    s = FakeStreamTransport(
+        [
+            (req("NumberOfDetectors"), _sq({"label": "NumberOfDetectors", "value": 1})),
+            (b'{"command": "DetectorEnable", "label": "DetectorEnable", "value": true}', None),
+            (req("DetectorEnable"), _sq({"label": "DetectorEnable", "value": True})),
+        ]
+    )
+    with SingleQuantumSnspd(s) as d:
+        d.set_enabled(True)
+    s.assert_done()
+    with EmulatedSnspd(n_detectors=1) as emu:
+        with SingleQuantumSnspd(emu.address, counts_port=emu.counts_port) as d:
+            d.set_enabled(False)
+            assert emu.enabled is False
+        # the twin refuses a command without the label the vendor client sends
+        assert "expected label" in emu.handle_line({"command": "DetectorEnable", "value": True})
+
+
 def test_snspd_readback_mismatch_and_error_label_raise_instrument_error():
     req = lambda label: json.dumps({"request": label}).encode()  # noqa: E731
     s = FakeStreamTransport(

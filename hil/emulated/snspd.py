@@ -57,6 +57,14 @@ class _CountsServer(TcpStreamServer):
         return (f"{time.time():.3f}," + ",".join(str(int(c)) for c in counts) + "\n").encode()
 
 
+_COMMAND_LABELS = {
+    "SetAllBiasCurrents": "BiasCurrent",
+    "SetAllTriggerLevels": "TriggerLevel",
+    "SetMeasurementPeriod": "InptMeasurementPeriod",
+    "DetectorEnable": "DetectorEnable",
+}
+
+
 class EmulatedSnspd(FramedTcpServer):
     """Control server; :attr:`counts` is the counts-stream server (started and stopped with it)."""
 
@@ -178,6 +186,10 @@ class EmulatedSnspd(FramedTcpServer):
             return self._msg(label, v)
         cmd = msg.get("command")
         value = msg.get("value")
+        # every command carries its label, as Single Quantum's WebSQ client sends them
+        want = _COMMAND_LABELS.get(cmd)
+        if want is not None and msg.get("label") != want:
+            return self._error(f"{cmd}: expected label {want!r}")
         if cmd in ("SetAllBiasCurrents", "SetAllTriggerLevels"):
             lo, hi = self.bias_bounds_ua if cmd == "SetAllBiasCurrents" else (-500.0, 500.0)
             if (
