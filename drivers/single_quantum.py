@@ -14,7 +14,7 @@ Wire protocol, after Single Quantum's published WebSQ Python client
 objects with no separator, e.g.
 ``{"command": "SetAllBiasCurrents", "label": "BiasCurrent", "value": [12.0, 8.0]}``
 (microamps), ``SetAllTriggerLevels``/``TriggerLevel`` (millivolts),
-``SetMeasurementPeriod``/``InptMeasurementPeriod`` (milliseconds),
+``SetMeasurementPeriod``/``InptMeasurementPeriod`` (milliseconds, at least 10),
 ``{"command": "DetectorEnable", "label": "DetectorEnable", "value": <bool>}``
 (every command carries its label, as the client sends it), and
 ``{"request": "<label>"}``; the controller sends
@@ -55,7 +55,8 @@ class SingleQuantumSnspd(Instrument):
 
     KIND = "SingleQuantum"
     TRIGGER_MV = (-500.0, 500.0)
-    PERIOD_MS = (1.0, 60_000.0)
+    # WebSQControl.set_measurement_periode: "the minimum value can be 10 ms"; 60 s upper end ASSUMED
+    PERIOD_MS = (10.0, 60_000.0)
 
     def __init__(
         self,

@@ -207,6 +207,19 @@ def test_snspd_detector_enable_carries_its_label_and_is_confirmed():
         assert "expected label" in emu.handle_line({"command": "DetectorEnable", "value": True})
 
 
+def test_snspd_measurement_period_below_10_ms_refused_before_the_wire():
+    # WebSQControl.set_measurement_periode: "NOTE: the minimum value can be 10 ms"
+    n_det = _sq({"label": "NumberOfDetectors", "value": 1})
+    s = FakeStreamTransport([(json.dumps({"request": "NumberOfDetectors"}).encode(), n_det)])
+    with SingleQuantumSnspd(s) as d:
+        with pytest.raises(DriverValueError, match="period_ms=5"):
+            d.set_measurement_period_ms(5)
+    s.assert_done()
+    assert "10..60000" in EmulatedSnspd(n_detectors=1).handle_line(
+        {"command": "SetMeasurementPeriod", "label": "InptMeasurementPeriod", "value": 5}
+    )
+
+
 def test_snspd_readback_mismatch_and_error_label_raise_instrument_error():
     req = lambda label: json.dumps({"request": label}).encode()  # noqa: E731
     s = FakeStreamTransport(

@@ -214,8 +214,8 @@ class EmulatedSnspd(FramedTcpServer):
             self._notify("TriggerLevel", vals)
             return None
         if cmd == "SetMeasurementPeriod":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 60000:
-                return self._error("SetMeasurementPeriod: expected 1..60000 ms")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 10 <= value <= 60000:
+                return self._error("SetMeasurementPeriod: expected 10..60000 ms")
             self.period_ms = float(value)
             self._notify("InptMeasurementPeriod", self.period_ms)
             return None
