@@ -24,8 +24,11 @@ Programming Reference"): ``*IDN?``, ``*OPC?``, ``SYST:ERR?``,
 ``SOURce<n>:FUNCtion ARB``, ``SOURce<n>:FUNCtion:ARBitrary <name>``,
 ``SOURce<n>:FUNCtion:ARBitrary:SRATe <Sa/s>``, ``SOURce<n>:VOLTage <Vpp>``,
 ``SOURce<n>:VOLTage:OFFSet <V>``, ``FUNCtion:ARBitrary:SYNChronize``,
-``OUTPut<n> ON|OFF``, ``OUTPut<n>:LOAD <ohms>|INFinity``.  Waveform length 8 .. 1 048 576 points (33500B) or
-4 194 304 (33600A) without the memory option (``max_points`` overrides).
+``OUTPut<n> ON|OFF``, ``OUTPut<n>:LOAD <ohms>|INFinity``.  Waveform length
+8 (33500B) or 32 (33600A) points at least (Keysight 33500/33600 web help,
+"Waveform Generation Tutorial": "a minimum of 8 points (33500 Series) or 32
+points (33600 Series)"), at most 1 048 576 (33500B) or 4 194 304 (33600A)
+without the memory option (``max_points`` overrides).
 
 Why DAC-code uploads: sending int16 codes (not floats) fixes the levels
 exactly, so the emulator's decode is exact and the upload is half the size of
@@ -356,6 +359,7 @@ class Keysight33500(ScpiInstrument):
         )
         self.n_channels = 2
         self.max_points = 1_048_576
+        self.min_points = 8
         self.max_sample_rate_hz = 250e6
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -370,6 +374,7 @@ class Keysight33500(ScpiInstrument):
         # odd model numbers (33509B, 33511B, 33521B, 33611A, 33621A) are single-channel
         self.n_channels = 1 if int(model[4]) % 2 else 2
         if model.startswith("336"):
+            self.min_points = 32  # 33600 Series arbitrary waveforms have at least 32 points
             self.max_points = 4_194_304
             self.max_sample_rate_hz = 1e9  # 33600A: 1 GSa/s arbitrary waveforms
         else:
@@ -471,9 +476,9 @@ class Keysight33500(ScpiInstrument):
             raise DriverValueError(
                 f"codes must be a 1-D int16 array, got {a.dtype} {a.shape}", instrument=self.name
             )
-        if not 8 <= a.size <= self.max_points:
+        if not self.min_points <= a.size <= self.max_points:
             raise DriverValueError(
-                f"waveform has {a.size} points; this instrument takes 8..{self.max_points}",
+                f"waveform has {a.size} points; this instrument takes {self.min_points}..{self.max_points}",
                 instrument=self.name,
             )
         if a.size and int(a.min()) < -DAC_MAX:
@@ -537,9 +542,10 @@ class Keysight33500(ScpiInstrument):
                 f"the AWG memory ({self.max_points} points)",
                 instrument=self.name,
             )
-        if w1.size < 8:
+        if w1.size < self.min_points:
             raise DriverValueError(
-                f"{basis.size} slots give {w1.size} points; the AWG needs at least 8", instrument=self.name
+                f"{basis.size} slots give {w1.size} points; the AWG needs at least {self.min_points}",
+                instrument=self.name,
             )
         (a1, o1), (a2, o2) = enc.scales()
         for a, o in ((a1, o1), (a2, o2)):

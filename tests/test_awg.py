@@ -183,6 +183,25 @@ def test_open_tells_the_instrument_the_load_and_limits_follow_it():
         assert (c.load_ohm, c.vpp, c.offset_v) == (math.inf, 16.0, 1.5)
 
 
+def test_33600_needs_32_points_before_the_wire():
+    # Keysight 33500/33600 web help, "Waveform Generation Tutorial": arbitrary waveforms have
+    # "a minimum of 8 points (33500 Series) or 32 points (33600 Series)"
+    ok = b'+0,"No error"\n'
+    s = FakeStreamTransport(
+        [(b"*IDN?\n", b"Keysight Technologies,33611A,MY1,A.03\n"), (b"SYST:ERR?\n", ok),
+         (b"OUTP1:LOAD 50\n", None), (b"SYST:ERR?\n", ok)]
+    )
+    with Keysight33500(s) as awg:
+        with pytest.raises(DriverValueError, match="32..4194304"):
+            awg.upload_dac(1, np.zeros(16, np.int16), name="W")
+    s.assert_done()
+    with EmulatedAwg(model="33622A") as emu:
+        with Keysight33500(emu.address) as awg:
+            awg.min_points = 8  # bypass the driver's check: the twin refuses as the instrument does
+            with pytest.raises(InstrumentError, match="16 points"):
+                awg.upload_dac(1, np.zeros(16, np.int16), name="W")
+
+
 def test_protocol_upload_is_a_little_endian_definite_length_block():
     codes = np.array([0, 1, -1, DAC_MAX, -DAC_MAX, 10, 0x0A0A, 35], dtype=np.int16)  # 0x0A0A has '\n' bytes
     payload = struct.pack("<8h", *codes.tolist())

@@ -389,7 +389,8 @@ class EmulatedAwg(FramedTcpServer):
         if codes.size and int(codes.min()) < -DAC_MAX:
             self._err(-222, "Data out of range; DAC code below -32767")
             return
-        if not 8 <= codes.size <= self.max_points:
+        min_points = 32 if self.model.startswith("336") else 8  # 33600 Series: at least 32 points
+        if not min_points <= codes.size <= self.max_points:
             self._err(-222, f"Data out of range; {codes.size} points")
             return
         c.arbs[name] = codes
