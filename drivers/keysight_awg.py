@@ -24,8 +24,11 @@ Programming Reference"): ``*IDN?``, ``*OPC?``, ``SYST:ERR?``,
 ``SOURce<n>:FUNCtion ARB``, ``SOURce<n>:FUNCtion:ARBitrary <name>``,
 ``SOURce<n>:FUNCtion:ARBitrary:SRATe <Sa/s>``, ``SOURce<n>:VOLTage <Vpp>``,
 ``SOURce<n>:VOLTage:OFFSet <V>``, ``FUNCtion:ARBitrary:SYNChronize``,
-``OUTPut<n> ON|OFF``.  Waveform length 8 .. 1 048 576 points (33500B) or
-4 194 304 (33600A) without the memory option (``max_points`` overrides).
+``OUTPut<n> ON|OFF``, ``OUTPut<n>:LOAD <ohms>|INFinity``.  Waveform length
+8 (33500B) or 32 (33600A) points at least (Keysight 33500/33600 web help,
+"Waveform Generation Tutorial": "a minimum of 8 points (33500 Series) or 32
+points (33600 Series)"), at most 1 048 576 (33500B) or 4 194 304 (33600A)
+without the memory option (``max_points`` overrides).
 
 Why DAC-code uploads: sending int16 codes (not floats) fixes the levels
 exactly, so the emulator's decode is exact and the upload is half the size of
@@ -50,6 +53,16 @@ The encoding (documented here because calibration and the emulator rely on it):
   with ``V_pi = 3 V``: H 0 V, V 3.0 V, D 1.5 V, A 4.5 V.
 * Vacuum slots still carry their basis/bit level on channel 2, so decoding
   returns every slot's basis, bit and intensity.
+
+Output termination (same guide, "Output Termination"): the outputs have a fixed
+50 ohm series impedance; ``VOLT``/``VOLT:OFFS`` are the volts *at the load
+the instrument is told about* (``OUTPut<n>:LOAD``, 1 ohm..10 kohm or INF,
+default 50, kept from whatever was last set on the front panel).  A 50 ohm
+setting into an open circuit gives twice the programmed voltage.  So on open
+the driver sends ``OUTP<n>:LOAD`` with its ``load_ohm`` (``math.inf`` = high
+impedance) to every channel, and its voltage limit is the one at that load:
+``|offset| + Vpp/2 <= 10 V * R / (R + 50 ohm)`` (10 Vpp into 50 ohm, 20 Vpp
+open circuit).
 
 Modulator safety: ``load_frame_pattern`` switches both outputs off (output
 relays open, the modulators see no drive) before it uploads and re-levels, and
@@ -341,9 +354,12 @@ class Keysight33500(ScpiInstrument):
         self._max_points_override = (
             None if max_points is None else self._check_int("max_points", max_points, 8, 64 * 1024 * 1024)
         )
-        self.load_ohm = self._check_range("load_ohm", load_ohm, 1.0, 1e4, "ohm")
+        self.load_ohm = (
+            math.inf if load_ohm == math.inf else self._check_range("load_ohm", load_ohm, 1.0, 1e4, "ohm")
+        )
         self.n_channels = 2
         self.max_points = 1_048_576
+        self.min_points = 8
         self.max_sample_rate_hz = 250e6
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -358,6 +374,7 @@ class Keysight33500(ScpiInstrument):
         # odd model numbers (33509B, 33511B, 33521B, 33611A, 33621A) are single-channel
         self.n_channels = 1 if int(model[4]) % 2 else 2
         if model.startswith("336"):
+            self.min_points = 32  # 33600 Series arbitrary waveforms have at least 32 points
             self.max_points = 4_194_304
             self.max_sample_rate_hz = 1e9  # 33600A: 1 GSa/s arbitrary waveforms
         else:
@@ -367,14 +384,21 @@ class Keysight33500(ScpiInstrument):
         if self._max_points_override is not None:
             self.max_points = self._max_points_override
         self.error_queue()  # start from an empty queue so later errors belong to our commands
+        # tell the instrument the real termination: its levels are volts at that load
+        load = "INF" if self.load_ohm == math.inf else f"{self.load_ohm:g}"
+        for ch in range(1, self.n_channels + 1):
+            self._write_checked(f"OUTP{ch}:LOAD {load}")
 
     # -- validation ---------------------------------------------------------------------
     def _channel(self, channel) -> int:
         return self._check_int("channel", channel, 1, self.n_channels)
 
     def _max_v(self) -> float:
-        # 10 Vpp into 50 ohm, 20 Vpp into high impedance: |offset| + Vpp/2 <= limit
-        return 5.0 if self.load_ohm <= 50.0 else 10.0
+        # +/-10 V open circuit behind the fixed 50 ohm source: 10 Vpp into 50 ohm, 20 Vpp into
+        # high impedance, 10 V * R / (R + 50) at a load R; |offset| + Vpp/2 <= limit
+        if self.load_ohm == math.inf:
+            return 10.0
+        return 10.0 * self.load_ohm / (self.load_ohm + 50.0)
 
     # -- settings -------------------------------------------------------------------------
     def set_sample_rate_hz(self, sample_rate_hz: float, channel: int | None = None) -> None:
@@ -452,9 +476,9 @@ class Keysight33500(ScpiInstrument):
             raise DriverValueError(
                 f"codes must be a 1-D int16 array, got {a.dtype} {a.shape}", instrument=self.name
             )
-        if not 8 <= a.size <= self.max_points:
+        if not self.min_points <= a.size <= self.max_points:
             raise DriverValueError(
-                f"waveform has {a.size} points; this instrument takes 8..{self.max_points}",
+                f"waveform has {a.size} points; this instrument takes {self.min_points}..{self.max_points}",
                 instrument=self.name,
             )
         if a.size and int(a.min()) < -DAC_MAX:
@@ -518,9 +542,10 @@ class Keysight33500(ScpiInstrument):
                 f"the AWG memory ({self.max_points} points)",
                 instrument=self.name,
             )
-        if w1.size < 8:
+        if w1.size < self.min_points:
             raise DriverValueError(
-                f"{basis.size} slots give {w1.size} points; the AWG needs at least 8", instrument=self.name
+                f"{basis.size} slots give {w1.size} points; the AWG needs at least {self.min_points}",
+                instrument=self.name,
             )
         (a1, o1), (a2, o2) = enc.scales()
         for a, o in ((a1, o1), (a2, o2)):

@@ -17,12 +17,20 @@ channel ``ch`` (1..4) to ``mV`` (-5000..5000); ``V?`` lists ``CH1 <mV>`` ..
 ``CH4 <mV>``; ``MDC`` selects DC (static voltage) mode, ``MAC`` AC
 (scrambling), ``M?`` the mode; ``VZ{ch}`` zeroes a channel; ``SN?`` and
 ``VER?`` give serial number and version; ``ENABLE1``/``ENABLE0`` the driver
-outputs.  ASSUMED: an unaccepted command is answered by a line starting with
-``Error`` or ``Invalid`` (before ``Done``); identification requires ``VER?`` to
-mention ``EPC``.
+outputs.  A refused command ends its reply with a line ending in ``Error!``
+*instead of* ``Done`` (pylablib's ``OZOptics.EPC04`` reads to ``Done\r\n`` or
+``Error!\r\n`` and raises when the last line ends with ``Error!``); so
+``Error!`` ends a reply as ``Done`` does, and reading on to a ``Done`` that never
+comes would turn every refusal into a timeout.  ``V?`` answers one line
+``Voltage(mV): CH1 +2200 CH2 +5000 CH3 -1000 CH4 -4000`` (QMI's
+``OzOptics_EpcDriver``; one CH per line is parsed too).  ASSUMED: a line starting
+with ``Error`` or ``Invalid`` before ``Done`` is also a refusal; identification
+requires ``VER?`` to mention ``EPC``.  No OZ Optics manual text was found here:
+the two public drivers above are the sources.
 
-Why read to ``Done``: the controller's replies have no fixed line count, and
-``Done`` is the only end marker; every read still has the transport's deadline.
+Why read to ``Done`` / ``Error!``: the controller's replies have no fixed line
+count, and these are the only end markers; every read still has the
+transport's deadline.
 """
 
 from __future__ import annotations
@@ -119,7 +127,10 @@ class OzEpc400(Instrument):
 
     # -- exchange --------------------------------------------------------------------------------
     def _command(self, command: str) -> list[str]:
-        """Send ``command``; return the reply lines before ``Done``; InstrumentError on an error line."""
+        """Send ``command``; return the reply lines before ``Done``.
+
+        InstrumentError on a ``...Error!`` end line or an error line before ``Done``.
+        """
         t = self.transport
         assert isinstance(t, StreamTransport)
         self._call(command, t.write_line, command)
@@ -130,6 +141,9 @@ class OzEpc400(Instrument):
             line = self._call(command, t.read_line, timeout_s=remaining).strip()
             if not line:
                 continue
+            if line.endswith("Error!"):  # a refusal ends the reply instead of "Done"
+                said = " | ".join([*lines, line])
+                raise InstrumentError(f"controller answered {said!r}", instrument=self.name, command=command)
             if line == "Done":
                 errs = [x for x in lines if x.lower().startswith(("error", "invalid"))]
                 if errs:

@@ -14,8 +14,10 @@ Wire protocol, after Single Quantum's published WebSQ Python client
 objects with no separator, e.g.
 ``{"command": "SetAllBiasCurrents", "label": "BiasCurrent", "value": [12.0, 8.0]}``
 (microamps), ``SetAllTriggerLevels``/``TriggerLevel`` (millivolts),
-``SetMeasurementPeriod``/``InptMeasurementPeriod`` (milliseconds),
-``DetectorEnable`` (bool), and ``{"request": "<label>"}``; the controller sends
+``SetMeasurementPeriod``/``InptMeasurementPeriod`` (milliseconds, at least 10),
+``{"command": "DetectorEnable", "label": "DetectorEnable", "value": <bool>}``
+(every command carries its label, as the client sends it), and
+``{"request": "<label>"}``; the controller sends
 JSON objects each terminated by ``\\x17`` (ETB), ``{"label": L, "value": v}``,
 also unsolicited (broadcasts), and error reports as labels containing
 ``Error``.  The counts port (default 12345) streams one text line per
@@ -53,7 +55,8 @@ class SingleQuantumSnspd(Instrument):
 
     KIND = "SingleQuantum"
     TRIGGER_MV = (-500.0, 500.0)
-    PERIOD_MS = (1.0, 60_000.0)
+    # WebSQControl.set_measurement_periode: "the minimum value can be 10 ms"; 60 s upper end ASSUMED
+    PERIOD_MS = (10.0, 60_000.0)
 
     def __init__(
         self,
@@ -260,7 +263,8 @@ class SingleQuantumSnspd(Instrument):
         """Enable (bias on) or disable the detectors."""
         if not isinstance(enabled, bool):
             raise DriverValueError(f"enabled must be a bool, got {enabled!r}", instrument=self.name)
-        self._send({"command": "DetectorEnable", "value": enabled})
+        # the vendor client sends the label with the command (WebSQControl.enable_detectors)
+        self._set_confirmed("DetectorEnable", "DetectorEnable", enabled)
 
     def set_dead_time_ns(self, channel: int, dead_time_ns: float) -> None:
         """Not settable: an SNSPD's recovery time is fixed by the nanowire (raises DriverValueError)."""

@@ -19,7 +19,11 @@ data packet of that length follows); then ``destination:u8, source:u8``
 firmware u8[4], notes char[48], empty[12], hw version u16, mod state u16,
 channels u16); ``MGMSG_MOD_SET_CHANENABLESTATE`` 0x0210; ``MGMSG_MOT_MOVE_HOME``
 0x0443 -> ``MGMSG_MOT_MOVE_HOMED`` 0x0444; ``MGMSG_MOT_MOVE_ABSOLUTE`` 0x0453
-(chan u16, position i32) -> ``MGMSG_MOT_MOVE_COMPLETED`` 0x0464;
+(chan u16, position i32) -> ``MGMSG_MOT_MOVE_COMPLETED`` 0x0464, which the
+MPC320 sends header-only (channel ident in param1, no status packet; pnpq's
+``AptMessage_MGMSG_MOT_MOVE_COMPLETED_6_BYTES``, "for the MPC320, no data packet
+follows"), while other APT motor controllers append a 14-byte status (both are
+accepted; without a status the reached angle is read with REQ_USTATUSUPDATE);
 ``MGMSG_MOT_REQ_USTATUSUPDATE`` 0x0490 -> ``MGMSG_MOT_GET_USTATUSUPDATE`` 0x0491
 (chan u16, position i32, velocity u16, motor current i16, status u32);
 ``MGMSG_POL_SET_PARAMS`` 0x0530 / ``REQ`` 0x0531 / ``GET`` 0x0532 (not-used u16,
@@ -287,7 +291,8 @@ class ThorlabsMpc320(Instrument):
         _p1, data = self._wait_for(MSG["MOT_MOVE_COMPLETED"], cmd, self.timeout_s + 2 * travel_s, chan)
         if len(data) == _STATUS.size:
             return _STATUS.unpack(data)[1] / COUNTS_PER_DEG
-        return counts / COUNTS_PER_DEG
+        # the MPC320's MOVE_COMPLETED is header-only: ask where the paddle really is
+        return self.position_deg(paddle)
 
     def home(self, paddle: int) -> None:
         """Home paddle ``paddle`` and wait for MOVE_HOMED."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -30,7 +31,14 @@ from drivers.testing import FakeStreamTransport
 from hil.emulated.awg import EmulatedAwg
 
 IDN = b"Agilent Technologies,33522B,MY123,4.00\n"
-OPEN = [(b"*IDN?\n", IDN), (b"SYST:ERR?\n", b'+0,"No error"\n')]
+OPEN = [
+    (b"*IDN?\n", IDN),
+    (b"SYST:ERR?\n", b'+0,"No error"\n'),
+    (b"OUTP1:LOAD 50\n", None),
+    (b"SYST:ERR?\n", b'+0,"No error"\n'),
+    (b"OUTP2:LOAD 50\n", None),
+    (b"SYST:ERR?\n", b'+0,"No error"\n'),
+]
 OK = b'+0,"No error"\n'
 
 
@@ -145,6 +153,53 @@ def test_protocol_open_and_settings():
     awg.set_sample_rate_hz(10e6, channel=1)
     assert awg.output_enabled(1) is False
     s.assert_done()
+
+
+def test_open_tells_the_instrument_the_load_and_limits_follow_it():
+    # Keysight 33500 Series user guide, "Output Termination": fixed 50 ohm series output; the
+    # levels are volts at the OUTPut:LOAD setting (default 50, kept from the front panel), and a
+    # 50 ohm setting into an open circuit doubles them. So the driver must send its load_ohm.
+    ok = b'+0,"No error"\n'
+    s = FakeStreamTransport(
+        [(b"*IDN?\n", b"Keysight Technologies,33611A,MY1,A.03\n"), (b"SYST:ERR?\n", ok),
+         (b"OUTP1:LOAD INF\n", None), (b"SYST:ERR?\n", ok),
+         (b"SOUR1:VOLT 18\n", None), (b"SYST:ERR?\n", ok)]
+    )
+    with Keysight33500(s, load_ohm=math.inf) as awg:  # single channel, high impedance: 20 Vpp
+        awg.set_amplitude_vpp(1, 18.0)
+    s.assert_done()
+    s = FakeStreamTransport(
+        [(b"*IDN?\n", b"Keysight Technologies,33611A,MY1,A.03\n"), (b"SYST:ERR?\n", ok),
+         (b"OUTP1:LOAD 25\n", None), (b"SYST:ERR?\n", ok)]
+    )
+    with Keysight33500(s, load_ohm=25) as awg:  # 10 V * 25 / 75 = 3.33 V, not the 50 ohm 5 V
+        with pytest.raises(DriverValueError, match="offset_v"):
+            awg.set_offset_v(1, 4.0)
+    s.assert_done()
+    with EmulatedAwg() as emu:
+        with Keysight33500(emu.address, load_ohm=math.inf) as awg:
+            awg.set_levels(1, 16.0, 1.5)  # refused by a twin still at 50 ohm
+        c = emu.channels[1]
+        assert (c.load_ohm, c.vpp, c.offset_v) == (math.inf, 16.0, 1.5)
+
+
+def test_33600_needs_32_points_before_the_wire():
+    # Keysight 33500/33600 web help, "Waveform Generation Tutorial": arbitrary waveforms have
+    # "a minimum of 8 points (33500 Series) or 32 points (33600 Series)"
+    ok = b'+0,"No error"\n'
+    s = FakeStreamTransport(
+        [(b"*IDN?\n", b"Keysight Technologies,33611A,MY1,A.03\n"), (b"SYST:ERR?\n", ok),
+         (b"OUTP1:LOAD 50\n", None), (b"SYST:ERR?\n", ok)]
+    )
+    with Keysight33500(s) as awg:
+        with pytest.raises(DriverValueError, match="32..4194304"):
+            awg.upload_dac(1, np.zeros(16, np.int16), name="W")
+    s.assert_done()
+    with EmulatedAwg(model="33622A") as emu:
+        with Keysight33500(emu.address) as awg:
+            awg.min_points = 8  # bypass the driver's check: the twin refuses as the instrument does
+            with pytest.raises(InstrumentError, match="16 points"):
+                awg.upload_dac(1, np.zeros(16, np.int16), name="W")
 
 
 def test_protocol_upload_is_a_little_endian_definite_length_block():

@@ -22,31 +22,32 @@ from drivers.testing import FakeStreamTransport
 from hil.emulated.id120 import EmulatedId120
 from hil.emulated.snspd import EmulatedSnspd
 
-OK = b'0,"No error"\n'
-ID120_OPEN = [(b"*IDN?\n", b"ID Quantique,ID120,SN42,2.1\n"), (b"SYST:ERR?\n", OK)]
+ID120_OPEN = [(b"*IDN?\n", b"IDQuantique,ID120,SN42,2.1\n")]
 
 
-# -- ID120: exact bytes -------------------------------------------------------------------------------
+def _set(header: bytes, raw: bytes, back: bytes | None = None):
+    """One confirmed ID120 setting: the command, then its query read back."""
+    return [(header + b" " + raw + b"\n", None), (header + b"?\n", (back or raw) + b"\n")]
+
+
+# -- ID120: exact bytes (command set of the public Instrumental driver, see drivers/idq_id120.py) ------
 def test_id120_protocol_settings_and_readings():
     s = FakeStreamTransport(
         ID120_OPEN
+        + _set(b"THRESHOLD:VOLTAGE", b"120000")  # 120 mV in uV
+        + _set(b"DEADTIME:TIME", b"80")  # 80 us (Instrumental's declared unit)
+        + _set(b"COUNTERS:INTEGRATION_TIME", b"400")
         + [
-            (b"DET:THR 120.0\n", None),
-            (b"SYST:ERR?\n", OK),
-            (b"DET:DEAD 2500\n", None),
-            (b"SYST:ERR?\n", OK),
-            (b"DET:INT 200\n", None),
-            (b"SYST:ERR?\n", OK),
-            (b"DET:COUN?\n", b"1234.5\n"),
-            (b"DET:TEMP?\n", b"-40.00\n"),
+            (b"COUNTERS:DETECTION_FREQ?\n", b"1234\n"),
+            (b"REG:MEASURED_TEMP?\n", b"-40000\n"),
         ]
     )
     with IdqId120(s) as d:
         assert d.identity.serial == "SN42"
-        d.set_threshold_mv(0, 120)
-        d.set_dead_time_ns(0, 2500)
-        d.set_integration_time_ms(200)
-        np.testing.assert_array_equal(d.count_rates_hz(), [1234.5])
+        d.set_threshold_mv(0, 120.2)  # on the 500 uV grid
+        d.set_dead_time_ns(0, 80_000)
+        d.set_integration_time_ms(400)
+        np.testing.assert_array_equal(d.count_rates_hz(), [1234.0])
         assert d.temperature_k() == pytest.approx(233.15)
     s.assert_done()
 
@@ -54,28 +55,39 @@ def test_id120_protocol_settings_and_readings():
 def test_id120_bias_ramps_in_steps_never_jumps():
     s = FakeStreamTransport(
         ID120_OPEN
-        + [(b"DET:BIAS?\n", b"300.0\n")]
+        + [(b"BIAS:VOLTAGE?\n", b"200000000\n")]
         + [
             x
-            for v in (b"301.667", b"303.333", b"305.000")  # equal steps <= 2 V
-            for x in ((b"DET:BIAS " + v + b"\n", None), (b"SYST:ERR?\n", OK))
+            # 200 -> 204.8 V (204.83 on the 80 mV grid), planned with 2 V - 80 mV: 3 steps <= 2 V
+            for v in (b"201600000", b"203200000", b"204800000")
+            for x in _set(b"BIAS:VOLTAGE", v)
         ]
     )
     with IdqId120(s, max_step_v=2.0, inter_delay_s=0) as d:
-        d.set_bias(0, 305.0)
+        d.set_bias(0, 204.83)
+    s.assert_done()
+
+
+def test_id120_setting_that_reads_back_otherwise_raises():
+    s = FakeStreamTransport(ID120_OPEN + _set(b"THRESHOLD:VOLTAGE", b"100000", back=b"50000"))
+    with IdqId120(s) as d:
+        with pytest.raises(InstrumentError, match="reads back 50000") as ei:
+            d.set_threshold_mv(0, 100)
+        assert ei.value.command == "THRESHOLD:VOLTAGE 100000"
     s.assert_done()
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda d: d.set_threshold_mv(0, 2500), "threshold_mv=2500"),
+        (lambda d: d.set_threshold_mv(0, 1100), "threshold_mv=1100"),
         (lambda d: d.set_dead_time_ns(0, 100), "dead_time_ns=100"),
-        (lambda d: d.set_dead_time_ns(1, 1000), "channel=1"),
-        (lambda d: d.set_bias(0, 460), "bias_v=460"),
-        (lambda d: d.set_bias(0, 310, max_step=0), "max_step"),
-        (lambda d: d.set_integration_time_ms(5), "integration_ms"),
+        (lambda d: d.set_dead_time_ns(1, 50_000), "channel=1"),
+        (lambda d: d.set_bias(0, 260), "bias_v=260"),
+        (lambda d: d.set_bias(0, 210, max_step=0), "max_step"),
+        (lambda d: d.set_integration_time_ms(100), "integration_ms"),
         (lambda d: d.set_threshold_mv(0, float("nan")), "threshold_mv"),
+        (lambda d: d.set_regulation_running("yes"), "running"),
     ],
 )
 def test_id120_validation_before_the_wire(call, match):
@@ -88,13 +100,13 @@ def test_id120_validation_before_the_wire(call, match):
 
 def test_id120_bias_limit_from_config_is_enforced():
     s = FakeStreamTransport(ID120_OPEN)
-    with IdqId120(s, max_bias_v=330) as d:
-        with pytest.raises(DriverValueError, match="0..330"):
-            d.set_bias(0, 340)
+    with IdqId120(s, max_bias_v=230) as d:
+        with pytest.raises(DriverValueError, match="0..230"):
+            d.set_bias(0, 240)
 
 
 def test_id120_wrong_model():
-    s = FakeStreamTransport([(b"*IDN?\n", b"ID Quantique,ID100,1,1\n")])
+    s = FakeStreamTransport([(b"*IDN?\n", b"IDQuantique,ID100,1,1\n")])
     with pytest.raises(WrongModel):
         IdqId120(s).open()
 
@@ -106,31 +118,29 @@ def test_id120_emulator_ramp_settings_and_model_hooks():
         emu.on_change(lambda name, v, st: changes.append((name, v)))
         with IdqId120(emu.address, max_step_v=5.0, inter_delay_s=0) as d:
             assert isinstance(d, PhotonDetector)
-            d.set_bias(0, 320.0)
+            d.set_bias(0, 220.0)
             steps = np.diff([0.0, *emu.bias_history])
-            assert len(emu.bias_history) == 64 and steps.max() <= 5.0 + 1e-9
-            assert d.bias_v() == 320.0
-            d.set_dead_time_ns(0, 1000)
-            emu.incident_rate_hz = 1e6
+            assert len(emu.bias_history) == 45 and steps.max() <= 5.0 + 1e-9  # planned at 4.92 V
+            assert d.bias_v() == 220.0
+            d.set_dead_time_ns(0, 40_000)
+            emu.incident_rate_hz = 1e5
             rate = d.count_rates_hz()[0]
-            # efficiency 0.7 * (20/30) on 1e6 photons/s plus 80 Hz dark, saturated by 1 us dead time
-            r = 1e6 * 0.7 * 20 / 30 + 80
-            assert rate == pytest.approx(r / (1 + r * 1e-6), rel=1e-3)
-        assert ("dead_time_ns", 1000.0) in changes
+            # efficiency 0.7 * (20/30) on 1e5 photons/s plus 80 Hz dark, saturated by 40 us dead time
+            r = 1e5 * 0.7 * 20 / 30 + 80
+            assert rate == pytest.approx(r / (1 + r * 40e-6), abs=0.5)
+            d.set_regulation_running(False)
+            assert d.count_rates_hz()[0] == 0.0
+        assert ("dead_time_ns", 40_000.0) in changes and not emu.refused
 
 
 def test_id120_faults_name_command_and_driver_recovers():
     with EmulatedId120() as emu:
         d = IdqId120(emu.address, timeout_s=0.3)
         d.open()
-        emu.push_error(-222, "Data out of range")
-        with pytest.raises(InstrumentError, match="Data out of range") as ei:
-            d.set_threshold_mv(0, 100)
-        assert ei.value.command == "DET:THR 100.0" and "ID120@" in ei.value.instrument
         emu.faults.set(silence=1)
         with pytest.raises(DriverTimeout) as ei:
             d.temperature_k()
-        assert ei.value.command == "DET:TEMP?"
+        assert ei.value.command == "REG:MEASURED_TEMP?" and "ID120@" in ei.value.instrument
         d.reconnect()
         emu.faults.set(garbage=1)
         with pytest.raises(MalformedReply):
@@ -140,10 +150,10 @@ def test_id120_faults_name_command_and_driver_recovers():
         with pytest.raises(ConnectionLost):
             d.bias_v()
         d.reconnect()
-        assert d.threshold_mv() == 100.0
-        d._write("DET:THR 5000")  # bypass validation: the instrument refuses and keeps its value
-        assert d.error_queue() == [(-222, "Data out of range")]
-        assert d.threshold_mv() == 100.0
+        d.set_threshold_mv(0, 100)
+        d._write("THRESHOLD:VOLTAGE 5000000")  # bypass validation: the twin refuses and keeps its value
+        assert d.threshold_mv() == 100.0  # answered after the refused command was handled
+        assert emu.refused == ["THRESHOLD:VOLTAGE 5000000"]
         d.close()
 
 
@@ -183,6 +193,41 @@ def test_snspd_protocol_exact_json_and_confirmed_set():
         assert d.channels == 2
         d.set_bias(1, 1.0)
     s.assert_done()
+
+
+def test_snspd_detector_enable_carries_its_label_and_is_confirmed():
+    # Single Quantum WebSQControl.enable_detectors sends
+    # {"command": "DetectorEnable", "label": "DetectorEnable", "value": state}
+    req = lambda label: json.dumps({"request": label}).encode()  # noqa: E731
+    s = FakeStreamTransport(
+        [
+            (req("NumberOfDetectors"), _sq({"label": "NumberOfDetectors", "value": 1})),
+            (b'{"command": "DetectorEnable", "label": "DetectorEnable", "value": true}', None),
+            (req("DetectorEnable"), _sq({"label": "DetectorEnable", "value": True})),
+        ]
+    )
+    with SingleQuantumSnspd(s) as d:
+        d.set_enabled(True)
+    s.assert_done()
+    with EmulatedSnspd(n_detectors=1) as emu:
+        with SingleQuantumSnspd(emu.address, counts_port=emu.counts_port) as d:
+            d.set_enabled(False)
+            assert emu.enabled is False
+        # the twin refuses a command without the label the vendor client sends
+        assert "expected label" in emu.handle_line({"command": "DetectorEnable", "value": True})
+
+
+def test_snspd_measurement_period_below_10_ms_refused_before_the_wire():
+    # WebSQControl.set_measurement_periode: "NOTE: the minimum value can be 10 ms"
+    n_det = _sq({"label": "NumberOfDetectors", "value": 1})
+    s = FakeStreamTransport([(json.dumps({"request": "NumberOfDetectors"}).encode(), n_det)])
+    with SingleQuantumSnspd(s) as d:
+        with pytest.raises(DriverValueError, match="period_ms=5"):
+            d.set_measurement_period_ms(5)
+    s.assert_done()
+    assert "10..60000" in EmulatedSnspd(n_detectors=1).handle_line(
+        {"command": "SetMeasurementPeriod", "label": "InptMeasurementPeriod", "value": 5}
+    )
 
 
 def test_snspd_readback_mismatch_and_error_label_raise_instrument_error():

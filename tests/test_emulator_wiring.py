@@ -59,10 +59,10 @@ def test_detector_settings_set_model_detectors():
         wire_id120(apd, m, detector_index=2)
         wire_snspd(sn, m, detector_indices=(0, 1, 3))
         with IdqId120(apd.address, inter_delay_s=0, max_step_v=50) as d:
-            d.set_bias(0, 315.0)
-            d.set_dead_time_ns(0, 800)
-        assert m.detectors[2]["dead_time_ns"] == 800.0
-        assert m.detectors[2]["efficiency"] == pytest.approx(0.7 * 15 / 30)
+            d.set_bias(0, 216.0)  # 16 V above the twin's 200 V breakdown (on the 80 mV grid)
+            d.set_dead_time_ns(0, 80_000)
+        assert m.detectors[2]["dead_time_ns"] == 80_000.0
+        assert m.detectors[2]["efficiency"] == pytest.approx(0.7 * 16 / 30)
         with SingleQuantumSnspd(sn.address, counts_port=sn.counts_port, inter_delay_s=0, max_step_ua=10) as d:
             d.set_bias_currents_ua([16.0, 10.0, 19.0, 0.0])
         assert set(m.detectors) == {0, 1, 2, 3}

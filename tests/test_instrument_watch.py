@@ -74,8 +74,8 @@ def test_watch_table_is_optional_and_checked():
         parse_node_file(tracked, "<dict>")
 
 
-@pytest.mark.parametrize("fault, words", [({"silence": 100}, "no reply"), ({"garbage": 100}, "DET:"),
-                                          ({"drop": 1}, "DET:")])
+@pytest.mark.parametrize("fault, words", [({"silence": 100}, "no reply"), ({"garbage": 100}, "BIAS:VOLTAGE?"),
+                                          ({"drop": 1}, "BIAS:VOLTAGE?")])
 def test_a_failing_instrument_raises_one_instrument_alarm_and_stops_the_node(fault, words):
     with EmulatedId120(name="bob.apd").start() as srv:
         drv = IdqId120(srv.address, timeout_s=0.5, name="bob.apd:ID120")

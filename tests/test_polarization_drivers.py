@@ -80,6 +80,33 @@ def test_epc400_validation_before_the_wire(call, match):
     s.assert_done()
 
 
+def test_epc400_refusal_ends_with_error_bang_not_done():
+    # pylablib OZOptics.EPC04: a refused command's reply ends with "Error!" in place of "Done";
+    # the driver must stop there (InstrumentError at once), not wait for a "Done" that never comes
+    s = FakeStreamTransport(
+        EPC_OPEN
+        + [(b"V1,100\r\n", b"Error!\r\n"), (b"V?\r\n", b"CH1 0\r\nCH2 0\r\nCH3 0\r\nCH4 0\r\nDone\r\n")]
+    )
+    with OzEpc400(s, timeout_s=5.0) as d:
+        with pytest.raises(InstrumentError, match="Error!") as ei:
+            d.set_voltage_mv(1, 100)
+        assert ei.value.command == "V1,100"
+        np.testing.assert_array_equal(d.get_actuators(), [0, 0, 0, 0])  # the next exchange is in step
+    s.assert_done()
+
+
+def test_epc400_voltages_in_the_controllers_one_line_form():
+    # QMI OzOptics_EpcDriver: V? answers one line "Voltage(mV): CH1 +2200 CH2 +5000 ..."
+    line = b"Voltage(mV): CH1 +2200 CH2 +5000 CH3 -1000 CH4 -4000\r\nDone\r\n"
+    s = FakeStreamTransport(EPC_OPEN + [(b"V?\r\n", line)])
+    with OzEpc400(s) as d:
+        np.testing.assert_array_equal(d.get_actuators(), [2200, 5000, -1000, -4000])
+    s.assert_done()
+    emu = EmulatedEpc400()  # the twin answers in the same form (not started: no pty needed)
+    emu.voltages_mv[:] = [2200, 5000, -1000, -4000]
+    assert emu.handle_line("V?") == "Voltage(mV): CH1 +2200 CH2 +5000 CH3 -1000 CH4 -4000\r\nDone"
+
+
 def test_epc400_wrong_device_refused():
     s = FakeStreamTransport([(b"VER?\r\n", b"Version: PSC Controller 1.0\r\nDone\r\n")])
     with pytest.raises(WrongModel, match="not an EPC"):
@@ -103,7 +130,7 @@ def test_epc400_faults_and_recovery_on_pty():
     with EmulatedEpc400() as emu:
         d = OzEpc400(emu.port, timeout_s=0.3)
         d.open()
-        with pytest.raises(InstrumentError, match="out of range") as ei:
+        with pytest.raises(InstrumentError, match="Error!") as ei:
             d._command("V1,9000")  # bypass validation: the controller refuses
         assert ei.value.command == "V1,9000" and ei.value.instrument.startswith("EPC-400@")
         emu.faults.set(silence=1)
@@ -162,6 +189,28 @@ def test_mpc320_protocol_exact_frames():
         assert d.move_to_deg(2, 85.0) == pytest.approx(85.0)
         assert d.position_deg(3) == pytest.approx(170.0)
     s.assert_done()
+
+
+def test_mpc320_header_only_move_completed_then_reads_position():
+    # pnpq AptMessage_MGMSG_MOT_MOVE_COMPLETED_6_BYTES: the MPC320 answers MOVE_ABSOLUTE with a
+    # header-only MOVE_COMPLETED (64 04 <chan> 00 01 50); the driver then asks where the paddle is
+    status = apt_long(
+        MSG["MOT_GET_USTATUSUPDATE"], struct.pack("<HiHhI", 0x01, 160, 0, 0, 0), dest=0x01, source=0x50
+    )
+    s = FakeStreamTransport(
+        MPC_OPEN
+        + [
+            (b"\x53\x04\x06\x00\xd0\x01" + b"\x01\x00" + struct.pack("<i", 161), b"\x64\x04\x01\x00\x01\x50"),
+            (b"\x90\x04\x01\x00\x50\x01", status),  # MGMSG_MOT_REQ_USTATUSUPDATE(chan 1)
+        ]
+    )
+    with ThorlabsMpc320(s) as d:
+        assert d.move_to_deg(1, 20.0) == pytest.approx(160 * 170 / 1370)  # reached, not commanded
+    s.assert_done()
+    emu = EmulatedMpc320(time_scale=0.0)  # the twin sends the same frame (not started)
+    assert emu.handle_line(apt_long(MSG["MOT_MOVE_ABSOLUTE"], struct.pack("<Hi", 0x02, 685))) == (
+        b"\x64\x04\x02\x00\x01\x50"
+    )
 
 
 def test_mpc320_frame_helpers_and_splitter():

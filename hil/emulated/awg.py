@@ -88,13 +88,18 @@ class _Channel:
         self.vpp = 0.1
         self.offset_v = 0.0
         self.output = False
+        self.load_ohm = 50.0  # OUTPut<n>:LOAD (inf = high impedance)
+
+    @property
+    def max_v(self) -> float:
+        """|offset| + Vpp/2 limit at the set load: +/-10 V open circuit behind 50 ohm."""
+        return 10.0 if self.load_ohm == float("inf") else 10.0 * self.load_ohm / (self.load_ohm + 50.0)
 
 
 class EmulatedAwg(FramedTcpServer):
     """A 2-channel Trueform AWG on 127.0.0.1 (``address`` = ``host:port`` for the driver)."""
 
     KIND = "awg"
-    MAX_V = 5.0  # into 50 ohm
 
     def __init__(
         self,
@@ -287,7 +292,7 @@ class EmulatedAwg(FramedTcpServer):
             v = self._num(a)
             if v is None:
                 return None
-            if not 1e-3 <= v <= 2 * self.MAX_V or abs(c.offset_v) + v / 2 > self.MAX_V + 1e-9:
+            if not 1e-3 <= v <= 2 * c.max_v or abs(c.offset_v) + v / 2 > c.max_v + 1e-9:
                 self._err(-221, "Settings conflict; amplitude changed due to offset")
                 return None
             c.vpp = v
@@ -299,7 +304,7 @@ class EmulatedAwg(FramedTcpServer):
             v = self._num(a)
             if v is None:
                 return None
-            if abs(v) + c.vpp / 2 > self.MAX_V + 1e-9:
+            if abs(v) + c.vpp / 2 > c.max_v + 1e-9:
                 self._err(-221, "Settings conflict; offset changed due to amplitude")
                 return None
             c.offset_v = v
@@ -318,6 +323,28 @@ class EmulatedAwg(FramedTcpServer):
                 return None
             self._update_pattern()
             return None
+        if key == "OUTP:LOAD":
+            v = a.upper()
+            if v.startswith("INF"):
+                load = float("inf")
+            elif v.startswith("MIN") or v.startswith("MAX"):  # ASSUMED: the 1 ohm..10 kohm ends
+                load = 1.0 if v.startswith("MIN") else 1e4
+            else:
+                load = self._num(a)
+                if load is None:
+                    return None
+                if not 1.0 <= load <= 1e4:
+                    self._err(-222, "Data out of range")
+                    return None
+            # the instrument rescales the displayed levels; the output voltage itself does not change
+            scale = c.max_v
+            c.load_ohm = load
+            scale = c.max_v / scale
+            c.vpp, c.offset_v = c.vpp * scale, c.offset_v * scale
+            self._update_pattern()
+            return None
+        if key == "OUTP:LOAD?":
+            return "9.9E+37" if c.load_ohm == float("inf") else f"{c.load_ohm:+.9E}"
         if key == "OUTP?":
             return "1" if c.output else "0"
         if key.endswith("?"):
@@ -362,7 +389,8 @@ class EmulatedAwg(FramedTcpServer):
         if codes.size and int(codes.min()) < -DAC_MAX:
             self._err(-222, "Data out of range; DAC code below -32767")
             return
-        if not 8 <= codes.size <= self.max_points:
+        min_points = 32 if self.model.startswith("336") else 8  # 33600 Series: at least 32 points
+        if not min_points <= codes.size <= self.max_points:
             self._err(-222, f"Data out of range; {codes.size} points")
             return
         c.arbs[name] = codes

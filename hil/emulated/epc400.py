@@ -7,10 +7,10 @@ mode, answers in the controller's style (reply lines, then ``Done``), and calls
 :meth:`on_change` listeners with the voltage vector after every change, which
 the rig turns into a polarization rotation of the physical model.
 
-What it must not do: accept a voltage outside -5000..5000 mV (it answers
-``Error: value out of range`` then ``Done``, the assumed error form documented in
-``drivers/oz_epc400.py``), or produce a reply without the ``Done`` line (except
-under an injected fault).
+What it must not do: accept a voltage outside -5000..5000 mV or an unknown
+command (it answers ``Error!`` in place of ``Done``, the controller's refusal
+as documented in ``drivers/oz_epc400.py``), or end a reply with anything but
+``Done`` / ``Error!`` (except under an injected fault).
 
 Why a pty: the driver's serial code path (pyserial, termination, timeouts) runs
 for real; only the device file differs.
@@ -51,6 +51,9 @@ class EmulatedEpc400(PtyLineServer):
     def _reply(self, *lines: str) -> str:
         return "\r\n".join([*lines, "Done"])
 
+    def _refuse(self) -> str:
+        return "Error!"
+
     def handle_line(self, line: str) -> str | None:
         cmd = line.strip().upper()
         if not cmd:
@@ -60,7 +63,10 @@ class EmulatedEpc400(PtyLineServer):
         if cmd == "SN?":
             return self._reply(f"Serial Number: {self.serial}")
         if cmd == "V?":
-            return self._reply(*[f"CH{i + 1} {int(v)}" for i, v in enumerate(self.voltages_mv)])
+            # one line, as the controller answers (QMI OzOptics_EpcDriver.get_voltages:
+            # "Voltage(mV): CH1 +2200 CH2 +5000 CH3 -1000 CH4 -4000")
+            return self._reply("Voltage(mV): " + " ".join(
+                f"CH{i + 1} {int(v):+05d}" for i, v in enumerate(self.voltages_mv)))
         if cmd in ("MDC", "MAC"):
             self.mode = cmd[1:]
             return self._reply()
@@ -75,11 +81,11 @@ class EmulatedEpc400(PtyLineServer):
         m = _SET.match(cmd)
         if m:
             return self._set(int(m.group(1)), int(m.group(2)))
-        return self._reply(f"Invalid command: {line.strip()}")
+        return self._refuse()
 
     def _set(self, ch: int, mv: int) -> str:
         if not -5000 <= mv <= 5000:
-            return self._reply("Error: value out of range")
+            return self._refuse()
         self.voltages_mv[ch - 1] = mv
         v = self.voltages_mv.copy()
         self.history.append(v)

@@ -5,8 +5,9 @@ driver opens :attr:`port` (the pty slave) with pyserial.  The emulator parses
 APT frames (6-byte header, optional data packet), keeps the three paddle
 positions (encoder counts, 1370 = 170 degrees), the POL parameters and the
 channel enable state, answers REQ messages, reports MOVE_COMPLETED /
-MOVE_HOMED after a move (taking ``distance / speed * time_scale`` seconds), and
-calls :meth:`on_change` listeners with the angles after every move.
+MOVE_HOMED (both header-only, as the MPC320 sends them) after a move (taking
+``distance / speed * time_scale`` seconds), and calls :meth:`on_change`
+listeners with the angles after every move.
 
 What it must not do: move outside 0..1370 counts (it answers
 MGMSG_HW_RICHRESPONSE with an error code instead), or answer a request it does
@@ -138,7 +139,11 @@ class EmulatedMpc320(FramedPtyServer):
             i = _BITS[chan]
             self._move_time(pos - int(self.positions[i]))
             self.positions[i] = pos
-            return self._moved(i, MSG["MOT_MOVE_COMPLETED"])
+            self.moves += 1
+            self._notify()
+            # header-only, channel ident in param1: the MPC320 appends no status packet
+            # (pnpq AptMessage_MGMSG_MOT_MOVE_COMPLETED_6_BYTES)
+            return apt_short(MSG["MOT_MOVE_COMPLETED"], chan, 0, dest=HOST, source=DEVICE)
         if msg_id == MSG["MOT_MOVE_HOME"]:
             if p1 not in _BITS:
                 return self._rich(msg_id, 1, "bad channel")
@@ -163,11 +168,6 @@ class EmulatedMpc320(FramedPtyServer):
             self.velocity_percent, self.home_counts, self.jog_counts = vel, home, [j1, j2, j3]
             return None
         return None
-
-    def _moved(self, i: int, msg_id: int) -> bytes:
-        self.moves += 1
-        self._notify()
-        return apt_long(msg_id, self._status(i), dest=HOST, source=DEVICE)
 
     def _notify(self) -> None:
         a = self.angles_deg()

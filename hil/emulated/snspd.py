@@ -57,6 +57,14 @@ class _CountsServer(TcpStreamServer):
         return (f"{time.time():.3f}," + ",".join(str(int(c)) for c in counts) + "\n").encode()
 
 
+_COMMAND_LABELS = {
+    "SetAllBiasCurrents": "BiasCurrent",
+    "SetAllTriggerLevels": "TriggerLevel",
+    "SetMeasurementPeriod": "InptMeasurementPeriod",
+    "DetectorEnable": "DetectorEnable",
+}
+
+
 class EmulatedSnspd(FramedTcpServer):
     """Control server; :attr:`counts` is the counts-stream server (started and stopped with it)."""
 
@@ -178,6 +186,10 @@ class EmulatedSnspd(FramedTcpServer):
             return self._msg(label, v)
         cmd = msg.get("command")
         value = msg.get("value")
+        # every command carries its label, as Single Quantum's WebSQ client sends them
+        want = _COMMAND_LABELS.get(cmd)
+        if want is not None and msg.get("label") != want:
+            return self._error(f"{cmd}: expected label {want!r}")
         if cmd in ("SetAllBiasCurrents", "SetAllTriggerLevels"):
             lo, hi = self.bias_bounds_ua if cmd == "SetAllBiasCurrents" else (-500.0, 500.0)
             if (
@@ -202,8 +214,8 @@ class EmulatedSnspd(FramedTcpServer):
             self._notify("TriggerLevel", vals)
             return None
         if cmd == "SetMeasurementPeriod":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 60000:
-                return self._error("SetMeasurementPeriod: expected 1..60000 ms")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 10 <= value <= 60000:
+                return self._error("SetMeasurementPeriod: expected 10..60000 ms")
             self.period_ms = float(value)
             self._notify("InptMeasurementPeriod", self.period_ms)
             return None
