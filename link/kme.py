@@ -155,7 +155,7 @@ class ReservationStore:
     """
 
     def __init__(self, path: Path | str) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=5)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA secure_delete=ON")  # deleted key bytes are overwritten in the file
         self._db.execute("CREATE TABLE IF NOT EXISTS units (store_id TEXT PRIMARY KEY,"
@@ -193,7 +193,7 @@ class ReservationStore:
                                                    list(store_ids))}
 
     def reserve(self, key_id: str, master: str, slave: str, size: int, store_ids: Sequence[str],
-                new_units: dict[str, bytes]) -> None:
+                new_units: dict[str, bytearray]) -> None:
         """Record a reservation over ``store_ids`` (``new_units`` are the ones just taken)."""
         with self._tx() as db:
             for sid, material in new_units.items():
@@ -209,22 +209,42 @@ class ReservationStore:
 
     def pop(self, key_ids: Sequence[str], master: str, slave: str) -> list[bytearray]:
         """Remove and return the keys, all or nothing; 400 for any that may not be had."""
-        with self._tx() as db:
-            out = []
-            for kid in key_ids:
-                row = db.execute("SELECT master, slave, size FROM reservations WHERE key_id=?",
-                                 (kid,)).fetchone()
-                if row is None or row[0] != master or row[1] != slave:
-                    # unknown, already delivered, or reserved for another SAE pair: one answer
-                    raise KmeError(400, "key_ID not available to this SAE",
-                                   [{"key_ID": kid, "reason": "unknown, already used or not yours"}])
-                parts = [bytearray(r[0]) for r in db.execute(
-                    "SELECT material FROM units WHERE key_id=? ORDER BY pos", (kid,))]
-                out.append(_cut(parts, row[2]))
-                db.execute("UPDATE units SET material=zeroblob(length(material)) WHERE key_id=?", (kid,))
-                db.execute("DELETE FROM units WHERE key_id=?", (kid,))
-                db.execute("DELETE FROM reservations WHERE key_id=?", (kid,))
-            return out
+        out: list[bytearray] = []
+        try:
+            with self._tx() as db:
+                for kid in key_ids:
+                    row = db.execute("SELECT master, slave, size FROM reservations WHERE key_id=?",
+                                     (kid,)).fetchone()
+                    if row is None or row[0] != master or row[1] != slave:
+                        # unknown, already delivered, or reserved for another SAE pair: one answer
+                        raise KmeError(400, "key_ID not available to this SAE",
+                                       [{"key_ID": kid, "reason": "unknown, already used or not yours"}])
+                    parts = [bytearray(r[0]) for r in db.execute(
+                        "SELECT material FROM units WHERE key_id=? ORDER BY pos", (kid,))]
+                    out.append(_cut(parts, row[2]))
+                    db.execute("UPDATE units SET material=zeroblob(length(material)) WHERE key_id=?", (kid,))
+                    db.execute("DELETE FROM units WHERE key_id=?", (kid,))
+                    db.execute("DELETE FROM reservations WHERE key_id=?", (kid,))
+        except BaseException:  # refused part-way: the keys cut so far are wiped, not dropped
+            for b in out:
+                _wipe(b)
+            raise
+        self._scrub_wal()
+        return out
+
+    def _scrub_wal(self) -> None:
+        # as KeyStore.scrub_wal: the delivered keys' bytes are still in old WAL frames
+        # (their insert, the page before the zeroing) until the WAL is truncated
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA busy_timeout=250")
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                self._db.execute("PRAGMA busy_timeout=5000")
+            except sqlite3.Error as exc:
+                log.warning("KME reservation store: WAL checkpoint failed: %s", exc)
+                return
+        if busy:
+            log.info("KME reservation store: WAL checkpoint deferred (another reader)")
 
     def count(self, slave: str | None = None) -> int:
         with self._lock:
@@ -318,10 +338,24 @@ class Kme:
         }
 
     # -- Get key (5.2) ---------------------------------------------------------
-    def _parse_request(self, number: object, size: object, extra: object) -> tuple[int, int]:
+    def _parse_request(self, number: object, size: object, extra: object, mandatory: object = None,
+                       optional: object = None) -> tuple[int, int]:
         c = self.config
+        if extra is not None and not isinstance(extra, list):
+            raise KmeError(400, "additional_slave_SAE_IDs must be a list of SAE IDs")
         if extra:
             raise KmeError(400, "additional_slave_SAE_IDs is not supported (max_SAE_ID_count is 0)")
+        # Key request (6.2): extension_mandatory lists extensions the KME "shall handle or
+        # return an error"; this KME implements none, so any entry is refused (a request
+        # served while ignoring one would break the contract the SAE asked for).
+        # extension_optional may be ignored, but both must be lists of objects.
+        for name, ext in (("extension_mandatory", mandatory), ("extension_optional", optional)):
+            if ext is not None and not (isinstance(ext, list) and all(isinstance(e, dict) for e in ext)):
+                raise KmeError(400, f"{name} must be a list of {{name: value}} objects")
+        if mandatory:
+            names = sorted({str(k)[:64] for e in mandatory for k in e})  # type: ignore[union-attr]
+            raise KmeError(400, "extension_mandatory names extensions this KME does not support",
+                           [{"extension_unsupported": nm} for nm in names[:16]])
         n = _as_int(number, "number", default=1)
         s = _as_int(size, "size", default=c.key_size)
         if n < 1 or n > c.max_key_per_request:
@@ -333,9 +367,9 @@ class Kme:
         return n, s
 
     def enc_keys(self, caller: str, slave: str, number: object = None, size: object = None,
-                 additional: object = None) -> dict:
+                 additional: object = None, mandatory: object = None, optional: object = None) -> dict:
         self._check_pair(caller, slave, "slave_SAE_ID")
-        n, s = self._parse_request(number, size, additional)
+        n, s = self._parse_request(number, size, additional, mandatory, optional)
         per_key = -(-s // self.source.unit_bits)
         if self.peer is None:
             raise KmeError(503, "no link to the peer KME: keys cannot be synchronized")
@@ -353,7 +387,10 @@ class Kme:
             except Exception as exc:  # the link is down or the peer refused: nothing was taken here
                 log.warning("peer KME reservation failed: %s", exc)
                 raise KmeError(503, "peer KME did not confirm the reservation; try again") from exc
-            parts = self.source.take(ids)
+            try:
+                parts = self.source.take(ids)
+            except KeyError:  # another KME process on this store took one first: nothing taken
+                raise KmeError(503, "store keys were taken by another request; try again") from None
         keys = []
         for i, b in enumerate(batch):
             key = _cut(parts[i * per_key:(i + 1) * per_key], s)
@@ -382,10 +419,11 @@ class Kme:
                 held = self.reservations.held_units(sids)
                 missing = [sid for sid in sids if sid not in held]
                 parts = self.source.take(missing)  # KeyError -> refused, nothing taken
-                new_units = {sid: bytes(p) for sid, p in zip(missing, parts)}
-                for p in parts:
-                    _wipe(p)
-                self.reservations.reserve(kid, master, slave, size, sids, new_units)
+                try:  # the bytearrays go to SQLite as they are: no immutable copy left to wipe
+                    self.reservations.reserve(kid, master, slave, size, sids, dict(zip(missing, parts)))
+                finally:
+                    for p in parts:
+                        _wipe(p)
 
     # -- Get key with key IDs (5.3) -----------------------------------------------
     def dec_keys(self, caller: str, master: str, key_ids: list[object]) -> dict:
@@ -463,6 +501,18 @@ def parse_json_body(raw: bytes) -> dict:
     return body
 
 
+def _post_param(body: dict, query, name: str) -> object:
+    """``number``/``size`` of a POST Get key: from the JSON body (5.3), or from the query
+    string when a client put them there. They were ignored there, so such a client got
+    default-size keys without a word; a query value that contradicts the body is a 400."""
+    if name not in query:
+        return body.get(name)
+    if name in body and body[name] is not None and str(body[name]) != query[name]:
+        raise KmeError(400, f"{name} is given twice, {query[name]!r} in the query and "
+                            f"{str(body[name])[:32]!r} in the body")
+    return body.get(name) if body.get(name) is not None else query[name]
+
+
 def dec_key_ids(body: dict) -> list[object]:
     """The ``key_IDs`` of a Get key with key IDs body (ETSI GS QKD 014 5.3), or KmeError 400."""
     items = body.get("key_IDs")
@@ -491,12 +541,14 @@ def make_app(kme: Kme) -> web.Application:
     async def enc_keys(request: web.Request) -> web.Response:
         try:
             caller = _caller(request)
+            q = request.query
             if request.method == "POST":
                 body = await _json_body(request)
-                args = (body.get("number"), body.get("size"), body.get("additional_slave_SAE_IDs"))
+                args = (_post_param(body, q, "number"), _post_param(body, q, "size"),
+                        body.get("additional_slave_SAE_IDs"), body.get("extension_mandatory"),
+                        body.get("extension_optional"))
             else:
-                q = request.query
-                args = (q.get("number"), q.get("size"), None)
+                args = (q.get("number"), q.get("size"), None, None, None)
             return web.json_response(await call(kme.enc_keys, caller, request.match_info["sae"], *args))
         except KmeError as exc:
             return refused(exc)
