@@ -9,6 +9,7 @@ keys one node has not yet committed are never delivered.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 
 from test_kme import LinkPeer, call, pair, pki  # noqa: F401 - pki, pair are fixtures
@@ -89,3 +90,29 @@ def test_keys_one_node_has_not_committed_are_never_delivered(pki, tmp_path):  # 
     assert st_a.count() == st_b.count() == 6
     for s in (st_a, st_b, kme_a.reservations, kme_b.reservations):
         s.close()
+
+
+def test_no_key_material_in_any_log_record(pki, pair, caplog):  # noqa: F811
+    # Every logger at DEBUG (ours, aiohttp's, asyncio's) while keys are delivered, refused,
+    # and a peer fails: no delivered key appears in any record, as base64, hex or bytes.
+    caplog.set_level(logging.DEBUG)
+    a, b = pair["a"].port, pair["b"].port
+    keys = []
+    st, cont = call(pki, a, "POST", ENC, {"number": 3, "size": 512})
+    keys += cont["keys"]
+    st, cont = call(pki, a, "GET", ENC + "?number=2")
+    keys += cont["keys"]
+    ids = [{"key_ID": k["key_ID"]} for k in keys]
+    st, dec = call(pki, b, "POST", "/api/v1/keys/SAE_A/dec_keys", {"key_IDs": ids[:4]}, sae="SAE_B")
+    assert st == 200
+    st, _ = call(pki, b, "POST", "/api/v1/keys/SAE_A/dec_keys", {"key_IDs": ids}, sae="SAE_B")
+    assert st == 400      # the first four are used: refused, the fifth's cut bytes wiped
+    pair["peer_a"].fail = True
+    st, _ = call(pki, a, "POST", ENC, {"number": 1})
+    assert st == 503
+    assert any("enc_keys:" in r.getMessage() for r in caplog.records)  # the server thread is heard
+    text = "\n".join(f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records)
+    for k in keys:
+        raw = base64.b64decode(k["key"])
+        for form in (k["key"], raw.hex(), repr(raw)[2:-1], k["key"][:16]):
+            assert form not in text
