@@ -497,6 +497,38 @@ class KeyStore:
                 out += key_ids(self.link_id, bid, 0, idx[:count - len(out)].tolist())
         return out
 
+    def read(self, key_ids) -> list[bytearray]:
+        """The named keys' bytes, leaving them in the store (one snapshot for all).
+
+        Raises ``KeyError`` naming the first ID that is not in the store. For the KME's
+        reservations, which record a key elsewhere before taking it here (``link.kme``).
+        """
+        out: list[bytearray] = []
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    for kid in key_ids:
+                        loc = self._locate(kid)
+                        row = None if loc is None else self._db.execute(
+                            "SELECT key_bytes, live FROM keyblock WHERE block_id=?", (loc[0],)).fetchone()
+                        if loc is None or row is None or not row[1][loc[1]]:
+                            raise KeyError(kid)
+                        with self._db.blobopen("keyblock", "data", loc[0], readonly=True) as blob:
+                            blob.seek(loc[1] * row[0])
+                            out.append(bytearray(blob.read(row[0])))
+                finally:
+                    self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            for b in out:
+                b[:] = bytes(len(b))
+            raise KeyStoreIOError(f"{self.path}: key store is {explain(exc)}") from exc
+        except BaseException:
+            for b in out:
+                b[:] = bytes(len(b))
+            raise
+        return out
+
     def take(self, key_ids) -> list[bytearray]:
         """Remove the named keys (overwritten, then deleted) and return them, all or none.
 

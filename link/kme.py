@@ -85,7 +85,8 @@ class KeySource(Protocol):
     Store keys are fixed-size units (``unit_bits``) with IDs identical on both
     nodes. ``peek`` lists the oldest available IDs without taking them;
     ``take`` atomically removes the named keys (overwritten, then deleted) and
-    returns their bytes, or raises ``KeyError`` naming one that is not there.
+    returns their bytes, or raises ``KeyError`` naming one that is not there;
+    ``read`` returns them without removing them (same ``KeyError``).
     """
 
     unit_bits: int
@@ -95,6 +96,8 @@ class KeySource(Protocol):
     def peek(self, count: int) -> list[str]: ...
 
     def take(self, store_ids: Sequence[str]) -> list[bytearray]: ...
+
+    def read(self, store_ids: Sequence[str]) -> list[bytearray]: ...
 
 
 class PeerKme(Protocol):
@@ -147,11 +150,13 @@ def _wipe(buf: bytearray | memoryview) -> None:
 class ReservationStore:
     """Keys the peer's master SAE was handed, waiting for our slave SAE (SQLite).
 
-    ``units`` holds store keys already taken out of the key store for the peer,
-    each assigned to at most one reservation; ``reservations`` maps a key_ID to
-    its SAE pair and size. If the peer's master re-groups store keys after a
-    crash (another size), a unit moves to the new reservation and the old,
+    ``units`` holds store keys taken out of the key store for the peer, each
+    assigned to at most one reservation; ``reservations`` maps a key_ID to its
+    SAE pair and size. If the peer's master re-groups store keys after a crash
+    (another size), a unit moves to the new reservation and the old,
     never-delivered one is dropped, so no store key is ever stranded or doubled.
+    A unit is recorded here before it is taken from the key store (two files,
+    two transactions) and ``settled`` once it is: see ``Kme.reserve_for_peer``.
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -162,6 +167,9 @@ class ReservationStore:
                          " key_id TEXT, pos INTEGER, material BLOB NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS reservations (key_id TEXT PRIMARY KEY,"
                          " master TEXT NOT NULL, slave TEXT NOT NULL, size INTEGER NOT NULL)")
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(units)")}
+        if "settled" not in cols:  # a store from before: its units were taken before recording
+            self._db.execute("ALTER TABLE units ADD COLUMN settled INTEGER NOT NULL DEFAULT 1")
         self._lock = threading.Lock()
 
     def _tx(self):
@@ -192,13 +200,37 @@ class ReservationStore:
             return {r[0] for r in self._db.execute(f"SELECT store_id FROM units WHERE store_id IN ({q})",
                                                    list(store_ids))}
 
+    def unsettled(self, store_ids: Sequence[str] | None = None) -> list[str]:
+        """Units recorded but maybe still in the key store (all, or among ``store_ids``)."""
+        with self._lock:
+            rows = self._db.execute("SELECT store_id FROM units WHERE settled=0").fetchall()
+        have = {r[0] for r in rows}
+        return sorted(have) if store_ids is None else [sid for sid in store_ids if sid in have]
+
+    def settle(self, store_ids: Sequence[str]) -> None:
+        """The units are no longer in the key store."""
+        with self._tx() as db:
+            db.executemany("UPDATE units SET settled=1 WHERE store_id=?", [(sid,) for sid in store_ids])
+
+    def drop(self, key_id: str, new_units: Sequence[str]) -> None:
+        """Undo ``reserve(key_id, ..., new_units)`` (its units could not be taken)."""
+        with self._tx() as db:
+            q = ",".join("?" * len(new_units))
+            db.execute(f"UPDATE units SET material=zeroblob(length(material)) WHERE store_id IN ({q})",
+                       list(new_units))
+            db.execute(f"DELETE FROM units WHERE store_id IN ({q})", list(new_units))
+            db.execute("UPDATE units SET key_id=NULL WHERE key_id=?", (key_id,))
+            db.execute("DELETE FROM reservations WHERE key_id=?", (key_id,))
+        self._scrub_wal()
+
     def reserve(self, key_id: str, master: str, slave: str, size: int, store_ids: Sequence[str],
                 new_units: dict[str, bytearray]) -> None:
-        """Record a reservation over ``store_ids`` (``new_units`` are the ones just taken)."""
+        """Record a reservation over ``store_ids`` (``new_units``: read from the key store, not
+        yet taken from it; recorded unsettled)."""
         with self._tx() as db:
             for sid, material in new_units.items():
-                db.execute("INSERT INTO units (store_id, key_id, pos, material) VALUES (?, NULL, 0, ?)",
-                           (sid, material))
+                db.execute("INSERT INTO units (store_id, key_id, pos, material, settled) "
+                           "VALUES (?, NULL, 0, ?, 0)", (sid, material))
             for pos, sid in enumerate(store_ids):
                 old = db.execute("SELECT key_id FROM units WHERE store_id=?", (sid,)).fetchone()
                 if old and old[0] and old[0] != key_id:  # re-grouped by the peer: drop the old one
@@ -291,6 +323,18 @@ class Kme:
         self._reserve = threading.Lock()
         # told of every delivery: {"kind": "kme", "enc_keys"|"dec_keys": n} (telemetry, metrics)
         self.on_event: Callable[[dict], None] | None = None
+        self._settle(self.reservations.unsettled())  # a reservation cut short by a crash
+
+    def _settle(self, store_ids: Sequence[str]) -> None:
+        """Take recorded reservation units out of the key store where they still are."""
+        for sid in store_ids:
+            try:
+                for p in self.source.take([sid]):
+                    _wipe(p)
+            except KeyError:  # already taken (the crash came after the take)
+                pass
+        if store_ids:
+            self.reservations.settle(store_ids)
 
     def _available(self) -> int:
         share = self.config.master_share
@@ -415,15 +459,31 @@ class Kme:
                 if prior is not None:
                     if prior[:2] != (master, slave):
                         raise KmeError(400, f"key_ID {kid} is reserved for another SAE pair")
-                    continue  # a retried reservation: already done
+                    self._settle(self.reservations.unsettled(sids))  # done, unless cut short
+                    continue  # a retried reservation
                 held = self.reservations.held_units(sids)
                 missing = [sid for sid in sids if sid not in held]
-                parts = self.source.take(missing)  # KeyError -> refused, nothing taken
+                # Recorded here first, then taken from the key store: two files, two
+                # transactions. Taken first (as before), a kill between the two lost this
+                # node's copy of keys the master still holds, and the peer refused every
+                # later request of that master (its share's oldest keys, never reservable
+                # again). Recorded but not yet taken is finished by _settle: on a retry,
+                # or when the KME starts.
+                parts = self.source.read(missing)  # KeyError -> refused, nothing changed
                 try:  # the bytearrays go to SQLite as they are: no immutable copy left to wipe
                     self.reservations.reserve(kid, master, slave, size, sids, dict(zip(missing, parts)))
                 finally:
                     for p in parts:
                         _wipe(p)
+                try:
+                    taken = self.source.take(missing)
+                except KeyError:  # taken by another process since the read: undo, refuse
+                    self.reservations.drop(kid, missing)
+                    raise
+                for p in taken:
+                    _wipe(p)
+                self.reservations.settle(missing)
+                self._settle(self.reservations.unsettled(sids))  # held units cut short earlier
 
     # -- Get key with key IDs (5.3) -----------------------------------------------
     def dec_keys(self, caller: str, master: str, key_ids: list[object]) -> dict:
