@@ -3,14 +3,17 @@
 Each node runs one KME for the Secure Application Entities (SAEs) at its site.
 Three calls, over HTTPS with mutual TLS (spec clause 5):
 
-* ``GET  /api/v1/keys/{slave_SAE_ID}/status``             -> Status (5.1)
-* ``GET|POST /api/v1/keys/{slave_SAE_ID}/enc_keys``       -> Key container (5.2)
-* ``GET|POST /api/v1/keys/{master_SAE_ID}/dec_keys``      -> Key container (5.3)
+* ``GET  /api/v1/keys/{slave_SAE_ID}/status``             -> Status (5.2)
+* ``GET|POST /api/v1/keys/{slave_SAE_ID}/enc_keys``       -> Key container (5.3)
+* ``GET|POST /api/v1/keys/{master_SAE_ID}/dec_keys``      -> Key container (5.4)
 
 with the spec's JSON objects (Status, Key request, Key container, Key IDs,
-Error) and HTTP codes 200, 400 (bad request), 401 (unauthorized), 503 (server
-error, here also: not enough key). Key sizes are in bits and must be
-multiples of 8.
+Error: 6.1-6.5) and HTTP codes 200, 400 (bad request), 401 (unauthorized), 503
+(server error, here also: not enough key, or the peer KME unreachable). Key
+sizes are in bits and must be multiples of 8. No extensions are implemented
+(``max_SAE_ID_count`` 0): a Key request with ``additional_slave_SAE_IDs`` or
+``extension_mandatory`` entries is refused with 400, as 6.2 requires of a KME
+that cannot handle them; ``extension_optional`` is ignored.
 
 Who is calling. The handler reads the verified client certificate from the TLS
 transport (``request.transport.get_extra_info("peercert")``) and takes its
@@ -29,8 +32,10 @@ guarantees it), and the KME-level ``key_ID`` is derived from the store IDs it
 covers (UUIDv5), so a reservation retried after a lost answer is the same
 reservation: the peer treats it idempotently, and a master that crashed after
 the peer reserved but before it delivered hands the same keys out again under
-the same key_ID. A key is delivered once on each side and then erased; a
-dec_keys call for an unknown, already used or other-SAE key ID fails with 400.
+the same key_ID. The peer records a reservation before it takes the keys from
+its store, so a peer killed between the two finishes it later (``_settle``). A
+key is delivered once on each side and then erased; a dec_keys call for an
+unknown, already used or other-SAE key ID fails with 400.
 Hand-outs are serialized per KME, so concurrent requests never share a key.
 When SAEs at both sites act as masters, each KME hands out its own half of
 the store (``KmeConfig.master_share``, by key index parity), so the two never
@@ -362,7 +367,7 @@ class Kme:
         if other not in self.config.partners.get(caller, ()):
             raise KmeError(401, f"SAE {caller!r} is not configured to share keys with {other!r}")
 
-    # -- Status (5.1) ---------------------------------------------------------
+    # -- Status (5.2) ---------------------------------------------------------
     def status(self, caller: str, slave: str) -> dict:
         self._check_pair(caller, slave, "slave_SAE_ID")
         c = self.config
@@ -381,7 +386,7 @@ class Kme:
             "max_SAE_ID_count": 0,
         }
 
-    # -- Get key (5.2) ---------------------------------------------------------
+    # -- Get key (5.3) ---------------------------------------------------------
     def _parse_request(self, number: object, size: object, extra: object, mandatory: object = None,
                        optional: object = None) -> tuple[int, int]:
         c = self.config
@@ -485,7 +490,7 @@ class Kme:
                 self.reservations.settle(missing)
                 self._settle(self.reservations.unsettled(sids))  # held units cut short earlier
 
-    # -- Get key with key IDs (5.3) -----------------------------------------------
+    # -- Get key with key IDs (5.4) -----------------------------------------------
     def dec_keys(self, caller: str, master: str, key_ids: list[object]) -> dict:
         self._check_pair(caller, master, "master_SAE_ID")
         if not key_ids:
@@ -562,7 +567,7 @@ def parse_json_body(raw: bytes) -> dict:
 
 
 def _post_param(body: dict, query, name: str) -> object:
-    """``number``/``size`` of a POST Get key: from the JSON body (5.3), or from the query
+    """``number``/``size`` of a POST Get key: from the JSON body (5.3, 6.2), or from the query
     string when a client put them there. They were ignored there, so such a client got
     default-size keys without a word; a query value that contradicts the body is a 400."""
     if name not in query:
@@ -574,7 +579,7 @@ def _post_param(body: dict, query, name: str) -> object:
 
 
 def dec_key_ids(body: dict) -> list[object]:
-    """The ``key_IDs`` of a Get key with key IDs body (ETSI GS QKD 014 5.3), or KmeError 400."""
+    """The ``key_IDs`` of a Get key with key IDs body (ETSI GS QKD 014 5.4, 6.4), or KmeError 400."""
     items = body.get("key_IDs")
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise KmeError(400, "key_IDs must be a list of {\"key_ID\": ...} objects")
