@@ -78,3 +78,62 @@ def test_peer_killed_between_its_two_commits_recovers(tmp_path):
     assert kme_b.reservations.count() == 0 and kme_b.reservations.unsettled() == []
     for x in (st_a, st_b, kme_a.reservations, kme_b.reservations):
         x.close()
+
+
+_HOLD_LOCK = """
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+c.execute("ROLLBACK")
+"""
+
+
+def test_channel_peer_answers_a_store_failure_and_keeps_serving(tmp_path):
+    # The peer's side of a reservation over the link runs on ChannelPeer's worker thread. A
+    # key-store failure there (here: the store locked by another process) was raised out of
+    # the thread, which ended it: no reservation was answered again until a restart. The
+    # node and its channel are reduced to what ChannelPeer touches (the ctrl handlers and
+    # send); the two-node path over the real channel is tests/test_kme_link.py.
+    import threading
+    import types
+
+    from link.kme_link import ChannelPeer
+    from link.messages import Message, MsgType
+
+    key = bytearray(os.urandom(32 * 4))
+    st = KeyStore(tmp_path / "b.db", "L", timeout_s=0.2)
+    st.prepare(1, key, 8 * len(key))
+    st.commit(1)
+    sent: list[tuple] = []
+    got = threading.Event()
+
+    def send(mtype, rid, payload, lane):
+        sent.append((mtype, rid, json.loads(payload)))
+        got.set()
+
+    node = types.SimpleNamespace(ch=types.SimpleNamespace(send=send), role="bob", ctrl_handlers={})
+    kme = Kme(KmeConfig("KME_B", "KME_A", ("SAE_B",), {"SAE_B": ("SAE_A",)}, master_share=1), st,
+              ReservationStore(tmp_path / "rb.db"), None)
+    peer = ChannelPeer(node, kme).attach()
+    ids = st.peek(1, 0)
+    req = json.dumps({"master": "SAE_A", "slave": "SAE_B",
+                      "keys": [{"key_ID": derive_key_id(ids, 256), "store_IDs": ids, "size": 256}]}).encode()
+    lock = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path / "b.db")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert lock.stdout.readline().strip() == "locked"
+        node.ctrl_handlers[MsgType.KME_RESERVE](Message(MsgType.KME_RESERVE, "alice", "ctrl", 1, 11, req))
+        assert got.wait(10), "no answer: the worker thread is gone"
+    finally:
+        lock.communicate("\n", timeout=10)
+    assert sent[0][1] == 11 and sent[0][2]["ok"] is False and sent[0][2]["status"] == 503
+    got.clear()
+    node.ctrl_handlers[MsgType.KME_RESERVE](Message(MsgType.KME_RESERVE, "alice", "ctrl", 2, 12, req))
+    assert got.wait(10), "no answer to the retry"
+    assert sent[1][1] == 12 and sent[1][2] == {"ok": True}
+    assert st.count() == 3 and kme.reservations.count() == 1
+    peer.close()
+    st.close()
+    kme.reservations.close()
