@@ -62,6 +62,8 @@ from typing import Protocol
 
 from aiohttp import web
 
+from .store_errors import KeyStoreIOError, explain
+
 log = logging.getLogger(__name__)
 
 PEER_RESERVE_PATH = "/kme/v1/reserve"   # KME to KME (mutual TLS), outside the ETSI API
@@ -165,16 +167,23 @@ class ReservationStore:
     """
 
     def __init__(self, path: Path | str) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=5)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA secure_delete=ON")  # deleted key bytes are overwritten in the file
-        self._db.execute("CREATE TABLE IF NOT EXISTS units (store_id TEXT PRIMARY KEY,"
-                         " key_id TEXT, pos INTEGER, material BLOB NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS reservations (key_id TEXT PRIMARY KEY,"
-                         " master TEXT NOT NULL, slave TEXT NOT NULL, size INTEGER NOT NULL)")
-        cols = {r[1] for r in self._db.execute("PRAGMA table_info(units)")}
-        if "settled" not in cols:  # a store from before: its units were taken before recording
-            self._db.execute("ALTER TABLE units ADD COLUMN settled INTEGER NOT NULL DEFAULT 1")
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=5)
+        except sqlite3.Error as exc:
+            raise KeyStoreIOError(f"{path}: KME reservation store is {explain(exc)}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted key bytes are overwritten in the file
+            self._db.execute("CREATE TABLE IF NOT EXISTS units (store_id TEXT PRIMARY KEY,"
+                             " key_id TEXT, pos INTEGER, material BLOB NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS reservations (key_id TEXT PRIMARY KEY,"
+                             " master TEXT NOT NULL, slave TEXT NOT NULL, size INTEGER NOT NULL)")
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(units)")}
+            if "settled" not in cols:  # a store from before: its units were taken before recording
+                self._db.execute("ALTER TABLE units ADD COLUMN settled INTEGER NOT NULL DEFAULT 1")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise KeyStoreIOError(f"{path}: KME reservation store is {explain(exc)}") from exc
         self._lock = threading.Lock()
 
     def _tx(self):
