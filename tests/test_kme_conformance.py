@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from test_kme import LinkPeer, call, pair, pki  # noqa: F401 - pki, pair are fixtures
 
@@ -116,3 +117,16 @@ def test_no_key_material_in_any_log_record(pki, pair, caplog):  # noqa: F811
         raw = base64.b64decode(k["key"])
         for form in (k["key"], raw.hex(), repr(raw)[2:-1], k["key"][:16]):
             assert form not in text
+
+
+def test_a_key_id_fetched_by_many_at_once_is_delivered_once(pki, pair):  # noqa: F811
+    # 5.4: the slave's copy is erased on delivery; eight simultaneous fetches of one key_ID
+    # (over separate TLS connections) get it exactly once, the others a 400 Error object.
+    st, cont = call(pki, pair["a"].port, "POST", ENC, {"number": 1})
+    body = {"key_IDs": [{"key_ID": cont["keys"][0]["key_ID"]}]}
+    with ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(lambda _: call(pki, pair["b"].port, "POST", "/api/v1/keys/SAE_A/dec_keys", body,
+                                          sae="SAE_B"), range(8)))
+    assert sorted(st for st, _ in got) == [200] + [400] * 7
+    assert [b for st, b in got if st == 200] == [cont]
+    assert all("message" in b for st, b in got if st == 400)
