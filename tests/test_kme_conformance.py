@@ -1,9 +1,10 @@
 """ETSI GS QKD 014 V1.1.1 points an integrator's audit found, over real HTTPS with mutual TLS.
 
 Same set-up as ``test_kme`` (two KMEs over identical SQLite stores, certificates
-from ``link.pki``). Each test names the clause it checks; each failed before
-the fix it came with. At the end, the KMEs over the engine's own ``KeyStore``:
-keys one node has not yet committed are never delivered.
+from ``link.pki``). Each test names the clause it checks. The extension and
+POST-query tests failed before their fixes; the others check behaviour that
+was already right (keys one node has not committed are never delivered, no key
+material in any log record, a key_ID fetched by many at once goes out once).
 """
 
 from __future__ import annotations
