@@ -6,6 +6,7 @@ Real SQLite files and real processes (killed with SIGKILL); no mocks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -131,8 +132,11 @@ import sys
 sys.path.insert(0, sys.argv[2])
 from link.keystore import KeyStore
 s = KeyStore(sys.argv[1], "L1", timeout_s=30)
+paced = sys.argv[3] == "paced"
 sys.stdin.readline()        # go
 while True:
+    if paced and not sys.stdin.readline():     # one take per line from the test
+        break
     ids = s.peek(3)
     if not ids:
         break
@@ -155,25 +159,21 @@ def test_takes_by_two_processes_one_killed_never_hand_a_key_out_twice(tmp_path, 
         s.commit(b)
     all_ids = set(s.key_ids())
     s.close()
-    procs = [subprocess.Popen([sys.executable, "-c", _TAKER, str(path), str(ROOT)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
     v = seed % 2
+    procs = [subprocess.Popen([sys.executable, "-c", _TAKER, str(path), str(ROOT),
+                               "paced" if i == v else "free"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for i in range(2)]
     victim, other = procs[v], procs[1 - v]
     lines: list[list[str]] = [[], []]
-
-    def read_victim(n: int) -> None:
-        for _ in range(n):
-            line = victim.stdout.readline()
-            if not line:
-                return
-            lines[v].append(line)
-
-    victim.stdin.write("go\n")
+    victim.stdin.write("go\n" + "take\n" * 5 * seed)   # the victim alone for a while...
     victim.stdin.flush()
-    read_victim(5 * seed)              # the victim alone for a while, then both at once
-    other.stdin.write("go\n")
-    other.stdin.flush()
-    read_victim(3)
+    for _ in range(5 * seed):
+        lines[v].append(victim.stdout.readline())
+    other.stdin.write("go\n")                           # ...then both at once: at most 40 more
+    other.stdin.flush()                                  # takes for the victim (the store has
+    victim.stdin.write("take\n" * 40)                    # 100), killed at some point among them
+    victim.stdin.flush()
+    time.sleep(0.01 * seed)
     os.kill(victim.pid, signal.SIGKILL)
     rest, _ = victim.communicate(timeout=30)
     lines[v] += rest.splitlines()
@@ -184,7 +184,7 @@ def test_takes_by_two_processes_one_killed_never_hand_a_key_out_twice(tmp_path, 
     assert len(handed) == len(set(handed)), "a key was handed out twice"
     assert set(handed) <= all_ids
     # restart: the store is consistent, and no handed-out key is there to be taken again
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     s = KeyStore(path, "L1")
     left = set(s.key_ids())
