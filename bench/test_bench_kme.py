@@ -53,6 +53,16 @@ class _Store:
         with self.lock:
             return [r[0] for r in self.db.execute("SELECT id FROM k ORDER BY seq LIMIT ?", (n,))]
 
+    def read(self, ids):
+        with self.lock:
+            out = []
+            for i in ids:
+                row = self.db.execute("SELECT key FROM k WHERE id=?", (i,)).fetchone()
+                if row is None:
+                    raise KeyError(i)
+                out.append(bytearray(row[0]))
+            return out
+
     def take(self, ids):
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")

@@ -31,11 +31,13 @@ connection to it. A store written with the older one-row-per-key layout is
 converted when opened (one transaction).
 
 What it must not do: log key bytes, leave consumed keys readable (a consumed
-key's blob is overwritten with zeros before its row is deleted, and
-``secure_delete`` makes SQLite zero freed pages), or make keys usable before
-the commit. Key bytes handed to callers are ``bytearray``s they can wipe; the
-stdlib ``sqlite3`` module returns BLOBs as immutable ``bytes``, which we copy
-into a bytearray at once and drop (the one copy we cannot wipe ourselves).
+key's blob is overwritten with zeros before its row is deleted,
+``secure_delete`` makes SQLite zero freed pages, and ``scrub_wal`` checkpoints
+and truncates the WAL after every erase, whose old frames still held the
+bytes), or make keys usable before the commit. Key bytes handed to callers
+are ``bytearray``s they can wipe; the stdlib ``sqlite3`` module returns BLOBs
+as immutable ``bytes``, which we copy into a bytearray at once and drop (the
+one copy we cannot wipe ourselves).
 
 Why SQLite: atomic multi-row transactions, a WAL that survives a killed
 process, and no server to run; the key counts (10^4..10^6 keys) are small.
@@ -55,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .auth import append_segments_sql, next_segment_index
-from .store_errors import KeyStoreError, KeyStoreIOError  # noqa: F401 - re-exported
+from .store_errors import KeyStoreError, KeyStoreIOError, explain  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +147,7 @@ class KeyStore:
     """One node's key store. Thread safe (one connection behind a lock)."""
 
     def __init__(self, path: str | os.PathLike, link_id: str, *, key_size_bits: int = 256,
-                 auth_refill_bytes: int = 0) -> None:
+                 auth_refill_bytes: int = 0, timeout_s: float = 30.0) -> None:
         if key_size_bits <= 0 or key_size_bits % 8:
             raise ValueError(f"key_size_bits: expected a positive multiple of 8, got {key_size_bits}")
         if auth_refill_bytes < 0:
@@ -154,12 +156,15 @@ class KeyStore:
         self.link_id = link_id
         self.key_size_bits = key_size_bits
         self.auth_refill_bytes = auth_refill_bytes
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s: must be > 0, got {timeout_s}")
         self._lock = threading.RLock()
+        self._busy_ms = int(timeout_s * 1000)  # how long a write waits for another process's lock
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                       timeout=30)
+                                       timeout=timeout_s)
         except sqlite3.Error as exc:
-            raise KeyStoreIOError(f"{self.path}: cannot open the key store: {exc}") from exc
+            raise KeyStoreIOError(f"{self.path}: cannot open the key store: {explain(exc)}") from exc
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")   # durable against a killed process
@@ -177,16 +182,28 @@ class KeyStore:
             self._idcache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         except sqlite3.Error as exc:
             self._db.close()
-            raise KeyStoreIOError(f"{self.path}: key store is corrupt or unreadable ({exc}); keep the file "
-                                f"for inspection, restore it from a backup, or start a new store "
-                                f"on both nodes") from exc
+            why = explain(exc)
+            if why == str(exc):  # not one of the named conditions: say what it most likely is
+                why = (f"corrupt or unreadable ({exc}); keep the file for inspection, restore it "
+                       f"from a backup, or start a new store on both nodes")
+            raise KeyStoreIOError(f"{self.path}: key store is {why}") from exc
+        try:
+            self._claim_link(link_id)
+        except KeyStoreError:
+            self._db.close()
+            raise
+        self._migrate_rows()
+
+    def _claim_link(self, link_id: str) -> None:
+        # A write even when the link is already recorded: a store this process cannot write
+        # (read-only file, another writer) is refused here, naming why, not at the first
+        # commit of a block after the link has run. (SQLite opens a file it may not write
+        # read-only without a word; BEGIN IMMEDIATE alone does not notice.)
         with self._tx():
             row = self._db.execute("SELECT value FROM meta WHERE name='link_id'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('link_id', ?)", (link_id,))
-            elif row[0] != link_id:
+            if row is not None and row[0] != link_id:
                 raise KeyStoreError(f"{self.path}: store belongs to link {row[0]!r}, not {link_id!r}")
-        self._migrate_rows()
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('link_id', ?)", (link_id,))
 
     # transactions ---------------------------------------------------------------------------
     class _Tx:
@@ -195,7 +212,11 @@ class KeyStore:
 
         def __enter__(self):
             self.s._lock.acquire()
-            self.s._db.execute("BEGIN IMMEDIATE")
+            try:
+                self.s._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:  # locked by another writer, read-only file, I/O error
+                self.s._lock.release()
+                raise KeyStoreIOError(f"{self.s.path}: key store is {explain(exc)}") from exc
             return self.s._db
 
         def __exit__(self, et, ev, tb):
@@ -215,7 +236,9 @@ class KeyStore:
                     except sqlite3.Error:  # pragma: no cover - nothing more we can do here
                         log.warning("%s: rollback failed", self.s.path, exc_info=True)
                 if isinstance(ev, sqlite3.Error):
-                    raise KeyStoreIOError(f"{self.s.path}: {ev} (transaction rolled back, "
+                    why = explain(ev)
+                    why = why if why == str(ev) else f"key store is {why}"
+                    raise KeyStoreIOError(f"{self.s.path}: {why} (transaction rolled back, "
                                         f"store unchanged)") from ev
                 return False
             finally:
@@ -338,6 +361,7 @@ class KeyStore:
                            (block_id,))
                 db.execute("UPDATE block SET state='aborted', prepared=NULL, reason=? WHERE block_id=?",
                            (reason, block_id))
+        self.scrub_wal()   # the wiped prepared key's earlier bytes are still WAL frames
 
     def state(self, block_id: int) -> str | None:
         with self._lock:
@@ -473,6 +497,38 @@ class KeyStore:
                 out += key_ids(self.link_id, bid, 0, idx[:count - len(out)].tolist())
         return out
 
+    def read(self, key_ids) -> list[bytearray]:
+        """The named keys' bytes, leaving them in the store (one snapshot for all).
+
+        Raises ``KeyError`` naming the first ID that is not in the store. For the KME's
+        reservations, which record a key elsewhere before taking it here (``link.kme``).
+        """
+        out: list[bytearray] = []
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    for kid in key_ids:
+                        loc = self._locate(kid)
+                        row = None if loc is None else self._db.execute(
+                            "SELECT key_bytes, live FROM keyblock WHERE block_id=?", (loc[0],)).fetchone()
+                        if loc is None or row is None or not row[1][loc[1]]:
+                            raise KeyError(kid)
+                        with self._db.blobopen("keyblock", "data", loc[0], readonly=True) as blob:
+                            blob.seek(loc[1] * row[0])
+                            out.append(bytearray(blob.read(row[0])))
+                finally:
+                    self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            for b in out:
+                b[:] = bytes(len(b))
+            raise KeyStoreIOError(f"{self.path}: key store is {explain(exc)}") from exc
+        except BaseException:
+            for b in out:
+                b[:] = bytes(len(b))
+            raise
+        return out
+
     def take(self, key_ids) -> list[bytearray]:
         """Remove the named keys (overwritten, then deleted) and return them, all or none.
 
@@ -507,11 +563,38 @@ class KeyStore:
                                    (bytes(live), l0, l1, bid))
                     else:      # its last key: the row goes (its bytes are zeros by now)
                         db.execute("DELETE FROM keyblock WHERE block_id=?", (bid,))
-                return out
         except BaseException:
             for b in out:
                 b[:] = bytes(len(b))
             raise
+        self.scrub_wal()
+        return out
+
+    def scrub_wal(self) -> bool:
+        """Copy the WAL into the store file and truncate it to 0 bytes (after keys are erased).
+
+        Why: an erased key's bytes stay in WAL frames (the commit that wrote them, the page
+        before the overwrite) after the zeroed page is written, and a normal checkpoint
+        leaves them there: SQLite reuses the -wal file from its start without truncating
+        it, so they lasted as long as the node ran (``secure_delete`` reaches pages of the
+        main file, not WAL frames). A TRUNCATE checkpoint also writes the zeroed page into
+        the main file at once. It must wait for readers of older snapshots (another
+        process); it waits at most 0.25 s and otherwise leaves it to the next erase or to
+        ``close`` (the last connection's close checkpoints and deletes the WAL). Returns
+        True when the WAL is now empty.
+        """
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA busy_timeout=250")
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error as exc:  # the erase itself is committed; the next one retries
+                log.warning("%s: WAL checkpoint after an erase failed: %s", self.path, exc)
+                return False
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        if busy:
+            log.info("%s: WAL checkpoint deferred (another connection is reading the store)", self.path)
+        return not busy
 
     def consume_next(self) -> tuple[str, bytearray] | None:
         """The oldest key (ID and bytes), deleted from the store; None when empty."""

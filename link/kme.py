@@ -3,14 +3,17 @@
 Each node runs one KME for the Secure Application Entities (SAEs) at its site.
 Three calls, over HTTPS with mutual TLS (spec clause 5):
 
-* ``GET  /api/v1/keys/{slave_SAE_ID}/status``             -> Status (5.1)
-* ``GET|POST /api/v1/keys/{slave_SAE_ID}/enc_keys``       -> Key container (5.2)
-* ``GET|POST /api/v1/keys/{master_SAE_ID}/dec_keys``      -> Key container (5.3)
+* ``GET  /api/v1/keys/{slave_SAE_ID}/status``             -> Status (5.2)
+* ``GET|POST /api/v1/keys/{slave_SAE_ID}/enc_keys``       -> Key container (5.3)
+* ``GET|POST /api/v1/keys/{master_SAE_ID}/dec_keys``      -> Key container (5.4)
 
 with the spec's JSON objects (Status, Key request, Key container, Key IDs,
-Error) and HTTP codes 200, 400 (bad request), 401 (unauthorized), 503 (server
-error, here also: not enough key). Key sizes are in bits and must be
-multiples of 8.
+Error: 6.1-6.5) and HTTP codes 200, 400 (bad request), 401 (unauthorized), 503
+(server error, here also: not enough key, or the peer KME unreachable). Key
+sizes are in bits and must be multiples of 8. No extensions are implemented
+(``max_SAE_ID_count`` 0): a Key request with ``additional_slave_SAE_IDs`` or
+``extension_mandatory`` entries is refused with 400, as 6.2 requires of a KME
+that cannot handle them; ``extension_optional`` is ignored.
 
 Who is calling. The handler reads the verified client certificate from the TLS
 transport (``request.transport.get_extra_info("peercert")``) and takes its
@@ -29,8 +32,10 @@ guarantees it), and the KME-level ``key_ID`` is derived from the store IDs it
 covers (UUIDv5), so a reservation retried after a lost answer is the same
 reservation: the peer treats it idempotently, and a master that crashed after
 the peer reserved but before it delivered hands the same keys out again under
-the same key_ID. A key is delivered once on each side and then erased; a
-dec_keys call for an unknown, already used or other-SAE key ID fails with 400.
+the same key_ID. The peer records a reservation before it takes the keys from
+its store, so a peer killed between the two finishes it later (``_settle``). A
+key is delivered once on each side and then erased; a dec_keys call for an
+unknown, already used or other-SAE key ID fails with 400.
 Hand-outs are serialized per KME, so concurrent requests never share a key.
 When SAEs at both sites act as masters, each KME hands out its own half of
 the store (``KmeConfig.master_share``, by key index parity), so the two never
@@ -56,6 +61,8 @@ from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
+
+from .store_errors import KeyStoreIOError, explain
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +92,8 @@ class KeySource(Protocol):
     Store keys are fixed-size units (``unit_bits``) with IDs identical on both
     nodes. ``peek`` lists the oldest available IDs without taking them;
     ``take`` atomically removes the named keys (overwritten, then deleted) and
-    returns their bytes, or raises ``KeyError`` naming one that is not there.
+    returns their bytes, or raises ``KeyError`` naming one that is not there;
+    ``read`` returns them without removing them (same ``KeyError``).
     """
 
     unit_bits: int
@@ -95,6 +103,8 @@ class KeySource(Protocol):
     def peek(self, count: int) -> list[str]: ...
 
     def take(self, store_ids: Sequence[str]) -> list[bytearray]: ...
+
+    def read(self, store_ids: Sequence[str]) -> list[bytearray]: ...
 
 
 class PeerKme(Protocol):
@@ -147,21 +157,33 @@ def _wipe(buf: bytearray | memoryview) -> None:
 class ReservationStore:
     """Keys the peer's master SAE was handed, waiting for our slave SAE (SQLite).
 
-    ``units`` holds store keys already taken out of the key store for the peer,
-    each assigned to at most one reservation; ``reservations`` maps a key_ID to
-    its SAE pair and size. If the peer's master re-groups store keys after a
-    crash (another size), a unit moves to the new reservation and the old,
+    ``units`` holds store keys taken out of the key store for the peer, each
+    assigned to at most one reservation; ``reservations`` maps a key_ID to its
+    SAE pair and size. If the peer's master re-groups store keys after a crash
+    (another size), a unit moves to the new reservation and the old,
     never-delivered one is dropped, so no store key is ever stranded or doubled.
+    A unit is recorded here before it is taken from the key store (two files,
+    two transactions) and ``settled`` once it is: see ``Kme.reserve_for_peer``.
     """
 
     def __init__(self, path: Path | str) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA secure_delete=ON")  # deleted key bytes are overwritten in the file
-        self._db.execute("CREATE TABLE IF NOT EXISTS units (store_id TEXT PRIMARY KEY,"
-                         " key_id TEXT, pos INTEGER, material BLOB NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS reservations (key_id TEXT PRIMARY KEY,"
-                         " master TEXT NOT NULL, slave TEXT NOT NULL, size INTEGER NOT NULL)")
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=5)
+        except sqlite3.Error as exc:
+            raise KeyStoreIOError(f"{path}: KME reservation store is {explain(exc)}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted key bytes are overwritten in the file
+            self._db.execute("CREATE TABLE IF NOT EXISTS units (store_id TEXT PRIMARY KEY,"
+                             " key_id TEXT, pos INTEGER, material BLOB NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS reservations (key_id TEXT PRIMARY KEY,"
+                             " master TEXT NOT NULL, slave TEXT NOT NULL, size INTEGER NOT NULL)")
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(units)")}
+            if "settled" not in cols:  # a store from before: its units were taken before recording
+                self._db.execute("ALTER TABLE units ADD COLUMN settled INTEGER NOT NULL DEFAULT 1")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise KeyStoreIOError(f"{path}: KME reservation store is {explain(exc)}") from exc
         self._lock = threading.Lock()
 
     def _tx(self):
@@ -192,13 +214,37 @@ class ReservationStore:
             return {r[0] for r in self._db.execute(f"SELECT store_id FROM units WHERE store_id IN ({q})",
                                                    list(store_ids))}
 
+    def unsettled(self, store_ids: Sequence[str] | None = None) -> list[str]:
+        """Units recorded but maybe still in the key store (all, or among ``store_ids``)."""
+        with self._lock:
+            rows = self._db.execute("SELECT store_id FROM units WHERE settled=0").fetchall()
+        have = {r[0] for r in rows}
+        return sorted(have) if store_ids is None else [sid for sid in store_ids if sid in have]
+
+    def settle(self, store_ids: Sequence[str]) -> None:
+        """The units are no longer in the key store."""
+        with self._tx() as db:
+            db.executemany("UPDATE units SET settled=1 WHERE store_id=?", [(sid,) for sid in store_ids])
+
+    def drop(self, key_id: str, new_units: Sequence[str]) -> None:
+        """Undo ``reserve(key_id, ..., new_units)`` (its units could not be taken)."""
+        with self._tx() as db:
+            q = ",".join("?" * len(new_units))
+            db.execute(f"UPDATE units SET material=zeroblob(length(material)) WHERE store_id IN ({q})",
+                       list(new_units))
+            db.execute(f"DELETE FROM units WHERE store_id IN ({q})", list(new_units))
+            db.execute("UPDATE units SET key_id=NULL WHERE key_id=?", (key_id,))
+            db.execute("DELETE FROM reservations WHERE key_id=?", (key_id,))
+        self._scrub_wal()
+
     def reserve(self, key_id: str, master: str, slave: str, size: int, store_ids: Sequence[str],
-                new_units: dict[str, bytes]) -> None:
-        """Record a reservation over ``store_ids`` (``new_units`` are the ones just taken)."""
+                new_units: dict[str, bytearray]) -> None:
+        """Record a reservation over ``store_ids`` (``new_units``: read from the key store, not
+        yet taken from it; recorded unsettled)."""
         with self._tx() as db:
             for sid, material in new_units.items():
-                db.execute("INSERT INTO units (store_id, key_id, pos, material) VALUES (?, NULL, 0, ?)",
-                           (sid, material))
+                db.execute("INSERT INTO units (store_id, key_id, pos, material, settled) "
+                           "VALUES (?, NULL, 0, ?, 0)", (sid, material))
             for pos, sid in enumerate(store_ids):
                 old = db.execute("SELECT key_id FROM units WHERE store_id=?", (sid,)).fetchone()
                 if old and old[0] and old[0] != key_id:  # re-grouped by the peer: drop the old one
@@ -209,22 +255,42 @@ class ReservationStore:
 
     def pop(self, key_ids: Sequence[str], master: str, slave: str) -> list[bytearray]:
         """Remove and return the keys, all or nothing; 400 for any that may not be had."""
-        with self._tx() as db:
-            out = []
-            for kid in key_ids:
-                row = db.execute("SELECT master, slave, size FROM reservations WHERE key_id=?",
-                                 (kid,)).fetchone()
-                if row is None or row[0] != master or row[1] != slave:
-                    # unknown, already delivered, or reserved for another SAE pair: one answer
-                    raise KmeError(400, "key_ID not available to this SAE",
-                                   [{"key_ID": kid, "reason": "unknown, already used or not yours"}])
-                parts = [bytearray(r[0]) for r in db.execute(
-                    "SELECT material FROM units WHERE key_id=? ORDER BY pos", (kid,))]
-                out.append(_cut(parts, row[2]))
-                db.execute("UPDATE units SET material=zeroblob(length(material)) WHERE key_id=?", (kid,))
-                db.execute("DELETE FROM units WHERE key_id=?", (kid,))
-                db.execute("DELETE FROM reservations WHERE key_id=?", (kid,))
-            return out
+        out: list[bytearray] = []
+        try:
+            with self._tx() as db:
+                for kid in key_ids:
+                    row = db.execute("SELECT master, slave, size FROM reservations WHERE key_id=?",
+                                     (kid,)).fetchone()
+                    if row is None or row[0] != master or row[1] != slave:
+                        # unknown, already delivered, or reserved for another SAE pair: one answer
+                        raise KmeError(400, "key_ID not available to this SAE",
+                                       [{"key_ID": kid, "reason": "unknown, already used or not yours"}])
+                    parts = [bytearray(r[0]) for r in db.execute(
+                        "SELECT material FROM units WHERE key_id=? ORDER BY pos", (kid,))]
+                    out.append(_cut(parts, row[2]))
+                    db.execute("UPDATE units SET material=zeroblob(length(material)) WHERE key_id=?", (kid,))
+                    db.execute("DELETE FROM units WHERE key_id=?", (kid,))
+                    db.execute("DELETE FROM reservations WHERE key_id=?", (kid,))
+        except BaseException:  # refused part-way: the keys cut so far are wiped, not dropped
+            for b in out:
+                _wipe(b)
+            raise
+        self._scrub_wal()
+        return out
+
+    def _scrub_wal(self) -> None:
+        # as KeyStore.scrub_wal: the delivered keys' bytes are still in old WAL frames
+        # (their insert, the page before the zeroing) until the WAL is truncated
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA busy_timeout=250")
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                self._db.execute("PRAGMA busy_timeout=5000")
+            except sqlite3.Error as exc:
+                log.warning("KME reservation store: WAL checkpoint failed: %s", exc)
+                return
+        if busy:
+            log.info("KME reservation store: WAL checkpoint deferred (another reader)")
 
     def count(self, slave: str | None = None) -> int:
         with self._lock:
@@ -271,6 +337,18 @@ class Kme:
         self._reserve = threading.Lock()
         # told of every delivery: {"kind": "kme", "enc_keys"|"dec_keys": n} (telemetry, metrics)
         self.on_event: Callable[[dict], None] | None = None
+        self._settle(self.reservations.unsettled())  # a reservation cut short by a crash
+
+    def _settle(self, store_ids: Sequence[str]) -> None:
+        """Take recorded reservation units out of the key store where they still are."""
+        for sid in store_ids:
+            try:
+                for p in self.source.take([sid]):
+                    _wipe(p)
+            except KeyError:  # already taken (the crash came after the take)
+                pass
+        if store_ids:
+            self.reservations.settle(store_ids)
 
     def _available(self) -> int:
         share = self.config.master_share
@@ -298,7 +376,7 @@ class Kme:
         if other not in self.config.partners.get(caller, ()):
             raise KmeError(401, f"SAE {caller!r} is not configured to share keys with {other!r}")
 
-    # -- Status (5.1) ---------------------------------------------------------
+    # -- Status (5.2) ---------------------------------------------------------
     def status(self, caller: str, slave: str) -> dict:
         self._check_pair(caller, slave, "slave_SAE_ID")
         c = self.config
@@ -317,11 +395,25 @@ class Kme:
             "max_SAE_ID_count": 0,
         }
 
-    # -- Get key (5.2) ---------------------------------------------------------
-    def _parse_request(self, number: object, size: object, extra: object) -> tuple[int, int]:
+    # -- Get key (5.3) ---------------------------------------------------------
+    def _parse_request(self, number: object, size: object, extra: object, mandatory: object = None,
+                       optional: object = None) -> tuple[int, int]:
         c = self.config
+        if extra is not None and not isinstance(extra, list):
+            raise KmeError(400, "additional_slave_SAE_IDs must be a list of SAE IDs")
         if extra:
             raise KmeError(400, "additional_slave_SAE_IDs is not supported (max_SAE_ID_count is 0)")
+        # Key request (6.2): extension_mandatory lists extensions the KME "shall handle or
+        # return an error"; this KME implements none, so any entry is refused (a request
+        # served while ignoring one would break the contract the SAE asked for).
+        # extension_optional may be ignored, but both must be lists of objects.
+        for name, ext in (("extension_mandatory", mandatory), ("extension_optional", optional)):
+            if ext is not None and not (isinstance(ext, list) and all(isinstance(e, dict) for e in ext)):
+                raise KmeError(400, f"{name} must be a list of {{name: value}} objects")
+        if mandatory:
+            names = sorted({str(k)[:64] for e in mandatory for k in e})  # type: ignore[union-attr]
+            raise KmeError(400, "extension_mandatory names extensions this KME does not support",
+                           [{"extension_unsupported": nm} for nm in names[:16]])
         n = _as_int(number, "number", default=1)
         s = _as_int(size, "size", default=c.key_size)
         if n < 1 or n > c.max_key_per_request:
@@ -333,9 +425,9 @@ class Kme:
         return n, s
 
     def enc_keys(self, caller: str, slave: str, number: object = None, size: object = None,
-                 additional: object = None) -> dict:
+                 additional: object = None, mandatory: object = None, optional: object = None) -> dict:
         self._check_pair(caller, slave, "slave_SAE_ID")
-        n, s = self._parse_request(number, size, additional)
+        n, s = self._parse_request(number, size, additional, mandatory, optional)
         per_key = -(-s // self.source.unit_bits)
         if self.peer is None:
             raise KmeError(503, "no link to the peer KME: keys cannot be synchronized")
@@ -353,7 +445,10 @@ class Kme:
             except Exception as exc:  # the link is down or the peer refused: nothing was taken here
                 log.warning("peer KME reservation failed: %s", exc)
                 raise KmeError(503, "peer KME did not confirm the reservation; try again") from exc
-            parts = self.source.take(ids)
+            try:
+                parts = self.source.take(ids)
+            except KeyError:  # another KME process on this store took one first: nothing taken
+                raise KmeError(503, "store keys were taken by another request; try again") from None
         keys = []
         for i, b in enumerate(batch):
             key = _cut(parts[i * per_key:(i + 1) * per_key], s)
@@ -378,16 +473,33 @@ class Kme:
                 if prior is not None:
                     if prior[:2] != (master, slave):
                         raise KmeError(400, f"key_ID {kid} is reserved for another SAE pair")
-                    continue  # a retried reservation: already done
+                    self._settle(self.reservations.unsettled(sids))  # done, unless cut short
+                    continue  # a retried reservation
                 held = self.reservations.held_units(sids)
                 missing = [sid for sid in sids if sid not in held]
-                parts = self.source.take(missing)  # KeyError -> refused, nothing taken
-                new_units = {sid: bytes(p) for sid, p in zip(missing, parts)}
-                for p in parts:
+                # Recorded here first, then taken from the key store: two files, two
+                # transactions. Taken first (as before), a kill between the two lost this
+                # node's copy of keys the master still holds, and the peer refused every
+                # later request of that master (its share's oldest keys, never reservable
+                # again). Recorded but not yet taken is finished by _settle: on a retry,
+                # or when the KME starts.
+                parts = self.source.read(missing)  # KeyError -> refused, nothing changed
+                try:  # the bytearrays go to SQLite as they are: no immutable copy left to wipe
+                    self.reservations.reserve(kid, master, slave, size, sids, dict(zip(missing, parts)))
+                finally:
+                    for p in parts:
+                        _wipe(p)
+                try:
+                    taken = self.source.take(missing)
+                except KeyError:  # taken by another process since the read: undo, refuse
+                    self.reservations.drop(kid, missing)
+                    raise
+                for p in taken:
                     _wipe(p)
-                self.reservations.reserve(kid, master, slave, size, sids, new_units)
+                self.reservations.settle(missing)
+                self._settle(self.reservations.unsettled(sids))  # held units cut short earlier
 
-    # -- Get key with key IDs (5.3) -----------------------------------------------
+    # -- Get key with key IDs (5.4) -----------------------------------------------
     def dec_keys(self, caller: str, master: str, key_ids: list[object]) -> dict:
         self._check_pair(caller, master, "master_SAE_ID")
         if not key_ids:
@@ -463,8 +575,20 @@ def parse_json_body(raw: bytes) -> dict:
     return body
 
 
+def _post_param(body: dict, query, name: str) -> object:
+    """``number``/``size`` of a POST Get key: from the JSON body (5.3, 6.2), or from the query
+    string when a client put them there. They were ignored there, so such a client got
+    default-size keys without a word; a query value that contradicts the body is a 400."""
+    if name not in query:
+        return body.get(name)
+    if name in body and body[name] is not None and str(body[name]) != query[name]:
+        raise KmeError(400, f"{name} is given twice, {query[name]!r} in the query and "
+                            f"{str(body[name])[:32]!r} in the body")
+    return body.get(name) if body.get(name) is not None else query[name]
+
+
 def dec_key_ids(body: dict) -> list[object]:
-    """The ``key_IDs`` of a Get key with key IDs body (ETSI GS QKD 014 5.3), or KmeError 400."""
+    """The ``key_IDs`` of a Get key with key IDs body (ETSI GS QKD 014 5.4, 6.4), or KmeError 400."""
     items = body.get("key_IDs")
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise KmeError(400, "key_IDs must be a list of {\"key_ID\": ...} objects")
@@ -491,12 +615,14 @@ def make_app(kme: Kme) -> web.Application:
     async def enc_keys(request: web.Request) -> web.Response:
         try:
             caller = _caller(request)
+            q = request.query
             if request.method == "POST":
                 body = await _json_body(request)
-                args = (body.get("number"), body.get("size"), body.get("additional_slave_SAE_IDs"))
+                args = (_post_param(body, q, "number"), _post_param(body, q, "size"),
+                        body.get("additional_slave_SAE_IDs"), body.get("extension_mandatory"),
+                        body.get("extension_optional"))
             else:
-                q = request.query
-                args = (q.get("number"), q.get("size"), None)
+                args = (q.get("number"), q.get("size"), None, None, None)
             return web.json_response(await call(kme.enc_keys, caller, request.match_info["sae"], *args))
         except KmeError as exc:
             return refused(exc)

@@ -65,7 +65,7 @@ def _kme(args: argparse.Namespace) -> int:
         return 2
     try:
         handle = start_kme(s, store, nf.role)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyStoreError) as exc:  # port in use, certificates, stores
         store.close()
         print(f"qkd kme: cannot start the KME on {s.host}:{s.port}: {exc}", file=sys.stderr)
         return 2

@@ -150,6 +150,12 @@ class ChannelPeer:
         except (ValueError, TypeError) as exc:
             self.counters["requests_refused"] += 1
             return {"ok": False, "status": 400, "message": f"malformed reservation: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - e.g. KeyStoreIOError (store locked, disk full)
+            # Raised out of here it ended the worker thread: this node answered no reservation
+            # again until restarted, and every master request at the peer timed out (503).
+            log.exception("KME reservation for the peer failed")
+            self.counters["requests_refused"] += 1
+            return {"ok": False, "status": 503, "message": f"peer KME failed: {type(exc).__name__}"}
         self.counters["requests_served"] += 1
         return {"ok": True}
 

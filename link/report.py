@@ -23,16 +23,22 @@ stores other than read-only, or show key material (only counts and IDs' sets).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import math
 import sqlite3
 import time
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .dashboard import sparkline
 from .keystore import key_rows
+
+T = TypeVar("T")
 
 
 class ReportError(ValueError):
@@ -67,8 +73,37 @@ class Run:
         return sorted(self.kind("block", "alice"), key=lambda e: e.get("block_id", 0))
 
 
-def _ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def _ro_uri(path: Path, mode: str) -> str:
+    return f"file:{urllib.parse.quote(str(path.resolve()))}?{mode}"
+
+
+def _read_store(path: Path, read: Callable[[sqlite3.Connection], T]) -> T:
+    """``read(conn)`` on the SQLite file ``path``, leaving nothing behind beside it.
+
+    A store is in WAL mode, and SQLite opening it with ``mode=ro`` creates ``-wal`` and
+    ``-shm`` files that a read-only connection cannot remove on close (the files that
+    were left beside a run's stores). So: when the file has no ``-wal`` beside it, no
+    connection has it open (a WAL-mode connection keeps its ``-wal`` while open) and
+    the file holds every commit, so it is read with ``immutable=1``: no locks, no
+    files created. A writer could open it while we read; the read is then checked and
+    done again through the WAL if a ``-wal`` appeared or the file changed. When a
+    ``-wal`` is there (a node running, or one killed), only ``mode=ro`` sees its
+    commits: it reads through the WAL and may add a ``-shm`` (the writer's files).
+    """
+    wal = path.with_name(path.name + "-wal")
+
+    def stamp():
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns, wal.exists()
+
+    before = stamp()
+    if not before[2]:
+        with contextlib.closing(sqlite3.connect(_ro_uri(path, "immutable=1"), uri=True)) as db:
+            out = read(db)
+        if stamp() == before:
+            return out
+    with contextlib.closing(sqlite3.connect(_ro_uri(path, "mode=ro"), uri=True)) as db:
+        return read(db)
 
 
 def load_run(folder: str | Path) -> Run:
@@ -104,18 +139,19 @@ def load_run(folder: str | Path) -> Run:
     for role in ("alice", "bob"):
         p = d / f"{role}.db"
         if p.exists():
+            def read_keys(db: sqlite3.Connection) -> tuple[frozenset[str], dict[str, int]]:
+                ids = frozenset(r[0] for r in key_rows(db))
+                return ids, dict(db.execute("SELECT state, COUNT(*) FROM block GROUP BY state").fetchall())
             try:
-                with _ro(p) as db:
-                    ids = frozenset(r[0] for r in key_rows(db))
-                    blocks = dict(db.execute("SELECT state, COUNT(*) FROM block GROUP BY state").fetchall())
+                ids, blocks = _read_store(p, read_keys)
             except sqlite3.Error as exc:
                 raise ReportError(f"{p}: not a key store: {exc}") from None
             run.stores[role] = StoreInfo(p, len(ids), ids, blocks)
         r = d / f"{role}-kme.db"
         if r.exists():
             try:
-                with _ro(r) as db:
-                    run.reservations[role] = db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
+                run.reservations[role] = _read_store(
+                    r, lambda db: db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0])
             except sqlite3.Error as exc:
                 raise ReportError(f"{r}: not a KME reservation store: {exc}") from None
     return run

@@ -46,6 +46,16 @@ class SqliteKeys:
         with self.lock:
             return [r[0] for r in self.db.execute("SELECT id FROM keys ORDER BY seq LIMIT ?", (count,))]
 
+    def read(self, store_ids: Sequence[str]) -> list[bytearray]:
+        with self.lock:
+            out = []
+            for sid in store_ids:
+                row = self.db.execute("SELECT key FROM keys WHERE id=?", (sid,)).fetchone()
+                if row is None:
+                    raise KeyError(sid)
+                out.append(bytearray(row[0]))
+            return out
+
     def take(self, store_ids: Sequence[str]) -> list[bytearray]:
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")

@@ -166,3 +166,12 @@ def test_qkd_kme_without_kme_table(run_dir, capsys):
     assert load_node_file(p).kme is None
     assert main(["kme", "--config", str(p)]) == 2
     assert "[kme]: missing table" in capsys.readouterr().err
+
+
+def test_qkd_kme_with_a_corrupt_reservation_store(run_dir, capsys):
+    # was a sqlite3.DatabaseError traceback; now the file and the cause are named, exit 2
+    p = _write(run_dir, "alice", _free_port(), 2, **{"alice-kme.db": "broken-kme.db"})
+    (run_dir / "broken-kme.db").write_bytes(b"not a database " * 100)
+    assert main(["kme", "--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "broken-kme.db" in err and "corrupt" in err
