@@ -1191,11 +1191,13 @@ class Node:
                 return
             self.alarm("polarization", str(exc), bid)
 
-    @staticmethod
-    def _make_side(method: str, role: str, words: np.ndarray, n: int, qber: float, seed: int):
+    def _make_side(self, method: str, role: str, words: np.ndarray, n: int, qber: float, seed: int):
         """The block's reconciliation side over its packed key: Cascade and LDPC take the words
-        as they are. Returns (side, a copy to wipe or None)."""
-        return postproc_c.make_side(method, role, words, qber, seed=seed, n_bits=n), None
+        as they are. Alice's LDPC punctured values come from her RandomSource (they are counted
+        as private randomness in the leak). Returns (side, a copy to wipe or None)."""
+        ldpc_alice = role == "alice" and method.startswith("ldpc")
+        opts = {"private_words": self.rng.random_words} if ldpc_alice else {}
+        return postproc_c.make_side(method, role, words, qber, seed=seed, n_bits=n, **opts), None
 
     @staticmethod
     def _recon_key(side):

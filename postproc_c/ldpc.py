@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
@@ -440,8 +441,44 @@ def positions(c: LdpcCode, p: Plan, seed: int) -> np.ndarray:
     return _positions(mixed, c, p.d)
 
 
+def _os_words(n: int) -> np.ndarray:
+    return np.frombuffer(bytearray(secrets.token_bytes(8 * n)), dtype=np.uint64)
+
+
+def _punctured_values(count: int, private_words: Callable[[int], np.ndarray] | None,
+                      private_seed: int | None) -> np.ndarray:
+    """Alice's values of the ``count`` punctured positions of a block, packed (unused high bits
+    of the last word zero).
+
+    The leakage m - p (Elkouss 2011 Eq. 4; see src/ldpc_side.c) credits every punctured bit
+    as private, uniform randomness that the syndrome spends its bits on; only a source Eve
+    cannot predict keeps that true. So the values come straight from ``private_words(n)`` (n
+    uniform uint64 words: in the link, Alice's node passes its RandomSource, the one her
+    basis and bit choices trust) or, when none is given, from the OS generator
+    (``secrets``). They were once expanded by a PRNG from a 128-bit seed, which holds an
+    unbounded Eve to 128 bits of the ~11k per 2^20-bit blind block that were credited (found
+    by a security audit, tests/test_secaudit_leak.py). ``private_seed`` (tests only: a run repeats exactly)
+    still uses a PRNG and is therefore not private."""
+    nw = words_for(count)
+    if private_seed is not None:
+        rng = np.random.default_rng(private_seed)
+        return pack_bits(rng.integers(0, 2, count, dtype=np.uint8))
+    words = (private_words or _os_words)(nw)       # wiped by the caller once C has copied it
+    if not (isinstance(words, np.ndarray) and words.dtype == np.uint64 and words.shape == (nw,)
+            and words.flags.writeable and words.flags.c_contiguous):
+        raise ValueError(f"private_words: expected a writable array of {nw} uint64 words, got "
+                         f"{getattr(words, 'dtype', type(words).__name__)} {getattr(words, 'shape', '')}")
+    if count % 64:
+        words[-1] &= np.uint64((1 << (count % 64)) - 1)
+    return words
+
+
 class LdpcSide:
-    """One side of LDPC reconciliation over bytes (see ``postproc_c.reconcile.Side``)."""
+    """One side of LDPC reconciliation over bytes (see ``postproc_c.reconcile.Side``).
+
+    ``private_words`` (Alice): where her punctured values come from (``_punctured_values``);
+    the link passes its node's RandomSource.random_words.
+    """
 
     def __init__(self, role: str, bits: np.ndarray, qber: float, *, seed: int = 0, f: float = 1.1,
                  reveal_f: float = 0.0, max_iter: int = 60, stall: int = 0,
@@ -450,7 +487,8 @@ class LdpcSide:
                  mother_rate: float | None = None, delta: float = DELTA, room_f: float = ROOM_F,
                  f_choose: float | None = None, frame_bits: int | None = None,
                  method: str = "ldpc", first_iter: int = 0, retry_iter: int = 0, rel_window: int = 0,
-                 rel_permille: int = 0, n_bits: int | None = None) -> None:
+                 rel_permille: int = 0, n_bits: int | None = None,
+                 private_words: Callable[[int], np.ndarray] | None = None) -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
         # n_bits given (link.node): ``bits`` is the key already packed, words_for(n_bits) uint64
@@ -516,8 +554,7 @@ class LdpcSide:
         frames = -(-self.key_bits // self.plan.k)
         key = bits if packed else pack_bits(bits)
         if role == "alice":
-            rng = np.random.default_rng(secrets.randbits(128) if private_seed is None else private_seed)
-            punct = pack_bits(rng.integers(0, 2, frames * self.plan.d, dtype=np.uint8))
+            punct = _punctured_values(frames * self.plan.d, private_words, private_seed)
         else:
             punct = np.zeros(0, np.uint64)
         qd = self.qber if qber_decoder is None else float(qber_decoder)

@@ -182,12 +182,6 @@ def test_cascade_leak_is_every_parity_alice_replied_plus_its_check():
     assert ra.leaked_bits == bob.result().leaked_bits
 
 
-@pytest.mark.xfail(strict=True, reason="open, lead's file: postproc_c/ldpc.py draws Alice's punctured "
-                   "bits from numpy PCG64 seeded with secrets.randbits(128), yet leak = m - p credits "
-                   "every punctured bit as private uniform randomness (about 11k bits per 2^20-bit "
-                   "ldpc-blind block, measured at QBER 1 and 3 %); an unbounded Eve is held to "
-                   "128 bits. Fix: draw them from a true entropy source (the node's RandomSource or "
-                   "secrets.token_bytes), then remove this marker")
 def test_ldpc_punctured_bits_are_not_a_function_of_a_128_bit_seed(monkeypatch):
     """The information-theoretic accounting leak = m - p (Elkouss 2011 Eq. 4) needs the p
     punctured values to be uniform and independent of everything else: with the 128-bit seed
@@ -202,3 +196,46 @@ def test_ldpc_punctured_bits_are_not_a_function_of_a_128_bit_seed(monkeypatch):
     syndromes = [postproc_c.make_side("ldpc-blind", "alice", key, 0.02, seed=7).next_message()
                  for _ in range(2)]
     assert syndromes[0] != syndromes[1]
+
+
+def test_ldpc_punctured_values_come_from_the_given_source_and_the_node_passes_its_rng():
+    """Alice's punctured values are exactly the words her source gives (count checked, unused
+    high bits cleared), and the node hands LDPC its RandomSource (Cascade needs none)."""
+    import types
+
+    import numpy as np
+
+    import postproc_c
+    from link.node import Node
+    from postproc_c.ldpc import _punctured_values
+
+    calls = []
+
+    def source(n):
+        calls.append(n)
+        return np.full(n, 0xFFFF_FFFF_FFFF_FFFF, dtype=np.uint64)
+
+    w = _punctured_values(130, source, None)
+    assert calls == [3] and w.tolist() == [2**64 - 1, 2**64 - 1, 3]
+    with pytest.raises(ValueError, match="private_words"):
+        _punctured_values(130, lambda n: np.zeros(n, np.uint32), None)
+    key = np.random.default_rng(1).integers(0, 2, 1 << 17, dtype=np.uint8)
+    a = [postproc_c.make_side("ldpc-blind", "alice", key, 0.02, seed=7, private_words=f).next_message()
+         for f in (lambda n: np.zeros(n, np.uint64), lambda n: np.zeros(n, np.uint64), source)]
+    assert a[0] == a[1] != a[2]
+
+    class Counting:
+        n = 0
+
+        def random_words(self, n):
+            self.n += n
+            return np.zeros(n, np.uint64)
+
+    rng = Counting()
+    words = postproc_c.pack_bits(key)
+    side, _ = Node._make_side(types.SimpleNamespace(rng=rng), "ldpc-blind", "alice", words, key.size, 0.02, 7)
+    assert rng.n > 0 and side.next_message() == a[0]
+    rng.n = 0
+    Node._make_side(types.SimpleNamespace(rng=rng), "cascade", "alice", words, key.size, 0.02, 7)
+    Node._make_side(types.SimpleNamespace(rng=rng), "ldpc-blind", "bob", words, key.size, 0.02, 7)
+    assert rng.n == 0
