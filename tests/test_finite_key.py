@@ -248,3 +248,19 @@ def test_intensities_other_than_the_sources_give_no_key_not_more_than_the_block(
                               leak_ec_bits=30000)
     assert wrong.s0 + wrong.s1 > sum(n)           # the contradiction itself
     assert wrong.ell == 0 and "do not match the source" in wrong.reason and str(sum(n)) in wrong.reason
+
+
+def test_gamma_is_zero_where_the_tail_prefactor_alone_meets_the_bound():
+    """Lim 2014 Eq. (5) inverted: gamma solves
+    sqrt((c+d)/(c d b(1-b))) 2^(-c d ln2 gamma^2 / (2 (c+d) b(1-b))) = a/T. Where the prefactor is already <= a/T (huge samples, large a) gamma = 0, not a math
+    domain error; elsewhere the closed form holds that equation."""
+    from link.finite_key import gamma
+
+    a, b, c, d, t = 0.5, 0.5, 1e12, 1e12, 21
+    assert math.sqrt((c + d) / (c * d * b * (1 - b))) <= a / t
+    assert gamma(a, b, c, d, t) == 0.0
+    a, b, c, d = 1e-10, 0.03, 2e5, 1e6
+    g = gamma(a, b, c, d, t)
+    lhs = math.sqrt((c + d) / (c * d * b * (1 - b))) * 2 ** (-c * d * math.log(2) * g * g
+                                                               / (2 * (c + d) * b * (1 - b)))
+    assert g > 0 and math.isclose(lhs, a / t, rel_tol=1e-9)
