@@ -357,6 +357,7 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
     from .keystore import KeyStore
     from .messages import MsgType
     from .node import Node
+    from .store_errors import KeyStoreError
 
     try:
         nf = load_node_file(args.config)
@@ -479,7 +480,7 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
                 closers.append(kh.close)
                 print(f"qkd {role}: KME {nf.kme.kme_id} at {kh.url} (SAEs {', '.join(sorted(nf.kme.saes))}, "
                       f"reservations over the link with {nf.kme.peer_kme_id})", flush=True)
-        except (OSError, ValueError) as exc:   # a port in use, unreadable certificates
+        except (OSError, ValueError, KeyStoreError) as exc:  # port in use, certificates, stores
             print(f"qkd {role}: cannot start the node's services: {exc}", file=sys.stderr)
             return 2
         while not stop.is_set() and not node.stopped:

@@ -114,3 +114,28 @@ def test_qkd_alice_and_bob_serve_keys_through_their_kmes(tmp_path):
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+
+
+def test_qkd_alice_with_a_corrupt_kme_reservation_store_is_refused_naming_it(tmp_path, capsys):
+    """The node file's [kme] reservations file is not a database: `qkd alice` stops with a
+    message naming it and exit 2, not a sqlite3 traceback (its instruments are the rig's)."""
+    from link.cli import main
+
+    create_lab_pki(tmp_path / "pki", kmes=["KME_A", "KME_B"], saes=["SAE_A", "SAE_B"])
+    assert main(["psk", "--link-id", "lab-link", "--out", str(tmp_path / "alice.psk"),
+                 str(tmp_path / "bob.psk"), "--kib-per-stream", "16"]) == 0
+    (tmp_path / "alice-kme.db").write_bytes(b"this is not an SQLite file" * 100)
+    with Rig("metro-25km", seed=3) as rig:
+        cfg = config_for_scenario(rig.model.scenario, block_bits=1 << 19)
+        write_node_files(tmp_path, rig, cfg, {"alice": KME.format(role="alice", me="KME_A", peer="KME_B",
+                                                                  sae="SAE_A", partner="SAE_B")})
+        capsys.readouterr()
+        cwd = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            rc = main(["alice", "--config", str(tmp_path / "alice.toml")])
+        finally:
+            os.chdir(cwd)
+    out = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in out.err + out.out
+    assert "cannot start the node's services" in out.err and "alice-kme.db" in out.err, out.err
