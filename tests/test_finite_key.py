@@ -252,8 +252,9 @@ def test_intensities_other_than_the_sources_give_no_key_not_more_than_the_block(
 
 def test_gamma_is_zero_where_the_tail_prefactor_alone_meets_the_bound():
     """Lim 2014 Eq. (5) inverted: gamma solves
-    sqrt((c+d)/(c d b(1-b))) 2^(-c d ln2 gamma^2 / (2 (c+d) b(1-b))) = a/T. Where the prefactor is already <= a/T (huge samples, large a) gamma = 0, not a math
-    domain error; elsewhere the closed form holds that equation."""
+    sqrt((c+d)/(c d b(1-b))) 2^(-c d ln2 gamma^2 / (2 (c+d) b(1-b))) = a/T.
+    Where the prefactor is already <= a/T (huge samples, large a) gamma = 0, not a math domain
+    error; elsewhere the closed form holds that equation."""
     from link.finite_key import gamma
 
     a, b, c, d, t = 0.5, 0.5, 1e12, 1e12, 21
