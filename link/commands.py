@@ -459,7 +459,10 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
             return refuse(f"watch.instruments: {name}: {exc}")
     setup.pop_all()                # started: the run's own shutdown below closes everything
     stop = threading.Event()
+    # Ctrl-C, and SIGTERM (kill, `systemctl stop`), stop the node the same clean way: without a
+    # handler SIGTERM ended the process at once, the stores' -wal files and the lock left behind
     old = signal.signal(signal.SIGINT, lambda *a: stop.set())
+    old_term = signal.signal(signal.SIGTERM, lambda *a: stop.set())
     node.start()
     print(f"qkd {role}: link {nf.link_id}, telemetry on {node.telemetry_endpoint}", flush=True)
     from .services import close_all, start_kme, start_metrics
@@ -497,6 +500,7 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
             time.sleep(0.05)
     finally:
         signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGTERM, old_term)
         # the node stopped itself (not Ctrl-C, not the peer's STOP): say why at the end
         fatal = [a for a in node.alarms if a["alarm"] in _FATAL_ALARMS] \
             if node.stopped and not stop.is_set() else []
