@@ -86,6 +86,19 @@ def test_report_of_an_attacked_run_shows_the_alarm(tmp_path, capsys):
     assert re.search(r"- t = [\d.]+ s, alice: \*\*qber_high\*\* .*\(block 1\)", md)
 
 
+def test_report_while_the_run_goes_says_so(metro, tmp_path, capsys):
+    # `qkd report` on a `qkd run --out` folder before the run ends (no summary.json yet) said
+    # "Scenario **?**" and showed "-" rates with nothing to say why
+    (tmp_path / "telemetry.jsonl").write_bytes((metro / "telemetry.jsonl").read_bytes())
+    capsys.readouterr()
+    assert main(["report", "--run", str(tmp_path)]) == 0
+    md = capsys.readouterr().out
+    assert "No summary.json: the run is still going, or stopped before its end." in md
+    assert "**?**" not in md and "Scenario **unknown**" in md
+    assert main(["report", "--run", str(metro)]) == 0
+    assert "No summary.json" not in capsys.readouterr().out
+
+
 def test_report_errors_name_the_problem(tmp_path, capsys):
     assert main(["report", "--run", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
