@@ -527,6 +527,8 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
     if fatal:
         print(f"qkd {role}: stopped by itself on alarm {fatal[-1]['alarm']}: {fatal[-1]['reason']}",
               file=sys.stderr, flush=True)
+    elif not args.json:   # a clean stop says so (the log otherwise just ended at a status line)
+        print(f"qkd {role}: stopped, {st['store_keys']} keys in {nf.store}", flush=True)
     if args.json:
         print(json.dumps(st, default=float))
     # 3: the node stopped itself on an alarm (instrument, key store, RNG health, ...), committed

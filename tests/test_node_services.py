@@ -169,3 +169,4 @@ def test_sigterm_stops_a_node_cleanly_like_ctrl_c(tmp_path):
     assert rc == 0, "".join(out.lines)[-2000:]
     assert not (tmp_path / "bob.db-wal").exists() and not (tmp_path / "bob.db-shm").exists()
     assert "Traceback" not in "".join(out.lines)
+    assert "qkd bob: stopped, 0 keys in " in out.lines[-1], out.lines[-3:]   # its last line says so
