@@ -74,6 +74,16 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"qkd run: {exc}", file=sys.stderr)
         return 2
+    if args.out:
+        from pathlib import Path
+        # one run per folder: the stores, the telemetry log and the pads would carry on from the
+        # last run while summary.json is this run's, so `qkd report` would mix the two
+        held = sorted(n for n in ("summary.json", "telemetry.jsonl", "alice.db", "bob.db", "link.psk")
+                      if (Path(args.out) / n).exists())
+        if held:
+            print(f"qkd run: --out {args.out} already holds a run ({', '.join(held)}); give a new "
+                  f"folder (qkd report reads one run per folder)", file=sys.stderr)
+            return 2
     workdir = args.workdir or args.out
     if args.kme and not workdir:
         print("qkd run: --kme needs --out or --workdir (the SAE certificates are written there)",

@@ -99,6 +99,18 @@ def test_report_while_the_run_goes_says_so(metro, tmp_path, capsys):
     assert "No summary.json" not in capsys.readouterr().out
 
 
+def test_run_refuses_an_out_folder_that_holds_a_run(metro, capsys):
+    # a second `qkd run --out` into the same folder carried on the first run's stores and
+    # telemetry log under a new summary.json: "secret key 565239 bits in 6848 keys", and the
+    # report mixed the two runs' blocks
+    before = {p.name: p.stat().st_mtime_ns for p in metro.iterdir()}
+    capsys.readouterr()
+    assert main(["run", "--blocks", "1", "--instruments", "model", "--out", str(metro)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {metro} already holds a run (" in err and "summary.json" in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in metro.iterdir()} == before   # nothing touched
+
+
 def test_report_errors_name_the_problem(tmp_path, capsys):
     assert main(["report", "--run", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
