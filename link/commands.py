@@ -41,8 +41,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                         "cascade-original, ldpc, ldpc-blind or auto (the node file's "
                         "protocol.reconciliation)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="write the run here: summary.json, telemetry.jsonl, the key stores "
-                        "(read back by `qkd report --run DIR`)")
+                   help="write the run here (a new or empty folder): summary.json, telemetry.jsonl, "
+                        "the key stores (read back by `qkd report --run DIR`)")
     p.add_argument("--kme", action="store_true",
                    help="start both nodes' ETSI GS QKD 014 KMEs during the run (a lab PKI is made "
                         "in the run's folder: needs --out or --workdir)")
