@@ -116,6 +116,10 @@ def _report(args: argparse.Namespace) -> int:
     if args.output is None:
         print(text)
     else:
-        args.output.write_text(text, encoding="utf-8")
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:       # no such folder, no permission, disk full
+            print(f"qkd report: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"qkd report: wrote {args.output}")
     return 0

@@ -123,3 +123,8 @@ def test_report_errors_name_the_problem(tmp_path, capsys):
     (tmp_path / "alice.db").write_text("not sqlite")
     assert main(["report", "--run", str(tmp_path)]) == 2
     assert "alice.db: not a key store" in capsys.readouterr().err
+    # an output file that cannot be written is named, not a FileNotFoundError traceback
+    (tmp_path / "alice.db").unlink()
+    assert main(["report", "--run", str(tmp_path), "-o", str(tmp_path / "no" / "r.md")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'no' / 'r.md'}: No such file or directory" in err, err
