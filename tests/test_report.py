@@ -109,6 +109,10 @@ def test_run_refuses_an_out_folder_that_holds_a_run(metro, capsys):
     err = capsys.readouterr().err
     assert f"--out {metro} already holds a run (" in err and "summary.json" in err, err
     assert {p.name: p.stat().st_mtime_ns for p in metro.iterdir()} == before   # nothing touched
+    # --out naming a file was a FileExistsError traceback from the run's mkdir
+    (metro.parent / "afile").write_text("x")
+    assert main(["run", "--blocks", "1", "--instruments", "model", "--out", str(metro.parent / "afile")]) == 2
+    assert f"cannot use {metro.parent / 'afile'} as a folder: File exists" in capsys.readouterr().err
 
 
 def test_report_errors_name_the_problem(tmp_path, capsys):
