@@ -85,12 +85,6 @@ def _run(args: argparse.Namespace) -> int:
                   f"folder (qkd report reads one run per folder)", file=sys.stderr)
             return 2
     workdir = args.workdir or args.out
-    for folder in {args.workdir, args.out} - {None}:
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as exc:       # a file of that name, no permission
-            print(f"qkd run: cannot use {folder} as a folder: {exc.strerror or exc}", file=sys.stderr)
-            return 2
     if args.kme and not workdir:
         print("qkd run: --kme needs --out or --workdir (the SAE certificates are written there)",
               file=sys.stderr)
@@ -109,6 +103,12 @@ def _run(args: argparse.Namespace) -> int:
                   f"got {args.reconciliation!r}", file=sys.stderr)
             return 2
         over["reconciliation"] = args.reconciliation
+    for folder in {args.workdir, args.out} - {None}:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:       # a file of that name, no permission
+            print(f"qkd run: cannot use {folder} as a folder: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     cfg = config_for_scenario(scen, **over)
     stop = threading.Event()
 
