@@ -35,7 +35,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default="drifting-fiber", help="rig scenario (without --config)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--controller", choices=("epc400", "mpc320"), default="epc400")
-    p.add_argument("--frame-slots", type=int, default=1 << 16, help="slots per frame")
+    p.add_argument("--frame-slots", type=int, default=None,
+                   help="slots per frame (default 65536; polarization --config: the lab file's "
+                        "[bob.timing].frame_slots)")
     p.add_argument("--clock-hz", type=float, default=1e9, help="Alice's slot clock (with --config)")
     p.add_argument("--frames", type=int, default=40, help="timing: frames of tags to use")
     p.add_argument("--probe-frames", type=int, default=8, help="polarization: frames per measurement")
@@ -44,6 +46,10 @@ def _add(p: argparse.ArgumentParser) -> None:
                    "and controller settings against measurement/time (needs the [plot] extra)")
     p.add_argument("--seconds", type=float, default=10.0, help="tracking: emulated seconds")
     p.add_argument("--drift", type=float, default=0.1, help="tracking: fiber drift in rad/sqrt(s)")
+
+
+#: --frame-slots when not given (and, with --config polarization, no [bob.timing] to take it from)
+DEFAULT_FRAME_SLOTS = 1 << 16
 
 
 @contextlib.contextmanager
@@ -58,7 +64,8 @@ def _instruments(args: argparse.Namespace):
             node, _, role = key.partition(".")
             return lab.build(node, role)       # ConfigError naming the roles the file has
 
-        yield build, args.clock_hz, args.frame_slots, tuple(args.mu or (0.5, 0.1, 0.0)), None
+        frame_slots = args.frame_slots or DEFAULT_FRAME_SLOTS
+        yield build, args.clock_hz, frame_slots, tuple(args.mu or (0.5, 0.1, 0.0)), None
         return
     from drivers.keysight_awg import Keysight33500
     from drivers.oz_epc400 import OzEpc400
@@ -66,7 +73,8 @@ def _instruments(args: argparse.Namespace):
     from drivers.thorlabs_mpc320 import ThorlabsMpc320
     from hil.rig import RIG_ENCODING, Rig
 
-    rig = Rig(args.scenario, seed=args.seed, frame_slots=args.frame_slots, controller=args.controller)
+    rig = Rig(args.scenario, seed=args.seed, frame_slots=args.frame_slots or DEFAULT_FRAME_SLOTS,
+              controller=args.controller)
     rig.start()
     try:
         res = rig.resources()
@@ -152,18 +160,32 @@ def _polarization(args: argparse.Namespace) -> int:
     from calibration.polarization import LinkProbe, PolarizationError, align
     from link.frontend import DriverAlice, DriverBob, Timing
 
+    sec = None
+    if args.config:
+        from drivers.config import load_lab
+
+        path = args.save or args.config
+        sec = load_lab(path).timing
+        if not sec:
+            print(f"error: {path}: no [bob.timing] section: run `qkd calibrate timing --config {path} "
+                  f"--frame-slots N` first")
+            return 2
+        # Alice's frames must be the ones the offsets were measured on: with another length
+        # (the default 65536 against a rig of 262144) no detection fell in a frame ("no
+        # detections back after 16 extra frames")
+        if args.frame_slots is None:
+            args.frame_slots = int(sec["frame_slots"])
+            print(f"{args.frame_slots} slots a frame (the lab file's [bob.timing])")
+        elif args.frame_slots != sec["frame_slots"]:
+            print(f"error: --frame-slots {args.frame_slots}, but {path}'s [bob.timing] was measured on "
+                  f"frames of {sec['frame_slots']} slots: give that, or run `qkd calibrate timing "
+                  f"--frame-slots {args.frame_slots}` first")
+            return 2
     with _instruments(args) as (build, clock_hz, frame_slots, _mu, rig):
         key = "bob.polarization" if args.controller == "epc400" else "bob.paddles"
         if rig is not None:
             timing = Timing.for_model(rig.model)
         else:
-            from drivers.config import load_lab
-
-            path = args.save or args.config
-            sec = load_lab(path).timing
-            if not sec:
-                print(f"error: {path}: no [bob.timing] section: run `qkd calibrate timing` first")
-                return 2
             timing = Timing(sec["nominal_period_ps"], sec["frame_slots"], tuple(sec["offsets_ps"]),
                             sec["window_ps"])
         awg, tagger, dev = build("alice.pattern_generator"), build("bob.time_tagger"), build(key)

@@ -46,6 +46,12 @@ def _fmt_status(st: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in st.items())
 
 
+def _cell(value: object) -> str:
+    """One table cell on one line: a message with line breaks (pyvisa-py's "Please install
+    PyUSB ...\nNo module named 'usb'") would break the table's rows."""
+    return " ".join(str(value).split())
+
+
 def check(config: str, node: str | None = None, out=None) -> int:
     out = out or sys.stdout
     try:
@@ -93,9 +99,10 @@ def check(config: str, node: str | None = None, out=None) -> int:
             )
         )
     head = ("instrument", "driver", "resource", "result", "identity", "status", "time")
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head) - 2)]
+    rows = [tuple(_cell(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 2)]
     for r in [head, *rows]:
-        cells = [str(c).ljust(w) for c, w in zip(r[:-2], widths, strict=False)]
+        cells = [c.ljust(w) for c, w in zip(r[:-2], widths, strict=False)]
         print("  ".join(cells + [r[-1], r[-2]]).rstrip(), file=out)
     print(f"{len(rows) - failed}/{len(rows)} instruments answered", file=out)
     return 1 if failed else 0

@@ -41,8 +41,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                         "cascade-original, ldpc, ldpc-blind or auto (the node file's "
                         "protocol.reconciliation)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="write the run here: summary.json, telemetry.jsonl, the key stores "
-                        "(read back by `qkd report --run DIR`)")
+                   help="write the run here (a new or empty folder): summary.json, telemetry.jsonl, "
+                        "the key stores (read back by `qkd report --run DIR`)")
     p.add_argument("--kme", action="store_true",
                    help="start both nodes' ETSI GS QKD 014 KMEs during the run (a lab PKI is made "
                         "in the run's folder: needs --out or --workdir)")
@@ -74,6 +74,16 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"qkd run: {exc}", file=sys.stderr)
         return 2
+    if args.out:
+        from pathlib import Path
+        # one run per folder: the stores, the telemetry log and the pads would carry on from the
+        # last run while summary.json is this run's, so `qkd report` would mix the two
+        held = sorted(n for n in ("summary.json", "telemetry.jsonl", "alice.db", "bob.db", "link.psk")
+                      if (Path(args.out) / n).exists())
+        if held:
+            print(f"qkd run: --out {args.out} already holds a run ({', '.join(held)}); give a new "
+                  f"folder (qkd report reads one run per folder)", file=sys.stderr)
+            return 2
     workdir = args.workdir or args.out
     if args.kme and not workdir:
         print("qkd run: --kme needs --out or --workdir (the SAE certificates are written there)",
@@ -93,6 +103,12 @@ def _run(args: argparse.Namespace) -> int:
                   f"got {args.reconciliation!r}", file=sys.stderr)
             return 2
         over["reconciliation"] = args.reconciliation
+    for folder in {args.workdir, args.out} - {None}:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:       # a file of that name, no permission
+            print(f"qkd run: cannot use {folder} as a folder: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     cfg = config_for_scenario(scen, **over)
     stop = threading.Event()
 
@@ -459,7 +475,10 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
             return refuse(f"watch.instruments: {name}: {exc}")
     setup.pop_all()                # started: the run's own shutdown below closes everything
     stop = threading.Event()
+    # Ctrl-C, and SIGTERM (kill, `systemctl stop`), stop the node the same clean way: without a
+    # handler SIGTERM ended the process at once, the stores' -wal files and the lock left behind
     old = signal.signal(signal.SIGINT, lambda *a: stop.set())
+    old_term = signal.signal(signal.SIGTERM, lambda *a: stop.set())
     node.start()
     print(f"qkd {role}: link {nf.link_id}, telemetry on {node.telemetry_endpoint}", flush=True)
     from .services import close_all, start_kme, start_metrics
@@ -497,6 +516,7 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
             time.sleep(0.05)
     finally:
         signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGTERM, old_term)
         # the node stopped itself (not Ctrl-C, not the peer's STOP): say why at the end
         fatal = [a for a in node.alarms if a["alarm"] in _FATAL_ALARMS] \
             if node.stopped and not stop.is_set() else []
@@ -523,6 +543,8 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
     if fatal:
         print(f"qkd {role}: stopped by itself on alarm {fatal[-1]['alarm']}: {fatal[-1]['reason']}",
               file=sys.stderr, flush=True)
+    elif not args.json:   # a clean stop says so (the log otherwise just ended at a status line)
+        print(f"qkd {role}: stopped, {st['store_keys']} keys in {nf.store}", flush=True)
     if args.json:
         print(json.dumps(st, default=float))
     # 3: the node stopped itself on an alarm (instrument, key store, RNG health, ...), committed

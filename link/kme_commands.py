@@ -20,14 +20,20 @@ def _pki_args(p: argparse.ArgumentParser) -> None:
 
 @command("pki", "create a lab CA with KME (server) and SAE (client) certificates", _pki_args)
 def _pki(args: argparse.Namespace) -> int:
+    import sys
+
     from .pki import create_lab_pki
 
     kmes = args.kme or ["kme-alice", "kme-bob"]
     saes = args.sae or ["sae-alice", "sae-bob"]
     if (args.out / "ca.key").exists():
-        print(f"{args.out}/ca.key exists: refusing to overwrite a CA (choose another --out)")
+        print(f"{args.out}/ca.key exists: refusing to overwrite a CA (choose another --out)", file=sys.stderr)
         return 2
-    issued = create_lab_pki(args.out, kmes, saes, tuple(args.host))
+    try:
+        issued = create_lab_pki(args.out, kmes, saes, tuple(args.host))
+    except OSError as exc:             # --out not creatable (a file there, no permission, no parent)
+        print(f"qkd pki: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     for name, paths in issued.items():
         print(f"  {name:<16} {paths.cert}  {paths.key}")
     return 0
@@ -116,6 +122,10 @@ def _report(args: argparse.Namespace) -> int:
     if args.output is None:
         print(text)
     else:
-        args.output.write_text(text, encoding="utf-8")
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:       # no such folder, no permission, disk full
+            print(f"qkd report: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"qkd report: wrote {args.output}")
     return 0

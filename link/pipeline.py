@@ -178,7 +178,7 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
                 break
             if progress is not None and time.monotonic() - last >= 0.5:
                 last = time.monotonic()
-                progress(_summary(nodes, stores, ml, t0, final=False))
+                progress(_summary(nodes, stores, ml, t0, final=False, scenario=model.scenario.name))
             time.sleep(0.02)
         try:
             cha.send(MsgType.STOP, 0, lane="ctrl")
@@ -187,7 +187,7 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
             pass
         for n in nodes.values():
             n.stop()
-        summary = _summary(nodes, stores, ml, t0, final=True)
+        summary = _summary(nodes, stores, ml, t0, final=True, scenario=model.scenario.name)
         summary["workdir"] = str(d) if own_tmp is None else None
         return summary
     finally:
@@ -503,7 +503,8 @@ def _replay_node(role: str, replay: ReplayLink, cfg: NodeConfig, blocks: int, wo
         zctx.destroy(linger=0)
 
 
-def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float, final: bool) -> dict:
+def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float, final: bool,
+             scenario: str = "") -> dict:
     alice = nodes["alice"]
     res = sorted(alice.results, key=lambda r: r.block_id)
     ok = [r for r in res if not r.aborted]
@@ -515,7 +516,7 @@ def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float,
     qber_z = [r.qber_z for r in ok if not math.isnan(r.qber_z)]
     fs = [r.f for r in ok if not math.isnan(r.f)]
     out = {
-        "scenario": alice.fe._link.model.scenario.name if hasattr(alice.fe, "_link") else "",
+        "scenario": scenario,
         "secret_bits": int(secret),
         "secret_rate_bps": secret / emu_blocks if emu_blocks > 0 else 0.0,
         "secret_rate_wall_bps": secret / wall if wall > 0 else 0.0,

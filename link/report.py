@@ -209,7 +209,7 @@ def figures(run: Run) -> dict:
     qx = [_finite(b.get("qber_x")) for b in blocks]
     fs = [_finite(b.get("f")) for b in ok]
     return {
-        "scenario": s.get("scenario") or cfg.get("scenario") or "?",
+        "scenario": s.get("scenario") or cfg.get("scenario") or "unknown",
         "blocks": s.get("blocks", len(blocks)),
         "blocks_aborted": s.get("blocks_aborted", sum(bool(b.get("aborted")) for b in blocks)),
         "abort_reasons": sorted({b.get("reason", "") for b in blocks if b.get("aborted")} - {""}),
@@ -249,6 +249,10 @@ def render_markdown(run: Run) -> str:
     f = figures(run)
     cfg = f["config"]
     out = [f"# QKD run report: {run.folder.name}", ""]
+    if run.summary is None:   # `qkd run` writes summary.json at its end: reported while it runs
+        out += ["**No summary.json: the run is still going, or stopped before its end.** The figures "
+                "below are from its telemetry and stores so far; the scenario, the rates and the "
+                "end-of-run key comparison are in summary.json only.", ""]
     out.append(f"Scenario **{f['scenario']}**"
                + (f", {cfg.get('blocks')} blocks requested of {cfg.get('block_bits')} Z bits, "
                   f"{cfg.get('finite_key')} finite-key bound, {cfg.get('reconciliation')} reconciliation, "

@@ -108,3 +108,18 @@ def test_a_lab_file_and_a_node_file_swapped_are_named_as_such(tmp_path, capsys):
     assert main(["devices", "check", "--config", str(node)]) == 2
     err = capsys.readouterr().err
     assert "this is a node file" in err and "[frontend] lab" in err, err
+
+
+def test_calibrate_polarization_takes_the_frame_length_of_the_timing_record(tmp_path, capsys):
+    # `qkd calibrate polarization --config rig.toml` after `calibrate timing --frame-slots 262144`
+    # drove Alice with the default 65536-slot frames, against offsets measured on 262144: "no
+    # detections back after 16 extra frames". It now takes [bob.timing].frame_slots (4096 here),
+    # and refuses an explicit --frame-slots that differs, naming both
+    lab = _lab(tmp_path)
+    assert main(["calibrate", "polarization", "--config", str(lab)]) == 2   # nothing listens
+    out = capsys.readouterr()
+    assert "4096 slots a frame (the lab file's [bob.timing])" in out.out, out
+    assert main(["calibrate", "polarization", "--config", str(lab), "--frame-slots", "8192"]) == 2
+    out = capsys.readouterr()
+    assert "--frame-slots 8192" in out.out and "frames of 4096 slots" in out.out, out
+    assert "Traceback" not in out.err

@@ -36,10 +36,27 @@ def test_dashboard_rates_qber_and_alarms_from_telemetry():
     assert list(v.sifted_bps) == [10_000.0] * 4
     assert not d.nodes["bob"].qber                       # Bob's blocks carry no QBER
     text = d.render(now=107.0)
-    assert "secret rate ▃▅▇█ 4.00 kb/s" in text
+    assert "secret rate ▃▅▇█ 2.50 kb/s (mean over 4 s)" in text   # 10000 bits in 4 s
     assert "QBER_X      ▃▅█ 0.0400" in text
     assert "alarms 1, last" in text and "qber_high: QBER 0.12" in text
     assert "enc_keys 3" in text and "keys in store 16" in text
+
+
+def test_secret_rate_figure_is_the_window_mean_not_the_last_sample():
+    # secret key arrives a block at a time: status every 0.5 s, 600,000 bits every 6 s. The figure
+    # showed the last 0.5 s difference, "0 b/s" most of the time on a link making 100 kb/s
+    d = Dashboard(width=40)
+    for i in range(30):                              # 14.5 s: blocks at 6 s and 12 s
+        d.update({"node": "bob", "kind": "status", "t": 100.0 + i / 2, "wall_s": i / 2,
+                  "secret_bits": 600_000 * int(i / 2 // 6), "sifted": 0, "blocks": 0})
+    line = next(x for x in d.render(now=120.0).splitlines() if "secret rate" in x)
+    assert line.endswith("82.76 kb/s (mean over 14 s)"), line   # 1.2e6 bits / 14.5 s
+    # a restarted node's counters begin again: the mean starts over with them
+    for i in range(5):
+        d.update({"node": "bob", "kind": "status", "t": 200.0 + i / 2, "wall_s": i / 2,
+                  "secret_bits": 100_000 * i, "sifted": 0, "blocks": 0})
+    line = next(x for x in d.render(now=210.0).splitlines() if "secret rate" in x)
+    assert line.endswith("200.00 kb/s (mean over 2 s)"), line
 
 
 def test_monitor_dashboard_on_a_live_run(capsys):

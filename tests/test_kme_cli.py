@@ -175,3 +175,11 @@ def test_qkd_kme_with_a_corrupt_reservation_store(run_dir, capsys):
     assert main(["kme", "--config", str(p)]) == 2
     err = capsys.readouterr().err
     assert "broken-kme.db" in err and "corrupt" in err
+
+
+def test_qkd_pki_into_a_folder_it_cannot_make_names_it(tmp_path, capsys):
+    # --out naming a file (or a folder without permission) was a FileExistsError traceback
+    (tmp_path / "afile").write_text("x")
+    assert main(["pki", "--out", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert f"qkd pki: cannot write {tmp_path / 'afile'}: File exists" in err, err

@@ -146,6 +146,23 @@ def test_devices_check_against_emulated_lab(tmp_path):
         del lab.servers["bob.apd"]
 
 
+def test_devices_check_keeps_one_line_per_instrument_on_a_multi_line_error(tmp_path):
+    # examples/lab.toml's ID120 is a USBTMC resource; without PyUSB, pyvisa-py's error is two
+    # lines ("Please install PyUSB ...\nNo module named 'usb'"), and its second line stood alone
+    # in the table. Each instrument keeps one row whatever its error says.
+    p = _write(tmp_path, """
+[bob.monitor_apd]
+driver = "idq_id120"
+resource = "USB0::0x1DDC::0x0330::002008::INSTR"
+timeout_s = 0.5
+""")
+    out = io.StringIO()
+    assert check(str(p), out=out) == 1
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == ["instrument", "bob.monitor_apd", "0/1"], lines
+    assert "USB0::0x1DDC::0x0330::002008::INSTR" in lines[1]
+
+
 def test_devices_emulate_binds_the_files_ports_and_paths(tmp_path):
     text = f"""
 [alice.pattern_generator]

@@ -86,6 +86,35 @@ def test_report_of_an_attacked_run_shows_the_alarm(tmp_path, capsys):
     assert re.search(r"- t = [\d.]+ s, alice: \*\*qber_high\*\* .*\(block 1\)", md)
 
 
+def test_report_while_the_run_goes_says_so(metro, tmp_path, capsys):
+    # `qkd report` on a `qkd run --out` folder before the run ends (no summary.json yet) said
+    # "Scenario **?**" and showed "-" rates with nothing to say why
+    (tmp_path / "telemetry.jsonl").write_bytes((metro / "telemetry.jsonl").read_bytes())
+    capsys.readouterr()
+    assert main(["report", "--run", str(tmp_path)]) == 0
+    md = capsys.readouterr().out
+    assert "No summary.json: the run is still going, or stopped before its end." in md
+    assert "**?**" not in md and "Scenario **unknown**" in md
+    assert main(["report", "--run", str(metro)]) == 0
+    assert "No summary.json" not in capsys.readouterr().out
+
+
+def test_run_refuses_an_out_folder_that_holds_a_run(metro, capsys):
+    # a second `qkd run --out` into the same folder carried on the first run's stores and
+    # telemetry log under a new summary.json: "secret key 565239 bits in 6848 keys", and the
+    # report mixed the two runs' blocks
+    before = {p.name: p.stat().st_mtime_ns for p in metro.iterdir()}
+    capsys.readouterr()
+    assert main(["run", "--blocks", "1", "--instruments", "model", "--out", str(metro)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {metro} already holds a run (" in err and "summary.json" in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in metro.iterdir()} == before   # nothing touched
+    # --out naming a file was a FileExistsError traceback from the run's mkdir
+    (metro.parent / "afile").write_text("x")
+    assert main(["run", "--blocks", "1", "--instruments", "model", "--out", str(metro.parent / "afile")]) == 2
+    assert f"cannot use {metro.parent / 'afile'} as a folder: File exists" in capsys.readouterr().err
+
+
 def test_report_errors_name_the_problem(tmp_path, capsys):
     assert main(["report", "--run", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
@@ -98,3 +127,8 @@ def test_report_errors_name_the_problem(tmp_path, capsys):
     (tmp_path / "alice.db").write_text("not sqlite")
     assert main(["report", "--run", str(tmp_path)]) == 2
     assert "alice.db: not a key store" in capsys.readouterr().err
+    # an output file that cannot be written is named, not a FileNotFoundError traceback
+    (tmp_path / "alice.db").unlink()
+    assert main(["report", "--run", str(tmp_path), "-o", str(tmp_path / "no" / "r.md")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'no' / 'r.md'}: No such file or directory" in err, err
