@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from store_lock import write_lock_held
 
 from link.keystore import KeyStore, KeyStoreIOError
 from link.kme import ReservationStore
@@ -56,14 +57,6 @@ def test_erased_key_bytes_leave_the_wal_while_the_store_is_open(tmp_path):
     r.close()
 
 
-_HOLD_LOCK = """
-import sqlite3, sys, time
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-c.execute("ROLLBACK")
-"""
 
 
 def test_a_store_locked_by_another_writer_is_named_as_such(tmp_path):
@@ -72,18 +65,13 @@ def test_a_store_locked_by_another_writer_is_named_as_such(tmp_path):
     s.prepare(1, bytearray(os.urandom(64)), 512)
     s.commit(1)
     ids = s.key_ids()
-    p = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "locked"
+    with write_lock_held(path):
         t0 = time.monotonic()
         with pytest.raises(KeyStoreIOError, match="locked by another process") as ei:
             s.take(ids[:1])          # was a bare sqlite3.OperationalError after 30 s
         assert str(path) in str(ei.value) and time.monotonic() - t0 < 5
         with pytest.raises(KeyStoreIOError, match="locked by another process"):
             KeyStore(path, "L1", timeout_s=0.3)
-    finally:
-        p.communicate("\n", timeout=10)
     assert s.key_ids() == ids    # nothing was taken
     assert len(s.take(ids)) == 2
     s.close()

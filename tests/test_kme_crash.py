@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from store_lock import write_lock_held
 from test_kme import LinkPeer
 
 from link.keystore import KeyStore
@@ -80,14 +81,6 @@ def test_peer_killed_between_its_two_commits_recovers(tmp_path):
         x.close()
 
 
-_HOLD_LOCK = """
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-c.execute("ROLLBACK")
-"""
 
 
 def test_channel_peer_answers_a_store_failure_and_keeps_serving(tmp_path):
@@ -120,14 +113,9 @@ def test_channel_peer_answers_a_store_failure_and_keeps_serving(tmp_path):
     ids = st.peek(1, 0)
     req = json.dumps({"master": "SAE_A", "slave": "SAE_B",
                       "keys": [{"key_ID": derive_key_id(ids, 256), "store_IDs": ids, "size": 256}]}).encode()
-    lock = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path / "b.db")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert lock.stdout.readline().strip() == "locked"
+    with write_lock_held(tmp_path / "b.db"):
         node.ctrl_handlers[MsgType.KME_RESERVE](Message(MsgType.KME_RESERVE, "alice", "ctrl", 1, 11, req))
         assert got.wait(10), "no answer: the worker thread is gone"
-    finally:
-        lock.communicate("\n", timeout=10)
     assert sent[0][1] == 11 and sent[0][2]["ok"] is False and sent[0][2]["status"] == 503
     got.clear()
     node.ctrl_handlers[MsgType.KME_RESERVE](Message(MsgType.KME_RESERVE, "alice", "ctrl", 2, 12, req))
