@@ -75,7 +75,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"qkd run: {exc}", file=sys.stderr)
         return 2
     if args.out:
-        from pathlib import Path
         # one run per folder: the stores, the telemetry log and the pads would carry on from the
         # last run while summary.json is this run's, so `qkd report` would mix the two
         held = sorted(n for n in ("summary.json", "telemetry.jsonl", "alice.db", "bob.db", "link.psk")
@@ -147,7 +146,6 @@ def _run(args: argparse.Namespace) -> int:
                       workdir=workdir, config=cfg, progress=progress, stop_event=stop,
                       instruments=args.instruments, attach=attach)
         if args.out:
-            from pathlib import Path
             s["config"] = {"blocks": args.blocks, "seed": args.seed, "instruments": args.instruments,
                            "scenario": args.scenario or scen.name, "block_bits": cfg.block_bits,
                            "eps_sec": cfg.eps_sec, "eps_cor": cfg.eps_cor,
