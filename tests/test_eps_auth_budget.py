@@ -15,20 +15,11 @@ block's window plus Bob's over his (sent in ``VERIFY_RESULT``).
 """
 
 import pytest
+from one_block import run_one_block
 
 
 def test_block_budget_has_a_nonzero_authentication_term(tmp_path):
-    from hil.model import LinkModel
-    from link.pipeline import config_for_scenario, run_local
-
-    held = {}
-
-    def attach(nodes):
-        held.update(nodes)
-        return lambda: None
-
-    cfg = config_for_scenario(LinkModel(None).scenario, block_bits=1 << 19)
-    s = run_local(None, config=cfg, blocks=1, duration_s=60, workdir=tmp_path, attach=attach)
+    s, held, _ = run_one_block(tmp_path)
     assert s["blocks"] >= 1 and s["secret_bits"] > 0
     budgets = [r.eps for r in held["alice"].results if r.secret_bits > 0]
     assert budgets, "no block produced key"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from one_block import run_one_block
 
 from link import finite_key as fk
 
@@ -36,9 +37,7 @@ def test_error_count_disclosure_bits_is_log2_of_the_number_of_count_vectors():
 
 def test_node_charges_reconciliation_tags_and_published_error_counts(tmp_path, monkeypatch):
     """Alice's finite-key call gets leak >= reconciliation + tags + the published error counts."""
-    from hil.model import LinkModel
     from link import node as node_mod
-    from link.pipeline import config_for_scenario, run_local
 
     recon_leak: list[int] = []
     calls: list[tuple] = []
@@ -57,8 +56,7 @@ def test_node_charges_reconciliation_tags_and_published_error_counts(tmp_path, m
 
     monkeypatch.setattr(node_mod.Node, "_recon_key", staticmethod(recon_key))
     monkeypatch.setattr(node_mod.fk, "secret_key_length", skl)
-    cfg = config_for_scenario(LinkModel(None).scenario, block_bits=1 << 19)
-    s = run_local(None, config=cfg, blocks=1, duration_s=60, workdir=tmp_path)
+    s, _, cfg = run_one_block(tmp_path)
     assert s["blocks"] >= 1 and s["secret_bits"] > 0
     assert calls, "Alice never computed a key length"
     key, kw = calls[0]
@@ -77,9 +75,7 @@ def test_failed_verification_aborts_with_alarm_and_no_key_on_either_side(tmp_pat
     reaches either store (Lim 2014 Sec. II step 5: only a verified pair is hashed)."""
     import numpy as np
 
-    from hil.model import LinkModel
     from link import node as node_mod
-    from link.pipeline import config_for_scenario, run_local
 
     real_recon_key = node_mod.Node._recon_key
 
@@ -90,14 +86,7 @@ def test_failed_verification_aborts_with_alarm_and_no_key_on_either_side(tmp_pat
         return rr, key
 
     monkeypatch.setattr(node_mod.Node, "_recon_key", staticmethod(recon_key))
-    held = {}
-
-    def attach(nodes):
-        held.update(nodes)
-        return lambda: None
-
-    cfg = config_for_scenario(LinkModel(None).scenario, block_bits=1 << 19)
-    s = run_local(None, config=cfg, blocks=1, duration_s=60, workdir=tmp_path, attach=attach)
+    s, held, _ = run_one_block(tmp_path)
     assert s["blocks"] >= 1 and s["blocks_aborted"] == s["blocks"]
     assert s["secret_bits"] == 0
     assert s["keys"] == {"alice": 0, "bob": 0}
