@@ -53,27 +53,28 @@ class _Store:
         with self.lock:
             return [r[0] for r in self.db.execute("SELECT id FROM k ORDER BY seq LIMIT ?", (n,))]
 
+    def _rows(self, ids):          # the caller holds the lock
+        out = []
+        for i in ids:
+            row = self.db.execute("SELECT key FROM k WHERE id=?", (i,)).fetchone()
+            if row is None:
+                raise KeyError(i)
+            out.append(bytearray(row[0]))
+        return out
+
     def read(self, ids):
         with self.lock:
-            out = []
-            for i in ids:
-                row = self.db.execute("SELECT key FROM k WHERE id=?", (i,)).fetchone()
-                if row is None:
-                    raise KeyError(i)
-                out.append(bytearray(row[0]))
-            return out
+            return self._rows(ids)
 
     def take(self, ids):
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
-            out = []
-            for i in ids:
-                row = self.db.execute("SELECT key FROM k WHERE id=?", (i,)).fetchone()
-                if row is None:
-                    self.db.execute("ROLLBACK")
-                    raise KeyError(i)
-                out.append(bytearray(row[0]))
-                self.db.execute("DELETE FROM k WHERE id=?", (i,))
+            try:
+                out = self._rows(ids)
+            except KeyError:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.executemany("DELETE FROM k WHERE id=?", [(i,) for i in ids])
             self.db.execute("COMMIT")
             return out
 

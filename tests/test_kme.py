@@ -46,27 +46,25 @@ class SqliteKeys:
         with self.lock:
             return [r[0] for r in self.db.execute("SELECT id FROM keys ORDER BY seq LIMIT ?", (count,))]
 
+    def _rows(self, store_ids: Sequence[str]) -> list[bytearray]:   # the caller holds the lock
+        out = []
+        for sid in store_ids:
+            row = self.db.execute("SELECT key FROM keys WHERE id=?", (sid,)).fetchone()
+            if row is None:
+                raise KeyError(sid)
+            out.append(bytearray(row[0]))
+        return out
+
     def read(self, store_ids: Sequence[str]) -> list[bytearray]:
         with self.lock:
-            out = []
-            for sid in store_ids:
-                row = self.db.execute("SELECT key FROM keys WHERE id=?", (sid,)).fetchone()
-                if row is None:
-                    raise KeyError(sid)
-                out.append(bytearray(row[0]))
-            return out
+            return self._rows(store_ids)
 
     def take(self, store_ids: Sequence[str]) -> list[bytearray]:
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                out = []
-                for sid in store_ids:
-                    row = self.db.execute("SELECT key FROM keys WHERE id=?", (sid,)).fetchone()
-                    if row is None:
-                        raise KeyError(sid)
-                    out.append(bytearray(row[0]))
-                    self.db.execute("DELETE FROM keys WHERE id=?", (sid,))
+                out = self._rows(store_ids)
+                self.db.executemany("DELETE FROM keys WHERE id=?", [(sid,) for sid in store_ids])
                 self.db.execute("COMMIT")
                 return out
             except BaseException:
