@@ -143,6 +143,35 @@ class BlockRecord:
     n_keys: int
 
 
+def truncate_wal(db: sqlite3.Connection, lock, busy_ms: int, what: str) -> bool:
+    """Copy the WAL of ``db`` into its file and truncate it to 0 bytes (after keys are erased).
+
+    Why: an erased key's bytes stay in WAL frames (the commit that wrote them, the page
+    before the overwrite) after the zeroed page is written, and a normal checkpoint
+    leaves them there: SQLite reuses the -wal file from its start without truncating
+    it, so they lasted as long as the node ran (``secure_delete`` reaches pages of the
+    main file, not WAL frames). A TRUNCATE checkpoint also writes the zeroed page into
+    the main file at once. It must wait for readers of older snapshots (another
+    process); it waits at most 0.25 s and otherwise leaves it to the next erase or to
+    the close (the last connection's close checkpoints and deletes the WAL), then
+    restores the connection's lock wait ``busy_ms``. ``lock`` guards ``db``; ``what``
+    names the store in the log. Returns True when the WAL is now empty. The key store
+    and the KME's reservation store (``link.kme``) both call it.
+    """
+    with lock:
+        try:
+            db.execute("PRAGMA busy_timeout=250")
+            busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:  # the erase itself is committed; the next one retries
+            log.warning("%s: WAL checkpoint after an erase failed: %s", what, exc)
+            return False
+        finally:
+            db.execute(f"PRAGMA busy_timeout={busy_ms}")
+    if busy:
+        log.info("%s: WAL checkpoint deferred (another connection is reading the store)", what)
+    return not busy
+
+
 class KeyStore:
     """One node's key store. Thread safe (one connection behind a lock)."""
 
@@ -571,30 +600,8 @@ class KeyStore:
         return out
 
     def scrub_wal(self) -> bool:
-        """Copy the WAL into the store file and truncate it to 0 bytes (after keys are erased).
-
-        Why: an erased key's bytes stay in WAL frames (the commit that wrote them, the page
-        before the overwrite) after the zeroed page is written, and a normal checkpoint
-        leaves them there: SQLite reuses the -wal file from its start without truncating
-        it, so they lasted as long as the node ran (``secure_delete`` reaches pages of the
-        main file, not WAL frames). A TRUNCATE checkpoint also writes the zeroed page into
-        the main file at once. It must wait for readers of older snapshots (another
-        process); it waits at most 0.25 s and otherwise leaves it to the next erase or to
-        ``close`` (the last connection's close checkpoints and deletes the WAL). Returns
-        True when the WAL is now empty.
-        """
-        with self._lock:
-            try:
-                self._db.execute("PRAGMA busy_timeout=250")
-                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            except sqlite3.Error as exc:  # the erase itself is committed; the next one retries
-                log.warning("%s: WAL checkpoint after an erase failed: %s", self.path, exc)
-                return False
-            finally:
-                self._db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
-        if busy:
-            log.info("%s: WAL checkpoint deferred (another connection is reading the store)", self.path)
-        return not busy
+        """Truncate the store's WAL after keys are erased (``truncate_wal``); True when empty."""
+        return truncate_wal(self._db, self._lock, self._busy_ms, str(self.path))
 
     def consume_next(self) -> tuple[str, bytearray] | None:
         """The oldest key (ID and bytes), deleted from the store; None when empty."""

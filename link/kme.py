@@ -62,6 +62,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from .keystore import truncate_wal
 from .store_errors import KeyStoreIOError, explain
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,10 @@ def _wipe(buf: bytearray | memoryview) -> None:
     memzero(buf)
 
 
+#: How long a write to the reservation store waits for another process's lock.
+RESERVATION_BUSY_MS = 5000
+
+
 class ReservationStore:
     """Keys the peer's master SAE was handed, waiting for our slave SAE (SQLite).
 
@@ -167,8 +172,10 @@ class ReservationStore:
     """
 
     def __init__(self, path: Path | str) -> None:
+        self._path = path
         try:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=5)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                       timeout=RESERVATION_BUSY_MS / 1000)
         except sqlite3.Error as exc:
             raise KeyStoreIOError(f"{path}: KME reservation store is {explain(exc)}") from exc
         try:
@@ -279,18 +286,8 @@ class ReservationStore:
         return out
 
     def _scrub_wal(self) -> None:
-        # as KeyStore.scrub_wal: the delivered keys' bytes are still in old WAL frames
-        # (their insert, the page before the zeroing) until the WAL is truncated
-        with self._lock:
-            try:
-                self._db.execute("PRAGMA busy_timeout=250")
-                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-                self._db.execute("PRAGMA busy_timeout=5000")
-            except sqlite3.Error as exc:
-                log.warning("KME reservation store: WAL checkpoint failed: %s", exc)
-                return
-        if busy:
-            log.info("KME reservation store: WAL checkpoint deferred (another reader)")
+        # the delivered or dropped keys' bytes are still in old WAL frames until it is truncated
+        truncate_wal(self._db, self._lock, RESERVATION_BUSY_MS, f"{self._path}: KME reservation store")
 
     def count(self, slave: str | None = None) -> int:
         with self._lock:
