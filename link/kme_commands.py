@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .cli import command
@@ -20,8 +21,6 @@ def _pki_args(p: argparse.ArgumentParser) -> None:
 
 @command("pki", "create a lab CA with KME (server) and SAE (client) certificates", _pki_args)
 def _pki(args: argparse.Namespace) -> int:
-    import sys
-
     from .pki import create_lab_pki
 
     kmes = args.kme or ["kme-alice", "kme-bob"]
@@ -49,7 +48,6 @@ def _kme_args(p: argparse.ArgumentParser) -> None:
 @command("kme", "serve ETSI GS QKD 014 key delivery from a node's key store (standalone KME)", _kme_args)
 def _kme(args: argparse.Namespace) -> int:
     import signal
-    import sys
     import threading
 
     from .config import ConfigError, load_node_file
@@ -109,8 +107,6 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 @command("report", "summarize a run folder: rates, QBER, f, epsilon budget, alarms, key counts", _report_args)
 def _report(args: argparse.Namespace) -> int:
-    import sys
-
     from .report import ReportError, load_run, render_html, render_markdown
 
     try:
