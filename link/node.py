@@ -33,7 +33,7 @@ telemetry PUB socket. The protocol per frame and per block:
   this change, ``bench/test_bench_engine.py``.)
 * **Per block** (a thread per block, up to ``max_blocks_in_flight`` = 16, each
   calling the C core with the GIL released): Bob discloses his X-basis bits
-  (the test basis) ``PE_DISCLOSE``; Alice counts X errors per intensity and
+  (the test basis) and his block's cross clicks ``PE_DISCLOSE``; Alice counts X errors per intensity and
   answers ``PE_RESULT`` (QBER estimate, reconciliation seed, method: Cascade or
   LDPC by configuration or, with ``"auto"``, by the estimated QBER); both run
   reconciliation (``postproc_c.make_side``) through the node's ``ReconMux``
@@ -152,6 +152,11 @@ class NodeConfig:
     eps_sec: float = 1e-10
     eps_cor: float = 1e-15
     p_z: float = 0.9
+    # Bob's basis choice: "passive" (a beam splitter sends receiver_split_z of the light to the
+    # Z arm; his multi-photon detections are bounded by his cross clicks, link.finite_key) or
+    # "active" (a modulator; the squashing model alone covers it)
+    receiver: str = "passive"
+    receiver_split_z: float = 0.5
     intensities: tuple[float, ...] = (0.5, 0.1, 0.0002)
     intensity_probs: tuple[float, ...] = (0.7, 0.2, 0.1)
     auth_refill_bytes: int = 16384      # of each block's key to the auth pool (384 pads/proto stream)
@@ -180,6 +185,20 @@ class BlockResult:
     emulated_s: float = 0.0
     yields: dict = field(default_factory=dict)
     eps: dict = field(default_factory=dict)      # the block's epsilon budget (finite_key.EpsilonBudget)
+
+
+def receiver_counts(cfg: NodeConfig, pe_meta: dict) -> fk.PassiveReceiver | None:
+    """Bob's receiver as the finite-key step needs it: for a passive one its split and the
+    cross clicks and detection events Bob reported with the block's test bits (PE_DISCLOSE);
+    None for an active one. A passive receiver's counts are required: missing or malformed
+    ones are refused (zero cross clicks would hide every multi-photon detection)."""
+    if cfg.receiver == "active":
+        return None
+    cross, events = pe_meta.get("cross_clicks"), pe_meta.get("events")
+    if not all(type(v) is int for v in (cross, events)) or not 0 <= cross <= events:
+        raise PayloadError(f"PE_DISCLOSE: cross_clicks {cross!r} / events {events!r} are not two "
+                           "counts with 0 <= cross_clicks <= events")
+    return fk.PassiveReceiver(cfg.receiver_split_z, cross, events, cfg.p_z)
 
 
 def choose_reconciliation(cfg: NodeConfig, qber_est: float) -> str:
@@ -247,6 +266,7 @@ class _Block:
         self.emulated_s = 0.0
         self.events = 0                            # Bob: detection events
         self.multi = 0                             # Bob: events with clicks on two or more detectors
+        self.cross = 0                             # Bob: of those, events with clicks in both bases
         self.t_last = 0.0                          # Bob: when the block's last frame was read (monotonic)
         self.forged0 = 0.0                         # channel forgery bound where its window opens
         self.forged_peer = 0.0                     # Alice: the peer's, from VERIFY_RESULT
@@ -809,6 +829,7 @@ class Node:
             self._cur.appended(f, nz)
             self._cur.events += ann.n_events
             self._cur.multi += ann.n_cross_dropped + int(ann.n_squashed.sum())
+            self._cur.cross += ann.n_cross_dropped
             self._cur.t_last = ann_t
             with self._lock:
                 self.counters["sifted"] += used
@@ -1000,6 +1021,7 @@ class Node:
             pmeta, arr = decode(m.payload)
             if pmeta.get("n_x") != n_x:
                 raise PayloadError(f"PE_DISCLOSE: {pmeta.get('n_x')!r} X bits, the block has {n_x}")
+            receiver = receiver_counts(cfg, pmeta)
             bx = require(arr, "x_words", np.uint64, words_for(n_x))
             # events and errors per intensity class: popcounts over the packed planes
             x_n, x_err = bb.x_counts(bb.x, bx)
@@ -1067,7 +1089,7 @@ class Node:
                                                           tuple(int(v) for v in x_err[:ints])),
                 fk.DecoySettings(tuple(cfg.intensities), tuple(cfg.intensity_probs)),
                 leak_ec_bits=res.leaked_bits, eps_sec=cfg.eps_sec, eps_cor=cfg.eps_cor,
-                protocol=cfg.finite_key)
+                protocol=cfg.finite_key, receiver=receiver)
             ell = int(fkr.ell)
             if fkr.eps is not None:
                 blk.budget = fkr.eps            # published with its authentication term (_run_block)
@@ -1075,8 +1097,9 @@ class Node:
                 if fkr.eps.total > (cfg.eps_sec + cfg.eps_cor + fkr.eps.authentication) * (1 + 1e-9):
                     raise _BlockAbort(res, f"epsilon budget {fkr.eps.total:.3g} exceeds "
                                       f"eps_sec + eps_cor", "epsilon_budget", notify_peer=True)
-            log.info("block %d: n_z=%d qber_x=%.4f leak=%d ell=%d eps=%s", bid, n_z, res.qber_x,
-                     res.leaked_bits, ell, fkr.eps)
+            log.info("block %d: n_z=%d qber_x=%.4f leak=%d s1=%.0f multi-photon z/x=%.0f/%.0f ell=%d eps=%s",
+                     bid, n_z, res.qber_x, res.leaked_bits, fkr.s1, fkr.extra.get("multiphoton_z", 0.0),
+                     fkr.extra.get("multiphoton_x", 0.0), ell, fkr.eps)
             if ell <= 0:
                 kind = "qber_high" if res.qber_x > cfg.qber_alarm else "finite_key_zero"
                 self._send_wait(MsgType.PA_SEED, bid, encode({"ell": 0, "reason": fkr.reason}))
@@ -1108,7 +1131,10 @@ class Node:
                 # Bob's detections may be Eve's: no key from this block (the alarm is raised)
                 raise _BlockAbort(res, "detector blinding suspected", None, notify_peer=True)
             # the test bits packed (1/8 of a byte each on the wire)
-            self._send_wait(MsgType.PE_DISCLOSE, bid, encode({"n_x": n_x}, {"x_words": bb.x}))
+            # with the block's cross clicks and detection events: Alice's finite-key step bounds
+            # the multi-photon detections of a passive receiver with them (link.finite_key)
+            self._send_wait(MsgType.PE_DISCLOSE, bid, encode({"n_x": n_x, "cross_clicks": blk.cross,
+                                                              "events": blk.events}, {"x_words": bb.x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
             if "abort" in meta:
