@@ -185,6 +185,9 @@ class BlockResult:
     emulated_s: float = 0.0
     yields: dict = field(default_factory=dict)
     eps: dict = field(default_factory=dict)      # the block's epsilon budget (finite_key.EpsilonBudget)
+    # Alice: the finite-key terms the length came from (s0, s1, s1_test, v1_test, phase_error,
+    # multiphoton_z/x: the passive receiver's bound, penalty_bits), for the report and telemetry
+    finite_key: dict = field(default_factory=dict)
 
 
 def receiver_counts(cfg: NodeConfig, pe_meta: dict) -> fk.PassiveReceiver | None:
@@ -1091,6 +1094,10 @@ class Node:
                 leak_ec_bits=res.leaked_bits, eps_sec=cfg.eps_sec, eps_cor=cfg.eps_cor,
                 protocol=cfg.finite_key, receiver=receiver)
             ell = int(fkr.ell)
+            res.finite_key = {"s0": fkr.s0, "s1": fkr.s1, "s1_test": fkr.s1_test, "v1_test": fkr.v1_test,
+                              "phase_error": fkr.phase_error, "penalty_bits": fkr.penalty_bits,
+                              "multiphoton_z": fkr.extra.get("multiphoton_z", 0.0),
+                              "multiphoton_x": fkr.extra.get("multiphoton_x", 0.0)}
             if fkr.eps is not None:
                 blk.budget = fkr.eps            # published with its authentication term (_run_block)
                 # the budget the length was computed for must be the one configured

@@ -545,6 +545,7 @@ def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float,
         out["keys_identical"] = stores_identical(stores["alice"], stores["bob"])
         out["block_results"] = [
             {k: getattr(r, k) for k in ("block_id", "n_z", "qber_x", "qber_z", "leaked_bits", "f",
-                                        "method", "secret_bits", "aborted", "reason", "latency_s")}
+                                        "method", "secret_bits", "aborted", "reason", "latency_s",
+                                        "finite_key")}
             for r in res]
     return out
