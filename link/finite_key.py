@@ -288,13 +288,15 @@ class PassiveReceiver:
     ``split_z``: the fraction of the light his beam splitter sends to the Z arm (as measured);
     ``cross_clicks``: the block's events with clicks in both arms (dropped by sifting);
     ``events``: all his detection events of the block (announced ones and cross clicks);
-    ``alice_p_z``: Alice's probability of the Z basis.
+    ``alice_p_z``: Alice's probability of the Z basis; ``announced``: Bob's announced
+    single-basis events (Z, X) of the block, whose Z share checks ``split_z`` (``split_range``).
     """
 
     split_z: float
     cross_clicks: int
     events: int
     alice_p_z: float            # Alice's probability of the Z basis (the protocol's p_z)
+    announced: tuple[int, int] | None = None   # Bob's announced single-basis events (Z, X)
 
     def __post_init__(self) -> None:
         for name in ("split_z", "alice_p_z"):
@@ -303,6 +305,32 @@ class PassiveReceiver:
         if not 0 <= self.cross_clicks <= self.events:
             raise ValueError(f"cross_clicks: need 0 <= cross_clicks <= events, got "
                              f"{self.cross_clicks} of {self.events}")
+        if self.announced is not None:
+            z, x = self.announced
+            if min(z, x) < 0 or z + x + self.cross_clicks > self.events:
+                raise ValueError(f"announced: need counts >= 0 with announced + cross_clicks <= events, "
+                                 f"got {self.announced} and {self.cross_clicks} of {self.events}")
+
+    @property
+    def measured_split(self) -> float | None:
+        """The Z share of Bob's announced events: his splitter's share weighted by the arms'
+        efficiencies (what the bound needs), plus a little from dark counts and multi-photon
+        pulses. None without announced counts."""
+        if self.announced is None or sum(self.announced) == 0:
+            return None
+        return self.announced[0] / sum(self.announced)
+
+    def split_range(self, eps: float) -> tuple[float, float]:
+        """(p_lo, p_hi): the configured split widened to take in the measured one +- its
+        Hoeffding deviation. An efficiency difference between the arms, or a split configured
+        wrong, moves the share the bound must use; the wider range is the safe side for both
+        bounds (B_Z grows with p, B_X with 1 - p)."""
+        p = self.split_z
+        m = self.measured_split
+        if m is None:
+            return p, p
+        d = math.sqrt(math.log(1.0 / eps) / (2.0 * sum(self.announced)))
+        return max(min(p, m - d), 1e-9), min(max(p, m + d), 1.0 - 1e-9)
 
 
 def _max_rounds(cross: float, r: float, log_term: float) -> float:
@@ -322,16 +350,17 @@ def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float) -> tuple[float
     "Measurement model"). Of those from a single photon of Alice, Alice chose the same basis
     with probability p_A (1 - p_A for X) independently of everything Eve did, since a single
     photon's state is the same in both bases: at most p_A M + sqrt(M ln(N/eps) / 2) of them are
-    sifted (Hoeffding, union over M <= N).
+    sifted (Hoeffding, union over M <= N). p is taken from ``rx.split_range``: the Z bound
+    uses its top, the X bound its bottom.
     """
     if not 0.0 < eps < 1.0:
         raise ValueError(f"eps: must lie in (0, 1), got {eps}")
-    p = rx.split_z
-    q = 1.0 - p
+    p_lo, p_hi = rx.split_range(eps)
+    q = 1.0 - p_hi                      # the Z bound's worst case: the largest Z share
     c = float(rx.cross_clicks)
     log_term = math.log(max(rx.events, 1) / eps)
     out = []
-    for r, p_a in ((2.0 * q / (1.0 + q), rx.alice_p_z), (2.0 * p / (1.0 + p), 1.0 - rx.alice_p_z)):
+    for r, p_a in ((2.0 * q / (1.0 + q), rx.alice_p_z), (2.0 * p_lo / (1.0 + p_lo), 1.0 - rx.alice_p_z)):
         m = max(0.0, _max_rounds(c, r, log_term) - c)
         out.append(min(m, p_a * m + math.sqrt(m * log_term / 2.0)))
     return out[0], out[1]

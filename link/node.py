@@ -197,11 +197,15 @@ def receiver_counts(cfg: NodeConfig, pe_meta: dict) -> fk.PassiveReceiver | None
     ones are refused (zero cross clicks would hide every multi-photon detection)."""
     if cfg.receiver == "active":
         return None
-    cross, events = pe_meta.get("cross_clicks"), pe_meta.get("events")
+    cross, events, ann = pe_meta.get("cross_clicks"), pe_meta.get("events"), pe_meta.get("announced")
     if not all(type(v) is int for v in (cross, events)) or not 0 <= cross <= events:
         raise PayloadError(f"PE_DISCLOSE: cross_clicks {cross!r} / events {events!r} are not two "
                            "counts with 0 <= cross_clicks <= events")
-    return fk.PassiveReceiver(cfg.receiver_split_z, cross, events, cfg.p_z)
+    if (not isinstance(ann, list) or len(ann) != 2 or not all(type(v) is int and v >= 0 for v in ann)
+            or sum(ann) + cross > events):
+        raise PayloadError(f"PE_DISCLOSE: announced {ann!r} is not [Z, X] counts >= 0 adding up to at "
+                           f"most events - cross_clicks")
+    return fk.PassiveReceiver(cfg.receiver_split_z, cross, events, cfg.p_z, (ann[0], ann[1]))
 
 
 def choose_reconciliation(cfg: NodeConfig, qber_est: float) -> str:
@@ -270,6 +274,7 @@ class _Block:
         self.events = 0                            # Bob: detection events
         self.multi = 0                             # Bob: events with clicks on two or more detectors
         self.cross = 0                             # Bob: of those, events with clicks in both bases
+        self.announced = np.zeros(2, np.int64)     # Bob: announced events per basis (Z, X)
         self.t_last = 0.0                          # Bob: when the block's last frame was read (monotonic)
         self.forged0 = 0.0                         # channel forgery bound where its window opens
         self.forged_peer = 0.0                     # Alice: the peer's, from VERIFY_RESULT
@@ -833,6 +838,7 @@ class Node:
             self._cur.events += ann.n_events
             self._cur.multi += ann.n_cross_dropped + int(ann.n_squashed.sum())
             self._cur.cross += ann.n_cross_dropped
+            self._cur.announced += ann.counts.astype(np.int64)
             self._cur.t_last = ann_t
             with self._lock:
                 self.counters["sifted"] += used
@@ -1010,6 +1016,44 @@ class Node:
             return True
         return False
 
+    def _watch_receiver(self, bid: int, bb: BlockBits, receiver: fk.PassiveReceiver | None) -> dict:
+        """Alice: Bob's receiver against the model the security analysis assumes.
+
+        * The Z share of Bob's announced events against ``receiver_split_z``: an arm less
+          efficient than the other, or a split configured wrong, shows here. The multi-photon
+          bound already uses the wider of the two (``PassiveReceiver.split_range``); the alarm
+          tells the lab to correct the setting.
+        * Detector efficiency mismatch within a basis: Alice's bits are uniform, so the share of
+          1s among her sifted bits is eta_1 / (eta_0 + eta_1) of Bob's two detectors (V/H in Z,
+          A/D in X). Squashing and the passive-receiver bound assume equal efficiencies; a
+          mismatch opens the efficiency loophole (Fung et al., QIC 9, 131 (2009)), which this
+          analysis does not bound: a mismatch beyond ~10 % raises ``detector_mismatch``.
+        Thresholds are 5 standard deviations plus a margin (0.03 on the split, 0.025 on the
+        share of 1s), so an honest block of 10^4 events and more stays quiet.
+        """
+        out = {}
+        cfg = self.cfg
+        m = receiver.measured_split if receiver is not None else None
+        if m is not None:
+            n = sum(receiver.announced)
+            out["measured_split_z"] = m
+            if abs(m - cfg.receiver_split_z) > 0.03 + 5.0 * math.sqrt(m * (1.0 - m) / n):
+                self.alarm("receiver_split",
+                           f"block {bid}: Bob's Z arm took {m:.3f} of his {n} announced events, "
+                           f"receiver_split_z is {cfg.receiver_split_z:.3f} (the multi-photon bound uses "
+                           "the wider range; set receiver_split_z to the measured share)", bid)
+        for basis, plane, n, (d0, d1) in (("Z", bb.z, bb.n_z, ("H", "V")), ("X", bb.x, bb.n_x, ("D", "A"))):
+            if n < 10_000:
+                continue
+            ones = int(np.bitwise_count(plane).sum()) / n
+            out[f"ones_{basis.lower()}"] = ones
+            if abs(ones - 0.5) > 0.025 + 5.0 * 0.5 / math.sqrt(n):
+                self.alarm("detector_mismatch",
+                           f"block {bid}: {ones:.3f} of {n} {basis}-basis events were Alice's 1s: Bob's "
+                           f"{d1} detector is {ones / (1.0 - ones):.2f}x as efficient as {d0}; the "
+                           "security analysis assumes equal efficiencies", bid)
+        return out
+
     # the block protocol: Alice ------------------------------------------------------------------------
     def _alice_block(self, bid: int, blk: _Block) -> BlockResult:
         cfg = self.cfg
@@ -1025,6 +1069,7 @@ class Node:
             if pmeta.get("n_x") != n_x:
                 raise PayloadError(f"PE_DISCLOSE: {pmeta.get('n_x')!r} X bits, the block has {n_x}")
             receiver = receiver_counts(cfg, pmeta)
+            res.yields.update(self._watch_receiver(bid, bb, receiver))
             bx = require(arr, "x_words", np.uint64, words_for(n_x))
             # events and errors per intensity class: popcounts over the packed planes
             x_n, x_err = bb.x_counts(bb.x, bx)
@@ -1140,8 +1185,9 @@ class Node:
             # the test bits packed (1/8 of a byte each on the wire)
             # with the block's cross clicks and detection events: Alice's finite-key step bounds
             # the multi-photon detections of a passive receiver with them (link.finite_key)
-            self._send_wait(MsgType.PE_DISCLOSE, bid, encode({"n_x": n_x, "cross_clicks": blk.cross,
-                                                              "events": blk.events}, {"x_words": bb.x}))
+            self._send_wait(MsgType.PE_DISCLOSE, bid, encode(
+                {"n_x": n_x, "cross_clicks": blk.cross, "events": blk.events,
+                 "announced": [int(v) for v in blk.announced]}, {"x_words": bb.x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
             if "abort" in meta:

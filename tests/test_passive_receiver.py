@@ -11,6 +11,7 @@ config use them.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,13 +127,13 @@ def test_finite_key_takes_the_multiphoton_events_off():
 
 def test_node_requires_the_cross_clicks_of_a_passive_receiver():
     cfg = NodeConfig(receiver_split_z=0.85, p_z=0.5)
-    rx = receiver_counts(cfg, {"n_x": 5, "cross_clicks": 7, "events": 100})
-    assert rx == fk.PassiveReceiver(0.85, 7, 100, 0.5)
+    rx = receiver_counts(cfg, {"n_x": 5, "cross_clicks": 7, "events": 100, "announced": [80, 13]})
+    assert rx == fk.PassiveReceiver(0.85, 7, 100, 0.5, (80, 13))
     for bad in ({"n_x": 5}, {"cross_clicks": 7}, {"cross_clicks": -1, "events": 100},
                 {"cross_clicks": 7.0, "events": 100}, {"cross_clicks": True, "events": 100},
                 {"cross_clicks": 101, "events": 100}):
         with pytest.raises(PayloadError, match="cross_clicks"):
-            receiver_counts(cfg, bad)
+            receiver_counts(cfg, {**bad, "announced": [0, 0]})
     assert receiver_counts(NodeConfig(receiver="active"), {}) is None
 
 
@@ -165,3 +166,61 @@ def test_config_receiver_settings(tmp_path):
         parse_node_file(_node_file('receiver = "pasive"'), tmp_path / "n.toml")
     with pytest.raises(ConfigError, match="protocol.receiver_split_z"):
         parse_node_file(_node_file("receiver_split_z = 1.0"), tmp_path / "n.toml")
+
+
+def test_split_range_takes_in_the_measured_share():
+    rx = fk.PassiveReceiver(0.5, 1000, 10**6, 0.5, (850_000, 149_000))
+    lo, hi = rx.split_range(1e-10)
+    assert rx.measured_split == pytest.approx(0.85085, abs=1e-4)
+    assert lo == 0.5 and 0.851 < hi < 0.856
+    # the Z bound uses the top of the range: as if the split were configured right
+    wide = fk.multiphoton_detection_bounds(rx, 1e-10)
+    right = fk.multiphoton_detection_bounds(fk.PassiveReceiver(hi, 1000, 10**6, 0.5), 1e-10)
+    assert wide[0] == pytest.approx(right[0])
+    # and the X bound its bottom (the configured 0.5)
+    assert wide[1] == pytest.approx(fk.multiphoton_detection_bounds(
+        fk.PassiveReceiver(0.5, 1000, 10**6, 0.5), 1e-10)[1])
+    # a measured share inside the configured one changes nothing
+    same = fk.PassiveReceiver(0.85, 1000, 10**6, 0.5, (850_000, 149_000))
+    assert same.split_range(1e-10)[0] < 0.85 < same.split_range(1e-10)[1] + 1e-12
+    with pytest.raises(ValueError, match="announced"):
+        fk.PassiveReceiver(0.85, 1000, 10**6, 0.5, (10**6, 0))
+
+
+def test_node_refuses_malformed_announced_counts():
+    cfg = NodeConfig(receiver_split_z=0.85)
+    ok = {"cross_clicks": 7, "events": 100}
+    assert receiver_counts(cfg, {**ok, "announced": [80, 13]}).announced == (80, 13)
+    for bad in (None, [80], [80, -1], [80, 14], [80.0, 13], "80,13"):
+        with pytest.raises(PayloadError, match="announced"):
+            receiver_counts(cfg, {**ok, "announced": bad})
+
+
+def test_receiver_checked_against_the_data(tmp_path):
+    """A block on the model with Bob's V detector at 0.50 (H 0.70) and receiver_split_z left
+    at 0.5 on an 85:15 splitter: both alarms, and the key still comes (the bound took the
+    measured split)."""
+    from hil.model import LinkModel
+    from link.pipeline import config_for_scenario, run_local
+
+    src = Path(__file__).resolve().parents[1] / "hil" / "scenarios" / "metro-25km.toml"
+    text = src.read_text().replace("efficiency = [0.70, 0.68, 0.71, 0.69]",
+                                   "efficiency = [0.70, 0.50, 0.71, 0.69]")
+    assert "0.50, 0.71" in text
+    scen = tmp_path / "mismatch.toml"
+    scen.write_text(text)
+    nodes: dict = {}
+
+    def attach(held):
+        nodes.update(held)
+        return lambda: None
+
+    cfg = config_for_scenario(LinkModel(str(scen)).scenario, block_bits=1 << 19, receiver_split_z=0.5)
+    s = run_local(str(scen), config=cfg, blocks=1, duration_s=60, workdir=tmp_path / "run", attach=attach)
+    kinds = [a["alarm"] for a in nodes["alice"].alarms]
+    assert "receiver_split" in kinds and "detector_mismatch" in kinds, kinds
+    msg = next(a["reason"] for a in nodes["alice"].alarms if a["alarm"] == "detector_mismatch")
+    assert "V detector" in msg and "Z-basis" in msg
+    y = nodes["alice"].results[0].yields
+    assert 0.80 < y["measured_split_z"] < 0.86 and y["ones_z"] < 0.45 and abs(y["ones_x"] - 0.5) < 0.02
+    assert s["block_results"][0]["secret_bits"] > 0
