@@ -1028,6 +1028,9 @@ class Node:
           A/D in X). Squashing and the passive-receiver bound assume equal efficiencies; a
           mismatch opens the efficiency loophole (Fung et al., QIC 9, 131 (2009)), which this
           analysis does not bound: a mismatch beyond ~10 % raises ``detector_mismatch``.
+          The X bits were disclosed, so their share is published (``ones_x``); the Z bits are
+          the key, so for Z only the alarm is raised and no share is logged or published (a
+          Hamming weight is information on the key; one bit of it reaches only the local log).
         Thresholds are 5 standard deviations plus a margin (0.05 on the split, 0.025 on the
         share of 1s), so an honest block of 10^4 events and more stays quiet: dead time takes
         a few % off the busier arm (back-to-back, 90:10 splitter: measured 0.861, 2026-11-25),
@@ -1049,12 +1052,15 @@ class Node:
             if n < 10_000:
                 continue
             ones = int(np.bitwise_count(plane).sum()) / n
-            out[f"ones_{basis.lower()}"] = ones
             if abs(ones - 0.5) > 0.025 + 5.0 * 0.5 / math.sqrt(n):
-                self.alarm("detector_mismatch",
-                           f"block {bid}: {ones:.3f} of {n} {basis}-basis events were Alice's 1s: Bob's "
-                           f"{d1} detector is {ones / (1.0 - ones):.2f}x as efficient as {d0}; the "
-                           "security analysis assumes equal efficiencies", bid)
+                said = (f"{ones:.3f} of {n} X-basis events were Alice's 1s: Bob's A detector is "
+                        f"{ones / (1.0 - ones):.2f}x as efficient as D" if basis == "X" else
+                        f"Bob's {d1} and {d0} detectors differ by more than ~10 % in efficiency "
+                        "(the share of 1s in the Z key shows it; not logged: it is the key's)")
+                self.alarm("detector_mismatch", f"block {bid}: {said}; the security analysis assumes "
+                           "equal efficiencies", bid)
+            if basis == "X":
+                out["ones_x"] = ones
         return out
 
     # the block protocol: Alice ------------------------------------------------------------------------
