@@ -104,10 +104,10 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
 On the rig's model (``hil.model.LinkModel(scenario, seed=1)``, 20 frames, each scenario's
 own splitter: 85:15 at metro-25km, 90:10 otherwise) cross clicks are 0.75 % of detections
 at metro-25km, 2.1 % back to back and 0.03 % at 100 km (same-basis double clicks 0.17 %,
-0.39 %, 0.014 %). Cost, ``qkd run --seed 1`` (metro-25km, 3 blocks, 2026-11-25):
-1,703,223 secret bits with an active receiver's analysis, 1,608,913 with this bound (-5.5 %);
-``run_local(scenario, blocks=2, seed=1)``: metro-25km 1,150,522 -> 1,084,828 (-5.7 %),
-back-to-back (90:10, more two-photon arrivals) 1,210,303 -> 982,874 (-18.8 %).
+0.39 %, 0.014 %). Cost, ``python -m bench.receiver_bound`` (2 blocks, seed 1, 2026-11-25;
+active-receiver analysis -> this bound): metro-25km 1,150,420 -> 1,091,268 secret bits
+(x0.949), back-to-back (90:10, more two-photon arrivals) 1,223,576 -> 959,454 (x0.784),
+long-100km 911,202 -> 912,589 (x1.002, run-to-run noise).
 
 The epsilon budget is split the way Eq. (B4) (2-decoy) and Eq. (A24) (1-decoy)
 compose it: parameter estimation (Hoeffding terms and the phase-error
