@@ -385,7 +385,8 @@ class LinkModel:
         if self._table_cache is not None and self._table_cache[0] == key:
             return self._table_cache[1], nseg
         common = dict(rotations=rot, states=self._states, ideal_states=self._ideal_states, mu=self.mu,
-                      transmittance=self.transmittance, per_photon=self._per_photon(), eve=self.attack)
+                      transmittance=self.transmittance, per_photon=self._per_photon(), eve=self.attack,
+                      bob_p_z=self.bob_p_z)
         tables = _eve.build_tables(attack=kind, **common)
         if self._switch(frame_index) is not None:
             # the attack starts inside the frame: classes 12 nseg .. 24 nseg - 1 are the attacked
