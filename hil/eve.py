@@ -18,7 +18,12 @@ Physics (all per pulse, Eve sitting at Alice's output):
   ``resend_mu`` through the fiber; on failure she sends nothing. In the matched
   basis Bob's QBER from attacked pulses is 1/4 at the default eve_p_z = 0.5
   (Bennett et al., J. Cryptology 5, 3 (1992), sec. 5); for another eve_p_z, (1 - eve_p_z)/2
-  in Z and eve_p_z/2 in X (no dark counts).
+  in Z and eve_p_z/2 in X (no dark counts). Eve's result follows the
+  single-photon Born rule, P(r) = (1 - exp(-eta_E mu)) |<r|psi>|^2: for a
+  multi-photon pulse this is exactly an ideal two-detector measurement that
+  settles her double clicks by a coin flip when her basis is Alice's or
+  conjugate to it (|<r|psi>|^2 in {0, 1/2, 1}); for states off by a preparation
+  error it is an approximation of that order.
 * Photon-number splitting: photon number n ~ Poisson(mu); for n >= 2 Eve keeps
   one photon and sends n - 1 through a lossless channel; single photons are
   blocked with probability ``block_single_fraction`` (else passed losslessly);

@@ -41,6 +41,22 @@ to the next is physical (each detector's last click for its dead time, pending
 afterpulses); it is carried when frames are run in order and reset when a
 frame index is skipped or repeated out of order.
 
+Physics checked against closed forms (``tests/test_hil_physics_audit.py``): gains and
+QBER per intensity follow Lo, Ma and Chen, PRL 94, 230504 (2005), eqs. (3)-(4) with
+eta per Alice's state from the losses, Bob's split, the efficiencies and Malus's
+law; a coherent pulse splits into independent Poisson numbers at Bob's passive
+beam splitter (the four detectors click independently; a Fock state from Eve
+splits multinomially, ``hil.eve``); dark counts are a Poisson rate over the whole
+slot period (p = 1 - exp(-rate / clock_hz) per detector and slot; their
+timestamps are uniform over the period, so the link's detection window keeps only
+its share of them); dead time is non-paralyzable and per detector (renewal live
+fraction 1 / (1 + (D - 1) p) for D dead slots; Mueller 1973), as for four
+free-running SNSPDs. A per-detector dead time is itself a known side channel
+(a detector that just clicked cannot click again, so the next clicks favour the
+other bit: Weier et al., New J. Phys. 13, 073024 (2011)); the model reproduces
+it faithfully and the link does not compensate it. At metro-25km it removes ~14 %
+of the H and V clicks (10 ns at ~17 M clicks/s per detector).
+
 Approximations (documented, tested where it matters): the polarization rotation
 is constant within a drift segment (a frame is split into segments of at most
 ``drift_step_s``); in the numpy reference afterpulses do not themselves
