@@ -200,6 +200,37 @@ def test_block_level_link_single_clicks_match_the_slot_model(name):
     assert np.all(np.abs(got - want) <= SIGMAS * np.sqrt(want) + 1), (got / want)
 
 
+def test_timestamps_carry_time_of_flight_delay_and_gaussian_jitter():
+    # photon clicks: slot time + fiber time of flight (group index) + the detector's delay, with
+    # Gaussian jitter of sigma sqrt(detector^2 + tagger^2); dark counts are spread over the period
+    sc = Scenario.load("metro-25km").with_overrides({"tagger.clock_drift_ppm": 0.0,
+                                                     "detectors.dark_count_rate_hz": 2e5})
+    m = LinkModel(sc, seed=3)
+    period = 1e12 / sc.source.clock_hz
+    tof = sc.fiber.length_km * 1e3 * sc.fiber.group_index / 299_792_458.0 * 1e12
+    sig = math.hypot(sc.detectors.jitter_ps[0], sc.tagger.jitter_ps)
+    res = [[] for _ in range(4)]
+    dark = []
+    for f in range(3):
+        r = m.run_frame(f)
+        start = f * sc.source.frame_slots * period
+        for d in range(4):
+            sel = r.detector == d
+            true = start + r.slot[sel].astype(np.int64) * period + tof + sc.detectors.delay_ps[d]
+            t = r.time_ps[sel] - true
+            res[d].append(t[~r.noise[sel]])
+            dark.append(t[r.noise[sel]])
+    for d in range(4):
+        x = np.concatenate(res[d])
+        n = len(x)
+        assert n > 10000
+        assert abs(x.mean()) < SIGMAS * sig / math.sqrt(n) + 0.5, (d, x.mean())   # +0.5: rounding to 1 ps
+        # std of a Gaussian sample: relative standard error 1 / sqrt(2 n)
+        assert abs(x.std() / math.hypot(sig, 1 / math.sqrt(12)) - 1) < SIGMAS / math.sqrt(2 * n), (d, x.std())
+    dk = np.concatenate(dark)
+    assert len(dk) > 1000 and abs(dk.std() / math.sqrt(period ** 2 / 12 + sc.tagger.jitter_ps ** 2) - 1) < 0.1
+
+
 # -- Bob's passive beam splitter ------------------------------------------------------------
 
 def test_double_and_cross_clicks_are_independent_poisson_splits():
