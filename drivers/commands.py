@@ -133,7 +133,8 @@ def _rig_node_hints(rig) -> list[str]:
         "Node files (link/config.py) for qkd alice / qkd bob on this rig, besides [node] and [channel]:",
         f"  [protocol]  block_bits = {cfg.block_bits}, p_z = {cfg.p_z}, "
         f"intensities = {list(cfg.intensities)}, intensity_probs = {list(cfg.intensity_probs)}, "
-        f'finite_key = "{cfg.finite_key}"',
+        f'finite_key = "{cfg.finite_key}", receiver = "{cfg.receiver}", '
+        f"receiver_split_z = {cfg.receiver_split_z}",
         f'  [frontend]  lab = "<this lab file>", frame_slots = {rig.frame_slots}, '
         f"clock_hz = {rig.model.clock_hz:g}, "
         'instrument = "pattern_generator" (Alice) or "time_tagger" (Bob)',

@@ -21,7 +21,9 @@ Layout (paths are relative to the file)::
     finite_key = "2-decoy"              # or "1-decoy"
     eps_sec = 1e-10
     eps_cor = 1e-15
-    p_z = 0.5
+    p_z = 0.5                           # Alice's probability of the Z basis
+    receiver = "passive"                # Bob's basis choice: "passive" (beam splitter) or "active"
+    receiver_split_z = 0.5              # passive: measured share of the light in Bob's Z arm
     intensities = [0.5, 0.1, 0.0002]
     intensity_probs = [0.5, 0.3, 0.2]
     auth_refill_bytes = 4096
@@ -277,6 +279,11 @@ def parse_node_file(data: dict, source: str | Path) -> NodeFile:
                           f"expected [lo, hi] with 0 <= lo <= hi < 0.5, got {list(cfg.auto_ldpc_qber)}")
     if not 0 < cfg.p_z < 1:
         raise ConfigError(src, "protocol.p_z", f"expected 0 < p_z < 1, got {cfg.p_z}")
+    if cfg.receiver not in ("passive", "active"):
+        raise ConfigError(src, "protocol.receiver", f'expected "passive" or "active", got {cfg.receiver!r}')
+    if not 0 < cfg.receiver_split_z < 1:
+        raise ConfigError(src, "protocol.receiver_split_z",
+                          f"expected 0 < receiver_split_z < 1, got {cfg.receiver_split_z}")
     if len(cfg.intensities) != len(cfg.intensity_probs):
         raise ConfigError(src, "protocol.intensity_probs",
                           f"expected one probability per intensity ({len(cfg.intensities)})")

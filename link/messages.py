@@ -23,9 +23,10 @@ from enum import IntEnum
 # multi-frame SIFT_ANNOUNCE / SIFT_MATCH with packed bases and 16-bit slot gaps, KME_RESERVE(D),
 # QC-LDPC codes. 3: SIFT_MATCH carries the match mask one bit per event and the intensity
 # classes as two bit planes. 4: PE_DISCLOSE carries Bob's X bits packed (``x_words``, uint64,
-# with meta ``n_x``; was one byte per bit). A node refuses frames of another version (WireError
-# naming both).
-PROTOCOL_VERSION = 4
+# with meta ``n_x``; was one byte per bit). 5: PE_DISCLOSE's meta also carries Bob's
+# ``cross_clicks`` and ``events`` of the block (the passive receiver's multi-photon bound,
+# link.finite_key). A node refuses frames of another version (WireError naming both).
+PROTOCOL_VERSION = 5
 HEADER = struct.Struct(">BBBBQQI")
 TAG_LEN = 8
 MAX_PAYLOAD = 1 << 30

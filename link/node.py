@@ -33,7 +33,7 @@ telemetry PUB socket. The protocol per frame and per block:
   this change, ``bench/test_bench_engine.py``.)
 * **Per block** (a thread per block, up to ``max_blocks_in_flight`` = 16, each
   calling the C core with the GIL released): Bob discloses his X-basis bits
-  (the test basis) ``PE_DISCLOSE``; Alice counts X errors per intensity and
+  (the test basis) and his block's cross clicks ``PE_DISCLOSE``; Alice counts X errors per intensity and
   answers ``PE_RESULT`` (QBER estimate, reconciliation seed, method: Cascade or
   LDPC by configuration or, with ``"auto"``, by the estimated QBER); both run
   reconciliation (``postproc_c.make_side``) through the node's ``ReconMux``
@@ -152,6 +152,11 @@ class NodeConfig:
     eps_sec: float = 1e-10
     eps_cor: float = 1e-15
     p_z: float = 0.9
+    # Bob's basis choice: "passive" (a beam splitter sends receiver_split_z of the light to the
+    # Z arm; his multi-photon detections are bounded by his cross clicks, link.finite_key) or
+    # "active" (a modulator; the squashing model alone covers it)
+    receiver: str = "passive"
+    receiver_split_z: float = 0.5
     intensities: tuple[float, ...] = (0.5, 0.1, 0.0002)
     intensity_probs: tuple[float, ...] = (0.7, 0.2, 0.1)
     auth_refill_bytes: int = 16384      # of each block's key to the auth pool (384 pads/proto stream)
@@ -180,6 +185,27 @@ class BlockResult:
     emulated_s: float = 0.0
     yields: dict = field(default_factory=dict)
     eps: dict = field(default_factory=dict)      # the block's epsilon budget (finite_key.EpsilonBudget)
+    # Alice: the finite-key terms the length came from (s0, s1, s1_test, v1_test, phase_error,
+    # multiphoton_z/x: the passive receiver's bound, penalty_bits), for the report and telemetry
+    finite_key: dict = field(default_factory=dict)
+
+
+def receiver_counts(cfg: NodeConfig, pe_meta: dict) -> fk.PassiveReceiver | None:
+    """Bob's receiver as the finite-key step needs it: for a passive one its split and the
+    cross clicks and detection events Bob reported with the block's test bits (PE_DISCLOSE);
+    None for an active one. A passive receiver's counts are required: missing or malformed
+    ones are refused (zero cross clicks would hide every multi-photon detection)."""
+    if cfg.receiver == "active":
+        return None
+    cross, events, ann = pe_meta.get("cross_clicks"), pe_meta.get("events"), pe_meta.get("announced")
+    if not all(type(v) is int for v in (cross, events)) or not 0 <= cross <= events:
+        raise PayloadError(f"PE_DISCLOSE: cross_clicks {cross!r} / events {events!r} are not two "
+                           "counts with 0 <= cross_clicks <= events")
+    if (not isinstance(ann, list) or len(ann) != 2 or not all(type(v) is int and v >= 0 for v in ann)
+            or sum(ann) + cross > events):
+        raise PayloadError(f"PE_DISCLOSE: announced {ann!r} is not [Z, X] counts >= 0 adding up to at "
+                           f"most events - cross_clicks")
+    return fk.PassiveReceiver(cfg.receiver_split_z, cross, events, cfg.p_z, (ann[0], ann[1]))
 
 
 def choose_reconciliation(cfg: NodeConfig, qber_est: float) -> str:
@@ -247,6 +273,8 @@ class _Block:
         self.emulated_s = 0.0
         self.events = 0                            # Bob: detection events
         self.multi = 0                             # Bob: events with clicks on two or more detectors
+        self.cross = 0                             # Bob: of those, events with clicks in both bases
+        self.announced = np.zeros(2, np.int64)     # Bob: announced events per basis (Z, X)
         self.t_last = 0.0                          # Bob: when the block's last frame was read (monotonic)
         self.forged0 = 0.0                         # channel forgery bound where its window opens
         self.forged_peer = 0.0                     # Alice: the peer's, from VERIFY_RESULT
@@ -809,6 +837,8 @@ class Node:
             self._cur.appended(f, nz)
             self._cur.events += ann.n_events
             self._cur.multi += ann.n_cross_dropped + int(ann.n_squashed.sum())
+            self._cur.cross += ann.n_cross_dropped
+            self._cur.announced += ann.counts.astype(np.int64)
             self._cur.t_last = ann_t
             with self._lock:
                 self.counters["sifted"] += used
@@ -986,6 +1016,44 @@ class Node:
             return True
         return False
 
+    def _watch_receiver(self, bid: int, bb: BlockBits, receiver: fk.PassiveReceiver | None) -> dict:
+        """Alice: Bob's receiver against the model the security analysis assumes.
+
+        * The Z share of Bob's announced events against ``receiver_split_z``: an arm less
+          efficient than the other, or a split configured wrong, shows here. The multi-photon
+          bound already uses the wider of the two (``PassiveReceiver.split_range``); the alarm
+          tells the lab to correct the setting.
+        * Detector efficiency mismatch within a basis: Alice's bits are uniform, so the share of
+          1s among her sifted bits is eta_1 / (eta_0 + eta_1) of Bob's two detectors (V/H in Z,
+          A/D in X). Squashing and the passive-receiver bound assume equal efficiencies; a
+          mismatch opens the efficiency loophole (Fung et al., QIC 9, 131 (2009)), which this
+          analysis does not bound: a mismatch beyond ~10 % raises ``detector_mismatch``.
+        Thresholds are 5 standard deviations plus a margin (0.03 on the split, 0.025 on the
+        share of 1s), so an honest block of 10^4 events and more stays quiet.
+        """
+        out = {}
+        cfg = self.cfg
+        m = receiver.measured_split if receiver is not None else None
+        if m is not None:
+            n = sum(receiver.announced)
+            out["measured_split_z"] = m
+            if abs(m - cfg.receiver_split_z) > 0.03 + 5.0 * math.sqrt(m * (1.0 - m) / n):
+                self.alarm("receiver_split",
+                           f"block {bid}: Bob's Z arm took {m:.3f} of his {n} announced events, "
+                           f"receiver_split_z is {cfg.receiver_split_z:.3f} (the multi-photon bound uses "
+                           "the wider range; set receiver_split_z to the measured share)", bid)
+        for basis, plane, n, (d0, d1) in (("Z", bb.z, bb.n_z, ("H", "V")), ("X", bb.x, bb.n_x, ("D", "A"))):
+            if n < 10_000:
+                continue
+            ones = int(np.bitwise_count(plane).sum()) / n
+            out[f"ones_{basis.lower()}"] = ones
+            if abs(ones - 0.5) > 0.025 + 5.0 * 0.5 / math.sqrt(n):
+                self.alarm("detector_mismatch",
+                           f"block {bid}: {ones:.3f} of {n} {basis}-basis events were Alice's 1s: Bob's "
+                           f"{d1} detector is {ones / (1.0 - ones):.2f}x as efficient as {d0}; the "
+                           "security analysis assumes equal efficiencies", bid)
+        return out
+
     # the block protocol: Alice ------------------------------------------------------------------------
     def _alice_block(self, bid: int, blk: _Block) -> BlockResult:
         cfg = self.cfg
@@ -1000,6 +1068,8 @@ class Node:
             pmeta, arr = decode(m.payload)
             if pmeta.get("n_x") != n_x:
                 raise PayloadError(f"PE_DISCLOSE: {pmeta.get('n_x')!r} X bits, the block has {n_x}")
+            receiver = receiver_counts(cfg, pmeta)
+            res.yields.update(self._watch_receiver(bid, bb, receiver))
             bx = require(arr, "x_words", np.uint64, words_for(n_x))
             # events and errors per intensity class: popcounts over the packed planes
             x_n, x_err = bb.x_counts(bb.x, bx)
@@ -1067,16 +1137,21 @@ class Node:
                                                           tuple(int(v) for v in x_err[:ints])),
                 fk.DecoySettings(tuple(cfg.intensities), tuple(cfg.intensity_probs)),
                 leak_ec_bits=res.leaked_bits, eps_sec=cfg.eps_sec, eps_cor=cfg.eps_cor,
-                protocol=cfg.finite_key)
+                protocol=cfg.finite_key, receiver=receiver)
             ell = int(fkr.ell)
+            res.finite_key = {"s0": fkr.s0, "s1": fkr.s1, "s1_test": fkr.s1_test, "v1_test": fkr.v1_test,
+                              "phase_error": fkr.phase_error, "penalty_bits": fkr.penalty_bits,
+                              "multiphoton_z": fkr.extra.get("multiphoton_z", 0.0),
+                              "multiphoton_x": fkr.extra.get("multiphoton_x", 0.0)}
             if fkr.eps is not None:
                 blk.budget = fkr.eps            # published with its authentication term (_run_block)
                 # the budget the length was computed for must be the one configured
                 if fkr.eps.total > (cfg.eps_sec + cfg.eps_cor + fkr.eps.authentication) * (1 + 1e-9):
                     raise _BlockAbort(res, f"epsilon budget {fkr.eps.total:.3g} exceeds "
                                       f"eps_sec + eps_cor", "epsilon_budget", notify_peer=True)
-            log.info("block %d: n_z=%d qber_x=%.4f leak=%d ell=%d eps=%s", bid, n_z, res.qber_x,
-                     res.leaked_bits, ell, fkr.eps)
+            log.info("block %d: n_z=%d qber_x=%.4f leak=%d s1=%.0f multi-photon z/x=%.0f/%.0f ell=%d eps=%s",
+                     bid, n_z, res.qber_x, res.leaked_bits, fkr.s1, fkr.extra.get("multiphoton_z", 0.0),
+                     fkr.extra.get("multiphoton_x", 0.0), ell, fkr.eps)
             if ell <= 0:
                 kind = "qber_high" if res.qber_x > cfg.qber_alarm else "finite_key_zero"
                 self._send_wait(MsgType.PA_SEED, bid, encode({"ell": 0, "reason": fkr.reason}))
@@ -1108,7 +1183,11 @@ class Node:
                 # Bob's detections may be Eve's: no key from this block (the alarm is raised)
                 raise _BlockAbort(res, "detector blinding suspected", None, notify_peer=True)
             # the test bits packed (1/8 of a byte each on the wire)
-            self._send_wait(MsgType.PE_DISCLOSE, bid, encode({"n_x": n_x}, {"x_words": bb.x}))
+            # with the block's cross clicks and detection events: Alice's finite-key step bounds
+            # the multi-photon detections of a passive receiver with them (link.finite_key)
+            self._send_wait(MsgType.PE_DISCLOSE, bid, encode(
+                {"n_x": n_x, "cross_clicks": blk.cross, "events": blk.events,
+                 "announced": [int(v) for v in blk.announced]}, {"x_words": bb.x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
             if "abort" in meta:

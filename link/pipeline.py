@@ -43,7 +43,8 @@ HIL_PROBS_1DECOY = (0.6, 0.4)
 def config_for_scenario(scenario, **overrides) -> NodeConfig:
     """Protocol settings for a HIL scenario: its intensities, our basis and intensity choice.
 
-    The intensities are physics (the scenario's source). Alice's basis bias and
+    The intensities and Bob's beam splitter (``receiver_split_z``, the finite-key step's
+    multi-photon bound) are physics (the scenario's source and receiver). Alice's basis bias and
     intensity probabilities are the protocol's choice, made per frame by the
     engine's pattern, and the model emulates whatever pattern it is given. The
     shipped scenarios' own choice (metro-25km: p_z = 0.85, (0.4, 0.42, 0.18))
@@ -56,7 +57,7 @@ def config_for_scenario(scenario, **overrides) -> NodeConfig:
     """
     src = scenario.source
     mus = tuple(float(m) for m in src.intensities)
-    cfg = NodeConfig(p_z=HIL_P_Z, intensities=mus,
+    cfg = NodeConfig(p_z=HIL_P_Z, intensities=mus, receiver_split_z=float(scenario.bob.p_z),
                      intensity_probs=HIL_PROBS_2DECOY if len(mus) == 3 else HIL_PROBS_1DECOY,
                      finite_key="2-decoy" if len(mus) == 3 else "1-decoy", block_bits=1 << 20)
     return replace(cfg, **overrides)
@@ -544,6 +545,7 @@ def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float,
         out["keys_identical"] = stores_identical(stores["alice"], stores["bob"])
         out["block_results"] = [
             {k: getattr(r, k) for k in ("block_id", "n_z", "qber_x", "qber_z", "leaked_bits", "f",
-                                        "method", "secret_bits", "aborted", "reason", "latency_s")}
+                                        "method", "secret_bits", "aborted", "reason", "latency_s",
+                                        "finite_key")}
             for r in res]
     return out

@@ -311,6 +311,20 @@ def render_markdown(run: Run) -> str:
                        f"{_fmt(b.get('f'), '.3f')} | {b.get('leaked_bits', 0)} | {b.get('secret_bits', 0)} | "
                        f"{_fmt(eps, '.3g')} | {_fmt(b.get('latency_s'), '.2f')} | "
                        f"{'ABORTED: ' + b.get('reason', '') if b.get('aborted') else 'key'} |")
+        fk_rows = [b for b in blocks if b.get("finite_key")]
+        if fk_rows:
+            out += ["", "## Finite-key terms (Alice; link/finite_key.py)", "",
+                    "s0, s1: vacuum and single-photon events of the key basis (lower bounds; s1 without "
+                    "the events Bob received as two or more photons, bounded from his cross clicks for "
+                    "a passive receiver: multi-photon Z/X); phase error: its upper bound.", "",
+                    "| block | s0 | s1 | s1 test | v1 test | phase error | multi-photon Z | multi-photon X |",
+                    "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for b in fk_rows:
+                t = b["finite_key"]
+                cells = [_fmt(t.get(k), ".4f" if k == "phase_error" else ".0f")
+                         for k in ("s0", "s1", "s1_test", "v1_test", "phase_error", "multiphoton_z",
+                                   "multiphoton_x")]
+                out.append(f"| {b.get('block_id')} | " + " | ".join(cells) + " |")
     if f["rates"]:
         vals = [r for _, r in f["rates"]]
         t_last = f["rates"][-1][0]
