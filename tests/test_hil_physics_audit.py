@@ -231,6 +231,26 @@ def test_timestamps_carry_time_of_flight_delay_and_gaussian_jitter():
     assert len(dk) > 1000 and abs(dk.std() / math.sqrt(period ** 2 / 12 + sc.tagger.jitter_ps ** 2) - 1) < 0.1
 
 
+def test_afterpulse_delay_is_the_dead_time_plus_an_exponential_release():
+    # trap release (Itzler et al., J. Mod. Opt. 58, 2011, sec. 4): delay = dead time + Exp(tau), in
+    # whole slots (ceil: + 1/2 on average); low click rate so that the previous click is the parent
+    sc = Scenario.load("long-100km").with_overrides({
+        "detectors.afterpulse_prob": 0.1, "detectors.dead_time_ns": 20.0,
+        "detectors.afterpulse_time_constant_ns": 50.0, "source.frame_slots": 1 << 18})
+    gaps = []
+    for r, _ in run(sc, 20, seed=8):
+        for d in range(4):
+            sel = r.detector == d
+            gaps.append(np.diff(r.slot[sel].astype(np.int64))[r.noise[sel][1:]])
+    g = np.concatenate(gaps)
+    g = g[g < 1000].astype(float)        # not a parent: a pending afterpulse of the previous frame
+    assert len(g) > 800
+    tau, dead = 50.0, 20.0
+    assert abs(g.mean() - (dead + tau + 0.5)) < SIGMAS * tau / math.sqrt(len(g)), g.mean()
+    tail = float(np.mean(g > dead + tau * math.log(10)))        # P(Exp(tau) > tau ln 10) = 10 %
+    assert abs(tail - 0.1) < SIGMAS * math.sqrt(0.09 / len(g)), tail
+
+
 # -- Bob's passive beam splitter ------------------------------------------------------------
 
 def test_double_and_cross_clicks_are_independent_poisson_splits():
