@@ -35,7 +35,15 @@ Method, and why:
   is used rather than the basis/bit pattern because the click probability
   follows mu whatever the fiber did to the polarization, so timing can be
   calibrated before polarization alignment. The fit quality is the peak's
-  height over the standard deviation of all other lags (a z-score).
+  height over the standard deviation of all other lags (a z-score). That
+  z-score alone cannot tell a peak from noise: with ~10^6 lags, many of them
+  only partly overlapping the pattern (smaller variance), the largest lag of an
+  uncorrelated pattern scores z ~ 8. So the peak must also stand
+  ``MIN_PEAK_MARGIN`` standard deviations above the best lag outside its
+  neighbours (for noise the two largest of N near-Gaussian values differ by
+  ~1/sqrt(2 ln N) ~ 0.2 sigma); otherwise :class:`TimingError` says so instead
+  of returning a random slot offset (wrong pattern, wrong frames, too few
+  signal clicks).
 * **Window** -- with the measured jitter sigma, the peak's click count S and
   the floor's density b (clicks per ps), a window w keeps S erf(w / (2 sqrt2
   sigma)) signal clicks and b w noise clicks with error 1/2; the asymptotic
@@ -66,6 +74,8 @@ __all__ = ["TimingCalibration", "TimingError", "calibrate_timing", "save_toml"]
 
 DEFAULT_MU = (0.5, 0.1, 0.0)
 MIN_CLICKS = 200
+MIN_PEAK_MARGIN = 4.0       # coarse peak's z over the best other lag's (module docstring)
+MAX_COARSE_SLOTS = 1 << 23  # the coarse FFT's memory: ~0.3 GB at this many slots
 
 
 class TimingError(ValueError):
@@ -148,8 +158,9 @@ def _phase(rel: np.ndarray, period: float) -> tuple[float, float, float, float, 
     return phase, sigma / math.sqrt(max(n_core, 1)), sigma, floor, n_core
 
 
-def _coarse(g: np.ndarray, weight: np.ndarray) -> tuple[int, float]:
-    """Lag k (slots) maximising sum_j weight[j] * clicks[j + k]; and the peak's z-score."""
+def _coarse(g: np.ndarray, weight: np.ndarray) -> tuple[int, float, float]:
+    """Lag k (slots) maximising sum_j weight[j] * clicks[j + k]; the peak's z-score; the z-score of
+    the best lag outside k - 1 .. k + 1 (a peak split over two slots by jitter is still one peak)."""
     L = len(weight)
     lo = int(g.min()) if g.size else 0
     lo = min(lo, 0)
@@ -163,9 +174,13 @@ def _coarse(g: np.ndarray, weight: np.ndarray) -> tuple[int, float]:
     k = int(np.argmax(corr))
     peak = corr[k]
     rest = np.delete(corr, k)
-    z = float((peak - rest.mean()) / max(rest.std(), 1e-12))
+    sd = max(float(rest.std()), 1e-12)
+    z = float((peak - rest.mean()) / sd)
+    others = corr.copy()
+    others[[(k - 1) % n, k, (k + 1) % n]] = -np.inf
+    z_next = float((others.max() - rest.mean()) / sd)
     lag = k if k < n - L else k - n          # circular wrap: negative lags live at the end
-    return lag + lo, z
+    return lag + lo, z, z_next
 
 
 def _h2(e: np.ndarray) -> np.ndarray:
@@ -201,8 +216,10 @@ def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequenc
     sync is the k-th sync tag in ``t_ps`` (the first sync Bob saw is frame 0);
     ``mu`` the mean photon number of each class. The coarse (slot) search
     uses the first ``coarse_frames`` frames (thousands of clicks give a peak
-    far above the noise; more only costs FFT time), the fine fit all. Raise :class:`TimingError`
-    naming what is missing (syncs, clicks, a flat pattern).
+    far above the noise; more only costs FFT time), more (doubling, up to all frames given and
+    ``MAX_COARSE_SLOTS`` slots) for a detector whose peak is not clear; the fine fit uses all.
+    Raise :class:`TimingError` naming what is missing (syncs, clicks, a flat pattern, a clear
+    correlation peak).
     """
     t = np.asarray(t_ps, dtype=np.int64)
     ch = np.asarray(channel, dtype=np.uint8)
@@ -223,11 +240,22 @@ def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequenc
     if len(intensities) < 1:
         raise TimingError("intensities: need Alice's pattern of at least one frame")
     n_coarse = max(1, min(int(coarse_frames), len(intensities)))
-    weight = np.concatenate([np.asarray(mu, np.float64)[np.asarray(x, np.uint8)]
-                             for x in intensities[:n_coarse]]).astype(np.float32)
-    weight -= weight.mean()
-    if not np.any(weight):
-        raise TimingError("intensities: Alice's pattern has one intensity only, nothing to correlate")
+    weights: dict[int, np.ndarray] = {}
+
+    def weight_for(frames: int) -> np.ndarray:
+        if frames not in weights:
+            w = np.concatenate([np.asarray(mu, np.float64)[np.asarray(x, np.uint8)]
+                                for x in intensities[:frames]]).astype(np.float32)
+            w -= w.mean()
+            if not np.any(w):
+                raise TimingError("intensities: Alice's pattern has one intensity only, nothing to correlate")
+            weights[frames] = w
+        return weights[frames]
+
+    # the coarse search may grow to more frames when a detector's peak is not clear (few clicks, e.g. the
+    # weak arm of a biased receiver at 100 km), doubling up to the frames given, within MAX_COARSE_SLOTS
+    max_coarse = max(n_coarse, min(len(intensities), MAX_COARSE_SLOTS // max(int(frame_slots), 1)))
+    weight_for(n_coarse)
     res = {k: [] for k in ("off", "k", "ph", "se", "sig", "n", "z")}
     floors = []
     for d in range(4):
@@ -242,7 +270,17 @@ def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequenc
         phase, se, sigma, floor, n_core = _phase(rel, period)
         n_slot = np.rint((rel - phase) / period).astype(np.int64)
         g = idx[f] * frame_slots + n_slot
-        k, z = _coarse(g[idx[f] < n_coarse + 1], weight)
+        frames = n_coarse
+        k, z, z_next = _coarse(g[idx[f] < frames + 1], weight_for(frames))
+        while z - z_next < MIN_PEAK_MARGIN and frames < max_coarse:
+            frames = min(2 * frames, max_coarse)
+            k, z, z_next = _coarse(g[idx[f] < frames + 1], weight_for(frames))
+        if z - z_next < MIN_PEAK_MARGIN:
+            raise TimingError(f"detector {'HVDA'[d]} (channel {d + 1}): no clear peak in the correlation "
+                              f"of its clicks with Alice's intensity pattern (best lag z {z:.1f}, next "
+                              f"{z_next:.1f}; need a margin of {MIN_PEAK_MARGIN:g}): are the patterns those "
+                              f"of the frames tagged, and is light reaching Bob? ({td.size} clicks in "
+                              f"{frames} frames searched; more frames help if clicks are few)")
         res["off"].append(k * period + phase)
         res["k"].append(k)
         res["ph"].append(phase)

@@ -8,9 +8,16 @@ preparation errors, the fiber's drifting rotation at the block's midpoint, Bob's
 controller, transmittance, per-detector efficiency and dark counts, exactly the
 quantities ``LinkModel.expected_click_probability`` uses -- and draws Poisson
 counts of single clicks per (intensity, Alice's state, detector) with those
-means. Dead time is applied as the non-paralyzable loss factor 1/(1 + R tau)
-per detector (the non-paralyzable dead-time model, m = n / (1 + n tau); Knoll, Radiation
-Detection and Measurement, 4th ed., ch. 4, sec. VII).
+means. Dead time is applied as the non-paralyzable live fraction 1/(1 + R tau)
+per detector (m = n / (1 + n tau); Knoll, Radiation Detection and Measurement,
+4th ed., ch. 4, sec. VII) with tau the blind time of the slot-level rule
+(``hil.detectors.dead_time_keep``: a click blocks the next D - 1 slots, D = ceil(dead
+time / period), so tau = (D - 1) periods; light comes only at slot times). A click
+is single when no other detector clicks, and a detector that is dead cannot, so
+the other detectors enter with their live-scaled probabilities too. Both matter
+in saturation: with tau = the nominal dead time and unscaled partners the
+single-click rates were 1.7 % low at metro-25km and 5-13 % low back to back
+(``tests/test_hil_physics_audit.py``).
 
 What it must not do: stand in for the slot-level model where timing, afterpulses,
 multi-clicks within a block or attacks matter; it keeps only what the per-block
@@ -57,23 +64,25 @@ class BlockLink:
         self.rng = np.random.default_rng(seed)
         m = model
         self.p_state = np.array([m.p_z, m.p_z, 1 - m.p_z, 1 - m.p_z]) / 2
-        self.dead_s = np.array([d.dead_time_ns for d in m.detectors]) * 1e-9
+        # blind time after a click at slot resolution: D - 1 slots (hil.detectors.dead_time_keep)
+        self.dead_s = np.array([max(m._dead_slots(d) - 1, 0) for d in range(4)]) / m.clock_hz
         self._per_photon = m._per_photon()
         self._dark = m._dark_prob()
 
     def click_probabilities(self, t_s: float, rotation: np.ndarray | None = None) -> np.ndarray:
         """(3 intensities, 4 states, 4 detectors) probability per slot of a single click in detector d
-        (closed form as ``LinkModel.expected_click_probability``, times no other detector clicking,
-        times the dead-time loss factor)."""
+        (closed form as ``LinkModel.expected_click_probability``, times the detector's live fraction,
+        times no other (live) detector clicking)."""
         m = self.model
         u = m.rotation_at(t_s) if rotation is None else rotation
         proj = _eve.projections(u[None], m._states)[0]                         # (4 states, 4 det)
         nbar = m.mu[:, None, None] * m.transmittance * self._per_photon[None, None, :] * proj[None]
         p = 1.0 - np.exp(-nbar) * (1.0 - self._dark)[None, None, :]
-        quiet = np.prod(1.0 - p, axis=-1, keepdims=True)
-        single = p * quiet / (1.0 - p)
         rate = m.clock_hz * np.einsum("k,s,ksd->d", m.intensity_probs, self.p_state, p)
-        return single / (1.0 + rate * self.dead_s)[None, None, :]
+        # live fraction per detector: the pattern is i.i.d., so a slot's class does not change it
+        p = p / (1.0 + rate * self.dead_s)[None, None, :]
+        quiet = np.prod(1.0 - p, axis=-1, keepdims=True)
+        return p * quiet / (1.0 - p)
 
     def expected_qber(self, t_s: float, rotation: np.ndarray | None = None) -> tuple[float, float]:
         """Expected (QBER_Z, QBER_X) of single clicks, all intensities, at time t (or a given rotation)."""

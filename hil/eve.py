@@ -18,7 +18,12 @@ Physics (all per pulse, Eve sitting at Alice's output):
   ``resend_mu`` through the fiber; on failure she sends nothing. In the matched
   basis Bob's QBER from attacked pulses is 1/4 at the default eve_p_z = 0.5
   (Bennett et al., J. Cryptology 5, 3 (1992), sec. 5); for another eve_p_z, (1 - eve_p_z)/2
-  in Z and eve_p_z/2 in X (no dark counts).
+  in Z and eve_p_z/2 in X (no dark counts). Eve's result follows the
+  single-photon Born rule, P(r) = (1 - exp(-eta_E mu)) |<r|psi>|^2: for a
+  multi-photon pulse this is exactly an ideal two-detector measurement that
+  settles her double clicks by a coin flip when her basis is Alice's or
+  conjugate to it (|<r|psi>|^2 in {0, 1/2, 1}); for states off by a preparation
+  error it is an approximation of that order.
 * Photon-number splitting: photon number n ~ Poisson(mu); for n >= 2 Eve keeps
   one photon and sends n - 1 through a lossless channel; single photons are
   blocked with probability ``block_single_fraction`` (else passed losslessly);
@@ -29,7 +34,18 @@ Physics (all per pulse, Eve sitting at Alice's output):
   sends a bright trigger that only the detector matching her result (in her
   basis) sees above threshold (Lydersen et al., Nat. Photonics 4, 686 (2010),
   Fig. 3): Bob's click is that one detector; blinded detectors have no dark
-  counts or afterpulses.
+  counts or afterpulses. Bob's basis choice is a passive beam splitter (a
+  fraction p_z of the light to the Z arm), so the trigger reaches both arms at
+  once: of power P in Eve's state, the matching detector gets p_b P (p_b = p_z or
+  1 - p_z for her basis b), its partner in the same arm nothing, and each
+  detector of the other arm (1 - p_b) P / 2. A threshold between the two exists
+  only if p_b > (1 - p_b) / 2, i.e. p_b > 1/3 (the faked-state condition of
+  Gerhardt et al., Nat. Commun. 2, 349 (2011), for a passive-basis receiver,
+  there with p_b = 1/2; equal thresholds for the four detectors assumed). For a
+  basis where no threshold works (the X arm of a 90:10 receiver) Eve sends no
+  trigger: any trigger would fire the other arm too and show as a multi-detector
+  click. Eve's trigger is assumed to reach Bob's analyser in the polarization she
+  chose (bright light lets her pre-compensate the fiber).
 
 Eve outcome codes (``EveRecord.code``): 0 nothing learned/not attacked, 1
 attacked but no photon detected, 2 + 2*basis + result: measured, 6: holds a
@@ -159,14 +175,24 @@ class OutcomeTables:
         return np.minimum(e, self.n_e - 1).astype(np.uint8)
 
 
+def blinding_fakeable(bob_p_z: float) -> np.ndarray:
+    """Per basis (Z, X): can a bright trigger fire the matching detector of that basis alone at a
+    passive receiver sending ``bob_p_z`` of the light to Z? (module docstring: p_b > (1 - p_b) / 2)"""
+    arm = np.array([bob_p_z, 1.0 - bob_p_z], dtype=float)
+    return arm > arm[::-1] / 2.0
+
+
 def build_tables(*, attack: str, rotations: np.ndarray, states: np.ndarray, ideal_states: np.ndarray,
-                 mu: np.ndarray, transmittance: float, per_photon: np.ndarray, eve) -> OutcomeTables:
+                 mu: np.ndarray, transmittance: float, per_photon: np.ndarray, eve,
+                 bob_p_z: float = 0.5) -> OutcomeTables:
     """Joint outcome tables for every (segment, intensity, state) class.
 
     ``rotations`` (nseg, 2, 2) is controller @ fiber per segment; ``per_photon`` (4,)
     is Bob's per-photon probability to reach and fire detector d for a perfectly
     aligned photon (insertion loss * arm split * efficiency); ``eve`` holds the
-    attack parameters (scenario ``[attack]`` section or an equivalent object).
+    attack parameters (scenario ``[attack]`` section or an equivalent object); ``bob_p_z`` is
+    Bob's beam-splitter ratio (light to the Z arm), which decides which triggers a blinding Eve
+    can fake (:func:`blinding_fakeable`).
     """
     nseg = rotations.shape[0]
     mu = np.asarray(mu, dtype=float)
@@ -190,9 +216,11 @@ def build_tables(*, attack: str, rotations: np.ndarray, states: np.ndarray, idea
                                     * projections(rotations, ideal_states) * per_photon)
         else:
             joint[:, :, :, CODE_NO_PHOTON, 0] = np.exp(-mu * eve.eve_efficiency)[None, :, None]
+            # a trigger fires the detector of Eve's result alone, where the receiver's split allows it
+            fire = eve.trigger_prob * np.repeat(blinding_fakeable(bob_p_z), 2)     # (4 results,)
             resent = np.zeros((nseg, 4, 16))
-            resent[:, np.arange(4), 1 << np.arange(4)] = eve.trigger_prob
-            resent[:, :, 0] = 1.0 - eve.trigger_prob
+            resent[:, np.arange(4), 1 << np.arange(4)] = fire
+            resent[:, :, 0] = 1.0 - fire
         for b in (0, 1):
             for r in (0, 1):
                 o = 2 * b + r

@@ -20,7 +20,12 @@ Poincare sphere (diffusion of the output SOP; Karlsson et al., J. Lightwave
 Technol. 18(7), 2000; Czegledi, Karlsson, Agrell and Johannisson, "Polarization
 drift channel model for coherent fibre-optic systems", Sci. Rep. 6, 21217
 (2016), arXiv:1507.00953, model the Jones matrix as a random walk on SU(2)
-with i.i.d. Gaussian 3-vector increments of variance sigma^2 dt). We follow that model on a fixed time grid of
+with i.i.d. Gaussian 3-vector increments of variance sigma^2 dt). Our rate
+``drift_rad_per_sqrt_s`` is the Poincare-sphere (Stokes) angle: the step is
+exp(-i a.sigma/2) with a ~ N(0, rate^2 dt I), a rotation of the Stokes vector by
+|a|, so E[angle^2] = 3 rate^2 t for small angles (tested). In a Jones-space
+parametrisation exp(-i alpha.sigma) the Stokes rotation is 2|alpha|, so such an
+alpha has standard deviation rate sqrt(dt) / 2 per component. We follow that model on a fixed time grid of
 ``drift_step_s``, interpolate along the geodesic within a step, and add a slow
 deterministic temperature term (a sinusoidal rotation about S3). The walk is
 generated in seeded blocks so ``rotation_at(t)`` is a pure function of

@@ -66,14 +66,17 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "intensities": _Key("float3", [0.5, 0.1, 0.0], 0.0, 100.0, doc="mean photon numbers mu1, mu2, mu3"),
         "intensity_probs": _Key("float3", [0.7, 0.2, 0.1], 0.0, 1.0, doc="probabilities of mu1, mu2, mu3"),
         "prep_error_deg": _Key("float4", 0.0, -90.0, 90.0,
-                               doc="polarization angle error of the H, V, D, A states (degrees)"),
+                               doc="polarization angle error of the H, V, D, A states (degrees); one "
+                                   "number = a common rotation (e_d = sin^2 in both bases, which Bob's "
+                                   "calibration can undo), four different ones a flaw no rotation fixes"),
     },
     "fiber": {
         "length_km": _Key("float", 25.0, 0.0, 1000.0),
         "attenuation_db_per_km": _Key("float", 0.2, 0.0, 10.0),
         "group_index": _Key("float", 1.4682, 1.0, 2.0, doc="for the time of flight"),
         "drift_rad_per_sqrt_s": _Key("float", 0.0, 0.0, 100.0,
-                                     doc="SU(2) random-walk rate on the Poincare sphere"),
+                                     doc="SU(2) random-walk rate: Poincare-sphere angle, E[angle^2] = "
+                                         "3 rate^2 t"),
         "drift_step_s": _Key("float", 1e-3, 1e-6, 10.0, lo_open=True, doc="random-walk grid step"),
         "temperature_amplitude_rad": _Key("float", 0.0, 0.0, 2 * math.pi,
                                           doc="slow temperature term: Poincare angle amplitude"),
@@ -86,11 +89,16 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "insertion_loss_db": _Key("float", 1.0, 0.0, 60.0, doc="Bob's optics before the detectors"),
     },
     "detectors": {
-        "efficiency": _Key("float4", 0.7, 0.0, 1.0),
-        "dark_count_rate_hz": _Key("float4", 100.0, 0.0, 1e8),
-        "dead_time_ns": _Key("float4", 25.0, 0.0, 1e6),
-        "afterpulse_prob": _Key("float4", 0.0, 0.0, 0.5),
-        "afterpulse_time_constant_ns": _Key("float4", 20.0, 0.0, 1e6),
+        "efficiency": _Key("float4", 0.7, 0.0, 1.0, doc="per photon (a Poisson pulse: 1 - exp(-eta n))"),
+        "dark_count_rate_hz": _Key("float4", 100.0, 0.0, 1e8,
+                                   doc="free-running: 1 - exp(-rate / clock_hz) per slot, uniform in it"),
+        "dead_time_ns": _Key("float4", 25.0, 0.0, 1e6,
+                             doc="non-paralyzable, per detector, at slot resolution"),
+        "afterpulse_prob": _Key("float4", 0.0, 0.0, 0.5,
+                                doc="probability a registered click is followed by an afterpulse after "
+                                    "the dead time (charge released during it is lost)"),
+        "afterpulse_time_constant_ns": _Key("float4", 20.0, 0.0, 1e6,
+                                            doc="exponential delay past the dead time"),
         "jitter_ps": _Key("float4", 30.0, 0.0, 1e6, doc="Gaussian sigma"),
         "delay_ps": _Key("float4", 0.0, -1e9, 1e9, doc="cable + electronics delay per detector"),
     },

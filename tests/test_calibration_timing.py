@@ -105,6 +105,35 @@ def test_errors_name_the_problem():
                          clock_hz=model.clock_hz)
 
 
+def test_uncorrelated_pattern_is_an_error_not_a_random_offset():
+    # the z-score alone does not tell noise from a peak: an uncorrelated pattern scores z ~ 8 (the old
+    # test's bar); the margin over the next-best lag does (peak ~150 above it on the right pattern)
+    model = _model(11)
+    t, c, pats = _tags(model, 6)
+    rng = np.random.default_rng(5)
+    wrong = [rng.integers(0, 3, len(p)).astype(np.uint8) for p in pats]
+    with pytest.raises(TimingError, match=r"detector H \(channel 1\): no clear peak.*intensity pattern"):
+        calibrate_timing(t, c, wrong, frame_slots=model.frame_slots, clock_hz=model.clock_hz,
+                         mu=tuple(model.mu))
+    cal = calibrate_timing(t, c, pats, frame_slots=model.frame_slots, clock_hz=model.clock_hz,
+                           mu=tuple(model.mu))
+    assert min(cal.coarse_z) > 20
+
+
+def test_weak_arm_at_100km_grows_the_coarse_search_instead_of_guessing():
+    # long-100km's X arm (10 % of the light) gives ~30 clicks a frame: 4 frames leave the right lag
+    # only ~2 sigma above the next (z 10.7 vs 8.6); the search doubles its frames until it is clear
+    sc = Scenario.load("long-100km").with_overrides({"source.frame_slots": FRAME_SLOTS})
+    model = LinkModel(sc, 3)
+    t, c, pats = _tags(model, 12)
+    cal = calibrate_timing(t, c, pats, frame_slots=model.frame_slots, clock_hz=model.clock_hz,
+                           mu=tuple(model.mu))
+    truth = Timing.for_model(model)
+    for d in range(4):
+        assert abs(cal.offsets_ps[d] - truth.offsets_ps[d]) < 0.1 * truth.period_ps, d
+    assert cal.clicks[2] < 500
+
+
 def test_saved_to_lab_file_with_date(tmp_path):
     model = _model(7)
     t, c, pats = _tags(model, 4)

@@ -117,10 +117,10 @@ def test_range_limit_while_tracking_is_an_error_and_holds_the_controller(kind, c
             for _ in range(400):
                 s.block(tr)
         assert "alignment failed" in str(ei.value)               # optical, not the driver's fault
-        now = s.dev.get_actuators()
-        assert np.all((now >= lo) & (now <= hi))
-        h = s.history()
         tol = 0.05                                   # the MPC320 twin reports whole encoder counts
+        now = s.dev.get_actuators()                  # (30 deg reads back as 30.029 on the narrowed twin)
+        assert np.all((now >= lo - tol) & (now <= hi + tol))
+        h = s.history()
         assert len(h) > 10 and h.min() >= lo - tol and h.max() <= hi + tol     # never beyond
     finally:
         s.close()
