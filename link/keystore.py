@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .auth import append_segments_sql, next_segment_index
+from .auth import ensure_schema as ensure_auth_schema
 from .store_errors import KeyStoreError, KeyStoreIOError, explain  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -206,8 +207,7 @@ class KeyStore:
                 raise sqlite3.DatabaseError("; ".join(problems))
             self._db.executescript(_SCHEMA)
             # the auth tables live here too (append_segments_sql writes them in our commit)
-            from .auth import _SCHEMA as AUTH_SCHEMA
-            self._db.executescript(AUTH_SCHEMA)
+            ensure_auth_schema(self._db)
             self._idcache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         except sqlite3.Error as exc:
             self._db.close()
