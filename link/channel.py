@@ -61,6 +61,7 @@ from collections.abc import Callable
 import zmq
 
 from .auth import AuthPool, PoolExhausted
+from .lograte import LogLimiter, suppressed_note
 from .messages import LANE_CODE, TAG_LEN, Message, MsgType, WireError, encode_header, split_frame
 from .store_errors import KeyStoreIOError
 
@@ -147,6 +148,7 @@ class Channel:
             self._lanes[name] = _Lane(name, s)
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.alarms: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=1000)
+        self._log_limit = LogLimiter()
         self._out: queue.Queue[tuple[str, bytes, int]] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         self._closed = False
@@ -306,7 +308,9 @@ class Channel:
 
     def _alarm(self, kind: str, detail: str) -> None:
         self.alarms.append((time.time(), kind, detail))
-        log.warning("channel %s alarm %s: %s", self.role, kind, detail)
+        ok, dropped = self._log_limit.allow(kind)     # a flood of bad frames: bounded log lines
+        if ok:
+            log.warning("channel %s alarm %s: %s%s", self.role, kind, detail, suppressed_note(dropped))
         if self.on_alarm is not None:
             try:
                 self.on_alarm(kind, detail)
