@@ -206,6 +206,12 @@ class Channel:
         self._closed = True
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                # the pads used since the last pass go too (no check of a peer frame runs now)
+                try:
+                    self.pads_erased += self.pool.erase_used()
+                except Exception as exc:  # noqa: BLE001 - a closed pool or a full disk: next start
+                    log.info("channel %s: used pads not erased at close: %s", self.role, exc)
         for lane in self._lanes.values():
             lane.sock.close(linger=0)
         for fd in (self._wake_r, self._wake_w):

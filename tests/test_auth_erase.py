@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from contextlib import closing
 
 import pytest
@@ -175,3 +176,26 @@ def test_memory_and_file_stay_bounded_over_many_blocks(tmp_path):
     assert mem300 <= mem50 + 8 * 64 and mem300 < 2048
     assert file300 <= file50 + 4 * 4096, (file50, file300)
     pool.close()
+
+
+def test_a_clean_stop_erases_the_pads_used_since_the_last_pass(tmp_path):
+    """Channel.close erases what the I/O thread's last pass (every 2 s) left."""
+    import zmq
+
+    from link.channel import Channel
+    from link.messages import MsgType
+
+    _pool(tmp_path).close()           # writes a.psk
+    ctx = zmq.Context()
+    ch = Channel("alice", AuthPool(tmp_path / "a.psk", tmp_path / "a.db", "alice"), ctx=ctx)
+    try:
+        ch.bind()
+        ch.start()
+        seqs = [ch.send(MsgType.DATA, 1, b"x") for _ in range(5)]   # tagged: used
+        time.sleep(0.1)
+        ch.close()
+        again = _pool(tmp_path)
+        assert all(again.erased("alice.proto.data", s) for s in seqs)
+        again.close()
+    finally:
+        ctx.destroy(linger=0)
