@@ -51,10 +51,12 @@ from .messages import Message, MsgType
 log = logging.getLogger(__name__)
 
 # Alice refills the authentication pool from a block only while its emptiest stream has fewer
-# pads left than this (128 KiB a stream; ~190 pads a block are used on a proto stream at 2^20-bit
-# blocks, so ~80 blocks of traffic). Above it the block goes to keys whole: every block's 16 KiB
-# were appended before, ~2x what the channel uses, so the pool (memory and store file) grew
-# without bound, ~5 MB an hour per node on the rig.
+# pads left than this (128 KiB a stream). Above it the block goes to keys whole. Every block's
+# 16 KiB used to be appended whatever the pool held: a proto stream gets 384 pads a block and,
+# measured, uses ~190 a 2^20-bit block on the in-process model (the pool then grew without
+# bound) and ~360 on the rig (bench.soak, 2026-11-25). Not bounded by this: the ctrl streams'
+# quarter of each refill (4 KiB a block), which they hardly use; bounding it needs Alice to send
+# the per-stream layout of each segment with COMMIT and RESYNC.
 POOL_HIGH_WATER_PADS = 1 << 14
 
 COMMIT_TYPES = {MsgType.PREPARE, MsgType.PREPARED, MsgType.COMMIT, MsgType.COMMITTED,
