@@ -14,7 +14,8 @@ continuous health tests (:mod:`drivers.rng_health`: repetition count and
 adaptive proportion, samples = bytes): the first draw after construction or
 :meth:`RandomSourceBase.reset_health` reads and discards 1024 start-up samples;
 a failure wipes the buffer, raises :class:`RngHealthError` and latches until
-``reset_health()``.
+``reset_health()``; an intermittent one (:mod:`drivers.rng_health`) is logged, the start-up
+test re-run and the draw repeated.
 
 What it must not do: fall back silently (a failing device raises; the caller
 chooses the OS source explicitly), expand or "stretch" entropy with a
@@ -34,6 +35,7 @@ Throughput of the OS source is measured in ``bench/test_bench_tagger.py``.
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import select
@@ -44,7 +46,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import ConnectionLost, DriverTimeout, DriverValueError, NotConnected
-from .rng_health import STARTUP_SAMPLES, HealthTests, RngHealthError
+from .rng_health import STARTUP_SAMPLES, HealthTests, RngHealthError, RngHealthIntermittent
 
 __all__ = ["OsEntropySource", "QrngDevice", "RandomSourceBase", "repetition_count_cutoff",
            "repetition_count_test", "HealthTestFailure", "RngHealthError", "DEFAULT_HEALTH_ALPHA_LOG2"]
@@ -56,6 +58,8 @@ __all__ = ["OsEntropySource", "QrngDevice", "RandomSourceBase", "repetition_coun
 # few seconds of Alice's draws, and each alarm stops key generation.  At 2**-40
 # (cutoff 6, P = 2**-40 per byte) that is once per ~10**12 bytes.
 DEFAULT_HEALTH_ALPHA_LOG2 = 40.0
+
+log = logging.getLogger(__name__)
 
 _LOCK_GUARD = threading.Lock()
 _CHUNK = 1 << 22  # 4 MiB per read: large enough to amortize syscalls, small enough for the deadline
@@ -120,24 +124,34 @@ class RandomSourceBase:
 
     def _fill_tested(self, view: memoryview) -> None:
         h = self.health
-        if h is not None and h.failed is None and not h.started:
-            probe = np.empty(STARTUP_SAMPLES, np.uint8)
-            try:
-                self._read(memoryview(probe))
-                h.startup(probe)
-            finally:
-                probe.fill(0)  # start-up samples are not output
-        if h is not None and h.failed is not None:
-            h.check(view[:0])  # raises: the failure latches until reset_health()
-        self._read(view)
-        if h is not None:
+        while True:
+            if h is not None and h.failed is None and not h.started:
+                probe = np.empty(STARTUP_SAMPLES, np.uint8)
+                try:
+                    self._read(memoryview(probe))
+                    h.startup(probe)
+                finally:
+                    probe.fill(0)  # start-up samples are not output
+            if h is not None and h.failed is not None:
+                h.check(view[:0])  # raises: the failure latches until reset_health()
+            self._read(view)
+            if h is None:
+                return
             data = np.frombuffer(view, np.uint8)
             try:
                 h.check(data)
-            except RngHealthError:
+                return
+            except RngHealthError as exc:
                 if data.flags.writeable:
                     data[...] = 0  # do not hand out the failed output
-                raise
+                if not isinstance(exc, RngHealthIntermittent):
+                    raise
+                # at alpha a healthy source fails now and then (drivers.rng_health: intermittent
+                # failures): discard, re-run the start-up test on fresh samples, draw again; a
+                # second failure soon after, or one past the persistent cutoff, latches
+                log.warning("%s: %s; start-up test re-run, drawing again (%d intermittent failures "
+                            "so far)", self.name, exc, h.intermittent_failures)
+                h.started = False
 
     def reset_health(self) -> None:
         """Clear a latched health-test failure; the next draw re-runs the start-up test."""

@@ -12,6 +12,22 @@ What it must not do: estimate entropy (the claimed min-entropy ``H`` per
 sample is an input, from the device's SP 800-90B assessment), repair or
 whiten output, or log sample values.
 
+Intermittent and persistent failures: at the false-positive probability ``alpha`` of a
+test, a healthy source fails it once per about ``1 / alpha`` samples. Alice draws ~85 MB/s
+of raw bytes on the rig (8 bytes a slot, ~40 frames of 2^18 slots a second), so at
+``alpha = 2^-40`` (the smallest SP 800-90B allows) a healthy source fails the RCT about
+every 3.5 hours: a node that stops on every failure cannot run overnight (a soak run
+stopped Alice after 73 s this way). So each test has two cutoffs, as the Linux kernel's
+jitterentropy does since its commit "crypto: jitter - permanent and intermittent health
+errors" (3fde2fe, 2023), which reads SP 800-90B as allowing both kinds: reaching the
+cutoff of ``alpha`` is an *intermittent* failure (:class:`RngHealthIntermittent`: the
+output is discarded and the start-up test re-run on fresh samples, the caller draws
+again), reaching the cutoff of ``alpha^2`` (``2 * alpha_log2``; 11 repeats at H = 8) is
+*persistent* and latches, and so is a second intermittent failure within
+:data:`REPEAT_WINDOW_SAMPLES` samples of the last one (a healthy source does that with
+probability about ``2^30 * alpha``, 2^-10 at 2^-40). A stuck or badly biased source
+therefore still latches at once, within the buffer that shows it.
+
 Why this method: the two tests are those of SP 800-90B section 4.4 with the
 cutoffs the standard derives from ``H`` and the false-positive probability
 ``alpha`` (section 4.4.1 and 4.4.2 formulas, cited at each function).  They are
@@ -31,16 +47,23 @@ import numpy as np
 
 from .errors import DriverError
 
-__all__ = ["RngHealthError", "HealthTests", "rct_cutoff", "apt_window", "apt_cutoff", "critbinom",
-           "STARTUP_SAMPLES"]
+__all__ = ["RngHealthError", "RngHealthIntermittent", "HealthTests", "rct_cutoff", "apt_window",
+           "apt_cutoff", "critbinom", "STARTUP_SAMPLES", "REPEAT_WINDOW_SAMPLES"]
 
 # SP 800-90B 4.3 (requirement 12 of the start-up tests): the continuous tests run
 # over at least 1024 consecutive samples before any output is used.
 STARTUP_SAMPLES = 1024
+# a second intermittent failure this soon after the last one is persistent (module docstring)
+REPEAT_WINDOW_SAMPLES = 1 << 30
 
 
 class RngHealthError(DriverError):
     """A noise-source health test (SP 800-90B 4.4) failed: the output was discarded, the source is failed."""
+
+
+class RngHealthIntermittent(RngHealthError):
+    """A test reached its ``alpha`` cutoff but not the persistent one: the output was discarded
+    and the source is *not* latched; re-run the start-up test and draw again."""
 
 
 def rct_cutoff(min_entropy: float, alpha_log2: float = 20.0) -> int:
@@ -118,6 +141,12 @@ class HealthTests:
         self.rct_cutoff = rct_cutoff(min_entropy, alpha_log2)
         self.apt_window = apt_window(binary)
         self.apt_cutoff = apt_cutoff(min_entropy, binary, alpha_log2)
+        # persistent cutoffs: those of alpha^2 (module docstring)
+        self.rct_cutoff_persistent = rct_cutoff(min_entropy, 2 * alpha_log2)
+        self.apt_cutoff_persistent = apt_cutoff(min_entropy, binary, 2 * alpha_log2)
+        self.intermittent_failures = 0
+        self.total_samples = 0                      # not cleared by reset()
+        self._last_intermittent: int | None = None  # total_samples at the last one
         self.reset()
 
     def reset(self) -> None:
@@ -151,21 +180,46 @@ class HealthTests:
             a = np.ascontiguousarray(a, dtype=np.uint8).reshape(-1)
         if self.binary and a.size and a.max() > 1:
             raise ValueError("binary health tests take samples 0/1")
-        reason = self._rct(a) or self._apt(a)
+        longest, worst = self._rct(a), self._apt(a)
         self.samples_tested += a.size
-        if reason:
+        self.total_samples += a.size
+        if longest >= self.rct_cutoff:
+            reason = (f"repetition count test failed: a sample value repeated {longest} times in a row "
+                      f"(cutoff {self.rct_cutoff} for H = {self.min_entropy:g} bits/sample, "
+                      f"alpha = 2^-{self.alpha_log2:g})")
+        elif worst >= self.apt_cutoff:
+            reason = (f"adaptive proportion test failed: one value took {worst} of a "
+                      f"{self.apt_window}-sample window (cutoff {self.apt_cutoff} for "
+                      f"H = {self.min_entropy:g} bits/sample, "
+                      f"alpha = 2^-{self.alpha_log2:g})")
+        else:
+            return
+        persistent = longest >= self.rct_cutoff_persistent or worst >= self.apt_cutoff_persistent
+        if persistent:
+            reason += (f"; beyond the persistent cutoff ({self.rct_cutoff_persistent} repeats, "
+                       f"{self.apt_cutoff_persistent} of a window)")
+        elif self._last_intermittent is not None and \
+                self.total_samples - self._last_intermittent < REPEAT_WINDOW_SAMPLES:
+            persistent = True
+            reason += (f"; a second failure {self.total_samples - self._last_intermittent} samples "
+                       f"after the last one (persistent)")
+        if prefix or persistent:        # a start-up test must pass outright
             self.failed = prefix + reason
             raise RngHealthError(self.failed + "; output discarded", instrument=self.name,
                                  command="<health>")
+        self.intermittent_failures += 1
+        self._last_intermittent = self.total_samples
+        raise RngHealthIntermittent(f"intermittent {reason}; output discarded", instrument=self.name,
+                                    command="<health>")
 
-    def _rct(self, a: np.ndarray) -> str | None:
+    def _rct(self, a: np.ndarray) -> int:
         # SP 800-90B 4.4.1: fail when one value repeats C times in a row.  Runs are found
         # from the (sparse, for a healthy source) positions i with a[i+1] == a[i]: a group
         # of g consecutive such positions is a run of g + 1 samples.  The run at the start
         # continues the previous buffer's last run.
         n = a.size
         if n == 0:
-            return None
+            return 0
         idx = np.flatnonzero(a[1:] == a[:-1])
         if idx.size:
             brk = np.flatnonzero(np.diff(idx) != 1)
@@ -183,18 +237,14 @@ class HealthTests:
             head += self._rct_run
             longest = max(longest, head)
         self._rct_last, self._rct_run = int(a[-1]), tail
-        if longest >= self.rct_cutoff:
-            return (f"repetition count test failed: a sample value repeated {longest} times in a row "
-                    f"(cutoff {self.rct_cutoff} for H = {self.min_entropy:g} bits/sample, "
-                    f"alpha = 2^-{self.alpha_log2:g})")
-        return None
+        return longest
 
-    def _apt(self, a: np.ndarray) -> str | None:
+    def _apt(self, a: np.ndarray) -> int:
         # SP 800-90B 4.4.2: non-overlapping windows of W samples; A = first sample of the
         # window, B = how many of the W samples equal A; fail when B >= C.  B only grows
         # within a window, so testing it at buffer ends finds every failure the
         # sample-by-sample loop finds.
-        w, c = self.apt_window, self.apt_cutoff
+        w = self.apt_window
         worst = 0
         pos = 0
         if self._apt_pos and a.size:  # finish the window left open by the previous buffer
@@ -217,7 +267,4 @@ class HealthTests:
             self._apt_b = int(np.count_nonzero(tail == tail[0]))
             self._apt_pos = tail.size
             worst = max(worst, self._apt_b)
-        if worst >= c:
-            return (f"adaptive proportion test failed: one value took {worst} of a {w}-sample window "
-                    f"(cutoff {c} for H = {self.min_entropy:g} bits/sample, alpha = 2^-{self.alpha_log2:g})")
-        return None
+        return worst

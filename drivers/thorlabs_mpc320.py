@@ -9,6 +9,18 @@ outside 10..100 % (validated before the wire), wait without a deadline for a
 move to finish, or act on a frame it did not ask for (unsolicited status
 frames are skipped; error frames raise ``InstrumentError``).
 
+Unsolicited and unknown messages: an APT controller sends frames nobody asked for.
+``MGMSG_HW_YES_FLASH_PROGRAMMING`` 0x0017 after power-up ("sent by the server on start
+up ... deprecated ... can be ignored": thorpy's message table), ``MGMSG_MOT_GET_STATUSUPDATE``
+0x0481 / ``GET_USTATUSUPDATE`` 0x0491 every 100 ms once ``MGMSG_HW_START_UPDATEMSGS`` is on
+(a Kinesis session may leave it on), ``MGMSG_HW_DISCONNECT`` 0x0002, and ids of newer
+firmware that this driver does not know. A frame that is *well formed* (addressed to the
+host, 0x01 or 0x00, from the device 0x50 or a rack/bay id 0x11, 0x21..0x2A, and a data packet
+of at most 255 bytes, as the protocol allows: the same checks as yaq-project's
+thorlabs-apt-protocol ``Unpacker``) is read whole and skipped, logged at DEBUG with its id
+(the count is ``skipped_frames``); one that is not is refused as ``MalformedReply`` and the
+input is flushed, since the byte stream can no longer be trusted to be in step.
+
 Wire protocol (Thorlabs "APT Controllers Host-Controller Communications
 Protocol", issue 25+): every message starts with a 6-byte little-endian
 header ``message_id:u16`` then either ``param1:u8, param2:u8`` (header-only
@@ -39,6 +51,7 @@ Why a hand-written codec: the protocol is small, and writing the frames with
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from collections.abc import Sequence
@@ -52,13 +65,23 @@ from .transport import StreamTransport, Transport
 
 __all__ = ["ThorlabsMpc320", "apt_short", "apt_long", "MSG", "HOST", "DEVICE", "COUNTS_PER_DEG"]
 
+log = logging.getLogger(__name__)
+
 HOST = 0x01
 DEVICE = 0x50
+# who may send a frame to the host: the USB device itself, a rack controller or one of its bays
+# (APT protocol, "source/destination" table; yaq thorlabs-apt-protocol's Unpacker checks the same)
+_SOURCES = frozenset({DEVICE, 0x11, *range(0x21, 0x2B)})
+_MAX_DATA = 255       # "currently no data packet exceeds 255 bytes" (APT protocol, message header)
 COUNTS_PER_DEG = 1370 / 170
 
 MSG = {
+    "HW_DISCONNECT": 0x0002,
     "HW_REQ_INFO": 0x0005,
     "HW_GET_INFO": 0x0006,
+    "HW_START_UPDATEMSGS": 0x0011,
+    "HW_STOP_UPDATEMSGS": 0x0012,
+    "HW_YES_FLASH_PROGRAMMING": 0x0017,
     "HW_NO_FLASH_PROGRAMMING": 0x0018,
     "HW_RESPONSE": 0x0080,
     "HW_RICHRESPONSE": 0x0081,
@@ -70,6 +93,8 @@ MSG = {
     "MOT_MOVE_COMPLETED": 0x0464,
     "MOT_MOVE_STOP": 0x0465,
     "MOT_MOVE_STOPPED": 0x0466,
+    "MOT_REQ_STATUSUPDATE": 0x0480,
+    "MOT_GET_STATUSUPDATE": 0x0481,
     "MOT_REQ_USTATUSUPDATE": 0x0490,
     "MOT_GET_USTATUSUPDATE": 0x0491,
     "POL_SET_PARAMS": 0x0530,
@@ -132,6 +157,7 @@ class ThorlabsMpc320(Instrument):
             else self._check_range("velocity_percent", velocity_percent, 10, 100, "%")
         )
         self.velocity_percent = 100.0
+        self.skipped_frames = 0      # well-formed frames nobody asked for (unsolicited, unknown ids)
 
     @property
     def actuator_unit(self) -> str:
@@ -201,25 +227,22 @@ class ThorlabsMpc320(Instrument):
         if remaining <= 0:
             raise DriverTimeout("no APT reply before the deadline", instrument=self.name, command=command)
         hdr = self._call(command, t.read_exact, 6, timeout_s=remaining)
-        msg_id, b2, b3, dest, _src = struct.unpack("<HBBBB", hdr)
+        msg_id, b2, b3, dest, src = struct.unpack("<HBBBB", hdr)
+        n = b2 | (b3 << 8) if dest & 0x80 else 0
+        if (dest & 0x7F) not in (HOST, 0x00) or src not in _SOURCES or n > _MAX_DATA:
+            # not an APT frame to us: the stream is out of step (line noise, a wrong device)
+            t.clear_input()
+            raise MalformedReply(
+                f"malformed APT frame (id 0x{msg_id:04X}, destination 0x{dest & 0x7F:02X}, "
+                f"source 0x{src:02X}, {n} data bytes)",
+                reply=hdr,
+                instrument=self.name,
+                command=command,
+            )
         if dest & 0x80:
-            n = b2 | (b3 << 8)
-            if n > 255 or msg_id not in _NAMES:
-                t.clear_input()
-                raise MalformedReply(
-                    f"implausible APT frame (id 0x{msg_id:04X}, {n} data bytes)",
-                    reply=hdr,
-                    instrument=self.name,
-                    command=command,
-                )
             data = self._call(command, t.read_exact, n, timeout_s=max(deadline - time.monotonic(), 0.05))
             p1 = p2 = 0
         else:
-            if msg_id not in _NAMES:
-                t.clear_input()
-                raise MalformedReply(
-                    f"unknown APT message id 0x{msg_id:04X}", reply=hdr, instrument=self.name, command=command
-                )
             data, p1, p2 = b"", b2, b3
         if msg_id == MSG["HW_RICHRESPONSE"] and len(data) >= 4:
             ref, code = struct.unpack_from("<HH", data)
@@ -245,7 +268,12 @@ class ThorlabsMpc320(Instrument):
         while True:
             msg_id, p1, _p2, data = self._read_frame(command, deadline)
             if msg_id != want_id:
-                continue  # unsolicited status frames
+                # unsolicited (status updates, start-up notices) or an id we do not know:
+                # well formed, read whole, so skipped without losing step
+                self.skipped_frames += 1
+                log.debug("%s: skipped %s (%d data bytes) while waiting for %s", self.name,
+                          msg_name(msg_id), len(data), msg_name(want_id))
+                continue
             if chan is not None:
                 if len(data) == 1:       # a data packet too short to hold its channel word
                     raise MalformedReply(f"{len(data)}-byte data packet, no channel word",

@@ -34,6 +34,28 @@ no pad is ever used for two different messages. The receiver writes its last
 accepted sequence number before handing a message to the application, so a
 replay after its restart is refused too.
 
+Erasing used pads (``AuthPool.erase_used``, called by the channel's I/O thread every few
+seconds): a pad is *used* once its tag is computed (we sent: a retransmission resends the
+same frame bytes, never re-tags) or its frame accepted (we received: ``recv_last``). Used
+pads are wiped from memory, and from the store file: a replenished segment whose pads are
+all used is deleted (``secure_delete`` zeroes the freed pages), the used head of a partly
+used one is overwritten with zeros in place, and the WAL, whose frames still hold the bytes
+the commit wrote, is truncated (``keystore.truncate_wal``). ``auth_state.erased_pads`` records
+the mark in the same transaction, with the number and bytes of the deleted segments (so
+the next start knows where its first stored segment begins in the stream). Crash safety
+is that of the reservation scheme above: on our streams the mark never passes the
+durable reservation (a restart starts above it anyway), on the peer's the mark is
+``recv_last + 1``, written durably with it (acknowledgement streams, whose ``recv_last``
+is otherwise not durable, get it written here). A frame of the peer whose pad is erased
+can only be a copy or a replay of one already accepted; the channel treats it as such
+without checking its tag (``erased``). The pads of the PSK file itself are not erased
+(the file is the operator's; it stays needed to start a node), only their copies in
+memory.
+
+Memory: the pool holds only pads from the lowest unused one on. Before erasing, every
+replenished segment stayed in memory (and in the file) for as long as the node ran: 16 KiB
+per block, copied into a fresh buffer at each append.
+
 What it must not do: expose a switch that disables authentication (none
 exists), log pad or hash-key bytes, or re-derive pads from anything but the
 pool. Pads live in the pool's bytearrays, which ``wipe()`` zeroes (``_wipe``:
@@ -92,6 +114,10 @@ class AuthStateIOError(AuthError, KeyStoreIOError):
 
 class PoolExhausted(AuthError):
     """A stream has no pad left for the requested sequence number."""
+
+
+class PadErased(AuthError):
+    """The pad of that sequence number was used and has been erased (``AuthPool.erase_used``)."""
 
 
 # --- GF(2^64) polynomial hash (reference of the C core contract) -------------------------
@@ -293,8 +319,21 @@ CREATE TABLE IF NOT EXISTS auth_segment (
     PRIMARY KEY (stream, idx));
 CREATE TABLE IF NOT EXISTS auth_state (
     stream TEXT PRIMARY KEY, send_reserved INTEGER NOT NULL DEFAULT 0,
-    recv_last INTEGER NOT NULL DEFAULT -1);
+    recv_last INTEGER NOT NULL DEFAULT -1, erased_pads INTEGER NOT NULL DEFAULT 0,
+    dropped_segs INTEGER NOT NULL DEFAULT 0, dropped_bytes INTEGER NOT NULL DEFAULT 0);
 """
+# erased_pads: pads 0..erased_pads-1 of the stream are used and erased; dropped_segs/bytes: the
+# segments 0..dropped_segs-1 (dropped_bytes in all) were deleted, all their pads used
+_ERASE_COLUMNS = ("erased_pads", "dropped_segs", "dropped_bytes")
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create the pool's tables, or add the erase columns to a store written before them."""
+    conn.executescript(_SCHEMA)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(auth_state)")}
+    for col in _ERASE_COLUMNS:
+        if col not in have:
+            conn.execute(f"ALTER TABLE auth_state ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0")
 
 
 class AuthPool:
@@ -322,43 +361,70 @@ class AuthPool:
             # NORMAL in WAL mode: every commit survives a crash of the process (what the
             # restart tests kill); survive power loss too with FULL, at an fsync per commit.
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA secure_delete=ON")     # deleted segments' pages are zeroed
+            ensure_schema(self._db)
         except sqlite3.Error as exc:  # a corrupt file: name it, do not start
             self._db.close()
             raise AuthError(f"{self._db_path}: node store is corrupt or unreadable ({exc})") from exc
+        # A stream's bytes in memory: positions base .. base + len(buf) of the stream (the used
+        # pads below ``erased`` are gone, see erase_used); segs: the stored segments still in the
+        # file, [idx, first stream byte, length, bytes of it already zeroed there]
         self._streams: dict[str, bytearray] = {}
+        self._base: dict[str, int] = {}
         self._hash_key: dict[str, int] = {}
         self._seg_count: dict[str, int] = {}
+        self._segs: dict[str, list[list[int]]] = {}
+        self._erased: dict[str, int] = {}
+        self._tagged: dict[str, int] = {}       # our streams: pads below were tagged (used)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             for s in STREAMS:
                 self._db.execute("INSERT OR IGNORE INTO auth_state(stream) VALUES (?)", (s,))
             self._db.execute("COMMIT")
-        for s in STREAMS:
-            self._streams[s] = psk[s]
-            self._seg_count[s] = 0
-        self._load_segments()
-        for s in STREAMS:
-            buf = self._streams[s]
-            self._hash_key[s] = int.from_bytes(buf[:HASH_KEY_BYTES], "little")
         self._send_next: dict[str, int] = {}
         self._send_reserved: dict[str, int] = {}
         self._recv_last: dict[str, int] = {}
-        for s, res, last in self._db.execute("SELECT stream, send_reserved, recv_last FROM auth_state"):
+        rows = self._db.execute("SELECT stream, send_reserved, recv_last, erased_pads, dropped_segs, "
+                                "dropped_bytes FROM auth_state").fetchall()
+        for s, res, last, erased, dsegs, dbytes in rows:
             self._send_next[s] = res          # start above the last reservation: never reuse a pad
             self._send_reserved[s] = res
             self._recv_last[s] = last
+            self._erased[s] = erased
+            self._tagged[s] = res
+            buf = psk[s]
+            self._hash_key[s] = int.from_bytes(buf[:HASH_KEY_BYTES], "little")
+            self._seg_count[s] = dsegs
+            self._segs[s] = []
+            if dsegs:      # every PSK pad was used before the first segment was: start past them
+                self._base[s] = len(buf) + dbytes
+                self._streams[s] = bytearray()
+                _wipe(buf)
+            else:
+                self._base[s] = 0
+                self._streams[s] = buf
+        self._load_segments()
+        for s in STREAMS:
+            self._trim(s)
 
     # capacity -------------------------------------------------------------------------
     def capacity(self, stream: str) -> int:
-        return (len(self._streams[stream]) - HASH_KEY_BYTES) // PAD_BYTES
+        """Pads the stream has had in all (used and erased ones included)."""
+        return (self._base[stream] + len(self._streams[stream]) - HASH_KEY_BYTES) // PAD_BYTES
 
     def _pad(self, stream: str, seq: int) -> memoryview:
         if seq < 0 or seq >= self.capacity(stream):
             raise PoolExhausted(f"auth pool stream {stream}: no pad for sequence number {seq} "
                                 f"(capacity {self.capacity(stream)} pads)")
-        off = HASH_KEY_BYTES + PAD_BYTES * seq
+        if seq < self._erased[stream]:
+            raise PadErased(f"auth pool stream {stream}: the pad of sequence number {seq} was used "
+                            f"and erased")
+        off = HASH_KEY_BYTES + PAD_BYTES * seq - self._base[stream]
         return memoryview(self._streams[stream])[off:off + PAD_BYTES]
+
+    def erased(self, stream: str, seq: int) -> bool:
+        """Whether the pad of ``seq`` was used and erased (a frame for it is a copy or a replay)."""
+        return 0 <= seq < self._erased[stream]
 
     def has_pad(self, stream: str, seq: int | None = None) -> bool:
         """Whether ``stream`` holds a pad for ``seq`` (default: its next send sequence number)."""
@@ -372,13 +438,15 @@ class AuthPool:
         h = poly_hash_bytes(data, self._hash_key[stream])
         with self._lock:   # refresh() swaps the stream buffer and wipes the old one
             pad = int.from_bytes(self._pad(stream, seq), "little")
+            if stream.startswith(self.role + ".") and seq >= self._tagged[stream]:
+                self._tagged[stream] = seq + 1   # sent: retransmissions resend these bytes
         return (h ^ pad).to_bytes(TAG_BYTES, "little")
 
     def verify(self, stream: str, seq: int, data: bytes | bytearray | memoryview, tag: bytes) -> bool:
         """Constant-time check of ``tag``; False also when no pad exists for ``seq``."""
         try:
             expect = self.tag(stream, seq, data)
-        except PoolExhausted:
+        except (PoolExhausted, PadErased):
             return False
         return hmac.compare_digest(expect, bytes(tag))
 
@@ -435,14 +503,99 @@ class AuthPool:
                 if idx != self._seg_count[s]:
                     break
                 old = self._streams[s]
+                start = self._base[s] + len(old)
                 grown = bytearray(len(old) + len(data))
                 grown[:len(old)] = old
                 grown[len(old):] = data
+                self._segs[s].append([idx, start, len(data), 0])
                 del data
                 self._streams[s] = grown
                 _wipe(old)
                 self._seg_count[s] += 1
             cur.close()
+
+    def _trim(self, s: str) -> None:
+        """Drop (wipe) the bytes of used pads from the front of stream ``s`` in memory."""
+        cut = HASH_KEY_BYTES + PAD_BYTES * self._erased[s] - self._base[s]
+        if cut <= 0:
+            return
+        old = self._streams[s]
+        self._streams[s] = bytearray(memoryview(old)[cut:])
+        self._base[s] += cut
+        _wipe(old)
+
+    def erase_used(self) -> int:
+        """Erase every used pad from memory and from the store file; returns the pads erased.
+
+        Used: on our streams, those whose tag was computed (``tag``; their frames are only ever
+        resent as they are); on the peer's, those up to its last accepted sequence number. See
+        the module docstring (Erasing used pads) for what is erased where and why it is crash
+        safe. Call it from the thread that checks the peer's frames (the channel's I/O thread),
+        so no check is between ``erased`` and ``verify`` when a mark moves. A failed write
+        (disk full) raises ``AuthStateIOError``; nothing was erased then.
+        """
+        with self._lock:
+            marks = {}
+            for s in STREAMS:
+                mine = s.startswith(self.role + ".")
+                mark = min(self._tagged[s], self._send_reserved[s]) if mine else self._recv_last[s] + 1
+                mark = min(mark, self.capacity(s))
+                if mark > self._erased[s]:
+                    marks[s] = mark
+            if not marks:
+                return 0
+            done = 0
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for s, mark in marks.items():
+                    end = HASH_KEY_BYTES + PAD_BYTES * mark         # stream bytes below are used
+                    dropped = 0
+                    for seg in self._segs[s]:
+                        idx, start, length, zeroed = seg
+                        if start + length <= end:                  # all used: the row goes
+                            self._db.execute("DELETE FROM auth_segment WHERE stream=? AND idx=?", (s, idx))
+                            self._db.execute("UPDATE auth_state SET dropped_segs=?, dropped_bytes="
+                                             "dropped_bytes+? WHERE stream=?", (idx + 1, length, s))
+                            dropped += 1
+                        elif start < end:                          # its head is used: zeros in place
+                            upto = end - start
+                            if upto > zeroed:
+                                (rowid,) = self._db.execute("SELECT rowid FROM auth_segment WHERE "
+                                                            "stream=? AND idx=?", (s, idx)).fetchone()
+                                with self._db.blobopen("auth_segment", "data", rowid) as blob:
+                                    blob.seek(zeroed)
+                                    blob.write(bytes(upto - zeroed))
+                                seg[3] = upto
+                        else:
+                            break
+                    self._db.execute("UPDATE auth_state SET erased_pads=? WHERE stream=?", (mark, s))
+                    if not s.startswith(self.role + ".") and s.endswith(".ack"):
+                        # not durable until now (accept_recv durable=False): a restart must not
+                        # take a frame whose pad is gone for a new one
+                        self._db.execute("UPDATE auth_state SET recv_last=MAX(recv_last, ?) WHERE "
+                                         "stream=?", (self._recv_last[s], s))
+                    marks[s] = (mark, dropped)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:  # pragma: no cover - nothing more to do
+                        pass
+                for seg_list in self._segs.values():   # zeroed counts may be ahead: recount next time
+                    for seg in seg_list:
+                        seg[3] = 0
+                raise AuthStateIOError(f"{self._db_path}: cannot erase used authentication pads "
+                                       f"(disk full or I/O error: {exc})") from exc
+            for s, (mark, dropped) in marks.items():
+                done += mark - self._erased[s]
+                self._erased[s] = mark
+                del self._segs[s][:dropped]
+                self._trim(s)
+        # the WAL frames of the commits that wrote these segments still hold the erased bytes
+        from .keystore import truncate_wal
+        truncate_wal(self._db, self._lock, 5000, self._db_path)
+        return done
 
     def refresh(self) -> None:
         """Pick up segments the key store added since (same file, other connection)."""
@@ -477,7 +630,9 @@ class AuthPool:
 def next_segment_index(conn: sqlite3.Connection) -> int:
     """The index the next replenishment segment gets (Alice assigns it; Bob is told)."""
     (nxt,) = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM auth_segment").fetchone()
-    return int(nxt)
+    # segments whose pads were all used are deleted (AuthPool.erase_used): never reuse their index
+    (dropped,) = conn.execute("SELECT COALESCE(MAX(dropped_segs), 0) FROM auth_state").fetchone()
+    return max(int(nxt), int(dropped))
 
 
 # Replenishment weights: the protocol lanes carry ~all messages (and their ACKs); the
@@ -509,6 +664,6 @@ def append_segments_sql(conn: sqlite3.Connection, source: str, material: bytearr
     return off
 
 
-__all__ = ["AuthError", "AuthPool", "AuthStateIOError", "PoolExhausted", "STREAMS", "TAG_BYTES",
-           "append_segments_sql", "next_segment_index", "poly_hash_bytes", "poly_hash_bytes_ref", "read_psk",
-           "write_psk"]
+__all__ = ["AuthError", "AuthPool", "AuthStateIOError", "PadErased", "PoolExhausted", "STREAMS",
+           "TAG_BYTES", "append_segments_sql", "ensure_schema", "next_segment_index", "poly_hash_bytes",
+           "poly_hash_bytes_ref", "read_psk", "write_psk"]

@@ -61,6 +61,7 @@ from collections.abc import Callable
 import zmq
 
 from .auth import AuthPool, PoolExhausted
+from .lograte import LogLimiter, suppressed_note
 from .messages import LANE_CODE, TAG_LEN, Message, MsgType, WireError, encode_header, split_frame
 from .store_errors import KeyStoreIOError
 
@@ -73,6 +74,7 @@ COUNTERS = ("sent", "retransmitted", "received", "acks_sent", "acks_received", "
 
 
 RTO_MAX_S = 5.0      # the adaptive retransmission timeout never exceeds this
+ERASE_EVERY_S = 2.0  # used authentication pads are erased from memory and the store this often
 
 
 class ChannelError(RuntimeError):
@@ -146,6 +148,7 @@ class Channel:
             self._lanes[name] = _Lane(name, s)
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.alarms: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=1000)
+        self._log_limit = LogLimiter()
         self._out: queue.Queue[tuple[str, bytes, int]] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         self._closed = False
@@ -163,6 +166,8 @@ class Channel:
         # the node charges each block the growth during the block (``Node._run_block``).
         self.forgery_bound = 0.0
         self._last_refresh = 0.0
+        self._last_erase = time.monotonic()
+        self.pads_erased = 0          # used pads erased from memory and the store file so far
         # message type -> handler called on the I/O thread instead of queueing the message in
         # its lane's inbox (set before start; the handler must only hand the message on, e.g.
         # put it in a queue: the I/O thread waits for it)
@@ -201,6 +206,12 @@ class Channel:
         self._closed = True
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                # the pads used since the last pass go too (no check of a peer frame runs now)
+                try:
+                    self.pads_erased += self.pool.erase_used()
+                except Exception as exc:  # noqa: BLE001 - a closed pool or a full disk: next start
+                    log.info("channel %s: used pads not erased at close: %s", self.role, exc)
         for lane in self._lanes.values():
             lane.sock.close(linger=0)
         for fd in (self._wake_r, self._wake_w):
@@ -303,7 +314,9 @@ class Channel:
 
     def _alarm(self, kind: str, detail: str) -> None:
         self.alarms.append((time.time(), kind, detail))
-        log.warning("channel %s alarm %s: %s", self.role, kind, detail)
+        ok, dropped = self._log_limit.allow(kind)     # a flood of bad frames: bounded log lines
+        if ok:
+            log.warning("channel %s alarm %s: %s%s", self.role, kind, detail, suppressed_note(dropped))
         if self.on_alarm is not None:
             try:
                 self.on_alarm(kind, detail)
@@ -343,6 +356,7 @@ class Channel:
                         # fewer pads of the ACK stream, fewer tags to compute and check
                         self._send_ack(lane)
                 self._retransmit()
+                self._erase_pads()
         except KeyStoreIOError as exc:  # disk full under the pool's state: the node must stop
             self.error = exc
             log.error("channel %s stopped: %s", self.role, exc)
@@ -438,6 +452,34 @@ class Channel:
         except zmq.Again:  # pragma: no cover - the peer will retransmit and we ACK again
             pass
 
+    def _old_frame(self, lane: _Lane, kind: str, mtype: MsgType, seq: int) -> None:
+        """A frame of the peer at or below its stream's last accepted seq: never acted on twice."""
+        last = self.pool.recv_last(f"{self.peer}.{lane.name}.{kind}")
+        if kind == "ack":
+            self.counters["replayed"] += 1
+            self._alarm("replayed", f"lane {lane.name}: ACK seq {seq} <= last {last}")
+            return
+        # Inside the range the peer announced it resends: a go-back-N copy of a frame we
+        # hold (its ACK was late or lost), counted only; anything else is a replay, alarmed
+        lo, hi = lane.peer_retx
+        if lo <= seq <= hi:
+            self.counters["duplicates"] += 1
+        else:
+            self.counters["replayed"] += 1
+            self._alarm("replayed", f"lane {lane.name}: {mtype.name} seq {seq} <= last accepted {last}")
+        lane.ack_due = True
+
+    def _erase_pads(self) -> None:
+        """Erase the pads used since the last call (``AuthPool.erase_used``), every ERASE_EVERY_S.
+
+        On this thread: it is the one that checks the peer's tags, so no check runs while a
+        mark moves; our own pads are erased only once tagged (the pool tracks that)."""
+        now = time.monotonic()
+        if now - self._last_erase < ERASE_EVERY_S:
+            return
+        self._last_erase = now
+        self.pads_erased += self.pool.erase_used()
+
     def _on_frame(self, lane: _Lane, frame: bytes) -> None:
         try:
             (mtype, sender, lane_name, seq, block_id, plen), signed, tag = split_frame(frame)
@@ -451,6 +493,11 @@ class Channel:
             return
         kind = "ack" if mtype == MsgType.ACK else "data"
         stream = f"{self.peer}.{lane.name}.{kind}"
+        if self.pool.erased(stream, seq):
+            # its pad was used (the frame of that seq accepted) and erased: a go-back-N copy or a
+            # replay, told apart as below for a checked one; its tag cannot be checked any more
+            self._old_frame(lane, kind, mtype, seq)
+            return
         if not self.pool.has_pad(stream, seq):
             # The peer already uses pads of a segment our store appends when our node
             # handles the block's COMMIT, which is queued but maybe not handled yet: a
@@ -481,8 +528,7 @@ class Channel:
         self.last_peer_activity = time.monotonic()
         if kind == "ack":
             if seq <= last:
-                self.counters["replayed"] += 1
-                self._alarm("replayed", f"lane {lane.name}: ACK seq {seq} <= last {last}")
+                self._old_frame(lane, kind, mtype, seq)
                 return
             self.pool.accept_recv(stream, seq, durable=False)
             self.counters["acks_received"] += 1
@@ -516,16 +562,7 @@ class Channel:
                 lane.oldest_tx = now
             return
         if seq <= last:
-            # never act on it twice. Inside the range the peer announced it resends: a
-            # go-back-N copy of a frame we hold (its ACK was late or lost), counted only;
-            # anything else is a replay, alarmed
-            lo, hi = lane.peer_retx
-            if lo <= seq <= hi:
-                self.counters["duplicates"] += 1
-            else:
-                self.counters["replayed"] += 1
-                self._alarm("replayed", f"lane {lane.name}: {mtype.name} seq {seq} <= last accepted {last}")
-            lane.ack_due = True
+            self._old_frame(lane, kind, mtype, seq)
             return
         if seq != last + 1 and mtype != MsgType.HELLO:
             if lane.no_pad_seq is not None and last < lane.no_pad_seq < seq:

@@ -109,6 +109,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"qkd run: cannot use {folder} as a folder: {exc.strerror or exc}", file=sys.stderr)
             return 2
     cfg = config_for_scenario(scen, **over)
+    # a reused --workdir carries earlier runs' keys: the summary counts this run's own (its blocks')
+    held_before = _store_key_counts(workdir) if workdir else {}
     stop = threading.Event()
 
     def on_sigint(signum, frame):
@@ -124,7 +126,8 @@ def _run(args: argparse.Namespace) -> int:
             return
         q = f"{s['qber_x']:.4f}" if s.get("qber_x") is not None else "  -   "
         body = (f"blocks {s['blocks']}/{args.blocks} (aborted {s['blocks_aborted']})  QBER_X {q}  "
-                f"secret {s['secret_bits']} bits  keys A/B {s['keys']['alice']}/{s['keys']['bob']}  "
+                f"secret {s['secret_bits']} bits  {'store ' if any(held_before.values()) else ''}keys A/B "
+                f"{s['keys']['alice']}/{s['keys']['bob']}  "
                 f"alarms {s['alarm_count']}")
         if tty:   # one live line on a terminal
             print(f"\r[{s['wall_s']:6.1f} s] {body}   ", end="", flush=True)
@@ -145,6 +148,10 @@ def _run(args: argparse.Namespace) -> int:
         s = run_local(args.scenario, blocks=args.blocks, duration_s=args.duration, seed=args.seed,
                       workdir=workdir, config=cfg, progress=progress, stop_event=stop,
                       instruments=args.instruments, attach=attach)
+        # keys this run's committed blocks gave (not the stores' totals, which hold earlier runs'
+        # keys when --workdir is reused); a temporary workdir is gone by now and held nothing else
+        ids = [b["block_id"] for b in s.get("block_results", []) if not b["aborted"]]
+        s["keys_this_run"] = _block_key_counts(workdir, ids) if workdir else dict(s["keys"])
         if args.out:
             s["config"] = {"blocks": args.blocks, "seed": args.seed, "instruments": args.instruments,
                            "scenario": args.scenario or scen.name, "block_bits": cfg.block_bits,
@@ -158,7 +165,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if s["keys_identical"] else 1
     print()
     print(f"  blocks              {s['blocks']} ({s['blocks_aborted']} aborted)")
-    print(f"  secret key          {s['secret_bits']} bits in {s['keys']['alice']} keys")
+    mine = s["keys_this_run"]["alice"]
+    note = (f" (the stores in {workdir} hold {s['keys']['alice']} keys, with earlier runs')"
+            if s["keys"]["alice"] != mine else "")
+    print(f"  secret key          {s['secret_bits']} bits in {mine} keys{note}")
     print(f"  secret rate         {_fmt_rate(s['secret_rate_bps'])} per emulated second, "
           f"{_fmt_rate(s['secret_rate_wall_bps'])} per wall-clock second")
     qb = "-" if s["qber"] is None else f"{s['qber']:.4f}"
@@ -169,6 +179,44 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  alarms              {', '.join(s['alarms']) or 'none'}")
     print(f"  keys identical      {'yes' if s['keys_identical'] else 'NO'} (both stores compared)")
     return 0 if s["keys_identical"] else 1
+
+
+def _store_key_counts(workdir: str | os.PathLike) -> dict[str, int]:
+    """Keys each node's store in ``workdir`` holds now (0 when it has none yet), read-only."""
+    import sqlite3
+    from contextlib import closing
+
+    from .keystore import key_count
+
+    out = {}
+    for role in ("alice", "bob"):
+        db = Path(workdir) / f"{role}.db"
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+                out[role] = key_count(con)
+        except sqlite3.Error:        # no store yet, or not a key store: nothing held
+            out[role] = 0
+    return out
+
+
+def _block_key_counts(workdir: str | os.PathLike, block_ids: list[int]) -> dict[str, int]:
+    """Keys the blocks ``block_ids`` were cut into in each node's store in ``workdir`` (committed
+    blocks only; block IDs are never reused by a store, so these are one run's keys), read-only."""
+    import sqlite3
+    from contextlib import closing
+
+    out = {}
+    for role in ("alice", "bob"):
+        db = Path(workdir) / f"{role}.db"
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+                marks = ",".join("?" * len(block_ids))
+                out[role] = int(con.execute(
+                    f"SELECT COALESCE(SUM(n_keys), 0) FROM block WHERE state IN ('committed', 'final') "
+                    f"AND block_id IN ({marks})", block_ids).fetchone()[0]) if block_ids else 0
+        except sqlite3.Error:
+            out[role] = 0
+    return out
 
 
 def _psk_args(p: argparse.ArgumentParser) -> None:

@@ -50,6 +50,15 @@ from .messages import Message, MsgType
 
 log = logging.getLogger(__name__)
 
+# Alice refills the authentication pool from a block only while its emptiest stream has fewer
+# pads left than this (128 KiB a stream). Above it the block goes to keys whole. Every block's
+# 16 KiB used to be appended whatever the pool held: a proto stream gets 384 pads a block and,
+# measured, uses ~190 a 2^20-bit block on the in-process model (the pool then grew without
+# bound) and ~360 on the rig (bench.soak, 2026-11-25). Not bounded by this: the ctrl streams'
+# quarter of each refill (4 KiB a block), which they hardly use; bounding it needs Alice to send
+# the per-stream layout of each segment with COMMIT and RESYNC.
+POOL_HIGH_WATER_PADS = 1 << 14
+
 COMMIT_TYPES = {MsgType.PREPARE, MsgType.PREPARED, MsgType.COMMIT, MsgType.COMMITTED,
                 MsgType.RESYNC, MsgType.RESYNC_REPLY, MsgType.HELLO}
 
@@ -74,6 +83,10 @@ class Committer:
             self.on_event(what, block_id, info)
 
     # Alice ---------------------------------------------------------------------------------
+    def _refill_wanted(self) -> bool:
+        """Alice: whether this block's commit should refill the pool (below the high water)."""
+        return self.ch.pool.min_left_pads() < POOL_HIGH_WATER_PADS
+
     def propose(self, block_id: int, key: bytearray, key_bits: int) -> None:
         """Alice: the block verified; hold its key as prepared and ask Bob to prepare."""
         with self._lock:
@@ -155,7 +168,7 @@ class Committer:
         st = self.store.state(b)
         if msg.payload == b"\x01":
             if st == "prepared":
-                n = self.store.commit(b)
+                n = self.store.commit(b, refill=self._refill_wanted())
                 self._event("committed", b, keys=n)
             if st in ("prepared", "committed"):
                 self._send_commit(b)
@@ -214,7 +227,7 @@ class Committer:
                 self._event("final", b)
             elif theirs == "prepared":
                 if mine == "prepared":
-                    n = self.store.commit(b)
+                    n = self.store.commit(b, refill=self._refill_wanted())
                     self._event("committed", b, keys=n)
                 self._send_commit(b)
             else:

@@ -57,11 +57,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .auth import append_segments_sql, next_segment_index
+from .auth import ensure_schema as ensure_auth_schema
 from .store_errors import KeyStoreError, KeyStoreIOError, explain  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = uuid.UUID("6f1c1a3e-4d7b-5b1e-9a53-7c2d0e8f4a10")
+NO_SEGMENT = -1     # a block's auth_idx when Alice sent none of it to the pool (KeyStore.commit)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -206,8 +208,7 @@ class KeyStore:
                 raise sqlite3.DatabaseError("; ".join(problems))
             self._db.executescript(_SCHEMA)
             # the auth tables live here too (append_segments_sql writes them in our commit)
-            from .auth import _SCHEMA as AUTH_SCHEMA
-            self._db.executescript(AUTH_SCHEMA)
+            ensure_auth_schema(self._db)
             self._idcache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         except sqlite3.Error as exc:
             self._db.close()
@@ -315,7 +316,7 @@ class KeyStore:
             db.execute("INSERT INTO block(block_id, state, key_bits, prepared) VALUES (?,?,?,?)",
                        (block_id, "prepared", key_bits, memoryview(key)[: (key_bits + 7) // 8]))
 
-    def commit(self, block_id: int, auth_idx: int | None = None) -> int:
+    def commit(self, block_id: int, auth_idx: int | None = None, *, refill: bool = True) -> int:
         """Make a prepared block's keys usable (idempotent); returns the number of keys.
 
         In the same transaction: the first ``auth_refill_bytes`` of the block key
@@ -323,6 +324,9 @@ class KeyStore:
         and a fresh index is chosen: read it with ``auth_index``; Bob passes the
         index Alice sent), the rest is cut into keys of ``key_size_bits`` (a
         partial last key is discarded), and the prepared copy is overwritten.
+        Alice passes ``refill=False`` when the pool holds enough pads (``link.commit``):
+        the whole block goes to keys and ``auth_index`` reads ``NO_SEGMENT``, which Bob
+        passes as ``auth_idx`` to do the same.
         """
         with self._tx() as db:
             row = db.execute("SELECT state, key_bits, prepared, n_keys FROM block WHERE block_id=?",
@@ -338,11 +342,12 @@ class KeyStore:
             del blob, row
             try:
                 nbytes = key_bits // 8
-                refill = min(self.auth_refill_bytes, nbytes)
+                skip = not refill or auth_idx == NO_SEGMENT
+                refill_bytes = 0 if skip else min(self.auth_refill_bytes, nbytes)
                 if auth_idx is None:
                     auth_idx = next_segment_index(db)
-                used = (append_segments_sql(db, f"block {block_id}", material[:refill], auth_idx)
-                        if refill else 0)
+                used = (append_segments_sql(db, f"block {block_id}", material[:refill_bytes], auth_idx)
+                        if refill_bytes else 0)
                 kb = self.key_size_bits // 8
                 n = (nbytes - used) // kb
                 if n:      # the block's keys as one row (module docstring: Layout)
@@ -354,7 +359,8 @@ class KeyStore:
                 db.execute("UPDATE block SET prepared=zeroblob(length(prepared)) WHERE block_id=?",
                            (block_id,))
                 db.execute("UPDATE block SET state='committed', n_keys=?, auth_bytes=?, auth_idx=?, "
-                           "prepared=NULL WHERE block_id=?", (n, used, auth_idx if used else None, block_id))
+                           "prepared=NULL WHERE block_id=?",
+                           (n, used, NO_SEGMENT if skip else (auth_idx if used else None), block_id))
             finally:
                 material[:] = bytes(len(material))
             log.info("block %d committed: %d keys of %d bits, %d bytes to the auth pool",
@@ -362,7 +368,8 @@ class KeyStore:
             return n
 
     def auth_index(self, block_id: int) -> int | None:
-        """The authentication-pool segment index a committed block filled (None: none)."""
+        """The authentication-pool segment index a committed block filled (None: none;
+        ``NO_SEGMENT``: Alice chose not to refill the pool from it, so Bob must not either)."""
         with self._lock:
             row = self._db.execute("SELECT auth_idx FROM block WHERE block_id=?", (block_id,)).fetchone()
         return None if row is None or row[0] is None else int(row[0])

@@ -63,6 +63,7 @@ channel guarantees it), or let either node use a key before the commit.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -90,6 +91,7 @@ from . import frame_epoch
 from .channel import Channel
 from .commit import COMMIT_TYPES, Committer
 from .keystore import KeyStore, KeyStoreError
+from .lograte import LogLimiter, suppressed_note
 from .messages import Message, MsgType
 from .payload import PayloadError, decode, encode, require
 from .recon_mux import ReconMux
@@ -346,7 +348,9 @@ class Node:
         self._patterns = patterns         # Alice: (basis, bit, intensity) per frame, else drawn from rng
         self._blocks_closed = 0
         self.results: list[BlockResult] = []
-        self.alarms: list[dict] = []
+        # the latest alarms (a flood of bad frames must not grow memory: link.lograte)
+        self.alarms: collections.deque[dict] = collections.deque(maxlen=1000)
+        self._alarm_log = LogLimiter()
         self.counters = {"frames": 0, "detections": 0, "sifted": 0, "sifted_z": 0, "secret_bits": 0,
                          "blocks": 0, "blocks_aborted": 0, "keys_committed": 0}
         self._lock = threading.Lock()
@@ -397,7 +401,9 @@ class Node:
         a = {"alarm": kind, "reason": reason, "block_id": block_id, "t": time.time()}
         with self._lock:
             self.alarms.append(a)
-        log.warning("%s alarm %s: %s", self.role, kind, reason)
+        ok, dropped = self._alarm_log.allow(kind)
+        if ok:
+            log.warning("%s alarm %s: %s%s", self.role, kind, reason, suppressed_note(dropped))
         self.publish("alarm", **a)
 
     def _channel_alarm(self, kind: str, detail: str) -> None:

@@ -19,8 +19,12 @@ durations between syncs means k - 1 syncs were lost, and the numbering skips
 accordingly so Bob stays aligned with Alice's frame index.
 
 Everything is numpy over whole tag batches: ``searchsorted`` assigns tags to
-frames, one division gives slots. This module knows nothing of sockets,
-instruments or keys.
+frames, one division gives slots. Times stay int64 picoseconds until they are made
+relative to the oldest open sync; only those differences (a few frames long) become
+float64. Converted whole, the tagger's absolute times lost whole picoseconds after
+2^53 ps (2.5 hours of tagger clock) and 64 ps after a week, which moved tags across the
+edges of the detection window on a link that runs for days.
+This module knows nothing of sockets, instruments or keys.
 """
 
 from __future__ import annotations
@@ -152,10 +156,12 @@ class Slotter:
             n_close = i + 1
         if n_close == 0:
             return out
-        # Assign pending detector tags to frames by their offset-corrected time.
+        # Assign pending detector tags to frames by their offset-corrected time, relative to
+        # the oldest open sync (int64 first: float64 is exact only below 2^53 ps)
+        base = syncs[0]
         d = self._ch.astype(np.int64) - 1
-        tc = self._t.astype(np.float64) - self._off[d]
-        sync_arr = np.asarray(syncs, dtype=np.float64)
+        tc = (self._t - base).astype(np.float64) - self._off[d]
+        sync_arr = (np.asarray(syncs, dtype=np.int64) - base).astype(np.float64)
         which = np.searchsorted(sync_arr, tc + self.window_ps / 2, side="right") - 1
         early = which < 0
         if early.any():
@@ -164,17 +170,17 @@ class Slotter:
         keep_pending = which >= n_close
         for i in range(n_close):
             sel = np.flatnonzero(done_mask & (which == i))
-            out.append(self._frame(i, tc[sel], d[sel]))
+            out.append(self._frame(i, tc[sel], d[sel], base))
         self._t, self._ch = self._t[keep_pending], self._ch[keep_pending]
         self._last_closed = self._sync_index[n_close - 1]
         del self._syncs[:n_close]
         del self._sync_index[:n_close]
         return out
 
-    def _frame(self, i: int, tc: np.ndarray, det: np.ndarray) -> FrameDetections:
+    def _frame(self, i: int, tc: np.ndarray, det: np.ndarray, base: int) -> FrameDetections:
         s0 = self._syncs[i]
         period = self._period
-        rel = (tc - s0) / period
+        rel = (tc - float(s0 - base)) / period       # tc is relative to base (_emit)
         slot = np.rint(rel)
         resid_ps = (rel - slot) * period
         ok = (np.abs(resid_ps) <= self.window_ps / 2) & (slot >= 0) & (slot < self.frame_slots)

@@ -573,3 +573,53 @@ def test_retry_timer_backoff_ends_once_new_data_is_acknowledged(link):
     took = time.monotonic() - t0
     assert [m.payload for m in got] == [b"after"]
     assert took < 1.0, f"one lost frame took {took:.2f} s to repair (timer still backed off)"
+
+
+def test_frames_whose_pads_were_erased_are_copies_or_replays_never_bad_tags(link, monkeypatch):
+    """With used pads erased at once (every pass of the I/O thread), a replay of an accepted
+    frame is still a ``replayed`` alarm and a go-back-N copy still a duplicate: the receiver
+    cannot check their tags any more (the pads are gone) and must not call them forgeries."""
+    import link.channel as channel_mod
+
+    monkeypatch.setattr(channel_mod, "ERASE_EVERY_S", 0.0)
+    alice, bob, proxy = link()
+    seen = []
+    drop_acks = [False]
+    replay = [False]
+
+    def tamper(d, lane, frame):
+        if d == "a2b" and _mtype(frame) == MsgType.DATA:
+            seen.append(frame)
+            if replay[0] and frame != seen[0]:      # the first frame again, after a new one
+                replay[0] = False
+                return [frame, seen[0]]
+        if d == "b2a" and lane == "proto" and _mtype(frame) == MsgType.ACK and drop_acks[0]:
+            return []                       # Alice resends until Bob's pads for them are gone
+        return [frame]
+
+    def wait(cond):
+        end = time.monotonic() + 5
+        while not cond() and time.monotonic() < end:
+            time.sleep(0.01)
+        return cond()
+
+    proxy.tamper = tamper
+    alice.start()
+    bob.start()
+    s1 = alice.send(MsgType.DATA, 1, b"pay 1")
+    assert _recv_data(bob, 1)[0].payload == b"pay 1"
+    assert wait(lambda: bob.pool.erased("alice.proto.data", s1) and alice.pool.erased("alice.proto.data", s1))
+    assert alice.wait_acked(5.0)
+    replay[0] = True                        # a replay, no resend announced
+    alice.send(MsgType.DATA, 2, b"pay 2")
+    assert [m.payload for m in _recv_data(bob, 2, timeout=1.0)] == [b"pay 2"]   # pay 1 not again
+    assert wait(lambda: bob.counters["replayed"] >= 1)
+    drop_acks[0] = True                     # now Bob's ACKs are lost: Alice resends pay 3
+    s3 = alice.send(MsgType.DATA, 3, b"pay 3")
+    assert [m.payload for m in _recv_data(bob, 1)] == [b"pay 3"]
+    assert wait(lambda: bob.pool.erased("alice.proto.data", s3))
+    assert wait(lambda: bob.counters["duplicates"] >= 1)    # a copy that came after the erase
+    drop_acks[0] = False
+    assert alice.wait_acked(5.0)
+    assert bob.counters["bad_tag"] == 0 and bob.counters["replayed"] == 1
+    assert _recv_data(bob, 1, timeout=0.3) == []               # nothing delivered twice

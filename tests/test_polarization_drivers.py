@@ -280,6 +280,37 @@ def test_mpc320_error_frame_timeout_garbage_recover():
         d.close()
 
 
+def test_mpc320_skips_unsolicited_and_unknown_frames_but_refuses_malformed_bytes():
+    """A real APT controller sends frames nobody asked for: the start-up notice
+    HW_YES_FLASH_PROGRAMMING, status updates every 100 ms after HW_START_UPDATEMSGS, ids of
+    newer firmware. Well formed (to the host, from the device, <= 255 data bytes), they are
+    read whole and skipped; bytes that are not an APT frame to us are refused (the stream is
+    out of step), and the driver works again after a reconnect."""
+    unsolicited = [
+        apt_short(MSG["HW_YES_FLASH_PROGRAMMING"], dest=0x01, source=0x50),
+        apt_long(MSG["MOT_GET_STATUSUPDATE"], struct.pack("<HiiI", 0x01, 0, 0, 0), dest=0x01, source=0x50),
+        apt_short(0x0999, 1, 2, dest=0x01, source=0x50),                       # an id we do not know
+        apt_long(0x0A5A, bytes(range(40)), dest=0x01, source=0x50),            # and one with data
+    ]
+    with EmulatedMpc320() as emu:
+        d = ThorlabsMpc320(emu.port, timeout_s=0.5)
+        d.open()
+        emu.send_raw(b"".join(unsolicited))
+        assert d.move_to_deg(2, 85.0) == pytest.approx(85.0, abs=0.2)
+        emu.send_raw(unsolicited[1] + unsolicited[3])
+        assert d.position_deg(2) == pytest.approx(85.0, abs=0.2)
+        assert d.skipped_frames == 6
+        for bad in (apt_short(0x0999, dest=0x33, source=0x50),                 # not to the host
+                    apt_short(MSG["MOT_MOVE_COMPLETED"], dest=0x01, source=0x77),   # from nobody
+                    struct.pack("<HHBB", 0x0A5A, 300, 0x81, 0x50)):             # 300 data bytes
+            emu.send_raw(bad)
+            with pytest.raises(MalformedReply, match="malformed APT frame"):
+                d.position_deg(1)
+            d.reconnect()
+            assert d.position_deg(2) == pytest.approx(85.0, abs=0.2)
+        d.close()
+
+
 def test_serial_port_that_vanishes_raises_connection_lost():
     emu = EmulatedEpc400().start()
     d = OzEpc400(emu.port, timeout_s=0.3)

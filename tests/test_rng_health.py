@@ -14,6 +14,7 @@ from drivers.rng_health import (
     STARTUP_SAMPLES,
     HealthTests,
     RngHealthError,
+    RngHealthIntermittent,
     apt_cutoff,
     apt_window,
     critbinom,
@@ -226,3 +227,59 @@ def test_qrng_device_health_configuration():
     assert dev.health.rct_cutoff == 7 and dev.rct_cutoff == 7  # 1 + ceil(40 / 7)
     assert QrngDevice("/x", health_tests=False).health is None
     assert OsEntropySource(health_tests=False).health is None
+
+
+class Planted(ScriptedSource):
+    """A good source into whose next reads a test plants runs of one byte value."""
+
+    def __init__(self, seed: int):
+        super().__init__("good", seed)
+        self.plant: list[int] = []
+
+    def _read(self, view):
+        super()._read(view)
+        if self.plant:
+            n = self.plant.pop(0)
+            out = np.frombuffer(view, np.uint8)
+            out[49], out[50:50 + n], out[50 + n] = 0x3D, 0x3C, 0x3D   # a run of exactly n
+
+
+def test_an_isolated_failure_at_alpha_is_intermittent_a_repeat_or_a_long_run_latches(caplog, monkeypatch):
+    """At alpha = 2^-40 a healthy byte source repeats a value 6 times about once per 2^40 bytes:
+    every ~3.5 h of Alice's draws on the rig (a soak run stopped Alice after 73 s). Such a
+    failure discards the output, re-runs the start-up test and draws again; a second one soon
+    after, or a run past the persistent cutoff (11 at H = 8), latches as before."""
+    import drivers.rng_health as rh
+
+    src = Planted(seed=3)
+    h = src.health
+    assert (h.rct_cutoff, h.rct_cutoff_persistent) == (6, 11)
+    src.random_bytes(4096)
+    src.plant = [6]
+    with caplog.at_level("WARNING", logger="drivers.qrng"):
+        out = src.random_bytes(4096)               # no exception: drawn again
+    assert h.failed is None and h.intermittent_failures == 1
+    assert not (out[50:56] == 0x3C).all()          # the failed buffer was not handed out
+    assert "intermittent repetition count test failed: a sample value repeated 6 times" in caplog.text
+    src.plant = [6]                                 # a second one within 2^30 samples: persistent
+    with pytest.raises(RngHealthError, match="second failure .* after the last one") as ei:
+        src.random_bytes(4096)
+    assert not isinstance(ei.value, RngHealthIntermittent) and h.failed
+    with pytest.raises(RngHealthError, match="failed earlier"):
+        src.random_bytes(10)
+    # past the persistent cutoff: latched at once, even as the first failure
+    src = Planted(seed=4)
+    src.random_bytes(4096)
+    src.plant = [11]
+    with pytest.raises(RngHealthError, match="persistent cutoff") as ei:
+        src.random_bytes(4096)
+    assert not isinstance(ei.value, RngHealthIntermittent) and src.health.failed
+    # failures far apart stay intermittent (the window made small for the test)
+    monkeypatch.setattr(rh, "REPEAT_WINDOW_SAMPLES", 50_000)
+    src = Planted(seed=5)
+    src.random_bytes(4096)
+    for _ in range(3):
+        src.plant = [6]
+        src.random_bytes(4096)
+        src.random_bytes(60_000)
+    assert src.health.intermittent_failures == 3 and src.health.failed is None

@@ -91,3 +91,27 @@ def test_bad_arguments():
         Slotter(16, 1000.0, (0, 0, 0, 0), window_ps=2000.0)
     with pytest.raises(ValueError, match="offsets_ps"):
         Slotter(16, 1000.0, (0, 0, 0), window_ps=500.0)
+
+
+@pytest.mark.parametrize("offset_ps", [1 << 53, 1 << 59, (1 << 62) + 12345])
+def test_slots_do_not_depend_on_how_long_the_tagger_has_run(offset_ps):
+    """The same tags after 2.5 hours, a week, or 53 days of tagger clock give the same frames:
+    float64 is exact only below 2^53 ps, and converting absolute times moved tags across the
+    window's edges (at 2^59 ps a time was only known to 64 ps)."""
+    m = _model(jitter_ps=120.0)
+    results = [m.run_frame(f) for f in range(6)]
+    t = np.concatenate([r.tag_t_ps for r in results])
+    ch = np.concatenate([r.tag_channel for r in results])
+    order = np.argsort(t, kind="stable")
+    t, ch = t[order].astype(np.int64), ch[order]
+    frames = {}
+    for off in (0, offset_ps):
+        sl = Slotter(m.frame_slots, m.period_ps, _offsets(m), window_ps=0.8 * m.period_ps)
+        frames[off] = sl.push(t + off, ch) + sl.flush()
+        assert sl.stats.kept > 1000
+    assert len(frames[0]) == len(frames[offset_ps]) == 6
+    for a, b in zip(frames[0], frames[offset_ps]):
+        assert a.frame_index == b.frame_index and b.sync_ps == a.sync_ps + offset_ps
+        np.testing.assert_array_equal(a.slots, b.slots)
+        np.testing.assert_array_equal(a.masks, b.masks)
+        assert a.dropped == b.dropped
