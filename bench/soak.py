@@ -14,12 +14,10 @@ the size of Alice's metrics page. The last lines print each quantity's growth pe
 over the second half of the run (the first half includes start-up and warm-up), the
 figure to compare before and after a fix.
 
-The rig's emulated instruments log every request they receive (``hil.emulated.server``
-``requests``, for tests that look at the wire), AWG waveform uploads included: about 1 MB a
-frame, tens of MB a second, so the rig process alone fills the memory of this machine within
-a quarter of an hour. Unless ``--rig-as-is`` is given, the rig runs with that log bounded (a
-deque of the last 1000 requests, set in this module's launcher, nothing in ``hil`` changed),
-so the soak measures the link's processes. ``--code DIR`` runs another checkout's code (put
+The rig's emulated instruments keep the latest 1000 requests they received
+(``hil.emulated.server.REQUEST_HISTORY``, for tests that look at the wire); before that was
+bounded, AWG waveform uploads (about 1 MB a frame) grew the rig process by ~37 MB/s, which
+this soak found. ``--code DIR`` runs another checkout's code (put
 first on ``PYTHONPATH`` of every child) for before/after comparisons with one installed venv.
 
 What it must not do: leave processes behind (each is stopped with SIGINT, then killed, in
@@ -148,32 +146,6 @@ clock_hz = {clock_hz}
 """
 
 
-RIG_LAUNCHER = """
-import collections, sys
-from hil.emulated import server
-_init = server.{cls}.__init__
-def _bounded(self, *a, **k):
-    _init(self, *a, **k)
-    self.requests = collections.deque(maxlen=1000)
-server.{cls}.__init__ = _bounded
-from drivers.commands import emulate_rig
-sys.exit(emulate_rig(sys.argv[1], 1, None))
-"""
-
-
-def _rig_base_class() -> str:
-    """The emulated instruments' common base class in ``hil.emulated.server`` (the one whose
-    ``__init__`` sets ``requests``)."""
-    import inspect
-
-    from hil.emulated import server
-    for name, cls in vars(server).items():
-        if inspect.isclass(cls) and cls.__module__ == server.__name__ and "self.requests: list" in \
-                inspect.getsource(cls.__init__):
-            return name
-    raise RuntimeError("hil.emulated.server: no class sets self.requests in __init__")
-
-
 def _stop(procs: dict[str, subprocess.Popen]) -> None:
     for name in ("monitor", "alice", "bob", "rig"):
         p = procs.get(name)
@@ -206,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", default="metro-25km")
     ap.add_argument("--out", default=None, help="folder for the run (default: a temporary one, kept)")
     ap.add_argument("--qkd", default=shutil.which("qkd") or str(Path(sys.executable).with_name("qkd")))
-    ap.add_argument("--rig-as-is", action="store_true",
-                    help="run `qkd devices emulate` unchanged (its request log grows without bound)")
     ap.add_argument("--code", default=None, metavar="DIR",
                     help="run the checkout in DIR (first on the children's PYTHONPATH)")
     a = ap.parse_args(argv)
@@ -221,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     try:
         with open(d / "rig.toml", "w") as rig_out, open(logs["rig"], "w") as err:
-            cmd = [a.qkd, "devices", "emulate", "--scenario", a.scenario] if a.rig_as_is else \
-                [sys.executable, "-c", RIG_LAUNCHER.format(cls=_rig_base_class()), a.scenario]
+            cmd = [a.qkd, "devices", "emulate", "--scenario", a.scenario]
             procs["rig"] = subprocess.Popen(cmd, stdout=rig_out, stderr=err, cwd=d, env=env)
         end = time.monotonic() + 60
         while "[bob.time_tagger]" not in (d / "rig.toml").read_text():

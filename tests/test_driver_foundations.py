@@ -311,5 +311,24 @@ def test_binary_framing_on_pty_server():
         t.open()
         t.write(b"\x03abc" + b"\x02xy")
         assert t.read_exact(4) == b"\x03cba" and t.read_exact(3) == b"\x02yx"
-        assert server.requests == [b"abc", b"xy"]
+        assert list(server.requests) == [b"abc", b"xy"]
+        t.close()
+
+
+def test_emulator_request_log_is_bounded():
+    # the rig's AWG uploads ~1 MB a frame: an emulator keeps only its latest requests (a soak
+    # found the unbounded list growing the rig by ~37 MB/s)
+    from hil.emulated.server import REQUEST_HISTORY
+    with LengthPrefixedPty() as server:
+        t = SerialTransport(server.port, baudrate=115200, timeout_s=2.0)
+        t.open()
+        n = REQUEST_HISTORY + 200
+        reqs = [b"\x02" + i.to_bytes(2, "big") for i in range(n)]
+        for k in range(0, n, 100):
+            t.write(b"".join(reqs[k:k + 100]))
+            for _ in reqs[k:k + 100]:
+                t.read_exact(3)
+        assert len(server.requests) == REQUEST_HISTORY
+        assert server.requests[-1] == (n - 1).to_bytes(2, "big")
+        assert server.requests[0] == (n - REQUEST_HISTORY).to_bytes(2, "big")
         t.close()

@@ -307,7 +307,7 @@ def test_stream_driver_against_emulator():
         deadline = time.monotonic() + 2.0
         while len(emu.requests) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)  # the server thread reads STOP asynchronously
-        assert emu.requests[:2] == ["START", "STOP"]
+        assert list(emu.requests)[:2] == ["START", "STOP"]
 
 
 def test_stream_software_delay_resorts():

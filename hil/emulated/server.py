@@ -59,6 +59,8 @@ __all__ = [
 
 GARBAGE = b"\x00\xff#garbage\xfe?\x01"
 _POLL_S = 0.05
+#: How many of the latest requests an emulator keeps in ``requests``.
+REQUEST_HISTORY = 1000
 
 
 class Faults:
@@ -139,7 +141,9 @@ class EmulatedServer:
         self._thread: threading.Thread | None = None
         self.host = "127.0.0.1"
         self.port: int | None = None
-        self.requests: list = []  # what clients sent, for tests that look at the wire
+        # what clients sent, for tests that look at the wire: the latest REQUEST_HISTORY only
+        # (AWG waveform uploads are ~1 MB a frame; an unbounded list grew the rig by ~37 MB/s)
+        self.requests: deque = deque(maxlen=REQUEST_HISTORY)
         self.exception: BaseException | None = None
 
     # -- subclass API ----------------------------------------------------------------
