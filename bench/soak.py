@@ -37,8 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
+
+from link.config import RIG_PROTOCOL_KEYS, render_node_file
 
 STATUS = re.compile(r"\[\s*([\d.]+) s\] frames (\d+) blocks (\d+) \(aborted (\d+)\) "
                     r"secret (\d+) bits keys (\d+)")
@@ -111,39 +114,13 @@ def _rig_values(rig: str) -> dict:
     head = "\n".join(line for line in rig.splitlines() if line.startswith("#"))
 
     def grab(key):
-        m = re.search(rf"{key} = (\[[^\]]*\]|\"[^\"]*\"|[\d.e+-]+)", head)
+        m = re.search(rf"\b{key} = (\[[^\]]*\]|\"[^\"]*\"|[\d.e+-]+)", head)
         if m is None:
             raise RuntimeError(f"the rig's lab file has no {key} in its header")
         return m.group(1)
 
-    return {k: grab(k) for k in ("block_bits", "p_z", "intensities", "intensity_probs", "finite_key",
-                                 "frame_slots", "clock_hz", "offsets_ps", "window_ps")}
-
-
-NODE = """[node]
-role = "{role}"
-link_id = "soak-link"
-psk = "{role}.psk"
-store = "{role}.db"
-
-[channel]
-proto = "tcp://127.0.0.1:{proto}"
-ctrl = "tcp://127.0.0.1:{ctrl}"
-telemetry = "tcp://127.0.0.1:{tel}"
-
-[protocol]
-block_bits = {block_bits}
-p_z = {p_z}
-intensities = {intensities}
-intensity_probs = {intensity_probs}
-finite_key = {finite_key}
-
-[frontend]
-lab = "rig.toml"
-instrument = "{instrument}"
-frame_slots = {frame_slots}
-clock_hz = {clock_hz}
-"""
+    return {k: tomllib.loads(f"v = {grab(k)}")["v"]
+            for k in (*RIG_PROTOCOL_KEYS, "frame_slots", "clock_hz", "offsets_ps", "window_ps")}
 
 
 def _stop(procs: dict[str, subprocess.Popen]) -> None:
@@ -203,13 +180,21 @@ def main(argv: list[str] | None = None) -> int:
                        cwd=d, check=True, stdout=subprocess.DEVNULL, env=env)
         ports = {"proto": _free_port(), "ctrl": _free_port()}
         tel = {"alice": _free_port(), "bob": _free_port()}
+        mport = _free_port()
         for role, inst in (("alice", "pattern_generator"), ("bob", "time_tagger")):
-            text = NODE.format(role=role, instrument=inst, tel=tel[role], **ports, **vals)
+            fe = {"lab": "rig.toml", "instrument": inst, "frame_slots": vals["frame_slots"],
+                  "clock_hz": vals["clock_hz"]}
             if role == "bob":
-                text += f"offsets_ps = {vals['offsets_ps']}\nwindow_ps = {vals['window_ps']}\n"
-            else:
-                text += f"\n[metrics]\nport = {(mport := _free_port())}\naddr = \"127.0.0.1\"\n"
-            (d / f"{role}.toml").write_text(text)
+                fe.update(offsets_ps=vals["offsets_ps"], window_ps=vals["window_ps"])
+            tables = {"node": {"role": role, "link_id": "soak-link", "psk": f"{role}.psk",
+                               "store": f"{role}.db"},
+                      "channel": {"proto": f"tcp://127.0.0.1:{ports['proto']}",
+                                  "ctrl": f"tcp://127.0.0.1:{ports['ctrl']}",
+                                  "telemetry": f"tcp://127.0.0.1:{tel[role]}"},
+                      "protocol": {k: vals[k] for k in RIG_PROTOCOL_KEYS}, "frontend": fe}
+            if role == "alice":
+                tables["metrics"] = {"port": mport, "addr": "127.0.0.1"}
+            (d / f"{role}.toml").write_text(render_node_file(tables))
         for role in ("alice", "bob"):
             with open(logs[role], "w") as fh:
                 procs[role] = subprocess.Popen([a.qkd, role, "--config", f"{role}.toml"], cwd=d,

@@ -428,3 +428,32 @@ def load_node_file(path: str | Path) -> NodeFile:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), "", f"not valid TOML: {exc}") from None
     return parse_node_file(data, p)
+
+
+RIG_PROTOCOL_KEYS = ("block_bits", "p_z", "receiver", "receiver_split_z", "intensities",
+                     "intensity_probs", "finite_key")
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    raise TypeError(f"no TOML form for {v!r}")
+
+
+def render_node_file(tables: dict[str, dict[str, Any]]) -> str:
+    """A node file's text from ``{table: {key: value}}`` (values str, bool, int, float or lists of
+    them), in the order given: what the lab set-up scripts and tests write for the rig
+    (``bench.soak``, ``tests/rig_nodes.py``); ``load_node_file`` reads it back."""
+    out = []
+    for name, table in tables.items():
+        out.append(f"[{name}]")
+        out += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        out.append("")
+    return "\n".join(out)
+

@@ -15,33 +15,6 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-NODE = """
-[node]
-role = "{role}"
-link_id = "lab-link"
-psk = "{role}.psk"
-store = "{role}.db"
-
-[channel]
-proto = "tcp://127.0.0.1:{proto}"
-ctrl = "tcp://127.0.0.1:{ctrl}"
-
-[protocol]
-block_bits = {block_bits}
-p_z = {p_z}
-intensities = {intensities}
-intensity_probs = {probs}
-finite_key = "{finite_key}"
-
-[frontend]
-lab = "lab.toml"
-instrument = "{instrument}"
-frame_slots = {frame_slots}
-clock_hz = {clock_hz}
-offsets_ps = {offsets}
-window_ps = {window}
-"""
-
 INSTRUMENT = {"alice": "pattern_generator", "bob": "time_tagger"}
 
 
@@ -59,11 +32,16 @@ def write_node_files(tmp_path: Path, rig, cfg, extra: dict[str, str] | None = No
     (tmp_path / "lab.toml").write_text(rig.lab_toml())     # with the AWG's one sample a slot
     tm = Timing.for_model(rig.model)
     ports = {"proto": free_port(), "ctrl": free_port()}
+    from link.config import RIG_PROTOCOL_KEYS, render_node_file
+
     for role in ("alice", "bob"):
-        text = NODE.format(role=role, instrument=INSTRUMENT[role], **ports, block_bits=cfg.block_bits,
-                           p_z=cfg.p_z, intensities=list(cfg.intensities), probs=list(cfg.intensity_probs),
-                           finite_key=cfg.finite_key, frame_slots=rig.frame_slots,
-                           clock_hz=rig.model.clock_hz, offsets=list(tm.offsets_ps), window=tm.window_ps)
+        text = render_node_file({
+            "node": {"role": role, "link_id": "lab-link", "psk": f"{role}.psk", "store": f"{role}.db"},
+            "channel": {k: f"tcp://127.0.0.1:{v}" for k, v in ports.items()},
+            "protocol": {k: getattr(cfg, k) for k in RIG_PROTOCOL_KEYS},
+            "frontend": {"lab": "lab.toml", "instrument": INSTRUMENT[role], "frame_slots": rig.frame_slots,
+                         "clock_hz": rig.model.clock_hz, "offsets_ps": list(tm.offsets_ps),
+                         "window_ps": tm.window_ps}})
         (tmp_path / f"{role}.toml").write_text(text + (extra or {}).get(role, ""))
     return ports
 
