@@ -92,26 +92,11 @@ def test_commit_refills_the_auth_pool_in_the_same_transaction(tmp_path):
 
 
 def test_two_step_commit_over_the_channel(tmp_path):
-    import zmq
+    from commit_pair import committer_pair, pump
 
-    from link.auth import AuthPool, write_psk
-    from link.channel import Channel
-    from link.commit import COMMIT_TYPES, Committer
     from link.messages import MsgType
 
-    write_psk(tmp_path / "l.psk", "L", 8192)
-    ctx = zmq.Context()
-    nodes = {}
-    for role in ("alice", "bob"):
-        st = KeyStore(tmp_path / f"{role}.db", "L", auth_refill_bytes=128)
-        ch = Channel(role, AuthPool(tmp_path / "l.psk", tmp_path / f"{role}.db", role), ctx=ctx,
-                     retry_s=0.05)
-        nodes[role] = (st, ch, Committer(role, ch, st))
-    eps = nodes["alice"][1].bind()
-    nodes["bob"][1].connect(**eps)
-    try:
-        for _, ch, _ in nodes.values():
-            ch.start()
+    with committer_pair(tmp_path, 128) as nodes:
         a_st, a_ch, a_com = nodes["alice"]
         b_st, b_ch, b_com = nodes["bob"]
         keys = {b: _key(128 + 96) for b in (1, 2, 3)}
@@ -120,22 +105,12 @@ def test_two_step_commit_over_the_channel(tmp_path):
             a_com.propose(b, bytearray(keys[b]), 224 * 8)
         b_com.offer(2, bytearray(keys[2]), 224 * 8)        # ... and after
         b_com.fail(3, "verification failed")               # Bob's pipeline lost block 3
-        end = time.monotonic() + 10
-        while time.monotonic() < end and (a_st.open_blocks() or b_st.state(2) != "committed"
-                                          or a_st.state(3) != "aborted"):
-            for _, ch, com in nodes.values():
-                m = ch.recv(timeout=0.01)
-                if m is not None and m.mtype in COMMIT_TYPES:
-                    com.handle(m)
+        pump(nodes, lambda: not (a_st.open_blocks() or b_st.state(2) != "committed"
+                                 or a_st.state(3) != "aborted"))
         assert a_st.state(1) == a_st.state(2) == "final" and a_st.state(3) == "aborted"
         assert b_st.state(1) == b_st.state(2) == "committed" and b_st.state(3) == "aborted"
         assert a_st.count() == b_st.count() == 6 and stores_identical(a_st, b_st)
         assert MsgType.PREPARE in MsgType.__members__.values()
-    finally:
-        for st, ch, _ in nodes.values():
-            ch.close()
-            st.close()
-        ctx.destroy(linger=0)
 
 
 def _db_blocks(path: Path) -> int:

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from contextlib import closing
 
-import zmq
+from commit_pair import committer_pair, pump
 
 import link.commit as commit_mod
-from link.auth import AuthPool, write_psk
-from link.channel import Channel
-from link.commit import COMMIT_TYPES, Committer
 from link.keystore import NO_SEGMENT, KeyStore, stores_identical
 
 
@@ -28,33 +24,17 @@ def _segments(db) -> list[int]:
 
 
 def test_alice_skips_the_refill_above_the_high_water_and_bob_follows(tmp_path, monkeypatch):
-    write_psk(tmp_path / "l.psk", "L", 8192)        # 1023 pads a stream
-    ctx = zmq.Context()
-    nodes = {}
-    for role in ("alice", "bob"):
-        st = KeyStore(tmp_path / f"{role}.db", "L", auth_refill_bytes=1024)
-        ch = Channel(role, AuthPool(tmp_path / "l.psk", tmp_path / f"{role}.db", role), ctx=ctx,
-                     retry_s=0.05)
-        nodes[role] = (st, ch, Committer(role, ch, st))
-    nodes["bob"][1].connect(**nodes["alice"][1].bind())
-    a_st, a_ch, a_com = nodes["alice"]
-    b_st, b_ch, b_com = nodes["bob"]
+    with committer_pair(tmp_path, 1024) as nodes:      # 1023 pads a stream
+        a_st, a_ch, a_com = nodes["alice"]
+        b_st, b_ch, b_com = nodes["bob"]
 
-    def run_block(b: int) -> None:
-        key = os.urandom(2048)
-        b_com.offer(b, bytearray(key), 2048 * 8)
-        a_com.propose(b, bytearray(key), 2048 * 8)
-        end = time.monotonic() + 10
-        while time.monotonic() < end and (a_st.state(b) != "final" or b_st.state(b) != "committed"):
-            for _, ch, com in nodes.values():
-                m = ch.recv(timeout=0.01)
-                if m is not None and m.mtype in COMMIT_TYPES:
-                    com.handle(m)
-        assert a_st.state(b) == "final" and b_st.state(b) == "committed"
+        def run_block(b: int) -> None:
+            key = os.urandom(2048)
+            b_com.offer(b, bytearray(key), 2048 * 8)
+            a_com.propose(b, bytearray(key), 2048 * 8)
+            pump(nodes, lambda: a_st.state(b) == "final" and b_st.state(b) == "committed")
+            assert a_st.state(b) == "final" and b_st.state(b) == "committed"
 
-    try:
-        for _, ch, _ in nodes.values():
-            ch.start()
         assert a_com._refill_wanted()             # 1023 pads left < 2^14: refill
         run_block(1)
         assert a_st.auth_index(1) == b_st.auth_index(1) == 0
@@ -76,11 +56,6 @@ def test_alice_skips_the_refill_above_the_high_water_and_bob_follows(tmp_path, m
         assert a_st.auth_index(3) == b_st.auth_index(3) == 1
         assert _segments(tmp_path / "alice.db") == _segments(tmp_path / "bob.db") == [0, 1]
         assert stores_identical(a_st, b_st)
-    finally:
-        for st, ch, _ in nodes.values():
-            ch.close()
-            st.close()
-        ctx.destroy(linger=0)
 
 
 def test_bob_never_refills_from_a_block_alice_kept_out_of_the_pool(tmp_path):
