@@ -72,6 +72,7 @@ and what was expected, raised on load (never later, half-way through a run).
 
 from __future__ import annotations
 
+import numbers
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -441,8 +442,10 @@ def _toml_value(v) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, (int, float)):
-        return repr(v)
+    if isinstance(v, numbers.Integral):   # numpy integers too
+        return str(int(v))
+    if isinstance(v, float):          # numpy float64 too, written as a plain number
+        return repr(float(v))
     raise TypeError(f"no TOML form for {v!r}")
 
 

@@ -555,13 +555,11 @@ class KeyStore:
                             out.append(bytearray(blob.read(row[0])))
                 finally:
                     self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             for b in out:
                 b[:] = bytes(len(b))
-            raise KeyStoreIOError(f"{self.path}: key store is {explain(exc)}") from exc
-        except BaseException:
-            for b in out:
-                b[:] = bytes(len(b))
+            if isinstance(exc, sqlite3.Error):
+                raise KeyStoreIOError(f"{self.path}: key store is {explain(exc)}") from exc
             raise
         return out
 

@@ -1059,8 +1059,8 @@ class Node:
                 continue
             ones = int(np.bitwise_count(plane).sum()) / n
             if abs(ones - 0.5) > 0.025 + 5.0 * 0.5 / math.sqrt(n):
-                said = (f"{ones:.3f} of {n} X-basis events were Alice's 1s: Bob's A detector is "
-                        f"{ones / (1.0 - ones):.2f}x as efficient as D" if basis == "X" else
+                said = (f"{ones:.3f} of {n} X-basis events were Alice's 1s: Bob's {d1} detector is "
+                        f"{ones / (1.0 - ones):.2f}x as efficient as {d0}" if basis == "X" else
                         f"Bob's {d1} and {d0} detectors differ by more than ~10 % in efficiency "
                         "(the share of 1s in the Z key shows it; not logged: it is the key's)")
                 self.alarm("detector_mismatch", f"block {bid}: {said}; the security analysis assumes "
@@ -1165,8 +1165,8 @@ class Node:
                     raise _BlockAbort(res, f"epsilon budget {fkr.eps.total:.3g} exceeds "
                                       f"eps_sec + eps_cor", "epsilon_budget", notify_peer=True)
             log.info("block %d: n_z=%d qber_x=%.4f leak=%d s1=%.0f multi-photon z/x=%.0f/%.0f ell=%d eps=%s",
-                     bid, n_z, res.qber_x, res.leaked_bits, fkr.s1, fkr.extra.get("multiphoton_z", 0.0),
-                     fkr.extra.get("multiphoton_x", 0.0), ell, fkr.eps)
+                     bid, n_z, res.qber_x, res.leaked_bits, fkr.s1, res.finite_key["multiphoton_z"],
+                     res.finite_key["multiphoton_x"], ell, fkr.eps)
             if ell <= 0:
                 kind = "qber_high" if res.qber_x > cfg.qber_alarm else "finite_key_zero"
                 self._send_wait(MsgType.PA_SEED, bid, encode({"ell": 0, "reason": fkr.reason}))
