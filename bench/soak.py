@@ -33,6 +33,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,27 @@ def _size(p: Path) -> int:
         return p.stat().st_size
     except OSError:
         return 0
+
+
+def pad_sample(db: Path, psk: Path) -> dict:
+    """Per auth stream: pads left (capacity minus durably used or erased) and the bytes of its
+    stored segments, read from the node's store (counts and sizes only, never pad bytes)."""
+    try:
+        per = int(psk.read_bytes()[:64].split(b"\n")[2])     # the header: magic, link id, size
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as c:
+            seg = dict(c.execute("SELECT stream, SUM(LENGTH(data)) FROM auth_segment GROUP BY stream"))
+            state = c.execute("SELECT stream, send_reserved, recv_last, erased_pads, dropped_bytes "
+                              "FROM auth_state").fetchall()
+        c.close()
+    except (OSError, ValueError, IndexError, sqlite3.Error):
+        return {}
+    role = db.stem
+    out = {}
+    for s, res, last, erased, dbytes in state:
+        cap = (per + dbytes + (seg.get(s) or 0) - 8) // 8
+        used = max(erased, res if s.startswith(role + ".") else last + 1)
+        out[s] = {"left_pads": cap - used, "stored_bytes": seg.get(s) or 0}
+    return out
 
 
 def _rig_values(rig: str) -> dict:
@@ -219,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"size:{f}"] = _size(d / f)
                 for role in ("alice", "bob"):
                     row[f"{role}_status"] = _last_status(logs[role])
+                    row[f"{role}_pads"] = pad_sample(d / f"{role}.db", d / f"{role}.psk")
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
                         row["metrics_bytes"] = len(r.read())
@@ -254,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         g = growth_per_hour(rows, lambda r, k=key: r.get(k))
         if g is not None:
             print(f"  {f:21} {g:12.0f} bytes/h  (last {rows[-1].get(key)})")
+    for role in ("alice", "bob"):
+        for s in sorted(rows[-1].get(f"{role}_pads", {})):
+            for q in ("left_pads", "stored_bytes"):
+                g = growth_per_hour(rows, lambda r, k=role, s=s, q=q: r[f"{k}_pads"].get(s, {}).get(q))
+                if g is not None:
+                    print(f"  {role} pool {s:16} {q:12} {g:10.0f} /h  (last "
+                          f"{rows[-1][f'{role}_pads'][s][q]})")
     for role in ("alice", "bob"):
         g = growth_per_hour(rows, lambda r, k=role: r[f"{k}_status"].get("secret_bits"))
         if g is not None:

@@ -87,7 +87,7 @@ from postproc_c.pattern import gather as pattern_gather
 from postproc_c.sifting import alice_sift, bob_announce
 
 from . import finite_key as fk
-from . import frame_epoch
+from . import frame_epoch, memtrace
 from .channel import Channel
 from .commit import COMMIT_TYPES, Committer
 from .keystore import KeyStore, KeyStoreError
@@ -444,6 +444,7 @@ class Node:
             self.alarm("selftest_failed", str(exc))
             raise
         tune_malloc()
+        memtrace.start(self.role)      # only with QKD_MEMTRACE set (a diagnostic for soaks)
         self.ch.start()
         if self.role == "alice":
             self.committer.resync()
