@@ -23,9 +23,10 @@ bytes 0..7 are its hash key, and the pad of sequence number ``n`` is bytes
 seq), a retransmission with the same sequence number reuses exactly the same
 pad (the same tag over the same bytes reveals nothing new), and both nodes
 agree on every pad without any bookkeeping messages. Streams are extended by
-*replenishment*: distilled key appended to every stream in the same order on
-both nodes (the key store appends it in the same transaction as the block's
-commit, so both sides append identical segments; see ``link.keystore``).
+*replenishment*: distilled key appended to the streams below their high water
+(Alice chooses them, ``link.commit``; each stream numbers its own segments) in the
+same order on both nodes (the key store appends it in the same transaction as the
+block's commit, so both sides append identical segments; see ``link.keystore``).
 
 Durability (what makes a pad one-time across crashes): the sender reserves
 sequence numbers in batches and writes the reservation to SQLite *before*
@@ -627,11 +628,18 @@ class AuthPool:
         self._hash_key = dict.fromkeys(self._hash_key, 0)
 
 
-def next_segment_index(conn: sqlite3.Connection) -> int:
-    """The index the next replenishment segment gets (Alice assigns it; Bob is told)."""
-    (nxt,) = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM auth_segment").fetchone()
+NO_SEGMENT = -1     # a stream's entry in a segment layout when the block refilled it not at all
+
+
+def next_segment_index(conn: sqlite3.Connection, stream: str | None = None) -> int:
+    """The index the next replenishment segment of ``stream`` gets (Alice assigns it; Bob is
+    told). Each stream counts its own segments (``segment_layout``); ``stream=None``: the
+    next index above every stream's (stores written before the per-stream split)."""
+    where, args = ("WHERE stream=?", (stream,)) if stream is not None else ("", ())
+    (nxt,) = conn.execute(f"SELECT COALESCE(MAX(idx) + 1, 0) FROM auth_segment {where}", args).fetchone()
     # segments whose pads were all used are deleted (AuthPool.erase_used): never reuse their index
-    (dropped,) = conn.execute("SELECT COALESCE(MAX(dropped_segs), 0) FROM auth_state").fetchone()
+    (dropped,) = conn.execute(f"SELECT COALESCE(MAX(dropped_segs), 0) FROM auth_state {where}",
+                              args).fetchone()
     return max(int(nxt), int(dropped))
 
 
@@ -644,19 +652,56 @@ SEGMENT_WEIGHTS = {"proto.data": 3, "proto.ack": 3, "ctrl.data": 1, "ctrl.ack": 
 _WEIGHT_SUM = 2 * sum(SEGMENT_WEIGHTS.values())
 
 
-def append_segments_sql(conn: sqlite3.Connection, source: str, material: bytearray, idx: int) -> int:
-    """Add ``material`` over every stream as segment ``idx`` (inside the caller's transaction).
+def segment_unit(refill_bytes: int) -> int:
+    """Bytes of one weight unit of a refill of at most ``refill_bytes`` (whole pads)."""
+    return (refill_bytes // _WEIGHT_SUM) // PAD_BYTES * PAD_BYTES
 
-    Each stream gets a whole number of pads in proportion to ``SEGMENT_WEIGHTS``.
-    Both nodes add the same bytes under the same index (Alice chooses it when
-    she commits the block and sends it with COMMIT), so their pools stay
-    identical whatever order the commits happen in. Returns the bytes used.
+
+def segment_layout(conn: sqlite3.Connection, streams) -> list[int]:
+    """Alice: the layout of a refill of the streams ``streams``: per stream of ``STREAMS``, in
+    order, the index of the segment it gets (``next_segment_index``), or ``NO_SEGMENT``."""
+    want = set(streams)
+    unknown = want - set(STREAMS)
+    if unknown:
+        raise ValueError(f"streams: unknown auth streams {sorted(unknown)}")
+    return [next_segment_index(conn, s) if s in want else NO_SEGMENT for s in STREAMS]
+
+
+def check_layout(layout) -> list[int]:
+    """A segment layout received from the peer, checked: a list of one int per stream of
+    ``STREAMS`` (``NO_SEGMENT`` or a segment index). Raises ValueError naming what is wrong."""
+    if not isinstance(layout, list) or len(layout) != len(STREAMS):
+        raise ValueError(f"auth_layout: expected a list of {len(STREAMS)} segment indices, got "
+                         f"{type(layout).__name__} of {len(layout) if isinstance(layout, list) else '-'}")
+    for s, x in zip(STREAMS, layout):
+        if type(x) is not int or not NO_SEGMENT <= x < (1 << 62):
+            raise ValueError(f"auth_layout: stream {s}: expected {NO_SEGMENT} or a segment index "
+                             f"in [0, 2^62), got {x!r}")
+    return layout
+
+
+def append_segments_sql(conn: sqlite3.Connection, source: str, material: bytearray,
+                        layout: int | list[int]) -> int:
+    """Add ``material`` to the streams of ``layout`` (inside the caller's transaction).
+
+    ``layout`` (``segment_layout``) gives, per stream of ``STREAMS``, the index of the segment
+    it gets or ``NO_SEGMENT``; an int gives every stream that index (every refill did before
+    each stream's share was bounded by its own high water, ``link.commit``). Each stream of the
+    layout gets a whole number of pads in proportion to ``SEGMENT_WEIGHTS`` of
+    ``segment_unit(len(material))``, taken from ``material`` in ``STREAMS`` order; a stream left
+    out takes nothing, so the rest stays key. Both nodes add the same bytes under the same
+    indices (Alice chooses the layout when she commits the block and sends it with COMMIT),
+    so their pools stay identical whatever order the commits happen in. Returns the bytes used.
     """
-    unit = (len(material) // _WEIGHT_SUM) // PAD_BYTES * PAD_BYTES
+    if isinstance(layout, int):
+        layout = [layout] * len(STREAMS)
+    unit = segment_unit(len(material))
     if unit == 0:
         return 0
     off = 0
-    for s in STREAMS:
+    for s, idx in zip(STREAMS, layout):
+        if idx == NO_SEGMENT:
+            continue
         n = unit * SEGMENT_WEIGHTS[s.split(".", 1)[1]]
         conn.execute("INSERT INTO auth_segment(stream, idx, data, source) VALUES (?,?,?,?)",
                      (s, idx, memoryview(material)[off:off + n], source))   # no bytes copy
@@ -664,6 +709,7 @@ def append_segments_sql(conn: sqlite3.Connection, source: str, material: bytearr
     return off
 
 
-__all__ = ["AuthError", "AuthPool", "AuthStateIOError", "PadErased", "PoolExhausted", "STREAMS",
-           "TAG_BYTES", "append_segments_sql", "ensure_schema", "next_segment_index", "poly_hash_bytes",
-           "poly_hash_bytes_ref", "read_psk", "write_psk"]
+__all__ = ["NO_SEGMENT", "AuthError", "AuthPool", "AuthStateIOError", "PadErased", "PoolExhausted",
+           "STREAMS", "TAG_BYTES", "append_segments_sql", "check_layout", "ensure_schema",
+           "next_segment_index", "poly_hash_bytes", "poly_hash_bytes_ref", "read_psk",
+           "segment_layout", "segment_unit", "write_psk"]

@@ -44,23 +44,73 @@ import logging
 import threading
 from collections.abc import Callable
 
+from .auth import check_layout
 from .channel import Channel
 from .keystore import KeyStore, KeyStoreIOError
 from .messages import Message, MsgType
 
 log = logging.getLogger(__name__)
 
-# Alice refills the authentication pool from a block only while its emptiest stream has fewer
-# pads left than this (128 KiB a stream). Above it the block goes to keys whole. Every block's
-# 16 KiB used to be appended whatever the pool held: a proto stream gets 384 pads a block and,
-# measured, uses ~190 a 2^20-bit block on the in-process model (the pool then grew without
-# bound) and ~360 on the rig (bench.soak, 2026-11-25). Not bounded by this: the ctrl streams'
-# quarter of each refill (4 KiB a block), which they hardly use; bounding it needs Alice to send
-# the per-stream layout of each segment with COMMIT and RESYNC.
+# Alice refills a stream of the authentication pool from a block only while that stream has
+# fewer pads left than this (128 KiB); the rest of the block goes to keys. Each stream is bounded
+# by its own high water: a proto stream gets 384 pads a block and, measured, uses ~190 a 2^20-bit
+# block on the in-process model and ~360 on the rig (bench.soak, 2026-11-25); the ctrl streams
+# get 128 and use ~none. When only the emptiest stream was compared (one refill for all or
+# none), the ctrl streams' share built up by ~2 MB/h of unused pads (bench.soak). Alice sends
+# the per-stream layout of each refill with COMMIT and RESYNC (``KeyStore.auth_layout``).
 POOL_HIGH_WATER_PADS = 1 << 14
 
 COMMIT_TYPES = {MsgType.PREPARE, MsgType.PREPARED, MsgType.COMMIT, MsgType.COMMITTED,
                 MsgType.RESYNC, MsgType.RESYNC_REPLY, MsgType.HELLO}
+
+
+class CommitMessageError(ValueError):
+    """A commit message whose payload does not parse (``Committer.handle`` refuses it)."""
+
+
+_MISSING = object()
+_STATES = ("prepared", "committed")      # KeyStore.open_blocks
+
+
+def _payload(msg: Message, kind: type):
+    try:
+        got = json.loads(msg.payload.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CommitMessageError(f"{msg.mtype.name} block {msg.block_id}: payload is not JSON "
+                                 f"({exc})") from exc
+    if not isinstance(got, kind):
+        raise CommitMessageError(f"{msg.mtype.name} block {msg.block_id}: payload is a "
+                                 f"{type(got).__name__}, expected a {kind.__name__}")
+    return got
+
+
+def _layout(got) -> list[int]:
+    """The per-stream segment layout of a COMMIT or RESYNC entry, checked (``auth.check_layout``)."""
+    if got is _MISSING:
+        raise CommitMessageError("auth_layout: missing (a peer from before the per-stream split "
+                                 "speaks another protocol version)")
+    try:
+        return check_layout(got)
+    except ValueError as exc:
+        raise CommitMessageError(str(exc)) from exc
+
+
+def _resync_listing(raw: dict) -> dict[int, tuple[str, list[int] | None]]:
+    """RESYNC's ``{block: [state, layout]}`` checked whole before any of it is acted on."""
+    out = {}
+    for k, v in raw.items():
+        try:
+            b = int(k)
+        except ValueError:
+            raise CommitMessageError(f"RESYNC: block {k!r} is not an integer") from None
+        if not (isinstance(v, list) and len(v) == 2 and v[0] in _STATES):
+            raise CommitMessageError(f"RESYNC: block {b}: expected [state, auth_layout] with a state "
+                                     f"of {_STATES}, got {v!r}")
+        if v[0] == "committed" or v[1] is not None:     # a committed block names its layout
+            out[b] = (v[0], _layout(_MISSING if v[1] is None else v[1]))
+        else:
+            out[b] = (v[0], None)
+    return out
 
 
 class Committer:
@@ -77,15 +127,16 @@ class Committer:
         self._waiting: set[int] = set()                        # Bob: PREPAREs that came first
         self._failed: set[int] = set()
         self.resyncs = 0
+        self.refused = 0            # malformed commit messages (handle)
 
     def _event(self, what: str, block_id: int, **info) -> None:
         if self.on_event is not None:
             self.on_event(what, block_id, info)
 
     # Alice ---------------------------------------------------------------------------------
-    def _refill_wanted(self) -> bool:
-        """Alice: whether this block's commit should refill the pool (below the high water)."""
-        return self.ch.pool.min_left_pads() < POOL_HIGH_WATER_PADS
+    def _refill_streams(self) -> tuple[str, ...]:
+        """Alice: the streams this block's commit refills (each below its own high water)."""
+        return tuple(s for s, u in self.ch.pool.usage().items() if u["left_pads"] < POOL_HIGH_WATER_PADS)
 
     def propose(self, block_id: int, key: bytearray, key_bits: int) -> None:
         """Alice: the block verified; hold its key as prepared and ask Bob to prepare."""
@@ -99,11 +150,11 @@ class Committer:
             self.resyncs += 1
             opened = self.store.open_blocks()
             self.ch.send(MsgType.RESYNC, 0, json.dumps(
-                {str(k): [v, self.store.auth_index(k)] for k, v in opened.items()}).encode())
+                {str(k): [v, self.store.auth_layout(k)] for k, v in opened.items()}).encode())
 
     def _send_commit(self, block_id: int) -> None:
-        idx = self.store.auth_index(block_id)
-        self.ch.send(MsgType.COMMIT, block_id, json.dumps({"auth_idx": idx}).encode())
+        layout = self.store.auth_layout(block_id)
+        self.ch.send(MsgType.COMMIT, block_id, json.dumps({"auth_layout": layout}).encode())
 
     # Bob ---------------------------------------------------------------------------------------
     def offer(self, block_id: int, key: bytearray, key_bits: int) -> None:
@@ -143,8 +194,16 @@ class Committer:
 
     # dispatch ----------------------------------------------------------------------------------
     def handle(self, msg: Message) -> None:
+        """Act on one commit message. A malformed one (it authenticated, so the peer runs other
+        code) is refused: nothing is committed or aborted, ``refused`` counts it and the
+        event ``refused`` names what was wrong; the node keeps running."""
         with self._lock:
-            getattr(self, f"_on_{msg.mtype.name.lower()}")(msg)
+            try:
+                getattr(self, f"_on_{msg.mtype.name.lower()}")(msg)
+            except CommitMessageError as exc:
+                self.refused += 1
+                log.error("%s from %s refused: %s", msg.mtype.name, msg.sender, exc)
+                self._event("refused", msg.block_id, message=msg.mtype.name, reason=str(exc))
 
     def _on_hello(self, msg: Message) -> None:
         if self.role == "alice":
@@ -168,7 +227,7 @@ class Committer:
         st = self.store.state(b)
         if msg.payload == b"\x01":
             if st == "prepared":
-                n = self.store.commit(b, refill=self._refill_wanted())
+                n = self.store.commit(b, refill=self._refill_streams())
                 self._event("committed", b, keys=n)
             if st in ("prepared", "committed"):
                 self._send_commit(b)
@@ -178,7 +237,7 @@ class Committer:
 
     def _on_commit(self, msg: Message) -> None:           # Bob
         b = msg.block_id
-        n = self.store.commit(b, json.loads(msg.payload.decode())["auth_idx"])
+        n = self.store.commit(b, _layout(_payload(msg, dict).get("auth_layout", _MISSING)))
         self._event("committed", b, keys=n)
         self.ch.send(MsgType.COMMITTED, b)
 
@@ -187,7 +246,7 @@ class Committer:
         self._event("final", msg.block_id)
 
     def _on_resync(self, msg: Message) -> None:           # Bob
-        listed = {int(k): v for k, v in json.loads(msg.payload.decode()).items()}
+        listed = _resync_listing(_payload(msg, dict))
         alice = {b: v[0] for b, v in listed.items()}
         self.resyncs += 1
         for b, st in self.store.open_blocks().items():
@@ -227,7 +286,7 @@ class Committer:
                 self._event("final", b)
             elif theirs == "prepared":
                 if mine == "prepared":
-                    n = self.store.commit(b, refill=self._refill_wanted())
+                    n = self.store.commit(b, refill=self._refill_streams())
                     self._event("committed", b, keys=n)
                 self._send_commit(b)
             else:

@@ -46,6 +46,7 @@ process, and no server to run; the key counts (10^4..10^6 keys) are small.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -56,21 +57,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .auth import append_segments_sql, next_segment_index
+from .auth import NO_SEGMENT, STREAMS, append_segments_sql, check_layout, segment_layout, segment_unit
 from .auth import ensure_schema as ensure_auth_schema
 from .store_errors import KeyStoreError, KeyStoreIOError, explain  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = uuid.UUID("6f1c1a3e-4d7b-5b1e-9a53-7c2d0e8f4a10")
-NO_SEGMENT = -1     # a block's auth_idx when Alice sent none of it to the pool (KeyStore.commit)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS block (
     block_id INTEGER PRIMARY KEY, state TEXT NOT NULL, key_bits INTEGER NOT NULL,
     n_keys INTEGER NOT NULL DEFAULT 0, auth_bytes INTEGER NOT NULL DEFAULT 0, auth_idx INTEGER,
-    prepared BLOB, reason TEXT NOT NULL DEFAULT '');
+    prepared BLOB, reason TEXT NOT NULL DEFAULT '', auth_layout TEXT);
 CREATE TABLE IF NOT EXISTS keyblock (
     block_id INTEGER PRIMARY KEY, key_bytes INTEGER NOT NULL, n_keys INTEGER NOT NULL,
     live0 INTEGER NOT NULL, live1 INTEGER NOT NULL, live BLOB NOT NULL, data BLOB NOT NULL);
@@ -209,6 +209,8 @@ class KeyStore:
             self._db.executescript(_SCHEMA)
             # the auth tables live here too (append_segments_sql writes them in our commit)
             ensure_auth_schema(self._db)
+            if "auth_layout" not in {r[1] for r in self._db.execute("PRAGMA table_info(block)")}:
+                self._db.execute("ALTER TABLE block ADD COLUMN auth_layout TEXT")   # older stores
             self._idcache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         except sqlite3.Error as exc:
             self._db.close()
@@ -316,18 +318,22 @@ class KeyStore:
             db.execute("INSERT INTO block(block_id, state, key_bits, prepared) VALUES (?,?,?,?)",
                        (block_id, "prepared", key_bits, memoryview(key)[: (key_bits + 7) // 8]))
 
-    def commit(self, block_id: int, auth_idx: int | None = None, *, refill: bool = True) -> int:
+    def commit(self, block_id: int, layout: list[int] | int | None = None, *,
+               refill: bool | tuple[str, ...] = True) -> int:
         """Make a prepared block's keys usable (idempotent); returns the number of keys.
 
-        In the same transaction: the first ``auth_refill_bytes`` of the block key
-        go to the authentication pool as segment ``auth_idx`` (Alice passes None
-        and a fresh index is chosen: read it with ``auth_index``; Bob passes the
-        index Alice sent), the rest is cut into keys of ``key_size_bits`` (a
-        partial last key is discarded), and the prepared copy is overwritten.
-        Alice passes ``refill=False`` when the pool holds enough pads (``link.commit``):
-        the whole block goes to keys and ``auth_index`` reads ``NO_SEGMENT``, which Bob
-        passes as ``auth_idx`` to do the same.
+        In the same transaction: up to ``auth_refill_bytes`` of the block key go to the
+        authentication pool, one segment per stream of the segment layout (``link.auth``:
+        ``append_segments_sql``), the rest is cut into keys of ``key_size_bits`` (a partial
+        last key is discarded), and the prepared copy is overwritten. Alice passes no
+        ``layout`` and ``refill``: the streams to refill (those below their high water,
+        ``link.commit``), True for all, False for none; a fresh index is chosen per stream
+        refilled (read the layout with ``auth_layout``). Bob passes the layout Alice sent
+        (``auth.check_layout``), or one int (``NO_SEGMENT``, or a segment index for every
+        stream: commit messages of stores written before the per-stream split).
         """
+        if layout is not None and not isinstance(layout, int):
+            layout = check_layout(layout)
         with self._tx() as db:
             row = db.execute("SELECT state, key_bits, prepared, n_keys FROM block WHERE block_id=?",
                              (block_id,)).fetchone()
@@ -342,12 +348,16 @@ class KeyStore:
             del blob, row
             try:
                 nbytes = key_bits // 8
-                skip = not refill or auth_idx == NO_SEGMENT
-                refill_bytes = 0 if skip else min(self.auth_refill_bytes, nbytes)
-                if auth_idx is None:
-                    auth_idx = next_segment_index(db)
-                used = (append_segments_sql(db, f"block {block_id}", material[:refill_bytes], auth_idx)
-                        if refill_bytes else 0)
+                refill_bytes = min(self.auth_refill_bytes, nbytes)
+                if layout is None:      # Alice: her choice, fresh indices
+                    streams = STREAMS if refill is True else () if refill is False else refill
+                    layout = (segment_layout(db, streams) if segment_unit(refill_bytes)
+                              else [NO_SEGMENT] * len(STREAMS))
+                elif isinstance(layout, int):
+                    layout = [layout] * len(STREAMS)
+                used = append_segments_sql(db, f"block {block_id}", material[:refill_bytes], layout)
+                if not used:
+                    layout = [NO_SEGMENT] * len(STREAMS)
                 kb = self.key_size_bits // 8
                 n = (nbytes - used) // kb
                 if n:      # the block's keys as one row (module docstring: Layout)
@@ -358,21 +368,27 @@ class KeyStore:
                     del mv
                 db.execute("UPDATE block SET prepared=zeroblob(length(prepared)) WHERE block_id=?",
                            (block_id,))
-                db.execute("UPDATE block SET state='committed', n_keys=?, auth_bytes=?, auth_idx=?, "
-                           "prepared=NULL WHERE block_id=?",
-                           (n, used, NO_SEGMENT if skip else (auth_idx if used else None), block_id))
+                db.execute("UPDATE block SET state='committed', n_keys=?, auth_bytes=?, auth_idx=NULL, "
+                           "auth_layout=?, prepared=NULL WHERE block_id=?",
+                           (n, used, json.dumps(layout), block_id))
             finally:
                 material[:] = bytes(len(material))
             log.info("block %d committed: %d keys of %d bits, %d bytes to the auth pool",
                      block_id, n, self.key_size_bits, used)
             return n
 
-    def auth_index(self, block_id: int) -> int | None:
-        """The authentication-pool segment index a committed block filled (None: none;
-        ``NO_SEGMENT``: Alice chose not to refill the pool from it, so Bob must not either)."""
+    def auth_layout(self, block_id: int) -> list[int] | None:
+        """The authentication-pool segment layout a committed block filled: per stream of
+        ``auth.STREAMS``, its segment index or ``NO_SEGMENT`` (None: not committed here). A
+        block committed before the per-stream split gave every stream its one ``auth_idx``."""
         with self._lock:
-            row = self._db.execute("SELECT auth_idx FROM block WHERE block_id=?", (block_id,)).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+            row = self._db.execute("SELECT state, auth_layout, auth_idx FROM block WHERE block_id=?",
+                                   (block_id,)).fetchone()
+        if row is None or row[0] not in ("committed", "final"):
+            return None
+        if row[1] is not None:
+            return json.loads(row[1])
+        return [NO_SEGMENT if row[2] is None else int(row[2])] * len(STREAMS)
 
     def finalize(self, block_id: int) -> None:
         """Alice: Bob confirmed the commit; the block needs no recovery any more."""

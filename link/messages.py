@@ -25,8 +25,12 @@ from enum import IntEnum
 # classes as two bit planes. 4: PE_DISCLOSE carries Bob's X bits packed (``x_words``, uint64,
 # with meta ``n_x``; was one byte per bit). 5: PE_DISCLOSE's meta also carries Bob's
 # ``cross_clicks`` and ``events`` of the block (the passive receiver's multi-photon bound,
-# link.finite_key). A node refuses frames of another version (WireError naming both).
-PROTOCOL_VERSION = 5
+# link.finite_key). 6: COMMIT carries ``auth_layout`` (the pool segment index of each auth
+# stream, or -1: each stream is refilled only below its own high water, link.commit) instead of
+# one ``auth_idx``; RESYNC lists [state, auth_layout]. A version-5 peer would have refilled every
+# stream from a version-6 COMMIT and its pool would differ from ours: it refuses our frames instead.
+# A node refuses frames of another version (WireError naming both).
+PROTOCOL_VERSION = 6
 HEADER = struct.Struct(">BBBBQQI")
 TAG_LEN = 8
 MAX_PAYLOAD = 1 << 30
