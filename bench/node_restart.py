@@ -135,7 +135,7 @@ def node_main(role: str, workdir: str, seed: int, frontend: str = "fiber") -> in
             out["clean_stop"] = True                  # stopped by Alice's STOP
         node.stop()
         out.update(alarms=[f"{a['alarm']}: {a['reason']}" for a in node.alarms],
-                   blocks=len(node.results), aborted=sum(r.aborted for r in node.results),
+                   blocks=node.blocks_done, aborted=node.counters["blocks_aborted"],
                    keys=store.count(), channel={k: v for k, v in ch.counters.items() if v},
                    resume=None if node.resume is None else
                    {"first": node.resume.first, "dropped": node.resume.dropped,

@@ -549,7 +549,7 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
             print(f"qkd {role}: cannot start the node's services: {exc}", file=sys.stderr)
             return 2
         while not stop.is_set() and not node.stopped:
-            if role == "alice" and args.blocks and len(node.results) >= args.blocks and node.idle():
+            if role == "alice" and args.blocks and node.blocks_done >= args.blocks and node.idle():
                 ch.send(MsgType.STOP, 0, lane="ctrl")
                 ch.wait_acked(5)
                 break

@@ -208,7 +208,7 @@ def record_run(scenario, *, blocks: int = 2, config: NodeConfig | None = None, s
             n.start()
         alice, bob = nodes["alice"], nodes["bob"]
         while time.monotonic() - t0 < duration_s and not (alice.stopped or bob.stopped):
-            if len(alice.results) >= blocks and len(bob.results) >= blocks and alice.idle() \
+            if alice.blocks_done >= blocks and bob.blocks_done >= blocks and alice.idle() \
                     and not stores["bob"].prepared_blocks():
                 break
             time.sleep(0.02)

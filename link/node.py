@@ -115,6 +115,9 @@ def verification_tags(n_bits: int, eps_cor: float) -> int:
 _MALLOC_TUNED = False
 
 
+RESULTS_KEPT = 1000     # block results (and Bob's key latencies) a node keeps in memory
+
+
 def tune_malloc() -> bool:
     """Keep freed memory in this process instead of returning it to the OS (glibc only).
 
@@ -347,12 +350,17 @@ class Node:
         self._frame_slots_n = frame_slots
         self._patterns = patterns         # Alice: (basis, bit, intensity) per frame, else drawn from rng
         self._blocks_closed = 0
-        self.results: list[BlockResult] = []
+        # the latest RESULTS_KEPT block results (all of them grew a long run's memory); count
+        # blocks with blocks_done, not len(results)
+        self.results: collections.deque[BlockResult] = collections.deque(maxlen=RESULTS_KEPT)
         # the latest alarms (a flood of bad frames must not grow memory: link.lograte)
         self.alarms: collections.deque[dict] = collections.deque(maxlen=1000)
         self._alarm_log = LogLimiter()
         self.counters = {"frames": 0, "detections": 0, "sifted": 0, "sifted_z": 0, "secret_bits": 0,
                          "blocks": 0, "blocks_aborted": 0, "keys_committed": 0}
+        # over every block result, also those no longer in ``results`` (run summaries' totals):
+        # Z bits of the blocks that gave keys, emulated seconds of all
+        self.totals = {"n_z": 0, "emulated_s": 0.0}
         self._lock = threading.Lock()
         self.t0 = time.monotonic()
         self.emulated_s = 0.0
@@ -372,7 +380,8 @@ class Node:
         self._stash: dict[int, dict] = {}                 # per block: messages that came early
         self._commit_q: queue.Queue[Message] = queue.Queue()   # two-step commit messages, in order
         self._t_last: dict[int, float] = {}               # Bob: block -> its last frame read (monotonic)
-        self.key_latency_s: dict[int, float] = {}         # Bob: block -> last detection to keys stored
+        # Bob: block -> last detection to keys stored, the latest RESULTS_KEPT blocks
+        self.key_latency_s: collections.OrderedDict[int, float] = collections.OrderedDict()
         self._mux = ReconMux(lambda p: self._send_wait(MsgType.RECON_BATCH, 0, p), self._stop,
                              errors=(postproc_c.Error, ValueError))
         # the peer's RECON_BATCH goes from the channel's I/O thread straight to the mux's
@@ -412,12 +421,17 @@ class Node:
             self._stop.set()
 
     def _commit_event(self, what: str, block_id: int, info: dict) -> None:
+        if what == "refused":       # a malformed commit message of the peer (Committer.handle)
+            self.alarm("commit_refused", f"{info['message']}: {info['reason']}", block_id)
+            return
         if what == "committed":
             with self._lock:
                 self.counters["keys_committed"] += int(info.get("keys", 0))
                 t_last = self._t_last.pop(block_id, None)
                 if t_last is not None:       # from the block's last detection to its keys in the store
                     self.key_latency_s[block_id] = time.monotonic() - t_last
+                    while len(self.key_latency_s) > RESULTS_KEPT:
+                        self.key_latency_s.popitem(last=False)
             self.ch.pool.refresh()       # the block's share of key replenished the auth pool
         self.publish("commit", event=what, block_id=block_id, **info)
 
@@ -500,6 +514,12 @@ class Node:
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def blocks_done(self) -> int:
+        """Blocks finished (with keys or aborted) since the start; ``results`` keeps the latest."""
+        with self._lock:
+            return self.counters["blocks"]
 
     def idle(self) -> bool:
         """Alice: no block in progress or awaiting commit."""
@@ -917,10 +937,13 @@ class Node:
         with self._lock:
             self.results.append(res)
             self.counters["blocks"] += 1
+            self.totals["emulated_s"] += res.emulated_s
             if res.aborted:
                 self.counters["blocks_aborted"] += 1
+                self._t_last.pop(bid, None)      # never committed: no key latency to measure
             else:
                 self.counters["secret_bits"] += res.secret_bits
+                self.totals["n_z"] += res.n_z
         self.publish("block", **asdict(res))
 
     def _recv_block(self, bid: int, want, res: BlockResult) -> Message:

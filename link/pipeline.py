@@ -173,8 +173,8 @@ def run_local(scenario: str | None = None, *, blocks: int = 3, duration_s: float
         while time.monotonic() < end and not (stop_event is not None and stop_event.is_set()):
             if alice.stopped or bob.stopped:
                 break
-            done_a = len(alice.results)
-            if done_a >= blocks and len(bob.results) >= blocks and alice.idle() \
+            done_a = alice.blocks_done
+            if done_a >= blocks and bob.blocks_done >= blocks and alice.idle() \
                     and not stores["bob"].prepared_blocks():
                 break
             if progress is not None and time.monotonic() - last >= 0.5:
@@ -350,7 +350,7 @@ def run_replay(replay: ReplayLink, cfg: NodeConfig, *, blocks: int, workdir: str
             n.start()
         alice = nodes["alice"]
         while time.monotonic() - t0 < duration_s and not alice.stopped:
-            if len(alice.results) >= blocks and alice.idle() and not stores["bob"].prepared_blocks():
+            if alice.blocks_done >= blocks and alice.idle() and not stores["bob"].prepared_blocks():
                 break
             time.sleep(0.02)
         wall = time.monotonic() - t0
@@ -474,7 +474,7 @@ def _replay_node(role: str, replay: ReplayLink, cfg: NodeConfig, blocks: int, wo
         end = t0 + duration_s
         if role == "alice":
             while time.monotonic() < end and not node.stopped:
-                if len(node.results) >= blocks and node.idle():
+                if node.blocks_done >= blocks and node.idle():
                     break
                 time.sleep(0.01)
             wall = time.monotonic() - t0
@@ -507,11 +507,11 @@ def _replay_node(role: str, replay: ReplayLink, cfg: NodeConfig, blocks: int, wo
 def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float, final: bool,
              scenario: str = "") -> dict:
     alice = nodes["alice"]
-    res = sorted(alice.results, key=lambda r: r.block_id)
+    res = sorted(alice.results, key=lambda r: r.block_id)     # the latest node.RESULTS_KEPT
     ok = [r for r in res if not r.aborted]
-    secret = sum(r.secret_bits for r in ok)
-    n_z = sum(r.n_z for r in ok)
-    emu_blocks = sum(r.emulated_s for r in res) or 0.0
+    with alice._lock:       # totals over every block (results keeps the latest)
+        c, tot = dict(alice.counters), dict(alice.totals)
+    secret, n_z, emu_blocks = c["secret_bits"], tot["n_z"], tot["emulated_s"]
     wall = time.monotonic() - t0
     qber_x = [r.qber_x for r in res if not math.isnan(r.qber_x)]
     qber_z = [r.qber_z for r in ok if not math.isnan(r.qber_z)]
@@ -525,8 +525,8 @@ def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float,
         "qber_x": (sum(qber_x) / len(qber_x)) if qber_x else None,
         "f": (sum(fs) / len(fs)) if fs else None,
         "reconciliation": sorted({r.method for r in ok if r.method}),
-        "blocks": len(res),
-        "blocks_aborted": sum(r.aborted for r in res),
+        "blocks": c["blocks"],
+        "blocks_aborted": c["blocks_aborted"],
         "sifted_z_bits": int(n_z),
         "alarms": sorted({a["alarm"] for n in nodes.values() for a in n.alarms}),
         "alarm_count": sum(len(n.alarms) for n in nodes.values()),
@@ -535,7 +535,7 @@ def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float,
         "latency_s": max((r.latency_s for r in ok), default=None),
         # from a block's last detection (Bob read its frame) to its keys in Bob's store
         "key_latency_s": max(nodes["bob"].key_latency_s.values(), default=None),
-        "messages_per_block": sum(n.ch.counters["sent"] for n in nodes.values()) / max(1, len(res)),
+        "messages_per_block": sum(n.ch.counters["sent"] for n in nodes.values()) / max(1, c["blocks"]),
         "keys": {role: stores[role].count() for role in stores},
         "telemetry": {role: n.telemetry_endpoint for role, n in nodes.items()},
         "channel": {role: dict(n.ch.counters) for role, n in nodes.items()},
