@@ -8,9 +8,10 @@ and a daemon thread that, every ``QKD_MEMTRACE_EVERY`` seconds, writes
 ``memtrace-<role>-<pid>-<n>.txt``: the Python heap traced now, and the 25 call sites whose
 live allocations grew most since the first snapshot (taken one interval after the start, so
 start-up is not counted), with ``QKD_MEMTRACE_FRAMES`` frames each (default 4). One line per
-snapshot also goes to ``memtrace-<role>-<pid>.log`` (time, traced bytes, RSS), the curve to
-compare with the RSS the soak samples: traced growth that matches RSS growth is Python
-objects; RSS growth without it is the allocator, SQLite's page cache or C.
+snapshot also goes to ``memtrace-<role>-<pid>.log`` (time, traced bytes, the bytes SQLite has
+allocated, RSS), the curves to compare with the RSS the soak samples: traced growth that
+matches RSS growth is Python objects (numpy arrays included), SQLite's is its page caches
+(``sqlite3_memory_used``), RSS growth with neither is the allocator or other C.
 
 Why tracemalloc: it is in the standard library, attributes every live Python allocation to
 the line that made it, and its snapshot diff is exactly "what is alive now that was not
@@ -50,6 +51,24 @@ def _rss_kb() -> int | None:
     return None
 
 
+def _sqlite_memory_fn():
+    """``sqlite3_memory_used`` of the SQLite library the sqlite3 module uses (None if not found)."""
+    try:
+        import _sqlite3
+        import ctypes
+        fn = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int64
+    return fn
+
+
+def sqlite_memory_used() -> int | None:
+    """Bytes SQLite has allocated in this process now (page caches, statements), or None."""
+    fn = _sqlite_memory_fn()
+    return None if fn is None else int(fn())
+
+
 def report(base: tracemalloc.Snapshot, now: tracemalloc.Snapshot, top: int = TOP) -> str:
     """The ``top`` call sites (whole tracebacks) whose live allocations grew most since ``base``."""
     lines = []
@@ -76,7 +95,8 @@ def _loop(folder: Path, role: str, every_s: float) -> None:
             snap = _filtered(tracemalloc.take_snapshot())
             cur, peak = tracemalloc.get_traced_memory()
             with open(folder / f"memtrace-{role}-{pid}.log", "a") as fh:
-                fh.write(f"{time.monotonic() - t0:.0f} s traced {cur} peak {peak} rss_kb {_rss_kb()}\n")
+                fh.write(f"{time.monotonic() - t0:.0f} s traced {cur} peak {peak} sqlite "
+                         f"{sqlite_memory_used()} rss_kb {_rss_kb()}\n")
             if base is None:
                 base = snap
                 continue
