@@ -10,7 +10,9 @@ and ``qkd bob`` from node files written for the rig (Alice with a ``[metrics]`` 
 samples, from /proc and the file system only (no code of the link runs in this process):
 per process RSS, open file descriptors, threads and TCP sockets; the size of each key
 store, its -wal and the logs; the secret bits and blocks from the nodes' status lines;
-the size of Alice's metrics page. The last lines print each quantity's growth per hour
+the size of Alice's metrics page; per authentication stream of each node's pool, the pads
+left and the bytes of its stored segments (read from the store file, counts only). The last
+lines print each quantity's growth per hour
 over the second half of the run (the first half includes start-up and warm-up), the
 figure to compare before and after a fix.
 
@@ -19,6 +21,10 @@ The rig's emulated instruments keep the latest 1000 requests they received
 bounded, AWG waveform uploads (about 1 MB a frame) grew the rig process by ~37 MB/s, which
 this soak found. ``--code DIR`` runs another checkout's code (put
 first on ``PYTHONPATH`` of every child) for before/after comparisons with one installed venv.
+
+To see what a node's RSS growth is made of, set ``QKD_MEMTRACE=DIR`` (``link.memtrace``) in
+the environment of this command: the nodes then write tracemalloc growth by call site and
+SQLite's allocation every ``QKD_MEMTRACE_EVERY`` seconds (and run slower).
 
 What it must not do: leave processes behind (each is stopped with SIGINT, then killed, in
 ``finally``), or read key material (only sizes and counts). Linux only (/proc).

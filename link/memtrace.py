@@ -24,6 +24,7 @@ written), or stop the node if the folder cannot be written (it logs and stops tr
 
 from __future__ import annotations
 
+import linecache
 import logging
 import os
 import threading
@@ -80,8 +81,10 @@ def report(base: tracemalloc.Snapshot, now: tracemalloc.Snapshot, top: int = TOP
 
 
 def _filtered(snap: tracemalloc.Snapshot) -> tracemalloc.Snapshot:
+    # linecache: the source lines report() formats are cached there (~1.5 MB in a soak): ours
     return snap.filter_traces((tracemalloc.Filter(False, tracemalloc.__file__),
-                               tracemalloc.Filter(False, __file__)))
+                               tracemalloc.Filter(False, __file__),
+                               tracemalloc.Filter(False, linecache.__file__)))
 
 
 def _loop(folder: Path, role: str, every_s: float) -> None:
