@@ -561,11 +561,13 @@ class AuthPool:
                         elif start < end:                          # its head is used: zeros in place
                             upto = end - start
                             if upto > zeroed:
-                                (rowid,) = self._db.execute("SELECT rowid FROM auth_segment WHERE "
-                                                            "stream=? AND idx=?", (s, idx)).fetchone()
-                                with self._db.blobopen("auth_segment", "data", rowid) as blob:
-                                    blob.seek(zeroed)
-                                    blob.write(bytes(upto - zeroed))
+                                # In SQL, same length, so the row is rewritten in place (the old
+                                # cell's bytes are zeroed by secure_delete). Not Connection.blobopen:
+                                # CPython 3.11's connection keeps a weakref per blob ever opened
+                                # (88 B, never dropped: cpython gh-144424), ~0.6 MB/h in a soak.
+                                self._db.execute("UPDATE auth_segment SET data = CAST(zeroblob(?) || "
+                                                 "substr(data, ? + 1) AS BLOB) WHERE stream=? AND "
+                                                 "idx=?", (upto, upto, s, idx))
                                 seg[3] = upto
                         else:
                             break
