@@ -175,6 +175,10 @@ def _run(args: argparse.Namespace) -> int:
     fv = "-" if s["f"] is None else f"{s['f']:.3f}"
     how = f" ({', '.join(s['reconciliation'])})" if s.get("reconciliation") else ""
     print(f"  QBER                {qb}   reconciliation efficiency f {fv}{how}")
+    seen = s["bob_events"] + s["dead_time_vetoed"]
+    if seen:
+        print(f"  dead-time guard     {s['dead_time_vetoed']} of Bob's {seen} events dropped "
+              f"({s['dead_time_vetoed'] / seen:.1%}): a detector was dead")
     print(f"  time                {s['emulated_s']:.3f} s emulated, {s['wall_s']:.1f} s wall clock")
     print(f"  alarms              {', '.join(s['alarms']) or 'none'}")
     print(f"  keys identical      {'yes' if s['keys_identical'] else 'NO'} (both stores compared)")
@@ -486,7 +490,7 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
         if isinstance(offsets, str):
             return refuse(offsets)
         fe = DriverBob(instr, Timing(1e12 / fs.clock_hz, fs.frame_slots, offsets,
-                                     window or 0.8e12 / fs.clock_hz))
+                                     window or 0.8e12 / fs.clock_hz, fs.dead_time_ns * 1e3))
     try:
         node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
                     block_limit=args.blocks or None, frame_slots=fs.frame_slots)

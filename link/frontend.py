@@ -60,12 +60,15 @@ class BobFrontEnd(Protocol):
 
 @dataclass(frozen=True)
 class Timing:
-    """Bob's timing constants: slot period, frame length, detector offsets, window."""
+    """Bob's timing constants: slot period, frame length, detector offsets, window, and the
+    longest dead time of his detectors for the slotter's dead-time guard (``link.slotting``;
+    0 only where no key is made: timing calibration and tests of the slotting)."""
 
     period_ps: float
     frame_slots: int
     offsets_ps: tuple[float, float, float, float]
     window_ps: float
+    dead_time_ps: float = 0.0
 
     @classmethod
     def for_model(cls, model, window_fraction: float = 0.8) -> Timing:
@@ -74,10 +77,12 @@ class Timing:
         offs = tuple((model.tof_ps + d.delay_ps - model.tagger.sync_delay_ps) * rate
                      for d in model.detectors)
         return cls(float(model.period_ps), int(model.frame_slots), offs,  # type: ignore[arg-type]
-                   window_fraction * float(model.period_ps))
+                   window_fraction * float(model.period_ps),
+                   max(d.dead_time_ns for d in model.detectors) * 1e3 * rate)
 
     def slotter(self) -> Slotter:
-        return Slotter(self.frame_slots, self.period_ps, self.offsets_ps, self.window_ps)
+        return Slotter(self.frame_slots, self.period_ps, self.offsets_ps, self.window_ps,
+                       self.dead_time_ps)
 
 
 class DriverAlice:

@@ -351,8 +351,10 @@ class Node:
         # the latest alarms (a flood of bad frames must not grow memory: link.lograte)
         self.alarms: collections.deque[dict] = collections.deque(maxlen=1000)
         self._alarm_log = LogLimiter()
-        self.counters = {"frames": 0, "detections": 0, "sifted": 0, "sifted_z": 0, "secret_bits": 0,
-                         "blocks": 0, "blocks_aborted": 0, "keys_committed": 0}
+        # dead_time_vetoed: Bob's events dropped by the slotter's dead-time guard (link.slotting)
+        self.counters = {"frames": 0, "detections": 0, "dead_time_vetoed": 0, "sifted": 0,
+                         "sifted_z": 0, "secret_bits": 0, "blocks": 0, "blocks_aborted": 0,
+                         "keys_committed": 0}
         self._lock = threading.Lock()
         self.t0 = time.monotonic()
         self.emulated_s = 0.0
@@ -688,6 +690,7 @@ class Node:
             with self._lock:
                 self.counters["frames"] += 1
                 self.counters["detections"] += int(det.slots.size)
+                self.counters["dead_time_vetoed"] += int(det.vetoed)
         words[:] = 0
         if not frames:
             return

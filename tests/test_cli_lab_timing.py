@@ -43,6 +43,7 @@ lab = "lab.toml"
 instrument = "time_tagger"
 frame_slots = {slots}
 clock_hz = 1e9
+dead_time_ns = 50.0
 """
 
 
