@@ -53,6 +53,9 @@ class AliceFrontEnd(Protocol):
 
 
 class BobFrontEnd(Protocol):
+    """Bob's detections; front ends that slot tags also expose their ``slotter`` (a
+    ``link.slotting.Slotter``), whose dead-time check the node runs every block."""
+
     def poll(self, timeout_s: float) -> list[FrameDetections]: ...
 
     def close(self) -> None: ...
@@ -313,6 +316,7 @@ class _ModelAlice:
 class _ModelBob:
     def __init__(self, link: ModelLink) -> None:
         self._link = link
+        self.slotter = link._slotter          # as DriverBob's: the node checks its dead time
 
     def poll(self, timeout_s: float) -> list[FrameDetections]:
         return self._link._poll(timeout_s)

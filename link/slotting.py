@@ -42,13 +42,23 @@ vetoed event is dropped whole, so a double click never turns into a single one.
 The decision depends only on when earlier clicks came, not on the event's
 detectors, so it acts on the event as a basis- and bit-independent loss, which
 the decoy analysis absorbs as loss. It costs the share of events that follow
-another click within a dead time (at the rig's metro-25km, ~20 %), counted in
+another click within a dead time (at the rig's metro-25km, ~25 %), counted in
 ``stats.dead_time_vetoed`` and each frame's ``vetoed``.
+
+The guard is only as good as the dead time it is given, and the tags show a dead
+time longer than that: a detector never clicks twice within its own dead time.
+If it really is D_true <= dead_time_ps, its clicks come at least D_true apart and
+then as a renewal process, so a gap is shorter than ``dead_time_ps + window_ps``
+with probability at least 1 - exp(-window_ps / mean gap); ``dead_time_check``
+reports a detector that, over gaps where that expects at least 30, never had one
+(a chance of at most e^-30 for a right setting). A dead time longer than the
+guard is then certain, and the node stops making key (``dead_time`` alarm).
 This module knows nothing of sockets, instruments or keys.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,6 +86,11 @@ class SlotterStats:
     before_first_sync: int = 0
     lost_syncs: int = 0
     dead_time_vetoed: int = 0    # events dropped by the dead-time guard (module docstring)
+    # per detector, for dead_time_check: gaps between its consecutive tags, how many were
+    # shorter than the guard, and their sum (ps)
+    gaps: list = field(default_factory=lambda: [0, 0, 0, 0])
+    short_gaps: list = field(default_factory=lambda: [0, 0, 0, 0])
+    gap_sum_ps: list = field(default_factory=lambda: [0, 0, 0, 0])
     period_ps: float = 0.0
     drift_ppm: float = 0.0
 
@@ -121,6 +136,7 @@ class Slotter:
         # slot keys (-1: outside any window), enough to veto the first events of the next frames
         self._tail_ps = np.empty(0, np.int64)
         self._tail_key = np.empty(0, np.int64)
+        self._last_tag = [None, None, None, None]   # each detector's newest tag (ps), for its gaps
 
     @property
     def last_sync_index(self) -> int:
@@ -144,6 +160,8 @@ class Slotter:
         for s in t_ps[is_sync].tolist():
             self._add_sync(int(s))
         det = (channel >= 1) & (channel <= 4)
+        if self.dead_time_ps > 0:
+            self._count_gaps(t_ps, channel)
         self._t = np.concatenate([self._t, t_ps[det]])
         self._ch = np.concatenate([self._ch, channel[det]])
         # Tags arrive in time order, so nothing earlier than the newest tag is
@@ -151,6 +169,40 @@ class Slotter:
         # the largest detector offset and half a window.
         horizon = int(t_ps[-1])
         return self._emit(horizon)
+
+    def _count_gaps(self, t_ps: np.ndarray, channel: np.ndarray) -> None:
+        st, limit = self.stats, self.dead_time_ps + self.window_ps
+        for d in range(4):
+            t = t_ps[channel == d + 1]
+            if t.size == 0:
+                continue
+            last = self._last_tag[d]
+            g = np.diff(t) if last is None else np.diff(t, prepend=last)
+            self._last_tag[d] = int(t[-1])
+            st.gaps[d] += int(g.size)
+            st.short_gaps[d] += int(np.count_nonzero(g < limit))
+            st.gap_sum_ps[d] += int(g.sum())
+
+    def dead_time_check(self, min_expected: float = 30.0) -> str | None:
+        """None, or what shows that a detector's dead time is longer than the guard (module
+        docstring): no gap shorter than ``dead_time_ps + window_ps`` where a right setting
+        gives at least ``min_expected`` of them."""
+        if self.dead_time_ps <= 0:
+            return None
+        st = self.stats
+        limit_ns = (self.dead_time_ps + self.window_ps) / 1e3
+        for d in range(4):
+            n = st.gaps[d]
+            if n == 0 or st.short_gaps[d]:
+                continue
+            expected = n * -math.expm1(-self.window_ps * n / st.gap_sum_ps[d])
+            if expected >= min_expected:
+                return (f"detector {'HVDA'[d]} never clicked twice within {limit_ns:g} ns in {n} "
+                        f"clicks (a dead time of {self.dead_time_ps / 1e3:g} ns or less gives at "
+                        f"least {expected:.0f} such): its dead time is longer than the configured "
+                        "dead_time_ns, so the dead-time guard is too short; set [frontend] "
+                        "dead_time_ns to the detectors' dead time")
+        return None
 
     def flush(self) -> list[FrameDetections]:
         """Close every open frame (end of acquisition)."""

@@ -184,3 +184,35 @@ def test_guard_removes_what_a_dead_detector_tells_eve():
     assert st.dead_time_vetoed > 1000 and not np.any(gap < dead_slots)
     near = gap < 4 * dead_slots                          # right after the guard: both detectors live
     assert near.sum() > 1000 and abs(same[near].mean() - 0.5) < 0.05
+
+
+def _run_slotter(true_dead_ns: float, configured_ns: float, frames: int = 4, scenario="back-to-back"):
+    sc = Scenario.load(scenario).with_overrides({"source.frame_slots": 1 << 16,
+                                                 "detectors.dead_time_ns": true_dead_ns})
+    m = LinkModel(sc, seed=3)
+    tm = Timing.for_model(m)
+    sl = Slotter(tm.frame_slots, tm.period_ps, tm.offsets_ps, tm.window_ps,
+                 dead_time_ps=configured_ns * 1e3)
+    for f in range(frames):
+        r = m.run_frame(f)
+        sl.push(r.tag_t_ps, r.tag_channel)
+    return sl
+
+
+def test_dead_time_check_is_quiet_for_a_right_or_longer_setting():
+    for configured in (10.0, 25.0):
+        sl = _run_slotter(10.0, configured)
+        assert min(sl.stats.short_gaps[:2]) > 100      # Z: gaps just past the 10 ns are common
+        assert sl.dead_time_check() is None
+
+
+@pytest.mark.parametrize("true_dead_ns", [12.0, 50.0])
+def test_dead_time_check_names_a_detector_slower_than_the_setting(true_dead_ns):
+    # detectors really dead for 12 ns (or 50) while Bob's node says 10: the guard (10.8 ns)
+    # misses clicks that came while a detector was dead, and the tags show it
+    sl = _run_slotter(true_dead_ns, 10.0)
+    assert sum(sl.stats.short_gaps) == 0 and min(sl.stats.gaps[:2]) > 4000
+    why = sl.dead_time_check()
+    assert why is not None and "dead_time_ns" in why and "10.8 ns" in why
+    # too few clicks to tell: no verdict (one frame at 100 km)
+    assert _run_slotter(true_dead_ns, 10.0, frames=1, scenario="long-100km").dead_time_check() is None
