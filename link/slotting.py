@@ -47,12 +47,15 @@ another click within a dead time (at the rig's metro-25km, ~25 %), counted in
 
 The guard is only as good as the dead time it is given, and the tags show a dead
 time longer than that: a detector never clicks twice within its own dead time.
-If it really is D_true <= dead_time_ps, its clicks come at least D_true apart and
-then as a renewal process, so a gap is shorter than ``dead_time_ps + window_ps``
-with probability at least 1 - exp(-window_ps / mean gap); ``dead_time_check``
-reports a detector that, over gaps where that expects at least 30, never had one
-(a chance of at most e^-30 for a right setting). A dead time longer than the
-guard is then certain, and the node stops making key (``dead_time`` alarm).
+Clicks come in slots, so a detector dead for D_true clicks again k0 =
+ceil(D_true / period) slots later at the earliest, and the guard covers slot gaps
+below k = ceil((dead_time_ps + window_ps) / period): it suffices iff k0 <= k. If
+it does, clicks k0 slots apart (then a renewal process) make a gap of at most k
+slots (a tag within half a window of its slot) a share of at least
+1 - exp(-window_ps / mean gap) of the gaps; ``dead_time_check`` reports a
+detector that, over gaps where that expects at least 30, never had one (a chance
+of at most e^-30 for a sufficient guard). The guard is then certainly too short,
+and the node stops making key (``dead_time`` alarm).
 This module knows nothing of sockets, instruments or keys.
 """
 
@@ -171,7 +174,7 @@ class Slotter:
         return self._emit(horizon)
 
     def _count_gaps(self, t_ps: np.ndarray, channel: np.ndarray) -> None:
-        st, limit = self.stats, self.dead_time_ps + self.window_ps
+        st, limit = self.stats, self._gap_limit_ps()
         for d in range(4):
             t = t_ps[channel == d + 1]
             if t.size == 0:
@@ -183,14 +186,19 @@ class Slotter:
             st.short_gaps[d] += int(np.count_nonzero(g < limit))
             st.gap_sum_ps[d] += int(g.sum())
 
+    def _gap_limit_ps(self) -> float:
+        """k slots plus half a window, k = the first slot gap the guard no longer covers."""
+        k = math.ceil((self.dead_time_ps + self.window_ps) / self.nominal_period_ps - 1e-9)
+        return k * self.nominal_period_ps + self.window_ps / 2
+
     def dead_time_check(self, min_expected: float = 30.0) -> str | None:
-        """None, or what shows that a detector's dead time is longer than the guard (module
-        docstring): no gap shorter than ``dead_time_ps + window_ps`` where a right setting
-        gives at least ``min_expected`` of them."""
+        """None, or what shows that a detector's dead time is longer than the guard covers
+        (module docstring): no gap of at most k slots where a sufficient guard gives at least
+        ``min_expected`` of them."""
         if self.dead_time_ps <= 0:
             return None
         st = self.stats
-        limit_ns = (self.dead_time_ps + self.window_ps) / 1e3
+        limit_ns = self._gap_limit_ps() / 1e3
         for d in range(4):
             n = st.gaps[d]
             if n == 0 or st.short_gaps[d]:
