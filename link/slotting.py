@@ -89,8 +89,8 @@ class SlotterStats:
     before_first_sync: int = 0
     lost_syncs: int = 0
     dead_time_vetoed: int = 0    # events dropped by the dead-time guard (module docstring)
-    # per detector, for dead_time_check: gaps between its consecutive tags, how many were
-    # shorter than the guard, and their sum (ps)
+    # per detector, for dead_time_check (since its last passed check): gaps between its
+    # consecutive tags, how many were at most the guard's slots (Slotter._gap_limit_ps), their sum
     gaps: list = field(default_factory=lambda: [0, 0, 0, 0])
     short_gaps: list = field(default_factory=lambda: [0, 0, 0, 0])
     gap_sum_ps: list = field(default_factory=lambda: [0, 0, 0, 0])
@@ -194,22 +194,27 @@ class Slotter:
     def dead_time_check(self, min_expected: float = 30.0) -> str | None:
         """None, or what shows that a detector's dead time is longer than the guard covers
         (module docstring): no gap of at most k slots where a sufficient guard gives at least
-        ``min_expected`` of them."""
+        ``min_expected`` of them. A detector that passes starts a new window of gaps, so a
+        dead time lengthened while the link runs is caught too."""
         if self.dead_time_ps <= 0:
             return None
         st = self.stats
         limit_ns = self._gap_limit_ps() / 1e3
         for d in range(4):
             n = st.gaps[d]
-            if n == 0 or st.short_gaps[d]:
+            if n == 0:
                 continue
             expected = n * -math.expm1(-self.window_ps * n / st.gap_sum_ps[d])
-            if expected >= min_expected:
-                return (f"detector {'HVDA'[d]} never clicked twice within {limit_ns:g} ns in {n} "
-                        f"clicks (a dead time of {self.dead_time_ps / 1e3:g} ns or less gives at "
-                        f"least {expected:.0f} such): its dead time is longer than the configured "
-                        "dead_time_ns, so the dead-time guard is too short; set [frontend] "
-                        "dead_time_ns to the detectors' dead time")
+            if expected < min_expected:
+                continue                              # too few gaps yet for a verdict
+            if st.short_gaps[d]:
+                st.gaps[d] = st.short_gaps[d] = st.gap_sum_ps[d] = 0
+                continue
+            return (f"detector {'HVDA'[d]} never clicked twice within {limit_ns:g} ns in {n} "
+                    f"clicks (a dead time of {self.dead_time_ps / 1e3:g} ns or less gives at "
+                    f"least {expected:.0f} such): its dead time is longer than the configured "
+                    "dead_time_ns, so the dead-time guard is too short; set [frontend] "
+                    "dead_time_ns to the detectors' dead time")
         return None
 
     def flush(self) -> list[FrameDetections]:

@@ -220,3 +220,22 @@ def test_dead_time_check_names_a_detector_slower_than_the_setting(true_dead_ns):
     assert why is not None and "dead_time_ns" in why and "11.4 ns" in why
     # too few clicks to tell: no verdict (one frame at 100 km)
     assert _run_slotter(true_dead_ns, 10.0, frames=1, scenario="long-100km").dead_time_check() is None
+
+
+def test_dead_time_check_catches_a_dead_time_lengthened_while_running():
+    # right at first (10 ns), then the detectors are set to 30 ns on the running link: each
+    # passed check starts a new window of gaps, so the old short gaps do not hide the change
+    sc = Scenario.load("back-to-back").with_overrides({"source.frame_slots": 1 << 16})
+    m = LinkModel(sc, seed=5)
+    tm = Timing.for_model(m)
+    sl = tm.slotter()
+    verdicts = []
+    for f in range(8):
+        if f == 3:
+            for d in range(4):
+                m.set_detector(d, dead_time_ns=30.0)
+        r = m.run_frame(f)
+        sl.push(r.tag_t_ps, r.tag_channel)
+        verdicts.append(sl.dead_time_check())
+    assert verdicts[:3] == [None] * 3
+    assert verdicts[-1] is not None and "longer than the configured" in verdicts[-1]
