@@ -15,15 +15,13 @@ frames into blocks at slightly different places: about 1 % of run-to-run noise.
 
 from __future__ import annotations
 
-import argparse
 import time
 from contextlib import contextmanager
 from dataclasses import replace
 
+from bench.common import scenario_args
 from link import frontend
 from link.pipeline import run_local
-
-DEFAULT_SCENARIOS = ("metro-25km", "back-to-back", "long-100km")
 
 
 @contextmanager
@@ -57,11 +55,7 @@ def measure(scenario: str, blocks: int, seed: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("scenarios", nargs="*", default=list(DEFAULT_SCENARIOS))
-    ap.add_argument("--blocks", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args(argv)
+    args = scenario_args(__doc__, argv)
     print("| scenario | events dropped by the guard | QBER off / guard | secret rate off (b/s) "
           "| secret rate guard (b/s) | guard / off |")
     print("|---|---:|---|---:|---:|---:|")
