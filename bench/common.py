@@ -14,6 +14,8 @@ so the numbers in reports are measured in the same process as their baseline.
 
 from __future__ import annotations
 
+import argparse
+
 
 def record(benchmark, *, units: float, unit: str, baseline: bool = False,
            target: float | None = None, note: str = "", **extra) -> None:
@@ -21,3 +23,16 @@ def record(benchmark, *, units: float, unit: str, baseline: bool = False,
     benchmark.extra_info.update(units=float(units), unit=unit, baseline=baseline, note=note, **extra)
     if target is not None:
         benchmark.extra_info["target"] = float(target)
+
+
+LINK_SCENARIOS = ("metro-25km", "back-to-back", "long-100km")
+
+
+def scenario_args(doc: str, argv=None) -> argparse.Namespace:
+    """The arguments of the benches that run both nodes per HIL scenario (``scenarios``,
+    ``--blocks``, ``--seed``), with the module docstring's first line as the description."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("scenarios", nargs="*", default=list(LINK_SCENARIOS))
+    ap.add_argument("--blocks", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    return ap.parse_args(argv)

@@ -66,7 +66,8 @@ def _rig_front_end(role: str, d: Path):
     t = info["timing"]
     tagger = PicoQuantStreamTagger(info["resources"]["bob.time_tagger"])
     tagger.open()
-    return DriverBob(tagger, Timing(t["period_ps"], t["frame_slots"], tuple(t["offsets_ps"]), t["window_ps"]))
+    return DriverBob(tagger, Timing(t["period_ps"], t["frame_slots"], tuple(t["offsets_ps"]), t["window_ps"],
+                                    t["dead_time_ps"]))
 
 
 def node_main(role: str, workdir: str, seed: int, frontend: str = "fiber") -> int:
@@ -321,7 +322,8 @@ def campaign(workdir: Path, kills: int, seed: int, *, report=print, recover_time
         (d / "rig.json").write_text(json.dumps({
             "resources": rig.resources(), "frame_slots": rig.frame_slots, "clock_hz": rig.model.clock_hz,
             "timing": {"period_ps": t.period_ps, "frame_slots": t.frame_slots,
-                       "offsets_ps": list(t.offsets_ps), "window_ps": t.window_ps}}))
+                       "offsets_ps": list(t.offsets_ps), "window_ps": t.window_ps,
+                       "dead_time_ps": t.dead_time_ps}}))
     pair = _Pair(d, seed, resume, frontend)
     rows: list[dict] = []
     committed_ever: set[str] = set()

@@ -15,14 +15,12 @@ about 1 % of run-to-run noise.
 
 from __future__ import annotations
 
-import argparse
 import time
 
+from bench.common import scenario_args
 from hil.model import LinkModel
 from link import node as node_mod
 from link.pipeline import config_for_scenario, run_local
-
-DEFAULT_SCENARIOS = ("metro-25km", "back-to-back", "long-100km")
 
 
 def measure(scenario: str, blocks: int, seed: int) -> dict:
@@ -56,11 +54,7 @@ def measure(scenario: str, blocks: int, seed: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("scenarios", nargs="*", default=list(DEFAULT_SCENARIOS))
-    ap.add_argument("--blocks", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args(argv)
+    args = scenario_args(__doc__, argv)
     print("| scenario | splitter Z | active: secret bits | passive: secret bits | passive / active "
           "| cross clicks / events | Bob's Z share | multi-photon Z, X per block |")
     print("|---|---:|---:|---:|---:|---|---|---|")

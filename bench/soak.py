@@ -148,7 +148,8 @@ def _rig_values(rig: str) -> dict:
         return m.group(1)
 
     return {k: tomllib.loads(f"v = {grab(k)}")["v"]
-            for k in (*RIG_PROTOCOL_KEYS, "frame_slots", "clock_hz", "offsets_ps", "window_ps")}
+            for k in (*RIG_PROTOCOL_KEYS, "frame_slots", "clock_hz", "offsets_ps", "window_ps",
+                      "dead_time_ns")}
 
 
 def _stop(procs: dict[str, subprocess.Popen]) -> None:
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             fe = {"lab": "rig.toml", "instrument": inst, "frame_slots": vals["frame_slots"],
                   "clock_hz": vals["clock_hz"]}
             if role == "bob":
-                fe.update(offsets_ps=vals["offsets_ps"], window_ps=vals["window_ps"])
+                fe.update(offsets_ps=vals["offsets_ps"], window_ps=vals["window_ps"],
+                          dead_time_ns=vals["dead_time_ns"])
             tables = {"node": {"role": role, "link_id": "soak-link", "psk": f"{role}.psk",
                                "store": f"{role}.db"},
                       "channel": {"proto": f"tcp://127.0.0.1:{ports['proto']}",

@@ -9,6 +9,9 @@
   pairs), the driver's path (C k-way merge) against numpy decode + lexsort;
   the 4-channel merge alone against lexsort.
 * OS entropy source in bits per second (target 1 Gb/s), baseline ``os.urandom``.
+* Bob's slotting (``link.slotting``) of the model's metro-25km tags with the dead-time
+  guard, against the same slotter with the guard off; target: the link's own tag rate
+  there (~39 M tags/s), what a real-time Bob must sustain.
 
     python -m bench -k tagger
 """
@@ -241,3 +244,48 @@ def test_choices_numpy_generator_baseline(benchmark):
     benchmark.pedantic(lambda: rng.choice(3, size=n, p=[0.8, 0.15, 0.05]).astype(np.uint8),
                        rounds=ROUNDS, iterations=1)
     record(benchmark, units=n, unit="choice", baseline=True, note="numpy Generator.choice (not secure)")
+
+
+# -- Bob's slotting with and without the dead-time guard ------------------------------------
+_SLOT_TAGS: dict = {}
+
+
+def _slot_tags():
+    """Tags of 4 metro-25km frames of 2^20 slots (the link's own), made once per session."""
+    if not _SLOT_TAGS:
+        from hil.model import LinkModel
+        from link.frontend import Timing
+
+        m = LinkModel("metro-25km", seed=1)
+        res = [m.run_frame(f) for f in range(4)]
+        _SLOT_TAGS["t"] = np.concatenate([r.tag_t_ps for r in res])
+        _SLOT_TAGS["ch"] = np.concatenate([r.tag_channel for r in res])
+        _SLOT_TAGS["timing"] = Timing.for_model(m)
+    return _SLOT_TAGS
+
+
+def _slot_all(dead_time_ps: float) -> int:
+    from link.slotting import Slotter
+
+    s = _slot_tags()
+    tm = s["timing"]
+    sl = Slotter(tm.frame_slots, tm.period_ps, tm.offsets_ps, tm.window_ps, dead_time_ps)
+    frames = sl.push(s["t"], s["ch"]) + sl.flush()
+    return sum(f.slots.size for f in frames)
+
+
+def test_slotting_with_dead_time_guard(benchmark):
+    s = _slot_tags()
+    benchmark.pedantic(_slot_all, args=(s["timing"].dead_time_ps,), rounds=ROUNDS)
+    # target: the tag rate of the link itself at metro-25km (4 frames of 2^20 slots at 1 GHz,
+    # 4.19 ms of light), which Bob's slotter must keep up with in real time
+    real_time = s["t"].size / (4 * s["timing"].frame_slots * s["timing"].period_ps * 1e-12)
+    record(benchmark, units=s["t"].size, unit="tag", target=real_time,
+           note="link.slotting with the dead-time guard (metro-25km tags)")
+
+
+def test_slotting_without_guard_baseline(benchmark):
+    s = _slot_tags()
+    benchmark.pedantic(_slot_all, args=(0.0,), rounds=ROUNDS)
+    record(benchmark, units=s["t"].size, unit="tag", baseline=True,
+           note="link.slotting, guard off (as before the guard)")

@@ -53,6 +53,15 @@ Method, and why:
   clicks is the rate estimate. The narrowest window within 0.1 % of the best
   rate is chosen: it is as good by this estimate and rejects stray light the
   estimate does not model.
+* **Dead time** (for Bob's dead-time guard, ``link.slotting``) -- a detector
+  never clicks twice within its dead time, and clicks come in slots, so the
+  shortest gap k0 (slots) between two of its clicks bounds it: D <= k0 period.
+  After recovery a click is as likely in any slot, so if k0 was seen at least
+  ``MIN_DEAD_EVIDENCE`` times, a shorter gap (as likely as k0 itself) would have
+  shown with probability 1 - e^-30: k0 is then the true minimum and
+  ``dead_time_ns`` = max over detectors of k0 period, an upper bound of each
+  detector's dead time (the guard errs long by less than a slot). With fewer,
+  it is left out (None) and Bob's node file must give it.
 
 Everything is numpy over whole tag arrays.
 """
@@ -76,6 +85,7 @@ DEFAULT_MU = (0.5, 0.1, 0.0)
 MIN_CLICKS = 200
 MIN_PEAK_MARGIN = 4.0       # coarse peak's z over the best other lag's (module docstring)
 MAX_COARSE_SLOTS = 1 << 23  # the coarse FFT's memory: ~0.3 GB at this many slots
+MIN_DEAD_EVIDENCE = 30      # times the shortest gap must be seen to give a dead time (module docstring)
 
 
 class TimingError(ValueError):
@@ -101,15 +111,19 @@ class TimingCalibration:
     background_per_ps: float
     window_ps: float
     window_rate_fraction: float            # estimated key rate at window_ps / rate with the full period
+    dead_slots: tuple[int, int, int, int]  # each detector's shortest gap between two of its clicks
+    dead_evidence: tuple[int, int, int, int]   # how often that shortest gap was seen
+    dead_time_ns: float | None             # max dead_slots * period (if every detector has the evidence)
     frames: int
     data_s: float                          # emulated / real time span of the tags used
     date: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
 
     def timing(self) -> Timing:
-        """The constants ``link.frontend.DriverBob`` / ``Slotter`` take."""
+        """The constants ``link.frontend.DriverBob`` / ``Slotter`` take (no dead-time guard when
+        the dead time was not measured)."""
         return Timing(float(self.nominal_period_ps), int(self.frame_slots),
                       tuple(float(x) for x in self.offsets_ps),  # type: ignore[arg-type]
-                      float(self.window_ps))
+                      float(self.window_ps), (self.dead_time_ns or 0.0) * 1e3)
 
     def summary(self) -> str:
         lines = [f"period {self.period_ps:.6f} ps (drift {self.drift_ppm:+.3f} ppm, sync fit rms "
@@ -121,6 +135,14 @@ class TimingCalibration:
                          f"peak z {self.coarse_z[d]:.0f}")
         lines.append(f"  window {self.window_ps:.0f} ps (est. key rate {self.window_rate_fraction:.4f} of "
                      f"full-period window), floor {self.background_per_ps:.3g} clicks/ps")
+        gaps = ", ".join(f"{'HVDA'[d]} {self.dead_slots[d]} slots ({self.dead_evidence[d]}x)"
+                         for d in range(4))
+        if self.dead_time_ns is not None:
+            lines.append(f"  dead time <= {self.dead_time_ns:g} ns (shortest gaps: {gaps})")
+        else:
+            lines.append(f"  dead time not measured: too few short gaps ({gaps}; need each seen "
+                         f"{MIN_DEAD_EVIDENCE}x): calibrate on more frames (--frames), or give "
+                         "dead_time_ns in Bob's node file")
         return "\n".join(lines)
 
 
@@ -256,7 +278,7 @@ def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequenc
     # weak arm of a biased receiver at 100 km), doubling up to the frames given, within MAX_COARSE_SLOTS
     max_coarse = max(n_coarse, min(len(intensities), MAX_COARSE_SLOTS // max(int(frame_slots), 1)))
     weight_for(n_coarse)
-    res = {k: [] for k in ("off", "k", "ph", "se", "sig", "n", "z")}
+    res = {k: [] for k in ("off", "k", "ph", "se", "sig", "n", "z", "gap", "gap_n")}
     floors = []
     for d in range(4):
         td = t[ch == d + 1]
@@ -288,17 +310,24 @@ def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequenc
         res["sig"].append(sigma)
         res["n"].append(n_core)
         res["z"].append(z)
+        gaps = np.diff(g)                          # time-sorted clicks of one detector: slot gaps
+        gaps = gaps[gaps > 0]
+        k0 = int(gaps.min()) if gaps.size else 0
+        res["gap"].append(k0)
+        res["gap_n"].append(int(np.count_nonzero(gaps == k0)) if gaps.size else 0)
         floors.append(floor)
     sig = float(np.sqrt(np.mean(np.square(res["sig"]))))
     floor = float(sum(floors))
     window, frac = optimal_window(sig, float(sum(res["n"])), floor, period, resolution_ps=resolution_ps)
+    dead_ns = (max(res["gap"]) * period / 1e3 if min(res["gap_n"]) >= MIN_DEAD_EVIDENCE else None)
     return TimingCalibration(
         nominal_period_ps=nominal, frame_slots=int(frame_slots), period_ps=period,
         drift_ppm=(period / nominal - 1) * 1e6, sync_rms_ps=rms,
         offsets_ps=tuple(res["off"]), slot_offsets=tuple(int(x) for x in res["k"]),
         phase_ps=tuple(res["ph"]), phase_stderr_ps=tuple(res["se"]), jitter_ps=tuple(res["sig"]),
         clicks=tuple(int(x) for x in res["n"]), coarse_z=tuple(res["z"]), background_per_ps=floor,
-        window_ps=window, window_rate_fraction=frac, frames=int(idx[-1] + 1),
+        window_ps=window, window_rate_fraction=frac, dead_slots=tuple(res["gap"]),
+        dead_evidence=tuple(res["gap_n"]), dead_time_ns=dead_ns, frames=int(idx[-1] + 1),
         data_s=float(idx[-1] + 1) * frame_slots / clock_hz)  # type: ignore[arg-type]
 
 
@@ -346,4 +375,4 @@ def save_toml(path: str | Path, section: str, values: dict) -> None:
 def timing_section(cal: TimingCalibration) -> dict:
     """The values written to the lab file (everything in the result, floats as floats)."""
     d = asdict(cal)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v is not None}

@@ -123,7 +123,8 @@ def _rig_node_hints(rig) -> list[str]:
     """What the node files (link/config.py) need for this rig, beyond the lab file: the
     scenario's intensities and the protocol choices ``qkd run`` makes (link.pipeline), the
     frame and clock, and Bob's detector offsets and window (the rig's exact timing, which
-    ``qkd calibrate timing --config`` measures on real instruments)."""
+    ``qkd calibrate timing --config`` measures on real instruments) and the longest dead time
+    of his detectors (for the slotter's dead-time guard)."""
     from link.frontend import Timing
     from link.pipeline import config_for_scenario
 
@@ -139,7 +140,7 @@ def _rig_node_hints(rig) -> list[str]:
         f"clock_hz = {rig.model.clock_hz:g}, "
         'instrument = "pattern_generator" (Alice) or "time_tagger" (Bob)',
         f"  Bob's [frontend] also: offsets_ps = [{', '.join(f'{o:.1f}' for o in tm.offsets_ps)}], "
-        f"window_ps = {tm.window_ps:.1f}",
+        f"window_ps = {tm.window_ps:.1f}, dead_time_ns = {tm.dead_time_ps / 1e3:g}",
     ]
 
 

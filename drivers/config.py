@@ -267,6 +267,10 @@ def _timing_record(source: str, key: str, rec: Any) -> dict:
     for name in ("window_ps", "frame_slots", "nominal_period_ps"):
         if name in rec:
             _check_type(source, f"{key}.{name}", rec[name], (int, float), "a number")
+    if "dead_time_ns" in rec:
+        _check_type(source, f"{key}.dead_time_ns", rec["dead_time_ns"], (int, float), "a dead time in ns > 0")
+        if not 0 < rec["dead_time_ns"] < 1e9:
+            raise ConfigError(source, f"{key}.dead_time_ns", "a dead time in ns > 0", rec["dead_time_ns"])
     return dict(rec)
 
 

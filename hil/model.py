@@ -54,7 +54,8 @@ fraction 1 / (1 + (D - 1) p) for D dead slots; Mueller 1973), as for four
 free-running SNSPDs. A per-detector dead time is itself a known side channel
 (a detector that just clicked cannot click again, so the next clicks favour the
 other bit: Weier et al., New J. Phys. 13, 073024 (2011)); the model reproduces
-it faithfully and the link does not compensate it. At metro-25km it removes ~14 %
+it faithfully, and Bob's slotter drops every event that comes while any detector
+may be dead (``link.slotting``'s dead-time guard). At metro-25km it removes ~14 %
 of the H and V clicks (10 ns at ~17 M clicks/s per detector). The dead time is
 hard (zero efficiency, then full): a real SNSPD's efficiency comes back gradually
 over its reset time (Wang et al., arXiv:2508.11832 (2025)), which the model does

@@ -175,6 +175,10 @@ def _run(args: argparse.Namespace) -> int:
     fv = "-" if s["f"] is None else f"{s['f']:.3f}"
     how = f" ({', '.join(s['reconciliation'])})" if s.get("reconciliation") else ""
     print(f"  QBER                {qb}   reconciliation efficiency f {fv}{how}")
+    seen = s["bob_events"] + s["dead_time_vetoed"]
+    if seen:
+        print(f"  dead-time guard     {s['dead_time_vetoed']} of Bob's {seen} events dropped "
+              f"({s['dead_time_vetoed'] / seen:.1%}): a detector was dead")
     print(f"  time                {s['emulated_s']:.3f} s emulated, {s['wall_s']:.1f} s wall clock")
     print(f"  alarms              {', '.join(s['alarms']) or 'none'}")
     print(f"  keys identical      {'yes' if s['keys_identical'] else 'NO'} (both stores compared)")
@@ -382,26 +386,38 @@ def _lock_store(store: Path) -> int | str:
 
 
 def _bob_timing(nf, lab) -> tuple:
-    """Bob's detector offsets and window: the node file's, else the lab file's ``[bob.timing]``
-    (what ``qkd calibrate timing --config LAB`` wrote), else zeros. Returns (offsets, window_ps),
-    or (reason, None) when the record does not fit this node file."""
+    """Bob's detector offsets, window and dead time (ns): the node file's, else the lab file's
+    ``[bob.timing]`` (what ``qkd calibrate timing --config LAB`` wrote), else zeros for offsets
+    and window. The dead time has no default (the dead-time guard needs it, ``link.slotting``).
+    Returns (offsets, window_ps, dead_time_ns), or (reason, None, None) when the record does
+    not fit this node file or no dead time is known."""
     fs = nf.frontend
-    if fs.offsets_ps is not None:
-        return fs.offsets_ps, fs.window_ps
-    tm = lab.timing
-    if not tm:
-        return (0.0, 0.0, 0.0, 0.0), fs.window_ps
+    tm = lab.timing or {}
     where = f"{fs.lab}: [bob.timing]"
+    if tm and (fs.offsets_ps is None or fs.dead_time_ns is None):
+        for key, mine in (("frame_slots", fs.frame_slots), ("nominal_period_ps", 1e12 / fs.clock_hz)):
+            if key in tm and abs(float(tm[key]) - mine) > 1e-6 * mine:
+                return (f"{where}.{key} = {tm[key]} was calibrated for another set-up than {nf.source}'s "
+                        f"[frontend] ({mine:g}); run `qkd calibrate timing --config {fs.lab}` again, or "
+                        "give offsets_ps and dead_time_ns in [frontend]"), None, None
+    dead = fs.dead_time_ns
+    if dead is None:
+        dead = tm.get("dead_time_ns")
+        if dead is None:
+            return (f"{nf.source}: [frontend] dead_time_ns: Bob needs the longest dead time of his "
+                    f"detectors (an event is kept only if none was dead); give it there, or measure it "
+                    f"with `qkd calibrate timing --config {fs.lab}` (it writes [bob.timing].dead_time_ns "
+                    "when the tags show it)"), None, None
+        print(f"qkd bob: detector dead time {dead:g} ns from {where}", flush=True)
+    if fs.offsets_ps is not None:
+        return fs.offsets_ps, fs.window_ps, float(dead)
+    if not tm:
+        return (0.0, 0.0, 0.0, 0.0), fs.window_ps, float(dead)
     offs = tm["offsets_ps"]                 # 4 numbers: drivers.config checked the record
-    for key, mine in (("frame_slots", fs.frame_slots), ("nominal_period_ps", 1e12 / fs.clock_hz)):
-        if key in tm and abs(float(tm[key]) - mine) > 1e-6 * mine:
-            return (f"{where}.{key} = {tm[key]} was calibrated for another set-up than {nf.source}'s "
-                    f"[frontend] ({mine:g}); run `qkd calibrate timing --config {fs.lab}` again, or give "
-                    "offsets_ps in [frontend]"), None
     window = fs.window_ps or float(tm.get("window_ps", 0.0) or 0.0)
     print(f"qkd bob: detector offsets and window ({window:g} ps) from {where} "
           f"(calibrated {tm.get('date', 'at an unknown date')})", flush=True)
-    return tuple(float(x) for x in offs), window
+    return tuple(float(x) for x in offs), window, float(dead)
 
 
 def _run_node(args: argparse.Namespace, role: str) -> int:
@@ -482,11 +498,11 @@ def _run_node(args: argparse.Namespace, role: str) -> int:
     if role == "alice":
         fe = DriverAlice(instr, fs.frame_slots, fs.clock_hz)
     else:
-        offsets, window = _bob_timing(nf, lab)
+        offsets, window, dead_ns = _bob_timing(nf, lab)
         if isinstance(offsets, str):
             return refuse(offsets)
         fe = DriverBob(instr, Timing(1e12 / fs.clock_hz, fs.frame_slots, offsets,
-                                     window or 0.8e12 / fs.clock_hz))
+                                     window or 0.8e12 / fs.clock_hz, dead_ns * 1e3))
     try:
         node = Node(role, ch, store, fe, OsEntropySource(), cfg, telemetry=nf.channel.telemetry,
                     block_limit=args.blocks or None, frame_slots=fs.frame_slots)

@@ -39,6 +39,10 @@ Layout (paths are relative to the file)::
                                         # those of the lab file's [bob.timing] (`qkd calibrate timing
                                         # --config lab.toml` writes it), else zeros
     window_ps = 800.0                   # Bob: detection window (absent: [bob.timing]'s, else 0.8 slot)
+    dead_time_ns = 50.0                 # Bob: the longest dead time of his detectors, as set on
+                                        # them (absent: [bob.timing]'s, which `qkd calibrate timing`
+                                        # measures; neither: qkd bob refuses to start). An event is
+                                        # kept only if every detector was live (link.slotting)
 
     [kme]                               # optional: the ETSI GS QKD 014 key delivery (link.kme)
     kme_id = "KME_A"
@@ -105,6 +109,7 @@ class FrontendSettings:
     clock_hz: float
     offsets_ps: tuple[float, float, float, float] | None = None   # None: not in the file
     window_ps: float = 0.0
+    dead_time_ns: float | None = None   # None: not in the file (Bob: [bob.timing]'s); Alice: unused
 
 
 @dataclass
@@ -300,7 +305,7 @@ def parse_node_file(data: dict, source: str | Path) -> NodeFile:
 
     fe = _table(src, data, "frontend")
     _unknown(src, fe, "frontend", {"lab", "instrument", "frame_slots", "clock_hz", "offsets_ps",
-                                   "window_ps"})
+                                   "window_ps", "dead_time_ns"})
     fes = FrontendSettings(
         lab=base / _get(src, fe, "frontend", "lab", (str,), "a path to the lab file"),
         instrument=_get(src, fe, "frontend", "instrument", (str,), "an instrument role in the lab file"),
@@ -312,7 +317,13 @@ def parse_node_file(data: dict, source: str | Path) -> NodeFile:
                     tuple(float(x) for x in _get(src, fe, "frontend", "offsets_ps", (list,),
                                                  "4 numbers (ps)", check=_float_list(4)))),
         window_ps=float(_get(src, fe, "frontend", "window_ps", _NUM, "a window in ps >= 0", 0.0,
-                             check=lambda v: None if v >= 0 else "must be >= 0")))
+                             check=lambda v: None if v >= 0 else "must be >= 0")),
+        dead_time_ns=(None if "dead_time_ns" not in fe else
+                      float(_get(src, fe, "frontend", "dead_time_ns", _NUM,
+                                 "the longest dead time of Bob's detectors in ns (> 0)",
+                                 check=lambda v: None if 0 < v < 1e9 else
+                                 "must be > 0 (and < 1 s): every detector has one, and Bob keeps an "
+                                 "event only if no detector was dead (link.slotting)"))))
     ca = _table(src, data, "calibration", required=False)
     _unknown(src, ca, "calibration", {"track_polarization", "controller", "drift_rad_per_sqrt_s"})
     cal = CalibrationSettings(

@@ -53,6 +53,9 @@ class AliceFrontEnd(Protocol):
 
 
 class BobFrontEnd(Protocol):
+    """Bob's detections; front ends that slot tags also expose their ``slotter`` (a
+    ``link.slotting.Slotter``), whose dead-time check the node runs every block."""
+
     def poll(self, timeout_s: float) -> list[FrameDetections]: ...
 
     def close(self) -> None: ...
@@ -60,12 +63,15 @@ class BobFrontEnd(Protocol):
 
 @dataclass(frozen=True)
 class Timing:
-    """Bob's timing constants: slot period, frame length, detector offsets, window."""
+    """Bob's timing constants: slot period, frame length, detector offsets, window, and the
+    longest dead time of his detectors for the slotter's dead-time guard (``link.slotting``;
+    0 only where no key is made: timing calibration and tests of the slotting)."""
 
     period_ps: float
     frame_slots: int
     offsets_ps: tuple[float, float, float, float]
     window_ps: float
+    dead_time_ps: float = 0.0
 
     @classmethod
     def for_model(cls, model, window_fraction: float = 0.8) -> Timing:
@@ -74,10 +80,12 @@ class Timing:
         offs = tuple((model.tof_ps + d.delay_ps - model.tagger.sync_delay_ps) * rate
                      for d in model.detectors)
         return cls(float(model.period_ps), int(model.frame_slots), offs,  # type: ignore[arg-type]
-                   window_fraction * float(model.period_ps))
+                   window_fraction * float(model.period_ps),
+                   max(d.dead_time_ns for d in model.detectors) * 1e3 * rate)
 
     def slotter(self) -> Slotter:
-        return Slotter(self.frame_slots, self.period_ps, self.offsets_ps, self.window_ps)
+        return Slotter(self.frame_slots, self.period_ps, self.offsets_ps, self.window_ps,
+                       self.dead_time_ps)
 
 
 class DriverAlice:
@@ -308,6 +316,7 @@ class _ModelAlice:
 class _ModelBob:
     def __init__(self, link: ModelLink) -> None:
         self._link = link
+        self.slotter = link._slotter          # as DriverBob's: the node checks its dead time
 
     def poll(self, timeout_s: float) -> list[FrameDetections]:
         return self._link._poll(timeout_s)

@@ -53,7 +53,9 @@ telemetry PUB socket. The protocol per frame and per block:
   finite-key length <= 0 (``qber_high`` when the QBER is above the alarm
   threshold, else ``finite_key_zero``), verification failure
   (``verification_failed``), reconciliation failure, suspected detector
-  blinding (``detector_blinding``, raised and acted on by Bob), authentication
+  blinding (``detector_blinding``, raised and acted on by Bob), a detector dead
+  time longer than Bob's dead-time guard (``dead_time``, Bob: his tags show it;
+  ``link.slotting``), authentication
   failure on the channel (``bad_tag``/``replayed``/``out_of_sequence``), peer
   restart.
 
@@ -356,8 +358,10 @@ class Node:
         # the latest alarms (a flood of bad frames must not grow memory: link.lograte)
         self.alarms: collections.deque[dict] = collections.deque(maxlen=1000)
         self._alarm_log = LogLimiter()
-        self.counters = {"frames": 0, "detections": 0, "sifted": 0, "sifted_z": 0, "secret_bits": 0,
-                         "blocks": 0, "blocks_aborted": 0, "keys_committed": 0}
+        # dead_time_vetoed: Bob's events dropped by the slotter's dead-time guard (link.slotting)
+        self.counters = {"frames": 0, "detections": 0, "dead_time_vetoed": 0, "sifted": 0,
+                         "sifted_z": 0, "secret_bits": 0, "blocks": 0, "blocks_aborted": 0,
+                         "keys_committed": 0}
         # over every block result, also those no longer in ``results`` (run summaries' totals):
         # Z bits of the blocks that gave keys, emulated seconds of all
         self.totals = {"n_z": 0, "emulated_s": 0.0}
@@ -709,6 +713,7 @@ class Node:
             with self._lock:
                 self.counters["frames"] += 1
                 self.counters["detections"] += int(det.slots.size)
+                self.counters["dead_time_vetoed"] += int(det.vetoed)
         words[:] = 0
         if not frames:
             return
@@ -1046,6 +1051,17 @@ class Node:
             return True
         return False
 
+    def _watch_dead_time(self, bid: int) -> bool:
+        """Bob: his tags show a detector dead time longer than his dead-time guard
+        (``link.slotting.Slotter.dead_time_check``); front ends without a slotter (replays of
+        recorded detections) have nothing to check."""
+        slotter = getattr(self.fe, "slotter", None)
+        why = slotter.dead_time_check() if slotter is not None else None
+        if why:
+            self.alarm("dead_time", f"block {bid}: {why}", bid)
+            return True
+        return False
+
     def _watch_receiver(self, bid: int, bb: BlockBits, receiver: fk.PassiveReceiver | None) -> dict:
         """Alice: Bob's receiver against the model the security analysis assumes.
 
@@ -1216,11 +1232,15 @@ class Node:
         n_z, n_x = bb.n_z, bb.n_x
         res = BlockResult(bid, (blk.first_frame, blk.last_frame), n_z=n_z, n_x=n_x)
         blinded = self._watch_multi_clicks(bid, blk)
+        guard_short = self._watch_dead_time(bid)
         zw = rr = side = tmp = None
         try:
             if blinded:
                 # Bob's detections may be Eve's: no key from this block (the alarm is raised)
                 raise _BlockAbort(res, "detector blinding suspected", None, notify_peer=True)
+            if guard_short:
+                # a detector's memory reaches past the guard: the proofs' premise fails
+                raise _BlockAbort(res, "dead time longer than the guard", None, notify_peer=True)
             # the test bits packed (1/8 of a byte each on the wire)
             # with the block's cross clicks and detection events: Alice's finite-key step bounds
             # the multi-photon detections of a passive receiver with them (link.finite_key)

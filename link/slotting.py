@@ -24,11 +24,44 @@ relative to the oldest open sync; only those differences (a few frames long) bec
 float64. Converted whole, the tagger's absolute times lost whole picoseconds after
 2^53 ps (2.5 hours of tagger clock) and 64 ps after a week, which moved tags across the
 edges of the detection window on a link that runs for days.
+
+Dead-time guard (``dead_time_ps`` > 0; every node sets it). A detector that has
+just clicked is blind for its dead time, and Eve can know when: she can make a
+detector click (a bright pulse, or the timing of her own photons) and then knows
+that a click within the next dead time came from one of the others, which
+reveals the bit (Weier et al., New J. Phys. 13, 073024 (2011), "Quantum
+eavesdropping without interception: an attack exploiting the dead time of
+single-photon detectors"). The proofs this stack uses (link.finite_key) assume a
+measurement that does not depend on earlier clicks. Their countermeasure is
+applied here: an event is kept only if every detector was live, i.e. no tag of
+any detector, inside or outside a detection window, came less than
+``dead_time_ps + window_ps`` before the event's earliest tag (the window is a
+margin for jitter; the dead time is the longest of Bob's detectors). Tags of
+the same slot (a double click) are one event and do not veto each other; a
+vetoed event is dropped whole, so a double click never turns into a single one.
+The decision depends only on when earlier clicks came, not on the event's
+detectors, so it acts on the event as a basis- and bit-independent loss, which
+the decoy analysis absorbs as loss. It costs the share of events that follow
+another click within a dead time (at the rig's metro-25km, ~25 %), counted in
+``stats.dead_time_vetoed`` and each frame's ``vetoed``.
+
+The guard is only as good as the dead time it is given, and the tags show a dead
+time longer than that: a detector never clicks twice within its own dead time.
+Clicks come in slots, so a detector dead for D_true clicks again k0 =
+ceil(D_true / period) slots later at the earliest, and the guard covers slot gaps
+below k = ceil((dead_time_ps + window_ps) / period): it suffices iff k0 <= k. If
+it does, clicks k0 slots apart (then a renewal process) make a gap of at most k
+slots (a tag within half a window of its slot) a share of at least
+1 - exp(-window_ps / mean gap) of the gaps; ``dead_time_check`` reports a
+detector that, over gaps where that expects at least 30, never had one (a chance
+of at most e^-30 for a sufficient guard). The guard is then certainly too short,
+and the node stops making key (``dead_time`` alarm).
 This module knows nothing of sockets, instruments or keys.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +77,7 @@ class FrameDetections:
     sync_ps: int                 # the frame's sync tag (tagger clock)
     period_ps: float             # slot period measured for this frame
     dropped: int = 0             # tags outside the detection window
+    vetoed: int = 0              # events dropped by the dead-time guard
 
 
 @dataclass
@@ -54,6 +88,12 @@ class SlotterStats:
     outside_window: int = 0
     before_first_sync: int = 0
     lost_syncs: int = 0
+    dead_time_vetoed: int = 0    # events dropped by the dead-time guard (module docstring)
+    # per detector, for dead_time_check (since its last passed check): gaps between its
+    # consecutive tags, how many were at most the guard's slots (Slotter._gap_limit_ps), their sum
+    gaps: list = field(default_factory=lambda: [0, 0, 0, 0])
+    short_gaps: list = field(default_factory=lambda: [0, 0, 0, 0])
+    gap_sum_ps: list = field(default_factory=lambda: [0, 0, 0, 0])
     period_ps: float = 0.0
     drift_ppm: float = 0.0
 
@@ -64,13 +104,16 @@ class Slotter:
 
     ``offsets_ps[d]``: calibrated delay of detector ``d`` relative to the sync;
     ``nominal_period_ps``: Alice's slot period on her own clock (the drift
-    reported is relative to it).
+    reported is relative to it). ``dead_time_ps``: the longest dead time of Bob's
+    detectors, for the dead-time guard (module docstring); 0 turns the guard off,
+    which only tests of the slotting itself and timing calibration do.
     """
 
     frame_slots: int
     nominal_period_ps: float
     offsets_ps: tuple[float, float, float, float]
     window_ps: float
+    dead_time_ps: float = 0.0
     stats: SlotterStats = field(default_factory=SlotterStats)
 
     def __post_init__(self) -> None:
@@ -82,6 +125,8 @@ class Slotter:
             raise ValueError(f"offsets_ps: need 4 detector offsets, got {len(self.offsets_ps)}")
         if not 0 < self.window_ps <= self.nominal_period_ps:
             raise ValueError(f"window_ps: must lie in (0, period], got {self.window_ps}")
+        if not 0 <= self.dead_time_ps < float("inf"):
+            raise ValueError(f"dead_time_ps: must be a finite time >= 0, got {self.dead_time_ps}")
         self._off = np.asarray(self.offsets_ps, dtype=np.float64)
         self._t = np.empty(0, np.int64)      # pending detector tags
         self._ch = np.empty(0, np.uint8)
@@ -90,6 +135,11 @@ class Slotter:
         self._next_index = 0
         self._last_closed = -1               # index of the newest closed frame
         self._period = float(self.nominal_period_ps)
+        # the guard's memory of closed frames: their latest tags (int64 ps, offset-corrected) and
+        # slot keys (-1: outside any window), enough to veto the first events of the next frames
+        self._tail_ps = np.empty(0, np.int64)
+        self._tail_key = np.empty(0, np.int64)
+        self._last_tag = [None, None, None, None]   # each detector's newest tag (ps), for its gaps
 
     @property
     def last_sync_index(self) -> int:
@@ -113,6 +163,8 @@ class Slotter:
         for s in t_ps[is_sync].tolist():
             self._add_sync(int(s))
         det = (channel >= 1) & (channel <= 4)
+        if self.dead_time_ps > 0:
+            self._count_gaps(t_ps, channel)
         self._t = np.concatenate([self._t, t_ps[det]])
         self._ch = np.concatenate([self._ch, channel[det]])
         # Tags arrive in time order, so nothing earlier than the newest tag is
@@ -120,6 +172,50 @@ class Slotter:
         # the largest detector offset and half a window.
         horizon = int(t_ps[-1])
         return self._emit(horizon)
+
+    def _count_gaps(self, t_ps: np.ndarray, channel: np.ndarray) -> None:
+        st, limit = self.stats, self._gap_limit_ps()
+        for d in range(4):
+            t = t_ps[channel == d + 1]
+            if t.size == 0:
+                continue
+            last = self._last_tag[d]
+            g = np.diff(t) if last is None else np.diff(t, prepend=last)
+            self._last_tag[d] = int(t[-1])
+            st.gaps[d] += int(g.size)
+            st.short_gaps[d] += int(np.count_nonzero(g < limit))
+            st.gap_sum_ps[d] += int(g.sum())
+
+    def _gap_limit_ps(self) -> float:
+        """k slots plus half a window, k = the first slot gap the guard no longer covers."""
+        k = math.ceil((self.dead_time_ps + self.window_ps) / self.nominal_period_ps - 1e-9)
+        return k * self.nominal_period_ps + self.window_ps / 2
+
+    def dead_time_check(self, min_expected: float = 30.0) -> str | None:
+        """None, or what shows that a detector's dead time is longer than the guard covers
+        (module docstring): no gap of at most k slots where a sufficient guard gives at least
+        ``min_expected`` of them. A detector that passes starts a new window of gaps, so a
+        dead time lengthened while the link runs is caught too."""
+        if self.dead_time_ps <= 0:
+            return None
+        st = self.stats
+        limit_ns = self._gap_limit_ps() / 1e3
+        for d in range(4):
+            n = st.gaps[d]
+            if n == 0:
+                continue
+            expected = n * -math.expm1(-self.window_ps * n / st.gap_sum_ps[d])
+            if expected < min_expected:
+                continue                              # too few gaps yet for a verdict
+            if st.short_gaps[d]:
+                st.gaps[d] = st.short_gaps[d] = st.gap_sum_ps[d] = 0
+                continue
+            return (f"detector {'HVDA'[d]} never clicked twice within {limit_ns:g} ns in {n} "
+                    f"clicks (a dead time of {self.dead_time_ps / 1e3:g} ns or less gives at "
+                    f"least {expected:.0f} such): its dead time is longer than the configured "
+                    "dead_time_ns, so the dead-time guard is too short; set [frontend] "
+                    "dead_time_ns to the detectors' dead time")
+        return None
 
     def flush(self) -> list[FrameDetections]:
         """Close every open frame (end of acquisition)."""
@@ -166,29 +262,71 @@ class Slotter:
         early = which < 0
         if early.any():
             self.stats.before_first_sync += int(early.sum())
-        done_mask = (which >= 0) & (which < n_close)
-        keep_pending = which >= n_close
+        closing = which < n_close
+        tc_c, d_c, w_c = tc[closing], d[closing], which[closing]
+        # slot of each closing tag in its frame, on the period measured from the syncs
+        period = self._period
+        rel = (tc_c - sync_arr[np.maximum(w_c, 0)]) / period
+        slot = np.rint(rel)
+        resid_ps = (rel - slot) * period
+        ok = ((w_c >= 0) & (np.abs(resid_ps) <= self.window_ps / 2)
+              & (slot >= 0) & (slot < self.frame_slots))
+        if self.dead_time_ps > 0:
+            index = np.asarray(self._sync_index[:n_close], dtype=np.int64)
+            key = np.where(ok, index[np.maximum(w_c, 0)] * self.frame_slots + slot.astype(np.int64), -1)
+            veto = self._veto(tc_c, key, base)
+        else:
+            veto = np.zeros(tc_c.size, bool)
         for i in range(n_close):
-            sel = np.flatnonzero(done_mask & (which == i))
-            out.append(self._frame(i, tc[sel], d[sel], base))
+            sel = np.flatnonzero(w_c == i)
+            out.append(self._frame(i, slot[sel], d_c[sel], ok[sel], veto[sel]))
+        keep_pending = ~closing
         self._t, self._ch = self._t[keep_pending], self._ch[keep_pending]
         self._last_closed = self._sync_index[n_close - 1]
         del self._syncs[:n_close]
         del self._sync_index[:n_close]
         return out
 
-    def _frame(self, i: int, tc: np.ndarray, det: np.ndarray, base: int) -> FrameDetections:
-        s0 = self._syncs[i]
-        period = self._period
-        rel = (tc - float(s0 - base)) / period       # tc is relative to base (_emit)
-        slot = np.rint(rel)
-        resid_ps = (rel - slot) * period
-        ok = (np.abs(resid_ps) <= self.window_ps / 2) & (slot >= 0) & (slot < self.frame_slots)
-        dropped = int(tc.size - ok.sum())
+    def _veto(self, u: np.ndarray, key: np.ndarray, base: int) -> np.ndarray:
+        """Dead-time guard (module docstring): True for each tag of an event that comes less than
+        ``dead_time_ps + window_ps`` after an earlier tag of another slot or of no slot.
+
+        ``u``: offset-corrected tag times relative to ``base``; ``key``: the tag's absolute slot
+        (frame index * frame_slots + slot), -1 outside every window. Tags of one slot lie within
+        one window and out-of-window tags outside all of them, so in time order a slot's tags are
+        one run: the tag before a run is the latest earlier click of another slot. (Were a run
+        ever split, its second part would be vetoed by its first: conservative.)"""
+        guard = self.dead_time_ps + self.window_ps
+        n_tail = self._tail_ps.size
+        uu = np.concatenate([(self._tail_ps - base).astype(np.float64), u])
+        kk = np.concatenate([self._tail_key, key])
+        kk = np.where(kk >= 0, kk, -1 - np.arange(kk.size, dtype=np.int64))   # each its own run
+        order = np.argsort(uu, kind="stable")
+        us, ks = uu[order], kk[order]
+        start = np.ones(us.size, bool)
+        np.not_equal(ks[1:], ks[:-1], out=start[1:])
+        first = np.flatnonzero(start)
+        gap = np.full(first.size, np.inf)
+        gap[1:] = us[first[1:]] - us[first[1:] - 1]
+        veto_sorted = (gap < guard)[np.cumsum(start) - 1]
+        veto = np.empty(us.size, bool)
+        veto[order] = veto_sorted
+        # what the next frames' first events must be checked against: tags within one guard of
+        # the latest (any older one is older than guard for every later tag as well)
+        if us.size:
+            recent = order[us >= us[-1] - guard]
+            self._tail_ps = base + np.rint(uu[recent]).astype(np.int64)
+            self._tail_key = np.where(kk[recent] >= 0, kk[recent], -1)
+        return veto[n_tail:]
+
+    def _frame(self, i: int, slot: np.ndarray, det: np.ndarray, ok: np.ndarray,
+               veto: np.ndarray) -> FrameDetections:
+        dropped = int(slot.size - ok.sum())
         slot_u = slot[ok].astype(np.uint64)
         bits = (np.uint8(1) << det[ok].astype(np.uint8)).astype(np.uint8)
         order = np.argsort(slot_u, kind="stable")
-        slot_u, bits = slot_u[order], bits[order]
+        slot_u, bits, veto = slot_u[order], bits[order], veto[ok][order]
+        vetoed = 0
         if slot_u.size:
             new = np.empty(slot_u.size, dtype=bool)
             new[0] = True
@@ -196,10 +334,16 @@ class Slotter:
             starts = np.flatnonzero(new)
             masks = np.bitwise_or.reduceat(bits, starts).astype(np.uint8)
             slots = slot_u[starts]
+            live = ~np.logical_or.reduceat(veto, starts)    # an event goes whole, never a part of it
+            vetoed = int(slots.size - live.sum())
+            if vetoed:
+                slots, masks = slots[live], masks[live]
         else:
             masks = np.empty(0, np.uint8)
             slots = np.empty(0, np.uint64)
         self.stats.frames += 1
         self.stats.kept += int(ok.sum())
         self.stats.outside_window += dropped
-        return FrameDetections(self._sync_index[i], slots, masks, int(s0), period, dropped)
+        self.stats.dead_time_vetoed += vetoed
+        return FrameDetections(self._sync_index[i], slots, masks, int(self._syncs[i]), self._period,
+                               dropped, vetoed)

@@ -41,7 +41,7 @@ def write_node_files(tmp_path: Path, rig, cfg, extra: dict[str, str] | None = No
             "protocol": {k: getattr(cfg, k) for k in RIG_PROTOCOL_KEYS},
             "frontend": {"lab": "lab.toml", "instrument": INSTRUMENT[role], "frame_slots": rig.frame_slots,
                          "clock_hz": rig.model.clock_hz, "offsets_ps": list(tm.offsets_ps),
-                         "window_ps": tm.window_ps}})
+                         "window_ps": tm.window_ps, "dead_time_ns": tm.dead_time_ps / 1e3}})
         (tmp_path / f"{role}.toml").write_text(text + (extra or {}).get(role, ""))
     return ports
 

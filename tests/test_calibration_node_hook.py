@@ -115,7 +115,8 @@ def test_controller_dying_mid_run_is_an_instrument_alarm_and_stops_bob(tmp_path)
 
 GOOD = {"node": {"role": "bob", "link_id": "L", "psk": "l.psk", "store": "b.db"},
         "channel": {"proto": "tcp://127.0.0.1:7100", "ctrl": "tcp://127.0.0.1:7101"},
-        "frontend": {"lab": "lab.toml", "instrument": "time_tagger", "frame_slots": 1024, "clock_hz": 1e9}}
+        "frontend": {"lab": "lab.toml", "instrument": "time_tagger", "frame_slots": 1024, "clock_hz": 1e9,
+                     "dead_time_ns": 50.0}}
 
 
 def test_calibration_section_is_off_by_default_and_parsed():

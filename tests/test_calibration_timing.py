@@ -71,11 +71,18 @@ def test_offsets_exact_from_random_start(seed):
     # jitter: detector 30 ps (+) tagger 8 ps per tag, plus the sync's 8 ps
     assert all(25 < s < 45 for s in cal.jitter_ps)
     assert 4 * 31 < cal.window_ps <= period
-    # the calibrated constants slot the same clicks the physics made
-    exact = Timing(truth.period_ps, truth.frame_slots, truth.offsets_ps, cal.window_ps).slotter()
+    # the dead time from the shortest gap between a detector's clicks: the model's 10 ns blocks
+    # 9 slots after a click, so the gap is 10 slots, seen many times in 40 frames
+    dead_slots = int(np.ceil(max(d.dead_time_ns for d in model.detectors) * 1e3 / model.period_ps - 1e-9))
+    assert cal.dead_slots == (dead_slots,) * 4 and min(cal.dead_evidence) >= 30
+    assert cal.dead_time_ns == pytest.approx(dead_slots * period / 1e3)
+    assert "dead time <= 10 ns" in cal.summary()
+    # the calibrated constants slot the same clicks the physics made (dead-time guard on in both)
+    exact = Timing(truth.period_ps, truth.frame_slots, truth.offsets_ps, cal.window_ps,
+                   truth.dead_time_ps).slotter()
     mine = cal.timing().slotter()
     got, want = mine.push(t, c) + mine.flush(), exact.push(t, c) + exact.flush()
-    assert len(got) == len(want) == frames
+    assert len(got) == len(want) == frames and mine.dead_time_ps > 0
     # identical but for the few clicks within a picosecond or two of the window's edge
     for a, b in zip(got, want):
         common = np.intersect1d(a.slots, b.slots)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from calibration.timing import save_toml
+from drivers.config import ConfigError as LabError
 from drivers.config import load_lab
 from link.cli import main
 from link.config import load_node_file
@@ -43,6 +46,7 @@ lab = "lab.toml"
 instrument = "time_tagger"
 frame_slots = {slots}
 clock_hz = 1e9
+dead_time_ns = 50.0
 """
 
 
@@ -75,14 +79,30 @@ def test_bob_takes_offsets_from_the_lab_files_record_unless_his_node_file_has_th
     lab = load_lab(_lab(tmp_path))
     node = tmp_path / "bob.toml"
     node.write_text(NODE.format(slots=4096))
-    offs, window = _bob_timing(load_node_file(node), lab)
-    assert offs == tuple(RECORD["offsets_ps"]) and window == 205.0
+    offs, window, dead = _bob_timing(load_node_file(node), lab)
+    assert offs == tuple(RECORD["offsets_ps"]) and window == 205.0 and dead == 50.0
     assert "[bob.timing]" in capsys.readouterr().out
     node.write_text(NODE.format(slots=4096) + "offsets_ps = [1.0, 2.0, 3.0, 4.0]\nwindow_ps = 300.0\n")
-    assert _bob_timing(load_node_file(node), lab) == ((1.0, 2.0, 3.0, 4.0), 300.0)
+    assert _bob_timing(load_node_file(node), lab) == ((1.0, 2.0, 3.0, 4.0), 300.0, 50.0)
     node.write_text(NODE.format(slots=8192))      # calibrated for other frames: refused, named
-    reason, none = _bob_timing(load_node_file(node), lab)
+    reason, none, _ = _bob_timing(load_node_file(node), lab)
     assert none is None and "[bob.timing].frame_slots = 4096" in reason and "calibrate timing" in reason
+
+
+def test_bob_needs_a_dead_time_from_his_node_file_or_the_timing_record(tmp_path, capsys):
+    from link.commands import _bob_timing
+
+    node = tmp_path / "bob.toml"
+    node.write_text(NODE.format(slots=4096).replace("dead_time_ns = 50.0\n", ""))
+    reason, none, _ = _bob_timing(load_node_file(node), load_lab(_lab(tmp_path)))
+    assert none is None and "[frontend] dead_time_ns" in reason and "calibrate timing" in reason, reason
+    lab = _lab(tmp_path)                          # the record with a measured dead time
+    save_toml(lab, "bob.timing", {**RECORD, "dead_time_ns": 12.0})
+    offs, window, dead = _bob_timing(load_node_file(node), load_lab(lab))
+    assert dead == 12.0 and "dead time 12 ns from" in capsys.readouterr().out
+    save_toml(lab, "bob.timing", {**RECORD, "dead_time_ns": -1.0})
+    with pytest.raises(LabError, match="dead_time_ns"):
+        load_lab(lab)
 
 
 def test_calibrate_with_a_bad_lab_file_or_silent_instruments_gives_an_error_not_a_traceback(tmp_path, capsys):

@@ -43,6 +43,7 @@ lab = "lab.toml"
 instrument = "{instrument}"
 frame_slots = 4096
 clock_hz = 1e9
+dead_time_ns = 50.0
 """)
     return p
 

@@ -25,6 +25,7 @@ lab = "lab.toml"
 instrument = "pattern_generator"
 frame_slots = 262144
 clock_hz = 1e9
+dead_time_ns = 50.0
 """
 
 
@@ -56,7 +57,10 @@ def test_good_file_loads_with_paths_relative_to_it(tmp_path):
     ('link_id = "lab-1"\n', '', "node.link_id", "missing"),
     ('[frontend]', '[frontendz]', "frontendz", "unknown key"),
     ('[channel]', '[chan]', "chan", "unknown key"),
+    ('dead_time_ns = 50.0', 'dead_time_ns = -1.0', "frontend.dead_time_ns", "dead time"),
 ])
+
+
 def test_bad_values_name_file_and_key(tmp_path, old, new, key, words):
     assert old in GOOD
     p = _write(tmp_path, GOOD.replace(old, new, 1))
@@ -64,6 +68,18 @@ def test_bad_values_name_file_and_key(tmp_path, old, new, key, words):
         load_node_file(p)
     msg = str(ei.value)
     assert str(p) in msg and key in msg and words in msg, msg
+
+
+def test_bobs_dead_time_is_checked(tmp_path):
+    # Bob keeps an event only if every detector was live (link.slotting): a dead time <= 0 is a
+    # mistake; absent, qkd bob takes the timing record's or refuses (tests/test_cli_lab_timing.py)
+    bob = GOOD.replace('role = "alice"', 'role = "bob"')
+    with pytest.raises(ConfigError, match="must be > 0") as ei:
+        load_node_file(_write(tmp_path, bob.replace("dead_time_ns = 50.0", "dead_time_ns = 0")))
+    assert "frontend.dead_time_ns" in str(ei.value) and "dead time" in str(ei.value)
+    assert load_node_file(_write(tmp_path, bob)).frontend.dead_time_ns == 50.0
+    absent = load_node_file(_write(tmp_path, bob.replace("dead_time_ns = 50.0\n", "")))
+    assert absent.frontend.dead_time_ns is None
 
 
 def test_missing_and_corrupt_files(tmp_path):

@@ -26,7 +26,8 @@ from link.instrument_watch import InstrumentWatch
 
 GOOD = {"node": {"role": "bob", "link_id": "L", "psk": "l.psk", "store": "b.db"},
         "channel": {"proto": "tcp://127.0.0.1:7100", "ctrl": "tcp://127.0.0.1:7101"},
-        "frontend": {"lab": "lab.toml", "instrument": "time_tagger", "frame_slots": 1024, "clock_hz": 1e9}}
+        "frontend": {"lab": "lab.toml", "instrument": "time_tagger", "frame_slots": 1024, "clock_hz": 1e9,
+                     "dead_time_ns": 50.0}}
 
 
 WATCH = """

@@ -36,6 +36,7 @@ lab = "lab.toml"
 instrument = "x"
 frame_slots = 1024
 clock_hz = 1e9
+dead_time_ns = 50.0
 
 [kme]
 kme_id = "{me}"

@@ -22,19 +22,30 @@ def _patterns(n_frames: int, slots: int, seed: int = 3):
                rng.choice(3, slots, p=[0.7, 0.2, 0.1]).astype(np.uint8))
 
 
-def _check_frames(frames, results):
+def _check_frames(frames, results, timing):
     assert [f.frame_index for f in frames] == list(range(len(frames)))
     # a frame is complete once later tags pass its end plus the time of flight
     # (125 us at 25 km, about two 65 us frames), so the last few stay open
     assert len(frames) >= len(results) - 3
+    guard_slots = int(np.ceil((timing.dead_time_ps + timing.window_ps) / timing.period_ps))
+    assert guard_slots >= 10
+    prev = None                        # the last click of the frame before (the guard carries it)
     for fd, res in zip(frames, results):
         live = ~res.tag_lost
-        # every photon click's slot is recovered; dark counts arrive anywhere in the slot period,
-        # so the ones outside the detection window are (rightly) dropped by slotting
+        # every photon click's slot is recovered unless the dead-time guard dropped it, which it
+        # does only when another click came within the guard before; dark counts arrive anywhere
+        # in the slot period, so the ones outside the detection window are (rightly) dropped
         photon = np.unique(res.slot[live & ~res.noise])
-        assert np.isin(photon, fd.slots).all()
         assert np.isin(fd.slots, res.slot[live]).all()
-        assert len(fd.slots) >= len(photon)
+        missing = photon[~np.isin(photon, fd.slots)].astype(np.int64)
+        clicks = np.unique(res.slot[live]).astype(np.int64)
+        if prev is not None:
+            clicks = np.concatenate([[prev - timing.frame_slots], clicks])
+        before = np.searchsorted(clicks, missing, side="left") - 1
+        assert np.all(before >= 0) and np.all(missing - clicks[np.maximum(before, 0)] <= guard_slots)
+        assert missing.size <= fd.vetoed
+        assert 0.1 < fd.vetoed / (len(fd.slots) + fd.vetoed) < 0.4     # metro-25km: ~25 %
+        prev = int(clicks[-1])
 
 
 def test_rig_through_production_drivers():
@@ -45,7 +56,8 @@ def test_rig_through_production_drivers():
         tagger = PicoQuantStreamTagger(res["bob.time_tagger"])
         tagger.open()
         alice = DriverAlice(awg, rig.frame_slots, rig.model.clock_hz)
-        bob = DriverBob(tagger, Timing.for_model(rig.model))
+        timing = Timing.for_model(rig.model)
+        bob = DriverBob(tagger, timing)
         frames = []
         try:
             for pat in _patterns(8, rig.frame_slots):
@@ -59,7 +71,7 @@ def test_rig_through_production_drivers():
             alice.close()
             bob.close()
         assert rig.stats.frames == 8
-        _check_frames(frames, rig.results)
+        _check_frames(frames, rig.results, timing)
         # patterns reached the model unchanged
         assert rig.stats.pattern_errors == 0
         assert rig.stats.emulated_s > 0 and rig.stats.wall_s > 0
@@ -76,7 +88,7 @@ def test_model_link_in_process_matches_physics():
     frames = []
     for _ in range(10):
         frames += link.bob.poll(0.05)
-    _check_frames(frames, link.results)
+    _check_frames(frames, link.results, link.timing)
 
 
 def test_rig_lab_file_checks_out(tmp_path):
