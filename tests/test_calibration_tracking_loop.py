@@ -276,13 +276,25 @@ def test_lost_lock_is_recovered_from_the_blocks_error_counts(kind):
     used = [r for r in tr.log if r.action == "recover"]
     print(kind, "blocks in recovery", len(used), "final extra QBER", qb[-50:].mean(axis=0))
     assert len(used) <= 150                                    # ~1.5 s of 1 GHz link
-    # aligned again and tracking at the end. A recovery can land an EPC-400 actuator at its range
-    # limit; the walk back along the estimated null direction then lets QBER_X creep up until the lock
-    # is lost once more and a second recovery follows (seed 3 here since the block-level dead time was
-    # corrected: recovered at block ~375 of 400). Over seeds 1-10 the last 50 blocks' mean exceeded
-    # 0.5 % for 1 (3 with the old block-level model, 2 of them still recovering at the end); so the
-    # check is on the last 20 blocks and on at most two recoveries
-    assert tr.recoveries <= 2
-    assert qb[-20:].mean(axis=0).max() <= 0.005
+    # aligned again and tracking at the end. The EPC-400's recovery here lands an actuator at its range
+    # limit (5000 mV); the walk back along the estimated null direction used to let QBER_X creep up
+    # until the lock was lost once more (a second recovery at block ~375): one recovery now
+    assert tr.recoveries == 1
+    assert qb[-50:].mean(axis=0).max() <= 0.005
     lo, hi = ctrl.actuator_range
     assert all(np.all((r.settings >= lo) & (r.settings <= hi)) for r in tr.log)
+
+
+@pytest.mark.parametrize("seed", [3, 6, 8, 12, 13, 19, 23])
+def test_walk_back_from_a_limit_after_a_recovery_keeps_the_lock(seed):
+    # the seeds of bench.tracking_lostlock (seeds 1-30, the fixed jump) that lost the lock a second
+    # time while the EPC-400 walked back from a range limit at the former fixed speed (0.2 % of the
+    # range per cycle: the error of the estimated null direction outran the filter). At the walk
+    # speed bounded by the tracked drift (PolarizationTracking._walk_speed) the lock is lost once,
+    # by the fiber's jump, and the QBER stays within the 0.5 % bound after the recovery.
+    from bench.tracking_lostlock import JUMP_AT, run
+
+    r = run(seed, blocks=400)
+    assert r["failed"] is None
+    assert r["lost_at"] == [JUMP_AT] and r["recoveries"] == 1
+    assert max(r["extra_qber_after_mean"]) <= 0.005
