@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from postproc_c.slotting import slot_close, slot_gaps
+
 
 @dataclass
 class FrameDetections:
@@ -115,6 +117,9 @@ class Slotter:
     window_ps: float
     dead_time_ps: float = 0.0
     stats: SlotterStats = field(default_factory=SlotterStats)
+    # True: the numpy path only (the reference the C path is tested against); False: the C path
+    # (postproc_c.slotting), falling back to numpy for a call whose tags it cannot order
+    reference: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.frame_slots < 1:
@@ -140,6 +145,7 @@ class Slotter:
         self._tail_ps = np.empty(0, np.int64)
         self._tail_key = np.empty(0, np.int64)
         self._last_tag = [None, None, None, None]   # each detector's newest tag (ps), for its gaps
+        self.fast_fallbacks = 0              # closes the C path left to numpy (tags out of order)
 
     @property
     def last_sync_index(self) -> int:
@@ -175,6 +181,18 @@ class Slotter:
 
     def _count_gaps(self, t_ps: np.ndarray, channel: np.ndarray) -> None:
         st, limit = self.stats, self._gap_limit_ps()
+        if not self.reference:
+            last = np.array([0 if v is None else v for v in self._last_tag], np.int64)
+            has = np.array([v is not None for v in self._last_tag], np.uint8)
+            g, short, total = slot_gaps(np.ascontiguousarray(t_ps), np.ascontiguousarray(channel),
+                                        limit, last, has)
+            for d in range(4):
+                st.gaps[d] += int(g[d])
+                st.short_gaps[d] += int(short[d])
+                st.gap_sum_ps[d] += int(total[d])
+                if has[d]:
+                    self._last_tag[d] = int(last[d])
+            return
         for d in range(4):
             t = t_ps[channel == d + 1]
             if t.size == 0:
@@ -252,6 +270,11 @@ class Slotter:
             n_close = i + 1
         if n_close == 0:
             return out
+        if not self.reference:
+            fast = self._close_fast(n_close)
+            if fast is not None:
+                return fast
+            self.fast_fallbacks += 1
         # Assign pending detector tags to frames by their offset-corrected time, relative to
         # the oldest open sync (int64 first: float64 is exact only below 2^53 ps)
         base = syncs[0]
@@ -282,6 +305,38 @@ class Slotter:
             out.append(self._frame(i, slot[sel], d_c[sel], ok[sel], veto[sel]))
         keep_pending = ~closing
         self._t, self._ch = self._t[keep_pending], self._ch[keep_pending]
+        self._last_closed = self._sync_index[n_close - 1]
+        del self._syncs[:n_close]
+        del self._sync_index[:n_close]
+        return out
+
+    def _close_fast(self, n_close: int) -> list[FrameDetections] | None:
+        """The C path of the rest of ``_emit`` (postproc_c.slotting.slot_close): the same frames,
+        stats and state, or None (nothing changed) when the tags are not in the order it needs."""
+        guard = self.dead_time_ps + self.window_ps if self.dead_time_ps > 0 else 0.0
+        res = slot_close(self._t, self._ch, np.asarray(self._syncs, np.int64),
+                         np.asarray(self._sync_index, np.int64), n_close, self._off,
+                         self.window_ps, self._period, self.frame_slots, guard,
+                         self._tail_ps, self._tail_key)
+        if res is None:
+            return None
+        st = self.stats
+        st.before_first_sync += res.early
+        fs = res.frame_stats.tolist()
+        out, a = [], 0
+        for i in range(n_close):
+            n_ev, kept, dropped, vetoed = fs[i]
+            st.frames += 1
+            st.kept += kept
+            st.outside_window += dropped
+            st.dead_time_vetoed += vetoed
+            out.append(FrameDetections(self._sync_index[i], res.slots[a:a + n_ev].copy(),
+                                       res.masks[a:a + n_ev].copy(), int(self._syncs[i]),
+                                       self._period, dropped, vetoed))
+            a += n_ev
+        self._t, self._ch = res.pending_t, res.pending_ch
+        if guard > 0:
+            self._tail_ps, self._tail_key = res.tail_ps, res.tail_key
         self._last_closed = self._sync_index[n_close - 1]
         del self._syncs[:n_close]
         del self._sync_index[:n_close]
