@@ -37,16 +37,17 @@ enum qpp_slot_count {
  * window), slot on period_ps, kept within window_ps / 2 of the slot centre; then, when guard_ps
  * > 0 (dead time + window), an event is vetoed if the tag before its first tag, in time order
  * over the guard memory tail_ps/tail_key (n_tail entries from the last call) and the closing
- * tags, is of another slot or of none and less than guard_ps earlier.
+ * tags, is of another slot or of none and less than guard_ps earlier (guard_ps 0: no guard; the
+ * memory is then neither read nor written).
  * Outputs (room for n events / n tags / n_tail + n tail entries; frame_stats for n_close
  * frames): the events of the closing frames in frame then slot order, the tags still pending in
  * their input order, the new guard memory, counts[QPP_SLOT_NCOUNTS].
  * QPP_ERR_VALUE: a channel not 1..4 (*bad_index = tag), or a parameter out of its domain
  * (non-finite offset, period_ps <= 0, window_ps outside (0, period], guard_ps < 0,
  * frame_slots 0 or >= 2^62); QPP_ERR_LENGTH: n_syncs 0 or n_close not in 1..n_syncs.
- * QPP_ERR_UNSORTED: the inputs are not in the order this single pass relies on (syncs or the
- * guard memory decreasing, or a detector's offset-corrected tags going back in time: *bad_index
- * = that tag); QPP_ERR_RANGE: a time too far from syncs[0] for the guard memory. For these two
+ * QPP_ERR_UNSORTED: input this pass does not do in bounded time (syncs going back, or the
+ * tags so far out of time order that sorting them would exceed 64 moves a tag: *bad_index = the
+ * tag); QPP_ERR_RANGE: a time too far from syncs[0] for the guard memory. For these two
  * the numpy path gives the defined result; nothing is written that the caller must undo. */
 QPP_WUR int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
                            const int64_t *syncs, const int64_t *sync_index, size_t n_syncs,

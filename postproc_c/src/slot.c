@@ -1,19 +1,20 @@
 /* Bob's slotting hot path (link/slotting.py is the numpy reference and the caller).
  *
  * The numpy path closes frames in a dozen whole-array passes plus two stable argsorts (the
- * dead-time guard's time order and each frame's slot order). Here it is one merge: the tags
- * arrive sorted by tagger time and each detector's offset is a constant, so each detector's
- * offset-corrected times are already sorted, as is the guard memory of the last call; a 5-way
- * merge of those streams (ties to the guard memory, then to the earlier tag: what a stable
- * argsort of the memory followed by the tags gives) yields the guard's time order. In that
- * order the frame and the slot of a tag never decrease (both are monotone in the corrected
- * time), so a slot's tags are consecutive and each event is finished when the next one starts:
- * no per-frame sort. Every float operation is the reference's, in its order, on the same
- * doubles ((tag - first sync) converted once, minus the offset; division, rint, the residual),
- * so the results are bit-identical; build flags give no FMA contraction (-std=c99 sets
- * -ffp-contract=off with gcc, and no -march). Where the inputs are not in the order this relies
- * on (a detector's tags going back, syncs or the memory decreasing) it refuses with
- * QPP_ERR_UNSORTED before writing anything the caller keeps, and the caller runs the numpy path.
+ * dead-time guard's time order and each frame's slot order). Here it is two passes. The first
+ * puts the guard memory of the last call and the closing tags in time order of their
+ * offset-corrected times with a stable insertion sort: the tags arrive in tagger order and only
+ * the detectors' offset differences (constants, a few ns at most) reorder them, so an insertion
+ * moves past a handful of entries, and a stable sort yields exactly the permutation of the
+ * reference's stable argsort. The second walks that order: the frame (a pointer over the syncs)
+ * and the slot never decrease along it, so a slot's tags are consecutive and each event is
+ * finished when the next starts (no per-frame sort), and the guard's runs are read off as in
+ * the reference. Every float operation is the reference's, in its order, on the same doubles
+ * ((tag - first sync) converted once, minus the offset; division, rint, the residual), so the
+ * results are bit-identical; the build gives no FMA contraction (-std=c99 sets
+ * -ffp-contract=off with gcc, and no -march). Input it cannot do in bounded time (syncs going
+ * back, or so many tags out of order that the insertions exceed 64 moves a tag) is refused with
+ * QPP_ERR_UNSORTED and the caller runs the numpy path.
  *
  * Signed differences and products the reference makes in int64 wrap modulo 2^64 there; here
  * they are made in uint64 (defined), then read back as int64.
@@ -23,7 +24,11 @@
 
 #include "qpp_slot.h"
 
-#define NSTREAM (QPP_SLOT_DETECTORS + 1)   /* the four detectors and the guard memory */
+/* one entry of the time order: a closing tag (ref = its index) or guard memory (ref = -1 - k) */
+struct ent {
+    double u;           /* offset-corrected time relative to the first open sync (ps) */
+    int64_t ref;
+};
 
 static double rel_ps(int64_t a, int64_t base)
 {
@@ -83,125 +88,112 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
         if (!isfinite(offsets[d]))
             return QPP_ERR_VALUE;
 
-    /* detectors' tag counts; channels checked */
-    size_t cnt[QPP_SLOT_DETECTORS] = {0, 0, 0, 0};
+    const int64_t base = syncs[0];
+    const double hwin = window_ps / 2;
+    const double fs_d = (double)frame_slots;
+    const size_t n_tail_in = guard_on ? n_tail : 0;
+    /* one block: the open syncs relative to the first, then the guard memory and the closing
+     * tags sorted by offset-corrected time */
+    size_t bytes = n_syncs * sizeof(double) + (n_tail_in + n) * sizeof(struct ent);
+    void *block = malloc(bytes ? bytes : 1);
+    if (!block)
+        return QPP_ERR_NOMEM;
+    double *srel = block;
+    struct ent *buf = (struct ent *)(void *)(srel + n_syncs);
+    int st = QPP_OK;
+
+    for (size_t j = 0; j < n_syncs; j++) {
+        srel[j] = rel_ps(syncs[j], base);
+        if (j && srel[j] < srel[j - 1]) {          /* searchsorted over unsorted syncs */
+            st = QPP_ERR_UNSORTED;
+            goto done;
+        }
+    }
+    /* A tag closes iff fewer than n_close + 1 syncs lie at or before its time + half a window:
+     * its frame (the reference's searchsorted(..., side="right") - 1) is then < n_close. */
+    const int close_all = n_close == n_syncs;
+    const double close_edge = close_all ? 0 : srel[n_close];
+
+    /* Stable insertion sort of the guard memory followed by the closing tags, by corrected time:
+     * the permutation of the reference's stable argsort. The tags come in tagger order and only
+     * the detectors' offset differences reorder them, so each insertion moves past a few
+     * entries at most; a budget bounds pathological input (then QPP_ERR_UNSORTED). */
+    size_t m = 0, moves = 0;
+    const size_t budget = 64 * (n_tail_in + n) + 4096;
+    for (size_t k = 0; k < n_tail_in; k++) {
+        double v = rel_ps(tail_ps[k], base);
+        size_t j = m;
+        while (j > 0 && buf[j - 1].u > v) {
+            buf[j] = buf[j - 1];
+            j--;
+        }
+        moves += m - j;
+        buf[j].u = v;
+        buf[j].ref = -1 - (int64_t)k;
+        m++;
+    }
+    size_t np_ = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned c = ch[i];
         if (c < 1 || c > QPP_SLOT_DETECTORS) {
             if (bad_index)
                 *bad_index = i;
-            return QPP_ERR_VALUE;
-        }
-        cnt[c - 1]++;
-    }
-
-    const int64_t base = syncs[0];
-    const double hwin = window_ps / 2;
-    const double fs_d = (double)frame_slots;
-    size_t n_merge = guard_on ? n_tail + n : 0;
-    /* one block: corrected times (n), per-detector tag lists (n), open syncs relative to the
-     * first (n_syncs), the merged times for the guard memory (n_merge) */
-    size_t bytes = (n + n_syncs + n_merge) * sizeof(double) + n * sizeof(size_t);
-    void *block = malloc(bytes ? bytes : 1);
-    if (!block)
-        return QPP_ERR_NOMEM;
-    double *tc = block;
-    double *srel = tc + n;
-    double *mu = srel + n_syncs;
-    size_t *idx = (size_t *)(void *)(mu + n_merge);
-    int st = QPP_OK;
-
-    for (size_t j = 0; j < n_syncs; j++) {
-        srel[j] = rel_ps(syncs[j], base);
-        if (j && srel[j] < srel[j - 1]) {
-            st = QPP_ERR_UNSORTED;
+            st = QPP_ERR_VALUE;
             goto done;
         }
-    }
-    size_t start[QPP_SLOT_DETECTORS], fill[QPP_SLOT_DETECTORS] = {0, 0, 0, 0};
-    start[0] = 0;
-    for (int d = 1; d < QPP_SLOT_DETECTORS; d++)
-        start[d] = start[d - 1] + cnt[d - 1];
-    for (size_t i = 0; i < n; i++) {
-        int d = ch[i] - 1;
-        double v = rel_ps(t[i], base) - offsets[d];
-        if (fill[d] && v < tc[idx[start[d] + fill[d] - 1]]) {
+        /* the reference's tc: (tag - first sync) as int64, to double, minus the offset */
+        double v = rel_ps(t[i], base) - offsets[c - 1];
+        if (!close_all && close_edge <= v + hwin) {
+            pend_t[np_] = t[i];                    /* a later frame: stays pending, in order */
+            pend_ch[np_] = ch[i];
+            np_++;
+            continue;
+        }
+        size_t j = m;
+        while (j > 0 && buf[j - 1].u > v) {
+            buf[j] = buf[j - 1];
+            j--;
+        }
+        moves += m - j;
+        buf[j].u = v;
+        buf[j].ref = (int64_t)i;
+        m++;
+        if (moves > budget) {
             if (bad_index)
                 *bad_index = i;
             st = QPP_ERR_UNSORTED;
             goto done;
         }
-        tc[i] = v;
-        idx[start[d] + fill[d]++] = i;
     }
-    for (size_t k = 1; k < n_tail; k++)
-        if (rel_ps(tail_ps[k], base) < rel_ps(tail_ps[k - 1], base)) {
-            st = QPP_ERR_UNSORTED;
-            goto done;
-        }
 
     for (size_t i = 0; i < n_close * QPP_SLOT_FRAME_STATS; i++)
         frame_stats[i] = 0;
 
-    /* streams 0..3: detectors; 4: the guard memory (only with the guard on) */
-    int active[NSTREAM];
-    double hv[NSTREAM];
-    size_t hk[NSTREAM], pos[NSTREAM] = {0, 0, 0, 0, 0}, closing[QPP_SLOT_DETECTORS] = {0, 0, 0, 0};
-    int64_t hw[QPP_SLOT_DETECTORS], wp[QPP_SLOT_DETECTORS];
-    for (int d = 0; d < QPP_SLOT_DETECTORS; d++) {
-        wp[d] = -1;
-        active[d] = 1;
-    }
-    active[QPP_SLOT_DETECTORS] = guard_on && n_tail > 0;
-    if (active[QPP_SLOT_DETECTORS]) {
-        hv[QPP_SLOT_DETECTORS] = rel_ps(tail_ps[0], base);
-        hk[QPP_SLOT_DETECTORS] = 0;
-    }
-#define LOAD_DETECTOR(d)                                                                       \
-    do {                                                                                       \
-        if (pos[d] == cnt[d]) {                                                                \
-            active[d] = 0;                                                                     \
-            closing[d] = cnt[d];                                                               \
-            break;                                                                             \
-        }                                                                                      \
-        size_t i_ = idx[start[d] + pos[d]];                                                    \
-        double x_ = tc[i_] + hwin;                                                             \
-        while ((size_t)(wp[d] + 1) < n_syncs && srel[wp[d] + 1] <= x_)                        \
-            wp[d]++;                                                                           \
-        if (wp[d] >= (int64_t)n_close) {                                                       \
-            active[d] = 0;                                                                     \
-            closing[d] = pos[d];                                                               \
-            break;                                                                             \
-        }                                                                                      \
-        hv[d] = tc[i_];                                                                        \
-        hk[d] = n_tail + i_;                                                                   \
-        hw[d] = wp[d];                                                                         \
-    } while (0)
-    for (int d = 0; d < QPP_SLOT_DETECTORS; d++)
-        LOAD_DETECTOR(d);
-
+    /* In time order: frame (moving pointer: the frame never decreases), slot, window, the
+     * guard's runs, events. */
     struct group g = {0, 0, 0, 0, 0};
-    size_t ne = 0, m = 0;
+    size_t ne = 0;
     uint64_t early = 0;
-    int have_prev = 0, prev_neg = 1, run_veto = 0;
+    int64_t wp = -1;
+    int prev_neg = 1, run_veto = 0;
     int64_t prev_key = -1;
-    double prev_u = 0;
-    for (;;) {
-        int s = -1;
-        for (int k = 0; k < NSTREAM; k++)
-            if (active[k] && (s < 0 || hv[k] < hv[s] || (hv[k] == hv[s] && hk[k] < hk[s])))
-                s = k;
-        if (s < 0)
-            break;
-        double u = hv[s];
-        int64_t key = -1;
-        int ok = 0, is_tag = s < QPP_SLOT_DETECTORS;
-        int64_t w = 0;
+    for (size_t e = 0; e < m; e++) {
+        const double u = buf[e].u;
+        const int64_t ref = buf[e].ref;
+        int64_t key = -1, w = -1;
+        int ok = 0;
         uint64_t slot = 0;
-        if (is_tag) {
-            w = hw[s];
+        if (ref >= 0) {
+            const double x = u + hwin;
+            while ((size_t)(wp + 1) < n_syncs && srel[wp + 1] <= x)
+                wp++;
+            w = wp;
+            if (w >= (int64_t)n_close) {            /* the closing test says it cannot be */
+                st = QPP_ERR_INTERNAL;
+                goto done;
+            }
             if (w >= 0) {
-                /* the reference's float steps, in its order */
+                /* the reference's float steps, in its order (rint: round half to even) */
                 double rel = (u - srel[w]) / period_ps;
                 double sl = rint(rel);
                 double resid = (rel - sl) * period_ps;
@@ -214,90 +206,64 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
                 early++;
             }
         } else {
-            key = tail_key[pos[s]];
+            key = tail_key[-1 - ref];
         }
         int veto = 0;
         if (guard_on) {
-            int neg = key < 0;                          /* each tag outside a slot its own run */
-            if (!have_prev || neg || prev_neg || key != prev_key)
-                run_veto = have_prev && u - prev_u < guard_ps;
+            int neg = key < 0;                      /* a tag outside every slot: its own run */
+            if (e == 0 || neg || prev_neg || key != prev_key)
+                run_veto = e > 0 && u - buf[e - 1].u < guard_ps;
             veto = run_veto;
-            have_prev = 1;
-            prev_u = u;
             prev_key = key;
             prev_neg = neg;
-            mu[m] = u;
-            out_tail_key[m] = neg ? -1 : key;   /* scratch until the end: room n_tail + n */
-            m++;
+            out_tail_key[e] = neg ? -1 : key;       /* scratch until the end: room n_tail + n */
         }
-        if (is_tag && w >= 0) {
-            uint64_t *fsw = frame_stats + (size_t)w * QPP_SLOT_FRAME_STATS;
-            if (ok) {
-                fsw[QPP_SLOT_F_KEPT]++;
-                uint8_t bit = (uint8_t)(1u << s);
-                if (g.open && w == g.w && slot == g.slot) {
-                    g.mask |= bit;
-                    g.veto |= veto;
-                } else if (!g.open || w > g.w || (w == g.w && slot > g.slot)) {
-                    if (g.open)
-                        close_group(&g, ev_slots, ev_masks, &ne, frame_stats);
-                    g.open = 1;
-                    g.w = w;
-                    g.slot = slot;
-                    g.mask = bit;
-                    g.veto = veto;
-                } else {                        /* a slot split in time order: cannot be here */
-                    if (bad_index)
-                        *bad_index = hk[s] - n_tail;
-                    st = QPP_ERR_UNSORTED;
-                    goto done;
-                }
-            } else {
-                fsw[QPP_SLOT_F_DROPPED]++;
-            }
+        if (w < 0)
+            continue;
+        uint64_t *fsw = frame_stats + (size_t)w * QPP_SLOT_FRAME_STATS;
+        if (!ok) {
+            fsw[QPP_SLOT_F_DROPPED]++;
+            continue;
         }
-        /* advance the stream */
-        pos[s]++;
-        if (is_tag) {
-            LOAD_DETECTOR(s);
-        } else if (pos[s] == n_tail) {
-            active[s] = 0;
-        } else {
-            hv[s] = rel_ps(tail_ps[pos[s]], base);
-            hk[s] = pos[s];
+        fsw[QPP_SLOT_F_KEPT]++;
+        uint8_t bit = (uint8_t)(1u << (ch[ref] - 1));
+        if (g.open && w == g.w && slot == g.slot) {
+            g.mask |= bit;
+            g.veto |= veto;
+        } else if (!g.open || w > g.w || (w == g.w && slot > g.slot)) {
+            if (g.open)
+                close_group(&g, ev_slots, ev_masks, &ne, frame_stats);
+            g.open = 1;
+            g.w = w;
+            g.slot = slot;
+            g.mask = bit;
+            g.veto = veto;
+        } else {                                    /* a slot split in time order: cannot be */
+            if (bad_index)
+                *bad_index = (size_t)ref;
+            st = QPP_ERR_INTERNAL;
+            goto done;
         }
     }
-#undef LOAD_DETECTOR
     if (g.open)
         close_group(&g, ev_slots, ev_masks, &ne, frame_stats);
 
-    /* the guard memory: every merged time within one guard of the latest (a suffix) */
+    /* the guard memory: every entry within one guard of the latest (a suffix of the order) */
     size_t n_out_tail = 0;
-    if (m) {
-        double thr = mu[m - 1] - guard_ps;
+    if (guard_on && m) {
+        double thr = buf[m - 1].u - guard_ps;
         size_t j0 = m;
-        while (j0 > 0 && mu[j0 - 1] >= thr)
+        while (j0 > 0 && buf[j0 - 1].u >= thr)
             j0--;
         for (size_t j = j0; j < m; j++) {
-            double v = rint(mu[j]);
+            double v = rint(buf[j].u);
             if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0)) {
                 st = QPP_ERR_RANGE;
                 goto done;
             }
             out_tail_ps[n_out_tail] = (int64_t)((uint64_t)base + (uint64_t)(int64_t)v);
-            out_tail_key[n_out_tail] = out_tail_key[j];
+            out_tail_key[n_out_tail] = out_tail_key[j];     /* n_out_tail <= j */
             n_out_tail++;
-        }
-    }
-
-    /* the tags of frames not closed, in input order: past each detector's closing prefix */
-    size_t rank[QPP_SLOT_DETECTORS] = {0, 0, 0, 0}, np_ = 0;
-    for (size_t i = 0; i < n; i++) {
-        int d = ch[i] - 1;
-        if (rank[d]++ >= closing[d]) {
-            pend_t[np_] = t[i];
-            pend_ch[np_] = ch[i];
-            np_++;
         }
     }
     counts[QPP_SLOT_C_EARLY] = early;
