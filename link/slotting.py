@@ -222,7 +222,9 @@ class Slotter:
             n = st.gaps[d]
             if n == 0:
                 continue
-            expected = n * -math.expm1(-self.window_ps * n / st.gap_sum_ps[d])
+            # all gaps 0 ps (duplicated tags): the limit as the sum -> 0+, every gap expected short
+            expected = (n * -math.expm1(-self.window_ps * n / st.gap_sum_ps[d])
+                        if st.gap_sum_ps[d] else float(n))
             if expected < min_expected:
                 continue                              # too few gaps yet for a verdict
             if st.short_gaps[d]:
@@ -314,6 +316,9 @@ class Slotter:
         """The C path of the rest of ``_emit`` (postproc_c.slotting.slot_close): the same frames,
         stats and state, or None (nothing changed) when the tags are not in the order it needs."""
         guard = self.dead_time_ps + self.window_ps if self.dead_time_ps > 0 else 0.0
+        if not (math.isfinite(self._period) and self._period > 0 and math.isfinite(guard)
+                and self.frame_slots < 1 << 62 and np.all(np.isfinite(self._off))):
+            return None     # a zero or negative period measured from syncs out of order, etc.
         res = slot_close(self._t, self._ch, np.asarray(self._syncs, np.int64),
                          np.asarray(self._sync_index, np.int64), n_close, self._off,
                          self.window_ps, self._period, self.frame_slots, guard,
