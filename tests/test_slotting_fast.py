@@ -185,6 +185,26 @@ def test_adversarial_streams(seed):
           allow_fallback=True)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_exact_ties_on_a_grid(seed):
+    """Integer times on a grid, offsets 0: gaps of exactly the guard, residuals of exactly half a
+    window, half-slot rint ties and equal times on two detectors are all common here."""
+    rng = np.random.default_rng(77 + seed)
+    period, fs = 1000.0, 64
+    window = float(rng.choice([800.0, 1000.0]))
+    dead = float(rng.choice([5000.0, 4200.0, 0.0]))
+    frames = 5
+    n = [60, 120, 1500][seed % 3]                      # sparse: gaps of exactly the guard occur
+    slot = rng.integers(-3, frames * fs + 3, n)
+    jit = rng.choice([-500, -400, 0, 400, 500, 200], n)
+    t = np.concatenate([np.arange(frames) * int(fs * period), slot * int(period) + jit]).astype(np.int64)
+    ch = np.concatenate([np.zeros(frames), rng.integers(1, 5, n)]).astype(np.uint8)
+    order = np.argsort(t, kind="stable")
+    t, ch = t[order], ch[order]
+    s = _both(t, ch, _cuts(rng, t.size, 4), (fs, period, (0.0,) * 4, window, dead), check_every=True)
+    assert s.stats.kept > 20 and (s.stats.dead_time_vetoed > 0) == (dead > 0)
+
+
 def test_adversarial_streams_mostly_take_the_c_path():
     closes = fallbacks = 0
     for seed in range(30):
@@ -213,6 +233,19 @@ def test_tags_out_of_time_order_and_syncs_going_back(seed):
         if i.size >= 2:
             t[i[0]], t[i[-1]] = t[i[-1]], t[i[0]]        # syncs out of order
     _both(t, ch, _cuts(rng, t.size, 3), args, allow_fallback=True)
+
+
+def test_late_tag_tied_with_the_guard_memory():
+    """A tag pushed late (after its frame closed) at exactly the time of a tag in the guard
+    memory: the reference's stable argsort puts the memory first; so must the C path (the memory's
+    order is compared)."""
+    t1 = np.array([0, 15_000, 16_000, 16_900], np.int64)
+    c1 = np.array([0, 1, 0, 2], np.uint8)
+    t2 = np.array([15_000], np.int64)
+    c2 = np.array([3], np.uint8)
+    t, ch = np.concatenate([t1, t2]), np.concatenate([c1, c2])
+    s = _both(t, ch, np.array([0, 4, 5]), (16, 1000.0, (0.0,) * 4, 800.0, 5000.0))
+    assert s._tail_key.tolist() == [15, -1, 17] and s.stats.before_first_sync == 1
 
 
 def test_fallback_is_taken_and_counted():

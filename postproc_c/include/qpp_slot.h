@@ -43,7 +43,7 @@ enum qpp_slot_count {
  * frames): the events of the closing frames in frame then slot order, the tags still pending in
  * their input order, the new guard memory, counts[QPP_SLOT_NCOUNTS].
  * QPP_ERR_VALUE: a channel not 1..4 (*bad_index = tag), or a parameter out of its domain
- * (non-finite offset, period_ps <= 0, window_ps outside (0, period], guard_ps < 0,
+ * (non-finite offset, period_ps or window_ps not finite and > 0, guard_ps not finite and >= 0,
  * frame_slots 0 or >= 2^62); QPP_ERR_LENGTH: n_syncs 0 or n_close not in 1..n_syncs.
  * QPP_ERR_UNSORTED: input this pass does not do in bounded time (syncs going back, or the
  * tags so far out of time order that sorting them would exceed 64 moves a tag: *bad_index = the

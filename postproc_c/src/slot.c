@@ -75,12 +75,12 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
         return QPP_ERR_NULL;
     if (n_syncs == 0 || n_close == 0 || n_close > n_syncs)
         return QPP_ERR_LENGTH;
-    if (n_tail > SIZE_MAX / 2 - n || n > SIZE_MAX / 16 || n_syncs > SIZE_MAX / 16)
+    if (n > SIZE_MAX / 128 || n_tail > SIZE_MAX / 128 - n || n_syncs > SIZE_MAX / 16)
         return QPP_ERR_LENGTH;
     const int guard_on = guard_ps > 0;
     if (guard_on && n_tail + n && (!out_tail_ps || !out_tail_key))
         return QPP_ERR_NULL;
-    if (!(period_ps > 0) || !isfinite(period_ps) || !(window_ps > 0) || !(window_ps <= period_ps)
+    if (!(period_ps > 0) || !isfinite(period_ps) || !(window_ps > 0) || !isfinite(window_ps)
         || !(guard_ps >= 0) || !isfinite(guard_ps) || frame_slots == 0
         || frame_slots >= ((uint64_t)1 << 62))
         return QPP_ERR_VALUE;
