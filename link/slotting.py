@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from postproc_c.slotting import slot_close, slot_gaps
+from postproc_c.slotting import GapCounter, slot_close
 
 
 @dataclass
@@ -154,6 +154,7 @@ class Slotter:
         self._tail_key = np.empty(0, np.int64)
         self._last_tag = [None, None, None, None]   # each detector's newest tag (ps), for its gaps
         self.fast_fallbacks = 0              # closes the C path left to numpy (tags out of order)
+        self._gap_counter = GapCounter()      # the C path's copy of _last_tag, bound to C once
 
     @property
     def last_sync_index(self) -> int:
@@ -190,16 +191,14 @@ class Slotter:
     def _count_gaps(self, t_ps: np.ndarray, channel: np.ndarray) -> None:
         st, limit = self.stats, self._gap_limit_ps()
         if not self.reference:
-            last = np.array([0 if v is None else v for v in self._last_tag], np.int64)
-            has = np.array([v is not None for v in self._last_tag], np.uint8)
-            g, short, total = slot_gaps(np.ascontiguousarray(t_ps), np.ascontiguousarray(channel),
-                                        limit, last, has)
+            gc = self._gap_counter
+            g, short, total = gc.count(np.ascontiguousarray(t_ps), np.ascontiguousarray(channel), limit)
             for d in range(4):
-                st.gaps[d] += int(g[d])
-                st.short_gaps[d] += int(short[d])
-                st.gap_sum_ps[d] += int(total[d])
-                if has[d]:
-                    self._last_tag[d] = int(last[d])
+                st.gaps[d] += g[d]
+                st.short_gaps[d] += short[d]
+                st.gap_sum_ps[d] += total[d]
+            self._last_tag = [v if h else None for v, h in zip(gc.last.tolist(), gc.has.tolist(),
+                                                                 strict=True)]
             return
         for d in range(4):
             t = t_ps[channel == d + 1]

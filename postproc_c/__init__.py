@@ -35,7 +35,7 @@ from .sifting import (
     frame_counts,
     sift,
 )
-from .slotting import SlotClose, slot_close, slot_gaps
+from .slotting import GapCounter, SlotClose, slot_close, slot_gaps
 from .toeplitz import toeplitz_hash
 from .wipe import memzero
 
@@ -54,5 +54,5 @@ __all__ = [
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
     "make_side", "memzero", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory",
     "selftest", "toeplitz_hash", "unpack_bits", "PackedPattern", "pack_pattern",
-    "SlotClose", "slot_close", "slot_gaps",
+    "GapCounter", "SlotClose", "slot_close", "slot_gaps",
 ]

@@ -149,3 +149,30 @@ def slot_gaps(t: np.ndarray, ch: np.ndarray, limit_ps: float, last: np.ndarray,
         ptr("int64_t *", last), ptr("uint8_t *", has_last),
         ptr("uint64_t *", gaps), ptr("uint64_t *", short), ptr("uint64_t *", total)))
     return gaps, short, total.view(np.int64)
+
+
+class GapCounter:
+    """``slot_gaps`` across batches with its state (each detector's newest tag) and output
+    buffers bound to C once: the slotter calls it on every push, however small."""
+
+    def __init__(self) -> None:
+        self.last = np.zeros(4, np.int64)
+        self.has = np.zeros(4, np.uint8)
+        self._out = np.zeros((3, 4), np.uint64)
+        self._p = (ptr("int64_t *", self.last), ptr("uint8_t *", self.has),
+                   ptr("uint64_t *", self._out[0]), ptr("uint64_t *", self._out[1]),
+                   ptr("uint64_t *", self._out[2]))
+
+    def count(self, t: np.ndarray, ch: np.ndarray, limit_ps: float) -> tuple[list, list, list]:
+        """Per detector: gaps, gaps below ``limit_ps``, their sum (int64, wrapping as numpy's)."""
+        t = as_array(t, "t", np.int64)
+        ch = as_array(ch, "ch", np.uint8)
+        if ch.size != t.size:
+            raise ValueError(f"ch: length {ch.size} differs from t length {t.size}")
+        limit_ps = float(limit_ps)
+        if math.isnan(limit_ps):
+            raise ValueError("limit_ps: must not be NaN")
+        check("qpp_slot_gaps", lib.qpp_slot_gaps(ptr("int64_t *", t), ptr("uint8_t *", ch), t.size,
+                                                 limit_ps, *self._p))
+        gaps, short, total = self._out.tolist()
+        return gaps, short, [v - (1 << 64) if v >= 1 << 63 else v for v in total]
