@@ -9,9 +9,12 @@
   pairs), the driver's path (C k-way merge) against numpy decode + lexsort;
   the 4-channel merge alone against lexsort.
 * OS entropy source in bits per second (target 1 Gb/s), baseline ``os.urandom``.
-* Bob's slotting (``link.slotting``) of the model's metro-25km tags with the dead-time
-  guard, against the same slotter with the guard off; target: the link's own tag rate
-  there (~39 M tags/s), what a real-time Bob must sustain.
+* Bob's slotting (``link.slotting``) of the model's metro-25km tags (4 frames of 2^20 slots,
+  162k tags, one push and a flush): the C path (``postproc_c.slotting``, src/slot.c) with the
+  dead-time guard and without, and the numpy reference (``Slotter(reference=True)``) with the
+  guard, against the baseline: the numpy reference with the guard off (the slotter as it was
+  before the guard). Target: the link's own tag rate there (~39 M tags/s), what a real-time
+  Bob must sustain. The C entries check that they give the reference's events.
 
     python -m bench -k tagger
 """
@@ -264,28 +267,54 @@ def _slot_tags():
     return _SLOT_TAGS
 
 
-def _slot_all(dead_time_ps: float) -> int:
+def _slot_all(dead_time_ps: float, reference: bool = False) -> int:
     from link.slotting import Slotter
 
     s = _slot_tags()
     tm = s["timing"]
-    sl = Slotter(tm.frame_slots, tm.period_ps, tm.offsets_ps, tm.window_ps, dead_time_ps)
+    sl = Slotter(tm.frame_slots, tm.period_ps, tm.offsets_ps, tm.window_ps, dead_time_ps,
+                 reference=reference)
     frames = sl.push(s["t"], s["ch"]) + sl.flush()
+    assert sl.fast_fallbacks == 0
     return sum(f.slots.size for f in frames)
+
+
+def _real_time_rate(s) -> float:
+    # the tag rate of the link itself at metro-25km (4 frames of 2^20 slots at 1 GHz, 4.19 ms of
+    # light), which Bob's slotter must keep up with in real time
+    return s["t"].size / (4 * s["timing"].frame_slots * s["timing"].period_ps * 1e-12)
 
 
 def test_slotting_with_dead_time_guard(benchmark):
     s = _slot_tags()
-    benchmark.pedantic(_slot_all, args=(s["timing"].dead_time_ps,), rounds=ROUNDS)
-    # target: the tag rate of the link itself at metro-25km (4 frames of 2^20 slots at 1 GHz,
-    # 4.19 ms of light), which Bob's slotter must keep up with in real time
-    real_time = s["t"].size / (4 * s["timing"].frame_slots * s["timing"].period_ps * 1e-12)
-    record(benchmark, units=s["t"].size, unit="tag", target=real_time,
-           note="link.slotting with the dead-time guard (metro-25km tags)")
+    benchmark.group = "tagger-slotting-metro25km"
+    dead = s["timing"].dead_time_ps
+    n = benchmark.pedantic(_slot_all, args=(dead,), rounds=ROUNDS)
+    assert n == _slot_all(dead, reference=True)
+    record(benchmark, units=s["t"].size, unit="tag", target=_real_time_rate(s),
+           note="C path (src/slot.c) with the dead-time guard")
 
 
-def test_slotting_without_guard_baseline(benchmark):
+def test_slotting_without_guard(benchmark):
     s = _slot_tags()
-    benchmark.pedantic(_slot_all, args=(0.0,), rounds=ROUNDS)
+    benchmark.group = "tagger-slotting-metro25km"
+    n = benchmark.pedantic(_slot_all, args=(0.0,), rounds=ROUNDS)
+    assert n == _slot_all(0.0, reference=True)
+    record(benchmark, units=s["t"].size, unit="tag", target=_real_time_rate(s),
+           note="C path, guard off")
+
+
+def test_slotting_numpy_with_dead_time_guard(benchmark):
+    s = _slot_tags()
+    benchmark.group = "tagger-slotting-metro25km"
+    benchmark.pedantic(_slot_all, args=(s["timing"].dead_time_ps, True), rounds=ROUNDS)
+    record(benchmark, units=s["t"].size, unit="tag", target=_real_time_rate(s),
+           note="numpy reference with the dead-time guard")
+
+
+def test_slotting_numpy_without_guard_baseline(benchmark):
+    s = _slot_tags()
+    benchmark.group = "tagger-slotting-metro25km"
+    benchmark.pedantic(_slot_all, args=(0.0, True), rounds=ROUNDS)
     record(benchmark, units=s["t"].size, unit="tag", baseline=True,
-           note="link.slotting, guard off (as before the guard)")
+           note="numpy reference, guard off (the slotter before the guard)")

@@ -35,6 +35,7 @@ from .sifting import (
     frame_counts,
     sift,
 )
+from .slotting import GapCounter, SlotClose, slot_close, slot_gaps
 from .toeplitz import toeplitz_hash
 from .wipe import memzero
 
@@ -53,4 +54,5 @@ __all__ = [
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
     "make_side", "memzero", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory",
     "selftest", "toeplitz_hash", "unpack_bits", "PackedPattern", "pack_pattern",
+    "GapCounter", "SlotClose", "slot_close", "slot_gaps",
 ]

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "bench" / "fuzz" / "c"
-TARGETS = {"cascade": 300, "ldpc": 600, "sift": 5000}   # random runs per target
+TARGETS = {"cascade": 300, "ldpc": 600, "sift": 5000, "slot": 3000}   # random runs per target
 
 pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CC", "gcc")) is None, reason="gcc not installed")
 

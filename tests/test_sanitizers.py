@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# every test file that exercises the C core (384 tests; ~20 s sanitized on this machine)
+# every test file that exercises the C core (506 tests; ~30 s sanitized on this machine)
 C_CORE_TESTS = ["test_bits.py", "test_toeplitz.py", "test_polyhash.py", "test_sifting.py",
                 "test_cascade.py", "test_ldpc.py", "test_ldpc_qc.py", "test_ldpc_side_kat.py",
-                "test_tagmerge.py", "test_hil_kernel.py"]   # hil._kernel: HIL C hot path (hil/build_ffi.py)
+                "test_tagmerge.py", "test_hil_kernel.py",   # hil._kernel: HIL C hot path (hil/build_ffi.py)
+                "test_slotting_fast.py"]    # src/slot.c through link.slotting, and its fuzz
 
 OVERFLOW_CONTROL = """
 import numpy as np
@@ -63,6 +64,7 @@ def test_c_core_clean_under_asan_and_ubsan(tmp_path):
     shutil.copytree(ROOT / "postproc_c", work / "postproc_c", ignore=ignore)
     shutil.copytree(ROOT / "drivers", work / "drivers", ignore=ignore)  # drivers._tagmerge (C merge)
     shutil.copytree(ROOT / "hil", work / "hil", ignore=ignore)      # setup.py builds hil._kernel too
+    shutil.copytree(ROOT / "link", work / "link", ignore=ignore)    # link.slotting calls src/slot.c
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, work / name)

@@ -239,3 +239,15 @@ def test_dead_time_check_catches_a_dead_time_lengthened_while_running():
         verdicts.append(sl.dead_time_check())
     assert verdicts[:3] == [None] * 3
     assert verdicts[-1] is not None and "longer than the configured" in verdicts[-1]
+
+
+def test_dead_time_check_survives_a_detector_whose_only_gaps_are_zero():
+    # a duplicated tag (the same picosecond twice on one detector, e.g. from a tagger glitch) is
+    # that detector's only gap: its sum is 0 ps, which the expected count divided by
+    # (ZeroDivisionError in the node's self-check). Zero gaps are short gaps: no alarm.
+    for reference in (True, False):
+        sl = Slotter(SLOTS, PERIOD, (0.0, 0.0, 0.0, 0.0), WINDOW, dead_time_ps=DEAD, reference=reference)
+        sl.push(*_tags([(100_000, 1), (100_000, 1)]))
+        assert sl.stats.gaps[0] == 1 and sl.stats.gap_sum_ps[0] == 0
+        assert sl.dead_time_check(min_expected=1.0) is None
+        assert sl.stats.gaps[0] == 0                   # passed: a new window of gaps

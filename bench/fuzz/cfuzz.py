@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent / "c"
-TARGETS = ("cascade", "ldpc", "sift")
+TARGETS = ("cascade", "ldpc", "sift", "slot")
 SAN_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
 

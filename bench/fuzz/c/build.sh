@@ -13,7 +13,7 @@ objs=""
 pids=""
 # the parts the harnesses reach (Toeplitz/GF(2)[x]/hash code takes no peer bytes)
 for src in "$root"/postproc_c/src/common.c "$root"/postproc_c/src/cascade.c \
-           "$root"/postproc_c/src/ldpc_*.c "$root"/postproc_c/src/sift.c; do
+           "$root"/postproc_c/src/ldpc_*.c "$root"/postproc_c/src/sift.c "$root"/postproc_c/src/slot.c; do
     o="$out/$(basename "$src" .c).o"
     $CC $CFLAGS $SAN -fsanitize-coverage=trace-pc -c "$src" -o "$o" &
     pids="$pids $!"

@@ -15,7 +15,7 @@ objs=""
 # the parts the harnesses reach (Toeplitz/GF(2)[x]/hash code takes no peer bytes);
 # -fsanitize=fuzzer-no-link instruments them (edges, comparisons) without a second main
 for src in "$root"/postproc_c/src/common.c "$root"/postproc_c/src/cascade.c \
-           "$root"/postproc_c/src/ldpc_*.c "$root"/postproc_c/src/sift.c; do
+           "$root"/postproc_c/src/ldpc_*.c "$root"/postproc_c/src/sift.c "$root"/postproc_c/src/slot.c; do
     o="$out/$(basename "$src" .c).o"
     $CLANG $CFLAGS $SAN -fsanitize=fuzzer-no-link -c "$src" -o "$o"
     objs="$objs $o"
