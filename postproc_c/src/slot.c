@@ -35,6 +35,21 @@ static double rel_ps(int64_t a, int64_t base)
     return (double)(int64_t)((uint64_t)a - (uint64_t)base);
 }
 
+/* Stable insertion of (v, ref) into the sorted buf[0..*m): after every entry with an equal
+ * key, as a stable sort places it. Returns how many entries it moved past. */
+static size_t insert_sorted(struct ent *buf, size_t *m, double v, int64_t ref)
+{
+    size_t j = *m;
+    while (j > 0 && buf[j - 1].u > v) {
+        buf[j] = buf[j - 1];
+        j--;
+    }
+    buf[j].u = v;
+    buf[j].ref = ref;
+    (*m)++;
+    return *m - 1 - j;
+}
+
 struct group {
     int open;
     int64_t w;          /* frame (index into the open syncs) */
@@ -121,16 +136,7 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
     size_t m = 0, moves = 0;
     const size_t budget = 64 * (n_tail_in + n) + 4096;
     for (size_t k = 0; k < n_tail_in; k++) {
-        double v = rel_ps(tail_ps[k], base);
-        size_t j = m;
-        while (j > 0 && buf[j - 1].u > v) {
-            buf[j] = buf[j - 1];
-            j--;
-        }
-        moves += m - j;
-        buf[j].u = v;
-        buf[j].ref = -1 - (int64_t)k;
-        m++;
+        moves += insert_sorted(buf, &m, rel_ps(tail_ps[k], base), -1 - (int64_t)k);
     }
     size_t np_ = 0;
     for (size_t i = 0; i < n; i++) {
@@ -149,15 +155,7 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
             np_++;
             continue;
         }
-        size_t j = m;
-        while (j > 0 && buf[j - 1].u > v) {
-            buf[j] = buf[j - 1];
-            j--;
-        }
-        moves += m - j;
-        buf[j].u = v;
-        buf[j].ref = (int64_t)i;
-        m++;
+        moves += insert_sorted(buf, &m, v, (int64_t)i);
         if (moves > budget) {
             if (bad_index)
                 *bad_index = i;
