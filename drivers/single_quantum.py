@@ -302,7 +302,8 @@ class SingleQuantumSnspd(Instrument):
         """Return (timestamp, counts per channel) of the next complete counts line."""
         c = self._counts_transport()
         t = timeout_s if timeout_s is not None else self.timeout_s
-        c.clear_input()
+        # a dropped stream can show while the buffer is cleared: name the stream there too
+        self._call("<counts>", c.clear_input)
         # the first line after clearing may be a tail; it is skipped
         self._call("<counts>", c.read_line, timeout_s=t)
         line = self._call("<counts>", c.read_line, timeout_s=t)
