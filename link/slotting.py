@@ -152,14 +152,21 @@ class Slotter:
         # slot keys (-1: outside any window), enough to veto the first events of the next frames
         self._tail_ps = np.empty(0, np.int64)
         self._tail_key = np.empty(0, np.int64)
-        self._last_tag = [None, None, None, None]   # each detector's newest tag (ps), for its gaps
         self.fast_fallbacks = 0              # closes the C path left to numpy (tags out of order)
-        self._gap_counter = GapCounter()      # the C path's copy of _last_tag, bound to C once
+        # each detector's newest tag (ps) for its gaps (last/has), bound to C once; the numpy
+        # reference keeps its state in the same two arrays
+        self._gap_counter = GapCounter()
 
     @property
     def last_sync_index(self) -> int:
         """Frame index of the newest sync seen (-1 before the first)."""
         return self._sync_index[-1] if self._sync_index else self._last_closed
+
+    @property
+    def _last_tag(self) -> list[int | None]:
+        """Each detector's newest tag (ps), None before its first."""
+        gc = self._gap_counter
+        return [v if h else None for v, h in zip(gc.last.tolist(), gc.has.tolist(), strict=True)]
 
     @property
     def frame_duration_ps(self) -> float:
@@ -189,24 +196,20 @@ class Slotter:
         return self._emit(horizon)
 
     def _count_gaps(self, t_ps: np.ndarray, channel: np.ndarray) -> None:
-        st, limit = self.stats, self._gap_limit_ps()
+        st, limit, gc = self.stats, self._gap_limit_ps(), self._gap_counter
         if not self.reference:
-            gc = self._gap_counter
             g, short, total = gc.count(np.ascontiguousarray(t_ps), np.ascontiguousarray(channel), limit)
             for d in range(4):
                 st.gaps[d] += g[d]
                 st.short_gaps[d] += short[d]
                 st.gap_sum_ps[d] += total[d]
-            self._last_tag = [v if h else None for v, h in zip(gc.last.tolist(), gc.has.tolist(),
-                                                                 strict=True)]
             return
         for d in range(4):
             t = t_ps[channel == d + 1]
             if t.size == 0:
                 continue
-            last = self._last_tag[d]
-            g = np.diff(t) if last is None else np.diff(t, prepend=last)
-            self._last_tag[d] = int(t[-1])
+            g = np.diff(t, prepend=gc.last[d]) if gc.has[d] else np.diff(t)
+            gc.last[d], gc.has[d] = t[-1], 1
             st.gaps[d] += int(g.size)
             st.short_gaps[d] += int(np.count_nonzero(g < limit))
             st.gap_sum_ps[d] += int(g.sum())
@@ -314,10 +317,21 @@ class Slotter:
             out.append(self._frame(i, slot[sel], d_c[sel], ok[sel], veto[sel]))
         keep_pending = ~closing
         self._t, self._ch = self._t[keep_pending], self._ch[keep_pending]
+        self._retire(n_close)
+        return out
+
+    def _retire(self, n_close: int) -> None:
+        """Forget the syncs of the ``n_close`` frames just closed."""
         self._last_closed = self._sync_index[n_close - 1]
         del self._syncs[:n_close]
         del self._sync_index[:n_close]
-        return out
+
+    def _count_frame(self, kept: int, dropped: int, vetoed: int) -> None:
+        st = self.stats
+        st.frames += 1
+        st.kept += kept
+        st.outside_window += dropped
+        st.dead_time_vetoed += vetoed
 
     def _close_fast(self, n_close: int) -> list[FrameDetections] | None:
         """The C path of the rest of ``_emit`` (postproc_c.slotting.slot_close): the same frames,
@@ -332,16 +346,12 @@ class Slotter:
                          self._tail_ps, self._tail_key)
         if res is None:
             return None
-        st = self.stats
-        st.before_first_sync += res.early
+        self.stats.before_first_sync += res.early
         fs = res.frame_stats.tolist()
         out, a = [], 0
         for i in range(n_close):
             n_ev, kept, dropped, vetoed = fs[i]
-            st.frames += 1
-            st.kept += kept
-            st.outside_window += dropped
-            st.dead_time_vetoed += vetoed
+            self._count_frame(kept, dropped, vetoed)
             out.append(FrameDetections(self._sync_index[i], res.slots[a:a + n_ev].copy(),
                                        res.masks[a:a + n_ev].copy(), int(self._syncs[i]),
                                        self._period, dropped, vetoed))
@@ -349,9 +359,7 @@ class Slotter:
         self._t, self._ch = res.pending_t, res.pending_ch
         if guard > 0:
             self._tail_ps, self._tail_key = res.tail_ps, res.tail_key
-        self._last_closed = self._sync_index[n_close - 1]
-        del self._syncs[:n_close]
-        del self._sync_index[:n_close]
+        self._retire(n_close)
         return out
 
     def _veto(self, u: np.ndarray, key: np.ndarray, base: int) -> np.ndarray:
@@ -408,9 +416,6 @@ class Slotter:
         else:
             masks = np.empty(0, np.uint8)
             slots = np.empty(0, np.uint64)
-        self.stats.frames += 1
-        self.stats.kept += int(ok.sum())
-        self.stats.outside_window += dropped
-        self.stats.dead_time_vetoed += vetoed
+        self._count_frame(int(ok.sum()), dropped, vetoed)
         return FrameDetections(self._sync_index[i], slots, masks, int(self._syncs[i]), self._period,
                                dropped, vetoed)

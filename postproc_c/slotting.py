@@ -128,36 +128,23 @@ def slot_gaps(t: np.ndarray, ch: np.ndarray, limit_ps: float, last: np.ndarray,
     tags in this batch (the first against ``last[d]`` where ``has_last[d]``), how many are below
     ``limit_ps``, and their int64 sum (wrapping as numpy's does). ``last`` (int64 (4,)) and
     ``has_last`` (uint8 (4,), 0/1) are updated in place."""
-    t = as_array(t, "t", np.int64)
-    ch = as_array(ch, "ch", np.uint8)
-    last = as_array(last, "last", np.int64)
-    has_last = as_array(has_last, "has_last", np.uint8)
-    if ch.size != t.size:
-        raise ValueError(f"ch: length {ch.size} differs from t length {t.size}")
-    if last.size != 4 or has_last.size != 4:
-        raise ValueError(f"last/has_last: need 4 entries each, got {last.size} and {has_last.size}")
-    if not np.all(has_last <= 1):
-        raise ValueError(f"has_last: entries must be 0 or 1, got {has_last.tolist()}")
-    limit_ps = float(limit_ps)
-    if math.isnan(limit_ps):
-        raise ValueError("limit_ps: must not be NaN")
-    gaps = np.empty(4, np.uint64)
-    short = np.empty(4, np.uint64)
-    total = np.empty(4, np.uint64)
-    check("qpp_slot_gaps", lib.qpp_slot_gaps(
-        ptr("int64_t *", t), ptr("uint8_t *", ch), t.size, limit_ps,
-        ptr("int64_t *", last), ptr("uint8_t *", has_last),
-        ptr("uint64_t *", gaps), ptr("uint64_t *", short), ptr("uint64_t *", total)))
-    return gaps, short, total.view(np.int64)
+    gaps, short, total = GapCounter(last, has_last).count(t, ch, limit_ps)
+    return (np.array(gaps, np.uint64), np.array(short, np.uint64), np.array(total, np.int64))
 
 
 class GapCounter:
-    """``slot_gaps`` across batches with its state (each detector's newest tag) and output
-    buffers bound to C once: the slotter calls it on every push, however small."""
+    """``qpp_slot_gaps`` across batches, with its state (``last``/``has``: each detector's newest
+    tag; the caller's arrays, updated in place, or its own) and output buffers bound to C once:
+    the slotter calls it on every push, however small."""
 
-    def __init__(self) -> None:
-        self.last = np.zeros(4, np.int64)
-        self.has = np.zeros(4, np.uint8)
+    def __init__(self, last: np.ndarray | None = None, has_last: np.ndarray | None = None) -> None:
+        self.last = np.zeros(4, np.int64) if last is None else as_array(last, "last", np.int64)
+        self.has = np.zeros(4, np.uint8) if has_last is None else as_array(has_last, "has_last", np.uint8)
+        if self.last.size != 4 or self.has.size != 4:
+            raise ValueError(f"last/has_last: need 4 entries each, got {self.last.size} and "
+                             f"{self.has.size}")
+        if not np.all(self.has <= 1):
+            raise ValueError(f"has_last: entries must be 0 or 1, got {self.has.tolist()}")
         self._out = np.zeros((3, 4), np.uint64)
         self._p = (ptr("int64_t *", self.last), ptr("uint8_t *", self.has),
                    ptr("uint64_t *", self._out[0]), ptr("uint64_t *", self._out[1]),
