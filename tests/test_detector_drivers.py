@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -310,33 +311,36 @@ def test_snspd_timeout_garbage_disconnect_recover():
         d.close()
 
 
-def test_snspd_counts_stream_dropped_mid_stream_reconnects():
+@contextlib.contextmanager
+def _snspd_counts_to_drop():
+    """An emulated SNSPD whose counts stream is read once and then set to drop its next chunk."""
     with EmulatedSnspd(n_detectors=2) as emu:
         with SingleQuantumSnspd(emu.address, counts_port=emu.counts_port, timeout_s=0.5) as d:
             d.set_measurement_period_ms(10)
             assert d.count_rates_hz().shape == (2,)
             emu.counts.faults.set(drop=1)
-            with pytest.raises((ConnectionLost, DriverTimeout)) as ei:
-                for _ in range(5):  # the drop lands on one of the next chunks
-                    d.read_counts()
-            assert ei.value.command == "<counts>"
-            assert d.count_rates_hz().shape == (2,)  # the counts connection is reopened
-            assert emu.counts.connections == 2
+            yield emu, d
+
+
+def test_snspd_counts_stream_dropped_mid_stream_reconnects():
+    with _snspd_counts_to_drop() as (emu, d):
+        with pytest.raises((ConnectionLost, DriverTimeout)) as ei:
+            for _ in range(5):  # the drop lands on one of the next chunks
+                d.read_counts()
+        assert ei.value.command == "<counts>"
+        assert d.count_rates_hz().shape == (2,)  # the counts connection is reopened
+        assert emu.counts.connections == 2
 
 
 def test_snspd_counts_stream_closed_before_the_read_is_named():
     # the stream closes while nobody reads; the next read_counts meets it while clearing the
     # buffer (a ConnectionLost without the command before: CI failed "None == '<counts>'")
-    with EmulatedSnspd(n_detectors=2) as emu:
-        with SingleQuantumSnspd(emu.address, counts_port=emu.counts_port, timeout_s=0.5) as d:
-            d.set_measurement_period_ms(10)
-            assert d.count_rates_hz().shape == (2,)
-            emu.counts.faults.set(drop=1)
-            time.sleep(0.3)                        # ~30 chunks: the drop has happened
-            with pytest.raises(ConnectionLost) as ei:
-                d.read_counts()
-            assert ei.value.command == "<counts>" and ei.value.instrument == d.name
-            assert d.count_rates_hz().shape == (2,)
+    with _snspd_counts_to_drop() as (_emu, d):
+        time.sleep(0.3)                        # ~30 chunks: the drop has happened
+        with pytest.raises(ConnectionLost) as ei:
+            d.read_counts()
+        assert ei.value.command == "<counts>" and ei.value.instrument == d.name
+        assert d.count_rates_hz().shape == (2,)
 
 
 @pytest.mark.hardware
