@@ -64,6 +64,46 @@ slots (a tag within half a window of its slot) a share of at least
 detector that, over gaps where that expects at least 30, never had one (a chance
 of at most e^-30 for a sufficient guard). The guard is then certainly too short,
 and the node stops making key (``dead_time`` alarm).
+
+Afterpulsing (detector memory beyond the dead time). A SPAD's avalanche fills
+traps that release carriers later, each release a click of the same detector
+(so of the same bit value) at the dead time plus a trap lifetime after the first
+(Itzler et al., J. Mod. Opt. 58, 174 (2011), sec. 4; Humer et al., J. Lightwave
+Technol. 33, 3098 (2015)). The guard removes an event only within
+``dead_time_ps + window_ps`` of an earlier click; an afterpulse later than that
+is kept and correlated with the click that caused it. ``afterpulse_check`` looks
+for it in the same per-detector gaps: with L the guard's gap limit
+(``_gap_limit_ps``) and B its length in whole slots, it counts gaps in a near
+band [L, L + B) and in a reference band [L + 4B, L + 8B), and the gaps that reach
+each band. A detector without memory beyond L is live and memoryless there: a gap
+that reaches L + x goes on beyond L + x + y with probability s^y whatever x (s:
+the chance of no click of that detector in one slot, dark counts between slots
+included; the band edges are whole slots apart), so a gap that reaches the near
+band ends in it with probability pi_B = 1 - s^B, one that reaches the reference
+band with pi_W = 1 - s^(4B) = 1 - (1 - pi_B)^4. Afterpulses raise the near band's
+share above that. The test, with its false-alarm probability bounded by
+Chernoff's binomial tail bound P(X >= x) <= exp(-n KL(x/n || pi)) (and its mirror
+for the lower tail; Hoeffding, JASA 58, 13 (1963), eq. 2.1), both halves at
+e^-30 / 2: (i) pi_W,up, the largest pi_W the reference band's count allows at
+that level, gives pi_B,up = 1 - (1 - pi_W,up)^(1/4); (ii) an alarm when the near
+band's share exceeds pi_B,up by n KL >= 30 + ln 2. If pi_W <= pi_W,up
+(probability >= 1 - e^-30 / 2), (ii) has probability <= e^-30 / 2, so a detector
+without memory alarms with probability <= e^-30 per check whatever s is (the
+counts need not be independent between the bands). Afterpulses that reach the
+reference band raise pi_W,up: that only makes the check less sensitive. A click
+rate that varies while the link runs (drift) mixes geometric gap laws, which
+also makes short gaps likelier, but only at second order (the click rate's
+relative variance times the share of gaps ending within 8B), far below what the
+bound lets through. A release time much longer than 4B raises both bands alike
+and is not seen here, and neither is a detector that seldom stays silent for 8B
+(then the guard drops most events anyway): ``qkd calibrate timing`` measures the
+release law (``calibration.timing``). The counts cost a few compares per tag in
+the same C pass as the dead-time gaps (``postproc_c.slotting.GapCounter.
+count_bands``). A detector that passes with at least ``AFTERPULSE_WINDOW_GAPS``
+gaps beyond the guard starts a new window, so afterpulsing that appears while
+running (a detector warmed up) is caught too; with that many gaps the check sees
+a near-band excess of a few 1e-3 of the gaps at the rig's rates.
+
 This module knows nothing of sockets, instruments or keys.
 """
 
@@ -75,6 +115,40 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from postproc_c.slotting import GapCounter, slot_close
+
+# afterpulse_check (module docstring): the reference band starts this many guard lengths
+# beyond the guard; a passed check with this many gaps beyond the guard starts a new window
+AFTERPULSE_REF_BANDS = 4      # the reference band: [L + 4B, L + 8B) (module docstring)
+AFTERPULSE_WINDOW_GAPS = 1_000_000
+
+
+def _kl_bernoulli(a: float, b: float) -> float:
+    """KL(Bernoulli(a) || Bernoulli(b)) in nats (0 log 0 = 0)."""
+    out = 0.0
+    if a > 0:
+        out += a * math.log(a / b)
+    if a < 1:
+        out += (1 - a) * math.log((1 - a) / (1 - b))
+    return out
+
+
+def binomial_upper_bound(k: int, n: int, level: float) -> float:
+    """The largest pi >= k / n with n KL(k/n || pi) <= ``level``: if X ~ Bin(n, pi) then
+    P(pi > this bound) <= exp(-level) (Chernoff's lower-tail bound; Hoeffding, JASA 58, 13
+    (1963), eq. 2.1). Bisection to 1e-12: the KL grows monotonically in pi above k / n."""
+    if n <= 0:
+        return 1.0
+    h = k / n
+    if h >= 1.0 or n * _kl_bernoulli(h, 1.0 - 1e-15) <= level:
+        return 1.0
+    lo, hi = h, 1.0 - 1e-15
+    while hi - lo > 1e-12:
+        mid = 0.5 * (lo + hi)
+        if n * _kl_bernoulli(h, mid) <= level:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 @dataclass
@@ -104,6 +178,12 @@ class SlotterStats:
     gaps: list = field(default_factory=lambda: [0, 0, 0, 0])
     short_gaps: list = field(default_factory=lambda: [0, 0, 0, 0])
     gap_sum_ps: list = field(default_factory=lambda: [0, 0, 0, 0])
+    # per detector, for afterpulse_check (since its last window): gaps at least the guard's limit,
+    # those in the near band, gaps reaching the reference band, those in it (module docstring)
+    ap_beyond: list = field(default_factory=lambda: [0, 0, 0, 0])
+    ap_near: list = field(default_factory=lambda: [0, 0, 0, 0])
+    ap_ref_from: list = field(default_factory=lambda: [0, 0, 0, 0])
+    ap_ref: list = field(default_factory=lambda: [0, 0, 0, 0])
     period_ps: float = 0.0
     drift_ppm: float = 0.0
 
@@ -196,23 +276,37 @@ class Slotter:
         return self._emit(horizon)
 
     def _count_gaps(self, t_ps: np.ndarray, channel: np.ndarray) -> None:
-        st, limit, gc = self.stats, self._gap_limit_ps(), self._gap_counter
+        st, gc = self.stats, self._gap_counter
+        edges = self._gap_edges_ps()
         if not self.reference:
-            g, short, total = gc.count(np.ascontiguousarray(t_ps), np.ascontiguousarray(channel), limit)
+            g, below, total = gc.count_bands(np.ascontiguousarray(t_ps), np.ascontiguousarray(channel),
+                                             edges)
+        else:
+            g, below, total = [0] * 4, [[0] * 4 for _ in edges], [0] * 4
             for d in range(4):
-                st.gaps[d] += g[d]
-                st.short_gaps[d] += short[d]
-                st.gap_sum_ps[d] += total[d]
-            return
+                t = t_ps[channel == d + 1]
+                if t.size == 0:
+                    continue
+                gd = np.diff(t, prepend=gc.last[d]) if gc.has[d] else np.diff(t)
+                gc.last[d], gc.has[d] = t[-1], 1
+                g[d], total[d] = int(gd.size), int(gd.sum())
+                for e, edge in enumerate(edges):
+                    below[e][d] = int(np.count_nonzero(gd < edge))
         for d in range(4):
-            t = t_ps[channel == d + 1]
-            if t.size == 0:
-                continue
-            g = np.diff(t, prepend=gc.last[d]) if gc.has[d] else np.diff(t)
-            gc.last[d], gc.has[d] = t[-1], 1
-            st.gaps[d] += int(g.size)
-            st.short_gaps[d] += int(np.count_nonzero(g < limit))
-            st.gap_sum_ps[d] += int(g.sum())
+            st.gaps[d] += g[d]
+            st.short_gaps[d] += below[0][d]
+            st.gap_sum_ps[d] += total[d]
+            st.ap_beyond[d] += g[d] - below[0][d]
+            st.ap_near[d] += below[1][d] - below[0][d]
+            st.ap_ref_from[d] += g[d] - below[2][d]
+            st.ap_ref[d] += below[3][d] - below[2][d]
+
+    def _gap_edges_ps(self) -> tuple[float, float, float, float]:
+        """The guard's gap limit L, the near band's end, the reference band's ends (docstring)."""
+        limit = self._gap_limit_ps()
+        band = (limit - self.window_ps / 2)           # k slots: the guard's length in whole slots
+        ref = limit + AFTERPULSE_REF_BANDS * band
+        return (limit, limit + band, ref, ref + AFTERPULSE_REF_BANDS * band)
 
     def _gap_limit_ps(self) -> float:
         """k slots plus half a window, k = the first slot gap the guard no longer covers."""
@@ -245,6 +339,41 @@ class Slotter:
                     f"least {expected:.0f} such): its dead time is longer than the configured "
                     "dead_time_ns, so the dead-time guard is too short; set [frontend] "
                     "dead_time_ns to the detectors' dead time")
+        return None
+
+    def afterpulse_check(self, log_false_alarm: float = 30.0) -> str | None:
+        """None, or what shows afterpulsing beyond the guard (module docstring): a detector whose
+        gaps just beyond the guard end in the near band more often than the reference band allows,
+        with false-alarm probability at most exp(-``log_false_alarm``) per detector and check. A
+        detector that passes with ``AFTERPULSE_WINDOW_GAPS`` gaps beyond the guard starts a new
+        window."""
+        if self.dead_time_ps <= 0:
+            return None
+        st = self.stats
+        level = log_false_alarm + math.log(2.0)            # each half at exp(-log_false_alarm) / 2
+        limit, near_end, ref_lo, _ = self._gap_edges_ps()
+        for d in range(4):
+            n1, b1, n2, b2 = st.ap_beyond[d], st.ap_near[d], st.ap_ref_from[d], st.ap_ref[d]
+            if n1 == 0 or n2 == 0:
+                continue
+            # the reference band is AFTERPULSE_REF_BANDS near bands wide: 1 - pi_B = (1 - pi_W)^(1/4)
+            # the reference band is AFTERPULSE_REF_BANDS near bands wide: 1 - pi_B = (1 - pi_W)^(1/4)
+            pi_w_up = binomial_upper_bound(b2, n2, level)
+            if pi_w_up >= 1.0:
+                continue
+            pi_up = -math.expm1(math.log1p(-pi_w_up) / AFTERPULSE_REF_BANDS)
+            h1 = b1 / n1
+            if h1 > pi_up and n1 * _kl_bernoulli(h1, pi_up) >= level:
+                return (f"detector {'HVDA'[d]}: {b1} of its {n1} gaps beyond the guard end within "
+                        f"{(near_end - limit) / 1e3:g} ns of it ({h1:.4f}), where a detector "
+                        f"without memory there ends at most {pi_up:.4f} of them (from its gaps "
+                        f"{(ref_lo - limit) / 1e3:g} ns further on: {b2} of {n2} end in a band "
+                        f"{AFTERPULSE_REF_BANDS}x as long; false alarm <= e^-{log_false_alarm:g}): "
+                        "afterpulses come after the dead-time guard, so kept events depend on earlier "
+                        "clicks; measure them with `qkd calibrate timing` and set [frontend] "
+                        "dead_time_ns to the afterpulse guard it gives")
+            if n1 >= AFTERPULSE_WINDOW_GAPS:
+                st.ap_beyond[d] = st.ap_near[d] = st.ap_ref_from[d] = st.ap_ref[d] = 0
         return None
 
     def flush(self) -> list[FrameDetections]:

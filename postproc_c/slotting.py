@@ -145,21 +145,39 @@ class GapCounter:
                              f"{self.has.size}")
         if not np.all(self.has <= 1):
             raise ValueError(f"has_last: entries must be 0 or 1, got {self.has.tolist()}")
-        self._out = np.zeros((3, 4), np.uint64)
+        self._gaps = np.zeros(4, np.uint64)
+        self._sum = np.zeros(4, np.uint64)
+        self._below = np.zeros((lib.QPP_SLOT_MAX_EDGES, 4), np.uint64)
+        self._edges = np.zeros(lib.QPP_SLOT_MAX_EDGES, np.float64)
         self._p = (ptr("int64_t *", self.last), ptr("uint8_t *", self.has),
-                   ptr("uint64_t *", self._out[0]), ptr("uint64_t *", self._out[1]),
-                   ptr("uint64_t *", self._out[2]))
+                   ptr("uint64_t *", self._gaps), ptr("uint64_t *", self._below),
+                   ptr("uint64_t *", self._sum))
+        self._pe = ptr("double *", self._edges)
 
     def count(self, t: np.ndarray, ch: np.ndarray, limit_ps: float) -> tuple[list, list, list]:
         """Per detector: gaps, gaps below ``limit_ps``, their sum (int64, wrapping as numpy's)."""
+        if math.isnan(float(limit_ps)):
+            raise ValueError("limit_ps: must not be NaN")
+        gaps, below, total = self.count_bands(t, ch, (limit_ps,))
+        return gaps, below[0], total
+
+    def count_bands(self, t: np.ndarray, ch: np.ndarray,
+                    edges_ps) -> tuple[list, list[list], list]:
+        """Per detector: gaps, for each of the nondecreasing ``edges_ps`` (1 to
+        ``QPP_SLOT_MAX_EDGES``) the gaps below it (one list of 4 per edge), their sum."""
         t = as_array(t, "t", np.int64)
         ch = as_array(ch, "ch", np.uint8)
         if ch.size != t.size:
             raise ValueError(f"ch: length {ch.size} differs from t length {t.size}")
-        limit_ps = float(limit_ps)
-        if math.isnan(limit_ps):
-            raise ValueError("limit_ps: must not be NaN")
-        check("qpp_slot_gaps", lib.qpp_slot_gaps(ptr("int64_t *", t), ptr("uint8_t *", ch), t.size,
-                                                 limit_ps, *self._p))
-        gaps, short, total = self._out.tolist()
-        return gaps, short, [v - (1 << 64) if v >= 1 << 63 else v for v in total]
+        e = [float(x) for x in edges_ps]
+        if not 1 <= len(e) <= lib.QPP_SLOT_MAX_EDGES:
+            raise ValueError(f"edges_ps: need 1..{lib.QPP_SLOT_MAX_EDGES} edges, got {len(e)}")
+        if any(math.isnan(x) for x in e) or any(b < a for a, b in zip(e, e[1:])):
+            raise ValueError(f"edges_ps: must be nondecreasing numbers, got {e}")
+        self._edges[:len(e)] = e
+        last, has, gaps, below, total = self._p
+        check("qpp_slot_gap_bands", lib.qpp_slot_gap_bands(
+            ptr("int64_t *", t), ptr("uint8_t *", ch), t.size, self._pe, len(e),
+            last, has, gaps, below, total))
+        return (self._gaps.tolist(), self._below[:len(e)].tolist(),
+                [v - (1 << 64) if v >= 1 << 63 else v for v in self._sum.tolist()])

@@ -10,7 +10,8 @@
 
 enum qpp_slot_const {
     QPP_SLOT_DETECTORS = 4,          /* channels 1..4 = detectors H, V, D, A */
-    QPP_SLOT_FRAME_STATS = 4         /* per closing frame: the four qpp_slot_frame_stat entries */
+    QPP_SLOT_FRAME_STATS = 4,        /* per closing frame: the four qpp_slot_frame_stat entries */
+    QPP_SLOT_MAX_EDGES = 8           /* gap-band edges qpp_slot_gap_bands takes at most */
 };
 
 /* frame_stats[QPP_SLOT_FRAME_STATS * i + j]: frame i's */
@@ -68,5 +69,16 @@ QPP_WUR int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
 QPP_WUR int qpp_slot_gaps(const int64_t *t, const uint8_t *ch, size_t n, double limit_ps,
                           int64_t *last, uint8_t *has_last,
                           uint64_t *gaps, uint64_t *short_gaps, uint64_t *gap_sum);
+
+/* qpp_slot_gaps with several limits: below[QPP_SLOT_DETECTORS * e + d] is how many of detector
+ * d's gaps are below edges_ps[e] (compared as doubles), for the n_edges (1..QPP_SLOT_MAX_EDGES)
+ * nondecreasing edges; qpp_slot_gaps is this with one edge. The dead-time self-check reads
+ * edge 0 (the guard's limit), the afterpulse self-check the bands between the others
+ * (link.slotting). QPP_ERR_VALUE: an edge NaN or out of order, has_last[d] not 0/1;
+ * QPP_ERR_LENGTH: n_edges 0 or above QPP_SLOT_MAX_EDGES. */
+QPP_WUR int qpp_slot_gap_bands(const int64_t *t, const uint8_t *ch, size_t n,
+                               const double *edges_ps, size_t n_edges,
+                               int64_t *last, uint8_t *has_last,
+                               uint64_t *gaps, uint64_t *below, uint64_t *gap_sum);
 
 #endif

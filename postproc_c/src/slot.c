@@ -273,23 +273,28 @@ done:
     return st;
 }
 
-int qpp_slot_gaps(const int64_t *t, const uint8_t *ch, size_t n, double limit_ps,
-                  int64_t *last, uint8_t *has_last,
-                  uint64_t *gaps, uint64_t *short_gaps, uint64_t *gap_sum)
+int qpp_slot_gap_bands(const int64_t *t, const uint8_t *ch, size_t n,
+                       const double *edges_ps, size_t n_edges,
+                       int64_t *last, uint8_t *has_last,
+                       uint64_t *gaps, uint64_t *below, uint64_t *gap_sum)
 {
-    if (!last || !has_last || !gaps || !short_gaps || !gap_sum || (n && (!t || !ch)))
+    if (!edges_ps || !last || !has_last || !gaps || !below || !gap_sum || (n && (!t || !ch)))
         return QPP_ERR_NULL;
-    if (isnan(limit_ps))
-        return QPP_ERR_VALUE;
-    for (int d = 0; d < QPP_SLOT_DETECTORS; d++) {
+    if (n_edges == 0 || n_edges > QPP_SLOT_MAX_EDGES)
+        return QPP_ERR_LENGTH;
+    double edge[QPP_SLOT_MAX_EDGES];
+    for (size_t e = 0; e < n_edges; e++) {
+        if (isnan(edges_ps[e]) || (e && edges_ps[e] < edges_ps[e - 1]))
+            return QPP_ERR_VALUE;
+        edge[e] = edges_ps[e];
+    }
+    for (int d = 0; d < QPP_SLOT_DETECTORS; d++)
         if (has_last[d] > 1)
             return QPP_ERR_VALUE;
-        gaps[d] = short_gaps[d] = gap_sum[d] = 0;
-    }
     int64_t lt[QPP_SLOT_DETECTORS];
     int has[QPP_SLOT_DETECTORS];
-    uint64_t ng[QPP_SLOT_DETECTORS] = {0, 0, 0, 0}, ns[QPP_SLOT_DETECTORS] = {0, 0, 0, 0};
-    uint64_t sum[QPP_SLOT_DETECTORS] = {0, 0, 0, 0};
+    uint64_t ng[QPP_SLOT_DETECTORS] = {0, 0, 0, 0}, sum[QPP_SLOT_DETECTORS] = {0, 0, 0, 0};
+    uint64_t nb[QPP_SLOT_MAX_EDGES][QPP_SLOT_DETECTORS] = {{0}};
     for (int d = 0; d < QPP_SLOT_DETECTORS; d++) {
         lt[d] = last[d];
         has[d] = has_last[d];
@@ -300,9 +305,12 @@ int qpp_slot_gaps(const int64_t *t, const uint8_t *ch, size_t n, double limit_ps
             continue;
         if (has[d]) {
             uint64_t g = (uint64_t)t[i] - (uint64_t)lt[d];
+            double gd = (double)(int64_t)g;
             ng[d]++;
-            ns[d] += (double)(int64_t)g < limit_ps;
             sum[d] += g;
+            /* branch-free: a few compares per tag (the slotter's hot path) */
+            for (size_t e = 0; e < n_edges; e++)
+                nb[e][d] += gd < edge[e];
         }
         lt[d] = t[i];
         has[d] = 1;
@@ -311,8 +319,18 @@ int qpp_slot_gaps(const int64_t *t, const uint8_t *ch, size_t n, double limit_ps
         last[d] = lt[d];
         has_last[d] = (uint8_t)has[d];
         gaps[d] = ng[d];
-        short_gaps[d] = ns[d];
         gap_sum[d] = sum[d];
+        for (size_t e = 0; e < n_edges; e++)
+            below[(size_t)QPP_SLOT_DETECTORS * e + (size_t)d] = nb[e][d];
     }
     return QPP_OK;
+}
+
+int qpp_slot_gaps(const int64_t *t, const uint8_t *ch, size_t n, double limit_ps,
+                  int64_t *last, uint8_t *has_last,
+                  uint64_t *gaps, uint64_t *short_gaps, uint64_t *gap_sum)
+{
+    if (!last || !has_last || !gaps || !short_gaps || !gap_sum || (n && (!t || !ch)))
+        return QPP_ERR_NULL;
+    return qpp_slot_gap_bands(t, ch, n, &limit_ps, 1, last, has_last, gaps, short_gaps, gap_sum);
 }
