@@ -179,6 +179,9 @@ def _run(args: argparse.Namespace) -> int:
     if seen:
         print(f"  dead-time guard     {s['dead_time_vetoed']} of Bob's {seen} events dropped "
               f"({s['dead_time_vetoed'] / seen:.1%}): a detector was dead")
+    if s.get("afterpulse_blocks"):
+        print(f"  afterpulses         {s['afterpulse_blocks']} of Bob's blocks aborted: a detector "
+              "afterpulses later than the dead-time guard (`qkd calibrate timing` measures it)")
     print(f"  time                {s['emulated_s']:.3f} s emulated, {s['wall_s']:.1f} s wall clock")
     print(f"  alarms              {', '.join(s['alarms']) or 'none'}")
     print(f"  keys identical      {'yes' if s['keys_identical'] else 'NO'} (both stores compared)")

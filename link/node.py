@@ -55,7 +55,8 @@ telemetry PUB socket. The protocol per frame and per block:
   (``verification_failed``), reconciliation failure, suspected detector
   blinding (``detector_blinding``, raised and acted on by Bob), a detector dead
   time longer than Bob's dead-time guard (``dead_time``, Bob: his tags show it;
-  ``link.slotting``), authentication
+  ``link.slotting``), afterpulses of a detector later than the guard (``afterpulse``,
+  Bob: an excess of his same-detector gaps just beyond it; ``link.slotting``), authentication
   failure on the channel (``bad_tag``/``replayed``/``out_of_sequence``), peer
   restart.
 
@@ -358,8 +359,10 @@ class Node:
         # the latest alarms (a flood of bad frames must not grow memory: link.lograte)
         self.alarms: collections.deque[dict] = collections.deque(maxlen=1000)
         self._alarm_log = LogLimiter()
-        # dead_time_vetoed: Bob's events dropped by the slotter's dead-time guard (link.slotting)
-        self.counters = {"frames": 0, "detections": 0, "dead_time_vetoed": 0, "sifted": 0,
+        # dead_time_vetoed: Bob's events dropped by the slotter's dead-time guard (link.slotting);
+        # afterpulse_blocks: Bob's blocks aborted because his detectors afterpulse beyond that guard
+        self.counters = {"frames": 0, "detections": 0, "dead_time_vetoed": 0, "afterpulse_blocks": 0,
+                         "sifted": 0,
                          "sifted_z": 0, "secret_bits": 0, "blocks": 0, "blocks_aborted": 0,
                          "keys_committed": 0}
         # over every block result, also those no longer in ``results`` (run summaries' totals):
@@ -1062,6 +1065,19 @@ class Node:
             return True
         return False
 
+    def _watch_afterpulse(self, bid: int) -> bool:
+        """Bob: his tags show afterpulses later than his dead-time guard
+        (``link.slotting.Slotter.afterpulse_check``): a kept event may then repeat an earlier
+        click's detector, which the proofs' memoryless detectors exclude."""
+        slotter = getattr(self.fe, "slotter", None)
+        why = slotter.afterpulse_check() if slotter is not None else None
+        if why:
+            with self._lock:
+                self.counters["afterpulse_blocks"] += 1
+            self.alarm("afterpulse", f"block {bid}: {why}", bid)
+            return True
+        return False
+
     def _watch_receiver(self, bid: int, bb: BlockBits, receiver: fk.PassiveReceiver | None) -> dict:
         """Alice: Bob's receiver against the model the security analysis assumes.
 
@@ -1233,6 +1249,7 @@ class Node:
         res = BlockResult(bid, (blk.first_frame, blk.last_frame), n_z=n_z, n_x=n_x)
         blinded = self._watch_multi_clicks(bid, blk)
         guard_short = self._watch_dead_time(bid)
+        afterpulses = self._watch_afterpulse(bid) if not guard_short else False
         zw = rr = side = tmp = None
         try:
             if blinded:
@@ -1241,6 +1258,10 @@ class Node:
             if guard_short:
                 # a detector's memory reaches past the guard: the proofs' premise fails
                 raise _BlockAbort(res, "dead time longer than the guard", None, notify_peer=True)
+            if afterpulses:
+                # a detector's afterpulses reach past the guard: kept events depend on earlier clicks
+                raise _BlockAbort(res, "afterpulses later than the dead-time guard", None,
+                                  notify_peer=True)
             # the test bits packed (1/8 of a byte each on the wire)
             # with the block's cross clicks and detection events: Alice's finite-key step bounds
             # the multi-photon detections of a passive receiver with them (link.finite_key)

@@ -531,6 +531,8 @@ def _summary(nodes: dict[str, Node], stores: dict[str, KeyStore], ml, t0: float,
         # Bob's events and those his dead-time guard dropped (link.slotting): the guard's cost
         "bob_events": nodes["bob"].counters["detections"],
         "dead_time_vetoed": nodes["bob"].counters["dead_time_vetoed"],
+        # Bob's blocks aborted for afterpulses later than that guard (``afterpulse`` alarm)
+        "afterpulse_blocks": nodes["bob"].counters["afterpulse_blocks"],
         "alarms": sorted({a["alarm"] for n in nodes.values() for a in n.alarms}),
         "alarm_count": sum(len(n.alarms) for n in nodes.values()),
         "emulated_s": ml.emulated_s,
