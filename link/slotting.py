@@ -354,15 +354,10 @@ class Slotter:
         limit, near_end, ref_lo, _ = self._gap_edges_ps()
         for d in range(4):
             n1, b1, n2, b2 = st.ap_beyond[d], st.ap_near[d], st.ap_ref_from[d], st.ap_ref[d]
-            if n1 == 0 or n2 == 0:
-                continue
             # the reference band is AFTERPULSE_REF_BANDS near bands wide: 1 - pi_B = (1 - pi_W)^(1/4)
-            # the reference band is AFTERPULSE_REF_BANDS near bands wide: 1 - pi_B = (1 - pi_W)^(1/4)
-            pi_w_up = binomial_upper_bound(b2, n2, level)
-            if pi_w_up >= 1.0:
-                continue
-            pi_up = -math.expm1(math.log1p(-pi_w_up) / AFTERPULSE_REF_BANDS)
-            h1 = b1 / n1
+            pi_w_up = binomial_upper_bound(b2, n2, level) if n2 else 1.0
+            pi_up = -math.expm1(math.log1p(-pi_w_up) / AFTERPULSE_REF_BANDS) if pi_w_up < 1.0 else 1.0
+            h1 = b1 / n1 if n1 else 0.0
             if h1 > pi_up and n1 * _kl_bernoulli(h1, pi_up) >= level:
                 return (f"detector {'HVDA'[d]}: {b1} of its {n1} gaps beyond the guard end within "
                         f"{(near_end - limit) / 1e3:g} ns of it ({h1:.4f}), where a detector "
@@ -372,7 +367,7 @@ class Slotter:
                         "afterpulses come after the dead-time guard, so kept events depend on earlier "
                         "clicks; measure them with `qkd calibrate timing` and set [frontend] "
                         "dead_time_ns to the afterpulse guard it gives")
-            if n1 >= AFTERPULSE_WINDOW_GAPS:
+            if n1 >= AFTERPULSE_WINDOW_GAPS:        # passed on a full window: start a new one
                 st.ap_beyond[d] = st.ap_near[d] = st.ap_ref_from[d] = st.ap_ref[d] = 0
         return None
 
