@@ -14,7 +14,9 @@
   dead-time guard and without, and the numpy reference (``Slotter(reference=True)``) with the
   guard, against the baseline: the numpy reference with the guard off (the slotter as it was
   before the guard). Target: the link's own tag rate there (~39 M tags/s), what a real-time
-  Bob must sustain. The C entries check that they give the reference's events.
+  Bob must sustain. The C entries check that they give the reference's events. One more C
+  entry counts only the dead-time check's gaps (one edge, as before the afterpulse check's
+  bands): its ratio to the guarded entry is what the afterpulse counts cost.
 
     python -m bench -k tagger
 """
@@ -267,13 +269,32 @@ def _slot_tags():
     return _SLOT_TAGS
 
 
-def _slot_all(dead_time_ps: float, reference: bool = False) -> int:
+def _dead_time_gaps_only():
+    """A Slotter whose gap counts are the dead-time check's alone (the C pass with one edge, as
+    before the afterpulse check's bands): the bench's before, in the same process."""
+    from link.slotting import Slotter
+
+    class DeadTimeGapsOnly(Slotter):
+        def _count_gaps(self, t_ps, channel):
+            st = self.stats
+            g, short, total = self._gap_counter.count(np.ascontiguousarray(t_ps),
+                                                      np.ascontiguousarray(channel), self._gap_limit_ps())
+            for d in range(4):
+                st.gaps[d] += g[d]
+                st.short_gaps[d] += short[d]
+                st.gap_sum_ps[d] += total[d]
+
+    return DeadTimeGapsOnly
+
+
+def _slot_all(dead_time_ps: float, reference: bool = False, before_afterpulse: bool = False) -> int:
     from link.slotting import Slotter
 
     s = _slot_tags()
     tm = s["timing"]
-    sl = Slotter(tm.frame_slots, tm.period_ps, tm.offsets_ps, tm.window_ps, dead_time_ps,
-                 reference=reference)
+    cls = _dead_time_gaps_only() if before_afterpulse else Slotter
+    sl = cls(tm.frame_slots, tm.period_ps, tm.offsets_ps, tm.window_ps, dead_time_ps,
+             reference=reference)
     frames = sl.push(s["t"], s["ch"]) + sl.flush()
     assert sl.fast_fallbacks == 0
     return sum(f.slots.size for f in frames)
@@ -293,6 +314,16 @@ def test_slotting_with_dead_time_guard(benchmark):
     assert n == _slot_all(dead, reference=True)
     record(benchmark, units=s["t"].size, unit="tag", target=_real_time_rate(s),
            note="C path (src/slot.c) with the dead-time guard")
+
+
+def test_slotting_with_dead_time_guard_before_afterpulse_counts(benchmark):
+    s = _slot_tags()
+    benchmark.group = "tagger-slotting-metro25km"
+    dead = s["timing"].dead_time_ps
+    n = benchmark.pedantic(_slot_all, args=(dead, False, True), rounds=ROUNDS)
+    assert n == _slot_all(dead, reference=True)
+    record(benchmark, units=s["t"].size, unit="tag", target=_real_time_rate(s),
+           note="C path with the guard, dead-time gap counts only (before the afterpulse check)")
 
 
 def test_slotting_without_guard(benchmark):

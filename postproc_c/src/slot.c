@@ -308,9 +308,18 @@ int qpp_slot_gap_bands(const int64_t *t, const uint8_t *ch, size_t n,
             double gd = (double)(int64_t)g;
             ng[d]++;
             sum[d] += g;
-            /* branch-free: a few compares per tag (the slotter's hot path) */
-            for (size_t e = 0; e < n_edges; e++)
-                nb[e][d] += gd < edge[e];
+            /* branch-free compares (the slotter's hot path); the two edge counts it uses unrolled */
+            if (n_edges == 4) {
+                nb[0][d] += gd < edge[0];
+                nb[1][d] += gd < edge[1];
+                nb[2][d] += gd < edge[2];
+                nb[3][d] += gd < edge[3];
+            } else if (n_edges == 1) {
+                nb[0][d] += gd < edge[0];
+            } else {
+                for (size_t e = 0; e < n_edges; e++)
+                    nb[e][d] += gd < edge[e];
+            }
         }
         lt[d] = t[i];
         has[d] = 1;
