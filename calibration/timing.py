@@ -62,6 +62,15 @@ Method, and why:
   ``dead_time_ns`` = max over detectors of k0 period, an upper bound of each
   detector's dead time (the guard errs long by less than a slot). With fewer,
   it is left out (None) and Bob's node file must give it.
+* **Afterpulsing** (detector memory beyond the dead time, which the guard must also
+  cover: the proofs take Bob's detectors as memoryless) -- the same slot gaps of each
+  detector, fitted as a geometric background plus afterpulses released the dead time
+  plus an exponential time after a click (``calibration.afterpulse``: probability p and
+  release time tau with standard errors, or a bound when no excess shows, or "not
+  measured" with too few gaps). ``afterpulse_guard_ns``, the guard that leaves at most
+  ``afterpulse_residual`` afterpulse probability per click beyond it, is written when some
+  detector's afterpulsing was measured; Bob's node takes the longer of it and
+  ``dead_time_ns`` as his guard (``link.commands``), and ``timing()`` does too.
 
 Everything is numpy over whole tag arrays.
 """
@@ -77,6 +86,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.afterpulse import DEFAULT_RESIDUAL, AfterpulseFit, fit_afterpulses
 from link.frontend import Timing
 
 __all__ = ["TimingCalibration", "TimingError", "calibrate_timing", "save_toml"]
@@ -116,14 +126,25 @@ class TimingCalibration:
     dead_time_ns: float | None             # max dead_slots * period (if every detector has the evidence)
     frames: int
     data_s: float                          # emulated / real time span of the tags used
+    # per detector (calibration.afterpulse): "measured" / "none_seen" / "too_few", p and tau with
+    # standard errors (nan unless measured), the 3-sigma bound on p when none was seen (else nan)
+    afterpulse_status: tuple[str, str, str, str] = ("too_few",) * 4
+    afterpulse_prob: tuple[float, float, float, float] = (math.nan,) * 4
+    afterpulse_prob_err: tuple[float, float, float, float] = (math.nan,) * 4
+    afterpulse_tau_ns: tuple[float, float, float, float] = (math.nan,) * 4
+    afterpulse_tau_err_ns: tuple[float, float, float, float] = (math.nan,) * 4
+    afterpulse_bound: tuple[float, float, float, float] = (math.nan,) * 4
+    afterpulse_residual: float = DEFAULT_RESIDUAL
+    afterpulse_guard_ns: float | None = None   # guard leaving < afterpulse_residual (if measured)
     date: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
 
     def timing(self) -> Timing:
         """The constants ``link.frontend.DriverBob`` / ``Slotter`` take (no dead-time guard when
-        the dead time was not measured)."""
+        the dead time was not measured; the afterpulse guard when it is longer)."""
+        guard_ns = max(self.dead_time_ns, self.afterpulse_guard_ns or 0.0) if self.dead_time_ns else 0.0
         return Timing(float(self.nominal_period_ps), int(self.frame_slots),
                       tuple(float(x) for x in self.offsets_ps),  # type: ignore[arg-type]
-                      float(self.window_ps), (self.dead_time_ns or 0.0) * 1e3)
+                      float(self.window_ps), guard_ns * 1e3)
 
     def summary(self) -> str:
         lines = [f"period {self.period_ps:.6f} ps (drift {self.drift_ppm:+.3f} ppm, sync fit rms "
@@ -143,7 +164,23 @@ class TimingCalibration:
             lines.append(f"  dead time not measured: too few short gaps ({gaps}; need each seen "
                          f"{MIN_DEAD_EVIDENCE}x): calibrate on more frames (--frames), or give "
                          "dead_time_ns in Bob's node file")
+        for d, name in enumerate("HVDA"):
+            lines.append(f"  {name}: {self._afterpulse_line(d)}")
+        if self.afterpulse_guard_ns is not None:
+            lines.append(f"  afterpulse guard {self.afterpulse_guard_ns:g} ns (afterpulse probability "
+                         f"< {self.afterpulse_residual:g} per click beyond it): Bob's dead-time guard "
+                         "must be at least this long")
         return "\n".join(lines)
+
+    def _afterpulse_line(self, d: int) -> str:
+        st = self.afterpulse_status[d]
+        if st == "measured":
+            return (f"afterpulse p {self.afterpulse_prob[d]:.4f} +- {self.afterpulse_prob_err[d]:.4f}, "
+                    f"release tau {self.afterpulse_tau_ns[d]:.3g} +- {self.afterpulse_tau_err_ns[d]:.2g} ns")
+        if st == "none_seen":
+            return f"no afterpulses seen (p < {self.afterpulse_bound[d]:.2g}, 3 sigma, near the dead time)"
+        return ("afterpulsing not measured: too few gaps between its clicks; calibrate on more frames "
+                "(--frames)")
 
 
 def _sync_fit(syncs: np.ndarray, frame_ps: float) -> tuple[np.ndarray, float, float, float]:
@@ -231,7 +268,8 @@ def optimal_window(sigma_ps: float, signal: float, floor_per_ps: float, period_p
 
 def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequence[np.ndarray], *,
                      frame_slots: int, clock_hz: float, mu: Sequence[float] = DEFAULT_MU,
-                     resolution_ps: float = 1.0, coarse_frames: int = 4) -> TimingCalibration:
+                     resolution_ps: float = 1.0, coarse_frames: int = 4,
+                     afterpulse_residual: float = DEFAULT_RESIDUAL) -> TimingCalibration:
     """Timing constants from time-sorted tags and Alice's intensity classes of frames 0, 1, ...
 
     ``intensities[k]`` is the uint8 intensity class per slot of the frame whose
@@ -240,6 +278,7 @@ def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequenc
     uses the first ``coarse_frames`` frames (thousands of clicks give a peak
     far above the noise; more only costs FFT time), more (doubling, up to all frames given and
     ``MAX_COARSE_SLOTS`` slots) for a detector whose peak is not clear; the fine fit uses all.
+    ``afterpulse_residual``: the afterpulse probability per click the afterpulse guard may leave.
     Raise :class:`TimingError` naming what is missing (syncs, clicks, a flat pattern, a clear
     correlation peak).
     """
@@ -280,6 +319,7 @@ def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequenc
     weight_for(n_coarse)
     res = {k: [] for k in ("off", "k", "ph", "se", "sig", "n", "z", "gap", "gap_n")}
     floors = []
+    aps: list[AfterpulseFit] = []
     for d in range(4):
         td = t[ch == d + 1]
         f = np.searchsorted(syncs, td, side="right") - 1
@@ -315,11 +355,19 @@ def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequenc
         k0 = int(gaps.min()) if gaps.size else 0
         res["gap"].append(k0)
         res["gap_n"].append(int(np.count_nonzero(gaps == k0)) if gaps.size else 0)
+        aps.append(fit_afterpulses(gaps, period, residual=afterpulse_residual))
         floors.append(floor)
     sig = float(np.sqrt(np.mean(np.square(res["sig"]))))
     floor = float(sum(floors))
     window, frac = optimal_window(sig, float(sum(res["n"])), floor, period, resolution_ps=resolution_ps)
     dead_ns = (max(res["gap"]) * period / 1e3 if min(res["gap_n"]) >= MIN_DEAD_EVIDENCE else None)
+    guards = [a.guard_slots for a in aps if a.status == "measured"]
+    # a measured detector whose tau is too uncertain for a finite guard: no guard to write
+    ap_guard = (max(guards) * period / 1e3 if guards and None not in guards else None)
+
+    def per(attr: str) -> tuple:
+        return tuple(float("nan") if getattr(a, attr) is None or a.status != "measured" else
+                     float(getattr(a, attr)) for a in aps)
     return TimingCalibration(
         nominal_period_ps=nominal, frame_slots=int(frame_slots), period_ps=period,
         drift_ppm=(period / nominal - 1) * 1e6, sync_rms_ps=rms,
@@ -328,7 +376,13 @@ def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequenc
         clicks=tuple(int(x) for x in res["n"]), coarse_z=tuple(res["z"]), background_per_ps=floor,
         window_ps=window, window_rate_fraction=frac, dead_slots=tuple(res["gap"]),
         dead_evidence=tuple(res["gap_n"]), dead_time_ns=dead_ns, frames=int(idx[-1] + 1),
-        data_s=float(idx[-1] + 1) * frame_slots / clock_hz)  # type: ignore[arg-type]
+        data_s=float(idx[-1] + 1) * frame_slots / clock_hz,
+        afterpulse_status=tuple(a.status for a in aps), afterpulse_prob=per("p"),
+        afterpulse_prob_err=per("p_err"), afterpulse_tau_ns=per("tau_ns"),
+        afterpulse_tau_err_ns=per("tau_err_ns"),
+        afterpulse_bound=tuple(float(a.p_bound) if a.status == "none_seen" else float("nan") for a in aps),
+        afterpulse_residual=float(afterpulse_residual),
+        afterpulse_guard_ns=ap_guard)  # type: ignore[arg-type]
 
 
 # -- saving into the node's lab file ------------------------------------------------------------
