@@ -40,6 +40,9 @@ def _add(p: argparse.ArgumentParser) -> None:
                         "[bob.timing].frame_slots)")
     p.add_argument("--clock-hz", type=float, default=1e9, help="Alice's slot clock (with --config)")
     p.add_argument("--frames", type=int, default=40, help="timing: frames of tags to use")
+    p.add_argument("--afterpulse-residual", type=float, default=None, metavar="P",
+                   help="timing: afterpulse probability per click the afterpulse guard may leave "
+                        "beyond it (default 1e-4)")
     p.add_argument("--probe-frames", type=int, default=8, help="polarization: frames per measurement")
     p.add_argument("--mu", type=float, nargs=3, default=None, help="timing: mean photon numbers per class")
     p.add_argument("--plot", metavar="PNG", help="write a PNG: timing histograms with the window, or QBER "
@@ -133,9 +136,12 @@ def _timing(args: argparse.Namespace) -> int:
             return 1
         keep = t < t[syncs[args.frames]]          # whole frames only: up to the sync after the last used
         try:
+            extra = ({} if args.afterpulse_residual is None else
+                     {"afterpulse_residual": float(args.afterpulse_residual)})
             cal = calibrate_timing(t[keep], c[keep], pats[:args.frames], frame_slots=frame_slots,
-                                   clock_hz=clock_hz, mu=mu, resolution_ps=float(tagger.resolution_ps))
-        except TimingError as exc:
+                                   clock_hz=clock_hz, mu=mu, resolution_ps=float(tagger.resolution_ps),
+                                   **extra)
+        except (TimingError, ValueError) as exc:
             print(f"error: {exc}")
             return 1
         print(cal.summary())

@@ -140,8 +140,10 @@ class TimingCalibration:
 
     def timing(self) -> Timing:
         """The constants ``link.frontend.DriverBob`` / ``Slotter`` take (no dead-time guard when
-        the dead time was not measured; the afterpulse guard when it is longer)."""
-        guard_ns = max(self.dead_time_ns, self.afterpulse_guard_ns or 0.0) if self.dead_time_ns else 0.0
+        neither the dead time nor afterpulses were measured; else the longer of the dead time and
+        the afterpulse guard, which is never shorter than the shortest gap, so covers the dead time
+        too)."""
+        guard_ns = max(self.dead_time_ns or 0.0, self.afterpulse_guard_ns or 0.0)
         return Timing(float(self.nominal_period_ps), int(self.frame_slots),
                       tuple(float(x) for x in self.offsets_ps),  # type: ignore[arg-type]
                       float(self.window_ps), guard_ns * 1e3)

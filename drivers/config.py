@@ -271,6 +271,11 @@ def _timing_record(source: str, key: str, rec: Any) -> dict:
         _check_type(source, f"{key}.dead_time_ns", rec["dead_time_ns"], (int, float), "a dead time in ns > 0")
         if not 0 < rec["dead_time_ns"] < 1e9:
             raise ConfigError(source, f"{key}.dead_time_ns", "a dead time in ns > 0", rec["dead_time_ns"])
+    if "afterpulse_guard_ns" in rec:
+        what = "a guard length in ns > 0"
+        _check_type(source, f"{key}.afterpulse_guard_ns", rec["afterpulse_guard_ns"], (int, float), what)
+        if not 0 < rec["afterpulse_guard_ns"] < 1e9:
+            raise ConfigError(source, f"{key}.afterpulse_guard_ns", what, rec["afterpulse_guard_ns"])
     return dict(rec)
 
 

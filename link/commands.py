@@ -412,6 +412,17 @@ def _bob_timing(nf, lab) -> tuple:
                     f"with `qkd calibrate timing --config {fs.lab}` (it writes [bob.timing].dead_time_ns "
                     "when the tags show it)"), None, None
         print(f"qkd bob: detector dead time {dead:g} ns from {where}", flush=True)
+        ap = tm.get("afterpulse_guard_ns")
+        if ap is not None and ap > dead:
+            # the detectors' afterpulses reach past their dead time: the guard covers both
+            print(f"qkd bob: dead-time guard {ap:g} ns from {where}.afterpulse_guard_ns (the "
+                  f"detectors afterpulse beyond their {dead:g} ns dead time)", flush=True)
+            dead = ap
+    elif (tm.get("afterpulse_guard_ns") or 0) > dead:
+        print(f"qkd bob: warning: [frontend] dead_time_ns = {dead:g} is shorter than "
+              f"{where}.afterpulse_guard_ns = {tm['afterpulse_guard_ns']:g} (the guard that covers "
+              "the afterpulses `qkd calibrate timing` measured); Bob's afterpulse check will stop "
+              "the key if they reach past it", flush=True)
     if fs.offsets_ps is not None:
         return fs.offsets_ps, fs.window_ps, float(dead)
     if not tm:
