@@ -151,3 +151,28 @@ def test_band_counts_in_c_match_numpy():
     with pytest.raises(ValueError, match="edges_ps"):
         gc.count_bands(t, ch, ())
     assert slotting.AFTERPULSE_REF_BANDS == 4                   # the docstring's 4B and 8B
+
+
+def test_c_gap_bands_refuse_bad_edges_with_a_status():
+    from postproc_c._binding import ffi, lib
+
+    t, ch = np.array([0, 5], np.int64), np.array([1, 1], np.uint8)
+    last, has = np.zeros(4, np.int64), np.zeros(4, np.uint8)
+    gaps, below, total = np.zeros(4, np.uint64), np.zeros(32, np.uint64), np.zeros(4, np.uint64)
+
+    def call(edges, n_edges=None):
+        e = np.asarray(edges, np.float64)
+        p = [ffi.cast(c, ffi.from_buffer(a)) for c, a in (
+            ("int64_t *", t), ("uint8_t *", ch), ("double *", e if e.size else np.zeros(1)),
+            ("int64_t *", last), ("uint8_t *", has), ("uint64_t *", gaps), ("uint64_t *", below),
+            ("uint64_t *", total))]
+        return lib.qpp_slot_gap_bands(p[0], p[1], 2, p[2], e.size if n_edges is None else n_edges,
+                                      *p[3:])
+
+    assert call([]) == lib.QPP_ERR_LENGTH
+    assert call(np.zeros(lib.QPP_SLOT_MAX_EDGES + 1)) == lib.QPP_ERR_LENGTH
+    assert call([2.0, 1.0]) == lib.QPP_ERR_VALUE
+    assert call([float("nan")]) == lib.QPP_ERR_VALUE
+    assert call([3.0, 10.0]) == lib.QPP_OK and gaps[0] == 1 and below[:8].tolist()[::4] == [0, 1]
+    assert lib.qpp_slot_gap_bands(ffi.NULL, ffi.NULL, 1, ffi.NULL, 1, ffi.NULL, ffi.NULL, ffi.NULL,
+                                  ffi.NULL, ffi.NULL) == lib.QPP_ERR_NULL
