@@ -180,7 +180,10 @@ class TimingCalibration:
             return (f"afterpulse p {self.afterpulse_prob[d]:.4f} +- {self.afterpulse_prob_err[d]:.4f}, "
                     f"release tau {self.afterpulse_tau_ns[d]:.3g} +- {self.afterpulse_tau_err_ns[d]:.2g} ns")
         if st == "none_seen":
-            return f"no afterpulses seen (p < {self.afterpulse_bound[d]:.2g}, 3 sigma, near the dead time)"
+            # the bound covers releases within max(k0, 10) slots after the dead time (calibration.afterpulse)
+            within_ns = max(self.dead_slots[d], 10) * self.period_ps / 1e3
+            return (f"no afterpulses seen (p < {self.afterpulse_bound[d]:.2g}, 3 sigma, for releases "
+                    f"within {within_ns:.3g} ns after the dead time)")
         return ("afterpulsing not measured: too few gaps between its clicks; calibrate on more frames "
                 "(--frames)")
 
