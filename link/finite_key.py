@@ -111,11 +111,12 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   uses when longer than the dead time; Bob's ``afterpulse`` alarm (``link.slotting``'s
   ``afterpulse_check``: same-detector gaps just beyond the guard in excess of those 4-8
   guard lengths on, false alarm <= e^-30) stops the key when the guard is too short. Its
-  cost, ``python -m bench.afterpulse_guard --km 50 100`` (detectors dead 20 ns, p 0.1, tau
-  50 ns; guard 366 ns; 2 blocks, seed 1, 2026-11-25): at 100 km it drops 47 % of Bob's
+  cost, ``python -m bench.afterpulse_guard --km 50 75 100`` (detectors dead 20 ns, p 0.1,
+  tau 50 ns; guard 366 ns; 2 blocks, seed 1, 2026-11-25): at 100 km it drops 47 % of Bob's
   events yet gives x2.0 the secret rate of the dead-time-only guard, whose kept afterpulses
-  raise the QBER from 0.3 % to 4.2 %; at 50 km it leaves 0.4 % of the events and no block
-  in 8.7 emulated s (such detectors cannot run at that click rate). Unguarded: the
+  raise the QBER from 0.3 % to 4.2 %; x0.60 at 75 km (84 % dropped); at 50 km it leaves
+  0.4 % of the events and no block in 8.7 emulated s (such detectors cannot run at that
+  click rate). Unguarded: the
   residual (< 1e-4 per click by the calibration's fit, which this analysis neglects rather
   than bounds), and memory the check cannot see (a release much slower than 4 guard lengths,
   a power-law tail beyond what the calibration's data reached). The rig's detectors have
