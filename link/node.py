@@ -1249,6 +1249,9 @@ class Node:
                  "announced": [int(v) for v in blk.announced]}, {"x_words": bb.x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
+            xe = meta.get("x_errors")
+            if isinstance(xe, int) and not isinstance(xe, bool) and 0 <= xe <= n_x:
+                res.qber_x = xe / max(1, n_x)   # Alice's count over the X bits Bob disclosed
             if "abort" in meta:
                 if self.tracking is not None and "x_errors" in meta:    # issue 7: X errors only
                     self._track_block(bid, blk, 0, 0, res.n_x, meta, z_known=False)
@@ -1276,6 +1279,7 @@ class Node:
             n_int = len(self.cfg.intensities)
             z_errors = [int(v) for v in err[:n_int]]
             n_err = int(err.sum())
+            res.qber_z = n_err / max(1, n_z)
             # with the forgery bound of the tags Bob checked in this block's window (Alice adds
             # it to the block's authentication term: a forged frame could fool either node)
             self._send_wait(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),

@@ -334,3 +334,30 @@ def test_ldpc_reconciliation_through_the_link_at_25_km(tmp_path, method):
     assert s["blocks"] == 1 and s["blocks_aborted"] == 0, s
     assert s["secret_bits"] > 0 and s["keys_identical"] and s["alarms"] == [], s
     assert 1.0 < s["f"] < 5.0, s
+
+
+def test_bob_reports_the_blocks_qber_too(tmp_path):
+    """Bob's block results (his telemetry, `qkd monitor` on Bob) carry the block's QBERs.
+
+    Alice estimates QBER_X and sends Bob her X error count; Bob counts the Z errors he
+    corrected. Both were NaN on Bob before, so a monitor on Bob printed "QBER_X nan".
+    """
+    from hil.model import LinkModel
+    from link.pipeline import config_for_scenario
+
+    cfg = config_for_scenario(LinkModel(None, seed=1).scenario, block_bits=1 << 17)
+    held = {}
+
+    def attach(nodes):
+        held.update(nodes)
+        return lambda: None
+
+    s = run_local(None, blocks=2, duration_s=120, workdir=tmp_path, config=cfg, attach=attach)
+    assert s["keys_identical"] and s["blocks"] >= 2
+    a = {r.block_id: r for r in held["alice"].results if not r.aborted}
+    b = {r.block_id: r for r in held["bob"].results if not r.aborted}
+    both = sorted(set(a) & set(b))
+    assert both
+    for bid in both:
+        assert 0 < b[bid].qber_x < 0.05 and b[bid].qber_x == a[bid].qber_x
+        assert 0 < b[bid].qber_z < 0.05 and b[bid].qber_z == a[bid].qber_z
