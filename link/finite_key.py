@@ -76,11 +76,18 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   s_n = 1 - p^n - q^n (the ratio grows with n), given all that happened before: the
   splitter's routing is fresh in every round, though Eve may pick n adaptively. The rest of
   them are Bob's Z-only multi-photon events Z_2 = T - C_2 (C_2: their cross clicks).
-* With probability >= 1 - eps, for every t <= N (N = Bob's detection events of the block:
-  every such round gives one) the first t split indicators hold r t - d_t or more, where
-  d_t = sqrt(v t ln(N/eps)), v = min(2 r, 1/2) (Chernoff's exp(-d^2 / 2rt) and Hoeffding's
-  exp(-2 d^2 / t) lower tails, union over t). Dark counts and afterpulses only add clicks,
-  so the observed cross clicks C >= C_2. Solving r T - sqrt(v T L) <= C for T gives T_max(C),
+* With probability >= 1 - eps, for every t >= 1 the first t split indicators hold r t - d_t
+  or more, where d_t = sqrt(v t l(t)), v = min(2 r, 1/2) (Chernoff's exp(-d^2 / 2rt) and
+  Hoeffding's exp(-2 d^2 / t) lower tails, each eps_t = exp(-l(t))) and
+  l(t) = ln(2 t (1 + ln t)^2 / eps): sum_t eps_t <= eps, since sum_{t>=2} 1/(t (1 + ln t)^2)
+  <= integral_1^inf dt / (t (1 + ln t)^2) = 1. The bound must hold at every t at once: T is
+  set by Eve's adaptive choices, and so is N (Bob's detection events of the block), so a
+  union over t <= N at eps/N each (this module until the 2026-11-25 receiver audit) is a
+  union over an Eve-chosen range, whose failure probability only the sum over all N bounds
+  (a harmonic sum, ~ eps ln N). Dark counts and afterpulses only add clicks, so the
+  observed cross clicks C >= C_2. Solving r T - sqrt(v T l) <= C for T at fixed l gives
+  T_max(C, l); T <= N (each such round gives an event) and l grows with t, so
+  t_0 = N, t_(k+1) = min(N, T_max(C, l(t_k))) bounds T at every step (``_max_rounds_uniform``),
   and Z_2 <= T_max(C_2) - C_2 <= T_max(C) - C (T_max(c) - c grows with c).
   The same with r_X = 2p / (1 + p) bounds Bob's X-only multi-photon events.
 * The key then uses s1 - B_Z single-photon events, and the phase error is bounded from
@@ -88,8 +95,9 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   them, and within the good events Alice's and Bob's bases are independent coins, so Lim's
   sampling (Eq. 5) applies to them. Only the multi-photon events that Alice sent as one
   photon *and* sifted count: Alice's basis for a single photon is a p_A-coin Eve cannot see
-  (its state is I/2 in both bases), so at most p_A M + sqrt(M ln(N/eps)/2) of M such events
-  are sifted in Z (Hoeffding, union over M). This costs four more equal eps terms (25, 23).
+  (its state is I/2 in both bases), so at most p_A M + sqrt(M l(M)/2) of M such events
+  are sifted in Z (Hoeffding, the same union over every M). This costs four more equal eps
+  terms (25, 23).
 * Assumptions: equal efficiencies of the four detectors (a mismatch breaks any squashing
   argument: Fung et al., PRA 79, 012316 (2009)); dark-count-only events (n = 0) pick the arm
   by the dark-count rates (about 1/2), not p; they are random in both bases, so for p >= 1/2
@@ -155,7 +163,7 @@ RECEIVER_TERMS = 4
 
 def eps_terms(protocol: str, passive: bool) -> int:
     """Number of equal eps terms eps_sec is composed of (EPS_TERMS, plus the passive
-    receiver's two)."""
+    receiver's four: RECEIVER_TERMS)."""
     if protocol not in EPS_TERMS:
         raise ValueError(f"protocol: expected '2-decoy' or '1-decoy', got {protocol!r}")
     return EPS_TERMS[protocol] + (RECEIVER_TERMS if passive else 0)
@@ -349,6 +357,22 @@ def _max_rounds(cross: float, r: float, log_term: float) -> float:
     return x * x
 
 
+def _uniform_log_term(t: float, eps: float) -> float:
+    """l(t) = ln(2 t (1 + ln t)^2 / eps): the tail bound at t spends eps_t = e^-l(t), and these
+    sum to <= eps over all t >= 1, so the bound holds at every t at once (module docstring)."""
+    t = max(t, 1.0)
+    return math.log(2.0 * t * (1.0 + math.log(t)) ** 2 / eps)
+
+
+def _max_rounds_uniform(cross: float, r: float, events: int, eps: float) -> float:
+    """Upper bound on T given r T - sqrt(v T l(T)) <= cross and T <= events: t_0 = events,
+    t_(k+1) = min(events, T_max(cross, l(t_k))); each t_k bounds T (l grows with t)."""
+    t = float(max(events, 1))
+    for _ in range(4):
+        t = min(t, _max_rounds(cross, r, _uniform_log_term(t, eps)))
+    return t
+
+
 def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float) -> tuple[float, float]:
     """Upper bounds (B_Z, B_X) on the block's sifted single-photon events (Alice sent one
     photon, both chose the basis) that Bob received as two or more photons, in Z and in X,
@@ -358,20 +382,20 @@ def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float) -> tuple[float
     light the Z (resp. X) arm; T_max(C) - C bounds the single-arm ones, M (module docstring,
     "Measurement model"). Of those from a single photon of Alice, Alice chose the same basis
     with probability p_A (1 - p_A for X) independently of everything Eve did, since a single
-    photon's state is the same in both bases: at most p_A M + sqrt(M ln(N/eps) / 2) of them are
-    sifted (Hoeffding, union over M <= N). p is taken from ``rx.split_range``: the Z bound
-    uses its top, the X bound its bottom.
+    photon's state is the same in both bases: at most p_A M + sqrt(M l(M) / 2) of them are
+    sifted (Hoeffding, union over every M at eps_M = e^-l(M)). Both tails hold at every
+    count at once, whatever T, M and N Eve's adaptive choices produce. p is taken from
+    ``rx.split_range``: the Z bound uses its top, the X bound its bottom.
     """
     if not 0.0 < eps < 1.0:
         raise ValueError(f"eps: must lie in (0, 1), got {eps}")
     p_lo, p_hi = rx.split_range(eps)
     q = 1.0 - p_hi                      # the Z bound's worst case: the largest Z share
     c = float(rx.cross_clicks)
-    log_term = math.log(max(rx.events, 1) / eps)
     out = []
     for r, p_a in ((2.0 * q / (1.0 + q), rx.alice_p_z), (2.0 * p_lo / (1.0 + p_lo), 1.0 - rx.alice_p_z)):
-        m = max(0.0, _max_rounds(c, r, log_term) - c)
-        out.append(min(m, p_a * m + math.sqrt(m * log_term / 2.0)))
+        m = max(0.0, _max_rounds_uniform(c, r, rx.events, eps) - c)
+        out.append(min(m, p_a * m + math.sqrt(m * _uniform_log_term(m, eps) / 2.0)))
     return out[0], out[1]
 
 
