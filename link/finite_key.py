@@ -62,7 +62,9 @@ n = 1 the basis is an independent p-coin, as in the active case, but for n >= 2 
 probability p^n / (p^n + q^n): a basis choice that depends on the photon number, which the
 proofs do not allow unless p = 1/2. Kawakami et al., arXiv:2507.04248 (2025) note that
 conventional proofs do not cover a biased passive receiver; Mizutani, Kawakami, Kato,
-arXiv:2511.21253 (2025) give a finite-key proof for it. Their text was not available here.
+arXiv:2511.21253 (2025) give a finite-key proof for it (by its summary: the phase error
+bounded from X errors and cross clicks with Kato's martingale inequality; the full text was
+not read here).
 This module instead **tags** Bob's multi-photon detections (like GLLP's tagged signals) and
 bounds them with the cross clicks, which are observed (``PassiveReceiver``,
 ``multiphoton_detection_bounds``; derived here, so stated in full):
@@ -117,6 +119,24 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   already covers the passive receiver; the bound is still applied (cheap: the cross-click
   count is small), because no splitter is exactly 50:50. An active receiver (no cross
   clicks) passes ``receiver=None``.
+* Mode independence (2026-11-25 receiver audit): "whatever their polarization and mode
+  structure" above needs one splitting ratio p for every mode Eve can fill, and one detection
+  efficiency and detection window for all four detectors in each of them. A splitter whose
+  ratio depends on polarization or wavelength (fused couplers do: Li et al., PRA 84, 062308
+  (2011), arXiv:1110.4574) lets Eve pick the mode with the largest p, which makes fewer cross
+  clicks than r_Z assumes (p_H = 0.9, p_V = 0.8 calibrates to 0.85 on honest light and breaks
+  the bound: tests/test_finite_key_receiver_audit.py); detectors whose efficiency or window
+  differs by arrival time, wavelength or spatial mode do the same (Zhang, Coles, Winick, Lin,
+  Lutkenhaus, PRR 3, 013076 (2021)). Neither is measured here: the lab must filter the
+  wavelength band and align the four detection windows.
+* The split p is a device constant the lab measures (``receiver_split_z``, the arms' shares
+  weighted by their efficiencies). ``PassiveReceiver.split_range`` widens it towards the share
+  Bob measures, which covers an arm efficiency difference, but it is no confidence interval:
+  dark counts (share ~1/2) pull the measured share towards 1/2 and Eve's multi-photon pulses
+  push it away, and its deviation is not in the eps budget. A setting below the true split is
+  therefore not made safe by it when dark counts are a few % of the events (strict xfail in
+  tests/test_finite_key_receiver_audit.py); the ``receiver_split`` alarm flags a setting more
+  than 0.05 off the measured share.
 
 On the rig's model (``hil.model.LinkModel(scenario, seed=1)``, 20 frames, each scenario's
 own splitter: 85:15 at metro-25km, 90:10 otherwise) cross clicks are 0.75 % of detections
@@ -339,9 +359,12 @@ class PassiveReceiver:
 
     def split_range(self, eps: float) -> tuple[float, float]:
         """(p_lo, p_hi): the configured split widened to take in the measured one +- its
-        Hoeffding deviation. An efficiency difference between the arms, or a split configured
-        wrong, moves the share the bound must use; the wider range is the safe side for both
-        bounds (B_Z grows with p, B_X with 1 - p)."""
+        Hoeffding deviation. An efficiency difference between the arms moves the share the
+        bound must use; the wider range is the safe side for both bounds (B_Z grows with p,
+        B_X with 1 - p). It is a margin, not a confidence interval (module docstring: dark
+        counts bias the measured share towards 1/2, Eve's pulses away from it, and the
+        deviation's eps is not in the budget), so the bound still rests on ``split_z`` being
+        no less than the true split (no more for B_X)."""
         p = self.split_z
         m = self.measured_split
         if m is None:

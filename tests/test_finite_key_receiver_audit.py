@@ -328,3 +328,16 @@ def test_wrong_split_setting_with_dark_counts_is_covered_by_the_measured_share()
                                 announced=(int(ann_z), int(ann_x)))
         fails += true_bz > fk.multiphoton_detection_bounds(rx, eps)[0]
     assert fails == 0
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "audit 2026-11-25: the module docstring says dark-count-only events (Z share ~1/2) are "
+    "over-sampled in X only for p >= 1/2, the conservative side, and that p < 1/2 would need "
+    "them bounded; PassiveReceiver accepts split_z < 1/2 (and config receiver_split_z) without "
+    "that bound. Reported, not changed: refusing such a receiver is the lead's call."))
+def test_a_receiver_splitting_less_than_half_to_z_is_refused():
+    try:
+        fk.PassiveReceiver(0.3, 10, 1000, 0.5)
+    except ValueError:
+        return
+    raise AssertionError("PassiveReceiver(split_z=0.3) was accepted")
