@@ -81,8 +81,9 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
 * With probability >= 1 - eps, for every t >= 1 the first t split indicators hold r t - d_t
   or more, where d_t = sqrt(v t l(t)), v = min(2 r, 1/2) (Chernoff's exp(-d^2 / 2rt) and
   Hoeffding's exp(-2 d^2 / t) lower tails, each eps_t = exp(-l(t))) and
-  l(t) = ln(2 t (1 + ln t)^2 / eps): sum_t eps_t <= eps, since sum_{t>=2} 1/(t (1 + ln t)^2)
-  <= integral_1^inf dt / (t (1 + ln t)^2) = 1. The bound must hold at every t at once: T is
+  l(t) = ln(2 t (1 + ln t)^2 / eps): sum_t eps_t <= eps, since the t = 1 term of
+  sum_t 1/(t (1 + ln t)^2) is 1 and the rest (a decreasing function) is at most
+  integral_1^inf dt / (t (1 + ln t)^2) = 1. The bound must hold at every t at once: T is
   set by Eve's adaptive choices, and so is N (Bob's detection events of the block), so a
   union over t <= N at eps/N each (this module until the 2026-11-25 receiver audit) is a
   union over an Eve-chosen range, whose failure probability only the sum over all N bounds
