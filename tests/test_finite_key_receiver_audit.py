@@ -341,3 +341,55 @@ def test_a_receiver_splitting_less_than_half_to_z_is_refused():
     except ValueError:
         return
     raise AssertionError("PassiveReceiver(split_z=0.3) was accepted")
+
+
+def _edge_attack(rng, pulses: int, p: float, kind: str):
+    """Eve's H-polarized two-photon pulses (both photons at one time) at the edge of a per-tag
+    rule. Each detector that absorbs a photon fires once, at the photons' time plus its own
+    jitter (one click however many photons it absorbed). ``window``: the slotter keeps a tag
+    iff it lies inside the slot's window (link.slotting: per tag), Eve's pulses sit 0.674
+    sigma inside the edge (a tag kept with probability 3/4). ``guard``: Eve clicked a detector
+    just before, so that the dead-time guard vetoes the event iff its earliest tag comes
+    before the guard's end, which she puts at her photons' time (kept with probability 1/2
+    for one tag, 1/4 for two). Returns (z_only, x_only, cross) masks of kept events."""
+    k_z = rng.binomial(2, p, pulses)                   # photons in the Z arm (H: both on one detector)
+    z_hit, x_hit = k_z > 0, k_z < 2
+    # X photons are H-polarized: D or A with 1/2 each; two of them may hit both (the earlier
+    # of their two clicks then decides)
+    x_two = (k_z == 0) & (rng.random(pulses) < 0.5)
+    j_z = rng.normal(size=pulses)
+    j_x = rng.normal(size=pulses)
+    j_x = np.where(x_two, np.minimum(j_x, rng.normal(size=pulses)), j_x)
+    if kind == "window":                               # window edge at +0.674 sigma
+        z_tag, x_tag = z_hit & (j_z <= 0.674), x_hit & (j_x <= 0.674)
+        return z_tag & ~x_tag, x_tag & ~z_tag, z_tag & x_tag
+    # guard: kept iff the event's earliest tag is not before the guard's end (at 0)
+    earliest = np.minimum(np.where(z_hit, j_z, np.inf), np.where(x_hit, j_x, np.inf))
+    kept = earliest >= 0.0
+    return z_hit & ~x_hit & kept, x_hit & ~z_hit & kept, z_hit & x_hit & kept
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "audit 2026-11-25: 'equal efficiencies are loss in front of the splitter' needs a detector "
+    "that keeps each photon with the same probability; the slotter's per-tag window "
+    "(link.slotting: |resid| <= window/2 per tag) and the dead-time guard's test on the "
+    "event's earliest tag keep a click with a probability that does not grow with the photons "
+    "behind it, and a two-detector event differently from a one-detector event. At their edges "
+    "(Eve times her pulses there, as in time-shift attacks) cross clicks are lost or vetoed "
+    "more often than single-arm multi-photon events: B_Z falls below the truth. Not fixed here "
+    "(link/slotting.py is another helper's); the fix is event-level, a rule under which an "
+    "event with more tags is never less likely kept: keep a slot's tags together when any "
+    "lies in the window, and time the guard from the slot's nominal time, not its tags."))
+@pytest.mark.parametrize("kind", ["window", "guard"])
+def test_bound_survives_pulses_at_the_edge_of_a_per_tag_rule(kind):
+    rng = np.random.default_rng(31)
+    p, p_a, eps, fails = 0.85, 0.5, 1e-6, 0
+    for _ in range(10):
+        honest, pulses = 1_000_000, 200_000
+        z_only, x_only, cross = _edge_attack(rng, pulses, p, kind)
+        h_z = int(rng.binomial(honest, p))
+        true_bz = int(rng.binomial(int(z_only.sum()), p_a))
+        rx = fk.PassiveReceiver(p, int(cross.sum()), honest + int((z_only | x_only | cross).sum()), p_a,
+                                announced=(h_z + int(z_only.sum()), honest - h_z + int(x_only.sum())))
+        fails += true_bz > fk.multiphoton_detection_bounds(rx, eps)[0]
+    assert fails == 0
