@@ -133,11 +133,13 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   ``detector_mismatch`` alarm leaves ~5 % unflagged, which lowers the cross share of Eve's
   best-polarized two-photon pulses 4-5 % below r_Z; the bound's statistical margin covers
   that at the rig's block sizes (C ~ 2e4), not for much larger blocks. "Loss in front of the
-  splitter" also needs each photon kept with the same probability: the slotter's per-tag
-  window and the dead-time guard's test on the event's earliest tag keep a click with a
-  probability that does not grow with the photons behind it, so at their edges (where Eve
-  can time her pulses) cross clicks are lost or vetoed more often than single-arm
-  multi-photon events and B_Z falls below the truth (strict xfails in the audit tests).
+  splitter" also needs Bob's selection of events never to disfavour an event with more
+  clicks. A rule per tag (a tag kept iff in its window) or a guard timed from the event's
+  earliest tag did: at their edges, where Eve can time her pulses, cross clicks were lost or
+  vetoed more often than single-arm multi-photon events and B_Z fell below the truth (audit
+  2026-11-25). ``link.slotting`` therefore decides per event: a slot with a tag in its window
+  is an event with all of its slot's tags, and the guard is timed from the slot's nominal
+  time (tests/test_finite_key_receiver_audit.py drives Eve's edge pulses through it).
 * The split p is a device constant the lab measures (``receiver_split_z``, the arms' shares
   weighted by their efficiencies). ``PassiveReceiver.split_range`` widens it towards the share
   Bob measures, which covers an arm efficiency difference, but it is no confidence interval:
