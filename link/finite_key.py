@@ -105,7 +105,7 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   argument: Fung et al., PRA 79, 012316 (2009)); dark-count-only events (n = 0) pick the arm
   by the dark-count rates (about 1/2), not p; they are random in both bases, so for p >= 1/2
   they are over-sampled in X, which raises the estimated phase error (the conservative
-  side; a receiver with p < 1/2 would need them bounded too). Dead time is memory across
+  side; a receiver with p < 1/2 would need them bounded too, and is refused). Dead time is memory across
   slots, outside both proofs (which take Bob's detectors as memoryless): a detector still
   dead from an earlier click lets Eve steer which detectors can fire (Weier et al., NJP 13,
   073024 (2011)). Bob's slotter removes it before any count reaches this module
@@ -147,7 +147,9 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   push it away, and its deviation is not in the eps budget. A setting below the true split is
   therefore not made safe by it when dark counts are a few % of the events (strict xfail in
   tests/test_finite_key_receiver_audit.py); the ``receiver_split`` alarm flags a setting more
-  than 0.05 off the measured share.
+  than 0.05 (plus 5 sigma) off the measured share, and a setting that far below it (the
+  unsafe side: the biases above pull the measured share down) stops Alice's node making key
+  from the block (link.node).
 
 On the rig's model (``hil.model.LinkModel(scenario, seed=1)``, 20 frames, each scenario's
 own splitter: 85:15 at metro-25km, 90:10 otherwise) cross clicks are 0.75 % of detections
@@ -350,9 +352,12 @@ class PassiveReceiver:
     announced: tuple[int, int] | None = None   # Bob's announced single-basis events (Z, X)
 
     def __post_init__(self) -> None:
-        for name in ("split_z", "alice_p_z"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name}: must lie in (0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.alice_p_z < 1.0:
+            raise ValueError(f"alice_p_z: must lie in (0, 1), got {self.alice_p_z}")
+        if not 0.5 <= self.split_z < 1.0:
+            # dark-count-only events are over-sampled in X only for p >= 1/2 (module docstring)
+            raise ValueError(f"split_z: must lie in [0.5, 1) (a passive receiver sending less than "
+                             f"half its light to the key basis is not covered), got {self.split_z}")
         if not 0 <= self.cross_clicks <= self.events:
             raise ValueError(f"cross_clicks: need 0 <= cross_clicks <= events, got "
                              f"{self.cross_clicks} of {self.events}")

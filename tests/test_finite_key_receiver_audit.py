@@ -331,17 +331,24 @@ def test_wrong_split_setting_with_dark_counts_is_covered_by_the_measured_share()
     assert fails == 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "audit 2026-11-25: the module docstring says dark-count-only events (Z share ~1/2) are "
-    "over-sampled in X only for p >= 1/2, the conservative side, and that p < 1/2 would need "
-    "them bounded; PassiveReceiver accepts split_z < 1/2 (and config receiver_split_z) without "
-    "that bound. Reported, not changed: refusing such a receiver is the lead's call."))
 def test_a_receiver_splitting_less_than_half_to_z_is_refused():
-    try:
+    """Dark-count-only events (Z share ~1/2) are over-sampled in X, the conservative side, only
+    for p >= 1/2 (module docstring); below, they would need a bound of their own (audit
+    2026-11-25: it was accepted). Refused, in the receiver and in a node file."""
+    with pytest.raises(ValueError, match="split_z"):
         fk.PassiveReceiver(0.3, 10, 1000, 0.5)
-    except ValueError:
-        return
-    raise AssertionError("PassiveReceiver(split_z=0.3) was accepted")
+    fk.PassiveReceiver(0.5, 10, 1000, 0.5)
+
+
+def test_a_node_file_with_a_passive_split_below_half_is_refused(tmp_path):
+    from link.config import ConfigError, load_node_file
+
+    f = tmp_path / "bob.toml"
+    f.write_text('[node]\nrole = "bob"\nlink_id = "l"\npsk = "b.psk"\nstore = "b.db"\n'
+                 '[channel]\nproto = "tcp://127.0.0.1:7100"\nctrl = "tcp://127.0.0.1:7101"\n'
+                 '[protocol]\nreceiver_split_z = 0.4\n')
+    with pytest.raises(ConfigError, match="receiver_split_z.*0.5 <= receiver_split_z"):
+        load_node_file(f)
 
 
 _EDGE_SLOTS = 1 << 16          # slots per frame of the Slotter below
