@@ -342,22 +342,11 @@ def test_bob_reports_the_blocks_qber_too(tmp_path):
     Alice estimates QBER_X and sends Bob her X error count; Bob counts the Z errors he
     corrected. Both were NaN on Bob before, so a monitor on Bob printed "QBER_X nan".
     """
-    from hil.model import LinkModel
-    from link.pipeline import config_for_scenario
+    from one_block import run_one_block
 
-    cfg = config_for_scenario(LinkModel(None, seed=1).scenario, block_bits=1 << 17)
-    held = {}
-
-    def attach(nodes):
-        held.update(nodes)
-        return lambda: None
-
-    s = run_local(None, blocks=2, duration_s=120, workdir=tmp_path, config=cfg, attach=attach)
-    assert s["keys_identical"] and s["blocks"] >= 2
-    a = {r.block_id: r for r in held["alice"].results if not r.aborted}
-    b = {r.block_id: r for r in held["bob"].results if not r.aborted}
-    both = sorted(set(a) & set(b))
-    assert both
-    for bid in both:
-        assert 0 < b[bid].qber_x < 0.05 and b[bid].qber_x == a[bid].qber_x
-        assert 0 < b[bid].qber_z < 0.05 and b[bid].qber_z == a[bid].qber_z
+    s, held, _ = run_one_block(tmp_path)
+    assert s["keys_identical"] and s["blocks"] == 1
+    a, b = held["alice"].results[0], held["bob"].results[0]
+    assert not a.aborted and not b.aborted and a.block_id == b.block_id
+    assert 0 < b.qber_x < 0.05 and b.qber_x == a.qber_x
+    assert 0 < b.qber_z < 0.05 and b.qber_z == a.qber_z
