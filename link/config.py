@@ -290,6 +290,11 @@ def parse_node_file(data: dict, source: str | Path) -> NodeFile:
     if not 0 < cfg.receiver_split_z < 1:
         raise ConfigError(src, "protocol.receiver_split_z",
                           f"expected 0 < receiver_split_z < 1, got {cfg.receiver_split_z}")
+    if cfg.receiver == "passive" and cfg.receiver_split_z < 0.5:
+        raise ConfigError(src, "protocol.receiver_split_z",
+                          f"expected 0.5 <= receiver_split_z < 1 for a passive receiver (the analysis "
+                          f"does not cover one that sends less than half its light to the key basis "
+                          f"Z), got {cfg.receiver_split_z}")
     if len(cfg.intensities) != len(cfg.intensity_probs):
         raise ConfigError(src, "protocol.intensity_probs",
                           f"expected one probability per intensity ({len(cfg.intensities)})")

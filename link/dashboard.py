@@ -130,7 +130,7 @@ class Dashboard:
             v.window.append((wall, msg.get("secret_bits", 0), msg.get("sifted", 0)))
         elif kind == "block":
             q = msg.get("qber_x")
-            # Bob's block objects carry no QBER (Alice estimates it): skip them, not a gap
+            # a block aborted before parameter estimation carries no QBER: skip it, not a gap
             if isinstance(q, int | float) and math.isfinite(q):
                 v.qber.append(float(q))
                 f = msg.get("f")

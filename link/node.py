@@ -1078,13 +1078,19 @@ class Node:
             return True
         return False
 
-    def _watch_receiver(self, bid: int, bb: BlockBits, receiver: fk.PassiveReceiver | None) -> dict:
-        """Alice: Bob's receiver against the model the security analysis assumes.
+    def _watch_receiver(self, bid: int, bb: BlockBits,
+                        receiver: fk.PassiveReceiver | None) -> tuple[dict, str | None]:
+        """Alice: Bob's receiver against the model the security analysis assumes; returns
+        the figures for the block's result and, if the block must not make key, why.
 
         * The Z share of Bob's announced events against ``receiver_split_z``: an arm less
-          efficient than the other, or a split configured wrong, shows here. The multi-photon
-          bound already uses the wider of the two (``PassiveReceiver.split_range``); the alarm
-          tells the lab to correct the setting.
+          efficient than the other, or a split configured wrong, shows here, and raises
+          ``receiver_split``. A share above the setting means the setting is too low, the
+          side on which the multi-photon bound fails: dead time (on the busier arm) and dark
+          counts (share ~1/2) pull the measured share down, so widening the range to it
+          (``PassiveReceiver.split_range``) does not make the bound safe (audit 2026-11-25);
+          the block is aborted until the setting is corrected. A share below the setting
+          only raises the alarm (the bound is conservative there).
         * Detector efficiency mismatch within a basis: Alice's bits are uniform, so the share of
           1s among her sifted bits is eta_1 / (eta_0 + eta_1) of Bob's two detectors (V/H in Z,
           A/D in X). Squashing and the passive-receiver bound assume equal efficiencies; a
@@ -1099,17 +1105,22 @@ class Node:
         which the bound's range covers without an alarm; a splitter left at the default 0.5
         setting is the case the alarm is for.
         """
-        out = {}
+        out, wrong = {}, None
         cfg = self.cfg
         m = receiver.measured_split if receiver is not None else None
         if m is not None:
             n = sum(receiver.announced)
             out["measured_split_z"] = m
             if abs(m - cfg.receiver_split_z) > 0.05 + 5.0 * math.sqrt(m * (1.0 - m) / n):
+                setting_low = m > cfg.receiver_split_z
                 self.alarm("receiver_split",
                            f"block {bid}: Bob's Z arm took {m:.3f} of his {n} announced events, "
-                           f"receiver_split_z is {cfg.receiver_split_z:.3f} (the multi-photon bound uses "
-                           "the wider range; set receiver_split_z to the measured share)", bid)
+                           f"receiver_split_z is {cfg.receiver_split_z:.3f} ("
+                           + ("too low for the multi-photon bound: no key until receiver_split_z is "
+                              "set to the lab's measured split" if setting_low else
+                              "set receiver_split_z to the lab's measured split") + ")", bid)
+                if setting_low:
+                    wrong = "receiver_split_z below Bob's measured Z share"
         for basis, plane, n, (d0, d1) in (("Z", bb.z, bb.n_z, ("H", "V")), ("X", bb.x, bb.n_x, ("D", "A"))):
             if n < 10_000:
                 continue
@@ -1123,7 +1134,7 @@ class Node:
                            "equal efficiencies", bid)
             if basis == "X":
                 out["ones_x"] = ones
-        return out
+        return out, wrong
 
     # the block protocol: Alice ------------------------------------------------------------------------
     def _alice_block(self, bid: int, blk: _Block) -> BlockResult:
@@ -1140,7 +1151,8 @@ class Node:
             if pmeta.get("n_x") != n_x:
                 raise PayloadError(f"PE_DISCLOSE: {pmeta.get('n_x')!r} X bits, the block has {n_x}")
             receiver = receiver_counts(cfg, pmeta)
-            res.yields.update(self._watch_receiver(bid, bb, receiver))
+            watched, split_wrong = self._watch_receiver(bid, bb, receiver)
+            res.yields.update(watched)
             bx = require(arr, "x_words", np.uint64, words_for(n_x))
             # events and errors per intensity class: popcounts over the packed planes
             x_n, x_err = bb.x_counts(bb.x, bx)
@@ -1151,6 +1163,10 @@ class Node:
                 res.qber_x_by_intensity = [float(v) for v in x_err / np.maximum(x_n, 1)]
             qber_est = min(0.49, max(res.qber_x, 0.001))
             seed = int(self.rng.random_words(1)[0])
+            if split_wrong:
+                self._send_wait(MsgType.PE_RESULT, bid, encode({"abort": split_wrong,
+                                                                "x_errors": int(x_err.sum())}))
+                raise _BlockAbort(res, split_wrong, None)
             if res.qber_x > cfg.qber_alarm:
                 self.alarm("qber_high", f"block {bid}: X-basis QBER {res.qber_x:.4f} > {cfg.qber_alarm}",
                            bid)
@@ -1270,6 +1286,9 @@ class Node:
                  "announced": [int(v) for v in blk.announced]}, {"x_words": bb.x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
+            xe = meta.get("x_errors")
+            if isinstance(xe, int) and not isinstance(xe, bool) and 0 <= xe <= n_x:
+                res.qber_x = xe / max(1, n_x)   # Alice's count over the X bits Bob disclosed
             if "abort" in meta:
                 if self.tracking is not None and "x_errors" in meta:    # issue 7: X errors only
                     self._track_block(bid, blk, 0, 0, res.n_x, meta, z_known=False)
@@ -1297,6 +1316,7 @@ class Node:
             n_int = len(self.cfg.intensities)
             z_errors = [int(v) for v in err[:n_int]]
             n_err = int(err.sum())
+            res.qber_z = n_err / max(1, n_z)
             # with the forgery bound of the tags Bob checked in this block's window (Alice adds
             # it to the block's authentication term: a forged frame could fool either node)
             self._send_wait(MsgType.VERIFY_RESULT, bid, encode({"ok": bool(ok and rr.success),

@@ -9,10 +9,17 @@ from timing calibration and ``period`` is Alice's slot period as the tagger's
 clock sees it. Clock drift between the two ends is tracked by measuring the
 period from consecutive sync tags (their spacing is exactly ``frame_slots``
 slots of Alice's clock), so a ppm-level drift never accumulates across a
-frame. A tag is kept when it falls within ``window_ps`` of its slot centre;
-the others (dark counts between slots, after-pulses, stray light) are counted
-and dropped. Several detectors clicking in one slot give one event with
-several bits set in its mask; sifting decides what that means.
+frame. Each tag belongs to the slot whose period it falls in; a slot with a
+tag within ``window_ps`` of its centre is an event, with all of the slot's tags
+(several detectors clicking in one slot give one event with several bits set in
+its mask; sifting decides what that means). The tags of other slots (dark counts
+between windows, after-pulses, stray light) are counted and dropped. The rule is
+per event, not per tag, so that an event with more clicks is never less likely
+kept than one with fewer: kept per tag, a two-photon pulse Eve times at the
+window's edge would survive as a cross click (both tags in) with probability w^2
+against w for a single click, making Bob's cross clicks rarer than the passive
+receiver's multi-photon bound takes them to be (link.finite_key; audit
+2026-11-25). A tag outside the window only joins an event that is there anyway.
 
 Frames are numbered from the first sync tag seen (frame 0); a gap of k frame
 durations between syncs means k - 1 syncs were lost, and the numbering skips
@@ -42,14 +49,17 @@ eavesdropping without interception: an attack exploiting the dead time of
 single-photon detectors"). The proofs this stack uses (link.finite_key) assume a
 measurement that does not depend on earlier clicks. Their countermeasure is
 applied here: an event is kept only if every detector was live, i.e. no tag of
-any detector, inside or outside a detection window, came less than
-``dead_time_ps + window_ps`` before the event's earliest tag (the window is a
-margin for jitter; the dead time is the longest of Bob's detectors). Tags of
-the same slot (a double click) are one event and do not veto each other; a
-vetoed event is dropped whole, so a double click never turns into a single one.
-The decision depends only on when earlier clicks came, not on the event's
-detectors, so it acts on the event as a basis- and bit-independent loss, which
-the decoy analysis absorbs as loss. It costs the share of events that follow
+any detector of an earlier slot, inside or outside a detection window, came less
+than ``dead_time_ps + window_ps`` before the slot's nominal time (its centre;
+half a window of that covers the window, the other half is a margin for jitter;
+the dead time is the longest of Bob's detectors). Tags of the same slot (a
+double click) are one event and do not veto each other; a vetoed event is
+dropped whole, so a double click never turns into a single one. The decision
+depends only on when earlier clicks came, not on the event's own tags (timed
+from its earliest tag, as before 2026-11-25, an event of two jittered tags was
+vetoed more often than one of one tag, at the guard's edge: audit), so it acts on
+the event as a basis- and bit-independent loss, which the decoy analysis
+absorbs as loss. It costs the share of events that follow
 another click within a dead time (at the rig's metro-25km, ~25 %), counted in
 ``stats.dead_time_vetoed`` and each frame's ``vetoed``.
 
@@ -396,7 +406,7 @@ class Slotter:
                 self.stats.before_first_sync += int(self._t.size)
                 self._t, self._ch = self._t[:0], self._ch[:0]
             return out
-        reach = self._off.max() + self.window_ps
+        reach = self._off.max() + self._period
         syncs = self._syncs
         n_close = 0
         for i, s in enumerate(syncs):
@@ -417,7 +427,7 @@ class Slotter:
         d = self._ch.astype(np.int64) - 1
         tc = (self._t - base).astype(np.float64) - self._off[d]
         sync_arr = (np.asarray(syncs, dtype=np.int64) - base).astype(np.float64)
-        which = np.searchsorted(sync_arr, tc + self.window_ps / 2, side="right") - 1
+        which = np.searchsorted(sync_arr, tc + self._period / 2, side="right") - 1
         early = which < 0
         if early.any():
             self.stats.before_first_sync += int(early.sum())
@@ -428,17 +438,20 @@ class Slotter:
         rel = (tc_c - sync_arr[np.maximum(w_c, 0)]) / period
         slot = np.rint(rel)
         resid_ps = (rel - slot) * period
-        ok = ((w_c >= 0) & (np.abs(resid_ps) <= self.window_ps / 2)
-              & (slot >= 0) & (slot < self.frame_slots))
+        in_slot = (w_c >= 0) & (slot >= 0) & (slot < self.frame_slots)
+        in_win = in_slot & (np.abs(resid_ps) <= self.window_ps / 2)
         if self.dead_time_ps > 0:
             index = np.asarray(self._sync_index[:n_close], dtype=np.int64)
-            key = np.where(ok, index[np.maximum(w_c, 0)] * self.frame_slots + slot.astype(np.int64), -1)
-            veto = self._veto(tc_c, key, base)
+            key = np.where(in_slot, index[np.maximum(w_c, 0)] * self.frame_slots + slot.astype(np.int64),
+                           -1)
+            # each slot's nominal time (offset-corrected), from which the guard is timed
+            nominal = sync_arr[np.maximum(w_c, 0)] + slot * period
+            veto = self._veto(tc_c, key, nominal, base)
         else:
             veto = np.zeros(tc_c.size, bool)
         for i in range(n_close):
             sel = np.flatnonzero(w_c == i)
-            out.append(self._frame(i, slot[sel], d_c[sel], ok[sel], veto[sel]))
+            out.append(self._frame(i, slot[sel], d_c[sel], in_slot[sel], in_win[sel], veto[sel]))
         keep_pending = ~closing
         self._t, self._ch = self._t[keep_pending], self._ch[keep_pending]
         self._retire(n_close)
@@ -486,19 +499,22 @@ class Slotter:
         self._retire(n_close)
         return out
 
-    def _veto(self, u: np.ndarray, key: np.ndarray, base: int) -> np.ndarray:
-        """Dead-time guard (module docstring): True for each tag of an event that comes less than
-        ``dead_time_ps + window_ps`` after an earlier tag of another slot or of no slot.
+    def _veto(self, u: np.ndarray, key: np.ndarray, nominal: np.ndarray, base: int) -> np.ndarray:
+        """Dead-time guard (module docstring): True for each tag of a slot whose nominal time
+        comes less than ``dead_time_ps + window_ps`` after an earlier tag of another slot or of
+        no slot.
 
         ``u``: offset-corrected tag times relative to ``base``; ``key``: the tag's absolute slot
-        (frame index * frame_slots + slot), -1 outside every window. Tags of one slot lie within
-        one window and out-of-window tags outside all of them, so in time order a slot's tags are
-        one run: the tag before a run is the latest earlier click of another slot. (Were a run
-        ever split, its second part would be vetoed by its first: conservative.)"""
+        (frame index * frame_slots + slot), -1 outside every slot; ``nominal``: its slot's
+        nominal time (relative to ``base``). A slot's tags lie within its period and the others
+        outside it, so in time order a slot's tags are one run: the tag before a run is the
+        latest earlier click of another slot. (Were a run ever split, its second part would be
+        timed from the same nominal time against a tag of its own slot: conservative.)"""
         guard = self.dead_time_ps + self.window_ps
         n_tail = self._tail_ps.size
         uu = np.concatenate([(self._tail_ps - base).astype(np.float64), u])
         kk = np.concatenate([self._tail_key, key])
+        cc = np.concatenate([np.full(self._tail_ps.size, np.nan), nominal])
         kk = np.where(kk >= 0, kk, -1 - np.arange(kk.size, dtype=np.int64))   # each its own run
         order = np.argsort(uu, kind="stable")
         us, ks = uu[order], kk[order]
@@ -506,40 +522,45 @@ class Slotter:
         np.not_equal(ks[1:], ks[:-1], out=start[1:])
         first = np.flatnonzero(start)
         gap = np.full(first.size, np.inf)
-        gap[1:] = us[first[1:]] - us[first[1:] - 1]
+        gap[1:] = cc[order[first[1:]]] - us[first[1:] - 1]
         veto_sorted = (gap < guard)[np.cumsum(start) - 1]
         veto = np.empty(us.size, bool)
         veto[order] = veto_sorted
-        # what the next frames' first events must be checked against: tags within one guard of
-        # the latest (any older one is older than guard for every later tag as well)
+        # what the next frames' first slots must be checked against: tags within one guard and
+        # one period of the latest (a later slot's nominal time is at most half a period before
+        # its tags, so any older tag is older than guard for every later slot as well)
         if us.size:
-            recent = order[us >= us[-1] - guard]
+            recent = order[us >= us[-1] - guard - self._period]
             self._tail_ps = base + np.rint(uu[recent]).astype(np.int64)
             self._tail_key = np.where(kk[recent] >= 0, kk[recent], -1)
         return veto[n_tail:]
 
-    def _frame(self, i: int, slot: np.ndarray, det: np.ndarray, ok: np.ndarray,
-               veto: np.ndarray) -> FrameDetections:
-        dropped = int(slot.size - ok.sum())
-        slot_u = slot[ok].astype(np.uint64)
-        bits = (np.uint8(1) << det[ok].astype(np.uint8)).astype(np.uint8)
+    def _frame(self, i: int, slot: np.ndarray, det: np.ndarray, in_slot: np.ndarray,
+               in_win: np.ndarray, veto: np.ndarray) -> FrameDetections:
+        slot_u = slot[in_slot].astype(np.uint64)
+        bits = (np.uint8(1) << det[in_slot].astype(np.uint8)).astype(np.uint8)
         order = np.argsort(slot_u, kind="stable")
-        slot_u, bits, veto = slot_u[order], bits[order], veto[ok][order]
-        vetoed = 0
+        slot_u, bits = slot_u[order], bits[order]
+        veto, win = veto[in_slot][order], in_win[in_slot][order]
+        vetoed = kept = 0
         if slot_u.size:
             new = np.empty(slot_u.size, dtype=bool)
             new[0] = True
             np.not_equal(slot_u[1:], slot_u[:-1], out=new[1:])
             starts = np.flatnonzero(new)
-            masks = np.bitwise_or.reduceat(bits, starts).astype(np.uint8)
-            slots = slot_u[starts]
-            live = ~np.logical_or.reduceat(veto, starts)    # an event goes whole, never a part of it
+            # an event: a slot with a tag in its window, with all of the slot's tags
+            event = np.logical_or.reduceat(win, starts)
+            kept = int(np.diff(np.append(starts, slot_u.size))[event].sum())
+            masks = np.bitwise_or.reduceat(bits, starts).astype(np.uint8)[event]
+            slots = slot_u[starts][event]
+            live = ~np.logical_or.reduceat(veto, starts)[event]   # an event goes whole
             vetoed = int(slots.size - live.sum())
             if vetoed:
                 slots, masks = slots[live], masks[live]
         else:
             masks = np.empty(0, np.uint8)
             slots = np.empty(0, np.uint64)
-        self._count_frame(int(ok.sum()), dropped, vetoed)
+        dropped = int(slot.size) - kept
+        self._count_frame(kept, dropped, vetoed)
         return FrameDetections(self._sync_index[i], slots, masks, int(self._syncs[i]), self._period,
                                dropped, vetoed)

@@ -334,3 +334,19 @@ def test_ldpc_reconciliation_through_the_link_at_25_km(tmp_path, method):
     assert s["blocks"] == 1 and s["blocks_aborted"] == 0, s
     assert s["secret_bits"] > 0 and s["keys_identical"] and s["alarms"] == [], s
     assert 1.0 < s["f"] < 5.0, s
+
+
+def test_bob_reports_the_blocks_qber_too(tmp_path):
+    """Bob's block results (his telemetry, `qkd monitor` on Bob) carry the block's QBERs.
+
+    Alice estimates QBER_X and sends Bob her X error count; Bob counts the Z errors he
+    corrected. Both were NaN on Bob before, so a monitor on Bob printed "QBER_X nan".
+    """
+    from one_block import run_one_block
+
+    s, held, _ = run_one_block(tmp_path)
+    assert s["keys_identical"] and s["blocks"] == 1
+    a, b = held["alice"].results[0], held["bob"].results[0]
+    assert not a.aborted and not b.aborted and a.block_id == b.block_id
+    assert 0 < b.qber_x < 0.05 and b.qber_x == a.qber_x
+    assert 0 < b.qber_z < 0.05 and b.qber_z == a.qber_z

@@ -198,8 +198,10 @@ def test_node_refuses_malformed_announced_counts():
 
 def test_receiver_checked_against_the_data(tmp_path):
     """A block on the model with Bob's V detector at 0.50 (H 0.70) and receiver_split_z left
-    at 0.5 on an 85:15 splitter: both alarms, and the key still comes (the bound took the
-    measured split)."""
+    at 0.5 on an 85:15 splitter: both alarms, and no key: a measured share above the setting
+    means the setting is too low for the multi-photon bound, and widening it to the measured
+    share is no safe repair (dark counts and dead time pull that share down; audit
+    2026-11-25). Before, the block made key on the widened split."""
     from hil.model import LinkModel
     from link.pipeline import config_for_scenario, run_local
 
@@ -225,4 +227,8 @@ def test_receiver_checked_against_the_data(tmp_path):
     y = nodes["alice"].results[0].yields
     assert 0.80 < y["measured_split_z"] < 0.86 and abs(y["ones_x"] - 0.5) < 0.02
     assert "ones_z" not in y             # the key's weight is not published
-    assert s["block_results"][0]["secret_bits"] > 0
+    assert s["block_results"] and all(r["aborted"] and "receiver_split_z" in r["reason"]
+                                      for r in s["block_results"])
+    assert s["secret_bits"] == 0 and s["keys"] == {"alice": 0, "bob": 0}
+    assert "too low for the multi-photon bound" in next(
+        a["reason"] for a in nodes["alice"].alarms if a["alarm"] == "receiver_split")

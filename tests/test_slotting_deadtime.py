@@ -1,8 +1,9 @@
 """The dead-time guard of ``link.slotting.Slotter`` (Weier et al. 2011 countermeasure).
 
-An event is kept only if no tag of any detector came less than ``dead_time_ps + window_ps``
-before it; a slot's tags are one event, dropped whole. Checked against a direct reference
-on synthetic tag streams (chunked, across frames, with out-of-window tags and double clicks)
+An event (a slot with a tag in its window, with all of the slot's tags) is kept only if no
+tag of another slot came less than ``dead_time_ps + window_ps`` before the slot's nominal
+time; a slot's tags are one event, dropped whole. Checked against a direct reference on
+synthetic tag streams (chunked, across frames, with out-of-window tags and double clicks)
 and on the physical model, where the guard must remove the bit information a dead detector
 gives away.
 """
@@ -23,22 +24,24 @@ DEAD = 10_000.0
 SLOTS = 4096
 
 
-def _reference(u, key, guard):
-    """Per event (key >= 0): vetoed when a tag of another key (or of none) lies in
-    [first tag of the event - guard, first tag).  Direct O(n^2) over small streams."""
+def _reference(u, key, win, guard):
+    """Per event (a key with a tag in its window): vetoed when a tag of another key lies in
+    (nominal time of the slot - guard, nominal time).  Direct O(n^2) over small streams."""
     out = {}
-    for k in np.unique(key[key >= 0]):
-        first = u[key == k].min()
-        other = (key != k) | (key < 0)
-        out[int(k)] = bool(np.any(other & (u < first) & (first - u < guard)))
+    for k in np.unique(key[win]):
+        f, slot = divmod(int(k), SLOTS)
+        nominal = (f * SLOTS + slot) * PERIOD
+        other = key != k
+        out[int(k)] = bool(np.any(other & (u < nominal) & (nominal - u < guard)))
     return out
 
 
 def _stream(rng, frames, rate=0.03, offsets=(0.0, 130.0, -70.0, 250.0)):
     """Syncs and detector tags of ``frames`` frames: clicks in random slots (some double), jitter
-    within the window, and ~5 % of tags between windows. Returns t, channel and, per detector
-    tag, the offset-corrected time and its absolute slot key (-1 between windows)."""
-    t, ch, u, key = [], [], [], []
+    within the window, and ~5 % of tags in their slot's period outside its window. Returns t,
+    channel and, per detector tag, the offset-corrected time, its absolute slot key and whether
+    it lies in the window."""
+    t, ch, u, key, win = [], [], [], [], []
     for f in range(frames):
         sync = f * SLOTS * PERIOD
         t.append(np.array([sync])), ch.append(np.array([0]))
@@ -52,35 +55,36 @@ def _stream(rng, frames, rate=0.03, offsets=(0.0, 130.0, -70.0, 250.0)):
         jit[between] = rng.choice([-1, 1], between.sum()) * rng.uniform(0.41, 0.49, between.sum()) * PERIOD
         uu = sync + slots * PERIOD + jit
         t.append(np.rint(uu + np.asarray(offsets)[det]).astype(np.int64)), ch.append(det + 1)
-        u.append(uu), key.append(np.where(between, -1, f * SLOTS + slots))
+        u.append(uu), key.append(f * SLOTS + slots), win.append(~between)
     t, ch = np.concatenate(t).astype(np.int64), np.concatenate(ch).astype(np.uint8)
     order = np.argsort(t, kind="stable")
     det_order = order[ch[order] > 0]
     is_det = ch > 0
     # u/key are per detector tag in the order they were generated; map them to time order
-    u_all, key_all = np.zeros(t.size), np.full(t.size, -2, np.int64)
+    u_all, key_all, win_all = np.zeros(t.size), np.full(t.size, -2, np.int64), np.zeros(t.size, bool)
     u_all[is_det], key_all[is_det] = np.concatenate(u), np.concatenate(key)
-    return t[order], ch[order], u_all[det_order], key_all[det_order], offsets
+    win_all[is_det] = np.concatenate(win)
+    return t[order], ch[order], u_all[det_order], key_all[det_order], win_all[det_order], offsets
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_guard_matches_a_direct_reference_across_chunks_and_frames(seed):
     rng = np.random.default_rng(seed)
-    t, ch, u, key, offs = _stream(rng, frames=6)
+    t, ch, u, key, win, offs = _stream(rng, frames=6)
     sl = Slotter(SLOTS, PERIOD, offs, WINDOW, dead_time_ps=DEAD)
     frames = []
     for part in np.array_split(np.arange(t.size), 7):              # tags delivered in chunks
         frames += sl.push(t[part], ch[part])
     frames += sl.flush()
     assert [f.frame_index for f in frames] == list(range(6))
-    veto = _reference(u, key, DEAD + WINDOW)
+    veto = _reference(u, key, win, DEAD + WINDOW)
     want = np.array(sorted(k for k, v in veto.items() if not v), dtype=np.int64)
     got = np.concatenate([f.frame_index * SLOTS + f.slots.astype(np.int64) for f in frames])
     np.testing.assert_array_equal(got, want)
     n_vetoed = sum(veto.values())
     assert sl.stats.dead_time_vetoed == sum(f.vetoed for f in frames) == n_vetoed
     assert 0.2 < n_vetoed / len(veto) < 0.4                         # ~1 - (1 - 0.03)^11 of them
-    # masks of the kept events are whole: every tag of the slot is in it
+    # masks of the kept events are whole: every tag of the slot is in it, in its window or not
     for f in frames:
         k = f.frame_index * SLOTS + f.slots.astype(np.int64)
         for kk, m in zip(k[:50], f.masks[:50]):
@@ -119,9 +123,35 @@ def test_adjacent_slots_closer_than_a_window_still_veto():
 
 
 def test_tags_between_windows_make_detectors_dead_too():
-    # a dark count between slots 99 and 100 is not an event, but its detector was dead at slot 104
+    # a dark count between the windows of slots 99 and 100 is not an event, but its detector
+    # was dead at slot 104
     ev, st = _slot_events([(99_500, 1), (104_000, 2)])
     assert ev == {} and st.dead_time_vetoed == 1 and st.outside_window == 1
+
+
+def test_a_slots_tags_outside_its_window_join_its_event():
+    """An event is a slot with a tag in its window and takes all of the slot's tags, so a
+    two-photon pulse whose second click misses the window is still a double click: a rule per
+    tag kept it with probability w^2 against w for a single click, and Eve, timing her pulses
+    at the window's edge, made Bob's cross clicks rarer than his model of them (the passive
+    receiver's multi-photon bound, link.finite_key; audit 2026-11-25)."""
+    ev, st = _slot_events([(100_000 - 300, 1), (100_000 + 450, 3)])     # D 50 ps past the window
+    assert ev == {100: 0b101} and st.outside_window == 0 and st.kept == 2
+    ev, st = _slot_events([(100_000 + 450, 3)])                         # alone: no event
+    assert ev == {} and st.outside_window == 1
+
+
+@pytest.mark.parametrize("resid_ps", [-350, 0, 350])
+def test_the_guard_is_timed_from_the_slot_not_from_its_tags(resid_ps):
+    """The guard's verdict depends on when earlier clicks came, never on the event's own tags:
+    timed from the event's earliest tag, a two-detector event (earliest of two jittered tags)
+    was vetoed more often than a one-detector event, at the guard's edge (audit 2026-11-25).
+    An earlier click 10.9 ns (guard 10.8 ns) before slot 100's nominal time: kept wherever in
+    the window its tag lies."""
+    ev, st = _slot_events([(100_000 - 10_900, 3), (100_000 + resid_ps, 1)])
+    assert 100 in ev and st.dead_time_vetoed == 0
+    ev, st = _slot_events([(100_000 - 10_700, 3), (100_000 + resid_ps, 1)])
+    assert 100 not in ev and st.dead_time_vetoed == 1
 
 
 @pytest.mark.parametrize("gap_slots, kept", [(10, False), (11, True), (12, True)])

@@ -239,7 +239,7 @@ def test_late_tag_tied_with_the_guard_memory():
     """A tag pushed late (after its frame closed) at exactly the time of a tag in the guard
     memory: the reference's stable argsort puts the memory first; so must the C path (the memory's
     order is compared)."""
-    t1 = np.array([0, 15_000, 16_000, 16_900], np.int64)
+    t1 = np.array([0, 15_000, 16_000, 17_100], np.int64)
     c1 = np.array([0, 1, 0, 2], np.uint8)
     t2 = np.array([15_000], np.int64)
     c2 = np.array([3], np.uint8)

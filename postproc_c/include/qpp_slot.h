@@ -17,8 +17,8 @@ enum qpp_slot_const {
 /* frame_stats[QPP_SLOT_FRAME_STATS * i + j]: frame i's */
 enum qpp_slot_frame_stat {
     QPP_SLOT_F_EVENTS = 0,           /* events written to ev_slots/ev_masks (not vetoed) */
-    QPP_SLOT_F_KEPT = 1,             /* tags inside a detection window of the frame */
-    QPP_SLOT_F_DROPPED = 2,          /* tags assigned to the frame but outside every window */
+    QPP_SLOT_F_KEPT = 1,             /* tags of the frame's events (a slot with a tag in its window) */
+    QPP_SLOT_F_DROPPED = 2,          /* tags assigned to the frame but in no event */
     QPP_SLOT_F_VETOED = 3            /* events dropped whole by the dead-time guard */
 };
 
@@ -35,11 +35,12 @@ enum qpp_slot_count {
  * indices sync_index[]) over the n pending detector tags t[] (tagger ps, in time order) on
  * channels ch[] (1..4), exactly as link.slotting.Slotter._emit with _veto and _frame do in numpy:
  * offset-corrected times relative to syncs[0], frame by search over the syncs (offset + half a
- * window), slot on period_ps, kept within window_ps / 2 of the slot centre; then, when guard_ps
- * > 0 (dead time + window), an event is vetoed if the tag before its first tag, in time order
- * over the guard memory tail_ps/tail_key (n_tail entries from the last call) and the closing
- * tags, is of another slot or of none and less than guard_ps earlier (guard_ps 0: no guard; the
- * memory is then neither read nor written).
+ * period), slot on period_ps; a slot with a tag within window_ps / 2 of its centre is an event
+ * with all of the slot's tags; then, when guard_ps > 0 (dead time + window), an event is vetoed
+ * if the tag before its slot's first tag, in time order over the guard memory tail_ps/tail_key
+ * (n_tail entries from the last call) and the closing tags, is of another slot or of none and
+ * less than guard_ps before the slot's nominal time, sync + slot * period_ps (guard_ps 0: no
+ * guard; the memory is then neither read nor written).
  * Outputs (room for n events / n tags / n_tail + n tail entries; frame_stats for n_close
  * frames): the events of the closing frames in frame then slot order, the tags still pending in
  * their input order, the new guard memory, counts[QPP_SLOT_NCOUNTS].

@@ -8,9 +8,11 @@
  * moves past a handful of entries, and a stable sort yields exactly the permutation of the
  * reference's stable argsort. The second walks that order: the frame (a pointer over the syncs)
  * and the slot never decrease along it, so a slot's tags are consecutive and each event is
- * finished when the next starts (no per-frame sort), and the guard's runs are read off as in
+ * finished when the next starts (no per-frame sort: a slot with a tag in its window is an
+ * event with all of its tags, others are dropped), and the guard's runs are read off as in
  * the reference. Every float operation is the reference's, in its order, on the same doubles
- * ((tag - first sync) converted once, minus the offset; division, rint, the residual), so the
+ * ((tag - first sync) converted once, minus the offset; division, rint, the residual; the
+ * slot's nominal time the guard is timed from, sync + slot * period), so the
  * results are bit-identical; the build gives no FMA contraction (-std=c99 sets
  * -ffp-contract=off with gcc, and no -march). Input it cannot do in bounded time (syncs going
  * back, or so many tags out of order that the insertions exceed 64 moves a tag) is refused with
@@ -56,12 +58,19 @@ struct group {
     uint64_t slot;
     uint8_t mask;
     int veto;
+    int win;            /* a tag of the slot lies in its window: the slot is an event */
+    uint64_t tags;
 };
 
 static void close_group(const struct group *g, uint64_t *ev_slots, uint8_t *ev_masks, size_t *ne,
                         uint64_t *frame_stats)
 {
     uint64_t *fs = frame_stats + (size_t)g->w * QPP_SLOT_FRAME_STATS;
+    if (!g->win) {
+        fs[QPP_SLOT_F_DROPPED] += g->tags;
+        return;
+    }
+    fs[QPP_SLOT_F_KEPT] += g->tags;
     if (g->veto) {
         fs[QPP_SLOT_F_VETOED]++;
     } else {
@@ -105,6 +114,7 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
 
     const int64_t base = syncs[0];
     const double hwin = window_ps / 2;
+    const double hper = period_ps / 2;
     const double fs_d = (double)frame_slots;
     const size_t n_tail_in = guard_on ? n_tail : 0;
     /* one block: the open syncs relative to the first, then the guard memory and the closing
@@ -124,7 +134,7 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
             goto done;
         }
     }
-    /* A tag closes iff fewer than n_close + 1 syncs lie at or before its time + half a window:
+    /* A tag closes iff fewer than n_close + 1 syncs lie at or before its time + half a period:
      * its frame (the reference's searchsorted(..., side="right") - 1) is then < n_close. */
     const int close_all = n_close == n_syncs;
     const double close_edge = close_all ? 0 : srel[n_close];
@@ -149,7 +159,7 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
         }
         /* the reference's tc: (tag - first sync) as int64, to double, minus the offset */
         double v = rel_ps(t[i], base) - offsets[c - 1];
-        if (!close_all && close_edge <= v + hwin) {
+        if (!close_all && close_edge <= v + hper) {
             pend_t[np_] = t[i];                    /* a later frame: stays pending, in order */
             pend_ch[np_] = ch[i];
             np_++;
@@ -169,7 +179,7 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
 
     /* In time order: frame (moving pointer: the frame never decreases), slot, window, the
      * guard's runs, events. */
-    struct group g = {0, 0, 0, 0, 0};
+    struct group g = {0, 0, 0, 0, 0, 0, 0};
     size_t ne = 0;
     uint64_t early = 0;
     int64_t wp = -1;
@@ -179,10 +189,11 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
         const double u = buf[e].u;
         const int64_t ref = buf[e].ref;
         int64_t key = -1, w = -1;
-        int ok = 0;
+        int ok = 0, win = 0;
         uint64_t slot = 0;
+        double nominal = 0;
         if (ref >= 0) {
-            const double x = u + hwin;
+            const double x = u + hper;
             while ((size_t)(wp + 1) < n_syncs && srel[wp + 1] <= x)
                 wp++;
             w = wp;
@@ -195,10 +206,12 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
                 double rel = (u - srel[w]) / period_ps;
                 double sl = rint(rel);
                 double resid = (rel - sl) * period_ps;
-                ok = fabs(resid) <= hwin && sl >= 0 && sl < fs_d;
+                ok = sl >= 0 && sl < fs_d;
                 if (ok) {
+                    win = fabs(resid) <= hwin;
                     slot = (uint64_t)sl;
                     key = (int64_t)((uint64_t)sync_index[w] * frame_slots + slot);
+                    nominal = srel[w] + sl * period_ps;
                 }
             } else {
                 early++;
@@ -209,8 +222,9 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
         int veto = 0;
         if (guard_on) {
             int neg = key < 0;                      /* a tag outside every slot: its own run */
+            /* a slot's run is timed from its nominal time, not from its own tags */
             if (e == 0 || neg || prev_neg || key != prev_key)
-                run_veto = e > 0 && u - buf[e - 1].u < guard_ps;
+                run_veto = e > 0 && !neg && nominal - buf[e - 1].u < guard_ps;
             veto = run_veto;
             prev_key = key;
             prev_neg = neg;
@@ -220,14 +234,15 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
             continue;
         uint64_t *fsw = frame_stats + (size_t)w * QPP_SLOT_FRAME_STATS;
         if (!ok) {
-            fsw[QPP_SLOT_F_DROPPED]++;
+            fsw[QPP_SLOT_F_DROPPED]++;           /* outside every slot of the frame */
             continue;
         }
-        fsw[QPP_SLOT_F_KEPT]++;
         uint8_t bit = (uint8_t)(1u << (ch[ref] - 1));
         if (g.open && w == g.w && slot == g.slot) {
             g.mask |= bit;
             g.veto |= veto;
+            g.win |= win;
+            g.tags++;
         } else if (!g.open || w > g.w || (w == g.w && slot > g.slot)) {
             if (g.open)
                 close_group(&g, ev_slots, ev_masks, &ne, frame_stats);
@@ -236,6 +251,8 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
             g.slot = slot;
             g.mask = bit;
             g.veto = veto;
+            g.win = win;
+            g.tags = 1;
         } else {                                    /* a slot split in time order: cannot be */
             if (bad_index)
                 *bad_index = (size_t)ref;
@@ -249,7 +266,7 @@ int qpp_slot_close(const int64_t *t, const uint8_t *ch, size_t n,
     /* the guard memory: every entry within one guard of the latest (a suffix of the order) */
     size_t n_out_tail = 0;
     if (guard_on && m) {
-        double thr = buf[m - 1].u - guard_ps;
+        double thr = buf[m - 1].u - guard_ps - period_ps;
         size_t j0 = m;
         while (j0 > 0 && buf[j0 - 1].u >= thr)
             j0--;
