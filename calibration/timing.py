@@ -295,6 +295,8 @@ def calibrate_timing(t_ps: np.ndarray, channel: np.ndarray, intensities: Sequenc
         raise ValueError(f"frame_slots/clock_hz: need positive values, got {frame_slots}, {clock_hz}")
     if len(mu) != 3:
         raise ValueError(f"mu: need 3 mean photon numbers, got {mu!r}")
+    if not 0 < afterpulse_residual < 1:
+        raise ValueError(f"afterpulse_residual: must lie in (0, 1), got {afterpulse_residual}")
     nominal = 1e12 / clock_hz
     syncs = t[ch == 0]
     if syncs.size < 2:

@@ -142,6 +142,13 @@ def test_too_few_clicks_is_said_not_guessed():
     assert cal.summary().count("afterpulsing not measured: too few gaps") == 2
 
 
+def test_calibrate_timing_cli_refuses_a_bad_residual(capsys):
+    from link.cli import main
+
+    assert main(["calibrate", "timing", "--frames", "4", "--afterpulse-residual", "0"]) == 1
+    assert "afterpulse_residual: must lie in (0, 1), got 0.0" in capsys.readouterr().out
+
+
 LAB = """[lab]
 name = "t"
 
