@@ -165,7 +165,8 @@ class BlockCounts:
             return Measurement.from_error_counts(self.n_z, self.errors_z, self.n_x, self.errors_x,
                                                  self.duration_s)
         n = max(self.n_x, 2)
-        return Measurement.from_error_counts(n, n // 2, self.n_x, self.errors_x, self.duration_s)
+        return Measurement.from_error_counts(n, n // 2, self.n_x, self.errors_x, self.duration_s,
+                                             z_known=False)
 
     def rates(self) -> tuple[np.ndarray, np.ndarray]:
         """(QBER_Z, QBER_X) and their binomial variances (a floor of 1e-3 keeps a clean block honest)."""
@@ -721,8 +722,12 @@ class PolarizationTracking:
 
     def _start_recovery(self, why: str, current_frame: int) -> None:
         log.warning("%s: %s: recovering from the key blocks' error counts", self.dev.name, why)
+        # a retry is a new search: its random starts must differ from the one that fell short (the
+        # seed used to count completed recoveries only, so the 3 tries drew the same starts and two of
+        # them descended into the same trap again: the recoveries that failed for good)
         self._recovery = _BlockRecovery(self.dev, guard=self.guard, current_frame=current_frame,
-                                        seed=self._seed + 7919 * (self.recoveries + 1),
+                                        seed=self._seed + 7919 * (self.recoveries + 1)
+                                        + 104729 * self._failed_recoveries,
                                         max_blocks=self.recover_blocks, wait_s=self.recover_wait_s,
                                         fail_qber=self.lost_qber)
         self._check_recovery(current_frame)
