@@ -102,8 +102,8 @@ lost locks. Tried and not kept (``bench.tracking_run.run("tracked", 600, seed=S,
 tracker_kw=...)``): dithering the estimated null direction too (persistent excitation of the curvature
 model) cut the null-direction error to 6 deg and the Hessian errors to 21 % but lost the lock more
 (seeds 4 / 5: 2 -> 8, 3 -> 5; presumably dither spent on a direction the error rates barely see);
-``forget`` 0.99 (Hessian errors 21 % / 32 %; seed 3: 11 -> 8, not swept); ``init_rounds`` 1 (seeds 1-9:
-52 -> 44, per seed both ways, 2 -> 6 and 11 -> 4).
+``forget`` 0.99 (Hessian errors 21 % / 32 %; seed 3: 11 -> 8, not swept); ``init_rounds`` 1, a shorter
+re-learning after a recovery (seeds 1-17: 102 -> 104, per seed both ways, 2 -> 6 and 11 -> 4).
 
 An earlier session, not re-measured (command not recorded), on the block-level link
 (``hil.blocklink``), drifting-fiber (0.05 rad/sqrt(s) plus the 0.3 rad temperature swing), 120 s,
