@@ -84,10 +84,13 @@ class Measurement:
     counts: np.ndarray
     link_s: float
     signed: bool = True     # False: only per-basis error counts are known (``from_error_counts``)
+    # False: Z was not measured (a key block the engine aborted on its X error rate); the Z counts are
+    # a stand-in of 50 % errors that ranks the setting as bad but says nothing about a slope
+    z_known: bool = True
 
     @classmethod
     def from_error_counts(cls, n_z: int, errors_z: int, n_x: int, errors_x: int,
-                          link_s: float = 0.0) -> Measurement:
+                          link_s: float = 0.0, z_known: bool = True) -> Measurement:
         """What a key-making block discloses: sifted bits and bit errors per basis, no reference
         states. Stored as counts of Alice's H and D against Bob's right/wrong detector, so the QBERs,
         sums and R11 = 1 - 2 QBER_Z, R22 = 1 - 2 QBER_X hold; the signed off-diagonal components
@@ -95,7 +98,7 @@ class Measurement:
         c = np.zeros((4, 4), np.int64)
         c[0, 0], c[0, 1] = n_z - errors_z, errors_z
         c[2, 2], c[2, 3] = n_x - errors_x, errors_x
-        return cls(c, float(link_s), signed=False)
+        return cls(c, float(link_s), signed=False, z_known=bool(z_known))
 
     def _col(self, plus: int, minus: int, arm: tuple[int, int]) -> float:
         c = self.counts
@@ -348,7 +351,8 @@ def align(controller, measure: Callable[[], Measurement], *, seed: int = 0, star
         nonlocal link_s
         ms = [measure() for _ in range(n)]
         link_s += sum(m.link_s for m in ms)
-        return Measurement(sum(m.counts for m in ms), sum(m.link_s for m in ms), ms[0].signed)
+        return Measurement(sum(m.counts for m in ms), sum(m.link_s for m in ms), ms[0].signed,
+                           all(m.z_known for m in ms))
 
     def probe(x: np.ndarray, reps: int = 1) -> tuple[Measurement, np.ndarray]:
         nonlocal best
@@ -430,10 +434,19 @@ def align(controller, measure: Callable[[], Measurement], *, seed: int = 0, star
             h = shrink * float(np.clip(0.1 * math.sqrt(cost), 0.5, 1.0)) * dither_fraction * span
             J = np.empty((r.size, dev.n))
             for i in range(dev.n):
-                xi = x.copy()
-                step = h if xi[i] + h <= dev.hi else -h
-                xi[i] += step
-                mi, ri = probe(xi, reps)
+                # a dither that crosses the engine's abort threshold (Z not measured, a 50 % stand-in)
+                # is a jump in the residual, not its slope: near such a setting the valley to the
+                # aligned one is narrower than h along that actuator, and that one column swamped the
+                # step (a recovery stalled at QBER_X 9 % with the aligned setting 500 mV away): take the
+                # other side, then a quarter of the dither, while the base itself was measured
+                for step in (h, -h, h / 4, -h / 4):
+                    xi = x.copy()
+                    if not dev.lo <= xi[i] + step <= dev.hi:
+                        continue
+                    xi[i] += step
+                    mi, ri = probe(xi, reps)
+                    if mi.z_known or not m.z_known or len(hist) + dev.n - i > max_measurements:
+                        break
                 J[:, i] = (ri - r) / step
                 if done(mi):
                     return

@@ -74,18 +74,36 @@ raises :class:`PolarizationError` with the controller at its best setting in
 range (a safe state; the node raises a ``polarization`` alarm and stops tracking).
 
 Measured with ``nice -n 5 python -m bench.tracking_run --seconds 600 --seed S [--recover]``
-(metro-25km, 0.1 rad/sqrt(s), blocks of 2^18 Z bits ~ 9.7 ms, the EPC-400; after last session's
-block-level single-click fix; this session, load 1-9 on 2 cores; S = 1 / 2 / 3; the tracked mode
-of the final code run alone, ``bench.tracking_run.run("tracked", 600, seed=S, recover=...)``, against
-the same command's drift-free run, which the tracker does not touch). Extra QBER against the
-drift-free link, mean Z / X: -0.18/-0.09, -0.10/+0.02, +0.06/-0.00 % with realignment by reference
-frames; -0.10/-0.03, -0.06/+0.05, +0.11/+0.02 % with ``--recover`` (from the key blocks); 95th
-percentile <= -0.01 % (against the ideal link); key rate 104.6 / 101.2 / 99.0 % and 104.4 / 101.2 /
-99.0 % of the drift-free link's (untracked: 7.0 / 1.2 / 2.0 %); lost locks in 600 s: 6 / 2 / 9
-realignments and 8 / 4 / 3 recoveries. Before the walk-speed bound below, the same command: key rate
-104.7 / 101.0 / 99.0 and 104.5 / 101.0 / 97.8 %, extra QBER within 0.11 % of the figures above,
-4 / 4 / 9 realignments and 6 / 3 / 11 recoveries (the loop is chaotic at this drift: the runs part
-after their first lost locks). Targets (<= 0.5 % extra QBER, >= 90 % key rate): met.
+(metro-25km, 0.1 rad/sqrt(s), blocks of 2^18 Z bits ~ 9.7 ms, the EPC-400; S = 1 / 2 / 3; the full
+command, re-run after the recovery fixes below, load 3-9 on 2 cores). With realignment by reference
+frames (which those fixes do not touch; the figures of the session before, to the digit): extra QBER
+against the drift-free link, mean Z / X, -0.18/-0.09, -0.10/+0.02, +0.06/-0.00 %; key rate 104.6 /
+101.2 / 99.0 % of the drift-free link's; 6 / 2 / 9 realignments. With ``--recover`` (searched again
+from the key blocks): -0.06/-0.02, -0.06/+0.05, +0.27/+0.15 %; key rate 104.3 / 101.2 / 97.9 %; 6 /
+4 / 11 recoveries (the code before the recovery fixes, same command in the same hour: -0.10/-0.03,
+-0.06/+0.05, +0.11/+0.02 %, 104.4 / 101.2 / 99.0 %, 8 / 4 / 3). 95th percentile of the extra QBER
+against the ideal link <= +0.012 % in every run; untracked: key rate 7.0 / 1.2 / 2.0 %. Before the
+walk-speed bound below (the session before): key rate 104.7 / 101.0 / 99.0 and 104.5 / 101.0 /
+97.8 %, 4 / 4 / 9 realignments and 6 / 3 / 11 recoveries. Targets (<= 0.5 % extra QBER, >= 90 % key
+rate): met.
+
+What limits the lost locks at this drift (1-15 per 600 s over seeds 1-17; not fixed). The loop is
+chaotic here: the runs part after their first lost lock, so a count per seed says little (``--recover``,
+tracked mode alone, seeds 1-17, load 1.7-4.5: 99 lost locks before the recovery fixes, 102 after, per
+seed both ways, 7 -> 3 and 3 -> 11; key rate after / before 98.8-101.1 %, mean 99.98 %; the two codes
+search identically until a dither crosses the abort threshold or a search is retried). Where they come
+from, instrumented against the closed form (seeds 1-3, ``--recover``): 9 of 21 follow the previous
+recovery within 10 s (97-680 blocks), 2 of them right at the end of the 96 blocks of curvature
+re-learning, during which the offset is not corrected; the others after 1-3 s of QBER creeping up in one
+basis with the offset estimate uncorrelated with the true offset (cosine -0.7 to +0.6). The curvature
+estimates are the weak part: median error 33 % (Z) and 36 % (X) of the true Hessian, estimated null
+direction 21 deg off (200 s, seed 1); 40-68 % (Z), 30-130 % (X) and 17-87 deg in the 3 s before seed 3's
+lost locks. Tried and not kept (``bench.tracking_run.run("tracked", 600, seed=S, recover=True,
+tracker_kw=...)``): dithering the estimated null direction too (persistent excitation of the curvature
+model) cut the null-direction error to 6 deg and the Hessian errors to 21 % but lost the lock more
+(seeds 4 / 5: 2 -> 8, 3 -> 5; presumably dither spent on a direction the error rates barely see);
+``forget`` 0.99 (Hessian errors 21 % / 32 %; seed 3: 11 -> 8, not swept); ``init_rounds`` 1, a shorter
+re-learning after a recovery (seeds 1-17: 102 -> 104, per seed both ways, 2 -> 6 and 11 -> 4).
 
 An earlier session, not re-measured (command not recorded), on the block-level link
 (``hil.blocklink``), drifting-fiber (0.05 rad/sqrt(s) plus the 0.3 rad temperature swing), 120 s,
@@ -107,9 +125,24 @@ of the drift it is tuned for (``python -m bench.tracking_lostlock``, a still fib
 block 60, drift setting 0.01 rad/sqrt(s), load 6-8): a second lost lock in 7 of seeds 1-30 (400
 blocks, the test's jump) and 17 of seeds 1-60 (1000 blocks, ``--random-jump``) before, 0 and 2 (seeds
 21, 41) after. At 0.1 rad/sqrt(s) the bound is near the former speed (``bench.tracking_run --recover``,
-600 s, seeds 4-9, tracked mode only: 28 lost locks before, 27 after). Not fixed by it: the first
-recovery itself fails for good in 1 of 30 / 2 of 60 seeds
-(``align`` on block counts does not converge in 3 x 100 blocks; the same seeds before and after).
+600 s, seeds 4-9, tracked mode only: 28 lost locks before, 27 after).
+
+A first recovery that failed for good (all ``recover_tries`` searches fell short: seed 11 of the
+lost-lock bench's seeds 1-30, 7 and 54 of 1-60 with ``--random-jump``) had two causes, found by logging
+every setting the searches tried against the closed-form QBER. Every retry drew the same random starts
+as the search that fell short (its seed counted completed recoveries only), so seeds 7 and 54 descended
+three times into one local minimum with actuator 2 at +5000 mV (QBER_Z 2-6 %, X 4 %; aligned settings
+lie well inside the range): a retry now draws new starts. And where QBER_X nears 11 % the engine aborts
+a block, whose Z errors then stand in as 50 %: seed 11 stalled at QBER_Z 1 %, X 9 % with the aligned
+setting 500 mV away along a valley narrower than ``align``'s 150 mV dither, whose forward differences
+crossed the threshold and took that jump for a slope; such a dither is now taken on the other side or
+a quarter as long (``Measurement.z_known``). From seed 11's stall, ``align`` with one start converges
+in 40 of 40 noise seeds (15 before). Searches that fell short, seeds 101-400 random jump, 400 blocks:
+74 of 366 before, 43 of 343 after; seeds 1-200 fixed jump: 78 of 272, 44 of 243; recoveries failed for
+good 8 -> 0 and 6 -> 1 (seed 98: nearly every block of its three searches is aborted, leaving
+QBER_X alone to search on). ``python -m bench.tracking_lostlock`` (load 3-3.5, old and new code in
+turn): seeds 1-30, 400 blocks: failed for good 1 [11] -> 0, a second lost lock 0 -> 0; seeds 1-60,
+1000 blocks, ``--random-jump``: failed 2 [7, 54] -> 0, a second lost lock 2 [21, 41] -> 1 [41].
 
 Blocks straddling a setting change are not used: the node passes the last
 acquired frame with every call and a block counts only if its first frame was
@@ -165,7 +198,8 @@ class BlockCounts:
             return Measurement.from_error_counts(self.n_z, self.errors_z, self.n_x, self.errors_x,
                                                  self.duration_s)
         n = max(self.n_x, 2)
-        return Measurement.from_error_counts(n, n // 2, self.n_x, self.errors_x, self.duration_s)
+        return Measurement.from_error_counts(n, n // 2, self.n_x, self.errors_x, self.duration_s,
+                                             z_known=False)
 
     def rates(self) -> tuple[np.ndarray, np.ndarray]:
         """(QBER_Z, QBER_X) and their binomial variances (a floor of 1e-3 keeps a clean block honest)."""
@@ -721,8 +755,12 @@ class PolarizationTracking:
 
     def _start_recovery(self, why: str, current_frame: int) -> None:
         log.warning("%s: %s: recovering from the key blocks' error counts", self.dev.name, why)
+        # a retry is a new search: its random starts must differ from the one that fell short (the
+        # seed used to count completed recoveries only, so the 3 tries drew the same starts and two of
+        # them descended into the same trap again: the recoveries that failed for good)
         self._recovery = _BlockRecovery(self.dev, guard=self.guard, current_frame=current_frame,
-                                        seed=self._seed + 7919 * (self.recoveries + 1),
+                                        seed=self._seed + 7919 * (self.recoveries + 1)
+                                        + 104729 * self._failed_recoveries,
                                         max_blocks=self.recover_blocks, wait_s=self.recover_wait_s,
                                         fail_qber=self.lost_qber)
         self._check_recovery(current_frame)
