@@ -59,7 +59,7 @@ def _two_nodes(tmp_path, ctrl_factory, blocks=12, until=None):
     try:
         alice.start()
         bob.start()
-        end = time.monotonic() + 60
+        end = time.monotonic() + 120        # a bound on the wait (it ends when the blocks are done)
         while time.monotonic() < end and not (len(alice.results) >= blocks and alice.idle()
                                               and not b_st.prepared_blocks()):
             if until is not None and until(alice, bob):
