@@ -427,11 +427,12 @@ class AuthPool:
         """Whether the pad of ``seq`` was used and erased (a frame for it is a copy or a replay)."""
         return 0 <= seq < self._erased[stream]
 
-    def has_pad(self, stream: str, seq: int | None = None) -> bool:
-        """Whether ``stream`` holds a pad for ``seq`` (default: its next send sequence number)."""
+    def has_pad(self, stream: str, seq: int | None = None, headroom: int = 0) -> bool:
+        """Whether ``stream`` holds a pad for ``seq`` (default: its next send sequence number),
+        ``headroom`` pads below its end (``next_send_seq``)."""
         if seq is None:
             seq = self._send_next[stream]
-        return 0 <= seq < self.capacity(stream)
+        return 0 <= seq < self.capacity(stream) - headroom
 
     # tags --------------------------------------------------------------------------------
     def tag(self, stream: str, seq: int, data: bytes | bytearray | memoryview) -> bytes:
@@ -461,14 +462,20 @@ class AuthPool:
                                    f"on it") from exc
 
     # sequence numbers --------------------------------------------------------------------
-    def next_send_seq(self, stream: str) -> int:
-        """Allocate the next sequence number of ``stream`` (durably reserved before use)."""
+    def next_send_seq(self, stream: str, headroom: int = 0) -> int:
+        """Allocate the next sequence number of ``stream`` (durably reserved before use).
+
+        ``headroom``: refuse (``PoolExhausted``) when fewer than ``headroom`` + 1 pads are left,
+        keeping the last ``headroom`` for the messages that refill the pool (``link.channel``:
+        ``COMMIT_RESERVE_PADS``)."""
         if not stream.startswith(self.role + "."):
             raise ValueError(f"stream: {stream} is not sent by {self.role}")
         with self._lock:
             seq = self._send_next[stream]
-            if seq >= self.capacity(stream):
-                raise PoolExhausted(f"auth pool stream {stream} exhausted at sequence number {seq}")
+            if seq >= self.capacity(stream) - headroom:
+                kept = "" if seq >= self.capacity(stream) else \
+                    f" (its last {headroom} pads are kept for the commit messages)"
+                raise PoolExhausted(f"auth pool stream {stream} exhausted{kept} at sequence number {seq}")
             if seq >= self._send_reserved[stream]:
                 new = min(seq + RESERVE_BATCH, self.capacity(stream))
                 self._write("UPDATE auth_state SET send_reserved=? WHERE stream=?", (new, stream))
@@ -494,14 +501,32 @@ class AuthPool:
             self._recv_last[stream] = seq
 
     # replenishment and accounting ----------------------------------------------------------
+    def _unconfirmed(self, source: str) -> bool:
+        """Alice: whether the segment written by ``source`` ("block N") comes from a block Bob has
+        not confirmed (committed here, not final). Bob appends the segment when he handles the
+        block's COMMIT; a pad of it used before then makes a frame Bob cannot check, and if that
+        frame is the COMMIT itself (or comes before it: go-back-N keeps the order) he never gets
+        the segment: the link stalls with the block committed on Alice's side only. A segment
+        with no block row (tests that append segments directly) is not held back."""
+        if self.role != "alice" or not source.startswith("block "):
+            return False
+        try:
+            row = self._db.execute("SELECT state FROM block WHERE block_id=?",
+                                   (int(source[6:]),)).fetchone()
+        except (ValueError, sqlite3.OperationalError):   # no block table: a pool-only file
+            return False
+        return row is not None and row[0] != "final"
+
     def _load_segments(self) -> None:
         # Segments are used in index order and only up to the first missing index: Alice
-        # assigns the indices (link.commit), and Bob may commit a later block first.
+        # assigns the indices (link.commit), and Bob may commit a later block first. Alice's own
+        # streams take a segment only once Bob confirmed its block (``_unconfirmed``).
         for s in STREAMS:
-            cur = self._db.execute("SELECT idx, data FROM auth_segment WHERE stream=? AND idx>=? "
-                                   "ORDER BY idx", (s, self._seg_count[s]))
-            for idx, data in cur:   # one row (one unwipeable bytes object) alive at a time
-                if idx != self._seg_count[s]:
+            mine = s.startswith(self.role + ".")
+            cur = self._db.execute("SELECT idx, data, source FROM auth_segment WHERE stream=? AND "
+                                   "idx>=? ORDER BY idx", (s, self._seg_count[s]))
+            for idx, data, source in cur:   # one row (one unwipeable bytes object) alive at a time
+                if idx != self._seg_count[s] or (mine and self._unconfirmed(source)):
                     break
                 old = self._streams[s]
                 start = self._base[s] + len(old)

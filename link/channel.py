@@ -73,6 +73,15 @@ COUNTERS = ("sent", "retransmitted", "received", "acks_sent", "acks_received", "
             "duplicates", "after_no_pad", "before_sync")
 
 
+# The last pads of each proto data stream are kept for the two-step commit's messages (and
+# HELLO): a block's COMMIT must be checkable by the peer with the pads it holds *before* that
+# commit (Alice's own streams take a block's segment only once Bob confirmed it, link.auth), so
+# a stream drained by other traffic must still carry it. 32: PREPARE + COMMIT of the blocks in
+# flight (at most a few) and a RESYNC, many times over.
+COMMIT_RESERVE_PADS = 32
+COMMIT_RESERVE_TYPES = frozenset({MsgType.HELLO, MsgType.PREPARE, MsgType.PREPARED, MsgType.COMMIT,
+                                  MsgType.COMMITTED, MsgType.RESYNC, MsgType.RESYNC_REPLY})
+
 RTO_MAX_S = 5.0      # the adaptive retransmission timeout never exceeds this
 ERASE_EVERY_S = 2.0  # used authentication pads are erased from memory and the store this often
 
@@ -245,14 +254,15 @@ class Channel:
         if mtype == MsgType.ACK:
             raise ValueError("mtype: ACKs are sent by the channel itself")
         stream = f"{self.role}.{lane}.data"
+        headroom = 0 if lane != "proto" or mtype in COMMIT_RESERVE_TYPES else COMMIT_RESERVE_PADS
         end = time.monotonic() + wait_s
         while True:
             with self._send_lock:   # seq allocation and queueing in one order
                 try:
-                    seq = self.pool.next_send_seq(stream)
+                    seq = self.pool.next_send_seq(stream, headroom)
                 except PoolExhausted as exc:
                     self.pool.refresh()
-                    if self.pool.has_pad(stream):
+                    if self.pool.has_pad(stream, headroom=headroom):
                         continue
                     if time.monotonic() >= end or self._stop.is_set():
                         self._alarm("auth_pool_exhausted", str(exc))
