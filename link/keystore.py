@@ -81,6 +81,10 @@ CREATE TABLE IF NOT EXISTS keyblock (
 # when its last key is consumed.
 
 
+class CommitMismatch(KeyStoreError):
+    """The peer split a block into pool bytes and keys differently (``KeyStore.commit``)."""
+
+
 def key_id(link_id: str, block_id: int, index: int) -> str:
     """The ID both nodes give key ``index`` of block ``block_id`` of link ``link_id``."""
     return str(uuid.uuid5(NAMESPACE, f"{link_id}/{block_id}/{index}"))
@@ -319,7 +323,7 @@ class KeyStore:
                        (block_id, "prepared", key_bits, memoryview(key)[: (key_bits + 7) // 8]))
 
     def commit(self, block_id: int, layout: list[int] | int | None = None, *,
-               refill: bool | tuple[str, ...] = True) -> int:
+               refill: bool | tuple[str, ...] = True, expect: dict | None = None) -> int:
         """Make a prepared block's keys usable (idempotent); returns the number of keys.
 
         In the same transaction: up to ``auth_refill_bytes`` of the block key go to the
@@ -331,6 +335,11 @@ class KeyStore:
         refilled (read the layout with ``auth_layout``). Bob passes the layout Alice sent
         (``auth.check_layout``), or one int (``NO_SEGMENT``, or a segment index for every
         stream: commit messages of stores written before the per-stream split).
+
+        ``expect`` (Bob: what Alice's commit of the block gave, ``commit_summary``): if this
+        store's split differs (its ``auth_refill_bytes`` or ``key_size_bits`` are not Alice's),
+        ``CommitMismatch`` is raised and nothing is written: the same key IDs would name
+        different bytes on the two nodes, and their pools would differ.
         """
         if layout is not None and not isinstance(layout, int):
             layout = check_layout(layout)
@@ -360,6 +369,11 @@ class KeyStore:
                     layout = [NO_SEGMENT] * len(STREAMS)
                 kb = self.key_size_bits // 8
                 n = (nbytes - used) // kb
+                mine = {"auth_bytes": used, "n_keys": n, "key_size_bits": self.key_size_bits}
+                if expect is not None and any(expect.get(k) != v for k, v in mine.items()):
+                    raise CommitMismatch(f"commit: block {block_id} splits here into {mine}, on the "
+                                         f"peer into {expect}: [protocol] auth_refill_bytes and "
+                                         f"key_size_bits must be the same on both nodes")
                 if n:      # the block's keys as one row (module docstring: Layout)
                     mv = memoryview(material)
                     db.execute("INSERT INTO keyblock(block_id, key_bytes, n_keys, live0, live1, live, data) "
@@ -376,6 +390,16 @@ class KeyStore:
             log.info("block %d committed: %d keys of %d bits, %d bytes to the auth pool",
                      block_id, n, self.key_size_bits, used)
             return n
+
+    def commit_summary(self, block_id: int) -> dict | None:
+        """How a committed block was split (for ``commit(expect=...)`` on the peer): bytes to the
+        authentication pool, keys, key size; None when the block is not committed here."""
+        with self._lock:
+            row = self._db.execute("SELECT state, auth_bytes, n_keys FROM block WHERE block_id=?",
+                                   (block_id,)).fetchone()
+        if row is None or row[0] not in ("committed", "final"):
+            return None
+        return {"auth_bytes": int(row[1]), "n_keys": int(row[2]), "key_size_bits": self.key_size_bits}
 
     def auth_layout(self, block_id: int) -> list[int] | None:
         """The authentication-pool segment layout a committed block filled: per stream of

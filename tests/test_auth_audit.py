@@ -10,6 +10,10 @@ Findings it pins down, each failing on the code before its fix:
   could hand out that Bob never gets) and the link stalled. Now Alice's streams take a segment
   only once Bob confirmed its block (``AuthPool._unconfirmed``), and the last
   ``COMMIT_RESERVE_PADS`` of a proto data stream are kept for the commit messages.
+* Nothing checked that the nodes split a block alike: with Bob's [protocol] auth_refill_bytes
+  or key_size_bits unlike Alice's, his commit put other bytes in his pool and under the same key
+  IDs. COMMIT and RESYNC now carry Alice's split (``KeyStore.commit_summary``); Bob refuses
+  (``commit_refused``) a commit that would split otherwise, writing nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def test_a_drained_stream_still_commits_on_both_sides_and_resumes(tmp_path):
         pump(nodes, lambda: False, 0.3)          # the HELLOs (Alice answers Bob's with RESYNC)
         s = "alice.proto.data"
         cap = a_ch.pool.capacity(s)
-        with pytest.raises(ChannelError, match="exhausted .its last 32 pads are kept for the commit messages"):
+        with pytest.raises(ChannelError, match="exhausted .its last 32 pads are kept for the commit"):
             for _ in range(cap):
                 a_ch.send(MsgType.DATA, 0, b"x")
         assert a_ch.pool._send_next[s] == cap - COMMIT_RESERVE_PADS
@@ -63,3 +67,34 @@ def test_a_drained_stream_still_commits_on_both_sides_and_resumes(tmp_path):
             got.append(m)
         assert [m.payload for m in got] == [b"after"] * 20
         assert b_ch.counters["bad_tag"] == 0
+
+
+def _segment_rows(store) -> int:
+    return store._db.execute("SELECT COUNT(*) FROM auth_segment").fetchone()[0]
+
+
+@pytest.mark.parametrize("setting, bob_value", [("auth_refill_bytes", 1024), ("key_size_bits", 128)])
+def test_bob_refuses_a_commit_split_unlike_alices(tmp_path, setting, bob_value):
+    """[protocol] auth_refill_bytes and key_size_bits "must be the same on both nodes", and nothing
+    checked it: with Bob's different, his commit of a block put other bytes in his pool and under
+    the same key IDs (stores differ, the pools too). Now COMMIT carries Alice's split and Bob
+    refuses one unlike his own, writing nothing."""
+    with committer_pair(tmp_path, 2048) as nodes:
+        a_st, _, a_com = nodes["alice"]
+        b_st, _, b_com = nodes["bob"]
+        setattr(b_st, setting, bob_value)
+        events = []
+        b_com.on_event = lambda what, b, info: events.append((what, b, info))
+        key = os.urandom(4096)
+        b_com.offer(3, bytearray(key), 4096 * 8)
+        a_com.propose(3, bytearray(key), 4096 * 8)
+        pump(nodes, lambda: b_com.refused > 0 or b_st.state(3) == "committed", 5)
+        assert a_st.state(3) == "committed" and b_st.state(3) == "prepared"
+        assert b_st.count() == 0 and _segment_rows(b_st) == 0
+        what, b, info = events[-1]
+        assert (what, b, info["message"]) == ("refused", 3, "COMMIT") and setting in info["reason"]
+        # Bob restarts with Alice's setting: her RESYNC (with the split) commits it alike
+        setattr(b_st, setting, getattr(a_st, setting))
+        a_com.resync()
+        pump(nodes, lambda: a_st.state(3) == "final", 5)
+        assert b_st.state(3) == "committed" and stores_identical(a_st, b_st)
