@@ -109,7 +109,11 @@ class _Lane:
         # frames then wait for the retransmission of the whole window, in order, so
         # the peer never sees frame n+1 before frame n
         self.stalled = False
-        self.ack_due = False          # data accepted (or a duplicate seen) since the last ACK
+        self.ack_due = False          # data accepted since the last ACK
+        # a copy or replay of a frame already accepted seen since the last ACK: acknowledged at
+        # most once per retry_s (``_run``), since such a frame need not authenticate (its pad
+        # may be erased) and each ACK spends a pad: a flood of them must not drain our ACK stream
+        self.ack_old = False
         self.peer_synced = False      # a frame of the peer accepted since this channel started
         self.last_ack_tx = 0.0
         # retransmission timeout from measured round trips (RFC 6298, Sec. 2; Karn's rule:
@@ -361,7 +365,8 @@ class Channel:
                             except zmq.Again:
                                 break
                             self._on_frame(lane, frame)
-                    if lane.ack_due:
+                    if lane.ack_due or (lane.ack_old and
+                                        time.monotonic() - lane.last_ack_tx >= self.retry_s):
                         # one cumulative ACK for every frame drained above, not one per frame:
                         # fewer pads of the ACK stream, fewer tags to compute and check
                         self._send_ack(lane)
@@ -449,7 +454,7 @@ class Channel:
                 self.counters["ack_deferred"] += 1
                 return
         if retx is None:
-            lane.ack_due = False
+            lane.ack_due = lane.ack_old = False
         lane.last_ack_tx = time.monotonic()
         last = self.pool.recv_last(f"{self.peer}.{lane.name}.data")
         body = last.to_bytes(8, "big", signed=True)
@@ -477,7 +482,7 @@ class Channel:
         else:
             self.counters["replayed"] += 1
             self._alarm("replayed", f"lane {lane.name}: {mtype.name} seq {seq} <= last accepted {last}")
-        lane.ack_due = True
+        lane.ack_old = True
 
     def _erase_pads(self) -> None:
         """Erase the pads used since the last call (``AuthPool.erase_used``), every ERASE_EVERY_S.

@@ -29,12 +29,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+import zmq
 from commit_pair import committer_pair, pump
 
-from link.auth import write_psk
-from link.channel import COMMIT_RESERVE_PADS, ChannelError
+import link.channel as channel_mod
+from link.auth import AuthPool, write_psk
+from link.channel import COMMIT_RESERVE_PADS, Channel, ChannelError
 from link.keystore import KeyStore, stores_identical
-from link.messages import MsgType
+from link.messages import MsgType, encode_header
 
 HERE = Path(__file__).parent
 
@@ -182,3 +184,75 @@ def test_kills_on_both_sides_never_use_a_pad_twice(tmp_path, seed):
     with closing(sqlite3.connect(tmp_path / "alice.db")) as ca, \
             closing(sqlite3.connect(tmp_path / "bob.db")) as cb:
         assert ca.execute(q).fetchall() == cb.execute(q).fetchall()
+
+
+def _alice_frame(pool, seq: int, mtype: MsgType, payload: bytes) -> bytes:
+    head = encode_header(mtype, "alice", "proto", seq, 0, len(payload))
+    return head + payload + pool.tag("alice.proto.data", seq, head + payload)
+
+
+@pytest.mark.parametrize("erased", [True, False])
+def test_old_frames_do_not_drain_the_ack_stream(tmp_path, monkeypatch, erased):
+    """Eve floods Bob with frames at sequence numbers he already accepted: copies of Alice's
+    recorded frames (their tags check) or, once their pads are erased, any bytes with that
+    header (erased pads cannot be checked). Each pass of Bob's I/O thread answered them with an
+    ACK, one pad of his ACK stream each: ~100 pads for 100 frames, from frames Eve can make up.
+    Now such old frames get at most one ACK per retry_s (the peer resends no faster)."""
+    monkeypatch.setattr(channel_mod, "ERASE_EVERY_S", 0.02)
+    write_psk(tmp_path / "l.psk", "L", 8192)
+    ctx = zmq.Context()
+    eve = {k: ctx.socket(zmq.DEALER) for k in ("proto", "ctrl")}
+    eps = {}
+    for k, sock in eve.items():
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind("tcp://127.0.0.1:*")
+        eps[k] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    alice_pool = AuthPool(tmp_path / "l.psk", tmp_path / "alice.db", "alice")   # Eve's recordings
+    recorded = [_alice_frame(alice_pool, 0, MsgType.HELLO, b"")]
+    recorded += [_alice_frame(alice_pool, i, MsgType.DATA, b"m%d" % i) for i in range(1, 6)]
+    bob = Channel("bob", AuthPool(tmp_path / "l.psk", tmp_path / "bob.db", "bob"), ctx=ctx, retry_s=0.2)
+    try:
+        bob.connect(**eps)
+        bob.start()
+        for f in recorded:
+            eve["proto"].send(f)
+        assert len(_recv(bob, 6)) == 6
+        # acknowledge Bob's HELLO, so no retransmission notice of his spends ACK pads below
+        head = encode_header(MsgType.ACK, "alice", "proto", 0, 0, 8)
+        body = (0).to_bytes(8, "big", signed=True)
+        eve["proto"].send(head + body + alice_pool.tag("alice.proto.ack", 0, head + body))
+        end = time.monotonic() + 5
+        while (erased and not bob.pool.erased("alice.proto.data", 3)) and time.monotonic() < end:
+            time.sleep(0.01)
+        assert bob.pool.erased("alice.proto.data", 3) or not erased
+        time.sleep(0.3)
+        seq0 = bob.pool._send_next["bob.proto.ack"]
+        old = bytearray(recorded[3])
+        if erased:                           # made-up bytes: the pad is gone, nothing checks them
+            old[-10:] = b"zz" + os.urandom(8)        # payload "m3" -> "zz", a random tag
+        t0 = time.monotonic()
+        for _ in range(100):
+            eve["proto"].send(bytes(old))
+            time.sleep(0.003)
+        time.sleep(0.1)
+        spent_s = time.monotonic() - t0
+        assert bob.counters["replayed"] >= 90 and bob.counters["bad_tag"] == 0
+        acks = bob.pool._send_next["bob.proto.ack"] - seq0     # pads of his proto ACK stream
+        assert 1 <= acks <= 2 + spent_s / 0.2, acks    # at once, then once per retry_s
+        assert bob.recv(timeout=0.05) is None          # none of it reached the application
+    finally:
+        bob.close()
+        alice_pool.close()
+        for sock in eve.values():
+            sock.close(0)
+        ctx.destroy(linger=0)
+
+
+def _recv(ch, n: int) -> list:
+    out = []
+    end = time.monotonic() + 5
+    while len(out) < n and time.monotonic() < end:
+        m = ch.recv(timeout=0.05)
+        if m is not None:
+            out.append(m)
+    return out
