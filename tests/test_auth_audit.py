@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -256,3 +257,36 @@ def _recv(ch, n: int) -> list:
         if m is not None:
             out.append(m)
     return out
+
+
+_RESERVE_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from link.auth import AuthPool, write_psk
+d = sys.argv[1]
+write_psk(d + "/l.psk", "L", 8192)
+pool = AuthPool(d + "/l.psk", d + "/a.db", "alice")
+os.write(1, b"RESERVE\\n")
+pool.next_send_seq("alice.proto.data")
+os.write(1, b"RESERVED\\n")
+pool.close()
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_a_send_reservation_is_synced_to_disk_before_its_pads_are_used(tmp_path):
+    """The pool's connection runs synchronous=NORMAL: in WAL mode a commit then survives a killed
+    process but not a power cut. A send reservation lost that way lets the next run tag new
+    frames with pads that tagged frames already sent: pad reuse, forgery. The reservation write
+    must reach the disk (an fsync of the WAL) before next_send_seq returns; traced with strace."""
+    trace = tmp_path / "trace.txt"
+    r = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
+                        sys.executable, "-c", _RESERVE_SCRIPT, str(tmp_path), str(HERE.parent)],
+                       capture_output=True, timeout=60)
+    if r.returncode != 0 and b"ptrace" in r.stderr:
+        pytest.skip(f"strace cannot trace here: {r.stderr.decode()[-200:]}")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    lines = trace.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if "RESERVE\\n" in ln)
+    end = next(i for i, ln in enumerate(lines) if "RESERVED\\n" in ln)
+    assert any("fdatasync(" in ln or "fsync(" in ln for ln in lines[start:end]), lines[start:end + 1]
