@@ -85,6 +85,12 @@ class CommitMismatch(KeyStoreError):
     """The peer split a block into pool bytes and keys differently (``KeyStore.commit``)."""
 
 
+def next_dropped(db: sqlite3.Connection, stream: str) -> int:
+    """Segments 0..n-1 of ``stream`` were used up and deleted (``auth_state.dropped_segs``)."""
+    row = db.execute("SELECT dropped_segs FROM auth_state WHERE stream=?", (stream,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def key_id(link_id: str, block_id: int, index: int) -> str:
     """The ID both nodes give key ``index`` of block ``block_id`` of link ``link_id``."""
     return str(uuid.uuid5(NAMESPACE, f"{link_id}/{block_id}/{index}"))
@@ -362,8 +368,10 @@ class KeyStore:
                     streams = STREAMS if refill is True else () if refill is False else refill
                     layout = (segment_layout(db, streams) if segment_unit(refill_bytes)
                               else [NO_SEGMENT] * len(STREAMS))
-                elif isinstance(layout, int):
-                    layout = [layout] * len(STREAMS)
+                else:
+                    if isinstance(layout, int):
+                        layout = [layout] * len(STREAMS)
+                    self._check_fresh(db, block_id, layout)
                 used = append_segments_sql(db, f"block {block_id}", material[:refill_bytes], layout)
                 if not used:
                     layout = [NO_SEGMENT] * len(STREAMS)
@@ -390,6 +398,19 @@ class KeyStore:
             log.info("block %d committed: %d keys of %d bits, %d bytes to the auth pool",
                      block_id, n, self.key_size_bits, used)
             return n
+
+    @staticmethod
+    def _check_fresh(db: sqlite3.Connection, block_id: int, layout: list[int]) -> None:
+        """Bob: every segment index of the peer's layout must be new for its stream (not held,
+        not deleted after use): an index given twice would be a constraint violation, which
+        stopped the node as a failed key store instead of refusing the message."""
+        for s, idx in zip(STREAMS, layout):
+            if idx == NO_SEGMENT:
+                continue
+            if db.execute("SELECT 1 FROM auth_segment WHERE stream=? AND idx=?", (s, idx)).fetchone() \
+                    or idx < next_dropped(db, s):
+                raise CommitMismatch(f"commit: block {block_id}: auth_layout gives stream {s} the "
+                                     f"segment index {idx}, which this store already used")
 
     def commit_summary(self, block_id: int) -> dict | None:
         """How a committed block was split (for ``commit(expect=...)`` on the peer): bytes to the

@@ -19,6 +19,7 @@ Findings it pins down, each failing on the code before its fix:
 from __future__ import annotations
 
 import collections
+import json
 import os
 import random
 import shutil
@@ -37,7 +38,7 @@ import link.channel as channel_mod
 from link.auth import AuthPool, write_psk
 from link.channel import COMMIT_RESERVE_PADS, Channel, ChannelError
 from link.keystore import KeyStore, stores_identical
-from link.messages import MsgType, encode_header
+from link.messages import Message, MsgType, encode_header
 
 HERE = Path(__file__).parent
 
@@ -290,3 +291,21 @@ def test_a_send_reservation_is_synced_to_disk_before_its_pads_are_used(tmp_path)
     start = next(i for i, ln in enumerate(lines) if "RESERVE\\n" in ln)
     end = next(i for i, ln in enumerate(lines) if "RESERVED\\n" in ln)
     assert any("fdatasync(" in ln or "fsync(" in ln for ln in lines[start:end]), lines[start:end + 1]
+
+
+def test_bob_refuses_a_layout_that_reuses_a_segment_index(tmp_path):
+    """A well-formed COMMIT whose layout names a segment index Bob's store already holds (a peer
+    that lost count) raised a constraint error: the node stopped as if its key store had failed.
+    Now it is refused like a malformed layout, and changes nothing."""
+    with committer_pair(tmp_path, 2048) as nodes:
+        b_st, _, b_com = nodes["bob"]
+        for b in (1, 2):
+            b_st.prepare(b, bytearray(os.urandom(4096)), 4096 * 8)
+        b_com.handle(Message(MsgType.COMMIT, "alice", "proto", 1, 1,
+                             json.dumps({"auth_layout": [0] * 8}).encode()))
+        assert b_st.state(1) == "committed"
+        rows, keys = _segment_rows(b_st), b_st.count()
+        b_com.handle(Message(MsgType.COMMIT, "alice", "proto", 2, 2,
+                             json.dumps({"auth_layout": [-1] * 7 + [0]}).encode()))
+        assert b_st.state(2) == "prepared" and b_com.refused == 1
+        assert (_segment_rows(b_st), b_st.count()) == (rows, keys)
