@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sys
 import time
 
@@ -33,6 +34,21 @@ def block_key(bid: int) -> bytearray:
         out += hashlib.blake2b(f"test-block-{bid}-{i}".encode()).digest()
         i += 1
     return out[:KEY_BYTES]
+
+
+def _die_after(store: KeyStore, spec: str) -> None:
+    """``QKD_DIE=STEP:BLOCK``: SIGKILL this process right after its store did STEP (prepare,
+    commit, finalize, abort) of block BLOCK, before any message about it leaves."""
+    step, block = spec.split(":")
+    real = getattr(store, step)
+
+    def then_die(block_id, *args, **kw):
+        out = real(block_id, *args, **kw)
+        if block_id == int(block):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
+    setattr(store, step, then_die)
 
 
 def _log_pads(pool: AuthPool, path: str) -> None:
@@ -60,6 +76,8 @@ def _log_pads(pool: AuthPool, path: str) -> None:
 def main(role: str, d: str, n_blocks: int) -> int:
     store = KeyStore(os.path.join(d, f"{role}.db"), "crash-link", auth_refill_bytes=128)
     pool = AuthPool(os.path.join(d, "link.psk"), os.path.join(d, f"{role}.db"), role)
+    if os.environ.get("QKD_DIE"):
+        _die_after(store, os.environ["QKD_DIE"])
     if os.environ.get("QKD_PADLOG"):
         _log_pads(pool, os.environ["QKD_PADLOG"])
     ch = Channel(role, pool, retry_s=0.05)

@@ -115,8 +115,11 @@ def test_bob_refuses_a_commit_split_unlike_alices(tmp_path, setting, bob_value):
         assert b_st.state(3) == "committed" and stores_identical(a_st, b_st)
 
 
-def _spawn(role: str, d, n: int) -> subprocess.Popen:
+def _spawn(role: str, d, n: int, die: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "QKD_PADLOG": str(d / f"{role}.padlog")}
+    env.pop("QKD_DIE", None)
+    if die:
+        env["QKD_DIE"] = die
     return subprocess.Popen([sys.executable, str(HERE / "commit_peer.py"), role, str(d), str(n)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
@@ -168,24 +171,51 @@ def test_kills_on_both_sides_never_use_a_pad_twice(tmp_path, seed):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    _check_after_kills(tmp_path)
+
+
+def _check_after_kills(d) -> None:
+    """Both commit peers ended: no pad tagged two messages, no frame accepted twice, the stores
+    and the pools' segments identical."""
     for role in ("alice", "bob"):
-        tags, acc = _pad_uses(tmp_path / f"{role}.padlog")
+        tags, acc = _pad_uses(d / f"{role}.padlog")
         assert tags, role
         twice = {k: v for k, v in tags.items() if len(v) > 1}
         assert not twice, f"{role}: pads tagged two different messages: {sorted(twice)[:5]}"
         again = [k for k, n in acc.items() if n > 1]
         assert not again, f"{role}: peer frames accepted twice: {sorted(again)[:5]}"
-    a = KeyStore(tmp_path / "alice.db", "crash-link")
-    b = KeyStore(tmp_path / "bob.db", "crash-link")
+    a = KeyStore(d / "alice.db", "crash-link")
+    b = KeyStore(d / "bob.db", "crash-link")
     try:
         assert a.open_blocks() == {} and stores_identical(a, b) and a.count() > 0
     finally:
         a.close()
         b.close()
     q = "SELECT stream, idx, length(data), source FROM auth_segment ORDER BY stream, idx"
-    with closing(sqlite3.connect(tmp_path / "alice.db")) as ca, \
-            closing(sqlite3.connect(tmp_path / "bob.db")) as cb:
+    with closing(sqlite3.connect(d / "alice.db")) as ca, closing(sqlite3.connect(d / "bob.db")) as cb:
         assert ca.execute(q).fetchall() == cb.execute(q).fetchall()
+
+
+@pytest.mark.parametrize("victim, step", [("alice", "prepare"), ("alice", "commit"), ("bob", "prepare"),
+                                          ("bob", "commit"), ("alice", "finalize")])
+def test_a_kill_at_each_commit_step_never_uses_a_pad_twice(tmp_path, victim, step):
+    """SIGKILL right after a chosen store step of block 5 (before its message leaves), the
+    victim restarted: the same outcome as above (pads, frames, stores, segments)."""
+    n_blocks = 10
+    write_psk(tmp_path / "link.psk", "crash-link", 16384)
+    procs = {r: _spawn(r, tmp_path, n_blocks, f"{step}:5" if r == victim else None)
+             for r in ("alice", "bob")}
+    try:
+        assert procs[victim].wait(timeout=30) == -9, procs[victim].stderr.read().decode()[-2000:]
+        procs[victim] = _spawn(victim, tmp_path, n_blocks)
+        assert procs["alice"].wait(timeout=60) == 0, procs["alice"].stderr.read().decode()[-2000:]
+        assert procs["bob"].wait(timeout=10) == 0, procs["bob"].stderr.read().decode()[-2000:]
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    _check_after_kills(tmp_path)
 
 
 def _alice_frame(pool, seq: int, mtype: MsgType, payload: bytes) -> bytes:
