@@ -339,3 +339,38 @@ def test_bob_refuses_a_layout_that_reuses_a_segment_index(tmp_path):
                              json.dumps({"auth_layout": [-1] * 7 + [0]}).encode()))
         assert b_st.state(2) == "prepared" and b_com.refused == 1
         assert (_segment_rows(b_st), b_st.count()) == (rows, keys)
+
+
+_COMMIT_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from link.keystore import KeyStore
+st = KeyStore(sys.argv[1] + "/a.db", "L", auth_refill_bytes=1024)
+key = bytearray(os.urandom(2048))
+os.write(1, b"PREPARE\\n")
+st.prepare(1, key, 2048 * 8)
+os.write(1, b"COMMIT\\n")
+st.commit(1, [0] * 8)
+os.write(1, b"DONE\\n")
+st.close()
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_prepare_and_commit_are_synced_to_disk_before_the_peer_hears_of_them(tmp_path):
+    """The two-step commit's recovery rests on "Bob prepared (durably) before he answers" and
+    "Alice committed before COMMIT". Under synchronous=NORMAL a power cut can undo a commit
+    after its message left: Alice's RESYNC then recommits the block with a fresh pool layout
+    (``_on_resync_reply``: "cannot happen") and the stores differ. Each step is fsynced."""
+    trace = tmp_path / "trace.txt"
+    r = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
+                        sys.executable, "-c", _COMMIT_SCRIPT, str(tmp_path), str(HERE.parent)],
+                       capture_output=True, timeout=60)
+    if r.returncode != 0 and b"ptrace" in r.stderr:
+        pytest.skip(f"strace cannot trace here: {r.stderr.decode()[-200:]}")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    lines = trace.read_text().splitlines()
+    marks = ("PREPARE", "COMMIT", "DONE")
+    at = {m: next(i for i, ln in enumerate(lines) if f'"{m}\\n"' in ln) for m in marks}
+    synced = lambda a, b: any("fdatasync(" in ln or "fsync(" in ln for ln in lines[at[a]:at[b]])  # noqa: E731
+    assert synced("PREPARE", "COMMIT") and synced("COMMIT", "DONE"), lines[at["PREPARE"]:]
