@@ -30,10 +30,18 @@ block's commit, so both sides append identical segments; see ``link.keystore``).
 
 Durability (what makes a pad one-time across crashes): the sender reserves
 sequence numbers in batches and writes the reservation to SQLite *before*
-using any pad of the batch; after a crash it starts above the reservation, so
+using any pad of the batch, synced to disk (synchronous=FULL for that write: a
+power cut must not lose it either); after a crash it starts above the reservation, so
 no pad is ever used for two different messages. The receiver writes its last
 accepted sequence number before handing a message to the application, so a
-replay after its restart is refused too.
+replay after its restart is refused too (that write survives a killed process, not a
+power cut: the connection runs synchronous=NORMAL).
+
+Which segments a sender uses: Bob appends a block's segments when he handles Alice's COMMIT,
+so Alice's own streams take a segment only once Bob confirmed its block (state ``final``,
+``_unconfirmed``); a frame of hers on a pad Bob cannot have yet, the COMMIT itself included,
+would stall the link with the block committed on her side only. Bob's streams need no such
+rule: Alice committed every block before he did.
 
 Erasing used pads (``AuthPool.erase_used``, called by the channel's I/O thread every few
 seconds): a pad is *used* once its tag is computed (we sent: a retransmission resends the

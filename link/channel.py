@@ -38,6 +38,10 @@ Rules (DESIGN.md, "Classical channel"):
 * After a restart a node opens each lane with ``HELLO`` at a sequence number
   above its durable reservation; ``HELLO`` is the only message allowed to jump
   forward, and the application sees it (the node then resynchronises blocks).
+* The last ``COMMIT_RESERVE_PADS`` pads of a proto data stream carry only the
+  two-step commit's messages and ``HELLO``: a drained stream must still carry the
+  COMMIT that refills it. A copy or replay of an accepted frame is acknowledged at
+  most once per ``retry_s`` (an ACK spends a pad; such frames need not authenticate).
 
 Threads: one I/O thread owns the sockets (ZeroMQ sockets are not thread safe);
 ``send`` may be called from any thread (a queue plus a wake-up pipe), ``recv``
