@@ -285,9 +285,17 @@ class Committer:
         for b, ast in alice.items():
             mine = self.store.state(b)
             if ast == "committed" and mine == "prepared":
-                n = self._bob_commit(b, listed[b][1], listed[b][2])
-                self._event("committed", b, keys=n)
-                mine = "committed"
+                try:
+                    n = self._bob_commit(b, listed[b][1], listed[b][2])
+                except CommitMessageError as exc:
+                    # this block only (nothing of it written; it stays prepared, and Alice is told
+                    # so): the other blocks are settled and the reply goes out
+                    self.refused += 1
+                    log.error("RESYNC from %s: block %d refused: %s", msg.sender, b, exc)
+                    self._event("refused", b, message="RESYNC", reason=str(exc))
+                else:
+                    self._event("committed", b, keys=n)
+                    mine = "committed"
             elif ast == "prepared" and mine is None and b in self._offers:
                 key, bits = self._offers.pop(b)
                 self.store.prepare(b, key, bits)

@@ -374,3 +374,22 @@ def test_prepare_and_commit_are_synced_to_disk_before_the_peer_hears_of_them(tmp
     at = {m: next(i for i, ln in enumerate(lines) if f'"{m}\\n"' in ln) for m in marks}
     synced = lambda a, b: any("fdatasync(" in ln or "fsync(" in ln for ln in lines[at[a]:at[b]])  # noqa: E731
     assert synced("PREPARE", "COMMIT") and synced("COMMIT", "DONE"), lines[at["PREPARE"]:]
+
+
+def test_a_resync_block_bob_refuses_does_not_stop_the_others(tmp_path):
+    """A RESYNC that lists a committed block Bob must refuse (here: its layout reuses a segment
+    index) used to abandon the whole RESYNC there: the blocks listed after it stayed unsettled
+    and no RESYNC_REPLY went out. Now only that block is refused (it stays prepared)."""
+    with committer_pair(tmp_path, 2048) as nodes:
+        b_st, _, b_com = nodes["bob"]
+        for b in (1, 2, 3):
+            b_st.prepare(b, bytearray(os.urandom(4096)), 4096 * 8)
+        b_com.handle(Message(MsgType.COMMIT, "alice", "proto", 1, 1,
+                             json.dumps({"auth_layout": [0] * 8}).encode()))
+        sent = []
+        real_send = b_com.ch.send
+        b_com.ch.send = lambda mtype, *a, **kw: (sent.append(mtype), real_send(mtype, *a, **kw))[1]
+        listing = {"2": ["committed", [0] * 8], "3": ["committed", [1] * 8]}
+        b_com.handle(Message(MsgType.RESYNC, "alice", "proto", 2, 0, json.dumps(listing).encode()))
+        assert (b_st.state(2), b_st.state(3)) == ("prepared", "committed") and b_com.refused == 1
+        assert sent == [MsgType.RESYNC_REPLY]
