@@ -14,6 +14,17 @@ Findings it pins down, each failing on the code before its fix:
   or key_size_bits unlike Alice's, his commit put other bytes in his pool and under the same key
   IDs. COMMIT and RESYNC now carry Alice's split (``KeyStore.commit_summary``); Bob refuses
   (``commit_refused``) a commit that would split otherwise, writing nothing.
+* Old frames (copies, replays, and made-up frames at a sequence number whose pad is erased,
+  which cannot be checked) were acknowledged once per I/O pass: each ACK a pad, so Eve could
+  drain the ACK stream. Now at most once per retry_s.
+* Durability against a power cut (the store runs synchronous=NORMAL): send reservations, and
+  the prepare and commit steps, are now synced to disk before what follows them leaves.
+* A layout naming a segment index the store already used hit a UNIQUE constraint (the node
+  stopped as if its store had failed); a RESYNC stopped at the first block Bob refused.
+
+Also checked and sound here (tests below): across SIGKILLs of either node at random moments
+and right after each store step of the commit, no pad tags two messages, no frame of the peer
+is accepted twice, and the stores and pool segments end identical.
 """
 
 from __future__ import annotations
