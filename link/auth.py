@@ -30,10 +30,18 @@ block's commit, so both sides append identical segments; see ``link.keystore``).
 
 Durability (what makes a pad one-time across crashes): the sender reserves
 sequence numbers in batches and writes the reservation to SQLite *before*
-using any pad of the batch; after a crash it starts above the reservation, so
+using any pad of the batch, synced to disk (synchronous=FULL for that write: a
+power cut must not lose it either); after a crash it starts above the reservation, so
 no pad is ever used for two different messages. The receiver writes its last
 accepted sequence number before handing a message to the application, so a
-replay after its restart is refused too.
+replay after its restart is refused too (that write survives a killed process, not a
+power cut: the connection runs synchronous=NORMAL).
+
+Which segments a sender uses: Bob appends a block's segments when he handles Alice's COMMIT,
+so Alice's own streams take a segment only once Bob confirmed its block (state ``final``,
+``_unconfirmed``); a frame of hers on a pad Bob cannot have yet, the COMMIT itself included,
+would stall the link with the block committed on her side only. Bob's streams need no such
+rule: Alice committed every block before he did.
 
 Erasing used pads (``AuthPool.erase_used``, called by the channel's I/O thread every few
 seconds): a pad is *used* once its tag is computed (we sent: a retransmission resends the
@@ -427,11 +435,12 @@ class AuthPool:
         """Whether the pad of ``seq`` was used and erased (a frame for it is a copy or a replay)."""
         return 0 <= seq < self._erased[stream]
 
-    def has_pad(self, stream: str, seq: int | None = None) -> bool:
-        """Whether ``stream`` holds a pad for ``seq`` (default: its next send sequence number)."""
+    def has_pad(self, stream: str, seq: int | None = None, headroom: int = 0) -> bool:
+        """Whether ``stream`` holds a pad for ``seq`` (default: its next send sequence number),
+        ``headroom`` pads below its end (``next_send_seq``)."""
         if seq is None:
             seq = self._send_next[stream]
-        return 0 <= seq < self.capacity(stream)
+        return 0 <= seq < self.capacity(stream) - headroom
 
     # tags --------------------------------------------------------------------------------
     def tag(self, stream: str, seq: int, data: bytes | bytearray | memoryview) -> bytes:
@@ -460,18 +469,39 @@ class AuthPool:
                                    f"(disk full or I/O error: {exc}); nothing was sent or accepted "
                                    f"on it") from exc
 
+    def _sync(self, level: str) -> None:
+        try:
+            self._db.execute(f"PRAGMA synchronous={level}")
+        except sqlite3.Error as exc:
+            raise AuthStateIOError(f"{self._db_path}: cannot set synchronous={level}: {exc}") from exc
+
     # sequence numbers --------------------------------------------------------------------
-    def next_send_seq(self, stream: str) -> int:
-        """Allocate the next sequence number of ``stream`` (durably reserved before use)."""
+    def next_send_seq(self, stream: str, headroom: int = 0) -> int:
+        """Allocate the next sequence number of ``stream`` (durably reserved before use).
+
+        ``headroom``: refuse (``PoolExhausted``) when fewer than ``headroom`` + 1 pads are left,
+        keeping the last ``headroom`` for the messages that refill the pool (``link.channel``:
+        ``COMMIT_RESERVE_PADS``)."""
         if not stream.startswith(self.role + "."):
             raise ValueError(f"stream: {stream} is not sent by {self.role}")
         with self._lock:
             seq = self._send_next[stream]
-            if seq >= self.capacity(stream):
-                raise PoolExhausted(f"auth pool stream {stream} exhausted at sequence number {seq}")
+            if seq >= self.capacity(stream) - headroom:
+                kept = "" if seq >= self.capacity(stream) else \
+                    f" (its last {headroom} pads are kept for the commit messages)"
+                raise PoolExhausted(f"auth pool stream {stream} exhausted{kept} at sequence number {seq}")
             if seq >= self._send_reserved[stream]:
                 new = min(seq + RESERVE_BATCH, self.capacity(stream))
-                self._write("UPDATE auth_state SET send_reserved=? WHERE stream=?", (new, stream))
+                # synchronous=FULL for this one write (an fsync of the WAL per RESERVE_BATCH frames,
+                # ~0.25 ms here): under the connection's NORMAL, a power cut can lose the last
+                # commits, and a reservation lost after its pads tagged frames that left would
+                # start the next run below them: the same pad on two messages, which lets Eve
+                # forge. (A lost recv_last or block commit costs a replay or a RESYNC, not a pad.)
+                self._sync("FULL")
+                try:
+                    self._write("UPDATE auth_state SET send_reserved=? WHERE stream=?", (new, stream))
+                finally:
+                    self._sync("NORMAL")
                 self._send_reserved[stream] = new
             self._send_next[stream] = seq + 1
             return seq
@@ -494,14 +524,32 @@ class AuthPool:
             self._recv_last[stream] = seq
 
     # replenishment and accounting ----------------------------------------------------------
+    def _unconfirmed(self, source: str) -> bool:
+        """Alice: whether the segment written by ``source`` ("block N") comes from a block Bob has
+        not confirmed (committed here, not final). Bob appends the segment when he handles the
+        block's COMMIT; a pad of it used before then makes a frame Bob cannot check, and if that
+        frame is the COMMIT itself (or comes before it: go-back-N keeps the order) he never gets
+        the segment: the link stalls with the block committed on Alice's side only. A segment
+        with no block row (tests that append segments directly) is not held back."""
+        if self.role != "alice" or not source.startswith("block "):
+            return False
+        try:
+            row = self._db.execute("SELECT state FROM block WHERE block_id=?",
+                                   (int(source[6:]),)).fetchone()
+        except (ValueError, sqlite3.OperationalError):   # no block table: a pool-only file
+            return False
+        return row is not None and row[0] != "final"
+
     def _load_segments(self) -> None:
         # Segments are used in index order and only up to the first missing index: Alice
-        # assigns the indices (link.commit), and Bob may commit a later block first.
+        # assigns the indices (link.commit), and Bob may commit a later block first. Alice's own
+        # streams take a segment only once Bob confirmed its block (``_unconfirmed``).
         for s in STREAMS:
-            cur = self._db.execute("SELECT idx, data FROM auth_segment WHERE stream=? AND idx>=? "
-                                   "ORDER BY idx", (s, self._seg_count[s]))
-            for idx, data in cur:   # one row (one unwipeable bytes object) alive at a time
-                if idx != self._seg_count[s]:
+            mine = s.startswith(self.role + ".")
+            cur = self._db.execute("SELECT idx, data, source FROM auth_segment WHERE stream=? AND "
+                                   "idx>=? ORDER BY idx", (s, self._seg_count[s]))
+            for idx, data, source in cur:   # one row (one unwipeable bytes object) alive at a time
+                if idx != self._seg_count[s] or (mine and self._unconfirmed(source)):
                     break
                 old = self._streams[s]
                 start = self._base[s] + len(old)

@@ -38,6 +38,10 @@ Rules (DESIGN.md, "Classical channel"):
 * After a restart a node opens each lane with ``HELLO`` at a sequence number
   above its durable reservation; ``HELLO`` is the only message allowed to jump
   forward, and the application sees it (the node then resynchronises blocks).
+* The last ``COMMIT_RESERVE_PADS`` pads of a proto data stream carry only the
+  two-step commit's messages and ``HELLO``: a drained stream must still carry the
+  COMMIT that refills it. A copy or replay of an accepted frame is acknowledged at
+  most once per ``retry_s`` (an ACK spends a pad; such frames need not authenticate).
 
 Threads: one I/O thread owns the sockets (ZeroMQ sockets are not thread safe);
 ``send`` may be called from any thread (a queue plus a wake-up pipe), ``recv``
@@ -73,6 +77,15 @@ COUNTERS = ("sent", "retransmitted", "received", "acks_sent", "acks_received", "
             "duplicates", "after_no_pad", "before_sync")
 
 
+# The last pads of each proto data stream are kept for the two-step commit's messages (and
+# HELLO): a block's COMMIT must be checkable by the peer with the pads it holds *before* that
+# commit (Alice's own streams take a block's segment only once Bob confirmed it, link.auth), so
+# a stream drained by other traffic must still carry it. 32: PREPARE + COMMIT of the blocks in
+# flight (at most a few) and a RESYNC, many times over.
+COMMIT_RESERVE_PADS = 32
+COMMIT_RESERVE_TYPES = frozenset({MsgType.HELLO, MsgType.PREPARE, MsgType.PREPARED, MsgType.COMMIT,
+                                  MsgType.COMMITTED, MsgType.RESYNC, MsgType.RESYNC_REPLY})
+
 RTO_MAX_S = 5.0      # the adaptive retransmission timeout never exceeds this
 ERASE_EVERY_S = 2.0  # used authentication pads are erased from memory and the store this often
 
@@ -100,7 +113,11 @@ class _Lane:
         # frames then wait for the retransmission of the whole window, in order, so
         # the peer never sees frame n+1 before frame n
         self.stalled = False
-        self.ack_due = False          # data accepted (or a duplicate seen) since the last ACK
+        self.ack_due = False          # data accepted since the last ACK
+        # a copy or replay of a frame already accepted seen since the last ACK: acknowledged at
+        # most once per retry_s (``_run``), since such a frame need not authenticate (its pad
+        # may be erased) and each ACK spends a pad: a flood of them must not drain our ACK stream
+        self.ack_old = False
         self.peer_synced = False      # a frame of the peer accepted since this channel started
         self.last_ack_tx = 0.0
         # retransmission timeout from measured round trips (RFC 6298, Sec. 2; Karn's rule:
@@ -245,14 +262,15 @@ class Channel:
         if mtype == MsgType.ACK:
             raise ValueError("mtype: ACKs are sent by the channel itself")
         stream = f"{self.role}.{lane}.data"
+        headroom = 0 if lane != "proto" or mtype in COMMIT_RESERVE_TYPES else COMMIT_RESERVE_PADS
         end = time.monotonic() + wait_s
         while True:
             with self._send_lock:   # seq allocation and queueing in one order
                 try:
-                    seq = self.pool.next_send_seq(stream)
+                    seq = self.pool.next_send_seq(stream, headroom)
                 except PoolExhausted as exc:
                     self.pool.refresh()
-                    if self.pool.has_pad(stream):
+                    if self.pool.has_pad(stream, headroom=headroom):
                         continue
                     if time.monotonic() >= end or self._stop.is_set():
                         self._alarm("auth_pool_exhausted", str(exc))
@@ -351,7 +369,8 @@ class Channel:
                             except zmq.Again:
                                 break
                             self._on_frame(lane, frame)
-                    if lane.ack_due:
+                    if lane.ack_due or (lane.ack_old and
+                                        time.monotonic() - lane.last_ack_tx >= self.retry_s):
                         # one cumulative ACK for every frame drained above, not one per frame:
                         # fewer pads of the ACK stream, fewer tags to compute and check
                         self._send_ack(lane)
@@ -439,7 +458,7 @@ class Channel:
                 self.counters["ack_deferred"] += 1
                 return
         if retx is None:
-            lane.ack_due = False
+            lane.ack_due = lane.ack_old = False
         lane.last_ack_tx = time.monotonic()
         last = self.pool.recv_last(f"{self.peer}.{lane.name}.data")
         body = last.to_bytes(8, "big", signed=True)
@@ -467,7 +486,7 @@ class Channel:
         else:
             self.counters["replayed"] += 1
             self._alarm("replayed", f"lane {lane.name}: {mtype.name} seq {seq} <= last accepted {last}")
-        lane.ack_due = True
+        lane.ack_old = True
 
     def _erase_pads(self) -> None:
         """Erase the pads used since the last call (``AuthPool.erase_used``), every ERASE_EVERY_S.

@@ -46,7 +46,7 @@ from collections.abc import Callable
 
 from .auth import check_layout
 from .channel import Channel
-from .keystore import KeyStore, KeyStoreIOError
+from .keystore import CommitMismatch, KeyStore, KeyStoreIOError
 from .messages import Message, MsgType
 
 log = logging.getLogger(__name__)
@@ -95,21 +95,37 @@ def _layout(got) -> list[int]:
         raise CommitMessageError(str(exc)) from exc
 
 
-def _resync_listing(raw: dict) -> dict[int, tuple[str, list[int] | None]]:
-    """RESYNC's ``{block: [state, layout]}`` checked whole before any of it is acted on."""
+_SPLIT_KEYS = ("auth_bytes", "n_keys", "key_size_bits")
+
+
+def _split(got, where: str) -> dict | None:
+    """The split of a committed block Alice sends (``KeyStore.commit_summary``), checked; None
+    when absent (a peer from before it was sent: not checked then)."""
+    if got is _MISSING or got is None:
+        return None
+    if not (isinstance(got, dict) and set(got) == set(_SPLIT_KEYS)
+            and all(type(got[k]) is int and got[k] >= 0 for k in _SPLIT_KEYS)):
+        raise CommitMessageError(f"{where}: split: expected {{{', '.join(_SPLIT_KEYS)}}} of "
+                                 f"non-negative ints, got {got!r}")
+    return got
+
+
+def _resync_listing(raw: dict) -> dict[int, tuple[str, list[int] | None, dict | None]]:
+    """RESYNC's ``{block: [state, layout(, split)]}`` checked whole before any of it is acted on."""
     out = {}
     for k, v in raw.items():
         try:
             b = int(k)
         except ValueError:
             raise CommitMessageError(f"RESYNC: block {k!r} is not an integer") from None
-        if not (isinstance(v, list) and len(v) == 2 and v[0] in _STATES):
+        if not (isinstance(v, list) and len(v) in (2, 3) and v[0] in _STATES):
             raise CommitMessageError(f"RESYNC: block {b}: expected [state, auth_layout] with a state "
                                      f"of {_STATES}, got {v!r}")
+        split = _split(v[2] if len(v) == 3 else _MISSING, f"RESYNC: block {b}")
         if v[0] == "committed" or v[1] is not None:     # a committed block names its layout
-            out[b] = (v[0], _layout(_MISSING if v[1] is None else v[1]))
+            out[b] = (v[0], _layout(_MISSING if v[1] is None else v[1]), split)
         else:
-            out[b] = (v[0], None)
+            out[b] = (v[0], None, None)
     return out
 
 
@@ -150,11 +166,21 @@ class Committer:
             self.resyncs += 1
             opened = self.store.open_blocks()
             self.ch.send(MsgType.RESYNC, 0, json.dumps(
-                {str(k): [v, self.store.auth_layout(k)] for k, v in opened.items()}).encode())
+                {str(k): [v, self.store.auth_layout(k), self.store.commit_summary(k)]
+                 for k, v in opened.items()}).encode())
 
     def _send_commit(self, block_id: int) -> None:
-        layout = self.store.auth_layout(block_id)
-        self.ch.send(MsgType.COMMIT, block_id, json.dumps({"auth_layout": layout}).encode())
+        # the split lets Bob refuse a commit that would give him other bytes under the same
+        # key IDs (his [protocol] auth_refill_bytes or key_size_bits not Alice's)
+        self.ch.send(MsgType.COMMIT, block_id, json.dumps(
+            {"auth_layout": self.store.auth_layout(block_id),
+             "split": self.store.commit_summary(block_id)}).encode())
+
+    def _bob_commit(self, block_id: int, layout: list[int], split: dict | None) -> int:
+        try:
+            return self.store.commit(block_id, layout, expect=split)
+        except CommitMismatch as exc:     # rolled back: nothing written, the block stays prepared
+            raise CommitMessageError(str(exc)) from exc
 
     # Bob ---------------------------------------------------------------------------------------
     def offer(self, block_id: int, key: bytearray, key_bits: int) -> None:
@@ -237,7 +263,9 @@ class Committer:
 
     def _on_commit(self, msg: Message) -> None:           # Bob
         b = msg.block_id
-        n = self.store.commit(b, _layout(_payload(msg, dict).get("auth_layout", _MISSING)))
+        got = _payload(msg, dict)
+        n = self._bob_commit(b, _layout(got.get("auth_layout", _MISSING)),
+                             _split(got.get("split", _MISSING), f"COMMIT block {b}"))
         self._event("committed", b, keys=n)
         self.ch.send(MsgType.COMMITTED, b)
 
@@ -257,9 +285,17 @@ class Committer:
         for b, ast in alice.items():
             mine = self.store.state(b)
             if ast == "committed" and mine == "prepared":
-                n = self.store.commit(b, listed[b][1])
-                self._event("committed", b, keys=n)
-                mine = "committed"
+                try:
+                    n = self._bob_commit(b, listed[b][1], listed[b][2])
+                except CommitMessageError as exc:
+                    # this block only (nothing of it written; it stays prepared, and Alice is told
+                    # so): the other blocks are settled and the reply goes out
+                    self.refused += 1
+                    log.error("RESYNC from %s: block %d refused: %s", msg.sender, b, exc)
+                    self._event("refused", b, message="RESYNC", reason=str(exc))
+                else:
+                    self._event("committed", b, keys=n)
+                    mine = "committed"
             elif ast == "prepared" and mine is None and b in self._offers:
                 key, bits = self._offers.pop(b)
                 self.store.prepare(b, key, bits)

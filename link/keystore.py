@@ -81,6 +81,16 @@ CREATE TABLE IF NOT EXISTS keyblock (
 # when its last key is consumed.
 
 
+class CommitMismatch(KeyStoreError):
+    """The peer split a block into pool bytes and keys differently (``KeyStore.commit``)."""
+
+
+def next_dropped(db: sqlite3.Connection, stream: str) -> int:
+    """Segments 0..n-1 of ``stream`` were used up and deleted (``auth_state.dropped_segs``)."""
+    row = db.execute("SELECT dropped_segs FROM auth_state WHERE stream=?", (stream,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def key_id(link_id: str, block_id: int, index: int) -> str:
     """The ID both nodes give key ``index`` of block ``block_id`` of link ``link_id``."""
     return str(uuid.uuid5(NAMESPACE, f"{link_id}/{block_id}/{index}"))
@@ -239,12 +249,15 @@ class KeyStore:
 
     # transactions ---------------------------------------------------------------------------
     class _Tx:
-        def __init__(self, store: KeyStore) -> None:
+        def __init__(self, store: KeyStore, full: bool = False) -> None:
             self.s = store
+            self.full = full
 
         def __enter__(self):
             self.s._lock.acquire()
             try:
+                if self.full:
+                    self.s._db.execute("PRAGMA synchronous=FULL")
                 self.s._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:  # locked by another writer, read-only file, I/O error
                 self.s._lock.release()
@@ -274,10 +287,21 @@ class KeyStore:
                                         f"store unchanged)") from ev
                 return False
             finally:
+                if self.full:
+                    try:
+                        db.execute("PRAGMA synchronous=NORMAL")
+                    except sqlite3.Error:  # pragma: no cover - the next FULL write sets it again
+                        log.warning("%s: cannot reset synchronous", self.s.path, exc_info=True)
                 self.s._lock.release()
 
-    def _tx(self) -> KeyStore._Tx:
-        return KeyStore._Tx(self)
+    def _tx(self, full: bool = False) -> KeyStore._Tx:
+        """A write transaction; ``full``: synced to disk at its commit (synchronous=FULL) where
+        the connection's NORMAL survives a killed process but not a power cut: the steps of the
+        two-step commit a message to the peer follows (``prepare``, ``commit``). Lost after the
+        message left, the stores would differ: Alice's lost commit is redone by RESYNC with a
+        fresh pool layout that Bob's does not match; Bob's lost prepare or commit leaves a block
+        Alice committed or finalized that he no longer holds."""
+        return KeyStore._Tx(self, full)
 
     # block ids --------------------------------------------------------------------------------
     def next_block_id(self) -> int:
@@ -309,7 +333,7 @@ class KeyStore:
         """
         if key_bits <= 0 or len(key) * 8 < key_bits:
             raise ValueError(f"key_bits: {key_bits} does not fit in {len(key)} key bytes")
-        with self._tx() as db:
+        with self._tx(full=True) as db:
             row = db.execute("SELECT state FROM block WHERE block_id=?", (block_id,)).fetchone()
             if row is not None:
                 if row[0] == "prepared":
@@ -319,7 +343,7 @@ class KeyStore:
                        (block_id, "prepared", key_bits, memoryview(key)[: (key_bits + 7) // 8]))
 
     def commit(self, block_id: int, layout: list[int] | int | None = None, *,
-               refill: bool | tuple[str, ...] = True) -> int:
+               refill: bool | tuple[str, ...] = True, expect: dict | None = None) -> int:
         """Make a prepared block's keys usable (idempotent); returns the number of keys.
 
         In the same transaction: up to ``auth_refill_bytes`` of the block key go to the
@@ -331,10 +355,15 @@ class KeyStore:
         refilled (read the layout with ``auth_layout``). Bob passes the layout Alice sent
         (``auth.check_layout``), or one int (``NO_SEGMENT``, or a segment index for every
         stream: commit messages of stores written before the per-stream split).
+
+        ``expect`` (Bob: what Alice's commit of the block gave, ``commit_summary``): if this
+        store's split differs (its ``auth_refill_bytes`` or ``key_size_bits`` are not Alice's),
+        ``CommitMismatch`` is raised and nothing is written: the same key IDs would name
+        different bytes on the two nodes, and their pools would differ.
         """
         if layout is not None and not isinstance(layout, int):
             layout = check_layout(layout)
-        with self._tx() as db:
+        with self._tx(full=True) as db:
             row = db.execute("SELECT state, key_bits, prepared, n_keys FROM block WHERE block_id=?",
                              (block_id,)).fetchone()
             if row is None:
@@ -353,13 +382,20 @@ class KeyStore:
                     streams = STREAMS if refill is True else () if refill is False else refill
                     layout = (segment_layout(db, streams) if segment_unit(refill_bytes)
                               else [NO_SEGMENT] * len(STREAMS))
-                elif isinstance(layout, int):
-                    layout = [layout] * len(STREAMS)
+                else:
+                    if isinstance(layout, int):
+                        layout = [layout] * len(STREAMS)
+                    self._check_fresh(db, block_id, layout)
                 used = append_segments_sql(db, f"block {block_id}", material[:refill_bytes], layout)
                 if not used:
                     layout = [NO_SEGMENT] * len(STREAMS)
                 kb = self.key_size_bits // 8
                 n = (nbytes - used) // kb
+                mine = {"auth_bytes": used, "n_keys": n, "key_size_bits": self.key_size_bits}
+                if expect is not None and any(expect.get(k) != v for k, v in mine.items()):
+                    raise CommitMismatch(f"commit: block {block_id} splits here into {mine}, on the "
+                                         f"peer into {expect}: [protocol] auth_refill_bytes and "
+                                         f"key_size_bits must be the same on both nodes")
                 if n:      # the block's keys as one row (module docstring: Layout)
                     mv = memoryview(material)
                     db.execute("INSERT INTO keyblock(block_id, key_bytes, n_keys, live0, live1, live, data) "
@@ -376,6 +412,29 @@ class KeyStore:
             log.info("block %d committed: %d keys of %d bits, %d bytes to the auth pool",
                      block_id, n, self.key_size_bits, used)
             return n
+
+    @staticmethod
+    def _check_fresh(db: sqlite3.Connection, block_id: int, layout: list[int]) -> None:
+        """Bob: every segment index of the peer's layout must be new for its stream (not held,
+        not deleted after use): an index given twice would be a constraint violation, which
+        stopped the node as a failed key store instead of refusing the message."""
+        for s, idx in zip(STREAMS, layout):
+            if idx == NO_SEGMENT:
+                continue
+            if db.execute("SELECT 1 FROM auth_segment WHERE stream=? AND idx=?", (s, idx)).fetchone() \
+                    or idx < next_dropped(db, s):
+                raise CommitMismatch(f"commit: block {block_id}: auth_layout gives stream {s} the "
+                                     f"segment index {idx}, which this store already used")
+
+    def commit_summary(self, block_id: int) -> dict | None:
+        """How a committed block was split (for ``commit(expect=...)`` on the peer): bytes to the
+        authentication pool, keys, key size; None when the block is not committed here."""
+        with self._lock:
+            row = self._db.execute("SELECT state, auth_bytes, n_keys FROM block WHERE block_id=?",
+                                   (block_id,)).fetchone()
+        if row is None or row[0] not in ("committed", "final"):
+            return None
+        return {"auth_bytes": int(row[1]), "n_keys": int(row[2]), "key_size_bits": self.key_size_bits}
 
     def auth_layout(self, block_id: int) -> list[int] | None:
         """The authentication-pool segment layout a committed block filled: per stream of

@@ -440,6 +440,8 @@ class Node:
                     while len(self.key_latency_s) > RESULTS_KEPT:
                         self.key_latency_s.popitem(last=False)
             self.ch.pool.refresh()       # the block's share of key replenished the auth pool
+        elif what == "final":
+            self.ch.pool.refresh()       # Alice's own streams take its share only now (link.auth)
         self.publish("commit", event=what, block_id=block_id, **info)
 
     def status(self) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sys
 import time
 
@@ -35,9 +36,50 @@ def block_key(bid: int) -> bytearray:
     return out[:KEY_BYTES]
 
 
+def _die_after(store: KeyStore, spec: str) -> None:
+    """``QKD_DIE=STEP:BLOCK``: SIGKILL this process right after its store did STEP (prepare,
+    commit, finalize, abort) of block BLOCK, before any message about it leaves."""
+    step, block = spec.split(":")
+    real = getattr(store, step)
+
+    def then_die(block_id, *args, **kw):
+        out = real(block_id, *args, **kw)
+        if block_id == int(block):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
+    setattr(store, step, then_die)
+
+
+def _log_pads(pool: AuthPool, path: str) -> None:
+    """Record every pad this process uses (tests/test_auth_audit.py): ``tag STREAM SEQ DIGEST``
+    for a tag computed on our streams, before the frame can leave, and ``acc STREAM SEQ`` for a
+    peer data frame accepted (after its durable write). One unbuffered O_APPEND write per line,
+    so a SIGKILL loses nothing that happened."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    tag, accept = pool.tag, pool.accept_recv
+
+    def logged_tag(stream, seq, data):
+        out = tag(stream, seq, data)
+        if stream.startswith(pool.role + "."):
+            os.write(fd, f"tag {stream} {seq} {hashlib.sha256(data).hexdigest()}\n".encode())
+        return out
+
+    def logged_accept(stream, seq, durable=True):
+        accept(stream, seq, durable)
+        if durable:
+            os.write(fd, f"acc {stream} {seq}\n".encode())
+
+    pool.tag, pool.accept_recv = logged_tag, logged_accept
+
+
 def main(role: str, d: str, n_blocks: int) -> int:
     store = KeyStore(os.path.join(d, f"{role}.db"), "crash-link", auth_refill_bytes=128)
     pool = AuthPool(os.path.join(d, "link.psk"), os.path.join(d, f"{role}.db"), role)
+    if os.environ.get("QKD_DIE"):
+        _die_after(store, os.environ["QKD_DIE"])
+    if os.environ.get("QKD_PADLOG"):
+        _log_pads(pool, os.environ["QKD_PADLOG"])
     ch = Channel(role, pool, retry_s=0.05)
     eps = {"proto": f"ipc://{d}/proto.sock", "ctrl": f"ipc://{d}/ctrl.sock"}
     if role == "alice":

@@ -1,0 +1,439 @@
+"""Audit of the channel's one-time-pad accounting (pads never used twice, both pools alike after
+any commit, crash or refusal), with the real parts: two channels over ZeroMQ, SQLite files.
+
+Findings it pins down, each failing on the code before its fix:
+
+* A stream that runs dry: Alice's own streams used the pads of a block's segment as soon as
+  she committed the block, before Bob (who appends it when he handles her COMMIT) had it. With
+  the stream drained by other traffic, the COMMIT itself fell in that segment: Bob could never
+  check it (``no_pad_yet`` for ever), the block stayed committed on Alice's side only (keys she
+  could hand out that Bob never gets) and the link stalled. Now Alice's streams take a segment
+  only once Bob confirmed its block (``AuthPool._unconfirmed``), and the last
+  ``COMMIT_RESERVE_PADS`` of a proto data stream are kept for the commit messages.
+* Nothing checked that the nodes split a block alike: with Bob's [protocol] auth_refill_bytes
+  or key_size_bits unlike Alice's, his commit put other bytes in his pool and under the same key
+  IDs. COMMIT and RESYNC now carry Alice's split (``KeyStore.commit_summary``); Bob refuses
+  (``commit_refused``) a commit that would split otherwise, writing nothing.
+* Old frames (copies, replays, and made-up frames at a sequence number whose pad is erased,
+  which cannot be checked) were acknowledged once per I/O pass: each ACK a pad, so Eve could
+  drain the ACK stream. Now at most once per retry_s.
+* Durability against a power cut (the store runs synchronous=NORMAL): send reservations, and
+  the prepare and commit steps, are now synced to disk before what follows them leaves.
+* A layout naming a segment index the store already used hit a UNIQUE constraint (the node
+  stopped as if its store had failed); a RESYNC stopped at the first block Bob refused.
+
+Also checked and sound here (tests below): across SIGKILLs of either node at random moments
+and right after each store step of the commit, no pad tags two messages, no frame of the peer
+is accepted twice, and the stores and pool segments end identical.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import zmq
+from commit_pair import committer_pair, pump
+
+import link.channel as channel_mod
+from link.auth import AuthPool, write_psk
+from link.channel import COMMIT_RESERVE_PADS, Channel, ChannelError
+from link.keystore import KeyStore, stores_identical
+from link.messages import Message, MsgType, encode_header
+
+HERE = Path(__file__).parent
+
+
+def _drain(ch) -> int:
+    n = 0
+    while ch.recv(timeout=0) is not None:
+        n += 1
+    return n
+
+
+def test_a_drained_stream_still_commits_on_both_sides_and_resumes(tmp_path):
+    with committer_pair(tmp_path, 2048) as nodes:
+        a_st, a_ch, a_com = nodes["alice"]
+        b_st, b_ch, b_com = nodes["bob"]
+        pump(nodes, lambda: False, 0.3)          # the HELLOs (Alice answers Bob's with RESYNC)
+        s = "alice.proto.data"
+        cap = a_ch.pool.capacity(s)
+        with pytest.raises(ChannelError, match="exhausted .its last 32 pads are kept for the commit"):
+            for _ in range(cap):
+                a_ch.send(MsgType.DATA, 0, b"x")
+        assert a_ch.pool._send_next[s] == cap - COMMIT_RESERVE_PADS
+        assert a_ch.wait_acked(10)
+        _drain(b_ch)
+        key = os.urandom(4096)
+        b_com.offer(7, bytearray(key), 4096 * 8)
+        a_com.propose(7, bytearray(key), 4096 * 8)
+        pump(nodes, lambda: a_st.state(7) == "final" and b_st.state(7) == "committed", 5)
+        assert (a_st.state(7), b_st.state(7)) == ("final", "committed"), b_ch.counters
+        assert stores_identical(a_st, b_st) and a_st.count() > 0
+        # the block refilled the stream on both sides alike: Alice sends on, Bob checks it
+        a_ch.pool.refresh()
+        b_ch.pool.refresh()
+        assert a_ch.pool.capacity(s) == b_ch.pool.capacity(s) > cap
+        for i in range(20):
+            a_ch.send(MsgType.DATA, i, b"after")
+        got = []
+        while len(got) < 20:
+            m = b_ch.recv(timeout=5)
+            assert m is not None, b_ch.counters
+            got.append(m)
+        assert [m.payload for m in got] == [b"after"] * 20
+        assert b_ch.counters["bad_tag"] == 0
+
+
+def _segment_rows(store) -> int:
+    return store._db.execute("SELECT COUNT(*) FROM auth_segment").fetchone()[0]
+
+
+@pytest.mark.parametrize("setting, bob_value", [("auth_refill_bytes", 1024), ("key_size_bits", 128)])
+def test_bob_refuses_a_commit_split_unlike_alices(tmp_path, setting, bob_value):
+    """[protocol] auth_refill_bytes and key_size_bits "must be the same on both nodes", and nothing
+    checked it: with Bob's different, his commit of a block put other bytes in his pool and under
+    the same key IDs (stores differ, the pools too). Now COMMIT carries Alice's split and Bob
+    refuses one unlike his own, writing nothing."""
+    with committer_pair(tmp_path, 2048) as nodes:
+        a_st, _, a_com = nodes["alice"]
+        b_st, _, b_com = nodes["bob"]
+        setattr(b_st, setting, bob_value)
+        events = []
+        b_com.on_event = lambda what, b, info: events.append((what, b, info))
+        key = os.urandom(4096)
+        b_com.offer(3, bytearray(key), 4096 * 8)
+        a_com.propose(3, bytearray(key), 4096 * 8)
+        pump(nodes, lambda: b_com.refused > 0 or b_st.state(3) == "committed", 5)
+        assert a_st.state(3) == "committed" and b_st.state(3) == "prepared"
+        assert b_st.count() == 0 and _segment_rows(b_st) == 0
+        what, b, info = events[-1]
+        assert (what, b, info["message"]) == ("refused", 3, "COMMIT") and setting in info["reason"]
+        # Bob restarts with Alice's setting: her RESYNC (with the split) commits it alike
+        setattr(b_st, setting, getattr(a_st, setting))
+        a_com.resync()
+        pump(nodes, lambda: a_st.state(3) == "final", 5)
+        assert b_st.state(3) == "committed" and stores_identical(a_st, b_st)
+
+
+def _spawn(role: str, d, n: int, die: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "QKD_PADLOG": str(d / f"{role}.padlog")}
+    env.pop("QKD_DIE", None)
+    if die:
+        env["QKD_DIE"] = die
+    return subprocess.Popen([sys.executable, str(HERE / "commit_peer.py"), role, str(d), str(n)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def _final_blocks(db) -> int:
+    try:
+        with closing(sqlite3.connect(db, timeout=5)) as c:
+            return c.execute("SELECT COUNT(*) FROM block WHERE state IN ('final','committed')").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _pad_uses(path) -> tuple[dict, collections.Counter]:
+    tags: dict[tuple[str, int], set[str]] = collections.defaultdict(set)
+    acc: collections.Counter = collections.Counter()
+    for line in path.read_text().splitlines():
+        kind, stream, seq, *rest = line.split()
+        if kind == "tag":
+            tags[stream, int(seq)].add(rest[0])
+        else:
+            acc[stream, int(seq)] += 1
+    return tags, acc
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_kills_on_both_sides_never_use_a_pad_twice(tmp_path, seed):
+    """Real processes (tests/commit_peer.py) killed with SIGKILL four times at random moments,
+    either side: across all runs no pad of either node tagged two different messages, no peer
+    frame was accepted twice, and the stores and the pools' segments end up identical."""
+    rng = random.Random(seed)
+    n_blocks = 24
+    write_psk(tmp_path / "link.psk", "crash-link", 16384)
+    procs = {r: _spawn(r, tmp_path, n_blocks) for r in ("alice", "bob")}
+    try:
+        for k in range(4):
+            at = 3 + 4 * k + rng.randint(0, 2)
+            end = time.monotonic() + 20
+            while _final_blocks(tmp_path / "alice.db") < at and time.monotonic() < end:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.03))
+            victim = rng.choice(("alice", "bob"))
+            procs[victim].kill()
+            procs[victim].wait()
+            procs[victim] = _spawn(victim, tmp_path, n_blocks)
+        assert procs["alice"].wait(timeout=60) == 0, procs["alice"].stderr.read().decode()[-2000:]
+        assert procs["bob"].wait(timeout=10) == 0, procs["bob"].stderr.read().decode()[-2000:]
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    _check_after_kills(tmp_path)
+
+
+def _check_after_kills(d) -> None:
+    """Both commit peers ended: no pad tagged two messages, no frame accepted twice, the stores
+    and the pools' segments identical."""
+    for role in ("alice", "bob"):
+        tags, acc = _pad_uses(d / f"{role}.padlog")
+        assert tags, role
+        twice = {k: v for k, v in tags.items() if len(v) > 1}
+        assert not twice, f"{role}: pads tagged two different messages: {sorted(twice)[:5]}"
+        again = [k for k, n in acc.items() if n > 1]
+        assert not again, f"{role}: peer frames accepted twice: {sorted(again)[:5]}"
+    a = KeyStore(d / "alice.db", "crash-link")
+    b = KeyStore(d / "bob.db", "crash-link")
+    try:
+        assert a.open_blocks() == {} and stores_identical(a, b) and a.count() > 0
+    finally:
+        a.close()
+        b.close()
+    q = "SELECT stream, idx, length(data), source FROM auth_segment ORDER BY stream, idx"
+    with closing(sqlite3.connect(d / "alice.db")) as ca, closing(sqlite3.connect(d / "bob.db")) as cb:
+        assert ca.execute(q).fetchall() == cb.execute(q).fetchall()
+
+
+@pytest.mark.parametrize("victim, step", [("alice", "prepare"), ("alice", "commit"), ("bob", "prepare"),
+                                          ("bob", "commit"), ("alice", "finalize")])
+def test_a_kill_at_each_commit_step_never_uses_a_pad_twice(tmp_path, victim, step):
+    """SIGKILL right after a chosen store step of block 5 (before its message leaves), the
+    victim restarted: the same outcome as above (pads, frames, stores, segments)."""
+    n_blocks = 10
+    write_psk(tmp_path / "link.psk", "crash-link", 16384)
+    procs = {r: _spawn(r, tmp_path, n_blocks, f"{step}:5" if r == victim else None)
+             for r in ("alice", "bob")}
+    try:
+        assert procs[victim].wait(timeout=30) == -9, procs[victim].stderr.read().decode()[-2000:]
+        procs[victim] = _spawn(victim, tmp_path, n_blocks)
+        assert procs["alice"].wait(timeout=60) == 0, procs["alice"].stderr.read().decode()[-2000:]
+        assert procs["bob"].wait(timeout=10) == 0, procs["bob"].stderr.read().decode()[-2000:]
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    _check_after_kills(tmp_path)
+
+
+def _alice_frame(pool, seq: int, mtype: MsgType, payload: bytes) -> bytes:
+    head = encode_header(mtype, "alice", "proto", seq, 0, len(payload))
+    return head + payload + pool.tag("alice.proto.data", seq, head + payload)
+
+
+@pytest.mark.parametrize("erased", [True, False])
+def test_old_frames_do_not_drain_the_ack_stream(tmp_path, monkeypatch, erased):
+    """Eve floods Bob with frames at sequence numbers he already accepted: copies of Alice's
+    recorded frames (their tags check) or, once their pads are erased, any bytes with that
+    header (erased pads cannot be checked). Each pass of Bob's I/O thread answered them with an
+    ACK, one pad of his ACK stream each: ~100 pads for 100 frames, from frames Eve can make up.
+    Now such old frames get at most one ACK per retry_s (the peer resends no faster)."""
+    monkeypatch.setattr(channel_mod, "ERASE_EVERY_S", 0.02)
+    write_psk(tmp_path / "l.psk", "L", 8192)
+    ctx = zmq.Context()
+    eve = {k: ctx.socket(zmq.DEALER) for k in ("proto", "ctrl")}
+    eps = {}
+    for k, sock in eve.items():
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind("tcp://127.0.0.1:*")
+        eps[k] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    alice_pool = AuthPool(tmp_path / "l.psk", tmp_path / "alice.db", "alice")   # Eve's recordings
+    recorded = [_alice_frame(alice_pool, 0, MsgType.HELLO, b"")]
+    recorded += [_alice_frame(alice_pool, i, MsgType.DATA, b"m%d" % i) for i in range(1, 6)]
+    bob = Channel("bob", AuthPool(tmp_path / "l.psk", tmp_path / "bob.db", "bob"), ctx=ctx, retry_s=0.2)
+    try:
+        bob.connect(**eps)
+        bob.start()
+        for f in recorded:
+            eve["proto"].send(f)
+        assert len(_recv(bob, 6)) == 6
+        # acknowledge Bob's HELLO, so no retransmission notice of his spends ACK pads below
+        head = encode_header(MsgType.ACK, "alice", "proto", 0, 0, 8)
+        body = (0).to_bytes(8, "big", signed=True)
+        eve["proto"].send(head + body + alice_pool.tag("alice.proto.ack", 0, head + body))
+        end = time.monotonic() + 5
+        while (erased and not bob.pool.erased("alice.proto.data", 3)) and time.monotonic() < end:
+            time.sleep(0.01)
+        assert bob.pool.erased("alice.proto.data", 3) or not erased
+        time.sleep(0.3)
+        seq0 = bob.pool._send_next["bob.proto.ack"]
+        old = bytearray(recorded[3])
+        if erased:                           # made-up bytes: the pad is gone, nothing checks them
+            old[-10:] = b"zz" + os.urandom(8)        # payload "m3" -> "zz", a random tag
+        t0 = time.monotonic()
+        for _ in range(100):
+            eve["proto"].send(bytes(old))
+            time.sleep(0.003)
+        time.sleep(0.1)
+        spent_s = time.monotonic() - t0
+        assert bob.counters["replayed"] >= 90 and bob.counters["bad_tag"] == 0
+        acks = bob.pool._send_next["bob.proto.ack"] - seq0     # pads of his proto ACK stream
+        assert 1 <= acks <= 2 + spent_s / 0.2, acks    # at once, then once per retry_s
+        assert bob.recv(timeout=0.05) is None          # none of it reached the application
+    finally:
+        bob.close()
+        alice_pool.close()
+        for sock in eve.values():
+            sock.close(0)
+        ctx.destroy(linger=0)
+
+
+def _recv(ch, n: int) -> list:
+    out = []
+    end = time.monotonic() + 5
+    while len(out) < n and time.monotonic() < end:
+        m = ch.recv(timeout=0.05)
+        if m is not None:
+            out.append(m)
+    return out
+
+
+_RESERVE_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from link.auth import AuthPool, write_psk
+d = sys.argv[1]
+write_psk(d + "/l.psk", "L", 8192)
+pool = AuthPool(d + "/l.psk", d + "/a.db", "alice")
+os.write(1, b"RESERVE\\n")
+pool.next_send_seq("alice.proto.data")
+os.write(1, b"RESERVED\\n")
+pool.close()
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_a_send_reservation_is_synced_to_disk_before_its_pads_are_used(tmp_path):
+    """The pool's connection runs synchronous=NORMAL: in WAL mode a commit then survives a killed
+    process but not a power cut. A send reservation lost that way lets the next run tag new
+    frames with pads that tagged frames already sent: pad reuse, forgery. The reservation write
+    must reach the disk (an fsync of the WAL) before next_send_seq returns; traced with strace."""
+    trace = tmp_path / "trace.txt"
+    r = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
+                        sys.executable, "-c", _RESERVE_SCRIPT, str(tmp_path), str(HERE.parent)],
+                       capture_output=True, timeout=60)
+    if r.returncode != 0 and b"ptrace" in r.stderr:
+        pytest.skip(f"strace cannot trace here: {r.stderr.decode()[-200:]}")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    lines = trace.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if "RESERVE\\n" in ln)
+    end = next(i for i, ln in enumerate(lines) if "RESERVED\\n" in ln)
+    assert any("fdatasync(" in ln or "fsync(" in ln for ln in lines[start:end]), lines[start:end + 1]
+
+
+def test_bob_refuses_a_layout_that_reuses_a_segment_index(tmp_path):
+    """A well-formed COMMIT whose layout names a segment index Bob's store already holds (a peer
+    that lost count) raised a constraint error: the node stopped as if its key store had failed.
+    Now it is refused like a malformed layout, and changes nothing."""
+    with committer_pair(tmp_path, 2048) as nodes:
+        b_st, _, b_com = nodes["bob"]
+        for b in (1, 2):
+            b_st.prepare(b, bytearray(os.urandom(4096)), 4096 * 8)
+        b_com.handle(Message(MsgType.COMMIT, "alice", "proto", 1, 1,
+                             json.dumps({"auth_layout": [0] * 8}).encode()))
+        assert b_st.state(1) == "committed"
+        rows, keys = _segment_rows(b_st), b_st.count()
+        b_com.handle(Message(MsgType.COMMIT, "alice", "proto", 2, 2,
+                             json.dumps({"auth_layout": [-1] * 7 + [0]}).encode()))
+        assert b_st.state(2) == "prepared" and b_com.refused == 1
+        assert (_segment_rows(b_st), b_st.count()) == (rows, keys)
+
+
+_COMMIT_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from link.keystore import KeyStore
+st = KeyStore(sys.argv[1] + "/a.db", "L", auth_refill_bytes=1024)
+key = bytearray(os.urandom(2048))
+os.write(1, b"PREPARE\\n")
+st.prepare(1, key, 2048 * 8)
+os.write(1, b"COMMIT\\n")
+st.commit(1, [0] * 8)
+os.write(1, b"DONE\\n")
+st.close()
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_prepare_and_commit_are_synced_to_disk_before_the_peer_hears_of_them(tmp_path):
+    """The two-step commit's recovery rests on "Bob prepared (durably) before he answers" and
+    "Alice committed before COMMIT". Under synchronous=NORMAL a power cut can undo a commit
+    after its message left: Alice's RESYNC then recommits the block with a fresh pool layout
+    (``_on_resync_reply``: "cannot happen") and the stores differ. Each step is fsynced."""
+    trace = tmp_path / "trace.txt"
+    r = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
+                        sys.executable, "-c", _COMMIT_SCRIPT, str(tmp_path), str(HERE.parent)],
+                       capture_output=True, timeout=60)
+    if r.returncode != 0 and b"ptrace" in r.stderr:
+        pytest.skip(f"strace cannot trace here: {r.stderr.decode()[-200:]}")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    lines = trace.read_text().splitlines()
+    marks = ("PREPARE", "COMMIT", "DONE")
+    at = {m: next(i for i, ln in enumerate(lines) if f'"{m}\\n"' in ln) for m in marks}
+    synced = lambda a, b: any("fdatasync(" in ln or "fsync(" in ln for ln in lines[at[a]:at[b]])  # noqa: E731
+    assert synced("PREPARE", "COMMIT") and synced("COMMIT", "DONE"), lines[at["PREPARE"]:]
+
+
+def test_a_resync_block_bob_refuses_does_not_stop_the_others(tmp_path):
+    """A RESYNC that lists a committed block Bob must refuse (here: its layout reuses a segment
+    index) used to abandon the whole RESYNC there: the blocks listed after it stayed unsettled
+    and no RESYNC_REPLY went out. Now only that block is refused (it stays prepared)."""
+    with committer_pair(tmp_path, 2048) as nodes:
+        b_st, _, b_com = nodes["bob"]
+        for b in (1, 2, 3):
+            b_st.prepare(b, bytearray(os.urandom(4096)), 4096 * 8)
+        b_com.handle(Message(MsgType.COMMIT, "alice", "proto", 1, 1,
+                             json.dumps({"auth_layout": [0] * 8}).encode()))
+        sent = []
+        real_send = b_com.ch.send
+        b_com.ch.send = lambda mtype, *a, **kw: (sent.append(mtype), real_send(mtype, *a, **kw))[1]
+        listing = {"2": ["committed", [0] * 8], "3": ["committed", [1] * 8]}
+        b_com.handle(Message(MsgType.RESYNC, "alice", "proto", 2, 0, json.dumps(listing).encode()))
+        assert (b_st.state(2), b_st.state(3)) == ("prepared", "committed") and b_com.refused == 1
+        assert sent == [MsgType.RESYNC_REPLY]
+
+
+_ACCEPT_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from link.auth import AuthPool, write_psk
+d = sys.argv[1]
+write_psk(d + "/l.psk", "L", 8192)
+pool = AuthPool(d + "/l.psk", d + "/b.db", "bob")
+os.write(1, b"ACCEPT\\n")
+pool.accept_recv("alice.proto.data", 0)
+os.write(1, b"ACCEPTED\\n")
+pool.close()
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="finding, not fixed: the receiver's recv_last is written "
+                   "under synchronous=NORMAL; after a power cut a replay of the last frames "
+                   "accepted before it (a RESYNC among them can abort a block Alice committed) "
+                   "is accepted again. Syncing it costs an fsync (~0.25 ms) per accepted frame")
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_an_accepted_sequence_number_is_synced_before_the_frame_is_acted_on(tmp_path):
+    trace = tmp_path / "trace.txt"
+    r = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
+                        sys.executable, "-c", _ACCEPT_SCRIPT, str(tmp_path), str(HERE.parent)],
+                       capture_output=True, timeout=60)
+    if r.returncode != 0 and b"ptrace" in r.stderr:
+        pytest.skip(f"strace cannot trace here: {r.stderr.decode()[-200:]}")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    lines = trace.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if '"ACCEPT\\n"' in ln)
+    end = next(i for i, ln in enumerate(lines) if '"ACCEPTED\\n"' in ln)
+    assert any("fdatasync(" in ln or "fsync(" in ln for ln in lines[start:end]), lines[start:end + 1]
