@@ -315,23 +315,30 @@ pool.close()
 """
 
 
+def _synced_between(tmp_path, script: str, marks: tuple[str, ...]) -> tuple[list[bool], list[str]]:
+    """Run ``script`` under strace. For each two consecutive ``marks`` it writes (a line each on
+    stdout), whether an fsync or fdatasync came between them; and the trace from the first."""
+    trace = tmp_path / "trace.txt"
+    r = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
+                        sys.executable, "-c", script, str(tmp_path), str(HERE.parent)],
+                       capture_output=True, timeout=60)
+    if r.returncode != 0 and b"ptrace" in r.stderr:
+        pytest.skip(f"strace cannot trace here: {r.stderr.decode()[-200:]}")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    lines = trace.read_text().splitlines()
+    at = [next(i for i, ln in enumerate(lines) if f'"{m}\\n"' in ln) for m in marks]
+    return ([any("fdatasync(" in ln or "fsync(" in ln for ln in lines[a:b]) for a, b in zip(at, at[1:])],
+            lines[at[0]:at[-1] + 1])
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 def test_a_send_reservation_is_synced_to_disk_before_its_pads_are_used(tmp_path):
     """The pool's connection runs synchronous=NORMAL: in WAL mode a commit then survives a killed
     process but not a power cut. A send reservation lost that way lets the next run tag new
     frames with pads that tagged frames already sent: pad reuse, forgery. The reservation write
     must reach the disk (an fsync of the WAL) before next_send_seq returns; traced with strace."""
-    trace = tmp_path / "trace.txt"
-    r = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
-                        sys.executable, "-c", _RESERVE_SCRIPT, str(tmp_path), str(HERE.parent)],
-                       capture_output=True, timeout=60)
-    if r.returncode != 0 and b"ptrace" in r.stderr:
-        pytest.skip(f"strace cannot trace here: {r.stderr.decode()[-200:]}")
-    assert r.returncode == 0, r.stderr.decode()[-2000:]
-    lines = trace.read_text().splitlines()
-    start = next(i for i, ln in enumerate(lines) if "RESERVE\\n" in ln)
-    end = next(i for i, ln in enumerate(lines) if "RESERVED\\n" in ln)
-    assert any("fdatasync(" in ln or "fsync(" in ln for ln in lines[start:end]), lines[start:end + 1]
+    synced, trace = _synced_between(tmp_path, _RESERVE_SCRIPT, ("RESERVE", "RESERVED"))
+    assert synced == [True], trace
 
 
 def test_bob_refuses_a_layout_that_reuses_a_segment_index(tmp_path):
@@ -373,18 +380,8 @@ def test_prepare_and_commit_are_synced_to_disk_before_the_peer_hears_of_them(tmp
     "Alice committed before COMMIT". Under synchronous=NORMAL a power cut can undo a commit
     after its message left: Alice's RESYNC then recommits the block with a fresh pool layout
     (``_on_resync_reply``: "cannot happen") and the stores differ. Each step is fsynced."""
-    trace = tmp_path / "trace.txt"
-    r = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
-                        sys.executable, "-c", _COMMIT_SCRIPT, str(tmp_path), str(HERE.parent)],
-                       capture_output=True, timeout=60)
-    if r.returncode != 0 and b"ptrace" in r.stderr:
-        pytest.skip(f"strace cannot trace here: {r.stderr.decode()[-200:]}")
-    assert r.returncode == 0, r.stderr.decode()[-2000:]
-    lines = trace.read_text().splitlines()
-    marks = ("PREPARE", "COMMIT", "DONE")
-    at = {m: next(i for i, ln in enumerate(lines) if f'"{m}\\n"' in ln) for m in marks}
-    synced = lambda a, b: any("fdatasync(" in ln or "fsync(" in ln for ln in lines[at[a]:at[b]])  # noqa: E731
-    assert synced("PREPARE", "COMMIT") and synced("COMMIT", "DONE"), lines[at["PREPARE"]:]
+    synced, trace = _synced_between(tmp_path, _COMMIT_SCRIPT, ("PREPARE", "COMMIT", "DONE"))
+    assert synced == [True, True], trace
 
 
 def test_a_resync_block_bob_refuses_does_not_stop_the_others(tmp_path):
@@ -426,14 +423,5 @@ pool.close()
                    "is accepted again. Syncing it costs an fsync (~0.25 ms) per accepted frame")
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 def test_an_accepted_sequence_number_is_synced_before_the_frame_is_acted_on(tmp_path):
-    trace = tmp_path / "trace.txt"
-    r = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
-                        sys.executable, "-c", _ACCEPT_SCRIPT, str(tmp_path), str(HERE.parent)],
-                       capture_output=True, timeout=60)
-    if r.returncode != 0 and b"ptrace" in r.stderr:
-        pytest.skip(f"strace cannot trace here: {r.stderr.decode()[-200:]}")
-    assert r.returncode == 0, r.stderr.decode()[-2000:]
-    lines = trace.read_text().splitlines()
-    start = next(i for i, ln in enumerate(lines) if '"ACCEPT\\n"' in ln)
-    end = next(i for i, ln in enumerate(lines) if '"ACCEPTED\\n"' in ln)
-    assert any("fdatasync(" in ln or "fsync(" in ln for ln in lines[start:end]), lines[start:end + 1]
+    synced, trace = _synced_between(tmp_path, _ACCEPT_SCRIPT, ("ACCEPT", "ACCEPTED"))
+    assert synced == [True], trace
