@@ -170,7 +170,7 @@ class FrameDetections:
     masks: np.ndarray            # uint8, bit d = detector d clicked
     sync_ps: int                 # the frame's sync tag (tagger clock)
     period_ps: float             # slot period measured for this frame
-    dropped: int = 0             # tags outside the detection window
+    dropped: int = 0             # tags in no event (no tag of their slot in its window)
     vetoed: int = 0              # events dropped by the dead-time guard
 
 
@@ -178,8 +178,8 @@ class FrameDetections:
 class SlotterStats:
     frames: int = 0
     tags: int = 0
-    kept: int = 0
-    outside_window: int = 0
+    kept: int = 0                # tags of events (a slot with a tag in its window)
+    outside_window: int = 0      # tags in no event (the frames' ``dropped``)
     before_first_sync: int = 0
     lost_syncs: int = 0
     dead_time_vetoed: int = 0    # events dropped by the dead-time guard (module docstring)
