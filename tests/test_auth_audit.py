@@ -30,6 +30,7 @@ is accepted twice, and the stores and pool segments end identical.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -162,9 +163,7 @@ def test_kills_on_both_sides_never_use_a_pad_twice(tmp_path, seed):
     frame was accepted twice, and the stores and the pools' segments end up identical."""
     rng = random.Random(seed)
     n_blocks = 24
-    write_psk(tmp_path / "link.psk", "crash-link", 16384)
-    procs = {r: _spawn(r, tmp_path, n_blocks) for r in ("alice", "bob")}
-    try:
+    with _peers(tmp_path, n_blocks) as procs:
         for k in range(4):
             at = 3 + 4 * k + rng.randint(0, 2)
             end = time.monotonic() + 20
@@ -175,6 +174,17 @@ def test_kills_on_both_sides_never_use_a_pad_twice(tmp_path, seed):
             procs[victim].kill()
             procs[victim].wait()
             procs[victim] = _spawn(victim, tmp_path, n_blocks)
+    _check_after_kills(tmp_path)
+
+
+@contextlib.contextmanager
+def _peers(d, n_blocks: int, victim: str | None = None, die: str | None = None):
+    """Both commit peers over a fresh PSK (``die``: the victim's QKD_DIE step); the body may kill
+    and respawn them in ``procs``. At its end both must exit cleanly; leftovers are killed."""
+    write_psk(d / "link.psk", "crash-link", 16384)
+    procs = {r: _spawn(r, d, n_blocks, die if r == victim else None) for r in ("alice", "bob")}
+    try:
+        yield procs
         assert procs["alice"].wait(timeout=60) == 0, procs["alice"].stderr.read().decode()[-2000:]
         assert procs["bob"].wait(timeout=10) == 0, procs["bob"].stderr.read().decode()[-2000:]
     finally:
@@ -182,7 +192,6 @@ def test_kills_on_both_sides_never_use_a_pad_twice(tmp_path, seed):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    _check_after_kills(tmp_path)
 
 
 def _check_after_kills(d) -> None:
@@ -213,19 +222,9 @@ def test_a_kill_at_each_commit_step_never_uses_a_pad_twice(tmp_path, victim, ste
     """SIGKILL right after a chosen store step of block 5 (before its message leaves), the
     victim restarted: the same outcome as above (pads, frames, stores, segments)."""
     n_blocks = 10
-    write_psk(tmp_path / "link.psk", "crash-link", 16384)
-    procs = {r: _spawn(r, tmp_path, n_blocks, f"{step}:5" if r == victim else None)
-             for r in ("alice", "bob")}
-    try:
+    with _peers(tmp_path, n_blocks, victim, f"{step}:5") as procs:
         assert procs[victim].wait(timeout=30) == -9, procs[victim].stderr.read().decode()[-2000:]
         procs[victim] = _spawn(victim, tmp_path, n_blocks)
-        assert procs["alice"].wait(timeout=60) == 0, procs["alice"].stderr.read().decode()[-2000:]
-        assert procs["bob"].wait(timeout=10) == 0, procs["bob"].stderr.read().decode()[-2000:]
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
     _check_after_kills(tmp_path)
 
 
