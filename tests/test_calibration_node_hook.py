@@ -60,8 +60,11 @@ def _two_nodes(tmp_path, ctrl_factory, blocks=12, until=None):
         alice.start()
         bob.start()
         end = time.monotonic() + 120        # a bound on the wait (it ends when the blocks are done)
+        # Bob appends a block's result after its commit settles, so an idle Alice and no
+        # prepared block on Bob can come just before his last result: wait for it too
         while time.monotonic() < end and not (len(alice.results) >= blocks and alice.idle()
-                                              and not b_st.prepared_blocks()):
+                                              and not b_st.prepared_blocks()
+                                              and len(bob.results) >= blocks):
             if until is not None and until(alice, bob):
                 break
             time.sleep(0.02)
