@@ -1,9 +1,10 @@
 """Run every fuzz target for a bounded time: ``python -m bench.fuzz --seconds 60 [-t payload ...]``.
 
 Each target runs in its own subprocess (``--worker NAME``): libFuzzer ends the process when its time
-is up or on a finding.  A finding's input is written to ``--artifacts`` (default
-``bench/fuzz/findings/``) as ``<target>-crash-<sha1>``; copy it to ``bench/fuzz/regressions/<target>/``
-once the parser is fixed.  Exit status 1 if any target found something.
+is up or on a finding.  ``--jobs N`` (default: one per core) fuzzes N targets at once.  A finding's
+input is written to ``--artifacts`` (default ``bench/fuzz/findings/``) as
+``<target>-crash-<sha1>``; copy it to ``bench/fuzz/regressions/<target>/`` once the parser is fixed.
+Exit status 1 if any target found something.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -59,28 +61,34 @@ def worker(name: str, seconds: float, artifacts: Path, corpus: Path) -> None:
     atheris.Fuzz()
 
 
-def run(names: list[str], seconds: float, artifacts: Path) -> list[dict]:
-    results = []
-    with tempfile.TemporaryDirectory(prefix="qkd-fuzz-") as tmp:
-        for name in names:
-            before = set(artifacts.glob(f"{name}-*")) if artifacts.exists() else set()
-            t0 = time.monotonic()
-            p = subprocess.run([sys.executable, "-m", "bench.fuzz", "--worker", name, "--seconds",
-                                str(seconds), "--artifacts", str(artifacts), "--corpus",
-                                str(Path(tmp) / name)],
-                               cwd=ROOT, capture_output=True, text=True, timeout=seconds + 300,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
-            wall = time.monotonic() - t0
-            log = p.stdout + p.stderr
-            execs = re.search(r"stat::number_of_executed_units:\s*(\d+)", log)
-            cov = re.findall(r"cov: (\d+)", log)
-            new = sorted(set(artifacts.glob(f"{name}-*")) - before) if artifacts.exists() else []
-            results.append({"target": name, "returncode": p.returncode, "wall_s": wall,
-                            "execs": int(execs.group(1)) if execs else 0,
-                            "coverage": int(cov[-1]) if cov else 0,
-                            "findings": [str(f) for f in new],
-                            "log_tail": log[-3000:]})
-    return results
+def _one(name: str, seconds: float, artifacts: Path, tmp: str) -> dict:
+    # a target's findings are told apart by their file name prefix, so targets running side by
+    # side each see only their own
+    before = set(artifacts.glob(f"{name}-*")) if artifacts.exists() else set()
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "bench.fuzz", "--worker", name, "--seconds",
+                        str(seconds), "--artifacts", str(artifacts), "--corpus",
+                        str(Path(tmp) / name)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=seconds + 300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.monotonic() - t0
+    log = p.stdout + p.stderr
+    execs = re.search(r"stat::number_of_executed_units:\s*(\d+)", log)
+    cov = re.findall(r"cov: (\d+)", log)
+    new = sorted(set(artifacts.glob(f"{name}-*")) - before) if artifacts.exists() else []
+    return {"target": name, "returncode": p.returncode, "wall_s": wall,
+            "execs": int(execs.group(1)) if execs else 0,
+            "coverage": int(cov[-1]) if cov else 0,
+            "findings": [str(f) for f in new],
+            "log_tail": log[-3000:]}
+
+
+def run(names: list[str], seconds: float, artifacts: Path, jobs: int = 1) -> list[dict]:
+    """Fuzz each target for ``seconds``, ``jobs`` targets at a time (each is one single-threaded
+    process, so up to one per core); results in the order of ``names``."""
+    with tempfile.TemporaryDirectory(prefix="qkd-fuzz-") as tmp, \
+            ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(lambda n: _one(n, seconds, artifacts, tmp), names))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="fuzzing time per target")
     ap.add_argument("-t", "--target", action="append", choices=sorted(TARGETS),
                     help="run only this target (repeatable); default all")
+    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                    help="targets fuzzed at once (default: one per core)")
     ap.add_argument("--artifacts", type=Path, default=HERE / "findings")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
@@ -102,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("atheris is not installed (pip install atheris)", file=sys.stderr)
         return 2
-    results = run(a.target or list(TARGETS), a.seconds, a.artifacts.resolve())
+    if a.jobs < 1:
+        ap.error(f"--jobs: {a.jobs} is not a positive number of targets")
+    results = run(a.target or list(TARGETS), a.seconds, a.artifacts.resolve(), a.jobs)
     bad = 0
     print(f"{'target':<12} {'status':<8} {'execs':>9} {'exec/s':>8} {'cov':>6} {'wall s':>7}  findings")
     for r in results:
