@@ -147,10 +147,11 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   the bound: tests/test_finite_key_receiver_audit.py); detectors whose efficiency or window
   differs by arrival time, wavelength or spatial mode do the same (Zhang, Coles, Winick, Lin,
   Lutkenhaus, PRR 3, 013076 (2021)). Neither is measured here: the lab must filter the
-  wavelength band and align the four detection windows. Within a basis the node's
-  ``detector_mismatch`` alarm leaves ~5 % unflagged, which lowers the cross share of Eve's
-  best-polarized two-photon pulses 4-5 % below r_Z; the bound's statistical margin covers
-  that at the rig's block sizes (C ~ 2e4), not for much larger blocks. "Loss in front of the
+  wavelength band and align the four detection windows. Within a basis, a mismatch (which
+  lowered the cross share of Eve's best-polarized two-photon pulses below r_Z while only a
+  ~10 % alarm watched it) is now reduced to equal detectors by tagging, down to the
+  configured ratio ("Detector efficiency mismatch" below: the virtual common receiver's cross
+  clicks are real ones). "Loss in front of the
   splitter" also needs Bob's selection of events never to disfavour an event with more
   clicks. A rule per tag (a tag kept iff in its window) or a guard timed from the event's
   earliest tag did: at their edges, where Eve can time her pulses, cross clicks were lost or

@@ -56,7 +56,10 @@ telemetry PUB socket. The protocol per frame and per block:
   blinding (``detector_blinding``, raised and acted on by Bob), a detector dead
   time longer than Bob's dead-time guard (``dead_time``, Bob: his tags show it;
   ``link.slotting``), afterpulses of a detector later than the guard (``afterpulse``,
-  Bob: an excess of his same-detector gaps just beyond it; ``link.slotting``), authentication
+  Bob: an excess of his same-detector gaps just beyond it; ``link.slotting``), Bob's receiver
+  contradicting the analysis' settings (``receiver_split``: the Z share above
+  ``receiver_split_z``; ``detector_mismatch``: the X share of 1s beyond
+  ``detector_efficiency_ratio_min``; Alice, ``_watch_receiver``), authentication
   failure on the channel (``bad_tag``/``replayed``/``out_of_sequence``), peer
   restart.
 
