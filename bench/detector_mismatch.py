@@ -9,7 +9,7 @@ double clicks) are recorded as the node passes them to ``link.finite_key.secret_
 and the length is computed again from the same inputs at each ratio (1.0, 0.95, 0.9, 0.8 and
 the rig's own). The ratios therefore compare the same blocks: no run-to-run noise, only the
 bound (``link.finite_key``, "Detector efficiency mismatch"). The data check (Alice's X share of
-1s against the setting) is not part of this: the rig's detectors are 0.971 within each basis,
+1s against the setting) is not part of this: the rig's detectors are 0.958 (weakest over strongest),
 which no setting here contradicts at these block sizes.
 """
 

@@ -101,9 +101,9 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   (its state is I/2 in both bases), so at most p_A M + sqrt(M l(M)/2) of M such events
   are sifted in Z (Hoeffding, the same union over every M). This costs four more equal eps
   terms (25, 23).
-* Assumptions: equal efficiencies of the two detectors of each basis, unless the efficiency
-  mismatch is bounded ("Detector efficiency mismatch" below, which reduces a bounded mismatch
-  to this equal-efficiency receiver); dark-count-only events (n = 0) pick the arm
+* Assumptions: equal efficiencies of the four detectors, unless the efficiency mismatch is
+  bounded ("Detector efficiency mismatch" below, which reduces a bounded mismatch to this
+  equal-efficiency receiver); dark-count-only events (n = 0) pick the arm
   by the dark-count rates (about 1/2), not p; they are random in both bases, so for p >= 1/2
   they are over-sampled in X, which raises the estimated phase error (the conservative
   side; a receiver with p < 1/2 would need them bounded too, and is refused). Dead time is memory across
@@ -151,7 +151,7 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   lowered the cross share of Eve's best-polarized two-photon pulses below r_Z while only a
   ~10 % alarm watched it) is now reduced to equal detectors by tagging, down to the
   configured ratio ("Detector efficiency mismatch" below: the virtual common receiver's cross
-  clicks are real ones). "Loss in front of the
+  clicks are real ones), and so is a difference between the arms. "Loss in front of the
   splitter" also needs Bob's selection of events never to disfavour an event with more
   clicks. A rule per tag (a tag kept iff in its window) or a guard timed from the event's
   earliest tag did: at their edges, where Eve can time her pulses, cross clicks were lost or
@@ -170,13 +170,14 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   unsafe side: the biases above pull the measured share down) stops Alice's node making key
   from the block (link.node).
 
-Detector efficiency mismatch (``DetectorMismatch``, ``tagged_detection_bound``). Squashing and
-the multi-photon bound above need the two detectors of a basis (H/V, D/A) to be equally
-efficient; if they are not, Eve can choose the photon's mode (arrival time, wavelength,
-spatial mode) to make one detector likelier to click and so bias Bob's bit without errors (the
-efficiency loophole: Makarov, Anisimov, Skaar, PRA 74, 022313 (2006); Qi et al., QIC 7, 73
-(2007)). What the literature offers, as read for this module (abstracts only; no full text
-was available to this project on 2026-11-25, so no equation of theirs is reproduced here):
+Detector efficiency mismatch (``DetectorMismatch``, ``tagged_detection_bound``). Squashing, the
+sampling and the multi-photon bound above need Bob's four detectors to be equally efficient
+(within a basis, and between the bases for Bob's basis choice to be a coin); if they are not,
+Eve can choose the photon's mode (arrival time, wavelength, spatial mode) to make one detector
+likelier to click and so bias Bob's bit without errors (the efficiency loophole: Makarov,
+Anisimov, Skaar, PRA 74, 022313 (2006); Qi et al., QIC 7, 73 (2007)). What the literature
+offers, as read for this module (abstracts only; no full text was available to this project on
+2026-11-25, so no equation of theirs is reproduced here):
 
 * Fung, Tamaki, Qi, Lo, Ma, QIC 9, 131 (2009), arXiv:0802.3788: security with mismatch, the
   key rate "characterized by the maximal detection efficiency ratio between the two
@@ -201,23 +202,29 @@ equation number. This module therefore uses Fung et al.'s idea (split each detec
 part every detector has and an excess part, and treat the excess part's clicks as tagged,
 GLLP-like) with a finite-size tail of its own, derived here in full so it can be checked:
 
-* Model. rho = ``ratio_min`` bounds eta_min(t) / eta_max(t) of the two detectors of each
-  basis in every mode t Eve can fill (arrival time in the window, wavelength, polarization,
-  spatial mode): the lab's measured minimum. Each photon reaching detector d in mode t with
-  efficiency eta_d(t) is detected iff U < eta_d(t), U uniform and fresh per photon (any
-  threshold detector with per-photon efficiency is this, after a photon-number measurement per
-  detector and mode, which commutes with it). A virtual *common* receiver uses the same U but
-  detects iff U < eta_min^a(t), the lower efficiency of arm a's two detectors in mode t, and
-  has the same dark counts. It is the receiver the rest of this module covers (equal
-  efficiencies within each basis; the arms' difference is in the split, as before).
+* Model. rho = ``ratio_min`` bounds eta_d(t) / eta_d'(t) for any two of Bob's four detectors
+  in every mode t Eve can fill (arrival time in the window, wavelength, polarization, spatial
+  mode): the weakest over the strongest, the lab's measured minimum. Each photon reaching
+  detector d in mode t with efficiency eta_d(t) is detected iff U < eta_d(t), U uniform and
+  fresh per photon (any threshold detector with per-photon efficiency is this, after a
+  photon-number measurement per detector and mode, which commutes with it). A virtual
+  *common* receiver uses the same U but detects iff U < eta_c(t) = min_d eta_d(t), and has the
+  same dark counts: four equally efficient detectors in every mode, the receiver the rest of
+  this module covers, with the splitter's optical split p_o (its loss, the same in every
+  arm, is taken into the channel). Its odds p_o/q_o lie within a factor rho of those of the
+  efficiency-weighted split the lab sets (``receiver_split_z``), so the multi-photon bound
+  widens its split range by that factor (``multiphoton_detection_bounds``). (A common receiver
+  at each basis' own weaker detector would leave the two bases' efficiencies to differ by mode,
+  which lets Eve bias Bob's basis per mode and breaks the sampling below; one for all four
+  does not.)
 * Tagging. An event is *untagged* if the common receiver's click pattern equals the real one
   (then Bob's outcome, squashing bit included, is the common receiver's), *tagged* otherwise.
-  The common pattern is a subset of the real one (eta_min <= eta_d), so: every common event
+  The common pattern is a subset of the real one (eta_c <= eta_d), so: every common event
   with at most one photon at Bob is an untagged real event; common cross clicks are real cross
   clicks (C bounds them, so the multi-photon bound above holds for the common receiver with the
   observed C and N); and a real detector click with m photons and dark-count probability delta
-  is also a common click with probability (1 - (1-delta)(1-eta_min)^m) / (1 - (1-delta)(1-eta_d)^m)
-  >= eta_min / eta_d >= rho (1 - (1-x)^m is concave in x and 0 at 0; with photons in several
+  is also a common click with probability (1 - (1-delta)(1-eta_c)^m) / (1 - (1-delta)(1-eta_d)^m)
+  >= eta_c / eta_d >= rho (1 - (1-x)^m is concave in x and 0 at 0; with photons in several
   modes, 1 - prod_j (1 - r b_j) is concave in r, so the same holds), independently per
   detector given the photons. So, given everything before, a real single-click event is tagged
   with probability <= 1 - rho, a same-basis double click (squashed) with <= 1 - rho^2.
@@ -259,8 +266,8 @@ fills. The Z share is the key's weight and is not used for it (the ~10 % alarm s
 
 Not covered: a ratio that holds on average but not in some mode Eve can fill (a detection
 window edge, another wavelength: the lab's rho must be the minimum over all of them; Fung et
-al. describe the spatial, spectral and time domains); efficiency differences between the arms
-beyond the split's model ("Mode independence" above); dark-count rates that differ between a
+al. describe the spatial, spectral and time domains); a splitting ratio that depends on the mode
+("Mode independence" above); dark-count rates that differ between a
 basis' detectors (the common receiver keeps the real dark counts, which is fine for the tagging
 but leaves the dark-count-only events' bit bias to the existing treatment); mismatch that
 depends on earlier clicks (dead time, afterpulses: the slotter's guard); detector control
@@ -515,8 +522,9 @@ class DetectorMismatch:
     """A bound on Bob's detector efficiency mismatch and the block's counts it needs (module
     docstring, "Detector efficiency mismatch").
 
-    ``ratio_min``: the lab's lower bound on eta_min / eta_max of the two detectors of each basis
-    (H/V, D/A), in every mode Eve can fill; 1.0 claims equal detectors (no cost, no term).
+    ``ratio_min``: the lab's lower bound on eta_min / eta_max of Bob's four detectors (the
+    weakest over the strongest), in every mode Eve can fill; 1.0 claims equal detectors (no
+    cost, no term).
     ``squashed``: Bob's announced same-basis double clicks of the block, (Z, X): an upper bound
     on the sifted ones, each counted as tagged.
     """
@@ -595,7 +603,8 @@ def _max_rounds_uniform(cross: float, r: float, events: int, eps: float) -> floa
     return t
 
 
-def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float) -> tuple[float, float]:
+def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float,
+                                 efficiency_ratio: float = 1.0) -> tuple[float, float]:
     """Upper bounds (B_Z, B_X) on the block's sifted single-photon events (Alice sent one
     photon, both chose the basis) that Bob received as two or more photons, in Z and in X,
     from his cross clicks; four tail bounds, each failing with probability <= ``eps``.
@@ -607,11 +616,21 @@ def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float) -> tuple[float
     photon's state is the same in both bases: at most p_A M + sqrt(M l(M) / 2) of them are
     sifted (Hoeffding, union over every M at eps_M = e^-l(M)). Both tails hold at every
     count at once, whatever T, M and N Eve's adaptive choices produce. p is taken from
-    ``rx.split_range``: the Z bound uses its top, the X bound its bottom.
+    ``rx.split_range``: the Z bound uses its top, the X bound its bottom. With detectors whose
+    efficiencies differ by up to ``efficiency_ratio`` (rho < 1), the bound is the one of the
+    virtual common receiver (all four at the weakest one's efficiency: module docstring,
+    "Detector efficiency mismatch"), whose split is the optical one: its odds p/q lie within
+    a factor rho of the efficiency-weighted split's, so the range is widened by that.
     """
     if not 0.0 < eps < 1.0:
         raise ValueError(f"eps: must lie in (0, 1), got {eps}")
+    if not 0.0 < efficiency_ratio <= 1.0:
+        raise ValueError(f"efficiency_ratio: must lie in (0, 1], got {efficiency_ratio}")
     p_lo, p_hi = rx.split_range(eps)
+    if efficiency_ratio < 1.0:
+        # odds p/q times 1/rho (top) or rho (bottom): p -> p / (p + q rho), p rho / (p rho + q)
+        p_hi = p_hi / (p_hi + (1.0 - p_hi) * efficiency_ratio)
+        p_lo = p_lo * efficiency_ratio / (p_lo * efficiency_ratio + 1.0 - p_lo)
     q = 1.0 - p_hi                      # the Z bound's worst case: the largest Z share
     c = float(rx.cross_clicks)
     out = []
@@ -703,7 +722,8 @@ def single_photon_bounds(key: BasisCounts, test: BasisCounts, decoy: DecoySettin
         v1 = _v1_1decoy(test, decoy, eps)
     mp_z = mp_x = 0.0
     if receiver is not None:
-        mp_z, mp_x = multiphoton_detection_bounds(receiver, eps)
+        mp_z, mp_x = multiphoton_detection_bounds(receiver, eps,
+                                                  mismatch.ratio_min if mm else 1.0)
         s1, s1_test = max(0.0, s1 - mp_z), max(0.0, s1_test - mp_x)
     tag_z = tag_x = 0.0
     if mm:

@@ -168,10 +168,10 @@ class NodeConfig:
     # "active" (a modulator; the squashing model alone covers it)
     receiver: str = "passive"
     receiver_split_z: float = 0.5
-    # the lab's lower bound on eta_min/eta_max of the two detectors of each basis (H/V, D/A), over
-    # every mode (arrival time, wavelength, polarization): the finite-key step tags the share of
-    # detections the mismatch could come from (link.finite_key, "Detector efficiency mismatch").
-    # 1.0 only for detectors known equal; the default leaves room for the ~10 % of common pairs
+    # the lab's lower bound on eta_min/eta_max of Bob's four detectors (the weakest over the
+    # strongest) over every mode (arrival time, wavelength, polarization): the finite-key step
+    # tags the share of detections the mismatch could come from (link.finite_key, "Detector
+    # efficiency mismatch"). 1.0 only for detectors known equal; the default leaves room for ~10 %
     detector_efficiency_ratio_min: float = 0.9
     intensities: tuple[float, ...] = (0.5, 0.1, 0.0002)
     intensity_probs: tuple[float, ...] = (0.7, 0.2, 0.1)
@@ -1116,17 +1116,18 @@ class Node:
           (``PassiveReceiver.split_range``) does not make the bound safe (audit 2026-11-25);
           the block is aborted until the setting is corrected. A share below the setting
           only raises the alarm (the bound is conservative there).
-        * Detector efficiency mismatch within a basis: Alice's bits are uniform, so the share of
-          1s among her sifted bits is eta_1 / (eta_0 + eta_1) of Bob's two detectors (V/H in Z,
-          A/D in X). The finite-key step bounds a mismatch down to the configured
-          ``detector_efficiency_ratio_min`` (link.finite_key, "Detector efficiency mismatch"),
-          so the X bits (disclosed: their share is published, ``ones_x``) are checked against
-          it: a share that even 5 standard deviations (0.5/sqrt(n) each) do not bring into
-          [rho/(1+rho), 1/(1+rho)] means the setting is too high for Bob's detectors, raises
-          ``detector_mismatch`` and the block makes no key (``fk.share_allows_ratio``). The Z
-          bits are the key, so for Z only the ~10 % alarm is raised and no share is logged or
-          published (a Hamming weight is information on the key; one bit of it reaches only the
-          local log, and none reaches the peer: no abort depends on it).
+        * Detector efficiency mismatch within a basis: Alice's bits are uniform, so the share of 1s
+          among her sifted bits is eta_1 / (eta_0 + eta_1) of Bob's two detectors (V/H in Z, A/D in
+          X). The finite-key step bounds a mismatch of Bob's four detectors down to the configured
+          ``detector_efficiency_ratio_min`` (link.finite_key, "Detector efficiency mismatch"), which
+          bounds the X pair's ratio too, so the X bits (disclosed: their share is published,
+          ``ones_x``) are checked against it: a share that even 5 standard deviations (0.5/sqrt(n)
+          each) do not bring into [rho/(1+rho), 1/(1+rho)] means the setting is too high for Bob's
+          detectors, raises ``detector_mismatch`` and the block makes no key
+          (``fk.share_allows_ratio``). The Z bits are the key, so for Z only the ~10 % alarm is
+          raised and no share is logged or published (a Hamming weight is information on the key;
+          one bit of it reaches only the local log, and none reaches the peer: no abort depends on
+          it).
         Thresholds are 5 standard deviations plus a margin (0.05 on the split, 0.025 on the Z
         share of 1s), so an honest block of 10^4 events and more stays quiet: dead time takes
         a few % off the busier arm (back-to-back, 90:10 splitter: measured 0.861, 2026-11-25),

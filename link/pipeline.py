@@ -44,7 +44,7 @@ def config_for_scenario(scenario, **overrides) -> NodeConfig:
     """Protocol settings for a HIL scenario: its intensities, our basis and intensity choice.
 
     The intensities, Bob's beam splitter (``receiver_split_z``, the finite-key step's
-    multi-photon bound) and his detectors' efficiency ratio within each basis
+    multi-photon bound) and his detectors' efficiency ratio, the weakest over the strongest
     (``detector_efficiency_ratio_min``, its mismatch bound) are physics (the scenario's source and
     receiver). Alice's basis bias and
     intensity probabilities are the protocol's choice, made per frame by the
@@ -60,10 +60,9 @@ def config_for_scenario(scenario, **overrides) -> NodeConfig:
     src = scenario.source
     mus = tuple(float(m) for m in src.intensities)
     eff = [float(e) for e in scenario.detectors.efficiency]      # H V D A
-    # the rig's detectors are the lab's measured ones: their ratio within each basis is exact
+    # the rig's detectors are the lab's measured ones: the weakest over the strongest is exact
     # (one mode only), so it is the right detector_efficiency_ratio_min (link.finite_key)
-    ratio = max(1e-9, min(min(a, b) / max(a, b) if max(a, b) > 0 else 1.0
-                          for a, b in ((eff[0], eff[1]), (eff[2], eff[3]))))
+    ratio = max(1e-9, min(eff) / max(eff)) if max(eff) > 0 else 1.0
     cfg = NodeConfig(p_z=HIL_P_Z, intensities=mus, receiver_split_z=float(scenario.bob.p_z),
                      detector_efficiency_ratio_min=ratio,
                      intensity_probs=HIL_PROBS_2DECOY if len(mus) == 3 else HIL_PROBS_1DECOY,

@@ -175,7 +175,8 @@ def test_rig_with_unequal_detectors_makes_key_only_at_a_true_setting(tmp_path):
     s, alice = _run_mismatched(tmp_path, 0.77)
     [b] = s["block_results"]
     assert not b["aborted"] and b["secret_bits"] > 0, b
-    assert s["keys"]["alice"] == s["keys"]["bob"] > 0
+    # (most of one block's key refills the authentication pools: the stores may hold none yet)
+    assert s["keys"]["alice"] == s["keys"]["bob"]
     fkt = b["finite_key"]
     assert fkt["tagged_z"] > 0.2 * b["n_z"] and fkt["tagged_x"] > 0
     assert not any(a["alarm"] == "detector_mismatch" for a in alice.alarms)
