@@ -251,11 +251,13 @@ GLLP-like) with a finite-size tail of its own, derived here in full so it can be
 * At rho = 1 nothing is tagged (a_i = 0): no term, no eps, the same length as without it.
   Below 1 the two tails cost two more equal eps terms (27 and 25 with a passive receiver).
 * Cost, ``python -m bench.detector_mismatch`` (2 blocks of 2^20 Z bits, seed 1, the same blocks'
-  finite-key step recomputed at each ratio, 2026-11-25, load 2.2-2.8): secret bits per block at
-  rho = 1 / 0.95 / 0.9 / 0.8 and at the rig's 0.971: metro-25km 538,881 / x0.896 / x0.796 /
-  x0.597 / x0.940; back-to-back 438,963 / x0.872 / x0.749 / x0.509 / x0.925; long-100km
-  455,688 / x0.876 / x0.755 / x0.508 / x0.928. About 5.3 % of each basis' events are tagged
-  at 0.95, 10.5 % at 0.9, 21 % at 0.8 ((1 - rho) plus the tails and rho (1 - rho) S).
+  finite-key step recomputed at each ratio, 2026-11-25, load 1.9-2.2): secret bits per block at
+  rho = 1 (the length without the bound) / 0.95 / 0.9 / 0.8 and at the rig's 0.958:
+  metro-25km 538,726 / x0.893 / x0.790 / x0.584 / x0.909; back-to-back 443,372 / x0.858 /
+  x0.720 / x0.447 / x0.879; long-100km 458,536 / x0.877 / x0.757 / x0.513 / x0.895. About
+  5.3 % of each basis' events are tagged at 0.95, 10.5 % at 0.9, 21 % at 0.8 ((1 - rho) plus
+  the tails and rho (1 - rho) S); the split's widening costs the rest (more on back-to-back,
+  where more pulses arrive with two photons).
 
 The data check. Alice's bits are uniform, so on honest light the share of 1s among sifted X
 events is eta_A / (eta_D + eta_A); the node (``link.node``, ``_watch_receiver``) refuses a
