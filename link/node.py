@@ -227,8 +227,9 @@ def receiver_counts(cfg: NodeConfig, pe_meta: dict) -> fk.PassiveReceiver | None
 def mismatch_counts(cfg: NodeConfig, pe_meta: dict) -> fk.DetectorMismatch:
     """The detector efficiency mismatch bound as the finite-key step needs it: the configured
     ratio and Bob's same-basis double clicks (Z, X) of the block, which he reported with its
-    test bits (PE_DISCLOSE) and which are required when the ratio is below 1 (each is counted
-    as a tagged event: link.finite_key)."""
+    test bits (PE_DISCLOSE) and which are required when the ratio is below 1 (a double click
+    is likelier to be tagged than a single one: link.finite_key, "Detector efficiency
+    mismatch")."""
     sq = pe_meta.get("squashed")
     if cfg.detector_efficiency_ratio_min >= 1.0 and sq is None:
         return fk.DetectorMismatch(1.0)
@@ -1317,7 +1318,8 @@ class Node:
                                   notify_peer=True)
             # the test bits packed (1/8 of a byte each on the wire)
             # with the block's cross clicks and detection events: Alice's finite-key step bounds
-            # the multi-photon detections of a passive receiver with them (link.finite_key)
+            # the multi-photon detections of a passive receiver with them, and the mismatch bound
+            # allows for his same-basis double clicks (link.finite_key)
             self._send_wait(MsgType.PE_DISCLOSE, bid, encode(
                 {"n_x": n_x, "cross_clicks": blk.cross, "events": blk.events,
                  "announced": [int(v) for v in blk.announced],

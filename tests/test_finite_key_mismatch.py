@@ -65,6 +65,19 @@ def test_length_falls_as_the_ratio_falls():
     assert res[5].eps.parameter_estimation > res[0].eps.parameter_estimation * (21 + 4) / (21 + 4 + 1)
 
 
+def test_split_range_widened_by_the_ratio():
+    """The common receiver's optical split is within odds factor rho of the efficiency-weighted
+    setting, so the multi-photon bounds grow as rho falls, and are unchanged at rho = 1."""
+    eps = 1e-10 / 27
+    b1 = fk.multiphoton_detection_bounds(RX, eps)
+    assert fk.multiphoton_detection_bounds(RX, eps, 1.0) == b1
+    b9, b8 = fk.multiphoton_detection_bounds(RX, eps, 0.9), fk.multiphoton_detection_bounds(RX, eps, 0.8)
+    assert b1[0] < b9[0] < b8[0] and b1[1] < b9[1] < b8[1]
+    assert _length(0.9).extra["multiphoton_z"] == pytest.approx(b9[0])
+    with pytest.raises(ValueError, match="efficiency_ratio"):
+        fk.multiphoton_detection_bounds(RX, eps, 0.0)
+
+
 def test_tagged_bound_against_the_worst_tagging_it_allows():
     """Tag each single click with probability 1 - rho and each squashed double click with
     1 - rho^2 (the bound's worst case): the tagged count stays below the bound in every one of
