@@ -24,6 +24,8 @@ Layout (paths are relative to the file)::
     p_z = 0.5                           # Alice's probability of the Z basis
     receiver = "passive"                # Bob's basis choice: "passive" (beam splitter) or "active"
     receiver_split_z = 0.5              # passive: measured share of the light in Bob's Z arm
+    detector_efficiency_ratio_min = 0.9 # lab's bound on eta_min/eta_max of Bob's four detectors
+                                        # over every mode (README: how to measure it)
     intensities = [0.5, 0.1, 0.0002]
     intensity_probs = [0.5, 0.3, 0.2]
     auth_refill_bytes = 4096
@@ -295,6 +297,11 @@ def parse_node_file(data: dict, source: str | Path) -> NodeFile:
                           f"expected 0.5 <= receiver_split_z < 1 for a passive receiver (the analysis "
                           f"does not cover one that sends less than half its light to the key basis "
                           f"Z), got {cfg.receiver_split_z}")
+    if not 0 < cfg.detector_efficiency_ratio_min <= 1:
+        raise ConfigError(src, "protocol.detector_efficiency_ratio_min",
+                          f"expected 0 < detector_efficiency_ratio_min <= 1 (the lab's lower bound on "
+                          f"eta_min/eta_max of Bob's four detectors), got "
+                          f"{cfg.detector_efficiency_ratio_min}")
     if len(cfg.intensities) != len(cfg.intensity_probs):
         raise ConfigError(src, "protocol.intensity_probs",
                           f"expected one probability per intensity ({len(cfg.intensities)})")
@@ -448,7 +455,7 @@ def load_node_file(path: str | Path) -> NodeFile:
 
 
 RIG_PROTOCOL_KEYS = ("block_bits", "p_z", "receiver", "receiver_split_z", "intensities",
-                     "intensity_probs", "finite_key")
+                     "intensity_probs", "finite_key", "detector_efficiency_ratio_min")
 
 
 def _toml_value(v) -> str:

@@ -75,7 +75,7 @@ from . import finite_key as fk
 from .channel import Channel
 from .keystore import key_rows, stores_identical
 from .messages import MsgType
-from .node import Node, NodeConfig, receiver_counts
+from .node import Node, NodeConfig, mismatch_counts, receiver_counts
 from .payload import decode
 
 _RECORDED = {MsgType.SIFT_ANNOUNCE, MsgType.SIFT_MATCH, MsgType.PE_DISCLOSE, MsgType.VERIFY_RESULT,
@@ -319,7 +319,8 @@ def audit_block(rec: Recording, res) -> BlockAudit:
                                    fk.DecoySettings(tuple(cfg.intensities), tuple(cfg.intensity_probs)),
                                    leak_ec_bits=int(res.leaked_bits), eps_sec=cfg.eps_sec,
                                    eps_cor=cfg.eps_cor, protocol=cfg.finite_key,
-                                   receiver=receiver_counts(cfg, pe_meta))
+                                   receiver=receiver_counts(cfg, pe_meta),
+                                   mismatch=mismatch_counts(cfg, pe_meta))
         out.ell_recomputed = int(fkr.ell)
         out.allowance_bits = float(z.size - fkr.s0 - fkr.s1 * (1.0 - fk.binary_entropy(fkr.phase_error)))
     pa = msgs.get(("alice", MsgType.PA_SEED, res.block_id))

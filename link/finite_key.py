@@ -101,8 +101,9 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   (its state is I/2 in both bases), so at most p_A M + sqrt(M l(M)/2) of M such events
   are sifted in Z (Hoeffding, the same union over every M). This costs four more equal eps
   terms (25, 23).
-* Assumptions: equal efficiencies of the four detectors (a mismatch breaks any squashing
-  argument: Fung et al., PRA 79, 012316 (2009)); dark-count-only events (n = 0) pick the arm
+* Assumptions: equal efficiencies of the four detectors, unless the efficiency mismatch is
+  bounded ("Detector efficiency mismatch" below, which reduces a bounded mismatch to this
+  equal-efficiency receiver); dark-count-only events (n = 0) pick the arm
   by the dark-count rates (about 1/2), not p; they are random in both bases, so for p >= 1/2
   they are over-sampled in X, which raises the estimated phase error (the conservative
   side; a receiver with p < 1/2 would need them bounded too, and is refused). Dead time is memory across
@@ -146,10 +147,11 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   the bound: tests/test_finite_key_receiver_audit.py); detectors whose efficiency or window
   differs by arrival time, wavelength or spatial mode do the same (Zhang, Coles, Winick, Lin,
   Lutkenhaus, PRR 3, 013076 (2021)). Neither is measured here: the lab must filter the
-  wavelength band and align the four detection windows. Within a basis the node's
-  ``detector_mismatch`` alarm leaves ~5 % unflagged, which lowers the cross share of Eve's
-  best-polarized two-photon pulses 4-5 % below r_Z; the bound's statistical margin covers
-  that at the rig's block sizes (C ~ 2e4), not for much larger blocks. "Loss in front of the
+  wavelength band and align the four detection windows. Within a basis, a mismatch (which
+  lowered the cross share of Eve's best-polarized two-photon pulses below r_Z while only a
+  ~10 % alarm watched it) is now reduced to equal detectors by tagging, down to the
+  configured ratio ("Detector efficiency mismatch" below: the virtual common receiver's cross
+  clicks are real ones), and so is a difference between the arms. "Loss in front of the
   splitter" also needs Bob's selection of events never to disfavour an event with more
   clicks. A rule per tag (a tag kept iff in its window) or a guard timed from the event's
   earliest tag did: at their edges, where Eve can time her pulses, cross clicks were lost or
@@ -167,6 +169,111 @@ bounds them with the cross clicks, which are observed (``PassiveReceiver``,
   than 0.05 (plus 5 sigma) off the measured share, and a setting that far below it (the
   unsafe side: the biases above pull the measured share down) stops Alice's node making key
   from the block (link.node).
+
+Detector efficiency mismatch (``DetectorMismatch``, ``tagged_detection_bound``). Squashing, the
+sampling and the multi-photon bound above need Bob's four detectors to be equally efficient
+(within a basis, and between the bases for Bob's basis choice to be a coin); if they are not,
+Eve can choose the photon's mode (arrival time, wavelength, spatial mode) to make one detector
+likelier to click and so bias Bob's bit without errors (the efficiency loophole: Makarov,
+Anisimov, Skaar, PRA 74, 022313 (2006); Qi et al., QIC 7, 73 (2007)). What the literature
+offers, as read for this module (abstracts only; no full text was available to this project on
+2026-11-25, so no equation of theirs is reproduced here):
+
+* Fung, Tamaki, Qi, Lo, Ma, QIC 9, 131 (2009), arXiv:0802.3788: security with mismatch, the
+  key rate "characterized by the maximal detection efficiency ratio between the two
+  detectors" (its abstract); Trushechkin's abstract (below) says the proofs before it assume
+  single photons either at Alice's source or at Bob's input.
+* Lydersen, Skaar, QIC 10, 60 (2010): bit- and basis-dependent detector flaws (asymptotic;
+  not read here beyond its citation in the works below).
+* Trushechkin, Quantum 6, 771 (2022), arXiv:2004.07809: multi-photon input and decoy states,
+  asymptotic only.
+* Zhang, Coles, Winick, Lin, Lutkenhaus, PRR 3, 013076 (2021): no photon-number
+  cutoff and characterized mismatch over spatio-temporal modes, but the key rate is a
+  numerical (semidefinite-program) bound, asymptotic.
+* Tupkary, Nahar, Sinha, Lutkenhaus, arXiv:2408.17349 (2024): finite-size decoy-state BB84
+  with imperfectly characterized basis-efficiency mismatch, an analytic phase-error bound that
+  needs only the maximum relative efficiency difference and lets Eve pick the efficiency per
+  round. The closest fit, but built on the entropic uncertainty relation and a
+  variable-length framework rather than on Lim 2014's sampling; its bound (its delta_1,
+  delta_2) could not be read here, so it is not implemented.
+
+None of them is a finite-key formula in this module's framework that could be cited by
+equation number. This module therefore uses Fung et al.'s idea (split each detector into a
+part every detector has and an excess part, and treat the excess part's clicks as tagged,
+GLLP-like) with a finite-size tail of its own, derived here in full so it can be checked:
+
+* Model. rho = ``ratio_min`` bounds eta_d(t) / eta_d'(t) for any two of Bob's four detectors
+  in every mode t Eve can fill (arrival time in the window, wavelength, polarization, spatial
+  mode): the weakest over the strongest, the lab's measured minimum. Each photon reaching
+  detector d in mode t with efficiency eta_d(t) is detected iff U < eta_d(t), U uniform and
+  fresh per photon (any threshold detector with per-photon efficiency is this, after a
+  photon-number measurement per detector and mode, which commutes with it). A virtual
+  *common* receiver uses the same U but detects iff U < eta_c(t) = min_d eta_d(t), and has the
+  same dark counts: four equally efficient detectors in every mode, the receiver the rest of
+  this module covers, with the splitter's optical split p_o (its loss, the same in every
+  arm, is taken into the channel). Its odds p_o/q_o lie within a factor rho of those of the
+  efficiency-weighted split the lab sets (``receiver_split_z``), so the multi-photon bound
+  widens its split range by that factor (``multiphoton_detection_bounds``). (A common receiver
+  at each basis' own weaker detector would leave the two bases' efficiencies to differ by mode,
+  which lets Eve bias Bob's basis per mode and breaks the sampling below; one for all four
+  does not.)
+* Tagging. An event is *untagged* if the common receiver's click pattern equals the real one
+  (then Bob's outcome, squashing bit included, is the common receiver's), *tagged* otherwise.
+  The common pattern is a subset of the real one (eta_c <= eta_d), so: every common event
+  with at most one photon at Bob is an untagged real event; common cross clicks are real cross
+  clicks (C bounds them, so the multi-photon bound above holds for the common receiver with the
+  observed C and N); and a real detector click with m photons and dark-count probability delta
+  is also a common click with probability (1 - (1-delta)(1-eta_c)^m) / (1 - (1-delta)(1-eta_d)^m)
+  >= eta_c / eta_d >= rho (1 - (1-x)^m is concave in x and 0 at 0; with photons in several
+  modes, 1 - prod_j (1 - r b_j) is concave in r, so the same holds), independently per
+  detector given the photons. So, given everything before, a real single-click event is tagged
+  with probability <= 1 - rho, a same-basis double click (squashed) with <= 1 - rho^2.
+* Tail. With a_i those conditional bounds, the tagged count of the first N events of a basis
+  exceeds sum a_i by d with probability <= exp(-d^2 / (2 (V + d/3))) when the conditional
+  variances sum to <= V (Freedman, Ann. Probab. 3, 100 (1975), Thm. 1.6: martingale
+  differences <= 1; its (b/(a+b))^(a+b) e^a is exp(-b h(a/b)), h(u) = (1+u) ln(1+u) - u
+  >= u^2 / (2 + 2u/3)). With N_2 squashed events among the first N, sum a_i and the variances'
+  sum are at most v = (1 - rho) N + rho (1 - rho) N_2, and N_2 <= S, Bob's announced same-basis
+  double clicks of the block (more than the sifted ones; he reports them). A union over every N
+  (Eve shapes it: l(N) above) and every N_2 (weights e^-l'(N_2), l'(s) = ln(2 (s+1)
+  (1 + ln(s+1))^2), which sum to <= 1 the same way) gives, with probability >= 1 - eps,
+  D(N) = v + l/3 + sqrt(l^2/9 + 2 v l), l = l(N) + l'(S), at S (D grows with N_2): one eps term
+  per basis. (Counting the squashed events as wholly tagged instead would cost S itself: 14,000
+  of a 2^20-bit block on metro-25km against rho (1 - rho) S ~ 400.)
+* Key. The decoy bounds hold whatever Bob's receiver (they count real events). The events the
+  sampling needs (Alice one photon, Bob at most one) are the common receiver's and untagged, so
+  s1 - B_Z - D_Z(n_Z) of the key basis and s1_test - B_X - D_X(n_X) of the test basis are
+  such events, and the test basis' single-photon errors v1 are at most all of them: Lim's
+  Eq. (5) then bounds the phase error of the key basis' untagged single-photon events (the
+  GLLP rescaling e -> e n / (n - D)), and the tagged ones are given to Eve (Eq. 1 counts only
+  s0 + (s1 - B_Z - D_Z)(1 - h(phi))). Vacuum events (s0) stay: Alice's bit is independent of
+  everything whatever Bob's detectors do.
+* At rho = 1 nothing is tagged (a_i = 0): no term, no eps, the same length as without it.
+  Below 1 the two tails cost two more equal eps terms (27 and 25 with a passive receiver).
+* Cost, ``python -m bench.detector_mismatch`` (2 blocks of 2^20 Z bits, seed 1, the same blocks'
+  finite-key step recomputed at each ratio, 2026-11-25, load 1.9-2.2): secret bits per block at
+  rho = 1 (the length without the bound) / 0.95 / 0.9 / 0.8 and at the rig's 0.958:
+  metro-25km 538,726 / x0.893 / x0.790 / x0.584 / x0.909; back-to-back 443,372 / x0.858 /
+  x0.720 / x0.447 / x0.879; long-100km 458,536 / x0.877 / x0.757 / x0.513 / x0.895. About
+  5.3 % of each basis' events are tagged at 0.95, 10.5 % at 0.9, 21 % at 0.8 ((1 - rho) plus
+  the tails and rho (1 - rho) S); the split's widening costs the rest (more on back-to-back,
+  where more pulses arrive with two photons).
+
+The data check. Alice's bits are uniform, so on honest light the share of 1s among sifted X
+events is eta_A / (eta_D + eta_A); the node (``link.node``, ``_watch_receiver``) refuses a
+block whose share, widened by 5 standard deviations (0.5/sqrt(n_X) each), is still outside
+[rho/(1+rho), 1/(1+rho)] (``share_allows_ratio``). It is a consistency check, not a proof:
+errors and dark counts pull the share towards 1/2, and it sees only the modes honest light
+fills. The Z share is the key's weight and is not used for it (the ~10 % alarm stays).
+
+Not covered: a ratio that holds on average but not in some mode Eve can fill (a detection
+window edge, another wavelength: the lab's rho must be the minimum over all of them; Fung et
+al. describe the spatial, spectral and time domains); a splitting ratio that depends on the mode
+("Mode independence" above); dark-count rates that differ between a
+basis' detectors (the common receiver keeps the real dark counts, which is fine for the tagging
+but leaves the dark-count-only events' bit bias to the existing treatment); mismatch that
+depends on earlier clicks (dead time, afterpulses: the slotter's guard); detector control
+(blinding: its own alarm).
 
 On the rig's model (``hil.model.LinkModel(scenario, seed=1)``, 20 frames, each scenario's
 own splitter: 85:15 at metro-25km, 90:10 otherwise) cross clicks are 0.75 % of detections
@@ -212,14 +319,17 @@ _PE_TERMS = {"2-decoy": 4 + 10 + 2, "1-decoy": 4 + 6 + 4}
 # Z-only and X-only detections and on how many of them are sifted (module docstring,
 # "Measurement model").
 RECEIVER_TERMS = 4
+# A bounded detector efficiency mismatch (ratio < 1) adds two: the tagged-event tails of the key
+# and the test basis (module docstring, "Detector efficiency mismatch").
+MISMATCH_TERMS = 2
 
 
-def eps_terms(protocol: str, passive: bool) -> int:
+def eps_terms(protocol: str, passive: bool, mismatch: bool = False) -> int:
     """Number of equal eps terms eps_sec is composed of (EPS_TERMS, plus the passive
-    receiver's four: RECEIVER_TERMS)."""
+    receiver's four: RECEIVER_TERMS, plus a mismatch bound's two: MISMATCH_TERMS)."""
     if protocol not in EPS_TERMS:
         raise ValueError(f"protocol: expected '2-decoy' or '1-decoy', got {protocol!r}")
-    return EPS_TERMS[protocol] + (RECEIVER_TERMS if passive else 0)
+    return EPS_TERMS[protocol] + (RECEIVER_TERMS if passive else 0) + (MISMATCH_TERMS if mismatch else 0)
 
 
 def binary_entropy(x: float) -> float:
@@ -409,6 +519,69 @@ class PassiveReceiver:
         return max(min(p, m - d), 1e-9), min(max(p, m + d), 1.0 - 1e-9)
 
 
+@dataclass(frozen=True)
+class DetectorMismatch:
+    """A bound on Bob's detector efficiency mismatch and the block's counts it needs (module
+    docstring, "Detector efficiency mismatch").
+
+    ``ratio_min``: the lab's lower bound on eta_min / eta_max of Bob's four detectors (the
+    weakest over the strongest), in every mode Eve can fill; 1.0 claims equal detectors (no
+    cost, no term).
+    ``squashed``: Bob's announced same-basis double clicks of the block, (Z, X): an upper bound
+    on the sifted ones, each counted as tagged.
+    """
+
+    ratio_min: float
+    squashed: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ratio_min <= 1.0:
+            raise ValueError(f"ratio_min: the efficiency ratio eta_min/eta_max must lie in (0, 1], "
+                             f"got {self.ratio_min}")
+        if len(self.squashed) != 2 or min(self.squashed) < 0:
+            raise ValueError(f"squashed: need (Z, X) counts >= 0, got {self.squashed}")
+
+    @property
+    def active(self) -> bool:
+        """False at ratio 1: equal detectors, nothing is tagged and no eps term is spent."""
+        return self.ratio_min < 1.0
+
+
+def tagged_detection_bound(n: int, ratio_min: float, squashed: int, eps: float) -> float:
+    """Upper bound on the tagged events among ``n`` sifted events of one basis, ``squashed`` of
+    them at most double clicks (module docstring, "Detector efficiency mismatch"): v + d with
+    v = (1 - rho) n + rho (1 - rho) S and Freedman's tail d = l/3 + sqrt(l^2/9 + 2 v l),
+    l = l(n) + l'(S) (a union over every n and S, which Eve shapes), failing with probability
+    <= ``eps``; at most n. Zero at rho = 1."""
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"eps: must lie in (0, 1), got {eps}")
+    if not 0.0 < ratio_min <= 1.0:
+        raise ValueError(f"ratio_min: must lie in (0, 1], got {ratio_min}")
+    if n < 0 or squashed < 0:
+        raise ValueError(f"n/squashed: counts must be >= 0, got {n}, {squashed}")
+    if ratio_min >= 1.0 or n == 0:
+        return 0.0
+    v = (1.0 - ratio_min) * (n + ratio_min * squashed)
+    # l(n) at eps plus l'(S) = ln(2 (S+1) (1 + ln(S+1))^2), the union over the squashed count
+    lt = _uniform_log_term(n, eps) + _uniform_log_term(squashed + 1, 1.0)
+    return min(float(n), v + lt / 3.0 + math.sqrt(lt * lt / 9.0 + 2.0 * v * lt))
+
+
+def share_allows_ratio(ones: int, n: int, ratio_min: float, sigmas: float = 5.0) -> bool:
+    """Whether ``ones`` 1s among ``n`` sifted bits of a basis (Alice's uniform bits, so a share
+    eta_1 / (eta_0 + eta_1) on honest light) can come from detectors whose efficiency ratio is
+    at least ``ratio_min``: the share widened by ``sigmas`` times 0.5/sqrt(n) (the largest
+    binomial deviation) reaches [rho / (1 + rho), 1 / (1 + rho)]. A consistency check of the
+    configured bound, not a measurement of it (module docstring)."""
+    if n <= 0:
+        return True
+    if not 0 <= ones <= n:
+        raise ValueError(f"ones: need 0 <= ones <= n, got {ones} of {n}")
+    share, d = ones / n, sigmas * 0.5 / math.sqrt(n)
+    lo, hi = ratio_min / (1.0 + ratio_min), 1.0 / (1.0 + ratio_min)
+    return share + d >= lo and share - d <= hi
+
+
 def _max_rounds(cross: float, r: float, log_term: float) -> float:
     """Largest T with r T - sqrt(v T L) <= cross, v = min(2r, 1/2) (module docstring)."""
     a = math.sqrt(min(2.0 * r, 0.5) * log_term)
@@ -432,7 +605,8 @@ def _max_rounds_uniform(cross: float, r: float, events: int, eps: float) -> floa
     return t
 
 
-def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float) -> tuple[float, float]:
+def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float,
+                                 efficiency_ratio: float = 1.0) -> tuple[float, float]:
     """Upper bounds (B_Z, B_X) on the block's sifted single-photon events (Alice sent one
     photon, both chose the basis) that Bob received as two or more photons, in Z and in X,
     from his cross clicks; four tail bounds, each failing with probability <= ``eps``.
@@ -444,11 +618,21 @@ def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float) -> tuple[float
     photon's state is the same in both bases: at most p_A M + sqrt(M l(M) / 2) of them are
     sifted (Hoeffding, union over every M at eps_M = e^-l(M)). Both tails hold at every
     count at once, whatever T, M and N Eve's adaptive choices produce. p is taken from
-    ``rx.split_range``: the Z bound uses its top, the X bound its bottom.
+    ``rx.split_range``: the Z bound uses its top, the X bound its bottom. With detectors whose
+    efficiencies differ by up to ``efficiency_ratio`` (rho < 1), the bound is the one of the
+    virtual common receiver (all four at the weakest one's efficiency: module docstring,
+    "Detector efficiency mismatch"), whose split is the optical one: its odds p/q lie within
+    a factor rho of the efficiency-weighted split's, so the range is widened by that.
     """
     if not 0.0 < eps < 1.0:
         raise ValueError(f"eps: must lie in (0, 1), got {eps}")
+    if not 0.0 < efficiency_ratio <= 1.0:
+        raise ValueError(f"efficiency_ratio: must lie in (0, 1], got {efficiency_ratio}")
     p_lo, p_hi = rx.split_range(eps)
+    if efficiency_ratio < 1.0:
+        # odds p/q times 1/rho (top) or rho (bottom): p -> p / (p + q rho), p rho / (p rho + q)
+        p_hi = p_hi / (p_hi + (1.0 - p_hi) * efficiency_ratio)
+        p_lo = p_lo * efficiency_ratio / (p_lo * efficiency_ratio + 1.0 - p_lo)
     q = 1.0 - p_hi                      # the Z bound's worst case: the largest Z share
     c = float(rx.cross_clicks)
     out = []
@@ -518,14 +702,18 @@ def _v1_1decoy(test: BasisCounts, decoy: DecoySettings, eps: float) -> float:
 
 def single_photon_bounds(key: BasisCounts, test: BasisCounts, decoy: DecoySettings, *,
                          eps_sec: float, protocol: str = "2-decoy",
-                         receiver: PassiveReceiver | None = None) -> dict[str, float]:
+                         receiver: PassiveReceiver | None = None,
+                         mismatch: DetectorMismatch | None = None) -> dict[str, float]:
     """s0, s1 (key basis), s1_test and v1_test as the chosen analysis bounds them.
 
     With a passive ``receiver`` s1 and s1_test are those of the events Bob received as at
     most one photon: the multi-photon bounds ``mp_z``/``mp_x`` (also returned) are taken off.
+    With a ``mismatch`` below 1 the tagged-event bounds ``tag_z``/``tag_x`` (also returned) are
+    taken off as well (module docstring, "Detector efficiency mismatch").
     """
     decoy.check(protocol)
-    eps = eps_sec / eps_terms(protocol, receiver is not None)
+    mm = mismatch is not None and mismatch.active
+    eps = eps_sec / eps_terms(protocol, receiver is not None, mm)
     if protocol == "2-decoy":
         s0, s1 = _bounds_2decoy(key, decoy, eps)
         _, s1_test = _bounds_2decoy(test, decoy, eps)
@@ -536,9 +724,16 @@ def single_photon_bounds(key: BasisCounts, test: BasisCounts, decoy: DecoySettin
         v1 = _v1_1decoy(test, decoy, eps)
     mp_z = mp_x = 0.0
     if receiver is not None:
-        mp_z, mp_x = multiphoton_detection_bounds(receiver, eps)
+        mp_z, mp_x = multiphoton_detection_bounds(receiver, eps,
+                                                  mismatch.ratio_min if mm else 1.0)
         s1, s1_test = max(0.0, s1 - mp_z), max(0.0, s1_test - mp_x)
-    return {"s0": s0, "s1": s1, "s1_test": s1_test, "v1_test": v1, "mp_z": mp_z, "mp_x": mp_x}
+    tag_z = tag_x = 0.0
+    if mm:
+        tag_z = tagged_detection_bound(key.n_total, mismatch.ratio_min, mismatch.squashed[0], eps)
+        tag_x = tagged_detection_bound(test.n_total, mismatch.ratio_min, mismatch.squashed[1], eps)
+        s1, s1_test = max(0.0, s1 - tag_z), max(0.0, s1_test - tag_x)
+    return {"s0": s0, "s1": s1, "s1_test": s1_test, "v1_test": v1, "mp_z": mp_z, "mp_x": mp_x,
+            "tag_z": tag_z, "tag_x": tag_x}
 
 
 def phase_error_bound(v1_test: float, s1_test: float, s1_key: float, eps_sec: float,
@@ -562,14 +757,17 @@ def phase_error_bound(v1_test: float, s1_test: float, s1_key: float, eps_sec: fl
 def secret_key_length(key: BasisCounts, test: BasisCounts, decoy: DecoySettings, *,
                       leak_ec_bits: int, eps_sec: float = 1e-10, eps_cor: float = 1e-15,
                       eps_auth: float = 0.0, protocol: str = "2-decoy",
-                      receiver: PassiveReceiver | None = None) -> FiniteKeyResult:
+                      receiver: PassiveReceiver | None = None,
+                      mismatch: DetectorMismatch | None = None) -> FiniteKeyResult:
     """Secret key length ell for one block (Lim 2014 Eq. 1; Rusca 2018 Eq. A25).
 
     ``key``: detections per intensity in the key basis (Z) that form the block
     (for 1-decoy also its bit errors per intensity, found by reconciliation);
     ``test``: detections and bit errors per intensity in the test basis (X);
     ``leak_ec_bits``: every bit reconciliation and verification disclosed;
-    ``receiver``: Bob's passive basis choice and cross clicks (None: an active receiver).
+    ``receiver``: Bob's passive basis choice and cross clicks (None: an active receiver);
+    ``mismatch``: the bound on Bob's detector efficiency ratio (None or ratio 1: equal detectors,
+    the length is then exactly the one without it).
     Returns ``ell = 0`` with a ``reason`` when no key may be extracted.
     """
     if not (0 < eps_sec < 1 and 0 < eps_cor < 1):
@@ -583,13 +781,14 @@ def secret_key_length(key: BasisCounts, test: BasisCounts, decoy: DecoySettings,
             raise ValueError(f"{name}.m: need one count >= 0 per intensity ({len(decoy.mus)})")
     if test.m is None:
         raise ValueError("test.m: the test basis' error counts per intensity are required")
-    terms = eps_terms(protocol, receiver is not None)
+    terms = eps_terms(protocol, receiver is not None, mismatch is not None and mismatch.active)
     eps_unit = eps_sec / terms
     pe_terms = _PE_TERMS[protocol] + (terms - EPS_TERMS[protocol])
     budget = EpsilonBudget(parameter_estimation=pe_terms * eps_unit,
                            privacy_amplification=(terms - pe_terms) * eps_unit,
                            correctness=eps_cor, authentication=eps_auth)
-    b = single_photon_bounds(key, test, decoy, eps_sec=eps_sec, protocol=protocol, receiver=receiver)
+    b = single_photon_bounds(key, test, decoy, eps_sec=eps_sec, protocol=protocol, receiver=receiver,
+                             mismatch=mismatch)
     phi = phase_error_bound(b["v1_test"], b["s1_test"], b["s1"], eps_sec, protocol, terms)
     penalty = 6.0 * math.log2(terms / eps_sec) + math.log2(2.0 / eps_cor)
     raw = b["s0"] + b["s1"] * (1.0 - binary_entropy(phi)) - leak_ec_bits - penalty
@@ -613,4 +812,5 @@ def secret_key_length(key: BasisCounts, test: BasisCounts, decoy: DecoySettings,
                            s1_test=b["s1_test"], v1_test=b["v1_test"], phase_error=phi,
                            leak_ec=int(leak_ec_bits), penalty_bits=penalty, eps=budget,
                            reason=reason, extra={"raw_length": raw, "multiphoton_z": b["mp_z"],
-                                                 "multiphoton_x": b["mp_x"]})
+                                                 "multiphoton_x": b["mp_x"],
+                                                 "tagged_z": b["tag_z"], "tagged_x": b["tag_x"]})

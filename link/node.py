@@ -56,7 +56,10 @@ telemetry PUB socket. The protocol per frame and per block:
   blinding (``detector_blinding``, raised and acted on by Bob), a detector dead
   time longer than Bob's dead-time guard (``dead_time``, Bob: his tags show it;
   ``link.slotting``), afterpulses of a detector later than the guard (``afterpulse``,
-  Bob: an excess of his same-detector gaps just beyond it; ``link.slotting``), authentication
+  Bob: an excess of his same-detector gaps just beyond it; ``link.slotting``), Bob's receiver
+  contradicting the analysis' settings (``receiver_split``: the Z share above
+  ``receiver_split_z``; ``detector_mismatch``: the X share of 1s beyond
+  ``detector_efficiency_ratio_min``; Alice, ``_watch_receiver``), authentication
   failure on the channel (``bad_tag``/``replayed``/``out_of_sequence``), peer
   restart.
 
@@ -165,6 +168,11 @@ class NodeConfig:
     # "active" (a modulator; the squashing model alone covers it)
     receiver: str = "passive"
     receiver_split_z: float = 0.5
+    # the lab's lower bound on eta_min/eta_max of Bob's four detectors (the weakest over the
+    # strongest) over every mode (arrival time, wavelength, polarization): the finite-key step
+    # tags the share of detections the mismatch could come from (link.finite_key, "Detector
+    # efficiency mismatch"). 1.0 only for detectors known equal; the default leaves room for ~10 %
+    detector_efficiency_ratio_min: float = 0.9
     intensities: tuple[float, ...] = (0.5, 0.1, 0.0002)
     intensity_probs: tuple[float, ...] = (0.7, 0.2, 0.1)
     auth_refill_bytes: int = 16384      # of each block's key to the auth pool (384 pads/proto stream)
@@ -214,6 +222,20 @@ def receiver_counts(cfg: NodeConfig, pe_meta: dict) -> fk.PassiveReceiver | None
         raise PayloadError(f"PE_DISCLOSE: announced {ann!r} is not [Z, X] counts >= 0 adding up to at "
                            f"most events - cross_clicks")
     return fk.PassiveReceiver(cfg.receiver_split_z, cross, events, cfg.p_z, (ann[0], ann[1]))
+
+
+def mismatch_counts(cfg: NodeConfig, pe_meta: dict) -> fk.DetectorMismatch:
+    """The detector efficiency mismatch bound as the finite-key step needs it: the configured
+    ratio and Bob's same-basis double clicks (Z, X) of the block, which he reported with its
+    test bits (PE_DISCLOSE) and which are required when the ratio is below 1 (a double click
+    is likelier to be tagged than a single one: link.finite_key, "Detector efficiency
+    mismatch")."""
+    sq = pe_meta.get("squashed")
+    if cfg.detector_efficiency_ratio_min >= 1.0 and sq is None:
+        return fk.DetectorMismatch(1.0)
+    if not isinstance(sq, list) or len(sq) != 2 or not all(type(v) is int and v >= 0 for v in sq):
+        raise PayloadError(f"PE_DISCLOSE: squashed {sq!r} is not [Z, X] counts >= 0")
+    return fk.DetectorMismatch(cfg.detector_efficiency_ratio_min, (sq[0], sq[1]))
 
 
 def choose_reconciliation(cfg: NodeConfig, qber_est: float) -> str:
@@ -283,6 +305,7 @@ class _Block:
         self.multi = 0                             # Bob: events with clicks on two or more detectors
         self.cross = 0                             # Bob: of those, events with clicks in both bases
         self.announced = np.zeros(2, np.int64)     # Bob: announced events per basis (Z, X)
+        self.squashed = np.zeros(2, np.int64)      # Bob: of those, double clicks within the basis
         self.t_last = 0.0                          # Bob: when the block's last frame was read (monotonic)
         self.forged0 = 0.0                         # channel forgery bound where its window opens
         self.forged_peer = 0.0                     # Alice: the peer's, from VERIFY_RESULT
@@ -876,6 +899,7 @@ class Node:
             self._cur.multi += ann.n_cross_dropped + int(ann.n_squashed.sum())
             self._cur.cross += ann.n_cross_dropped
             self._cur.announced += ann.counts.astype(np.int64)
+            self._cur.squashed += ann.n_squashed.astype(np.int64)
             self._cur.t_last = ann_t
             with self._lock:
                 self.counters["sifted"] += used
@@ -1093,15 +1117,19 @@ class Node:
           (``PassiveReceiver.split_range``) does not make the bound safe (audit 2026-11-25);
           the block is aborted until the setting is corrected. A share below the setting
           only raises the alarm (the bound is conservative there).
-        * Detector efficiency mismatch within a basis: Alice's bits are uniform, so the share of
-          1s among her sifted bits is eta_1 / (eta_0 + eta_1) of Bob's two detectors (V/H in Z,
-          A/D in X). Squashing and the passive-receiver bound assume equal efficiencies; a
-          mismatch opens the efficiency loophole (Fung et al., QIC 9, 131 (2009)), which this
-          analysis does not bound: a mismatch beyond ~10 % raises ``detector_mismatch``.
-          The X bits were disclosed, so their share is published (``ones_x``); the Z bits are
-          the key, so for Z only the alarm is raised and no share is logged or published (a
-          Hamming weight is information on the key; one bit of it reaches only the local log).
-        Thresholds are 5 standard deviations plus a margin (0.05 on the split, 0.025 on the
+        * Detector efficiency mismatch within a basis: Alice's bits are uniform, so the share of 1s
+          among her sifted bits is eta_1 / (eta_0 + eta_1) of Bob's two detectors (V/H in Z, A/D in
+          X). The finite-key step bounds a mismatch of Bob's four detectors down to the configured
+          ``detector_efficiency_ratio_min`` (link.finite_key, "Detector efficiency mismatch"), which
+          bounds the X pair's ratio too, so the X bits (disclosed: their share is published,
+          ``ones_x``) are checked against it: a share that even 5 standard deviations (0.5/sqrt(n)
+          each) do not bring into [rho/(1+rho), 1/(1+rho)] means the setting is too high for Bob's
+          detectors, raises ``detector_mismatch`` and the block makes no key
+          (``fk.share_allows_ratio``). The Z bits are the key, so for Z only the ~10 % alarm is
+          raised and no share is logged or published (a Hamming weight is information on the key;
+          one bit of it reaches only the local log, and none reaches the peer: no abort depends on
+          it).
+        Thresholds are 5 standard deviations plus a margin (0.05 on the split, 0.025 on the Z
         share of 1s), so an honest block of 10^4 events and more stays quiet: dead time takes
         a few % off the busier arm (back-to-back, 90:10 splitter: measured 0.861, 2026-11-25),
         which the bound's range covers without an alarm; a splitter left at the default 0.5
@@ -1123,19 +1151,24 @@ class Node:
                               "set receiver_split_z to the lab's measured split") + ")", bid)
                 if setting_low:
                     wrong = "receiver_split_z below Bob's measured Z share"
-        for basis, plane, n, (d0, d1) in (("Z", bb.z, bb.n_z, ("H", "V")), ("X", bb.x, bb.n_x, ("D", "A"))):
-            if n < 10_000:
-                continue
-            ones = int(np.bitwise_count(plane).sum()) / n
-            if abs(ones - 0.5) > 0.025 + 5.0 * 0.5 / math.sqrt(n):
-                said = (f"{ones:.3f} of {n} X-basis events were Alice's 1s: Bob's {d1} detector is "
-                        f"{ones / (1.0 - ones):.2f}x as efficient as {d0}" if basis == "X" else
-                        f"Bob's {d1} and {d0} detectors differ by more than ~10 % in efficiency "
-                        "(the share of 1s in the Z key shows it; not logged: it is the key's)")
-                self.alarm("detector_mismatch", f"block {bid}: {said}; the security analysis assumes "
-                           "equal efficiencies", bid)
-            if basis == "X":
-                out["ones_x"] = ones
+        if bb.n_z >= 10_000:
+            ones = int(np.bitwise_count(bb.z).sum()) / bb.n_z
+            if abs(ones - 0.5) > 0.025 + 5.0 * 0.5 / math.sqrt(bb.n_z):
+                self.alarm("detector_mismatch", f"block {bid}: Bob's V and H detectors differ by more "
+                           "than ~10 % in efficiency (the share of 1s in the Z key shows it; not "
+                           "logged: it is the key's)", bid)
+        if bb.n_x > 0:
+            ones_n = int(np.bitwise_count(bb.x).sum())
+            out["ones_x"] = ones = ones_n / bb.n_x
+            rho = cfg.detector_efficiency_ratio_min
+            if not fk.share_allows_ratio(ones_n, bb.n_x, rho):
+                ratio = min(ones, 1.0 - ones) / max(ones, 1.0 - ones)
+                self.alarm("detector_mismatch",
+                           f"block {bid}: {ones:.3f} of {bb.n_x} X-basis events were Alice's 1s: Bob's "
+                           f"A and D detectors' efficiency ratio is {ratio:.2f}, below "
+                           f"detector_efficiency_ratio_min {rho:.3f} beyond 5 sigma: no key until it "
+                           "is set to the lab's measured bound", bid)
+                wrong = wrong or "detector_efficiency_ratio_min above Bob's measured X-detector ratio"
         return out, wrong
 
     # the block protocol: Alice ------------------------------------------------------------------------
@@ -1153,7 +1186,8 @@ class Node:
             if pmeta.get("n_x") != n_x:
                 raise PayloadError(f"PE_DISCLOSE: {pmeta.get('n_x')!r} X bits, the block has {n_x}")
             receiver = receiver_counts(cfg, pmeta)
-            watched, split_wrong = self._watch_receiver(bid, bb, receiver)
+            mismatch = mismatch_counts(cfg, pmeta)
+            watched, receiver_wrong = self._watch_receiver(bid, bb, receiver)
             res.yields.update(watched)
             bx = require(arr, "x_words", np.uint64, words_for(n_x))
             # events and errors per intensity class: popcounts over the packed planes
@@ -1165,10 +1199,10 @@ class Node:
                 res.qber_x_by_intensity = [float(v) for v in x_err / np.maximum(x_n, 1)]
             qber_est = min(0.49, max(res.qber_x, 0.001))
             seed = int(self.rng.random_words(1)[0])
-            if split_wrong:
-                self._send_wait(MsgType.PE_RESULT, bid, encode({"abort": split_wrong,
+            if receiver_wrong:
+                self._send_wait(MsgType.PE_RESULT, bid, encode({"abort": receiver_wrong,
                                                                 "x_errors": int(x_err.sum())}))
-                raise _BlockAbort(res, split_wrong, None)
+                raise _BlockAbort(res, receiver_wrong, None)
             if res.qber_x > cfg.qber_alarm:
                 self.alarm("qber_high", f"block {bid}: X-basis QBER {res.qber_x:.4f} > {cfg.qber_alarm}",
                            bid)
@@ -1226,12 +1260,14 @@ class Node:
                                                           tuple(int(v) for v in x_err[:ints])),
                 fk.DecoySettings(tuple(cfg.intensities), tuple(cfg.intensity_probs)),
                 leak_ec_bits=res.leaked_bits, eps_sec=cfg.eps_sec, eps_cor=cfg.eps_cor,
-                protocol=cfg.finite_key, receiver=receiver)
+                protocol=cfg.finite_key, receiver=receiver, mismatch=mismatch)
             ell = int(fkr.ell)
             res.finite_key = {"s0": fkr.s0, "s1": fkr.s1, "s1_test": fkr.s1_test, "v1_test": fkr.v1_test,
                               "phase_error": fkr.phase_error, "penalty_bits": fkr.penalty_bits,
                               "multiphoton_z": fkr.extra.get("multiphoton_z", 0.0),
-                              "multiphoton_x": fkr.extra.get("multiphoton_x", 0.0)}
+                              "multiphoton_x": fkr.extra.get("multiphoton_x", 0.0),
+                              "tagged_z": fkr.extra.get("tagged_z", 0.0),
+                              "tagged_x": fkr.extra.get("tagged_x", 0.0)}
             if fkr.eps is not None:
                 blk.budget = fkr.eps            # published with its authentication term (_run_block)
                 # the budget the length was computed for must be the one configured
@@ -1282,10 +1318,12 @@ class Node:
                                   notify_peer=True)
             # the test bits packed (1/8 of a byte each on the wire)
             # with the block's cross clicks and detection events: Alice's finite-key step bounds
-            # the multi-photon detections of a passive receiver with them (link.finite_key)
+            # the multi-photon detections of a passive receiver with them, and the mismatch bound
+            # allows for his same-basis double clicks (link.finite_key)
             self._send_wait(MsgType.PE_DISCLOSE, bid, encode(
                 {"n_x": n_x, "cross_clicks": blk.cross, "events": blk.events,
-                 "announced": [int(v) for v in blk.announced]}, {"x_words": bb.x}))
+                 "announced": [int(v) for v in blk.announced],
+                 "squashed": [int(v) for v in blk.squashed]}, {"x_words": bb.x}))
             m = self._recv_block(bid, MsgType.PE_RESULT, res)
             meta, _ = decode(m.payload)
             xe = meta.get("x_errors")

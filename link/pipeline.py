@@ -43,8 +43,10 @@ HIL_PROBS_1DECOY = (0.6, 0.4)
 def config_for_scenario(scenario, **overrides) -> NodeConfig:
     """Protocol settings for a HIL scenario: its intensities, our basis and intensity choice.
 
-    The intensities and Bob's beam splitter (``receiver_split_z``, the finite-key step's
-    multi-photon bound) are physics (the scenario's source and receiver). Alice's basis bias and
+    The intensities, Bob's beam splitter (``receiver_split_z``, the finite-key step's
+    multi-photon bound) and his detectors' efficiency ratio, the weakest over the strongest
+    (``detector_efficiency_ratio_min``, its mismatch bound) are physics (the scenario's source and
+    receiver). Alice's basis bias and
     intensity probabilities are the protocol's choice, made per frame by the
     engine's pattern, and the model emulates whatever pattern it is given. The
     shipped scenarios' own choice (metro-25km: p_z = 0.85, (0.4, 0.42, 0.18))
@@ -57,7 +59,12 @@ def config_for_scenario(scenario, **overrides) -> NodeConfig:
     """
     src = scenario.source
     mus = tuple(float(m) for m in src.intensities)
+    eff = [float(e) for e in scenario.detectors.efficiency]      # H V D A
+    # the rig's detectors are the lab's measured ones: the weakest over the strongest is exact
+    # (one mode only), so it is the right detector_efficiency_ratio_min (link.finite_key)
+    ratio = max(1e-9, min(eff) / max(eff)) if max(eff) > 0 else 1.0
     cfg = NodeConfig(p_z=HIL_P_Z, intensities=mus, receiver_split_z=float(scenario.bob.p_z),
+                     detector_efficiency_ratio_min=ratio,
                      intensity_probs=HIL_PROBS_2DECOY if len(mus) == 3 else HIL_PROBS_1DECOY,
                      finite_key="2-decoy" if len(mus) == 3 else "1-decoy", block_bits=1 << 20)
     return replace(cfg, **overrides)

@@ -316,14 +316,17 @@ def render_markdown(run: Run) -> str:
             out += ["", "## Finite-key terms (Alice; link/finite_key.py)", "",
                     "s0, s1: vacuum and single-photon events of the key basis (lower bounds; s1 without "
                     "the events Bob received as two or more photons, bounded from his cross clicks for "
-                    "a passive receiver: multi-photon Z/X); phase error: its upper bound.", "",
-                    "| block | s0 | s1 | s1 test | v1 test | phase error | multi-photon Z | multi-photon X |",
-                    "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                    "a passive receiver: multi-photon Z/X, and the events a detector efficiency "
+                    "mismatch down to detector_efficiency_ratio_min could have come from: tagged Z/X); "
+                    "phase error: its upper bound.", "",
+                    "| block | s0 | s1 | s1 test | v1 test | phase error | multi-photon Z | multi-photon X "
+                    "| tagged Z | tagged X |",
+                    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for b in fk_rows:
                 t = b["finite_key"]
                 cells = [_fmt(t.get(k), ".4f" if k == "phase_error" else ".0f")
                          for k in ("s0", "s1", "s1_test", "v1_test", "phase_error", "multiphoton_z",
-                                   "multiphoton_x")]
+                                   "multiphoton_x", "tagged_z", "tagged_x")]
                 out.append(f"| {b.get('block_id')} | " + " | ".join(cells) + " |")
     if f["rates"]:
         vals = [r for _, r in f["rates"]]

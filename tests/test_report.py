@@ -36,14 +36,16 @@ def test_report_of_a_run_with_key(metro, capsys):
     assert len(rows) == s["blocks"] == 2
     assert [int(r[1]) for r in rows] == [b["n_z"] for b in s["block_results"]]
     # the finite-key terms of each block, as Alice computed them (the passive receiver's
-    # multi-photon bound included: the rig's receiver is a beam splitter)
-    fk_rows = re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \| ([\d.]+) \| (\d+) \| (\d+) \|$",
-                         md, re.M)
+    # multi-photon bound included: the rig's receiver is a beam splitter; and the events tagged
+    # by the detector efficiency mismatch bound: the rig's detectors differ)
+    fk_rows = re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \| ([\d.]+) \| (\d+) \| (\d+) "
+                         r"\| (\d+) \| (\d+) \|$", md, re.M)
     assert [int(r[0]) for r in fk_rows] == [b["block_id"] for b in s["block_results"]]
     for r, b in zip(fk_rows, s["block_results"], strict=True):
         t = b["finite_key"]
         assert int(r[2]) == round(t["s1"]) and int(r[6]) == round(t["multiphoton_z"])
         assert 0 < t["multiphoton_z"] < t["s1"] < b["n_z"] and 0 < t["phase_error"] < 0.5
+        assert int(r[8]) == round(t["tagged_z"]) and 0 < t["tagged_z"] < t["s1"]
     m = re.search(r"Largest per-block total (\S+) against eps_sec \+ eps_cor = (\S+) plus authentication "
                   r"up to (\S+) \(within\); composed over the 2 blocks with key: (\S+)\.", md)
     # authentication: the forgery bound of the block's 64-bit tags, ~1e-13 at these sizes
