@@ -87,6 +87,8 @@ class Measurement:
     # False: Z was not measured (a key block the engine aborted on its X error rate); the Z counts are
     # a stand-in of 50 % errors that ranks the setting as bad but says nothing about a slope
     z_known: bool = True
+    # pulses of each state (H V D A) in the frames counted (``LinkProbe``; None where unknown)
+    sent: np.ndarray | None = None
 
     @classmethod
     def from_error_counts(cls, n_z: int, errors_z: int, n_x: int, errors_x: int,
@@ -154,8 +156,9 @@ class LinkProbe:
     """
 
     def __init__(self, alice, bob, *, frames: int = 2, seed: int = 0, poll_s: float = 0.05,
-                 max_extra: int = 16) -> None:
+                 max_extra: int = 16, intensity: int = 0) -> None:
         self.alice, self.bob = alice, bob
+        self.intensity = int(intensity)     # Alice's intensity class for every pulse
         self.frames, self.poll_s, self.max_extra = int(frames), float(poll_s), int(max_extra)
         self._rng = np.random.default_rng(seed)
         self._sent = 0
@@ -168,7 +171,7 @@ class LinkProbe:
         n = self.alice.frame_slots
         basis = self._rng.integers(0, 2, n, dtype=np.uint8)
         bit = self._rng.integers(0, 2, n, dtype=np.uint8)
-        self.alice.emit(basis, bit, np.zeros(n, np.uint8))
+        self.alice.emit(basis, bit, np.full(n, self.intensity, np.uint8))
         self._gen[self._sent] = (self._generation, basis, bit)
         self._sent += 1
         self.link_s += self.frame_s
@@ -177,6 +180,7 @@ class LinkProbe:
         self._generation += 1
         start = self.link_s
         counts = np.zeros((4, 4), np.int64)
+        sent = np.zeros(4, np.int64)
         got = 0
         for _ in range(self.frames):
             self._emit()
@@ -194,10 +198,11 @@ class LinkProbe:
                 if entry is None or entry[0] != self._generation:
                     continue
                 counts += counts_from_frame(fd.slots, fd.masks, entry[1], entry[2])
+                sent += np.bincount(entry[1].astype(np.int64) * 2 + entry[2], minlength=4)
                 got += 1
         for k in [k for k, v in self._gen.items() if v[0] != self._generation]:
             del self._gen[k]
-        return Measurement(counts, self.link_s - start)
+        return Measurement(counts, self.link_s - start, sent=sent)
 
 
 @dataclass
