@@ -125,17 +125,18 @@ def _rig_node_hints(rig) -> list[str]:
     frame and clock, and Bob's detector offsets and window (the rig's exact timing, which
     ``qkd calibrate timing --config`` measures on real instruments) and the longest dead time
     of his detectors (for the slotter's dead-time guard)."""
+    from link.config import RIG_PROTOCOL_KEYS, _toml_value
     from link.frontend import Timing
     from link.pipeline import config_for_scenario
 
     cfg = config_for_scenario(rig.scenario)
     tm = Timing.for_model(rig.model)
+    # every key qkd run sets for the rig (link.config.RIG_PROTOCOL_KEYS), so a node file written
+    # from these hints is the one qkd run uses (bench.soak and tests/rig_nodes.py read them)
+    protocol = ", ".join(f"{k} = {_toml_value(getattr(cfg, k))}" for k in RIG_PROTOCOL_KEYS)
     return [
         "Node files (link/config.py) for qkd alice / qkd bob on this rig, besides [node] and [channel]:",
-        f"  [protocol]  block_bits = {cfg.block_bits}, p_z = {cfg.p_z}, "
-        f"intensities = {list(cfg.intensities)}, intensity_probs = {list(cfg.intensity_probs)}, "
-        f'finite_key = "{cfg.finite_key}", receiver = "{cfg.receiver}", '
-        f"receiver_split_z = {cfg.receiver_split_z}",
+        f"  [protocol]  {protocol}",
         f'  [frontend]  lab = "<this lab file>", frame_slots = {rig.frame_slots}, '
         f"clock_hz = {rig.model.clock_hz:g}, "
         'instrument = "pattern_generator" (Alice) or "time_tagger" (Bob)',

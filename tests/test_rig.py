@@ -160,6 +160,18 @@ def test_emulate_scenario_prints_a_lab_file_qkd_alice_can_drive(tmp_path):
         lab_file = tmp_path / "rig.toml"
         lab_file.write_text(text)
         assert "intensities = [" in text and "offsets_ps = [" in text and "window_ps = " in text, text
+        # every [protocol] value qkd run sets for the rig, as bench.soak reads them into its node
+        # files (detector_efficiency_ratio_min was once missing: the soak stopped at start)
+        from bench.soak import _rig_values
+        from hil.scenario import Scenario
+        from link.config import RIG_PROTOCOL_KEYS
+        from link.pipeline import config_for_scenario
+
+        cfg = config_for_scenario(Scenario.load("back-to-back"))
+        got = _rig_values(text)
+        assert {k: got[k] for k in RIG_PROTOCOL_KEYS} == {
+            k: (list(v) if isinstance(v, tuple) else v) for k in RIG_PROTOCOL_KEYS
+            for v in [getattr(cfg, k)]}
         awg = load_lab(lab_file).build("alice", "pattern_generator")
         awg.open()
         try:
