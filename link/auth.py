@@ -33,9 +33,24 @@ sequence numbers in batches and writes the reservation to SQLite *before*
 using any pad of the batch, synced to disk (synchronous=FULL for that write: a
 power cut must not lose it either); after a crash it starts above the reservation, so
 no pad is ever used for two different messages. The receiver writes its last
-accepted sequence number before handing a message to the application, so a
-replay after its restart is refused too (that write survives a killed process, not a
-power cut: the connection runs synchronous=NORMAL).
+accepted sequence number (``recv_last``) before handing a message to the application, under
+the connection's NORMAL: it survives a killed process, not a power cut. Against a power cut the
+receiver keeps a *fence* per stream, reserved ahead like the send reservation: accepting a frame
+above it first raises it ``RECV_FENCE_BATCH`` ahead, written with ``recv_last`` under
+synchronous=FULL (one fdatasync per batch), and the next run refuses every frame at or below
+it (``recv_floor``), so no frame accepted before a cut is accepted again. What that floor
+costs the peer, and how it is kept from stalling the link: the peer's frames in the gap between
+the last acknowledged and the floor are re-sent above the floor on new sequence numbers (its
+pads skipped count as used), after the restarted node's HELLO names its floor
+(``link.channel``, RESUME); a fence stops short of the last ``FENCE_SPARE_PADS`` of the segment
+its frame used (the peer holds that segment, and keeps pads for the commit messages there); a
+restarted sender's HELLO jumps above any fence the peer may hold (``hello_seq``), so two nodes
+restarted at once take each other's HELLO. A restart costs at most ``RECV_FENCE_BATCH`` pads of
+each peer data stream, and as many of our own for the HELLO's jump. After a power cut, frames
+the previous run accepted in the lost stretch of ``recv_last`` and never acknowledged are
+delivered once more, re-sent by the peer on new numbers (the peer's own decision; Eve cannot
+cause it): the application loses no message and sees those once again, as it sees a message
+again after a crash of its own before it acted.
 
 Which segments a sender uses: Bob appends a block's segments when he handles Alice's COMMIT,
 so Alice's own streams take a segment only once Bob confirmed its block (state ``final``,
@@ -102,6 +117,16 @@ TAG_BYTES = 8
 PAD_BYTES = 8
 HASH_KEY_BYTES = 8
 RESERVE_BATCH = 256          # sequence numbers reserved per durable write
+# The receive fence (``AuthPool.accept_recv``): accepting a peer data frame above the durable
+# fence first raises it, synced, this far ahead, so a power cut costs at most this many of the
+# peer's pads per stream and the sync one fdatasync per this many accepted frames (as sending).
+RECV_FENCE_BATCH = 256
+# A fence never reaches into the last pads of the segment its frame used: the peer surely holds
+# that segment (it tagged the frame with it) and, jumped above the fence after our restart, must
+# still have pads for the commit messages that refill its stream (link.channel: its last 32 are
+# kept for them, COMMIT_RESERVE_PADS). The restarted sender's HELLO jumps above any fence by
+# half this margin at most (``AuthPool.hello_seq``).
+FENCE_SPARE_PADS = 32
 
 ROLES = ("alice", "bob")
 LANES = ("proto", "ctrl")
@@ -329,20 +354,22 @@ CREATE TABLE IF NOT EXISTS auth_segment (
 CREATE TABLE IF NOT EXISTS auth_state (
     stream TEXT PRIMARY KEY, send_reserved INTEGER NOT NULL DEFAULT 0,
     recv_last INTEGER NOT NULL DEFAULT -1, erased_pads INTEGER NOT NULL DEFAULT 0,
-    dropped_segs INTEGER NOT NULL DEFAULT 0, dropped_bytes INTEGER NOT NULL DEFAULT 0);
+    dropped_segs INTEGER NOT NULL DEFAULT 0, dropped_bytes INTEGER NOT NULL DEFAULT 0,
+    recv_fence INTEGER NOT NULL DEFAULT -1);
 """
 # erased_pads: pads 0..erased_pads-1 of the stream are used and erased; dropped_segs/bytes: the
 # segments 0..dropped_segs-1 (dropped_bytes in all) were deleted, all their pads used
-_ERASE_COLUMNS = ("erased_pads", "dropped_segs", "dropped_bytes")
+# recv_fence: no frame of the peer above it was accepted (synced; see ``accept_recv``)
+_ADDED_COLUMNS = {"erased_pads": 0, "dropped_segs": 0, "dropped_bytes": 0, "recv_fence": -1}
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the pool's tables, or add the erase columns to a store written before them."""
+    """Create the pool's tables, or add the columns a store written before them lacks."""
     conn.executescript(_SCHEMA)
     have = {r[1] for r in conn.execute("PRAGMA table_info(auth_state)")}
-    for col in _ERASE_COLUMNS:
+    for col, default in _ADDED_COLUMNS.items():
         if col not in have:
-            conn.execute(f"ALTER TABLE auth_state ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0")
+            conn.execute(f"ALTER TABLE auth_state ADD COLUMN {col} INTEGER NOT NULL DEFAULT {default}")
 
 
 class AuthPool:
@@ -393,12 +420,20 @@ class AuthPool:
         self._send_next: dict[str, int] = {}
         self._send_reserved: dict[str, int] = {}
         self._recv_last: dict[str, int] = {}
+        self._recv_fence: dict[str, int] = {}
+        self._recv_floor: dict[str, int] = {}
+        self._started_at: dict[str, int] = {}
         rows = self._db.execute("SELECT stream, send_reserved, recv_last, erased_pads, dropped_segs, "
-                                "dropped_bytes FROM auth_state").fetchall()
-        for s, res, last, erased, dsegs, dbytes in rows:
+                                "dropped_bytes, recv_fence FROM auth_state").fetchall()
+        for s, res, last, erased, dsegs, dbytes, fence in rows:
             self._send_next[s] = res          # start above the last reservation: never reuse a pad
             self._send_reserved[s] = res
+            self._started_at[s] = res
             self._recv_last[s] = last
+            self._recv_fence[s] = fence
+            # recv_last may be older than what the last run accepted (a power cut loses writes
+            # made under NORMAL); the fence is not: nothing at or below it is accepted this run
+            self._recv_floor[s] = max(last, fence)
             self._erased[s] = erased
             self._tagged[s] = res
             buf = psk[s]
@@ -506,20 +541,81 @@ class AuthPool:
             self._send_next[stream] = seq + 1
             return seq
 
+    def skip_send(self, stream: str, seq: int) -> None:
+        """Make ``seq`` the next sequence number of our ``stream`` if it is above it. The pads
+        skipped are never used (they count as used: ``erase_used`` erases them once a later
+        one is tagged). For frames the peer's floor refuses (``link.channel``, RESUME)."""
+        if not stream.startswith(self.role + "."):
+            raise ValueError(f"stream: {stream} is not sent by {self.role}")
+        with self._lock:
+            if seq > self._send_next[stream]:
+                self._send_next[stream] = seq
+
+    def hello_seq(self, stream: str) -> int:
+        """Skip our ``stream`` above every receive fence the peer can have raised on it, and
+        return the next sequence number (the restarted channel's HELLO takes it).
+
+        The peer fenced at most ``RECV_FENCE_BATCH`` above a frame we sent, and not into the
+        last ``FENCE_SPARE_PADS`` of that frame's segment, which we hold: every frame we sent
+        is below our durable reservation R at start, so R + RECV_FENCE_BATCH, or a seq within
+        ``FENCE_SPARE_PADS // 2`` of our capacity, is above the fence, and the HELLO is accepted
+        even when the peer restarted too (were both HELLOs below the other's fence, neither node
+        would ever accept a frame of the other). A stream never used (R = 0) skips nothing."""
+        r = self._started_at[stream]
+        if r > 0:
+            cap = self.capacity(stream)
+            self.skip_send(stream, max(r, min(r + RECV_FENCE_BATCH, cap - FENCE_SPARE_PADS // 2)))
+        return self._send_next[stream]
+
     def recv_last(self, stream: str) -> int:
+        """The last sequence number of ``stream`` accepted (this run, or durably before it)."""
         return self._recv_last[stream]
+
+    def recv_floor(self, stream: str) -> int:
+        """No frame of ``stream`` at or below this is accepted (``accept_recv``): the last
+        accepted one, or the durable fence of the previous run, whichever is higher."""
+        return max(self._recv_last[stream], self._recv_floor[stream])
+
+    def _fence_target(self, stream: str, seq: int) -> int:
+        """The fence to raise when accepting ``seq``: RECV_FENCE_BATCH ahead, but not into the
+        last FENCE_SPARE_PADS pads of the segment (or PSK part) that holds the pad of ``seq``."""
+        pos = HASH_KEY_BYTES + PAD_BYTES * seq
+        ends = [self._base[stream] + len(self._streams[stream])]
+        for _idx, start, length, _z in self._segs[stream]:
+            ends += (start, start + length)
+        end = min(e for e in ends if e > pos)
+        last_pad = (end - HASH_KEY_BYTES) // PAD_BYTES - 1
+        return min(seq + RECV_FENCE_BATCH, max(seq, last_pad - FENCE_SPARE_PADS))
 
     def accept_recv(self, stream: str, seq: int, durable: bool = True) -> None:
         """Record that ``seq`` of ``stream`` was accepted, durably before it is acted on.
+
+        Durable against a killed process: recv_last, under the connection's NORMAL. Against a
+        power cut: the receive fence. Accepting a frame above the fence first raises the fence
+        (``_fence_target``) in the same write, synced (synchronous=FULL: an fdatasync per
+        RECV_FENCE_BATCH frames, as the send reservation); the next run refuses everything at or
+        below it (``recv_floor``), whatever of recv_last the cut lost, and the peer re-sends what
+        it had not seen acknowledged on sequence numbers above it (``link.channel``: HELLO's
+        floor, RESUME). Syncing every recv_last instead costs an fdatasync per frame.
 
         ``durable=False`` is for acknowledgement streams: a replayed old ACK after
         a restart can only acknowledge sequence numbers below the restarted
         sender's reservation, so it cannot do harm and needs no disk write.
         """
         with self._lock:
-            if seq <= self._recv_last[stream]:
-                raise ValueError(f"seq: {seq} not above the last accepted {self._recv_last[stream]}")
-            if durable:
+            floor = max(self._recv_last[stream], self._recv_floor[stream])
+            if seq <= floor:
+                raise ValueError(f"seq: {seq} not above the last accepted or fenced {floor}")
+            if durable and seq > self._recv_fence[stream]:
+                fence = self._fence_target(stream, seq)
+                self._sync("FULL")
+                try:
+                    self._write("UPDATE auth_state SET recv_last=?, recv_fence=? WHERE stream=?",
+                                (seq, fence, stream))
+                finally:
+                    self._sync("NORMAL")
+                self._recv_fence[stream] = fence
+            elif durable:
                 self._write("UPDATE auth_state SET recv_last=? WHERE stream=?", (seq, stream))
             self._recv_last[stream] = seq
 
