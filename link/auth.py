@@ -80,15 +80,28 @@ Memory: the pool holds only pads from the lowest unused one on. Before erasing, 
 replenished segment stayed in memory (and in the file) for as long as the node ran: 16 KiB
 per block, copied into a fresh buffer at each append.
 
-What it must not do: expose a switch that disables authentication (none
-exists), log pad or hash-key bytes, or re-derive pads from anything but the
-pool. Pads live in the pool's bytearrays, which ``wipe()`` zeroes (``_wipe``:
-the C core's ``qpp_memzero``). Secret bytes are read into bytearrays (the PSK
-file with ``readinto``), streams grow by copying into a fresh bytearray and
-wiping the old one (a ``+=`` could leave the old buffer unwiped in a realloc),
-and segments are written to SQLite from memoryviews of the key material. The
-one copy we cannot wipe is the ``bytes`` object SQLite returns for a BLOB: it is
-copied into the pool at once and dropped, one row at a time.
+What it must not do: expose a switch that disables authentication (none exists), log pad
+or hash-key bytes, or re-derive pads from anything but the pool. Pads live in the pool's
+bytearrays, which ``wipe()`` zeroes (``_wipe``: the C core's ``qpp_memzero``), and so do
+the hash keys (8-byte bytearrays, not ints). Secret bytes are read into bytearrays (the
+PSK file with ``readinto``, a new one's secret from /dev/urandom the same way), streams
+grow by copying into a fresh bytearray and wiping the old one (a ``+=`` could leave the
+old buffer unwiped in a realloc), and segments are written to SQLite from memoryviews of
+the key material. Tagging and checking never turn a pad, a hash key or a hash value into a
+Python int or bytes: the pad is copied (under the lock, buffer to buffer) into an 8-byte
+bytearray, and key and pad go to the C core as cffi views of the buffers (``qpp_wc_tag``,
+``qpp_wc_verify``: the hash, the XOR and the constant-time comparison in C, which wipes
+its stack copies; the expected tag of a check never leaves it), after which the pad copy
+is zeroed. Measured in the same process (``python -m bench.auth_cost --tags``, frames of
+16 B to 64 KiB, load 1.1): a tag x0.99-1.04 of the time of the int path it replaced, a
+check x0.78-0.96. What still cannot be wiped: the ``bytes`` object SQLite returns for a
+BLOB (copied into the pool at once and dropped, one row at a time: the sqlite3 module has
+no read-into-buffer call); the copies of key and pad the C code holds in registers (its
+stack copies are zeroed, registers are not addressable from C); and, only with a C core
+lacking ``qpp_wc_tag`` (a stale build the version check refuses), the reference fallback
+through Python ints. The public ``poly_hash_bytes(data, key: int)`` stays for the
+references and tests; the pool does not use it. A tag returned by ``tag()`` is ``bytes``:
+it is public (it leaves on the wire; the pad hides the hash).
 
 The hash is the C core's ``postproc_c.poly_hash_bytes``; ``poly_hash_bytes_ref``
 below is an independent numpy reference of the same definition (tests check
@@ -273,6 +286,24 @@ def _read_secret_file(path: Path) -> bytearray:
     return buf
 
 
+def _fill_random(buf: bytearray) -> None:
+    """Fill ``buf`` from the OS entropy source, into the buffer itself (``os.urandom`` returns an
+    immutable ``bytes`` copy that could not be wiped); falls back to it where /dev/urandom is
+    missing."""
+    try:
+        with open("/dev/urandom", "rb", buffering=0) as fh:
+            view = memoryview(buf)
+            got = 0
+            while got < len(buf):
+                n = fh.readinto(view[got:])
+                if not n:
+                    raise OSError(5, "short read from /dev/urandom")
+                got += n
+            view.release()
+    except FileNotFoundError:  # pragma: no cover - not Linux
+        buf[:] = os.urandom(len(buf))
+
+
 def _c_poly_hash():
     try:
         import postproc_c
@@ -282,6 +313,68 @@ def _c_poly_hash():
 
 
 _C_HASH = _c_poly_hash()
+
+
+def _c_wc():
+    try:
+        import postproc_c
+        from postproc_c._binding import ffi, lib
+        return (ffi, lib, postproc_c.Error) if hasattr(lib, "qpp_wc_verify") else (None, None, None)
+    except ImportError:  # pragma: no cover
+        return None, None, None
+
+
+# The C core's qpp_wc_tag / qpp_wc_verify, called directly with cffi views of the pool's buffers
+# (postproc_c.wc_tag/wc_verify validate each argument first: 2.5 us more per tag of a short frame)
+_FFI, _LIB, _CError = _c_wc()
+
+
+def _wc_tag(data, key8: bytearray, pad8: bytearray, out8: bytearray) -> None:
+    """Tag into ``out8`` from key and pad buffers, then wipe ``pad8``: the C core's, else (a
+    core without it) the reference through Python ints, which cannot be wiped (module docstring)."""
+    n = len(data)
+    if _LIB is not None:
+        pad_c = _FFI.from_buffer("uint8_t[]", pad8)
+        try:
+            st = _LIB.qpp_wc_tag(_FFI.from_buffer("uint8_t[]", data) if n else _FFI.NULL, n,
+                                 _FFI.from_buffer("uint8_t[]", key8), pad_c,
+                                 _FFI.from_buffer("uint8_t[]", out8, require_writable=True))
+        finally:
+            _LIB.qpp_memzero(pad_c, PAD_BYTES)
+        if st < 0:
+            raise _CError("qpp_wc_tag", st)
+        return
+    try:
+        t = poly_hash_bytes_ref(data, int.from_bytes(key8, "little")) ^ int.from_bytes(pad8, "little")
+        out8[:] = t.to_bytes(TAG_BYTES, "little")
+    finally:
+        _wipe(pad8)
+
+
+def _wc_verify(data, key8: bytearray, pad8: bytearray, tag) -> bool:
+    """Whether ``tag`` is the tag of ``data`` (constant time; in C the expected tag stays there);
+    ``pad8`` is wiped."""
+    n = len(data)
+    if _LIB is not None and len(tag) == TAG_BYTES:
+        pad_c = _FFI.from_buffer("uint8_t[]", pad8)
+        try:
+            st = _LIB.qpp_wc_verify(_FFI.from_buffer("uint8_t[]", data) if n else _FFI.NULL, n,
+                                    _FFI.from_buffer("uint8_t[]", key8), pad_c,
+                                    _FFI.from_buffer("uint8_t[]", tag))
+        finally:
+            _LIB.qpp_memzero(pad_c, PAD_BYTES)
+        if st < 0:
+            raise _CError("qpp_wc_verify", st)
+        return st == 1
+    if len(tag) != TAG_BYTES:
+        _wipe(pad8)
+        return False
+    expect = bytearray(TAG_BYTES)
+    _wc_tag(data, key8, pad8, expect)
+    try:
+        return hmac.compare_digest(expect, bytes(tag))
+    finally:
+        _wipe(expect)
 
 
 def poly_hash_bytes(data: bytes | bytearray | memoryview, key: int) -> int:
@@ -305,9 +398,13 @@ def write_psk(path: str | os.PathLike, link_id: str, n_bytes_per_stream: int = 6
     if n_bytes_per_stream < HASH_KEY_BYTES + 64 * PAD_BYTES:
         raise ValueError(f"n_bytes_per_stream: at least {HASH_KEY_BYTES + 64 * PAD_BYTES} bytes")
     total = n_bytes_per_stream * len(STREAMS)
-    body = bytearray(secret) if secret is not None else bytearray(os.urandom(total))
-    if len(body) != total:
-        raise ValueError(f"secret: expected {total} bytes, got {len(body)}")
+    if secret is not None and len(secret) != total:
+        raise ValueError(f"secret: expected {total} bytes, got {len(secret)}")
+    body = bytearray(total)
+    if secret is not None:
+        body[:] = secret
+    else:
+        _fill_random(body)
     head = PSK_MAGIC + f"{link_id}\n{n_bytes_per_stream}\n".encode()
     fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -407,7 +504,7 @@ class AuthPool:
         # file, [idx, first stream byte, length, bytes of it already zeroed there]
         self._streams: dict[str, bytearray] = {}
         self._base: dict[str, int] = {}
-        self._hash_key: dict[str, int] = {}
+        self._hash_key: dict[str, bytearray] = {}   # 8 bytes each, little-endian; wipe() zeroes
         self._seg_count: dict[str, int] = {}
         self._segs: dict[str, list[list[int]]] = {}
         self._erased: dict[str, int] = {}
@@ -437,7 +534,9 @@ class AuthPool:
             self._erased[s] = erased
             self._tagged[s] = res
             buf = psk[s]
-            self._hash_key[s] = int.from_bytes(buf[:HASH_KEY_BYTES], "little")
+            key = bytearray(HASH_KEY_BYTES)
+            key[:] = memoryview(buf)[:HASH_KEY_BYTES]     # no bytes or int copy of it
+            self._hash_key[s] = key
             self._seg_count[s] = dsegs
             self._segs[s] = []
             if dsegs:      # every PSK pad was used before the first segment was: start past them
@@ -478,22 +577,35 @@ class AuthPool:
         return 0 <= seq < self.capacity(stream) - headroom
 
     # tags --------------------------------------------------------------------------------
+    def _pad_copy(self, stream: str, seq: int, pad: bytearray) -> None:
+        """Copy the pad of ``seq`` into ``pad`` (the caller wipes it): the hash of a long frame
+        then runs outside the lock, which refresh() takes to swap and wipe the stream buffer."""
+        with self._lock:
+            pad[:] = self._pad(stream, seq)      # buffer to buffer: no bytes object in between
+
     def tag(self, stream: str, seq: int, data: bytes | bytearray | memoryview) -> bytes:
-        """The Wegman–Carter tag of ``data`` sent as sequence number ``seq`` of ``stream``."""
-        h = poly_hash_bytes(data, self._hash_key[stream])
-        with self._lock:   # refresh() swaps the stream buffer and wipes the old one
-            pad = int.from_bytes(self._pad(stream, seq), "little")
+        """The Wegman–Carter tag of ``data`` sent as sequence number ``seq`` of ``stream``.
+
+        Key and pad reach the C core in bytearrays (``postproc_c.wc_tag``) and the pad's copy is
+        wiped; the tag returned is public (it leaves on the wire, the hash hidden by the pad)."""
+        pad = bytearray(PAD_BYTES)
+        with self._lock:
+            pad[:] = self._pad(stream, seq)      # as _pad_copy, with the tagged mark
             if stream.startswith(self.role + ".") and seq >= self._tagged[stream]:
                 self._tagged[stream] = seq + 1   # sent: retransmissions resend these bytes
-        return (h ^ pad).to_bytes(TAG_BYTES, "little")
+        out = bytearray(TAG_BYTES)
+        _wc_tag(data, self._hash_key[stream], pad, out)      # wipes pad
+        return bytes(out)
 
     def verify(self, stream: str, seq: int, data: bytes | bytearray | memoryview, tag: bytes) -> bool:
-        """Constant-time check of ``tag``; False also when no pad exists for ``seq``."""
+        """Constant-time check of ``tag`` (in the C core: the expected tag never reaches Python);
+        False also when no pad exists for ``seq``."""
+        pad = bytearray(PAD_BYTES)
         try:
-            expect = self.tag(stream, seq, data)
+            self._pad_copy(stream, seq, pad)
         except (PoolExhausted, PadErased):
             return False
-        return hmac.compare_digest(expect, bytes(tag))
+        return _wc_verify(data, self._hash_key[stream], pad, tag)       # wipes pad
 
     def _write(self, sql: str, args: tuple) -> None:
         """One durable state update; a failed file (disk full, I/O error) raises AuthError naming it."""
@@ -769,9 +881,8 @@ class AuthPool:
             pass
 
     def wipe(self) -> None:
-        for buf in self._streams.values():
+        for buf in (*self._streams.values(), *self._hash_key.values()):
             _wipe(buf)
-        self._hash_key = dict.fromkeys(self._hash_key, 0)
 
 
 NO_SEGMENT = -1     # a stream's entry in a segment layout when the block refilled it not at all
