@@ -107,3 +107,15 @@ def test_wc_tag_and_wc_verify_match_the_definition_and_refuse_unwipeable_keys():
         postproc_c.wc_tag(b"m", bytearray(8), bytearray(9), bytearray(8))
     with pytest.raises(ValueError, match="out8"):
         postproc_c.wc_tag(b"m", bytearray(8), bytearray(8), bytes(8))
+
+
+def test_wc_c_calls_refuse_null_buffers():
+    from postproc_c import ffi, lib
+    k, p, t = (ffi.new("uint8_t[8]") for _ in range(3))
+    assert lib.qpp_wc_tag(ffi.NULL, 3, k, p, t) == lib.QPP_ERR_NULL          # data NULL, len 3
+    assert lib.qpp_wc_tag(ffi.NULL, 0, ffi.NULL, p, t) == lib.QPP_ERR_NULL
+    assert lib.qpp_wc_tag(ffi.NULL, 0, k, ffi.NULL, t) == lib.QPP_ERR_NULL
+    assert lib.qpp_wc_tag(ffi.NULL, 0, k, p, ffi.NULL) == lib.QPP_ERR_NULL
+    assert lib.qpp_wc_verify(ffi.NULL, 0, k, p, ffi.NULL) == lib.QPP_ERR_NULL
+    assert lib.qpp_wc_tag(ffi.NULL, 0, k, p, t) == lib.QPP_OK               # the empty message
+    assert lib.qpp_wc_verify(ffi.NULL, 0, k, p, t) == 1
