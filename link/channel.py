@@ -558,15 +558,16 @@ class Channel:
             ours = [(seq, frame) for name, frame, seq in queued if name == lane.name]
             first = next(iter(lane.unacked), ours[0][0] if ours else None)
             skip = (first is not None and first == lane.hello_seq and first > floor) or \
-                (lane.hello_acked and r < lane.hello_seq)
+                (lane.hello_acked and max(r, floor) < lane.hello_seq)
             for item in queued:
                 if skip or item[0] != lane.name:
                     self._out.put(item)         # as they were: the next flush sends them
             if skip:
                 # the peer's run that sent this HELLO takes (or took) our HELLO of this run, above
                 # its floor, and the rest in order: nothing to re-send. (Acknowledged, but not by
-                # an earlier run of the peer: its HELLO can come after its ACKs when it was sent
-                # before the connection was up and waited for the retransmission.)
+                # an earlier run of the peer, whose fence would cover it: its HELLO can come after
+                # its ACKs when it was sent before the connection was up and waited for the
+                # retransmission.)
                 return
             # frames queued but not yet flushed come last in the window
             old = list(lane.unacked.items()) + ours
