@@ -164,7 +164,7 @@ class NodeConfig:
     # The authentication term's share of a block's epsilon budget: the block's total is at most
     # eps_sec + eps_cor + eps_auth, and a block whose forgery bound exceeds it makes no key
     # (Node._auth_share_check). Honest blocks use ~2.2e-14 at 2^19 bits (the bound grows with
-    # the bytes checked: ~4e-12 at 10^8 bits); a tenth of eps_sec leaves room for those.
+    # the bytes checked: ~4e-12 at 10^8 bits, extrapolated); a tenth of eps_sec leaves room.
     eps_auth: float = 1e-11
     p_z: float = 0.9
     # Bob's basis choice: "passive" (a beam splitter sends receiver_split_z of the light to the
