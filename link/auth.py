@@ -33,9 +33,24 @@ sequence numbers in batches and writes the reservation to SQLite *before*
 using any pad of the batch, synced to disk (synchronous=FULL for that write: a
 power cut must not lose it either); after a crash it starts above the reservation, so
 no pad is ever used for two different messages. The receiver writes its last
-accepted sequence number before handing a message to the application, so a
-replay after its restart is refused too (that write survives a killed process, not a
-power cut: the connection runs synchronous=NORMAL).
+accepted sequence number (``recv_last``) before handing a message to the application, under
+the connection's NORMAL: it survives a killed process, not a power cut. Against a power cut the
+receiver keeps a *fence* per stream, reserved ahead like the send reservation: accepting a frame
+above it first raises it ``RECV_FENCE_BATCH`` ahead, written with ``recv_last`` under
+synchronous=FULL (one fdatasync per batch), and the next run refuses every frame at or below
+it (``recv_floor``), so no frame accepted before a cut is accepted again. What that floor
+costs the peer, and how it is kept from stalling the link: the peer's frames in the gap between
+the last acknowledged and the floor are re-sent above the floor on new sequence numbers (its
+pads skipped count as used), after the restarted node's HELLO names its floor
+(``link.channel``, RESUME); a fence stops short of the last ``FENCE_SPARE_PADS`` of the segment
+its frame used (the peer holds that segment, and keeps pads for the commit messages there); a
+restarted sender's HELLO jumps above any fence the peer may hold (``hello_seq``), so two nodes
+restarted at once take each other's HELLO. A restart costs at most ``RECV_FENCE_BATCH`` pads of
+each peer data stream, and as many of our own for the HELLO's jump. After a power cut, frames
+the previous run accepted in the lost stretch of ``recv_last`` and never acknowledged are
+delivered once more, re-sent by the peer on new numbers (the peer's own decision; Eve cannot
+cause it): the application loses no message and sees those once again, as it sees a message
+again after a crash of its own before it acted.
 
 Which segments a sender uses: Bob appends a block's segments when he handles Alice's COMMIT,
 so Alice's own streams take a segment only once Bob confirmed its block (state ``final``,
@@ -65,15 +80,28 @@ Memory: the pool holds only pads from the lowest unused one on. Before erasing, 
 replenished segment stayed in memory (and in the file) for as long as the node ran: 16 KiB
 per block, copied into a fresh buffer at each append.
 
-What it must not do: expose a switch that disables authentication (none
-exists), log pad or hash-key bytes, or re-derive pads from anything but the
-pool. Pads live in the pool's bytearrays, which ``wipe()`` zeroes (``_wipe``:
-the C core's ``qpp_memzero``). Secret bytes are read into bytearrays (the PSK
-file with ``readinto``), streams grow by copying into a fresh bytearray and
-wiping the old one (a ``+=`` could leave the old buffer unwiped in a realloc),
-and segments are written to SQLite from memoryviews of the key material. The
-one copy we cannot wipe is the ``bytes`` object SQLite returns for a BLOB: it is
-copied into the pool at once and dropped, one row at a time.
+What it must not do: expose a switch that disables authentication (none exists), log pad
+or hash-key bytes, or re-derive pads from anything but the pool. Pads live in the pool's
+bytearrays, which ``wipe()`` zeroes (``_wipe``: the C core's ``qpp_memzero``), and so do
+the hash keys (8-byte bytearrays, not ints). Secret bytes are read into bytearrays (the
+PSK file with ``readinto``, a new one's secret from /dev/urandom the same way), streams
+grow by copying into a fresh bytearray and wiping the old one (a ``+=`` could leave the
+old buffer unwiped in a realloc), and segments are written to SQLite from memoryviews of
+the key material. Tagging and checking never turn a pad, a hash key or a hash value into a
+Python int or bytes: the pad is copied (under the lock, buffer to buffer) into an 8-byte
+bytearray, and key and pad go to the C core as cffi views of the buffers (``qpp_wc_tag``,
+``qpp_wc_verify``: the hash, the XOR and the constant-time comparison in C, which wipes
+its stack copies; the expected tag of a check never leaves it), after which the pad copy
+is zeroed. Measured in the same process (``python -m bench.auth_cost --tags``, frames of
+16 B to 64 KiB, load 1.1): a tag x0.99-1.04 of the time of the int path it replaced, a
+check x0.78-0.96. What still cannot be wiped: the ``bytes`` object SQLite returns for a
+BLOB (copied into the pool at once and dropped, one row at a time: the sqlite3 module has
+no read-into-buffer call); the copies of key and pad the C code holds in registers (its
+stack copies are zeroed, registers are not addressable from C); and, only with a C core
+lacking ``qpp_wc_tag`` (a stale build the version check refuses), the reference fallback
+through Python ints. The public ``poly_hash_bytes(data, key: int)`` stays for the
+references and tests; the pool does not use it. A tag returned by ``tag()`` is ``bytes``:
+it is public (it leaves on the wire; the pad hides the hash).
 
 The hash is the C core's ``postproc_c.poly_hash_bytes``; ``poly_hash_bytes_ref``
 below is an independent numpy reference of the same definition (tests check
@@ -102,6 +130,16 @@ TAG_BYTES = 8
 PAD_BYTES = 8
 HASH_KEY_BYTES = 8
 RESERVE_BATCH = 256          # sequence numbers reserved per durable write
+# The receive fence (``AuthPool.accept_recv``): accepting a peer data frame above the durable
+# fence first raises it, synced, this far ahead, so a power cut costs at most this many of the
+# peer's pads per stream and the sync one fdatasync per this many accepted frames (as sending).
+RECV_FENCE_BATCH = 256
+# A fence never reaches into the last pads of the segment its frame used: the peer surely holds
+# that segment (it tagged the frame with it) and, jumped above the fence after our restart, must
+# still have pads for the commit messages that refill its stream (link.channel: its last 32 are
+# kept for them, COMMIT_RESERVE_PADS). The restarted sender's HELLO jumps above any fence by
+# half this margin at most (``AuthPool.hello_seq``).
+FENCE_SPARE_PADS = 32
 
 ROLES = ("alice", "bob")
 LANES = ("proto", "ctrl")
@@ -248,6 +286,24 @@ def _read_secret_file(path: Path) -> bytearray:
     return buf
 
 
+def _fill_random(buf: bytearray) -> None:
+    """Fill ``buf`` from the OS entropy source, into the buffer itself (``os.urandom`` returns an
+    immutable ``bytes`` copy that could not be wiped); falls back to it where /dev/urandom is
+    missing."""
+    try:
+        with open("/dev/urandom", "rb", buffering=0) as fh:
+            view = memoryview(buf)
+            got = 0
+            while got < len(buf):
+                n = fh.readinto(view[got:])
+                if not n:
+                    raise OSError(5, "short read from /dev/urandom")
+                got += n
+            view.release()
+    except FileNotFoundError:  # pragma: no cover - not Linux
+        buf[:] = os.urandom(len(buf))
+
+
 def _c_poly_hash():
     try:
         import postproc_c
@@ -257,6 +313,68 @@ def _c_poly_hash():
 
 
 _C_HASH = _c_poly_hash()
+
+
+def _c_wc():
+    try:
+        import postproc_c
+        from postproc_c._binding import ffi, lib
+        return (ffi, lib, postproc_c.Error) if hasattr(lib, "qpp_wc_verify") else (None, None, None)
+    except ImportError:  # pragma: no cover
+        return None, None, None
+
+
+# The C core's qpp_wc_tag / qpp_wc_verify, called directly with cffi views of the pool's buffers
+# (postproc_c.wc_tag/wc_verify validate each argument first: 2.5 us more per tag of a short frame)
+_FFI, _LIB, _CError = _c_wc()
+
+
+def _wc_tag(data, key8: bytearray, pad8: bytearray, out8: bytearray) -> None:
+    """Tag into ``out8`` from key and pad buffers, then wipe ``pad8``: the C core's, else (a
+    core without it) the reference through Python ints, which cannot be wiped (module docstring)."""
+    n = len(data)
+    if _LIB is not None:
+        pad_c = _FFI.from_buffer("uint8_t[]", pad8)
+        try:
+            st = _LIB.qpp_wc_tag(_FFI.from_buffer("uint8_t[]", data) if n else _FFI.NULL, n,
+                                 _FFI.from_buffer("uint8_t[]", key8), pad_c,
+                                 _FFI.from_buffer("uint8_t[]", out8, require_writable=True))
+        finally:
+            _LIB.qpp_memzero(pad_c, PAD_BYTES)
+        if st < 0:
+            raise _CError("qpp_wc_tag", st)
+        return
+    try:
+        t = poly_hash_bytes_ref(data, int.from_bytes(key8, "little")) ^ int.from_bytes(pad8, "little")
+        out8[:] = t.to_bytes(TAG_BYTES, "little")
+    finally:
+        _wipe(pad8)
+
+
+def _wc_verify(data, key8: bytearray, pad8: bytearray, tag) -> bool:
+    """Whether ``tag`` is the tag of ``data`` (constant time; in C the expected tag stays there);
+    ``pad8`` is wiped."""
+    n = len(data)
+    if _LIB is not None and len(tag) == TAG_BYTES:
+        pad_c = _FFI.from_buffer("uint8_t[]", pad8)
+        try:
+            st = _LIB.qpp_wc_verify(_FFI.from_buffer("uint8_t[]", data) if n else _FFI.NULL, n,
+                                    _FFI.from_buffer("uint8_t[]", key8), pad_c,
+                                    _FFI.from_buffer("uint8_t[]", tag))
+        finally:
+            _LIB.qpp_memzero(pad_c, PAD_BYTES)
+        if st < 0:
+            raise _CError("qpp_wc_verify", st)
+        return st == 1
+    if len(tag) != TAG_BYTES:
+        _wipe(pad8)
+        return False
+    expect = bytearray(TAG_BYTES)
+    _wc_tag(data, key8, pad8, expect)
+    try:
+        return hmac.compare_digest(expect, bytes(tag))
+    finally:
+        _wipe(expect)
 
 
 def poly_hash_bytes(data: bytes | bytearray | memoryview, key: int) -> int:
@@ -280,9 +398,13 @@ def write_psk(path: str | os.PathLike, link_id: str, n_bytes_per_stream: int = 6
     if n_bytes_per_stream < HASH_KEY_BYTES + 64 * PAD_BYTES:
         raise ValueError(f"n_bytes_per_stream: at least {HASH_KEY_BYTES + 64 * PAD_BYTES} bytes")
     total = n_bytes_per_stream * len(STREAMS)
-    body = bytearray(secret) if secret is not None else bytearray(os.urandom(total))
-    if len(body) != total:
-        raise ValueError(f"secret: expected {total} bytes, got {len(body)}")
+    if secret is not None and len(secret) != total:
+        raise ValueError(f"secret: expected {total} bytes, got {len(secret)}")
+    body = bytearray(total)
+    if secret is not None:
+        body[:] = secret
+    else:
+        _fill_random(body)
     head = PSK_MAGIC + f"{link_id}\n{n_bytes_per_stream}\n".encode()
     fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -329,20 +451,22 @@ CREATE TABLE IF NOT EXISTS auth_segment (
 CREATE TABLE IF NOT EXISTS auth_state (
     stream TEXT PRIMARY KEY, send_reserved INTEGER NOT NULL DEFAULT 0,
     recv_last INTEGER NOT NULL DEFAULT -1, erased_pads INTEGER NOT NULL DEFAULT 0,
-    dropped_segs INTEGER NOT NULL DEFAULT 0, dropped_bytes INTEGER NOT NULL DEFAULT 0);
+    dropped_segs INTEGER NOT NULL DEFAULT 0, dropped_bytes INTEGER NOT NULL DEFAULT 0,
+    recv_fence INTEGER NOT NULL DEFAULT -1);
 """
 # erased_pads: pads 0..erased_pads-1 of the stream are used and erased; dropped_segs/bytes: the
 # segments 0..dropped_segs-1 (dropped_bytes in all) were deleted, all their pads used
-_ERASE_COLUMNS = ("erased_pads", "dropped_segs", "dropped_bytes")
+# recv_fence: no frame of the peer above it was accepted (synced; see ``accept_recv``)
+_ADDED_COLUMNS = {"erased_pads": 0, "dropped_segs": 0, "dropped_bytes": 0, "recv_fence": -1}
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the pool's tables, or add the erase columns to a store written before them."""
+    """Create the pool's tables, or add the columns a store written before them lacks."""
     conn.executescript(_SCHEMA)
     have = {r[1] for r in conn.execute("PRAGMA table_info(auth_state)")}
-    for col in _ERASE_COLUMNS:
+    for col, default in _ADDED_COLUMNS.items():
         if col not in have:
-            conn.execute(f"ALTER TABLE auth_state ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0")
+            conn.execute(f"ALTER TABLE auth_state ADD COLUMN {col} INTEGER NOT NULL DEFAULT {default}")
 
 
 class AuthPool:
@@ -380,7 +504,7 @@ class AuthPool:
         # file, [idx, first stream byte, length, bytes of it already zeroed there]
         self._streams: dict[str, bytearray] = {}
         self._base: dict[str, int] = {}
-        self._hash_key: dict[str, int] = {}
+        self._hash_key: dict[str, bytearray] = {}   # 8 bytes each, little-endian; wipe() zeroes
         self._seg_count: dict[str, int] = {}
         self._segs: dict[str, list[list[int]]] = {}
         self._erased: dict[str, int] = {}
@@ -393,16 +517,26 @@ class AuthPool:
         self._send_next: dict[str, int] = {}
         self._send_reserved: dict[str, int] = {}
         self._recv_last: dict[str, int] = {}
+        self._recv_fence: dict[str, int] = {}
+        self._recv_floor: dict[str, int] = {}
+        self._started_at: dict[str, int] = {}
         rows = self._db.execute("SELECT stream, send_reserved, recv_last, erased_pads, dropped_segs, "
-                                "dropped_bytes FROM auth_state").fetchall()
-        for s, res, last, erased, dsegs, dbytes in rows:
+                                "dropped_bytes, recv_fence FROM auth_state").fetchall()
+        for s, res, last, erased, dsegs, dbytes, fence in rows:
             self._send_next[s] = res          # start above the last reservation: never reuse a pad
             self._send_reserved[s] = res
+            self._started_at[s] = res
             self._recv_last[s] = last
+            self._recv_fence[s] = fence
+            # recv_last may be older than what the last run accepted (a power cut loses writes
+            # made under NORMAL); the fence is not: nothing at or below it is accepted this run
+            self._recv_floor[s] = max(last, fence)
             self._erased[s] = erased
             self._tagged[s] = res
             buf = psk[s]
-            self._hash_key[s] = int.from_bytes(buf[:HASH_KEY_BYTES], "little")
+            key = bytearray(HASH_KEY_BYTES)
+            key[:] = memoryview(buf)[:HASH_KEY_BYTES]     # no bytes or int copy of it
+            self._hash_key[s] = key
             self._seg_count[s] = dsegs
             self._segs[s] = []
             if dsegs:      # every PSK pad was used before the first segment was: start past them
@@ -443,22 +577,35 @@ class AuthPool:
         return 0 <= seq < self.capacity(stream) - headroom
 
     # tags --------------------------------------------------------------------------------
+    def _pad_copy(self, stream: str, seq: int, pad: bytearray) -> None:
+        """Copy the pad of ``seq`` into ``pad`` (the caller wipes it): the hash of a long frame
+        then runs outside the lock, which refresh() takes to swap and wipe the stream buffer."""
+        with self._lock:
+            pad[:] = self._pad(stream, seq)      # buffer to buffer: no bytes object in between
+
     def tag(self, stream: str, seq: int, data: bytes | bytearray | memoryview) -> bytes:
-        """The Wegman–Carter tag of ``data`` sent as sequence number ``seq`` of ``stream``."""
-        h = poly_hash_bytes(data, self._hash_key[stream])
-        with self._lock:   # refresh() swaps the stream buffer and wipes the old one
-            pad = int.from_bytes(self._pad(stream, seq), "little")
+        """The Wegman–Carter tag of ``data`` sent as sequence number ``seq`` of ``stream``.
+
+        Key and pad reach the C core in bytearrays (``postproc_c.wc_tag``) and the pad's copy is
+        wiped; the tag returned is public (it leaves on the wire, the hash hidden by the pad)."""
+        pad = bytearray(PAD_BYTES)
+        with self._lock:
+            pad[:] = self._pad(stream, seq)      # as _pad_copy, with the tagged mark
             if stream.startswith(self.role + ".") and seq >= self._tagged[stream]:
                 self._tagged[stream] = seq + 1   # sent: retransmissions resend these bytes
-        return (h ^ pad).to_bytes(TAG_BYTES, "little")
+        out = bytearray(TAG_BYTES)
+        _wc_tag(data, self._hash_key[stream], pad, out)      # wipes pad
+        return bytes(out)
 
     def verify(self, stream: str, seq: int, data: bytes | bytearray | memoryview, tag: bytes) -> bool:
-        """Constant-time check of ``tag``; False also when no pad exists for ``seq``."""
+        """Constant-time check of ``tag`` (in the C core: the expected tag never reaches Python);
+        False also when no pad exists for ``seq``."""
+        pad = bytearray(PAD_BYTES)
         try:
-            expect = self.tag(stream, seq, data)
+            self._pad_copy(stream, seq, pad)
         except (PoolExhausted, PadErased):
             return False
-        return hmac.compare_digest(expect, bytes(tag))
+        return _wc_verify(data, self._hash_key[stream], pad, tag)       # wipes pad
 
     def _write(self, sql: str, args: tuple) -> None:
         """One durable state update; a failed file (disk full, I/O error) raises AuthError naming it."""
@@ -506,20 +653,81 @@ class AuthPool:
             self._send_next[stream] = seq + 1
             return seq
 
+    def skip_send(self, stream: str, seq: int) -> None:
+        """Make ``seq`` the next sequence number of our ``stream`` if it is above it. The pads
+        skipped are never used (they count as used: ``erase_used`` erases them once a later
+        one is tagged). For frames the peer's floor refuses (``link.channel``, RESUME)."""
+        if not stream.startswith(self.role + "."):
+            raise ValueError(f"stream: {stream} is not sent by {self.role}")
+        with self._lock:
+            if seq > self._send_next[stream]:
+                self._send_next[stream] = seq
+
+    def hello_seq(self, stream: str) -> int:
+        """Skip our ``stream`` above every receive fence the peer can have raised on it, and
+        return the next sequence number (the restarted channel's HELLO takes it).
+
+        The peer fenced at most ``RECV_FENCE_BATCH`` above a frame we sent, and not into the
+        last ``FENCE_SPARE_PADS`` of that frame's segment, which we hold: every frame we sent
+        is below our durable reservation R at start, so R + RECV_FENCE_BATCH, or a seq within
+        ``FENCE_SPARE_PADS // 2`` of our capacity, is above the fence, and the HELLO is accepted
+        even when the peer restarted too (were both HELLOs below the other's fence, neither node
+        would ever accept a frame of the other). A stream never used (R = 0) skips nothing."""
+        r = self._started_at[stream]
+        if r > 0:
+            cap = self.capacity(stream)
+            self.skip_send(stream, max(r, min(r + RECV_FENCE_BATCH, cap - FENCE_SPARE_PADS // 2)))
+        return self._send_next[stream]
+
     def recv_last(self, stream: str) -> int:
+        """The last sequence number of ``stream`` accepted (this run, or durably before it)."""
         return self._recv_last[stream]
+
+    def recv_floor(self, stream: str) -> int:
+        """No frame of ``stream`` at or below this is accepted (``accept_recv``): the last
+        accepted one, or the durable fence of the previous run, whichever is higher."""
+        return max(self._recv_last[stream], self._recv_floor[stream])
+
+    def _fence_target(self, stream: str, seq: int) -> int:
+        """The fence to raise when accepting ``seq``: RECV_FENCE_BATCH ahead, but not into the
+        last FENCE_SPARE_PADS pads of the segment (or PSK part) that holds the pad of ``seq``."""
+        pos = HASH_KEY_BYTES + PAD_BYTES * seq
+        ends = [self._base[stream] + len(self._streams[stream])]
+        for _idx, start, length, _z in self._segs[stream]:
+            ends += (start, start + length)
+        end = min(e for e in ends if e > pos)
+        last_pad = (end - HASH_KEY_BYTES) // PAD_BYTES - 1
+        return min(seq + RECV_FENCE_BATCH, max(seq, last_pad - FENCE_SPARE_PADS))
 
     def accept_recv(self, stream: str, seq: int, durable: bool = True) -> None:
         """Record that ``seq`` of ``stream`` was accepted, durably before it is acted on.
+
+        Durable against a killed process: recv_last, under the connection's NORMAL. Against a
+        power cut: the receive fence. Accepting a frame above the fence first raises the fence
+        (``_fence_target``) in the same write, synced (synchronous=FULL: an fdatasync per
+        RECV_FENCE_BATCH frames, as the send reservation); the next run refuses everything at or
+        below it (``recv_floor``), whatever of recv_last the cut lost, and the peer re-sends what
+        it had not seen acknowledged on sequence numbers above it (``link.channel``: HELLO's
+        floor, RESUME). Syncing every recv_last instead costs an fdatasync per frame.
 
         ``durable=False`` is for acknowledgement streams: a replayed old ACK after
         a restart can only acknowledge sequence numbers below the restarted
         sender's reservation, so it cannot do harm and needs no disk write.
         """
         with self._lock:
-            if seq <= self._recv_last[stream]:
-                raise ValueError(f"seq: {seq} not above the last accepted {self._recv_last[stream]}")
-            if durable:
+            floor = max(self._recv_last[stream], self._recv_floor[stream])
+            if seq <= floor:
+                raise ValueError(f"seq: {seq} not above the last accepted or fenced {floor}")
+            if durable and seq > self._recv_fence[stream]:
+                fence = self._fence_target(stream, seq)
+                self._sync("FULL")
+                try:
+                    self._write("UPDATE auth_state SET recv_last=?, recv_fence=? WHERE stream=?",
+                                (seq, fence, stream))
+                finally:
+                    self._sync("NORMAL")
+                self._recv_fence[stream] = fence
+            elif durable:
                 self._write("UPDATE auth_state SET recv_last=? WHERE stream=?", (seq, stream))
             self._recv_last[stream] = seq
 
@@ -673,9 +881,8 @@ class AuthPool:
             pass
 
     def wipe(self) -> None:
-        for buf in self._streams.values():
+        for buf in (*self._streams.values(), *self._hash_key.values()):
             _wipe(buf)
-        self._hash_key = dict.fromkeys(self._hash_key, 0)
 
 
 NO_SEGMENT = -1     # a stream's entry in a segment layout when the block refilled it not at all

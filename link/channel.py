@@ -31,13 +31,19 @@ Rules (DESIGN.md, "Classical channel"):
   ``no_pad_yet`` (not ``bad_tag``): the retransmission delivers it. A later
   frame that arrives once the pad is in skips over the one we dropped: it is
   dropped too and counted as ``after_no_pad``, not alarmed (we made the gap).
-* Likewise a frame that skips ahead before this channel has accepted any frame of
-  the peer since it started: the frames the peer sent to our previous instance
-  (in flight, or received but not yet durable when it was killed) are lost with
-  it. Counted as ``before_sync``, not alarmed; go-back-N delivers them in order.
-* After a restart a node opens each lane with ``HELLO`` at a sequence number
-  above its durable reservation; ``HELLO`` is the only message allowed to jump
-  forward, and the application sees it (the node then resynchronises blocks).
+* After a restart a node opens each lane with ``HELLO`` at a sequence number above its
+  durable reservation and above any receive fence the peer holds on it
+  (``AuthPool.hello_seq``); the HELLO carries our last accepted and floor sequence numbers of
+  the peer's data stream on that lane. The floor is our previous run's durable receive fence
+  (``link.auth``): nothing at or below it is accepted (``below_floor``, counted, not alarmed),
+  so a power cut that lost ``recv_last`` does not let a replay through. The peer, on that HELLO,
+  drops its frames we accepted and re-sends the rest above the floor: ``RESUME`` (old seqs
+  lo..lo+n-1 follow) and each frame re-tagged on a new sequence number, in order (``_resume``;
+  not needed when our peer's run syncs on its own HELLO). ``HELLO`` and ``RESUME`` are the only
+  messages allowed to jump forward; until one of them is accepted no other frame of the peer
+  is (``before_sync``, counted, not alarmed): what the peer sent our previous run comes again
+  after its RESUME. The application sees HELLO (the node then resynchronises blocks), never
+  RESUME.
 * The last ``COMMIT_RESERVE_PADS`` pads of a proto data stream carry only the
   two-step commit's messages and ``HELLO``: a drained stream must still carry the
   COMMIT that refills it. A copy or replay of an accepted frame is acknowledged at
@@ -58,6 +64,7 @@ import collections
 import logging
 import os
 import queue
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -74,7 +81,7 @@ log = logging.getLogger(__name__)
 LANES = tuple(LANE_CODE)
 COUNTERS = ("sent", "retransmitted", "received", "acks_sent", "acks_received", "bad_tag",
             "replayed", "out_of_sequence", "malformed", "wrong_sender", "no_pad_yet", "ack_deferred",
-            "duplicates", "after_no_pad", "before_sync")
+            "duplicates", "after_no_pad", "before_sync", "below_floor", "resumed", "renumbered")
 
 
 # The last pads of each proto data stream are kept for the two-step commit's messages (and
@@ -83,8 +90,9 @@ COUNTERS = ("sent", "retransmitted", "received", "acks_sent", "acks_received", "
 # a stream drained by other traffic must still carry it. 32: PREPARE + COMMIT of the blocks in
 # flight (at most a few) and a RESYNC, many times over.
 COMMIT_RESERVE_PADS = 32
-COMMIT_RESERVE_TYPES = frozenset({MsgType.HELLO, MsgType.PREPARE, MsgType.PREPARED, MsgType.COMMIT,
-                                  MsgType.COMMITTED, MsgType.RESYNC, MsgType.RESYNC_REPLY})
+COMMIT_RESERVE_TYPES = frozenset({MsgType.HELLO, MsgType.RESUME, MsgType.PREPARE, MsgType.PREPARED,
+                                  MsgType.COMMIT, MsgType.COMMITTED, MsgType.RESYNC,
+                                  MsgType.RESYNC_REPLY})
 
 RTO_MAX_S = 5.0      # the adaptive retransmission timeout never exceeds this
 ERASE_EVERY_S = 2.0  # used authentication pads are erased from memory and the store this often
@@ -118,7 +126,11 @@ class _Lane:
         # most once per retry_s (``_run``), since such a frame need not authenticate (its pad
         # may be erased) and each ACK spends a pad: a flood of them must not drain our ACK stream
         self.ack_old = False
-        self.peer_synced = False      # a frame of the peer accepted since this channel started
+        # a HELLO or RESUME of the peer accepted since this channel started: before it, no other
+        # frame of the peer is accepted (the peer renumbers what it sent to our previous run)
+        self.peer_synced = False
+        self.hello_seq = -1           # our HELLO of this run on this lane
+        self.hello_acked = False      # and the peer acknowledged it
         self.last_ack_tx = 0.0
         # retransmission timeout from measured round trips (RFC 6298, Sec. 2; Karn's rule:
         # no sample from a retransmitted frame), never below the configured retry_s: on a
@@ -209,7 +221,13 @@ class Channel:
         if self._thread is not None:
             raise ChannelError("channel already started")
         for lane in LANES:
-            self.send(MsgType.HELLO, 0, b"", lane=lane)
+            # above every fence the peer's last run raised on our stream (AuthPool.hello_seq),
+            # carrying what our previous run accepted of the peer's stream and our floor on it:
+            # the peer re-sends what it sent above that on new numbers (RESUME, ``_resume``)
+            self.pool.hello_seq(f"{self.role}.{lane}.data")
+            peer = f"{self.peer}.{lane}.data"
+            hello = struct.pack(">qq", self.pool.recv_last(peer), self.pool.recv_floor(peer))
+            self._lanes[lane].hello_seq = self.send(MsgType.HELLO, 0, hello, lane=lane)
         self._thread = threading.Thread(target=self._run, name=f"channel-{self.role}", daemon=True)
         self._thread.start()
 
@@ -499,6 +517,102 @@ class Channel:
         self._last_erase = now
         self.pads_erased += self.pool.erase_used()
 
+    def _on_resume(self, lane: _Lane, stream: str, seq: int, signed: memoryview, plen: int) -> None:
+        """The peer's RESUME (``_resume``): its frames of old seqs lo .. lo + n - 1 follow as
+        seq + 1 .. seq + n. Those of them we accepted already (we were in sync: we took the
+        peer's HELLO before its RESUME) are skipped: our last accepted moves past their copies,
+        which are then refused as duplicates of the retransmission the peer announced."""
+        if plen != 16:
+            self.counters["malformed"] += 1
+            self._alarm("malformed", f"lane {lane.name}: RESUME payload of {plen} bytes")
+            return
+        lo, n = struct.unpack(">qq", signed[-16:])
+        upto = seq
+        if lane.peer_synced and n > 0:
+            upto += max(0, min(self.pool.recv_last(stream), lo + n - 1) - lo + 1)
+        self.pool.accept_recv(stream, upto)
+        lane.peer_synced = True
+        lane.no_pad_seq = None
+        self.counters["resumed"] += 1
+        lane.ack_due = True
+
+    def _resume(self, lane: _Lane, r: int, floor: int) -> None:
+        """The peer (re)started (its HELLO: it accepted our frames up to ``r``, and refuses all at
+        or below ``floor``, its previous run's receive fence). Our frames it has not acknowledged
+        are re-sent above the floor: a RESUME naming their old seqs, then each re-tagged on a new
+        sequence number, in order; the pads they used stay used and those skipped are never used.
+        Not needed when the peer's run takes our HELLO of this run (above any floor, the first of
+        the frames, or acknowledged since): it syncs on it and takes the rest in order. Runs on
+        the I/O thread."""
+        stream = f"{self.role}.{lane.name}.data"
+        with self._send_lock:        # no send() allocates a seq meanwhile: the order is kept
+            while lane.unacked and next(iter(lane.unacked)) <= r:
+                s, _ = lane.unacked.popitem(last=False)
+                lane.tx_time.pop(s, None)
+            queued = []
+            while True:
+                try:
+                    queued.append(self._out.get_nowait())
+                except queue.Empty:
+                    break
+            ours = [(seq, frame) for name, frame, seq in queued if name == lane.name]
+            first = next(iter(lane.unacked), ours[0][0] if ours else None)
+            skip = (first is not None and first == lane.hello_seq and first > floor) or \
+                (lane.hello_acked and max(r, floor) < lane.hello_seq)
+            for item in queued:
+                if skip or item[0] != lane.name:
+                    self._out.put(item)         # as they were: the next flush sends them
+            if skip:
+                # the peer's run that sent this HELLO takes (or took) our HELLO of this run, above
+                # its floor, and the rest in order: nothing to re-send. (Acknowledged, but not by
+                # an earlier run of the peer, whose fence would cover it: its HELLO can come after
+                # its ACKs when it was sent before the connection was up and waited for the
+                # retransmission.)
+                return
+            # frames queued but not yet flushed come last in the window
+            old = list(lane.unacked.items()) + ours
+            self.counters["sent"] += len(ours)
+            self.pool.skip_send(stream, floor + 1)
+            new: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+            lost = 0
+            try:
+                s0 = self.pool.next_send_seq(stream)
+                lo = old[0][0] if old else s0
+                new[s0] = self._frame(MsgType.RESUME, lane.name, stream, s0, 0,
+                                      struct.pack(">qq", lo, len(old)))
+                for i, (_, frame) in enumerate(old):
+                    (mtype, _, _, _, block_id, plen), signed, _ = split_frame(frame)
+                    try:
+                        s = self.pool.next_send_seq(stream)
+                    except PoolExhausted:
+                        lost = len(old) - i
+                        break
+                    body = signed[-plen:] if plen else b""
+                    new[s] = self._frame(mtype, lane.name, stream, s, block_id, body)
+            except PoolExhausted:
+                lost = len(old)
+            if lost:
+                # not one pad left for them: the block protocol settles what they carried
+                # (aborts, RESYNC); a pad is never reused for them
+                self._alarm("auth_pool_exhausted", f"lane {lane.name}: {lost} unacknowledged frames "
+                            f"not re-sent above the restarted peer's floor {floor}: no pad left")
+            lane.unacked = new
+            lane.tx_time.clear()
+            self.counters["renumbered"] += len(old) - lost
+        if not new:
+            return
+        # announce the range (as a retransmission does): copies of frames the peer accepted
+        # already, after our HELLO, count as duplicates there, not replays
+        lane.stalled = False
+        self._send_ack(lane, retx=(next(iter(new)), next(reversed(new))))
+        for frame in new.values():
+            try:
+                lane.sock.send(frame, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                lane.stalled = True
+                break
+        lane.oldest_tx = time.monotonic()
+
     def _on_frame(self, lane: _Lane, frame: bytes) -> None:
         try:
             (mtype, sender, lane_name, seq, block_id, plen), signed, tag = split_frame(frame)
@@ -562,6 +676,8 @@ class Channel:
             progressed = False
             sample = None
             now = time.monotonic()
+            if lane.hello_seq >= 0 and acked >= lane.hello_seq:
+                lane.hello_acked = True
             while lane.unacked and next(iter(lane.unacked)) <= acked:
                 s, _ = lane.unacked.popitem(last=False)
                 t = lane.tx_time.pop(s, None)
@@ -583,23 +699,38 @@ class Channel:
         if seq <= last:
             self._old_frame(lane, kind, mtype, seq)
             return
-        if seq != last + 1 and mtype != MsgType.HELLO:
-            if lane.no_pad_seq is not None and last < lane.no_pad_seq < seq:
+        floor = self.pool.recv_floor(stream)
+        if seq <= floor:
+            # above what we accepted but at or below our previous run's durable fence: a frame the
+            # peer sent before it processed our HELLO (it re-sends it above the floor after a
+            # RESUME), or a replay of one our previous run accepted before a power cut lost its
+            # recv_last. Refused either way, counted, not alarmed.
+            self.counters["below_floor"] += 1
+            return
+        sync = mtype in (MsgType.HELLO, MsgType.RESUME)
+        if not lane.peer_synced and not sync:
+            # nothing of the peer accepted since we started: what it sent to our previous run
+            # (in flight, or accepted there and lost with it) comes again after its RESUME, on
+            # new sequence numbers (``_resume``); accepting this one could put it before them
+            self.counters["before_sync"] += 1
+            return
+        if seq != floor + 1 and not sync:
+            if lane.no_pad_seq is not None and floor < lane.no_pad_seq < seq:
                 # the gap is a frame we dropped ourselves for want of its pad (above): the
                 # peer's go-back-N retransmission brings both, in order
                 self.counters["after_no_pad"] += 1
                 return
-            if not lane.peer_synced:
-                # nothing of the peer accepted since we started: what it sent to our previous
-                # instance died with it (seen: a kill -9 of Alice while Bob's PREPARED was in
-                # flight, then Bob's next frame skipped it); its retransmission brings both
-                self.counters["before_sync"] += 1
-                return
             self.counters["out_of_sequence"] += 1
-            self._alarm("out_of_sequence", f"lane {lane.name}: {mtype.name} seq {seq}, expected {last + 1}")
+            self._alarm("out_of_sequence", f"lane {lane.name}: {mtype.name} seq {seq}, expected {floor + 1}")
+            return
+        if mtype == MsgType.RESUME:
+            self._on_resume(lane, stream, seq, signed, plen)
             return
         self.pool.accept_recv(stream, seq)        # durable before the application sees it
         lane.peer_synced = True
+        if mtype == MsgType.HELLO and plen == 16:
+            r, peer_floor = struct.unpack(">qq", signed[-16:])
+            self._resume(lane, r, peer_floor)
         if lane.no_pad_seq is not None and lane.no_pad_seq <= seq:
             lane.no_pad_seq = None
         self.counters["received"] += 1

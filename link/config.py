@@ -21,6 +21,7 @@ Layout (paths are relative to the file)::
     finite_key = "2-decoy"              # or "1-decoy"
     eps_sec = 1e-10
     eps_cor = 1e-15
+    eps_auth = 1e-11                    # a block's authentication term above it: no key (forgeries)
     p_z = 0.5                           # Alice's probability of the Z basis
     receiver = "passive"                # Bob's basis choice: "passive" (beam splitter) or "active"
     receiver_split_z = 0.5              # passive: measured share of the light in Bob's Z arm

@@ -29,8 +29,11 @@ from enum import IntEnum
 # stream, or -1: each stream is refilled only below its own high water, link.commit) instead of
 # one ``auth_idx``; RESYNC lists [state, auth_layout]. A version-5 peer would have refilled every
 # stream from a version-6 COMMIT and its pool would differ from ours: it refuses our frames instead.
+# 7: HELLO carries the sender's last accepted and floor sequence numbers of the peer's data
+# stream on its lane, and RESUME (channel-internal) re-sends unacknowledged frames above that
+# floor (link.channel); a version-6 peer would refuse RESUME as an unknown type and stall.
 # A node refuses frames of another version (WireError naming both).
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 HEADER = struct.Struct(">BBBBQQI")
 TAG_LEN = 8
 MAX_PAYLOAD = 1 << 30
@@ -47,6 +50,7 @@ class MsgType(IntEnum):
     ACK = 1            # cumulative acknowledgement (payload: u64 last in-order data seq)
     HELLO = 2          # first message after a (re)start; may jump the sequence forward
     ABORT = 3          # stop the block (payload: reason, utf-8)
+    RESUME = 5         # channel only: old seqs lo..lo+n-1 of the unacked window follow, renumbered
     # sifting and parameter estimation
     SIFT_ANNOUNCE = 10     # Bob: detected slots and bases of a frame range
     SIFT_MATCH = 11        # Alice: basis-match mask and intensity classes

@@ -60,8 +60,10 @@ telemetry PUB socket. The protocol per frame and per block:
   contradicting the analysis' settings (``receiver_split``: the Z share above
   ``receiver_split_z``; ``detector_mismatch``: the X share of 1s beyond
   ``detector_efficiency_ratio_min``; Alice, ``_watch_receiver``), authentication
-  failure on the channel (``bad_tag``/``replayed``/``out_of_sequence``), peer
-  restart.
+  failure on the channel (``bad_tag``/``replayed``/``out_of_sequence``), an
+  authentication term over its share ``eps_auth`` of the block's epsilon budget
+  (``authentication_budget``: forged frames grew the forgery bound; the block aborts, the
+  link goes on), peer restart.
 
 What it must not do: log or publish key bits, act on unauthenticated input (the
 channel guarantees it), or let either node use a key before the commit.
@@ -162,6 +164,11 @@ class NodeConfig:
     finite_key: str = "2-decoy"          # or "1-decoy"
     eps_sec: float = 1e-10
     eps_cor: float = 1e-15
+    # The authentication term's share of a block's epsilon budget: the block's total is at most
+    # eps_sec + eps_cor + eps_auth, and a block whose forgery bound exceeds it makes no key
+    # (Node._auth_share_check). Honest blocks use ~2.2e-14 at 2^19 bits (the bound grows with
+    # the bytes checked: ~4e-12 at 10^8 bits, extrapolated); a tenth of eps_sec leaves room.
+    eps_auth: float = 1e-11
     p_z: float = 0.9
     # Bob's basis choice: "passive" (a beam splitter sends receiver_split_z of the light to the
     # Z arm; his multi-photon detections are bounded by his cross clicks, link.finite_key) or
@@ -309,6 +316,7 @@ class _Block:
         self.t_last = 0.0                          # Bob: when the block's last frame was read (monotonic)
         self.forged0 = 0.0                         # channel forgery bound where its window opens
         self.forged_peer = 0.0                     # Alice: the peer's, from VERIFY_RESULT
+        self.bad0 = 0                              # bad tags the channel counted when it opened
         self.budget: fk.EpsilonBudget | None = None  # Alice: the finite-key epsilon budget
 
     def add(self, frame: int, bases: np.ndarray, bits: np.ndarray, ints: np.ndarray) -> int:
@@ -369,6 +377,7 @@ class Node:
         self._frame_sem = threading.Semaphore(config.max_frames_in_flight)
         self._block_sem = threading.Semaphore(config.max_blocks_in_flight)
         self._forged_prev = 0.0  # channel forgery bound where the current block's window opened
+        self._bad_prev = 0       # and its bad tag count
         self._cur = self._new_block()
         self._hellos = 0
         self._peer_msgs = 0      # proto messages other than HELLO (a HELLO after any: peer restarted)
@@ -917,6 +926,7 @@ class Node:
         # its authentication window opens where the previous block's did: a sifting message
         # can carry frames of both (checked before this block existed); see _run_block
         blk.forged0, self._forged_prev = self._forged_prev, self.ch.forgery_bound
+        blk.bad0, self._bad_prev = self._bad_prev, self.ch.counters["bad_tag"]
         return blk
 
     def _start_block(self, bid: int, blk: _Block) -> None:
@@ -979,6 +989,24 @@ class Node:
                 self.counters["secret_bits"] += res.secret_bits
                 self.totals["n_z"] += res.n_z
         self.publish("block", **asdict(res))
+
+    def _auth_share_check(self, bid: int, blk: _Block, res: BlockResult) -> None:
+        """Alice, before the block's key is made: its authentication term so far (this node's
+        forgery bound over the block's window, plus Bob's from VERIFY_RESULT; ``_run_block``)
+        must not exceed ``eps_auth``. Every frame Eve forges adds its (L + 1) 2^-64 (a bad tag
+        too: it was a chance to pass), so without this she could grow a block's total epsilon
+        past what the node was configured for. Over it: the block aborts (the peer told), the
+        link goes on; the alarm names the bad tags and the bound. Frames checked after this point
+        (the PA seed, the commit) fall in the windows of the blocks that follow."""
+        term = self.ch.forgery_bound - blk.forged0 + blk.forged_peer
+        if term <= self.cfg.eps_auth:
+            return
+        bad = self.ch.counters["bad_tag"] - blk.bad0
+        raise _BlockAbort(res, f"authentication term {term:.3g} exceeds its share eps_auth "
+                          f"{self.cfg.eps_auth:.3g} of the block's epsilon budget ({bad} frames failed "
+                          f"authentication here since the block's window opened; Bob's checks add "
+                          f"{blk.forged_peer:.3g} to the bound): forged frames on the channel",
+                          "authentication_budget", notify_peer=True)
 
     def _recv_block(self, bid: int, want, res: BlockResult) -> Message:
         """The block's next message of type ``want``; one that comes early (messages of a block
@@ -1234,6 +1262,7 @@ class Node:
             if isinstance(fb, bool) or not isinstance(fb, (int, float)) or not 0.0 <= fb <= 1.0:
                 raise PayloadError(f"VERIFY_RESULT: forgery_bound {fb!r} is not a probability")
             blk.forged_peer = float(fb)
+            self._auth_share_check(bid, blk, res)
             res.leaked_bits += 64 * n_tags
             if not vmeta.get("ok"):
                 self.alarm("verification_failed", f"block {bid}: keys differ after reconciliation", bid)

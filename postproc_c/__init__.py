@@ -17,7 +17,7 @@ from ._binding import Error, ffi, lib
 from ._version import __version__
 from .bits import pack_bits, unpack_bits
 from .cascade import CascadeSide
-from .hashing import poly_hash, poly_hash_bytes
+from .hashing import poly_hash, poly_hash_bytes, wc_tag, wc_verify
 from .ldpc import LdpcCode, LdpcSide
 from .pattern import PackedPattern, pack_pattern
 from .reconcile import ReconcileResult, make_side, methods, reconcile_in_memory
@@ -53,6 +53,7 @@ __all__ = [
     "SiftResult", "alice_sift", "bob_announce", "bob_sift", "error_counts", "frame_counts", "sift",
     "Error", "ReconcileResult", "SelfTestError", "__version__", "cpu_features", "ffi", "lib",
     "make_side", "memzero", "methods", "pack_bits", "poly_hash", "poly_hash_bytes", "reconcile_in_memory",
+    "wc_tag", "wc_verify",
     "selftest", "toeplitz_hash", "unpack_bits", "PackedPattern", "pack_pattern",
     "GapCounter", "SlotClose", "slot_close", "slot_gaps",
 ]

@@ -100,6 +100,55 @@ def poly_hash_bytes(data: bytes | bytearray | memoryview | np.ndarray, key: int)
     return int(tag[0])
 
 
+def _in8(buf: bytearray | memoryview | np.ndarray, name: str):
+    """An 8-byte secret buffer for C, passed as is (``ffi.from_buffer``: no copy to wipe)."""
+    if isinstance(buf, (bytes, str)) or not _is_buffer(buf):
+        raise TypeError(f"{name}: expected a bytearray, memoryview or numpy buffer (a wipeable one), "
+                        f"got {type(buf).__name__}")
+    mv = memoryview(buf)
+    if mv.nbytes != TAG_BYTES or not mv.c_contiguous:
+        raise ValueError(f"{name}: expected {TAG_BYTES} contiguous bytes, got {mv.nbytes}")
+    return ffi.from_buffer("uint8_t[]", buf)
+
+
+def _data(data) -> tuple:
+    if isinstance(data, str) or not _is_buffer(data):
+        raise TypeError(f"data: expected a bytes-like object, got {type(data).__name__}")
+    mv = memoryview(data)
+    if not mv.c_contiguous:
+        raise ValueError("data: buffer must be C-contiguous")
+    return (ffi.from_buffer("uint8_t[]", data) if mv.nbytes else ffi.NULL), mv.nbytes
+
+
+def wc_tag(data: bytes | bytearray | memoryview | np.ndarray, key8: bytearray | memoryview,
+           pad8: bytearray | memoryview, out8: bytearray | memoryview) -> None:
+    """Write the Wegman-Carter tag ``poly_hash_bytes(data, key) XOR pad`` into ``out8``.
+
+    ``key8`` and ``pad8`` are 8-byte buffers holding the key and the one-time pad little-endian
+    (a ``bytearray`` or a view into one, so the caller can wipe them); neither becomes a Python
+    int, nor does the hash value (``qpp_wc_tag`` wipes its copies). ``out8``: 8 writable bytes
+    (the tag is public once sent: it is the hash hidden by the one-time pad)."""
+    buf, n = _data(data)
+    k, p = _in8(key8, "key8"), _in8(pad8, "pad8")
+    mv = memoryview(out8)
+    if mv.readonly or mv.nbytes != TAG_BYTES:
+        raise ValueError(f"out8: expected {TAG_BYTES} writable bytes")
+    out = ffi.from_buffer("uint8_t[]", out8, require_writable=True)
+    check("qpp_wc_tag", lib.qpp_wc_tag(buf, n, k, p, out))
+
+
+def wc_verify(data: bytes | bytearray | memoryview | np.ndarray, key8: bytearray | memoryview,
+              pad8: bytearray | memoryview, tag8: bytes | bytearray | memoryview) -> bool:
+    """Whether ``tag8`` is the Wegman-Carter tag of ``data`` (``wc_tag``), compared in constant
+    time in C: the expected tag is never returned (``qpp_wc_verify`` wipes it)."""
+    buf, n = _data(data)
+    k, p = _in8(key8, "key8"), _in8(pad8, "pad8")
+    mv = memoryview(tag8)
+    if mv.nbytes != TAG_BYTES:
+        return False
+    return check("qpp_wc_verify", lib.qpp_wc_verify(buf, n, k, p, ffi.from_buffer("uint8_t[]", tag8))) == 1
+
+
 def _is_buffer(obj: object) -> bool:
     try:
         memoryview(obj)  # type: ignore[arg-type]

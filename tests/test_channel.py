@@ -491,18 +491,22 @@ def test_close_twice_leaves_reused_descriptors_alone(tmp_path):
 
 def test_frames_lost_with_a_killed_receiver_are_resent_without_an_alarm(link, tmp_path):
     """Bob is restarted while Alice's frame is lost in flight (the kill -9 campaign saw it: an
-    ``out_of_sequence`` alarm on the restarted node). The new Bob resumes from his durable
-    sequence numbers; Alice's next frame skips the lost one before Bob has accepted anything of
-    hers: counted as ``before_sync``, not alarmed, and go-back-N delivers both in order. Once in
-    sync, the same gap is an alarm again (``test_reorder_refused_then_recovered_in_order``)."""
+    ``out_of_sequence`` alarm on the restarted node). The new Bob takes no frame of Alice's
+    before her RESUME (counted as ``before_sync``, not alarmed): his HELLO names his floor and
+    she re-sends what he has not acknowledged above it, on new sequence numbers, in order. Once
+    in sync, a gap is an alarm again (``test_reorder_refused_then_recovered_in_order``)."""
     alice, bob, proxy = link(retry_s=0.2)
     seen: list[bytes] = []
+    first_m2: list[bytes | None] = [None]
 
     def tamper(d, lane, frame):
         if d == "a2b" and _mtype(frame) == MsgType.DATA:
             seen.append(frame)
-            if b"m2" in frame and not any(b"m3" in f for f in seen):
+            if frame == first_m2[0] and not any(b"m3" in f for f in seen):
                 return []                       # lost with the old Bob, and every copy until m3 passed
+            if b"m2" in frame and first_m2[0] is None:
+                first_m2[0] = frame
+                return []
         return [frame]
 
     proxy.tamper = tamper
@@ -524,10 +528,7 @@ def test_frames_lost_with_a_killed_receiver_are_resent_without_an_alarm(link, tm
     try:
         hellos = alice.counters["received"]
         bob2.start()
-        # m3 only once the new Bob's HELLO reached Alice: the path through the proxy to him is
-        # up, so m3 reaches him before any copy of m2 (sent before m3 was seen, a frame sent
-        # while his connection was still opening could be lost with the old Bob too, and then
-        # both arrive in order: correct, but no before_sync to count)
+        # m3 only once the new Bob's HELLO reached Alice: she re-sent m2 after her RESUME
         end = time.monotonic() + 10
         while alice.counters["received"] == hellos and time.monotonic() < end:
             time.sleep(0.01)
@@ -536,7 +537,9 @@ def test_frames_lost_with_a_killed_receiver_are_resent_without_an_alarm(link, tm
         got = _recv_data(bob2, 2, timeout=20)         # retry timer backed off by the drops of m2
         assert [m.payload for m in got] == [b"m2", b"m3"]
         assert bob2.counters["out_of_sequence"] == 0 and alarms == [], (bob2.counters, alarms)
-        assert bob2.counters.get("before_sync", 0) >= 1, bob2.counters
+        # m2 (unacknowledged when Bob went) came again after a RESUME (one per lane), re-tagged
+        # above his floor
+        assert bob2.counters["resumed"] == 2 and alice.counters["renumbered"] >= 1, alice.counters
     finally:
         bob2.close()
 

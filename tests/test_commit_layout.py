@@ -85,10 +85,10 @@ def test_bob_refuses_a_malformed_resync_before_acting_on_any_of_it(tmp_path, lis
 
 
 def test_a_version_5_frame_is_refused_naming_both_versions():
-    assert PROTOCOL_VERSION == 6
+    assert PROTOCOL_VERSION == 7
     payload = json.dumps({"auth_idx": 0}).encode()
     frame = HEADER.pack(5, int(MsgType.COMMIT), 0, 0, 1, 4, len(payload)) + payload + bytes(TAG_LEN)
-    with pytest.raises(WireError, match="protocol version 5, expected 6"):
+    with pytest.raises(WireError, match="protocol version 5, expected 7"):
         split_frame(frame)
     ok = struct.pack(">B", PROTOCOL_VERSION) + frame[1:]
     assert split_frame(ok)[0][0] == MsgType.COMMIT

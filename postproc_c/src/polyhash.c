@@ -192,3 +192,52 @@ int qpp_poly_hash_bytes(const uint8_t *data, size_t len, uint64_t key, uint64_t 
         *tag = finish(h, 0, 0, 8 * (uint64_t)len, key);
     return QPP_OK;
 }
+
+static uint64_t load_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* The tag into t[8]; key and pad copies and the hash wiped here. */
+static int wc_tag8(const uint8_t *data, size_t len, const uint8_t *key8, const uint8_t *pad8, uint8_t t[8])
+{
+    uint64_t k = load_le64(key8), h = 0;
+    int st = qpp_poly_hash_bytes(data, len, k, &h);
+    if (st == QPP_OK) {
+        uint64_t v = h ^ load_le64(pad8);
+        for (int i = 0; i < 8; i++)
+            t[i] = (uint8_t)(v >> (8 * i));
+        qpp_memzero(&v, sizeof v);
+    }
+    qpp_memzero(&k, sizeof k);
+    qpp_memzero(&h, sizeof h);
+    return st;
+}
+
+int qpp_wc_tag(const uint8_t *data, size_t len, const uint8_t *key8, const uint8_t *pad8, uint8_t *tag_out)
+{
+    if (!key8 || !pad8 || !tag_out)
+        return QPP_ERR_NULL;
+    return wc_tag8(data, len, key8, pad8, tag_out);
+}
+
+int qpp_wc_verify(const uint8_t *data, size_t len, const uint8_t *key8, const uint8_t *pad8,
+                  const uint8_t *tag8)
+{
+    if (!key8 || !pad8 || !tag8)
+        return QPP_ERR_NULL;
+    uint8_t t[8];
+    int st = wc_tag8(data, len, key8, pad8, t);
+    if (st != QPP_OK) {
+        qpp_memzero(t, sizeof t);
+        return st;
+    }
+    unsigned diff = 0;
+    for (int i = 0; i < 8; i++)          /* constant time: every byte, no early exit */
+        diff |= (unsigned)(t[i] ^ tag8[i]);
+    qpp_memzero(t, sizeof t);
+    return diff == 0;
+}
