@@ -22,13 +22,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# every test file that exercises the C core (731 tests), in two shards run side by side (one per
+# every test file that exercises the C core (735 tests), in two shards run side by side (one per
 # core): sanitized, test_ldpc_qc.py takes ~37 s and the rest ~36 s on this machine, 77 s in one run
 C_CORE_SHARDS = [["test_ldpc_qc.py"],
                  ["test_bits.py", "test_toeplitz.py", "test_polyhash.py", "test_sifting.py",
                   "test_cascade.py", "test_ldpc.py", "test_ldpc_side_kat.py",
                   "test_tagmerge.py", "test_hil_kernel.py",  # hil._kernel: HIL C hot path (hil/build_ffi.py)
-                  "test_slotting_fast.py"]]  # src/slot.c through link.slotting, and its fuzz
+                  "test_slotting_fast.py",   # src/slot.c through link.slotting, and its fuzz
+                  "test_auth_wipe.py"]]      # qpp_wc_tag/qpp_wc_verify through link.auth's pool
 
 OVERFLOW_CONTROL = """
 import numpy as np
