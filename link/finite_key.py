@@ -528,7 +528,7 @@ class DetectorMismatch:
     weakest over the strongest), in every mode Eve can fill; 1.0 claims equal detectors (no
     cost, no term).
     ``squashed``: Bob's announced same-basis double clicks of the block, (Z, X): an upper bound
-    on the sifted ones, each counted as tagged.
+    on the sifted ones, each tagged with probability at most 1 - rho^2 (a single click: 1 - rho).
     """
 
     ratio_min: float
@@ -605,6 +605,20 @@ def _max_rounds_uniform(cross: float, r: float, events: int, eps: float) -> floa
     return t
 
 
+def common_split_range(rx: PassiveReceiver, eps: float, efficiency_ratio: float = 1.0) -> tuple[float, float]:
+    """(p_lo, p_hi): the range the virtual common receiver's optical Z share is taken from:
+    ``rx.split_range`` widened by odds factor rho = ``efficiency_ratio`` on both sides
+    (p -> p rho / (p rho + q) and p / (p + q rho); module docstring, "Detector efficiency
+    mismatch"). At rho = 1 it is ``rx.split_range`` itself."""
+    if not 0.0 < efficiency_ratio <= 1.0:
+        raise ValueError(f"efficiency_ratio: must lie in (0, 1], got {efficiency_ratio}")
+    p_lo, p_hi = rx.split_range(eps)
+    if efficiency_ratio < 1.0:
+        p_hi = p_hi / (p_hi + (1.0 - p_hi) * efficiency_ratio)
+        p_lo = p_lo * efficiency_ratio / (p_lo * efficiency_ratio + 1.0 - p_lo)
+    return p_lo, p_hi
+
+
 def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float,
                                  efficiency_ratio: float = 1.0) -> tuple[float, float]:
     """Upper bounds (B_Z, B_X) on the block's sifted single-photon events (Alice sent one
@@ -628,11 +642,7 @@ def multiphoton_detection_bounds(rx: PassiveReceiver, eps: float,
         raise ValueError(f"eps: must lie in (0, 1), got {eps}")
     if not 0.0 < efficiency_ratio <= 1.0:
         raise ValueError(f"efficiency_ratio: must lie in (0, 1], got {efficiency_ratio}")
-    p_lo, p_hi = rx.split_range(eps)
-    if efficiency_ratio < 1.0:
-        # odds p/q times 1/rho (top) or rho (bottom): p -> p / (p + q rho), p rho / (p rho + q)
-        p_hi = p_hi / (p_hi + (1.0 - p_hi) * efficiency_ratio)
-        p_lo = p_lo * efficiency_ratio / (p_lo * efficiency_ratio + 1.0 - p_lo)
+    p_lo, p_hi = common_split_range(rx, eps, efficiency_ratio)
     q = 1.0 - p_hi                      # the Z bound's worst case: the largest Z share
     c = float(rx.cross_clicks)
     out = []
