@@ -319,9 +319,10 @@ _PE_TERMS = {"2-decoy": 4 + 10 + 2, "1-decoy": 4 + 6 + 4}
 # Z-only and X-only detections and on how many of them are sifted (module docstring,
 # "Measurement model").
 RECEIVER_TERMS = 4
-# A bounded detector efficiency mismatch (ratio < 1) adds two: the tagged-event tails of the key
-# and the test basis (module docstring, "Detector efficiency mismatch").
-MISMATCH_TERMS = 2
+# A bounded detector efficiency mismatch (ratio < 1) adds four: the tagged-event tails of the key
+# and the test basis, and the tails of the common receiver's events that real clicks moved out
+# of each basis' untagged set (module docstring, "Detector efficiency mismatch", "Removed events").
+MISMATCH_TERMS = 4
 
 
 def eps_terms(protocol: str, passive: bool, mismatch: bool = False) -> int:
@@ -567,6 +568,48 @@ def tagged_detection_bound(n: int, ratio_min: float, squashed: int, eps: float) 
     return min(float(n), v + lt / 3.0 + math.sqrt(lt * lt / 9.0 + 2.0 * v * lt))
 
 
+def removed_event_bound(doubles: int, cross: int, ratio_min: float, p_basis: float, eps: float) -> float:
+    """Upper bound on R_B: the events of the virtual common receiver that count for the sampling
+    in basis B (Alice sent one photon and chose B, the common pattern is sifted in B) but whose
+    real pattern has more clicks, so that they are missing from Bob's untagged events (module
+    docstring, "Removed events"). Each such event is a real multi-click event: one of the
+    block's ``doubles`` same-basis double clicks in B (tagged with probability <= 1 - rho^2) or
+    one of its ``cross`` clicks (the common receiver missed every click of the other arm: <= 1 -
+    rho); either way Alice sent one photon and chose B with probability <= ``p_basis`` whatever
+    Bob saw (a single photon's state is the same in both bases). Freedman's tail over the
+    block's multi-click events, union over both counts (Eve shapes them): v + l/3 +
+    sqrt(l^2/9 + 2 v l), v = p_basis ((1 - rho^2) doubles + (1 - rho) cross), l = ln(1/eps) +
+    l'(doubles) + l'(cross); fails with probability <= ``eps``. Zero at rho = 1."""
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"eps: must lie in (0, 1), got {eps}")
+    if not 0.0 < ratio_min <= 1.0:
+        raise ValueError(f"ratio_min: must lie in (0, 1], got {ratio_min}")
+    if not 0.0 < p_basis <= 1.0:
+        raise ValueError(f"p_basis: must lie in (0, 1], got {p_basis}")
+    if doubles < 0 or cross < 0:
+        raise ValueError(f"doubles/cross: counts must be >= 0, got {doubles}, {cross}")
+    if ratio_min >= 1.0 or doubles + cross == 0:
+        return 0.0
+    v = p_basis * ((1.0 - ratio_min * ratio_min) * doubles + (1.0 - ratio_min) * cross)
+    lt = (math.log(1.0 / eps) + _uniform_log_term(doubles + 1, 1.0)
+          + _uniform_log_term(cross + 1, 1.0))
+    return min(float(doubles + cross), v + lt / 3.0 + math.sqrt(lt * lt / 9.0 + 2.0 * v * lt))
+
+
+def untagged_phase_error_bound(v1_test: float, s1_test: float, s1_key: float, removed_x: float,
+                               removed_z: float, eps_sec: float, protocol: str = "2-decoy",
+                               terms: int | None = None) -> float:
+    """Phase-error bound of the key basis' untagged single-photon events (module docstring,
+    "Removed events"): Lim's Eq. (5) on the common receiver's events, whose test errors are at
+    most ``v1_test`` + R_X and which are at least the untagged counts ``s1_test``/``s1_key``,
+    then the key basis' phase errors, all of which may sit in its untagged part, over that
+    part: times (1 + R_Z / s1_key). With no removed events this is ``phase_error_bound``."""
+    if s1_key <= 0:
+        return 0.5
+    phi = phase_error_bound(v1_test + removed_x, s1_test, s1_key, eps_sec, protocol, terms)
+    return min(0.5, phi * (1.0 + removed_z / s1_key))
+
+
 def share_allows_ratio(ones: int, n: int, ratio_min: float, sigmas: float = 5.0) -> bool:
     """Whether ``ones`` 1s among ``n`` sifted bits of a basis (Alice's uniform bits, so a share
     eta_1 / (eta_0 + eta_1) on honest light) can come from detectors whose efficiency ratio is
@@ -719,7 +762,9 @@ def single_photon_bounds(key: BasisCounts, test: BasisCounts, decoy: DecoySettin
     With a passive ``receiver`` s1 and s1_test are those of the events Bob received as at
     most one photon: the multi-photon bounds ``mp_z``/``mp_x`` (also returned) are taken off.
     With a ``mismatch`` below 1 the tagged-event bounds ``tag_z``/``tag_x`` (also returned) are
-    taken off as well (module docstring, "Detector efficiency mismatch").
+    taken off as well, and ``rem_z``/``rem_x`` bound the common receiver's events that real clicks
+    moved out of the untagged ones (``untagged_phase_error_bound`` uses them; module docstring,
+    "Detector efficiency mismatch", "Removed events").
     """
     decoy.check(protocol)
     mm = mismatch is not None and mismatch.active
@@ -737,13 +782,20 @@ def single_photon_bounds(key: BasisCounts, test: BasisCounts, decoy: DecoySettin
         mp_z, mp_x = multiphoton_detection_bounds(receiver, eps,
                                                   mismatch.ratio_min if mm else 1.0)
         s1, s1_test = max(0.0, s1 - mp_z), max(0.0, s1_test - mp_x)
-    tag_z = tag_x = 0.0
+    tag_z = tag_x = rem_z = rem_x = 0.0
     if mm:
         tag_z = tagged_detection_bound(key.n_total, mismatch.ratio_min, mismatch.squashed[0], eps)
         tag_x = tagged_detection_bound(test.n_total, mismatch.ratio_min, mismatch.squashed[1], eps)
         s1, s1_test = max(0.0, s1 - tag_z), max(0.0, s1_test - tag_x)
+        # Alice's basis probability enters only through a passive receiver's counts; an active
+        # receiver's caller does not pass it here, so it is taken as 1 (conservative)
+        cross = receiver.cross_clicks if receiver is not None else 0
+        pz = receiver.alice_p_z if receiver is not None else 1.0
+        px = 1.0 - receiver.alice_p_z if receiver is not None else 1.0
+        rem_z = removed_event_bound(mismatch.squashed[0], cross, mismatch.ratio_min, pz, eps)
+        rem_x = removed_event_bound(mismatch.squashed[1], cross, mismatch.ratio_min, px, eps)
     return {"s0": s0, "s1": s1, "s1_test": s1_test, "v1_test": v1, "mp_z": mp_z, "mp_x": mp_x,
-            "tag_z": tag_z, "tag_x": tag_x}
+            "tag_z": tag_z, "tag_x": tag_x, "rem_z": rem_z, "rem_x": rem_x}
 
 
 def phase_error_bound(v1_test: float, s1_test: float, s1_key: float, eps_sec: float,
@@ -799,7 +851,8 @@ def secret_key_length(key: BasisCounts, test: BasisCounts, decoy: DecoySettings,
                            correctness=eps_cor, authentication=eps_auth)
     b = single_photon_bounds(key, test, decoy, eps_sec=eps_sec, protocol=protocol, receiver=receiver,
                              mismatch=mismatch)
-    phi = phase_error_bound(b["v1_test"], b["s1_test"], b["s1"], eps_sec, protocol, terms)
+    phi = untagged_phase_error_bound(b["v1_test"], b["s1_test"], b["s1"], b["rem_x"], b["rem_z"],
+                                     eps_sec, protocol, terms)
     penalty = 6.0 * math.log2(terms / eps_sec) + math.log2(2.0 / eps_cor)
     raw = b["s0"] + b["s1"] * (1.0 - binary_entropy(phi)) - leak_ec_bits - penalty
     ell = max(0, math.floor(raw))
@@ -823,4 +876,5 @@ def secret_key_length(key: BasisCounts, test: BasisCounts, decoy: DecoySettings,
                            leak_ec=int(leak_ec_bits), penalty_bits=penalty, eps=budget,
                            reason=reason, extra={"raw_length": raw, "multiphoton_z": b["mp_z"],
                                                  "multiphoton_x": b["mp_x"],
-                                                 "tagged_z": b["tag_z"], "tagged_x": b["tag_x"]})
+                                                 "tagged_z": b["tag_z"], "tagged_x": b["tag_x"],
+                                                 "removed_z": b["rem_z"], "removed_x": b["rem_x"]})

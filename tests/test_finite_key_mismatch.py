@@ -68,7 +68,7 @@ def test_length_falls_as_the_ratio_falls():
 def test_split_range_widened_by_the_ratio():
     """The common receiver's optical split is within odds factor rho of the efficiency-weighted
     setting, so the multi-photon bounds grow as rho falls, and are unchanged at rho = 1."""
-    eps = 1e-10 / 27
+    eps = 1e-10 / fk.eps_terms("2-decoy", True, True)      # 21 + 4 passive + 4 mismatch
     b1 = fk.multiphoton_detection_bounds(RX, eps)
     assert fk.multiphoton_detection_bounds(RX, eps, 1.0) == b1
     b9, b8 = fk.multiphoton_detection_bounds(RX, eps, 0.9), fk.multiphoton_detection_bounds(RX, eps, 0.8)

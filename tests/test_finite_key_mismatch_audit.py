@@ -240,3 +240,85 @@ def test_analysis_refuses_or_bounds_a_common_split_below_half():
     r = fk.secret_key_length(key, test, DECOY, leak_ec_bits=20_000, receiver=RX_5050,
                              mismatch=fk.DetectorMismatch(0.9, (500, 500)))
     assert r.ell == 0 or "dark" in r.reason, r
+
+
+def _hidden_error_attack(n_pulses: int, rho: float, f: float, k: int, seed: int = 3) -> dict:
+    """Finding F0's attack on an active receiver, Alice sending single photons only (exact
+    single-photon counts: no decoy estimation in the way). Eve measures every photon in X
+    (result r, Alice's bit when Alice chose X; Alice's virtual X value either way) and resends
+    |r> in a mode where only the detector of r (in X) is strong (efficiency 1, the other three
+    rho): when Bob measures X, his click is tagged at the full 1 - rho and correct. On a fraction
+    ``f`` she adds ``k`` photons |r-bar> at efficiency rho everywhere (no mismatch for them): an
+    X-basis Bob then sees the wrong detector; when the common receiver catches only those, the
+    real one also catches |r> and the error becomes a double click with a random bit, tagged.
+    The common receiver's error has left the untagged set, the real one shows as 1/2."""
+    rng = np.random.default_rng(seed)
+    a_b = rng.integers(0, 2, n_pulses).astype(np.int8)                 # 0 Z, 1 X
+    a_bit = rng.integers(0, 2, n_pulses).astype(np.int8)
+    r = np.where(a_b == 1, a_bit, rng.integers(0, 2, n_pulses).astype(np.int8))
+    extra = np.where(rng.random(n_pulses) < f, k, 0)
+    pid = np.repeat(np.arange(n_pulses), 1 + extra)
+    first = np.r_[True, pid[1:] != pid[:-1]]                            # the |r> photon of each pulse
+    bit = np.where(first, r[pid], 1 - r[pid])
+    bob = rng.integers(0, 2, n_pulses).astype(np.int8)                  # active basis choice
+    bb = bob[pid]
+    out = np.where(bb == 1, bit, rng.integers(0, 2, pid.size).astype(np.int8))
+    det = bb * 2 + out
+    u = rng.random(pid.size)
+    real = u < np.where(first & (bb == 1), 1.0, rho)
+    comm = u < rho
+    rp = np.zeros((n_pulses, 4), bool)
+    cp = np.zeros((n_pulses, 4), bool)
+    rp[pid[real], det[real]] = True
+    cp[pid[comm], det[comm]] = True
+    vp = np.zeros((n_pulses, 2), bool)                                 # common's virtual X pattern
+    vp[pid[comm], bit[comm]] = True
+    squash = rng.integers(0, 2, n_pulses).astype(np.int8)
+    vbit = np.where(vp.sum(1) == 2, squash, vp[:, 1])
+    zc, xc = rp[:, :2].sum(1), rp[:, 2:].sum(1)
+    bbit = np.where(zc > 0, np.where(zc == 2, squash, rp[:, 1]), np.where(xc == 2, squash, rp[:, 3]))
+    sifted = ((zc > 0) | (xc > 0)) & (bob == a_b)
+    tagged = (rp != cp).any(1)
+    key, test = sifted & (a_b == 0), sifted & (a_b == 1)
+    czc, cxc = cp[:, :2].sum(1), cp[:, 2:].sum(1)
+    return {"n_z": int(key.sum()), "n_x": int(test.sum()),
+            "errors_x": int(np.sum(test & (bbit != a_bit))),
+            "doubles": (int(np.sum(zc == 2)), int(np.sum(xc == 2))),
+            "tagged": (int(np.sum(key & tagged)), int(np.sum(test & tagged))),
+            "untagged_z": int(np.sum(key & ~tagged)),
+            "phase_untagged_z": int(np.sum(key & ~tagged & (vbit != r))),
+            "removed": (int(np.sum((czc > 0) & (a_b == 0) & tagged)),
+                        int(np.sum((cxc > 0) & (a_b == 1) & tagged)))}
+
+
+def test_hidden_errors_break_the_sampling_of_untagged_events_and_the_removed_bound_restores_it():
+    """Finding F0. The tagging removes from Bob's untagged events not only real-only clicks but
+    also events of the common receiver (those the sampling is about) that gained a real click;
+    Eve makes these the common receiver's errors, so the untagged test events are cleaner than
+    the sample they came from. With exact single-photon counts, the phase-error bound computed
+    from the untagged counts alone (the code before this audit: Lim's Eq. 5 with v1 over
+    s1_test - D_X) is below the true phase-error rate of the untagged key events, beyond its
+    own sampling term; with R_X added to the test errors and the key's phase errors spread over
+    its untagged part only (``untagged_phase_error_bound``) it is above. The removed counts stay
+    within ``removed_event_bound``."""
+    rho, eps_sec = 0.7, 1e-10
+    t = _hidden_error_attack(2_000_000, rho, 0.1, 3)
+    terms = fk.eps_terms("2-decoy", False, True)
+    eps = eps_sec / terms
+    d_z = fk.tagged_detection_bound(t["n_z"], rho, t["doubles"][0], eps)
+    d_x = fk.tagged_detection_bound(t["n_x"], rho, t["doubles"][1], eps)
+    assert t["tagged"][0] <= d_z and t["tagged"][1] <= d_x
+    s1, s1_test = t["n_z"] - d_z, t["n_x"] - d_x
+    assert t["untagged_z"] >= s1
+    true_phase = t["phase_untagged_z"] / t["untagged_z"]
+    old = fk.phase_error_bound(t["errors_x"], s1_test, s1, eps_sec, "2-decoy", terms)
+    assert old < true_phase - 0.005, (old, true_phase)
+    r_z = fk.removed_event_bound(t["doubles"][0], 0, rho, 1.0, eps)
+    r_x = fk.removed_event_bound(t["doubles"][1], 0, rho, 1.0, eps)
+    assert t["removed"][0] <= r_z and t["removed"][1] <= r_x, (t["removed"], r_z, r_x)
+    new = fk.untagged_phase_error_bound(t["errors_x"], s1_test, s1, r_x, r_z, eps_sec, "2-decoy", terms)
+    assert new > true_phase, (new, true_phase)
+    # at ratio 1 there is nothing to remove and the bound is Lim's exactly
+    assert fk.removed_event_bound(t["doubles"][1], 10, 1.0, 0.5, eps) == 0.0
+    assert fk.untagged_phase_error_bound(500, 1e5, 1e6, 0.0, 0.0, eps_sec) == \
+        fk.phase_error_bound(500, 1e5, 1e6, eps_sec)
