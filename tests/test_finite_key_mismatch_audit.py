@@ -99,7 +99,12 @@ def _simulate(n_pulses: int, rho: float, f_ir: float, *, trans: float = 1.0, eta
     good_z = key & one & ~tagged & (n_common <= 1)
     good_x = test & one & ~tagged & (n_common <= 1)
     coin = rng.random(n_pulses) < 0.5
-    truth = {"tag_z": int(np.sum(key & tagged)), "tag_x": int(np.sum(test & tagged)),
+    # the common receiver's sampled events that a real click moved out of the untagged ones (R_B)
+    czc, cxc = comm_pat[:, :2].sum(1), comm_pat[:, 2:].sum(1)
+    sampled = one & ((n_common <= 1) if passive else True) & tagged
+    truth_removed = (int(np.sum(sampled & (czc > 0) & (cxc == 0) & (a_basis == 0))),
+                     int(np.sum(sampled & (cxc > 0) & (czc == 0) & (a_basis == 1))))
+    truth = {"removed": truth_removed, "tag_z": int(np.sum(key & tagged)), "tag_x": int(np.sum(test & tagged)),
              "good_z": int(good_z.sum()), "good_x": int(good_x.sum()),
              "phase_good_z": int(np.sum(good_z & ir_z & coin)), "err_good_x": int(np.sum(good_x & err)),
              "s1_z": int(np.sum(key & one)), "phase_s1_z": int(np.sum(key & one & ir_z & coin)),
@@ -114,11 +119,11 @@ def _all_intercepted_at_half() -> tuple:
 
 
 def _analysis(kc, tc, rx, squashed, rho):
+    """The bounds and the phase-error bound exactly as ``secret_key_length`` computes them."""
     mm = fk.DetectorMismatch(rho, squashed)
     b = fk.single_photon_bounds(kc, tc, DECOY, eps_sec=1e-10, receiver=rx, mismatch=mm)
-    terms = fk.eps_terms("2-decoy", rx is not None, mm.active)
-    phi = fk.phase_error_bound(b["v1_test"], b["s1_test"], b["s1"], 1e-10, "2-decoy", terms)
-    return b, phi
+    r = fk.secret_key_length(kc, tc, DECOY, leak_ec_bits=0, receiver=rx, mismatch=mm)
+    return b, r.phase_error
 
 
 def test_attack_breaks_the_equal_detector_analysis():
@@ -170,6 +175,7 @@ def test_bound_holds_against_mismatch_attacks(rho, f_ir, mode, resend, passive, 
     assert t["tag_z"] <= b["tag_z"] and t["tag_x"] <= b["tag_x"], (t, b)
     assert t["good_z"] >= b["s1"] > 0 and t["good_x"] >= b["s1_test"] > 0, (t, b)
     assert t["err_good_x"] <= b["v1_test"], (t, b)
+    assert t["removed"][0] <= b["rem_z"] and t["removed"][1] <= b["rem_x"], (t, b)
     assert t["phase_good_z"] / t["good_z"] <= phi < 0.5, (t, phi)
 
 
@@ -322,3 +328,25 @@ def test_hidden_errors_break_the_sampling_of_untagged_events_and_the_removed_bou
     assert fk.removed_event_bound(t["doubles"][1], 10, 1.0, 0.5, eps) == 0.0
     assert fk.untagged_phase_error_bound(500, 1e5, 1e6, 0.0, 0.0, eps_sec) == \
         fk.phase_error_bound(500, 1e5, 1e6, eps_sec)
+
+
+def test_secret_key_length_uses_the_removed_event_bound():
+    """The length's phase error is ``untagged_phase_error_bound`` of the block's bounds, above
+    Lim's Eq. (5) on the untagged counts alone (the first version) whenever the ratio is below 1,
+    and exactly that at ratio 1. (The rig block of tests/test_finite_key_mismatch.py.)"""
+    from test_finite_key_mismatch import KEY, LEAK, RX, SQUASHED, TEST
+
+    for rho in (1.0, 0.9):
+        mm = fk.DetectorMismatch(rho, SQUASHED)
+        b = fk.single_photon_bounds(KEY, TEST, DECOY, eps_sec=1e-10, receiver=RX, mismatch=mm)
+        terms = fk.eps_terms("2-decoy", True, mm.active)
+        r = fk.secret_key_length(KEY, TEST, DECOY, leak_ec_bits=LEAK, receiver=RX, mismatch=mm)
+        first = fk.phase_error_bound(b["v1_test"], b["s1_test"], b["s1"], 1e-10, "2-decoy", terms)
+        assert r.phase_error == fk.untagged_phase_error_bound(
+            b["v1_test"], b["s1_test"], b["s1"], b["rem_x"], b["rem_z"], 1e-10, "2-decoy", terms)
+        assert r.extra["removed_x"] == b["rem_x"] and r.extra["removed_z"] == b["rem_z"]
+        if rho < 1.0:
+            assert b["rem_x"] > 0 and r.phase_error > first
+        else:
+            assert b["rem_x"] == b["rem_z"] == 0.0 and r.phase_error == first
+    assert fk.eps_terms("2-decoy", True, True) == 29 and fk.eps_terms("1-decoy", False, True) == 23
