@@ -408,7 +408,7 @@ MISMATCH_TERMS = 4
 
 def eps_terms(protocol: str, passive: bool, mismatch: bool = False) -> int:
     """Number of equal eps terms eps_sec is composed of (EPS_TERMS, plus the passive
-    receiver's four: RECEIVER_TERMS, plus a mismatch bound's two: MISMATCH_TERMS)."""
+    receiver's four: RECEIVER_TERMS, plus a mismatch bound's four: MISMATCH_TERMS)."""
     if protocol not in EPS_TERMS:
         raise ValueError(f"protocol: expected '2-decoy' or '1-decoy', got {protocol!r}")
     return EPS_TERMS[protocol] + (RECEIVER_TERMS if passive else 0) + (MISMATCH_TERMS if mismatch else 0)
