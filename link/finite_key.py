@@ -219,8 +219,11 @@ GLLP-like) with a finite-size tail of its own, derived here in full so it can be
   does not.)
 * Tagging. An event is *untagged* if the common receiver's click pattern equals the real one
   (then Bob's outcome, squashing bit included, is the common receiver's), *tagged* otherwise.
-  The common pattern is a subset of the real one (eta_c <= eta_d), so: every common event
-  with at most one photon at Bob is an untagged real event; common cross clicks are real cross
+  The common pattern is a subset of the real one (eta_c <= eta_d), so: a common event is a real
+  event with the same outcome unless a photon the common receiver lost (or a dark count) adds a
+  real click, which makes it a real multi-click event ("Removed events" below: the first version
+  said every common event with at most one photon is an untagged real event, which the audit
+  found false when more photons reach the real receiver than the common one keeps); common cross
   clicks (C bounds them, so the multi-photon bound above holds for the common receiver with the
   observed C and N); and a real detector click with m photons and dark-count probability delta
   is also a common click with probability (1 - (1-delta)(1-eta_c)^m) / (1 - (1-delta)(1-eta_d)^m)
