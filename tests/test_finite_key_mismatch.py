@@ -68,7 +68,7 @@ def test_length_falls_as_the_ratio_falls():
 def test_split_range_widened_by_the_ratio():
     """The common receiver's optical split is within odds factor rho of the efficiency-weighted
     setting, so the multi-photon bounds grow as rho falls, and are unchanged at rho = 1."""
-    eps = 1e-10 / 27
+    eps = 1e-10 / fk.eps_terms("2-decoy", True, True)      # 21 + 4 passive + 4 mismatch
     b1 = fk.multiphoton_detection_bounds(RX, eps)
     assert fk.multiphoton_detection_bounds(RX, eps, 1.0) == b1
     b9, b8 = fk.multiphoton_detection_bounds(RX, eps, 0.9), fk.multiphoton_detection_bounds(RX, eps, 0.8)
@@ -82,11 +82,11 @@ def test_tagged_bound_against_the_worst_tagging_it_allows():
     """Tag each single click with probability 1 - rho and each squashed double click with
     1 - rho^2 (the bound's worst case): the tagged count stays below the bound in every one of
     20,000 blocks, and the bound is within its tail of the mean: ~12 standard deviations, what
-    a union over every N and S at eps = 1e-10/27 costs (sqrt(2 l), l ~ 61)."""
+    a union over every N and S at eps = 1e-10/29 costs (sqrt(2 l), l ~ 61)."""
     rng = np.random.default_rng(7)
     n, s, rho = 1_000_000, 14_000, 0.9
     tagged = rng.binomial(n - s, 1 - rho, 20_000) + rng.binomial(s, 1 - rho * rho, 20_000)
-    bound = fk.tagged_detection_bound(n, rho, s, 1e-10 / 27)
+    bound = fk.tagged_detection_bound(n, rho, s, 1e-10 / 29)
     assert tagged.max() < bound
     assert 6 * tagged.std() < bound - tagged.mean() < 13 * tagged.std()
     assert fk.tagged_detection_bound(n, 1.0, s, 1e-10) == 0.0
