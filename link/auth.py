@@ -909,9 +909,18 @@ SEGMENT_WEIGHTS = {"proto.data": 3, "proto.ack": 3, "ctrl.data": 1, "ctrl.ack": 
 _WEIGHT_SUM = 2 * sum(SEGMENT_WEIGHTS.values())
 
 
-def segment_unit(refill_bytes: int) -> int:
-    """Bytes of one weight unit of a refill of at most ``refill_bytes`` (whole pads)."""
-    return (refill_bytes // _WEIGHT_SUM) // PAD_BYTES * PAD_BYTES
+def segment_unit(refill_bytes: int, layout: list[int] | None = None) -> int:
+    """Bytes of one weight unit of a refill of at most ``refill_bytes`` (whole pads), shared by
+    the streams the segment ``layout`` refills (None: all). A stream left out (at its high
+    water: ``link.commit``) leaves its share to the others, not to keys: with the control
+    lanes full, each protocol stream got only 3/16 of the refill, short of what it used on a
+    busy rig (bench.soak, 2026-11-25: the link stopped after 25 min, a protocol stream
+    exhausted)."""
+    w = (_WEIGHT_SUM if layout is None else
+         sum(SEGMENT_WEIGHTS[s.split(".", 1)[1]] for s, idx in zip(STREAMS, layout) if idx != NO_SEGMENT))
+    if w == 0:
+        return 0
+    return (refill_bytes // w) // PAD_BYTES * PAD_BYTES
 
 
 def segment_layout(conn: sqlite3.Connection, streams) -> list[int]:
@@ -945,14 +954,15 @@ def append_segments_sql(conn: sqlite3.Connection, source: str, material: bytearr
     it gets or ``NO_SEGMENT``; an int gives every stream that index (every refill did before
     each stream's share was bounded by its own high water, ``link.commit``). Each stream of the
     layout gets a whole number of pads in proportion to ``SEGMENT_WEIGHTS`` of
-    ``segment_unit(len(material))``, taken from ``material`` in ``STREAMS`` order; a stream left
-    out takes nothing, so the rest stays key. Both nodes add the same bytes under the same
+    ``segment_unit(len(material), layout)``, taken from ``material`` in ``STREAMS`` order; a
+    stream left out takes nothing (its share goes to the others), and what the whole units
+    leave stays key. Both nodes add the same bytes under the same
     indices (Alice chooses the layout when she commits the block and sends it with COMMIT),
     so their pools stay identical whatever order the commits happen in. Returns the bytes used.
     """
     if isinstance(layout, int):
         layout = [layout] * len(STREAMS)
-    unit = segment_unit(len(material))
+    unit = segment_unit(len(material), layout)
     if unit == 0:
         return 0
     off = 0

@@ -44,7 +44,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from .auth import check_layout
+from .auth import PAD_BYTES, SEGMENT_WEIGHTS, STREAMS, check_layout
 from .channel import Channel
 from .keystore import CommitMismatch, KeyStore, KeyStoreIOError
 from .messages import Message, MsgType
@@ -53,12 +53,21 @@ log = logging.getLogger(__name__)
 
 # Alice refills a stream of the authentication pool from a block only while that stream has
 # fewer pads left than this (128 KiB); the rest of the block goes to keys. Each stream is bounded
-# by its own high water: a proto stream gets 384 pads a block and, measured, uses ~190 a 2^20-bit
-# block on the in-process model and ~360 on the rig (bench.soak, 2026-11-25); the ctrl streams
-# get 128 and use ~none. When only the emptiest stream was compared (one refill for all or
+# by its own high water: a proto stream gets 384 pads a block (512 once the ctrl streams are at
+# theirs: the streams refilled share the refill, auth.segment_unit) and, measured, uses ~190 a
+# 2^20-bit block on the in-process model and ~360-440 on the rig (bench.soak, 2026-11-25); the
+# ctrl streams get 128 and use ~none. When only the emptiest stream was compared (one refill for all or
 # none), the ctrl streams' share built up by ~2 MB/h of unused pads (bench.soak). Alice sends
 # the per-stream layout of each refill with COMMIT and RESYNC (``KeyStore.auth_layout``).
 POOL_HIGH_WATER_PADS = 1 << 14
+# A stream's use grows with the messages a block takes, which grow with the block's wall time
+# (Bob's frame announcements, so a slower link or a loaded machine uses more): a fixed refill
+# fell behind on the rig under load (bench.soak, 2026-11-25: ~440 pads a block against the 384
+# it got; the link stopped after 25 min with alice.proto.data exhausted). Below this many pads
+# left Alice asks the commit for as much key as brings the stream back to it in one block
+# (at most half the block's key beyond auth_refill_bytes: KeyStore.commit), so every stream
+# settles at or above it whatever its use.
+POOL_LOW_WATER_PADS = 1 << 12
 
 COMMIT_TYPES = {MsgType.PREPARE, MsgType.PREPARED, MsgType.COMMIT, MsgType.COMMITTED,
                 MsgType.RESYNC, MsgType.RESYNC_REPLY, MsgType.HELLO}
@@ -150,9 +159,21 @@ class Committer:
             self.on_event(what, block_id, info)
 
     # Alice ---------------------------------------------------------------------------------
-    def _refill_streams(self) -> tuple[str, ...]:
-        """Alice: the streams this block's commit refills (each below its own high water)."""
-        return tuple(s for s, u in self.ch.pool.usage().items() if u["left_pads"] < POOL_HIGH_WATER_PADS)
+    def _refill(self) -> dict:
+        """Alice: what this block's commit refills: the streams below their own high water, and
+        the key bytes to take, ``auth_refill_bytes`` or, with a stream below the low water, as
+        many as give that stream its way back up (a stream gets its weight's share of the
+        refill: ``auth.segment_unit``)."""
+        left = {s: u["left_pads"] for s, u in self.ch.pool.usage().items()}
+        streams = tuple(s for s in STREAMS if left.get(s, 0) < POOL_HIGH_WATER_PADS)
+        total_w = sum(SEGMENT_WEIGHTS[s.split(".", 1)[1]] for s in streams)
+        want = self.store.auth_refill_bytes
+        for s in streams:
+            short = POOL_LOW_WATER_PADS - left.get(s, 0)
+            if short > 0:
+                w = SEGMENT_WEIGHTS[s.split(".", 1)[1]]
+                want = max(want, -(-short * total_w // w) * PAD_BYTES)
+        return {"refill": streams, "refill_bytes": want}
 
     def propose(self, block_id: int, key: bytearray, key_bits: int) -> None:
         """Alice: the block verified; hold its key as prepared and ask Bob to prepare."""
@@ -253,7 +274,7 @@ class Committer:
         st = self.store.state(b)
         if msg.payload == b"\x01":
             if st == "prepared":
-                n = self.store.commit(b, refill=self._refill_streams())
+                n = self.store.commit(b, **self._refill())
                 self._event("committed", b, keys=n)
             if st in ("prepared", "committed"):
                 self._send_commit(b)
@@ -322,7 +343,7 @@ class Committer:
                 self._event("final", b)
             elif theirs == "prepared":
                 if mine == "prepared":
-                    n = self.store.commit(b, refill=self._refill_streams())
+                    n = self.store.commit(b, **self._refill())
                     self._event("committed", b, keys=n)
                 self._send_commit(b)
             else:

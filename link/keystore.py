@@ -343,7 +343,8 @@ class KeyStore:
                        (block_id, "prepared", key_bits, memoryview(key)[: (key_bits + 7) // 8]))
 
     def commit(self, block_id: int, layout: list[int] | int | None = None, *,
-               refill: bool | tuple[str, ...] = True, expect: dict | None = None) -> int:
+               refill: bool | tuple[str, ...] = True, expect: dict | None = None,
+               refill_bytes: int | None = None) -> int:
         """Make a prepared block's keys usable (idempotent); returns the number of keys.
 
         In the same transaction: up to ``auth_refill_bytes`` of the block key go to the
@@ -356,10 +357,16 @@ class KeyStore:
         (``auth.check_layout``), or one int (``NO_SEGMENT``, or a segment index for every
         stream: commit messages of stores written before the per-stream split).
 
+        ``refill_bytes`` (Alice): the most of the block key the refill may take, default
+        ``auth_refill_bytes``; ``link.commit`` asks for more while a stream is low, and at most
+        half the block's key beyond ``auth_refill_bytes`` is ever taken. Bob takes the bytes
+        Alice's refill took from ``expect["auth_bytes"]`` (the same segments then follow from
+        her layout), so the two split a block alike whatever their ``auth_refill_bytes``.
+
         ``expect`` (Bob: what Alice's commit of the block gave, ``commit_summary``): if this
-        store's split differs (its ``auth_refill_bytes`` or ``key_size_bits`` are not Alice's),
-        ``CommitMismatch`` is raised and nothing is written: the same key IDs would name
-        different bytes on the two nodes, and their pools would differ.
+        store's split differs (its ``key_size_bits`` is not Alice's, or her refill does not fit
+        the block), ``CommitMismatch`` is raised and nothing is written: the same key IDs would
+        name different bytes on the two nodes, and their pools would differ.
         """
         if layout is not None and not isinstance(layout, int):
             layout = check_layout(layout)
@@ -377,16 +384,24 @@ class KeyStore:
             del blob, row
             try:
                 nbytes = key_bits // 8
-                refill_bytes = min(self.auth_refill_bytes, nbytes)
                 if layout is None:      # Alice: her choice, fresh indices
+                    want = self.auth_refill_bytes if refill_bytes is None else int(refill_bytes)
+                    take = min(want, max(self.auth_refill_bytes, nbytes // 2), nbytes)
                     streams = STREAMS if refill is True else () if refill is False else refill
-                    layout = (segment_layout(db, streams) if segment_unit(refill_bytes)
-                              else [NO_SEGMENT] * len(STREAMS))
+                    layout = segment_layout(db, streams)
+                    if not segment_unit(take, layout):
+                        layout = [NO_SEGMENT] * len(STREAMS)
                 else:
                     if isinstance(layout, int):
                         layout = [layout] * len(STREAMS)
                     self._check_fresh(db, block_id, layout)
-                used = append_segments_sql(db, f"block {block_id}", material[:refill_bytes], layout)
+                    take = min(self.auth_refill_bytes, nbytes)
+                    if expect is not None and "auth_bytes" in expect:
+                        take = expect["auth_bytes"]       # Alice's refill (a whole number of units)
+                        if type(take) is not int or not 0 <= take <= nbytes:
+                            raise CommitMismatch(f"commit: block {block_id}: the peer's refill of "
+                                                 f"{take!r} bytes does not fit its {nbytes} bytes")
+                used = append_segments_sql(db, f"block {block_id}", material[:take], layout)
                 if not used:
                     layout = [NO_SEGMENT] * len(STREAMS)
                 kb = self.key_size_bits // 8
@@ -394,8 +409,8 @@ class KeyStore:
                 mine = {"auth_bytes": used, "n_keys": n, "key_size_bits": self.key_size_bits}
                 if expect is not None and any(expect.get(k) != v for k, v in mine.items()):
                     raise CommitMismatch(f"commit: block {block_id} splits here into {mine}, on the "
-                                         f"peer into {expect}: [protocol] auth_refill_bytes and "
-                                         f"key_size_bits must be the same on both nodes")
+                                         f"peer into {expect}: [protocol] key_size_bits must be the "
+                                         f"same on both nodes")
                 if n:      # the block's keys as one row (module docstring: Layout)
                     mv = memoryview(material)
                     db.execute("INSERT INTO keyblock(block_id, key_bytes, n_keys, live0, live1, live, data) "

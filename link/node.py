@@ -182,7 +182,9 @@ class NodeConfig:
     detector_efficiency_ratio_min: float = 0.9
     intensities: tuple[float, ...] = (0.5, 0.1, 0.0002)
     intensity_probs: tuple[float, ...] = (0.7, 0.2, 0.1)
-    auth_refill_bytes: int = 16384      # of each block's key to the auth pool (384 pads/proto stream)
+    # of each block's key to the auth pool (384 pads/proto stream, 512 while the ctrl streams are
+    # full; more while a stream is below link.commit.POOL_LOW_WATER_PADS); Bob follows Alice's split
+    auth_refill_bytes: int = 16384
     qber_alarm: float = 0.11
     max_blocks_in_flight: int = 16
     max_frames_in_flight: int = 64

@@ -13,7 +13,9 @@ Findings it pins down, each failing on the code before its fix:
 * Nothing checked that the nodes split a block alike: with Bob's [protocol] auth_refill_bytes
   or key_size_bits unlike Alice's, his commit put other bytes in his pool and under the same key
   IDs. COMMIT and RESYNC now carry Alice's split (``KeyStore.commit_summary``); Bob refuses
-  (``commit_refused``) a commit that would split otherwise, writing nothing.
+  (``commit_refused``) a commit that would split otherwise (key_size_bits), writing nothing, and
+  takes the refill's bytes from it (so auth_refill_bytes no longer has to match: Alice varies
+  the refill with her pools' levels).
 * Old frames (copies, replays, and made-up frames at a sequence number whose pad is erased,
   which cannot be checked) were acknowledged once per I/O pass: each ACK a pad, so Eve could
   drain the ACK stream. Now at most once per retry_s.
@@ -105,12 +107,28 @@ def _segment_rows(store) -> int:
     return store._db.execute("SELECT COUNT(*) FROM auth_segment").fetchone()[0]
 
 
-@pytest.mark.parametrize("setting, bob_value", [("auth_refill_bytes", 1024), ("key_size_bits", 128)])
+def test_bob_splits_a_block_as_alice_did_whatever_his_auth_refill_bytes(tmp_path):
+    """Bob's [protocol] auth_refill_bytes differing from Alice's once put other bytes in his pool
+    and under the same key IDs. COMMIT carries Alice's split, and Bob now takes her refill's bytes
+    from it (she varies them with her pools' levels: link.commit, POOL_LOW_WATER_PADS)."""
+    with committer_pair(tmp_path, 2048) as nodes:
+        a_st, _, a_com = nodes["alice"]
+        b_st, _, b_com = nodes["bob"]
+        b_st.auth_refill_bytes = 1024
+        key = os.urandom(4096)
+        b_com.offer(3, bytearray(key), 4096 * 8)
+        a_com.propose(3, bytearray(key), 4096 * 8)
+        pump(nodes, lambda: a_st.state(3) == "final", 5)
+        assert b_st.state(3) == "committed" and b_com.refused == 0
+        assert b_st.commit_summary(3) == a_st.commit_summary(3) and stores_identical(a_st, b_st)
+
+
+@pytest.mark.parametrize("setting, bob_value", [("key_size_bits", 128)])
 def test_bob_refuses_a_commit_split_unlike_alices(tmp_path, setting, bob_value):
-    """[protocol] auth_refill_bytes and key_size_bits "must be the same on both nodes", and nothing
-    checked it: with Bob's different, his commit of a block put other bytes in his pool and under
-    the same key IDs (stores differ, the pools too). Now COMMIT carries Alice's split and Bob
-    refuses one unlike his own, writing nothing."""
+    """[protocol] key_size_bits "must be the same on both nodes", and nothing checked it: with
+    Bob's different, his commit of a block put the same bytes under other key IDs (stores
+    differ). Now COMMIT carries Alice's split and Bob refuses one unlike his own, writing
+    nothing."""
     with committer_pair(tmp_path, 2048) as nodes:
         a_st, _, a_com = nodes["alice"]
         b_st, _, b_com = nodes["bob"]

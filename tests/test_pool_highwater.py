@@ -17,7 +17,7 @@ from contextlib import closing
 from commit_pair import committer_pair, pump
 
 import link.commit as commit_mod
-from link.auth import STREAMS, AuthPool
+from link.auth import SEGMENT_WEIGHTS, STREAMS, AuthPool
 from link.keystore import NO_SEGMENT, KeyStore, stores_identical
 from link.messages import MsgType
 
@@ -70,15 +70,21 @@ def test_each_stream_is_refilled_only_below_its_own_high_water_and_bob_follows(t
         segs = _segments(tmp_path / "alice.db")
         assert segs == _segments(tmp_path / "bob.db")
         assert segs == {s: [0, 1] if s in below else [0] for s in STREAMS}
-        pads = {s: (24 if s in PROTO else 8) for s in STREAMS}     # a refill's pads per stream
-        assert a_st.count() - keys == (2048 - 8 * sum(pads[s] for s in below)) * 8 // 256   # the rest is key
+        pads = {s: (24 if s in PROTO else 8) for s in STREAMS}     # a refill of every stream
+        # the streams refilled share the whole refill by weight: what the full ones leave goes
+        # to the others, not to keys (auth.segment_unit)
+        w = {s: SEGMENT_WEIGHTS[s.split(".", 1)[1]] for s in STREAMS}
+        unit2 = (1024 // sum(w[s] for s in below)) // 8 * 8
+        pads2 = {s: unit2 * w[s] // 8 for s in below}
+        assert all(pads2[s] > pads[s] for s in below)
+        assert a_st.count() - keys == (2048 - 8 * sum(pads2.values())) * 8 // 256   # the rest is key
         monkeypatch.setattr(commit_mod, "POOL_HIGH_WATER_PADS", 1 << 14)
         _run_block(nodes, 3)               # each stream numbers its own segments
         assert a_st.auth_layout(3) == b_st.auth_layout(3) == [2 if s in below else 1 for s in STREAMS]
         assert stores_identical(a_st, b_st)
         for ch in (a_ch, b_ch):
             ch.pool.refresh()
-        cap = {s: 1023 + pads[s] * (3 if s in below else 2) for s in STREAMS}
+        cap = {s: 1023 + pads[s] * 2 + pads2.get(s, 0) for s in STREAMS}
         assert {s: a_ch.pool.capacity(s) for s in STREAMS} == cap
         assert {s: b_ch.pool.capacity(s) for s in STREAMS} == cap
     for role in ("alice", "bob"):     # a restart loads the same per-stream segments
@@ -126,3 +132,31 @@ def test_a_block_committed_before_the_split_keeps_its_one_index(tmp_path):
     a = KeyStore(tmp_path / "a.db", "L", auth_refill_bytes=256)
     assert a.auth_layout(3) == [0] * len(STREAMS)
     a.close()
+
+
+def test_a_stream_below_the_low_water_gets_more_of_the_block_and_bob_follows(tmp_path, monkeypatch):
+    """A fixed refill fell behind a stream's use on the rig under load (bench.soak, 2026-11-25: the
+    link stopped after 25 min, alice.proto.data exhausted). Below POOL_LOW_WATER_PADS Alice takes
+    as much key as brings the stream back in one block, at most half the block's key; Bob takes
+    the same bytes from her commit's split, with his own auth_refill_bytes unchanged."""
+    with committer_pair(tmp_path, 1024) as nodes:      # 1023 pads a stream
+        a_st, a_ch, _ = nodes["alice"]
+        b_st, b_ch, _ = nodes["bob"]
+        key = os.urandom(8192)
+        for low, block in ((512, 1), (2000, 2)):
+            monkeypatch.setattr(commit_mod, "POOL_LOW_WATER_PADS", low)
+            before = {s: a_ch.pool.capacity(s) for s in STREAMS}
+            keys = a_st.count()
+            nodes["bob"][2].offer(block, bytearray(key), 8192 * 8)
+            nodes["alice"][2].propose(block, bytearray(key), 8192 * 8)
+            pump(nodes, lambda b=block: a_st.state(b) == "final" and b_st.state(b) == "committed")
+            assert stores_identical(a_st, b_st)
+            for ch in (a_ch, b_ch):
+                ch.pool.refresh()
+            got = {s: a_ch.pool.capacity(s) - before[s] for s in STREAMS}
+            assert got == {s: b_ch.pool.capacity(s) - b_before for s, b_before in before.items()}
+            if block == 1:          # above the low water: the usual 1024 bytes (24/8 pads)
+                assert got == {s: (24 if s in PROTO else 8) for s in STREAMS}
+            else:                   # ~1000 pads short: capped at half the block, 4096 bytes
+                assert got == {s: (96 if s in PROTO else 32) for s in STREAMS}
+            assert a_st.count() - keys == (8192 - 8 * sum(got.values())) * 8 // 256
