@@ -109,7 +109,7 @@ _SPLIT_KEYS = ("auth_bytes", "n_keys", "key_size_bits")
 
 def _split(got, where: str) -> dict | None:
     """The split of a committed block Alice sends (``KeyStore.commit_summary``), checked; None
-    when absent (a peer from before it was sent: not checked then)."""
+    when absent (Bob then refuses to commit the block: ``Committer._bob_commit``)."""
     if got is _MISSING or got is None:
         return None
     if not (isinstance(got, dict) and set(got) == set(_SPLIT_KEYS)
@@ -198,6 +198,11 @@ class Committer:
              "split": self.store.commit_summary(block_id)}).encode())
 
     def _bob_commit(self, block_id: int, layout: list[int], split: dict | None) -> int:
+        if split is None:
+            # Alice's refill varies with her pools (_refill): without her split Bob could only
+            # guess its size from his own auth_refill_bytes and fill his pool otherwise
+            raise CommitMessageError(f"block {block_id}: the commit carries no split (Alice's "
+                                     "refill and keys), which Bob needs to split the block alike")
         try:
             return self.store.commit(block_id, layout, expect=split)
         except CommitMismatch as exc:     # rolled back: nothing written, the block stays prepared

@@ -49,3 +49,14 @@ def pump(nodes: dict, done: Callable[[], bool], timeout_s: float = 10.0) -> None
             m = ch.recv(timeout=0.01)
             if m is not None and m.mtype in COMMIT_TYPES:
                 com.handle(m)
+
+
+def split_for(store: KeyStore, key_bytes: int, layout: list[int]) -> dict:
+    """The split (``KeyStore.commit_summary``) Alice's commit of a ``key_bytes`` block with this
+    segment layout gives at her ``auth_refill_bytes``: what a hand-made COMMIT must carry."""
+    from link.auth import NO_SEGMENT, SEGMENT_WEIGHTS, STREAMS, segment_unit
+
+    unit = segment_unit(min(store.auth_refill_bytes, key_bytes), layout)
+    used = unit * sum(SEGMENT_WEIGHTS[s.split(".", 1)[1]] for s, i in zip(STREAMS, layout) if i != NO_SEGMENT)
+    return {"auth_bytes": used, "n_keys": (key_bytes - used) // (store.key_size_bits // 8),
+            "key_size_bits": store.key_size_bits}

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from commit_pair import committer_pair, pump
+from commit_pair import committer_pair, pump, split_for
 
 import link.channel as channel_mod
 from link.auth import AuthPool, write_psk
@@ -372,11 +372,13 @@ def test_bob_refuses_a_layout_that_reuses_a_segment_index(tmp_path):
         for b in (1, 2):
             b_st.prepare(b, bytearray(os.urandom(4096)), 4096 * 8)
         b_com.handle(Message(MsgType.COMMIT, "alice", "proto", 1, 1,
-                             json.dumps({"auth_layout": [0] * 8}).encode()))
+                             json.dumps({"auth_layout": [0] * 8,
+                                         "split": split_for(b_st, 4096, [0] * 8)}).encode()))
         assert b_st.state(1) == "committed"
         rows, keys = _segment_rows(b_st), b_st.count()
         b_com.handle(Message(MsgType.COMMIT, "alice", "proto", 2, 2,
-                             json.dumps({"auth_layout": [-1] * 7 + [0]}).encode()))
+                             json.dumps({"auth_layout": [-1] * 7 + [0],
+                                         "split": split_for(b_st, 4096, [-1] * 7 + [0])}).encode()))
         assert b_st.state(2) == "prepared" and b_com.refused == 1
         assert (_segment_rows(b_st), b_st.count()) == (rows, keys)
 
@@ -415,11 +417,13 @@ def test_a_resync_block_bob_refuses_does_not_stop_the_others(tmp_path):
         for b in (1, 2, 3):
             b_st.prepare(b, bytearray(os.urandom(4096)), 4096 * 8)
         b_com.handle(Message(MsgType.COMMIT, "alice", "proto", 1, 1,
-                             json.dumps({"auth_layout": [0] * 8}).encode()))
+                             json.dumps({"auth_layout": [0] * 8,
+                                         "split": split_for(b_st, 4096, [0] * 8)}).encode()))
         sent = []
         real_send = b_com.ch.send
         b_com.ch.send = lambda mtype, *a, **kw: (sent.append(mtype), real_send(mtype, *a, **kw))[1]
-        listing = {"2": ["committed", [0] * 8], "3": ["committed", [1] * 8]}
+        listing = {"2": ["committed", [0] * 8, split_for(b_st, 4096, [0] * 8)],
+                   "3": ["committed", [1] * 8, split_for(b_st, 4096, [1] * 8)]}
         b_com.handle(Message(MsgType.RESYNC, "alice", "proto", 2, 0, json.dumps(listing).encode()))
         assert (b_st.state(2), b_st.state(3)) == ("prepared", "committed") and b_com.refused == 1
         assert sent == [MsgType.RESYNC_REPLY]

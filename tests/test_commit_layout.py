@@ -13,7 +13,7 @@ import os
 import struct
 
 import pytest
-from commit_pair import committer_pair
+from commit_pair import committer_pair, split_for
 
 from link.auth import STREAMS
 from link.messages import HEADER, PROTOCOL_VERSION, TAG_LEN, Message, MsgType, WireError, split_frame
@@ -32,6 +32,8 @@ BAD_COMMITS = [
     (json.dumps({"auth_layout": [0, 1.0] + [0] * 6}).encode(), "stream alice.proto.ack"),
     (json.dumps({"auth_layout": [1 << 62] + [0] * 7}).encode(), "[0, 2^62)"),
     (json.dumps({"auth_layout": None}).encode(), "auth_layout: expected a list"),
+    # without Alice's split Bob cannot know her refill's size (it varies with her pools)
+    (json.dumps({"auth_layout": GOOD}).encode(), "carries no split"),
 ]
 
 
@@ -57,7 +59,8 @@ def test_bob_refuses_a_malformed_commit_and_changes_nothing(tmp_path):
             assert (what, b, info["message"]) == ("refused", 4, "COMMIT")
             assert why in info["reason"], (payload, info["reason"])
         assert _segment_rows(b_st) == 0 and b_st.count() == 0
-        b_com.handle(_msg(MsgType.COMMIT, 4, json.dumps({"auth_layout": GOOD}).encode()))   # well formed
+        b_com.handle(_msg(MsgType.COMMIT, 4, json.dumps(                                    # well formed
+            {"auth_layout": GOOD, "split": split_for(b_st, 2048, GOOD)}).encode()))
         assert b_st.state(4) == "committed" and b_st.auth_layout(4) == GOOD
         assert _segment_rows(b_st) == len(STREAMS) and b_com.refused == len(BAD_COMMITS)
 
