@@ -266,12 +266,7 @@ def test_old_frames_do_not_drain_the_ack_stream(tmp_path, monkeypatch, erased):
     monkeypatch.setattr(channel_mod, "ERASE_EVERY_S", 0.02)
     write_psk(tmp_path / "l.psk", "L", 8192)
     ctx = zmq.Context()
-    eve = {k: ctx.socket(zmq.DEALER) for k in ("proto", "ctrl")}
-    eps = {}
-    for k, sock in eve.items():
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind("tcp://127.0.0.1:*")
-        eps[k] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    eve, eps = _eve(ctx)
     alice_pool = AuthPool(tmp_path / "l.psk", tmp_path / "alice.db", "alice")   # Eve's recordings
     recorded = [_alice_frame(alice_pool, 0, MsgType.HELLO, b"")]
     recorded += [_alice_frame(alice_pool, i, MsgType.DATA, b"m%d" % i) for i in range(1, 6)]
