@@ -264,12 +264,8 @@ def test_old_frames_do_not_drain_the_ack_stream(tmp_path, monkeypatch, erased):
     ACK, one pad of his ACK stream each: ~100 pads for 100 frames, from frames Eve can make up.
     Now such old frames get at most one ACK per retry_s (the peer resends no faster)."""
     monkeypatch.setattr(channel_mod, "ERASE_EVERY_S", 0.02)
-    write_psk(tmp_path / "l.psk", "L", 8192)
     ctx = zmq.Context()
-    eve, eps = _eve(ctx)
-    alice_pool = AuthPool(tmp_path / "l.psk", tmp_path / "alice.db", "alice")   # Eve's recordings
-    recorded = [_alice_frame(alice_pool, 0, MsgType.HELLO, b"")]
-    recorded += [_alice_frame(alice_pool, i, MsgType.DATA, b"m%d" % i) for i in range(1, 6)]
+    eve, eps, alice_pool, recorded = _eve_recording(tmp_path, ctx, 5)
     bob = Channel("bob", AuthPool(tmp_path / "l.psk", tmp_path / "bob.db", "bob"), ctx=ctx, retry_s=0.2)
     try:
         bob.connect(**eps)
@@ -471,18 +467,25 @@ def _eve(ctx) -> tuple[dict, dict]:
     return eve, eps
 
 
+def _eve_recording(tmp_path, ctx, n_data: int) -> tuple[dict, dict, AuthPool, list[bytes]]:
+    """A fresh pre-shared secret, Eve's two sockets for Bob to connect to, and Alice's frames she
+    recorded: a HELLO and ``n_data`` DATA frames m1.. (tagged by Alice's pool, returned with them)."""
+    write_psk(tmp_path / "l.psk", "L", 8192)
+    eve, eps = _eve(ctx)
+    alice_pool = AuthPool(tmp_path / "l.psk", tmp_path / "alice.db", "alice")
+    recorded = [_alice_frame(alice_pool, 0, MsgType.HELLO, b"")]
+    recorded += [_alice_frame(alice_pool, i, MsgType.DATA, b"m%d" % i) for i in range(1, n_data + 1)]
+    return eve, eps, alice_pool, recorded
+
+
 def test_a_replay_after_a_power_cut_is_refused(tmp_path):
     """Bob's last accepted sequence number (recv_last) is written under synchronous=NORMAL: a power
     cut can lose it, and the frames he accepted before the cut were accepted again when Eve
     replayed them (a replayed RESYNC can abort a block Alice committed). Now accepting a frame
     above the durable receive fence first raises the fence, synced, and the next run refuses
     everything at or below it. Simulated: Bob's store put back to its last synced state."""
-    write_psk(tmp_path / "l.psk", "L", 8192)
     ctx = zmq.Context()
-    eve, eps = _eve(ctx)
-    alice_pool = AuthPool(tmp_path / "l.psk", tmp_path / "alice.db", "alice")   # Eve's recordings
-    recorded = [_alice_frame(alice_pool, 0, MsgType.HELLO, b"")]
-    recorded += [_alice_frame(alice_pool, i, MsgType.DATA, b"m%d" % i) for i in range(1, 11)]
+    eve, eps, alice_pool, recorded = _eve_recording(tmp_path, ctx, 10)
     pool = AuthPool(tmp_path / "l.psk", tmp_path / "bob.db", "bob")
     power = _PowerCut(pool, tmp_path / "synced")
     bob = Channel("bob", pool, ctx=ctx, retry_s=0.2)
